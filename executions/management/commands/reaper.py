@@ -1,0 +1,36 @@
+import logging
+import signal
+import time
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+from django.db import close_old_connections
+
+from executions.failure_handler import reap
+
+log = logging.getLogger("openclaw.reaper")
+
+
+class Command(BaseCommand):
+    help = "Expire lost and overdue attempts, resend lost messages and dispatch ready work, every second."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--once", action="store_true")
+
+    def handle(self, *args, once=False, **options):
+        stopping = []
+        signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
+        signal.signal(signal.SIGINT, lambda *_: stopping.append(1))
+        while not stopping:
+            started = time.monotonic()
+            try:
+                stats = reap()
+                if any(stats[k] for k in ("lost", "expired", "resent", "phases")):
+                    log.info("reaper: %s", stats)
+            except Exception:
+                log.exception("reaper pass failed")
+            finally:
+                close_old_connections()
+            if once:
+                return
+            time.sleep(max(0.0, settings.OPENCLAW_REAPER_INTERVAL_SEC - (time.monotonic() - started)))

@@ -1,0 +1,279 @@
+"""Executions and everything that happens inside one: tasks, attempts, events, conflicts, ledger."""
+
+import hashlib
+import secrets
+import uuid
+from decimal import Decimal
+
+from django.db import models
+from django.utils import timezone
+
+
+class Client(models.Model):
+    name = models.CharField(max_length=100, unique=True)
+    is_active = models.BooleanField(default=True)
+    default_budget_usd = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ApiKey(models.Model):
+    """An API key of a client. Only a SHA-256 of the key is stored; the prefix identifies it to humans."""
+
+    client = models.ForeignKey(Client, on_delete=models.CASCADE, related_name="api_keys")
+    prefix = models.CharField(max_length=16, db_index=True)
+    key_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.client})"
+
+    @staticmethod
+    def hash_key(raw: str) -> str:
+        return hashlib.sha256(raw.encode()).hexdigest()
+
+    @classmethod
+    def issue(cls, client: Client) -> tuple["ApiKey", str]:
+        raw = "oc_" + secrets.token_urlsafe(32)
+        return cls.objects.create(client=client, prefix=raw[:10], key_hash=cls.hash_key(raw)), raw
+
+
+class ExecutionStatus(models.TextChoices):
+    PLANNING = "planning"
+    EXECUTING = "executing"
+    AGGREGATING = "aggregating"
+    COMPLETED = "completed"
+    PARTIAL = "partial"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    BUDGET_EXCEEDED = "budget_exceeded"
+
+
+EXECUTION_TERMINAL = {
+    ExecutionStatus.COMPLETED, ExecutionStatus.PARTIAL, ExecutionStatus.FAILED,
+    ExecutionStatus.CANCELLED, ExecutionStatus.BUDGET_EXCEEDED,
+}
+
+
+class Execution(models.Model):
+    MODES = [("auto", "auto"), ("parallel", "parallel"), ("serial", "serial")]
+
+    id = models.CharField(max_length=80, primary_key=True)
+    client = models.ForeignKey(Client, on_delete=models.PROTECT, related_name="executions")
+    session_key = models.CharField(max_length=64)
+    project = models.CharField(max_length=100, blank=True)
+    message = models.TextField()
+    requested_mode = models.CharField(max_length=10, choices=MODES, default="auto")
+    force_parallel = models.BooleanField(default=False)
+    mode = models.CharField(max_length=10, blank=True, help_text="serial or parallel, decided by the router")
+    routing_reason = models.CharField(max_length=200, blank=True)
+    status = models.CharField(max_length=20, choices=ExecutionStatus.choices, default=ExecutionStatus.PLANNING)
+    plan = models.JSONField(default=dict, blank=True)
+    plan_source = models.CharField(max_length=20, blank=True, help_text="model, repaired or fallback")
+    plan_notes = models.JSONField(default=list, blank=True)
+    budget_usd = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
+    estimated_duration_sec = models.FloatField(null=True, blank=True)
+    serial_estimate_sec = models.FloatField(null=True, blank=True)
+    estimated_cost_usd = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
+    cost_usd = models.DecimalField(max_digits=12, decimal_places=6, default=Decimal("0"))
+    fee_usd = models.DecimalField(max_digits=12, decimal_places=2, default=Decimal("0"))
+    refund_usd = models.DecimalField(max_digits=12, decimal_places=2, default=Decimal("0"))
+    tokens_in = models.PositiveBigIntegerField(default=0)
+    tokens_out = models.PositiveBigIntegerField(default=0)
+    final_response = models.TextField(blank=True)
+    quality_score = models.FloatField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    next_seq = models.PositiveBigIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    # When the current phase's control message was sent, so the reaper can resend a lost one.
+    phase_sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["client", "-created_at"]), models.Index(fields=["status"])]
+
+    def __str__(self) -> str:
+        return self.id
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in EXECUTION_TERMINAL
+
+    @property
+    def duration_sec(self) -> float | None:
+        if not self.started_at:
+            return None
+        end = self.finished_at or timezone.now()
+        return round((end - self.started_at).total_seconds(), 3)
+
+    @staticmethod
+    def new_id(session_key: str) -> str:
+        slug = "".join(ch for ch in session_key if ch.isalnum() or ch in "-_")[:32] or "anon"
+        return f"exec_{slug}_{int(timezone.now().timestamp())}_{secrets.token_hex(3)}"
+
+
+class TaskStatus(models.TextChoices):
+    PENDING = "pending"
+    READY = "ready"
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    DEAD = "dead"
+    BLOCKED = "blocked"
+    CANCELLED = "cancelled"
+
+
+TASK_TERMINAL = {TaskStatus.SUCCEEDED, TaskStatus.DEAD, TaskStatus.BLOCKED, TaskStatus.CANCELLED}
+TASK_ACTIVE = {TaskStatus.QUEUED, TaskStatus.RUNNING}
+
+
+class Task(models.Model):
+    KINDS = [("plan", "planned"), ("remediation", "remediation"), ("reaudit", "re-audit"), ("revision", "revision")]
+
+    execution = models.ForeignKey(Execution, on_delete=models.CASCADE, related_name="tasks")
+    key = models.CharField(max_length=40, help_text="The plan's task id, e.g. task_1")
+    pool = models.CharField(max_length=32, db_index=True)
+    description = models.TextField()
+    kind = models.CharField(max_length=16, choices=KINDS, default="plan")
+    priority = models.IntegerField(default=1, help_text="Lower runs first")
+    timeout_sec = models.PositiveIntegerField(default=300)
+    blocked_by = models.JSONField(default=list, blank=True)
+    soft_deps = models.JSONField(default=list, blank=True)
+    context = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=12, choices=TaskStatus.choices, default=TaskStatus.PENDING)
+    expected_sec = models.FloatField(default=1.0, help_text="Expected duration used for ranks and estimates")
+    weight = models.FloatField(default=1.0, help_text="Share of the project's work, for refunds (estimated seconds)")
+    rank = models.FloatField(default=0.0, help_text="Upward rank: expected duration plus the longest chain after it")
+    not_before = models.DateTimeField(null=True, blank=True, help_text="Retry backoff: not dispatched before")
+    dispatch_count = models.PositiveIntegerField(default=0)
+    queued_at = models.DateTimeField(null=True, blank=True)
+    failed_attempts = models.PositiveIntegerField(default=0)
+    max_retries = models.PositiveIntegerField(default=2)
+    progress = models.PositiveSmallIntegerField(default=0)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    ready_at = models.DateTimeField(null=True, blank=True, help_text="When its last hard dependency finished")
+    tokens_in = models.PositiveBigIntegerField(default=0)
+    tokens_out = models.PositiveBigIntegerField(default=0)
+    cost_usd = models.DecimalField(max_digits=12, decimal_places=6, default=Decimal("0"))
+    error = models.TextField(blank=True)
+    result = models.JSONField(default=dict, blank=True)
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children")
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [models.UniqueConstraint(fields=["execution", "key"], name="task_key_unique_per_execution")]
+        indexes = [models.Index(fields=["pool", "status"]), models.Index(fields=["execution", "status"])]
+
+    def __str__(self) -> str:
+        return f"{self.execution_id}/{self.key}"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TASK_TERMINAL
+
+
+class Attempt(models.Model):
+    STATUSES = [
+        ("running", "running"), ("succeeded", "succeeded"), ("failed", "failed"),
+        ("expired", "expired"), ("lost", "lost"), ("cancelled", "cancelled"),
+    ]
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4)
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="attempts")
+    number = models.PositiveIntegerField()
+    status = models.CharField(max_length=10, choices=STATUSES, default="running")
+    worker = models.CharField(max_length=100, blank=True)
+    model = models.CharField(max_length=128, blank=True)
+    provider = models.CharField(max_length=16, blank=True)
+    started_at = models.DateTimeField(default=timezone.now)
+    lease_expires_at = models.DateTimeField()
+    deadline_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    tokens_in = models.PositiveBigIntegerField(default=0)
+    tokens_out = models.PositiveBigIntegerField(default=0)
+    cache_read_tokens = models.PositiveBigIntegerField(default=0)
+    cache_write_tokens = models.PositiveBigIntegerField(default=0)
+    cost_usd = models.DecimalField(max_digits=12, decimal_places=6, default=Decimal("0"))
+
+    class Meta:
+        ordering = ["started_at"]
+        constraints = [models.UniqueConstraint(fields=["task", "number"], name="attempt_number_unique_per_task")]
+        indexes = [models.Index(fields=["status", "lease_expires_at"])]
+
+    @property
+    def duration_sec(self) -> float | None:
+        if not self.finished_at:
+            return None
+        return round((self.finished_at - self.started_at).total_seconds(), 3)
+
+
+class Event(models.Model):
+    execution = models.ForeignKey(Execution, on_delete=models.CASCADE, related_name="events")
+    seq = models.PositiveBigIntegerField()
+    type = models.CharField(max_length=40)
+    task_key = models.CharField(max_length=40, blank=True)
+    payload = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["execution", "seq"]
+        constraints = [models.UniqueConstraint(fields=["execution", "seq"], name="event_seq_unique_per_execution")]
+
+    def as_message(self) -> dict:
+        return {
+            "execution_id": self.execution_id, "seq": self.seq, "type": self.type, "task": self.task_key or None,
+            "payload": self.payload, "at": self.created_at.isoformat(),
+        }
+
+
+class Conflict(models.Model):
+    STATUSES = [("detected", "detected"), ("resolving", "resolving"), ("resolved", "resolved"), ("unresolved", "unresolved")]
+
+    execution = models.ForeignKey(Execution, on_delete=models.CASCADE, related_name="conflicts")
+    kind = models.CharField(max_length=32)
+    between = models.JSONField(default=list)
+    description = models.TextField()
+    status = models.CharField(max_length=12, choices=STATUSES, default="detected")
+    resolution = models.TextField(blank=True)
+    rounds = models.PositiveIntegerField(default=0)
+    details = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+
+class LedgerEntry(models.Model):
+    KINDS = [("usage", "usage"), ("fee", "fee"), ("refund", "refund")]
+
+    execution = models.ForeignKey(Execution, on_delete=models.CASCADE, related_name="ledger")
+    client = models.ForeignKey(Client, on_delete=models.PROTECT, related_name="ledger")
+    kind = models.CharField(max_length=10, choices=KINDS)
+    # Exactly-once: usage:<attempt id>, fee:<execution id>, refund:<execution id>.
+    key = models.CharField(max_length=120, unique=True)
+    amount_usd = models.DecimalField(max_digits=14, decimal_places=6)
+    attempt = models.ForeignKey(Attempt, null=True, blank=True, on_delete=models.SET_NULL)
+    pool = models.CharField(max_length=32, blank=True)
+    model = models.CharField(max_length=128, blank=True)
+    tokens_in = models.PositiveBigIntegerField(default=0)
+    tokens_out = models.PositiveBigIntegerField(default=0)
+    cache_read_tokens = models.PositiveBigIntegerField(default=0)
+    cache_write_tokens = models.PositiveBigIntegerField(default=0)
+    description = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        verbose_name_plural = "ledger entries"

@@ -1,0 +1,328 @@
+"""The scheduler: the database is the truth, Dramatiq the transport.
+
+Every transition is a compare-and-set (`UPDATE … WHERE status = <expected>`); a duplicate or late
+message changes nothing. Admission control counts a pool's queued+running tasks while holding the
+pool's row, so `max_concurrent` holds across every worker host. Among ready tasks, dispatch
+prefers the lower priority number, then the longer remaining critical path (upward rank).
+"""
+
+import heapq
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Iterable
+
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from pools.models import WorkerPool
+
+from . import events
+from .models import Attempt, Execution, ExecutionStatus, Task, TaskStatus
+
+log = logging.getLogger("openclaw.scheduler")
+
+
+# ---------------------------------------------------------------- pure scheduling logic
+
+
+@dataclass
+class PlanNode:
+    key: str
+    pool: str
+    duration: float
+    priority: int = 1
+    blocked_by: tuple[str, ...] = ()
+
+
+def upward_ranks(nodes: Iterable[PlanNode]) -> dict[str, float]:
+    """rank(t) = duration(t) + max rank of the tasks that wait on t (the critical path from t)."""
+    nodes = {n.key: n for n in nodes}
+    children: dict[str, list[str]] = {key: [] for key in nodes}
+    for node in nodes.values():
+        for dep in node.blocked_by:
+            children[dep].append(node.key)
+    ranks: dict[str, float] = {}
+    for key in topological_order(nodes.values())[::-1]:
+        ranks[key] = nodes[key].duration + max((ranks[c] for c in children[key]), default=0.0)
+    return ranks
+
+
+def topological_order(nodes: Iterable[PlanNode]) -> list[str]:
+    nodes = list(nodes)
+    pending = {n.key: len(n.blocked_by) for n in nodes}
+    waiting: dict[str, list[str]] = {n.key: [] for n in nodes}
+    for n in nodes:
+        for dep in n.blocked_by:
+            waiting[dep].append(n.key)
+    order = []
+    frontier = [n.key for n in nodes if not n.blocked_by]
+    while frontier:
+        key = frontier.pop(0)
+        order.append(key)
+        for child in waiting[key]:
+            pending[child] -= 1
+            if pending[child] == 0:
+                frontier.append(child)
+    if len(order) != len(nodes):
+        raise ValueError("the plan has a dependency cycle")
+    return order
+
+
+def simulate_makespan(nodes: list[PlanNode], limits: dict[str, int], *, policy: str = "rank") -> float:
+    """List-schedule the DAG on pools with their limits; the makespan the dispatcher would reach.
+
+    `policy` is "rank" (the dispatcher's rule) or "fifo" (ready order), for comparisons.
+    """
+    ranks = upward_ranks(nodes)
+    by_key = {n.key: n for n in nodes}
+    remaining = {n.key: len(n.blocked_by) for n in nodes}
+    waiting: dict[str, list[str]] = {n.key: [] for n in nodes}
+    for n in nodes:
+        for dep in n.blocked_by:
+            waiting[dep].append(n.key)
+    ready: dict[str, list] = {}
+    counter = 0
+
+    def make_ready(key: str) -> None:
+        nonlocal counter
+        counter += 1
+        node = by_key[key]
+        sort_key = (node.priority, -ranks[key], counter) if policy == "rank" else (counter,)
+        heapq.heappush(ready.setdefault(node.pool, []), (sort_key, key))
+
+    for n in nodes:
+        if not n.blocked_by:
+            make_ready(n.key)
+    running: list[tuple[float, str]] = []
+    busy = dict.fromkeys(limits, 0)
+    now = 0.0
+    while True:
+        for pool, heap in ready.items():
+            while heap and busy.get(pool, 0) < limits.get(pool, 1):
+                _, key = heapq.heappop(heap)
+                busy[pool] = busy.get(pool, 0) + 1
+                heapq.heappush(running, (now + by_key[key].duration, key))
+        if not running:
+            return now
+        now, key = heapq.heappop(running)
+        busy[by_key[key].pool] -= 1
+        for child in waiting[key]:
+            remaining[child] -= 1
+            if remaining[child] == 0:
+                make_ready(child)
+
+
+def lower_bound(nodes: list[PlanNode], limits: dict[str, int]) -> float:
+    """max(critical path, max over pools of total work / max_concurrent)."""
+    critical = max(upward_ranks(nodes).values(), default=0.0)
+    work: dict[str, float] = {}
+    for n in nodes:
+        work[n.pool] = work.get(n.pool, 0.0) + n.duration
+    return max([critical] + [w / max(1, limits.get(p, 1)) for p, w in work.items()])
+
+
+# ---------------------------------------------------------------- transitions
+
+
+def cas_task(task_id: int, expected: str | Iterable[str], **changes) -> bool:
+    """Compare-and-set a task's status (and other fields); True when this caller won."""
+    allowed = [expected] if isinstance(expected, str) else list(expected)
+    return Task.objects.filter(pk=task_id, status__in=allowed).update(**changes) == 1
+
+
+def cas_execution(execution_id: str, expected: str | Iterable[str], **changes) -> bool:
+    allowed = [expected] if isinstance(expected, str) else list(expected)
+    return Execution.objects.filter(pk=execution_id, status__in=allowed).update(**changes) == 1
+
+
+def dispatch_ready_tasks(pool_name: str) -> int:
+    """Queue as many ready tasks of a pool as it has free slots; returns how many were queued."""
+    from pools.tasks import send_run_task
+
+    now = timezone.now()
+    sent: list[tuple[int, int, str]] = []
+    with transaction.atomic():
+        pool = WorkerPool.objects.select_for_update().filter(name=pool_name, enabled=True).first()
+        if pool is None:
+            return 0
+        active = Task.objects.filter(pool=pool_name, status__in=[TaskStatus.QUEUED, TaskStatus.RUNNING]).count()
+        free = pool.max_concurrent - active
+        if free <= 0:
+            return 0
+        candidates = (
+            Task.objects.filter(pool=pool_name, status=TaskStatus.READY, execution__status=ExecutionStatus.EXECUTING)
+            .filter(Q(not_before__isnull=True) | Q(not_before__lte=now))
+            .order_by("priority", "-rank", "execution__created_at", "id")
+            .values_list("id", "execution_id", "key", "dispatch_count")[: free * 2]
+        )
+        for task_id, execution_id, key, dispatch_count in candidates:
+            if len(sent) >= free:
+                break
+            if not budget_allows(execution_id):
+                continue
+            if cas_task(task_id, TaskStatus.READY, status=TaskStatus.QUEUED, dispatch_count=dispatch_count + 1,
+                        queued_at=now):
+                events.emit(execution_id, "task.queued", task_key=key, payload={"pool": pool_name})
+                sent.append((task_id, dispatch_count + 1, pool.queue_name))
+        for task_id, dispatch_no, queue in sent:
+            transaction.on_commit(lambda t=task_id, d=dispatch_no, q=queue: send_run_task(t, d, q))
+    return len(sent)
+
+
+def budget_allows(execution_id: str) -> bool:
+    from .billing import budget_allows_dispatch
+
+    return budget_allows_dispatch(execution_id)
+
+
+def dispatch_after_commit(pools: Iterable[str]) -> None:
+    for pool in sorted(set(pools)):
+        transaction.on_commit(lambda p=pool: dispatch_ready_tasks(p))
+
+
+def create_tasks(execution: Execution, plan_tasks: list[dict], *, expected: dict[str, float],
+                 weights: dict[str, float]) -> list[Task]:
+    """Insert a plan's tasks: those with no hard dependency start `ready`, the others `pending`."""
+    pools = {p.name: p for p in WorkerPool.objects.all()}
+    ranks = upward_ranks(PlanNode(t["id"], t["pool"], expected[t["id"]], t["priority"], tuple(t["blocked_by"]))
+                         for t in plan_tasks)
+    now = timezone.now()
+    tasks = [
+        Task(
+            execution=execution, key=t["id"], pool=t["pool"], description=t["description"], kind=t.get("kind", "plan"),
+            priority=t["priority"], timeout_sec=t["timeout_sec"], blocked_by=t["blocked_by"],
+            soft_deps=t["soft_deps"], context=t["context"], expected_sec=expected[t["id"]], weight=weights[t["id"]],
+            rank=ranks[t["id"]], max_retries=pools[t["pool"]].max_retries if t["pool"] in pools else 2,
+            status=TaskStatus.PENDING if t["blocked_by"] else TaskStatus.READY,
+            ready_at=None if t["blocked_by"] else now,
+        )
+        for t in plan_tasks
+    ]
+    return Task.objects.bulk_create(tasks)
+
+
+def add_tasks(execution_id: str, new_tasks: list[dict]) -> list[Task]:
+    """Add tasks to a running execution (remediation, re-audit, revision); ranks of the new part only."""
+    execution = Execution.objects.get(pk=execution_id)
+    expected = {t["id"]: t.pop("expected_sec", 1.0) for t in new_tasks}
+    created = create_tasks(execution, new_tasks, expected=expected, weights={k: 0.0 for k in expected})
+    for task in created:
+        events.emit(execution_id, "task.created", task_key=task.key,
+                    payload={"pool": task.pool, "kind": task.kind, "description": task.description[:200],
+                             "blocked_by": task.blocked_by})
+    dispatch_after_commit(t.pool for t in created)
+    return created
+
+
+def promote_dependents(execution_id: str) -> set[str]:
+    """pending → ready for every task whose hard dependencies all succeeded; returns their pools."""
+    rows = list(Task.objects.filter(execution_id=execution_id).values("id", "key", "status", "blocked_by", "pool"))
+    done = {r["key"] for r in rows if r["status"] == TaskStatus.SUCCEEDED}
+    pools = set()
+    now = timezone.now()
+    for row in rows:
+        if row["status"] == TaskStatus.PENDING and all(dep in done for dep in row["blocked_by"]):
+            if cas_task(row["id"], TaskStatus.PENDING, status=TaskStatus.READY, ready_at=now):
+                events.emit(execution_id, "task.ready", task_key=row["key"])
+                pools.add(row["pool"])
+    return pools
+
+
+def block_dependents(execution_id: str) -> list[str]:
+    """Every pending task that (transitively) waits on a dead, blocked or cancelled task → blocked."""
+    rows = list(Task.objects.filter(execution_id=execution_id).values("id", "key", "status", "blocked_by"))
+    lost = {r["key"] for r in rows if r["status"] in (TaskStatus.DEAD, TaskStatus.BLOCKED, TaskStatus.CANCELLED)}
+    blocked = []
+    changed = True
+    while changed:
+        changed = False
+        for row in rows:
+            if row["status"] == TaskStatus.PENDING and any(dep in lost for dep in row["blocked_by"]):
+                causes = [dep for dep in row["blocked_by"] if dep in lost]
+                if cas_task(row["id"], TaskStatus.PENDING, status=TaskStatus.BLOCKED, finished_at=timezone.now(),
+                            error=f"blocked: needs {', '.join(causes)}"):
+                    events.emit(execution_id, "task.blocked", task_key=row["key"], payload={"needs": causes})
+                    blocked.append(row["key"])
+                row["status"] = TaskStatus.BLOCKED
+                lost.add(row["key"])
+                changed = True
+    return blocked
+
+
+def maybe_finish_work(execution_id: str) -> bool:
+    """executing → aggregating once no task can still make progress; sends the aggregation message."""
+    open_states = [TaskStatus.PENDING, TaskStatus.READY, TaskStatus.QUEUED, TaskStatus.RUNNING, TaskStatus.FAILED]
+    if Task.objects.filter(execution_id=execution_id, status__in=open_states).exists():
+        return False
+    now = timezone.now()
+    if not cas_execution(execution_id, ExecutionStatus.EXECUTING, status=ExecutionStatus.AGGREGATING, phase_sent_at=now):
+        return False
+    events.emit(execution_id, "execution.aggregating")
+    from .tasks import aggregate_execution
+
+    transaction.on_commit(lambda: aggregate_execution.send(execution_id))
+    return True
+
+
+def task_start(task_id: int, dispatch_no: int, worker: str, *, lease_sec: float) -> Attempt | None:
+    """queued → running for the message of this dispatch only; None for a stale or duplicate message."""
+    now = timezone.now()
+    with transaction.atomic():
+        if not Task.objects.filter(pk=task_id, status=TaskStatus.QUEUED, dispatch_count=dispatch_no).update(
+            status=TaskStatus.RUNNING, started_at=now, progress=0, error=""
+        ):
+            return None
+        task = Task.objects.select_related("execution").get(pk=task_id)
+        number = task.attempts.count() + 1
+        attempt = Attempt.objects.create(
+            task=task, number=number, worker=worker, started_at=now,
+            lease_expires_at=now + timedelta(seconds=lease_sec),
+            deadline_at=now + timedelta(seconds=task.timeout_sec),
+        )
+        events.emit(task.execution_id, "task.started", task_key=task.key,
+                    payload={"attempt": number, "attempt_id": str(attempt.id), "worker": worker, "pool": task.pool})
+    return attempt
+
+
+def attempt_renew(attempt_id, *, lease_sec: float, progress: int | None = None) -> bool:
+    """Extend a running attempt's lease (and record progress); False once it is no longer running."""
+    now = timezone.now()
+    if not Attempt.objects.filter(pk=attempt_id, status="running").update(lease_expires_at=now + timedelta(seconds=lease_sec)):
+        return False
+    if progress is not None:
+        Task.objects.filter(attempts__id=attempt_id, status=TaskStatus.RUNNING).update(progress=progress)
+    return True
+
+
+def attempt_succeed(attempt_id, *, result: dict, usage=None) -> bool:
+    """Record a successful attempt: the task succeeds, its dependents may become ready."""
+    from . import billing, result_aggregator
+
+    now = timezone.now()
+    with transaction.atomic():
+        attempt = Attempt.objects.select_related("task").get(pk=attempt_id)
+        task = attempt.task
+        if usage is not None:
+            billing.record_usage(attempt, *usage)
+        if not Attempt.objects.filter(pk=attempt_id, status="running").update(status="succeeded", finished_at=now):
+            return False
+        if not cas_task(task.pk, TaskStatus.RUNNING, status=TaskStatus.SUCCEEDED, finished_at=now, progress=100,
+                        result=result, error=""):
+            return False
+        task.refresh_from_db()
+        events.emit(task.execution_id, "task.succeeded", task_key=task.key, payload={
+            "pool": task.pool, "attempt": attempt.number, "duration_sec": attempt_duration(attempt.started_at, now),
+            "tokens": task.tokens_in + task.tokens_out, "summary": result.get("summary", "")[:300],
+            "files": len(result.get("files", [])), "findings": len(result.get("findings", [])),
+        })
+        result_aggregator.on_task_succeeded(task)
+        pools = promote_dependents(task.execution_id) | {task.pool}
+        dispatch_after_commit(pools)
+        maybe_finish_work(task.execution_id)
+    return True
+
+
+def attempt_duration(started, finished) -> float:
+    return round((finished - started).total_seconds(), 3)

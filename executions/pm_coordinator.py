@@ -1,0 +1,201 @@
+"""The PM: decompose a request into a validated task DAG.
+
+The PM model answers with the seed's task JSON. The plan is validated; fixable details (missing
+priority, a timeout outside the pool's bounds, an unknown pool name) are repaired in place with a
+note; structural errors (duplicate ids, missing dependencies, cycles, too many tasks) send the
+errors back to the model once; a plan still invalid gives way to the deterministic planner.
+"""
+
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+
+from pools import llm
+from pools.prompts import plan_prompt, plan_repair_prompt, PLAN_SYSTEM
+from pools.replies import ReplyError, extract_json
+
+from .task_distributor import classify_task, detect_streams
+
+log = logging.getLogger("openclaw.pm")
+
+TASK_ID = re.compile(r"^[A-Za-z0-9_.-]{1,40}$")
+MIN_TIMEOUT_SEC = 5
+MAX_DESCRIPTION_CHARS = 2000
+
+
+@dataclass
+class PoolLimits:
+    timeout_sec: int
+    enabled: bool = True
+
+
+@dataclass
+class PlanResult:
+    tasks: list[dict]
+    source: str  # "model", "repaired" or "fallback"
+    notes: list[str] = field(default_factory=list)
+    completions: list[tuple[llm.ModelSpec, llm.Completion]] = field(default_factory=list)
+
+
+class PlanInvalid(Exception):
+    def __init__(self, errors: list[str]):
+        super().__init__("; ".join(errors))
+        self.errors = errors
+
+
+def validate_plan(raw: object, pools: dict[str, PoolLimits], *, max_tasks: int) -> tuple[list[dict], list[str]]:
+    """Normalise a plan object; returns (tasks, repair notes) or raises PlanInvalid with every error."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("tasks"), list):
+        raise PlanInvalid(['the plan must be an object with a "tasks" list'])
+    items = raw["tasks"]
+    if not items:
+        raise PlanInvalid(["the plan has no tasks"])
+    if len(items) > max_tasks:
+        raise PlanInvalid([f"the plan has {len(items)} tasks; at most {max_tasks} are allowed"])
+
+    errors: list[str] = []
+    notes: list[str] = []
+    tasks: list[dict] = []
+    seen: set[str] = set()
+    enabled_pools = [name for name, limits in pools.items() if limits.enabled]
+    for index, item in enumerate(items):
+        where = f"task #{index + 1}"
+        if not isinstance(item, dict):
+            errors.append(f"{where} is not an object")
+            continue
+        task_id = item.get("id")
+        if not isinstance(task_id, str) or not TASK_ID.match(task_id):
+            errors.append(f"{where} has no valid id (letters, digits, _ . -, at most 40)")
+            continue
+        where = task_id
+        if task_id in seen:
+            errors.append(f"duplicate task id {task_id}")
+            continue
+        seen.add(task_id)
+        description = item.get("description")
+        if not isinstance(description, str) or not description.strip():
+            errors.append(f"{where} has no description")
+            continue
+        description = description.strip()[:MAX_DESCRIPTION_CHARS]
+        pool = item.get("pool")
+        if pool not in enabled_pools:
+            guessed = classify_task(description, enabled_pools)
+            notes.append(f"{where}: pool {pool!r} is not available; routed to {guessed} by intent")
+            pool = guessed
+        priority = item.get("priority", 1)
+        if isinstance(priority, bool) or not isinstance(priority, int) or not 1 <= priority <= 10:
+            notes.append(f"{where}: priority {priority!r} replaced by 1")
+            priority = 1
+        limit = pools[pool].timeout_sec
+        timeout = item.get("timeout_sec", limit)
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not MIN_TIMEOUT_SEC <= timeout <= limit:
+            notes.append(f"{where}: timeout_sec {timeout!r} outside [{MIN_TIMEOUT_SEC}, {limit}] of pool {pool}; set to {limit}")
+            timeout = limit
+        deps = []
+        for name in ("blocked_by", "soft_deps"):
+            value = item.get(name) or []
+            if not isinstance(value, list) or not all(isinstance(d, str) for d in value):
+                errors.append(f"{where}: {name} must be a list of task ids")
+                value = []
+            deps.append(list(dict.fromkeys(value)))
+        context = item.get("context") or {}
+        if not isinstance(context, dict):
+            notes.append(f"{where}: context that is not an object was dropped")
+            context = {}
+        tasks.append({
+            "id": task_id, "pool": pool, "description": description, "priority": priority,
+            "timeout_sec": int(timeout), "blocked_by": deps[0], "soft_deps": deps[1], "context": context,
+        })
+
+    ids = {t["id"] for t in tasks}
+    for task in tasks:
+        for dep in task["blocked_by"] + task["soft_deps"]:
+            if dep == task["id"]:
+                errors.append(f"{task['id']} depends on itself")
+            elif dep not in ids:
+                errors.append(f"{task['id']} depends on unknown task {dep}")
+    if not errors:
+        cycle = find_cycle({t["id"]: t["blocked_by"] + t["soft_deps"] for t in tasks})
+        if cycle:
+            errors.append("dependency cycle: " + " -> ".join(cycle))
+    if errors:
+        raise PlanInvalid(errors)
+    return tasks, notes
+
+
+def find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
+    """A cycle in a dependency graph as a path (first node repeated at the end), or None."""
+    WHITE, GREY, BLACK = 0, 1, 2
+    colour = dict.fromkeys(graph, WHITE)
+    for root in graph:
+        if colour[root] != WHITE:
+            continue
+        stack = [(root, iter(graph[root]))]
+        path = [root]
+        colour[root] = GREY
+        while stack:
+            node, children = stack[-1]
+            child = next(children, None)
+            if child is None:
+                colour[node] = BLACK
+                stack.pop()
+                path.pop()
+            elif colour.get(child) == GREY:
+                return path[path.index(child):] + [child]
+            elif colour.get(child) == WHITE:
+                colour[child] = GREY
+                stack.append((child, iter(graph[child])))
+                path.append(child)
+    return None
+
+
+def deterministic_plan(request: str, pools: dict[str, PoolLimits]) -> list[dict]:
+    """The planner that needs no model: work streams by intent (also the offline PM's answer)."""
+    enabled = [name for name, limits in pools.items() if limits.enabled] or ["codegen"]
+    tasks = []
+    for stream in detect_streams(request):
+        pool = stream.pool if stream.pool in enabled else classify_task(stream.description, enabled)
+        limit = pools[pool].timeout_sec if pool in pools else 300
+        tasks.append({
+            "id": stream.key, "pool": pool, "description": stream.description, "priority": stream.priority,
+            "timeout_sec": limit, "blocked_by": list(stream.blocked_by), "soft_deps": list(stream.soft_deps),
+            "context": {"estimate_sec": stream.estimate_sec},
+        })
+    return tasks
+
+
+def decompose(request: str, spec: llm.ModelSpec, pools: dict[str, PoolLimits], *, max_tasks: int,
+              timeout: float) -> PlanResult:
+    """Ask the PM model for a plan, validate it, repair once, fall back to the deterministic planner."""
+    completions: list[tuple[llm.ModelSpec, llm.Completion]] = []
+    available = {name: limits.timeout_sec for name, limits in pools.items() if limits.enabled}
+    prompt = plan_prompt(request, available, max_tasks)
+    meta = {"request": request, "pools": sorted(available)}
+    errors: list[str] = []
+    for round_ in ("model", "repaired"):
+        if round_ == "repaired":
+            prompt = plan_repair_prompt(request, available, max_tasks, errors)
+        try:
+            completion = llm.complete(spec, llm.LLMRequest(
+                purpose="plan", system=PLAN_SYSTEM, prompt=prompt, timeout=timeout, meta=meta,
+                expected_output_tokens=800,
+            ))
+        except llm.LLMError as exc:
+            errors = [f"PM model call failed: {exc}"]
+            break
+        completions.append((spec, completion))
+        try:
+            tasks, notes = validate_plan(extract_json(completion.text), pools, max_tasks=max_tasks)
+            return PlanResult(tasks, round_, notes, completions)
+        except ReplyError as exc:
+            errors = [str(exc)]
+        except PlanInvalid as exc:
+            errors = exc.errors
+        log.warning("PM plan rejected (%s): %s", round_, "; ".join(errors))
+    tasks = deterministic_plan(request, pools)
+    return PlanResult(tasks, "fallback", [f"model plan rejected: {e}" for e in errors], completions)
+
+
+def plan_as_json(tasks: list[dict]) -> str:
+    return json.dumps({"tasks": tasks}, indent=2)

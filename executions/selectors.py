@@ -1,0 +1,129 @@
+"""Read models for the API, the console and the CLI."""
+
+from django.db.models import Count, Q
+
+from pools import llm
+from pools.models import WorkerPool
+
+from .models import Client, Event, Execution, Task, TaskStatus
+
+
+def execution_for_client(client: Client, execution_id: str) -> Execution | None:
+    return Execution.objects.filter(pk=execution_id, client=client).first()
+
+
+def _iso(value) -> str | None:
+    return value.isoformat() if value else None
+
+
+def task_row(task: Task, attempts: int) -> dict:
+    return {
+        "id": task.key, "pool": task.pool, "kind": task.kind, "description": task.description, "status": task.status,
+        "attempts": attempts, "blocked_by": task.blocked_by, "soft_deps": task.soft_deps,
+        "started_at": _iso(task.started_at), "finished_at": _iso(task.finished_at),
+        "progress": 100 if task.status == TaskStatus.SUCCEEDED else task.progress,
+        "tokens_in": task.tokens_in, "tokens_out": task.tokens_out, "cost_usd": f"{task.cost_usd:.6f}",
+        "error": task.error,
+    }
+
+
+def tasks_with_attempts(execution: Execution) -> list[tuple[Task, int]]:
+    tasks = Task.objects.filter(execution=execution).annotate(n_attempts=Count("attempts")).order_by("id")
+    return [(t, t.n_attempts) for t in tasks]
+
+
+def execution_brief(execution_id: str) -> dict:
+    execution = Execution.objects.get(pk=execution_id)
+    tasks = tasks_with_attempts(execution)
+    return {
+        "execution_id": execution.pk, "status": execution.status, "parallel_tasks": len(tasks),
+        "estimated_duration_sec": execution.estimated_duration_sec,
+        "tasks": [task_row(t, n) for t, n in tasks],
+    }
+
+
+def execution_detail(execution: Execution) -> dict:
+    tasks = tasks_with_attempts(execution)
+    provider = ""
+    if execution.plan_source:
+        planned = execution.events.filter(type="execution.planned").values_list("payload", flat=True).first() or {}
+        provider = planned.get("model", "") + (f" (offline: {planned['model_fallback']})" if planned.get("model_fallback") else "")
+    return {
+        "execution_id": execution.pk, "status": execution.status, "mode": execution.mode,
+        "requested_mode": execution.requested_mode, "routing_reason": execution.routing_reason,
+        "project": execution.project, "message": execution.message, "created_at": execution.created_at.isoformat(),
+        "duration_sec": execution.duration_sec, "estimated_duration_sec": execution.estimated_duration_sec,
+        "serial_estimate_sec": execution.serial_estimate_sec,
+        "tasks_completed": sum(1 for t, _ in tasks if t.status == TaskStatus.SUCCEEDED),
+        "tasks_failed": sum(1 for t, _ in tasks if t.status in (TaskStatus.DEAD, TaskStatus.BLOCKED)),
+        "cost": f"${execution.cost_usd:.2f}", "cost_usd": f"{execution.cost_usd:.6f}",
+        "fee_usd": f"{execution.fee_usd:.2f}", "refund_usd": f"{execution.refund_usd:.2f}",
+        "budget_usd": f"{execution.budget_usd:.2f}" if execution.budget_usd is not None else None,
+        "tokens_in": execution.tokens_in, "tokens_out": execution.tokens_out,
+        "final_response": execution.final_response, "quality_score": execution.quality_score,
+        "plan_source": execution.plan_source, "plan_notes": execution.plan_notes, "provider": provider,
+        "tasks": [task_row(t, n) for t, n in tasks],
+        "conflicts": [
+            {"kind": c.kind, "status": c.status, "between": c.between, "description": c.description,
+             "resolution": c.resolution}
+            for c in execution.conflicts.all()
+        ],
+    }
+
+
+def execution_list(client: Client, *, status: str | None = None, project: str | None = None):
+    rows = Execution.objects.filter(client=client)
+    if status:
+        rows = rows.filter(status=status)
+    if project:
+        rows = rows.filter(project=project)
+    rows = rows.annotate(
+        tasks_total=Count("tasks"), tasks_completed=Count("tasks", filter=Q(tasks__status=TaskStatus.SUCCEEDED))
+    ).order_by("-created_at")
+    return _ListView(rows)
+
+
+class _ListView:
+    """Lazily formats only the page that the paginator slices out (no N+1, no full scan)."""
+
+    def __init__(self, rows):
+        self.rows = rows
+
+    def __len__(self):
+        return self.rows.count()
+
+    def count(self):
+        return self.rows.count()
+
+    def __getitem__(self, item):
+        return [
+            {"execution_id": e.pk, "status": e.status, "mode": e.mode, "project": e.project,
+             "message": e.message[:300], "created_at": e.created_at.isoformat(), "duration_sec": e.duration_sec,
+             "cost_usd": f"{e.cost_usd:.6f}", "tasks_total": e.tasks_total, "tasks_completed": e.tasks_completed}
+            for e in self.rows[item]
+        ]
+
+
+def events_after(execution: Execution, after: int, limit: int = 500) -> list[dict]:
+    return [e.as_message() for e in Event.objects.filter(execution=execution, seq__gt=after).order_by("seq")[:limit]]
+
+
+def pool_overview() -> list[dict]:
+    counts = {
+        (row["pool"], row["status"]): row["n"]
+        for row in Task.objects.filter(status__in=[TaskStatus.READY, TaskStatus.QUEUED, TaskStatus.RUNNING])
+        .values("pool", "status").annotate(n=Count("id"))
+    }
+    result = []
+    for pool in WorkerPool.objects.select_related("model"):
+        spec = llm.resolve(pool.model)
+        result.append({
+            "name": pool.name, "enabled": pool.enabled, "max_concurrent": pool.max_concurrent,
+            "timeout_sec": pool.timeout_sec, "max_retries": pool.max_retries,
+            "model": pool.model.name if pool.model else None, "provider": spec.provider,
+            "provider_note": spec.fallback_reason,
+            "queued": counts.get((pool.name, TaskStatus.QUEUED), 0),
+            "running": counts.get((pool.name, TaskStatus.RUNNING), 0),
+            "ready": counts.get((pool.name, TaskStatus.READY), 0),
+        })
+    return result

@@ -1,0 +1,147 @@
+"""Running one task attempt: context from dependencies, the model call, the reply contract.
+
+The worker holds a lease on the attempt and renews it while the model works; the reaper expires
+attempts whose lease lapses. The result is recorded with compare-and-set, so a late or duplicate
+worker changes nothing.
+"""
+
+import logging
+import os
+import socket
+import threading
+import time
+
+from django.conf import settings
+from django.db import close_old_connections
+
+from executions.failure_handler import attempt_fail
+from executions.models import Task, TaskStatus
+from executions.parallel_executor import attempt_renew, attempt_succeed, task_start
+from executions import events
+
+from . import llm
+from .models import WorkerPool
+from .prompts import AGENT_SYSTEM, GENERIC_AGENT_SYSTEM, agent_prompt
+from .replies import ReplyError, parse_agent_reply
+
+log = logging.getLogger("openclaw.agents")
+
+WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
+EXPECTED_OUTPUT_TOKENS = {"codegen": 3000, "security": 1200, "database": 1500}
+
+
+class LeaseKeeper(threading.Thread):
+    """Renews the attempt's lease every few seconds and stores the latest progress."""
+
+    def __init__(self, attempt_id, execution_id: str, task_key: str):
+        super().__init__(name=f"lease-{attempt_id}", daemon=True)
+        self.attempt_id = attempt_id
+        self.execution_id = execution_id
+        self.task_key = task_key
+        self.progress = 0
+        self.stopped = threading.Event()
+        self.lost = threading.Event()
+
+    def report(self, fraction: float) -> None:
+        self.progress = max(self.progress, min(99, int(fraction * 100)))
+
+    def run(self) -> None:
+        published = -1
+        try:
+            while not self.stopped.wait(settings.OPENCLAW_LEASE_RENEW_SEC):
+                if not attempt_renew(self.attempt_id, lease_sec=settings.OPENCLAW_LEASE_SEC, progress=self.progress):
+                    self.lost.set()  # cancelled or expired: nobody wants this result any more
+                    return
+                if self.progress != published:
+                    published = self.progress
+                    events.publish_ephemeral(self.execution_id, {"task": self.task_key, "progress": self.progress})
+        except Exception:
+            log.exception("lease renewal failed for %s", self.attempt_id)
+        finally:
+            close_old_connections()
+
+
+def dependency_results(task: Task) -> list[dict]:
+    """Results of the task's hard dependencies, and of soft ones that happen to be done."""
+    wanted = set(task.blocked_by) | set(task.soft_deps)
+    if not wanted:
+        return []
+    rows = Task.objects.filter(execution_id=task.execution_id, key__in=wanted, status=TaskStatus.SUCCEEDED)
+    return [
+        {"key": t.key, "pool": t.pool, "hard": t.key in task.blocked_by, "summary": t.result.get("summary", ""),
+         "files": t.result.get("files", []), "findings": t.result.get("findings", [])}
+        for t in rows
+    ]
+
+
+def task_run(task_id: int, dispatch_no: int) -> None:
+    """The whole attempt, as the pool actor's body."""
+    attempt = task_start(task_id, dispatch_no, WORKER_ID, lease_sec=settings.OPENCLAW_LEASE_SEC)
+    if attempt is None:
+        return  # duplicate or stale message
+    task = Task.objects.select_related("execution").get(pk=task_id)
+    keeper = LeaseKeeper(attempt.pk, task.execution_id, task.key)
+    keeper.start()
+    usage: dict = {}  # (spec, completion so far): tokens are billed whatever the outcome
+    started = time.monotonic()
+    try:
+        pool = WorkerPool.objects.select_related("model").filter(name=task.pool).first()
+        spec = llm.resolve(pool.model if pool else None)
+        reply = call_agent(task, attempt.number, spec, pool, started + task.timeout_sec, keeper, usage)
+        spent = usage["completion"].input_tokens + usage["completion"].output_tokens
+        log.info("%s Completed %s (%.0fs, %.1fK tokens) execution=%s", task.pool.upper(), task.key,
+                 time.monotonic() - started, spent / 1000, task.execution_id)
+        attempt_succeed(attempt.pk, result=reply, usage=billed(usage))
+    except llm.LLMError as exc:
+        attempt_fail(attempt.pk, f"{type(exc).__name__}: {exc}", usage=billed(usage))
+    except ReplyError as exc:
+        attempt_fail(attempt.pk, f"malformed reply: {exc}", usage=billed(usage))
+    except Exception as exc:
+        log.exception("attempt %s of %s crashed", attempt.pk, task)
+        attempt_fail(attempt.pk, f"internal error: {type(exc).__name__}: {exc}", usage=billed(usage))
+    finally:
+        keeper.stopped.set()
+
+
+def billed(usage: dict) -> tuple | None:
+    return (usage["spec"], usage["completion"]) if usage else None
+
+
+def call_agent(task: Task, attempt_number: int, spec: llm.ModelSpec, pool: WorkerPool | None, deadline: float,
+               keeper: LeaseKeeper, usage: dict) -> dict:
+    """Ask the pool's model, parse the reply; one repair request on a malformed reply."""
+    deps = dependency_results(task)
+    base = {"key": task.key, "pool": task.pool, "description": task.description, "context": task.context}
+    meta = {
+        "request": task.execution.message, "description": task.description, "kind": task.kind, "attempt": attempt_number,
+        "dependencies": deps, "pool_latency_sec": pool.offline_latency_sec if pool else 1.0,
+        "target_files": task.context.get("target_files", []), "findings": task.context.get("findings", []),
+    }
+    system = AGENT_SYSTEM.get(task.pool, GENERIC_AGENT_SYSTEM)
+    repair = ""
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise llm.LLMTimeout(f"no valid reply within {task.timeout_sec}s")
+        completion = llm.complete(spec, llm.LLMRequest(
+            purpose="agent", system=system, prompt=agent_prompt(request=task.execution.message, task=base,
+                                                                  dependencies=deps, repair_errors=repair),
+            timeout=remaining, pool=task.pool, max_tokens=spec.max_output_tokens,
+            expected_output_tokens=EXPECTED_OUTPUT_TOKENS.get(task.pool, 1500), meta={**meta, "repair": bool(repair)},
+        ), on_progress=keeper.report)
+        usage["spec"] = spec
+        usage["completion"] = merge_usage(usage["completion"], completion) if "completion" in usage else completion
+        try:
+            return parse_agent_reply(completion.text).as_dict()
+        except ReplyError as exc:
+            if repair:
+                raise
+            repair = str(exc)
+
+
+def merge_usage(a: llm.Completion, b: llm.Completion) -> llm.Completion:
+    return llm.Completion(
+        text=b.text, input_tokens=a.input_tokens + b.input_tokens, output_tokens=a.output_tokens + b.output_tokens,
+        cache_read_tokens=a.cache_read_tokens + b.cache_read_tokens,
+        cache_write_tokens=a.cache_write_tokens + b.cache_write_tokens, model=b.model, provider=b.provider,
+    )
