@@ -1,0 +1,187 @@
+"""Verification of agent outputs with real tools: parsers, bandit, a scratch SQLite database."""
+
+import pytest
+
+from pools.verifiers import Finding, check_schema, run_bandit, verify_files
+
+
+def test_valid_files_pass():
+    files = [
+        {"path": "app/views.py", "content": "def index(request):\n    return {'ok': True}\n"},
+        {"path": "config/settings.json", "content": '{"debug": false}'},
+        {"path": "deploy/app.yaml", "content": "name: web\nports:\n  - 80\n---\nname: worker\n"},
+        {"path": "pyproject.toml", "content": '[project]\nname = "booking"\n'},
+        {"path": "db/schema.sql", "content": "CREATE TABLE t (id SERIAL PRIMARY KEY, data JSONB);"},
+        {"path": "web/src/app.ts", "content": "const re = /[(]/g;\nconst s = `a ${f({x: 1})} b`; // ({\n"},
+        {"path": "web/src/Page.tsx", "content": "export const P = () => (\n  <p>Don't {count} (stop)</p>\n);\n"},
+        {"path": "README.md", "content": "anything ( goes"},
+    ]
+
+    assert verify_files(files) == []
+
+
+def test_python_syntax_error_is_flagged_with_its_line():
+    [finding] = verify_files([{"path": "app/models.py", "content": "class Booking:\n    def save(self)\n        pass\n"}])
+
+    assert finding.severity == "high" and finding.rule == "syntax"
+    assert finding.file == "app/models.py" and finding.line == 2
+    assert "Python syntax error" in finding.title
+
+
+def test_bad_json_yaml_toml_and_sql_are_flagged():
+    findings = verify_files([
+        {"path": "a.json", "content": '{"a": 1,}'},
+        {"path": "b.yml", "content": "a: [1, 2\nb: 3\n"},
+        {"path": "c.toml", "content": "[project\nname = 1\n"},
+        {"path": "d.sql", "content": "CREATE TABLE (id int"},
+    ])
+
+    assert [f.file for f in findings] == ["a.json", "b.yml", "c.toml", "d.sql"]
+    assert all(f.severity == "high" for f in findings)
+    assert findings[0].line == 1 and findings[2].line == 1
+
+
+def test_truncated_javascript_is_flagged_as_heuristic():
+    [finding] = verify_files([{"path": "web/app.js", "content": "function f() {\n  if (x) {\n    go('a');\n}\n"}])
+
+    assert finding.severity == "medium" and "never closed" in finding.title and finding.line == 1
+
+
+@pytest.mark.parametrize("path", ["/etc/passwd", "../outside.py", "app/../../x.py", "C:\\win.ini", "a\x00b.py", ""])
+def test_unsafe_paths_are_high(path):
+    [finding] = verify_files([{"path": path, "content": "x = 1\n"}])
+
+    assert finding.severity == "high" and finding.rule == "unsafe-path"
+
+
+def test_finding_as_dict_matches_the_agent_contract():
+    finding = Finding("high", "t", file="a.py", line=3, recommendation="r", source="bandit", rule="B602")
+
+    assert finding.as_dict() == {"severity": "high", "title": "t", "file": "a.py", "line": 3,
+                                 "recommendation": "r", "source": "bandit", "rule": "B602"}
+
+
+VULNERABLE = '''\
+import subprocess
+
+
+def run(command):
+    subprocess.call(command, shell=True)
+
+
+def find_user(cursor, q):
+    cursor.execute("SELECT * FROM users WHERE name = '%s'" % q)
+
+
+def calc(expr):
+    return eval(expr)
+
+
+DB_PASSWORD = "hunter2-prod"
+'''
+
+
+def test_bandit_flags_shell_sql_eval_and_hardcoded_password():
+    findings = run_bandit([
+        {"path": "app/services/users.py", "content": VULNERABLE},
+        {"path": "app/templates/base.html", "content": "<html></html>"},
+        {"path": "tests/test_users.py", "content": "def test_x():\n    assert True\n"},
+    ])
+
+    by_rule = {f.rule: f for f in findings}
+    assert by_rule["B602"].severity == "high" and by_rule["B602"].line == 5
+    assert by_rule["B608"].severity == "medium" and "parameterized" in by_rule["B608"].recommendation
+    assert by_rule["B307"].severity == "medium" and by_rule["B307"].line == 13
+    assert by_rule["B105"].severity == "low" and "environment" in by_rule["B105"].recommendation
+    assert "B101" not in by_rule  # asserts in tests are not findings
+    assert {f.file for f in findings} == {"app/services/users.py"}
+    assert all(f.source == "bandit" and f.title for f in findings)
+
+
+def test_bandit_on_clean_or_no_python_code_finds_nothing():
+    assert run_bandit([{"path": "app/ok.py", "content": "def add(a, b):\n    return a + b\n"}]) == []
+    assert run_bandit([{"path": "index.html", "content": "<p>hi</p>"}]) == []
+
+
+UNINDEXED = """
+CREATE TABLE customers (id INTEGER PRIMARY KEY, email TEXT NOT NULL UNIQUE);
+CREATE TABLE tables (id INTEGER PRIMARY KEY, seats INTEGER NOT NULL);
+CREATE TABLE bookings (
+    id INTEGER PRIMARY KEY,
+    customer_id INTEGER NOT NULL REFERENCES customers(id),
+    table_id INTEGER NOT NULL REFERENCES tables(id),
+    starts_at TEXT NOT NULL
+);
+CREATE INDEX idx_bookings_table_time ON bookings (table_id, starts_at);
+"""
+
+
+def test_foreign_keys_without_an_index_are_high_findings():
+    report = check_schema(UNINDEXED, path="db/schema.sql")
+
+    assert report.applied and report.tables == ["bookings", "customers", "tables"]
+    [finding] = report.findings  # table_id leads idx_bookings_table_time
+    assert finding.severity == "high" and finding.source == "schema" and finding.file == "db/schema.sql"
+    assert "bookings(customer_id)" in finding.title
+    assert finding.recommendation == "CREATE INDEX idx_bookings_customer_id ON bookings (customer_id);"
+    assert not report.accepted
+
+
+def test_schema_is_accepted_once_indexed():
+    report = check_schema(UNINDEXED + check_schema(UNINDEXED).findings[0].recommendation)
+
+    assert report.applied and report.findings == [] and report.accepted
+
+
+def test_postgres_schema_is_transpiled_and_applied():
+    schema = """
+    CREATE EXTENSION IF NOT EXISTS pgcrypto;
+    CREATE TABLE public.customers (
+        id SERIAL PRIMARY KEY,
+        email VARCHAR(255) NOT NULL UNIQUE,
+        preferences JSONB NOT NULL DEFAULT '{}'::jsonb,
+        created_at TIMESTAMPTZ NOT NULL DEFAULT NOW()
+    );
+    CREATE TABLE payments (
+        id BIGSERIAL PRIMARY KEY,
+        customer_id INTEGER NOT NULL,
+        token UUID DEFAULT gen_random_uuid(),
+        paid_at TIMESTAMP WITH TIME ZONE
+    );
+    ALTER TABLE ONLY public.payments ADD CONSTRAINT payments_customer_fk
+        FOREIGN KEY (customer_id) REFERENCES customers(id);
+    CREATE INDEX payments_customer_idx ON payments USING btree (customer_id);
+    CREATE INDEX customers_prefs_idx ON customers USING GIN (preferences);
+    """
+
+    report = check_schema(schema, "postgresql")
+
+    assert report.applied and report.errors == []
+    assert report.translated_from == "postgres"
+    assert report.tables == ["customers", "payments"]
+    assert report.accepted  # the FK added by ALTER TABLE is indexed
+    assert any("EXTENSION" in note for note in report.notes)
+
+
+def test_postgres_is_recognised_without_a_dialect_and_its_fk_checked():
+    report = check_schema("""
+        CREATE TABLE users (id BIGSERIAL PRIMARY KEY, profile JSONB);
+        CREATE TABLE orders (id BIGSERIAL PRIMARY KEY, user_id BIGINT REFERENCES users(id), at TIMESTAMPTZ);
+    """)
+
+    assert report.translated_from == "postgres" and report.applied
+    assert [f.rule for f in report.findings] == ["fk-without-index"]
+
+
+def test_garbage_sql_is_rejected_with_an_error():
+    report = check_schema("CREATE TABLE bookings (id INTEGER PRIMARY KEY,, oops")
+
+    assert not report.applied and not report.accepted and report.errors
+
+
+def test_schema_sql_cannot_write_files(tmp_path):
+    target = tmp_path / "stolen.db"
+
+    report = check_schema(f"CREATE TABLE a (id INTEGER PRIMARY KEY); ATTACH DATABASE '{target}' AS x;", "sqlite")
+
+    assert not report.applied and not target.exists()
