@@ -23,14 +23,14 @@ def is_alive(socket_path: Path) -> bool:
         return False
 
 
-def start(socket_path: Path, *, data_dir: Path, log_path: Path | None = None) -> subprocess.Popen:
+def start(socket_path: Path, *, data_dir: Path, appendonly: bool = True) -> subprocess.Popen:
     """Start redis-server on a unix socket (append-only file for durability) and wait until it answers."""
     data_dir.mkdir(parents=True, exist_ok=True)
     socket_path.unlink(missing_ok=True)
     process = subprocess.Popen(
         [executable(), "--port", "0", "--unixsocket", str(socket_path), "--unixsocketperm", "700",
-         "--dir", str(data_dir), "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
-         "--logfile", str(log_path or data_dir / "redis.log")],
+         "--dir", str(data_dir), "--appendonly", "yes" if appendonly else "no", "--appendfsync", "everysec",
+         "--save", "", "--logfile", str(data_dir / "redis.log")],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     deadline = time.monotonic() + 10

@@ -1,0 +1,42 @@
+"""Loaded with `-p` before Django's settings are read.
+
+The test suite keeps its own var/ (database, logs) so it never touches the data of a `make run` on
+the same checkout, and, when REDIS_URL is not set, starts its own embedded Redis on a socket of
+its own for the session (stopped at the end).
+"""
+
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+os.environ.setdefault("OPENCLAW_VAR_DIR", str(ROOT / "var" / "test"))
+_embedded = None
+
+
+def _start_embedded_redis() -> None:
+    global _embedded
+    import sys
+
+    sys.path.insert(0, str(ROOT))
+    from openclaw_site import embedded_redis
+
+    var = Path(os.environ["OPENCLAW_VAR_DIR"])
+    var.mkdir(parents=True, exist_ok=True)
+    socket_path = var / f"redis-{os.getpid()}.sock"
+    _embedded = embedded_redis.start(socket_path, data_dir=var / f"redis-{os.getpid()}", appendonly=False)
+    os.environ["REDIS_URL"] = f"unix://{socket_path}?db=0"
+    os.environ["OPENCLAW_EMBEDDED_REDIS"] = "1"
+
+
+# At import, which pytest does for `-p` plugins before pytest-django reads the settings.
+if "REDIS_URL" not in os.environ:
+    _start_embedded_redis()
+
+
+def pytest_unconfigure(config):
+    if _embedded is not None:
+        _embedded.terminate()
+        _embedded.wait(timeout=10)
+        import shutil
+
+        shutil.rmtree(Path(os.environ["OPENCLAW_VAR_DIR"]) / f"redis-{os.getpid()}", ignore_errors=True)
