@@ -7,7 +7,8 @@ driven by the request and task. Latency and failures can be simulated per profil
     {"latency_sec": 1.0,                       # default for every call (else the pool's offline_latency_sec)
      "latency_rules": [{"match": "backend", "latency_sec": 9}],   # by task description substring
      "fail_rules": [{"match": "backend", "attempts": [1], "error": "malformed|error|fatal"}],
-     "flaws": ["sql_injection", "missing_fk_index"]}               # first drafts carry these flaws
+     "flaws": ["sql_injection", "missing_fk_index"],               # first drafts carry these flaws
+     "plan": {"tasks": [...]}}                 # the PM answers with this plan (benchmarks: fixed DAGs)
 """
 
 import json
@@ -67,6 +68,8 @@ class OfflineProvider:
                     return "Sure! Here is the code you asked for: {not json"
                 raise LLMError(f"simulated provider failure ({kind})", retryable=kind != "fatal")
         if request.purpose == "plan":
+            if "plan" in spec.options:
+                return json.dumps(spec.options["plan"])
             return self._plan(meta)
         if request.purpose == "synthesis":
             return synthesis_markdown(meta.get("facts", {}))
