@@ -36,6 +36,8 @@ OPENCLAW_REAPER_INTERVAL_SEC = env.float("OPENCLAW_REAPER_INTERVAL_SEC", default
 OPENCLAW_MAX_MESSAGE_CHARS = env.int("OPENCLAW_MAX_MESSAGE_CHARS", default=20_000)
 # Per-client API rate limit (django-ninja throttle syntax).
 OPENCLAW_API_RATE = env.str("OPENCLAW_API_RATE", default="600/m")
+# The longest `?wait=` on POST /api/execute-parallel is honoured for (seconds).
+OPENCLAW_MAX_PLAN_WAIT_SEC = env.float("OPENCLAW_MAX_PLAN_WAIT_SEC", default=60.0)
 OPENCLAW_PUBLIC_URL = env("OPENCLAW_PUBLIC_URL", default="http://localhost:8000")
 
 INSTALLED_APPS = [
