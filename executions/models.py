@@ -302,6 +302,10 @@ class SingleActive(models.Model):
                 type(self).objects.filter(is_active=True).exclude(pk=self.pk).update(is_active=False)
             super().save(*args, **kwargs)
 
+    def validate_constraints(self, exclude=None):
+        # Saving an active policy retires the active one, so "only one active" holds without a form error.
+        super().validate_constraints(exclude=set(exclude or ()) | {"is_active"})
+
     @classmethod
     def current(cls):
         """The active policy; without one, an unsaved policy with the built-in defaults."""

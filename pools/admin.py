@@ -46,6 +46,11 @@ class ModelProfileAdmin(AuditedAdmin):
         ("Offline provider", {"fields": ("options",), "classes": ("collapse",)}),
     )
 
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        if db_field.name == "base_url":
+            kwargs["assume_scheme"] = "https"  # a bare host means the provider's HTTPS endpoint
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
+
     @admin.display(description="API key")
     def key_status(self, obj: ModelProfile) -> str:
         """Whether the key's variable is set in this process (the key itself is never shown or stored)."""
