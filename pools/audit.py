@@ -36,7 +36,8 @@ def _entry(obj: models.Model, field: str, old: str, new: str, user, actor: str) 
 
 def record_changes(obj: models.Model, before: dict[str, str] | None, *, user=None, actor: str = "") -> list[ConfigChange]:
     """Record what differs between `before` (None: the object was just created) and the object now."""
-    after = snapshot(obj)
+    # As stored, not as assigned: Decimal("0.3") in memory is 0.3000 in the database.
+    after = snapshot(type(obj)._base_manager.get(pk=obj.pk))
     if before is None:
         entries = [_entry(obj, CREATED, "", json.dumps(after, sort_keys=True), user, actor)]
     else:
