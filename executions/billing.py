@@ -206,6 +206,9 @@ def budget_allows_dispatch(execution_id: str, pool: str) -> bool:
     row = Execution.objects.filter(pk=execution_id).values("budget_usd", "cost_usd").first()
     if not row or row["budget_usd"] is None:
         return True
+    # Once stopped, stopped: work that became ready since (its dependency finished) does not start either.
+    if Task.objects.filter(execution_id=execution_id, status=TaskStatus.CANCELLED, error=BUDGET_STOP_ERROR).exists():
+        return False
     active = list(Task.objects.filter(execution_id=execution_id, status__in=[TaskStatus.QUEUED, TaskStatus.RUNNING])
                   .values_list("pool", flat=True))
     estimates = attempt_estimates(set(active) | {pool})

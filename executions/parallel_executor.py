@@ -186,23 +186,25 @@ def stop_for_budget(execution_id: str) -> list[str]:
     """The budget blocked a dispatch: no new task of the execution starts. Ready tasks are cancelled,
     their dependents blocked, the other waiting tasks cancelled; running ones finish, then the
     execution aggregates (and ends `budget_exceeded`). Returns the cancelled task keys."""
+    with transaction.atomic():
+        cancelled = _cancel_for_budget(execution_id, TaskStatus.READY)
+        block_dependents(execution_id)
+        cancelled += _cancel_for_budget(execution_id, TaskStatus.PENDING)
+        if cancelled:
+            events.emit(execution_id, "execution.budget_exceeded", payload={"cancelled": cancelled})
+        maybe_finish_work(execution_id)
+    return cancelled
+
+
+def _cancel_for_budget(execution_id: str, status: str) -> list[str]:
     from .billing import BUDGET_STOP_ERROR
 
     now = timezone.now()
     cancelled = []
-    with transaction.atomic():
-        for wave in ([TaskStatus.READY], [TaskStatus.PENDING]):
-            rows = Task.objects.filter(execution_id=execution_id, status__in=wave).values_list("id", "key", "status")
-            changed = [(key, status) for task_id, key, status in rows
-                       if cas_task(task_id, status, status=TaskStatus.CANCELLED, finished_at=now, error=BUDGET_STOP_ERROR)]
-            for key, _ in changed:
-                events.emit(execution_id, "task.cancelled", task_key=key, payload={"reason": BUDGET_STOP_ERROR})
-            cancelled += [key for key, _ in changed]
-            if wave == [TaskStatus.READY]:
-                block_dependents(execution_id)
-        if cancelled:
-            events.emit(execution_id, "execution.budget_exceeded", payload={"cancelled": cancelled})
-        maybe_finish_work(execution_id)
+    for task_id, key in Task.objects.filter(execution_id=execution_id, status=status).values_list("id", "key"):
+        if cas_task(task_id, status, status=TaskStatus.CANCELLED, finished_at=now, error=BUDGET_STOP_ERROR):
+            events.emit(execution_id, "task.cancelled", task_key=key, payload={"reason": BUDGET_STOP_ERROR})
+            cancelled.append(key)
     return cancelled
 
 

@@ -66,6 +66,8 @@ def test_the_budget_stop_cancels_waiting_work_and_blocks_dependents(execution):
     status = dict(Task.objects.filter(execution=execution).values_list("key", "status"))
     assert status == {"running": "running", "ready": "cancelled", "after_ready": "blocked", "after_running": "cancelled"}
     assert Execution.objects.get(pk=execution.pk).status == "executing"  # the running task finishes first
+    Execution.objects.filter(pk=execution.pk).update(budget_usd=Decimal("100"))
+    assert not billing.budget_allows_dispatch(execution.pk, "codegen")  # a stop is final
     Task.objects.filter(execution=execution, key="running").update(status=TaskStatus.SUCCEEDED)
     assert final_status(list(Task.objects.filter(execution=execution))) == "budget_exceeded"
 
