@@ -199,6 +199,7 @@ def stop_for_budget(execution_id: str) -> list[str]:
     their dependents blocked, the other waiting tasks cancelled; running ones finish, then the
     execution aggregates (and ends `budget_exceeded`). Returns the cancelled task keys."""
     with transaction.atomic():
+        lock_execution(execution_id)
         cancelled = _cancel_for_budget(execution_id, TaskStatus.READY)
         block_dependents(execution_id)
         cancelled += _cancel_for_budget(execution_id, TaskStatus.PENDING)
