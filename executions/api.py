@@ -15,7 +15,7 @@ from ninja.throttling import AuthRateThrottle
 
 from pools.models import WorkerPool
 
-from . import selectors, services
+from . import invoices, selectors, services
 from .models import ApiKey, Client, Execution, ExecutionStatus
 
 
@@ -92,6 +92,8 @@ class ExecuteOut(Schema):
     status: str
     parallel_tasks: int
     estimated_duration_sec: float | None
+    estimated_cost_usd: str | None
+    fee_usd: str
     tasks: list[TaskBrief]
 
 
@@ -121,6 +123,24 @@ class ConflictOut(Schema):
     resolution: str
 
 
+class ComparisonSide(Schema):
+    tasks: str
+    duration_sec: float | None
+    estimated: bool
+    tokens: int
+    cost_usd: str
+
+
+class ComparisonOut(Schema):
+    mode: str
+    serial: ComparisonSide
+    parallel: ComparisonSide
+    speedup_pct: float | None
+    serial_estimate_sec: float | None
+    parallel_estimate_sec: float | None
+    agent_work_sec: float
+
+
 class ExecutionOut(Schema):
     execution_id: str
     status: str
@@ -140,6 +160,7 @@ class ExecutionOut(Schema):
     fee_usd: str
     refund_usd: str
     budget_usd: str | None
+    estimated_cost_usd: str | None
     tokens_in: int
     tokens_out: int
     final_response: str
@@ -149,6 +170,7 @@ class ExecutionOut(Schema):
     provider: str
     tasks: list[TaskOut]
     conflicts: list[ConflictOut]
+    comparison: ComparisonOut
 
 
 class ExecutionListItem(Schema):
@@ -194,6 +216,52 @@ class PoolOut(Schema):
     ready: int
 
 
+class InvoiceLine(Schema):
+    kind: Literal["usage", "fee", "refund"]
+    key: str
+    description: str
+    pool: str
+    model: str
+    tokens_in: int
+    tokens_out: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+    amount_usd: str = Field(..., description="Refunds are negative; usage to the micro-dollar")
+    billed: bool = Field(..., description="Usage is the model cost covered by the fee; fee and refunds are billed")
+    created_at: str
+
+
+class InvoiceTotals(Schema):
+    usage_usd: str
+    fee_usd: str
+    refund_usd: str
+    net_usd: str
+    tokens_in: int
+    tokens_out: int
+    estimated_cost_usd: str | None
+    budget_usd: str | None
+
+
+class InvoiceRefund(Schema):
+    usd: str
+    share_of_fee: str
+    undelivered_share: str
+    policy: str
+    rule: str
+
+
+class InvoiceOut(Schema):
+    execution_id: str
+    client: str
+    status: str
+    currency: str
+    lines: list[InvoiceLine]
+    totals: InvoiceTotals
+    refund: InvoiceRefund
+    net_usd: str
+    comparison: ComparisonOut
+
+
 class ActionOut(Schema):
     execution_id: str
     status: str
@@ -236,6 +304,12 @@ def execute_parallel(request: HttpRequest, payload: ExecuteIn, wait: float = Que
 @api.get("/execution/{execution_id}", response=documented({200: ExecutionOut}, 404), summary="Execution status")
 def execution_detail(request: HttpRequest, execution_id: str):
     return selectors.execution_detail(owned_execution(request, execution_id))
+
+
+@api.get("/execution/{execution_id}/invoice", response=documented({200: InvoiceOut}, 404),
+         summary="Invoice: ledger lines, totals, refund, net")
+def execution_invoice(request: HttpRequest, execution_id: str):
+    return invoices.execution_invoice(owned_execution(request, execution_id))
 
 
 @api.get("/executions", response=documented({200: list[ExecutionListItem]}, 422), summary="Your executions, newest first")

@@ -152,6 +152,7 @@ def dispatch_ready_tasks(pool_name: str) -> int:
 
     now = timezone.now()
     sent: list[tuple[int, int, str]] = []
+    over_budget: set[str] = set()
     with transaction.atomic():
         pool = WorkerPool.objects.select_for_update().filter(name=pool_name, enabled=True).first()
         if pool is None:
@@ -172,7 +173,8 @@ def dispatch_ready_tasks(pool_name: str) -> int:
         for task_id, execution_id, key, dispatch_count in candidates:
             if len(sent) >= free:
                 break
-            if not budget_allows(execution_id):
+            if execution_id in over_budget or not budget_allows(execution_id, pool_name):
+                over_budget.add(execution_id)
                 continue
             if cas_task(task_id, TaskStatus.READY, status=TaskStatus.QUEUED, dispatch_count=dispatch_count + 1,
                         queued_at=now):
@@ -180,13 +182,43 @@ def dispatch_ready_tasks(pool_name: str) -> int:
                 sent.append((task_id, dispatch_count + 1, pool.queue_name))
         for task_id, dispatch_no, queue in sent:
             transaction.on_commit(lambda t=task_id, d=dispatch_no, q=queue: send_run_task(t, d, q))
+    # Outside the pool's lock: the stop touches tasks of every pool of the execution.
+    for execution_id in sorted(over_budget):
+        stop_for_budget(execution_id)
     return len(sent)
 
 
-def budget_allows(execution_id: str) -> bool:
+def budget_allows(execution_id: str, pool_name: str) -> bool:
     from .billing import budget_allows_dispatch
 
-    return budget_allows_dispatch(execution_id)
+    return budget_allows_dispatch(execution_id, pool_name)
+
+
+def stop_for_budget(execution_id: str) -> list[str]:
+    """The budget blocked a dispatch: no new task of the execution starts. Ready tasks are cancelled,
+    their dependents blocked, the other waiting tasks cancelled; running ones finish, then the
+    execution aggregates (and ends `budget_exceeded`). Returns the cancelled task keys."""
+    with transaction.atomic():
+        lock_execution(execution_id)
+        cancelled = _cancel_for_budget(execution_id, TaskStatus.READY)
+        block_dependents(execution_id)
+        cancelled += _cancel_for_budget(execution_id, TaskStatus.PENDING)
+        if cancelled:
+            events.emit(execution_id, "execution.budget_exceeded", payload={"cancelled": cancelled})
+        maybe_finish_work(execution_id)
+    return cancelled
+
+
+def _cancel_for_budget(execution_id: str, status: str) -> list[str]:
+    from .billing import BUDGET_STOP_ERROR
+
+    now = timezone.now()
+    cancelled = []
+    for task_id, key in Task.objects.filter(execution_id=execution_id, status=status).values_list("id", "key"):
+        if cas_task(task_id, status, status=TaskStatus.CANCELLED, finished_at=now, error=BUDGET_STOP_ERROR):
+            events.emit(execution_id, "task.cancelled", task_key=key, payload={"reason": BUDGET_STOP_ERROR})
+            cancelled.append(key)
+    return cancelled
 
 
 def dispatch_after_commit(pools: Iterable[str]) -> None:

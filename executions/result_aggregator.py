@@ -41,6 +41,8 @@ def merged_files(tasks: list[Task]) -> tuple[dict[str, dict], list[dict]]:
 
 
 def final_status(tasks: list[Task]) -> str:
+    if any(t.status == TaskStatus.CANCELLED and t.error == billing.BUDGET_STOP_ERROR for t in tasks):
+        return ExecutionStatus.BUDGET_EXCEEDED
     planned = [t for t in tasks if t.kind == "plan"]
     delivered = [t for t in planned if t.status == TaskStatus.SUCCEEDED]
     if len(delivered) == len(planned):

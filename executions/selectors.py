@@ -5,6 +5,7 @@ from django.db.models import Count, Q
 from pools import llm
 from pools.models import WorkerPool
 
+from .invoices import execution_comparison
 from .models import Client, Event, Execution, Task, TaskStatus
 
 
@@ -38,8 +39,13 @@ def execution_brief(execution_id: str) -> dict:
     return {
         "execution_id": execution.pk, "status": execution.status, "parallel_tasks": len(tasks),
         "estimated_duration_sec": execution.estimated_duration_sec,
+        "estimated_cost_usd": _usd6(execution.estimated_cost_usd), "fee_usd": f"{execution.fee_usd:.2f}",
         "tasks": [task_row(t, n) for t, n in tasks],
     }
+
+
+def _usd6(value) -> str | None:
+    return None if value is None else f"{value:.6f}"
 
 
 def execution_detail(execution: Execution) -> dict:
@@ -59,6 +65,7 @@ def execution_detail(execution: Execution) -> dict:
         "cost": f"${execution.cost_usd:.2f}", "cost_usd": f"{execution.cost_usd:.6f}",
         "fee_usd": f"{execution.fee_usd:.2f}", "refund_usd": f"{execution.refund_usd:.2f}",
         "budget_usd": f"{execution.budget_usd:.2f}" if execution.budget_usd is not None else None,
+        "estimated_cost_usd": _usd6(execution.estimated_cost_usd), "comparison": execution_comparison(execution),
         "tokens_in": execution.tokens_in, "tokens_out": execution.tokens_out,
         "final_response": execution.final_response, "quality_score": execution.quality_score,
         "plan_source": execution.plan_source, "plan_notes": execution.plan_notes, "provider": provider,
