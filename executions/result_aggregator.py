@@ -46,21 +46,24 @@ def lineage_key(task: Task, by_pk: dict[int, Task]) -> str:
 def merged_files(tasks: list[Task]) -> tuple[dict[str, dict], list[dict]]:
     """The project tree {path: {content, task, lineage}} and the collisions between lineages.
 
-    Within one lineage a newer version simply replaces the older one (that is what a remediation
-    or revision is for); two different lineages writing one path with different content is a
-    collision, decided by COLLISION_RULE.
+    Each lineage counts with its latest version of a path (a remediation or revision replaces its
+    original's file, which is what it is for); when several lineages write one path with different
+    content, COLLISION_RULE picks the version kept and each other one is a collision.
     """
     by_pk = {t.pk: t for t in tasks}
-    tree: dict[str, dict] = {}
-    collisions = []
+    versions: dict[str, dict[str, tuple[tuple, dict]]] = {}
     for task in sorted((t for t in tasks if t.status == TaskStatus.SUCCEEDED), key=merge_order):
         lineage = lineage_key(task, by_pk)
         for item in task.result.get("files", []):
-            path = item["path"]
-            previous = tree.get(path)
-            if previous and previous["content"] != item["content"] and previous["lineage"] != lineage:
-                collisions.append({"path": path, "kept": task.key, "replaced": previous["task"], "rule": COLLISION_RULE})
-            tree[path] = {"content": item["content"], "task": task.key, "lineage": lineage}
+            entry = {"content": item["content"], "task": task.key, "lineage": lineage}
+            versions.setdefault(item["path"], {})[lineage] = (merge_order(task), entry)
+    tree: dict[str, dict] = {}
+    collisions = []
+    for path, by_lineage in versions.items():
+        ranked = [entry for _, entry in sorted(by_lineage.values(), key=lambda pair: pair[0])]
+        tree[path] = kept = ranked[-1]
+        collisions += [{"path": path, "kept": kept["task"], "replaced": other["task"], "rule": COLLISION_RULE}
+                       for other in ranked[:-1] if other["content"] != kept["content"]]
     return tree, collisions
 
 
