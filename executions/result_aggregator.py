@@ -201,6 +201,9 @@ def finish(execution: Execution, status: str, *, response: str, quality: float |
         if not cas_execution(execution.pk, expected, status=status, final_response=response, quality_score=quality,
                              finished_at=timezone.now()):
             return None
+        from .conflicts import close_open_conflicts
+
+        close_open_conflicts(execution.pk)  # a cancelled execution's rounds end here
         if synthesis:
             billing.record_phase_usage(execution, "synthesis", 0, *synthesis)
         execution.refresh_from_db()

@@ -157,3 +157,20 @@ def test_artifacts_zip_holds_the_merged_tree_for_its_owner_only(execution):
             "README.md": "hi", "backend/app.py": "v2"}
     assert stranger.status_code == 404
     assert HttpClient().get(f"/api/execution/{execution.pk}/artifacts.zip").status_code == 401
+
+
+def test_cancelling_ends_the_open_remediation_rounds_unresolved(execution):
+    from executions.services import execution_cancel
+
+    code = make_task(execution, "task_2", files=[("app.py", "v1")], at=1)
+    make_task(execution, "task_2_fix1", kind="remediation", parent=code, status="running")
+    conflict = Conflict.objects.create(execution=execution, kind="security_finding", between=["task_4", "task_2"],
+                                       description="Security vs CodeGen on SQL injection", status="resolving", rounds=1,
+                                       details={"tasks": ["task_4", "task_2", "task_2_fix1"]})
+
+    assert execution_cancel(execution, by="staff")
+
+    conflict.refresh_from_db()
+    assert conflict.status == "unresolved"
+    assert conflict.resolution == "follow-up work did not finish: task_2_fix1 cancelled"
+    assert Event.objects.filter(execution=execution, type="conflict.unresolved").count() == 1
