@@ -5,7 +5,7 @@ from decimal import Decimal
 from typing import Literal
 
 from django.conf import settings
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from ninja import Field, NinjaAPI, Query, Schema, Status
 from pydantic import StrictBool, StrictFloat
 from ninja.errors import HttpError, ValidationError
@@ -15,7 +15,7 @@ from ninja.throttling import AuthRateThrottle
 
 from pools.models import WorkerPool
 
-from . import invoices, selectors, services
+from . import invoices, result_aggregator, selectors, services
 from .models import ApiKey, Client, Execution, ExecutionStatus
 
 
@@ -113,6 +113,7 @@ class TaskOut(Schema):
     tokens_out: int
     cost_usd: str
     error: str
+    verification: dict | None
 
 
 class ConflictOut(Schema):
@@ -121,6 +122,7 @@ class ConflictOut(Schema):
     between: list[str]
     description: str
     resolution: str
+    rounds: int
 
 
 class ComparisonSide(Schema):
@@ -343,6 +345,15 @@ def execution_events(request: HttpRequest, execution_id: str, after: int = Query
     events = selectors.events_after(execution, after, limit)
     return {"execution_id": execution.pk, "status": execution.status, "events": events,
             "last_seq": events[-1]["seq"] if events else after}
+
+
+@api.get("/execution/{execution_id}/artifacts.zip", response=documented({200: None}, 404),
+         summary="The merged project tree (zip)")
+def execution_artifacts(request: HttpRequest, execution_id: str):
+    execution = owned_execution(request, execution_id)
+    response = HttpResponse(result_aggregator.artifacts_zip(execution), content_type="application/zip")
+    response["Content-Disposition"] = f'attachment; filename="{execution.pk}.zip"'
+    return response
 
 
 @api.get("/pools", response=documented({200: list[PoolOut]}), summary="Worker pools and their load")

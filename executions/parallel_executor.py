@@ -239,6 +239,7 @@ def create_tasks(execution: Execution, plan_tasks: list[dict], *, expected: dict
             priority=t["priority"], timeout_sec=t["timeout_sec"], blocked_by=t["blocked_by"],
             soft_deps=t["soft_deps"], context=t["context"], expected_sec=expected[t["id"]], weight=weights[t["id"]],
             rank=ranks[t["id"]], max_retries=pools[t["pool"]].max_retries if t["pool"] in pools else 2,
+            parent_id=t.get("parent_id"),
             status=TaskStatus.PENDING if t["blocked_by"] else TaskStatus.READY,
             ready_at=None if t["blocked_by"] else now,
         )

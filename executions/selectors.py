@@ -24,7 +24,7 @@ def task_row(task: Task, attempts: int) -> dict:
         "started_at": _iso(task.started_at), "finished_at": _iso(task.finished_at),
         "progress": 100 if task.status == TaskStatus.SUCCEEDED else task.progress,
         "tokens_in": task.tokens_in, "tokens_out": task.tokens_out, "cost_usd": f"{task.cost_usd:.6f}",
-        "error": task.error,
+        "error": task.error, "verification": task.result.get("verification"),
     }
 
 
@@ -72,7 +72,7 @@ def execution_detail(execution: Execution) -> dict:
         "tasks": [task_row(t, n) for t, n in tasks],
         "conflicts": [
             {"kind": c.kind, "status": c.status, "between": c.between, "description": c.description,
-             "resolution": c.resolution}
+             "resolution": c.resolution, "rounds": c.rounds}
             for c in execution.conflicts.all()
         ],
     }

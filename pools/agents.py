@@ -17,12 +17,14 @@ from django.db import DatabaseError, InterfaceError, OperationalError, connectio
 from executions.failure_handler import attempt_fail
 from executions.models import Task, TaskStatus
 from executions.parallel_executor import attempt_renew, attempt_succeed, task_start
+from executions.result_aggregator import SUPERSEDING_KINDS
 from executions import events
 
 from . import llm
 from .models import WorkerPool
 from .prompts import AGENT_SYSTEM, GENERIC_AGENT_SYSTEM, agent_prompt
 from .replies import ReplyError, parse_agent_reply
+from .verification import OutputBroken, verify_output
 
 log = logging.getLogger("openclaw.agents")
 
@@ -68,16 +70,55 @@ class LeaseKeeper(threading.Thread):
 
 
 def dependency_results(task: Task) -> list[dict]:
-    """Results of the task's hard dependencies, and of soft ones that happen to be done."""
+    """Results of the task's hard dependencies, and of soft ones that happen to be done.
+
+    A dependency is read as its lineage's latest version: the original task's files overlaid with
+    those of its succeeded remediations and revisions, so dependents use the fixed code and the
+    revised schema. A soft dependency whose revision is still running is not ready (its current
+    version was rejected); hard dependents were made to wait for the revision.
+    """
     wanted = set(task.blocked_by) | set(task.soft_deps)
     if not wanted:
         return []
-    rows = Task.objects.filter(execution_id=task.execution_id, key__in=wanted, status=TaskStatus.SUCCEEDED)
-    return [
-        {"key": t.key, "pool": t.pool, "hard": t.key in task.blocked_by, "summary": t.result.get("summary", ""),
-         "files": t.result.get("files", []), "findings": t.result.get("findings", [])}
-        for t in rows
-    ]
+    rows = list(Task.objects.filter(execution_id=task.execution_id).exclude(pk=task.pk))
+    by_key = {t.key: t for t in rows}
+    by_pk = {t.pk: t for t in rows}
+    roots: dict[str, Task] = {}
+    hard: set[str] = set()
+    for key in sorted(wanted):
+        dep = by_key.get(key)
+        if dep is None:
+            continue
+        root = by_pk.get(dep.parent_id, dep) if dep.kind in SUPERSEDING_KINDS else dep
+        roots.setdefault(root.key, root)
+        if key in task.blocked_by:
+            hard.add(root.key)
+    results = []
+    for root in roots.values():
+        lineage = [root] + [t for t in rows if t.parent_id == root.pk and t.kind in SUPERSEDING_KINDS]
+        if root.key not in hard and any(t.kind == "revision" and not t.is_terminal for t in lineage):
+            continue
+        done = sorted((t for t in lineage if t.status == TaskStatus.SUCCEEDED), key=lambda t: (t.finished_at, t.pk))
+        if not done:
+            continue
+        files: dict[str, str] = {}
+        for version in done:
+            files.update((f["path"], f["content"]) for f in version.result.get("files", []))
+        latest = done[-1]
+        results.append({
+            "key": root.key, "source": latest.key, "pool": root.pool, "hard": root.key in hard,
+            "summary": latest.result.get("summary", ""), "findings": latest.result.get("findings", []),
+            "files": [{"path": path, "content": content} for path, content in files.items()],
+        })
+    return results
+
+
+def previous_failure(task: Task, attempt_number: int) -> str:
+    """Why the task's last attempt failed, so a retry can avoid the same mistake."""
+    if attempt_number <= 1:
+        return ""
+    last = task.attempts.filter(number__lt=attempt_number, status__in=["failed", "expired"]).order_by("-number").first()
+    return last.error if last else ""
 
 
 def task_run(task_id: int, dispatch_no: int) -> None:
@@ -93,15 +134,21 @@ def task_run(task_id: int, dispatch_no: int) -> None:
     try:
         pool = WorkerPool.objects.select_related("model").filter(name=task.pool).first()
         spec = llm.resolve(pool.model if pool else None)
-        reply = call_agent(task, attempt.number, spec, pool, started + task.timeout_sec, keeper, usage)
+        deps = dependency_results(task)
+        reply = call_agent(task, attempt.number, spec, pool, started + task.timeout_sec, keeper, usage, deps)
+        result = verify_output(task.pool, reply, deps)
+        result["inputs"] = [{"key": d["key"], "source": d["source"], "pool": d["pool"],
+                             "paths": [f["path"] for f in d["files"]]} for d in deps]
         spent = usage["completion"].input_tokens + usage["completion"].output_tokens
         log.info("%s Completed %s (%.0fs, %.1fK tokens) execution=%s", task.pool.upper(), task.key,
                  time.monotonic() - started, spent / 1000, task.execution_id)
-        record(attempt_succeed, attempt.pk, result=reply, usage=billed(usage))
+        record(attempt_succeed, attempt.pk, result=result, usage=billed(usage))
     except llm.LLMError as exc:
         record(attempt_fail, attempt.pk, f"{type(exc).__name__}: {exc}", usage=billed(usage))
     except ReplyError as exc:
         record(attempt_fail, attempt.pk, f"malformed reply: {exc}", usage=billed(usage))
+    except OutputBroken as exc:
+        record(attempt_fail, attempt.pk, f"verification failed: {exc}", usage=billed(usage))
     except Exception as exc:
         log.exception("attempt %s of %s crashed", attempt.pk, task)
         record(attempt_fail, attempt.pk, f"internal error: {type(exc).__name__}: {exc}", usage=billed(usage))
@@ -128,14 +175,15 @@ def billed(usage: dict) -> tuple | None:
 
 
 def call_agent(task: Task, attempt_number: int, spec: llm.ModelSpec, pool: WorkerPool | None, deadline: float,
-               keeper: LeaseKeeper, usage: dict) -> dict:
+               keeper: LeaseKeeper, usage: dict, deps: list[dict]) -> dict:
     """Ask the pool's model, parse the reply; one repair request on a malformed reply."""
-    deps = dependency_results(task)
     base = {"key": task.key, "pool": task.pool, "description": task.description, "context": task.context}
+    failure = previous_failure(task, attempt_number)
     meta = {
         "request": task.execution.message, "description": task.description, "kind": task.kind, "attempt": attempt_number,
         "dependencies": deps, "pool_latency_sec": pool.offline_latency_sec if pool else 1.0,
         "target_files": task.context.get("target_files", []), "findings": task.context.get("findings", []),
+        "round": task.context.get("round", 0),
     }
     system = AGENT_SYSTEM.get(task.pool, GENERIC_AGENT_SYSTEM)
     repair = ""
@@ -144,8 +192,8 @@ def call_agent(task: Task, attempt_number: int, spec: llm.ModelSpec, pool: Worke
         if remaining <= 0:
             raise llm.LLMTimeout(f"no valid reply within {task.timeout_sec}s")
         completion = llm.complete(spec, llm.LLMRequest(
-            purpose="agent", system=system, prompt=agent_prompt(request=task.execution.message, task=base,
-                                                                  dependencies=deps, repair_errors=repair),
+            purpose="agent", system=system, prompt=agent_prompt(request=task.execution.message, task=base, dependencies=deps,
+                                                                  repair_errors=repair, previous_failure=failure),
             timeout=remaining, pool=task.pool, max_tokens=spec.max_output_tokens,
             expected_output_tokens=EXPECTED_OUTPUT_TOKENS.get(task.pool, 1500), meta={**meta, "repair": bool(repair)},
         ), on_progress=keeper.report)
