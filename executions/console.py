@@ -160,7 +160,8 @@ class NewRequestForm(forms.Form):
     client = forms.ModelChoiceField(queryset=Client.objects.filter(is_active=True).order_by("name"), empty_label=None,
                                     help_text="The client the execution is billed to.")
     message = forms.CharField(widget=forms.Textarea(attrs={"rows": 5, "placeholder":
-                              "Build a restaurant website with online booking and secure payments"}))
+                              "Build a restaurant website with online booking and secure payments"}),
+                              error_messages={"required": "Describe what to build."})
     project = forms.CharField(max_length=100, required=False)
     mode = forms.ChoiceField(choices=Execution.MODES, initial="auto",
                              help_text="auto lets the router decide between parallel and serial.")
@@ -170,9 +171,7 @@ class NewRequestForm(forms.Form):
                                     help_text="Empty: the client's default budget.")
 
     def clean_message(self):
-        message = self.cleaned_data["message"].strip()
-        if not message:
-            raise ValidationError("Describe what to build.")
+        message = self.cleaned_data["message"]  # already stripped; empty is "required"
         if len(message) > settings.OPENCLAW_MAX_MESSAGE_CHARS:
             raise ValidationError(f"At most {settings.OPENCLAW_MAX_MESSAGE_CHARS} characters.")
         return message

@@ -4,7 +4,7 @@ Everything the console shows comes from here as plain JSON-ready dicts, so the s
 first paint and the live refreshes (the `*.json` views) are the same data.
 """
 
-import statistics
+import math
 from datetime import datetime
 
 import nh3
@@ -151,7 +151,7 @@ def percentile(values: list[float], fraction: float) -> float | None:
     if not values:
         return None
     ordered = sorted(values)
-    index = max(0, min(len(ordered) - 1, int(round(fraction * len(ordered) + 0.5)) - 1))
+    index = max(0, min(len(ordered) - 1, math.ceil(fraction * len(ordered)) - 1))
     return ordered[index]
 
 
