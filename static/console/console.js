@@ -53,7 +53,7 @@ const Console = (() => {
   /* Status words always come with a symbol, so no state is told by colour alone. */
   const STATUS_SYMBOLS = {
     pending: "○", ready: "◌", queued: "⋯", running: "▶", succeeded: "✓", failed: "✗", dead: "✖",
-    blocked: "⊘", cancelled: "■", expired: "⌛", lost: "?",
+    blocked: "⊘", cancelled: "■", expired: "⊗", lost: "?",
     planning: "✎", executing: "▶", aggregating: "⇶", completed: "✓", partial: "◐", budget_exceeded: "$",
     detected: "!", resolving: "↻", resolved: "✓", unresolved: "!",
   };
@@ -107,6 +107,7 @@ const Console = (() => {
   function setLive(state, text) {
     const el = document.getElementById("live-indicator");
     if (!el) return;
+    el.hidden = false;
     el.dataset.state = state;
     el.querySelector(".live-text").textContent = text;
   }

@@ -145,10 +145,12 @@
     const progressBar = h("div", {class: "progress", role: "progressbar", "aria-valuemin": 0, "aria-valuemax": 100,
                                   "aria-valuenow": total ? Math.round(100 * done / total) : 0},
       h("div", {class: `progress-fill progress-${snap.status}`, "data-width": total ? Math.round(100 * done / total) : 0}));
+    const breakdown = [running ? `${running} running` : null, lost ? `${lost} dead/blocked` : null,
+                       count("cancelled") ? `${count("cancelled")} cancelled` : null].filter(Boolean).join(" · ");
+    const waiting = snap.terminal ? "no tasks" : "waiting for the plan";
     replace(document.getElementById("stats"),
       stat("Tasks", total ? `${done}/${total}` : "—",
-           [progressBar, h("span", {}, [running ? `${running} running` : null, lost ? `${lost} dead/blocked` : null]
-             .filter(Boolean).join(" · ") || (total ? "succeeded" : "waiting for the plan"))]),
+           [progressBar, h("span", {}, breakdown || (!total ? waiting : done === total ? "all succeeded" : "in progress"))]),
       stat("Duration", duration(elapsed),
            estimate ? `estimate ${duration(estimate)} · serial ${duration(snap.serial_estimate_sec)}` : "not started"),
       stat("Cost", usd(snap.cost_usd), cost.join(" · ")),
@@ -156,7 +158,7 @@
       stat("Conflicts", snap.conflicts.length ? `${resolved}/${snap.conflicts.length}` : "0",
            snap.conflicts.length ? "resolved" : "none detected"),
       stat("Quality", snap.quality_score === null ? "—" : snap.quality_score.toFixed(2),
-           snap.terminal ? "delivered share, less open issues" : "when finished"));
+           snap.terminal ? "share of work delivered" : "when finished"));
     document.querySelectorAll("#stats .progress-fill").forEach((el) => { el.style.width = `${el.dataset.width}%`; });
   }
 
@@ -272,7 +274,7 @@
       replace(container, h("p", {class: "empty"}, "The graph appears once the PM has planned the request."));
       return;
     }
-    const W = 216, H = 74, GX = 70, GY = 18, PAD = 16;
+    const W = 216, H = 74, GX = 70, GY = 18, PAD = 44;
     const depth = depths();
     const layers = [];
     snap.tasks.forEach((t) => (layers[depth.get(t.key)] ||= []).push(t));
@@ -297,9 +299,15 @@
     const edge = (from, to, soft) => {
       const a = pos.get(from), b = pos.get(to);
       if (!a || !b) return null;
-      const x1 = a.x + W, y1 = a.y + H / 2, x2 = b.x - 2, y2 = b.y + H / 2, mx = (x1 + x2) / 2;
-      return s("path", {d: `M${x1},${y1} C${mx},${y1} ${mx},${y2} ${x2},${y2}`, class: soft ? "edge edge-soft" : "edge",
-                        "marker-end": "url(#arrow)"});
+      let d;
+      if (b.x > a.x) {  // forward: right side of the dependency to the left side of the task
+        const x1 = a.x + W, y1 = a.y + H / 2, x2 = b.x - 2, y2 = b.y + H / 2, mx = (x1 + x2) / 2;
+        d = `M${x1},${y1} C${mx},${y1} ${mx},${y2} ${x2},${y2}`;
+      } else {  // a soft dependency inside one layer: an arc on the left
+        const x1 = a.x, y1 = a.y + H / 2, x2 = b.x - 2, y2 = b.y + H / 2, bulge = Math.min(40, 12 + Math.abs(y2 - y1) / 4);
+        d = `M${x1},${y1} C${x1 - bulge},${y1} ${x2 - bulge},${y2} ${x2},${y2}`;
+      }
+      return s("path", {d, class: soft ? "edge edge-soft" : "edge", "marker-end": "url(#arrow)"});
     };
     snap.tasks.forEach((t) => {
       t.blocked_by.forEach((dep) => svg.appendChild(edge(dep, t.key, false) || s("g", {})));
@@ -349,16 +357,16 @@
       s("rect", {width: gap, height: gap, class: `pat-bg ${cls}`}), s("rect", {width, height: gap, class: "pat-fg"}));
     return s("defs", {},
       s("pattern", {id: "pat-succeeded", patternUnits: "userSpaceOnUse", width: 8, height: 8},
-        s("rect", {width: 8, height: 8, class: "pat-bg att-succeeded"})),
-      stripe("pat-running", "att-running", 45, 10, 4),
-      stripe("pat-failed", "att-failed", -45, 6, 2),
+        s("rect", {width: 8, height: 8, class: "pat-bg pat-succeeded"})),
+      stripe("pat-running", "pat-running", 45, 10, 4),
+      stripe("pat-failed", "pat-failed", -45, 6, 2),
       s("pattern", {id: "pat-expired", patternUnits: "userSpaceOnUse", width: 8, height: 8},
-        s("rect", {width: 8, height: 8, class: "pat-bg att-expired"}),
+        s("rect", {width: 8, height: 8, class: "pat-bg pat-expired"}),
         s("path", {d: "M0,0 L8,8 M8,0 L0,8", class: "pat-line"})),
       s("pattern", {id: "pat-lost", patternUnits: "userSpaceOnUse", width: 8, height: 8},
-        s("rect", {width: 8, height: 8, class: "pat-bg att-lost"}), s("circle", {cx: 4, cy: 4, r: 1.6, class: "pat-dot"})),
+        s("rect", {width: 8, height: 8, class: "pat-bg pat-lost"}), s("circle", {cx: 4, cy: 4, r: 1.6, class: "pat-dot"})),
       s("pattern", {id: "pat-cancelled", patternUnits: "userSpaceOnUse", width: 6, height: 6},
-        s("rect", {width: 6, height: 6, class: "pat-bg att-cancelled"}), s("rect", {y: 2, width: 6, height: 1.5, class: "pat-fg"})));
+        s("rect", {width: 6, height: 6, class: "pat-bg pat-cancelled"}), s("rect", {y: 2, width: 6, height: 1.5, class: "pat-fg"})));
   }
 
   function installPatterns() {
@@ -430,8 +438,13 @@
         svg.appendChild(s("rect", {x: x1, y: y + 5, width: w, height: ROW - 10, rx: 4, class: `att att-${a.status}`,
                                    fill: `url(#pat-${a.status})`, "data-attempt": `${task.key}#${a.number}`, "data-outcome": a.status},
           s("title", {}, `${task.key} attempt ${a.number}: ${a.status}, ${duration(attemptDuration(a))}${a.error ? "\n" + a.error : ""}`)));
-        const inside = w > label.length * 6.6 + 10;
-        svg.appendChild(s("text", {x: inside ? x1 + 6 : x1 + w + 5, y: y + 19, class: inside ? "att-label att-label-in" : "att-label"}, label));
+        const textWidth = label.length * 6.6;
+        if (w > textWidth + 12) {  // on a pill inside the bar, readable over any pattern
+          svg.appendChild(s("rect", {x: x1 + 4, y: y + 8, width: textWidth + 4, height: ROW - 16, rx: 3, class: "att-pill"}));
+          svg.appendChild(s("text", {x: x1 + 6, y: y + 19, class: "att-label"}, label));
+        } else {
+          svg.appendChild(s("text", {x: x1 + w + 5, y: y + 19, class: "att-label"}, label));
+        }
       });
     });
     if (!snap.terminal && snap.started_at) {
@@ -455,15 +468,17 @@
     }
     const max = Math.max(...bars.map(([, v]) => v), 0.001);
     let verdict = null;
-    if (snap.terminal && actual && snap.serial_estimate_sec) {
+    let slower = false;
+    if (["completed", "partial"].includes(snap.status) && actual && snap.serial_estimate_sec) {
       const saved = 1 - actual / snap.serial_estimate_sec;
+      slower = saved < 0;
       verdict = saved >= 0 ? `${Math.round(saved * 100)}% faster than the serial estimate`
                            : `${Math.round(-saved * 100)}% slower than the serial estimate`;
     }
     replace(container, h("div", {class: "compare"}, bars.map(([label, value, cls]) => h("div", {class: "compare-row"},
       h("span", {class: "compare-label"}, label),
       h("span", {class: "compare-track"}, h("span", {class: `compare-bar compare-${cls.split(" ")[0]}`, "data-width": (100 * value / max).toFixed(1)})),
-      h("span", {class: "compare-value num"}, duration(value))))), verdict ? h("p", {class: "verdict"}, verdict) : null);
+      h("span", {class: "compare-value num"}, duration(value))))), verdict ? h("p", {class: slower ? "verdict verdict-slower" : "verdict"}, verdict) : null);
     container.querySelectorAll(".compare-bar").forEach((el) => { el.style.width = `${el.dataset.width}%`; });
   }
 

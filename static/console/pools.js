@@ -30,8 +30,9 @@
         h("h2", {}, pool.name),
         pool.enabled ? h("span", {class: "badge badge-succeeded"}, h("span", {class: "badge-symbol", "aria-hidden": "true"}, "✓"), "enabled")
                      : h("span", {class: "badge badge-cancelled"}, h("span", {class: "badge-symbol", "aria-hidden": "true"}, "■"), "disabled"),
-        h("span", {class: "pool-model"}, pool.model || "no model", " · ", pool.provider,
-          pool.provider === "offline" ? h("span", {class: "chip chip-warn", title: pool.provider_note || "offline provider"}, "offline") : null)),
+        h("span", {class: "pool-model"}, h("span", {}, "model ", h("strong", {}, pool.model || "none")),
+          h("span", {class: pool.provider === "offline" ? "chip chip-warn" : "chip",
+                     title: pool.provider_note || `${pool.provider} provider`}, pool.provider))),
       meter("Running", pool.running, pool.max_concurrent, "progress-running"),
       h("div", {class: "pool-metrics"},
         metric("Queue length", String(pool.queue_length), `${pool.ready} ready · ${pool.queued} queued`),
