@@ -122,6 +122,8 @@ def task_statuses(page) -> dict[str, str]:
 
 
 def test_submit_watch_live_and_inspect(page, server, staff_user):
+    from django.db.models import Count
+
     from executions.models import Attempt, Client, Execution
 
     workers = Workers().start()
@@ -164,6 +166,10 @@ def test_submit_watch_live_and_inspect(page, server, staff_user):
             assert set(history[:-1]) & {"pending", "ready", "queued", "running"}, (key, history)
         assert any("running" in h for h in seen.values())
         shot(page, "execution-tasks")
+        retried = execution.tasks.annotate(n=Count("attempts")).get(n=2).key
+        page.click(f"[data-task={retried}] > summary")
+        assert page.locator(f"[data-task={retried}] .task-body tbody tr").count() == 2  # both attempts listed
+        shot(page, "execution-task-detail")
 
         page.click("#tab-dag")
         assert page.locator("#dag .node").count() == execution.tasks.count()

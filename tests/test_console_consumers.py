@@ -6,6 +6,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
+from django.db import connections
 from django.test import Client as HttpClient
 
 from executions import events
@@ -52,6 +53,14 @@ async def receive_until_synced(ws: WebsocketCommunicator) -> tuple[list[int], in
             return seqs, message["last_seq"]
         assert message["kind"] == "event"
         seqs.append(message["event"]["seq"])
+
+
+@pytest.fixture(autouse=True)
+async def _close_consumer_connections():
+    """The consumers query from asgiref's sync thread; close its connection so PostgreSQL can
+    drop the test database at the end."""
+    yield
+    await sync_to_async(connections.close_all)()
 
 
 @pytest.fixture

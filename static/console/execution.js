@@ -531,7 +531,7 @@
       h("span", {class: "activity-seq mono"}, `#${event.seq}`),
       h("span", {class: "activity-time"}, time(event.at)),
       h("span", {class: "activity-type"}, event.type),
-      event.task ? h("span", {class: "chip"}, event.task) : null,
+      h("span", {class: "activity-task"}, event.task ? h("span", {class: "chip"}, event.task) : null),
       h("span", {class: "activity-text"}, describe(event)));
   }
 
