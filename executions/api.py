@@ -6,7 +6,7 @@ from typing import Literal
 
 from django.conf import settings
 from django.http import HttpRequest
-from ninja import Field, NinjaAPI, Query, Schema
+from ninja import Field, NinjaAPI, Query, Schema, Status
 from ninja.errors import HttpError, ValidationError
 from ninja.pagination import LimitOffsetPagination, paginate
 from ninja.security import APIKeyHeader, HttpBearer
@@ -217,7 +217,7 @@ def execute_parallel(request: HttpRequest, payload: ExecuteIn, wait: float = Que
             if execution.status != ExecutionStatus.PLANNING:
                 break
             time.sleep(0.05)
-    return 202, selectors.execution_brief(execution.pk)
+    return Status(202, selectors.execution_brief(execution.pk))
 
 
 @api.get("/execution/{execution_id}", response=ExecutionOut, summary="Execution status")

@@ -18,7 +18,8 @@ from pools.models import WorkerPool
 from . import events
 from .models import Attempt, Execution, ExecutionStatus, Task, TaskStatus
 from .parallel_executor import (
-    attempt_duration, block_dependents, cas_task, dispatch_after_commit, dispatch_ready_tasks, maybe_finish_work,
+    attempt_duration, block_dependents, cas_task, dispatch_after_commit, dispatch_ready_tasks, lock_execution,
+    maybe_finish_work,
 )
 
 log = logging.getLogger("openclaw.failures")
@@ -36,6 +37,7 @@ def attempt_fail(attempt_id, error: str, *, usage=None, outcome: str = "failed")
     with transaction.atomic():
         attempt = Attempt.objects.select_related("task").get(pk=attempt_id)
         task = attempt.task
+        lock_execution(task.execution_id)
         if usage is not None:
             billing.record_usage(attempt, *usage)
         if not Attempt.objects.filter(pk=attempt_id, status="running").update(status=outcome, finished_at=now,

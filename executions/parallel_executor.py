@@ -132,6 +132,15 @@ def cas_task(task_id: int, expected: str | Iterable[str], **changes) -> bool:
     return Task.objects.filter(pk=task_id, status__in=allowed).update(**changes) == 1
 
 
+def lock_execution(execution_id: str) -> None:
+    """Take the execution's row lock first in every transaction that changes its tasks.
+
+    One lock order (pool → execution → task → attempt) keeps PostgreSQL free of deadlocks
+    between, say, a cancel and a worker reporting a result; SQLite serializes writers anyway.
+    """
+    list(Execution.objects.select_for_update().filter(pk=execution_id).values_list("pk", flat=True))
+
+
 def cas_execution(execution_id: str, expected: str | Iterable[str], **changes) -> bool:
     allowed = [expected] if isinstance(expected, str) else list(expected)
     return Execution.objects.filter(pk=execution_id, status__in=allowed).update(**changes) == 1
@@ -151,12 +160,15 @@ def dispatch_ready_tasks(pool_name: str) -> int:
         free = pool.max_concurrent - active
         if free <= 0:
             return 0
-        candidates = (
+        candidates = list(
             Task.objects.filter(pool=pool_name, status=TaskStatus.READY, execution__status=ExecutionStatus.EXECUTING)
             .filter(Q(not_before__isnull=True) | Q(not_before__lte=now))
             .order_by("priority", "-rank", "execution__created_at", "id")
             .values_list("id", "execution_id", "key", "dispatch_count")[: free * 2]
         )
+        # Execution rows in one global order, so two pools dispatching at once cannot deadlock.
+        for execution_id in sorted({c[1] for c in candidates}):
+            lock_execution(execution_id)
         for task_id, execution_id, key, dispatch_count in candidates:
             if len(sent) >= free:
                 break
@@ -205,6 +217,7 @@ def create_tasks(execution: Execution, plan_tasks: list[dict], *, expected: dict
 
 def add_tasks(execution_id: str, new_tasks: list[dict]) -> list[Task]:
     """Add tasks to a running execution (remediation, re-audit, revision); ranks of the new part only."""
+    lock_execution(execution_id)
     execution = Execution.objects.get(pk=execution_id)
     expected = {t["id"]: t.pop("expected_sec", 1.0) for t in new_tasks}
     created = create_tasks(execution, new_tasks, expected=expected, weights={k: 0.0 for k in expected})
@@ -269,7 +282,11 @@ def maybe_finish_work(execution_id: str) -> bool:
 def task_start(task_id: int, dispatch_no: int, worker: str, *, lease_sec: float) -> Attempt | None:
     """queued → running for the message of this dispatch only; None for a stale or duplicate message."""
     now = timezone.now()
+    execution_id = Task.objects.filter(pk=task_id).values_list("execution_id", flat=True).first()
+    if execution_id is None:
+        return None
     with transaction.atomic():
+        lock_execution(execution_id)
         if not Task.objects.filter(pk=task_id, status=TaskStatus.QUEUED, dispatch_count=dispatch_no).update(
             status=TaskStatus.RUNNING, started_at=now, progress=0, error=""
         ):
@@ -304,6 +321,7 @@ def attempt_succeed(attempt_id, *, result: dict, usage=None) -> bool:
     with transaction.atomic():
         attempt = Attempt.objects.select_related("task").get(pk=attempt_id)
         task = attempt.task
+        lock_execution(task.execution_id)
         if usage is not None:
             billing.record_usage(attempt, *usage)
         if not Attempt.objects.filter(pk=attempt_id, status="running").update(status="succeeded", finished_at=now):

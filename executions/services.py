@@ -15,7 +15,7 @@ from . import billing, events, pm_coordinator
 from .agent_router import ParallelDisabled, choose_mode
 from .models import Attempt, Client, Execution, ExecutionStatus, Task, TaskStatus
 from .parallel_executor import (
-    PlanNode, block_dependents, cas_execution, create_tasks, dispatch_after_commit, maybe_finish_work,
+    PlanNode, block_dependents, cas_execution, create_tasks, dispatch_after_commit, lock_execution, maybe_finish_work,
     simulate_makespan,
 )
 
@@ -170,6 +170,7 @@ def execution_cancel(execution: Execution, *, by: str = "client") -> bool:
 
     now = timezone.now()
     with transaction.atomic():
+        lock_execution(execution.pk)
         live = [ExecutionStatus.PLANNING, ExecutionStatus.EXECUTING, ExecutionStatus.AGGREGATING]
         current = Execution.objects.filter(pk=execution.pk, status__in=live).values_list("status", flat=True).first()
         if current is None:
@@ -190,6 +191,7 @@ def execution_retry(execution: Execution) -> int:
     """Give dead and blocked tasks a new chance; returns how many tasks were reopened."""
     now = timezone.now()
     with transaction.atomic():
+        lock_execution(execution.pk)
         if not cas_execution(execution.pk, [ExecutionStatus.PARTIAL, ExecutionStatus.FAILED],
                              status=ExecutionStatus.EXECUTING, finished_at=None, final_response="", quality_score=None):
             return 0

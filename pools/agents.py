@@ -12,7 +12,7 @@ import threading
 import time
 
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import DatabaseError, InterfaceError, OperationalError, connection
 
 from executions.failure_handler import attempt_fail
 from executions.models import Task, TaskStatus
@@ -57,7 +57,15 @@ class LeaseKeeper(threading.Thread):
         task = self.task
         try:
             while not self.stopped.wait(settings.OPENCLAW_LEASE_RENEW_SEC):
-                if not attempt_renew(self.attempt_id, lease_sec=settings.OPENCLAW_LEASE_SEC, progress=self.progress):
+                try:
+                    renewed = attempt_renew(self.attempt_id, lease_sec=settings.OPENCLAW_LEASE_SEC,
+                                            progress=self.progress)
+                except DatabaseError as exc:
+                    # A dropped connection: reconnect on the next beat; the lease outlives a few misses.
+                    log.warning("lease renewal of %s failed (%s); reconnecting", self.attempt_id, exc)
+                    connection.close()
+                    continue
+                if not renewed:
                     self.lost.set()  # cancelled or expired: nobody wants this result any more
                     return
                 if self.progress != published:
@@ -65,10 +73,8 @@ class LeaseKeeper(threading.Thread):
                     events.publish_ephemeral(task.execution_id, {"execution_id": task.execution_id, "task": task.key,
                                                                  "progress": self.progress})
                 self.log_if_slow()
-        except Exception:
-            log.exception("lease renewal failed for %s", self.attempt_id)
         finally:
-            close_old_connections()
+            connection.close()
 
     def log_if_slow(self) -> None:
         elapsed = time.monotonic() - self.started
@@ -112,16 +118,30 @@ def task_run(task_id: int, dispatch_no: int) -> None:
         spent = usage["completion"].input_tokens + usage["completion"].output_tokens
         log.info("%s Completed %s (%.0fs, %.1fK tokens) execution=%s attempt=%s", task.pool.upper(), task.key,
                  time.monotonic() - started, spent / 1000, task.execution_id, attempt.pk)
-        attempt_succeed(attempt.pk, result=reply, usage=billed(usage))
+        record(attempt_succeed, attempt.pk, result=reply, usage=billed(usage))
     except llm.LLMError as exc:
-        attempt_fail(attempt.pk, f"{type(exc).__name__}: {exc}", usage=billed(usage))
+        record(attempt_fail, attempt.pk, f"{type(exc).__name__}: {exc}", usage=billed(usage))
     except ReplyError as exc:
-        attempt_fail(attempt.pk, f"malformed reply: {exc}", usage=billed(usage))
+        record(attempt_fail, attempt.pk, f"malformed reply: {exc}", usage=billed(usage))
     except Exception as exc:
         log.exception("attempt %s of %s crashed", attempt.pk, task)
-        attempt_fail(attempt.pk, f"internal error: {type(exc).__name__}: {exc}", usage=billed(usage))
+        record(attempt_fail, attempt.pk, f"internal error: {type(exc).__name__}: {exc}", usage=billed(usage))
     finally:
         keeper.stopped.set()
+
+
+def record(transition, *args, **kwargs) -> None:
+    """Record an attempt's outcome, reconnecting once if the database connection dropped meanwhile.
+
+    The transitions are compare-and-set, so a second try after a lost commit acknowledgement is
+    harmless. If the database stays away, the lease lapses and the reaper retries the task.
+    """
+    try:
+        transition(*args, **kwargs)
+    except (OperationalError, InterfaceError) as exc:
+        log.warning("recording %s failed (%s); reconnecting once", transition.__name__, exc)
+        connection.close()
+        transition(*args, **kwargs)
 
 
 def billed(usage: dict) -> tuple | None:

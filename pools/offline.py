@@ -43,12 +43,12 @@ class OfflineProvider:
         started = time.monotonic()
         while (elapsed := time.monotonic() - started) < latency:
             if elapsed >= request.timeout:
-                raise LLMTimeout(f"no reply within {request.timeout:g}s")
+                raise LLMTimeout(f"no reply within {request.timeout:.1f}s")
             if on_progress:
                 on_progress(min(0.99, elapsed / latency))
             time.sleep(min(STEP_SEC, latency - elapsed, max(0.0, request.timeout - elapsed)))
         if latency > request.timeout:
-            raise LLMTimeout(f"no reply within {request.timeout:g}s")
+            raise LLMTimeout(f"no reply within {request.timeout:.1f}s")
         text = self._answer(spec, request)
         return Completion(
             text=text, input_tokens=_tokens(request.system + request.prompt), output_tokens=_tokens(text),

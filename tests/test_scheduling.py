@@ -1,0 +1,108 @@
+"""Pure scheduling logic and the dispatcher's admission control and ordering (no broker)."""
+
+import random
+
+import pytest
+
+from executions.models import Task
+from executions.parallel_executor import (
+    PlanNode, dispatch_ready_tasks, lower_bound, simulate_makespan, topological_order, upward_ranks,
+)
+from tests.factories import make_client, make_execution, make_pools
+
+SEED_DAG = [
+    PlanNode("task_1", "codegen", 60), PlanNode("task_2", "codegen", 90), PlanNode("task_3", "database", 45),
+    PlanNode("task_4", "security", 120, 2, ("task_2",)),
+]
+LIMITS = {"codegen": 3, "security": 2, "database": 2}
+
+
+def test_upward_rank_is_the_critical_path_from_each_task():
+    ranks = upward_ranks(SEED_DAG)
+    assert ranks == {"task_1": 60, "task_2": 210, "task_3": 45, "task_4": 120}
+
+
+def test_seed_dag_makespan_is_the_seeds_210_seconds_vs_315_serial():
+    assert simulate_makespan(SEED_DAG, LIMITS) == 210
+    assert lower_bound(SEED_DAG, LIMITS) == 210
+    assert sum(n.duration for n in SEED_DAG) == 315
+
+
+def test_critical_path_first_beats_fifo_when_slots_are_scarce():
+    # One codegen slot: starting the long chain's head first finishes earlier.
+    nodes = [PlanNode("short", "codegen", 10), PlanNode("head", "codegen", 10),
+             PlanNode("tail", "security", 100, 1, ("head",))]
+    assert simulate_makespan(nodes, {"codegen": 1, "security": 1}) == 110
+    assert simulate_makespan(nodes, {"codegen": 1, "security": 1}, policy="fifo") == 120
+
+
+def test_rank_policy_stays_close_to_the_lower_bound_on_random_dags():
+    rng = random.Random(7)
+    ratios = []
+    for _ in range(30):
+        nodes = []
+        for i in range(rng.randint(20, 60)):
+            deps = tuple(f"t{j}" for j in rng.sample(range(i), k=min(i, rng.randint(0, 2))))
+            nodes.append(PlanNode(f"t{i}", rng.choice(list(LIMITS)), rng.uniform(1, 20), 1, deps))
+        ratios.append(simulate_makespan(nodes, LIMITS) / lower_bound(nodes, LIMITS))
+    assert max(ratios) < 1.3 and sum(ratios) / len(ratios) < 1.15
+
+
+def test_topological_order_rejects_cycles():
+    with pytest.raises(ValueError):
+        topological_order([PlanNode("a", "codegen", 1, 1, ("b",)), PlanNode("b", "codegen", 1, 1, ("a",))])
+
+
+def queued(pool=None):
+    rows = Task.objects.filter(status="queued")
+    return sorted(rows.filter(pool=pool).values_list("key", flat=True) if pool else rows.values_list("key", flat=True))
+
+
+@pytest.fixture
+def sent(monkeypatch):
+    """Messages the dispatcher sends on commit, instead of a broker."""
+    messages = []
+    monkeypatch.setattr("pools.tasks.send_run_task", lambda task_id, dispatch_no, queue: messages.append((task_id, queue)))
+    return messages
+
+
+def test_dispatch_admits_no_more_than_max_concurrent(db, django_capture_on_commit_callbacks, sent):
+    make_pools({"codegen": 2, "security": 1, "database": 1})
+    client, _ = make_client()
+    make_execution(client, [{"key": f"c{i}"} for i in range(5)] + [{"key": "s1", "pool": "security"}])
+    with django_capture_on_commit_callbacks(execute=True):
+        assert dispatch_ready_tasks("codegen") == 2
+        assert dispatch_ready_tasks("codegen") == 0
+        assert dispatch_ready_tasks("security") == 1
+    assert sorted(queue for _, queue in sent) == ["pool.codegen", "pool.codegen", "pool.security"]
+    assert len(queued("codegen")) == 2
+    # A finished slot admits exactly one more.
+    Task.objects.filter(key=queued("codegen")[0]).update(status="succeeded")
+    with django_capture_on_commit_callbacks():
+        assert dispatch_ready_tasks("codegen") == 1
+    assert len(queued("codegen")) == 2
+
+
+def test_dispatch_prefers_priority_then_the_longer_critical_path(db, django_capture_on_commit_callbacks):
+    make_pools({"codegen": 2, "security": 1, "database": 1})
+    client, _ = make_client()
+    make_execution(client, [
+        {"key": "short", "rank": 10}, {"key": "long", "rank": 200}, {"key": "middle", "rank": 50},
+        {"key": "urgent-short", "rank": 5, "priority": 0},
+    ])
+    with django_capture_on_commit_callbacks():
+        dispatch_ready_tasks("codegen")
+    assert queued() == ["long", "urgent-short"]
+
+
+def test_dispatch_ignores_disabled_pools_and_unstarted_executions(db, django_capture_on_commit_callbacks):
+    make_pools({"codegen": 2, "security": 1, "database": 1})
+    client, _ = make_client()
+    make_execution(client, [{"key": "a"}], status="cancelled")
+    make_execution(client, [{"key": "b", "pool": "security"}])
+    from pools.models import WorkerPool
+
+    WorkerPool.objects.filter(name="security").update(enabled=False)
+    with django_capture_on_commit_callbacks():
+        assert dispatch_ready_tasks("codegen") == 0
+        assert dispatch_ready_tasks("security") == 0

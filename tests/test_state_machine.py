@@ -1,0 +1,100 @@
+"""Task and attempt transitions: compare-and-set, retries, dead, blocked (no broker)."""
+
+from executions.failure_handler import attempt_fail, reap
+from executions.models import Attempt, Execution, Task
+from executions.parallel_executor import attempt_succeed, task_start
+from tests.factories import make_client, make_execution, make_pools
+
+
+def queue(task: Task) -> int:
+    Task.objects.filter(pk=task.pk).update(status="queued", dispatch_count=task.dispatch_count + 1)
+    return task.dispatch_count + 1
+
+
+def setup_chain(retries=1):
+    make_pools(retries=retries)
+    client, _ = make_client()
+    execution = make_execution(client, [{"key": "backend"}, {"key": "audit", "pool": "security", "blocked_by": ["backend"]},
+                                        {"key": "report", "blocked_by": ["audit"]}, {"key": "frontend"}])
+    return execution, Task.objects.get(execution=execution, key="backend")
+
+
+def test_a_duplicate_or_stale_message_starts_nothing(db, django_capture_on_commit_callbacks):
+    _, backend = setup_chain()
+    dispatch_no = queue(backend)
+    assert task_start(backend.pk, dispatch_no - 1, "w1", lease_sec=15) is None  # an older dispatch
+    first = task_start(backend.pk, dispatch_no, "w1", lease_sec=15)
+    assert first is not None
+    assert task_start(backend.pk, dispatch_no, "w2", lease_sec=15) is None  # redelivered
+    assert Attempt.objects.count() == 1
+
+
+def test_success_promotes_dependents_and_a_second_report_changes_nothing(db, django_capture_on_commit_callbacks):
+    execution, backend = setup_chain()
+    attempt = task_start(backend.pk, queue(backend), "w1", lease_sec=15)
+    with django_capture_on_commit_callbacks():
+        assert attempt_succeed(attempt.pk, result={"summary": "ok", "files": [], "findings": []})
+        assert not attempt_succeed(attempt.pk, result={"summary": "again", "files": [], "findings": []})
+    statuses = dict(Task.objects.filter(execution=execution).values_list("key", "status"))
+    assert statuses == {"backend": "succeeded", "audit": "ready", "report": "pending", "frontend": "ready"}
+    assert Task.objects.get(pk=backend.pk).result["summary"] == "ok"
+
+
+def test_failures_retry_until_max_retries_then_dead_and_dependents_blocked(db, django_capture_on_commit_callbacks):
+    execution, backend = setup_chain(retries=2)
+    for number in (1, 2, 3):
+        attempt = task_start(backend.pk, queue(Task.objects.get(pk=backend.pk)), "w1", lease_sec=15)
+        assert attempt.number == number
+        with django_capture_on_commit_callbacks():
+            assert attempt_fail(attempt.pk, "LLMTimeout: no reply within 300s")
+        backend.refresh_from_db()
+        assert backend.status == ("ready" if number < 3 else "dead")
+    statuses = dict(Task.objects.filter(execution=execution).values_list("key", "status"))
+    assert statuses["audit"] == "blocked" and statuses["report"] == "blocked"
+    assert Task.objects.get(execution=execution, key="report").error == "blocked: needs audit"
+    types = list(execution.events.values_list("type", flat=True))
+    assert types.count("task.retrying") == 2 and types.count("task.dead") == 1
+
+
+def test_execution_goes_to_aggregating_only_when_nothing_can_progress(db, django_capture_on_commit_callbacks):
+    execution, backend = setup_chain(retries=0)
+    attempt = task_start(backend.pk, queue(backend), "w1", lease_sec=15)
+    with django_capture_on_commit_callbacks() as callbacks:
+        attempt_fail(attempt.pk, "fatal")
+    assert Execution.objects.get(pk=execution.pk).status == "executing"  # frontend still open
+    frontend = Task.objects.get(execution=execution, key="frontend")
+    attempt = task_start(frontend.pk, queue(frontend), "w1", lease_sec=15)
+    with django_capture_on_commit_callbacks() as callbacks:
+        attempt_succeed(attempt.pk, result={"summary": "ok", "files": [], "findings": []})
+    assert Execution.objects.get(pk=execution.pk).status == "aggregating"
+    assert callbacks  # the aggregation message goes out on commit
+
+
+def test_reaper_requeues_a_lost_worker_without_burning_a_retry(db, django_capture_on_commit_callbacks):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    _, backend = setup_chain(retries=0)
+    attempt = task_start(backend.pk, queue(backend), "w1", lease_sec=15)
+    Attempt.objects.filter(pk=attempt.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    with django_capture_on_commit_callbacks(execute=False):
+        stats = reap()
+    assert stats["lost"] == 1
+    backend.refresh_from_db()
+    assert backend.status in ("ready", "queued") and backend.failed_attempts == 0
+    assert Attempt.objects.get(pk=attempt.pk).status == "lost"
+
+
+def test_reaper_expires_an_attempt_past_its_deadline_as_a_failure(db, django_capture_on_commit_callbacks):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    _, backend = setup_chain(retries=0)
+    attempt = task_start(backend.pk, queue(backend), "w1", lease_sec=15)
+    Attempt.objects.filter(pk=attempt.pk).update(deadline_at=timezone.now() - timedelta(seconds=30))
+    with django_capture_on_commit_callbacks(execute=False):
+        assert reap()["expired"] == 1
+    backend.refresh_from_db()
+    assert backend.status == "dead" and "timeout after 60s" in backend.error
