@@ -113,6 +113,15 @@ def execution_json(request: HttpRequest, execution_id: str) -> JsonResponse:
 
 
 @console_view
+@require_GET
+def task_files_json(request: HttpRequest, execution_id: str, task_key: str) -> JsonResponse:
+    files = console_selectors.task_files(execution_id, task_key)
+    if files is None:
+        raise Http404("no such task")
+    return JsonResponse({"task": task_key, "files": files})
+
+
+@console_view
 @require_POST
 def execution_cancel(request: HttpRequest, execution_id: str) -> HttpResponse:
     execution = _execution_or_404(execution_id)
@@ -204,6 +213,7 @@ urlpatterns = [
     path("executions.json", executions_json, name="executions_json"),
     path("executions/<str:execution_id>/", execution_page, name="execution"),
     path("executions/<str:execution_id>.json", execution_json, name="execution_json"),
+    path("executions/<str:execution_id>/tasks/<str:task_key>/files.json", task_files_json, name="task_files"),
     path("executions/<str:execution_id>/cancel", execution_cancel, name="execution_cancel"),
     path("executions/<str:execution_id>/retry", execution_retry, name="execution_retry"),
     path("pools/", pools_page, name="pools"),

@@ -99,7 +99,9 @@ def _task_row(task: Task, attempts: list[Attempt]) -> dict:
         "started_at": _iso(task.started_at), "finished_at": _iso(task.finished_at), "ready_at": _iso(task.ready_at),
         "tokens_in": task.tokens_in, "tokens_out": task.tokens_out, "cost_usd": f"{task.cost_usd:.6f}",
         "error": task.error, "summary": result.get("summary", ""),
-        "files": [{"path": f.get("path", ""), "content": f.get("content", "")} for f in result.get("files", [])],
+        # Contents load on demand (task_files): the snapshot is refetched on every event.
+        "files": [{"path": f.get("path", ""), "lines": f.get("content", "").count("\n") + 1,
+                   "bytes": len(f.get("content", "").encode())} for f in result.get("files", [])],
         "findings": result.get("findings", []),
         "attempts": [_attempt_row(a) for a in attempts],
     }
@@ -114,12 +116,11 @@ def execution_snapshot(execution_id: str) -> dict | None:
     attempts: dict[int, list[Attempt]] = {}
     for attempt in Attempt.objects.filter(task__execution=execution).order_by("task_id", "number"):
         attempts.setdefault(attempt.task_id, []).append(attempt)
-    detail = selectors.execution_detail(execution)
     return {
         "id": execution.pk, "client": execution.client.name, "project": execution.project,
         "message": execution.message, "status": execution.status, "mode": execution.mode,
         "requested_mode": execution.requested_mode, "routing_reason": execution.routing_reason,
-        "plan_source": execution.plan_source, "plan_notes": execution.plan_notes, "provider": detail["provider"],
+        "plan_source": execution.plan_source, "plan_notes": execution.plan_notes, "provider": selectors.plan_provider(execution),
         "created_at": _iso(execution.created_at), "started_at": _iso(execution.started_at),
         "finished_at": _iso(execution.finished_at), "now": timezone.now().isoformat(),
         "duration_sec": execution.duration_sec, "estimated_duration_sec": execution.estimated_duration_sec,
@@ -144,6 +145,14 @@ def execution_snapshot(execution_id: str) -> dict | None:
         ],
         "last_seq": execution.next_seq,
     }
+
+
+def task_files(execution_id: str, task_key: str) -> list[dict] | None:
+    """The files a task wrote, with their contents (None for an unknown task)."""
+    result = Task.objects.filter(execution_id=execution_id, key=task_key).values_list("result", flat=True).first()
+    if result is None:
+        return None
+    return [{"path": f.get("path", ""), "content": f.get("content", "")} for f in (result or {}).get("files", [])]
 
 
 def percentile(values: list[float], fraction: float) -> float | None:

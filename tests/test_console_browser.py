@@ -114,6 +114,7 @@ def log_in(page):
 
 
 def shot(page, name: str) -> None:
+    page.evaluate("window.scrollTo(0, 0)")  # else the sticky header lands mid-page in a full-page shot
     page.screenshot(path=SCREENSHOTS / f"{name}.png", full_page=True)
 
 
@@ -124,7 +125,7 @@ def task_statuses(page) -> dict[str, str]:
 def test_submit_watch_live_and_inspect(page, server, staff_user):
     from django.db.models import Count
 
-    from executions.models import Attempt, Client, Execution
+    from executions.models import Attempt, Client, Execution, Task
 
     workers = Workers().start()
     try:
@@ -169,6 +170,14 @@ def test_submit_watch_live_and_inspect(page, server, staff_user):
         retried = execution.tasks.annotate(n=Count("attempts")).get(n=2).key
         page.click(f"[data-task={retried}] > summary")
         assert page.locator(f"[data-task={retried}] .task-body tbody tr").count() == 2  # both attempts listed
+        first_file = page.locator(f"[data-task={retried}] .files summary").first
+        first_file.click()
+        path = first_file.locator(".mono").inner_text()
+        expected = next(f["content"] for f in Task.objects.get(execution=execution, key=retried).result["files"]
+                        if f["path"] == path)
+        page.wait_for_function("([key, path]) => document.querySelector(`[data-task=${key}] pre[data-file='${path}']`)"
+                               ".textContent.length > 20", arg=[retried, path])
+        assert page.inner_text(f"[data-task={retried}] pre[data-file='{path}']").strip() == expected.strip()
         shot(page, "execution-task-detail")
 
         page.click("#tab-dag")

@@ -132,7 +132,10 @@ def test_snapshot_has_tasks_attempts_conflicts_and_sequence(staff):
     assert snapshot["last_seq"] == 7
     task_1, task_2 = snapshot["tasks"]
     assert [a["status"] for a in task_1["attempts"]] == ["failed", "succeeded"]
-    assert task_1["files"] == [{"path": "app/main.py", "content": "print('hi')\n"}]
+    assert task_1["files"] == [{"path": "app/main.py", "lines": 2, "bytes": 12}]
+    files = staff.get(f"/console/executions/{execution.pk}/tasks/task_1/files.json").json()["files"]
+    assert files == [{"path": "app/main.py", "content": "print('hi')\n"}]
+    assert staff.get(f"/console/executions/{execution.pk}/tasks/task_9/files.json").status_code == 404
     assert task_1["summary"] == "API built" and task_2["blocked_by"] == ["task_1"]
     assert snapshot["conflicts"][0]["resolution"] == "Added CSRF middleware"
     assert snapshot["can_cancel"] and not snapshot["can_retry"]

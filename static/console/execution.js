@@ -185,13 +185,45 @@
         h("td", {class: "num"}, usd(a.cost_usd, 4)), h("td", {class: "error-text small"}, a.error || "")))));
   }
 
+  const fileContents = new Map();  // "task@finished_at" → {path: content}, fetched when first opened
+  const openFiles = new Set();
+
+  async function loadFiles(task) {
+    const cacheKey = `${task.key}@${task.finished_at}`;
+    if (!fileContents.has(cacheKey)) {
+      const response = await fetch(`${links.tasks}${encodeURIComponent(task.key)}/files.json`, {credentials: "same-origin"});
+      if (!response.ok) return null;
+      const data = await response.json();
+      fileContents.set(cacheKey, Object.fromEntries(data.files.map((f) => [f.path, f.content])));
+    }
+    return fileContents.get(cacheKey);
+  }
+
   function filesList(task) {
     if (!task.files.length) return null;
+    const cached = fileContents.get(`${task.key}@${task.finished_at}`);
     return h("div", {class: "task-block"}, h("h4", {}, `Files (${task.files.length})`),
-      h("ul", {class: "files"}, task.files.map((f) => h("li", {},
-        h("details", {}, h("summary", {}, h("span", {class: "mono"}, f.path),
-                                       h("span", {class: "muted small"}, ` · ${f.content.split("\n").length} lines`)),
-          h("pre", {class: "code"}, f.content))))));
+      h("ul", {class: "files"}, task.files.map((f) => {
+        const id = `${task.key}:${f.path}`;
+        const code = h("pre", {class: "code", "data-file": f.path}, cached ? cached[f.path] : "Loading…");
+        const details = h("details", {open: openFiles.has(id)},
+          h("summary", {}, h("span", {class: "mono"}, f.path), h("span", {class: "muted small"}, ` · ${f.lines} lines`)),
+          code);
+        const fill = async () => {
+          const contents = await loadFiles(task);
+          code.textContent = contents ? contents[f.path] ?? "" : "Could not load the file.";
+        };
+        details.addEventListener("toggle", () => {
+          if (details.open) {
+            openFiles.add(id);
+            if (!cached) fill();
+          } else {
+            openFiles.delete(id);
+          }
+        });
+        if (details.open && !cached) fill();
+        return h("li", {}, details);
+      })));
   }
 
   function findingsList(task) {
