@@ -48,12 +48,17 @@ def _usd6(value) -> str | None:
     return None if value is None else f"{value:.6f}"
 
 
+def plan_provider(execution: Execution) -> str:
+    """The PM model that planned the execution, and why it fell back to offline if it did."""
+    if not execution.plan_source:
+        return ""
+    planned = execution.events.filter(type="execution.planned").values_list("payload", flat=True).first() or {}
+    return planned.get("model", "") + (f" (offline: {planned['model_fallback']})" if planned.get("model_fallback") else "")
+
+
 def execution_detail(execution: Execution) -> dict:
     tasks = tasks_with_attempts(execution)
-    provider = ""
-    if execution.plan_source:
-        planned = execution.events.filter(type="execution.planned").values_list("payload", flat=True).first() or {}
-        provider = planned.get("model", "") + (f" (offline: {planned['model_fallback']})" if planned.get("model_fallback") else "")
+    provider = plan_provider(execution)
     return {
         "execution_id": execution.pk, "status": execution.status, "mode": execution.mode,
         "requested_mode": execution.requested_mode, "routing_reason": execution.routing_reason,

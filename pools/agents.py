@@ -32,23 +32,31 @@ WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 EXPECTED_OUTPUT_TOKENS = {"codegen": 3000, "security": 1200, "database": 1500}
 
 
-class LeaseKeeper(threading.Thread):
-    """Renews the attempt's lease every few seconds and stores the latest progress."""
+# A running attempt past this share of its timeout is logged once as slow (the seed's ⚠️ line).
+SLOW_TASK_FRACTION = 0.5
 
-    def __init__(self, attempt_id, execution_id: str, task_key: str):
+
+class LeaseKeeper(threading.Thread):
+    """Renews the attempt's lease every few seconds, stores the latest progress, and logs the
+    attempt once as slow when it runs past half its timeout."""
+
+    def __init__(self, attempt_id, task: Task, expected_output_tokens: int):
         super().__init__(name=f"lease-{attempt_id}", daemon=True)
         self.attempt_id = attempt_id
-        self.execution_id = execution_id
-        self.task_key = task_key
+        self.task = task
+        self.expected_output_tokens = expected_output_tokens
+        self.started = time.monotonic()
         self.progress = 0
         self.stopped = threading.Event()
         self.lost = threading.Event()
+        self.slow_logged = False
 
     def report(self, fraction: float) -> None:
         self.progress = max(self.progress, min(99, int(fraction * 100)))
 
     def run(self) -> None:
         published = -1
+        task = self.task
         try:
             while not self.stopped.wait(settings.OPENCLAW_LEASE_RENEW_SEC):
                 try:
@@ -64,9 +72,22 @@ class LeaseKeeper(threading.Thread):
                     return
                 if self.progress != published:
                     published = self.progress
-                    events.publish_ephemeral(self.execution_id, {"task": self.task_key, "progress": self.progress})
+                    events.publish_ephemeral(task.execution_id, {"execution_id": task.execution_id, "task": task.key,
+                                                                 "progress": self.progress})
+                self.log_if_slow()
         finally:
             connection.close()
+
+    def log_if_slow(self) -> None:
+        elapsed = time.monotonic() - self.started
+        if self.slow_logged or elapsed < SLOW_TASK_FRACTION * self.task.timeout_sec:
+            return
+        self.slow_logged = True
+        # Tokens billed by earlier attempts, plus this attempt's output so far as streamed.
+        tokens = self.task.tokens_in + self.task.tokens_out + self.progress / 100 * self.expected_output_tokens
+        log.warning("%s Running %s (%.0fs elapsed, %.1fK tokens, %d/%d retries) execution=%s attempt=%s",
+                    self.task.pool.upper(), self.task.key, elapsed, tokens / 1000, self.task.failed_attempts,
+                    self.task.max_retries, self.task.execution_id, self.attempt_id)
 
 
 def dependency_results(task: Task) -> list[dict]:
@@ -127,7 +148,7 @@ def task_run(task_id: int, dispatch_no: int) -> None:
     if attempt is None:
         return  # duplicate or stale message
     task = Task.objects.select_related("execution").get(pk=task_id)
-    keeper = LeaseKeeper(attempt.pk, task.execution_id, task.key)
+    keeper = LeaseKeeper(attempt.pk, task, EXPECTED_OUTPUT_TOKENS.get(task.pool, 1500))
     keeper.start()
     usage: dict = {}  # (spec, completion so far): tokens are billed whatever the outcome
     started = time.monotonic()
@@ -140,8 +161,8 @@ def task_run(task_id: int, dispatch_no: int) -> None:
         result["inputs"] = [{"key": d["key"], "source": d["source"], "pool": d["pool"],
                              "paths": [f["path"] for f in d["files"]]} for d in deps]
         spent = usage["completion"].input_tokens + usage["completion"].output_tokens
-        log.info("%s Completed %s (%.0fs, %.1fK tokens) execution=%s", task.pool.upper(), task.key,
-                 time.monotonic() - started, spent / 1000, task.execution_id)
+        log.info("%s Completed %s (%.0fs, %.1fK tokens) execution=%s attempt=%s", task.pool.upper(), task.key,
+                 time.monotonic() - started, spent / 1000, task.execution_id, attempt.pk)
         record(attempt_succeed, attempt.pk, result=result, usage=billed(usage))
     except llm.LLMError as exc:
         record(attempt_fail, attempt.pk, f"{type(exc).__name__}: {exc}", usage=billed(usage))
