@@ -38,6 +38,14 @@ OPENCLAW_MAX_MESSAGE_CHARS = env.int("OPENCLAW_MAX_MESSAGE_CHARS", default=20_00
 OPENCLAW_API_RATE = env.str("OPENCLAW_API_RATE", default="600/m")
 OPENCLAW_PUBLIC_URL = env("OPENCLAW_PUBLIC_URL", default="http://localhost:8000")
 
+# Slack bot (bots/). Optional: without a bot token and signing secret /slack/events answers 503.
+SLACK_BOT_TOKEN = env.str("SLACK_BOT_TOKEN", default="")
+SLACK_SIGNING_SECRET = env.str("SLACK_SIGNING_SECRET", default="")
+SLACK_APP_TOKEN = env.str("SLACK_APP_TOKEN", default="")
+SLACK_API_URL = env.str("SLACK_API_URL", default="https://slack.com/api/")
+# chat.update is tier 3: keep each thread's status edits at most this often.
+SLACK_MIN_UPDATE_INTERVAL_SEC = env.float("SLACK_MIN_UPDATE_INTERVAL_SEC", default=1.0)
+
 INSTALLED_APPS = [
     "daphne",
     "django.contrib.admin",
