@@ -20,7 +20,7 @@ class SlackUserMappingAdmin(admin.ModelAdmin):
 class SlackThreadAdmin(admin.ModelAdmin):
     list_display = ["execution", "team_id", "channel_id", "user_id", "thread_ts", "status_ts", "synced_at"]
     search_fields = ["execution__id", "team_id", "channel_id", "user_id"]
-    readonly_fields = ["rendered_hash", "posted_milestones", "sync_lease_until"]
+    readonly_fields = ["rendered_hash", "posted_milestones", "sync_lease_until", "failures"]
     raw_id_fields = ["execution"]
 
 

@@ -50,6 +50,7 @@ class SlackThread(models.Model):
     rendered_hash = models.CharField(max_length=64, blank=True)
     posted_milestones = models.JSONField(default=list, blank=True)
     synced_at = models.DateTimeField(null=True, blank=True)
+    failures = models.PositiveIntegerField(default=0, help_text="Failed syncs in a row (Slack errors)")
     # A sync holds this lease while it talks to Slack, so two workers never post the same message.
     sync_lease_until = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)

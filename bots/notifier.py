@@ -9,6 +9,7 @@ event, or nothing at all, follows; an execution never waits for Slack.
 """
 
 import logging
+import time
 from datetime import timedelta
 
 from django.conf import settings
@@ -29,6 +30,8 @@ log = logging.getLogger("openclaw.slack")
 PENDING_TTL_SEC = 30
 LEASE_SEC = 60
 BUSY_RETRY_SEC = 0.5
+# Delayed messages may run a few milliseconds early by our clock; that is not worth another round.
+CLOCK_SLACK_SEC = 0.05
 MAX_FAILURES = 4
 BACKOFF_SEC = 1.0
 MAX_RETRY_AFTER_SEC = 120
@@ -55,10 +58,8 @@ def request_thread_sync(thread_id: int, *, delay_sec: float = 0) -> bool:
     return True
 
 
-def thread_sync_run(thread_id: int, failures: int = 0) -> None:
-    """The `slack` actor's body: claim the thread, respect the throttle, sync, handle Slack errors."""
-    from .tasks import sync_slack_thread
-
+def thread_sync_run(thread_id: int) -> None:
+    """The `slack` actor's body: claim the thread, respect throttle and backoff, sync, count failures."""
     # From here on a new event must enqueue a new sync: this one may already have read the state.
     cache.delete(_pending_key(thread_id))
     if not slack_configured():
@@ -74,23 +75,52 @@ def thread_sync_run(thread_id: int, failures: int = 0) -> None:
         return
     thread = SlackThread.objects.get(pk=thread_id)
     try:
-        if thread.synced_at:
-            wait = thread.synced_at + timedelta(seconds=settings.SLACK_MIN_UPDATE_INTERVAL_SEC) - now
-            if wait.total_seconds() > 0:
-                request_thread_sync(thread_id, delay_sec=wait.total_seconds())
-                return
-        thread_sync(thread)
-    except (SlackApiError, SlackClientError, OSError) as exc:
-        delay = retry_delay(exc, failures)
-        if delay is None or failures + 1 >= MAX_FAILURES:
-            log.warning("Slack thread %s (%s): giving up after %d attempt(s): %s", thread_id, thread.execution_id,
-                        failures + 1, describe(exc))
+        wait = max(throttle_wait(thread, now), backoff_wait(thread.team_id))
+        if wait > CLOCK_SLACK_SEC:
+            request_thread_sync(thread_id, delay_sec=wait)
             return
+        thread_sync(thread)
+        if thread.failures:
+            _save(thread, failures=0)
+    except (SlackApiError, SlackClientError, OSError) as exc:
+        # The count lives on the thread, so an outage is given up on however the retries interleave
+        # with syncs that new events asked for; after that, each new event gets one more try.
+        failures = thread.failures + 1
+        _save(thread, failures=failures)
+        delay = retry_delay(exc, failures - 1)
+        if delay is None or failures >= MAX_FAILURES:
+            log.warning("Slack thread %s (%s): giving up after %d attempt(s): %s", thread_id, thread.execution_id,
+                        failures, describe(exc))
+            return
+        backoff_extend(thread.team_id, delay)
         log.info("Slack thread %s (%s): %s; retrying in %.1fs", thread_id, thread.execution_id, describe(exc), delay)
-        sync_slack_thread.send_with_options(args=(thread_id,), kwargs={"failures": failures + 1},
-                                            delay=int(delay * 1000))
+        request_thread_sync(thread_id, delay_sec=delay)
     finally:
         SlackThread.objects.filter(pk=thread_id).update(sync_lease_until=None)
+
+
+def throttle_wait(thread: SlackThread, now) -> float:
+    """Seconds until this thread's status message may be edited again."""
+    if not thread.synced_at:
+        return 0.0
+    return (thread.synced_at + timedelta(seconds=settings.SLACK_MIN_UPDATE_INTERVAL_SEC) - now).total_seconds()
+
+
+def _backoff_key(team_id: str) -> str:
+    return f"slack:backoff-until:{team_id}"
+
+
+def backoff_wait(team_id: str) -> float:
+    """Seconds until Slack wants to hear from us again (Retry-After, outage backoff), for every thread."""
+    until = cache.get(_backoff_key(team_id))
+    return until - time.time() if until else 0.0
+
+
+def backoff_extend(team_id: str, delay_sec: float) -> None:
+    # Rate limits apply to the whole workspace, not one thread: every sync waits them out.
+    until = time.time() + delay_sec
+    if until > (cache.get(_backoff_key(team_id)) or 0):
+        cache.set(_backoff_key(team_id), until, timeout=int(delay_sec) + 5)
 
 
 def retry_delay(exc: Exception, failures: int) -> float | None:

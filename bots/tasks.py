@@ -27,10 +27,10 @@ def start_slack_request(receipt_id: int, team_id: str, user_id: str, channel_id:
 
 
 @dramatiq.actor(**SLACK_OPTIONS)
-def sync_slack_thread(thread_id: int, failures: int = 0) -> None:
+def sync_slack_thread(thread_id: int) -> None:
     from .notifier import thread_sync_run
 
-    thread_sync_run(thread_id, failures)
+    thread_sync_run(thread_id)
 
 
 @dramatiq.actor(**SLACK_OPTIONS)

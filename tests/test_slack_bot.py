@@ -351,24 +351,36 @@ def test_slack_errors_are_retried_with_backoff_then_dropped_quietly(slack_settin
     fake_slack.fail("chat.postMessage", status=429, retry_after=7)
     thread_sync_run(thread.pk)
     [retry] = queued(redis_server, "slack.DQ")
-    assert retry.kwargs == {"failures": 1}
     assert 6000 < retry.options["eta"] - time.time() * 1000 <= 7000  # honours Retry-After
+    redis_server.delete(f"openclaw:slack.DQ.msgs", "openclaw:slack.DQ")
+    thread_sync_run(thread.pk)  # a sync that an event asked for waits out the workspace's backoff too
+    assert not fake_slack.calls_of("chat.postMessage", ok=True)
+    [deferred] = queued(redis_server, "slack.DQ")
+    assert 5000 < deferred.options["eta"] - time.time() * 1000 <= 7000
 
-    redis_server.flushdb()
+    redis_server.flushdb()  # drops the queued retry and the workspace backoff (both live in Redis)
     fake_slack.fail("*", status=500, times=None)
-    thread_sync_run(thread.pk, failures=1)
-    [retry] = queued(redis_server, "slack.DQ")
-    assert retry.kwargs == {"failures": 2}
-    assert len(fake_slack.calls_of("chat.postMessage")) == 1 + 2  # slack_sdk retried the 500 once itself
+    for attempt in (2, 3):
+        redis_server.flushdb()
+        thread_sync_run(thread.pk)
+        assert len(queued(redis_server, "slack.DQ")) == 1
+        assert SlackThread.objects.get(pk=thread.pk).failures == attempt
+    assert len(fake_slack.calls_of("chat.postMessage", ok=False)) == 1 + 2 * 2  # slack_sdk retries a 500 once itself
 
     redis_server.flushdb()
-    thread_sync_run(thread.pk, failures=3)
+    thread_sync_run(thread.pk)
     assert not queued(redis_server, "slack.DQ") and not queued(redis_server, "slack")
-    assert f"giving up after 4 attempt(s): HTTP 500" in slack_log.text
+    assert "giving up after 4 attempt(s): HTTP 500" in slack_log.text
     assert SlackThread.objects.get(pk=thread.pk).sync_lease_until is None
 
     fake_slack.recover()
+    thread_sync_run(thread.pk)  # the next event's sync finds Slack back
+    thread.refresh_from_db()
+    assert thread.failures == 0 and thread.status_ts
+
     fake_slack.missing_channels.add("C0PROJECTS")
+    Execution.objects.filter(pk=thread.execution_id).update(status="executing")
+    SlackThread.objects.filter(pk=thread.pk).update(synced_at=None)
     thread_sync_run(thread.pk)  # not retryable: the channel is gone
     assert not queued(redis_server, "slack.DQ")
     assert "giving up after 1 attempt(s): HTTP 200 channel_not_found" in slack_log.text

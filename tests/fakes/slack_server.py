@@ -61,7 +61,7 @@ class FakeSlackServer:
         self.ephemeral: list[Message] = []
         self.users: dict[str, dict] = {}
         self.missing_channels: set[str] = set()
-        self.faults: dict[str, Fault] = {}
+        self.faults: dict[str, list[Fault]] = {}
         self.lock = threading.Lock()
         self._ts = itertools.count(1)
         self._base = int(time.time())
@@ -84,9 +84,12 @@ class FakeSlackServer:
 
     # -- scripting -------------------------------------------------------------------------
     def fail(self, method: str, *, status: int, retry_after: float | None = None, times: int | None = 1) -> None:
-        """The next `times` calls of `method` ("*" for all) fail with `status` (429 → ratelimited)."""
+        """The next `times` calls of `method` ("*" for any) fail with `status` (429: ratelimited).
+
+        Faults queue up in the order given; `times=None` fails until `recover()`.
+        """
         with self.lock:
-            self.faults[method] = Fault(status, retry_after, times)
+            self.faults.setdefault(method, []).append(Fault(status, retry_after, times))
 
     def recover(self) -> None:
         with self.lock:
@@ -124,13 +127,14 @@ class FakeSlackServer:
 
     def _fault_for(self, method: str) -> Fault | None:
         for name in (method, "*"):
-            fault = self.faults.get(name)
-            if fault is None:
+            queue = self.faults.get(name)
+            if not queue:
                 continue
+            fault = queue[0]
             if fault.times is not None:
                 fault.times -= 1
                 if fault.times <= 0:
-                    del self.faults[name]
+                    queue.pop(0)
             return fault
         return None
 
