@@ -26,7 +26,7 @@ from .slack_api import slack_client, slack_configured
 
 log = logging.getLogger("openclaw.slack")
 
-# A pending sync message older than this is presumed lost (a killed worker) and may be sent again.
+# A pending sync this long overdue is presumed lost (a killed worker) and may be sent again.
 PENDING_TTL_SEC = 30
 LEASE_SEC = 60
 BUSY_RETRY_SEC = 0.5
@@ -52,7 +52,7 @@ def request_thread_sync(thread_id: int, *, delay_sec: float = 0) -> bool:
     """Enqueue a sync unless one is already pending: a burst of events becomes one message."""
     from .tasks import sync_slack_thread
 
-    if not cache.add(_pending_key(thread_id), 1, timeout=PENDING_TTL_SEC):
+    if not cache.add(_pending_key(thread_id), 1, timeout=int(delay_sec) + PENDING_TTL_SEC):
         return False
     sync_slack_thread.send_with_options(args=(thread_id,), delay=int(delay_sec * 1000) or None)
     return True

@@ -18,6 +18,7 @@ from executions.models import Execution
 from executions.services import execution_cancel, execution_retry
 
 from . import render
+from .models import SlackEventReceipt
 from .services import client_for_slack_user, slack_delivery_claim, slack_user_may_act
 from .slack_api import slack_client
 
@@ -102,8 +103,6 @@ def answer_query(team_id: str, user_id: str, text: str) -> str | None:
 
 
 def on_command(ack: Ack, command: dict) -> None:
-    from .tasks import start_slack_request
-
     text = (command.get("text") or "").strip()
     team_id, user_id = command["team_id"], command["user_id"]
     answer = answer_query(team_id, user_id, text)
@@ -115,12 +114,12 @@ def on_command(ack: Ack, command: dict) -> None:
     if receipt is None:
         ack()
         return
+    enqueue_start(receipt, team_id, user_id, command["channel_id"], text)
     ack(response_type="ephemeral", text=f"On it: planning “{render.clip(text, 120)}”. I'll post progress in a thread here.")
-    start_slack_request.send(receipt.pk, team_id, user_id, command["channel_id"], text)
 
 
 def on_mention(body: dict, event: dict, request: BoltRequest) -> None:
-    from .tasks import post_slack_notice, start_slack_request
+    from .tasks import post_slack_notice
 
     team_id = body.get("team_id") or event.get("team", "")
     user_id, channel_id = event.get("user", ""), event["channel"]
@@ -128,7 +127,7 @@ def on_mention(body: dict, event: dict, request: BoltRequest) -> None:
     text = MENTION.sub("", event.get("text", "")).strip()
     answer = answer_query(team_id, user_id, text)
     if answer is not None:
-        post_slack_notice.send(channel_id, answer, thread_ts)
+        post_slack_notice.send(channel_id, answer, thread_ts, user_id)  # only the asker sees it
         return
     # Slack redelivers an event it thinks we missed (X-Slack-Retry-Num) with the same event_id.
     receipt = slack_delivery_claim(key=f"event:{body['event_id']}", team_id=team_id)
@@ -136,7 +135,18 @@ def on_mention(body: dict, event: dict, request: BoltRequest) -> None:
         log.info("Slack event %s seen before (X-Slack-Retry-Num %s): ignored", body["event_id"],
                  (request.headers.get("x-slack-retry-num") or ["0"])[0])
         return
-    start_slack_request.send(receipt.pk, team_id, user_id, channel_id, text, thread_ts)
+    enqueue_start(receipt, team_id, user_id, channel_id, text, thread_ts)
+
+
+def enqueue_start(receipt: SlackEventReceipt, *args: str) -> None:
+    """Hand the request to the control queue; if that fails, forget the delivery so Slack's retry counts."""
+    from .tasks import start_slack_request
+
+    try:
+        start_slack_request.send(receipt.pk, *args)
+    except Exception:
+        SlackEventReceipt.objects.filter(pk=receipt.pk).delete()
+        raise
 
 
 def _permitted_execution(body: dict, action: dict) -> Execution | None:

@@ -105,6 +105,14 @@ def test_bad_and_stale_signatures_are_rejected(client, slack_settings, acme, red
     assert post(client, body).status_code == 200  # the same request, properly signed and fresh
 
 
+def test_url_verification_challenge_is_answered(client, slack_settings, db):
+    body = json.dumps({"token": "legacy", "challenge": "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P",
+                       "type": "url_verification"})
+    response = post(client, body, content_type="application/json")
+    assert response.status_code == 200
+    assert response.json() == {"challenge": "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"}
+
+
 # -- starting work ---------------------------------------------------------------------------------
 
 def test_slash_command_acks_fast_and_starts_one_execution(client, slack_settings, acme, redis_server):
@@ -145,6 +153,7 @@ def test_unlinked_workspace_gets_a_polite_refusal(client, slack_settings, acme, 
     assert not queued(redis_server, "control")
     [notice] = queued(redis_server, "slack")
     assert notice.actor_name == "post_slack_notice" and "isn't linked" in notice.args[1]
+    assert notice.args[3] == "U0BOB"  # ephemeral: only the asker sees it
 
 
 def test_retried_event_delivery_is_deduplicated(client, slack_settings, acme, redis_server):
