@@ -40,6 +40,14 @@ OPENCLAW_API_RATE = env.str("OPENCLAW_API_RATE", default="600/m")
 OPENCLAW_MAX_PLAN_WAIT_SEC = env.float("OPENCLAW_MAX_PLAN_WAIT_SEC", default=60.0)
 OPENCLAW_PUBLIC_URL = env("OPENCLAW_PUBLIC_URL", default="http://localhost:8000")
 
+# Slack bot (bots/). Optional: without a bot token and signing secret /slack/events answers 503.
+SLACK_BOT_TOKEN = env.str("SLACK_BOT_TOKEN", default="")
+SLACK_SIGNING_SECRET = env.str("SLACK_SIGNING_SECRET", default="")
+SLACK_APP_TOKEN = env.str("SLACK_APP_TOKEN", default="")
+SLACK_API_URL = env.str("SLACK_API_URL", default="https://slack.com/api/")
+# chat.update is tier 3: keep each thread's status edits at most this often.
+SLACK_MIN_UPDATE_INTERVAL_SEC = env.float("SLACK_MIN_UPDATE_INTERVAL_SEC", default=1.0)
+
 INSTALLED_APPS = [
     "daphne",
     "django.contrib.admin",

@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
 
+from bots.views import slack_events
 from executions import console
 from executions.api import api
 from openclaw_site.health import healthz
@@ -14,4 +15,5 @@ urlpatterns = [
     path("console/", include(console)),
     path("metrics", metrics_view, name="metrics"),
     path("healthz", healthz, name="healthz"),
+    path("slack/events", slack_events, name="slack-events"),
 ]
