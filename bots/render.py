@@ -62,6 +62,11 @@ def elapsed_sec(execution: Execution, now: datetime) -> float:
     return ((execution.finished_at or now) - execution.created_at).total_seconds()
 
 
+def escape(text: str) -> str:
+    """Untrusted text (requests, model output) made inert in mrkdwn: no mentions, links or HTML."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
@@ -72,7 +77,7 @@ def task_line(task: Task, now: datetime) -> str:
     if task.started_at:
         timing = f" · {seconds(((task.finished_at or now) - task.started_at).total_seconds())}"
     cost = f" · ${task.cost_usd:.4f}" if task.cost_usd else ""
-    return (f"{TASK_EMOJI.get(task.status, '')} `{task.key}` {task.pool}{kind} — {clip(task.description, 70)}"
+    return (f"{TASK_EMOJI.get(task.status, '')} `{task.key}` {task.pool}{kind} — {escape(clip(task.description, 70))}"
             f" · *{task.status}*{timing}{cost}")
 
 
@@ -84,7 +89,7 @@ def status_message(execution: Execution, tasks: list[Task], *, now: datetime, pu
     """The one status message of the thread: state, elapsed, cost so far, every task, the buttons."""
     done = sum(1 for t in tasks if t.status == TaskStatus.SUCCEEDED)
     header = (f"{EXECUTION_EMOJI.get(execution.status, '')} *OpenClaw* `{execution.pk}` — *{execution.status}*\n"
-              f">{clip(' '.join(execution.message.split()), 280)}")
+              f">{escape(clip(' '.join(execution.message.split()), 280))}")
     facts = [f"{'Took' if execution.is_terminal else 'Elapsed'} {seconds(elapsed_sec(execution, now))}",
              f"cost so far ${execution.cost_usd:.4f}", f"{done}/{len(tasks)} tasks done"]
     if execution.mode:
@@ -131,16 +136,16 @@ def milestones(execution: Execution, tasks: list[Task], conflicts: list[Conflict
             when = task.finished_at or execution.created_at
             found.append((when, f"dead:{task.pk}:{when.isoformat()}",
                           f":x: `{task.key}` ({task.pool}) failed for good after {task.failed_attempts} attempts: "
-                          f"{clip(task.error or 'no reason recorded', 300)}"))
+                          f"{escape(clip(task.error or 'no reason recorded', 300))}"))
     for conflict in conflicts:
         between = ", ".join(f"`{key}`" for key in conflict.between)
         found.append((conflict.created_at, f"conflict:{conflict.pk}:detected",
-                      f":mag: Conflict detected ({conflict.kind}) between {between}: {clip(conflict.description, 400)}"))
+                      f":mag: Conflict detected ({conflict.kind}) between {between}: {escape(clip(conflict.description, 400))}"))
         if conflict.status in ("resolved", "unresolved"):
             when = conflict.resolved_at or conflict.created_at
-            text = (f":white_check_mark: Conflict resolved ({conflict.kind}): {clip(conflict.resolution or conflict.description, 400)}"
+            text = (f":white_check_mark: Conflict resolved ({conflict.kind}): {escape(clip(conflict.resolution or conflict.description, 400))}"
                     if conflict.status == "resolved" else
-                    f":warning: Conflict left unresolved ({conflict.kind}): {clip(conflict.description, 400)}")
+                    f":warning: Conflict left unresolved ({conflict.kind}): {escape(clip(conflict.description, 400))}")
             found.append((when, f"conflict:{conflict.pk}:{conflict.status}", text))
     if execution.status == ExecutionStatus.PARTIAL and execution.finished_at:
         planned = [t for t in tasks if t.kind == "plan"]
@@ -180,7 +185,10 @@ def summary_message(execution: Execution, *, public_url: str) -> Message:
 
 
 def markdown_to_mrkdwn(text: str) -> str:
-    """The synthesis is Markdown; Slack speaks mrkdwn (single-star bold, <url|text> links)."""
+    """The synthesis is Markdown; Slack speaks mrkdwn (single-star bold, <url|text> links).
+
+    The text is escaped first, so only the links made here from Markdown links are live."""
+    text = escape(text)
     text = re.sub(r"^#{1,6}\s*(.+?)\s*#*$", r"*\1*", text, flags=re.MULTILINE)
     text = re.sub(r"\*\*(.+?)\*\*", r"*\1*", text)
     text = re.sub(r"__(.+?)__", r"_\1_", text)
@@ -208,5 +216,5 @@ def list_reply(executions: list[Execution], *, now: datetime) -> str:
     for execution in executions:
         lines.append(f"{EXECUTION_EMOJI.get(execution.status, '')} `{execution.pk}` *{execution.status}* · "
                      f"{seconds(elapsed_sec(execution, now))} · ${execution.cost_usd:.4f} · "
-                     f"{clip(' '.join(execution.message.split()), 60)}")
+                     f"{escape(clip(' '.join(execution.message.split()), 60))}")
     return "\n".join(lines)
