@@ -13,7 +13,6 @@ from ninja.pagination import LimitOffsetPagination, paginate
 from ninja.security import APIKeyHeader, HttpBearer
 from ninja.throttling import AuthRateThrottle
 
-from pools.models import WorkerPool
 
 from . import invoices, result_aggregator, selectors, services
 from .models import ApiKey, Client, Execution, ExecutionStatus

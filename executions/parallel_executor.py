@@ -13,7 +13,7 @@ from datetime import timedelta
 from typing import Iterable
 
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import Q
 from django.utils import timezone
 
 from pools.models import WorkerPool

@@ -256,6 +256,7 @@ def test_link_slack_command(db):
         call_command("link_slack", TEAM, "nobody")
     first, second = Client.objects.create(name="first"), Client.objects.create(name="second")
     call_command("link_slack", TEAM, "first")
+    assert SlackWorkspace.objects.get(team_id=TEAM).client == first
     call_command("link_slack", TEAM, "second", "--restrict")
     workspace = SlackWorkspace.objects.get(team_id=TEAM)
     assert workspace.client == second and workspace.restrict_to_mapped_users
@@ -267,7 +268,7 @@ def finished_partial_execution(client: Client) -> tuple[Execution, SlackThread]:
     """A partial delivery with a dead task and a resolved conflict, as the engine leaves it."""
     execution, thread = slack_execution(client)
     start = timezone.now() - timedelta(seconds=20)
-    task_1 = Task.objects.create(execution=execution, key="task_1", pool="codegen", description="Build backend",
+    Task.objects.create(execution=execution, key="task_1", pool="codegen", description="Build backend",
                                  status="succeeded", started_at=start, finished_at=start + timedelta(seconds=8),
                                  cost_usd=Decimal("0.0123"), weight=90)
     Task.objects.create(execution=execution, key="task_2", pool="security", description="Audit payments",
@@ -361,7 +362,7 @@ def test_slack_errors_are_retried_with_backoff_then_dropped_quietly(slack_settin
     thread_sync_run(thread.pk)
     [retry] = queued(redis_server, "slack.DQ")
     assert 6000 < retry.options["eta"] - time.time() * 1000 <= 7000  # honours Retry-After
-    redis_server.delete(f"openclaw:slack.DQ.msgs", "openclaw:slack.DQ")
+    redis_server.delete("openclaw:slack.DQ.msgs", "openclaw:slack.DQ")
     thread_sync_run(thread.pk)  # a sync that an event asked for waits out the workspace's backoff too
     assert not fake_slack.calls_of("chat.postMessage", ok=True)
     [deferred] = queued(redis_server, "slack.DQ")
