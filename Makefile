@@ -17,6 +17,9 @@ install: $(STAMP)
 run: $(STAMP)
 	$(PY) manage.py serve
 
+test-faults: $(STAMP)
+	$(PY) -m pytest -m faults $(PYTEST_ARGS)
+
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 

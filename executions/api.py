@@ -5,16 +5,16 @@ from decimal import Decimal
 from typing import Literal
 
 from django.conf import settings
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from ninja import Field, NinjaAPI, Query, Schema, Status
+from pydantic import StrictBool, StrictFloat
 from ninja.errors import HttpError, ValidationError
 from ninja.pagination import LimitOffsetPagination, paginate
 from ninja.security import APIKeyHeader, HttpBearer
 from ninja.throttling import AuthRateThrottle
 
-from pools.models import WorkerPool
 
-from . import selectors, services
+from . import invoices, result_aggregator, selectors, services
 from .models import ApiKey, Client, Execution, ExecutionStatus
 
 
@@ -48,22 +48,33 @@ api = NinjaAPI(
 )
 
 
+# Clearer words for the errors clients meet most.
+FRIENDLY_ERRORS = {
+    ("message", "string_too_short"): "must not be empty",
+    ("message", "string_pattern_mismatch"): "must not be empty or only whitespace",
+    ("message", "string_too_long"): f"longer than {settings.OPENCLAW_MAX_MESSAGE_CHARS} characters",
+    ("sessionKey", "string_pattern_mismatch"): "letters, digits and _ . : @ - only",
+}
+
+
 @api.exception_handler(ValidationError)
 def validation_error(request, exc: ValidationError):
     details = []
     for error in exc.errors:
         where = ".".join(str(p) for p in error.get("loc", []) if p not in ("body", "payload"))
-        details.append(f"{where}: {error.get('msg')}" if where else error.get("msg"))
+        message = FRIENDLY_ERRORS.get((where, error.get("type")), error.get("msg"))
+        details.append(f"{where}: {message}" if where else message)
     return api.create_response(request, {"detail": "; ".join(details) or "invalid request"}, status=422)
 
 
 class ExecuteIn(Schema):
-    message: str = Field(..., description="What to build")
-    sessionKey: str = Field("api", max_length=64, pattern=r"^[A-Za-z0-9_.:@-]+$")
+    message: str = Field(..., description="What to build", min_length=1,
+                         max_length=settings.OPENCLAW_MAX_MESSAGE_CHARS, pattern=r"\S")
+    sessionKey: str = Field("api", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:@-]+$")
     project: str = Field("", max_length=100)
-    force_parallel: bool = False
+    force_parallel: StrictBool = False
     mode: Literal["auto", "parallel", "serial"] = "auto"
-    budget_usd: Decimal | None = Field(None, ge=0, le=100000, max_digits=12, decimal_places=2)
+    budget_usd: StrictFloat | None = Field(None, ge=0, le=100000, description="Stop starting tasks past this spend")
 
 
 class TaskBrief(Schema):
@@ -80,6 +91,8 @@ class ExecuteOut(Schema):
     status: str
     parallel_tasks: int
     estimated_duration_sec: float | None
+    estimated_cost_usd: str | None
+    fee_usd: str
     tasks: list[TaskBrief]
 
 
@@ -99,6 +112,7 @@ class TaskOut(Schema):
     tokens_out: int
     cost_usd: str
     error: str
+    verification: dict | None
 
 
 class ConflictOut(Schema):
@@ -107,6 +121,25 @@ class ConflictOut(Schema):
     between: list[str]
     description: str
     resolution: str
+    rounds: int
+
+
+class ComparisonSide(Schema):
+    tasks: str
+    duration_sec: float | None
+    estimated: bool
+    tokens: int
+    cost_usd: str
+
+
+class ComparisonOut(Schema):
+    mode: str
+    serial: ComparisonSide
+    parallel: ComparisonSide
+    speedup_pct: float | None
+    serial_estimate_sec: float | None
+    parallel_estimate_sec: float | None
+    agent_work_sec: float
 
 
 class ExecutionOut(Schema):
@@ -128,6 +161,7 @@ class ExecutionOut(Schema):
     fee_usd: str
     refund_usd: str
     budget_usd: str | None
+    estimated_cost_usd: str | None
     tokens_in: int
     tokens_out: int
     final_response: str
@@ -137,6 +171,7 @@ class ExecutionOut(Schema):
     provider: str
     tasks: list[TaskOut]
     conflicts: list[ConflictOut]
+    comparison: ComparisonOut
 
 
 class ExecutionListItem(Schema):
@@ -182,6 +217,52 @@ class PoolOut(Schema):
     ready: int
 
 
+class InvoiceLine(Schema):
+    kind: Literal["usage", "fee", "refund"]
+    key: str
+    description: str
+    pool: str
+    model: str
+    tokens_in: int
+    tokens_out: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+    amount_usd: str = Field(..., description="Refunds are negative; usage to the micro-dollar")
+    billed: bool = Field(..., description="Usage is the model cost covered by the fee; fee and refunds are billed")
+    created_at: str
+
+
+class InvoiceTotals(Schema):
+    usage_usd: str
+    fee_usd: str
+    refund_usd: str
+    net_usd: str
+    tokens_in: int
+    tokens_out: int
+    estimated_cost_usd: str | None
+    budget_usd: str | None
+
+
+class InvoiceRefund(Schema):
+    usd: str
+    share_of_fee: str
+    undelivered_share: str
+    policy: str
+    rule: str
+
+
+class InvoiceOut(Schema):
+    execution_id: str
+    client: str
+    status: str
+    currency: str
+    lines: list[InvoiceLine]
+    totals: InvoiceTotals
+    refund: InvoiceRefund
+    net_usd: str
+    comparison: ComparisonOut
+
+
 class ActionOut(Schema):
     execution_id: str
     status: str
@@ -192,6 +273,11 @@ class ErrorOut(Schema):
     detail: str
 
 
+def documented(ok: dict, *errors: int) -> dict:
+    """Response schemas: the success ones, the given errors, and the 401/429 any call can get."""
+    return {**ok, **{code: ErrorOut for code in (401, 429, *errors)}}
+
+
 def owned_execution(request: HttpRequest, execution_id: str) -> Execution:
     execution = selectors.execution_for_client(request.auth, execution_id)
     if execution is None:
@@ -199,19 +285,15 @@ def owned_execution(request: HttpRequest, execution_id: str) -> Execution:
     return execution
 
 
-@api.post("/execute-parallel", response={202: ExecuteOut, 400: ErrorOut, 422: ErrorOut}, summary="Start an execution")
+@api.post("/execute-parallel", response=documented({202: ExecuteOut}, 400, 422), summary="Start an execution")
 def execute_parallel(request: HttpRequest, payload: ExecuteIn, wait: float = Query(0, ge=0, le=60)):
-    message = payload.message.strip()
-    if not message:
-        raise HttpError(422, "message: must not be empty")
-    if len(message) > settings.OPENCLAW_MAX_MESSAGE_CHARS:
-        raise HttpError(422, f"message: longer than {settings.OPENCLAW_MAX_MESSAGE_CHARS} characters")
     execution = services.execution_create(
-        client=request.auth, message=message, session_key=payload.sessionKey, project=payload.project,
-        mode=payload.mode, force_parallel=payload.force_parallel, budget_usd=payload.budget_usd,
+        client=request.auth, message=payload.message.strip(), session_key=payload.sessionKey, project=payload.project,
+        mode=payload.mode, force_parallel=payload.force_parallel,
+        budget_usd=None if payload.budget_usd is None else Decimal(str(round(payload.budget_usd, 2))),
     )
     if wait:
-        deadline = time.monotonic() + wait
+        deadline = time.monotonic() + min(wait, settings.OPENCLAW_MAX_PLAN_WAIT_SEC)
         while time.monotonic() < deadline:
             execution.refresh_from_db(fields=["status"])
             if execution.status != ExecutionStatus.PLANNING:
@@ -220,20 +302,24 @@ def execute_parallel(request: HttpRequest, payload: ExecuteIn, wait: float = Que
     return Status(202, selectors.execution_brief(execution.pk))
 
 
-@api.get("/execution/{execution_id}", response=ExecutionOut, summary="Execution status")
+@api.get("/execution/{execution_id}", response=documented({200: ExecutionOut}, 404), summary="Execution status")
 def execution_detail(request: HttpRequest, execution_id: str):
     return selectors.execution_detail(owned_execution(request, execution_id))
 
 
-@api.get("/executions", response=list[ExecutionListItem], summary="Your executions, newest first")
+@api.get("/execution/{execution_id}/invoice", response=documented({200: InvoiceOut}, 404),
+         summary="Invoice: ledger lines, totals, refund, net")
+def execution_invoice(request: HttpRequest, execution_id: str):
+    return invoices.execution_invoice(owned_execution(request, execution_id))
+
+
+@api.get("/executions", response=documented({200: list[ExecutionListItem]}, 422), summary="Your executions, newest first")
 @paginate(LimitOffsetPagination)
-def execution_list(request: HttpRequest, status: str | None = None, project: str | None = None):
-    if status and status not in ExecutionStatus.values:
-        raise HttpError(422, f"status: must be one of {', '.join(ExecutionStatus.values)}")
+def execution_list(request: HttpRequest, status: ExecutionStatus | None = None, project: str | None = None):
     return selectors.execution_list(request.auth, status=status, project=project)
 
 
-@api.post("/execution/{execution_id}/cancel", response={200: ActionOut, 409: ErrorOut}, summary="Cancel")
+@api.post("/execution/{execution_id}/cancel", response=documented({200: ActionOut}, 404, 409), summary="Cancel")
 def execution_cancel(request: HttpRequest, execution_id: str):
     execution = owned_execution(request, execution_id)
     if not services.execution_cancel(execution, by="client"):
@@ -242,7 +328,7 @@ def execution_cancel(request: HttpRequest, execution_id: str):
     return {"execution_id": execution.pk, "status": execution.status, "detail": "cancelled"}
 
 
-@api.post("/execution/{execution_id}/retry", response={200: ActionOut, 409: ErrorOut}, summary="Retry dead and blocked tasks")
+@api.post("/execution/{execution_id}/retry", response=documented({200: ActionOut}, 404, 409), summary="Retry dead and blocked tasks")
 def execution_retry(request: HttpRequest, execution_id: str):
     execution = owned_execution(request, execution_id)
     reopened = services.execution_retry(execution)
@@ -252,7 +338,7 @@ def execution_retry(request: HttpRequest, execution_id: str):
     return {"execution_id": execution.pk, "status": execution.status, "detail": f"{reopened} tasks reopened"}
 
 
-@api.get("/execution/{execution_id}/events", response=EventsOut, summary="The resumable event log")
+@api.get("/execution/{execution_id}/events", response=documented({200: EventsOut}, 404, 422), summary="The resumable event log")
 def execution_events(request: HttpRequest, execution_id: str, after: int = Query(0, ge=0), limit: int = Query(500, ge=1, le=1000)):
     execution = owned_execution(request, execution_id)
     events = selectors.events_after(execution, after, limit)
@@ -260,6 +346,15 @@ def execution_events(request: HttpRequest, execution_id: str, after: int = Query
             "last_seq": events[-1]["seq"] if events else after}
 
 
-@api.get("/pools", response=list[PoolOut], summary="Worker pools and their load")
+@api.get("/execution/{execution_id}/artifacts.zip", response=documented({200: None}, 404),
+         summary="The merged project tree (zip)")
+def execution_artifacts(request: HttpRequest, execution_id: str):
+    execution = owned_execution(request, execution_id)
+    response = HttpResponse(result_aggregator.artifacts_zip(execution), content_type="application/zip")
+    response["Content-Disposition"] = f'attachment; filename="{execution.pk}.zip"'
+    return response
+
+
+@api.get("/pools", response=documented({200: list[PoolOut]}), summary="Worker pools and their load")
 def pool_list(request: HttpRequest):
     return selectors.pool_overview()

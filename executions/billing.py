@@ -1,31 +1,47 @@
-"""Billing: usage per attempt, the project fee, refunds by policy; every entry exactly once.
+"""Billing: usage per attempt, the project fee, refunds by policy, budgets; every entry exactly once.
 
 Ledger keys make entries idempotent: `usage:<attempt id>`, `usage:<phase>:<execution id>:<n>` for
-the PM's own calls, `fee:<execution id>`, `refund:<execution id>:<settlement>`.
+the PM's own calls, `fee:<execution id>`, `refund:<execution id>:<settlement>`. Usage amounts are
+kept to the micro-dollar, fees and refunds to the cent, so sums are exact on every database.
 
-Default policies (until refund policies become configurable in the admin):
-- fee: $0.80 per planned task (the seed's restaurant project: 4 tasks → $3.20);
-- refund: `completed` nothing; `failed` the whole fee; `partial` and `budget_exceeded` 90% of the
-  undelivered share of the work by estimated duration (the seed's example: backend 90 s and
-  security 120 s undelivered of 315 s → 0.9 × 210/315 = 60%); `cancelled` nothing.
+The fee comes from the active PricingPolicy, refunds from the active RefundPolicy (both edited in
+the admin). Without a policy row the built-in defaults apply: the seed's $0.80 per planned task
+and 90% of the undelivered share of the work by estimated duration (backend 90 s and security
+120 s lost of 315 s → 0.9 × 210/315 = 60% of the fee).
 """
 
+import statistics
+from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 
 from django.db import IntegrityError, transaction
 from django.db.models import F, Sum
 
+from pools import llm
 from pools.llm import Completion, ModelSpec
+from pools.models import EngineSettings, WorkerPool
 
-from .models import Attempt, Execution, LedgerEntry, Task, TaskStatus
+from .models import Attempt, Execution, LedgerEntry, PricingPolicy, RefundPolicy, Task, TaskStatus
 
 CENT = Decimal("0.01")
-FEE_PER_TASK = Decimal("0.80")
-PARTIAL_REFUND_FACTOR = Decimal("0.9")
+MICRO = Decimal("0.000001")
+# The error of tasks that never started because the budget stopped the execution.
+BUDGET_STOP_ERROR = "budget exceeded"
+
+# Estimates: recent attempts of a pool, once there are enough of them; else these guesses.
+HISTORY_SAMPLES = 100
+MIN_HISTORY = 5
+DEFAULT_INPUT_TOKENS = 2000
+DEFAULT_OUTPUT_TOKENS = 1500
+SYNTHESIS_TOKENS = (2000, 600)
 
 
 def money(value: Decimal) -> Decimal:
     return Decimal(value).quantize(CENT, rounding=ROUND_HALF_UP)
+
+
+def micro(value: Decimal) -> Decimal:
+    return Decimal(value).quantize(MICRO, rounding=ROUND_HALF_UP)
 
 
 def _create_once(**fields) -> LedgerEntry | None:
@@ -42,7 +58,7 @@ def _create_once(**fields) -> LedgerEntry | None:
 def record_usage(attempt: Attempt, spec: ModelSpec, completion: Completion) -> bool:
     """Charge one attempt's tokens; a redelivered message or second report charges nothing."""
     task = attempt.task
-    cost = spec.cost(completion)
+    cost = micro(spec.cost(completion))
     entry = _create_once(
         execution_id=task.execution_id, client_id=Execution.objects.values_list("client_id", flat=True).get(pk=task.execution_id),
         kind="usage", key=f"usage:{attempt.pk}", amount_usd=cost, attempt=attempt, pool=task.pool, model=spec.label,
@@ -66,7 +82,7 @@ def record_usage(attempt: Attempt, spec: ModelSpec, completion: Completion) -> b
 
 def record_phase_usage(execution: Execution, phase: str, index: int, spec: ModelSpec, completion: Completion) -> bool:
     """Charge the PM's own calls (planning, synthesis)."""
-    cost = spec.cost(completion)
+    cost = micro(spec.cost(completion))
     entry = _create_once(
         execution=execution, client_id=execution.client_id, kind="usage", key=f"usage:{phase}:{execution.pk}:{index}",
         amount_usd=cost, pool="pm", model=spec.label, tokens_in=completion.input_tokens,
@@ -86,33 +102,82 @@ def _add_to_execution(execution_id: str, cost: Decimal, completion: Completion) 
     )
 
 
-def fee_for_plan(task_count: int) -> Decimal:
-    return money(FEE_PER_TASK * task_count)
+# ---------------------------------------------------------------- estimates
+
+
+@dataclass(frozen=True)
+class AttemptEstimate:
+    """What one attempt of a pool is expected to use, and how many attempts a task takes."""
+
+    tokens_in: int
+    tokens_out: int
+    cost: Decimal
+    attempts_per_task: Decimal
+    from_history: bool
+
+
+def attempt_estimates(pool_names: set[str]) -> dict[str, AttemptEstimate]:
+    """Per pool: the median tokens of its recent attempts (or defaults) at its model's current prices."""
+    from pools.agents import EXPECTED_OUTPUT_TOKENS
+
+    pools = {p.name: p for p in WorkerPool.objects.select_related("model").filter(name__in=pool_names)}
+    estimates = {}
+    for name in pool_names:
+        recent = list(
+            Attempt.objects.filter(task__pool=name, finished_at__isnull=False, tokens_out__gt=0)
+            .order_by("-finished_at").values_list("task_id", "tokens_in", "tokens_out")[:HISTORY_SAMPLES]
+        )
+        from_history = len(recent) >= MIN_HISTORY
+        if from_history:
+            tokens_in = int(statistics.median(r[1] for r in recent))
+            tokens_out = int(statistics.median(r[2] for r in recent))
+            per_task = Decimal(len(recent)) / Decimal(len({r[0] for r in recent}))
+        else:
+            tokens_in, tokens_out = DEFAULT_INPUT_TOKENS, EXPECTED_OUTPUT_TOKENS.get(name, DEFAULT_OUTPUT_TOKENS)
+            per_task = Decimal("1")
+        pool = pools.get(name)
+        spec = llm.resolve(pool.model if pool else None)
+        cost = micro(spec.cost(Completion(text="", input_tokens=tokens_in, output_tokens=tokens_out)))
+        estimates[name] = AttemptEstimate(tokens_in, tokens_out, cost, per_task.quantize(Decimal("0.01")), from_history)
+    return estimates
+
+
+def plan_cost_estimate(plan_tasks: list[dict], *, planning: list[tuple[ModelSpec, Completion]] = ()) -> Decimal:
+    """Expected model cost of a plan before work starts: the planning calls already made, every task
+    at its pool's expected cost per attempt × attempts per task, and the synthesis."""
+    estimates = attempt_estimates({t["pool"] for t in plan_tasks})
+    tasks = sum((estimates[t["pool"]].cost * estimates[t["pool"]].attempts_per_task for t in plan_tasks), Decimal("0"))
+    spent = sum((spec.cost(completion) for spec, completion in planning), Decimal("0"))
+    engine = EngineSettings.current()
+    synthesis = llm.resolve(engine.synthesis_model or engine.pm_model).cost(
+        Completion(text="", input_tokens=SYNTHESIS_TOKENS[0], output_tokens=SYNTHESIS_TOKENS[1])
+    )
+    return micro(spent + tasks + synthesis)
+
+
+# ---------------------------------------------------------------- fee and refunds
+
+
+def fee_for_plan(*, task_count: int, estimated_cost: Decimal) -> Decimal:
+    """The project fee by the active pricing policy, fixed when the plan is accepted."""
+    return money(PricingPolicy.current().fee(task_count=task_count, estimated_cost=estimated_cost))
 
 
 def charge_fee(execution: Execution, fee: Decimal) -> None:
+    policy = PricingPolicy.current()
     if _create_once(execution=execution, client_id=execution.client_id, kind="fee", key=f"fee:{execution.pk}",
-                    amount_usd=fee, description="project fee"):
+                    amount_usd=fee, description=f"project fee ({policy.name}: {policy.get_method_display()})"):
         Execution.objects.filter(pk=execution.pk).update(fee_usd=fee)
 
 
 def undelivered_share(tasks: list[Task]) -> Decimal:
-    planned = [t for t in tasks if t.kind == "plan"]
-    total = sum(t.weight for t in planned)
-    if total <= 0:
-        return Decimal("0")
-    lost = sum(t.weight for t in planned if t.status != TaskStatus.SUCCEEDED)
-    return Decimal(str(lost / total))
+    """The planned work not delivered, by estimated duration (0..1)."""
+    return RefundPolicy(share_rule="weight").undelivered_share(tasks)
 
 
 def refund_for(execution: Execution, status: str, tasks: list[Task]) -> Decimal:
-    """What the client gets back when the execution ends in `status` (default policy)."""
-    fee = execution.fee_usd
-    if status == "failed":
-        return money(fee)
-    if status in ("partial", "budget_exceeded"):
-        return money(fee * PARTIAL_REFUND_FACTOR * undelivered_share(tasks))
-    return Decimal("0.00")
+    """What the client gets back when the execution ends in `status`, by the active refund policy."""
+    return money(execution.fee_usd * RefundPolicy.current().refund_share(status, tasks))
 
 
 def settle(execution: Execution, status: str) -> Decimal:
@@ -122,16 +187,30 @@ def settle(execution: Execution, status: str) -> Decimal:
     owed = refund_for(execution, status, tasks)
     already = execution.refund_usd
     delta = owed - already
+    policy = RefundPolicy.current()
     if delta and _create_once(execution=execution, client_id=execution.client_id, kind="refund",
                               key=f"refund:{execution.pk}:{settlement}", amount_usd=delta,
-                              description=f"refund ({status})"):
+                              description=f"refund ({status}, policy {policy.name})"):
         total = LedgerEntry.objects.filter(execution=execution, kind="refund").aggregate(s=Sum("amount_usd"))["s"]
         Execution.objects.filter(pk=execution.pk).update(refund_usd=money(total or 0))
         return money(total or 0)
     return already
 
 
-def budget_allows_dispatch(execution_id: str) -> bool:
-    """Default budget rule: no new task starts once spending reaches the budget."""
+# ---------------------------------------------------------------- budgets
+
+
+def budget_allows_dispatch(execution_id: str, pool: str) -> bool:
+    """Whether a task of `pool` may start: spent + reserved (the expected cost of the execution's
+    queued and running attempts) + this task's expected cost stays within the budget."""
     row = Execution.objects.filter(pk=execution_id).values("budget_usd", "cost_usd").first()
-    return not row or row["budget_usd"] is None or row["cost_usd"] < row["budget_usd"]
+    if not row or row["budget_usd"] is None:
+        return True
+    # Once stopped, stopped: work that became ready since (its dependency finished) does not start either.
+    if Task.objects.filter(execution_id=execution_id, status=TaskStatus.CANCELLED, error=BUDGET_STOP_ERROR).exists():
+        return False
+    active = list(Task.objects.filter(execution_id=execution_id, status__in=[TaskStatus.QUEUED, TaskStatus.RUNNING])
+                  .values_list("pool", flat=True))
+    estimates = attempt_estimates(set(active) | {pool})
+    reserved = sum((estimates[p].cost for p in active), Decimal("0"))
+    return row["cost_usd"] + reserved + estimates[pool].cost <= row["budget_usd"]

@@ -5,7 +5,9 @@ import secrets
 import uuid
 from decimal import Decimal
 
-from django.db import models
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models, transaction
 from django.utils import timezone
 
 
@@ -277,3 +279,132 @@ class LedgerEntry(models.Model):
     class Meta:
         ordering = ["created_at", "id"]
         verbose_name_plural = "ledger entries"
+
+
+class SingleActive(models.Model):
+    """A policy of which exactly one row is active; saving an active row deactivates the others."""
+
+    name = models.SlugField(max_length=64, unique=True)
+    is_active = models.BooleanField(default=False, help_text="The one policy in force; activating this one retires the other")
+    description = models.CharField(max_length=200, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        abstract = True
+        ordering = ["-is_active", "name"]
+
+    def __str__(self) -> str:
+        return f"{self.name}{' (active)' if self.is_active else ''}"
+
+    def save(self, *args, **kwargs):
+        with transaction.atomic():
+            if self.is_active:
+                type(self).objects.filter(is_active=True).exclude(pk=self.pk).update(is_active=False)
+            super().save(*args, **kwargs)
+
+    def validate_constraints(self, exclude=None):
+        # Saving an active policy retires the active one, so "only one active" holds without a form error.
+        super().validate_constraints(exclude=set(exclude or ()) | {"is_active"})
+
+    @classmethod
+    def current(cls):
+        """The active policy; without one, an unsaved policy with the built-in defaults."""
+        return cls.objects.filter(is_active=True).first() or cls(name="built-in", is_active=True)
+
+
+SHARE = {"max_digits": 5, "decimal_places": 4}
+
+
+class RefundPolicy(SingleActive):
+    """What a client gets back when an execution ends short of `completed`."""
+
+    RULES = [("weight", "by task weight (estimated duration)"), ("count", "by task count")]
+    NONE, FULL, UNDELIVERED = "none", "full", "undelivered"
+    TREATMENTS = [(NONE, "no refund"), (FULL, "full refund"), (UNDELIVERED, "refund the undelivered share")]
+
+    share_rule = models.CharField(max_length=10, choices=RULES, default="weight",
+                                  help_text="How the undelivered share of the planned work is measured")
+    factor = models.DecimalField(**SHARE, default=Decimal("0.9"),
+                                 validators=[MinValueValidator(Decimal("0")), MaxValueValidator(Decimal("1"))],
+                                 help_text="Share of the fee refunded per unit of undelivered work")
+    floor_share = models.DecimalField(**SHARE, default=Decimal("0"),
+                                      validators=[MinValueValidator(Decimal("0")), MaxValueValidator(Decimal("1"))],
+                                      help_text="Least share of the fee refunded once anything is undelivered")
+    cap_share = models.DecimalField(**SHARE, default=Decimal("1"),
+                                    validators=[MinValueValidator(Decimal("0")), MaxValueValidator(Decimal("1"))],
+                                    help_text="Most share of the fee refunded by the undelivered rule")
+    on_partial = models.CharField(max_length=12, choices=TREATMENTS, default=UNDELIVERED)
+    on_budget_exceeded = models.CharField(max_length=12, choices=TREATMENTS, default=UNDELIVERED)
+    on_failed = models.CharField(max_length=12, choices=TREATMENTS, default=FULL)
+    on_cancelled_before_start = models.CharField(max_length=12, choices=TREATMENTS, default=NONE,
+                                                 help_text="Cancelled before any task started")
+    on_cancelled_after_start = models.CharField(max_length=12, choices=TREATMENTS, default=NONE)
+
+    class Meta(SingleActive.Meta):
+        verbose_name_plural = "refund policies"
+        constraints = [models.UniqueConstraint(fields=["is_active"], condition=models.Q(is_active=True),
+                                               name="one_active_refund_policy")]
+
+    def clean(self) -> None:
+        if self.floor_share is not None and self.cap_share is not None and self.floor_share > self.cap_share:
+            raise ValidationError({"floor_share": "The floor cannot exceed the cap."})
+
+    def undelivered_share(self, tasks: list["Task"]) -> Decimal:
+        """The planned work not delivered, 0..1, by weight or by count (remediation work does not count)."""
+        planned = [t for t in tasks if t.kind == "plan"]
+        if self.share_rule == "count":
+            total, lost = len(planned), sum(1 for t in planned if t.status != TaskStatus.SUCCEEDED)
+            return Decimal(lost) / Decimal(total) if total else Decimal("0")
+        total = sum(Decimal(str(t.weight)) for t in planned)
+        if total <= 0:
+            return Decimal("0")
+        return sum((Decimal(str(t.weight)) for t in planned if t.status != TaskStatus.SUCCEEDED), Decimal("0")) / total
+
+    def treatment_for(self, status: str, tasks: list["Task"]) -> str:
+        if status == ExecutionStatus.CANCELLED:
+            started = any(t.started_at is not None for t in tasks)
+            return self.on_cancelled_after_start if started else self.on_cancelled_before_start
+        return {
+            ExecutionStatus.PARTIAL: self.on_partial, ExecutionStatus.BUDGET_EXCEEDED: self.on_budget_exceeded,
+            ExecutionStatus.FAILED: self.on_failed,
+        }.get(status, self.NONE)
+
+    def refund_share(self, status: str, tasks: list["Task"]) -> Decimal:
+        """The share of the fee (0..1) refunded when an execution ends in `status`."""
+        treatment = self.treatment_for(status, tasks)
+        if treatment == self.FULL:
+            return Decimal("1")
+        if treatment != self.UNDELIVERED:
+            return Decimal("0")
+        undelivered = self.undelivered_share(tasks)
+        if undelivered <= 0:
+            return Decimal("0")
+        return min(self.cap_share, max(self.floor_share, self.factor * undelivered))
+
+
+class PricingPolicy(SingleActive):
+    """How the project fee is set when the plan is accepted."""
+
+    METHODS = [("per_task", "fixed fee by size (per planned task)"), ("tokens", "estimated tokens × price × markup")]
+
+    method = models.CharField(max_length=10, choices=METHODS, default="per_task")
+    fee_per_task = models.DecimalField(max_digits=10, decimal_places=2, default=Decimal("0.80"),
+                                       validators=[MinValueValidator(Decimal("0"))])
+    markup = models.DecimalField(max_digits=6, decimal_places=3, default=Decimal("1.5"),
+                                 validators=[MinValueValidator(Decimal("0"))],
+                                 help_text="tokens method: multiplies the estimated model cost")
+    minimum_fee = models.DecimalField(max_digits=10, decimal_places=2, default=Decimal("0"),
+                                      validators=[MinValueValidator(Decimal("0"))])
+
+    class Meta(SingleActive.Meta):
+        verbose_name_plural = "pricing policies"
+        constraints = [models.UniqueConstraint(fields=["is_active"], condition=models.Q(is_active=True),
+                                               name="one_active_pricing_policy")]
+
+    def fee(self, *, task_count: int, estimated_cost: Decimal) -> Decimal:
+        """The fee before rounding to cents."""
+        if self.method == "tokens":
+            raw = estimated_cost * self.markup
+        else:
+            raw = self.fee_per_task * task_count
+        return max(self.minimum_fee, raw)

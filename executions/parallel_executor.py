@@ -14,7 +14,7 @@ from typing import Iterable
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import Q
 from django.utils import timezone
 
 from pools.models import WorkerPool
@@ -159,6 +159,7 @@ def dispatch_ready_tasks(pool_name: str) -> int:
 
     now = timezone.now()
     sent: list[tuple[int, int, str]] = []
+    over_budget: set[str] = set()
     with transaction.atomic():
         pool = WorkerPool.objects.select_for_update().filter(name=pool_name, enabled=True).first()
         if pool is None:
@@ -176,15 +177,12 @@ def dispatch_ready_tasks(pool_name: str) -> int:
         # Execution rows in one global order, so two pools dispatching at once cannot deadlock.
         for execution_id in sorted({c[1] for c in candidates}):
             lock_execution(execution_id)
-        # Spending cannot change while the execution rows are locked: one budget check per execution.
-        allowed: dict[str, bool] = {}
         queued: dict[str, list] = {}
         for task_id, execution_id, key, dispatch_count in candidates:
             if len(sent) >= free:
                 break
-            if execution_id not in allowed:
-                allowed[execution_id] = budget_allows(execution_id)
-            if not allowed[execution_id]:
+            if execution_id in over_budget or not budget_allows(execution_id, pool_name):
+                over_budget.add(execution_id)
                 continue
             if cas_task(task_id, TaskStatus.READY, status=TaskStatus.QUEUED, dispatch_count=dispatch_count + 1,
                         queued_at=now):
@@ -194,13 +192,43 @@ def dispatch_ready_tasks(pool_name: str) -> int:
             events.emit_many(execution_id, items)
         for task_id, dispatch_no, queue in sent:
             transaction.on_commit(lambda t=task_id, d=dispatch_no, q=queue: send_run_task(t, d, q))
+    # Outside the pool's lock: the stop touches tasks of every pool of the execution.
+    for execution_id in sorted(over_budget):
+        stop_for_budget(execution_id)
     return len(sent)
 
 
-def budget_allows(execution_id: str) -> bool:
+def budget_allows(execution_id: str, pool_name: str) -> bool:
     from .billing import budget_allows_dispatch
 
-    return budget_allows_dispatch(execution_id)
+    return budget_allows_dispatch(execution_id, pool_name)
+
+
+def stop_for_budget(execution_id: str) -> list[str]:
+    """The budget blocked a dispatch: no new task of the execution starts. Ready tasks are cancelled,
+    their dependents blocked, the other waiting tasks cancelled; running ones finish, then the
+    execution aggregates (and ends `budget_exceeded`). Returns the cancelled task keys."""
+    with transaction.atomic():
+        lock_execution(execution_id)
+        cancelled = _cancel_for_budget(execution_id, TaskStatus.READY)
+        block_dependents(execution_id)
+        cancelled += _cancel_for_budget(execution_id, TaskStatus.PENDING)
+        if cancelled:
+            events.emit(execution_id, "execution.budget_exceeded", payload={"cancelled": cancelled})
+        maybe_finish_work(execution_id)
+    return cancelled
+
+
+def _cancel_for_budget(execution_id: str, status: str) -> list[str]:
+    from .billing import BUDGET_STOP_ERROR
+
+    now = timezone.now()
+    cancelled = []
+    for task_id, key in Task.objects.filter(execution_id=execution_id, status=status).values_list("id", "key"):
+        if cas_task(task_id, status, status=TaskStatus.CANCELLED, finished_at=now, error=BUDGET_STOP_ERROR):
+            events.emit(execution_id, "task.cancelled", task_key=key, payload={"reason": BUDGET_STOP_ERROR})
+            cancelled.append(key)
+    return cancelled
 
 
 def dispatch_after_commit(pools: Iterable[str]) -> None:
@@ -221,6 +249,7 @@ def create_tasks(execution: Execution, plan_tasks: list[dict], *, expected: dict
             priority=t["priority"], timeout_sec=t["timeout_sec"], blocked_by=t["blocked_by"],
             soft_deps=t["soft_deps"], context=t["context"], expected_sec=expected[t["id"]], weight=weights[t["id"]],
             rank=ranks[t["id"]], max_retries=pools[t["pool"]].max_retries if t["pool"] in pools else 2,
+            parent_id=t.get("parent_id"),
             status=TaskStatus.PENDING if t["blocked_by"] else TaskStatus.READY,
             ready_at=None if t["blocked_by"] else now,
         )

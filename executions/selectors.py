@@ -5,6 +5,7 @@ from django.db.models import Count, Q
 from pools import llm
 from pools.models import WorkerPool
 
+from .invoices import execution_comparison
 from .models import Client, Event, Execution, Task, TaskStatus
 
 
@@ -23,7 +24,7 @@ def task_row(task: Task, attempts: int) -> dict:
         "started_at": _iso(task.started_at), "finished_at": _iso(task.finished_at),
         "progress": 100 if task.status == TaskStatus.SUCCEEDED else task.progress,
         "tokens_in": task.tokens_in, "tokens_out": task.tokens_out, "cost_usd": f"{task.cost_usd:.6f}",
-        "error": task.error,
+        "error": task.error, "verification": task.result.get("verification"),
     }
 
 
@@ -38,16 +39,26 @@ def execution_brief(execution_id: str) -> dict:
     return {
         "execution_id": execution.pk, "status": execution.status, "parallel_tasks": len(tasks),
         "estimated_duration_sec": execution.estimated_duration_sec,
+        "estimated_cost_usd": _usd6(execution.estimated_cost_usd), "fee_usd": f"{execution.fee_usd:.2f}",
         "tasks": [task_row(t, n) for t, n in tasks],
     }
 
 
+def _usd6(value) -> str | None:
+    return None if value is None else f"{value:.6f}"
+
+
+def plan_provider(execution: Execution) -> str:
+    """The PM model that planned the execution, and why it fell back to offline if it did."""
+    if not execution.plan_source:
+        return ""
+    planned = execution.events.filter(type="execution.planned").values_list("payload", flat=True).first() or {}
+    return planned.get("model", "") + (f" (offline: {planned['model_fallback']})" if planned.get("model_fallback") else "")
+
+
 def execution_detail(execution: Execution) -> dict:
     tasks = tasks_with_attempts(execution)
-    provider = ""
-    if execution.plan_source:
-        planned = execution.events.filter(type="execution.planned").values_list("payload", flat=True).first() or {}
-        provider = planned.get("model", "") + (f" (offline: {planned['model_fallback']})" if planned.get("model_fallback") else "")
+    provider = plan_provider(execution)
     return {
         "execution_id": execution.pk, "status": execution.status, "mode": execution.mode,
         "requested_mode": execution.requested_mode, "routing_reason": execution.routing_reason,
@@ -59,13 +70,14 @@ def execution_detail(execution: Execution) -> dict:
         "cost": f"${execution.cost_usd:.2f}", "cost_usd": f"{execution.cost_usd:.6f}",
         "fee_usd": f"{execution.fee_usd:.2f}", "refund_usd": f"{execution.refund_usd:.2f}",
         "budget_usd": f"{execution.budget_usd:.2f}" if execution.budget_usd is not None else None,
+        "estimated_cost_usd": _usd6(execution.estimated_cost_usd), "comparison": execution_comparison(execution),
         "tokens_in": execution.tokens_in, "tokens_out": execution.tokens_out,
         "final_response": execution.final_response, "quality_score": execution.quality_score,
         "plan_source": execution.plan_source, "plan_notes": execution.plan_notes, "provider": provider,
         "tasks": [task_row(t, n) for t, n in tasks],
         "conflicts": [
             {"kind": c.kind, "status": c.status, "between": c.between, "description": c.description,
-             "resolution": c.resolution}
+             "resolution": c.resolution, "rounds": c.rounds}
             for c in execution.conflicts.all()
         ],
     }

@@ -124,14 +124,15 @@ def execution_plan(execution_id: str) -> bool:
     else:
         estimate = parallel_estimate
     weights = {t["id"]: float(t["context"].get("estimate_sec") or expected[t["id"]]) for t in plan_tasks}
-    fee = billing.fee_for_plan(len(plan_tasks))
+    estimated_cost = billing.plan_cost_estimate(plan_tasks, planning=result.completions)
+    fee = billing.fee_for_plan(task_count=len(plan_tasks), estimated_cost=estimated_cost)
     now = timezone.now()
     with transaction.atomic():
         if not cas_execution(
             execution_id, ExecutionStatus.PLANNING, status=ExecutionStatus.EXECUTING, mode=route.mode,
             routing_reason=route.reason, plan={"tasks": plan_tasks}, plan_source=result.source,
             plan_notes=result.notes, estimated_duration_sec=round(estimate, 3),
-            serial_estimate_sec=round(serial_estimate, 3), started_at=now,
+            serial_estimate_sec=round(serial_estimate, 3), estimated_cost_usd=estimated_cost, started_at=now,
         ):
             return False
         execution.refresh_from_db()
@@ -144,7 +145,7 @@ def execution_plan(execution_id: str) -> bool:
             "tasks": [{"id": t.key, "pool": t.pool, "description": t.description, "blocked_by": t.blocked_by,
                        "soft_deps": t.soft_deps, "expected_sec": t.expected_sec} for t in created],
             "estimated_duration_sec": round(estimate, 3), "serial_estimate_sec": round(serial_estimate, 3),
-            "fee_usd": str(fee), "model": spec.label, "model_fallback": spec.fallback_reason,
+            "fee_usd": str(fee), "estimated_cost_usd": str(estimated_cost), "model": spec.label, "model_fallback": spec.fallback_reason,
         })
         dispatch_after_commit(t.pool for t in created)
     log.info("PM Decomposed %s into %d tasks (%s, %s plan): estimate %.1fs vs serial %.1fs", execution_id,

@@ -41,7 +41,17 @@ OPENCLAW_DISPATCH_ORDER = env.str("OPENCLAW_DISPATCH_ORDER", default="rank")
 OPENCLAW_MAX_MESSAGE_CHARS = env.int("OPENCLAW_MAX_MESSAGE_CHARS", default=20_000)
 # Per-client API rate limit (django-ninja throttle syntax).
 OPENCLAW_API_RATE = env.str("OPENCLAW_API_RATE", default="600/m")
+# The longest `?wait=` on POST /api/execute-parallel is honoured for (seconds).
+OPENCLAW_MAX_PLAN_WAIT_SEC = env.float("OPENCLAW_MAX_PLAN_WAIT_SEC", default=60.0)
 OPENCLAW_PUBLIC_URL = env("OPENCLAW_PUBLIC_URL", default="http://localhost:8000")
+
+# Slack bot (bots/). Optional: without a bot token and signing secret /slack/events answers 503.
+SLACK_BOT_TOKEN = env.str("SLACK_BOT_TOKEN", default="")
+SLACK_SIGNING_SECRET = env.str("SLACK_SIGNING_SECRET", default="")
+SLACK_APP_TOKEN = env.str("SLACK_APP_TOKEN", default="")
+SLACK_API_URL = env.str("SLACK_API_URL", default="https://slack.com/api/")
+# chat.update is tier 3: keep each thread's status edits at most this often.
+SLACK_MIN_UPDATE_INTERVAL_SEC = env.float("SLACK_MIN_UPDATE_INTERVAL_SEC", default=1.0)
 
 INSTALLED_APPS = [
     "daphne",

@@ -1,9 +1,19 @@
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
+from django.views.generic import RedirectView
 
+from bots.views import slack_events
+from executions import console
 from executions.api import api
+from openclaw_site.health import healthz
+from openclaw_site.metrics import metrics_view
 
 urlpatterns = [
+    path("", RedirectView.as_view(url="/console/", permanent=False)),
     path("admin/", admin.site.urls),
     path("api/", api.urls),
+    path("console/", include(console)),
+    path("metrics", metrics_view, name="metrics"),
+    path("healthz", healthz, name="healthz"),
+    path("slack/events", slack_events, name="slack-events"),
 ]

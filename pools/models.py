@@ -2,8 +2,14 @@
 
 from decimal import Decimal
 
-from django.core.validators import MaxValueValidator, MinValueValidator
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
+from django.utils import timezone
+
+PRICE = {"max_digits": 10, "decimal_places": 4, "default": Decimal("0"), "validators": [MinValueValidator(Decimal("0"))],
+         "help_text": "USD per million tokens"}
 
 
 class ModelProfile(models.Model):
@@ -14,12 +20,13 @@ class ModelProfile(models.Model):
     model = models.CharField(max_length=128, help_text="Model id sent to the provider")
     base_url = models.URLField(blank=True, help_text="Empty: the SDK's own *_BASE_URL variable applies")
     api_key_env = models.CharField(
-        max_length=64, blank=True, help_text="Environment variable holding the key (keys never live in the database)"
+        max_length=64, blank=True, help_text="Name of the environment variable holding the key (keys never live in the database)",
+        validators=[RegexValidator(r"^[A-Z_][A-Z0-9_]*$", "An environment variable name, e.g. MINIMAX_API_KEY")],
     )
-    input_per_mtok = models.DecimalField(max_digits=10, decimal_places=4, default=Decimal("0"))
-    output_per_mtok = models.DecimalField(max_digits=10, decimal_places=4, default=Decimal("0"))
-    cache_read_per_mtok = models.DecimalField(max_digits=10, decimal_places=4, default=Decimal("0"))
-    cache_write_per_mtok = models.DecimalField(max_digits=10, decimal_places=4, default=Decimal("0"))
+    input_per_mtok = models.DecimalField(**PRICE)
+    output_per_mtok = models.DecimalField(**PRICE)
+    cache_read_per_mtok = models.DecimalField(**PRICE)
+    cache_write_per_mtok = models.DecimalField(**PRICE)
     max_output_tokens = models.PositiveIntegerField(default=8192)
     # Offline provider only: simulated latency and failures, for demos, tests and benchmarks.
     options = models.JSONField(default=dict, blank=True)
@@ -29,6 +36,10 @@ class ModelProfile(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.provider}:{self.model})"
+
+    def clean(self) -> None:
+        if self.provider == "offline" and (self.base_url or self.api_key_env):
+            raise ValidationError("The offline provider takes neither a base URL nor an API key variable.")
 
 
 class WorkerPool(models.Model):
@@ -50,6 +61,11 @@ class WorkerPool(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        # Any model may fall back to offline (no key), so the simulated latency must fit the timeout.
+        if self.offline_latency_sec >= self.timeout_sec:
+            raise ValidationError({"offline_latency_sec": "Must stay below timeout_sec, or every offline attempt times out."})
 
     @property
     def queue_name(self) -> str:
@@ -85,3 +101,24 @@ class EngineSettings(models.Model):
     def current(cls) -> "EngineSettings":
         obj, _ = cls.objects.select_related("pm_model", "synthesis_model").get_or_create(pk=1)
         return obj
+
+
+class ConfigChange(models.Model):
+    """One changed field of the live configuration: who, when, which object, old → new. Append-only."""
+
+    changed_at = models.DateTimeField(default=timezone.now, db_index=True)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    actor = models.CharField(max_length=150, help_text="Username, or the command that made the change")
+    object_type = models.CharField(max_length=100, help_text="app_label.model")
+    object_id = models.CharField(max_length=64)
+    object_repr = models.CharField(max_length=200)
+    field = models.CharField(max_length=64)
+    old_value = models.TextField(blank=True)
+    new_value = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-changed_at", "-id"]
+        indexes = [models.Index(fields=["object_type", "object_id"])]
+
+    def __str__(self) -> str:
+        return f"{self.object_repr}.{self.field}: {self.old_value} → {self.new_value}"

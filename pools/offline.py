@@ -6,9 +6,12 @@ driven by the request and task. Latency and failures can be simulated per profil
 
     {"latency_sec": 1.0,                       # default for every call (else the pool's offline_latency_sec)
      "latency_rules": [{"match": "backend", "latency_sec": 9}],   # by task description substring
-     "fail_rules": [{"match": "backend", "attempts": [1], "error": "malformed|error|fatal"}],
+     "fail_rules": [{"match": "backend", "attempts": [1], "error": "malformed|broken_code|error|fatal"}],
      "flaws": ["sql_injection", "missing_fk_index"],               # first drafts carry these flaws
+     "remediation_fails": 1,                                       # remediation rounds up to 1 fix nothing
      "plan": {"tasks": [...]}}                 # the PM answers with this plan (benchmarks: fixed DAGs)
+
+"broken_code" answers with valid JSON whose Python file does not compile (verification fails it).
 """
 
 import json
@@ -66,6 +69,9 @@ class OfflineProvider:
                 kind = rule.get("error", "error")
                 if kind == "malformed":
                     return "Sure! Here is the code you asked for: {not json"
+                if kind == "broken_code":
+                    return json.dumps({"summary": "Draft.", "findings": [], "files": [
+                        {"path": "src/draft.py", "content": "def handler(request)\n    return None\n"}]})
                 raise LLMError(f"simulated provider failure ({kind})", retryable=kind != "fatal")
         if request.purpose == "plan":
             if "plan" in spec.options:
@@ -74,6 +80,9 @@ class OfflineProvider:
         if request.purpose == "synthesis":
             return synthesis_markdown(meta.get("facts", {}))
         flaws = set(spec.options.get("flaws", [])) if meta.get("kind", "plan") == "plan" else set()
+        if meta.get("kind") == "remediation" and meta.get("round", 0) <= spec.options.get("remediation_fails", 0):
+            return json.dumps({"summary": "Reviewed the flagged code; no change made.",
+                               "files": meta.get("target_files", []), "findings": []})
         if request.pool == "security":
             return json.dumps(audit(meta, flaws))
         if request.pool == "database":
@@ -124,7 +133,7 @@ def codegen(meta: dict, flaws: set[str]) -> dict:
             if item["path"].endswith(".py"):
                 item["content"] = remediate_python(item["content"])
                 fixed.append(item["path"])
-        return {"summary": f"Remediated {', '.join(fixed) or 'the flagged code'}: parameterised SQL, CSRF checks.",
+        return {"summary": f"Remediated {', '.join(fixed) or 'the flagged code'}: queries parameterised instead of string-formatted.",
                 "files": files, "findings": []}
     if "frontend" in lowered or "next" in lowered or "ui" in _words(lowered):
         return {"summary": f"Next.js frontend with pages for {', '.join(tables)}.", "files": frontend_files(tables), "findings": []}
@@ -272,6 +281,10 @@ def synthesis_markdown(facts: dict) -> str:
         lines.append(f"**Cost:** {facts['cost']}")
     if facts.get("refund"):
         lines.append(f"**Refund:** {facts['refund']}")
+    if facts.get("remediation"):
+        lines.append(f"**Remediation:** {facts['remediation']}")
+    if facts.get("quality_score") is not None:
+        lines.append(f"**Quality score:** {facts['quality_score']:.2f}")
     if facts.get("security"):
         lines += ["", "**Security measures:**"] + [f"- {s}" for s in facts["security"]]
     if facts.get("unresolved"):

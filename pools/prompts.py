@@ -66,7 +66,8 @@ def plan_repair_prompt(request: str, pools: dict[str, int], max_tasks: int, erro
     return plan_prompt(request, pools, max_tasks) + f"\n\nYour previous plan was rejected:\n{problems}\nFix these problems."
 
 
-def agent_prompt(*, request: str, task: dict, dependencies: list[dict], repair_errors: str = "") -> str:
+def agent_prompt(*, request: str, task: dict, dependencies: list[dict], repair_errors: str = "",
+                 previous_failure: str = "") -> str:
     parts = [f"Project request:\n{fence(request)}", f"Your task ({task['pool']} pool): {fence(task['description'])}"]
     if task.get("context"):
         parts.append(f"Task context: {fence(json.dumps(task['context']))}")
@@ -78,6 +79,8 @@ def agent_prompt(*, request: str, task: dict, dependencies: list[dict], repair_e
             f"{fence(dep.get('summary', '') + chr(10) + files + chr(10) + 'findings: ' + findings)}"
         )
     parts.append(AGENT_CONTRACT)
+    if previous_failure:
+        parts.append(f"Your previous attempt at this task failed: {previous_failure[:1000]}. Avoid that this time.")
     if repair_errors:
         parts.append(f"Your previous reply was not valid: {repair_errors}. Reply again with the JSON object only.")
     return "\n\n".join(parts)

@@ -249,7 +249,9 @@ def _js_imbalance(text: str, *, jsx: bool) -> tuple[str, int] | None:
         elif c == "`":
             in_template = True
             i += 1
-        elif c == "/" and (last == "" or last in "(,=:[!&|?{};+-*%<>~^" or _ends_with_keyword(text, i)):
+        elif c == "/" and not (jsx and (last == "<" or text.startswith("/>", i))) and (
+            last == "" or last in "(,=:[!&|?{};+-*%<>~^" or _ends_with_keyword(text, i)
+        ):  # in JSX, `</tag>` and `/>` close tags, they start no regex
             j = i + 1
             in_class = False
             while j < n and text[j] != "\n" and (in_class or text[j] != "/"):

@@ -1,12 +1,15 @@
 """Shared fixtures: the embedded Redis, real worker processes on the test database, config."""
 
 import time
+from pathlib import Path
 
 import pytest
 import redis
 from django.conf import settings
 
 from openclaw_site import worker_processes as processes
+
+ROOT = Path(__file__).resolve().parent.parent
 
 # Workers in tests notice lost leases and lost messages within seconds, not minutes.
 FAST_TIMINGS = {

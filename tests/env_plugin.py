@@ -6,6 +6,7 @@ its own for the session (stopped at the end).
 """
 
 import os
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,6 +27,18 @@ def _start_embedded_redis() -> None:
     _embedded = embedded_redis.start(socket_path, data_dir=var / f"redis-{os.getpid()}", appendonly=False)
     os.environ["REDIS_URL"] = f"unix://{socket_path}?db=0"
     os.environ["OPENCLAW_EMBEDDED_REDIS"] = "1"
+
+
+def restart_embedded_redis(down_sec: float) -> None:
+    """Stop the session's embedded Redis (losing everything: it keeps nothing on disk) and start it again."""
+    global _embedded
+    from openclaw_site import embedded_redis
+
+    socket_path = Path(os.environ["REDIS_URL"].removeprefix("unix://").split("?")[0])
+    _embedded.kill()
+    _embedded.wait(timeout=10)
+    time.sleep(down_sec)
+    _embedded = embedded_redis.start(socket_path, data_dir=socket_path.parent / f"redis-{os.getpid()}", appendonly=False)
 
 
 # At import, which pytest does for `-p` plugins before pytest-django reads the settings.

@@ -28,10 +28,11 @@ def tasks_by_role(execution):
 
 
 def test_restaurant_request_runs_in_parallel_and_audits_after_the_backend(workers, client_and_key):
-    configure(latency=0.5, options={"latency_rules": [{"match": "frontend", "latency_sec": 0.6},
-                                                      {"match": "backend", "latency_sec": 0.9},
-                                                      {"match": "schema", "latency_sec": 0.45},
-                                                      {"match": "audit", "latency_sec": 1.2}]})
+    # The seed's latencies (60, 90, 45, 120 s) scaled down 50×.
+    configure(latency=0.5, options={"latency_rules": [{"match": "frontend", "latency_sec": 1.2},
+                                                      {"match": "backend", "latency_sec": 1.8},
+                                                      {"match": "schema", "latency_sec": 0.9},
+                                                      {"match": "audit", "latency_sec": 2.4}]})
     execution = execution_create(client=client_and_key[0], message=RESTAURANT, session_key="user123")
     done = wait_for_status(execution.pk, TERMINAL, timeout=60)
     assert done.status == "completed", done.final_response
@@ -44,9 +45,10 @@ def test_restaurant_request_runs_in_parallel_and_audits_after_the_backend(worker
     # …while frontend, backend and database overlap in time.
     first_finish = min(role[r].finished_at for r in ("frontend", "backend", "database"))
     assert all(role[r].started_at < first_finish for r in ("frontend", "backend", "database"))
-    # The seed's DAG: 0.9 + 1.2 on the critical path vs 3.15 serial.
-    assert done.estimated_duration_sec == pytest.approx(2.1) and done.serial_estimate_sec == pytest.approx(3.15)
-    assert done.duration_sec < done.serial_estimate_sec
+    # The seed's DAG: backend then security on the critical path (4.2 s) vs 6.3 s serial.
+    assert done.estimated_duration_sec == pytest.approx(4.2) and done.serial_estimate_sec == pytest.approx(6.3)
+    makespan = (role["security"].finished_at - min(t.started_at for t in role.values())).total_seconds()
+    assert makespan < done.serial_estimate_sec
     # The audit saw the backend's code as context.
     assert role["security"].result["summary"].startswith("Audited 2 files")
     assert done.fee_usd == Decimal("3.20") and done.cost_usd > 0

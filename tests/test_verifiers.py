@@ -14,6 +14,8 @@ def test_valid_files_pass():
         {"path": "db/schema.sql", "content": "CREATE TABLE t (id SERIAL PRIMARY KEY, data JSONB);"},
         {"path": "web/src/app.ts", "content": "const re = /[(]/g;\nconst s = `a ${f({x: 1})} b`; // ({\n"},
         {"path": "web/src/Page.tsx", "content": "export const P = () => (\n  <p>Don't {count} (stop)</p>\n);\n"},
+        {"path": "web/src/List.tsx", "content": "export const L = ({rows}) => (\n  <ul>{rows.map((r) => <li key={r.id}>{r.name}</li>)}</ul>\n);\n"},
+        {"path": "web/src/Img.jsx", "content": "export const I = ({src}) => <div><img src={src} /></div>;\n"},
         {"path": "README.md", "content": "anything ( goes"},
     ]
 

@@ -62,6 +62,8 @@ class Command(BaseCommand):
                         "--threads", str(threads)],
             "reaper": [sys.executable, "manage.py", "reaper"],
         }
+        if os.environ.get("SLACK_APP_TOKEN"):
+            commands["slackbot"] = [sys.executable, "manage.py", "slackbot"]  # Socket Mode
         stopping = []
         signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
         signal.signal(signal.SIGINT, lambda *_: stopping.append(1))

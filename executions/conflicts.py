@@ -1,0 +1,341 @@
+"""Conflicts between agent outputs: detected as results arrive, resolved in bounded rounds.
+
+Everything here runs inside the transaction that records a task's success
+(`result_aggregator.on_task_succeeded`), so the follow-up tasks exist before anyone can decide
+the execution is done, and no dependent ever reads a schema before its rejection is known.
+
+- `security_finding`: a critical or high finding (the model's or bandit's) against files of a
+  codegen task → a remediation task (codegen pool; the findings and the flagged files' current
+  content) and a re-audit (security pool, blocked by the remediation). Repeated up to
+  `EngineSettings.remediation_max_rounds`; resolved only when the re-audit and the verifiers find
+  nothing critical or high in those files, else unresolved. Raised by the audit that read the
+  code, or, for code no planned audit reads, by bandit's own findings on it.
+- `schema_rejected`: `check_schema` rejected a database output (it does not apply, or foreign keys
+  lack an index) → a revision task in the database pool, as many rounds as remediation. Dependents
+  that have not started wait for the revision; every dependent reads the lineage's latest version.
+- `file_collision`: two lineages write one path with different content → decided by
+  `result_aggregator.COLLISION_RULE` (remediation beats original, later revision beats earlier)
+  and recorded as resolved.
+
+A remediation or revision is the `parent`'s successor: the merged tree and the dependents see the
+parent's files overlaid with its successors'.
+"""
+
+import logging
+
+from django.utils import timezone
+
+from pools.models import EngineSettings, WorkerPool
+from pools.verification import BLOCKING_SEVERITIES, SEVERITY_RANK
+
+from . import events
+from .models import Conflict, Task, TaskStatus
+from .parallel_executor import add_tasks
+from .result_aggregator import COLLISION_RULE, SUPERSEDING_KINDS, merged_files
+
+log = logging.getLogger("openclaw.aggregator")
+
+OPEN_STATUSES = ("detected", "resolving")
+MAX_KEY_CHARS = 40
+
+
+def on_result(task: Task) -> None:
+    """Everything a newly succeeded task's result may start, settle or collide with."""
+    if task.kind == "reaudit":
+        settle_reaudit(task)
+    elif task.pool == "security":
+        flag_audited_code(task)
+    elif task.pool == "codegen" and task.kind == "plan":
+        flag_unaudited_code(task)
+    if task.kind == "revision" and task.context.get("conflict"):
+        settle_revision(task)
+    elif task.result.get("verification", {}).get("schema_accepted") is False:
+        reject_schema(task)
+    record_collisions(task)
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def blocking(findings: list[dict], paths: set[str] | None = None) -> list[dict]:
+    """Open critical/high findings, optionally only those against the given paths."""
+    return [f for f in findings if f.get("severity") in BLOCKING_SEVERITIES and not f.get("resolved")
+            and (paths is None or f.get("file") in paths)]
+
+
+def headline(findings: list[dict]) -> str:
+    """The finding to name a conflict by: the most severe, the model's wording before a tool's."""
+    if not findings:
+        return "unspecified problems"
+    first = sorted(findings, key=lambda f: (-SEVERITY_RANK.get(f.get("severity"), 0), f.get("source") != "model"))[0]
+    return first["title"] + (f" (+{len(findings) - 1} more)" if len(findings) > 1 else "")
+
+
+def lineage_files(root: Task) -> dict[str, str]:
+    """The current files of a task's lineage: its own overlaid with its succeeded successors'."""
+    versions = [root] + list(Task.objects.filter(parent=root, kind__in=SUPERSEDING_KINDS, status=TaskStatus.SUCCEEDED)
+                             .order_by("finished_at", "pk"))
+    files: dict[str, str] = {}
+    for version in versions:
+        files.update((f["path"], f["content"]) for f in version.result.get("files", []))
+    return files
+
+
+def follow_up_key(execution_id: str, base: str, label: str, number: int, conflict: Conflict) -> str:
+    for key in (f"{base}_{label}{number}", f"c{conflict.pk}_{label}{number}"):
+        if len(key) <= MAX_KEY_CHARS and not Task.objects.filter(execution_id=execution_id, key=key).exists():
+            return key
+    return f"c{conflict.pk}_{label}{number}_{timezone.now():%H%M%S%f}"[:MAX_KEY_CHARS]
+
+
+def pool_timeout(pool: str, default: int) -> int:
+    return WorkerPool.objects.filter(name=pool).values_list("timeout_sec", flat=True).first() or default
+
+
+def detect(execution_id: str, kind: str, between: list[str], description: str, details: dict) -> Conflict:
+    conflict = Conflict.objects.create(execution_id=execution_id, kind=kind, between=between, description=description,
+                                       details=details, status="detected")
+    events.emit(execution_id, "conflict.detected", task_key=between[-1], payload={
+        "conflict": conflict.pk, "kind": kind, "between": between, "description": description})
+    log.warning("AGGREGATOR Conflict: %s execution=%s tasks=%s", description, execution_id, ",".join(between))
+    return conflict
+
+
+def mark_resolving(conflict: Conflict, round_no: int, new_tasks: list[str]) -> None:
+    details = {**conflict.details, "tasks": conflict.details.get("tasks", []) + new_tasks}
+    Conflict.objects.filter(pk=conflict.pk).update(status="resolving", rounds=round_no, details=details)
+    conflict.status, conflict.rounds, conflict.details = "resolving", round_no, details
+    events.emit(conflict.execution_id, "conflict.resolving", task_key=new_tasks[0], payload={
+        "conflict": conflict.pk, "kind": conflict.kind, "round": round_no, "tasks": new_tasks})
+    log.info("AGGREGATOR Resolving: %s, round %d: %s execution=%s", conflict.description, round_no,
+             " then ".join(new_tasks), conflict.execution_id)
+
+
+def resolve(conflict: Conflict, resolution: str, merged: str, *, mark_paths: set[str] | None = None) -> None:
+    """→ resolved (once); the findings it settled stop counting as open."""
+    if not Conflict.objects.filter(pk=conflict.pk).exclude(status="resolved").update(
+        status="resolved", resolution=resolution, resolved_at=timezone.now()
+    ):
+        return
+    if mark_paths:
+        mark_findings_resolved(conflict.execution_id, conflict.details.get("tasks", []), mark_paths, conflict.pk)
+    events.emit(conflict.execution_id, "conflict.resolved", task_key=conflict.between[-1], payload={
+        "conflict": conflict.pk, "kind": conflict.kind, "between": conflict.between, "resolution": resolution,
+        "rounds": conflict.rounds})
+    log.info("AGGREGATOR Merged: %s execution=%s tasks=%s", merged, conflict.execution_id, ",".join(conflict.between))
+
+
+def give_up(conflict: Conflict, reason: str) -> bool:
+    """→ unresolved: no further round; the synthesis reports it for manual review."""
+    if not Conflict.objects.filter(pk=conflict.pk, status__in=OPEN_STATUSES).update(status="unresolved",
+                                                                                   resolution=reason):
+        return False
+    events.emit(conflict.execution_id, "conflict.unresolved", task_key=conflict.between[-1], payload={
+        "conflict": conflict.pk, "kind": conflict.kind, "between": conflict.between, "reason": reason,
+        "rounds": conflict.rounds})
+    log.warning("AGGREGATOR Unresolved: %s: %s execution=%s", conflict.description, reason, conflict.execution_id)
+    return True
+
+
+def mark_findings_resolved(execution_id: str, keys: list[str], paths: set[str], conflict_id: int) -> None:
+    for task in Task.objects.filter(execution_id=execution_id, key__in=keys, status=TaskStatus.SUCCEEDED):
+        findings = [
+            {**f, "resolved": True, "resolved_by": conflict_id}
+            if f.get("severity") in BLOCKING_SEVERITIES and f.get("file") in paths else f
+            for f in task.result.get("findings", [])
+        ]
+        if findings != task.result.get("findings", []):
+            Task.objects.filter(pk=task.pk).update(result={**task.result, "findings": findings})
+
+
+def max_rounds() -> int:
+    return EngineSettings.current().remediation_max_rounds
+
+
+# ---------------------------------------------------------------- security findings → remediation
+
+
+def flag_audited_code(audit: Task) -> None:
+    """An audit's critical/high findings against files of the codegen lineages it read."""
+    owners: dict[str, str] = {}
+    for item in audit.result.get("inputs", []):
+        if item.get("pool") == "codegen":
+            for path in item.get("paths", []):
+                owners.setdefault(path, item["key"])
+    flagged: dict[str, list[dict]] = {}
+    for finding in blocking(audit.result.get("findings", [])):
+        code_key = owners.get(finding.get("file"))
+        if code_key:
+            flagged.setdefault(code_key, []).append(finding)
+    for code_key, findings in flagged.items():
+        raise_security_conflict(audit, code_key, findings)
+
+
+def flag_unaudited_code(task: Task) -> None:
+    """bandit's critical/high findings on code that no planned audit will read."""
+    audits = Task.objects.filter(execution_id=task.execution_id, pool="security").values_list("blocked_by", flat=True)
+    if any(task.key in deps for deps in audits):
+        return  # the audit reads this code with bandit too, and raises what it finds
+    findings = blocking(task.result.get("findings", []), {f["path"] for f in task.result.get("files", [])})
+    if findings:
+        raise_security_conflict(task, task.key, findings)
+
+
+def raise_security_conflict(source: Task, code_key: str, findings: list[dict]) -> None:
+    for conflict in Conflict.objects.filter(execution_id=source.execution_id, kind="security_finding",
+                                            status__in=OPEN_STATUSES):
+        if conflict.details.get("code") == code_key:
+            # A round is under way for this code; its re-audit reads the files again.
+            conflict.details["findings"] = conflict.details.get("findings", []) + findings
+            Conflict.objects.filter(pk=conflict.pk).update(details=conflict.details)
+            return
+    paths = sorted({f["file"] for f in findings})
+    between = [source.key, code_key] if source.key != code_key else [code_key]
+    finder = "Security" if source.pool == "security" else "bandit"
+    conflict = detect(source.execution_id, "security_finding", between,
+                      f"{finder} vs CodeGen on {headline(findings)} in {', '.join(paths)}",
+                      {"code": code_key, "auditor": source.key, "paths": paths, "findings": findings,
+                       "tasks": list(between)})
+    start_remediation(conflict, findings)
+
+
+def start_remediation(conflict: Conflict, findings: list[dict]) -> None:
+    """One round: fix (codegen) then re-audit (security); or unresolved once the rounds are spent."""
+    if conflict.rounds >= max_rounds():
+        give_up(conflict, f"still open after {conflict.rounds} remediation round(s): {headline(findings)}")
+        return
+    execution_id = conflict.execution_id
+    code = Task.objects.get(execution_id=execution_id, key=conflict.details["code"])
+    auditor = Task.objects.filter(execution_id=execution_id, key=conflict.details.get("auditor")).first()
+    round_no = conflict.rounds + 1
+    files = lineage_files(code)
+    paths = conflict.details["paths"]
+    fix_key = follow_up_key(execution_id, code.key, "fix", round_no, conflict)
+    audit_key = follow_up_key(execution_id, code.key, "reaudit", round_no, conflict)
+    problem = headline(findings)
+    add_tasks(execution_id, [
+        {"id": fix_key, "pool": "codegen", "kind": "remediation", "parent_id": code.pk, "priority": 1,
+         "description": f"Fix {problem} in {', '.join(paths)} (remediation round {round_no} of {code.key})",
+         "timeout_sec": pool_timeout("codegen", code.timeout_sec), "blocked_by": [], "soft_deps": [],
+         "context": {"conflict": conflict.pk, "round": round_no, "findings": findings,
+                     "target_files": [{"path": p, "content": files[p]} for p in paths if p in files]},
+         "expected_sec": code.expected_sec},
+        {"id": audit_key, "pool": "security", "kind": "reaudit", "parent_id": auditor.pk if auditor else None,
+         "priority": 1, "description": f"Re-audit {', '.join(paths)} after {fix_key}: {problem}",
+         "timeout_sec": pool_timeout("security", code.timeout_sec), "blocked_by": [fix_key], "soft_deps": [],
+         "context": {"conflict": conflict.pk, "round": round_no, "focus": paths},
+         "expected_sec": auditor.expected_sec if auditor else code.expected_sec},
+    ])
+    mark_resolving(conflict, round_no, [fix_key, audit_key])
+
+
+def settle_reaudit(reaudit: Task) -> None:
+    conflict = Conflict.objects.filter(pk=reaudit.context.get("conflict"), execution_id=reaudit.execution_id).first()
+    if conflict is None or conflict.status == "resolved":
+        return
+    fix = Task.objects.filter(execution_id=reaudit.execution_id, key__in=reaudit.blocked_by, kind="remediation").first()
+    fix_result = fix.result if fix else {}
+    paths = set(conflict.details["paths"]) | {f["path"] for f in fix_result.get("files", [])}
+    remaining = blocking(reaudit.result.get("findings", []), paths) + blocking(fix_result.get("findings", []), paths)
+    if remaining:
+        start_remediation(conflict, remaining)
+        return
+    summary = fix_result.get("summary", "fixed")
+    resolve(conflict,
+            f"Round {conflict.rounds}: {fix.key if fix else 'the fix'} — {summary} Re-audit {reaudit.key} and bandit "
+            f"found nothing critical or high in {', '.join(sorted(paths))}.",
+            f"{summary} ({conflict.details['code']} via {fix.key if fix else '?'}, re-audited clean by {reaudit.key})",
+            mark_paths=paths)
+
+
+# ---------------------------------------------------------------- rejected schemas → revision
+
+
+def schema_problems(task: Task) -> tuple[list[dict], list[str]]:
+    findings = blocking([f for f in task.result.get("findings", []) if f.get("source") == "schema"])
+    reports = task.result.get("verification", {}).get("schema", {})
+    errors = [error for report in reports.values() if not report.get("applied") for error in report.get("errors", [])]
+    return findings, errors
+
+
+def reject_schema(task: Task) -> None:
+    findings, errors = schema_problems(task)
+    consumers = sorted(
+        Task.objects.filter(execution_id=task.execution_id).exclude(pk=task.pk).values_list("key", "blocked_by",
+                                                                                              "soft_deps"),
+    )
+    between = [task.key] + [key for key, hard, soft in consumers if task.key in hard or task.key in soft]
+    reports = task.result.get("verification", {}).get("schema", {})
+    paths = sorted(path for path, report in reports.items() if not report.get("accepted"))
+    problem = headline(findings) if findings else (errors[0] if errors else "schema rejected")
+    conflict = detect(task.execution_id, "schema_rejected", between, f"Schema check vs Database on {problem} in {task.key}",
+                      {"schema": task.key, "paths": paths, "findings": findings, "errors": errors, "tasks": [task.key]})
+    start_revision(conflict, task)
+
+
+def start_revision(conflict: Conflict, rejected: Task) -> None:
+    findings, errors = schema_problems(rejected)
+    problem = headline(findings) if findings else (errors[0] if errors else "schema rejected")
+    if conflict.rounds >= max_rounds():
+        give_up(conflict, f"schema still rejected after {conflict.rounds} revision round(s): {problem}")
+        return
+    execution_id = conflict.execution_id
+    root = Task.objects.get(execution_id=execution_id, key=conflict.details["schema"])
+    round_no = conflict.rounds + 1
+    key = follow_up_key(execution_id, root.key, "rev", round_no, conflict)
+    files = lineage_files(root)
+    add_tasks(execution_id, [{
+        "id": key, "pool": root.pool, "kind": "revision", "parent_id": root.pk, "priority": 1,
+        "description": f"Revise the schema of {root.key}: {problem} (revision round {round_no})",
+        "timeout_sec": pool_timeout(root.pool, root.timeout_sec), "blocked_by": [], "soft_deps": [],
+        "context": {"conflict": conflict.pk, "round": round_no, "findings": findings, "errors": errors,
+                    "target_files": [{"path": p, "content": c} for p, c in files.items()]},
+        "expected_sec": root.expected_sec,
+    }])
+    # Dependents that have not started use the revised schema: they wait for it.
+    for dependent in Task.objects.filter(execution_id=execution_id, status=TaskStatus.PENDING):
+        if root.key in dependent.blocked_by and key not in dependent.blocked_by:
+            Task.objects.filter(pk=dependent.pk, status=TaskStatus.PENDING).update(
+                blocked_by=dependent.blocked_by + [key])
+    mark_resolving(conflict, round_no, [key])
+
+
+def settle_revision(revision: Task) -> None:
+    conflict = Conflict.objects.filter(pk=revision.context["conflict"], execution_id=revision.execution_id).first()
+    if conflict is None or conflict.status == "resolved":
+        return
+    if revision.result.get("verification", {}).get("schema_accepted") is not True:
+        start_revision(conflict, revision)
+        return
+    summary = revision.result.get("summary", "revised schema")
+    resolve(conflict, f"Round {conflict.rounds}: {revision.key} — {summary} The schema applies and every foreign key "
+                      f"has an index; dependents use the revised schema.",
+            f"{summary} ({conflict.details['schema']} revised by {revision.key})",
+            mark_paths=set(conflict.details.get("paths", [])))
+
+
+# ---------------------------------------------------------------- file collisions
+
+
+def record_collisions(task: Task) -> None:
+    """Two lineages writing one path: decided by the merge rule, recorded as a resolved conflict."""
+    if not task.result.get("files"):
+        return
+    tasks = list(Task.objects.filter(execution_id=task.execution_id, status=TaskStatus.SUCCEEDED))
+    _, collisions = merged_files(tasks)
+    for collision in collisions:
+        if task.key not in (collision["kept"], collision["replaced"]):
+            continue  # recorded when it happened
+        kept, replaced, path = collision["kept"], collision["replaced"], collision["path"]
+        conflict = detect(task.execution_id, "file_collision", [replaced, kept], f"{replaced} and {kept} both write {path}",
+                          {"path": path, "kept": kept, "replaced": replaced, "rule": COLLISION_RULE})
+        resolve(conflict, f"Kept {kept}'s version of {path} ({COLLISION_RULE}).", f"kept {kept}'s {path} over {replaced}'s")
+
+
+def close_open_conflicts(execution_id: str) -> None:
+    """At aggregation nothing runs any more: a conflict still open lost its follow-up work."""
+    for conflict in Conflict.objects.filter(execution_id=execution_id, status__in=OPEN_STATUSES):
+        stuck = list(Task.objects.filter(execution_id=execution_id, key__in=conflict.details.get("tasks", []))
+                     .exclude(status=TaskStatus.SUCCEEDED).values_list("key", "status"))
+        give_up(conflict, "follow-up work did not finish: " + ", ".join(f"{key} {status}" for key, status in stuck)
+                if stuck else "stopped before a clean re-check")

@@ -1,0 +1,222 @@
+"""The staff web console: thin views over console_selectors and the execution services.
+
+Pages render a first snapshot into the HTML; static/console/*.js keeps it live over the websockets
+of consumers.py and refetches the `.json` twins of the pages (same selectors) when events arrive.
+Every page sends a Content-Security-Policy without inline script, so even markup that slipped
+through sanitizing could not run.
+"""
+
+import re
+from decimal import Decimal
+from functools import wraps
+
+from django import forms
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.admin.views.decorators import staff_member_required
+from django.contrib.auth import views as auth_views
+from django.contrib.auth.forms import AuthenticationForm
+from django.core.exceptions import ValidationError
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.urls import path, reverse
+from django.views.decorators.http import require_GET, require_POST
+
+from . import console_selectors, services
+from .models import Client, Execution, ExecutionStatus
+
+LOGIN_URL = "/console/login/"
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+ACTIVITY_EVENTS = 200
+
+
+def console_view(view):
+    """Staff only (others go to the console's login), and a strict Content-Security-Policy."""
+    @staff_member_required(login_url=LOGIN_URL)
+    @wraps(view)
+    def wrapped(request, *args, **kwargs):
+        response = view(request, *args, **kwargs)
+        response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+        return response
+    return wrapped
+
+
+class StaffAuthenticationForm(AuthenticationForm):
+    error_messages = {
+        **AuthenticationForm.error_messages,
+        "not_staff": "This account has no access to the console. Ask an administrator for staff access.",
+    }
+
+    def confirm_login_allowed(self, user):
+        super().confirm_login_allowed(user)
+        if not user.is_staff:
+            raise ValidationError(self.error_messages["not_staff"], code="not_staff")
+
+
+class ConsoleLoginView(auth_views.LoginView):
+    template_name = "console/login.html"
+    authentication_form = StaffAuthenticationForm
+    redirect_authenticated_user = True
+
+    def get_default_redirect_url(self):
+        return reverse("console:executions")
+
+
+def _list_query(request: HttpRequest) -> dict:
+    status = request.GET.get("status", "")
+    client = request.GET.get("client", "")
+    return {
+        "status": status if status in ExecutionStatus.values else "",
+        "project": request.GET.get("project", "")[:100],
+        "client_id": int(client) if client.isdigit() else None,
+    }
+
+
+@console_view
+@require_GET
+def executions_page(request: HttpRequest) -> HttpResponse:
+    query = _list_query(request)
+    return render(request, "console/executions.html", {
+        "rows": console_selectors.execution_rows(**query), "filters": console_selectors.list_filters(),
+        "query": query, "nav": "executions",
+    })
+
+
+@console_view
+@require_GET
+def executions_json(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"rows": console_selectors.execution_rows(**_list_query(request))})
+
+
+@console_view
+@require_GET
+def execution_page(request: HttpRequest, execution_id: str) -> HttpResponse:
+    snapshot = console_selectors.execution_snapshot(execution_id)
+    if snapshot is None:
+        raise Http404("no such execution")
+    recent = list(Execution.objects.get(pk=execution_id).events.order_by("-seq")[:ACTIVITY_EVENTS])
+    return render(request, "console/execution.html", {
+        "snapshot": snapshot, "activity": [e.as_message() for e in reversed(recent)], "nav": "executions",
+    })
+
+
+@console_view
+@require_GET
+def execution_json(request: HttpRequest, execution_id: str) -> JsonResponse:
+    snapshot = console_selectors.execution_snapshot(execution_id)
+    if snapshot is None:
+        raise Http404("no such execution")
+    return JsonResponse(snapshot)
+
+
+@console_view
+@require_GET
+def task_files_json(request: HttpRequest, execution_id: str, task_key: str) -> JsonResponse:
+    files = console_selectors.task_files(execution_id, task_key)
+    if files is None:
+        raise Http404("no such task")
+    return JsonResponse({"task": task_key, "files": files})
+
+
+@console_view
+@require_POST
+def execution_cancel(request: HttpRequest, execution_id: str) -> HttpResponse:
+    execution = _execution_or_404(execution_id)
+    if services.execution_cancel(execution, by=f"staff ({request.user.get_username()})"):
+        messages.success(request, "Execution cancelled. Running attempts were abandoned; their tokens stay billed.")
+    else:
+        execution.refresh_from_db()
+        messages.error(request, f"Nothing to cancel: the execution is {execution.status}.")
+    return redirect("console:execution", execution_id=execution_id)
+
+
+@console_view
+@require_POST
+def execution_retry(request: HttpRequest, execution_id: str) -> HttpResponse:
+    execution = _execution_or_404(execution_id)
+    reopened = services.execution_retry(execution)
+    if reopened:
+        messages.success(request, f"Retrying {reopened} dead or blocked task{'s' if reopened != 1 else ''}.")
+    else:
+        execution.refresh_from_db()
+        messages.error(request, f"Nothing to retry: the execution is {execution.status}.")
+    return redirect("console:execution", execution_id=execution_id)
+
+
+def _execution_or_404(execution_id: str) -> Execution:
+    execution = Execution.objects.filter(pk=execution_id).first()
+    if execution is None:
+        raise Http404("no such execution")
+    return execution
+
+
+@console_view
+@require_GET
+def pools_page(request: HttpRequest) -> HttpResponse:
+    return render(request, "console/pools.html", {"pools": console_selectors.pool_stats(), "nav": "pools"})
+
+
+@console_view
+@require_GET
+def pools_json(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"pools": console_selectors.pool_stats()})
+
+
+class NewRequestForm(forms.Form):
+    client = forms.ModelChoiceField(queryset=Client.objects.filter(is_active=True).order_by("name"), empty_label=None,
+                                    help_text="The client the execution is billed to.")
+    message = forms.CharField(widget=forms.Textarea(attrs={"rows": 5, "placeholder":
+                              "Build a restaurant website with online booking and secure payments"}),
+                              error_messages={"required": "Describe what to build."})
+    project = forms.CharField(max_length=100, required=False)
+    mode = forms.ChoiceField(choices=Execution.MODES, initial="auto",
+                             help_text="auto lets the router decide between parallel and serial.")
+    force_parallel = forms.BooleanField(required=False)
+    budget_usd = forms.DecimalField(required=False, min_value=Decimal("0"), max_value=Decimal("100000"),
+                                    max_digits=12, decimal_places=2, label="Budget (USD)",
+                                    help_text="Empty: the client's default budget.")
+
+    def clean_message(self):
+        message = self.cleaned_data["message"]  # already stripped; empty is "required"
+        if len(message) > settings.OPENCLAW_MAX_MESSAGE_CHARS:
+            raise ValidationError(f"At most {settings.OPENCLAW_MAX_MESSAGE_CHARS} characters.")
+        return message
+
+
+@console_view
+def new_request_page(request: HttpRequest) -> HttpResponse:
+    form = NewRequestForm(request.POST or None, initial={"client": Client.objects.filter(is_active=True)
+                                                         .order_by("name").first()})
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        execution = services.execution_create(
+            client=data["client"], message=data["message"], session_key=_session_key(request), project=data["project"],
+            mode=data["mode"], force_parallel=data["force_parallel"], budget_usd=data["budget_usd"],
+        )
+        return redirect("console:execution", execution_id=execution.pk)
+    return render(request, "console/new.html", {"form": form, "nav": "new",
+                                                "has_clients": form.fields["client"].queryset.exists()})
+
+
+def _session_key(request: HttpRequest) -> str:
+    return "console-" + (re.sub(r"[^A-Za-z0-9_.:@-]", "", request.user.get_username()) or "staff")[:48]
+
+
+app_name = "console"
+urlpatterns = [
+    path("", executions_page, name="executions"),
+    path("login/", ConsoleLoginView.as_view(), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(next_page=LOGIN_URL), name="logout"),
+    path("executions.json", executions_json, name="executions_json"),
+    path("executions/<str:execution_id>/", execution_page, name="execution"),
+    path("executions/<str:execution_id>.json", execution_json, name="execution_json"),
+    path("executions/<str:execution_id>/tasks/<str:task_key>/files.json", task_files_json, name="task_files"),
+    path("executions/<str:execution_id>/cancel", execution_cancel, name="execution_cancel"),
+    path("executions/<str:execution_id>/retry", execution_retry, name="execution_retry"),
+    path("pools/", pools_page, name="pools"),
+    path("pools.json", pools_json, name="pools_json"),
+    path("new/", new_request_page, name="new"),
+]

@@ -1,0 +1,119 @@
+"""Admin for the live configuration: pools, models, engine settings, and the audit trail of changes.
+
+Edits take effect at the next dispatch: the scheduler reads the pool's row on every dispatch.
+"""
+
+import os
+
+from django.contrib import admin
+from django.db.models import Count, OuterRef, Subquery
+from django.db.models.functions import Coalesce
+
+from executions.models import TaskStatus
+
+from .audit import record_changes, record_deletion, snapshot
+from .models import ConfigChange, EngineSettings, ModelProfile, WorkerPool
+
+
+class AuditedAdmin(admin.ModelAdmin):
+    """Every save and delete through the admin is written to the ConfigChange trail."""
+
+    def save_model(self, request, obj, form, change):
+        before = snapshot(type(obj).objects.get(pk=obj.pk)) if change and obj.pk else None
+        super().save_model(request, obj, form, change)
+        record_changes(obj, before, user=request.user)
+
+    def delete_model(self, request, obj):
+        record_deletion(obj, user=request.user)
+        super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        for obj in queryset:
+            record_deletion(obj, user=request.user)
+        super().delete_queryset(request, queryset)
+
+
+@admin.register(ModelProfile)
+class ModelProfileAdmin(AuditedAdmin):
+    list_display = ("name", "provider", "model", "base_url", "api_key_env", "key_status", "input_per_mtok",
+                    "output_per_mtok", "cache_read_per_mtok", "cache_write_per_mtok")
+    list_filter = ("provider",)
+    search_fields = ("name", "model")
+    fieldsets = (
+        (None, {"fields": ("name", "provider", "model", "base_url", "api_key_env", "max_output_tokens")}),
+        ("Prices (USD per million tokens)", {"fields": ("input_per_mtok", "output_per_mtok", "cache_read_per_mtok",
+                                                        "cache_write_per_mtok")}),
+        ("Offline provider", {"fields": ("options",), "classes": ("collapse",)}),
+    )
+
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        if db_field.name == "base_url":
+            kwargs["assume_scheme"] = "https"  # a bare host means the provider's HTTPS endpoint
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
+
+    @admin.display(description="API key")
+    def key_status(self, obj: ModelProfile) -> str:
+        """Whether the key's variable is set in this process (the key itself is never shown or stored)."""
+        if obj.provider == "offline":
+            return "not needed"
+        name = obj.api_key_env or {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY"}[obj.provider]
+        return f"{name} set" if os.environ.get(name) else f"{name} missing: runs offline"
+
+
+@admin.register(WorkerPool)
+class WorkerPoolAdmin(AuditedAdmin):
+    list_display = ("name", "enabled", "max_concurrent", "timeout_sec", "max_retries", "retry_backoff_sec", "model",
+                    "offline_latency_sec", "ready", "active")
+    list_editable = ("enabled", "max_concurrent", "timeout_sec", "max_retries")
+    fields = ("name", "enabled", "max_concurrent", "timeout_sec", "max_retries", "retry_backoff_sec", "model",
+              "offline_latency_sec")
+
+    def get_queryset(self, request):
+        from executions.models import Task
+
+        def count(statuses):
+            rows = Task.objects.filter(pool=OuterRef("name"), status__in=statuses).order_by().values("pool")
+            return Coalesce(Subquery(rows.annotate(n=Count("id")).values("n")), 0)
+
+        return super().get_queryset(request).select_related("model").annotate(
+            ready_tasks=count([TaskStatus.READY]), active_tasks=count([TaskStatus.QUEUED, TaskStatus.RUNNING]),
+        )
+
+    @admin.display(description="ready")
+    def ready(self, obj: WorkerPool) -> int:
+        return obj.ready_tasks
+
+    @admin.display(description="queued + running")
+    def active(self, obj: WorkerPool) -> int:
+        return obj.active_tasks
+
+
+@admin.register(EngineSettings)
+class EngineSettingsAdmin(AuditedAdmin):
+    list_display = ("__str__", "enabled", "auto_fallback_to_serial", "pm_model", "synthesis_model",
+                    "remediation_max_rounds", "max_tasks_per_plan")
+
+    def has_add_permission(self, request):
+        return not EngineSettings.objects.exists()
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(ConfigChange)
+class ConfigChangeAdmin(admin.ModelAdmin):
+    """Read-only: the trail is written by the admin and load_config, never edited."""
+
+    list_display = ("changed_at", "actor", "object_type", "object_repr", "field", "old_value", "new_value")
+    list_filter = ("object_type", "actor")
+    search_fields = ("object_repr", "field", "actor")
+    date_hierarchy = "changed_at"
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

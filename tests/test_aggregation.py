@@ -1,0 +1,176 @@
+"""Merging, file collisions, dependency overlays, quality and the artifacts zip (database, no workers)."""
+
+import io
+import zipfile
+from datetime import timedelta
+
+import pytest
+from django.test import Client as HttpClient
+from django.utils import timezone
+
+from executions import result_aggregator
+from executions.conflicts import record_collisions
+from executions.models import ApiKey, Client, Conflict, Event, Execution, Task
+from pools.agents import dependency_results
+
+T0 = timezone.now()
+
+
+@pytest.fixture
+def execution(db):
+    client = Client.objects.create(name="acme")
+    return Execution.objects.create(id="exec_test_1", client=client, session_key="s", message="Build it",
+                                    status="executing", started_at=T0)
+
+
+def make_task(execution, key, *, files=(), findings=(), kind="plan", pool="codegen", status="succeeded", parent=None,
+              at=0, blocked_by=(), soft_deps=(), weight=1.0):
+    return Task.objects.create(
+        execution=execution, key=key, pool=pool, description=key, kind=kind, status=status, parent=parent,
+        blocked_by=list(blocked_by), soft_deps=list(soft_deps), weight=weight,
+        finished_at=T0 + timedelta(seconds=at) if status == "succeeded" else None,
+        result={"summary": key, "files": [{"path": p, "content": c} for p, c in files], "findings": list(findings)},
+    )
+
+
+def test_a_remediation_replaces_its_originals_files_without_a_collision(execution):
+    code = make_task(execution, "task_2", files=[("app.py", "v1"), ("req.txt", "fastapi")], at=1)
+    make_task(execution, "task_2_fix1", kind="remediation", parent=code, files=[("app.py", "v2")], at=2)
+
+    tree, collisions = result_aggregator.merged_files(list(execution.tasks.all()))
+
+    assert {p: e["content"] for p, e in tree.items()} == {"app.py": "v2", "req.txt": "fastapi"}
+    assert collisions == []
+
+
+def test_two_lineages_writing_one_path_collide_and_the_rule_decides(execution):
+    make_task(execution, "task_1", files=[("README.md", "frontend")], at=1)
+    later = make_task(execution, "task_2", files=[("README.md", "backend")], at=2)
+    schema = make_task(execution, "task_3", pool="database", files=[("schema.sql", "a")], at=3)
+    make_task(execution, "task_3_rev1", kind="revision", pool="database", parent=schema, files=[("schema.sql", "b")], at=4)
+    # A revision of one lineage beats a later original of another.
+    intruder = make_task(execution, "task_4", files=[("schema.sql", "c")], at=5)
+
+    record_collisions(later)
+    record_collisions(intruder)
+
+    conflicts = list(Conflict.objects.filter(execution=execution).order_by("id"))
+    assert [(c.kind, c.status, c.between) for c in conflicts] == [
+        ("file_collision", "resolved", ["task_1", "task_2"]), ("file_collision", "resolved", ["task_4", "task_3_rev1"])]
+    assert conflicts[1].resolution.startswith("Kept task_3_rev1's version of schema.sql (remediation beats original")
+    tree, _ = result_aggregator.merged_files(list(execution.tasks.all()))
+    assert tree["README.md"]["content"] == "backend" and tree["schema.sql"]["content"] == "b"
+    assert list(Event.objects.filter(execution=execution).values_list("type", flat=True)) == [
+        "conflict.detected", "conflict.resolved"] * 2
+
+
+def test_dependents_read_a_lineage_as_its_latest_version(execution):
+    code = make_task(execution, "task_2", files=[("app.py", "v1"), ("req.txt", "x")], at=1)
+    make_task(execution, "task_2_fix1", kind="remediation", parent=code, files=[("app.py", "v2")], at=2)
+    reaudit = make_task(execution, "task_2_reaudit1", kind="reaudit", pool="security", status="pending",
+                        blocked_by=["task_2_fix1"])
+
+    [dep] = dependency_results(reaudit)
+
+    assert (dep["key"], dep["source"], dep["hard"]) == ("task_2", "task_2_fix1", True)
+    assert {f["path"]: f["content"] for f in dep["files"]} == {"app.py": "v2", "req.txt": "x"}
+
+
+def test_a_soft_dependency_under_revision_is_not_ready(execution):
+    schema = make_task(execution, "task_3", pool="database", files=[("schema.sql", "rejected")], at=1)
+    revision = make_task(execution, "task_3_rev1", kind="revision", pool="database", parent=schema, status="running")
+    backend = make_task(execution, "task_2", status="queued", soft_deps=["task_3"])
+    integration = make_task(execution, "task_5", status="pending", blocked_by=["task_3", "task_3_rev1"])
+
+    assert dependency_results(backend) == []
+    Task.objects.filter(pk=revision.pk).update(status="succeeded", finished_at=T0 + timedelta(seconds=2),
+                                               result={"summary": "r", "files": [{"path": "schema.sql", "content": "ok"}]})
+    [soft] = dependency_results(backend)
+    [hard] = dependency_results(integration)
+    assert soft["files"] == hard["files"] == [{"path": "schema.sql", "content": "ok"}]
+    assert (soft["hard"], hard["hard"]) == (False, True)
+
+
+HIGH = {"severity": "high", "title": "SQL injection", "file": "app.py", "line": 3}
+
+
+@pytest.mark.parametrize("setup,expected", [
+    ({}, 1.0),
+    # One place flagged by two tools counts once: 1 × (1 − 0.1).
+    ({"findings": [HIGH, {**HIGH, "title": "B608"}]}, 0.9),
+    ({"findings": [{**HIGH, "resolved": True}]}, 1.0),
+    # Medium findings weigh 0.02 each; info and low nothing.
+    ({"findings": [{**HIGH, "severity": "medium"}, {**HIGH, "severity": "low", "line": 9}]}, 0.98),
+    # The penalty for findings stops at half.
+    ({"findings": [{**HIGH, "line": n} for n in range(9)]}, 0.5),
+    ({"unresolved": 1}, 0.85),
+    # A dead planned task of weight 1 of 4 loses its share and 0.05: 0.75 − 0.05.
+    ({"dead": True}, 0.7),
+])
+def test_quality_score_formula(execution, setup, expected):
+    make_task(execution, "task_1", findings=setup.get("findings", []), weight=3.0)
+    make_task(execution, "task_2", status="dead" if setup.get("dead") else "succeeded", weight=1.0)
+    for n in range(setup.get("unresolved", 0)):
+        Conflict.objects.create(execution=execution, kind="security_finding", between=["task_1"], description="d",
+                                status="unresolved")
+
+    score = result_aggregator.quality_score(list(execution.tasks.all()), list(execution.conflicts.all()))
+
+    assert score == expected
+
+
+def test_synthesis_facts_report_timeline_remediation_security_and_open_issues(execution):
+    Execution.objects.filter(pk=execution.pk).update(serial_estimate_sec=300, finished_at=T0 + timedelta(seconds=150),
+                                                     mode="parallel")
+    execution.refresh_from_db()
+    code = make_task(execution, "task_2", files=[("app.py", "v1")], findings=[{**HIGH, "file": "lib.py"}], at=1)
+    fix = make_task(execution, "task_2_fix1", kind="remediation", parent=code, files=[("app.py", "v2")], at=3)
+    Task.objects.filter(pk=fix.pk).update(started_at=T0 + timedelta(seconds=1))
+    Conflict.objects.create(execution=execution, kind="security_finding", between=["task_4", "task_2"],
+                            description="Security vs CodeGen on SQL injection", status="resolved",
+                            resolution="fixed by task_2_fix1")
+    tasks, conflicts = list(execution.tasks.all()), list(execution.conflicts.all())
+
+    facts = result_aggregator.synthesis_facts(execution, tasks, conflicts, "completed", 0, 0.9)
+
+    assert facts["timeline"] == "150s wall clock in parallel mode vs 300s serial estimate (50% faster)"
+    assert facts["remediation"].startswith("1 follow-up task(s) for conflicts (task_2_fix1): 2s of agent time")
+    assert facts["security"][0] == "Security vs CodeGen on SQL injection → fixed by task_2_fix1"
+    assert facts["security"][1].startswith("every output verified by real tools")
+    assert facts["unresolved"] == ["open finding: SQL injection (lib.py)"]
+    assert facts["delivered"] == ["task_2 (codegen): task_2"] and facts["quality_score"] == 0.9
+
+
+def test_artifacts_zip_holds_the_merged_tree_for_its_owner_only(execution):
+    code = make_task(execution, "task_2", files=[("backend/app.py", "v1"), ("README.md", "hi")], at=1)
+    make_task(execution, "task_2_fix1", kind="remediation", parent=code, files=[("backend/app.py", "v2")], at=2)
+    _, key = ApiKey.issue(execution.client)
+    _, stranger_key = ApiKey.issue(Client.objects.create(name="other"))
+
+    response = HttpClient(HTTP_X_API_KEY=key).get(f"/api/execution/{execution.pk}/artifacts.zip")
+    stranger = HttpClient(HTTP_X_API_KEY=stranger_key).get(f"/api/execution/{execution.pk}/artifacts.zip")
+
+    assert response.status_code == 200
+    assert response["Content-Disposition"] == f'attachment; filename="{execution.pk}.zip"'
+    with zipfile.ZipFile(io.BytesIO(response.content)) as archive:
+        assert {name: archive.read(name).decode() for name in archive.namelist()} == {
+            "README.md": "hi", "backend/app.py": "v2"}
+    assert stranger.status_code == 404
+    assert HttpClient().get(f"/api/execution/{execution.pk}/artifacts.zip").status_code == 401
+
+
+def test_cancelling_ends_the_open_remediation_rounds_unresolved(execution):
+    from executions.services import execution_cancel
+
+    code = make_task(execution, "task_2", files=[("app.py", "v1")], at=1)
+    make_task(execution, "task_2_fix1", kind="remediation", parent=code, status="running")
+    conflict = Conflict.objects.create(execution=execution, kind="security_finding", between=["task_4", "task_2"],
+                                       description="Security vs CodeGen on SQL injection", status="resolving", rounds=1,
+                                       details={"tasks": ["task_4", "task_2", "task_2_fix1"]})
+
+    assert execution_cancel(execution, by="staff")
+
+    conflict.refresh_from_db()
+    assert conflict.status == "unresolved"
+    assert conflict.resolution == "follow-up work did not finish: task_2_fix1 cancelled"
+    assert Event.objects.filter(execution=execution, type="conflict.unresolved").count() == 1

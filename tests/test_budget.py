@@ -1,0 +1,105 @@
+"""Budgets: spent + reserved checked before each dispatch; over budget the execution stops starting
+work, lets running tasks finish, and ends `budget_exceeded` with a refund by policy."""
+
+from decimal import Decimal
+
+import pytest
+from django.utils import timezone
+
+from executions import billing
+from executions.models import Execution, LedgerEntry, Task, TaskStatus
+from executions.parallel_executor import stop_for_budget
+from executions.result_aggregator import final_status
+from pools.models import ModelProfile, WorkerPool
+from tests.conftest import configure, wait_for_status
+
+REQUEST = "Build a restaurant website with online booking and secure payments"
+
+
+@pytest.fixture
+def execution(db, client_and_key):
+    configure()  # offline model at $3 / $15 per Mtok on every pool
+    client, _ = client_and_key
+    return Execution.objects.create(id="exec_budget", client=client, session_key="s", message="m", status="executing",
+                                    budget_usd=Decimal("0.10"), started_at=timezone.now())
+
+
+def add_task(execution, key, pool="codegen", status=TaskStatus.READY, blocked_by=()):
+    return Task.objects.create(execution=execution, key=key, pool=pool, description=key, status=status,
+                               blocked_by=list(blocked_by))
+
+
+def test_spent_plus_reserved_plus_the_next_task_must_fit(execution):
+    # Without history a codegen attempt is expected to take 2000 tokens in, 3000 out: $0.051.
+    assert billing.attempt_estimates({"codegen"})["codegen"].cost == Decimal("0.051")
+    assert billing.budget_allows_dispatch(execution.pk, "codegen")
+    add_task(execution, "running", status=TaskStatus.RUNNING)  # reserves $0.051
+    assert not billing.budget_allows_dispatch(execution.pk, "codegen")
+    Execution.objects.filter(pk=execution.pk).update(cost_usd=Decimal("0.02"))
+    assert billing.budget_allows_dispatch(execution.pk, "database")  # 0.02 + 0.051 + 0.0285 = 0.0995
+    Execution.objects.filter(pk=execution.pk).update(cost_usd=Decimal("0.03"))
+    assert not billing.budget_allows_dispatch(execution.pk, "database")  # 0.1095
+
+
+def test_no_budget_never_blocks(execution):
+    Execution.objects.filter(pk=execution.pk).update(budget_usd=None, cost_usd=Decimal("1000"))
+    assert billing.budget_allows_dispatch(execution.pk, "codegen")
+
+
+def test_estimates_follow_the_pools_history(execution):
+    task = add_task(execution, "done", status=TaskStatus.SUCCEEDED)
+    now = timezone.now()
+    for number in range(1, 7):
+        task.attempts.create(number=number, status="succeeded", started_at=now, finished_at=now, lease_expires_at=now,
+                             deadline_at=now, tokens_in=1000, tokens_out=1000)
+    estimate = billing.attempt_estimates({"codegen"})["codegen"]
+    assert estimate.from_history and estimate.cost == Decimal("0.018")  # 1000 × 3 + 1000 × 15 per Mtok
+    assert estimate.attempts_per_task == Decimal("6")
+
+
+def test_the_budget_stop_cancels_waiting_work_and_blocks_dependents(execution):
+    add_task(execution, "running", status=TaskStatus.RUNNING)
+    add_task(execution, "ready")
+    add_task(execution, "after_ready", status=TaskStatus.PENDING, blocked_by=["ready"])
+    add_task(execution, "after_running", status=TaskStatus.PENDING, blocked_by=["running"])
+    assert sorted(stop_for_budget(execution.pk)) == ["after_running", "ready"]
+    status = dict(Task.objects.filter(execution=execution).values_list("key", "status"))
+    assert status == {"running": "running", "ready": "cancelled", "after_ready": "blocked", "after_running": "cancelled"}
+    assert Execution.objects.get(pk=execution.pk).status == "executing"  # the running task finishes first
+    Execution.objects.filter(pk=execution.pk).update(budget_usd=Decimal("100"))
+    assert not billing.budget_allows_dispatch(execution.pk, "codegen")  # a stop is final
+    Task.objects.filter(execution=execution, key="running").update(status=TaskStatus.SUCCEEDED)
+    assert final_status(list(Task.objects.filter(execution=execution))) == "budget_exceeded"
+
+
+def test_a_budget_cut_mid_execution(workers, client_and_key, client):
+    """Frontend, backend and database fit the $1 budget; the security audit, on a model at $1000 per
+    Mtok, does not. It is cancelled when backend finishes, while the frontend still runs and then
+    completes: the execution ends budget_exceeded with three of four tasks and 90% of 120/315 back."""
+    from executions.services import execution_create
+
+    configure(latency=0.2, options={"latency_rules": [{"match": "frontend", "latency_sec": 1.5}]})
+    pricey = ModelProfile.objects.create(name="pricey", provider="offline", model="offline-pricey",
+                                         input_per_mtok=Decimal("1000"), output_per_mtok=Decimal("1000"))
+    WorkerPool.objects.filter(name="security").update(model=pricey)
+    owner, raw = client_and_key
+    execution = execution_create(client=owner, message=REQUEST, session_key="budget", mode="parallel",
+                                 budget_usd=Decimal("1.00"))
+    done = wait_for_status(execution.pk, {"completed", "partial", "failed", "budget_exceeded"}, timeout=30)
+
+    assert done.status == "budget_exceeded"
+    tasks = {t.key: t for t in Task.objects.filter(execution=done)}
+    assert {k: t.status for k, t in tasks.items()} == {
+        "task_1": "succeeded", "task_2": "succeeded", "task_3": "succeeded", "task_4": "cancelled"}
+    assert tasks["task_4"].error == billing.BUDGET_STOP_ERROR and not tasks["task_4"].attempts.exists()
+    assert tasks["task_1"].finished_at > tasks["task_4"].finished_at  # the running frontend finished after the stop
+    assert done.cost_usd <= done.budget_usd
+    assert done.estimated_cost_usd > done.budget_usd  # the estimate said so before work started
+    assert done.fee_usd == Decimal("3.20")
+    assert done.refund_usd == Decimal("1.10")  # 3.20 × 0.9 × 120/315 = 1.097
+    assert LedgerEntry.objects.get(execution=done, kind="refund").amount_usd == Decimal("1.10")
+    assert "budget" in done.final_response.lower()
+
+    invoice = client.get(f"/api/execution/{done.pk}/invoice", HTTP_X_API_KEY=raw).json()
+    assert (invoice["totals"]["fee_usd"], invoice["totals"]["refund_usd"], invoice["net_usd"]) == ("3.20", "1.10", "2.10")
+    assert Decimal(invoice["totals"]["usage_usd"]) == done.cost_usd

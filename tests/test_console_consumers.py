@@ -1,0 +1,167 @@
+"""The console's websockets through the real ASGI stack (Origin check, session auth, Redis layer)."""
+
+import asyncio
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from channels.testing import WebsocketCommunicator
+from django.db import connections
+from django.test import Client as HttpClient
+
+from executions import events
+from executions.models import Client, Event, Execution
+from openclaw_site.asgi import application
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ORIGIN = b"http://localhost"
+
+
+def make_user(username: str, *, staff: bool):
+    from django.contrib.auth import get_user_model
+
+    return get_user_model().objects.create_user(username, password="pw-12345678", is_staff=staff)
+
+
+def session_cookie(user) -> bytes:
+    browser = HttpClient()
+    browser.force_login(user)
+    return f"sessionid={browser.cookies['sessionid'].value}".encode()
+
+
+def make_execution(n_events: int) -> Execution:
+    client, _ = Client.objects.get_or_create(name="acme")
+    execution = Execution.objects.create(id=Execution.new_id("ws"), client=client, session_key="ws", message="Build it")
+    for i in range(n_events):
+        events.emit(execution.pk, "task.queued", task_key=f"task_{i + 1}", payload={"pool": "codegen"})
+    return execution
+
+
+def communicator(path: str, *, cookie: bytes | None = None, origin: bytes = ORIGIN) -> WebsocketCommunicator:
+    headers = [(b"host", b"localhost"), (b"origin", origin)]
+    if cookie:
+        headers.append((b"cookie", cookie))
+    return WebsocketCommunicator(application, path, headers=headers)
+
+
+async def receive_until_synced(ws: WebsocketCommunicator) -> tuple[list[int], int]:
+    seqs = []
+    while True:
+        message = await ws.receive_json_from(timeout=5)
+        if message["kind"] == "synced":
+            return seqs, message["last_seq"]
+        assert message["kind"] == "event"
+        seqs.append(message["event"]["seq"])
+
+
+@pytest.fixture(autouse=True)
+async def _close_consumer_connections():
+    """The consumers query from asgiref's sync thread; close its connection so PostgreSQL can
+    drop the test database at the end."""
+    yield
+    await sync_to_async(connections.close_all)()
+
+
+@pytest.fixture
+def staff_cookie():
+    return session_cookie(make_user("ops", staff=True))
+
+
+async def test_anonymous_is_closed():
+    execution = await sync_to_async(make_execution)(1)
+    for path in (f"/ws/executions/{execution.pk}/", "/ws/console/"):
+        connected, code = await communicator(path).connect()
+        assert (connected, code) == (False, 4403)
+
+
+async def test_non_staff_user_is_closed():
+    execution = await sync_to_async(make_execution)(1)
+    cookie = await sync_to_async(session_cookie)(await sync_to_async(make_user)("client-user", staff=False))
+    for path in (f"/ws/executions/{execution.pk}/", "/ws/console/"):
+        connected, code = await communicator(path, cookie=cookie).connect()
+        assert (connected, code) == (False, 4403)
+
+
+async def test_foreign_origin_is_closed_even_for_staff(staff_cookie):
+    execution = await sync_to_async(make_execution)(1)
+    for origin in (b"http://evil.example", b"null"):
+        connected, _ = await communicator(f"/ws/executions/{execution.pk}/", cookie=staff_cookie, origin=origin).connect()
+        assert connected is False
+    ws = communicator(f"/ws/executions/{execution.pk}/", cookie=staff_cookie)
+    connected, _ = await ws.connect()
+    assert connected
+    await ws.disconnect()
+
+
+async def test_unknown_execution_is_closed(staff_cookie):
+    connected, code = await communicator("/ws/executions/exec_nope_1_abc/", cookie=staff_cookie).connect()
+    assert (connected, code) == (False, 4404)
+
+
+async def test_resume_after_seq_replays_exactly_the_missed_events_then_live_ones(staff_cookie):
+    execution = await sync_to_async(make_execution)(5)
+    ws = communicator(f"/ws/executions/{execution.pk}/?after=2", cookie=staff_cookie)
+    assert (await ws.connect())[0]
+    seqs, last = await receive_until_synced(ws)
+    assert (seqs, last) == ([3, 4, 5], 5)
+
+    await sync_to_async(events.emit)(execution.pk, "task.started", task_key="task_1", payload={"attempt": 1})
+    live = await ws.receive_json_from(timeout=5)
+    assert live["kind"] == "event"
+    assert (live["event"]["seq"], live["event"]["type"], live["event"]["task"]) == (6, "task.started", "task_1")
+
+    # The page lost messages after seq 3: it asks again and gets exactly 4..6.
+    await ws.send_json_to({"resume": 3})
+    seqs, last = await receive_until_synced(ws)
+    assert (seqs, last) == ([4, 5, 6], 6)
+    assert await ws.receive_nothing(timeout=0.3)
+    await ws.disconnect()
+
+
+async def test_a_dropped_live_message_is_filled_in_from_the_database(staff_cookie):
+    execution = await sync_to_async(make_execution)(2)
+    ws = communicator(f"/ws/executions/{execution.pk}/?after=2", cookie=staff_cookie)
+    assert (await ws.connect())[0]
+    assert await receive_until_synced(ws) == ([], 2)
+
+    def store_without_publishing() -> dict:
+        Event.objects.create(execution=execution, seq=3, type="task.started", task_key="task_1")
+        fourth = Event.objects.create(execution=execution, seq=4, type="task.succeeded", task_key="task_1")
+        Execution.objects.filter(pk=execution.pk).update(next_seq=4)
+        return fourth.as_message()
+
+    fourth = await sync_to_async(store_without_publishing)()
+    # Only seq 4 reaches the group (the layer dropped 3): the consumer must not pass on a gap.
+    await get_channel_layer().group_send(events.execution_group(execution.pk), {"type": "event.message", "event": fourth})
+    seqs, last = await receive_until_synced(ws)
+    assert (seqs, last) == ([3, 4], 4)
+    # A duplicate delivery of an event already sent is dropped.
+    await get_channel_layer().group_send(events.execution_group(execution.pk), {"type": "event.message", "event": fourth})
+    assert await ws.receive_nothing(timeout=0.3)
+    await ws.disconnect()
+
+
+async def test_progress_ticks_are_forwarded(staff_cookie):
+    execution = await sync_to_async(make_execution)(1)
+    ws = communicator(f"/ws/executions/{execution.pk}/", cookie=staff_cookie)
+    assert (await ws.connect())[0]
+    await receive_until_synced(ws)
+    tick = {"execution_id": execution.pk, "task": "task_1", "progress": 40}
+    await sync_to_async(events.publish_ephemeral)(execution.pk, tick)
+    assert await ws.receive_json_from(timeout=5) == {"kind": "progress", "progress": tick}
+    await ws.disconnect()
+
+
+async def test_console_stream_carries_every_execution(staff_cookie):
+    first, second = await sync_to_async(make_execution)(0), await sync_to_async(make_execution)(0)
+    ws = communicator("/ws/console/", cookie=staff_cookie)
+    assert (await ws.connect())[0]
+    # Group membership is registered in Redis before connect returns; emit after it.
+    await asyncio.sleep(0.05)
+    await sync_to_async(events.emit)(first.pk, "execution.planned", payload={"mode": "parallel"})
+    await sync_to_async(events.emit)(second.pk, "execution.cancelled")
+    received = [await ws.receive_json_from(timeout=5) for _ in range(2)]
+    assert {(m["event"]["execution_id"], m["event"]["type"]) for m in received} == {
+        (first.pk, "execution.planned"), (second.pk, "execution.cancelled")}
+    await ws.disconnect()

@@ -1,0 +1,160 @@
+"""Faults: workers killed at random moments, Redis restarting, database connections dropped,
+an unreliable LLM API. Every execution still reaches the right terminal state, every task
+succeeds at most once, nothing is charged twice."""
+
+import json
+import os
+import random
+import subprocess
+import time
+from collections import Counter
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from executions.billing import refund_for
+from executions.models import Attempt, Execution, LedgerEntry, Task
+from executions.services import execution_create
+from tests.conftest import configure, wait_for_status
+from tests.fakes.llm_server import Drop, Error, FakeLLMServer, Reply, Slow
+
+pytestmark = [pytest.mark.integration, pytest.mark.faults]
+
+RESTAURANT = "Build a restaurant website with online booking and secure payments"
+TERMINAL = {"completed", "partial", "failed", "cancelled", "budget_exceeded"}
+
+
+def assert_exactly_once(execution_ids):
+    """Each task succeeded at most once, each attempt was charged at most once, and the
+    execution's cost equals its ledger."""
+    for execution_id in execution_ids:
+        execution = Execution.objects.get(pk=execution_id)
+        for task in Task.objects.filter(execution=execution):
+            succeeded = task.attempts.filter(status="succeeded").count()
+            assert succeeded == (1 if task.status == "succeeded" else 0), (task, succeeded)
+        keys = list(LedgerEntry.objects.filter(execution=execution, kind="usage").values_list("key", flat=True))
+        assert len(keys) == len(set(keys))
+        usage = sum(LedgerEntry.objects.filter(execution=execution, kind="usage").values_list("amount_usd", flat=True))
+        assert usage == execution.cost_usd
+
+
+def test_workers_sigkilled_20_times_at_random_moments(workers, client_and_key):
+    configure(latency=0.8)
+    rng = random.Random(20)
+    ids = [execution_create(client=client_and_key[0], message=RESTAURANT, session_key=f"k{i}").pk for i in range(6)]
+    for _ in range(20):
+        time.sleep(rng.uniform(0.2, 1.0))
+        workers.kill_workers()
+        workers.start_workers()
+    for execution_id in ids:
+        assert wait_for_status(execution_id, TERMINAL, timeout=120).status == "completed"
+    assert_exactly_once(ids)
+    assert Attempt.objects.filter(task__execution_id__in=ids, status="lost").exists()  # the kills did land
+
+
+def restart_redis(down_sec: float = 1.0) -> None:
+    """Restart the Redis this session uses: the embedded one, or this machine's server on 6379."""
+    if os.environ.get("OPENCLAW_EMBEDDED_REDIS"):
+        from tests import env_plugin
+
+        env_plugin.restart_embedded_redis(down_sec)
+        return
+    assert settings.REDIS_URL.startswith("redis://127.0.0.1:6379"), "can only restart a local Redis"
+    subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", "6379", "shutdown", "nosave"], check=False)
+    time.sleep(down_sec)
+    subprocess.run(["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "-::1", "--port", "6379", "--save", "",
+                    "--appendonly", "no", "--dir", "/var/lib/redis", "--logfile", "/var/log/redis/ci.log"], check=True)
+    time.sleep(0.5)
+
+
+def test_redis_restart_mid_execution_loses_and_duplicates_nothing(workers, client_and_key):
+    configure(latency=1.0)
+    ids = [execution_create(client=client_and_key[0], message=RESTAURANT, session_key=f"r{i}").pk for i in range(4)]
+    deadline = time.monotonic() + 30
+    while not Attempt.objects.filter(task__execution_id__in=ids, status="running").exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    restart_redis()  # queued messages are gone; the reaper resends them from the database
+    for execution_id in ids:
+        assert wait_for_status(execution_id, TERMINAL, timeout=120).status == "completed"
+    assert_exactly_once(ids)
+    assert Task.objects.filter(execution_id__in=ids, status="succeeded").count() == 16
+
+
+@pytest.mark.skipif(settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"),
+                    reason="SQLite has no server connection to drop")
+def test_database_connections_dropped_in_workers_mid_attempt(workers, client_and_key):
+    configure(latency=1.5)
+    execution = execution_create(client=client_and_key[0], message=RESTAURANT, session_key="db")
+    deadline = time.monotonic() + 30
+    while not Attempt.objects.filter(task__execution=execution, status="running").exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                       "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+    done = wait_for_status(execution.pk, TERMINAL, timeout=90)
+    assert done.status == "completed"
+    assert_exactly_once([done.pk])
+
+
+def agent_json(body: dict) -> str:
+    """What a well-behaved model answers, by the prompt it got."""
+    text = json.dumps(body)
+    if "Decompose the request" in text:
+        return json.dumps({"tasks": [
+            {"id": "task_1", "pool": "codegen", "description": "Build Next.js frontend", "priority": 1},
+            {"id": "task_2", "pool": "codegen", "description": "Build FastAPI backend", "priority": 1},
+            {"id": "task_3", "pool": "database", "description": "Design schema", "priority": 1},
+            {"id": "task_4", "pool": "security", "description": "Security audit", "priority": 2,
+             "blocked_by": ["task_2"]},
+        ]})
+    if "Write the client-facing answer" in text:
+        return "## Delivered\nEverything the facts list."
+    return json.dumps({"summary": "done", "files": [{"path": "src/app.py", "content": "VALUE = 1\n"}], "findings": []})
+
+
+def test_llm_api_faults_at_30_percent_of_calls(client_and_key, transactional_db):
+    from tests.conftest import Workers
+
+    rng = random.Random(30)
+    faults = [lambda: Error(429, retry_after=0.2), lambda: Error(529), lambda: Error(500), lambda: Drop(),
+              lambda: Slow(30)]
+    actions = [rng.choice(faults)() if rng.random() < 0.3 else Reply(chunk_size=64) for _ in range(600)]
+    with FakeLLMServer(default_reply=agent_json) as server:
+        server.script(actions)
+        from pools.config_io import load_config
+
+        prices = {"input_per_mtok": 3.0, "output_per_mtok": 15.0, "api_key_env": "FAKE_LLM_KEY"}
+        pool = {"max_concurrent": 3, "timeout_sec": 3, "max_retries": 2, "retry_backoff_sec": 0.1}
+        load_config({
+            "parallel_execution": {"pm": {"model": "claude"}, "worker_pools": {
+                "codegen": {**pool, "model": "claude"}, "security": {**pool, "model": "gpt"},
+                "database": {**pool, "model": "gpt"}}},
+            "models": {"claude": {"provider": "anthropic", "model": "claude-sonnet-4-5",
+                                  "base_url": server.anthropic_base_url, **prices},
+                       "gpt": {"provider": "openai", "model": "MiniMax-M2.5", "base_url": server.openai_base_url,
+                               **prices}},
+        }, force=True)
+        os.environ["FAKE_LLM_KEY"] = "sk-test"  # the PM's plan call happens in the workers; synthesis too
+        running = Workers(env={"FAKE_LLM_KEY": "sk-test"}).start()
+        try:
+            ids = [execution_create(client=client_and_key[0], message=RESTAURANT, session_key=f"f{i}",
+                                    force_parallel=True).pk for i in range(8)]
+            finals = [wait_for_status(i, TERMINAL, timeout=180) for i in ids]
+        finally:
+            running.stop()
+    outcomes = Counter(e.status for e in finals)
+    assert set(outcomes) <= {"completed", "partial", "failed"}
+    retried = Attempt.objects.filter(task__execution_id__in=ids, status="failed").count()
+    assert retried > 0  # the faults were felt…
+    for execution in finals:
+        tasks = list(Task.objects.filter(execution=execution))
+        for task in tasks:
+            assert task.status in ("succeeded", "dead", "blocked")
+            if task.status == "dead":
+                assert task.attempts.count() == 3
+        # …and every end matches the policy: refund as it prescribes for the final status.
+        assert execution.refund_usd == refund_for(execution, execution.status, tasks)
+    assert_exactly_once(ids)

@@ -1,0 +1,118 @@
+"""The ledger: exactly-once entries under redelivery, and an invoice that agrees with it to the cent."""
+
+from decimal import Decimal
+
+import pytest
+from django.db.models import Sum
+
+from executions import billing
+from executions.models import ApiKey, Attempt, Client, Execution, LedgerEntry, Task, TaskStatus
+from pools import llm
+from tests.conftest import configure
+
+REQUEST = "Build a restaurant website with online booking and secure payments"
+
+
+def run_in_process(execution_id: str) -> Execution:
+    """Drive an execution with the actor bodies in this process (no workers): plan, every queued
+    task's message, aggregation."""
+    from executions.result_aggregator import aggregate
+    from executions.services import execution_plan
+    from pools.tasks import run_task
+
+    execution_plan(execution_id)
+    for _ in range(50):
+        queued = list(Task.objects.filter(execution_id=execution_id, status=TaskStatus.QUEUED)
+                      .values_list("id", "dispatch_count"))
+        if not queued:
+            break
+        for task_id, dispatch_no in queued:
+            run_task.fn(task_id, dispatch_no)
+    aggregate(execution_id)
+    return Execution.objects.get(pk=execution_id)
+
+
+@pytest.mark.django_db
+def test_record_usage_twice_charges_once(client_and_key):
+    client, _ = client_and_key
+    execution = Execution.objects.create(id="exec_u", client=client, session_key="s", message="m")
+    task = Task.objects.create(execution=execution, key="task_1", pool="codegen", description="d")
+    attempt = Attempt.objects.create(task=task, number=1, lease_expires_at=execution.created_at,
+                                     deadline_at=execution.created_at)
+    spec = llm.ModelSpec(name="m", provider="offline", model="x", input_per_mtok=Decimal("0.3"),
+                         output_per_mtok=Decimal("1.2"))
+    completion = llm.Completion(text="{}", input_tokens=1234, output_tokens=567)
+    assert billing.record_usage(attempt, spec, completion) is True
+    assert billing.record_usage(attempt, spec, completion) is False
+    entry = LedgerEntry.objects.get(execution=execution)
+    # 1234 × 0.3 + 567 × 1.2 = 1050.6 per million: kept to the micro-dollar
+    assert entry.key == f"usage:{attempt.pk}" and entry.amount_usd == Decimal("0.001051")
+    execution.refresh_from_db()
+    task.refresh_from_db()
+    assert execution.cost_usd == task.cost_usd == entry.amount_usd
+    assert (execution.tokens_in, execution.tokens_out) == (1234, 567)
+
+
+def test_a_redelivered_message_and_a_repeated_report_charge_nothing(transactional_db, redis_server, client_and_key):
+    from executions.parallel_executor import attempt_succeed
+    from executions.services import execution_create, execution_plan
+    from pools.tasks import run_task
+
+    configure(latency=0.0)
+    client, _ = client_and_key
+    execution = execution_create(client=client, message=REQUEST, session_key="redelivery")
+    execution_plan(execution.pk)
+    task = Task.objects.filter(execution=execution, status=TaskStatus.QUEUED).first()
+    run_task.fn(task.pk, task.dispatch_count)
+    run_task.fn(task.pk, task.dispatch_count)  # Redis redelivers the same message
+    attempt = Attempt.objects.get(task=task)
+    assert attempt.status == "succeeded"
+    ledger_before = list(LedgerEntry.objects.filter(execution=execution).values_list("key", "amount_usd"))
+    cost_before = Execution.objects.get(pk=execution.pk).cost_usd
+    # The worker reports the same attempt again (a retried report after a lost reply).
+    spec = llm.resolve(None)
+    assert attempt_succeed(attempt.pk, result={"summary": "again", "files": [], "findings": []},
+                           usage=(spec, llm.Completion(text="x", input_tokens=10, output_tokens=10))) is False
+    assert list(LedgerEntry.objects.filter(execution=execution).values_list("key", "amount_usd")) == ledger_before
+    assert Execution.objects.get(pk=execution.pk).cost_usd == cost_before
+    assert LedgerEntry.objects.filter(key=f"usage:{attempt.pk}").count() == 1
+
+
+def test_invoice_agrees_with_the_ledger_and_the_execution(transactional_db, redis_server, client_and_key, client):
+    """The seed's scenario end to end: backend dies, security is blocked → 60% of $3.20 back."""
+    from executions.services import execution_create
+
+    configure(latency=0.0, retries=0, options={"fail_rules": [{"match": "backend", "error": "fatal"}]})
+    owner, raw = client_and_key
+    execution = execution_create(client=owner, message=REQUEST, session_key="invoice", mode="parallel")
+    execution = run_in_process(execution.pk)
+    assert execution.status == "partial"
+
+    response = client.get(f"/api/execution/{execution.pk}/invoice", HTTP_X_API_KEY=raw)
+    assert response.status_code == 200
+    invoice = response.json()
+    sums = {row["kind"]: row["s"] for row in LedgerEntry.objects.filter(execution=execution).values("kind")
+            .annotate(s=Sum("amount_usd"))}
+    totals = invoice["totals"]
+    assert Decimal(totals["fee_usd"]) == sums["fee"] == execution.fee_usd == Decimal("3.20")
+    assert Decimal(totals["refund_usd"]) == sums["refund"] == execution.refund_usd == Decimal("1.92")
+    assert Decimal(totals["net_usd"]) == Decimal(invoice["net_usd"]) == Decimal("1.28")
+    assert Decimal(totals["usage_usd"]) == sums["usage"] == execution.cost_usd > 0
+    lines = invoice["lines"]
+    assert sum(Decimal(line["amount_usd"]) for line in lines if line["billed"]) == Decimal("1.28")
+    assert sum(Decimal(line["amount_usd"]) for line in lines if not line["billed"]) == execution.cost_usd
+    # One usage line per attempt that used the model (the failed backend raised before any reply), + the PM's calls.
+    succeeded = Attempt.objects.filter(task__execution=execution, status="succeeded")
+    assert {line["key"] for line in lines if line["kind"] == "usage"} == {f"usage:{a.pk}" for a in succeeded} | {
+        f"usage:plan:{execution.pk}:0", f"usage:synthesis:{execution.pk}:0"}
+    assert invoice["refund"]["share_of_fee"] == "0.6000"
+    assert invoice["comparison"]["parallel"]["estimated"] is False
+    assert invoice["comparison"]["serial"]["cost_usd"] == f"{execution.cost_usd:.6f}"
+    detail = client.get(f"/api/execution/{execution.pk}", HTTP_X_API_KEY=raw).json()
+    assert detail["fee_usd"] == "3.20" and detail["refund_usd"] == "1.92"
+    assert detail["comparison"] == invoice["comparison"]
+    assert Decimal(detail["estimated_cost_usd"]) > 0
+
+    other = Client.objects.create(name="other")
+    _, other_key = ApiKey.issue(other)
+    assert client.get(f"/api/execution/{execution.pk}/invoice", HTTP_X_API_KEY=other_key).status_code == 404

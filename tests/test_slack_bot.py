@@ -1,0 +1,401 @@
+"""The Slack bot in one process: signed requests to /slack/events, the listeners, the thread notifier.
+
+Slack's side is tests/fakes/slack_server.py over real HTTP, so slack_sdk and slack-bolt run
+unmodified; Dramatiq messages land in the real (test) Redis and are read back from it.
+"""
+
+import json
+import logging
+import time
+from datetime import timedelta
+from decimal import Decimal
+
+import dramatiq
+import pytest
+from django.core.management import CommandError, call_command
+from django.utils import timezone
+
+from bots import render
+from bots.models import SlackEventReceipt, SlackThread, SlackUserMapping, SlackWorkspace
+from bots.notifier import on_execution_event, thread_sync, thread_sync_run
+from bots.services import client_for_slack_user, slack_user_may_act
+from bots.tasks import start_slack_request
+from executions.models import Client, Conflict, Execution, Task
+from executions.services import execution_create
+from tests.fakes.slack_server import (
+    FakeSlackServer, app_mention_body, block_action_body, signed_headers, slash_command_body,
+)
+
+TOKEN = "xoxb-test-token"
+SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
+TEAM = "T0LINKED"
+OTHER_TEAM = "T0STRANGER"
+USER = "U0ALICE"
+PUBLIC_URL = "https://openclaw.example"
+FORM = "application/x-www-form-urlencoded"
+
+
+@pytest.fixture
+def fake_slack():
+    with FakeSlackServer(token=TOKEN, team_id=TEAM) as server:
+        yield server
+
+
+@pytest.fixture
+def slack_settings(settings, fake_slack):
+    settings.SLACK_BOT_TOKEN = TOKEN
+    settings.SLACK_SIGNING_SECRET = SECRET
+    settings.SLACK_API_URL = fake_slack.url
+    settings.OPENCLAW_PUBLIC_URL = PUBLIC_URL
+    return settings
+
+
+@pytest.fixture
+def acme(db):
+    client = Client.objects.create(name="acme")
+    call_command("link_slack", TEAM, "acme", "--name", "Acme HQ")
+    return client
+
+
+@pytest.fixture
+def slack_log(caplog):
+    # The "openclaw" loggers do not propagate to the root logger that caplog listens on.
+    logger = logging.getLogger("openclaw.slack")
+    logger.addHandler(caplog.handler)
+    caplog.set_level(logging.INFO, logger="openclaw.slack")
+    yield caplog
+    logger.removeHandler(caplog.handler)
+
+
+def post(client, body: str, *, content_type: str = FORM, secret: str = SECRET, timestamp: float | None = None, **extra):
+    return client.post("/slack/events", data=body, content_type=content_type,
+                       **signed_headers(secret, body, timestamp=timestamp), **extra)
+
+
+def queued(redis_server, queue: str) -> list[dramatiq.Message]:
+    """Messages waiting in a Dramatiq queue (read straight from Redis)."""
+    return [dramatiq.Message.decode(raw) for raw in redis_server.hvals(f"openclaw:{queue}.msgs")]
+
+
+def slack_execution(client: Client, **thread_fields) -> tuple[Execution, SlackThread]:
+    execution = execution_create(client=client, message="Build a restaurant website", session_key=f"slack-{TEAM}-{USER}")
+    thread = SlackThread.objects.create(execution=execution, team_id=TEAM, user_id=USER, channel_id="C0PROJECTS",
+                                        **thread_fields)
+    return execution, thread
+
+
+# -- the endpoint and its security ---------------------------------------------------------------
+
+def test_endpoint_without_slack_configuration_answers_503(client, settings, db):
+    settings.SLACK_BOT_TOKEN = ""
+    response = client.post("/slack/events", data="x=1", content_type=FORM)
+    assert response.status_code == 503
+    assert "SLACK_BOT_TOKEN" in response.json()["detail"]
+
+
+def test_bad_and_stale_signatures_are_rejected(client, slack_settings, acme, redis_server):
+    body = slash_command_body("Build a blog", team_id=TEAM, user_id=USER)
+    assert post(client, body, secret="not-the-secret").status_code == 401
+    stale = time.time() - 6 * 60  # outside Slack's 5-minute window, correctly signed
+    assert post(client, body, timestamp=stale).status_code == 401
+    tampered = client.post("/slack/events", data=body.replace("blog", "bank"), content_type=FORM,
+                           **signed_headers(SECRET, body))
+    assert tampered.status_code == 401
+    assert not SlackEventReceipt.objects.exists() and not queued(redis_server, "control")
+    assert post(client, body).status_code == 200  # the same request, properly signed and fresh
+
+
+def test_url_verification_challenge_is_answered(client, slack_settings, db):
+    body = json.dumps({"token": "legacy", "challenge": "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P",
+                       "type": "url_verification"})
+    response = post(client, body, content_type="application/json")
+    assert response.status_code == 200
+    assert response.json() == {"challenge": "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"}
+
+
+# -- starting work ---------------------------------------------------------------------------------
+
+def test_slash_command_acks_fast_and_starts_one_execution(client, slack_settings, acme, redis_server):
+    body = slash_command_body("Build a restaurant website with online booking", team_id=TEAM, user_id=USER)
+    started = time.monotonic()
+    response = post(client, body)
+    assert time.monotonic() - started < 3
+    assert response.status_code == 200
+    assert response.json()["text"].startswith("On it: planning")
+    assert not Execution.objects.exists()  # the listener only enqueues
+    [message] = queued(redis_server, "control")
+    assert message.actor_name == "start_slack_request"
+
+    start_slack_request.fn(*message.args, **message.kwargs)
+    start_slack_request.fn(*message.args, **message.kwargs)  # a redelivered message starts nothing twice
+    execution = Execution.objects.get()
+    assert execution.client == acme
+    assert execution.session_key == f"slack-{TEAM}-{USER}"
+    assert execution.message == "Build a restaurant website with online booking"
+    thread = execution.slack_thread
+    assert (thread.team_id, thread.user_id, thread.channel_id, thread.thread_ts) == (TEAM, USER, "C0PROJECTS", "")
+    assert SlackEventReceipt.objects.get().execution == execution
+
+    # The same invocation delivered again (same trigger_id) is acknowledged and ignored.
+    assert post(client, body).status_code == 200
+    assert len(queued(redis_server, "control")) == 1
+
+
+def test_unlinked_workspace_gets_a_polite_refusal(client, slack_settings, acme, redis_server):
+    response = post(client, slash_command_body("Build a blog", team_id=OTHER_TEAM, user_id="U0BOB"))
+    assert response.status_code == 200
+    assert "isn't linked" in response.json()["text"]
+    assert not SlackEventReceipt.objects.exists() and not queued(redis_server, "control")
+
+    mention = post(client, app_mention_body("build a blog", team_id=OTHER_TEAM, user_id="U0BOB"),
+                   content_type="application/json")
+    assert mention.status_code == 200
+    assert not queued(redis_server, "control")
+    [notice] = queued(redis_server, "slack")
+    assert notice.actor_name == "post_slack_notice" and "isn't linked" in notice.args[1]
+    assert notice.args[3] == "U0BOB"  # ephemeral: only the asker sees it
+
+
+def test_retried_event_delivery_is_deduplicated(client, slack_settings, acme, redis_server):
+    body = app_mention_body("build an online shop", team_id=TEAM, user_id=USER, event_id="Ev0RETRY01",
+                            ts="1700000000.000100")
+    assert post(client, body, content_type="application/json").status_code == 200
+    retried = post(client, body, content_type="application/json", HTTP_X_SLACK_RETRY_NUM="1",
+                   HTTP_X_SLACK_RETRY_REASON="http_timeout")
+    assert retried.status_code == 200
+    [message] = queued(redis_server, "control")
+    assert SlackEventReceipt.objects.get().key == "event:Ev0RETRY01"
+
+    start_slack_request.fn(*message.args, **message.kwargs)
+    execution = Execution.objects.get()
+    assert execution.message == "build an online shop"  # the bot's own mention is not part of the request
+    assert execution.slack_thread.thread_ts == "1700000000.000100"  # follows up in the mention's thread
+
+
+def test_status_and_list_answer_from_the_database(client, slack_settings, acme, redis_server):
+    mine = execution_create(client=acme, message="Build a booking system", session_key="s1")
+    other = execution_create(client=Client.objects.create(name="globex"), message="Secret project", session_key="s2")
+
+    listing = post(client, slash_command_body("list", team_id=TEAM, user_id=USER)).json()
+    assert mine.pk in listing["text"] and other.pk not in listing["text"]
+
+    status = post(client, slash_command_body(f"status {mine.pk}", team_id=TEAM, user_id=USER)).json()["text"]
+    assert "*planning*" in status and f"{PUBLIC_URL}/console/executions/{mine.pk}/" in status
+
+    hidden = post(client, slash_command_body(f"status {other.pk}", team_id=TEAM, user_id=USER)).json()["text"]
+    assert "can't find" in hidden and "Secret" not in hidden
+    assert not queued(redis_server, "control") and not SlackEventReceipt.objects.exists()
+
+
+# -- buttons ---------------------------------------------------------------------------------------
+
+def test_cancel_button_rechecks_the_clicking_user(client, slack_settings, acme, redis_server):
+    execution, _ = slack_execution(acme)
+    stranger = block_action_body(render.CANCEL_ACTION, execution.pk, team_id=OTHER_TEAM, user_id="U0BOB")
+    assert post(client, stranger).status_code == 200
+    assert Execution.objects.get(pk=execution.pk).status == "planning"
+    [notice] = queued(redis_server, "slack")
+    assert notice.args[1] == "Sorry, you can't act on that execution: it belongs to an account you aren't linked to."
+    assert notice.args[3] == "U0BOB"  # ephemeral, to the clicking user only
+
+    SlackUserMapping.objects.create(team_id=TEAM, user_id="U0MALLORY", allowed=False)
+    post(client, block_action_body(render.CANCEL_ACTION, execution.pk, team_id=TEAM, user_id="U0MALLORY"))
+    assert Execution.objects.get(pk=execution.pk).status == "planning"
+
+    assert post(client, block_action_body(render.CANCEL_ACTION, execution.pk, team_id=TEAM, user_id=USER)).status_code == 200
+    cancelled = Execution.objects.get(pk=execution.pk)
+    assert cancelled.status == "cancelled"
+    assert cancelled.final_response == f"Cancelled by <@{USER}> in Slack."
+
+
+def test_retry_button_reopens_dead_tasks(client, slack_settings, acme):
+    execution, _ = slack_execution(acme)
+    Execution.objects.filter(pk=execution.pk).update(status="partial", finished_at=timezone.now())
+    Task.objects.create(execution=execution, key="task_1", pool="codegen", description="Build it", status="succeeded")
+    Task.objects.create(execution=execution, key="task_2", pool="security", description="Audit it", status="dead",
+                        failed_attempts=3, error="timeout")
+    assert post(client, block_action_body(render.RETRY_ACTION, execution.pk, team_id=OTHER_TEAM, user_id="U0BOB")).status_code == 200
+    assert Execution.objects.get(pk=execution.pk).status == "partial"
+
+    post(client, block_action_body(render.RETRY_ACTION, execution.pk, team_id=TEAM, user_id=USER))
+    assert Execution.objects.get(pk=execution.pk).status == "executing"
+    assert Task.objects.get(key="task_2").status == "ready"
+
+
+def test_console_link_button_is_acknowledged(client, slack_settings, acme):
+    execution, _ = slack_execution(acme)
+    response = post(client, block_action_body(render.CONSOLE_ACTION, execution.pk, team_id=TEAM, user_id=USER))
+    assert response.status_code == 200
+    assert Execution.objects.get(pk=execution.pk).status == "planning"
+
+
+# -- who may act -----------------------------------------------------------------------------------
+
+def test_user_mappings_restrict_and_redirect_billing(acme):
+    globex = Client.objects.create(name="globex")
+    assert client_for_slack_user(team_id=TEAM, user_id=USER) == acme
+    assert client_for_slack_user(team_id=OTHER_TEAM, user_id=USER) is None
+
+    SlackUserMapping.objects.create(team_id=TEAM, user_id="U0CONTRACTOR", client=globex)
+    assert client_for_slack_user(team_id=TEAM, user_id="U0CONTRACTOR") == globex
+
+    SlackWorkspace.objects.filter(team_id=TEAM).update(restrict_to_mapped_users=True)
+    assert client_for_slack_user(team_id=TEAM, user_id=USER) is None
+    SlackUserMapping.objects.create(team_id=TEAM, user_id=USER)
+    assert client_for_slack_user(team_id=TEAM, user_id=USER) == acme
+
+    execution = execution_create(client=acme, message="x", session_key="s")
+    assert slack_user_may_act(team_id=TEAM, user_id=USER, execution=execution)
+    assert not slack_user_may_act(team_id=TEAM, user_id="U0CONTRACTOR", execution=execution)
+    Client.objects.filter(pk=acme.pk).update(is_active=False)
+    assert not slack_user_may_act(team_id=TEAM, user_id=USER, execution=execution)
+
+
+def test_link_slack_command(db):
+    with pytest.raises(CommandError, match="No client named 'nobody'"):
+        call_command("link_slack", TEAM, "nobody")
+    first, second = Client.objects.create(name="first"), Client.objects.create(name="second")
+    call_command("link_slack", TEAM, "first")
+    assert SlackWorkspace.objects.get(team_id=TEAM).client == first
+    call_command("link_slack", TEAM, "second", "--restrict")
+    workspace = SlackWorkspace.objects.get(team_id=TEAM)
+    assert workspace.client == second and workspace.restrict_to_mapped_users
+
+
+# -- the thread ------------------------------------------------------------------------------------
+
+def finished_partial_execution(client: Client) -> tuple[Execution, SlackThread]:
+    """A partial delivery with a dead task and a resolved conflict, as the engine leaves it."""
+    execution, thread = slack_execution(client)
+    start = timezone.now() - timedelta(seconds=20)
+    Task.objects.create(execution=execution, key="task_1", pool="codegen", description="Build backend",
+                                 status="succeeded", started_at=start, finished_at=start + timedelta(seconds=8),
+                                 cost_usd=Decimal("0.0123"), weight=90)
+    Task.objects.create(execution=execution, key="task_2", pool="security", description="Audit payments",
+                        status="dead", failed_attempts=3, error="timeout after 300s", weight=120,
+                        started_at=start, finished_at=start + timedelta(seconds=10))
+    Conflict.objects.create(execution=execution, kind="security_finding", between=["task_1", "task_3"],
+                            description="No CSRF protection on the booking form", status="resolved",
+                            resolution="CSRF middleware added to the backend", created_at=start + timedelta(seconds=11),
+                            resolved_at=start + timedelta(seconds=14))
+    Execution.objects.filter(pk=execution.pk).update(
+        status="partial", mode="parallel", created_at=start, started_at=start, finished_at=start + timedelta(seconds=16),
+        serial_estimate_sec=40, cost_usd=Decimal("0.0456"), fee_usd=Decimal("3.20"), refund_usd=Decimal("1.65"),
+        final_response="## Partial delivery\n\n**Backend** delivered; see [docs](https://example.com/docs).",
+    )
+    return Execution.objects.get(pk=execution.pk), thread
+
+
+def test_thread_posts_status_milestones_and_summary_in_order(slack_settings, fake_slack, acme):
+    execution, thread = finished_partial_execution(acme)
+    thread_sync(thread)
+    [status, *replies] = fake_slack.channel_messages("C0PROJECTS")
+    assert status.thread_ts is None  # a slash command's thread starts with our status message
+    assert all(reply.thread_ts == status.ts for reply in replies)
+    assert [r.text.split(" ", 1)[0] for r in replies] == [
+        ":x:", ":mag:", ":white_check_mark:", ":large_orange_diamond:", ":large_orange_diamond:"]
+    assert "`task_2` (security) failed for good after 3 attempts: timeout after 300s" in replies[0].text
+    assert "Conflict detected (security_finding) between `task_1`, `task_3`" in replies[1].text
+    assert "CSRF middleware added" in replies[2].text
+    assert "Partial delivery: 1 of 2 tasks delivered" in replies[3].text and "Refund $1.65" in replies[3].text
+    summary = replies[4].text
+    assert "*Partial delivery* — `" + execution.pk + "`" in summary
+    assert "*Backend* delivered; see <https://example.com/docs|docs>" in summary
+    assert "*Timeline:* 16s in parallel mode vs ~40s serial (2.5× faster)" in summary
+    assert "*Cost:* $0.05 model usage · fee $3.20 · refund $1.65" in summary
+    assert f"<{PUBLIC_URL}/console/executions/{execution.pk}/|Open in console>" in summary
+
+    blocks = json.dumps(status.blocks)
+    assert "*partial*" in blocks and "Took 16s" in blocks and "cost so far $0.0456" in blocks
+    buttons = [e["action_id"] for e in status.blocks[-1]["elements"]]
+    assert buttons == [render.RETRY_ACTION, render.CONSOLE_ACTION]
+
+    thread.refresh_from_db()
+    thread_sync(thread)  # nothing changed: nothing posted, nothing edited
+    assert len(fake_slack.channel_messages("C0PROJECTS")) == 6
+    assert not fake_slack.calls_of("chat.update")
+
+
+def test_status_message_is_edited_in_place_as_the_state_changes(slack_settings, fake_slack, acme):
+    execution, thread = slack_execution(acme, thread_ts="1700000000.000100")  # an @mention's thread
+    thread_sync(thread)
+    [status] = fake_slack.channel_messages("C0PROJECTS")
+    assert status.thread_ts == "1700000000.000100"
+    assert [e["action_id"] for e in status.blocks[-1]["elements"]] == [render.CANCEL_ACTION, render.CONSOLE_ACTION]
+
+    Task.objects.create(execution=execution, key="task_1", pool="codegen", description="Build frontend",
+                        status="running", started_at=timezone.now())
+    Execution.objects.filter(pk=execution.pk).update(status="executing", mode="parallel")
+    thread.refresh_from_db()
+    thread_sync(thread)
+    [status] = fake_slack.channel_messages("C0PROJECTS")
+    assert len(status.updates) == 1
+    assert "*executing*" in status.blocks[0]["text"]["text"]
+    assert "`task_1` codegen — Build frontend · *running*" in status.blocks[2]["text"]["text"]
+
+
+def test_events_enqueue_one_coalesced_sync_per_thread(slack_settings, acme, redis_server):
+    execution, thread = slack_execution(acme)
+    unrelated = execution_create(client=acme, message="from the API", session_key="api")
+    for seq in range(5):
+        on_execution_event({"execution_id": execution.pk, "seq": seq, "type": "task.started"})
+    on_execution_event({"execution_id": unrelated.pk, "seq": 1, "type": "task.started"})
+    [message] = queued(redis_server, "slack")
+    assert (message.actor_name, list(message.args)) == ("sync_slack_thread", [thread.pk])
+
+
+def test_status_edits_are_throttled(slack_settings, fake_slack, acme, redis_server):
+    execution, thread = slack_execution(acme)
+    thread_sync_run(thread.pk)
+    Execution.objects.filter(pk=execution.pk).update(status="executing")
+    thread_sync_run(thread.pk)  # within a second of the last edit: deferred, not sent
+    assert not fake_slack.calls_of("chat.update")
+    [deferred] = queued(redis_server, "slack.DQ")
+    assert list(deferred.args) == [thread.pk]
+    assert 0 < deferred.options["eta"] - time.time() * 1000 <= 1000
+
+
+def test_slack_errors_are_retried_with_backoff_then_dropped_quietly(slack_settings, fake_slack, acme, redis_server,
+                                                                    slack_log):
+    _, thread = slack_execution(acme)
+    fake_slack.fail("chat.postMessage", status=429, retry_after=7)
+    thread_sync_run(thread.pk)
+    [retry] = queued(redis_server, "slack.DQ")
+    assert 6000 < retry.options["eta"] - time.time() * 1000 <= 7000  # honours Retry-After
+    redis_server.delete("openclaw:slack.DQ.msgs", "openclaw:slack.DQ")
+    thread_sync_run(thread.pk)  # a sync that an event asked for waits out the workspace's backoff too
+    assert not fake_slack.calls_of("chat.postMessage", ok=True)
+    [deferred] = queued(redis_server, "slack.DQ")
+    assert 5000 < deferred.options["eta"] - time.time() * 1000 <= 7000
+
+    redis_server.flushdb()  # drops the queued retry and the workspace backoff (both live in Redis)
+    fake_slack.fail("*", status=500, times=None)
+    for attempt in (2, 3):
+        redis_server.flushdb()
+        thread_sync_run(thread.pk)
+        assert len(queued(redis_server, "slack.DQ")) == 1
+        assert SlackThread.objects.get(pk=thread.pk).failures == attempt
+    assert len(fake_slack.calls_of("chat.postMessage", ok=False)) == 1 + 2 * 2  # slack_sdk retries a 500 once itself
+
+    redis_server.flushdb()
+    thread_sync_run(thread.pk)
+    assert not queued(redis_server, "slack.DQ") and not queued(redis_server, "slack")
+    assert "giving up after 4 attempt(s): HTTP 500" in slack_log.text
+    assert SlackThread.objects.get(pk=thread.pk).sync_lease_until is None
+
+    fake_slack.recover()
+    thread_sync_run(thread.pk)  # the next event's sync finds Slack back
+    thread.refresh_from_db()
+    assert thread.failures == 0 and thread.status_ts
+
+    fake_slack.missing_channels.add("C0PROJECTS")
+    Execution.objects.filter(pk=thread.execution_id).update(status="executing")
+    SlackThread.objects.filter(pk=thread.pk).update(synced_at=None)
+    thread_sync_run(thread.pk)  # not retryable: the channel is gone
+    assert not queued(redis_server, "slack.DQ")
+    assert "giving up after 1 attempt(s): HTTP 200 channel_not_found" in slack_log.text
+
+
+def test_markdown_becomes_slack_mrkdwn():
+    text = "# Title\n**bold** and __it__\n- item\n[link](https://x.example/a)"
+    assert render.markdown_to_mrkdwn(text) == "*Title*\n*bold* and _it_\n• item\n<https://x.example/a|link>"
