@@ -21,10 +21,12 @@ BENCHMARKS = {
     "makespan": "seed DAG and random DAGs: makespan / lower bound, rank vs FIFO dispatch",
     "dispatch": "dependency finished → agent started, vs bare Dramatiq",
     "throughput": "zero-latency tasks per second, vs bare Dramatiq no-ops",
-    "events": "event committed → channel-layer subscriber receives",
+    "events": "event committed → console websocket client receives",
     "cost": "serial vs parallel on the seed's three cost-comparison projects",
     "scale": "executions submitted at once through the HTTP API",
 }
+# Run only when named: API clients and console websockets for a minute (bench/load.py).
+OPT_IN = {"load": "concurrent API clients and console websockets (only when named)"}
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -77,8 +79,8 @@ def show(console, name: str, result: dict, seconds: float) -> None:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="\n".join(f"  {k:<11} {v}" for k, v in BENCHMARKS.items()))
-    parser.add_argument("names", nargs="*", choices=[[], *BENCHMARKS], metavar="name",
+                                     epilog="\n".join(f"  {k:<11} {v}" for k, v in {**BENCHMARKS, **OPT_IN}.items()))
+    parser.add_argument("names", nargs="*", choices=[[], *BENCHMARKS, *OPT_IN], metavar="name",
                         help="benchmarks to run (default: all)")
     parser.add_argument("--quick", action="store_true", help="smaller sizes (scale: 100 and 300 executions)")
     args = parser.parse_args(argv)
@@ -105,9 +107,15 @@ def main(argv: list[str]) -> int:
         for name in names:
             module = importlib.import_module(f"bench.{name}")
             started = time.monotonic()
-            result = module.run(ctx)
-            seconds = time.monotonic() - started
-            show(console, name, result, seconds)
+            if name in OPT_IN:
+                result = {"title": module.__doc__.splitlines()[0], "columns": [], "rows": [],
+                          "data": module.run(quick=args.quick)}
+                module.report(result["data"])
+                seconds = time.monotonic() - started
+            else:
+                result = module.run(ctx)
+                seconds = time.monotonic() - started
+                show(console, name, result, seconds)
             failures += sum(1 for _, ok, _ in result.get("checks", []) if not ok)
             (RESULTS / f"{name}.json").write_text(json.dumps(
                 {"benchmark": name, "quick": args.quick, "seconds": round(seconds, 1), "machine": info,

@@ -258,13 +258,15 @@ def execution_from_plan(client, plan_tasks: list[dict], durations: dict[str, flo
     from executions.parallel_executor import create_tasks, dispatch_after_commit
 
     now = timezone.now()
+    estimated_cost = billing.plan_cost_estimate(plan_tasks)
     with transaction.atomic():
         execution = Execution.objects.create(
             id=Execution.new_id("bench"), client=client, session_key="bench", message=message,
             requested_mode="parallel", mode="parallel", routing_reason="benchmark plan", status=ExecutionStatus.EXECUTING,
             plan={"tasks": plan_tasks}, plan_source="model", started_at=now, phase_sent_at=now,
+            estimated_cost_usd=estimated_cost,
         )
-        billing.charge_fee(execution, billing.fee_for_plan(len(plan_tasks)))
+        billing.charge_fee(execution, billing.fee_for_plan(task_count=len(plan_tasks), estimated_cost=estimated_cost))
         created = create_tasks(execution, plan_tasks, expected=durations, weights=durations)
         events.emit(execution.pk, "execution.planned", payload={"mode": "parallel", "tasks": len(created)})
         dispatch_after_commit(t.pool for t in created)
@@ -272,7 +274,13 @@ def execution_from_plan(client, plan_tasks: list[dict], durations: dict[str, flo
 
 
 def plan_task(key: str, pool: str, duration: float, blocked_by=(), priority: int = 1, label: str = "task") -> dict:
-    return {"id": key, "pool": pool, "description": f"Bench {label} {key} {duration_tag(duration)}",
+    """A plan task whose offline agent takes `duration` seconds.
+
+    "frontend" makes the offline codegen agent answer with front-end files: no Python, so no
+    bandit subprocess per attempt (its cost is measured on its own by the throughput benchmark)
+    and the numbers are the engine's own.
+    """
+    return {"id": key, "pool": pool, "description": f"Bench {label} {key}: frontend pages {duration_tag(duration)}",
             "priority": priority, "timeout_sec": 600, "blocked_by": list(blocked_by), "soft_deps": [], "context": {}}
 
 

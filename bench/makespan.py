@@ -62,11 +62,21 @@ def predictions(plan: list[dict], durations: dict[str, float]) -> dict:
 
 
 def measured(execution_id: str) -> dict:
-    from executions.models import Execution
+    """The run's makespan, and the lower bound recomputed from the tasks' actual durations.
+
+    An attempt takes its model latency plus the worker's own work on it (verification: bandit,
+    schema checks); the second bound holds that fixed, so its ratio is the scheduler's share alone.
+    """
+    from executions.models import Execution, Task
+    from executions.parallel_executor import PlanNode, lower_bound
 
     execution = Execution.objects.get(pk=execution_id)
     first, last = harness.task_window([execution_id])
-    return {"status": execution.status, "makespan": round(last - first, 3), "duration": execution.duration_sec}
+    tasks = list(Task.objects.filter(execution_id=execution_id))
+    nodes = [PlanNode(t.key, t.pool, (t.finished_at - t.started_at).total_seconds(), t.priority, tuple(t.blocked_by))
+             for t in tasks]
+    return {"status": execution.status, "tasks": len(tasks), "makespan": round(last - first, 3),
+            "duration": execution.duration_sec, "actual_bound": round(lower_bound(nodes, LIMITS), 3)}
 
 
 def run_seed_dag(client) -> tuple[dict, dict]:
@@ -108,20 +118,25 @@ def run(ctx) -> dict:
         for order in ("rank", "fifo"):
             got = entry[order]
             got["ratio"] = round(got["makespan"] / bound, 3)
+            got["ratio_actual"] = round(got["makespan"] / got["actual_bound"], 3)
         target = 1.05 if name.startswith("seed") else 1.15
+        rank, fifo = entry["rank"], entry["fifo"]
         rows.append([name, f"{bound:.2f}", f"{entry['prediction']['sim_rank'] / bound:.3f}",
-                     f"{entry['prediction']['sim_fifo'] / bound:.3f}", entry["rank"]["makespan"],
-                     entry["rank"]["ratio"], entry["fifo"]["ratio"], entry["rank"]["duration"],
-                     entry["rank"]["status"]])
-        checks.append((f"{name}: rank makespan / bound ≤ {target}", entry["rank"]["ratio"] <= target,
-                       entry["rank"]["ratio"]))
+                     f"{entry['prediction']['sim_fifo'] / bound:.3f}", rank["makespan"], rank["ratio"],
+                     f"{rank['actual_bound']:.2f}", rank["ratio_actual"], fifo["ratio"], fifo["ratio_actual"],
+                     rank["duration"], f"{rank['status']} ({rank['tasks']} tasks)"])
+        checks.append((f"{name}: rank makespan / bound of the actual durations ≤ {target}",
+                       rank["ratio_actual"] <= target, rank["ratio_actual"]))
     return {
         "title": "Makespan / lower bound (rank rule vs FIFO; simulated and measured)",
-        "columns": ["DAG", "bound s", "sim rank", "sim fifo", "rank makespan s", "rank ratio", "fifo ratio",
-                    "execution s", "status"],
+        "columns": ["DAG", "bound s", "sim rank", "sim fifo", "rank makespan s", "rank ratio", "actual bound s",
+                    "rank ratio (actual)", "fifo ratio", "fifo ratio (actual)", "execution s", "status"],
         "rows": rows,
         "checks": checks,
         "data": {"limits": LIMITS, "durations": list(DURATIONS), "runs": runs},
-        "notes": ["ratios are makespan / lower bound; 'sim' columns are simulate_makespan's predictions",
-                  "execution s = planned → finished (aggregation and synthesis included), rank run"],
+        "notes": ["ratio = measured makespan / lower bound from the model latencies; (actual) = / lower bound "
+                  "from each task's measured duration (latency + the worker's verification), i.e. the "
+                  "scheduler's and dispatch's share alone",
+                  "'sim' = simulate_makespan's list-schedule prediction / bound; execution s = planned → "
+                  "finished (aggregation and synthesis included), rank run"],
     }
