@@ -91,9 +91,12 @@ def engine_workers(env: dict | None = None, *, threads: int = WORKER_THREADS, pr
     """`rundramatiq` + reaper on the bench database, with production timings (leases, reaper 1 s)."""
     from openclaw_site.worker_processes import Workers
 
+    known = heartbeats("openclaw")
     running = Workers(threads, env or {}, processes=processes, logs=VAR / "logs")
     running.start()
     try:
+        # Heartbeats of the previous phase's workers linger: wait for this start's own.
+        wait_for_new_heartbeats("openclaw", known, processes, running.workers)
         yield running
     finally:
         running.stop()
@@ -102,14 +105,9 @@ def engine_workers(env: dict | None = None, *, threads: int = WORKER_THREADS, pr
 @contextlib.contextmanager
 def bare_workers(env: dict | None = None, *, threads: int = WORKER_THREADS, processes: int = WORKER_PROCESSES):
     """A plain `dramatiq bench.bare` worker with the same process/thread counts and poll timeout."""
-    import redis
-    from django.conf import settings
-
     from openclaw_site.worker_processes import worker_env
 
-    client = redis.Redis.from_url(settings.REDIS_URL)
-    known = set(client.zrange("bench-bare:__heartbeats__", 0, -1))
-    (VAR / "logs").mkdir(parents=True, exist_ok=True)
+    known = heartbeats("bench-bare")
     log = open(VAR / "logs" / "bare.log", "ab")
     process = subprocess.Popen(
         [sys.executable, "-m", "dramatiq", "bench.bare:BROKER", "--processes", str(processes), "--threads",
@@ -117,14 +115,26 @@ def bare_workers(env: dict | None = None, *, threads: int = WORKER_THREADS, proc
         cwd=ROOT, env=worker_env(env), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + 30
-        while len(set(client.zrange("bench-bare:__heartbeats__", 0, -1)) - known) < processes:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"bare dramatiq worker did not start; see {VAR}/logs/bare.log")
-            time.sleep(0.1)
+        wait_for_new_heartbeats("bench-bare", known, processes, process)
         yield process
     finally:
         stop_process_group(process)
+
+
+def heartbeats(namespace: str) -> set[bytes]:
+    """Broker ids of the Dramatiq worker processes that have polled Redis (new ones at every start)."""
+    import redis
+    from django.conf import settings
+
+    return set(redis.Redis.from_url(settings.REDIS_URL).zrange(f"{namespace}:__heartbeats__", 0, -1))
+
+
+def wait_for_new_heartbeats(namespace: str, known: set[bytes], processes: int, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 30
+    while len(heartbeats(namespace) - known) < processes:
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"dramatiq workers ({namespace}) did not start; see {VAR}/logs/")
+        time.sleep(0.1)
 
 
 @contextlib.contextmanager

@@ -58,22 +58,16 @@ class Workers:
         return self
 
     def start_workers(self) -> None:
-        known = self.heartbeats()
         self.workers = self._spawn("workers", ["rundramatiq", "--processes", str(self.processes),
                                                "--threads", str(self.threads), "--worker-shutdown-timeout", "2000"])
-        self.wait_ready(known)
+        self.wait_ready()
 
-    @staticmethod
-    def heartbeats() -> set[bytes]:
-        """Broker ids of the worker processes that have polled Redis (one per process, new at each start)."""
-        namespace = settings.DRAMATIQ_BROKER["OPTIONS"]["namespace"]
-        return set(redis.Redis.from_url(settings.REDIS_URL).zrange(f"{namespace}:__heartbeats__", 0, -1))
-
-    def wait_ready(self, known: set[bytes], timeout: float = 30) -> None:
-        """Ready once every new worker process has polled Redis (heartbeats left by earlier ones don't count)."""
+    def wait_ready(self, timeout: float = 30) -> None:
+        """The worker is ready once it has registered its heartbeat in Redis."""
+        client = redis.Redis.from_url(settings.REDIS_URL)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if len(self.heartbeats() - known) >= self.processes:
+            if any(client.scan_iter("openclaw:__heartbeats__*")) or any(client.scan_iter("*heartbeats*")):
                 return
             if self.workers.poll() is not None:
                 raise RuntimeError(f"workers exited early; see {self.logs}/workers.log")
