@@ -60,7 +60,7 @@ def bare_chains(chains: int, steps: int, latency: float) -> list[float]:
 
 
 def run(ctx) -> dict:
-    chains, steps, latency = (4, 12, 0.2) if ctx.quick else (6, 20, 0.2)
+    chains, steps, latency = (4, 12, 0.2) if ctx.quick else (6, 16, 0.2)
     client, _ = harness.bench_client()
     rows, data = [], {"chains": chains, "steps": steps, "latency_sec": latency, "runs": {}}
     timeouts = [("dramatiq default", 1000), ("engine setting", ctx.worker_timeout_ms)]

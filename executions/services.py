@@ -52,15 +52,19 @@ def pool_limits() -> dict[str, pm_coordinator.PoolLimits]:
 def expected_durations(plan_tasks: list[dict], pools: dict[str, WorkerPool], request: str) -> dict[str, float]:
     """Expected seconds per task: the offline model's known latency, the pool's observed median
     duration, the plan's own estimate, or a quarter of the timeout, in that order."""
-    medians = {}
-    for name in {t["pool"] for t in plan_tasks}:
-        durations = [
-            (a.finished_at - a.started_at).total_seconds()
-            for a in Attempt.objects.filter(task__pool=name, status="succeeded").order_by("-finished_at")
-            .only("started_at", "finished_at")[:HISTORY_SAMPLES]
-        ]
-        if len(durations) >= MIN_HISTORY:
-            medians[name] = statistics.median(durations)
+    medians: dict[str, float | None] = {}
+
+    def median_of(name: str) -> float | None:
+        # Read the history only for pools that need it (offline pools know their latency).
+        if name not in medians:
+            durations = [
+                (a.finished_at - a.started_at).total_seconds()
+                for a in Attempt.objects.filter(task__pool=name, status="succeeded").order_by("-finished_at")
+                .only("started_at", "finished_at")[:HISTORY_SAMPLES]
+            ]
+            medians[name] = statistics.median(durations) if len(durations) >= MIN_HISTORY else None
+        return medians[name]
+
     expected = {}
     for task in plan_tasks:
         pool = pools.get(task["pool"])
@@ -70,7 +74,7 @@ def expected_durations(plan_tasks: list[dict], pools: dict[str, WorkerPool], req
                 purpose="agent", system="", prompt="", timeout=task["timeout_sec"], pool=task["pool"],
                 meta={"description": task["description"], "pool_latency_sec": pool.offline_latency_sec},
             ))
-        elif task["pool"] in medians:
+        elif median_of(task["pool"]) is not None:
             expected[task["id"]] = medians[task["pool"]]
         else:
             expected[task["id"]] = float(task["context"].get("estimate_sec") or task["timeout_sec"] / 4)
