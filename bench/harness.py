@@ -140,7 +140,7 @@ def wait_for_new_heartbeats(namespace: str, known: set[bytes], processes: int, p
 @contextlib.contextmanager
 def web_server(env: dict | None = None):
     """daphne serving the site on a free local port; yields the base URL."""
-    import httpx2
+    import httpx
 
     from openclaw_site.worker_processes import worker_env
 
@@ -157,9 +157,9 @@ def web_server(env: dict | None = None):
         deadline = time.monotonic() + 30
         while True:
             try:
-                httpx2.get(f"{base}/api/docs", timeout=1)
+                httpx.get(f"{base}/api/docs", timeout=1)
                 break
-            except httpx2.HTTPError:
+            except httpx.HTTPError:
                 if process.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"daphne did not start; see {VAR}/logs/web.log")
                 time.sleep(0.1)

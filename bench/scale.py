@@ -46,10 +46,10 @@ def check_limits(execution_ids: list[str]) -> dict[str, int]:
 
 
 def submit_all(base: str, raw_key: str, count: int) -> tuple[list[str], list[int], float]:
-    import httpx2
+    import httpx
 
-    http = httpx2.Client(base_url=base, headers={"X-API-Key": raw_key}, timeout=120,
-                         limits=httpx2.Limits(max_connections=CLIENT_THREADS))
+    http = httpx.Client(base_url=base, headers={"X-API-Key": raw_key}, timeout=120,
+                         limits=httpx.Limits(max_connections=CLIENT_THREADS))
 
     def submit(i: int) -> tuple[int, str]:
         reply = http.post("/api/execute-parallel", json={"message": f"Scale benchmark request {i}",
