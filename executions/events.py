@@ -10,8 +10,7 @@ import logging
 import threading
 from typing import Callable
 
-from django.db import transaction
-from django.db.models import F
+from django.db import connection, transaction
 
 from .models import Event, Execution
 
@@ -35,15 +34,40 @@ def subscribe(callback: Subscriber) -> None:
 
 def emit(execution_id: str, type_: str, *, task_key: str = "", payload: dict | None = None) -> Event:
     """Append an event with the execution's next seq; publish it once the transaction commits."""
-    with transaction.atomic():
-        # The UPDATE locks the execution row until commit, so seqs are gap-free and ordered.
-        Execution.objects.filter(pk=execution_id).update(next_seq=F("next_seq") + 1)
-        seq = Execution.objects.filter(pk=execution_id).values_list("next_seq", flat=True).get()
-        event = Event.objects.create(execution_id=execution_id, seq=seq, type=type_, task_key=task_key,
-                                     payload=payload or {})
-        message = event.as_message()
-        transaction.on_commit(lambda: publish(message))
-    return event
+    return emit_many(execution_id, [(type_, task_key, payload)])[0]
+
+
+def emit_many(execution_id: str, items: list[tuple[str, str, dict | None]]) -> list[Event]:
+    """Append several events (type, task key, payload) in order: one seq reservation, one insert."""
+    if not items:
+        return []
+    # No savepoint: an error here fails the caller's transaction anyway.
+    with transaction.atomic(savepoint=False):
+        last = _reserve_seqs(execution_id, len(items))
+        first = last - len(items) + 1
+        events = Event.objects.bulk_create([
+            Event(execution_id=execution_id, seq=first + i, type=type_, task_key=task_key, payload=payload or {})
+            for i, (type_, task_key, payload) in enumerate(items)
+        ])
+        messages = [event.as_message() for event in events]
+        transaction.on_commit(lambda: [publish(message) for message in messages])
+    return events
+
+
+def _reserve_seqs(execution_id: str, count: int) -> int:
+    """Advance the execution's next_seq by `count` and return the new value.
+
+    The UPDATE locks the execution row until commit, so seqs are gap-free and ordered; RETURNING
+    (SQLite ≥ 3.35, PostgreSQL) saves reading the row back.
+    """
+    table = connection.ops.quote_name(Execution._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(f'UPDATE {table} SET "next_seq" = "next_seq" + %s WHERE "id" = %s RETURNING "next_seq"',
+                       [count, execution_id])
+        row = cursor.fetchone()
+    if row is None:
+        raise Execution.DoesNotExist(execution_id)
+    return row[0]
 
 
 def publish(message: dict) -> None:

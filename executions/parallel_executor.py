@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Iterable
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -146,6 +147,12 @@ def cas_execution(execution_id: str, expected: str | Iterable[str], **changes) -
     return Execution.objects.filter(pk=execution_id, status__in=allowed).update(**changes) == 1
 
 
+DISPATCH_ORDER = {
+    "rank": ("priority", "-rank", "execution__created_at", "id"),
+    "fifo": ("ready_at", "id"),  # benchmarks only: see OPENCLAW_DISPATCH_ORDER
+}
+
+
 def dispatch_ready_tasks(pool_name: str) -> int:
     """Queue as many ready tasks of a pool as it has free slots; returns how many were queued."""
     from pools.tasks import send_run_task
@@ -164,12 +171,13 @@ def dispatch_ready_tasks(pool_name: str) -> int:
         candidates = list(
             Task.objects.filter(pool=pool_name, status=TaskStatus.READY, execution__status=ExecutionStatus.EXECUTING)
             .filter(Q(not_before__isnull=True) | Q(not_before__lte=now))
-            .order_by("priority", "-rank", "execution__created_at", "id")
+            .order_by(*DISPATCH_ORDER[settings.OPENCLAW_DISPATCH_ORDER])
             .values_list("id", "execution_id", "key", "dispatch_count")[: free * 2]
         )
         # Execution rows in one global order, so two pools dispatching at once cannot deadlock.
         for execution_id in sorted({c[1] for c in candidates}):
             lock_execution(execution_id)
+        queued: dict[str, list] = {}
         for task_id, execution_id, key, dispatch_count in candidates:
             if len(sent) >= free:
                 break
@@ -178,8 +186,10 @@ def dispatch_ready_tasks(pool_name: str) -> int:
                 continue
             if cas_task(task_id, TaskStatus.READY, status=TaskStatus.QUEUED, dispatch_count=dispatch_count + 1,
                         queued_at=now):
-                events.emit(execution_id, "task.queued", task_key=key, payload={"pool": pool_name})
+                queued.setdefault(execution_id, []).append(("task.queued", key, {"pool": pool_name}))
                 sent.append((task_id, dispatch_count + 1, pool.queue_name))
+        for execution_id, items in queued.items():
+            events.emit_many(execution_id, items)
         for task_id, dispatch_no, queue in sent:
             transaction.on_commit(lambda t=task_id, d=dispatch_no, q=queue: send_run_task(t, d, q))
     # Outside the pool's lock: the stop touches tasks of every pool of the execution.
@@ -267,12 +277,14 @@ def promote_dependents(execution_id: str) -> set[str]:
     rows = list(Task.objects.filter(execution_id=execution_id).values("id", "key", "status", "blocked_by", "pool"))
     done = {r["key"] for r in rows if r["status"] == TaskStatus.SUCCEEDED}
     pools = set()
+    promoted = []
     now = timezone.now()
     for row in rows:
         if row["status"] == TaskStatus.PENDING and all(dep in done for dep in row["blocked_by"]):
             if cas_task(row["id"], TaskStatus.PENDING, status=TaskStatus.READY, ready_at=now):
-                events.emit(execution_id, "task.ready", task_key=row["key"])
+                promoted.append(("task.ready", row["key"], None))
                 pools.add(row["pool"])
+    events.emit_many(execution_id, promoted)
     return pools
 
 

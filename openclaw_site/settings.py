@@ -4,6 +4,7 @@ With no DATABASE_URL the database is SQLite under var/ (WAL); with no REDIS_URL 
 Redis server that `make run` and the test suite start on a socket under var/ is used.
 """
 
+import os
 from pathlib import Path
 
 import environ
@@ -32,6 +33,10 @@ OPENCLAW_LEASE_RENEW_SEC = env.float("OPENCLAW_LEASE_RENEW_SEC", default=3.0)
 # A queued task whose message has not started after this long is sent again (lost message).
 OPENCLAW_REQUEUE_AFTER_SEC = env.float("OPENCLAW_REQUEUE_AFTER_SEC", default=30.0)
 OPENCLAW_REAPER_INTERVAL_SEC = env.float("OPENCLAW_REAPER_INTERVAL_SEC", default=1.0)
+# Which ready task a free pool slot goes to: "rank" (priority, then the longest remaining critical
+# path) or "fifo" (the order tasks became ready). FIFO exists so the benchmarks can measure what the
+# rank rule buys on the real engine; leave it at "rank".
+OPENCLAW_DISPATCH_ORDER = env.str("OPENCLAW_DISPATCH_ORDER", default="rank")
 # Largest request message accepted by the API (characters).
 OPENCLAW_MAX_MESSAGE_CHARS = env.int("OPENCLAW_MAX_MESSAGE_CHARS", default=20_000)
 # Per-client API rate limit (django-ninja throttle syntax).
@@ -143,6 +148,11 @@ DRAMATIQ_BROKER = {
     ],
 }
 DRAMATIQ_AUTODISCOVER_MODULES = ["tasks"]
+# Dramatiq's Redis consumer polls an idle queue with a backoff of up to this many ms (its default is
+# 1000), and every dispatch to an idle pool waits that out. dramatiq reads it from the environment
+# when it starts, and `rundramatiq` execs dramatiq with ours, so setting it here reaches the workers.
+DRAMATIQ_WORKER_TIMEOUT_MS = env.int("DRAMATIQ_WORKER_TIMEOUT_MS", default=50)
+os.environ.setdefault("dramatiq_worker_timeout", str(DRAMATIQ_WORKER_TIMEOUT_MS))
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},

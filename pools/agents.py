@@ -147,7 +147,7 @@ def task_run(task_id: int, dispatch_no: int) -> None:
     attempt = task_start(task_id, dispatch_no, WORKER_ID, lease_sec=settings.OPENCLAW_LEASE_SEC)
     if attempt is None:
         return  # duplicate or stale message
-    task = Task.objects.select_related("execution").get(pk=task_id)
+    task = attempt.task  # loaded by task_start, with its execution
     keeper = LeaseKeeper(attempt.pk, task, EXPECTED_OUTPUT_TOKENS.get(task.pool, 1500))
     keeper.start()
     usage: dict = {}  # (spec, completion so far): tokens are billed whatever the outcome

@@ -8,7 +8,8 @@ driven by the request and task. Latency and failures can be simulated per profil
      "latency_rules": [{"match": "backend", "latency_sec": 9}],   # by task description substring
      "fail_rules": [{"match": "backend", "attempts": [1], "error": "malformed|broken_code|error|fatal"}],
      "flaws": ["sql_injection", "missing_fk_index"],               # first drafts carry these flaws
-     "remediation_fails": 1}                                       # remediation rounds up to 1 fix nothing
+     "remediation_fails": 1,                                       # remediation rounds up to 1 fix nothing
+     "plan": {"tasks": [...]}}                 # the PM answers with this plan (benchmarks: fixed DAGs)
 
 "broken_code" answers with valid JSON whose Python file does not compile (verification fails it).
 """
@@ -73,6 +74,8 @@ class OfflineProvider:
                         {"path": "src/draft.py", "content": "def handler(request)\n    return None\n"}]})
                 raise LLMError(f"simulated provider failure ({kind})", retryable=kind != "fatal")
         if request.purpose == "plan":
+            if "plan" in spec.options:
+                return json.dumps(spec.options["plan"])
             return self._plan(meta)
         if request.purpose == "synthesis":
             return synthesis_markdown(meta.get("facts", {}))

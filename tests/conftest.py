@@ -1,9 +1,5 @@
 """Shared fixtures: the embedded Redis, real worker processes on the test database, config."""
 
-import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -11,6 +7,7 @@ import pytest
 import redis
 from django.conf import settings
 
+from openclaw_site import worker_processes as processes
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -39,79 +36,14 @@ def _redis_for_every_test(request, redis_server):
 
 
 def worker_env(extra: dict | None = None) -> dict:
-    from django.db import connection
-
-    env = dict(os.environ, **FAST_TIMINGS, PYTHONUNBUFFERED="1")
-    db = connection.settings_dict
-    if db["ENGINE"].endswith("sqlite3"):
-        env["SQLITE_PATH"] = str(db["NAME"])
-        env.pop("DATABASE_URL", None)
-    else:
-        env["DATABASE_URL"] = (
-            f"postgres://{db['USER']}:{db['PASSWORD'] or ''}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-        )
-    env["REDIS_URL"] = settings.REDIS_URL
-    env.update(extra or {})
-    return env
+    return processes.worker_env({**FAST_TIMINGS, **(extra or {})})
 
 
-class Workers:
-    """Real `rundramatiq` worker processes and a reaper, against the test database."""
+class Workers(processes.Workers):
+    """Real worker processes and a reaper on the test database, with the tests' fast timings."""
 
     def __init__(self, threads: int = 12, env: dict | None = None):
-        self.env = worker_env(env)
-        self.threads = threads
-        self.logs = settings.VAR_DIR / "test-logs"
-        self.logs.mkdir(parents=True, exist_ok=True)
-        self.workers: subprocess.Popen | None = None
-        self.reaper: subprocess.Popen | None = None
-
-    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
-        log = open(self.logs / f"{name}.log", "ab")
-        return subprocess.Popen([sys.executable, "manage.py", *args], cwd=ROOT, env=self.env, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-
-    def start(self) -> "Workers":
-        self.start_workers()
-        self.reaper = self._spawn("reaper", ["reaper"])
-        return self
-
-    def start_workers(self) -> None:
-        self.workers = self._spawn("workers", ["rundramatiq", "--processes", "1", "--threads", str(self.threads),
-                                               "--worker-shutdown-timeout", "2000"])
-        self.wait_ready()
-
-    def wait_ready(self, timeout: float = 30) -> None:
-        """The worker is ready once it has registered its heartbeat in Redis."""
-        client = redis.Redis.from_url(settings.REDIS_URL)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if any(client.scan_iter("openclaw:__heartbeats__*")) or any(client.scan_iter("*heartbeats*")):
-                return
-            if self.workers.poll() is not None:
-                raise RuntimeError(f"workers exited early; see {self.logs}/workers.log")
-            time.sleep(0.1)
-        raise RuntimeError("workers did not start")
-
-    def worker_pids(self) -> list[int]:
-        """PIDs of the worker processes (children of the dramatiq main process)."""
-        out = subprocess.run(["pgrep", "-P", str(self.workers.pid)], capture_output=True, text=True).stdout
-        return [int(p) for p in out.split()]
-
-    def kill_workers(self, sig=signal.SIGKILL) -> None:
-        os.killpg(self.workers.pid, sig)
-        self.workers.wait(timeout=10)
-
-    def stop(self) -> None:
-        for process in (self.workers, self.reaper):
-            if process and process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        for process in (self.workers, self.reaper):
-            if process:
-                try:
-                    process.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
+        super().__init__(threads, {**FAST_TIMINGS, **(env or {})}, logs=settings.VAR_DIR / "test-logs")
 
 
 @pytest.fixture

@@ -1,0 +1,1 @@
+"""Benchmarks of the engine on real processes: `python -m bench [names…] [--quick]`."""

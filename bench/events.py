@@ -1,0 +1,110 @@
+"""Event latency: a state change's event written → a console websocket client receives it.
+
+A staff websocket client in this process stays connected to daphne's /ws/console/ (the live
+console's feed) while executions run on the real workers. events.emit publishes each event on
+commit from the worker processes to the channel layer (channels_redis on the engine's Redis),
+daphne's ConsoleConsumer forwards it to the socket. Latency is the receive time minus the event's
+`at` (its row's created_at, stamped inside the transaction), so it also covers the rest of that
+transaction and its commit: an upper bound of commit → receive. Delivery to the console is
+at-most-once by design; the events received are counted against the rows stored.
+"""
+
+import asyncio
+import json
+import threading
+import time
+from datetime import datetime
+
+from . import harness
+from .makespan import random_dag
+
+POOLS = ("codegen", "security", "database")
+DURATIONS = (0.1, 0.15, 0.2, 0.25, 0.3)
+
+
+class ConsoleSocket(threading.Thread):
+    """A websocket client of /ws/console/ on its own event loop, stamping every event it receives."""
+
+    def __init__(self, url: str, cookie: str, origin: str):
+        super().__init__(daemon=True)
+        self.url, self.cookie, self.origin = url, cookie, origin
+        self.received: list[tuple[str, int, float]] = []  # (execution id, seq, latency s)
+        self.ready = threading.Event()
+        self.stopped = threading.Event()
+        self.error: Exception | None = None
+
+    def run(self) -> None:
+        try:
+            asyncio.run(self.listen())
+        except Exception as exc:  # reported by the benchmark
+            self.error = exc
+            self.ready.set()
+
+    async def listen(self) -> None:
+        import websockets
+
+        async with websockets.connect(self.url, additional_headers={"Cookie": self.cookie, "Origin": self.origin},
+                                      open_timeout=30) as socket:
+            self.ready.set()
+            while not self.stopped.is_set():
+                try:
+                    raw = await asyncio.wait_for(socket.recv(), timeout=0.5)
+                except asyncio.TimeoutError:
+                    continue
+                now = time.time()
+                message = json.loads(raw)
+                if message.get("kind") == "event":
+                    event = message["event"]
+                    at = datetime.fromisoformat(event["at"]).timestamp()
+                    self.received.append((event["execution_id"], event["seq"], now - at))
+
+
+def staff_cookie() -> str:
+    """A session cookie of a staff user, for the staff-only console websocket."""
+    from importlib import import_module
+
+    from django.conf import settings
+    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
+
+    user, _ = get_user_model().objects.get_or_create(username="bench-staff", defaults={"is_staff": True})
+    store = import_module(settings.SESSION_ENGINE).SessionStore()
+    store[SESSION_KEY] = str(user.pk)
+    store[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+    store[HASH_SESSION_KEY] = user.get_session_auth_hash()
+    store.create()
+    return f"{settings.SESSION_COOKIE_NAME}={store.session_key}"
+
+
+def run(ctx) -> dict:
+    from executions.models import Event
+
+    executions, size = (3, 20) if ctx.quick else (8, 25)
+    harness.configure({"codegen": 6, "security": 4, "database": 4},
+                      options={"latency_rules": harness.latency_rules(DURATIONS)})
+    client, _ = harness.bench_client()
+    with harness.web_server() as (base, _), harness.engine_workers():
+        socket = ConsoleSocket(base.replace("http://", "ws://") + "/ws/console/", staff_cookie(), base)
+        socket.start()
+        socket.ready.wait(30)
+        if socket.error:
+            raise socket.error
+        plans = [random_dag(size, 500 + i, durations=DURATIONS) for i in range(executions)]
+        ids = [harness.execution_from_plan(client, plan, harness.durations_of(plan),
+                                           message="event latency benchmark").pk for plan in plans]
+        harness.wait_terminal(ids, timeout=120)
+        time.sleep(1)  # the last publishes are in flight
+        socket.stopped.set()
+        socket.join(5)
+    received = socket.received
+    mine = [r for r in received if r[0] in set(ids)]
+    stored = Event.objects.filter(execution_id__in=ids).count()
+    stats = harness.summary_ms([latency for _, _, latency in mine])
+    return {
+        "title": "Event latency: event stamped in its transaction → console websocket client receives (ms)",
+        "columns": ["events stored", "received", "p50", "p99", "max"],
+        "rows": [[stored, len(mine), stats.get("p50_ms"), stats.get("p99_ms"), stats.get("max_ms")]],
+        "checks": [("every stored event was received (at-most-once, so not guaranteed)", len(mine) == stored,
+                    f"{len(mine)}/{stored}")],
+        "data": {"executions": executions, "tasks_each": size, "latency": stats, "stored": stored,
+                 "received": len(mine), "path": "worker → channels_redis → daphne ConsoleConsumer → websocket"},
+    }

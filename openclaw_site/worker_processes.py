@@ -1,0 +1,95 @@
+"""Real worker processes on this process's database and Redis: `rundramatiq` plus the reaper.
+
+Used by the integration tests and the benchmarks (`python -m bench`), which both need the same
+processes `make run` starts, pointed at a database of their own.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import redis
+from django.conf import settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def worker_env(extra: dict | None = None) -> dict:
+    """This process's environment, with the database and Redis it uses spelled out for children."""
+    from django.db import connection
+
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    db = connection.settings_dict
+    if connection.vendor == "sqlite":
+        env["SQLITE_PATH"] = str(db["NAME"])
+        env.pop("DATABASE_URL", None)
+    else:
+        env["DATABASE_URL"] = (
+            f"postgres://{db['USER']}:{db['PASSWORD'] or ''}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+        )
+    env["REDIS_URL"] = settings.REDIS_URL
+    env.update(extra or {})
+    return env
+
+
+class Workers:
+    """Real `rundramatiq` worker processes and a reaper, against this process's database."""
+
+    def __init__(self, threads: int = 12, env: dict | None = None, *, processes: int = 1, logs: Path | None = None):
+        self.env = worker_env(env)
+        self.threads = threads
+        self.processes = processes
+        self.logs = logs or settings.VAR_DIR / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.workers: subprocess.Popen | None = None
+        self.reaper: subprocess.Popen | None = None
+
+    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
+        log = open(self.logs / f"{name}.log", "ab")
+        return subprocess.Popen([sys.executable, "manage.py", *args], cwd=ROOT, env=self.env, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+
+    def start(self) -> "Workers":
+        self.start_workers()
+        self.reaper = self._spawn("reaper", ["reaper"])
+        return self
+
+    def start_workers(self) -> None:
+        self.workers = self._spawn("workers", ["rundramatiq", "--processes", str(self.processes),
+                                               "--threads", str(self.threads), "--worker-shutdown-timeout", "2000"])
+        self.wait_ready()
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        """The worker is ready once it has registered its heartbeat in Redis."""
+        client = redis.Redis.from_url(settings.REDIS_URL)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(client.scan_iter("openclaw:__heartbeats__*")) or any(client.scan_iter("*heartbeats*")):
+                return
+            if self.workers.poll() is not None:
+                raise RuntimeError(f"workers exited early; see {self.logs}/workers.log")
+            time.sleep(0.1)
+        raise RuntimeError("workers did not start")
+
+    def worker_pids(self) -> list[int]:
+        """PIDs of the worker processes (children of the dramatiq main process)."""
+        out = subprocess.run(["pgrep", "-P", str(self.workers.pid)], capture_output=True, text=True).stdout
+        return [int(p) for p in out.split()]
+
+    def kill_workers(self, sig=signal.SIGKILL) -> None:
+        os.killpg(self.workers.pid, sig)
+        self.workers.wait(timeout=10)
+
+    def stop(self) -> None:
+        for process in (self.workers, self.reaper):
+            if process and process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in (self.workers, self.reaper):
+            if process:
+                try:
+                    process.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
