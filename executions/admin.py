@@ -5,7 +5,7 @@ from decimal import Decimal
 from django.contrib import admin, messages
 from django.utils.html import format_html, format_html_join
 
-from pools.admin import AuditedAdmin
+from pools.admin import AuditedAdmin, ReadOnlyAdmin
 from pools.audit import record_changes, snapshot
 
 from . import services
@@ -170,7 +170,7 @@ class PricingPolicyAdmin(PolicyAdmin):
 
 
 @admin.register(LedgerEntry)
-class LedgerEntryAdmin(admin.ModelAdmin):
+class LedgerEntryAdmin(ReadOnlyAdmin):
     """The ledger is written by billing only."""
 
     list_display = ("created_at", "client", "execution", "kind", "amount_usd", "pool", "model", "tokens_in",
@@ -178,15 +178,6 @@ class LedgerEntryAdmin(admin.ModelAdmin):
     list_filter = ("kind", "client", "pool")
     search_fields = ("key", "execution__id")
     list_select_related = ("client",)
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 # ---------------------------------------------------------------- executions
@@ -214,7 +205,7 @@ class LedgerInline(ReadOnlyInline):
 
 
 @admin.register(Execution)
-class ExecutionAdmin(admin.ModelAdmin):
+class ExecutionAdmin(ReadOnlyAdmin):
     """Read-only; the only ways to act on an execution are its services (cancel, retry)."""
 
     list_display = ("id", "client", "status", "mode", "project", "created_at", "duration_sec", "cost_usd", "fee_usd",
@@ -237,14 +228,6 @@ class ExecutionAdmin(admin.ModelAdmin):
         ("Attempts", {"fields": ("attempts",)}),
     )
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     def has_operate_permission(self, request) -> bool:
         return request.user.has_perm("executions.change_execution")

@@ -15,6 +15,19 @@ from .audit import record_changes, record_deletion, snapshot
 from .models import ConfigChange, EngineSettings, ModelProfile, WorkerPool
 
 
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Records the system writes (ledger, executions, the audit trail), never edited by hand."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
 class AuditedAdmin(admin.ModelAdmin):
     """Every save and delete through the admin is written to the ConfigChange trail."""
 
@@ -101,19 +114,10 @@ class EngineSettingsAdmin(AuditedAdmin):
 
 
 @admin.register(ConfigChange)
-class ConfigChangeAdmin(admin.ModelAdmin):
+class ConfigChangeAdmin(ReadOnlyAdmin):
     """Read-only: the trail is written by the admin and load_config, never edited."""
 
     list_display = ("changed_at", "actor", "object_type", "object_repr", "field", "old_value", "new_value")
     list_filter = ("object_type", "actor")
     search_fields = ("object_repr", "field", "actor")
     date_hierarchy = "changed_at"
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

@@ -134,7 +134,7 @@ def test_rate_limit_waits_for_retry_after_then_succeeds(server):
 
     assert completion.text == "after the wait"
     first, second = server.requests
-    assert 0.95 <= second.at - first.at < 1.8
+    assert 0.95 <= second.at - first.at < 3.0  # upper bound: room for a loaded machine
 
 
 def test_openai_rate_limit_honours_retry_after_ms(server):
@@ -143,7 +143,7 @@ def test_openai_rate_limit_honours_retry_after_ms(server):
     fast_openai.complete(minimax(server), request(), None)
 
     first, second = server.requests
-    assert 0.38 <= second.at - first.at < 1.0
+    assert 0.38 <= second.at - first.at < 2.0
 
 
 def test_overloaded_529_is_retried(server):
@@ -213,13 +213,13 @@ def test_missing_key_variable_is_not_retryable(server, monkeypatch):
 
 @pytest.mark.parametrize("provider,spec", [(fast_anthropic, claude), (fast_openai, minimax)])
 def test_slow_reply_times_out_at_the_deadline(server, provider, spec):
-    server.script([Slow(seconds=5)])
+    server.script([Slow(seconds=10)])
 
     started = time.monotonic()
     with pytest.raises(LLMTimeout) as raised:
         provider.complete(spec(server), request(timeout=1), None)
 
-    assert 0.9 <= time.monotonic() - started < 1.5
+    assert 0.9 <= time.monotonic() - started < 3.0  # the deadline, not the 10 s reply
     assert raised.value.retryable is True
 
 
@@ -231,7 +231,7 @@ def test_trickling_stream_is_cut_at_the_deadline(server):
     with pytest.raises(LLMTimeout):
         fast_anthropic.complete(claude(server), request(timeout=1), None)
 
-    assert time.monotonic() - started < 1.5
+    assert time.monotonic() - started < 3.0  # the deadline, not the 5 s the stream would take
 
 
 def test_retry_after_beyond_the_deadline_fails_without_sleeping(server):

@@ -113,6 +113,12 @@ def test_slash_command_is_followed_in_its_thread_to_the_final_summary(slack_work
     assert "openclaw_cancel" not in final and "Open in console" in final
 
 
+# "On time" leaves room for a loaded machine, yet less than the 2 × Retry-After an execution that
+# waited on Slack would lose.
+ON_TIME_MARGIN_SEC = 5
+RETRY_AFTER_SEC = 5
+
+
 def test_slack_outage_never_slows_the_execution(slack_workers, acme, client, fake_slack):
     configure(latency=0.3)
     log_file = slack_workers.logs / "workers.log"
@@ -121,27 +127,27 @@ def test_slack_outage_never_slows_the_execution(slack_workers, acme, client, fak
     fake_slack.fail("chat.postMessage", status=500, times=2)
     first, thread = request_from_slack(client)
     done = wait_for_status(first.pk, {"completed", "partial", "failed"}, timeout=40)
-    assert done.status == "completed" and done.duration_sec <= done.estimated_duration_sec + 3
+    assert done.status == "completed" and done.duration_sec <= done.estimated_duration_sec + ON_TIME_MARGIN_SEC
     [status, *_] = fake_slack.wait_for(lambda: summary_posted(fake_slack, first), timeout=20)
     assert "*completed*" in status_text(status)  # caught up, and ended on the final state
     assert [c.status for c in fake_slack.calls_of("chat.postMessage", ok=False)] == [500, 500]
 
     # Edits are rate-limited with Retry-After: every sync of the workspace waits it out.
-    fake_slack.fail("chat.update", status=429, retry_after=2, times=2)
+    fake_slack.fail("chat.update", status=429, retry_after=RETRY_AFTER_SEC, times=2)
     second, thread = request_from_slack(client, after=thread)
     done = wait_for_status(second.pk, {"completed", "partial", "failed"}, timeout=40)
-    assert done.status == "completed" and done.duration_sec <= done.estimated_duration_sec + 3
+    assert done.status == "completed" and done.duration_sec <= done.estimated_duration_sec + ON_TIME_MARGIN_SEC
     [status, *_] = fake_slack.wait_for(lambda: summary_posted(fake_slack, second), timeout=20)
     assert "*completed*" in status_text(status)
     edits = [c for c in fake_slack.calls_of("chat.update") if c.params["ts"] == status.ts]
     assert [c.status for c in edits[:3]] == [429, 429, 200]
-    assert all(later.at - earlier.at >= 2 for earlier, later in zip(edits, edits[1:3]))  # Retry-After honoured
+    assert all(later.at - earlier.at >= RETRY_AFTER_SEC for earlier, later in zip(edits, edits[1:3]))  # honoured
 
     # A Slack that stays down: the execution completes just as fast; the notifier gives up quietly.
     fake_slack.fail("chat.postMessage", status=500, times=None)
     fake_slack.fail("chat.update", status=500, times=None)
     third, thread = request_from_slack(client, after=thread)
     done = wait_for_status(third.pk, {"completed", "partial", "failed"}, timeout=40)
-    assert done.status == "completed" and done.duration_sec <= done.estimated_duration_sec + 3
+    assert done.status == "completed" and done.duration_sec <= done.estimated_duration_sec + ON_TIME_MARGIN_SEC
     fake_slack.wait_for(lambda: f"({third.pk}): giving up after 4 attempt(s): HTTP 500" in log_file.read_text(),
                         timeout=30)
