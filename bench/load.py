@@ -14,6 +14,7 @@ import asyncio
 import json
 import random
 import statistics
+from collections import Counter
 import time
 from pathlib import Path
 
@@ -106,7 +107,7 @@ async def console_socket(url: str, cookie: str, origin: str, deadline: float, st
                     break
             stats["open_at_end"] += 1
     except Exception as exc:
-        stats["errors"].append(type(exc).__name__)
+        stats["errors"].append(f"{type(exc).__name__}: {exc}"[:120])
 
 
 async def generate(base: str, keys: list[str], cookie: str, *, duration: float, websockets_n: int,
@@ -179,7 +180,7 @@ def run(*, quick: bool = False, clients: int = 50, duration: float = 60, websock
         "latency_ms": {op: {"n": len(v), "p50": round(statistics.median(v) * 1000, 1),
                             "p99": round(percentile(v, 0.99) * 1000, 1)} for op, v in sorted(outcome["samples"].items())},
         "websocket": {k: v for k, v in outcome["websockets"].items() if k != "errors"}
-        | {"errors": len(outcome["websockets"]["errors"])},
+        | {"errors": dict(Counter(outcome["websockets"]["errors"]))},
         "executions": drained, "drain_after_load_sec": round(drain_sec, 1), "peak_rss_mb": peaks,
     }
     return result
@@ -201,7 +202,7 @@ def report(result: dict) -> None:
                   f"{result['error_rate']:.3%} {result['errors'] or ''}")
     ws = result["websocket"]
     console.print(f"websockets: {ws['connected']} connected, {ws['open_at_end']} open at the end, "
-                  f"{ws['messages']} messages, {ws['errors']} errors")
+                  f"{ws['messages']} messages, errors: {ws['errors'] or 'none'}")
     ex = result["executions"]
     console.print(f"executions: {ex['accepted']} accepted, {ex['terminal']} terminal, {ex['missing']} missing "
                   f"{ex['by_status']}; drained {result['drain_after_load_sec']}s after the load stopped")

@@ -131,7 +131,11 @@ CACHES = {
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": "openclaw:channels"},
+        # redis-py 8 caps a pool at 100 connections and fails beyond it; hundreds of websockets
+        # connecting at once (group_add each) need more.
+        "CONFIG": {"hosts": [{"address": REDIS_URL,
+                              "max_connections": env.int("CHANNELS_REDIS_MAX_CONNECTIONS", default=2000)}],
+                   "prefix": "openclaw:channels"},
     }
 }
 
