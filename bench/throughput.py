@@ -88,5 +88,5 @@ def run(ctx) -> dict:
         "data": {"bare": bare, "engine": engine, "engine_share_of_bare_pct": share,
                  "bandit_scan_sec_median": round(bandit_sec, 3)},
         "notes": [f"agents answer with front-end files; an output with Python adds a bandit scan "
-                  f"(a subprocess): {bandit_sec * 1000:.0f} ms median here"],
+                  f"(bandit in process): {bandit_sec * 1000:.0f} ms median here"],
     }
