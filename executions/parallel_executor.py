@@ -367,6 +367,10 @@ def attempt_succeed(attempt_id, *, result: dict, usage=None) -> bool:
         attempt = Attempt.objects.select_related("task").get(pk=attempt_id)
         task = attempt.task
         lock_execution(task.execution_id)
+        # Registered first so that, once committed, the freed slot and the dependents are dispatched
+        # before the events are published (the next agent's start is the critical path).
+        pools: set[str] = set()
+        transaction.on_commit(lambda: [dispatch_ready_tasks(pool) for pool in sorted(pools)])
         if usage is not None:
             billing.record_usage(attempt, *usage)
         if not Attempt.objects.filter(pk=attempt_id, status="running").update(status="succeeded", finished_at=now):
@@ -381,8 +385,7 @@ def attempt_succeed(attempt_id, *, result: dict, usage=None) -> bool:
             "files": len(result.get("files", [])), "findings": len(result.get("findings", [])),
         })
         result_aggregator.on_task_succeeded(task)
-        pools = promote_dependents(task.execution_id) | {task.pool}
-        dispatch_after_commit(pools)
+        pools.update(promote_dependents(task.execution_id) | {task.pool})
         maybe_finish_work(task.execution_id)
     return True
 
