@@ -6,6 +6,7 @@ The stream is read on a helper thread while the caller's thread waits on a queue
 holds even when a server trickles bytes slowly enough to never trip the socket read timeout.
 """
 
+import abc
 import email.utils
 import functools
 import logging
@@ -206,7 +207,7 @@ def _classify(exc: Exception, provider: str) -> _Failure | None:
     return None
 
 
-class _StreamingProvider:
+class _StreamingProvider(abc.ABC):
     """The retry loop, deadline and progress shared by both SDKs; subclasses open the stream."""
 
     name = ""
@@ -293,10 +294,11 @@ class _StreamingProvider:
             provider=self.name,
         )
 
+    @abc.abstractmethod
     def _stream(
         self, spec: ModelSpec, request: LLMRequest, api_key: str | None, max_tokens: int, timeout: httpx2.Timeout
     ) -> Iterator[_Text | _Usage | _Model]:
-        raise NotImplementedError
+        """The provider's reply as text deltas, usage and the model name, in arrival order."""
 
 
 @functools.lru_cache(maxsize=32)
