@@ -157,6 +157,11 @@ def dispatch_ready_tasks(pool_name: str) -> int:
     """Queue as many ready tasks of a pool as it has free slots; returns how many were queued."""
     from pools.tasks import send_run_task
 
+    # Most calls find nothing to do (a slot freed in a pool without ready work, the reaper's pass):
+    # one plain read then, no pool lock and, on SQLite, no write lock. A task that becomes ready
+    # meanwhile is dispatched by its own commit or the reaper's next pass.
+    if not Task.objects.filter(pool=pool_name, status=TaskStatus.READY).exists():
+        return 0
     now = timezone.now()
     sent: list[tuple[int, int, str]] = []
     over_budget: set[str] = set()
