@@ -90,3 +90,13 @@ def wait_for_status(execution_id: str, statuses: set[str], timeout: float = 60):
             return execution
         time.sleep(0.1)
     raise AssertionError(f"{execution_id} still {execution.status} after {timeout}s")
+
+
+def wait_for_running_attempt(execution_ids: list[str], timeout: float = 30) -> None:
+    """Block until one of the executions has an attempt in flight (a moment to inject a fault)."""
+    from executions.models import Attempt
+
+    deadline = time.monotonic() + timeout
+    while not Attempt.objects.filter(task__execution_id__in=execution_ids, status="running").exists():
+        assert time.monotonic() < deadline, "no attempt started"
+        time.sleep(0.05)

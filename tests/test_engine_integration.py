@@ -8,7 +8,7 @@ import pytest
 
 from executions.models import Attempt, Execution, LedgerEntry, Task
 from executions.services import execution_cancel, execution_create
-from tests.conftest import configure, wait_for_status
+from tests.conftest import configure, wait_for_running_attempt, wait_for_status
 
 pytestmark = pytest.mark.integration
 
@@ -82,10 +82,7 @@ def test_seed_scenario_1_backend_timeout_gives_a_partial_delivery_and_a_60_perce
 def test_a_worker_killed_mid_task_is_noticed_and_the_task_completes_once(workers, client_and_key):
     configure(latency=3.0)
     execution = execution_create(client=client_and_key[0], message="Build a contact form", session_key="k")
-    deadline = time.monotonic() + 30
-    while not Attempt.objects.filter(task__execution=execution, status="running").exists():
-        assert time.monotonic() < deadline, "no attempt started"
-        time.sleep(0.05)
+    wait_for_running_attempt([execution.pk])
     time.sleep(0.5)
     workers.kill_workers()  # SIGKILL the whole worker process group mid-task
     workers.start_workers()
@@ -151,10 +148,7 @@ def test_pool_limits_hold_under_20_concurrent_executions(workers, client_and_key
 def test_cancel_stops_the_execution_and_discards_the_running_result(workers, client_and_key):
     configure(latency=2.0)
     execution = execution_create(client=client_and_key[0], message=RESTAURANT, session_key="c")
-    deadline = time.monotonic() + 30
-    while not Attempt.objects.filter(task__execution=execution, status="running").exists():
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_for_running_attempt([execution.pk])
     assert execution_cancel(Execution.objects.get(pk=execution.pk))
     done = Execution.objects.get(pk=execution.pk)
     assert done.status == "cancelled"

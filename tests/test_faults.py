@@ -16,7 +16,7 @@ from django.db import connection
 from executions.billing import refund_for
 from executions.models import Attempt, Execution, LedgerEntry, Task
 from executions.services import execution_create
-from tests.conftest import configure, wait_for_status
+from tests.conftest import configure, wait_for_running_attempt, wait_for_status
 from tests.fakes.llm_server import Drop, Error, FakeLLMServer, Reply, Slow
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
@@ -71,10 +71,7 @@ def restart_redis(down_sec: float = 1.0) -> None:
 def test_redis_restart_mid_execution_loses_and_duplicates_nothing(workers, client_and_key):
     configure(latency=1.0)
     ids = [execution_create(client=client_and_key[0], message=RESTAURANT, session_key=f"r{i}").pk for i in range(4)]
-    deadline = time.monotonic() + 30
-    while not Attempt.objects.filter(task__execution_id__in=ids, status="running").exists():
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_for_running_attempt(ids)
     restart_redis()  # queued messages are gone; the reaper resends them from the database
     for execution_id in ids:
         assert wait_for_status(execution_id, TERMINAL, timeout=120).status == "completed"
@@ -87,10 +84,7 @@ def test_redis_restart_mid_execution_loses_and_duplicates_nothing(workers, clien
 def test_database_connections_dropped_in_workers_mid_attempt(workers, client_and_key):
     configure(latency=1.5)
     execution = execution_create(client=client_and_key[0], message=RESTAURANT, session_key="db")
-    deadline = time.monotonic() + 30
-    while not Attempt.objects.filter(task__execution=execution, status="running").exists():
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_for_running_attempt([execution.pk])
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                        "WHERE datname = current_database() AND pid <> pg_backend_pid()")
