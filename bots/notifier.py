@@ -8,6 +8,7 @@ retried with backoff (or after Retry-After) a few times, then dropped with a log
 event, or nothing at all, follows; an execution never waits for Slack.
 """
 
+import functools
 import logging
 import time
 from datetime import timedelta
@@ -43,9 +44,17 @@ def _pending_key(thread_id: int) -> str:
 
 def on_execution_event(message: dict) -> None:
     """Event subscriber: an execution with a Slack thread changed, so its thread needs a sync."""
-    thread_id = SlackThread.objects.filter(execution_id=message["execution_id"]).values_list("pk", flat=True).first()
+    thread_id = slack_thread_of(message["execution_id"])
     if thread_id is not None:
         request_thread_sync(thread_id)
+
+
+@functools.lru_cache(maxsize=10_000)
+def slack_thread_of(execution_id: str) -> int | None:
+    """The execution's Slack thread, if any. Remembered per process: a thread is created in the
+    transaction that creates its execution, and events are published only after their commit, so
+    the answer never changes once an event is seen (saves a query per event on every transition)."""
+    return SlackThread.objects.filter(execution_id=execution_id).values_list("pk", flat=True).first()
 
 
 def request_thread_sync(thread_id: int, *, delay_sec: float = 0) -> bool:

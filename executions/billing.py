@@ -56,26 +56,36 @@ def _create_once(**fields) -> LedgerEntry | None:
 
 
 def record_usage(attempt: Attempt, spec: ModelSpec, completion: Completion) -> bool:
-    """Charge one attempt's tokens; a redelivered message or second report charges nothing."""
+    """Charge one attempt's tokens; a redelivered message or second report charges nothing.
+
+    The caller holds the execution's lock (every transition that reports an attempt does), so the
+    key check cannot race and the insert needs no savepoint. The attempt and its task in memory
+    are brought up to date too.
+    """
     task = attempt.task
+    key = f"usage:{attempt.pk}"
+    if LedgerEntry.objects.filter(key=key).exists():
+        return False
     cost = micro(spec.cost(completion))
-    entry = _create_once(
+    LedgerEntry.objects.create(
         execution_id=task.execution_id, client_id=Execution.objects.values_list("client_id", flat=True).get(pk=task.execution_id),
-        kind="usage", key=f"usage:{attempt.pk}", amount_usd=cost, attempt=attempt, pool=task.pool, model=spec.label,
+        kind="usage", key=key, amount_usd=cost, attempt=attempt, pool=task.pool, model=spec.label,
         tokens_in=completion.input_tokens, tokens_out=completion.output_tokens,
         cache_read_tokens=completion.cache_read_tokens, cache_write_tokens=completion.cache_write_tokens,
         description=f"{task.key} attempt {attempt.number}",
     )
-    if entry is None:
-        return False
-    Attempt.objects.filter(pk=attempt.pk).update(
-        tokens_in=completion.input_tokens, tokens_out=completion.output_tokens,
-        cache_read_tokens=completion.cache_read_tokens, cache_write_tokens=completion.cache_write_tokens,
-        cost_usd=cost, model=spec.label, provider=spec.provider,
-    )
+    usage = {"tokens_in": completion.input_tokens, "tokens_out": completion.output_tokens,
+             "cache_read_tokens": completion.cache_read_tokens, "cache_write_tokens": completion.cache_write_tokens,
+             "cost_usd": cost, "model": spec.label, "provider": spec.provider}
+    Attempt.objects.filter(pk=attempt.pk).update(**usage)
+    for field, value in usage.items():
+        setattr(attempt, field, value)
     Task.objects.filter(pk=task.pk).update(tokens_in=F("tokens_in") + completion.input_tokens,
                                            tokens_out=F("tokens_out") + completion.output_tokens,
                                            cost_usd=F("cost_usd") + cost)
+    task.tokens_in += completion.input_tokens
+    task.tokens_out += completion.output_tokens
+    task.cost_usd += cost
     _add_to_execution(task.execution_id, cost, completion)
     return True
 

@@ -173,12 +173,13 @@ def flag_audited_code(audit: Task) -> None:
 
 def flag_unaudited_code(task: Task) -> None:
     """bandit's critical/high findings on code that no planned audit will read."""
+    findings = blocking(task.result.get("findings", []), {f["path"] for f in task.result.get("files", [])})
+    if not findings:
+        return
     audits = Task.objects.filter(execution_id=task.execution_id, pool="security").values_list("blocked_by", flat=True)
     if any(task.key in deps for deps in audits):
         return  # the audit reads this code with bandit too, and raises what it finds
-    findings = blocking(task.result.get("findings", []), {f["path"] for f in task.result.get("files", [])})
-    if findings:
-        raise_security_conflict(task, task.key, findings)
+    raise_security_conflict(task, task.key, findings)
 
 
 def raise_security_conflict(source: Task, code_key: str, findings: list[dict]) -> None:

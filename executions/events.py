@@ -6,6 +6,7 @@ subscribers (the Slack notifier). Channel layers are at-most-once; clients resum
 """
 
 import asyncio
+import contextlib
 import logging
 import threading
 from typing import Callable
@@ -19,6 +20,8 @@ log = logging.getLogger("openclaw.events")
 CONSOLE_GROUP = "console"
 Subscriber = Callable[[dict], None]
 _subscribers: list[Subscriber] = []
+# The batch a transition is collecting in this thread: (execution id, pending items), see `batched`.
+_batch = threading.local()
 
 
 def execution_group(execution_id: str) -> str:
@@ -32,15 +35,19 @@ def subscribe(callback: Subscriber) -> None:
         _subscribers.append(callback)
 
 
-def emit(execution_id: str, type_: str, *, task_key: str = "", payload: dict | None = None) -> Event:
+def emit(execution_id: str, type_: str, *, task_key: str = "", payload: dict | None = None) -> None:
     """Append an event with the execution's next seq; publish it once the transaction commits."""
-    return emit_many(execution_id, [(type_, task_key, payload)])[0]
+    emit_many(execution_id, [(type_, task_key, payload)])
 
 
-def emit_many(execution_id: str, items: list[tuple[str, str, dict | None]]) -> list[Event]:
+def emit_many(execution_id: str, items: list[tuple[str, str, dict | None]]) -> None:
     """Append several events (type, task key, payload) in order: one seq reservation, one insert."""
     if not items:
-        return []
+        return
+    pending = getattr(_batch, "current", None)
+    if pending is not None and pending[0] == execution_id:
+        pending[1].extend(items)
+        return
     # No savepoint: an error here fails the caller's transaction anyway.
     with transaction.atomic(savepoint=False):
         last = _reserve_seqs(execution_id, len(items))
@@ -51,7 +58,23 @@ def emit_many(execution_id: str, items: list[tuple[str, str, dict | None]]) -> l
         ])
         messages = [event.as_message() for event in events]
         transaction.on_commit(lambda: [publish(message) for message in messages])
-    return events
+
+
+@contextlib.contextmanager
+def batched(execution_id: str):
+    """Collect the execution's events emitted inside the block and append them in one write at its
+    end, in order (a transition that emits several saves a seq reservation and an insert each).
+    Call it inside the transaction; an exception discards the batch with the transaction."""
+    if getattr(_batch, "current", None) is not None:
+        yield  # already collecting: the outer batch writes these too
+        return
+    items: list[tuple[str, str, dict | None]] = []
+    _batch.current = (execution_id, items)
+    try:
+        yield
+    finally:
+        _batch.current = None
+    emit_many(execution_id, items)
 
 
 def _reserve_seqs(execution_id: str, count: int) -> int:

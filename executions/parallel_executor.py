@@ -13,7 +13,7 @@ from datetime import timedelta
 from typing import Iterable
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -137,8 +137,11 @@ def lock_execution(execution_id: str) -> None:
     """Take the execution's row lock first in every transaction that changes its tasks.
 
     One lock order (pool → execution → task → attempt) keeps PostgreSQL free of deadlocks
-    between, say, a cancel and a worker reporting a result; SQLite serializes writers anyway.
+    between, say, a cancel and a worker reporting a result. SQLite has no row locks and needs
+    none: its writing transactions run one at a time.
     """
+    if not connection.features.has_select_for_update:
+        return
     list(Execution.objects.select_for_update().filter(pk=execution_id).values_list("pk", flat=True))
 
 
@@ -155,20 +158,43 @@ DISPATCH_ORDER = {
 
 def dispatch_ready_tasks(pool_name: str) -> int:
     """Queue as many ready tasks of a pool as it has free slots; returns how many were queued."""
+    return dispatch_ready_pools([pool_name])
+
+
+def dispatch_ready_pools(pool_names: Iterable[str]) -> int:
+    """`dispatch_ready_tasks` for several pools (one transaction each); returns how many were queued.
+
+    Most calls find nothing to do (a slot freed in a pool without ready work, the reaper's pass):
+    one plain read then, no pool lock and, on SQLite, no write lock. A task that becomes ready
+    meanwhile is dispatched by its own commit or the reaper's next pass.
+    """
+    ready = set(Task.objects.filter(pool__in=set(pool_names), status=TaskStatus.READY)
+                .order_by().values_list("pool", flat=True).distinct())
+    return sum(_dispatch_pool(pool_name) for pool_name in sorted(ready))
+
+
+def _dispatch_pool(pool_name: str, *, within_execution: str | None = None) -> int | None:
+    """Queue a pool's ready tasks into its free slots, in dispatch order; returns how many.
+
+    `within_execution`: called inside that execution's transition, its lock held, to queue the tasks
+    the transition just made ready without a transaction of their own (which would wait for its
+    turn at the write lock again, on the critical path). It never waits for a lock there, so the
+    lock order holds: when another transaction holds the pool's row (PostgreSQL), when the first
+    ready tasks include another execution's, or when the budget refuses a task, it returns None
+    and the caller dispatches the pool after commit.
+    """
     from pools.tasks import send_run_task
 
-    # Most calls find nothing to do (a slot freed in a pool without ready work, the reaper's pass):
-    # one plain read then, no pool lock and, on SQLite, no write lock. A task that becomes ready
-    # meanwhile is dispatched by its own commit or the reaper's next pass.
-    if not Task.objects.filter(pool=pool_name, status=TaskStatus.READY).exists():
+    within = within_execution is not None
+    if within and not Task.objects.filter(pool=pool_name, status=TaskStatus.READY).exists():
         return 0
     now = timezone.now()
     sent: list[tuple[int, int, str]] = []
     over_budget: set[str] = set()
-    with transaction.atomic():
-        pool = WorkerPool.objects.select_for_update().filter(name=pool_name, enabled=True).first()
+    with transaction.atomic(savepoint=not within):
+        pool = WorkerPool.objects.select_for_update(skip_locked=within).filter(name=pool_name, enabled=True).first()
         if pool is None:
-            return 0
+            return None if within else 0
         active = Task.objects.filter(pool=pool_name, status__in=[TaskStatus.QUEUED, TaskStatus.RUNNING]).count()
         free = pool.max_concurrent - active
         if free <= 0:
@@ -179,12 +205,14 @@ def dispatch_ready_tasks(pool_name: str) -> int:
             .order_by(*DISPATCH_ORDER[settings.OPENCLAW_DISPATCH_ORDER])
             .values_list("id", "execution_id", "key", "dispatch_count")[: free * 2]
         )
+        if within and any(c[1] != within_execution for c in candidates[:free]):
+            return None
         # Execution rows in one global order, so two pools dispatching at once cannot deadlock.
         for execution_id in sorted({c[1] for c in candidates}):
             lock_execution(execution_id)
         queued: dict[str, list] = {}
         for task_id, execution_id, key, dispatch_count in candidates:
-            if len(sent) >= free:
+            if len(sent) >= free or (within and execution_id != within_execution):
                 break
             if execution_id in over_budget or not budget_allows(execution_id, pool_name):
                 over_budget.add(execution_id)
@@ -193,10 +221,13 @@ def dispatch_ready_tasks(pool_name: str) -> int:
                         queued_at=now):
                 queued.setdefault(execution_id, []).append(("task.queued", key, {"pool": pool_name}))
                 sent.append((task_id, dispatch_count + 1, pool.queue_name))
-        for execution_id, items in queued.items():
-            events.emit_many(execution_id, items)
+        # Registered before the events: once committed, the messages go out first.
         for task_id, dispatch_no, queue in sent:
             transaction.on_commit(lambda t=task_id, d=dispatch_no, q=queue: send_run_task(t, d, q))
+        for execution_id, items in queued.items():
+            events.emit_many(execution_id, items)
+    if within:
+        return None if over_budget else len(sent)
     # Outside the pool's lock: the stop touches tasks of every pool of the execution.
     for execution_id in sorted(over_budget):
         stop_for_budget(execution_id)
@@ -237,8 +268,8 @@ def _cancel_for_budget(execution_id: str, status: str) -> list[str]:
 
 
 def dispatch_after_commit(pools: Iterable[str]) -> None:
-    for pool in sorted(set(pools)):
-        transaction.on_commit(lambda p=pool: dispatch_ready_tasks(p))
+    pools = set(pools)
+    transaction.on_commit(lambda: dispatch_ready_pools(pools))
 
 
 def create_tasks(execution: Execution, plan_tasks: list[dict], *, expected: dict[str, float],
@@ -332,24 +363,26 @@ def maybe_finish_work(execution_id: str) -> bool:
 def task_start(task_id: int, dispatch_no: int, worker: str, *, lease_sec: float) -> Attempt | None:
     """queued → running for the message of this dispatch only; None for a stale or duplicate message."""
     now = timezone.now()
-    execution_id = Task.objects.filter(pk=task_id).values_list("execution_id", flat=True).first()
-    if execution_id is None:
+    # What the transition needs, read before it (these fields never change): the transaction, which
+    # waits its turn at the write lock on the critical path, stays short.
+    row = Task.objects.filter(pk=task_id).values_list("execution_id", "key", "pool", "timeout_sec").first()
+    if row is None:
         return None
+    execution_id, key, pool, timeout_sec = row
     with transaction.atomic():
         lock_execution(execution_id)
         if not Task.objects.filter(pk=task_id, status=TaskStatus.QUEUED, dispatch_count=dispatch_no).update(
             status=TaskStatus.RUNNING, started_at=now, progress=0, error=""
         ):
             return None
-        task = Task.objects.select_related("execution").get(pk=task_id)
-        number = task.attempts.count() + 1
+        number = Attempt.objects.filter(task_id=task_id).count() + 1
         attempt = Attempt.objects.create(
-            task=task, number=number, worker=worker, started_at=now,
-            lease_expires_at=now + timedelta(seconds=lease_sec),
-            deadline_at=now + timedelta(seconds=task.timeout_sec),
+            task_id=task_id, number=number, worker=worker, started_at=now,
+            lease_expires_at=now + timedelta(seconds=lease_sec), deadline_at=now + timedelta(seconds=timeout_sec),
         )
-        events.emit(task.execution_id, "task.started", task_key=task.key,
-                    payload={"attempt": number, "attempt_id": str(attempt.id), "worker": worker, "pool": task.pool})
+        events.emit(execution_id, "task.started", task_key=key,
+                    payload={"attempt": number, "attempt_id": str(attempt.id), "worker": worker, "pool": pool})
+    attempt.task = Task.objects.select_related("execution").get(pk=task_id)  # for the agent
     return attempt
 
 
@@ -368,14 +401,14 @@ def attempt_succeed(attempt_id, *, result: dict, usage=None) -> bool:
     from . import billing, result_aggregator
 
     now = timezone.now()
+    attempt = Attempt.objects.select_related("task").get(pk=attempt_id)  # read before the write lock
+    task = attempt.task
     with transaction.atomic():
-        attempt = Attempt.objects.select_related("task").get(pk=attempt_id)
-        task = attempt.task
         lock_execution(task.execution_id)
-        # Registered first so that, once committed, the freed slot and the dependents are dispatched
-        # before the events are published (the next agent's start is the critical path).
-        pools: set[str] = set()
-        transaction.on_commit(lambda: [dispatch_ready_tasks(pool) for pool in sorted(pools)])
+        # The pools to dispatch after commit: registered first, so that this runs before the events
+        # are published (the next agent's start is the critical path).
+        pools: set[str] = {task.pool}
+        transaction.on_commit(lambda: dispatch_ready_pools(pools))
         if usage is not None:
             billing.record_usage(attempt, *usage)
         if not Attempt.objects.filter(pk=attempt_id, status="running").update(status="succeeded", finished_at=now):
@@ -383,15 +416,22 @@ def attempt_succeed(attempt_id, *, result: dict, usage=None) -> bool:
         if not cas_task(task.pk, TaskStatus.RUNNING, status=TaskStatus.SUCCEEDED, finished_at=now, progress=100,
                         result=result, error=""):
             return False
-        task.refresh_from_db()
-        events.emit(task.execution_id, "task.succeeded", task_key=task.key, payload={
-            "pool": task.pool, "attempt": attempt.number, "duration_sec": attempt_duration(attempt.started_at, now),
-            "tokens": task.tokens_in + task.tokens_out, "summary": result.get("summary", "")[:300],
-            "files": len(result.get("files", [])), "findings": len(result.get("findings", [])),
-        })
-        result_aggregator.on_task_succeeded(task)
-        pools.update(promote_dependents(task.execution_id) | {task.pool})
-        maybe_finish_work(task.execution_id)
+        task.status, task.finished_at, task.progress, task.result, task.error = (
+            TaskStatus.SUCCEEDED, now, 100, result, "")
+        with events.batched(task.execution_id):
+            events.emit(task.execution_id, "task.succeeded", task_key=task.key, payload={
+                "pool": task.pool, "attempt": attempt.number, "duration_sec": attempt_duration(attempt.started_at, now),
+                "tokens": task.tokens_in + task.tokens_out, "summary": result.get("summary", "")[:300],
+                "files": len(result.get("files", [])), "findings": len(result.get("findings", [])),
+            })
+            result_aggregator.on_task_succeeded(task)
+            promoted = promote_dependents(task.execution_id)
+            if not promoted:  # a task just became ready: the work is not over
+                maybe_finish_work(task.execution_id)
+            # The freed slot and the new ready tasks, queued in this transaction where possible.
+            pools.clear()
+            pools.update(pool for pool in sorted(promoted | {task.pool})
+                         if _dispatch_pool(pool, within_execution=task.execution_id) is None)
     return True
 
 

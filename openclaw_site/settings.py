@@ -106,7 +106,7 @@ def _database() -> dict:
     # SQLite with several processes writing: WAL, a busy timeout and IMMEDIATE transactions,
     # so writers queue instead of failing with "database is locked".
     return {
-        "ENGINE": "django.db.backends.sqlite3",
+        "ENGINE": "openclaw_site.sqlite_backend",
         "NAME": env.str("SQLITE_PATH", default=str(VAR_DIR / "openclaw.sqlite3")),
         "OPTIONS": {
             "transaction_mode": "IMMEDIATE",

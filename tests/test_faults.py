@@ -79,8 +79,7 @@ def test_redis_restart_mid_execution_loses_and_duplicates_nothing(workers, clien
     assert Task.objects.filter(execution_id__in=ids, status="succeeded").count() == 16
 
 
-@pytest.mark.skipif(settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"),
-                    reason="SQLite has no server connection to drop")
+@pytest.mark.skipif(connection.vendor == "sqlite", reason="SQLite has no server connection to drop")
 def test_database_connections_dropped_in_workers_mid_attempt(workers, client_and_key):
     configure(latency=1.5)
     execution = execution_create(client=client_and_key[0], message=RESTAURANT, session_key="db")

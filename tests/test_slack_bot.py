@@ -13,6 +13,7 @@ from decimal import Decimal
 import dramatiq
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import transaction
 from django.utils import timezone
 
 from bots import render
@@ -78,9 +79,12 @@ def queued(redis_server, queue: str) -> list[dramatiq.Message]:
 
 
 def slack_execution(client: Client, **thread_fields) -> tuple[Execution, SlackThread]:
-    execution = execution_create(client=client, message="Build a restaurant website", session_key=f"slack-{TEAM}-{USER}")
-    thread = SlackThread.objects.create(execution=execution, team_id=TEAM, user_id=USER, channel_id="C0PROJECTS",
-                                        **thread_fields)
+    # In one transaction, as a Slack request creates them: no event is published before the thread exists.
+    with transaction.atomic():
+        execution = execution_create(client=client, message="Build a restaurant website",
+                                     session_key=f"slack-{TEAM}-{USER}")
+        thread = SlackThread.objects.create(execution=execution, team_id=TEAM, user_id=USER, channel_id="C0PROJECTS",
+                                            **thread_fields)
     return execution, thread
 
 
@@ -342,6 +346,20 @@ def test_events_enqueue_one_coalesced_sync_per_thread(slack_settings, acme, redi
     on_execution_event({"execution_id": unrelated.pk, "seq": 1, "type": "task.started"})
     [message] = queued(redis_server, "slack")
     assert (message.actor_name, list(message.args)) == ("sync_slack_thread", [thread.pk])
+
+
+def test_the_thread_of_an_execution_is_looked_up_once_per_process(slack_settings, acme, redis_server,
+                                                                    django_assert_num_queries):
+    execution, thread = slack_execution(acme)
+    unrelated = execution_create(client=acme, message="from the API", session_key="api")
+    on_execution_event({"execution_id": execution.pk, "seq": 1, "type": "task.started"})
+    on_execution_event({"execution_id": unrelated.pk, "seq": 1, "type": "task.started"})
+    with django_assert_num_queries(0):  # every transition publishes events: no query per event
+        for seq in range(2, 6):
+            on_execution_event({"execution_id": execution.pk, "seq": seq, "type": "task.started"})
+            on_execution_event({"execution_id": unrelated.pk, "seq": seq, "type": "task.started"})
+    [message] = queued(redis_server, "slack")
+    assert list(message.args) == [thread.pk]
 
 
 def test_status_edits_are_throttled(slack_settings, fake_slack, acme, redis_server):

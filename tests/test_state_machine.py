@@ -1,5 +1,7 @@
 """Task and attempt transitions: compare-and-set, retries, dead, blocked (no broker)."""
 
+from unittest import mock
+
 from executions.failure_handler import attempt_fail, reap
 from executions.models import Attempt, Execution, Task
 from executions.parallel_executor import attempt_succeed, task_start
@@ -32,12 +34,23 @@ def test_a_duplicate_or_stale_message_starts_nothing(db, django_capture_on_commi
 def test_success_promotes_dependents_and_a_second_report_changes_nothing(db, django_capture_on_commit_callbacks):
     execution, backend = setup_chain()
     attempt = task_start(backend.pk, queue(backend), "w1", lease_sec=15)
-    with django_capture_on_commit_callbacks():
-        assert attempt_succeed(attempt.pk, result={"summary": "ok", "files": [], "findings": []})
-        assert not attempt_succeed(attempt.pk, result={"summary": "again", "files": [], "findings": []})
+    # The success queues, in its own transaction, the dependent it made ready and, into the slot it
+    # freed, the pool's ready task; their messages go out on commit.
+    with mock.patch("pools.tasks.send_run_task") as send:
+        with django_capture_on_commit_callbacks() as callbacks:
+            assert attempt_succeed(attempt.pk, result={"summary": "ok", "files": [], "findings": []})
+            assert not attempt_succeed(attempt.pk, result={"summary": "again", "files": [], "findings": []})
+        assert not send.called
+        for callback in callbacks:
+            callback()
     statuses = dict(Task.objects.filter(execution=execution).values_list("key", "status"))
-    assert statuses == {"backend": "succeeded", "audit": "ready", "report": "pending", "frontend": "ready"}
+    assert statuses == {"backend": "succeeded", "audit": "queued", "report": "pending", "frontend": "queued"}
+    assert sorted(call.args[0] for call in send.call_args_list) == sorted(
+        Task.objects.filter(execution=execution, status="queued").values_list("pk", flat=True))
     assert Task.objects.get(pk=backend.pk).result["summary"] == "ok"
+    types = list(execution.events.values_list("type", flat=True))
+    assert types[-4:] == ["task.succeeded", "task.ready", "task.queued", "task.queued"]
+    assert types.count("task.succeeded") == 1
 
 
 def test_failures_retry_until_max_retries_then_dead_and_dependents_blocked(db, django_capture_on_commit_callbacks):

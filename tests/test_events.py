@@ -1,0 +1,51 @@
+"""The event log: gap-free seqs, batches written in one go, publishing only after commit."""
+
+import pytest
+from django.db import transaction
+
+from executions import events
+from executions.models import Event
+from tests.factories import make_client, make_execution
+
+
+@pytest.fixture
+def two_executions(db):
+    client, _ = make_client()
+    return make_execution(client, [{"key": "a"}]), make_execution(client, [{"key": "b"}])
+
+
+def types_and_seqs(execution) -> list[tuple[str, int]]:
+    return list(Event.objects.filter(execution=execution).order_by("seq").values_list("type", "seq"))
+
+
+def test_a_batch_is_written_at_its_end_in_order_with_one_seq_reservation(two_executions, django_assert_num_queries,
+                                                                         django_capture_on_commit_callbacks):
+    execution, other = two_executions
+    before = len(types_and_seqs(execution))
+    with django_capture_on_commit_callbacks() as callbacks, transaction.atomic():
+        with events.batched(execution.pk):
+            with django_assert_num_queries(2):  # the other execution's event is written at once
+                events.emit(execution.pk, "task.succeeded", task_key="a")
+                events.emit(other.pk, "task.queued", task_key="b")
+                events.emit_many(execution.pk, [("task.ready", "c", None), ("task.queued", "c", {"pool": "codegen"})])
+            assert len(types_and_seqs(execution)) == before
+            with django_assert_num_queries(0), events.batched(other.pk):  # nested: the outer batch keeps collecting
+                events.emit(execution.pk, "task.started", task_key="c")
+    logged = types_and_seqs(execution)[before:]
+    assert [t for t, _ in logged] == ["task.succeeded", "task.ready", "task.queued", "task.started"]
+    assert [s for _, s in logged] == list(range(logged[0][1], logged[0][1] + 4))
+    assert len(callbacks) == 2  # one publish per write
+
+
+def test_an_exception_in_a_batch_writes_nothing(two_executions):
+    execution, _ = two_executions
+    before = types_and_seqs(execution)
+    with pytest.raises(RuntimeError), transaction.atomic():
+        with events.batched(execution.pk):
+            events.emit(execution.pk, "task.succeeded", task_key="a")
+            raise RuntimeError("the transition failed")
+    assert types_and_seqs(execution) == before
+    with transaction.atomic(), events.batched(execution.pk):  # the thread is not left collecting
+        pass
+    events.emit(execution.pk, "task.started", task_key="a")
+    assert types_and_seqs(execution)[-1][0] == "task.started"

@@ -1,0 +1,90 @@
+"""SQLite: a process's writing transactions queue on its own lock instead of SQLite's busy handler."""
+
+import threading
+import time
+
+import pytest
+from django.db import connection, connections, transaction
+
+from executions.models import Execution
+from openclaw_site.sqlite_backend import base as sqlite_backend
+from tests.factories import make_client, make_execution
+
+pytestmark = pytest.mark.skipif(connection.vendor != "sqlite", reason="the SQLite backend only")
+
+
+def in_thread(fn, *args) -> threading.Thread:
+    def run():
+        try:
+            fn(*args)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def test_concurrent_writers_all_commit_and_none_is_lost(transactional_db):
+    client, _ = make_client()
+    execution = make_execution(client, [{"key": "a"}])
+
+    def bump(times: int) -> None:
+        for _ in range(times):
+            with transaction.atomic():
+                seq = Execution.objects.values_list("next_seq", flat=True).get(pk=execution.pk)
+                time.sleep(0.001)  # a read-modify-write that only a serialized writer gets right
+                Execution.objects.filter(pk=execution.pk).update(next_seq=seq + 1)
+
+    before = Execution.objects.get(pk=execution.pk).next_seq
+    threads = [in_thread(bump, 25) for _ in range(8)]
+    for thread in threads:
+        thread.join(timeout=60)
+    assert Execution.objects.get(pk=execution.pk).next_seq == before + 8 * 25
+    assert not sqlite_backend._writer.locked()
+
+
+def test_a_rolled_back_transaction_hands_the_lock_on(transactional_db):
+    with pytest.raises(RuntimeError):
+        with transaction.atomic():
+            Execution.objects.update(status="failed")
+            assert sqlite_backend._writer.locked()
+            raise RuntimeError("abort")
+    assert not sqlite_backend._writer.locked()
+    finished = threading.Event()
+
+    def writer() -> None:
+        with transaction.atomic():
+            Execution.objects.update(status="failed")
+        finished.set()
+
+    in_thread(writer).join(timeout=5)
+    assert finished.is_set()
+
+
+def test_a_writer_waits_on_the_lock_while_another_thread_writes(transactional_db):
+    entered = threading.Event()
+
+    def writer() -> None:
+        with transaction.atomic():
+            entered.set()
+
+    with transaction.atomic():
+        Execution.objects.update(status="failed")
+        thread = in_thread(writer)
+        assert not entered.wait(0.2)  # queued behind this transaction
+    thread.join(timeout=5)
+    assert entered.is_set()
+
+
+def test_closing_a_connection_in_a_transaction_releases_the_lock(transactional_db):
+    done = threading.Event()
+
+    def abandon() -> None:
+        transaction.atomic().__enter__()
+        connection.close()  # e.g. a worker thread's connection dropped mid-transaction
+        done.set()
+
+    in_thread(abandon).join(timeout=5)
+    assert done.is_set()
+    assert not sqlite_backend._writer.locked()
