@@ -111,3 +111,23 @@ def test_reaper_expires_an_attempt_past_its_deadline_as_a_failure(db, django_cap
         assert reap()["expired"] == 1
     backend.refresh_from_db()
     assert backend.status == "dead" and "timeout after 60s" in backend.error
+
+
+def test_a_link_of_a_chain_stays_within_its_query_budget(db, django_assert_max_num_queries,
+                                                         django_capture_on_commit_callbacks):
+    """Dependency succeeds → dependent queued → dependent started: the critical path bench/dispatch.py
+    measures. Everything here waits its turn at the write lock, so its query count is watched:
+    18 and 9 on SQLite, 20 and 10 on PostgreSQL (its row locks), in a test's transaction."""
+    make_pools()
+    client, _ = make_client()
+    execution = make_execution(client, [{"key": "a"}, {"key": "b", "pool": "security", "blocked_by": ["a"]}])
+    a = Task.objects.get(execution=execution, key="a")
+    attempt = task_start(a.pk, queue(a), "w1", lease_sec=15)
+    result = {"summary": "ok", "files": [{"path": "app.py", "content": "print(1)\n"}], "findings": []}
+    with mock.patch("pools.tasks.send_run_task") as send:
+        with django_assert_max_num_queries(20), django_capture_on_commit_callbacks(execute=True):
+            assert attempt_succeed(attempt.pk, result=result)
+    [(task_id, dispatch_no, queue_name)] = [call.args for call in send.call_args_list]
+    assert (Task.objects.get(pk=task_id).key, queue_name) == ("b", "pool.security")
+    with django_assert_max_num_queries(10), django_capture_on_commit_callbacks(execute=True):
+        assert task_start(task_id, dispatch_no, "w1", lease_sec=15).task.key == "b"
