@@ -186,8 +186,6 @@ def _dispatch_pool(pool_name: str, *, within_execution: str | None = None) -> in
     from pools.tasks import send_run_task
 
     within = within_execution is not None
-    if within and not Task.objects.filter(pool=pool_name, status=TaskStatus.READY).exists():
-        return 0
     now = timezone.now()
     sent: list[tuple[int, int, str]] = []
     over_budget: set[str] = set()
@@ -203,7 +201,7 @@ def _dispatch_pool(pool_name: str, *, within_execution: str | None = None) -> in
             Task.objects.filter(pool=pool_name, status=TaskStatus.READY, execution__status=ExecutionStatus.EXECUTING)
             .filter(Q(not_before__isnull=True) | Q(not_before__lte=now))
             .order_by(*DISPATCH_ORDER[settings.OPENCLAW_DISPATCH_ORDER])
-            .values_list("id", "execution_id", "key", "dispatch_count")[: free * 2]
+            .values_list("id", "execution_id", "key", "dispatch_count", "execution__budget_usd")[: free * 2]
         )
         if within and any(c[1] != within_execution for c in candidates[:free]):
             return None
@@ -211,10 +209,11 @@ def _dispatch_pool(pool_name: str, *, within_execution: str | None = None) -> in
         for execution_id in sorted({c[1] for c in candidates}):
             lock_execution(execution_id)
         queued: dict[str, list] = {}
-        for task_id, execution_id, key, dispatch_count in candidates:
+        for task_id, execution_id, key, dispatch_count, budget in candidates:
             if len(sent) >= free or (within and execution_id != within_execution):
                 break
-            if execution_id in over_budget or not budget_allows(execution_id, pool_name):
+            # Most executions have no budget: the candidate's row says so, no query.
+            if execution_id in over_budget or (budget is not None and not budget_allows(execution_id, pool_name)):
                 over_budget.add(execution_id)
                 continue
             if cas_task(task_id, TaskStatus.READY, status=TaskStatus.QUEUED, dispatch_count=dispatch_count + 1,
@@ -428,9 +427,12 @@ def attempt_succeed(attempt_id, *, result: dict, usage=None) -> bool:
             promoted = promote_dependents(task.execution_id)
             if not promoted:  # a task just became ready: the work is not over
                 maybe_finish_work(task.execution_id)
-            # The freed slot and the new ready tasks, queued in this transaction where possible.
+            # The new ready tasks and the freed slot, queued in this transaction where possible.
+            ready_pools = set(promoted)
+            if task.pool not in ready_pools and Task.objects.filter(pool=task.pool, status=TaskStatus.READY).exists():
+                ready_pools.add(task.pool)
             pools.clear()
-            pools.update(pool for pool in sorted(promoted | {task.pool})
+            pools.update(pool for pool in sorted(ready_pools)
                          if _dispatch_pool(pool, within_execution=task.execution_id) is None)
     return True
 
