@@ -403,6 +403,7 @@ def attempt_succeed(attempt_id, *, result: dict, usage=None) -> bool:
     attempt = Attempt.objects.select_related("task").get(pk=attempt_id)  # read before the write lock
     task = attempt.task
     with transaction.atomic():
+        lock_dependents_pools(task)
         lock_execution(task.execution_id)
         # The pools to dispatch after commit: registered first, so that this runs before the events
         # are published (the next agent's start is the critical path).
@@ -435,6 +436,19 @@ def attempt_succeed(attempt_id, *, result: dict, usage=None) -> bool:
             pools.update(pool for pool in sorted(ready_pools)
                          if _dispatch_pool(pool, within_execution=task.execution_id) is None)
     return True
+
+
+def lock_dependents_pools(task: Task) -> None:
+    """Lock the pools of the tasks waiting on `task` before its execution (the lock order), so that
+    its success can queue them there rather than find a pool row locked and leave it to a
+    transaction of its own after commit. Rows without locks are enough to find them: a dependent
+    added meanwhile is dispatched after commit. SQLite has no row locks."""
+    if not connection.features.has_select_for_update:
+        return
+    pools = {pool for pool, blocked_by in Task.objects.filter(execution_id=task.execution_id, status=TaskStatus.PENDING)
+             .values_list("pool", "blocked_by") if task.key in blocked_by}
+    if pools:
+        list(WorkerPool.objects.select_for_update().filter(name__in=pools).order_by("name").values_list("pk", flat=True))
 
 
 def attempt_duration(started, finished) -> float:
