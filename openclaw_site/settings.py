@@ -149,8 +149,10 @@ DRAMATIQ_BROKER = {
         "dramatiq.middleware.Retries",
         "dramatiq.middleware.ShutdownNotifications",
         "django_dramatiq.middleware.DbConnectionsMiddleware",
+        "openclaw_site.worker_tuning.GilSwitchInterval",
     ],
 }
+WORKER_GIL_SWITCH_INTERVAL_MS = env.float("WORKER_GIL_SWITCH_INTERVAL_MS", default=1.0)
 DRAMATIQ_AUTODISCOVER_MODULES = ["tasks"]
 # Dramatiq's Redis consumer polls an idle queue with a backoff of up to this many ms (its default is
 # 1000), and every dispatch to an idle pool waits that out. dramatiq reads it from the environment
