@@ -9,6 +9,7 @@ import json
 import re
 import sqlite3
 import tempfile
+import threading
 import time
 import tomllib
 from dataclasses import asdict, dataclass, field
@@ -49,6 +50,10 @@ POSTGRES_MARKERS = re.compile(
     re.IGNORECASE,
 )
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# sqlglot is not safe to use from several threads at once: checks running together in a fresh
+# worker turned a valid schema into SQL that SQLite rejects (reproduced with eight threads). Its
+# work is pure Python under the GIL anyway, so taking turns costs nothing.
+_SQLGLOT = threading.Lock()
 
 
 @dataclass
@@ -173,7 +178,8 @@ def _sql_parse_check(path: str, content: str) -> Finding | None:
     # The dialect is unknown; a file any common dialect parses is fine.
     for dialect in (None, "postgres", "mysql", "sqlite"):
         try:
-            sqlglot.parse(content, read=dialect)
+            with _SQLGLOT:
+                sqlglot.parse(content, read=dialect)
             return None
         except sqlglot.errors.SqlglotError as exc:
             first_error = first_error or exc
@@ -391,6 +397,11 @@ def check_schema(sql: str, dialect: str | None = None, *, path: str | None = Non
 
 def _sqlite_statements(sql: str, read: str) -> tuple[list[str], list[str]]:
     """SQLite versions of a schema's statements, and notes on the statements left out."""
+    with _SQLGLOT:
+        return _translate_to_sqlite(sql, read)
+
+
+def _translate_to_sqlite(sql: str, read: str) -> tuple[list[str], list[str]]:
     tables: dict[str, exp.Create] = {}
     kept: list[exp.Expression] = []
     notes: list[str] = []
