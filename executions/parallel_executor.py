@@ -405,9 +405,9 @@ def attempt_succeed(attempt_id, *, result: dict, usage=None) -> bool:
     with transaction.atomic():
         lock_dependents_pools(task)
         lock_execution(task.execution_id)
-        # The pools to dispatch after commit: registered first, so that this runs before the events
-        # are published (the next agent's start is the critical path).
-        pools: set[str] = {task.pool}
+        # The pools left to dispatch after commit: registered first, so that this runs before the
+        # events are published (the next agent's start is the critical path).
+        pools: set[str] = set()
         transaction.on_commit(lambda: dispatch_ready_pools(pools))
         if usage is not None:
             billing.record_usage(attempt, *usage)
@@ -426,13 +426,12 @@ def attempt_succeed(attempt_id, *, result: dict, usage=None) -> bool:
             })
             result_aggregator.on_task_succeeded(task)
             promoted = promote_dependents(task.execution_id)
-            if not promoted:  # a task just became ready: the work is not over
+            if not promoted:  # with a task just made ready, the work is not over
                 maybe_finish_work(task.execution_id)
             # The new ready tasks and the freed slot, queued in this transaction where possible.
             ready_pools = set(promoted)
             if task.pool not in ready_pools and Task.objects.filter(pool=task.pool, status=TaskStatus.READY).exists():
                 ready_pools.add(task.pool)
-            pools.clear()
             pools.update(pool for pool in sorted(ready_pools)
                          if _dispatch_pool(pool, within_execution=task.execution_id) is None)
     return True
