@@ -59,22 +59,6 @@ class ConsoleSocket(threading.Thread):
                     self.received.append((event["execution_id"], event["seq"], now - at))
 
 
-def staff_cookie() -> str:
-    """A session cookie of a staff user, for the staff-only console websocket."""
-    from importlib import import_module
-
-    from django.conf import settings
-    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
-
-    user, _ = get_user_model().objects.get_or_create(username="bench-staff", defaults={"is_staff": True})
-    store = import_module(settings.SESSION_ENGINE).SessionStore()
-    store[SESSION_KEY] = str(user.pk)
-    store[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
-    store[HASH_SESSION_KEY] = user.get_session_auth_hash()
-    store.create()
-    return f"{settings.SESSION_COOKIE_NAME}={store.session_key}"
-
-
 def run(ctx) -> dict:
     from executions.models import Event
 
@@ -83,7 +67,7 @@ def run(ctx) -> dict:
                       options={"latency_rules": harness.latency_rules(DURATIONS)})
     client, _ = harness.bench_client()
     with harness.web_server() as (base, _), harness.engine_workers():
-        socket = ConsoleSocket(base.replace("http://", "ws://") + "/ws/console/", staff_cookie(), base)
+        socket = ConsoleSocket(base.replace("http://", "ws://") + "/ws/console/", harness.staff_cookie("bench-staff"), base)
         socket.start()
         socket.ready.wait(30)
         if socket.error:

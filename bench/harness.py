@@ -231,6 +231,22 @@ def configure(limits: dict[str, int], *, latency: float = 0.0, options: dict | N
                  "models": {"offline": offline}}, force=True)
 
 
+def staff_cookie(username: str) -> str:
+    """A session cookie of a staff user, for the staff-only console websocket."""
+    from importlib import import_module
+
+    from django.conf import settings
+    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
+
+    user, _ = get_user_model().objects.get_or_create(username=username, defaults={"is_staff": True})
+    store = import_module(settings.SESSION_ENGINE).SessionStore()
+    store[SESSION_KEY] = str(user.pk)
+    store[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+    store[HASH_SESSION_KEY] = user.get_session_auth_hash()
+    store.create()
+    return f"{settings.SESSION_COOKIE_NAME}={store.session_key}"
+
+
 def bench_client(name: str = "bench"):
     """The client the benchmarks run as, and a fresh API key of it."""
     from executions.models import ApiKey, Client

@@ -36,11 +36,7 @@ def percentile(values: list[float], q: float) -> float:
 
 def make_fixtures(clients: int) -> tuple[list[str], str]:
     """API keys for N clients and a staff session cookie for the websockets."""
-    from importlib import import_module
-
-    from django.conf import settings
-    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
-
+    from bench.harness import staff_cookie
     from executions.models import ApiKey, Client
     from pools.config_io import load_config
 
@@ -53,13 +49,7 @@ def make_fixtures(clients: int) -> tuple[list[str], str]:
     for index in range(clients):
         client, _ = Client.objects.get_or_create(name=f"load-{index}")
         keys.append(ApiKey.issue(client)[1])
-    user, _ = get_user_model().objects.get_or_create(username="load-staff", defaults={"is_staff": True})
-    store = import_module(settings.SESSION_ENGINE).SessionStore()
-    store[SESSION_KEY] = str(user.pk)
-    store[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
-    store[HASH_SESSION_KEY] = user.get_session_auth_hash()
-    store.create()
-    return keys, f"{settings.SESSION_COOKIE_NAME}={store.session_key}"
+    return keys, staff_cookie("load-staff")
 
 
 async def api_client(http, key: str, deadline: float, post_share: float, record, created: list[str], rng) -> None:
