@@ -55,39 +55,72 @@ def _create_once(**fields) -> LedgerEntry | None:
         return None
 
 
-def record_usage(attempt: Attempt, spec: ModelSpec, completion: Completion) -> bool:
-    """Charge one attempt's tokens; a redelivered message or second report charges nothing.
+@dataclass(frozen=True)
+class AttemptUsage:
+    """One attempt's tokens and cost, worked out before the transaction that records them."""
 
-    The caller holds the execution's lock (every transition that reports an attempt does), so the
-    key check cannot race and the insert needs no savepoint. The attempt and its task in memory
-    are brought up to date too.
+    spec: ModelSpec
+    completion: Completion
+    cost: Decimal
+
+    @classmethod
+    def of(cls, spec: ModelSpec, completion: Completion) -> "AttemptUsage":
+        return cls(spec, completion, micro(spec.cost(completion)))
+
+    def attempt_fields(self) -> dict:
+        """The attempt's usage columns, set by the update that closes it."""
+        c = self.completion
+        return {"tokens_in": c.input_tokens, "tokens_out": c.output_tokens, "cache_read_tokens": c.cache_read_tokens,
+                "cache_write_tokens": c.cache_write_tokens, "cost_usd": self.cost, "model": self.spec.label,
+                "provider": self.spec.provider}
+
+    def task_increments(self) -> dict:
+        """Added to the task's totals by the update that closes its attempt."""
+        return {"tokens_in": F("tokens_in") + self.completion.input_tokens,
+                "tokens_out": F("tokens_out") + self.completion.output_tokens, "cost_usd": F("cost_usd") + self.cost}
+
+
+def charge_closed_attempt(attempt: Attempt, usage: AttemptUsage, client_id: int) -> None:
+    """The ledger entry and execution totals of an attempt whose closing compare-and-set just stored
+    `attempt_fields()` and `task_increments()`: having won it, this is the attempt's only charge,
+    so no key check. The attempt and its task in memory are brought up to date."""
+    task = attempt.task
+    _usage_entry(attempt, usage, client_id)
+    for field, value in usage.attempt_fields().items():
+        setattr(attempt, field, value)
+    task.tokens_in += usage.completion.input_tokens
+    task.tokens_out += usage.completion.output_tokens
+    task.cost_usd += usage.cost
+    _add_to_execution(task.execution_id, usage.cost, usage.completion)
+
+
+def record_usage(attempt: Attempt, spec: ModelSpec, completion: Completion) -> bool:
+    """Charge the tokens of an attempt closed by someone else (a late report after the reaper
+    expired it, a repeated report): tokens spent are billed whatever happened, and only once.
+
+    The caller holds the execution's lock, so the key check cannot race and the insert needs no
+    savepoint.
     """
     task = attempt.task
-    key = f"usage:{attempt.pk}"
-    if LedgerEntry.objects.filter(key=key).exists():
+    if LedgerEntry.objects.filter(key=f"usage:{attempt.pk}").exists():
         return False
-    cost = micro(spec.cost(completion))
+    usage = AttemptUsage.of(spec, completion)
+    _usage_entry(attempt, usage, Execution.objects.values_list("client_id", flat=True).get(pk=task.execution_id))
+    Attempt.objects.filter(pk=attempt.pk).update(**usage.attempt_fields())
+    Task.objects.filter(pk=task.pk).update(**usage.task_increments())
+    _add_to_execution(task.execution_id, usage.cost, completion)
+    return True
+
+
+def _usage_entry(attempt: Attempt, usage: AttemptUsage, client_id: int) -> None:
+    task, completion = attempt.task, usage.completion
     LedgerEntry.objects.create(
-        execution_id=task.execution_id, client_id=Execution.objects.values_list("client_id", flat=True).get(pk=task.execution_id),
-        kind="usage", key=key, amount_usd=cost, attempt=attempt, pool=task.pool, model=spec.label,
+        execution_id=task.execution_id, client_id=client_id, kind="usage", key=f"usage:{attempt.pk}",
+        amount_usd=usage.cost, attempt=attempt, pool=task.pool, model=usage.spec.label,
         tokens_in=completion.input_tokens, tokens_out=completion.output_tokens,
         cache_read_tokens=completion.cache_read_tokens, cache_write_tokens=completion.cache_write_tokens,
         description=f"{task.key} attempt {attempt.number}",
     )
-    usage = {"tokens_in": completion.input_tokens, "tokens_out": completion.output_tokens,
-             "cache_read_tokens": completion.cache_read_tokens, "cache_write_tokens": completion.cache_write_tokens,
-             "cost_usd": cost, "model": spec.label, "provider": spec.provider}
-    Attempt.objects.filter(pk=attempt.pk).update(**usage)
-    for field, value in usage.items():
-        setattr(attempt, field, value)
-    Task.objects.filter(pk=task.pk).update(tokens_in=F("tokens_in") + completion.input_tokens,
-                                           tokens_out=F("tokens_out") + completion.output_tokens,
-                                           cost_usd=F("cost_usd") + cost)
-    task.tokens_in += completion.input_tokens
-    task.tokens_out += completion.output_tokens
-    task.cost_usd += cost
-    _add_to_execution(task.execution_id, cost, completion)
-    return True
 
 
 def record_phase_usage(execution: Execution, phase: str, index: int, spec: ModelSpec, completion: Completion) -> bool:

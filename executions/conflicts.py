@@ -320,9 +320,17 @@ def settle_revision(revision: Task) -> None:
 
 def record_collisions(task: Task) -> None:
     """Two lineages writing one path: decided by the merge rule, recorded as a resolved conflict."""
-    if not task.result.get("files"):
+    mine = set(Task.paths_of(task.result))
+    if not mine:
         return
-    tasks = list(Task.objects.filter(execution_id=task.execution_id, status=TaskStatus.SUCCEEDED))
+    # Only the results that write one of its paths are read, with their originals (for lineages).
+    succeeded = Task.objects.filter(execution_id=task.execution_id, status=TaskStatus.SUCCEEDED)
+    writers = [pk for pk, paths in succeeded.exclude(pk=task.pk).values_list("pk", "paths") if mine.intersection(paths)]
+    if not writers:
+        return
+    tasks = list(succeeded.filter(pk__in=[task.pk, *writers]))
+    originals = {t.parent_id for t in tasks if t.parent_id} - {t.pk for t in tasks}
+    tasks += list(succeeded.filter(pk__in=originals)) if originals else []
     _, collisions = merged_files(tasks)
     for collision in collisions:
         if task.key not in (collision["kept"], collision["replaced"]):

@@ -11,6 +11,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from pools.models import WorkerPool
@@ -34,16 +35,22 @@ def attempt_fail(attempt_id, error: str, *, usage=None, outcome: str = "failed")
     from . import billing
 
     now = timezone.now()
+    usage = billing.AttemptUsage.of(*usage) if usage is not None else None
     with transaction.atomic():
-        attempt = Attempt.objects.select_related("task").get(pk=attempt_id)
+        attempt = (Attempt.objects.select_related("task").annotate(client_id=F("task__execution__client_id"))
+                   .get(pk=attempt_id))
         task = attempt.task
         lock_execution(task.execution_id)
-        if usage is not None:
-            billing.record_usage(attempt, *usage)
-        if not Attempt.objects.filter(pk=attempt_id, status="running").update(status=outcome, finished_at=now,
-                                                                                error=error[:4000]):
+        # As in attempt_succeed: the closing updates store the usage; a late report is still charged.
+        if not Attempt.objects.filter(pk=attempt_id, status="running").update(
+                status=outcome, finished_at=now, error=error[:4000], **(usage.attempt_fields() if usage else {})):
+            if usage is not None:
+                billing.record_usage(attempt, usage.spec, usage.completion)
             return False
-        if not cas_task(task.pk, TaskStatus.RUNNING, status=TaskStatus.FAILED, error=error[:4000]):
+        if usage is not None:
+            billing.charge_closed_attempt(attempt, usage, attempt.client_id)
+        if not cas_task(task.pk, TaskStatus.RUNNING, status=TaskStatus.FAILED, error=error[:4000],
+                        **(usage.task_increments() if usage else {})):
             return False
         pool = WorkerPool.objects.filter(name=task.pool).first()
         lost = task.attempts.filter(status="lost").count()

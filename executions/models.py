@@ -169,6 +169,9 @@ class Task(models.Model):
     cost_usd = models.DecimalField(max_digits=12, decimal_places=6, default=Decimal("0"))
     error = models.TextField(blank=True)
     result = models.JSONField(default=dict, blank=True)
+    # The result's file paths, kept beside it so that a success looks for colliding files without
+    # reading every other result of the execution.
+    paths = models.JSONField(default=list, blank=True, editable=False)
     parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children")
 
     class Meta:
@@ -178,6 +181,17 @@ class Task(models.Model):
 
     def __str__(self) -> str:
         return f"{self.execution_id}/{self.key}"
+
+    def save(self, *args, **kwargs):
+        # `paths` follows `result` (a transition that sets a result with update() sets both).
+        self.paths = self.paths_of(self.result)
+        if kwargs.get("update_fields") is not None and "result" in kwargs["update_fields"]:
+            kwargs["update_fields"] = {*kwargs["update_fields"], "paths"}
+        super().save(*args, **kwargs)
+
+    @staticmethod
+    def paths_of(result: dict) -> list[str]:
+        return sorted({f["path"] for f in result.get("files", []) if isinstance(f, dict) and "path" in f})
 
     @property
     def is_terminal(self) -> bool:

@@ -14,10 +14,10 @@ from typing import Iterable
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import Count, F, Q
 from django.utils import timezone
 
-from pools.models import WorkerPool
+from pools.models import WorkerPool, pool_queue_name
 
 from . import events
 from .models import Attempt, Execution, ExecutionStatus, Task, TaskStatus
@@ -190,11 +190,12 @@ def _dispatch_pool(pool_name: str, *, within_execution: str | None = None) -> in
     sent: list[tuple[int, int, str]] = []
     over_budget: set[str] = set()
     with transaction.atomic(savepoint=not within):
-        pool = WorkerPool.objects.select_for_update(skip_locked=within).filter(name=pool_name, enabled=True).first()
-        if pool is None:
+        max_concurrent = (WorkerPool.objects.select_for_update(skip_locked=within).filter(name=pool_name, enabled=True)
+                          .values_list("max_concurrent", flat=True).first())
+        if max_concurrent is None:
             return None if within else 0
         active = Task.objects.filter(pool=pool_name, status__in=[TaskStatus.QUEUED, TaskStatus.RUNNING]).count()
-        free = pool.max_concurrent - active
+        free = max_concurrent - active
         if free <= 0:
             return 0
         candidates = list(
@@ -219,7 +220,7 @@ def _dispatch_pool(pool_name: str, *, within_execution: str | None = None) -> in
             if cas_task(task_id, TaskStatus.READY, status=TaskStatus.QUEUED, dispatch_count=dispatch_count + 1,
                         queued_at=now):
                 queued.setdefault(execution_id, []).append(("task.queued", key, {"pool": pool_name}))
-                sent.append((task_id, dispatch_count + 1, pool.queue_name))
+                sent.append((task_id, dispatch_count + 1, pool_queue_name(pool_name)))
         # Registered before the events: once committed, the messages go out first.
         for task_id, dispatch_no, queue in sent:
             transaction.on_commit(lambda t=task_id, d=dispatch_no, q=queue: send_run_task(t, d, q))
@@ -362,19 +363,22 @@ def maybe_finish_work(execution_id: str) -> bool:
 def task_start(task_id: int, dispatch_no: int, worker: str, *, lease_sec: float) -> Attempt | None:
     """queued → running for the message of this dispatch only; None for a stale or duplicate message."""
     now = timezone.now()
-    # What the transition needs, read before it (these fields never change): the transaction, which
-    # waits its turn at the write lock on the critical path, stays short.
-    row = Task.objects.filter(pk=task_id).values_list("execution_id", "key", "pool", "timeout_sec").first()
+    # What the transition needs, read before it: the transaction, which waits its turn at the write
+    # lock on the critical path, stays short. The fields never change; the attempts cannot change
+    # either if the CAS below wins (attempts are created by the CAS's winner only, and this
+    # dispatch's message is the only one that can win until the task is queued again).
+    row = (Task.objects.filter(pk=task_id).annotate(attempts_so_far=Count("attempts"))
+           .values_list("execution_id", "key", "pool", "timeout_sec", "attempts_so_far").first())
     if row is None:
         return None
-    execution_id, key, pool, timeout_sec = row
+    execution_id, key, pool, timeout_sec, attempts_so_far = row
     with transaction.atomic():
         lock_execution(execution_id)
         if not Task.objects.filter(pk=task_id, status=TaskStatus.QUEUED, dispatch_count=dispatch_no).update(
             status=TaskStatus.RUNNING, started_at=now, progress=0, error=""
         ):
             return None
-        number = Attempt.objects.filter(task_id=task_id).count() + 1
+        number = attempts_so_far + 1
         attempt = Attempt.objects.create(
             task_id=task_id, number=number, worker=worker, started_at=now,
             lease_expires_at=now + timedelta(seconds=lease_sec), deadline_at=now + timedelta(seconds=timeout_sec),
@@ -396,12 +400,18 @@ def attempt_renew(attempt_id, *, lease_sec: float, progress: int | None = None) 
 
 
 def attempt_succeed(attempt_id, *, result: dict, usage=None) -> bool:
-    """Record a successful attempt: the task succeeds, its dependents may become ready."""
+    """Record a successful attempt: the task succeeds, its dependents may become ready.
+
+    `usage` is the attempt's (spec, completion): stored by the updates that close the attempt and
+    its task, or, when someone else closed the attempt first, charged as a late report."""
     from . import billing, result_aggregator
 
     now = timezone.now()
-    attempt = Attempt.objects.select_related("task").get(pk=attempt_id)  # read before the write lock
+    # Read, and the usage priced, before the write lock.
+    attempt = (Attempt.objects.select_related("task").annotate(client_id=F("task__execution__client_id"))
+               .get(pk=attempt_id))
     task = attempt.task
+    usage = billing.AttemptUsage.of(*usage) if usage is not None else None
     with transaction.atomic():
         lock_dependents_pools(task)
         lock_execution(task.execution_id)
@@ -409,15 +419,19 @@ def attempt_succeed(attempt_id, *, result: dict, usage=None) -> bool:
         # events are published (the next agent's start is the critical path).
         pools: set[str] = set()
         transaction.on_commit(lambda: dispatch_ready_pools(pools))
+        if not Attempt.objects.filter(pk=attempt_id, status="running").update(
+                status="succeeded", finished_at=now, **(usage.attempt_fields() if usage else {})):
+            if usage is not None:
+                billing.record_usage(attempt, usage.spec, usage.completion)
+            return False
         if usage is not None:
-            billing.record_usage(attempt, *usage)
-        if not Attempt.objects.filter(pk=attempt_id, status="running").update(status="succeeded", finished_at=now):
-            return False
+            billing.charge_closed_attempt(attempt, usage, attempt.client_id)
         if not cas_task(task.pk, TaskStatus.RUNNING, status=TaskStatus.SUCCEEDED, finished_at=now, progress=100,
-                        result=result, error=""):
+                        result=result, error="", paths=Task.paths_of(result),
+                        **(usage.task_increments() if usage else {})):
             return False
-        task.status, task.finished_at, task.progress, task.result, task.error = (
-            TaskStatus.SUCCEEDED, now, 100, result, "")
+        task.status, task.finished_at, task.progress, task.result, task.error, task.paths = (
+            TaskStatus.SUCCEEDED, now, 100, result, "", Task.paths_of(result))
         with events.batched(task.execution_id):
             events.emit(task.execution_id, "task.succeeded", task_key=task.key, payload={
                 "pool": task.pool, "attempt": attempt.number, "duration_sec": attempt_duration(attempt.started_at, now),

@@ -69,7 +69,7 @@ class WorkerPool(models.Model):
 
     @property
     def queue_name(self) -> str:
-        return f"pool.{self.name}"
+        return pool_queue_name(self.name)
 
     def backoff_for(self, failed_attempts: int) -> float:
         return self.retry_backoff_sec * (2 ** max(0, failed_attempts - 1))
@@ -122,3 +122,8 @@ class ConfigChange(models.Model):
 
     def __str__(self) -> str:
         return f"{self.object_repr}.{self.field}: {self.old_value} → {self.new_value}"
+
+
+def pool_queue_name(pool_name: str) -> str:
+    """The Dramatiq queue of a pool's tasks (worker hosts choose pools by queue)."""
+    return f"pool.{pool_name}"

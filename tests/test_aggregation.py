@@ -64,6 +64,26 @@ def test_two_lineages_writing_one_path_collide_and_the_rule_decides(execution):
         "conflict.detected", "conflict.resolved"] * 2
 
 
+def test_collisions_read_only_the_results_that_write_the_same_paths(execution, django_assert_num_queries):
+    for n in range(20):
+        make_task(execution, f"task_{n}", files=[(f"src/module_{n}.py", "x")], at=n)
+    alone = make_task(execution, "task_alone", files=[("src/alone.py", "x")], at=30)
+    assert alone.paths == ["src/alone.py"]
+    with django_assert_num_queries(1):  # the other tasks' paths; no result is read
+        record_collisions(alone)
+    assert not Conflict.objects.exists()
+
+
+def test_two_fixes_of_one_original_writing_a_new_file_are_one_lineage(execution):
+    code = make_task(execution, "task_2", files=[("app.py", "v1")], at=1)
+    make_task(execution, "task_2_fix1", kind="remediation", parent=code, files=[("auth.py", "a")], at=2)
+    second = make_task(execution, "task_2_fix2", kind="remediation", parent=code, files=[("auth.py", "b")], at=3)
+
+    record_collisions(second)  # the original writes no auth.py, yet it makes the two fixes one lineage
+
+    assert not Conflict.objects.exists()
+
+
 def test_dependents_read_a_lineage_as_its_latest_version(execution):
     code = make_task(execution, "task_2", files=[("app.py", "v1"), ("req.txt", "x")], at=1)
     make_task(execution, "task_2_fix1", kind="remediation", parent=code, files=[("app.py", "v2")], at=2)

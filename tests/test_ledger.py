@@ -116,3 +116,59 @@ def test_invoice_agrees_with_the_ledger_and_the_execution(transactional_db, redi
     other = Client.objects.create(name="other")
     _, other_key = ApiKey.issue(other)
     assert client.get(f"/api/execution/{execution.pk}/invoice", HTTP_X_API_KEY=other_key).status_code == 404
+
+
+def start_one_task(client) -> tuple[Task, Attempt]:
+    from executions.parallel_executor import task_start
+    from tests.factories import make_execution, make_pools
+
+    make_pools()
+    execution = make_execution(client, [{"key": "backend"}])
+    task = Task.objects.get(execution=execution)
+    Task.objects.filter(pk=task.pk).update(status="queued", dispatch_count=1)
+    return task, task_start(task.pk, 1, "w1", lease_sec=15)
+
+
+@pytest.mark.django_db
+def test_a_success_stores_its_usage_on_the_attempt_the_task_the_execution_and_the_ledger(client_and_key):
+    from executions.parallel_executor import attempt_succeed
+
+    task, attempt = start_one_task(client_and_key[0])
+    spec = llm.ModelSpec(name="m", provider="offline", model="x", input_per_mtok=Decimal("0.3"),
+                         output_per_mtok=Decimal("1.2"))
+    completion = llm.Completion(text="{}", input_tokens=1234, output_tokens=567, cache_read_tokens=100)
+    assert attempt_succeed(attempt.pk, result={"summary": "ok", "files": [], "findings": []}, usage=(spec, completion))
+    attempt.refresh_from_db()
+    task.refresh_from_db()
+    entry = LedgerEntry.objects.get(key=f"usage:{attempt.pk}")
+    execution = Execution.objects.get(pk=task.execution_id)
+    assert entry.amount_usd == attempt.cost_usd == task.cost_usd == execution.cost_usd == Decimal("0.001051")
+    assert (attempt.tokens_in, attempt.tokens_out, attempt.cache_read_tokens) == (1234, 567, 100)
+    assert (task.tokens_in, task.tokens_out) == (execution.tokens_in, execution.tokens_out) == (1234, 567)
+    assert (attempt.model, attempt.provider, entry.client_id) == (spec.label, "offline", execution.client_id)
+
+
+@pytest.mark.django_db
+def test_a_report_after_the_reaper_expired_the_attempt_is_charged_once(client_and_key, django_capture_on_commit_callbacks):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from executions.failure_handler import reap
+    from executions.parallel_executor import attempt_succeed
+
+    task, attempt = start_one_task(client_and_key[0])
+    Attempt.objects.filter(pk=attempt.pk).update(deadline_at=timezone.now() - timedelta(seconds=30))
+    with django_capture_on_commit_callbacks(execute=False):
+        assert reap()["expired"] == 1
+    spec = llm.resolve(None)
+    completion = llm.Completion(text="{}", input_tokens=1000, output_tokens=500)
+    # The worker was slow, not gone: its tokens were spent and are billed, its result is not used.
+    for _ in range(2):
+        assert attempt_succeed(attempt.pk, result={"summary": "late", "files": [], "findings": []},
+                               usage=(spec, completion)) is False
+    attempt.refresh_from_db()
+    task.refresh_from_db()
+    assert attempt.status == "expired" and task.result == {}
+    assert LedgerEntry.objects.filter(kind="usage").count() == 1
+    assert (attempt.tokens_in, task.tokens_in, Execution.objects.get(pk=task.execution_id).tokens_in) == (1000,) * 3

@@ -5,6 +5,7 @@ from unittest import mock
 from executions.failure_handler import attempt_fail, reap
 from executions.models import Attempt, Execution, Task
 from executions.parallel_executor import attempt_succeed, task_start
+from pools import llm
 from tests.factories import make_client, make_execution, make_pools
 
 
@@ -117,17 +118,20 @@ def test_a_link_of_a_chain_stays_within_its_query_budget(db, django_assert_max_n
                                                          django_capture_on_commit_callbacks):
     """Dependency succeeds → dependent queued → dependent started: the critical path bench/dispatch.py
     measures. Everything here waits its turn at the write lock, so its query count is watched:
-    16 and 9 on SQLite, 20 and 10 on PostgreSQL (its row locks), in a test's transaction."""
+    18 and 8 on SQLite, 22 and 9 on PostgreSQL (its row locks), in a test's transaction. The
+    success is billed: its usage goes into the updates that close the attempt and the task."""
     make_pools()
     client, _ = make_client()
     execution = make_execution(client, [{"key": "a"}, {"key": "b", "pool": "security", "blocked_by": ["a"]}])
     a = Task.objects.get(execution=execution, key="a")
     attempt = task_start(a.pk, queue(a), "w1", lease_sec=15)
     result = {"summary": "ok", "files": [{"path": "app.py", "content": "print(1)\n"}], "findings": []}
+    usage = (llm.resolve(None), llm.Completion(text="{}", input_tokens=900, output_tokens=300))
     with mock.patch("pools.tasks.send_run_task") as send:
-        with django_assert_max_num_queries(20), django_capture_on_commit_callbacks(execute=True):
-            assert attempt_succeed(attempt.pk, result=result)
+        with django_assert_max_num_queries(22), django_capture_on_commit_callbacks(execute=True):
+            assert attempt_succeed(attempt.pk, result=result, usage=usage)
     [(task_id, dispatch_no, queue_name)] = [call.args for call in send.call_args_list]
     assert (Task.objects.get(pk=task_id).key, queue_name) == ("b", "pool.security")
-    with django_assert_max_num_queries(10), django_capture_on_commit_callbacks(execute=True):
+    with django_assert_max_num_queries(9), django_capture_on_commit_callbacks(execute=True):
         assert task_start(task_id, dispatch_no, "w1", lease_sec=15).task.key == "b"
+    assert Task.objects.get(pk=a.pk).tokens_in == 900
