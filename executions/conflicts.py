@@ -31,7 +31,7 @@ from pools.verification import BLOCKING_SEVERITIES, SEVERITY_RANK
 from . import events
 from .models import Conflict, Task, TaskStatus
 from .parallel_executor import add_tasks
-from .result_aggregator import COLLISION_RULE, SUPERSEDING_KINDS, merged_files
+from .result_aggregator import COLLISION_RULE, SUPERSEDING_KINDS, lineage_key, merged_files
 
 log = logging.getLogger("openclaw.aggregator")
 
@@ -319,7 +319,9 @@ def settle_revision(revision: Task) -> None:
 
 
 def record_collisions(task: Task) -> None:
-    """Two lineages writing one path: decided by the merge rule, recorded as a resolved conflict."""
+    """A task writing a path another lineage wrote: decided by the merge rule, recorded as a resolved
+    conflict, once per path, against the version that was current (earlier writers it also outdates
+    were recorded when they were replaced)."""
     mine = set(Task.paths_of(task.result))
     if not mine:
         return
@@ -328,14 +330,19 @@ def record_collisions(task: Task) -> None:
     writers = [pk for pk, paths in succeeded.exclude(pk=task.pk).values_list("pk", "paths") if mine.intersection(paths)]
     if not writers:
         return
-    tasks = list(succeeded.filter(pk__in=[task.pk, *writers]))
-    originals = {t.parent_id for t in tasks if t.parent_id} - {t.pk for t in tasks}
+    tasks = list(succeeded.filter(pk__in=writers))
+    originals = {t.parent_id for t in tasks + [task] if t.parent_id} - {t.pk for t in tasks}
     tasks += list(succeeded.filter(pk__in=originals)) if originals else []
-    _, collisions = merged_files(tasks)
-    for collision in collisions:
-        if task.key not in (collision["kept"], collision["replaced"]):
-            continue  # recorded when it happened
-        kept, replaced, path = collision["kept"], collision["replaced"], collision["path"]
+    lineage = lineage_key(task, {t.pk: t for t in tasks})
+    before, _ = merged_files(tasks)
+    after, _ = merged_files(tasks + [task])
+    own = {f["path"]: f["content"] for f in task.result.get("files", [])}
+    for path in sorted(mine):
+        wins = after[path]["task"] == task.key
+        other = before.get(path) if wins else after[path]  # the version it replaces, or loses to
+        if other is None or other["lineage"] == lineage or other["content"] == own[path]:
+            continue
+        replaced, kept = (other["task"], task.key) if wins else (task.key, other["task"])
         conflict = detect(task.execution_id, "file_collision", [replaced, kept], f"{replaced} and {kept} both write {path}",
                           {"path": path, "kept": kept, "replaced": replaced, "rule": COLLISION_RULE})
         resolve(conflict, f"Kept {kept}'s version of {path} ({COLLISION_RULE}).", f"kept {kept}'s {path} over {replaced}'s")

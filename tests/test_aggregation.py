@@ -64,6 +64,16 @@ def test_two_lineages_writing_one_path_collide_and_the_rule_decides(execution):
         "conflict.detected", "conflict.resolved"] * 2
 
 
+def test_each_new_version_of_a_path_is_recorded_against_the_one_it_replaces(execution):
+    for n in range(1, 5):  # four lineages rewrite app.py one after the other
+        record_collisions(make_task(execution, f"task_{n}", files=[("app.py", f"v{n}"), (f"m{n}.py", "x")], at=n))
+    same = make_task(execution, "task_5", files=[("app.py", "v4")], at=5)
+    record_collisions(same)  # the same content as the current version: nothing collides
+
+    assert [c.between for c in Conflict.objects.filter(execution=execution).order_by("id")] == [
+        ["task_1", "task_2"], ["task_2", "task_3"], ["task_3", "task_4"]]
+
+
 def test_collisions_read_only_the_results_that_write_the_same_paths(execution, django_assert_num_queries):
     for n in range(20):
         make_task(execution, f"task_{n}", files=[(f"src/module_{n}.py", "x")], at=n)
