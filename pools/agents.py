@@ -13,6 +13,7 @@ import time
 
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, connection
+from django.db.models import Q
 
 from executions.failure_handler import attempt_fail
 from executions.models import Task, TaskStatus
@@ -101,7 +102,13 @@ def dependency_results(task: Task) -> list[dict]:
     wanted = set(task.blocked_by) | set(task.soft_deps)
     if not wanted:
         return []
-    rows = list(Task.objects.filter(execution_id=task.execution_id).exclude(pk=task.pk))
+    # The dependencies, their originals and their originals' remediations and revisions; not every
+    # result of the execution.
+    others = Task.objects.filter(execution_id=task.execution_id).exclude(pk=task.pk)
+    rows = list(others.filter(key__in=wanted))
+    roots = {dep.parent_id if dep.kind in SUPERSEDING_KINDS and dep.parent_id else dep.pk for dep in rows}
+    rows += others.filter(Q(pk__in=roots) | Q(parent_id__in=roots, kind__in=SUPERSEDING_KINDS)).exclude(
+        pk__in=[dep.pk for dep in rows])
     by_key = {t.key: t for t in rows}
     by_pk = {t.pk: t for t in rows}
     roots: dict[str, Task] = {}

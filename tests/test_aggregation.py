@@ -106,6 +106,26 @@ def test_dependents_read_a_lineage_as_its_latest_version(execution):
     assert {f["path"]: f["content"] for f in dep["files"]} == {"app.py": "v2", "req.txt": "x"}
 
 
+def test_dependents_read_their_dependencies_lineages_only(execution):
+    from django.db.models.signals import post_init
+
+    for n in range(30):
+        make_task(execution, f"other_{n}", files=[(f"m{n}.py", "x")], at=n)
+    code = make_task(execution, "task_2", files=[("app.py", "v1")], at=40)
+    make_task(execution, "task_2_fix1", kind="remediation", parent=code, files=[("app.py", "v2")], at=41)
+    dependent = make_task(execution, "task_9", status="queued", blocked_by=["task_2"])
+    loaded = []
+    post_init.connect(lambda instance, **_: loaded.append(instance.key), sender=Task, weak=False,
+                      dispatch_uid="count-loaded-tasks")
+    try:
+        [dep] = dependency_results(dependent)
+    finally:
+        post_init.disconnect(sender=Task, dispatch_uid="count-loaded-tasks")
+
+    assert (dep["source"], dep["files"]) == ("task_2_fix1", [{"path": "app.py", "content": "v2"}])
+    assert sorted(loaded) == ["task_2", "task_2_fix1"]
+
+
 def test_a_soft_dependency_under_revision_is_not_ready(execution):
     schema = make_task(execution, "task_3", pool="database", files=[("schema.sql", "rejected")], at=1)
     revision = make_task(execution, "task_3_rev1", kind="revision", pool="database", parent=schema, status="running")
