@@ -57,7 +57,7 @@ def machine() -> dict:
         "python": platform.python_version(), "database": database,
         "redis": redis.Redis.from_url(settings.REDIS_URL).info("server")["redis_version"],
         "redis_embedded": "REDIS_URL" not in os.environ or os.environ.get("REDIS_URL", "").startswith("unix://"),
-        "worker_processes": harness.WORKER_PROCESSES, "worker_threads": harness.WORKER_THREADS,
+        "worker_processes": settings.WORKER_PROCESSES, "worker_threads": settings.WORKER_THREADS,
     }
 
 

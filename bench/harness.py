@@ -26,8 +26,6 @@ SQLITE_FILE = VAR / "bench.sqlite3"
 # Dramatiq's Redis consumer sleeps up to this long (ms) between polls of an idle queue; the engine's
 # settings choose it for its workers, and the bare reference gets the same value.
 WORKER_TIMEOUT_ENV = "dramatiq_worker_timeout"
-WORKER_THREADS = int(os.environ.get("WORKER_THREADS", 16))
-WORKER_PROCESSES = int(os.environ.get("WORKER_PROCESSES", 1))
 TERMINAL = {"completed", "partial", "failed", "cancelled", "budget_exceeded"}
 
 
@@ -59,7 +57,7 @@ def prepare() -> Environment:
     shutil.rmtree(VAR / "logs", ignore_errors=True)
     (VAR / "logs").mkdir()
     if not os.environ.get("DATABASE_URL"):
-        for suffix in ("", "-wal", "-shm"):
+        for suffix in ("", "-wal", "-shm", ".writer-lock"):
             Path(f"{SQLITE_FILE}{suffix}").unlink(missing_ok=True)
         os.environ["SQLITE_PATH"] = str(SQLITE_FILE)
     if not os.environ.get("REDIS_URL"):
@@ -87,9 +85,14 @@ def setup_database() -> None:
 
 
 @contextlib.contextmanager
-def engine_workers(env: dict | None = None, *, threads: int = WORKER_THREADS, processes: int = WORKER_PROCESSES):
-    """`rundramatiq` + reaper on the bench database, with production timings (leases, reaper 1 s)."""
+def engine_workers(env: dict | None = None, *, threads: int | None = None, processes: int | None = None):
+    """`rundramatiq` + reaper on the bench database, with production timings (leases, reaper 1 s);
+    as many processes and threads as `make run` unless told."""
+    from django.conf import settings
+
     from openclaw_site.worker_processes import Workers
+
+    threads, processes = threads or settings.WORKER_THREADS, processes or settings.WORKER_PROCESSES
 
     known = heartbeats("openclaw")
     running = Workers(threads, env or {}, processes=processes, logs=VAR / "logs")
@@ -103,9 +106,13 @@ def engine_workers(env: dict | None = None, *, threads: int = WORKER_THREADS, pr
 
 
 @contextlib.contextmanager
-def bare_workers(env: dict | None = None, *, threads: int = WORKER_THREADS, processes: int = WORKER_PROCESSES):
+def bare_workers(env: dict | None = None, *, threads: int | None = None, processes: int | None = None):
     """A plain `dramatiq bench.bare` worker with the same process/thread counts and poll timeout."""
+    from django.conf import settings
+
     from openclaw_site.worker_processes import worker_env
+
+    threads, processes = threads or settings.WORKER_THREADS, processes or settings.WORKER_PROCESSES
 
     known = heartbeats("bench-bare")
     log = open(VAR / "logs" / "bare.log", "ab")

@@ -140,8 +140,9 @@ CHANNEL_LAYERS = {
 }
 
 DRAMATIQ_BROKER = {
-    "BROKER": "dramatiq.brokers.redis.RedisBroker",
-    "OPTIONS": {"url": REDIS_URL, "namespace": "openclaw"},
+    "BROKER": "openclaw_site.broker.UndelayedQueuesRedisBroker",
+    # Only the Slack notifier delays messages (openclaw_site/broker.py).
+    "OPTIONS": {"url": REDIS_URL, "namespace": "openclaw", "delayed_queues": ["slack"]},
     "MIDDLEWARE": [
         "dramatiq.middleware.AgeLimit",
         "dramatiq.middleware.TimeLimit",
@@ -153,6 +154,10 @@ DRAMATIQ_BROKER = {
     ],
 }
 WORKER_GIL_SWITCH_INTERVAL_MS = env.float("WORKER_GIL_SWITCH_INTERVAL_MS", default=1.0)
+# The workers `make run` (manage.py serve) and the benchmarks start: Dramatiq's own defaults, a
+# process per core (each has its own GIL) of 8 threads.
+WORKER_PROCESSES = env.int("WORKER_PROCESSES", default=os.cpu_count() or 1)
+WORKER_THREADS = env.int("WORKER_THREADS", default=8)
 DRAMATIQ_AUTODISCOVER_MODULES = ["tasks"]
 # Dramatiq's Redis consumer polls an idle queue with a backoff of up to this many ms (its default is
 # 1000), and every dispatch to an idle pool waits that out. dramatiq reads it from the environment

@@ -1,5 +1,6 @@
 """SQLite: a process's writing transactions queue on its own lock instead of SQLite's busy handler."""
 
+import os
 import threading
 import time
 
@@ -88,3 +89,44 @@ def test_closing_a_connection_in_a_transaction_releases_the_lock(transactional_d
     in_thread(abandon).join(timeout=5)
     assert done.is_set()
     assert not sqlite_backend._writer.locked()
+
+
+def test_a_writer_in_another_process_waits_on_the_lock_file_not_in_the_busy_handler(transactional_db):
+    """The other process blocks in flock, so the kernel wakes it the moment this commit releases."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from django.conf import settings
+
+    script = ("import django; django.setup()\n"
+              "from django.db import transaction\n"
+              "from executions.models import Execution\n"
+              "with transaction.atomic():\n"
+              "    Execution.objects.update(status='failed')\n")
+    env = dict(os.environ, SQLITE_PATH=str(connection.settings_dict["NAME"]), DJANGO_SETTINGS_MODULE="openclaw_site.settings")
+    env.pop("DATABASE_URL", None)
+    with transaction.atomic():
+        Execution.objects.update(status="failed")
+        child = subprocess.Popen([sys.executable, "-c", script], cwd=settings.BASE_DIR, env=env)
+
+        def child_waits_on_flock() -> bool:  # a blocked request is listed as "N: -> FLOCK ADVISORY WRITE <pid> …"
+            return any(line.split()[1:3] == ["->", "FLOCK"] and line.split()[5] == str(child.pid)
+                       for line in Path("/proc/locks").read_text().splitlines())
+
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not child_waits_on_flock():
+            time.sleep(0.05)
+        assert child_waits_on_flock() and child.poll() is None
+    assert child.wait(timeout=20) == 0
+
+
+def test_a_forked_process_starts_with_its_own_writer_lock(transactional_db):
+    with transaction.atomic():
+        Execution.objects.update(status="failed")
+        assert sqlite_backend._writer.locked()
+        pid = os.fork()
+        if pid == 0:  # the child: not blocked by the transaction its parent was in when it forked
+            os._exit(0 if sqlite_backend._writer.acquire(timeout=2) and not sqlite_backend._lock_files else 1)
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

@@ -1,31 +1,65 @@
-"""SQLite with one writing transaction at a time per process, queued on a Python lock.
+"""SQLite with writing transactions queued on locks that are handed over at once.
 
 SQLite lets one writer in at a time. A connection that finds the database locked waits in SQLite's
 busy handler, which sleeps and retries on a fixed schedule (1, 2, 5, 10, 15, 20, 25, 25, 25, 50,
 50, 100 ms…), so a writer that lost a few races sleeps tens of milliseconds after the lock came
-free. The worker's threads (and daphne's) therefore queue for `BEGIN IMMEDIATE` on a lock of their
-own process, handed over the moment the previous transaction ends; the busy handler is left to
-the rarer waits between processes.
+free. Writers here queue instead, before `BEGIN IMMEDIATE`: the threads of a process on a Python
+lock, then one thread per process on an exclusive `flock` of `<database>.writer-lock`, which the
+kernel hands to the next process the moment it is released (and releases when a process dies).
+Both are released on commit, rollback and close. SQLite's busy handler is left to writers outside
+the project (the sqlite3 shell).
 """
 
+import fcntl
+import os
 import threading
 
 from django.db import OperationalError
 from django.db.backends.sqlite3 import base
 
 # Held from BEGIN to COMMIT/ROLLBACK; as long as SQLite's own busy timeout before giving up.
-_writer = threading.Lock()
 WRITER_TIMEOUT_SEC = 30
+_writer = threading.Lock()
+_lock_files: dict[str, int] = {}  # database path → this process's descriptor of its writer-lock file
+
+
+def _reset_after_fork() -> None:
+    # A forked worker must not inherit its parent's lock state or share its open lock files (a
+    # flock belongs to the open file, so a shared one would not keep the processes apart).
+    global _writer
+    _writer = threading.Lock()
+    for fd in _lock_files.values():
+        os.close(fd)
+    _lock_files.clear()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+def _lock_file(database: str) -> int | None:
+    """This process's descriptor of the database's writer-lock file; None for in-memory databases."""
+    database = str(database)
+    if database == ":memory:" or database.startswith("file:"):
+        return None
+    if database not in _lock_files:
+        _lock_files[database] = os.open(f"{database}.writer-lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    return _lock_files[database]
 
 
 class DatabaseWrapper(base.DatabaseWrapper):
     _holds_writer = False
+    _holds_file: int | None = None
 
     def _start_transaction_under_autocommit(self):
-        if not _writer.acquire(timeout=WRITER_TIMEOUT_SEC):
+        writer = _writer
+        if not writer.acquire(timeout=WRITER_TIMEOUT_SEC):
             raise OperationalError("database is locked (waited for this process's writing transaction)")
-        self._holds_writer = True
+        self._holds_writer = writer
         try:
+            fd = _lock_file(self.settings_dict["NAME"])
+            if fd is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX)  # waits in the kernel, without the GIL
+                self._holds_file = fd
             super()._start_transaction_under_autocommit()
         except BaseException:
             self._release_writer()
@@ -50,6 +84,9 @@ class DatabaseWrapper(base.DatabaseWrapper):
             self._release_writer()
 
     def _release_writer(self) -> None:
+        if self._holds_file is not None:
+            fd, self._holds_file = self._holds_file, None
+            fcntl.flock(fd, fcntl.LOCK_UN)
         if self._holds_writer:
-            self._holds_writer = False
-            _writer.release()
+            writer, self._holds_writer = self._holds_writer, False
+            writer.release()

@@ -31,8 +31,8 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", 8000)))
         parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
-        parser.add_argument("--threads", type=int, default=int(os.environ.get("WORKER_THREADS", 16)))
-        parser.add_argument("--processes", type=int, default=int(os.environ.get("WORKER_PROCESSES", 1)))
+        parser.add_argument("--threads", type=int, default=settings.WORKER_THREADS)
+        parser.add_argument("--processes", type=int, default=settings.WORKER_PROCESSES)
 
     def handle(self, *args, port, host, threads, processes, **options):
         var = settings.VAR_DIR
