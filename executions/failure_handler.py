@@ -14,7 +14,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from pools.models import WorkerPool, pool_queue_name
+from pools.models import WorkerPool
 
 from . import events
 from .models import Attempt, Execution, ExecutionStatus, Task, TaskStatus
@@ -115,7 +115,7 @@ def reap(now=None) -> dict:
         "id", "dispatch_count", "pool"
     ):
         if Task.objects.filter(pk=task_id, status=TaskStatus.QUEUED, dispatch_count=dispatch_no).update(queued_at=now):
-            send_run_task(task_id, dispatch_no, pool_queue_name(pool))
+            send_run_task(task_id, dispatch_no, f"pool.{pool}")
             stats["resent"] += 1
     for execution_id, status in Execution.objects.filter(
         status__in=[ExecutionStatus.PLANNING, ExecutionStatus.AGGREGATING], phase_sent_at__lt=stale

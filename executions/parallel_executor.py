@@ -136,12 +136,9 @@ def cas_task(task_id: int, expected: str | Iterable[str], **changes) -> bool:
 def lock_execution(execution_id: str) -> None:
     """Take the execution's row lock first in every transaction that changes its tasks.
 
-    PostgreSQL stays free of deadlocks (between, say, a cancel and a worker reporting a result)
-    by three rules: an execution's row is taken before its tasks' and attempts'; a transaction
-    holding an execution waits for pool rows only at its end, in name order (a success queuing
-    the tasks it made ready); and a dispatcher holding a pool row never waits for an execution's,
-    it takes the free ones (`_lock_free_executions`). SQLite has no row locks and needs none: its
-    writing transactions run one at a time.
+    One lock order (pool → execution → task → attempt) keeps PostgreSQL free of deadlocks
+    between, say, a cancel and a worker reporting a result. SQLite has no row locks and needs
+    none: its writing transactions run one at a time.
     """
     if not connection.features.has_select_for_update:
         return
@@ -179,12 +176,12 @@ def dispatch_ready_pools(pool_names: Iterable[str]) -> int:
 def _dispatch_pool(pool_name: str, *, within_execution: str | None = None) -> int | None:
     """Queue a pool's ready tasks into its free slots, in dispatch order; returns how many.
 
-    `within_execution`: called at the end of that execution's transition, its lock held, to queue
-    the tasks the transition just made ready without a transaction of their own (which would wait
-    for its turn at the write lock again, on the critical path). When the first ready tasks
-    include another execution's, or when the budget refuses a task, it returns None and the
-    caller dispatches the pool after commit. Otherwise (a dispatch of its own) it queues the tasks
-    of the executions no other transaction holds; the others' are left to their holders.
+    `within_execution`: called inside that execution's transition, its lock held, to queue the tasks
+    the transition just made ready without a transaction of their own (which would wait for its
+    turn at the write lock again, on the critical path). It never waits for a lock there, so the
+    lock order holds: when another transaction holds the pool's row (PostgreSQL), when the first
+    ready tasks include another execution's, or when the budget refuses a task, it returns None
+    and the caller dispatches the pool after commit.
     """
     from pools.tasks import send_run_task
 
@@ -193,7 +190,7 @@ def _dispatch_pool(pool_name: str, *, within_execution: str | None = None) -> in
     sent: list[tuple[int, int, str]] = []
     over_budget: set[str] = set()
     with transaction.atomic(savepoint=not within):
-        max_concurrent = (WorkerPool.objects.select_for_update().filter(name=pool_name, enabled=True)
+        max_concurrent = (WorkerPool.objects.select_for_update(skip_locked=within).filter(name=pool_name, enabled=True)
                           .values_list("max_concurrent", flat=True).first())
         if max_concurrent is None:
             return None if within else 0
@@ -209,13 +206,13 @@ def _dispatch_pool(pool_name: str, *, within_execution: str | None = None) -> in
         )
         if within and any(c[1] != within_execution for c in candidates[:free]):
             return None
-        locked = {within_execution} if within else _lock_free_executions({c[1] for c in candidates})
+        # Execution rows in one global order, so two pools dispatching at once cannot deadlock.
+        for execution_id in sorted({c[1] for c in candidates}):
+            lock_execution(execution_id)
         queued: dict[str, list] = {}
         for task_id, execution_id, key, dispatch_count, budget in candidates:
             if len(sent) >= free or (within and execution_id != within_execution):
                 break
-            if execution_id not in locked:
-                continue
             # Most executions have no budget: the candidate's row says so, no query.
             if execution_id in over_budget or (budget is not None and not budget_allows(execution_id, pool_name)):
                 over_budget.add(execution_id)
@@ -235,14 +232,6 @@ def _dispatch_pool(pool_name: str, *, within_execution: str | None = None) -> in
     for execution_id in sorted(over_budget):
         stop_for_budget(execution_id)
     return len(sent)
-
-
-def _lock_free_executions(execution_ids: set[str]) -> set[str]:
-    """Lock those of the executions no other transaction holds (PostgreSQL); returns them."""
-    if not connection.features.has_select_for_update:
-        return execution_ids
-    return set(Execution.objects.select_for_update(skip_locked=True).filter(pk__in=execution_ids)
-               .values_list("pk", flat=True))
 
 
 def budget_allows(execution_id: str, pool_name: str) -> bool:
@@ -424,6 +413,7 @@ def attempt_succeed(attempt_id, *, result: dict, usage=None) -> bool:
     task = attempt.task
     usage = billing.AttemptUsage.of(*usage) if usage is not None else None
     with transaction.atomic():
+        lock_dependents_pools(task)
         lock_execution(task.execution_id)
         # The pools left to dispatch after commit: registered first, so that this runs before the
         # events are published (the next agent's start is the critical path).
@@ -459,6 +449,19 @@ def attempt_succeed(attempt_id, *, result: dict, usage=None) -> bool:
             pools.update(pool for pool in sorted(ready_pools)
                          if _dispatch_pool(pool, within_execution=task.execution_id) is None)
     return True
+
+
+def lock_dependents_pools(task: Task) -> None:
+    """Lock the pools of the tasks waiting on `task` before its execution (the lock order), so that
+    its success can queue them there rather than find a pool row locked and leave it to a
+    transaction of its own after commit. Rows without locks are enough to find them: a dependent
+    added meanwhile is dispatched after commit. SQLite has no row locks."""
+    if not connection.features.has_select_for_update:
+        return
+    pools = {pool for pool, blocked_by in Task.objects.filter(execution_id=task.execution_id, status=TaskStatus.PENDING)
+             .values_list("pool", "blocked_by") if task.key in blocked_by}
+    if pools:
+        list(WorkerPool.objects.select_for_update().filter(name__in=pools).order_by("name").values_list("pk", flat=True))
 
 
 def attempt_duration(started, finished) -> float:
