@@ -11,16 +11,15 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
 from django.utils import timezone
 
-from pools.models import WorkerPool
+from pools.models import WorkerPool, pool_queue_name
 
 from . import events
 from .models import Attempt, Execution, ExecutionStatus, Task, TaskStatus
 from .parallel_executor import (
-    attempt_duration, block_dependents, cas_task, dispatch_after_commit, dispatch_ready_tasks, lock_execution,
-    maybe_finish_work,
+    attempt_duration, attempt_to_close, block_dependents, cas_task, close_attempt, dispatch_after_commit,
+    dispatch_ready_tasks, lock_execution, maybe_finish_work,
 )
 
 log = logging.getLogger("openclaw.failures")
@@ -37,18 +36,11 @@ def attempt_fail(attempt_id, error: str, *, usage=None, outcome: str = "failed")
     now = timezone.now()
     usage = billing.AttemptUsage.of(*usage) if usage is not None else None
     with transaction.atomic():
-        attempt = (Attempt.objects.select_related("task").annotate(client_id=F("task__execution__client_id"))
-                   .get(pk=attempt_id))
+        attempt = attempt_to_close(attempt_id)
         task = attempt.task
         lock_execution(task.execution_id)
-        # As in attempt_succeed: the closing updates store the usage; a late report is still charged.
-        if not Attempt.objects.filter(pk=attempt_id, status="running").update(
-                status=outcome, finished_at=now, error=error[:4000], **(usage.attempt_fields() if usage else {})):
-            if usage is not None:
-                billing.record_usage(attempt, usage.spec, usage.completion)
+        if not close_attempt(attempt, usage, status=outcome, finished_at=now, error=error[:4000]):
             return False
-        if usage is not None:
-            billing.charge_closed_attempt(attempt, usage, attempt.client_id)
         if not cas_task(task.pk, TaskStatus.RUNNING, status=TaskStatus.FAILED, error=error[:4000],
                         **(usage.task_increments() if usage else {})):
             return False
@@ -115,7 +107,7 @@ def reap(now=None) -> dict:
         "id", "dispatch_count", "pool"
     ):
         if Task.objects.filter(pk=task_id, status=TaskStatus.QUEUED, dispatch_count=dispatch_no).update(queued_at=now):
-            send_run_task(task_id, dispatch_no, f"pool.{pool}")
+            send_run_task(task_id, dispatch_no, pool_queue_name(pool))
             stats["resent"] += 1
     for execution_id, status in Execution.objects.filter(
         status__in=[ExecutionStatus.PLANNING, ExecutionStatus.AGGREGATING], phase_sent_at__lt=stale

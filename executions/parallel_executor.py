@@ -133,6 +133,29 @@ def cas_task(task_id: int, expected: str | Iterable[str], **changes) -> bool:
     return Task.objects.filter(pk=task_id, status__in=allowed).update(**changes) == 1
 
 
+def attempt_to_close(attempt_id) -> Attempt:
+    """An attempt with its task and what billing its usage needs (`client_id`)."""
+    return Attempt.objects.select_related("task").annotate(client_id=F("task__execution__client_id")).get(pk=attempt_id)
+
+
+def close_attempt(attempt: Attempt, usage, **changes) -> bool:
+    """running → its outcome (`changes`), with its usage (a `billing.AttemptUsage`, or None) stored
+    and charged; True when this caller closed it. An attempt closed first by someone else (the
+    reaper, an earlier report) stays as it is, but its tokens were spent: they are charged as a
+    late report, once. The caller holds the execution's lock and adds `usage.task_increments()`
+    to its task's update."""
+    from . import billing
+
+    if not Attempt.objects.filter(pk=attempt.pk, status="running").update(
+            **changes, **(usage.attempt_fields() if usage else {})):
+        if usage is not None:
+            billing.record_usage(attempt, usage.spec, usage.completion)
+        return False
+    if usage is not None:
+        billing.charge_closed_attempt(attempt, usage, attempt.client_id)
+    return True
+
+
 def lock_execution(execution_id: str) -> None:
     """Take the execution's row lock first in every transaction that changes its tasks.
 
@@ -407,9 +430,7 @@ def attempt_succeed(attempt_id, *, result: dict, usage=None) -> bool:
     from . import billing, result_aggregator
 
     now = timezone.now()
-    # Read, and the usage priced, before the write lock.
-    attempt = (Attempt.objects.select_related("task").annotate(client_id=F("task__execution__client_id"))
-               .get(pk=attempt_id))
+    attempt = attempt_to_close(attempt_id)  # read, and the usage priced, before the write lock
     task = attempt.task
     usage = billing.AttemptUsage.of(*usage) if usage is not None else None
     with transaction.atomic():
@@ -419,19 +440,14 @@ def attempt_succeed(attempt_id, *, result: dict, usage=None) -> bool:
         # events are published (the next agent's start is the critical path).
         pools: set[str] = set()
         transaction.on_commit(lambda: dispatch_ready_pools(pools))
-        if not Attempt.objects.filter(pk=attempt_id, status="running").update(
-                status="succeeded", finished_at=now, **(usage.attempt_fields() if usage else {})):
-            if usage is not None:
-                billing.record_usage(attempt, usage.spec, usage.completion)
+        if not close_attempt(attempt, usage, status="succeeded", finished_at=now):
             return False
-        if usage is not None:
-            billing.charge_closed_attempt(attempt, usage, attempt.client_id)
+        paths = Task.paths_of(result)
         if not cas_task(task.pk, TaskStatus.RUNNING, status=TaskStatus.SUCCEEDED, finished_at=now, progress=100,
-                        result=result, error="", paths=Task.paths_of(result),
-                        **(usage.task_increments() if usage else {})):
+                        result=result, error="", paths=paths, **(usage.task_increments() if usage else {})):
             return False
         task.status, task.finished_at, task.progress, task.result, task.error, task.paths = (
-            TaskStatus.SUCCEEDED, now, 100, result, "", Task.paths_of(result))
+            TaskStatus.SUCCEEDED, now, 100, result, "", paths)
         with events.batched(task.execution_id):
             events.emit(task.execution_id, "task.succeeded", task_key=task.key, payload={
                 "pool": task.pool, "attempt": attempt.number, "duration_sec": attempt_duration(attempt.started_at, now),
