@@ -47,19 +47,21 @@ def _lock_file(database: str) -> int | None:
 
 
 class DatabaseWrapper(base.DatabaseWrapper):
-    _holds_writer = False
-    _holds_file: int | None = None
+    # What this connection holds while in a writing transaction: the lock it took (the process's
+    # lock at the time; a fork replaces it) and the lock file's descriptor.
+    _held_writer: "threading.Lock | None" = None
+    _held_file: int | None = None
 
     def _start_transaction_under_autocommit(self):
         writer = _writer
         if not writer.acquire(timeout=WRITER_TIMEOUT_SEC):
             raise OperationalError("database is locked (waited for this process's writing transaction)")
-        self._holds_writer = writer
+        self._held_writer = writer
         try:
             fd = _lock_file(self.settings_dict["NAME"])
             if fd is not None:
                 fcntl.flock(fd, fcntl.LOCK_EX)  # waits in the kernel, without the GIL
-                self._holds_file = fd
+                self._held_file = fd
             super()._start_transaction_under_autocommit()
         except BaseException:
             self._release_writer()
@@ -84,9 +86,9 @@ class DatabaseWrapper(base.DatabaseWrapper):
             self._release_writer()
 
     def _release_writer(self) -> None:
-        if self._holds_file is not None:
-            fd, self._holds_file = self._holds_file, None
+        if self._held_file is not None:
+            fd, self._held_file = self._held_file, None
             fcntl.flock(fd, fcntl.LOCK_UN)
-        if self._holds_writer:
-            writer, self._holds_writer = self._holds_writer, False
+        if self._held_writer is not None:
+            writer, self._held_writer = self._held_writer, None
             writer.release()
