@@ -31,7 +31,7 @@ from pools.verification import BLOCKING_SEVERITIES, SEVERITY_RANK
 from . import events
 from .models import Conflict, Task, TaskStatus
 from .parallel_executor import add_tasks
-from .result_aggregator import COLLISION_RULE, SUPERSEDING_KINDS, lineage_key, merged_files
+from .result_aggregator import COLLISION_RULE, SUPERSEDING_KINDS, lineage_key, merge_order, merged_files
 
 log = logging.getLogger("openclaw.aggregator")
 
@@ -325,12 +325,15 @@ def record_collisions(task: Task) -> None:
     mine = set(Task.paths_of(task.result))
     if not mine:
         return
-    # Only the results that write one of its paths are read, with their originals (for lineages).
+    # Only the current version of each of its paths is read (the writer last in the merge order:
+    # earlier ones lost to it already), with the originals of those and its own (for lineages).
     succeeded = Task.objects.filter(execution_id=task.execution_id, status=TaskStatus.SUCCEEDED)
-    writers = [pk for pk, paths in succeeded.exclude(pk=task.pk).values_list("pk", "paths") if mine.intersection(paths)]
+    writers = [t for t in succeeded.exclude(pk=task.pk).only("kind", "finished_at", "paths") if mine.intersection(t.paths)]
     if not writers:
         return
-    tasks = list(succeeded.filter(pk__in=writers))
+    current = {max((t for t in writers if path in t.paths), key=merge_order).pk
+               for path in mine if any(path in t.paths for t in writers)}
+    tasks = list(succeeded.filter(pk__in=current))
     originals = {t.parent_id for t in tasks + [task] if t.parent_id} - {t.pk for t in tasks}
     tasks += list(succeeded.filter(pk__in=originals)) if originals else []
     lineage = lineage_key(task, {t.pk: t for t in tasks})

@@ -229,8 +229,9 @@ def _dispatch_pool(pool_name: str, *, within_execution: str | None = None) -> in
         )
         if within and any(c[1] != within_execution for c in candidates[:free]):
             return None
-        # Execution rows in one global order, so two pools dispatching at once cannot deadlock.
-        for execution_id in sorted({c[1] for c in candidates}):
+        # Execution rows in one global order, so two pools dispatching at once cannot deadlock
+        # (within an execution's transition its row is held already, and the only one queued).
+        for execution_id in [] if within else sorted({c[1] for c in candidates}):
             lock_execution(execution_id)
         queued: dict[str, list] = {}
         for task_id, execution_id, key, dispatch_count, budget in candidates:

@@ -84,6 +84,24 @@ def test_collisions_read_only_the_results_that_write_the_same_paths(execution, d
     assert not Conflict.objects.exists()
 
 
+def test_collisions_read_the_result_of_each_paths_current_version_only(execution):
+    from django.db.models.signals import post_init
+
+    for n in range(1, 11):  # ten lineages rewrite app.py one after the other
+        record_collisions(make_task(execution, f"task_{n}", files=[("app.py", f"v{n}")], at=n))
+    latest = make_task(execution, "task_11", files=[("app.py", "v11")], at=11)
+    results_read = []
+    post_init.connect(lambda instance, **_: "result" in instance.get_deferred_fields() or results_read.append(
+        instance.key), sender=Task, weak=False, dispatch_uid="count-results-read")
+    try:
+        record_collisions(latest)
+    finally:
+        post_init.disconnect(sender=Task, dispatch_uid="count-results-read")
+
+    assert results_read == ["task_10"]
+    assert Conflict.objects.order_by("-id").first().between == ["task_10", "task_11"]
+
+
 def test_two_fixes_of_one_original_writing_a_new_file_are_one_lineage(execution):
     code = make_task(execution, "task_2", files=[("app.py", "v1")], at=1)
     make_task(execution, "task_2_fix1", kind="remediation", parent=code, files=[("auth.py", "a")], at=2)
