@@ -91,15 +91,24 @@ class ExecutionConsumer(AsyncJsonWebsocketConsumer):
         await self.send_json({"kind": "synced", "last_seq": self.last_seq})
 
     async def event_message(self, message):
-        event = message["event"]
+        await self.pass_on(message["event"])
+
+    async def event_batch(self, message):
+        for event in message["events"]:
+            if not await self.pass_on(event):
+                return  # a replay sent the rest
+
+    async def pass_on(self, event: dict) -> bool:
+        """Send a live event in seq order; False when a gap made it replay from the database instead."""
         seq = event["seq"]
         if seq <= self.last_seq:
-            return  # already sent by a replay
+            return True  # already sent by a replay
         if seq > self.last_seq + 1:
             await self.replay()  # the layer dropped something: the database has it
-            return
+            return False
         self.last_seq = seq
         await self.send_json({"kind": "event", "event": event})
+        return True
 
     async def event_progress(self, message):
         await self.send_json({"kind": "progress", "progress": message["progress"]})
@@ -124,6 +133,10 @@ class ConsoleConsumer(AsyncJsonWebsocketConsumer):
 
     async def event_message(self, message):
         await self.send_json({"kind": "event", "event": message["event"]})
+
+    async def event_batch(self, message):
+        for event in message["events"]:
+            await self.send_json({"kind": "event", "event": event})
 
     async def event_progress(self, message):
         await self.send_json({"kind": "progress", "progress": message["progress"]})

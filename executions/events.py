@@ -57,7 +57,7 @@ def emit_many(execution_id: str, items: list[tuple[str, str, dict | None]]) -> N
             for i, (type_, task_key, payload) in enumerate(items)
         ])
         messages = [event.as_message() for event in events]
-        transaction.on_commit(lambda: [publish(message) for message in messages])
+        transaction.on_commit(lambda: publish_many(messages))
 
 
 @contextlib.contextmanager
@@ -93,13 +93,20 @@ def _reserve_seqs(execution_id: str, count: int) -> int:
     return row[0]
 
 
-def publish(message: dict) -> None:
-    for callback in list(_subscribers):
-        try:
-            callback(message)
-        except Exception:  # a subscriber must never break the state machine
-            log.exception("event subscriber %r failed", callback)
-    _publisher().send([execution_group(message["execution_id"]), CONSOLE_GROUP], {"type": "event.message", "event": message})
+def publish_many(messages: list[dict]) -> None:
+    """Publish one execution's committed events, in seq order: one channel-layer message per group
+    (a transition's events travel together; each group send costs Redis round trips and CPU)."""
+    if not messages:
+        return
+    for message in messages:
+        for callback in list(_subscribers):
+            try:
+                callback(message)
+            except Exception:  # a subscriber must never break the state machine
+                log.exception("event subscriber %r failed", callback)
+    layer_message = ({"type": "event.message", "event": messages[0]} if len(messages) == 1
+                     else {"type": "event.batch", "events": messages})
+    _publisher().send([execution_group(messages[0]["execution_id"]), CONSOLE_GROUP], layer_message)
 
 
 def publish_ephemeral(execution_id: str, message: dict) -> None:

@@ -142,6 +142,43 @@ async def test_a_dropped_live_message_is_filled_in_from_the_database(staff_cooki
     await ws.disconnect()
 
 
+async def test_a_transitions_events_arrive_one_by_one_in_order_on_both_streams(staff_cookie):
+    execution = await sync_to_async(make_execution)(1)
+    stream = communicator(f"/ws/executions/{execution.pk}/?after=1", cookie=staff_cookie)
+    console = communicator("/ws/console/", cookie=staff_cookie)
+    assert (await stream.connect())[0] and (await console.connect())[0]
+    assert await receive_until_synced(stream) == ([], 1)
+    await asyncio.sleep(0.05)  # group membership registered in Redis
+    await sync_to_async(events.emit_many)(execution.pk, [("task.started", "task_1", None), ("task.succeeded", "task_1", None),
+                                                         ("task.ready", "task_2", None)])
+    for ws in (stream, console):
+        received = [(await ws.receive_json_from(timeout=5))["event"] for _ in range(3)]
+        assert [(e["seq"], e["type"]) for e in received] == [(2, "task.started"), (3, "task.succeeded"), (4, "task.ready")]
+    await stream.disconnect()
+    await console.disconnect()
+
+
+async def test_a_batch_after_a_dropped_message_is_replayed_from_the_database(staff_cookie):
+    execution = await sync_to_async(make_execution)(1)
+    ws = communicator(f"/ws/executions/{execution.pk}/?after=1", cookie=staff_cookie)
+    assert (await ws.connect())[0]
+    assert await receive_until_synced(ws) == ([], 1)
+
+    def store_without_publishing() -> list[dict]:
+        stored = [Event.objects.create(execution=execution, seq=seq, type="task.started", task_key=f"task_{seq}")
+                  for seq in (2, 3, 4)]
+        Execution.objects.filter(pk=execution.pk).update(next_seq=4)
+        return [event.as_message() for event in stored]
+
+    second, third, fourth = await sync_to_async(store_without_publishing)()
+    # seq 2 was lost; the batch of 3 and 4 makes the consumer replay, and nothing is sent twice.
+    await get_channel_layer().group_send(events.execution_group(execution.pk),
+                                         {"type": "event.batch", "events": [third, fourth]})
+    assert await receive_until_synced(ws) == ([2, 3, 4], 4)
+    assert await ws.receive_nothing(timeout=0.3)
+    await ws.disconnect()
+
+
 async def test_progress_ticks_are_forwarded(staff_cookie):
     execution = await sync_to_async(make_execution)(1)
     ws = communicator(f"/ws/executions/{execution.pk}/", cookie=staff_cookie)

@@ -49,3 +49,23 @@ def test_an_exception_in_a_batch_writes_nothing(two_executions):
         pass
     events.emit(execution.pk, "task.started", task_key="a")
     assert types_and_seqs(execution)[-1][0] == "task.started"
+
+
+def test_one_writes_events_reach_each_group_in_one_layer_message(two_executions, django_capture_on_commit_callbacks):
+    from unittest import mock
+
+    execution, _ = two_executions
+    notified = []
+    events.subscribe(notified.append)
+    try:
+        with mock.patch.object(events, "_publisher") as publisher, django_capture_on_commit_callbacks(execute=True):
+            events.emit_many(execution.pk, [("task.succeeded", "a", None), ("task.ready", "b", None),
+                                            ("task.queued", "b", {"pool": "codegen"})])
+    finally:
+        events._subscribers.remove(notified.append)
+    [(groups, message)] = [call.args for call in publisher.return_value.send.call_args_list]
+    assert groups == [events.execution_group(execution.pk), events.CONSOLE_GROUP]
+    assert message["type"] == "event.batch"
+    assert [(e["type"], e["task"]) for e in message["events"]] == [
+        ("task.succeeded", "a"), ("task.ready", "b"), ("task.queued", "b")]
+    assert [e["seq"] for e in notified] == [e["seq"] for e in message["events"]]  # subscribers: each event
