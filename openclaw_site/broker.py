@@ -5,6 +5,10 @@ Redis with a Lua call whenever its queue is idle: up to 20 times a second at the
 timeout, every poll taking the worker's GIL from the threads that hold a transaction. Only the
 Slack notifier sends delayed messages; the pool and control actors never do (their retries live in
 the database), so their delay queues are neither consumed nor, by mistake, filled.
+
+Queues nobody waits on (the Slack notifier's: its edits are throttled to about one a second
+anyway) are polled at `background_poll_ms` instead of the worker's short timeout, which is there
+for the pool and control queues' dispatch latency.
 """
 
 from dramatiq.brokers.redis import RedisBroker
@@ -12,11 +16,19 @@ from dramatiq.common import dq_name, q_name
 
 
 class UndelayedQueuesRedisBroker(RedisBroker):
-    """`delayed_queues`: the queues whose messages may be delayed (their `.DQ` is consumed)."""
+    """`delayed_queues`: the queues whose messages may be delayed (their `.DQ` is consumed).
+    `background_queues`: queues (with their `.DQ`) polled at least `background_poll_ms` apart."""
 
-    def __init__(self, *args, delayed_queues=(), **kwargs):
+    def __init__(self, *args, delayed_queues=(), background_queues=(), background_poll_ms=500, **kwargs):
         super().__init__(*args, **kwargs)
         self.delayed_queues = frozenset(delayed_queues)
+        self.background_queues = frozenset(background_queues)
+        self.background_poll_ms = background_poll_ms
+
+    def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000):
+        if q_name(queue_name) in self.background_queues:
+            timeout = max(timeout, self.background_poll_ms)
+        return super().consume(queue_name, prefetch, timeout)
 
     def declare_queue(self, queue_name: str) -> None:
         # RedisBroker.declare_queue, declaring the delay queue only where delays are allowed (a

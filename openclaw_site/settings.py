@@ -141,8 +141,8 @@ CHANNEL_LAYERS = {
 
 DRAMATIQ_BROKER = {
     "BROKER": "openclaw_site.broker.UndelayedQueuesRedisBroker",
-    # Only the Slack notifier delays messages (openclaw_site/broker.py).
-    "OPTIONS": {"url": REDIS_URL, "namespace": "openclaw", "delayed_queues": ["slack"]},
+    # Only the Slack notifier delays messages, and nobody waits on its queue (openclaw_site/broker.py).
+    "OPTIONS": {"url": REDIS_URL, "namespace": "openclaw", "delayed_queues": ["slack"], "background_queues": ["slack"]},
     "MIDDLEWARE": [
         "dramatiq.middleware.AgeLimit",
         "dramatiq.middleware.TimeLimit",

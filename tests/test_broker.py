@@ -45,3 +45,20 @@ def test_a_delayed_message_is_refused_where_nothing_would_consume_it_and_deliver
     finally:
         worker.stop()
     assert ran == ["slack"]
+
+
+def test_background_queues_are_polled_at_their_own_pace_and_the_others_at_the_workers(redis_server):
+    broker = UndelayedQueuesRedisBroker(url=settings.REDIS_URL, namespace="openclaw-broker-test",
+                                        delayed_queues=["slack"], background_queues=["slack"], background_poll_ms=500)
+    try:
+        for queue in ("pool.codegen", "control", "slack"):
+            broker.declare_queue(queue)
+        worker = Worker(broker, worker_threads=1, worker_timeout=50)
+        worker.start()
+        try:
+            timeouts = {name: thread.consumer.timeout for name, thread in worker.consumers.items()}
+        finally:
+            worker.stop()
+    finally:
+        broker.close()
+    assert timeouts == {"pool.codegen": 50, "control": 50, "slack": 500, "slack.DQ": 500}
