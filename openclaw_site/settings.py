@@ -151,6 +151,7 @@ DRAMATIQ_BROKER = {
         "dramatiq.middleware.ShutdownNotifications",
         "django_dramatiq.middleware.DbConnectionsMiddleware",
         "openclaw_site.worker_tuning.GilSwitchInterval",
+        "openclaw_site.worker_tuning.WarmAgentCode",
     ],
 }
 WORKER_GIL_SWITCH_INTERVAL_MS = env.float("WORKER_GIL_SWITCH_INTERVAL_MS", default=1.0)

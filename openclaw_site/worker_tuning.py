@@ -15,3 +15,16 @@ class GilSwitchInterval(dramatiq.Middleware):
 
     def before_worker_boot(self, broker, worker):
         sys.setswitchinterval(settings.WORKER_GIL_SWITCH_INTERVAL_MS / 1000)
+
+
+class WarmAgentCode(dramatiq.Middleware):
+    """A worker process's first task imported the agent code (`pools.agents` and the verifiers,
+    ~0.1 s here) after its message was taken, and its first scan loaded bandit and its plugins
+    (~0.1 s more): a fresh worker's first tasks started late and ran long, on the critical path of
+    whatever execution they belonged to. Both are done before the worker consumes anything."""
+
+    def before_worker_boot(self, broker, worker):
+        from pools.agents import task_run  # noqa: F401 (what the pool actor imports on first use)
+        from pools.verifiers import run_bandit
+
+        run_bandit([{"path": "warm_up.py", "content": "print('ready')\n"}])

@@ -1,5 +1,7 @@
 """Worker processes' interpreter settings."""
 
+import os
+import subprocess
 import sys
 
 import pytest
@@ -15,3 +17,20 @@ def test_a_worker_boots_with_the_configured_gil_switch_interval(settings):
         assert sys.getswitchinterval() == pytest.approx(0.001)
     finally:
         sys.setswitchinterval(before)
+
+
+def test_a_worker_loads_the_agent_code_and_bandit_before_it_consumes():
+    """In a fresh interpreter, as a worker process boots: nothing of it is loaded before."""
+    script = (
+        "import sys, django; django.setup()\n"
+        "import pools.tasks\n"
+        "before = {m for m in ('pools.agents', 'bandit.core.manager') if m in sys.modules}\n"
+        "from openclaw_site.worker_tuning import WarmAgentCode\n"
+        "WarmAgentCode().before_worker_boot(broker=None, worker=None)\n"
+        "after = {m for m in ('pools.agents', 'bandit.core.manager') if m in sys.modules}\n"
+        "print(sorted(before), sorted(after))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "DJANGO_SETTINGS_MODULE": "openclaw_site.settings"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[-2] == "[] ['bandit.core.manager', 'pools.agents']"
