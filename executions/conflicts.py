@@ -331,8 +331,11 @@ def record_collisions(task: Task) -> None:
     writers = [t for t in succeeded.exclude(pk=task.pk).only("kind", "finished_at", "paths") if mine.intersection(t.paths)]
     if not writers:
         return
-    current = {max((t for t in writers if path in t.paths), key=merge_order).pk
-               for path in mine if any(path in t.paths for t in writers)}
+    writers_of: dict[str, list[Task]] = {}
+    for writer in writers:
+        for path in mine.intersection(writer.paths):
+            writers_of.setdefault(path, []).append(writer)
+    current = {max(versions, key=merge_order).pk for versions in writers_of.values()}
     tasks = list(succeeded.filter(pk__in=current))
     originals = {t.parent_id for t in tasks + [task] if t.parent_id} - {t.pk for t in tasks}
     tasks += list(succeeded.filter(pk__in=originals)) if originals else []

@@ -229,10 +229,11 @@ def _dispatch_pool(pool_name: str, *, within_execution: str | None = None) -> in
         )
         if within and any(c[1] != within_execution for c in candidates[:free]):
             return None
-        # Execution rows in one global order, so two pools dispatching at once cannot deadlock
-        # (within an execution's transition its row is held already, and the only one queued).
-        for execution_id in [] if within else sorted({c[1] for c in candidates}):
-            lock_execution(execution_id)
+        # Execution rows in one global order, so two pools dispatching at once cannot deadlock.
+        # Within an execution's transition, its row (the only one queued here) is held already.
+        if not within:
+            for execution_id in sorted({c[1] for c in candidates}):
+                lock_execution(execution_id)
         queued: dict[str, list] = {}
         for task_id, execution_id, key, dispatch_count, budget in candidates:
             if len(sent) >= free or (within and execution_id != within_execution):
