@@ -14,7 +14,7 @@ from typing import Iterable
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Count, F, Q
+from django.db.models import Count, F, OuterRef, Q, Subquery
 from django.utils import timezone
 
 from pools.models import WorkerPool, pool_queue_name
@@ -191,12 +191,16 @@ def dispatch_ready_pools(pool_names: Iterable[str]) -> int:
     one plain read then, no pool lock and, on SQLite, no write lock. A task that becomes ready
     meanwhile is dispatched by its own commit or the reaper's next pass.
     """
-    ready = set(Task.objects.filter(pool__in=set(pool_names), status=TaskStatus.READY)
+    pool_names = set(pool_names)
+    if not pool_names:  # a success that queued its dependents itself: nothing left, not even a query to build
+        return 0
+    ready = set(Task.objects.filter(pool__in=pool_names, status=TaskStatus.READY)
                 .order_by().values_list("pool", flat=True).distinct())
     return sum(_dispatch_pool(pool_name) for pool_name in sorted(ready))
 
 
-def _dispatch_pool(pool_name: str, *, within_execution: str | None = None) -> int | None:
+def _dispatch_pool(pool_name: str, *, within_execution: str | None = None,
+                   held_limits: dict[str, int | None] | None = None) -> int | None:
     """Queue a pool's ready tasks into its free slots, in dispatch order; returns how many.
 
     `within_execution`: called inside that execution's transition, its lock held, to queue the tasks
@@ -204,7 +208,8 @@ def _dispatch_pool(pool_name: str, *, within_execution: str | None = None) -> in
     turn at the write lock again, on the critical path). It never waits for a lock there, so the
     lock order holds: when another transaction holds the pool's row (PostgreSQL), when the first
     ready tasks include another execution's, or when the budget refuses a task, it returns None
-    and the caller dispatches the pool after commit.
+    and the caller dispatches the pool after commit. `held_limits`: the limits of the pools whose
+    rows the transaction locked already (None for a disabled pool), read with their locks.
     """
     from pools.tasks import send_run_task
 
@@ -213,8 +218,11 @@ def _dispatch_pool(pool_name: str, *, within_execution: str | None = None) -> in
     sent: list[tuple[int, int, str]] = []
     over_budget: set[str] = set()
     with transaction.atomic(savepoint=not within):
-        max_concurrent = (WorkerPool.objects.select_for_update(skip_locked=within).filter(name=pool_name, enabled=True)
-                          .values_list("max_concurrent", flat=True).first())
+        if held_limits is not None and pool_name in held_limits:
+            max_concurrent = held_limits[pool_name]
+        else:
+            max_concurrent = (WorkerPool.objects.select_for_update(skip_locked=within).filter(name=pool_name, enabled=True)
+                              .values_list("max_concurrent", flat=True).first())
         if max_concurrent is None:
             return None if within else 0
         active = Task.objects.filter(pool=pool_name, status__in=[TaskStatus.QUEUED, TaskStatus.RUNNING]).count()
@@ -385,33 +393,40 @@ def maybe_finish_work(execution_id: str) -> bool:
     return True
 
 
+# A task's attempts so far, as a subquery of the task row (a GROUP BY over the task and its
+# execution's columns would cost more).
+attempt_count = (Attempt.objects.filter(task=OuterRef("pk")).order_by().values("task")
+                 .annotate(n=Count("pk")).values("n"))
+
+
 def task_start(task_id: int, dispatch_no: int, worker: str, *, lease_sec: float) -> Attempt | None:
     """queued → running for the message of this dispatch only; None for a stale or duplicate message."""
     now = timezone.now()
-    # What the transition needs, read before it: the transaction, which waits its turn at the write
-    # lock on the critical path, stays short. The fields never change; the attempts cannot change
-    # either if the CAS below wins (attempts are created by the CAS's winner only, and this
-    # dispatch's message is the only one that can win until the task is queued again).
-    row = (Task.objects.filter(pk=task_id).annotate(attempts_so_far=Count("attempts"))
-           .values_list("execution_id", "key", "pool", "timeout_sec", "attempts_so_far").first())
-    if row is None:
+    # The task as the agent needs it, read before the transition: the transaction, which waits its
+    # turn at the write lock on the critical path, stays short. What the transition changes is set
+    # on it below; the attempts cannot change if the CAS wins (attempts are created by the CAS's
+    # winner only, and this dispatch's message is the only one that can win until the task is
+    # queued again). The execution's plan is not the agent's business (and is the largest column).
+    task = (Task.objects.filter(pk=task_id).select_related("execution").defer("execution__plan")
+            .annotate(attempts_so_far=Subquery(attempt_count)).first())
+    if task is None:
         return None
-    execution_id, key, pool, timeout_sec, attempts_so_far = row
     with transaction.atomic():
-        lock_execution(execution_id)
+        lock_execution(task.execution_id)
         if not Task.objects.filter(pk=task_id, status=TaskStatus.QUEUED, dispatch_count=dispatch_no).update(
             status=TaskStatus.RUNNING, started_at=now, progress=0, error=""
         ):
             return None
-        number = attempts_so_far + 1
+        number = (task.attempts_so_far or 0) + 1
         attempt = Attempt.objects.create(
-            task_id=task_id, number=number, worker=worker, started_at=now,
-            lease_expires_at=now + timedelta(seconds=lease_sec), deadline_at=now + timedelta(seconds=timeout_sec),
+            task=task, number=number, worker=worker, started_at=now,
+            lease_expires_at=now + timedelta(seconds=lease_sec), deadline_at=now + timedelta(seconds=task.timeout_sec),
         )
-        events.emit(execution_id, "task.started", task_key=key,
-                    payload={"attempt": number, "attempt_id": str(attempt.id), "worker": worker, "pool": pool})
-    attempt.task = Task.objects.select_related("execution").get(pk=task_id)  # for the agent
+        events.emit(task.execution_id, "task.started", task_key=task.key,
+                    payload={"attempt": number, "attempt_id": str(attempt.id), "worker": worker, "pool": task.pool})
+    task.status, task.started_at, task.progress, task.error = TaskStatus.RUNNING, now, 0, ""
     return attempt
+
 
 
 def attempt_renew(attempt_id, *, lease_sec: float, progress: int | None = None) -> bool:
@@ -436,7 +451,7 @@ def attempt_succeed(attempt_id, *, result: dict, usage=None) -> bool:
     task = attempt.task
     usage = billing.AttemptUsage.of(*usage) if usage is not None else None
     with transaction.atomic():
-        lock_dependents_pools(task)
+        held_limits = lock_dependents_pools(task)
         lock_execution(task.execution_id)
         # The pools left to dispatch after commit: registered first, so that this runs before the
         # events are published (the next agent's start is the critical path).
@@ -465,21 +480,23 @@ def attempt_succeed(attempt_id, *, result: dict, usage=None) -> bool:
             if task.pool not in ready_pools and Task.objects.filter(pool=task.pool, status=TaskStatus.READY).exists():
                 ready_pools.add(task.pool)
             pools.update(pool for pool in sorted(ready_pools)
-                         if _dispatch_pool(pool, within_execution=task.execution_id) is None)
+                         if _dispatch_pool(pool, within_execution=task.execution_id, held_limits=held_limits) is None)
     return True
 
 
-def lock_dependents_pools(task: Task) -> None:
+def lock_dependents_pools(task: Task) -> dict[str, int | None]:
     """Lock the pools of the tasks waiting on `task` before its execution (the lock order), so that
     its success can queue them there rather than find a pool row locked and leave it to a
-    transaction of its own after commit. Rows without locks are enough to find them: a dependent
-    added meanwhile is dispatched after commit. SQLite has no row locks."""
+    transaction of its own after commit. The dependents are found by a subquery of the locking
+    statement, whose rows it does not lock: a dependent added meanwhile is dispatched after commit.
+    Returns the locked pools' limits (None for a disabled pool), which the dispatch then need not
+    read again. SQLite has no row locks (nor JSON containment in Django)."""
     if not connection.features.has_select_for_update:
-        return
-    pools = {pool for pool, blocked_by in Task.objects.filter(execution_id=task.execution_id, status=TaskStatus.PENDING)
-             .values_list("pool", "blocked_by") if task.key in blocked_by}
-    if pools:
-        list(WorkerPool.objects.select_for_update().filter(name__in=pools).order_by("name").values_list("pk", flat=True))
+        return {}
+    dependents = Task.objects.filter(execution_id=task.execution_id, status=TaskStatus.PENDING,
+                                     blocked_by__contains=[task.key])
+    return {name: limit if enabled else None for name, limit, enabled in WorkerPool.objects.select_for_update()
+            .filter(name__in=dependents.values("pool")).order_by("name").values_list("name", "max_concurrent", "enabled")}
 
 
 def attempt_duration(started, finished) -> float:
