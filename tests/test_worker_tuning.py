@@ -36,3 +36,22 @@ def test_a_worker_loads_the_agent_code_and_bandit_before_it_consumes():
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("\n")[-2] == "[] ['bandit.core.manager', 'pools.agents']"
     assert "Could not load" not in done.stderr  # bandit's optional formatters are not an error at boot
+
+
+def test_a_worker_keeps_its_database_connection_from_one_message_to_the_next(transactional_db):
+    """Between messages, django_dramatiq's DbConnectionsMiddleware closes connections past their
+    CONN_MAX_AGE: on either database a worker thread keeps its connection (a new SQLite one costs
+    about 0.8 ms of CPU per message)."""
+    from django import db
+    from django_dramatiq.middleware import DbConnectionsMiddleware
+
+    from executions.models import Task
+
+    middleware = DbConnectionsMiddleware()
+    middleware.before_process_message(None, None)
+    Task.objects.exists()
+    first = db.connection.connection
+    middleware.after_process_message(None, None)
+    middleware.before_process_message(None, None)
+    Task.objects.exists()
+    assert db.connection.connection is first
