@@ -15,12 +15,13 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 
 from django.db import IntegrityError, transaction
-from django.db.models import F, Sum
+from django.db.models import Sum
 
 from pools import llm
 from pools.llm import Completion, ModelSpec
 from pools.models import EngineSettings, WorkerPool
 
+from . import hot_updates
 from .models import Attempt, Execution, LedgerEntry, PricingPolicy, RefundPolicy, Task, TaskStatus
 
 CENT = Decimal("0.01")
@@ -75,9 +76,9 @@ class AttemptUsage:
                 "provider": self.spec.provider}
 
     def task_increments(self) -> dict:
-        """Added to the task's totals by the update that closes its attempt."""
-        return {"tokens_in": F("tokens_in") + self.completion.input_tokens,
-                "tokens_out": F("tokens_out") + self.completion.output_tokens, "cost_usd": F("cost_usd") + self.cost}
+        """Added to the task's totals by the update that closes its attempt (`cas_task(add=…)`)."""
+        return {"tokens_in": self.completion.input_tokens, "tokens_out": self.completion.output_tokens,
+                "cost_usd": self.cost}
 
 
 def charge_closed_attempt(attempt: Attempt, usage: AttemptUsage, client_id: int) -> None:
@@ -107,7 +108,7 @@ def record_usage(attempt: Attempt, spec: ModelSpec, completion: Completion) -> b
     usage = AttemptUsage.of(spec, completion)
     _usage_entry(attempt, usage, Execution.objects.values_list("client_id", flat=True).get(pk=task.execution_id))
     Attempt.objects.filter(pk=attempt.pk).update(**usage.attempt_fields())
-    Task.objects.filter(pk=task.pk).update(**usage.task_increments())
+    hot_updates.update(Task, {"pk": task.pk}, add=usage.task_increments())
     _add_to_execution(task.execution_id, usage.cost, completion)
     return True
 
@@ -139,10 +140,8 @@ def record_phase_usage(execution: Execution, phase: str, index: int, spec: Model
 
 
 def _add_to_execution(execution_id: str, cost: Decimal, completion: Completion) -> None:
-    Execution.objects.filter(pk=execution_id).update(
-        cost_usd=F("cost_usd") + cost, tokens_in=F("tokens_in") + completion.input_tokens,
-        tokens_out=F("tokens_out") + completion.output_tokens,
-    )
+    hot_updates.update(Execution, {"pk": execution_id}, add={
+        "cost_usd": cost, "tokens_in": completion.input_tokens, "tokens_out": completion.output_tokens})
 
 
 # ---------------------------------------------------------------- estimates

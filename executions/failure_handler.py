@@ -42,7 +42,7 @@ def attempt_fail(attempt_id, error: str, *, usage=None, outcome: str = "failed")
         if not close_attempt(attempt, usage, status=outcome, finished_at=now, error=error[:4000]):
             return False
         if not cas_task(task.pk, TaskStatus.RUNNING, status=TaskStatus.FAILED, error=error[:4000],
-                        **(usage.task_increments() if usage else {})):
+                        add=usage.task_increments() if usage else None):
             return False
         pool = WorkerPool.objects.filter(name=task.pool).first()
         lost = task.attempts.filter(status="lost").count()

@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from pools.models import WorkerPool, pool_queue_name
 
-from . import events
+from . import events, hot_updates
 from .models import Attempt, Execution, ExecutionStatus, Task, TaskStatus
 
 log = logging.getLogger("openclaw.scheduler")
@@ -127,10 +127,11 @@ def lower_bound(nodes: list[PlanNode], limits: dict[str, int]) -> float:
 # ---------------------------------------------------------------- transitions
 
 
-def cas_task(task_id: int, expected: str | Iterable[str], **changes) -> bool:
-    """Compare-and-set a task's status (and other fields); True when this caller won."""
+def cas_task(task_id: int, expected: str | Iterable[str], *, add: dict | None = None, **changes) -> bool:
+    """Compare-and-set a task's status (and other fields, and amounts `add`ed to its totals); True
+    when this caller won."""
     allowed = [expected] if isinstance(expected, str) else list(expected)
-    return Task.objects.filter(pk=task_id, status__in=allowed).update(**changes) == 1
+    return hot_updates.update(Task, {"pk": task_id, "status": allowed}, assign=changes, add=add) == 1
 
 
 def attempt_to_close(attempt_id) -> Attempt:
@@ -143,11 +144,11 @@ def close_attempt(attempt: Attempt, usage, **changes) -> bool:
     and charged; True when this caller closed it. An attempt closed first by someone else (the
     reaper, an earlier report) stays as it is, but its tokens were spent: they are charged as a
     late report, once. The caller holds the execution's lock and adds `usage.task_increments()`
-    to its task's update."""
+    (amounts to add) to its task's update."""
     from . import billing
 
-    if not Attempt.objects.filter(pk=attempt.pk, status="running").update(
-            **changes, **(usage.attempt_fields() if usage else {})):
+    if not hot_updates.update(Attempt, {"pk": attempt.pk, "status": "running"},
+                              assign={**changes, **(usage.attempt_fields() if usage else {})}):
         if usage is not None:
             billing.record_usage(attempt, usage.spec, usage.completion)
         return False
@@ -413,9 +414,8 @@ def task_start(task_id: int, dispatch_no: int, worker: str, *, lease_sec: float)
         return None
     with transaction.atomic():
         lock_execution(task.execution_id)
-        if not Task.objects.filter(pk=task_id, status=TaskStatus.QUEUED, dispatch_count=dispatch_no).update(
-            status=TaskStatus.RUNNING, started_at=now, progress=0, error=""
-        ):
+        if not hot_updates.update(Task, {"pk": task_id, "status": TaskStatus.QUEUED, "dispatch_count": dispatch_no},
+                                  assign={"status": TaskStatus.RUNNING, "started_at": now, "progress": 0, "error": ""}):
             return None
         number = (task.attempts_so_far or 0) + 1
         attempt = Attempt.objects.create(
@@ -461,7 +461,7 @@ def attempt_succeed(attempt_id, *, result: dict, usage=None) -> bool:
             return False
         paths = Task.paths_of(result)
         if not cas_task(task.pk, TaskStatus.RUNNING, status=TaskStatus.SUCCEEDED, finished_at=now, progress=100,
-                        result=result, error="", paths=paths, **(usage.task_increments() if usage else {})):
+                        result=result, error="", paths=paths, add=usage.task_increments() if usage else None):
             return False
         task.status, task.finished_at, task.progress, task.result, task.error, task.paths = (
             TaskStatus.SUCCEEDED, now, 100, result, "", paths)
