@@ -31,7 +31,7 @@ from pools.verification import BLOCKING_SEVERITIES, SEVERITY_RANK
 from . import events
 from .models import Conflict, Task, TaskStatus
 from .parallel_executor import add_tasks
-from .result_aggregator import COLLISION_RULE, SUPERSEDING_KINDS, lineage_key, merge_order, merged_files
+from .result_aggregator import COLLISION_RULE, KIND_ORDER, SUPERSEDING_KINDS, lineage_key, merged_files
 
 log = logging.getLogger("openclaw.aggregator")
 
@@ -327,16 +327,16 @@ def record_collisions(task: Task) -> None:
         return
     # Only the current version of each of its paths is read (the writer last in the merge order:
     # earlier ones lost to it already), with the originals of those and its own (for lineages).
+    # Every succeeded task of the execution is scanned, as plain rows (model instances cost more).
     succeeded = Task.objects.filter(execution_id=task.execution_id, status=TaskStatus.SUCCEEDED)
-    writers = [t for t in succeeded.exclude(pk=task.pk).only("kind", "finished_at", "paths") if mine.intersection(t.paths)]
-    if not writers:
+    current_of: dict[str, tuple] = {}  # path → merge order (kind, finished_at, pk) of its current version
+    for pk, kind, finished_at, paths in succeeded.exclude(pk=task.pk).values_list("pk", "kind", "finished_at", "paths"):
+        order = (KIND_ORDER.get(kind, 0), finished_at, pk)  # merge_order() of a succeeded task
+        for path in mine.intersection(paths):
+            current_of[path] = max(current_of.get(path, order), order)
+    if not current_of:
         return
-    writers_of: dict[str, list[Task]] = {}
-    for writer in writers:
-        for path in mine.intersection(writer.paths):
-            writers_of.setdefault(path, []).append(writer)
-    current = {max(versions, key=merge_order).pk for versions in writers_of.values()}
-    tasks = list(succeeded.filter(pk__in=current))
+    tasks = list(succeeded.filter(pk__in={order[2] for order in current_of.values()}))
     originals = {t.parent_id for t in tasks + [task] if t.parent_id} - {t.pk for t in tasks}
     tasks += list(succeeded.filter(pk__in=originals)) if originals else []
     lineage = lineage_key(task, {t.pk: t for t in tasks})
