@@ -14,7 +14,7 @@ from typing import Iterable
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Count, F, OuterRef, Q, Subquery
+from django.db.models import Count, F, OuterRef, Subquery
 from django.utils import timezone
 
 from pools.models import WorkerPool, pool_queue_name
@@ -174,9 +174,11 @@ def cas_execution(execution_id: str, expected: str | Iterable[str], **changes) -
     return Execution.objects.filter(pk=execution_id, status__in=allowed).update(**changes) == 1
 
 
+# Among a pool's ready tasks (t) of executing executions (e). "fifo" is for benchmarks only: see
+# OPENCLAW_DISPATCH_ORDER.
 DISPATCH_ORDER = {
-    "rank": ("priority", "-rank", "execution__created_at", "id"),
-    "fifo": ("ready_at", "id"),  # benchmarks only: see OPENCLAW_DISPATCH_ORDER
+    "rank": 't."priority", t."rank" DESC, e."created_at", t."id"',
+    "fifo": 't."ready_at", t."id"',
 }
 
 
@@ -226,16 +228,10 @@ def _dispatch_pool(pool_name: str, *, within_execution: str | None = None,
                               .values_list("max_concurrent", flat=True).first())
         if max_concurrent is None:
             return None if within else 0
-        active = Task.objects.filter(pool=pool_name, status__in=[TaskStatus.QUEUED, TaskStatus.RUNNING]).count()
-        free = max_concurrent - active
+        free = max_concurrent - active_count(pool_name)
         if free <= 0:
             return 0
-        candidates = list(
-            Task.objects.filter(pool=pool_name, status=TaskStatus.READY, execution__status=ExecutionStatus.EXECUTING)
-            .filter(Q(not_before__isnull=True) | Q(not_before__lte=now))
-            .order_by(*DISPATCH_ORDER[settings.OPENCLAW_DISPATCH_ORDER])
-            .values_list("id", "execution_id", "key", "dispatch_count", "execution__budget_usd")[: free * 2]
-        )
+        candidates = ready_candidates(pool_name, now, limit=free * 2)
         if within and any(c[1] != within_execution for c in candidates[:free]):
             return None
         # Execution rows in one global order, so two pools dispatching at once cannot deadlock.
@@ -244,11 +240,11 @@ def _dispatch_pool(pool_name: str, *, within_execution: str | None = None,
             for execution_id in sorted({c[1] for c in candidates}):
                 lock_execution(execution_id)
         queued: dict[str, list] = {}
-        for task_id, execution_id, key, dispatch_count, budget in candidates:
+        for task_id, execution_id, key, dispatch_count, has_budget in candidates:
             if len(sent) >= free or (within and execution_id != within_execution):
                 break
             # Most executions have no budget: the candidate's row says so, no query.
-            if execution_id in over_budget or (budget is not None and not budget_allows(execution_id, pool_name)):
+            if execution_id in over_budget or (has_budget and not budget_allows(execution_id, pool_name)):
                 over_budget.add(execution_id)
                 continue
             if cas_task(task_id, TaskStatus.READY, status=TaskStatus.QUEUED, dispatch_count=dispatch_count + 1,
@@ -266,6 +262,36 @@ def _dispatch_pool(pool_name: str, *, within_execution: str | None = None,
     for execution_id in sorted(over_budget):
         stop_for_budget(execution_id)
     return len(sent)
+
+
+# The admission reads run on every dispatch, inside the pool's lock (and on SQLite the write lock):
+# plain SQL, written once, rather than the ORM's 0.2–0.5 ms of building and compiling each.
+def active_count(pool_name: str) -> int:
+    """The pool's queued and running tasks, across executions."""
+    with connection.cursor() as cursor:
+        cursor.execute(f'SELECT COUNT(*) FROM {_table(Task)} WHERE "pool" = %s AND "status" IN (%s, %s)',
+                       [pool_name, TaskStatus.QUEUED, TaskStatus.RUNNING])
+        return cursor.fetchone()[0]
+
+
+def ready_candidates(pool_name: str, now, *, limit: int) -> list[tuple[int, str, str, int, bool]]:
+    """The pool's first ready tasks in dispatch order whose backoff is over, of executions still
+    executing: (id, execution id, key, dispatch count, whether the execution has a budget)."""
+    not_before = Task._meta.get_field("not_before").get_db_prep_value(now, connection)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f'SELECT t."id", t."execution_id", t."key", t."dispatch_count", e."budget_usd" IS NOT NULL'
+            f' FROM {_table(Task)} t INNER JOIN {_table(Execution)} e ON t."execution_id" = e."id"'
+            f' WHERE t."pool" = %s AND t."status" = %s AND e."status" = %s'
+            f' AND (t."not_before" IS NULL OR t."not_before" <= %s)'
+            f' ORDER BY {DISPATCH_ORDER[settings.OPENCLAW_DISPATCH_ORDER]} LIMIT %s',
+            [pool_name, TaskStatus.READY, ExecutionStatus.EXECUTING, not_before, limit])
+        return [(task_id, execution_id, key, count, bool(budget)) for task_id, execution_id, key, count, budget
+                in cursor.fetchall()]
+
+
+def _table(model) -> str:
+    return connection.ops.quote_name(model._meta.db_table)
 
 
 def budget_allows(execution_id: str, pool_name: str) -> bool:

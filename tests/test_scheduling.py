@@ -106,3 +106,41 @@ def test_dispatch_ignores_disabled_pools_and_unstarted_executions(db, django_cap
     with django_capture_on_commit_callbacks():
         assert dispatch_ready_tasks("codegen") == 0
         assert dispatch_ready_tasks("security") == 0
+
+
+def test_dispatch_waits_out_a_retry_backoff_and_breaks_ties_by_the_older_execution(db, django_capture_on_commit_callbacks):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    make_pools({"codegen": 3, "security": 1, "database": 1})
+    client, _ = make_client()
+    older = make_execution(client, [{"key": "older-retry"}, {"key": "older"}])
+    make_execution(client, [{"key": "newer"}, {"key": "newest"}])
+    Task.objects.filter(execution=older, key="older-retry").update(not_before=timezone.now() + timedelta(seconds=30))
+    with django_capture_on_commit_callbacks():
+        assert dispatch_ready_tasks("codegen") == 3
+    assert queued() == ["newer", "newest", "older"]  # equal priority and rank: the older execution first
+    Task.objects.filter(key="older-retry").update(not_before=timezone.now() - timedelta(seconds=1))
+    Task.objects.filter(key="older").update(status="succeeded")
+    with django_capture_on_commit_callbacks():
+        assert dispatch_ready_tasks("codegen") == 1
+    assert "older-retry" in queued()
+
+
+def test_fifo_dispatch_takes_the_longest_ready_first(db, django_capture_on_commit_callbacks, settings):
+    """The benchmarks' FIFO comparison: ready order, whatever the priority and rank."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    settings.OPENCLAW_DISPATCH_ORDER = "fifo"
+    make_pools({"codegen": 2, "security": 1, "database": 1})
+    client, _ = make_client()
+    make_execution(client, [{"key": "late", "rank": 200, "priority": 0}, {"key": "early"}, {"key": "middle"}])
+    now = timezone.now()
+    for key, age in (("late", 1), ("early", 30), ("middle", 10)):
+        Task.objects.filter(key=key).update(ready_at=now - timedelta(seconds=age))
+    with django_capture_on_commit_callbacks():
+        dispatch_ready_tasks("codegen")
+    assert queued() == ["early", "middle"]
