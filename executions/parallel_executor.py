@@ -9,7 +9,7 @@ prefers the lower priority number, then the longer remaining critical path (upwa
 import heapq
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Iterable
 
 from django.conf import settings
@@ -274,7 +274,7 @@ def active_count(pool_name: str) -> int:
         return cursor.fetchone()[0]
 
 
-def ready_candidates(pool_name: str, now, *, limit: int) -> list[tuple[int, str, str, int, bool]]:
+def ready_candidates(pool_name: str, now: datetime, *, limit: int) -> list[tuple[int, str, str, int, bool]]:
     """The pool's first ready tasks in dispatch order whose backoff is over, of executions still
     executing: (id, execution id, key, dispatch count, whether the execution has a budget)."""
     not_before = Task._meta.get_field("not_before").get_db_prep_value(now, connection)
@@ -452,7 +452,6 @@ def task_start(task_id: int, dispatch_no: int, worker: str, *, lease_sec: float)
                     payload={"attempt": number, "attempt_id": str(attempt.id), "worker": worker, "pool": task.pool})
     task.status, task.started_at, task.progress, task.error = TaskStatus.RUNNING, now, 0, ""
     return attempt
-
 
 
 def attempt_renew(attempt_id, *, lease_sec: float, progress: int | None = None) -> bool:
