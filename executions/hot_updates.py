@@ -1,10 +1,10 @@
 """The compare-and-set UPDATEs of the hot path, in SQL built once per statement shape.
 
-Building and compiling an UPDATE through the ORM costs 0.15–0.3 ms of CPU, five to ten times what
-the database spends on it, and a chain link (success, dispatch, start) runs about seven of them,
+Building and compiling an UPDATE through the ORM costs 0.15–0.3 ms of CPU, three to five times
+the whole statement as SQL, and a chain link (success, dispatch, start) runs about six of them,
 most inside the write lock (BENCHMARKS.md). Here the statement text is cached per shape (model,
-columns assigned, columns added to, filter columns and IN-list sizes); the values are adapted by their
-fields as `QuerySet.update()` and `filter()` do, so what is stored is the same.
+columns assigned, columns added to, filter columns and IN-list sizes); the values are adapted by
+their fields as `QuerySet.update()` and `filter()` do, so what is stored is the same.
 """
 
 from functools import lru_cache
