@@ -1,5 +1,7 @@
 """Shared fixtures: the embedded Redis, real worker processes on the test database, config."""
 
+import os
+import subprocess
 import time
 from pathlib import Path
 
@@ -100,3 +102,18 @@ def wait_for_running_attempt(execution_ids: list[str], timeout: float = 30) -> N
     while not Attempt.objects.filter(task__execution_id__in=execution_ids, status="running").exists():
         assert time.monotonic() < deadline, "no attempt started"
         time.sleep(0.05)
+
+
+def restart_redis(down_sec: float = 1.0) -> None:
+    """Restart the Redis this session uses: the embedded one, or this machine's server on 6379."""
+    if os.environ.get("OPENCLAW_EMBEDDED_REDIS"):
+        from tests import env_plugin
+
+        env_plugin.restart_embedded_redis(down_sec)
+        return
+    assert settings.REDIS_URL.startswith("redis://127.0.0.1:6379"), "can only restart a local Redis"
+    subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", "6379", "shutdown", "nosave"], check=False)
+    time.sleep(down_sec)
+    subprocess.run(["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "-::1", "--port", "6379", "--save", "",
+                    "--appendonly", "no", "--dir", "/var/lib/redis", "--logfile", "/var/log/redis/ci.log"], check=True)
+    time.sleep(0.5)

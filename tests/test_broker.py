@@ -1,11 +1,16 @@
 """The Redis broker's delay queues: consumed only for the queues that take delayed messages."""
 
+import threading
+import time
+
 import dramatiq
 import pytest
+import redis
 from dramatiq import Worker
 from django.conf import settings
 
 from openclaw_site.broker import UndelayedQueuesRedisBroker
+from tests.conftest import restart_redis
 
 
 @pytest.fixture
@@ -62,3 +67,78 @@ def test_background_queues_are_polled_at_their_own_pace_and_the_others_at_the_wo
     finally:
         broker.close()
     assert timeouts == {"pool.codegen": 50, "control": 50, "slack": 500, "slack.DQ": 500}
+
+
+
+def wait_for_wake_up_listener(client):
+    deadline = time.monotonic() + 10
+    while client.pubsub_numsub("openclaw-broker-test:wake")[0][1] < 1:
+        assert time.monotonic() < deadline, "the wake-up listener did not subscribe"
+        time.sleep(0.05)
+    time.sleep(0.1)  # its wake-up of every queue on subscribing has been handled
+
+
+@pytest.fixture
+def wakeable(redis_server):
+    """A consumer of an idle pool queue, as a worker's consumer thread drives it."""
+    broker = UndelayedQueuesRedisBroker(url=settings.REDIS_URL, namespace="openclaw-broker-test",
+                                        background_queues=["slack"])
+    actor = dramatiq.actor(lambda: None, actor_name="wake_job", queue_name="pool.codegen", broker=broker)
+    consumer = broker.consume("pool.codegen", prefetch=2, timeout=10_000)
+    wait_for_wake_up_listener(redis_server)
+    yield actor, consumer
+    broker.close()
+
+
+def wait_then_send(consumer, actor, within_sec: float):
+    """Let `consumer` find its queue empty and back off for 5–10 s, send a message, and return what
+    the consumer yields next once its wait ends, or None if the wait did not end within `within_sec`."""
+    consumer.misses = 30  # the longest backoff: only a wake-up ends it early
+    woke = threading.Event()
+    threading.Thread(target=lambda: (next(consumer), woke.set()), daemon=True).start()
+    time.sleep(0.3)
+    assert not woke.is_set(), "the consumer should be waiting on its empty queue"
+    sent = actor.send()
+    if not woke.wait(within_sec):
+        return None
+    received = next(consumer)  # the worker's loop asks again once the wait ends
+    assert received is not None and received.message_id == sent.message_id
+    consumer.ack(received)
+    return received
+
+
+def test_a_message_sent_to_an_idle_queue_ends_its_consumers_backoff(wakeable):
+    actor, consumer = wakeable
+    for _ in range(3):
+        assert wait_then_send(consumer, actor, within_sec=1.0) is not None, "the consumer slept out its backoff"
+
+
+def test_wake_ups_resume_after_redis_restarts(wakeable, redis_server):
+    actor, consumer = wakeable
+    assert wait_then_send(consumer, actor, within_sec=1.0) is not None
+    restart_redis()
+    wait_for_wake_up_listener(redis.Redis.from_url(settings.REDIS_URL))
+    assert wait_then_send(consumer, actor, within_sec=1.0) is not None
+
+
+def test_background_queues_are_not_woken_and_closing_the_broker_stops_its_listener(redis_server):
+    broker = UndelayedQueuesRedisBroker(url=settings.REDIS_URL, namespace="openclaw-broker-test",
+                                        background_queues=["slack"])
+    slack = dramatiq.actor(lambda: None, actor_name="slack_note", queue_name="slack", broker=broker)
+    pool = dramatiq.actor(lambda: None, actor_name="pool_note", queue_name="pool.codegen", broker=broker)
+    listener = broker.client.pubsub()
+    listener.subscribe("openclaw-broker-test:wake")
+    assert listener.get_message(timeout=1)["type"] == "subscribe"
+    slack.send()
+    pool.send()
+    assert listener.get_message(timeout=1)["data"] == b"pool.codegen"
+    assert listener.get_message(timeout=0.3) is None  # nothing for the slack queue
+    listener.close()
+
+    assert type(broker.consume("slack", timeout=50)).__name__ == "_RedisConsumer"
+    broker.consume("pool.codegen", timeout=50)
+    thread = broker.wakeups._listener
+    assert thread.is_alive()
+    broker.close()
+    thread.join(timeout=5)
+    assert not thread.is_alive()

@@ -5,18 +5,16 @@ succeeds at most once, nothing is charged twice."""
 import json
 import os
 import random
-import subprocess
 import time
 from collections import Counter
 
 import pytest
-from django.conf import settings
 from django.db import connection
 
 from executions.billing import refund_for
 from executions.models import Attempt, Execution, LedgerEntry, Task
 from executions.services import execution_create
-from tests.conftest import configure, wait_for_running_attempt, wait_for_status
+from tests.conftest import configure, restart_redis, wait_for_running_attempt, wait_for_status
 from tests.fakes.llm_server import Drop, Error, FakeLLMServer, Reply, Slow
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
@@ -51,21 +49,6 @@ def test_workers_sigkilled_20_times_at_random_moments(workers, client_and_key):
         assert wait_for_status(execution_id, TERMINAL, timeout=120).status == "completed"
     assert_exactly_once(ids)
     assert Attempt.objects.filter(task__execution_id__in=ids, status="lost").exists()  # the kills did land
-
-
-def restart_redis(down_sec: float = 1.0) -> None:
-    """Restart the Redis this session uses: the embedded one, or this machine's server on 6379."""
-    if os.environ.get("OPENCLAW_EMBEDDED_REDIS"):
-        from tests import env_plugin
-
-        env_plugin.restart_embedded_redis(down_sec)
-        return
-    assert settings.REDIS_URL.startswith("redis://127.0.0.1:6379"), "can only restart a local Redis"
-    subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", "6379", "shutdown", "nosave"], check=False)
-    time.sleep(down_sec)
-    subprocess.run(["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "-::1", "--port", "6379", "--save", "",
-                    "--appendonly", "no", "--dir", "/var/lib/redis", "--logfile", "/var/log/redis/ci.log"], check=True)
-    time.sleep(0.5)
 
 
 def test_redis_restart_mid_execution_loses_and_duplicates_nothing(workers, client_and_key):
