@@ -5,7 +5,8 @@ working `latency` seconds, several chains at once. Engine: a task's attempt star
 dependency's finish (commit, promote, dispatch under the pool lock, enqueue, consume, task_start).
 Bare Dramatiq: an actor that sleeps, then enqueues the next link; next start minus previous end.
 Pool limits are far above the load, so every wait measured is overhead, never a full pool.
-Measured twice: with Dramatiq's default poll timeout (1000 ms) and with the engine's setting.
+The engine's time is also split where the success transaction queues the task (see engine_chains).
+Bare Dramatiq runs at two poll timeouts (BARE_POLLS_MS); the engine at its own setting.
 Each side first runs a few links that are not counted (see WARMUP_STEPS).
 """
 
@@ -21,9 +22,18 @@ POOLS = ("codegen", "security", "database")
 # Chains run first on both sides and not counted: the steady state of a worker is measured, not
 # its first moments (connections opened per thread, first queries).
 WARMUP_STEPS = 3
+# Bare Dramatiq's dispatch latency is its consumers' poll backoff: measured at Dramatiq's default
+# and at the 50 ms the engine polled at before enqueues woke its consumers. The faster one is the
+# reference; the engine runs at its own setting (`DRAMATIQ_WORKER_TIMEOUT_MS`).
+BARE_POLLS_MS = {"Dramatiq's default": 1000, "tuned for latency": 50}
+REFERENCE = "tuned for latency"
 
 
-def engine_chains(client, chains: int, steps: int, latency: float) -> list[float]:
+def engine_chains(client, chains: int, steps: int, latency: float) -> dict[str, list[float]]:
+    """Per link: "total" (dependency finished → attempt started), split at the task's queued_at,
+    which the dependency's success transaction stamps: "to queued" (reading the attempt, waiting
+    for the locks, the transaction up to the dispatch) and "queued to started" (the rest of that
+    transaction, its commit, the broker, and the task's start)."""
     from executions.models import Attempt, Task
 
     harness.configure(dict.fromkeys(POOLS, 16), options={"latency_rules": harness.latency_rules([latency])})
@@ -36,11 +46,13 @@ def engine_chains(client, chains: int, steps: int, latency: float) -> list[float
     statuses = harness.wait_terminal(ids, timeout=60 + chains * steps * latency)
     assert all(s == "completed" for s in statuses.values()), statuses
     finished = {(t.execution_id, t.key): t.finished_at for t in Task.objects.filter(execution_id__in=ids)}
-    samples = []
+    samples = {"total": [], "to queued": [], "queued to started": []}
     for attempt in Attempt.objects.filter(task__execution_id__in=ids, number=1).select_related("task"):
         if attempt.task.blocked_by:
             dep = finished[(attempt.task.execution_id, attempt.task.blocked_by[0])]
-            samples.append((attempt.started_at - dep).total_seconds())
+            samples["total"].append((attempt.started_at - dep).total_seconds())
+            samples["to queued"].append((attempt.task.queued_at - dep).total_seconds())
+            samples["queued to started"].append((attempt.started_at - attempt.task.queued_at).total_seconds())
     return samples
 
 
@@ -67,26 +79,27 @@ def run(ctx) -> dict:
     # 6 × 30 = 180 samples per side, so that the p99 is not simply the largest one.
     chains, steps, latency = (4, 12, 0.2) if ctx.quick else (6, 31, 0.2)
     client, _ = harness.bench_client()
-    rows, data = [], {"chains": chains, "steps": steps, "latency_sec": latency, "runs": {}}
-    timeouts = [("dramatiq default", 1000), ("engine setting", ctx.worker_timeout_ms)]
-    for label, timeout_ms in timeouts:
-        env = {harness.WORKER_TIMEOUT_ENV: str(timeout_ms)}
-        with harness.bare_workers(env):
+    rows, data = [], {"chains": chains, "steps": steps, "latency_sec": latency, "bare": {}}
+    for label, poll_ms in BARE_POLLS_MS.items():
+        with harness.bare_workers({harness.WORKER_TIMEOUT_ENV: str(poll_ms)}):
             bare_chains(chains, WARMUP_STEPS, latency)
-            bare = harness.summary_ms(bare_chains(chains, steps, latency))
-        with harness.engine_workers(env):
-            engine_chains(client, chains, WARMUP_STEPS, latency)
-            engine = harness.summary_ms(engine_chains(client, chains, steps, latency))
-        ratio = round(engine["p99_ms"] / bare["p99_ms"], 2) if bare.get("p99_ms") else None
-        data["runs"][label] = {"worker_timeout_ms": timeout_ms, "bare": bare, "engine": engine, "p99_ratio": ratio}
-        rows.append([f"{label} ({timeout_ms} ms poll)", "bare Dramatiq", bare["n"], bare["p50_ms"], bare["p99_ms"], ""])
-        rows.append(["", "engine", engine["n"], engine["p50_ms"], engine["p99_ms"], f"{ratio}×"])
-    final = data["runs"]["engine setting"]
+            bare = data["bare"][label] = {"poll_ms": poll_ms, **harness.summary_ms(bare_chains(chains, steps, latency))}
+        rows.append([f"{poll_ms} ms ({label})", "bare Dramatiq", bare["n"], bare["p50_ms"], bare["p99_ms"]])
+    with harness.engine_workers({harness.WORKER_TIMEOUT_ENV: str(ctx.worker_timeout_ms)}):
+        engine_chains(client, chains, WARMUP_STEPS, latency)
+        parts = {name: harness.summary_ms(values) for name, values in engine_chains(client, chains, steps, latency).items()}
+    engine = data["engine"] = {"poll_ms": ctx.worker_timeout_ms, **parts.pop("total")}
+    data["engine_parts"] = parts
+    reference = data["bare"][REFERENCE]
+    ratio = data["p99_ratio"] = round(engine["p99_ms"] / reference["p99_ms"], 2) if reference.get("p99_ms") else None
+    rows.append([f"{ctx.worker_timeout_ms} ms (the engine's setting; enqueues wake consumers)", "engine",
+                 engine["n"], engine["p50_ms"], engine["p99_ms"]])
+    rows.extend(["", f"  of which {name}", part["n"], part["p50_ms"], part["p99_ms"]] for name, part in parts.items())
     return {
         "title": "Dispatch overhead: dependency finished → agent started (ms)",
-        "columns": ["poll timeout", "path", "samples", "p50", "p99", "p99 vs bare"],
+        "columns": ["poll timeout", "path", "samples", "p50", "p99"],
         "rows": rows,
-        "checks": [("engine p99 ≤ 2× bare Dramatiq p99", final["p99_ratio"] is not None and final["p99_ratio"] <= 2,
-                    f"{final['p99_ratio']}×")],
+        "checks": [(f"engine p99 ≤ 2× bare Dramatiq's at a {reference['poll_ms']} ms poll", ratio is not None and ratio <= 2,
+                    f"{ratio}×")],
         "data": data,
     }

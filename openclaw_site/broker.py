@@ -63,7 +63,7 @@ class QueueWakeups:
             self._closed = True
             self._changed.notify_all()
 
-    def _wake(self, queue_names) -> None:
+    def wake(self, queue_names) -> None:
         with self._changed:
             for queue_name in queue_names:
                 self._generations[queue_name] += 1
@@ -75,11 +75,11 @@ class QueueWakeups:
             try:
                 pubsub.subscribe(self.channel)
                 # Whatever was published while this process was not subscribed is lost: fetch now.
-                self._wake(list(self._generations))
+                self.wake(list(self._generations))
                 while not self._closed:
                     message = pubsub.get_message(timeout=LISTENER_CHECK_CLOSED_SEC)
                     if message is not None:
-                        self._wake([message["data"].decode()])
+                        self.wake([message["data"].decode()])
             except (redis.RedisError, OSError) as exc:
                 if not self._closed:
                     logger.warning("queue wake-ups: %s; reconnecting in %s s (consumers poll meanwhile)",
@@ -90,26 +90,42 @@ class QueueWakeups:
 
 
 class _WakeableConsumer(_RedisConsumer):
-    """Dramatiq's Redis consumer, whose idle backoff ends early when its queue is woken."""
+    """Dramatiq's Redis consumer, whose backoff ends early when a message is enqueued on its queue
+    or, while it holds as many messages as it may prefetch, when one of them is acked."""
 
     def __init__(self, broker, queue_name, prefetch, timeout, wakeups: QueueWakeups):
         super().__init__(broker, queue_name, prefetch, timeout)
         self.wakeups = wakeups
 
     def __next__(self):
-        if not self.message_cache and self.outstanding_message_count < self.prefetch:
-            seen = self.wakeups.generation(self.queue_name)  # before the fetch: see the class above
+        if self.message_cache:
+            return super().__next__()
+        seen = self.wakeups.generation(self.queue_name)  # before the fetch: see QueueWakeups
+        if self.outstanding_message_count < self.prefetch:
             try:
                 self.message_cache = self.broker.do_fetch(self.queue_name,
                                                           self.prefetch - self.outstanding_message_count)
             except redis.ConnectionError as exc:
                 raise ConnectionClosed(exc) from None
-            if not self.message_cache:
-                self.misses, backoff_ms = compute_backoff(self.misses, max_backoff=self.timeout)
-                self.wakeups.wait(self.queue_name, seen, backoff_ms / 1000)
-                return None  # the worker's loop handles acks and delays, then asks again
-        # Messages at hand, or every thread busy (nothing to fetch for): Dramatiq's own path.
-        return super().__next__()
+            if self.message_cache:
+                return super().__next__()
+        # An empty queue, or as many messages in hand as the worker may prefetch: wait for an enqueue
+        # or an ack, or until the backoff runs out.
+        self.misses, backoff_ms = compute_backoff(self.misses, max_backoff=self.timeout)
+        self.wakeups.wait(self.queue_name, seen, backoff_ms / 1000)
+        return None  # the worker's loop handles delayed messages, then asks again
+
+    def ack(self, message):
+        full = self.outstanding_message_count >= self.prefetch
+        super().ack(message)
+        if full:
+            self.wakeups.wake([self.queue_name])
+
+    def nack(self, message):
+        full = self.outstanding_message_count >= self.prefetch
+        super().nack(message)
+        if full:
+            self.wakeups.wake([self.queue_name])
 
 
 class UndelayedQueuesRedisBroker(RedisBroker):

@@ -163,10 +163,11 @@ WORKER_GIL_SWITCH_INTERVAL_MS = env.float("WORKER_GIL_SWITCH_INTERVAL_MS", defau
 WORKER_PROCESSES = env.int("WORKER_PROCESSES", default=os.cpu_count() or 1)
 WORKER_THREADS = env.int("WORKER_THREADS", default=8)
 DRAMATIQ_AUTODISCOVER_MODULES = ["tasks"]
-# Dramatiq's Redis consumer polls an idle queue with a backoff of up to this many ms (its default is
-# 1000), and every dispatch to an idle pool waits that out. dramatiq reads it from the environment
-# when it starts, and `rundramatiq` execs dramatiq with ours, so setting it here reaches the workers.
-DRAMATIQ_WORKER_TIMEOUT_MS = env.int("DRAMATIQ_WORKER_TIMEOUT_MS", default=50)
+# Dramatiq's Redis consumer polls an idle queue with a backoff of up to this many ms. An enqueue
+# wakes the queue's consumers at once (openclaw_site/broker.py), so this is only the fallback for a
+# wake-up lost while a worker's listener reconnects; every poll takes the worker's GIL. dramatiq
+# reads it from the environment when it starts, and `rundramatiq` execs dramatiq with ours.
+DRAMATIQ_WORKER_TIMEOUT_MS = env.int("DRAMATIQ_WORKER_TIMEOUT_MS", default=1000)
 os.environ.setdefault("dramatiq_worker_timeout", str(DRAMATIQ_WORKER_TIMEOUT_MS))
 
 AUTH_PASSWORD_VALIDATORS = [

@@ -113,6 +113,27 @@ def test_a_message_sent_to_an_idle_queue_ends_its_consumers_backoff(wakeable):
         assert wait_then_send(consumer, actor, within_sec=1.0) is not None, "the consumer slept out its backoff"
 
 
+def test_a_consumer_holding_all_it_may_prefetch_fetches_again_as_soon_as_one_is_acked(redis_server):
+    broker = UndelayedQueuesRedisBroker(url=settings.REDIS_URL, namespace="openclaw-broker-test")
+    try:
+        actor = dramatiq.actor(lambda: None, actor_name="busy_job", queue_name="pool.codegen", broker=broker)
+        consumer = broker.consume("pool.codegen", prefetch=1, timeout=10_000)
+        wait_for_wake_up_listener(redis_server)
+        first, second = actor.send(), actor.send()
+        held = next(consumer)
+        assert held.message_id == first.message_id
+        consumer.misses = 30  # a backoff of 5–10 s, which only the ack should cut short
+        woke = threading.Event()
+        threading.Thread(target=lambda: (next(consumer), woke.set()), daemon=True).start()
+        time.sleep(0.3)
+        assert not woke.is_set(), "the consumer should be waiting: it holds all it may prefetch"
+        consumer.ack(held)
+        assert woke.wait(1.0), "the consumer slept out its backoff after the ack"
+        assert next(consumer).message_id == second.message_id
+    finally:
+        broker.close()
+
+
 def test_wake_ups_resume_after_redis_restarts(wakeable, redis_server):
     actor, consumer = wakeable
     assert wait_then_send(consumer, actor, within_sec=1.0) is not None
