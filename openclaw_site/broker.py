@@ -1,21 +1,21 @@
-"""Dramatiq's Redis broker, without consumers for the delay queues that never receive a message.
+"""Dramatiq's Redis broker, whose consumers are woken by enqueues, without consumers for the delay
+queues that never receive a message.
 
 A worker runs one consumer per declared queue and one per delay queue (`<queue>.DQ`), each polling
-Redis with a Lua call whenever its queue is idle: up to 20 times a second at the engine's poll
-timeout, every poll taking the worker's GIL from the threads that hold a transaction. Only the
-Slack notifier sends delayed messages; the pool and control actors never do (their retries live in
-the database), so their delay queues are neither consumed nor, by mistake, filled.
+Redis with a Lua call whenever its queue is idle, with a backoff up to the worker's poll timeout;
+every poll takes the worker's GIL from the threads that hold a transaction. Only the Slack
+notifier sends delayed messages; the pool and control actors never do (their retries live in the
+database), so their delay queues are neither consumed nor, by mistake, filled.
+
+Polling alone makes every dispatch to an idle queue wait out part of the consumer's backoff (13 ms
+on average at a 50 ms poll, several hundred at Dramatiq's default 1000 ms). So an enqueue also
+PUBLISHes the queue's name, and a worker process's listener thread wakes that queue's consumers at
+once (`QueueWakeups`); the poll timeout can then stay long. The wake-up is only a hint: a lost one
+(the listener reconnecting after a Redis restart) costs what polling always cost, and messages stay
+in Redis's lists as before.
 
 Queues nobody waits on (the Slack notifier's: its edits are throttled to about one a second
-anyway) are polled at `background_poll_ms` instead of the worker's short timeout, which is there
-for the pool and control queues' dispatch latency.
-
-Polling alone makes every dispatch to an idle queue wait out part of the consumer's backoff (up to
-the poll timeout, 25 ms on average at 50 ms). So an enqueue also PUBLISHes the queue's name, and a
-worker process's listener thread wakes that queue's consumer at once (`QueueWakeups`). The wake-up
-is only a hint: a lost one (the listener reconnecting after a Redis restart) costs what polling
-always cost, and messages stay in Redis's lists as before.
-"""
+anyway) are never woken, and polled at least `background_poll_ms` apart."""
 
 import logging
 import threading
