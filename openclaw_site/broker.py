@@ -46,7 +46,8 @@ class QueueWakeups:
 
     def start(self) -> None:
         with self._changed:
-            if self._listener is None and not self._closed:
+            # A listener inherited through fork() is not running in this process: start one.
+            if (self._listener is None or not self._listener.is_alive()) and not self._closed:
                 self._listener = threading.Thread(target=self._listen, name="queue-wakeups", daemon=True)
                 self._listener.start()
 
@@ -63,9 +64,10 @@ class QueueWakeups:
             self._closed = True
             self._changed.notify_all()
 
-    def wake(self, queue_names) -> None:
+    def wake(self, queue_names=None) -> None:
+        """Wake the consumers of these queues (None: of every queue waited on so far)."""
         with self._changed:
-            for queue_name in queue_names:
+            for queue_name in list(self._generations) if queue_names is None else queue_names:
                 self._generations[queue_name] += 1
             self._changed.notify_all()
 
@@ -75,16 +77,19 @@ class QueueWakeups:
             try:
                 pubsub.subscribe(self.channel)
                 # Whatever was published while this process was not subscribed is lost: fetch now.
-                self.wake(list(self._generations))
+                self.wake()
                 while not self._closed:
                     message = pubsub.get_message(timeout=LISTENER_CHECK_CLOSED_SEC)
                     if message is not None:
-                        self.wake([message["data"].decode()])
+                        self.wake([message["data"].decode(errors="replace")])
             except (redis.RedisError, OSError) as exc:
                 if not self._closed:
                     logger.warning("queue wake-ups: %s; reconnecting in %s s (consumers poll meanwhile)",
                                    exc, LISTENER_RECONNECT_SEC)
                     time.sleep(LISTENER_RECONNECT_SEC)
+            except Exception:  # whatever it was, this thread must outlive it: wake-ups are all it does
+                logger.exception("queue wake-ups: listener failed; reconnecting in %s s", LISTENER_RECONNECT_SEC)
+                time.sleep(LISTENER_RECONNECT_SEC)
             finally:
                 pubsub.close()
 

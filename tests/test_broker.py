@@ -163,3 +163,16 @@ def test_background_queues_are_not_woken_and_closing_the_broker_stops_its_listen
     broker.close()
     thread.join(timeout=5)
     assert not thread.is_alive()
+
+
+def test_a_consumer_in_a_forked_process_starts_a_listener_of_its_own(redis_server):
+    broker = UndelayedQueuesRedisBroker(url=settings.REDIS_URL, namespace="openclaw-broker-test")
+    try:
+        inherited = threading.Thread(target=lambda: None)  # what a fork leaves of the parent's listener
+        inherited.start()
+        inherited.join()
+        broker.wakeups._listener = inherited
+        broker.consume("pool.codegen", timeout=50)
+        assert broker.wakeups._listener is not inherited and broker.wakeups._listener.is_alive()
+    finally:
+        broker.close()
