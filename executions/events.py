@@ -9,9 +9,11 @@ import asyncio
 import contextlib
 import logging
 import threading
+from functools import lru_cache
 from typing import Callable
 
 from django.db import connection, transaction
+from django.utils import timezone
 
 from .models import Event, Execution
 
@@ -50,13 +52,7 @@ def emit_many(execution_id: str, items: list[tuple[str, str, dict | None]]) -> N
         return
     # No savepoint: an error here fails the caller's transaction anyway.
     with transaction.atomic(savepoint=False):
-        last = _reserve_seqs(execution_id, len(items))
-        first = last - len(items) + 1
-        events = Event.objects.bulk_create([
-            Event(execution_id=execution_id, seq=first + i, type=type_, task_key=task_key, payload=payload or {})
-            for i, (type_, task_key, payload) in enumerate(items)
-        ])
-        messages = [event.as_message() for event in events]
+        messages = _append(execution_id, items)
         transaction.on_commit(lambda: publish_many(messages))
 
 
@@ -77,12 +73,80 @@ def batched(execution_id: str):
     emit_many(execution_id, items)
 
 
-def _reserve_seqs(execution_id: str, count: int) -> int:
-    """Advance the execution's next_seq by `count` and return the new value.
+# Rows per INSERT: far below SQLite's and PostgreSQL's limits on a statement's parameters.
+MAX_ROWS_PER_INSERT = 500
 
-    The UPDATE locks the execution row until commit, so seqs are gap-free and ordered; RETURNING
-    (SQLite ≥ 3.35, PostgreSQL) saves reading the row back.
+
+def _append(execution_id: str, items: list[tuple[str, str, dict | None]]) -> list[dict]:
+    """Reserve the events' seqs and insert their rows; returns their messages.
+
+    The seq reservation is an UPDATE of the execution's next_seq, which locks its row until commit,
+    so seqs are gap-free and ordered. Every transition appends events, so the statements are SQL
+    built once per row count rather than through the ORM, and on PostgreSQL the reservation and the
+    insert are one statement (a data-modifying CTE): one round trip fewer per transition. The values
+    are adapted by the model's fields, as `bulk_create()` does.
     """
+    now = timezone.now()
+    events = [Event(execution_id=execution_id, seq=0, type=type_, task_key=task_key, payload=payload or {},
+                    created_at=now) for type_, task_key, payload in items]
+    count = len(events)
+    one_statement = connection.vendor == "postgresql" and count <= MAX_ROWS_PER_INSERT
+    if one_statement:
+        with connection.cursor() as cursor:
+            cursor.execute(_reserve_and_insert_sql(count), [count, execution_id, count, *_row_params(events)])
+            seqs = [row[0] for row in cursor.fetchall()]
+        if len(seqs) != count:
+            raise Execution.DoesNotExist(execution_id)
+        first = min(seqs)
+    else:
+        first = _reserve_seqs(execution_id, count) - count + 1
+    for offset, event in enumerate(events):
+        event.seq = first + offset
+    if not one_statement:
+        with connection.cursor() as cursor:
+            for start in range(0, count, MAX_ROWS_PER_INSERT):
+                chunk = events[start:start + MAX_ROWS_PER_INSERT]
+                cursor.execute(_insert_sql(len(chunk)), _row_params(chunk, with_seq=True))
+    return [event.as_message() for event in events]
+
+
+_COLUMNS = ("execution", "seq", "type", "task_key", "payload", "created_at")
+
+
+def _row_params(events: list[Event], *, with_seq: bool = False) -> list:
+    fields = [Event._meta.get_field(name) for name in _COLUMNS if with_seq or name != "seq"]
+    return [field.get_db_prep_save(getattr(event, field.attname), connection) for event in events for field in fields]
+
+
+def _quoted(*names: str) -> str:
+    return ", ".join(connection.ops.quote_name(Event._meta.get_field(name).column) for name in names)
+
+
+@lru_cache(maxsize=64)
+def _insert_sql(rows: int) -> str:
+    row = f"({', '.join(['%s'] * len(_COLUMNS))})"
+    return (f"INSERT INTO {connection.ops.quote_name(Event._meta.db_table)} ({_quoted(*_COLUMNS)}) "
+            f"VALUES {', '.join([row] * rows)}")
+
+
+@lru_cache(maxsize=64)
+def _reserve_and_insert_sql(rows: int) -> str:
+    """PostgreSQL: the execution's next_seq advanced by `rows`, and the rows inserted with the seqs
+    reserved, in order (params: rows, execution id, rows, then each row's values without its seq)."""
+    quote = connection.ops.quote_name
+    others = [name for name in _COLUMNS if name != "seq"]
+    values = ", ".join(f"({', '.join(['%s'] * len(others))}, {n})" for n in range(1, rows + 1))
+    return (f'WITH reserved AS (UPDATE {quote(Execution._meta.db_table)} SET "next_seq" = "next_seq" + %s '
+            f'WHERE "id" = %s RETURNING "next_seq") '
+            f"INSERT INTO {quote(Event._meta.db_table)} ({_quoted(*others, 'seq')}) "
+            f'SELECT {", ".join(f"v.c{i}" for i in range(len(others)))}, reserved."next_seq" - %s + v.n '
+            f'FROM reserved, (VALUES {values}) AS v({", ".join(f"c{i}" for i in range(len(others)))}, n) '
+            f"RETURNING {_quoted('seq')}")
+
+
+def _reserve_seqs(execution_id: str, count: int) -> int:
+    """Advance the execution's next_seq by `count` and return the new value (RETURNING: SQLite ≥ 3.35,
+    PostgreSQL; it saves reading the row back)."""
     table = connection.ops.quote_name(Execution._meta.db_table)
     with connection.cursor() as cursor:
         cursor.execute(f'UPDATE {table} SET "next_seq" = "next_seq" + %s WHERE "id" = %s RETURNING "next_seq"',
