@@ -2,10 +2,10 @@
 
 import threading
 import time
+import uuid
 
 import dramatiq
 import pytest
-import redis
 from dramatiq import Worker
 from django.conf import settings
 
@@ -61,6 +61,10 @@ def test_background_queues_are_polled_at_their_own_pace_and_the_others_at_the_wo
         worker = Worker(broker, worker_threads=1, worker_timeout=50)
         worker.start()
         try:
+            deadline = time.monotonic() + 10
+            while any(thread.consumer is None for thread in worker.consumers.values()):  # made by each thread
+                assert time.monotonic() < deadline, "a consumer thread did not start"
+                time.sleep(0.01)
             timeouts = {name: thread.consumer.timeout for name, thread in worker.consumers.items()}
         finally:
             worker.stop()
@@ -69,10 +73,16 @@ def test_background_queues_are_polled_at_their_own_pace_and_the_others_at_the_wo
     assert timeouts == {"pool.codegen": 50, "control": 50, "slack": 500, "slack.DQ": 500}
 
 
+def broker_of_its_own(**options) -> UndelayedQueuesRedisBroker:
+    """A broker on a namespace (and so a wake-up channel) of its own: another test's listener, still
+    winding down, neither wakes its consumers nor passes for its listener."""
+    return UndelayedQueuesRedisBroker(url=settings.REDIS_URL, namespace=f"openclaw-broker-test-{uuid.uuid4().hex[:8]}",
+                                      **options)
 
-def wait_for_wake_up_listener(client):
+
+def wait_for_wake_up_listener(broker):
     deadline = time.monotonic() + 10
-    while client.pubsub_numsub("openclaw-broker-test:wake")[0][1] < 1:
+    while broker.client.pubsub_numsub(broker.wakeups.channel)[0][1] < 1:
         assert time.monotonic() < deadline, "the wake-up listener did not subscribe"
         time.sleep(0.05)
     time.sleep(0.1)  # its wake-up of every queue on subscribing has been handled
@@ -81,12 +91,11 @@ def wait_for_wake_up_listener(client):
 @pytest.fixture
 def wakeable(redis_server):
     """A consumer of an idle pool queue, as a worker's consumer thread drives it."""
-    broker = UndelayedQueuesRedisBroker(url=settings.REDIS_URL, namespace="openclaw-broker-test",
-                                        background_queues=["slack"])
+    broker = broker_of_its_own(background_queues=["slack"])
     actor = dramatiq.actor(lambda: None, actor_name="wake_job", queue_name="pool.codegen", broker=broker)
     consumer = broker.consume("pool.codegen", prefetch=2, timeout=10_000)
-    wait_for_wake_up_listener(redis_server)
-    yield actor, consumer
+    wait_for_wake_up_listener(broker)
+    yield broker, actor, consumer
     broker.close()
 
 
@@ -108,18 +117,22 @@ def wait_then_send(consumer, actor, within_sec: float):
 
 
 def test_a_message_sent_to_an_idle_queue_ends_its_consumers_backoff(wakeable):
-    actor, consumer = wakeable
+    _, actor, consumer = wakeable
     for _ in range(3):
         assert wait_then_send(consumer, actor, within_sec=1.0) is not None, "the consumer slept out its backoff"
 
 
 def test_a_consumer_holding_all_it_may_prefetch_fetches_again_as_soon_as_one_is_acked(redis_server):
-    broker = UndelayedQueuesRedisBroker(url=settings.REDIS_URL, namespace="openclaw-broker-test")
+    broker = broker_of_its_own()
     try:
         actor = dramatiq.actor(lambda: None, actor_name="busy_job", queue_name="pool.codegen", broker=broker)
         consumer = broker.consume("pool.codegen", prefetch=1, timeout=10_000)
-        wait_for_wake_up_listener(redis_server)
+        wait_for_wake_up_listener(broker)
         first, second = actor.send(), actor.send()
+        deadline = time.monotonic() + 10
+        while broker.wakeups.generation("pool.codegen") < 2:  # both sends' wake-ups are behind us
+            assert time.monotonic() < deadline, "the sends' wake-ups did not arrive"
+            time.sleep(0.01)
         held = next(consumer)
         assert held.message_id == first.message_id
         consumer.misses = 30  # a backoff of 5–10 s, which only the ack should cut short
@@ -134,21 +147,20 @@ def test_a_consumer_holding_all_it_may_prefetch_fetches_again_as_soon_as_one_is_
         broker.close()
 
 
-def test_wake_ups_resume_after_redis_restarts(wakeable, redis_server):
-    actor, consumer = wakeable
+def test_wake_ups_resume_after_redis_restarts(wakeable):
+    broker, actor, consumer = wakeable
     assert wait_then_send(consumer, actor, within_sec=1.0) is not None
     restart_redis()
-    wait_for_wake_up_listener(redis.Redis.from_url(settings.REDIS_URL))
+    wait_for_wake_up_listener(broker)
     assert wait_then_send(consumer, actor, within_sec=1.0) is not None
 
 
 def test_background_queues_are_not_woken_and_closing_the_broker_stops_its_listener(redis_server):
-    broker = UndelayedQueuesRedisBroker(url=settings.REDIS_URL, namespace="openclaw-broker-test",
-                                        background_queues=["slack"])
+    broker = broker_of_its_own(background_queues=["slack"])
     slack = dramatiq.actor(lambda: None, actor_name="slack_note", queue_name="slack", broker=broker)
     pool = dramatiq.actor(lambda: None, actor_name="pool_note", queue_name="pool.codegen", broker=broker)
     listener = broker.client.pubsub()
-    listener.subscribe("openclaw-broker-test:wake")
+    listener.subscribe(broker.wakeups.channel)
     assert listener.get_message(timeout=1)["type"] == "subscribe"
     slack.send()
     pool.send()
@@ -166,7 +178,7 @@ def test_background_queues_are_not_woken_and_closing_the_broker_stops_its_listen
 
 
 def test_a_consumer_in_a_forked_process_starts_a_listener_of_its_own(redis_server):
-    broker = UndelayedQueuesRedisBroker(url=settings.REDIS_URL, namespace="openclaw-broker-test")
+    broker = broker_of_its_own()
     try:
         inherited = threading.Thread(target=lambda: None)  # what a fork leaves of the parent's listener
         inherited.start()
