@@ -23,9 +23,9 @@ import time
 from collections import defaultdict
 
 import redis
-from dramatiq.errors import ConnectionClosed
 from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
 from dramatiq.common import compute_backoff, dq_name, q_name
+from dramatiq.errors import ConnectionClosed
 
 logger = logging.getLogger(__name__)
 LISTENER_RECONNECT_SEC = 0.5
@@ -121,15 +121,15 @@ class _WakeableConsumer(_RedisConsumer):
         return None  # the worker's loop handles delayed messages, then asks again
 
     def ack(self, message):
-        full = self.outstanding_message_count >= self.prefetch
-        super().ack(message)
-        if full:
-            self.wakeups.wake([self.queue_name])
+        self._settle(super().ack, message)
 
     def nack(self, message):
+        self._settle(super().nack, message)
+
+    def _settle(self, settle, message) -> None:
         full = self.outstanding_message_count >= self.prefetch
-        super().nack(message)
-        if full:
+        settle(message)
+        if full:  # this consumer may be waiting for a free place: it has one now
             self.wakeups.wake([self.queue_name])
 
 
