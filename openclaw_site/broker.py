@@ -15,7 +15,8 @@ once (`QueueWakeups`); the poll timeout can then stay long. The wake-up is only 
 in Redis's lists as before.
 
 Queues nobody waits on (the Slack notifier's: its edits are throttled to about one a second
-anyway) are never woken, and polled at least `background_poll_ms` apart."""
+anyway) are never woken, and polled with a backoff of up to `background_poll_ms`, whatever the
+worker's timeout."""
 
 import logging
 import threading
@@ -135,7 +136,8 @@ class _WakeableConsumer(_RedisConsumer):
 
 class UndelayedQueuesRedisBroker(RedisBroker):
     """`delayed_queues`: the queues whose messages may be delayed (their `.DQ` is consumed).
-    `background_queues`: queues (with their `.DQ`) polled at least `background_poll_ms` apart."""
+    `background_queues`: queues (with their `.DQ`) never woken, polled with a backoff of up to
+    `background_poll_ms`."""
 
     def __init__(self, *args, delayed_queues=(), background_queues=(), background_poll_ms=500, **kwargs):
         super().__init__(*args, **kwargs)
@@ -146,7 +148,7 @@ class UndelayedQueuesRedisBroker(RedisBroker):
 
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000):
         if q_name(queue_name) in self.background_queues:
-            return super().consume(queue_name, prefetch, max(timeout, self.background_poll_ms))
+            return super().consume(queue_name, prefetch, self.background_poll_ms)
         self.wakeups.start()
         return _WakeableConsumer(self, queue_name, prefetch, timeout, self.wakeups)
 

@@ -52,13 +52,14 @@ def test_a_delayed_message_is_refused_where_nothing_would_consume_it_and_deliver
     assert ran == ["slack"]
 
 
-def test_background_queues_are_polled_at_their_own_pace_and_the_others_at_the_workers(redis_server):
+@pytest.mark.parametrize("worker_timeout", [50, 1000])
+def test_background_queues_are_polled_at_their_own_pace_and_the_others_at_the_workers(redis_server, worker_timeout):
     broker = UndelayedQueuesRedisBroker(url=settings.REDIS_URL, namespace="openclaw-broker-test",
                                         delayed_queues=["slack"], background_queues=["slack"], background_poll_ms=500)
     try:
         for queue in ("pool.codegen", "control", "slack"):
             broker.declare_queue(queue)
-        worker = Worker(broker, worker_threads=1, worker_timeout=50)
+        worker = Worker(broker, worker_threads=1, worker_timeout=worker_timeout)
         worker.start()
         try:
             deadline = time.monotonic() + 10
@@ -70,7 +71,7 @@ def test_background_queues_are_polled_at_their_own_pace_and_the_others_at_the_wo
             worker.stop()
     finally:
         broker.close()
-    assert timeouts == {"pool.codegen": 50, "control": 50, "slack": 500, "slack.DQ": 500}
+    assert timeouts == {"pool.codegen": worker_timeout, "control": worker_timeout, "slack": 500, "slack.DQ": 500}
 
 
 def broker_of_its_own(**options) -> UndelayedQueuesRedisBroker:
