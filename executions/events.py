@@ -15,6 +15,7 @@ from typing import Callable
 from django.db import connection, transaction
 from django.utils import timezone
 
+from . import hot_updates
 from .models import Event, Execution
 
 log = logging.getLogger("openclaw.events")
@@ -125,32 +126,34 @@ def _quoted(*names: str) -> str:
 @lru_cache(maxsize=64)
 def _insert_sql(rows: int) -> str:
     row = f"({', '.join(['%s'] * len(_COLUMNS))})"
-    return (f"INSERT INTO {connection.ops.quote_name(Event._meta.db_table)} ({_quoted(*_COLUMNS)}) "
-            f"VALUES {', '.join([row] * rows)}")
+    return f"INSERT INTO {hot_updates.table(Event)} ({_quoted(*_COLUMNS)}) VALUES {', '.join([row] * rows)}"
+
+
+def _reserve_sql() -> str:
+    """Advance an execution's next_seq (params: by how much, execution id), returning the new value."""
+    return (f'UPDATE {hot_updates.table(Execution)} SET "next_seq" = "next_seq" + %s WHERE "id" = %s '
+            f'RETURNING "next_seq"')
 
 
 @lru_cache(maxsize=64)
 def _reserve_and_insert_sql(rows: int) -> str:
     """PostgreSQL: the execution's next_seq advanced by `rows`, and the rows inserted with the seqs
     reserved, in order (params: rows, execution id, rows, then each row's values without its seq)."""
-    quote = connection.ops.quote_name
     others = [name for name in _COLUMNS if name != "seq"]
     values = ", ".join(f"({', '.join(['%s'] * len(others))}, {n})" for n in range(1, rows + 1))
-    return (f'WITH reserved AS (UPDATE {quote(Execution._meta.db_table)} SET "next_seq" = "next_seq" + %s '
-            f'WHERE "id" = %s RETURNING "next_seq") '
-            f"INSERT INTO {quote(Event._meta.db_table)} ({_quoted(*others, 'seq')}) "
+    columns = ", ".join(f"c{i}" for i in range(len(others)))
+    return (f"WITH reserved AS ({_reserve_sql()}) "
+            f"INSERT INTO {hot_updates.table(Event)} ({_quoted(*others, 'seq')}) "
             f'SELECT {", ".join(f"v.c{i}" for i in range(len(others)))}, reserved."next_seq" - %s + v.n '
-            f'FROM reserved, (VALUES {values}) AS v({", ".join(f"c{i}" for i in range(len(others)))}, n) '
+            f"FROM reserved, (VALUES {values}) AS v({columns}, n) "
             f"RETURNING {_quoted('seq')}")
 
 
 def _reserve_seqs(execution_id: str, count: int) -> int:
     """Advance the execution's next_seq by `count` and return the new value (RETURNING: SQLite ≥ 3.35,
     PostgreSQL; it saves reading the row back)."""
-    table = connection.ops.quote_name(Execution._meta.db_table)
     with connection.cursor() as cursor:
-        cursor.execute(f'UPDATE {table} SET "next_seq" = "next_seq" + %s WHERE "id" = %s RETURNING "next_seq"',
-                       [count, execution_id])
+        cursor.execute(_reserve_sql(), [count, execution_id])
         row = cursor.fetchone()
     if row is None:
         raise Execution.DoesNotExist(execution_id)

@@ -31,6 +31,11 @@ def update(model: type[Model], where: dict, *, assign: dict | None = None, add: 
         return cursor.rowcount
 
 
+def table(model: type[Model]) -> str:
+    """The model's table name, quoted for this connection's SQL."""
+    return connection.ops.quote_name(model._meta.db_table)
+
+
 def _field(model: type[Model], name: str):
     return model._meta.pk if name == "pk" else model._meta.get_field(name)
 
@@ -44,4 +49,4 @@ def _statement(model: type[Model], vendor: str, assign: tuple, add: tuple, where
                   else f"{quote(_field(model, name).column)} IN ({', '.join(['%s'] * size)})" for name, size in where]
     if not columns or not conditions or any(size == 0 for _, size in where):
         raise ValueError("an update sets or adds at least one field, under a condition, with no empty IN list")
-    return f"UPDATE {quote(model._meta.db_table)} SET {', '.join(columns)} WHERE {' AND '.join(conditions)}"
+    return f"UPDATE {table(model)} SET {', '.join(columns)} WHERE {' AND '.join(conditions)}"

@@ -269,7 +269,7 @@ def _dispatch_pool(pool_name: str, *, within_execution: str | None = None,
 def active_count(pool_name: str) -> int:
     """The pool's queued and running tasks, across executions."""
     with connection.cursor() as cursor:
-        cursor.execute(f'SELECT COUNT(*) FROM {_table(Task)} WHERE "pool" = %s AND "status" IN (%s, %s)',
+        cursor.execute(f'SELECT COUNT(*) FROM {hot_updates.table(Task)} WHERE "pool" = %s AND "status" IN (%s, %s)',
                        [pool_name, TaskStatus.QUEUED, TaskStatus.RUNNING])
         return cursor.fetchone()[0]
 
@@ -281,17 +281,13 @@ def ready_candidates(pool_name: str, now: datetime, *, limit: int) -> list[tuple
     with connection.cursor() as cursor:
         cursor.execute(
             f'SELECT t."id", t."execution_id", t."key", t."dispatch_count", e."budget_usd" IS NOT NULL'
-            f' FROM {_table(Task)} t INNER JOIN {_table(Execution)} e ON t."execution_id" = e."id"'
+            f' FROM {hot_updates.table(Task)} t INNER JOIN {hot_updates.table(Execution)} e ON t."execution_id" = e."id"'
             f' WHERE t."pool" = %s AND t."status" = %s AND e."status" = %s'
             f' AND (t."not_before" IS NULL OR t."not_before" <= %s)'
             f' ORDER BY {DISPATCH_ORDER[settings.OPENCLAW_DISPATCH_ORDER]} LIMIT %s',
             [pool_name, TaskStatus.READY, ExecutionStatus.EXECUTING, not_before, limit])
         return [(task_id, execution_id, key, count, bool(budget)) for task_id, execution_id, key, count, budget
                 in cursor.fetchall()]
-
-
-def _table(model) -> str:
-    return connection.ops.quote_name(model._meta.db_table)
 
 
 def budget_allows(execution_id: str, pool_name: str) -> bool:
