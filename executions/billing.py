@@ -14,7 +14,7 @@ import statistics
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Sum
 
 from pools import llm
@@ -86,13 +86,12 @@ def charge_closed_attempt(attempt: Attempt, usage: AttemptUsage, client_id: int)
     `attempt_fields()` and `task_increments()`: having won it, this is the attempt's only charge,
     so no key check. The attempt and its task in memory are brought up to date."""
     task = attempt.task
-    _usage_entry(attempt, usage, client_id)
+    _charge_usage(attempt, usage, client_id)
     for field, value in usage.attempt_fields().items():
         setattr(attempt, field, value)
     task.tokens_in += usage.completion.input_tokens
     task.tokens_out += usage.completion.output_tokens
     task.cost_usd += usage.cost
-    _add_to_execution(task.execution_id, usage.cost, usage.completion)
 
 
 def record_usage(attempt: Attempt, spec: ModelSpec, completion: Completion) -> bool:
@@ -106,22 +105,38 @@ def record_usage(attempt: Attempt, spec: ModelSpec, completion: Completion) -> b
     if LedgerEntry.objects.filter(key=f"usage:{attempt.pk}").exists():
         return False
     usage = AttemptUsage.of(spec, completion)
-    _usage_entry(attempt, usage, Execution.objects.values_list("client_id", flat=True).get(pk=task.execution_id))
+    _charge_usage(attempt, usage, Execution.objects.values_list("client_id", flat=True).get(pk=task.execution_id))
     Attempt.objects.filter(pk=attempt.pk).update(**usage.attempt_fields())
     hot_updates.update(Task, {"pk": task.pk}, add=usage.task_increments())
-    _add_to_execution(task.execution_id, usage.cost, completion)
     return True
 
 
-def _usage_entry(attempt: Attempt, usage: AttemptUsage, client_id: int) -> None:
+_USAGE_COLUMNS = ("execution", "client", "kind", "key", "amount_usd", "attempt", "pool", "model", "tokens_in",
+                  "tokens_out", "cache_read_tokens", "cache_write_tokens", "description", "created_at")
+
+
+def _charge_usage(attempt: Attempt, usage: AttemptUsage, client_id: int) -> None:
+    """The attempt's usage entry inserted and its execution's totals raised. Every attempt's
+    success comes here inside the write lock, so it is SQL built once, and on PostgreSQL one
+    statement (the totals' UPDATE in a data-modifying CTE): one round trip fewer per success."""
     task, completion = attempt.task, usage.completion
-    LedgerEntry.objects.create(
+    entry = LedgerEntry(
         execution_id=task.execution_id, client_id=client_id, kind="usage", key=f"usage:{attempt.pk}",
-        amount_usd=usage.cost, attempt=attempt, pool=task.pool, model=usage.spec.label,
+        amount_usd=usage.cost, attempt_id=attempt.pk, pool=task.pool, model=usage.spec.label,
         tokens_in=completion.input_tokens, tokens_out=completion.output_tokens,
         cache_read_tokens=completion.cache_read_tokens, cache_write_tokens=completion.cache_write_tokens,
         description=f"{task.key} attempt {attempt.number}",
     )
+    totals, totals_params = hot_updates.update_statement(Execution, {"pk": task.execution_id}, add={
+        "cost_usd": usage.cost, "tokens_in": completion.input_tokens, "tokens_out": completion.output_tokens})
+    insert, insert_params = hot_updates.insert_statement(LedgerEntry, _USAGE_COLUMNS), hot_updates.insert_params(
+        [entry], _USAGE_COLUMNS)
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(f"WITH totals AS ({totals}) {insert}", totals_params + insert_params)
+        else:
+            cursor.execute(totals, totals_params)
+            cursor.execute(insert, insert_params)
 
 
 def record_phase_usage(execution: Execution, phase: str, index: int, spec: ModelSpec, completion: Completion) -> bool:

@@ -107,26 +107,20 @@ def _append(execution_id: str, items: list[tuple[str, str, dict | None]]) -> lis
         with connection.cursor() as cursor:
             for start in range(0, count, MAX_ROWS_PER_INSERT):
                 chunk = events[start:start + MAX_ROWS_PER_INSERT]
-                cursor.execute(_insert_sql(len(chunk)), _row_params(chunk, with_seq=True))
+                cursor.execute(hot_updates.insert_statement(Event, _COLUMNS, len(chunk)), _row_params(chunk, with_seq=True))
     return [event.as_message() for event in events]
 
 
 _COLUMNS = ("execution", "seq", "type", "task_key", "payload", "created_at")
+_COLUMNS_BUT_SEQ = tuple(name for name in _COLUMNS if name != "seq")
 
 
 def _row_params(events: list[Event], *, with_seq: bool = False) -> list:
-    fields = [Event._meta.get_field(name) for name in _COLUMNS if with_seq or name != "seq"]
-    return [field.get_db_prep_save(getattr(event, field.attname), connection) for event in events for field in fields]
+    return hot_updates.insert_params(events, _COLUMNS if with_seq else _COLUMNS_BUT_SEQ)
 
 
 def _quoted(*names: str) -> str:
     return ", ".join(connection.ops.quote_name(Event._meta.get_field(name).column) for name in names)
-
-
-@lru_cache(maxsize=64)
-def _insert_sql(rows: int) -> str:
-    row = f"({', '.join(['%s'] * len(_COLUMNS))})"
-    return f"INSERT INTO {hot_updates.table(Event)} ({_quoted(*_COLUMNS)}) VALUES {', '.join([row] * rows)}"
 
 
 def _reserve_sql() -> str:
@@ -139,7 +133,7 @@ def _reserve_sql() -> str:
 def _reserve_and_insert_sql(rows: int) -> str:
     """PostgreSQL: the execution's next_seq advanced by `rows`, and the rows inserted with the seqs
     reserved, in order (params: rows, execution id, rows, then each row's values without its seq)."""
-    others = [name for name in _COLUMNS if name != "seq"]
+    others = _COLUMNS_BUT_SEQ
     values = ", ".join(f"({', '.join(['%s'] * len(others))}, {n})" for n in range(1, rows + 1))
     columns = ", ".join(f"c{i}" for i in range(len(others)))
     return (f"WITH reserved AS ({_reserve_sql()}) "

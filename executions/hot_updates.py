@@ -17,6 +17,15 @@ def update(model: type[Model], where: dict, *, assign: dict | None = None, add: 
     """UPDATE model's rows matching `where` (field → value, or a list or tuple for IN), setting the
     `assign` fields and adding to the `add` fields; returns the number of rows changed. Like
     `QuerySet.update()`, it leaves auto_now fields and signals alone."""
+    sql, params = update_statement(model, where, assign=assign, add=add)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.rowcount
+
+
+def update_statement(model: type[Model], where: dict, *, assign: dict | None = None,
+                     add: dict | None = None) -> tuple[str, list]:
+    """`update()`'s SQL and parameters, for a caller that runs it inside a larger statement."""
     assign, add = assign or {}, add or {}
     shape = tuple((name, len(value) if isinstance(value, (list, tuple)) else None) for name, value in where.items())
     sql = _statement(model, connection.vendor, tuple(assign), tuple(add), shape)
@@ -26,9 +35,24 @@ def update(model: type[Model], where: dict, *, assign: dict | None = None, add: 
         field = _field(model, name)
         values = value if isinstance(value, (list, tuple)) else [value]
         params += [field.get_db_prep_value(v, connection, prepared=False) for v in values]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.rowcount
+    return sql, params
+
+
+@lru_cache(maxsize=64)
+def insert_statement(model: type[Model], names: tuple[str, ...], rows: int = 1) -> str:
+    """INSERT of `rows` rows of the model's fields `names` (parameters: `insert_params()`)."""
+    quote = connection.ops.quote_name
+    row = f"({', '.join(['%s'] * len(names))})"
+    columns = ", ".join(quote(_field(model, name).column) for name in names)
+    return f"INSERT INTO {table(model)} ({columns}) VALUES {', '.join([row] * rows)}"
+
+
+def insert_params(objects: list[Model], names: tuple[str, ...]) -> list:
+    """The values of unsaved `objects`' fields `names`, adapted as `bulk_create()` adapts them."""
+    if not objects:
+        return []
+    fields = [_field(type(objects[0]), name) for name in names]
+    return [field.get_db_prep_save(getattr(obj, field.attname), connection) for obj in objects for field in fields]
 
 
 def table(model: type[Model]) -> str:
