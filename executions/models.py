@@ -177,7 +177,13 @@ class Task(models.Model):
     class Meta:
         ordering = ["id"]
         constraints = [models.UniqueConstraint(fields=["execution", "key"], name="task_key_unique_per_execution")]
-        indexes = [models.Index(fields=["pool", "status"]), models.Index(fields=["execution", "status"])]
+        indexes = [
+            # Dispatch walks a pool's ready tasks in this order (parallel_executor.DISPATCH_ORDER) and
+            # stops at its free slots: no sort of the whole backlog inside the pool's lock. Its
+            # prefix serves the (pool, status) lookups and counts.
+            models.Index(fields=["pool", "status", "priority", "-rank", "id"], name="task_dispatch_order"),
+            models.Index(fields=["execution", "status"]),
+        ]
 
     def __str__(self) -> str:
         return f"{self.execution_id}/{self.key}"

@@ -174,10 +174,11 @@ def cas_execution(execution_id: str, expected: str | Iterable[str], **changes) -
     return Execution.objects.filter(pk=execution_id, status__in=allowed).update(**changes) == 1
 
 
-# Among a pool's ready tasks (t) of executing executions (e). "fifo" is for benchmarks only: see
-# OPENCLAW_DISPATCH_ORDER.
+# Among a pool's ready tasks (t) of executing executions (e). "rank" is the index
+# task_dispatch_order's: ties go to the task planned first (the lower id). "fifo" is for benchmarks
+# only: see OPENCLAW_DISPATCH_ORDER.
 DISPATCH_ORDER = {
-    "rank": 't."priority", t."rank" DESC, e."created_at", t."id"',
+    "rank": 't."priority", t."rank" DESC, t."id"',
     "fifo": 't."ready_at", t."id"',
 }
 

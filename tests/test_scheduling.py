@@ -1,10 +1,11 @@
 """Pure scheduling logic and the dispatcher's admission control and ordering (no broker)."""
 
 import random
+from datetime import timedelta
 
 import pytest
 
-from executions.models import Task
+from executions.models import Execution, Task
 from executions.parallel_executor import (
     PlanNode, dispatch_ready_tasks, lower_bound, simulate_makespan, topological_order, upward_ranks,
 )
@@ -95,6 +96,45 @@ def test_dispatch_prefers_priority_then_the_longer_critical_path(db, django_capt
     assert queued() == ["long", "urgent-short"]
 
 
+def test_dispatch_breaks_ties_by_plan_order_across_executions(db, django_capture_on_commit_callbacks):
+    make_pools({"codegen": 2, "security": 1, "database": 1})
+    client, _ = make_client()
+    first = make_execution(client, [{"key": "first-a"}, {"key": "first-b"}])
+    second = make_execution(client, [{"key": "second-a"}, {"key": "second-b", "rank": 2.0}])
+    # Planned later, and the older execution is the second: plan order, not age, breaks the tie.
+    Execution.objects.filter(pk=first.pk).update(created_at=second.created_at + timedelta(seconds=1))
+    with django_capture_on_commit_callbacks():
+        dispatch_ready_tasks("codegen")
+    assert queued() == ["first-a", "second-b"]  # the longer critical path, then the first planned
+
+
+def test_the_dispatch_read_walks_an_index_in_dispatch_order(db):
+    """A pool's backlog of ready tasks is not sorted inside its lock: the plan reads the index
+    task_dispatch_order in order and stops at the limit."""
+    from django.db import connection
+    from django.utils import timezone
+
+    from executions import parallel_executor
+
+    make_pools()
+    client, _ = make_client()
+    make_execution(client, [{"key": f"t{i}", "rank": float(i % 3)} for i in range(30)])
+    executed = []
+    with connection.execute_wrapper(lambda execute, sql, params, many, context: executed.append((sql, params))
+                                    or execute(sql, params, many, context)):
+        parallel_executor.admission("codegen", timezone.now(), limit=4)
+    [(sql, params)] = executed
+    with connection.cursor() as cursor:
+        explain = "EXPLAIN QUERY PLAN " if connection.vendor == "sqlite" else "EXPLAIN "
+        if connection.vendor == "postgresql":
+            # A 30-row table would be scanned and sorted whole: is the ordered index walk possible?
+            cursor.execute("SET LOCAL enable_seqscan = off; SET LOCAL enable_sort = off")
+        cursor.execute(explain + sql, params)
+        plan = " ".join(str(row) for row in cursor.fetchall())
+    assert "task_dispatch_order" in plan
+    assert "TEMP B-TREE" not in plan and " Sort " not in f" {plan} ", plan
+
+
 def test_dispatch_ignores_disabled_pools_and_unstarted_executions(db, django_capture_on_commit_callbacks):
     make_pools({"codegen": 2, "security": 1, "database": 1})
     client, _ = make_client()
@@ -108,7 +148,7 @@ def test_dispatch_ignores_disabled_pools_and_unstarted_executions(db, django_cap
         assert dispatch_ready_tasks("security") == 0
 
 
-def test_dispatch_waits_out_a_retry_backoff_and_breaks_ties_by_the_older_execution(db, django_capture_on_commit_callbacks):
+def test_dispatch_waits_out_a_retry_backoff(db, django_capture_on_commit_callbacks):
     from datetime import timedelta
 
     from django.utils import timezone
@@ -120,7 +160,7 @@ def test_dispatch_waits_out_a_retry_backoff_and_breaks_ties_by_the_older_executi
     Task.objects.filter(execution=older, key="older-retry").update(not_before=timezone.now() + timedelta(seconds=30))
     with django_capture_on_commit_callbacks():
         assert dispatch_ready_tasks("codegen") == 3
-    assert queued() == ["newer", "newest", "older"]  # equal priority and rank: the older execution first
+    assert queued() == ["newer", "newest", "older"]
     Task.objects.filter(key="older-retry").update(not_before=timezone.now() - timedelta(seconds=1))
     Task.objects.filter(key="older").update(status="succeeded")
     with django_capture_on_commit_callbacks():
