@@ -164,9 +164,19 @@ def lock_execution(execution_id: str) -> None:
     between, say, a cancel and a worker reporting a result. SQLite has no row locks and needs
     none: its writing transactions run one at a time.
     """
-    if not connection.features.has_select_for_update:
+    lock_executions([execution_id])
+
+
+def lock_executions(execution_ids: Iterable[str]) -> None:
+    """`lock_execution` for several executions, in one statement that locks them in id order (the
+    global order that keeps two dispatchers taking them from deadlocking)."""
+    execution_ids = sorted(set(execution_ids))
+    if not connection.features.has_select_for_update or not execution_ids:
         return
-    list(Execution.objects.select_for_update().filter(pk=execution_id).values_list("pk", flat=True))
+    with connection.cursor() as cursor:  # every transition takes it: SQL, not the ORM's compiling
+        cursor.execute(f'SELECT "id" FROM {hot_updates.table(Execution)} WHERE "id" IN'
+                       f' ({", ".join(["%s"] * len(execution_ids))}) ORDER BY "id" FOR UPDATE', execution_ids)
+        cursor.fetchall()
 
 
 def cas_execution(execution_id: str, expected: str | Iterable[str], **changes) -> bool:
@@ -219,7 +229,7 @@ def _dispatch_pool(pool_name: str, *, within_execution: str | None = None,
 
     within = within_execution is not None
     now = timezone.now()
-    sent: list[tuple[int, int, str]] = []
+    sent: list[tuple[int, int, str, str]] = []  # (task id, dispatch number, execution id, key)
     over_budget: set[str] = set()
     with transaction.atomic(savepoint=not within):
         if held_limits is not None and pool_name in held_limits:
@@ -239,23 +249,31 @@ def _dispatch_pool(pool_name: str, *, within_execution: str | None = None,
         # Execution rows in one global order, so two pools dispatching at once cannot deadlock.
         # Within an execution's transition, its row (the only one queued here) is held already.
         if not within:
-            for execution_id in sorted({c[1] for c in candidates}):
-                lock_execution(execution_id)
-        queued: dict[str, list] = {}
-        for task_id, execution_id, key, dispatch_count, has_budget in candidates:
-            if len(sent) >= free or (within and execution_id != within_execution):
+            lock_executions({c[1] for c in candidates})
+        chosen: list[tuple] = []
+        for candidate in candidates:
+            _, execution_id, _, has_budget = candidate
+            if len(sent) + len(chosen) >= free or (within and execution_id != within_execution):
                 break
-            # Most executions have no budget: the candidate's row says so, no query.
-            if execution_id in over_budget or (has_budget and not budget_allows(execution_id, pool_name)):
-                over_budget.add(execution_id)
+            if execution_id in over_budget:
                 continue
-            if cas_task(task_id, TaskStatus.READY, status=TaskStatus.QUEUED, dispatch_count=dispatch_count + 1,
-                        queued_at=now):
-                queued.setdefault(execution_id, []).append(("task.queued", key, {"pool": pool_name}))
-                sent.append((task_id, dispatch_count + 1, pool_queue_name(pool_name)))
+            # Most executions have no budget: the candidate's row says so, no query. The budget
+            # counts the execution's queued tasks, so those chosen so far are queued first.
+            if has_budget:
+                sent += _queue(chosen, now)
+                chosen = []
+                if not budget_allows(execution_id, pool_name):
+                    over_budget.add(execution_id)
+                    continue
+            chosen.append(candidate)
+        sent += _queue(chosen, now)
         # Registered before the events: once committed, the messages go out first.
-        for task_id, dispatch_no, queue in sent:
-            transaction.on_commit(lambda t=task_id, d=dispatch_no, q=queue: send_run_task(t, d, q))
+        queue = pool_queue_name(pool_name)
+        for task_id, dispatch_no, _, _ in sent:
+            transaction.on_commit(lambda t=task_id, d=dispatch_no: send_run_task(t, d, queue))
+        queued: dict[str, list] = {}
+        for _, _, execution_id, key in sent:
+            queued.setdefault(execution_id, []).append(("task.queued", key, {"pool": pool_name}))
         for execution_id, items in queued.items():
             events.emit_many(execution_id, items)
     if within:
@@ -266,17 +284,29 @@ def _dispatch_pool(pool_name: str, *, within_execution: str | None = None,
     return len(sent)
 
 
+def _queue(chosen: list[tuple], now: datetime) -> list[tuple[int, int, str, str]]:
+    """ready → queued for the chosen candidates, in one statement; returns (task id, dispatch
+    number, execution id, key) of those it queued, in the candidates' order. A candidate that is no
+    longer ready (cancelled since it was read) is skipped: its slot waits for the next dispatch."""
+    if not chosen:
+        return []
+    won = dict(hot_updates.update_returning(
+        Task, {"pk": [c[0] for c in chosen], "status": TaskStatus.READY}, ("pk", "dispatch_count"),
+        assign={"status": TaskStatus.QUEUED, "queued_at": now}, add={"dispatch_count": 1}))
+    return [(task_id, won[task_id], execution_id, key) for task_id, execution_id, key, _ in chosen if task_id in won]
+
+
 # The admission read runs on every dispatch, inside the pool's lock (and on SQLite the write lock):
 # one statement, plain SQL written once, rather than the ORM's 0.2–0.5 ms of building and compiling.
-def admission(pool_name: str, now: datetime, *, limit: int) -> tuple[int, list[tuple[int, str, str, int, bool]]]:
+def admission(pool_name: str, now: datetime, *, limit: int) -> tuple[int, list[tuple[int, str, str, bool]]]:
     """The pool's queued and running tasks across executions, and its first ready tasks in dispatch
-    order whose backoff is over, of executions still executing: (id, execution id, key, dispatch
-    count, whether the execution has a budget). With no ready task the count is not needed: 0."""
+    order whose backoff is over, of executions still executing: (id, execution id, key, whether the
+    execution has a budget). With no ready task the count is not needed: 0."""
     not_before = Task._meta.get_field("not_before").get_db_prep_value(now, connection)
     tasks = hot_updates.table(Task)
     with connection.cursor() as cursor:
         cursor.execute(
-            f'SELECT t."id", t."execution_id", t."key", t."dispatch_count", e."budget_usd" IS NOT NULL,'
+            f'SELECT t."id", t."execution_id", t."key", e."budget_usd" IS NOT NULL,'
             f' (SELECT COUNT(*) FROM {tasks} a WHERE a."pool" = %s AND a."status" IN (%s, %s))'
             f' FROM {tasks} t INNER JOIN {hot_updates.table(Execution)} e ON t."execution_id" = e."id"'
             f' WHERE t."pool" = %s AND t."status" = %s AND e."status" = %s'
@@ -285,9 +315,8 @@ def admission(pool_name: str, now: datetime, *, limit: int) -> tuple[int, list[t
             [pool_name, TaskStatus.QUEUED, TaskStatus.RUNNING,
              pool_name, TaskStatus.READY, ExecutionStatus.EXECUTING, not_before, limit])
         rows = cursor.fetchall()
-    active = rows[0][5] if rows else 0
-    return active, [(task_id, execution_id, key, count, bool(budget))
-                    for task_id, execution_id, key, count, budget, _ in rows]
+    active = rows[0][4] if rows else 0
+    return active, [(task_id, execution_id, key, bool(budget)) for task_id, execution_id, key, budget, _ in rows]
 
 
 def budget_allows(execution_id: str, pool_name: str) -> bool:
@@ -368,16 +397,14 @@ def promote_dependents(execution_id: str) -> set[str]:
     """pending → ready for every task whose hard dependencies all succeeded; returns their pools."""
     rows = list(Task.objects.filter(execution_id=execution_id).values("id", "key", "status", "blocked_by", "pool"))
     done = {r["key"] for r in rows if r["status"] == TaskStatus.SUCCEEDED}
-    pools = set()
-    promoted = []
-    now = timezone.now()
-    for row in rows:
-        if row["status"] == TaskStatus.PENDING and all(dep in done for dep in row["blocked_by"]):
-            if cas_task(row["id"], TaskStatus.PENDING, status=TaskStatus.READY, ready_at=now):
-                promoted.append(("task.ready", row["key"], None))
-                pools.add(row["pool"])
-    events.emit_many(execution_id, promoted)
-    return pools
+    ready = {r["id"]: r for r in rows if r["status"] == TaskStatus.PENDING and all(dep in done for dep in r["blocked_by"])}
+    if not ready:
+        return set()
+    promoted = sorted(task_id for task_id, in hot_updates.update_returning(
+        Task, {"pk": sorted(ready), "status": TaskStatus.PENDING}, ("pk",),
+        assign={"status": TaskStatus.READY, "ready_at": timezone.now()}))
+    events.emit_many(execution_id, [("task.ready", ready[task_id]["key"], None) for task_id in promoted])
+    return {ready[task_id]["pool"] for task_id in promoted}
 
 
 def block_dependents(execution_id: str) -> list[str]:

@@ -75,3 +75,16 @@ def test_an_update_without_a_change_or_a_condition_is_refused(two_tasks):
     with pytest.raises(ValueError):
         hot_updates.update(Task, {"status": []}, assign={"status": "dead"})
     assert Task.objects.get(pk=a.pk).status == "ready"
+
+
+def test_an_update_of_several_rows_returns_those_it_changed(two_tasks):
+    """The dispatcher's one-statement ready → queued: rows whose condition fails are left out."""
+    execution, a, b = two_tasks
+    Task.objects.filter(pk=b.pk).update(status="cancelled")
+    now = timezone.now()
+    returned = hot_updates.update_returning(Task, {"pk": [a.pk, b.pk], "status": "ready"}, ("pk", "dispatch_count"),
+                                            assign={"status": "queued", "queued_at": now}, add={"dispatch_count": 1})
+    assert returned == [(a.pk, 1)]
+    assert Task.objects.filter(pk=a.pk).values_list("status", "queued_at", "dispatch_count").get() == ("queued", now, 1)
+    assert Task.objects.get(pk=b.pk).status == "cancelled"
+

@@ -140,3 +140,29 @@ def test_a_link_of_a_chain_stays_within_its_query_budget(db, django_assert_max_n
     with django_assert_max_num_queries(start_budget), django_capture_on_commit_callbacks(execute=True):
         assert task_start(task_id, dispatch_no, "w1", lease_sec=15).task.key == "b"
     assert Task.objects.get(pk=a.pk).tokens_in == 900
+
+
+def test_a_success_that_readies_many_tasks_costs_no_more_queries_than_one_that_readies_few(
+        db, django_capture_on_commit_callbacks):
+    """Promotion and dispatch change their tasks in one statement each, whatever the fan-out: a
+    root with 40 dependents (8 queued at once, the pools' limits) takes the queries one with 4 does."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    make_pools({"codegen": 4, "security": 2, "database": 2})
+    client, _ = make_client()
+    counts, queued = [], []
+    for fan_out in (4, 40):
+        pools = ("codegen", "security", "database")
+        execution = make_execution(client, [{"key": "root"}] + [
+            {"key": f"t{i}", "pool": pools[i % 3], "blocked_by": ["root"]} for i in range(fan_out)])
+        root = Task.objects.get(execution=execution, key="root")
+        attempt = task_start(root.pk, queue(root), "w1", lease_sec=15)
+        with mock.patch("pools.tasks.send_run_task"), CaptureQueriesContext(connection) as captured, \
+                django_capture_on_commit_callbacks(execute=True):
+            assert attempt_succeed(attempt.pk, result={"summary": "ok", "files": [], "findings": []})
+        counts.append(len(captured.captured_queries))
+        queued.append(Task.objects.filter(execution=execution, status="queued").count())
+        Task.objects.filter(execution=execution).update(status="succeeded")  # frees the pools' slots
+    assert queued == [4, 8]
+    assert counts[1] <= counts[0], counts
