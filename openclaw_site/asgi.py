@@ -24,3 +24,7 @@ application = ProtocolTypeRouter({
     "http": http_app,
     "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
 })
+
+from openclaw_site.worker_tuning import freeze_startup_objects  # noqa: E402
+
+freeze_startup_objects()  # no full collection walks what daphne loaded (see there)

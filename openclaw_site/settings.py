@@ -155,6 +155,7 @@ DRAMATIQ_BROKER = {
         "django_dramatiq.middleware.DbConnectionsMiddleware",
         "openclaw_site.worker_tuning.GilSwitchInterval",
         "openclaw_site.worker_tuning.WarmAgentCode",
+        "openclaw_site.worker_tuning.FreezeStartupObjects",
     ],
 }
 WORKER_GIL_SWITCH_INTERVAL_MS = env.float("WORKER_GIL_SWITCH_INTERVAL_MS", default=1.0)

@@ -1,5 +1,7 @@
-"""Interpreter settings for Dramatiq worker processes, applied when a worker boots."""
+"""Interpreter settings for Dramatiq worker processes, applied when a worker boots (and, for the
+garbage collector, in the web and reaper processes too)."""
 
+import gc
 import sys
 
 import dramatiq
@@ -28,3 +30,20 @@ class WarmAgentCode(dramatiq.Middleware):
         from pools.verifiers import run_bandit
 
         run_bandit([{"path": "warm_up.py", "content": "print('ready')\n"}])
+
+
+def freeze_startup_objects() -> None:
+    """Take what a process made while starting (modules, Django's app registry, SDK clients,
+    bandit's plugins: about 125,000 objects) out of the garbage collector's reach. Each full
+    collection walked them all, 60–100 ms with the GIL held: a pause of every thread of the
+    process, in the middle of whatever transaction one of them held, locks included (it was the
+    tail of the PostgreSQL dispatch benchmark, BENCHMARKS.md). They live as long as the process."""
+    gc.collect()
+    gc.freeze()
+
+
+class FreezeStartupObjects(dramatiq.Middleware):
+    """`freeze_startup_objects` once a worker process has booted (listed after `WarmAgentCode`)."""
+
+    def before_worker_boot(self, broker, worker):
+        freeze_startup_objects()

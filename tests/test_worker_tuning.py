@@ -55,3 +55,29 @@ def test_a_worker_keeps_its_database_connection_from_one_message_to_the_next(tra
     middleware.before_process_message(None, None)
     Task.objects.exists()
     assert db.connection.connection is first
+
+
+def test_a_booted_worker_process_leaves_its_startup_objects_out_of_full_collections():
+    """In a fresh interpreter, as a worker process boots: what it loaded is frozen, so a full
+    collection has only what came after to walk."""
+    script = (
+        "import gc, django; django.setup()\n"
+        "import pools.tasks, executions.tasks, bots.tasks\n"
+        "from openclaw_site.worker_tuning import FreezeStartupObjects, WarmAgentCode\n"
+        "WarmAgentCode().before_worker_boot(broker=None, worker=None)\n"
+        "tracked = len(gc.get_objects())\n"
+        "FreezeStartupObjects().before_worker_boot(broker=None, worker=None)\n"
+        "print(tracked, gc.get_freeze_count(), len(gc.get_objects()))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "DJANGO_SETTINGS_MODULE": "openclaw_site.settings"})
+    assert done.returncode == 0, done.stderr
+    tracked, frozen, left = map(int, done.stdout.split())
+    assert tracked > 50_000 and frozen > 0.9 * tracked and left < 0.05 * tracked
+
+
+def test_the_worker_middleware_freezes_last(settings):
+    """Frozen after the agent code and bandit are loaded, which would otherwise stay in reach."""
+    middleware = settings.DRAMATIQ_BROKER["MIDDLEWARE"]
+    assert middleware[-1] == "openclaw_site.worker_tuning.FreezeStartupObjects"
+    assert middleware.index("openclaw_site.worker_tuning.WarmAgentCode") < len(middleware) - 1

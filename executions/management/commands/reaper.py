@@ -7,6 +7,7 @@ from django.core.management.base import BaseCommand
 from django.db import close_old_connections
 
 from executions.failure_handler import reap
+from openclaw_site.worker_tuning import freeze_startup_objects
 
 log = logging.getLogger("openclaw.reaper")
 
@@ -21,6 +22,7 @@ class Command(BaseCommand):
         stopping = []
         signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
         signal.signal(signal.SIGINT, lambda *_: stopping.append(1))
+        freeze_startup_objects()  # its passes hold pool locks: no collection pause walks start-up objects
         while not stopping:
             started = time.monotonic()
             try:
