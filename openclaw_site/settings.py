@@ -97,9 +97,26 @@ WSGI_APPLICATION = None
 ASGI_APPLICATION = "openclaw_site.asgi.application"
 
 
+def _postgresql_pool(db: dict) -> dict:
+    """Every process draws its PostgreSQL connections from a pool of its own (psycopg_pool), at
+    most DATABASE_POOL_SIZE of them: daphne runs each concurrent request in a thread of its own,
+    and connections kept per thread (CONN_MAX_AGE) grew with them until PostgreSQL refused new
+    clients. A connection goes back to the pool where Django would close it (end of a request,
+    of a worker's message), and is checked before it is handed out again (a server restart)."""
+    db["CONN_MAX_AGE"] = 0  # Django's pool takes the place of kept connections
+    db["CONN_HEALTH_CHECKS"] = True  # with a pool: each connection checked as it is handed out
+    db.setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 1, "max_size": env.int("DATABASE_POOL_SIZE", default=20),
+        "timeout": env.float("DATABASE_POOL_TIMEOUT_SEC", default=10.0),
+    }
+    return db
+
+
 def _database() -> dict:
     if env.str("DATABASE_URL", default=""):
         db = env.db("DATABASE_URL")
+        if db["ENGINE"] == "django.db.backends.postgresql":
+            return _postgresql_pool(db)
         db.setdefault("CONN_MAX_AGE", 60)
         db["CONN_HEALTH_CHECKS"] = True
         return db

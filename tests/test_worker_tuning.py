@@ -40,8 +40,9 @@ def test_a_worker_loads_the_agent_code_and_bandit_before_it_consumes():
 
 def test_a_worker_keeps_its_database_connection_from_one_message_to_the_next(transactional_db):
     """Between messages, django_dramatiq's DbConnectionsMiddleware closes connections past their
-    CONN_MAX_AGE: on either database a worker thread keeps its connection (a new SQLite one costs
-    about 0.8 ms of CPU per message)."""
+    CONN_MAX_AGE. On SQLite a worker thread keeps its connection (a new one costs about 0.8 ms of
+    CPU per message); on PostgreSQL it hands it back to the process's pool, and the next message
+    takes a pooled one: no new connection either way."""
     from django import db
     from django_dramatiq.middleware import DbConnectionsMiddleware
 
@@ -51,10 +52,30 @@ def test_a_worker_keeps_its_database_connection_from_one_message_to_the_next(tra
     middleware.before_process_message(None, None)
     Task.objects.exists()
     first = db.connection.connection
+    pool = db.connection.pool if db.connection.vendor == "postgresql" else None
+    made = pool.get_stats()["connections_num"] if pool else None
     middleware.after_process_message(None, None)
+    if pool:
+        assert db.connection.connection is None  # back in the pool, not open beside it
     middleware.before_process_message(None, None)
     Task.objects.exists()
-    assert db.connection.connection is first
+    if pool:
+        assert pool.get_stats()["connections_num"] == made
+    else:
+        assert db.connection.connection is first
+
+
+def test_postgresql_connections_come_from_a_bounded_pool_per_process(settings):
+    """daphne runs each concurrent request in a thread of its own: kept connections grew with them
+    until PostgreSQL refused clients (the scale benchmark on PostgreSQL). Built from DATABASE_URL."""
+    import environ
+
+    from openclaw_site import settings as project_settings
+
+    env = environ.Env()
+    db = project_settings._postgresql_pool(env.db_url_config("postgres://u@db.example:5432/openclaw"))
+    assert db["CONN_MAX_AGE"] == 0 and db["CONN_HEALTH_CHECKS"] is True
+    assert db["OPTIONS"]["pool"]["max_size"] == 20
 
 
 def test_a_booted_worker_process_leaves_its_startup_objects_out_of_full_collections():
