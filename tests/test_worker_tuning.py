@@ -19,6 +19,14 @@ def test_a_worker_boots_with_the_configured_gil_switch_interval(settings):
         sys.setswitchinterval(before)
 
 
+def boot_in_a_fresh_interpreter(script: str) -> subprocess.CompletedProcess:
+    """Run `script` as a worker process's boot would, in an interpreter of its own."""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "DJANGO_SETTINGS_MODULE": "openclaw_site.settings"})
+    assert done.returncode == 0, done.stderr
+    return done
+
+
 def test_a_worker_loads_the_agent_code_and_bandit_before_it_consumes():
     """In a fresh interpreter, as a worker process boots: nothing of it is loaded before."""
     script = (
@@ -31,9 +39,7 @@ def test_a_worker_loads_the_agent_code_and_bandit_before_it_consumes():
         "after = {m for m in ('pools.agents', 'bandit.core.manager') if m in sys.modules}\n"
         "print(sorted(before), sorted(after))\n"
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "DJANGO_SETTINGS_MODULE": "openclaw_site.settings"})
-    assert done.returncode == 0, done.stderr
+    done = boot_in_a_fresh_interpreter(script)
     assert done.stdout.split("\n")[-2] == "[] ['bandit.core.manager', 'pools.agents']"
     assert "Could not load" not in done.stderr  # bandit's optional formatters are not an error at boot
 
@@ -90,9 +96,7 @@ def test_a_booted_worker_process_leaves_its_startup_objects_out_of_full_collecti
         "FreezeStartupObjects().before_worker_boot(broker=None, worker=None)\n"
         "print(tracked, gc.get_freeze_count(), len(gc.get_objects()))\n"
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "DJANGO_SETTINGS_MODULE": "openclaw_site.settings"})
-    assert done.returncode == 0, done.stderr
+    done = boot_in_a_fresh_interpreter(script)
     tracked, frozen, left = map(int, done.stdout.split())
     assert tracked > 50_000 and frozen > 0.9 * tracked and left < 0.05 * tracked
 
