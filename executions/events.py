@@ -107,7 +107,8 @@ def _append(execution_id: str, items: list[tuple[str, str, dict | None]]) -> lis
         with connection.cursor() as cursor:
             for start in range(0, count, MAX_ROWS_PER_INSERT):
                 chunk = events[start:start + MAX_ROWS_PER_INSERT]
-                cursor.execute(hot_updates.insert_statement(Event, _COLUMNS, len(chunk)), _row_params(chunk, with_seq=True))
+                cursor.execute(hot_updates.insert_statement(Event, _COLUMNS, len(chunk)),
+                               _row_params(chunk, with_seq=True))
     return [event.as_message() for event in events]
 
 

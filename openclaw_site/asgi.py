@@ -27,4 +27,4 @@ application = ProtocolTypeRouter({
 
 from openclaw_site.worker_tuning import freeze_startup_objects  # noqa: E402
 
-freeze_startup_objects()  # no full collection walks what daphne loaded (see there)
+freeze_startup_objects()  # what daphne loaded stays out of every full collection's walk
