@@ -129,8 +129,8 @@ def _charge_usage(attempt: Attempt, usage: AttemptUsage, client_id: int) -> None
     )
     totals, totals_params = hot_updates.update_statement(Execution, {"pk": task.execution_id}, add={
         "cost_usd": usage.cost, "tokens_in": completion.input_tokens, "tokens_out": completion.output_tokens})
-    insert, insert_params = hot_updates.insert_statement(LedgerEntry, _USAGE_COLUMNS), hot_updates.insert_params(
-        [entry], _USAGE_COLUMNS)
+    insert = hot_updates.insert_statement(LedgerEntry, _USAGE_COLUMNS)
+    insert_params = hot_updates.insert_params([entry], _USAGE_COLUMNS)
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             cursor.execute(f"WITH totals AS ({totals}) {insert}", totals_params + insert_params)
