@@ -43,21 +43,35 @@ def machine() -> dict:
     from django.conf import settings
     from django.db import connection
 
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    mem_kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
-                  if line.startswith("MemTotal"))
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    mem_kb = next(
+        int(line.split()[1])
+        for line in Path("/proc/meminfo").read_text().splitlines()
+        if line.startswith("MemTotal")
+    )
     database = f"SQLite {sqlite3.sqlite_version}"
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("SHOW server_version")
             database = f"PostgreSQL {cursor.fetchone()[0]}"
     return {
-        "nproc": os.cpu_count(), "cpu": cpu, "ram_gib": round(mem_kb / 2**20, 1),
-        "python": platform.python_version(), "database": database,
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "ram_gib": round(mem_kb / 2**20, 1),
+        "python": platform.python_version(),
+        "database": database,
         "redis": redis.Redis.from_url(settings.REDIS_URL).info("server")["redis_version"],
-        "redis_embedded": "REDIS_URL" not in os.environ or os.environ.get("REDIS_URL", "").startswith("unix://"),
-        "worker_processes": settings.WORKER_PROCESSES, "worker_threads": settings.WORKER_THREADS,
+        "redis_embedded": "REDIS_URL" not in os.environ
+        or os.environ.get("REDIS_URL", "").startswith("unix://"),
+        "worker_processes": settings.WORKER_PROCESSES,
+        "worker_threads": settings.WORKER_THREADS,
     }
 
 
@@ -77,11 +91,19 @@ def show(console, name: str, result: dict, seconds: float) -> None:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="\n".join(f"  {k:<11} {v}" for k, v in {**BENCHMARKS, **OPT_IN}.items()))
-    parser.add_argument("names", nargs="*", choices=[[], *BENCHMARKS, *OPT_IN], metavar="name",
-                        help="benchmarks to run (default: all)")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n".join(f"  {k:<11} {v}" for k, v in {**BENCHMARKS, **OPT_IN}.items()),
+    )
+    parser.add_argument(
+        "names",
+        nargs="*",
+        choices=[[], *BENCHMARKS, *OPT_IN],
+        metavar="name",
+        help="benchmarks to run (default: all)",
+    )
     parser.add_argument("--quick", action="store_true", help="smaller sizes (scale: 100 and 300 executions)")
     args = parser.parse_args(argv)
     names = args.names or list(BENCHMARKS)
@@ -108,8 +130,12 @@ def main(argv: list[str]) -> int:
             module = importlib.import_module(f"bench.{name}")
             started = time.monotonic()
             if name in OPT_IN:
-                result = {"title": module.__doc__.splitlines()[0], "columns": [], "rows": [],
-                          "data": module.run(quick=args.quick)}
+                result = {
+                    "title": module.__doc__.splitlines()[0],
+                    "columns": [],
+                    "rows": [],
+                    "data": module.run(quick=args.quick),
+                }
                 module.report(result["data"])
                 seconds = time.monotonic() - started
             else:
@@ -117,11 +143,25 @@ def main(argv: list[str]) -> int:
                 seconds = time.monotonic() - started
                 show(console, name, result, seconds)
             failures += sum(1 for _, ok, _ in result.get("checks", []) if not ok)
-            (RESULTS / f"{name}.json").write_text(json.dumps(
-                {"benchmark": name, "quick": args.quick, "seconds": round(seconds, 1), "machine": info,
-                 "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **result}, indent=2, default=str) + "\n")
-        console.print(f"[bold]Total[/]: {time.monotonic() - started_all:.0f} s; "
-                      f"{failures} target(s) missed; results in {RESULTS}/")
+            (RESULTS / f"{name}.json").write_text(
+                json.dumps(
+                    {
+                        "benchmark": name,
+                        "quick": args.quick,
+                        "seconds": round(seconds, 1),
+                        "machine": info,
+                        "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                        **result,
+                    },
+                    indent=2,
+                    default=str,
+                )
+                + "\n"
+            )
+        console.print(
+            f"[bold]Total[/]: {time.monotonic() - started_all:.0f} s; "
+            f"{failures} target(s) missed; results in {RESULTS}/"
+        )
         return 0
     finally:
         environment.close()

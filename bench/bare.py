@@ -14,8 +14,11 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import AgeLimit, Callbacks, Retries, ShutdownNotifications, TimeLimit
 
 REDIS_URL = os.environ["REDIS_URL"]
-BROKER = RedisBroker(url=REDIS_URL, namespace="bench-bare",
-                     middleware=[AgeLimit(), TimeLimit(), Callbacks(), Retries(), ShutdownNotifications()])
+BROKER = RedisBroker(
+    url=REDIS_URL,
+    namespace="bench-bare",
+    middleware=[AgeLimit(), TimeLimit(), Callbacks(), Retries(), ShutdownNotifications()],
+)
 QUEUES = ("bare.a", "bare.b", "bare.c")
 RECORD_KEY = "bench:bare:records"
 _redis = redis.Redis.from_url(REDIS_URL)
@@ -39,7 +42,11 @@ def _noop(run: str, sent: float) -> None:
     record("noop", run, sent, time.time())
 
 
-CHAIN_STEPS = [dramatiq.actor(_chain_step, actor_name=f"chain_{q[-1]}", queue_name=q, broker=BROKER, max_retries=0)
-               for q in QUEUES]
-NOOPS = [dramatiq.actor(_noop, actor_name=f"noop_{q[-1]}", queue_name=q, broker=BROKER, max_retries=0)
-         for q in QUEUES]
+CHAIN_STEPS = [
+    dramatiq.actor(_chain_step, actor_name=f"chain_{q[-1]}", queue_name=q, broker=BROKER, max_retries=0)
+    for q in QUEUES
+]
+NOOPS = [
+    dramatiq.actor(_noop, actor_name=f"noop_{q[-1]}", queue_name=q, broker=BROKER, max_retries=0)
+    for q in QUEUES
+]

@@ -39,10 +39,15 @@ def engine_chains(client, chains: int, steps: int, latency: float) -> dict[str, 
     harness.configure(dict.fromkeys(POOLS, 16), options={"latency_rules": harness.latency_rules([latency])})
     ids = []
     for _ in range(chains):
-        plan = [plan_task(f"s{i:02d}", POOLS[i % 3], latency, [f"s{i - 1:02d}"] if i else [], label="chain link")
-                for i in range(steps)]
-        ids.append(harness.execution_from_plan(client, plan, {t["id"]: latency for t in plan},
-                                               message="dispatch benchmark chain").pk)
+        plan = [
+            plan_task(f"s{i:02d}", POOLS[i % 3], latency, [f"s{i - 1:02d}"] if i else [], label="chain link")
+            for i in range(steps)
+        ]
+        ids.append(
+            harness.execution_from_plan(
+                client, plan, {t["id"]: latency for t in plan}, message="dispatch benchmark chain"
+            ).pk
+        )
     statuses = harness.wait_terminal(ids, timeout=60 + chains * steps * latency)
     assert all(s == "completed" for s in statuses.values()), statuses
     finished = {(t.execution_id, t.key): t.finished_at for t in Task.objects.filter(execution_id__in=ids)}
@@ -83,23 +88,45 @@ def run(ctx) -> dict:
     for label, poll_ms in BARE_POLLS_MS.items():
         with harness.bare_workers({harness.WORKER_TIMEOUT_ENV: str(poll_ms)}):
             bare_chains(chains, WARMUP_STEPS, latency)
-            bare = data["bare"][label] = {"poll_ms": poll_ms, **harness.summary_ms(bare_chains(chains, steps, latency))}
+            bare = data["bare"][label] = {
+                "poll_ms": poll_ms,
+                **harness.summary_ms(bare_chains(chains, steps, latency)),
+            }
         rows.append([f"{poll_ms} ms ({label})", "bare Dramatiq", bare["n"], bare["p50_ms"], bare["p99_ms"]])
     with harness.engine_workers({harness.WORKER_TIMEOUT_ENV: str(ctx.worker_timeout_ms)}):
         engine_chains(client, chains, WARMUP_STEPS, latency)
-        parts = {name: harness.summary_ms(values) for name, values in engine_chains(client, chains, steps, latency).items()}
+        parts = {
+            name: harness.summary_ms(values)
+            for name, values in engine_chains(client, chains, steps, latency).items()
+        }
     engine = data["engine"] = {"poll_ms": ctx.worker_timeout_ms, **parts.pop("total")}
     data["engine_parts"] = parts
     reference = data["bare"][REFERENCE]
-    ratio = data["p99_ratio"] = round(engine["p99_ms"] / reference["p99_ms"], 2) if reference.get("p99_ms") else None
-    rows.append([f"{ctx.worker_timeout_ms} ms (the engine's setting; enqueues wake consumers)", "engine",
-                 engine["n"], engine["p50_ms"], engine["p99_ms"]])
-    rows.extend(["", f"  of which {name}", part["n"], part["p50_ms"], part["p99_ms"]] for name, part in parts.items())
+    ratio = data["p99_ratio"] = (
+        round(engine["p99_ms"] / reference["p99_ms"], 2) if reference.get("p99_ms") else None
+    )
+    rows.append(
+        [
+            f"{ctx.worker_timeout_ms} ms (the engine's setting; enqueues wake consumers)",
+            "engine",
+            engine["n"],
+            engine["p50_ms"],
+            engine["p99_ms"],
+        ]
+    )
+    rows.extend(
+        ["", f"  of which {name}", part["n"], part["p50_ms"], part["p99_ms"]] for name, part in parts.items()
+    )
     return {
         "title": "Dispatch overhead: dependency finished → agent started (ms)",
         "columns": ["poll timeout", "path", "samples", "p50", "p99"],
         "rows": rows,
-        "checks": [(f"engine p99 ≤ 2× bare Dramatiq's at a {reference['poll_ms']} ms poll", ratio is not None and ratio <= 2,
-                    f"{ratio}×")],
+        "checks": [
+            (
+                f"engine p99 ≤ 2× bare Dramatiq's at a {reference['poll_ms']} ms poll",
+                ratio is not None and ratio <= 2,
+                f"{ratio}×",
+            )
+        ],
         "data": data,
     }

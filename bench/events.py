@@ -43,13 +43,14 @@ class ConsoleSocket(threading.Thread):
     async def listen(self) -> None:
         import websockets
 
-        async with websockets.connect(self.url, additional_headers={"Cookie": self.cookie, "Origin": self.origin},
-                                      open_timeout=30) as socket:
+        async with websockets.connect(
+            self.url, additional_headers={"Cookie": self.cookie, "Origin": self.origin}, open_timeout=30
+        ) as socket:
             self.ready.set()
             while not self.stopped.is_set():
                 try:
                     raw = await asyncio.wait_for(socket.recv(), timeout=0.5)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     continue
                 now = time.time()
                 message = json.loads(raw)
@@ -63,18 +64,26 @@ def run(ctx) -> dict:
     from executions.models import Event
 
     executions, size = (3, 20) if ctx.quick else (8, 25)
-    harness.configure({"codegen": 6, "security": 4, "database": 4},
-                      options={"latency_rules": harness.latency_rules(DURATIONS)})
+    harness.configure(
+        {"codegen": 6, "security": 4, "database": 4},
+        options={"latency_rules": harness.latency_rules(DURATIONS)},
+    )
     client, _ = harness.bench_client()
     with harness.web_server() as (base, _), harness.engine_workers():
-        socket = ConsoleSocket(base.replace("http://", "ws://") + "/ws/console/", harness.staff_cookie("bench-staff"), base)
+        socket = ConsoleSocket(
+            base.replace("http://", "ws://") + "/ws/console/", harness.staff_cookie("bench-staff"), base
+        )
         socket.start()
         socket.ready.wait(30)
         if socket.error:
             raise socket.error
         plans = [random_dag(size, 500 + i, durations=DURATIONS) for i in range(executions)]
-        ids = [harness.execution_from_plan(client, plan, harness.durations_of(plan),
-                                           message="event latency benchmark").pk for plan in plans]
+        ids = [
+            harness.execution_from_plan(
+                client, plan, harness.durations_of(plan), message="event latency benchmark"
+            ).pk
+            for plan in plans
+        ]
         harness.wait_terminal(ids, timeout=120)
         time.sleep(1)  # the last publishes are in flight
         socket.stopped.set()
@@ -87,8 +96,19 @@ def run(ctx) -> dict:
         "title": "Event latency: event stamped in its transaction → console websocket client receives (ms)",
         "columns": ["events stored", "received", "p50", "p99", "max"],
         "rows": [[stored, len(mine), stats.get("p50_ms"), stats.get("p99_ms"), stats.get("max_ms")]],
-        "checks": [("every stored event was received (at-most-once, so not guaranteed)", len(mine) == stored,
-                    f"{len(mine)}/{stored}")],
-        "data": {"executions": executions, "tasks_each": size, "latency": stats, "stored": stored,
-                 "received": len(mine), "path": "worker → channels_redis → daphne ConsoleConsumer → websocket"},
+        "checks": [
+            (
+                "every stored event was received (at-most-once, so not guaranteed)",
+                len(mine) == stored,
+                f"{len(mine)}/{stored}",
+            )
+        ],
+        "data": {
+            "executions": executions,
+            "tasks_each": size,
+            "latency": stats,
+            "stored": stored,
+            "received": len(mine),
+            "path": "worker → channels_redis → daphne ConsoleConsumer → websocket",
+        },
     }

@@ -66,7 +66,9 @@ def prepare() -> Environment:
 
         env.redis_dir = tempfile.mkdtemp(prefix="openclaw-bench-")
         socket_path = Path(env.redis_dir) / "redis.sock"
-        env.redis_process = embedded_redis.start(socket_path, data_dir=Path(env.redis_dir) / "data", appendonly=False)
+        env.redis_process = embedded_redis.start(
+            socket_path, data_dir=Path(env.redis_dir) / "data", appendonly=False
+        )
         os.environ["REDIS_URL"] = f"unix://{socket_path}?db=0"
     return env
 
@@ -117,9 +119,23 @@ def bare_workers(env: dict | None = None, *, threads: int | None = None, process
     known = heartbeats("bench-bare")
     log = open(VAR / "logs" / "bare.log", "ab")
     process = subprocess.Popen(
-        [sys.executable, "-m", "dramatiq", "bench.bare:BROKER", "--processes", str(processes), "--threads",
-         str(threads), "--worker-shutdown-timeout", "2000"],
-        cwd=ROOT, env=worker_env(env), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "dramatiq",
+            "bench.bare:BROKER",
+            "--processes",
+            str(processes),
+            "--threads",
+            str(threads),
+            "--worker-shutdown-timeout",
+            "2000",
+        ],
+        cwd=ROOT,
+        env=worker_env(env),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
         wait_for_new_heartbeats("bench-bare", known, processes, process)
@@ -136,7 +152,9 @@ def heartbeats(namespace: str) -> set[bytes]:
     return set(redis.Redis.from_url(settings.REDIS_URL).zrange(f"{namespace}:__heartbeats__", 0, -1))
 
 
-def wait_for_new_heartbeats(namespace: str, known: set[bytes], processes: int, process: subprocess.Popen) -> None:
+def wait_for_new_heartbeats(
+    namespace: str, known: set[bytes], processes: int, process: subprocess.Popen
+) -> None:
     deadline = time.monotonic() + 30
     while len(heartbeats(namespace) - known) < processes:
         if process.poll() is not None or time.monotonic() > deadline:
@@ -156,8 +174,21 @@ def web_server(env: dict | None = None):
         port = probe.getsockname()[1]
     log = open(VAR / "logs" / "web.log", "ab")
     process = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "openclaw_site.asgi:application"],
-        cwd=ROOT, env=worker_env(env), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "daphne",
+            "-b",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "openclaw_site.asgi:application",
+        ],
+        cwd=ROOT,
+        env=worker_env(env),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -223,19 +254,47 @@ class PeakMemory(threading.Thread):
 # ---------------------------------------------------------------- engine helpers
 
 
-def configure(limits: dict[str, int], *, latency: float = 0.0, options: dict | None = None,
-              prices: tuple[float, float] = (3.0, 15.0)) -> None:
+def configure(
+    limits: dict[str, int],
+    *,
+    latency: float = 0.0,
+    options: dict | None = None,
+    prices: tuple[float, float] = (3.0, 15.0),
+) -> None:
     """Every pool and the PM on the offline model, with the given limits and simulated latencies."""
     from pools.config_io import load_config
 
-    offline = {"provider": "offline", "model": "openclaw-offline-1", "input_per_mtok": prices[0],
-               "output_per_mtok": prices[1], "options": options or {}}
-    pools = {name: {"max_concurrent": limit, "timeout_sec": 600, "max_retries": 2, "model": "offline",
-                    "retry_backoff_sec": 0.2, "offline_latency_sec": latency}
-             for name, limit in limits.items()}
-    load_config({"parallel_execution": {"enabled": True, "auto_fallback_to_serial": True, "pm": {"model": "offline"},
-                                        "max_tasks_per_plan": 500, "worker_pools": pools},
-                 "models": {"offline": offline}}, force=True)
+    offline = {
+        "provider": "offline",
+        "model": "openclaw-offline-1",
+        "input_per_mtok": prices[0],
+        "output_per_mtok": prices[1],
+        "options": options or {},
+    }
+    pools = {
+        name: {
+            "max_concurrent": limit,
+            "timeout_sec": 600,
+            "max_retries": 2,
+            "model": "offline",
+            "retry_backoff_sec": 0.2,
+            "offline_latency_sec": latency,
+        }
+        for name, limit in limits.items()
+    }
+    load_config(
+        {
+            "parallel_execution": {
+                "enabled": True,
+                "auto_fallback_to_serial": True,
+                "pm": {"model": "offline"},
+                "max_tasks_per_plan": 500,
+                "worker_pools": pools,
+            },
+            "models": {"offline": offline},
+        },
+        force=True,
+    )
 
 
 def staff_cookie(username: str) -> str:
@@ -294,27 +353,48 @@ def execution_from_plan(client, plan_tasks: list[dict], durations: dict[str, flo
     estimated_cost = billing.plan_cost_estimate(plan_tasks)
     with transaction.atomic():
         execution = Execution.objects.create(
-            id=Execution.new_id("bench"), client=client, session_key="bench", message=message,
-            requested_mode="parallel", mode="parallel", routing_reason="benchmark plan", status=ExecutionStatus.EXECUTING,
-            plan={"tasks": plan_tasks}, plan_source="model", started_at=now, phase_sent_at=now,
+            id=Execution.new_id("bench"),
+            client=client,
+            session_key="bench",
+            message=message,
+            requested_mode="parallel",
+            mode="parallel",
+            routing_reason="benchmark plan",
+            status=ExecutionStatus.EXECUTING,
+            plan={"tasks": plan_tasks},
+            plan_source="model",
+            started_at=now,
+            phase_sent_at=now,
             estimated_cost_usd=estimated_cost,
         )
-        billing.charge_fee(execution, billing.fee_for_plan(task_count=len(plan_tasks), estimated_cost=estimated_cost))
+        billing.charge_fee(
+            execution, billing.fee_for_plan(task_count=len(plan_tasks), estimated_cost=estimated_cost)
+        )
         created = create_tasks(execution, plan_tasks, expected=durations, weights=durations)
         events.emit(execution.pk, "execution.planned", payload={"mode": "parallel", "tasks": len(created)})
         dispatch_after_commit(t.pool for t in created)
     return execution
 
 
-def plan_task(key: str, pool: str, duration: float, blocked_by=(), priority: int = 1, label: str = "task") -> dict:
+def plan_task(
+    key: str, pool: str, duration: float, blocked_by=(), priority: int = 1, label: str = "task"
+) -> dict:
     """A plan task whose offline agent takes `duration` seconds.
 
     "frontend" makes the offline codegen agent answer with front-end files: no Python, so no
     bandit subprocess per attempt (its cost is measured on its own by the throughput benchmark)
     and the numbers are the engine's own.
     """
-    return {"id": key, "pool": pool, "description": f"Bench {label} {key}: frontend pages {duration_tag(duration)}",
-            "priority": priority, "timeout_sec": 600, "blocked_by": list(blocked_by), "soft_deps": [], "context": {}}
+    return {
+        "id": key,
+        "pool": pool,
+        "description": f"Bench {label} {key}: frontend pages {duration_tag(duration)}",
+        "priority": priority,
+        "timeout_sec": 600,
+        "blocked_by": list(blocked_by),
+        "soft_deps": [],
+        "context": {},
+    }
 
 
 def wait_terminal(execution_ids: list[str], timeout: float) -> dict[str, str]:
@@ -335,7 +415,9 @@ def task_window(execution_ids: list[str]) -> tuple[float, float]:
 
     from executions.models import Task
 
-    row = Task.objects.filter(execution_id__in=execution_ids).aggregate(first=Min("started_at"), last=Max("finished_at"))
+    row = Task.objects.filter(execution_id__in=execution_ids).aggregate(
+        first=Min("started_at"), last=Max("finished_at")
+    )
     return row["first"].timestamp(), row["last"].timestamp()
 
 
@@ -350,5 +432,10 @@ def summary_ms(values_sec: list[float]) -> dict:
     if not values_sec:
         return {"n": 0}
     ms = [v * 1000 for v in values_sec]
-    return {"n": len(ms), "p50_ms": round(statistics.median(ms), 1), "p99_ms": round(percentile(ms, 99), 1),
-            "max_ms": round(max(ms), 1), "mean_ms": round(statistics.fmean(ms), 1)}
+    return {
+        "n": len(ms),
+        "p50_ms": round(statistics.median(ms), 1),
+        "p99_ms": round(percentile(ms, 99), 1),
+        "max_ms": round(max(ms), 1),
+        "mean_ms": round(statistics.fmean(ms), 1),
+    }

@@ -14,8 +14,8 @@ import asyncio
 import json
 import random
 import statistics
-from collections import Counter
 import time
+from collections import Counter
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -40,11 +40,33 @@ def make_fixtures(clients: int) -> tuple[list[str], str]:
     from executions.models import ApiKey, Client
     from pools.config_io import load_config
 
-    offline = {"provider": "offline", "model": "openclaw-offline-1", "input_per_mtok": 3.0, "output_per_mtok": 15.0}
-    pool = {"timeout_sec": 60, "max_retries": 2, "retry_backoff_sec": 0.5, "model": "offline", "offline_latency_sec": 0.3}
-    load_config({"parallel_execution": {"pm": {"model": "offline"}, "worker_pools": {
-        "codegen": {**pool, "max_concurrent": 6}, "security": {**pool, "max_concurrent": 3},
-        "database": {**pool, "max_concurrent": 3}}}, "models": {"offline": offline}}, force=True)
+    offline = {
+        "provider": "offline",
+        "model": "openclaw-offline-1",
+        "input_per_mtok": 3.0,
+        "output_per_mtok": 15.0,
+    }
+    pool = {
+        "timeout_sec": 60,
+        "max_retries": 2,
+        "retry_backoff_sec": 0.5,
+        "model": "offline",
+        "offline_latency_sec": 0.3,
+    }
+    load_config(
+        {
+            "parallel_execution": {
+                "pm": {"model": "offline"},
+                "worker_pools": {
+                    "codegen": {**pool, "max_concurrent": 6},
+                    "security": {**pool, "max_concurrent": 3},
+                    "database": {**pool, "max_concurrent": 3},
+                },
+            },
+            "models": {"offline": offline},
+        },
+        force=True,
+    )
     keys = []
     for index in range(clients):
         client, _ = Client.objects.get_or_create(name=f"load-{index}")
@@ -52,21 +74,30 @@ def make_fixtures(clients: int) -> tuple[list[str], str]:
     return keys, staff_cookie("load-staff")
 
 
-async def api_client(http, key: str, deadline: float, post_share: float, record, created: list[str], rng) -> None:
+async def api_client(
+    http, key: str, deadline: float, post_share: float, record, created: list[str], rng
+) -> None:
     headers = {"X-API-Key": key}
     mine: list[str] = []
     while time.monotonic() < deadline:
         if not mine or rng.random() < post_share:
-            op, call = "POST execute-parallel", http.post(
-                "/api/execute-parallel", headers=headers,
-                json={"message": rng.choice(MESSAGES), "sessionKey": "load", "project": "load"})
+            op, call = (
+                "POST execute-parallel",
+                http.post(
+                    "/api/execute-parallel",
+                    headers=headers,
+                    json={"message": rng.choice(MESSAGES), "sessionKey": "load", "project": "load"},
+                ),
+            )
         else:
-            op, path = rng.choice([
-                ("GET execution", f"/api/execution/{rng.choice(mine)}"),
-                ("GET executions", "/api/executions?limit=20"),
-                ("GET events", f"/api/execution/{rng.choice(mine)}/events?after=0"),
-                ("GET pools", "/api/pools"),
-            ])
+            op, path = rng.choice(
+                [
+                    ("GET execution", f"/api/execution/{rng.choice(mine)}"),
+                    ("GET executions", "/api/executions?limit=20"),
+                    ("GET events", f"/api/execution/{rng.choice(mine)}/events?after=0"),
+                    ("GET pools", "/api/pools"),
+                ]
+            )
             call = http.get(path, headers=headers)
         started = time.monotonic()
         try:
@@ -86,22 +117,24 @@ async def console_socket(url: str, cookie: str, origin: str, deadline: float, st
     import websockets
 
     try:
-        async with websockets.connect(url, additional_headers={"Cookie": cookie, "Origin": origin},
-                                      open_timeout=30) as socket:
+        async with websockets.connect(
+            url, additional_headers={"Cookie": cookie, "Origin": origin}, open_timeout=30
+        ) as socket:
             stats["connected"] += 1
             while time.monotonic() < deadline:
                 try:
                     await asyncio.wait_for(socket.recv(), timeout=max(0.1, deadline - time.monotonic()))
                     stats["messages"] += 1
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     break
             stats["open_at_end"] += 1
     except Exception as exc:
         stats["errors"].append(f"{type(exc).__name__}: {exc}"[:120])
 
 
-async def generate(base: str, keys: list[str], cookie: str, *, duration: float, websockets_n: int,
-                   post_share: float) -> dict:
+async def generate(
+    base: str, keys: list[str], cookie: str, *, duration: float, websockets_n: int, post_share: float
+) -> dict:
     import httpx
 
     samples: dict[str, list[float]] = {}
@@ -116,15 +149,23 @@ async def generate(base: str, keys: list[str], cookie: str, *, duration: float, 
     ws_stats = {"connected": 0, "open_at_end": 0, "messages": 0, "errors": []}
     ws_base = base.replace("http://", "ws://")
     sockets_deadline = time.monotonic() + duration + 5
-    sockets = [asyncio.create_task(console_socket(f"{ws_base}/ws/console/", cookie, base, sockets_deadline, ws_stats))
-               for _ in range(websockets_n)]
+    sockets = [
+        asyncio.create_task(
+            console_socket(f"{ws_base}/ws/console/", cookie, base, sockets_deadline, ws_stats)
+        )
+        for _ in range(websockets_n)
+    ]
     await asyncio.sleep(2)  # let the sockets open before the API load starts
     deadline = time.monotonic() + duration
     limits = httpx.Limits(max_connections=len(keys) + 10, max_keepalive_connections=len(keys) + 10)
     async with httpx.AsyncClient(base_url=base, timeout=30, limits=limits) as http:
         rng = random.Random(8)
-        await asyncio.gather(*[api_client(http, key, deadline, post_share, record, created, random.Random(rng.random()))
-                               for key in keys])
+        await asyncio.gather(
+            *[
+                api_client(http, key, deadline, post_share, record, created, random.Random(rng.random()))
+                for key in keys
+            ]
+        )
     await asyncio.gather(*sockets)
     return {"samples": samples, "errors": errors, "created": created, "websockets": ws_stats}
 
@@ -139,13 +180,23 @@ def wait_terminal(ids: list[str], timeout: float) -> dict:
         done = sum(1 for i in ids if statuses.get(i) in terminal)
         if done == len(ids) or time.monotonic() > deadline:
             missing = [i for i in ids if i not in statuses]
-            return {"accepted": len(ids), "terminal": done, "missing": len(missing),
-                    "by_status": {s: list(statuses.values()).count(s) for s in set(statuses.values())}}
+            return {
+                "accepted": len(ids),
+                "terminal": done,
+                "missing": len(missing),
+                "by_status": {s: list(statuses.values()).count(s) for s in set(statuses.values())},
+            }
         time.sleep(0.5)
 
 
-def run(*, quick: bool = False, clients: int = 50, duration: float = 60, websockets_n: int = 200,
-        post_share: float = 0.03) -> dict:
+def run(
+    *,
+    quick: bool = False,
+    clients: int = 50,
+    duration: float = 60,
+    websockets_n: int = 200,
+    post_share: float = 0.03,
+) -> dict:
     from bench.harness import PeakMemory, engine_workers, setup_database, web_server
 
     if quick:
@@ -156,22 +207,35 @@ def run(*, quick: bool = False, clients: int = 50, duration: float = 60, websock
         memory = PeakMemory({"web": [web.pid], "workers": [workers.workers.pid, workers.reaper.pid]})
         memory.start()
         started = time.monotonic()
-        outcome = asyncio.run(generate(base, keys, cookie, duration=duration, websockets_n=websockets_n,
-                                       post_share=post_share))
+        outcome = asyncio.run(
+            generate(base, keys, cookie, duration=duration, websockets_n=websockets_n, post_share=post_share)
+        )
         drained = wait_terminal(outcome["created"], timeout=300)
         drain_sec = time.monotonic() - started - duration
         peaks = memory.stop()
     total = sum(len(v) for v in outcome["samples"].values())
     failed = sum(outcome["errors"].values())
     result = {
-        "clients": clients, "duration_sec": duration, "websockets": websockets_n, "requests": total,
-        "requests_per_sec": round(total / duration, 1), "errors": outcome["errors"],
+        "clients": clients,
+        "duration_sec": duration,
+        "websockets": websockets_n,
+        "requests": total,
+        "requests_per_sec": round(total / duration, 1),
+        "errors": outcome["errors"],
         "error_rate": round(failed / total, 5) if total else 0.0,
-        "latency_ms": {op: {"n": len(v), "p50": round(statistics.median(v) * 1000, 1),
-                            "p99": round(percentile(v, 0.99) * 1000, 1)} for op, v in sorted(outcome["samples"].items())},
+        "latency_ms": {
+            op: {
+                "n": len(v),
+                "p50": round(statistics.median(v) * 1000, 1),
+                "p99": round(percentile(v, 0.99) * 1000, 1),
+            }
+            for op, v in sorted(outcome["samples"].items())
+        },
         "websocket": {k: v for k, v in outcome["websockets"].items() if k != "errors"}
         | {"errors": dict(Counter(outcome["websockets"]["errors"]))},
-        "executions": drained, "drain_after_load_sec": round(drain_sec, 1), "peak_rss_mb": peaks,
+        "executions": drained,
+        "drain_after_load_sec": round(drain_sec, 1),
+        "peak_rss_mb": peaks,
     }
     return result
 
@@ -180,22 +244,30 @@ def report(result: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"Load: {result['clients']} API clients × {result['duration_sec']:g}s + "
-                        f"{result['websockets']} websockets")
+    table = Table(
+        title=f"Load: {result['clients']} API clients × {result['duration_sec']:g}s + "
+        f"{result['websockets']} websockets"
+    )
     for column in ("operation", "requests", "p50 ms", "p99 ms"):
         table.add_column(column)
     for op, row in result["latency_ms"].items():
         table.add_row(op, str(row["n"]), str(row["p50"]), str(row["p99"]))
     console = Console()
     console.print(table)
-    console.print(f"{result['requests']} requests ({result['requests_per_sec']}/s), error rate "
-                  f"{result['error_rate']:.3%} {result['errors'] or ''}")
+    console.print(
+        f"{result['requests']} requests ({result['requests_per_sec']}/s), error rate "
+        f"{result['error_rate']:.3%} {result['errors'] or ''}"
+    )
     ws = result["websocket"]
-    console.print(f"websockets: {ws['connected']} connected, {ws['open_at_end']} open at the end, "
-                  f"{ws['messages']} messages, errors: {ws['errors'] or 'none'}")
+    console.print(
+        f"websockets: {ws['connected']} connected, {ws['open_at_end']} open at the end, "
+        f"{ws['messages']} messages, errors: {ws['errors'] or 'none'}"
+    )
     ex = result["executions"]
-    console.print(f"executions: {ex['accepted']} accepted, {ex['terminal']} terminal, {ex['missing']} missing "
-                  f"{ex['by_status']}; drained {result['drain_after_load_sec']}s after the load stopped")
+    console.print(
+        f"executions: {ex['accepted']} accepted, {ex['terminal']} terminal, {ex['missing']} missing "
+        f"{ex['by_status']}; drained {result['drain_after_load_sec']}s after the load stopped"
+    )
     console.print(f"peak RSS MB: {result['peak_rss_mb']}")
 
 
@@ -213,7 +285,9 @@ def main(argv: list[str] | None = None) -> None:
         import django
 
         django.setup()
-        result = run(quick=args.quick, clients=args.clients, duration=args.duration, websockets_n=args.websockets)
+        result = run(
+            quick=args.quick, clients=args.clients, duration=args.duration, websockets_n=args.websockets
+        )
         RESULTS.mkdir(exist_ok=True)
         (RESULTS / "load.json").write_text(json.dumps(result, indent=2))
         report(result)

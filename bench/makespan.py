@@ -29,36 +29,52 @@ POOL_WEIGHTS = {"codegen": 0.5, "security": 0.25, "database": 0.25}
 DURATIONS = tuple(round(0.3 + 0.05 * i, 2) for i in range(15))  # 0.3 … 1.0 s: the seed's agents ÷100
 RESTAURANT = "Build a restaurant website with online booking and secure payments"
 # Matched on the offline planner's stream descriptions (the request's own words follow a colon).
-SEED_LATENCIES = [{"match": "next.js frontend", "latency_sec": 0.6}, {"match": "fastapi backend", "latency_sec": 0.9},
-                  {"match": "database schema", "latency_sec": 0.45}, {"match": "security audit (", "latency_sec": 1.2}]
+SEED_LATENCIES = [
+    {"match": "next.js frontend", "latency_sec": 0.6},
+    {"match": "fastapi backend", "latency_sec": 0.9},
+    {"match": "database schema", "latency_sec": 0.45},
+    {"match": "security audit (", "latency_sec": 1.2},
+]
 
 
 def random_dag(n: int, seed: int, durations=DURATIONS) -> list[dict]:
     """A layered random DAG: each task waits on 0–3 of the tasks shortly before it."""
     rng = random.Random(seed)
     pools, weights = zip(*POOL_WEIGHTS.items())
-    window = max(3, int(n ** 0.5) * 2)
+    window = max(3, int(n**0.5) * 2)
     tasks = []
     for i in range(n):
         earlier = list(range(max(0, i - window), i))
         deps = sorted(rng.sample(earlier, min(len(earlier), rng.choice((0, 1, 1, 2, 2, 3)))))
-        tasks.append(plan_task(f"t{i:03d}", rng.choices(pools, weights)[0], rng.choice(durations),
-                               [f"t{d:03d}" for d in deps], label="random"))
+        tasks.append(
+            plan_task(
+                f"t{i:03d}",
+                rng.choices(pools, weights)[0],
+                rng.choice(durations),
+                [f"t{d:03d}" for d in deps],
+                label="random",
+            )
+        )
     return tasks
 
 
 def nodes_of(plan: list[dict], durations: dict[str, float]):
     from executions.parallel_executor import PlanNode
 
-    return [PlanNode(t["id"], t["pool"], durations[t["id"]], t["priority"], tuple(t["blocked_by"])) for t in plan]
+    return [
+        PlanNode(t["id"], t["pool"], durations[t["id"]], t["priority"], tuple(t["blocked_by"])) for t in plan
+    ]
 
 
 def predictions(plan: list[dict], durations: dict[str, float]) -> dict:
     from executions.parallel_executor import lower_bound, simulate_makespan
 
     nodes = nodes_of(plan, durations)
-    return {"lower_bound": lower_bound(nodes, LIMITS), "sim_rank": simulate_makespan(nodes, LIMITS, policy="rank"),
-            "sim_fifo": simulate_makespan(nodes, LIMITS, policy="fifo")}
+    return {
+        "lower_bound": lower_bound(nodes, LIMITS),
+        "sim_rank": simulate_makespan(nodes, LIMITS, policy="rank"),
+        "sim_fifo": simulate_makespan(nodes, LIMITS, policy="fifo"),
+    }
 
 
 def measured(execution_id: str) -> dict:
@@ -73,10 +89,19 @@ def measured(execution_id: str) -> dict:
     execution = Execution.objects.get(pk=execution_id)
     first, last = harness.task_window([execution_id])
     tasks = list(Task.objects.filter(execution_id=execution_id))
-    nodes = [PlanNode(t.key, t.pool, (t.finished_at - t.started_at).total_seconds(), t.priority, tuple(t.blocked_by))
-             for t in tasks]
-    return {"status": execution.status, "tasks": len(tasks), "makespan": round(last - first, 3),
-            "duration": execution.duration_sec, "actual_bound": round(lower_bound(nodes, LIMITS), 3)}
+    nodes = [
+        PlanNode(
+            t.key, t.pool, (t.finished_at - t.started_at).total_seconds(), t.priority, tuple(t.blocked_by)
+        )
+        for t in tasks
+    ]
+    return {
+        "status": execution.status,
+        "tasks": len(tasks),
+        "makespan": round(last - first, 3),
+        "duration": execution.duration_sec,
+        "actual_bound": round(lower_bound(nodes, LIMITS), 3),
+    }
 
 
 def run_seed_dag(client) -> tuple[dict, dict]:
@@ -92,7 +117,9 @@ def run_seed_dag(client) -> tuple[dict, dict]:
 
 def run_random_dag(client, plan: list[dict]) -> dict:
     durations = harness.durations_of(plan)
-    execution = harness.execution_from_plan(client, plan, durations, message=f"random DAG of {len(plan)} tasks")
+    execution = harness.execution_from_plan(
+        client, plan, durations, message=f"random DAG of {len(plan)} tasks"
+    )
     harness.wait_terminal([execution.pk], timeout=120)
     return measured(execution.pk)
 
@@ -105,8 +132,10 @@ def run(ctx) -> dict:
     harness.configure(LIMITS, options=options)
     runs: dict[str, dict] = {}
     for order in ("rank", "fifo"):
-        with override_settings(OPENCLAW_DISPATCH_ORDER=order), \
-                harness.engine_workers({"OPENCLAW_DISPATCH_ORDER": order}):
+        with (
+            override_settings(OPENCLAW_DISPATCH_ORDER=order),
+            harness.engine_workers({"OPENCLAW_DISPATCH_ORDER": order}),
+        ):
             seed_run, seed_prediction = run_seed_dag(client)
             runs.setdefault("seed restaurant DAG", {"prediction": seed_prediction})[order] = seed_run
             for name, plan in dags.items():
@@ -121,22 +150,53 @@ def run(ctx) -> dict:
             got["ratio_actual"] = round(got["makespan"] / got["actual_bound"], 3)
         target = 1.05 if name.startswith("seed") else 1.15
         rank, fifo = entry["rank"], entry["fifo"]
-        rows.append([name, f"{bound:.2f}", f"{entry['prediction']['sim_rank'] / bound:.3f}",
-                     f"{entry['prediction']['sim_fifo'] / bound:.3f}", rank["makespan"], rank["ratio"],
-                     f"{rank['actual_bound']:.2f}", rank["ratio_actual"], fifo["ratio"], fifo["ratio_actual"],
-                     rank["duration"], f"{rank['status']} ({rank['tasks']} tasks)"])
-        checks.append((f"{name}: rank makespan / bound of the actual durations ≤ {target}",
-                       rank["ratio_actual"] <= target, rank["ratio_actual"]))
+        rows.append(
+            [
+                name,
+                f"{bound:.2f}",
+                f"{entry['prediction']['sim_rank'] / bound:.3f}",
+                f"{entry['prediction']['sim_fifo'] / bound:.3f}",
+                rank["makespan"],
+                rank["ratio"],
+                f"{rank['actual_bound']:.2f}",
+                rank["ratio_actual"],
+                fifo["ratio"],
+                fifo["ratio_actual"],
+                rank["duration"],
+                f"{rank['status']} ({rank['tasks']} tasks)",
+            ]
+        )
+        checks.append(
+            (
+                f"{name}: rank makespan / bound of the actual durations ≤ {target}",
+                rank["ratio_actual"] <= target,
+                rank["ratio_actual"],
+            )
+        )
     return {
         "title": "Makespan / lower bound (rank rule vs FIFO; simulated and measured)",
-        "columns": ["DAG", "bound s", "sim rank", "sim fifo", "rank makespan s", "rank ratio", "actual bound s",
-                    "rank ratio (actual)", "fifo ratio", "fifo ratio (actual)", "execution s", "status"],
+        "columns": [
+            "DAG",
+            "bound s",
+            "sim rank",
+            "sim fifo",
+            "rank makespan s",
+            "rank ratio",
+            "actual bound s",
+            "rank ratio (actual)",
+            "fifo ratio",
+            "fifo ratio (actual)",
+            "execution s",
+            "status",
+        ],
         "rows": rows,
         "checks": checks,
         "data": {"limits": LIMITS, "durations": list(DURATIONS), "runs": runs},
-        "notes": ["ratio = measured makespan / lower bound from the model latencies; (actual) = / lower bound "
-                  "from each task's measured duration (latency + the worker's verification), i.e. the "
-                  "scheduler's and dispatch's share alone",
-                  "'sim' = simulate_makespan's list-schedule prediction / bound; execution s = planned → "
-                  "finished (aggregation and synthesis included), rank run"],
+        "notes": [
+            "ratio = measured makespan / lower bound from the model latencies; (actual) = / lower bound "
+            "from each task's measured duration (latency + the worker's verification), i.e. the "
+            "scheduler's and dispatch's share alone",
+            "'sim' = simulate_makespan's list-schedule prediction / bound; execution s = planned → "
+            "finished (aggregation and synthesis included), rank run",
+        ],
     }

@@ -38,18 +38,28 @@ def transitions(client, n: int) -> dict:
     from pools import llm
 
     spec = llm.resolve(None)
-    completion = llm.Completion(text="{}", input_tokens=1000, output_tokens=3000, model="offline", provider="offline")
+    completion = llm.Completion(
+        text="{}", input_tokens=1000, output_tokens=3000, model="offline", provider="offline"
+    )
     result = {"summary": "done", "files": [{"path": "app.py", "content": "print(1)\n"}], "findings": []}
     counts = {}
     with mock.patch("executions.parallel_executor.dispatch_after_commit"):
         plan = fan_plan(n)
         execution, counts[f"create execution ({n} tasks)"] = counted(
-            harness.execution_from_plan, client, plan, {t["id"]: 0.1 for t in plan}, message="queries benchmark")
+            harness.execution_from_plan,
+            client,
+            plan,
+            {t["id"]: 0.1 for t in plan},
+            message="queries benchmark",
+        )
         _, counts["dispatch (1 queued)"] = counted(dispatch_ready_tasks, "codegen")
         root = Task.objects.get(execution=execution, key="root")
-        attempt, counts["task_start"] = counted(task_start, root.pk, root.dispatch_count, "bench", lease_sec=15)
+        attempt, counts["task_start"] = counted(
+            task_start, root.pk, root.dispatch_count, "bench", lease_sec=15
+        )
         _, counts[f"attempt_succeed (+{n - 1} promoted)"] = counted(
-            attempt_succeed, attempt.pk, result=result, usage=(spec, completion))
+            attempt_succeed, attempt.pk, result=result, usage=(spec, completion)
+        )
         queued = 0
         for pool in POOLS:
             sent, count = counted(dispatch_ready_tasks, pool)
@@ -57,8 +67,9 @@ def transitions(client, n: int) -> dict:
             queued += sent
         child = Task.objects.filter(execution=execution, status="queued").first()
         attempt, _ = counted(task_start, child.pk, child.dispatch_count, "bench", lease_sec=15)
-        _, counts["attempt_succeed (leaf)"] = counted(attempt_succeed, attempt.pk, result=result,
-                                                      usage=(spec, completion))
+        _, counts["attempt_succeed (leaf)"] = counted(
+            attempt_succeed, attempt.pk, result=result, usage=(spec, completion)
+        )
     return counts
 
 
@@ -67,28 +78,42 @@ def api_calls(raw_key: str, execution_ids: list[str]) -> dict:
     counts = {}
     for execution_id in execution_ids:
         tasks = len(http.get(f"/api/execution/{execution_id}").json()["tasks"])
-        _, counts[f"GET /api/execution/{{id}} ({tasks} tasks)"] = counted(http.get, f"/api/execution/{execution_id}")
+        _, counts[f"GET /api/execution/{{id}} ({tasks} tasks)"] = counted(
+            http.get, f"/api/execution/{execution_id}"
+        )
     _, counts["GET /api/executions?limit=50"] = counted(http.get, "/api/executions?limit=50")
     _, counts["GET /api/pools"] = counted(http.get, "/api/pools")
-    _, counts["GET /api/execution/{id}/events"] = counted(http.get, f"/api/execution/{execution_ids[-1]}/events")
+    _, counts["GET /api/execution/{id}/events"] = counted(
+        http.get, f"/api/execution/{execution_ids[-1]}/events"
+    )
     _, counts["POST /api/execute-parallel"] = counted(
-        http.post, "/api/execute-parallel", {"message": "Build a contact form", "sessionKey": "bench"},
-        content_type="application/json")
+        http.post,
+        "/api/execute-parallel",
+        {"message": "Build a contact form", "sessionKey": "bench"},
+        content_type="application/json",
+    )
     return counts
 
 
 def run(ctx) -> dict:
     harness.configure(dict.fromkeys(POOLS, 64), latency=0.1)
     client, raw = harness.bench_client("bench-queries")
-    with mock.patch("pools.tasks.send_run_task"), mock.patch("executions.tasks.aggregate_execution.send"), \
-            mock.patch("executions.tasks.plan_execution.send"):
+    with (
+        mock.patch("pools.tasks.send_run_task"),
+        mock.patch("executions.tasks.aggregate_execution.send"),
+        mock.patch("executions.tasks.plan_execution.send"),
+    ):
         rows, data = [], {}
         for n in (4, 40):
             for label, count in transitions(client, n).items():
                 data[f"{label} [fan-out {n}]"] = count
                 rows.append([f"fan-out of {n}", label, count])
-        executions = [harness.execution_from_plan(client, fan_plan(n), {t["id"]: 0.1 for t in fan_plan(n)},
-                                                  message="queries benchmark").pk for n in (4, 40)]
+        executions = [
+            harness.execution_from_plan(
+                client, fan_plan(n), {t["id"]: 0.1 for t in fan_plan(n)}, message="queries benchmark"
+            ).pk
+            for n in (4, 40)
+        ]
         for label, count in api_calls(raw, executions).items():
             data[label] = count
             rows.append(["API", label, count])

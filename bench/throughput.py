@@ -22,15 +22,24 @@ def engine_tasks(client, executions: int, tasks_each: int, seed: int) -> dict:
     harness.configure(dict.fromkeys(POOLS, 32), options={"latency_rules": harness.latency_rules([0])})
     plans = [random_dag(tasks_each, seed + i, durations=(0,)) for i in range(executions)]
     started = time.monotonic()
-    ids = [harness.execution_from_plan(client, plan, harness.durations_of(plan), message="throughput benchmark").pk
-           for plan in plans]
+    ids = [
+        harness.execution_from_plan(
+            client, plan, harness.durations_of(plan), message="throughput benchmark"
+        ).pk
+        for plan in plans
+    ]
     statuses = harness.wait_terminal(ids, timeout=300)
     wall = time.monotonic() - started
     done = sum(1 for s in statuses.values() if s == "completed")
     first, last = harness.task_window(ids)
     total = executions * tasks_each
-    return {"tasks": total, "executions_completed": done, "seconds": round(last - first, 2),
-            "tasks_per_sec": round(total / (last - first), 1), "wall_incl_aggregation_sec": round(wall, 2)}
+    return {
+        "tasks": total,
+        "executions_completed": done,
+        "seconds": round(last - first, 2),
+        "tasks_per_sec": round(total / (last - first), 1),
+        "wall_incl_aggregation_sec": round(wall, 2),
+    }
 
 
 def bare_noops(count: int) -> dict:
@@ -46,7 +55,11 @@ def bare_noops(count: int) -> dict:
         time.sleep(0.05)
     starts = [float(raw.decode().split()[3]) for raw in client.lrange(bare.RECORD_KEY, 0, -1)]
     seconds = max(starts) - min(starts)
-    return {"tasks": len(starts), "seconds": round(seconds, 2), "tasks_per_sec": round(len(starts) / seconds, 1)}
+    return {
+        "tasks": len(starts),
+        "seconds": round(seconds, 2),
+        "tasks_per_sec": round(len(starts) / seconds, 1),
+    }
 
 
 def bandit_cost(samples: int = 5) -> float:
@@ -78,15 +91,37 @@ def run(ctx) -> dict:
         "title": "Throughput with zero-latency agents (tasks/s)",
         "columns": ["path", "tasks", "seconds", "tasks/s", "notes"],
         "rows": [
-            ["bare Dramatiq no-op", bare["tasks"], bare["seconds"], bare["tasks_per_sec"], "enqueue all, first→last start"],
-            ["engine", engine["tasks"], engine["seconds"], engine["tasks_per_sec"],
-             f"{executions} executions × {tasks_each} tasks, {engine['executions_completed']} completed; "
-             f"{share}% of bare"],
+            [
+                "bare Dramatiq no-op",
+                bare["tasks"],
+                bare["seconds"],
+                bare["tasks_per_sec"],
+                "enqueue all, first→last start",
+            ],
+            [
+                "engine",
+                engine["tasks"],
+                engine["seconds"],
+                engine["tasks_per_sec"],
+                f"{executions} executions × {tasks_each} tasks, {engine['executions_completed']} completed; "
+                f"{share}% of bare",
+            ],
         ],
-        "checks": [("every execution completed", engine["executions_completed"] == executions,
-                    f"{engine['executions_completed']}/{executions}")],
-        "data": {"bare": bare, "engine": engine, "engine_share_of_bare_pct": share,
-                 "bandit_scan_sec_median": round(bandit_sec, 3)},
-        "notes": [f"agents answer with front-end files; an output with Python adds a bandit scan "
-                  f"(bandit in process): {bandit_sec * 1000:.0f} ms median here"],
+        "checks": [
+            (
+                "every execution completed",
+                engine["executions_completed"] == executions,
+                f"{engine['executions_completed']}/{executions}",
+            )
+        ],
+        "data": {
+            "bare": bare,
+            "engine": engine,
+            "engine_share_of_bare_pct": share,
+            "bandit_scan_sec_median": round(bandit_sec, 3),
+        },
+        "notes": [
+            f"agents answer with front-end files; an output with Python adds a bandit scan "
+            f"(bandit in process): {bandit_sec * 1000:.0f} ms median here"
+        ],
     }

@@ -13,7 +13,8 @@ class SlackWorkspace(models.Model):
     name = models.CharField(max_length=100, blank=True)
     client = models.ForeignKey(Client, on_delete=models.CASCADE, related_name="slack_workspaces")
     restrict_to_mapped_users = models.BooleanField(
-        default=False, help_text="Only users with an allowed user mapping may start or act on executions")
+        default=False, help_text="Only users with an allowed user mapping may start or act on executions"
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     def __str__(self) -> str:
@@ -26,12 +27,20 @@ class SlackUserMapping(models.Model):
     team_id = models.CharField(max_length=32)
     user_id = models.CharField(max_length=32)
     allowed = models.BooleanField(default=True)
-    client = models.ForeignKey(Client, null=True, blank=True, on_delete=models.CASCADE, related_name="slack_users",
-                               help_text="Bills this user's requests to this client instead of the workspace's")
+    client = models.ForeignKey(
+        Client,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="slack_users",
+        help_text="Bills this user's requests to this client instead of the workspace's",
+    )
     note = models.CharField(max_length=200, blank=True)
 
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["team_id", "user_id"], name="slack_user_unique_per_team")]
+        constraints = [
+            models.UniqueConstraint(fields=["team_id", "user_id"], name="slack_user_unique_per_team")
+        ]
 
     def __str__(self) -> str:
         return f"{self.team_id}/{self.user_id} ({'allowed' if self.allowed else 'denied'})"

@@ -75,9 +75,11 @@ def thread_sync_run(thread_id: int) -> None:
         log.warning("Slack thread %s not synced: Slack is not configured in this process", thread_id)
         return
     now = timezone.now()
-    claimed = SlackThread.objects.filter(pk=thread_id).filter(
-        Q(sync_lease_until__isnull=True) | Q(sync_lease_until__lt=now)
-    ).update(sync_lease_until=now + timedelta(seconds=LEASE_SEC))
+    claimed = (
+        SlackThread.objects.filter(pk=thread_id)
+        .filter(Q(sync_lease_until__isnull=True) | Q(sync_lease_until__lt=now))
+        .update(sync_lease_until=now + timedelta(seconds=LEASE_SEC))
+    )
     if not claimed:
         if SlackThread.objects.filter(pk=thread_id).exists():
             request_thread_sync(thread_id, delay_sec=BUSY_RETRY_SEC)  # another sync is talking to Slack
@@ -98,11 +100,22 @@ def thread_sync_run(thread_id: int) -> None:
         _save(thread, failures=failures)
         delay = retry_delay(exc, failures - 1)
         if delay is None or failures >= MAX_FAILURES:
-            log.warning("Slack thread %s (%s): giving up after %d attempt(s): %s", thread_id, thread.execution_id,
-                        failures, describe(exc))
+            log.warning(
+                "Slack thread %s (%s): giving up after %d attempt(s): %s",
+                thread_id,
+                thread.execution_id,
+                failures,
+                describe(exc),
+            )
             return
         backoff_extend(thread.team_id, delay)
-        log.info("Slack thread %s (%s): %s; retrying in %.1fs", thread_id, thread.execution_id, describe(exc), delay)
+        log.info(
+            "Slack thread %s (%s): %s; retrying in %.1fs",
+            thread_id,
+            thread.execution_id,
+            describe(exc),
+            delay,
+        )
         request_thread_sync(thread_id, delay_sec=delay)
     finally:
         SlackThread.objects.filter(pk=thread_id).update(sync_lease_until=None)
@@ -112,7 +125,9 @@ def throttle_wait(thread: SlackThread, now) -> float:
     """Seconds until this thread's status message may be edited again."""
     if not thread.synced_at:
         return 0.0
-    return (thread.synced_at + timedelta(seconds=settings.SLACK_MIN_UPDATE_INTERVAL_SEC) - now).total_seconds()
+    return (
+        thread.synced_at + timedelta(seconds=settings.SLACK_MIN_UPDATE_INTERVAL_SEC) - now
+    ).total_seconds()
 
 
 def _backoff_key(team_id: str) -> str:
@@ -141,10 +156,10 @@ def retry_delay(exc: Exception, failures: int) -> float | None:
             try:
                 return min(float(retry_after), MAX_RETRY_AFTER_SEC)
             except (TypeError, ValueError):
-                return BACKOFF_SEC * 2 ** failures
+                return BACKOFF_SEC * 2**failures
         if status < 500:
             return None
-    return BACKOFF_SEC * 2 ** failures
+    return BACKOFF_SEC * 2**failures
 
 
 def describe(exc: Exception) -> str:
@@ -172,21 +187,34 @@ def thread_sync(thread: SlackThread) -> None:
     conflicts = list(execution.conflicts.all())
     status = render.status_message(execution, tasks, now=timezone.now(), public_url=public_url)
     if not thread.status_ts:
-        reply = web.chat_postMessage(channel=thread.channel_id, thread_ts=thread.thread_ts or None,
-                                     text=status.text, blocks=status.blocks, unfurl_links=False)
-        _save(thread, status_ts=reply["ts"], thread_ts=thread.thread_ts or reply["ts"], rendered_hash=status.digest)
+        reply = web.chat_postMessage(
+            channel=thread.channel_id,
+            thread_ts=thread.thread_ts or None,
+            text=status.text,
+            blocks=status.blocks,
+            unfurl_links=False,
+        )
+        _save(
+            thread,
+            status_ts=reply["ts"],
+            thread_ts=thread.thread_ts or reply["ts"],
+            rendered_hash=status.digest,
+        )
     for key, text in render.milestones(execution, tasks, conflicts):
         if key not in thread.posted_milestones:
             web.chat_postMessage(channel=thread.channel_id, thread_ts=thread.thread_ts, text=text)
             _save(thread, posted_milestones=[*thread.posted_milestones, key])
     if status.digest != thread.rendered_hash:
-        web.chat_update(channel=thread.channel_id, ts=thread.status_ts, text=status.text, blocks=status.blocks)
+        web.chat_update(
+            channel=thread.channel_id, ts=thread.status_ts, text=status.text, blocks=status.blocks
+        )
         _save(thread, rendered_hash=status.digest)
     summary_key = render.summary_key(execution)
     if summary_key and summary_key not in thread.posted_milestones:
         summary = render.summary_message(execution, public_url=public_url)
-        web.chat_postMessage(channel=thread.channel_id, thread_ts=thread.thread_ts, text=summary.text,
-                             unfurl_links=False)
+        web.chat_postMessage(
+            channel=thread.channel_id, thread_ts=thread.thread_ts, text=summary.text, unfurl_links=False
+        )
         _save(thread, posted_milestones=[*thread.posted_milestones, summary_key])
     _save(thread, synced_at=timezone.now())
 

@@ -17,20 +17,31 @@ SECTION_LIMIT = 2900
 SUMMARY_LIMIT = 3000
 
 EXECUTION_EMOJI = {
-    ExecutionStatus.PLANNING: ":thought_balloon:", ExecutionStatus.EXECUTING: ":gear:",
-    ExecutionStatus.AGGREGATING: ":jigsaw:", ExecutionStatus.COMPLETED: ":white_check_mark:",
-    ExecutionStatus.PARTIAL: ":large_orange_diamond:", ExecutionStatus.FAILED: ":x:",
-    ExecutionStatus.CANCELLED: ":no_entry_sign:", ExecutionStatus.BUDGET_EXCEEDED: ":money_with_wings:",
+    ExecutionStatus.PLANNING: ":thought_balloon:",
+    ExecutionStatus.EXECUTING: ":gear:",
+    ExecutionStatus.AGGREGATING: ":jigsaw:",
+    ExecutionStatus.COMPLETED: ":white_check_mark:",
+    ExecutionStatus.PARTIAL: ":large_orange_diamond:",
+    ExecutionStatus.FAILED: ":x:",
+    ExecutionStatus.CANCELLED: ":no_entry_sign:",
+    ExecutionStatus.BUDGET_EXCEEDED: ":money_with_wings:",
 }
 TASK_EMOJI = {
-    TaskStatus.PENDING: ":white_circle:", TaskStatus.READY: ":large_blue_circle:",
-    TaskStatus.QUEUED: ":large_blue_circle:", TaskStatus.RUNNING: ":arrows_counterclockwise:",
-    TaskStatus.SUCCEEDED: ":white_check_mark:", TaskStatus.FAILED: ":warning:", TaskStatus.DEAD: ":x:",
-    TaskStatus.BLOCKED: ":no_entry:", TaskStatus.CANCELLED: ":heavy_minus_sign:",
+    TaskStatus.PENDING: ":white_circle:",
+    TaskStatus.READY: ":large_blue_circle:",
+    TaskStatus.QUEUED: ":large_blue_circle:",
+    TaskStatus.RUNNING: ":arrows_counterclockwise:",
+    TaskStatus.SUCCEEDED: ":white_check_mark:",
+    TaskStatus.FAILED: ":warning:",
+    TaskStatus.DEAD: ":x:",
+    TaskStatus.BLOCKED: ":no_entry:",
+    TaskStatus.CANCELLED: ":heavy_minus_sign:",
 }
 HEADLINES = {
-    ExecutionStatus.COMPLETED: "Project complete", ExecutionStatus.PARTIAL: "Partial delivery",
-    ExecutionStatus.FAILED: "Delivery failed", ExecutionStatus.CANCELLED: "Execution cancelled",
+    ExecutionStatus.COMPLETED: "Project complete",
+    ExecutionStatus.PARTIAL: "Partial delivery",
+    ExecutionStatus.FAILED: "Delivery failed",
+    ExecutionStatus.CANCELLED: "Execution cancelled",
     ExecutionStatus.BUDGET_EXCEEDED: "Stopped at the budget",
 }
 
@@ -77,8 +88,10 @@ def task_line(task: Task, now: datetime) -> str:
     if task.started_at:
         timing = f" · {seconds(((task.finished_at or now) - task.started_at).total_seconds())}"
     cost = f" · ${task.cost_usd:.4f}" if task.cost_usd else ""
-    return (f"{TASK_EMOJI.get(task.status, '')} `{task.key}` {task.pool}{kind} — {escape(clip(task.description, 70))}"
-            f" · *{task.status}*{timing}{cost}")
+    return (
+        f"{TASK_EMOJI.get(task.status, '')} `{task.key}` {task.pool}{kind} — {escape(clip(task.description, 70))}"
+        f" · *{task.status}*{timing}{cost}"
+    )
 
 
 def retryable(tasks: list[Task]) -> bool:
@@ -88,10 +101,15 @@ def retryable(tasks: list[Task]) -> bool:
 def status_message(execution: Execution, tasks: list[Task], *, now: datetime, public_url: str) -> Message:
     """The one status message of the thread: state, elapsed, cost so far, every task, the buttons."""
     done = sum(1 for t in tasks if t.status == TaskStatus.SUCCEEDED)
-    header = (f"{EXECUTION_EMOJI.get(execution.status, '')} *OpenClaw* `{execution.pk}` — *{execution.status}*\n"
-              f">{escape(clip(' '.join(execution.message.split()), 280))}")
-    facts = [f"{'Took' if execution.is_terminal else 'Elapsed'} {seconds(elapsed_sec(execution, now))}",
-             f"cost so far ${execution.cost_usd:.4f}", f"{done}/{len(tasks)} tasks done"]
+    header = (
+        f"{EXECUTION_EMOJI.get(execution.status, '')} *OpenClaw* `{execution.pk}` — *{execution.status}*\n"
+        f">{escape(clip(' '.join(execution.message.split()), 280))}"
+    )
+    facts = [
+        f"{'Took' if execution.is_terminal else 'Elapsed'} {seconds(elapsed_sec(execution, now))}",
+        f"cost so far ${execution.cost_usd:.4f}",
+        f"{done}/{len(tasks)} tasks done",
+    ]
     if execution.mode:
         facts.append(f"{execution.mode} mode")
     if execution.estimated_duration_sec and not execution.is_terminal:
@@ -112,17 +130,40 @@ def status_message(execution: Execution, tasks: list[Task], *, now: datetime, pu
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(lines)}})
     buttons = []
     if not execution.is_terminal:
-        buttons.append({"type": "button", "action_id": CANCEL_ACTION, "value": execution.pk, "style": "danger",
-                        "text": {"type": "plain_text", "text": "Cancel"},
-                        "confirm": {"title": {"type": "plain_text", "text": "Cancel this execution?"},
-                                    "text": {"type": "mrkdwn", "text": "Running tasks are abandoned."},
-                                    "confirm": {"type": "plain_text", "text": "Cancel it"},
-                                    "deny": {"type": "plain_text", "text": "Keep going"}}})
+        buttons.append(
+            {
+                "type": "button",
+                "action_id": CANCEL_ACTION,
+                "value": execution.pk,
+                "style": "danger",
+                "text": {"type": "plain_text", "text": "Cancel"},
+                "confirm": {
+                    "title": {"type": "plain_text", "text": "Cancel this execution?"},
+                    "text": {"type": "mrkdwn", "text": "Running tasks are abandoned."},
+                    "confirm": {"type": "plain_text", "text": "Cancel it"},
+                    "deny": {"type": "plain_text", "text": "Keep going"},
+                },
+            }
+        )
     elif execution.status in (ExecutionStatus.PARTIAL, ExecutionStatus.FAILED) and retryable(tasks):
-        buttons.append({"type": "button", "action_id": RETRY_ACTION, "value": execution.pk, "style": "primary",
-                        "text": {"type": "plain_text", "text": "Retry failed tasks"}})
-    buttons.append({"type": "button", "action_id": CONSOLE_ACTION, "value": execution.pk,
-                    "url": console_url(public_url, execution.pk), "text": {"type": "plain_text", "text": "Open in console"}})
+        buttons.append(
+            {
+                "type": "button",
+                "action_id": RETRY_ACTION,
+                "value": execution.pk,
+                "style": "primary",
+                "text": {"type": "plain_text", "text": "Retry failed tasks"},
+            }
+        )
+    buttons.append(
+        {
+            "type": "button",
+            "action_id": CONSOLE_ACTION,
+            "value": execution.pk,
+            "url": console_url(public_url, execution.pk),
+            "text": {"type": "plain_text", "text": "Open in console"},
+        }
+    )
     blocks.append({"type": "actions", "block_id": "openclaw_actions", "elements": buttons})
     text = f"OpenClaw {execution.pk}: {execution.status} ({done}/{len(tasks)} tasks done)"
     return Message(text=text, blocks=blocks)
@@ -134,25 +175,42 @@ def milestones(execution: Execution, tasks: list[Task], conflicts: list[Conflict
     for task in tasks:
         if task.status == TaskStatus.DEAD:
             when = task.finished_at or execution.created_at
-            found.append((when, f"dead:{task.pk}:{when.isoformat()}",
-                          f":x: `{task.key}` ({task.pool}) failed for good after {task.failed_attempts} attempts: "
-                          f"{escape(clip(task.error or 'no reason recorded', 300))}"))
+            found.append(
+                (
+                    when,
+                    f"dead:{task.pk}:{when.isoformat()}",
+                    f":x: `{task.key}` ({task.pool}) failed for good after {task.failed_attempts} attempts: "
+                    f"{escape(clip(task.error or 'no reason recorded', 300))}",
+                )
+            )
     for conflict in conflicts:
         between = ", ".join(f"`{key}`" for key in conflict.between)
-        found.append((conflict.created_at, f"conflict:{conflict.pk}:detected",
-                      f":mag: Conflict detected ({conflict.kind}) between {between}: {escape(clip(conflict.description, 400))}"))
+        found.append(
+            (
+                conflict.created_at,
+                f"conflict:{conflict.pk}:detected",
+                f":mag: Conflict detected ({conflict.kind}) between {between}: {escape(clip(conflict.description, 400))}",
+            )
+        )
         if conflict.status in ("resolved", "unresolved"):
             when = conflict.resolved_at or conflict.created_at
-            text = (f":white_check_mark: Conflict resolved ({conflict.kind}): {escape(clip(conflict.resolution or conflict.description, 400))}"
-                    if conflict.status == "resolved" else
-                    f":warning: Conflict left unresolved ({conflict.kind}): {escape(clip(conflict.description, 400))}")
+            text = (
+                f":white_check_mark: Conflict resolved ({conflict.kind}): {escape(clip(conflict.resolution or conflict.description, 400))}"
+                if conflict.status == "resolved"
+                else f":warning: Conflict left unresolved ({conflict.kind}): {escape(clip(conflict.description, 400))}"
+            )
             found.append((when, f"conflict:{conflict.pk}:{conflict.status}", text))
     if execution.status == ExecutionStatus.PARTIAL and execution.finished_at:
         planned = [t for t in tasks if t.kind == "plan"]
         missing = [f"`{t.key}` ({t.status})" for t in planned if t.status != TaskStatus.SUCCEEDED]
-        found.append((execution.finished_at, f"partial:{execution.finished_at.isoformat()}",
-                      f":large_orange_diamond: Partial delivery: {len(planned) - len(missing)} of {len(planned)} tasks "
-                      f"delivered; not delivered: {', '.join(missing)}. Refund ${execution.refund_usd:.2f}."))
+        found.append(
+            (
+                execution.finished_at,
+                f"partial:{execution.finished_at.isoformat()}",
+                f":large_orange_diamond: Partial delivery: {len(planned) - len(missing)} of {len(planned)} tasks "
+                f"delivered; not delivered: {', '.join(missing)}. Refund ${execution.refund_usd:.2f}.",
+            )
+        )
     return [(key, text) for _, key, text in sorted(found, key=lambda item: item[0])]
 
 
@@ -178,8 +236,10 @@ def summary_message(execution: Execution, *, public_url: str) -> Message:
             if duration > 0 and serial > duration:
                 timeline += f" ({serial / duration:.1f}× faster)"
         lines.append(timeline)
-    lines.append(f"*Cost:* ${execution.cost_usd:.2f} model usage · fee ${execution.fee_usd:.2f}"
-                 f" · refund ${execution.refund_usd:.2f}")
+    lines.append(
+        f"*Cost:* ${execution.cost_usd:.2f} model usage · fee ${execution.fee_usd:.2f}"
+        f" · refund ${execution.refund_usd:.2f}"
+    )
     lines.append(f"<{console_url(public_url, execution.pk)}|Open in console>")
     return Message(text="\n".join(lines))
 
@@ -200,11 +260,15 @@ def status_reply(execution: Execution, tasks: list[Task], *, now: datetime, publ
     """`/openclaw status <id>`: a short answer for the requester only."""
     done = sum(1 for t in tasks if t.status == TaskStatus.SUCCEEDED)
     failed = sum(1 for t in tasks if t.status in (TaskStatus.DEAD, TaskStatus.BLOCKED))
-    lines = [f"{EXECUTION_EMOJI.get(execution.status, '')} `{execution.pk}` — *{execution.status}*",
-             f"{'Took' if execution.is_terminal else 'Elapsed'} {seconds(elapsed_sec(execution, now))}"
-             f" · {done}/{len(tasks)} tasks done" + (f" · {failed} failed" if failed else "")
-             + f" · cost ${execution.cost_usd:.4f}" + (f" · refund ${execution.refund_usd:.2f}" if execution.refund_usd else ""),
-             f"<{console_url(public_url, execution.pk)}|Open in console>"]
+    lines = [
+        f"{EXECUTION_EMOJI.get(execution.status, '')} `{execution.pk}` — *{execution.status}*",
+        f"{'Took' if execution.is_terminal else 'Elapsed'} {seconds(elapsed_sec(execution, now))}"
+        f" · {done}/{len(tasks)} tasks done"
+        + (f" · {failed} failed" if failed else "")
+        + f" · cost ${execution.cost_usd:.4f}"
+        + (f" · refund ${execution.refund_usd:.2f}" if execution.refund_usd else ""),
+        f"<{console_url(public_url, execution.pk)}|Open in console>",
+    ]
     return "\n".join(lines)
 
 
@@ -214,7 +278,9 @@ def list_reply(executions: list[Execution], *, now: datetime) -> str:
         return "No executions yet. Start one with `/openclaw <what you need built>`."
     lines = ["*Latest executions*"]
     for execution in executions:
-        lines.append(f"{EXECUTION_EMOJI.get(execution.status, '')} `{execution.pk}` *{execution.status}* · "
-                     f"{seconds(elapsed_sec(execution, now))} · ${execution.cost_usd:.4f} · "
-                     f"{escape(clip(' '.join(execution.message.split()), 60))}")
+        lines.append(
+            f"{EXECUTION_EMOJI.get(execution.status, '')} `{execution.pk}` *{execution.status}* · "
+            f"{seconds(elapsed_sec(execution, now))} · ${execution.cost_usd:.4f} · "
+            f"{escape(clip(' '.join(execution.message.split()), 60))}"
+        )
     return "\n".join(lines)

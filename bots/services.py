@@ -23,7 +23,9 @@ def slack_workspace_link(*, team_id: str, client: Client, name: str = "") -> Sla
 
 def client_for_slack_user(*, team_id: str, user_id: str) -> Client | None:
     """The client a Slack user acts for, or None when the workspace is unlinked or the user is not allowed."""
-    mapping = SlackUserMapping.objects.select_related("client").filter(team_id=team_id, user_id=user_id).first()
+    mapping = (
+        SlackUserMapping.objects.select_related("client").filter(team_id=team_id, user_id=user_id).first()
+    )
     if mapping is not None and not mapping.allowed:
         return None
     if mapping is not None and mapping.client is not None:
@@ -51,8 +53,9 @@ def slack_delivery_claim(*, key: str, team_id: str) -> SlackEventReceipt | None:
         return None
 
 
-def slack_request_start(*, receipt_id: int, team_id: str, user_id: str, channel_id: str, text: str,
-                        thread_ts: str = "") -> Execution | None:
+def slack_request_start(
+    *, receipt_id: int, team_id: str, user_id: str, channel_id: str, text: str, thread_ts: str = ""
+) -> Execution | None:
     """Create the execution and its Slack thread for a claimed delivery, once however often it is called."""
     client = client_for_slack_user(team_id=team_id, user_id=user_id)
     if client is None:
@@ -63,10 +66,12 @@ def slack_request_start(*, receipt_id: int, team_id: str, user_id: str, channel_
         receipt = SlackEventReceipt.objects.select_for_update().get(pk=receipt_id)
         if receipt.execution_id:
             return None
-        execution = execution_create(client=client, message=text, session_key=f"slack-{team_id}-{user_id}",
-                                     project="slack")
-        SlackThread.objects.create(execution=execution, team_id=team_id, user_id=user_id, channel_id=channel_id,
-                                   thread_ts=thread_ts)
+        execution = execution_create(
+            client=client, message=text, session_key=f"slack-{team_id}-{user_id}", project="slack"
+        )
+        SlackThread.objects.create(
+            execution=execution, team_id=team_id, user_id=user_id, channel_id=channel_id, thread_ts=thread_ts
+        )
         SlackEventReceipt.objects.filter(pk=receipt_id).update(execution=execution)
     log.info("Slack request %s from %s/%s started %s", receipt.key, team_id, user_id, execution.pk)
     return execution

@@ -30,6 +30,12 @@ def slack_client() -> WebClient:
 def _client(token: str, base_url: str) -> WebClient:
     # One quick retry for blips; 429 is not retried here because a Retry-After sleep would hold the
     # worker thread: the notifier reschedules itself instead.
-    return WebClient(token=token, base_url=base_url, timeout=API_TIMEOUT_SEC,
-                     retry_handlers=[ConnectionErrorRetryHandler(max_retry_count=1),
-                                     ServerErrorRetryHandler(max_retry_count=1)])
+    return WebClient(
+        token=token,
+        base_url=base_url,
+        timeout=API_TIMEOUT_SEC,
+        retry_handlers=[
+            ConnectionErrorRetryHandler(max_retry_count=1),
+            ServerErrorRetryHandler(max_retry_count=1),
+        ],
+    )

@@ -28,13 +28,17 @@ COMMAND = "/openclaw"
 LIST_LIMIT = 10
 MENTION = re.compile(r"<@[A-Z0-9]+(?:\|[^>]*)?>")
 
-HELP = ("*OpenClaw* builds software projects with parallel agents.\n"
-        "• `/openclaw <what you need>` (or mention me) starts a project and follows it in a thread\n"
-        "• `/openclaw status <execution id>` shows where one stands\n"
-        "• `/openclaw list` lists your latest executions")
-REFUSAL = ("Sorry, this Slack workspace isn't linked to an OpenClaw account (or you aren't enabled on it), "
-           "so I can't start projects here. An administrator can link it with "
-           "`python manage.py link_slack <team id> <client name>`.")
+HELP = (
+    "*OpenClaw* builds software projects with parallel agents.\n"
+    "• `/openclaw <what you need>` (or mention me) starts a project and follows it in a thread\n"
+    "• `/openclaw status <execution id>` shows where one stands\n"
+    "• `/openclaw list` lists your latest executions"
+)
+REFUSAL = (
+    "Sorry, this Slack workspace isn't linked to an OpenClaw account (or you aren't enabled on it), "
+    "so I can't start projects here. An administrator can link it with "
+    "`python manage.py link_slack <team id> <client name>`."
+)
 NOT_ALLOWED = "Sorry, you can't act on that execution: it belongs to an account you aren't linked to."
 
 _lock = threading.Lock()
@@ -70,8 +74,11 @@ def build_app(*, secret: str, socket_mode: bool) -> App:
     # process_before_response: listeners run inside the request (they are quick), so Django's
     # per-request database handling applies and nothing runs on unmanaged threads.
     app = App(
-        client=slack_client(), signing_secret=secret or None, process_before_response=True,
-        token_verification_enabled=False, request_verification_enabled=not socket_mode,
+        client=slack_client(),
+        signing_secret=secret or None,
+        process_before_response=True,
+        token_verification_enabled=False,
+        request_verification_enabled=not socket_mode,
     )
     app.command(COMMAND)(on_command)
     app.event("app_mention")(on_mention)
@@ -94,11 +101,13 @@ def answer_query(team_id: str, user_id: str, text: str) -> str | None:
         execution = Execution.objects.filter(pk=words[1].strip("`"), client=client).first()
         if execution is None:
             return f"I can't find an execution `{words[1]}` for your account. Try `/openclaw list`."
-        return render.status_reply(execution, list(execution.tasks.order_by("id")), now=now,
-                                   public_url=settings.OPENCLAW_PUBLIC_URL)
+        return render.status_reply(
+            execution, list(execution.tasks.order_by("id")), now=now, public_url=settings.OPENCLAW_PUBLIC_URL
+        )
     if len(words) == 1 and words[0].lower() == "list":
-        return render.list_reply(list(Execution.objects.filter(client=client).order_by("-created_at")[:LIST_LIMIT]),
-                                 now=now)
+        return render.list_reply(
+            list(Execution.objects.filter(client=client).order_by("-created_at")[:LIST_LIMIT]), now=now
+        )
     return None
 
 
@@ -115,7 +124,10 @@ def on_command(ack: Ack, command: dict) -> None:
         ack()
         return
     enqueue_start(receipt, team_id, user_id, command["channel_id"], text)
-    ack(response_type="ephemeral", text=f"On it: planning “{render.clip(text, 120)}”. I'll post progress in a thread here.")
+    ack(
+        response_type="ephemeral",
+        text=f"On it: planning “{render.clip(text, 120)}”. I'll post progress in a thread here.",
+    )
 
 
 def on_mention(body: dict, event: dict, request: BoltRequest) -> None:
@@ -132,8 +144,11 @@ def on_mention(body: dict, event: dict, request: BoltRequest) -> None:
     # Slack redelivers an event it thinks we missed (X-Slack-Retry-Num) with the same event_id.
     receipt = slack_delivery_claim(key=f"event:{body['event_id']}", team_id=team_id)
     if receipt is None:
-        log.info("Slack event %s seen before (X-Slack-Retry-Num %s): ignored", body["event_id"],
-                 (request.headers.get("x-slack-retry-num") or ["0"])[0])
+        log.info(
+            "Slack event %s seen before (X-Slack-Retry-Num %s): ignored",
+            body["event_id"],
+            (request.headers.get("x-slack-retry-num") or ["0"])[0],
+        )
         return
     enqueue_start(receipt, team_id, user_id, channel_id, text, thread_ts)
 
@@ -156,13 +171,21 @@ def _permitted_execution(body: dict, action: dict) -> Execution | None:
     user = body.get("user") or {}
     team_id = user.get("team_id") or (body.get("team") or {}).get("id", "")
     execution = Execution.objects.filter(pk=action.get("value", "")).first()
-    if execution is None or not slack_user_may_act(team_id=team_id, user_id=user.get("id", ""), execution=execution):
-        log.warning("Slack user %s/%s refused %s on %s", team_id, user.get("id"), action.get("action_id"),
-                    action.get("value"))
+    if execution is None or not slack_user_may_act(
+        team_id=team_id, user_id=user.get("id", ""), execution=execution
+    ):
+        log.warning(
+            "Slack user %s/%s refused %s on %s",
+            team_id,
+            user.get("id"),
+            action.get("action_id"),
+            action.get("value"),
+        )
         channel = (body.get("channel") or {}).get("id")
         if channel:
-            post_slack_notice.send(channel, NOT_ALLOWED, (body.get("message") or {}).get("thread_ts", ""),
-                                   user.get("id", ""))
+            post_slack_notice.send(
+                channel, NOT_ALLOWED, (body.get("message") or {}).get("thread_ts", ""), user.get("id", "")
+            )
         return None
     return execution
 

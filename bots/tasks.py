@@ -14,13 +14,20 @@ SLACK_OPTIONS = {"queue_name": SLACK_QUEUE, "max_retries": 0, "time_limit": 2 * 
 
 
 @dramatiq.actor(**CONTROL_OPTIONS)
-def start_slack_request(receipt_id: int, team_id: str, user_id: str, channel_id: str, text: str,
-                        thread_ts: str = "") -> None:
+def start_slack_request(
+    receipt_id: int, team_id: str, user_id: str, channel_id: str, text: str, thread_ts: str = ""
+) -> None:
     from .notifier import request_thread_sync
     from .services import slack_request_start
 
-    execution = slack_request_start(receipt_id=receipt_id, team_id=team_id, user_id=user_id, channel_id=channel_id,
-                                    text=text, thread_ts=thread_ts)
+    execution = slack_request_start(
+        receipt_id=receipt_id,
+        team_id=team_id,
+        user_id=user_id,
+        channel_id=channel_id,
+        text=text,
+        thread_ts=thread_ts,
+    )
     if execution is not None:
         # Posts the thread's first message right away (the execution's own events would too).
         request_thread_sync(execution.slack_thread.pk)

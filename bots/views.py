@@ -12,6 +12,7 @@ from .slack_app import slack_request_handler
 def slack_events(request: HttpRequest) -> HttpResponse:
     handler = slack_request_handler()
     if handler is None:
-        return JsonResponse({"detail": "Slack is not configured: set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET."},
-                            status=503)
+        return JsonResponse(
+            {"detail": "Slack is not configured: set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET."}, status=503
+        )
     return handler.handle(request)

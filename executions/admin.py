@@ -12,13 +12,25 @@ from . import services
 from .api_keys import api_key_issue, api_key_revoke, api_key_rotate
 from .invoices import execution_invoice
 from .models import (
-    ApiKey, Attempt, Client, Conflict, Event, Execution, LedgerEntry, PricingPolicy, RefundPolicy, Task, TaskStatus,
+    ApiKey,
+    Attempt,
+    Client,
+    Conflict,
+    Event,
+    Execution,
+    LedgerEntry,
+    PricingPolicy,
+    RefundPolicy,
+    Task,
+    TaskStatus,
 )
 
 
 def show_new_key(request, client: Client, raw: str) -> None:
     """The raw key is shown this once; only its hash is stored."""
-    messages.warning(request, f"New API key for {client.name}: {raw} — copy it now, it will not be shown again.")
+    messages.warning(
+        request, f"New API key for {client.name}: {raw} — copy it now, it will not be shown again."
+    )
 
 
 class ReadOnlyInline(admin.TabularInline):
@@ -96,7 +108,12 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         issued, raw = api_key_issue(client=obj.client)
         # The admin goes on with `obj` (log entry, redirect): make it the issued row.
-        obj.pk, obj.prefix, obj.key_hash, obj.created_at = issued.pk, issued.prefix, issued.key_hash, issued.created_at
+        obj.pk, obj.prefix, obj.key_hash, obj.created_at = (
+            issued.pk,
+            issued.prefix,
+            issued.key_hash,
+            issued.created_at,
+        )
         obj._state.adding = False
         show_new_key(request, obj.client, raw)
 
@@ -140,20 +157,45 @@ class PolicyAdmin(AuditedAdmin):
 
 
 # The seed's restaurant project: backend (90 s) and security (120 s) lost → the seed refunds 60%.
-SEED_EXAMPLE = [("frontend", 60, TaskStatus.SUCCEEDED), ("backend", 90, TaskStatus.DEAD),
-                ("database", 45, TaskStatus.SUCCEEDED), ("security", 120, TaskStatus.BLOCKED)]
+SEED_EXAMPLE = [
+    ("frontend", 60, TaskStatus.SUCCEEDED),
+    ("backend", 90, TaskStatus.DEAD),
+    ("database", 45, TaskStatus.SUCCEEDED),
+    ("security", 120, TaskStatus.BLOCKED),
+]
 
 
 @admin.register(RefundPolicy)
 class RefundPolicyAdmin(PolicyAdmin):
-    list_display = ("name", "is_active", "share_rule", "factor", "floor_share", "cap_share", "on_partial",
-                    "on_budget_exceeded", "on_failed", "on_cancelled_before_start", "on_cancelled_after_start",
-                    "seed_example")
+    list_display = (
+        "name",
+        "is_active",
+        "share_rule",
+        "factor",
+        "floor_share",
+        "cap_share",
+        "on_partial",
+        "on_budget_exceeded",
+        "on_failed",
+        "on_cancelled_before_start",
+        "on_cancelled_after_start",
+        "seed_example",
+    )
     fieldsets = (
         (None, {"fields": ("name", "is_active", "description")}),
         ("Undelivered work", {"fields": ("share_rule", "factor", "floor_share", "cap_share")}),
-        ("By final status", {"fields": ("on_partial", "on_budget_exceeded", "on_failed", "on_cancelled_before_start",
-                                        "on_cancelled_after_start")}),
+        (
+            "By final status",
+            {
+                "fields": (
+                    "on_partial",
+                    "on_budget_exceeded",
+                    "on_failed",
+                    "on_cancelled_before_start",
+                    "on_cancelled_after_start",
+                )
+            },
+        ),
     )
 
     @admin.display(description="seed example (backend + security lost)")
@@ -173,8 +215,18 @@ class PricingPolicyAdmin(PolicyAdmin):
 class LedgerEntryAdmin(ReadOnlyAdmin):
     """The ledger is written by billing only."""
 
-    list_display = ("created_at", "client", "execution", "kind", "amount_usd", "pool", "model", "tokens_in",
-                    "tokens_out", "description")
+    list_display = (
+        "created_at",
+        "client",
+        "execution",
+        "kind",
+        "amount_usd",
+        "pool",
+        "model",
+        "tokens_in",
+        "tokens_out",
+        "description",
+    )
     list_filter = ("kind", "client", "pool")
     search_fields = ("key", "execution__id")
     list_select_related = ("client",)
@@ -185,8 +237,22 @@ class LedgerEntryAdmin(ReadOnlyAdmin):
 
 class TaskInline(ReadOnlyInline):
     model = Task
-    fields = ("key", "pool", "kind", "status", "priority", "blocked_by", "failed_attempts", "started_at", "finished_at",
-              "tokens_in", "tokens_out", "cost_usd", "weight", "error")
+    fields = (
+        "key",
+        "pool",
+        "kind",
+        "status",
+        "priority",
+        "blocked_by",
+        "failed_attempts",
+        "started_at",
+        "finished_at",
+        "tokens_in",
+        "tokens_out",
+        "cost_usd",
+        "weight",
+        "error",
+    )
 
 
 class ConflictInline(ReadOnlyInline):
@@ -201,15 +267,36 @@ class EventInline(ReadOnlyInline):
 
 class LedgerInline(ReadOnlyInline):
     model = LedgerEntry
-    fields = ("kind", "key", "amount_usd", "pool", "model", "tokens_in", "tokens_out", "description", "created_at")
+    fields = (
+        "kind",
+        "key",
+        "amount_usd",
+        "pool",
+        "model",
+        "tokens_in",
+        "tokens_out",
+        "description",
+        "created_at",
+    )
 
 
 @admin.register(Execution)
 class ExecutionAdmin(ReadOnlyAdmin):
     """Read-only; the only ways to act on an execution are its services (cancel, retry)."""
 
-    list_display = ("id", "client", "status", "mode", "project", "created_at", "duration_sec", "cost_usd", "fee_usd",
-                    "refund_usd", "budget_usd")
+    list_display = (
+        "id",
+        "client",
+        "status",
+        "mode",
+        "project",
+        "created_at",
+        "duration_sec",
+        "cost_usd",
+        "fee_usd",
+        "refund_usd",
+        "budget_usd",
+    )
     list_filter = ("status", "mode", "client")
     search_fields = ("id", "project", "message")
     date_hierarchy = "created_at"
@@ -218,16 +305,54 @@ class ExecutionAdmin(ReadOnlyAdmin):
     actions = ["cancel", "retry"]
     readonly_fields = ("attempts", "invoice")
     fieldsets = (
-        (None, {"fields": ("id", "client", "status", "mode", "requested_mode", "routing_reason", "project", "message",
-                           "error")}),
-        ("Plan and timing", {"fields": ("plan_source", "plan_notes", "estimated_duration_sec", "serial_estimate_sec",
-                                        "created_at", "started_at", "finished_at")}),
-        ("Cost", {"fields": ("budget_usd", "estimated_cost_usd", "cost_usd", "fee_usd", "refund_usd", "tokens_in",
-                             "tokens_out", "invoice")}),
+        (
+            None,
+            {
+                "fields": (
+                    "id",
+                    "client",
+                    "status",
+                    "mode",
+                    "requested_mode",
+                    "routing_reason",
+                    "project",
+                    "message",
+                    "error",
+                )
+            },
+        ),
+        (
+            "Plan and timing",
+            {
+                "fields": (
+                    "plan_source",
+                    "plan_notes",
+                    "estimated_duration_sec",
+                    "serial_estimate_sec",
+                    "created_at",
+                    "started_at",
+                    "finished_at",
+                )
+            },
+        ),
+        (
+            "Cost",
+            {
+                "fields": (
+                    "budget_usd",
+                    "estimated_cost_usd",
+                    "cost_usd",
+                    "fee_usd",
+                    "refund_usd",
+                    "tokens_in",
+                    "tokens_out",
+                    "invoice",
+                )
+            },
+        ),
         ("Result", {"fields": ("final_response", "quality_score")}),
         ("Attempts", {"fields": ("attempts",)}),
     )
-
 
     def has_operate_permission(self, request) -> bool:
         return request.user.has_perm("executions.change_execution")
@@ -236,24 +361,46 @@ class ExecutionAdmin(ReadOnlyAdmin):
     def attempts(self, obj: Execution) -> str:
         rows = Attempt.objects.filter(task__execution=obj).select_related("task").order_by("started_at")
         body = format_html_join(
-            "", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            ((a.task.key, a.number, a.status, a.worker, a.model, a.duration_sec, a.tokens_in + a.tokens_out,
-              a.cost_usd, a.error[:200]) for a in rows),
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    a.task.key,
+                    a.number,
+                    a.status,
+                    a.worker,
+                    a.model,
+                    a.duration_sec,
+                    a.tokens_in + a.tokens_out,
+                    a.cost_usd,
+                    a.error[:200],
+                )
+                for a in rows
+            ),
         )
         return format_html(
             "<table><tr><th>task</th><th>#</th><th>status</th><th>worker</th><th>model</th><th>seconds</th>"
-            "<th>tokens</th><th>cost</th><th>error</th></tr>{}</table>", body,
+            "<th>tokens</th><th>cost</th><th>error</th></tr>{}</table>",
+            body,
         )
 
     @admin.display(description="invoice")
     def invoice(self, obj: Execution) -> str:
         totals = execution_invoice(obj)["totals"]
-        return format_html("usage ${} · fee ${} · refund ${} · net ${}", totals["usage_usd"], totals["fee_usd"],
-                           totals["refund_usd"], totals["net_usd"])
+        return format_html(
+            "usage ${} · fee ${} · refund ${} · net ${}",
+            totals["usage_usd"],
+            totals["fee_usd"],
+            totals["refund_usd"],
+            totals["net_usd"],
+        )
 
     @admin.action(description="Cancel the selected executions", permissions=["operate"])
     def cancel(self, request, queryset):
-        done = sum(services.execution_cancel(execution, by=f"admin {request.user.get_username()}") for execution in queryset)
+        done = sum(
+            services.execution_cancel(execution, by=f"admin {request.user.get_username()}")
+            for execution in queryset
+        )
         messages.success(request, f"Cancelled {done} execution(s).")
 
     @admin.action(description="Retry dead and blocked tasks", permissions=["operate"])

@@ -21,8 +21,16 @@ class ParallelDisabled(Exception):
     pass
 
 
-def choose_mode(*, requested: str, force_parallel: bool, enabled: bool, auto_fallback_to_serial: bool,
-                task_count: int, serial_estimate: float, parallel_estimate: float) -> Route:
+def choose_mode(
+    *,
+    requested: str,
+    force_parallel: bool,
+    enabled: bool,
+    auto_fallback_to_serial: bool,
+    task_count: int,
+    serial_estimate: float,
+    parallel_estimate: float,
+) -> Route:
     if not enabled:
         if requested == "serial" or auto_fallback_to_serial:
             return Route("serial", "parallel execution is disabled; falling back to serial")

@@ -7,12 +7,11 @@ from typing import Literal
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from ninja import Field, NinjaAPI, Query, Schema, Status
-from pydantic import StrictBool, StrictFloat
 from ninja.errors import HttpError, ValidationError
 from ninja.pagination import LimitOffsetPagination, paginate
 from ninja.security import APIKeyHeader, HttpBearer
 from ninja.throttling import AuthRateThrottle
-
+from pydantic import StrictBool, StrictFloat
 
 from . import invoices, result_aggregator, selectors, services
 from .models import ApiKey, Client, Execution, ExecutionStatus
@@ -21,7 +20,11 @@ from .models import ApiKey, Client, Execution, ExecutionStatus
 def client_for_key(raw: str | None) -> Client | None:
     if not raw:
         return None
-    key = ApiKey.objects.select_related("client").filter(key_hash=ApiKey.hash_key(raw), revoked_at__isnull=True).first()
+    key = (
+        ApiKey.objects.select_related("client")
+        .filter(key_hash=ApiKey.hash_key(raw), revoked_at__isnull=True)
+        .first()
+    )
     if key is None or not key.client.is_active:
         return None
     return key.client
@@ -68,13 +71,20 @@ def validation_error(request, exc: ValidationError):
 
 
 class ExecuteIn(Schema):
-    message: str = Field(..., description="What to build", min_length=1,
-                         max_length=settings.OPENCLAW_MAX_MESSAGE_CHARS, pattern=r"\S")
+    message: str = Field(
+        ...,
+        description="What to build",
+        min_length=1,
+        max_length=settings.OPENCLAW_MAX_MESSAGE_CHARS,
+        pattern=r"\S",
+    )
     sessionKey: str = Field("api", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:@-]+$")
     project: str = Field("", max_length=100)
     force_parallel: StrictBool = False
     mode: Literal["auto", "parallel", "serial"] = "auto"
-    budget_usd: StrictFloat | None = Field(None, ge=0, le=100000, description="Stop starting tasks past this spend")
+    budget_usd: StrictFloat | None = Field(
+        None, ge=0, le=100000, description="Stop starting tasks past this spend"
+    )
 
 
 class TaskBrief(Schema):
@@ -228,7 +238,9 @@ class InvoiceLine(Schema):
     cache_read_tokens: int
     cache_write_tokens: int
     amount_usd: str = Field(..., description="Refunds are negative; usage to the micro-dollar")
-    billed: bool = Field(..., description="Usage is the model cost covered by the fee; fee and refunds are billed")
+    billed: bool = Field(
+        ..., description="Usage is the model cost covered by the fee; fee and refunds are billed"
+    )
     created_at: str
 
 
@@ -275,7 +287,7 @@ class ErrorOut(Schema):
 
 def documented(ok: dict, *errors: int) -> dict:
     """Response schemas: the success ones, the given errors, and the 401/429 any call can get."""
-    return {**ok, **{code: ErrorOut for code in (401, 429, *errors)}}
+    return {**ok, **dict.fromkeys((401, 429, *errors), ErrorOut)}
 
 
 def owned_execution(request: HttpRequest, execution_id: str) -> Execution:
@@ -288,8 +300,12 @@ def owned_execution(request: HttpRequest, execution_id: str) -> Execution:
 @api.post("/execute-parallel", response=documented({202: ExecuteOut}, 400, 422), summary="Start an execution")
 def execute_parallel(request: HttpRequest, payload: ExecuteIn, wait: float = Query(0, ge=0, le=60)):
     execution = services.execution_create(
-        client=request.auth, message=payload.message.strip(), session_key=payload.sessionKey, project=payload.project,
-        mode=payload.mode, force_parallel=payload.force_parallel,
+        client=request.auth,
+        message=payload.message.strip(),
+        session_key=payload.sessionKey,
+        project=payload.project,
+        mode=payload.mode,
+        force_parallel=payload.force_parallel,
         budget_usd=None if payload.budget_usd is None else Decimal(str(round(payload.budget_usd, 2))),
     )
     if wait:
@@ -302,24 +318,35 @@ def execute_parallel(request: HttpRequest, payload: ExecuteIn, wait: float = Que
     return Status(202, selectors.execution_brief(execution.pk))
 
 
-@api.get("/execution/{execution_id}", response=documented({200: ExecutionOut}, 404), summary="Execution status")
+@api.get(
+    "/execution/{execution_id}", response=documented({200: ExecutionOut}, 404), summary="Execution status"
+)
 def execution_detail(request: HttpRequest, execution_id: str):
     return selectors.execution_detail(owned_execution(request, execution_id))
 
 
-@api.get("/execution/{execution_id}/invoice", response=documented({200: InvoiceOut}, 404),
-         summary="Invoice: ledger lines, totals, refund, net")
+@api.get(
+    "/execution/{execution_id}/invoice",
+    response=documented({200: InvoiceOut}, 404),
+    summary="Invoice: ledger lines, totals, refund, net",
+)
 def execution_invoice(request: HttpRequest, execution_id: str):
     return invoices.execution_invoice(owned_execution(request, execution_id))
 
 
-@api.get("/executions", response=documented({200: list[ExecutionListItem]}, 422), summary="Your executions, newest first")
+@api.get(
+    "/executions",
+    response=documented({200: list[ExecutionListItem]}, 422),
+    summary="Your executions, newest first",
+)
 @paginate(LimitOffsetPagination)
 def execution_list(request: HttpRequest, status: ExecutionStatus | None = None, project: str | None = None):
     return selectors.execution_list(request.auth, status=status, project=project)
 
 
-@api.post("/execution/{execution_id}/cancel", response=documented({200: ActionOut}, 404, 409), summary="Cancel")
+@api.post(
+    "/execution/{execution_id}/cancel", response=documented({200: ActionOut}, 404, 409), summary="Cancel"
+)
 def execution_cancel(request: HttpRequest, execution_id: str):
     execution = owned_execution(request, execution_id)
     if not services.execution_cancel(execution, by="client"):
@@ -328,7 +355,11 @@ def execution_cancel(request: HttpRequest, execution_id: str):
     return {"execution_id": execution.pk, "status": execution.status, "detail": "cancelled"}
 
 
-@api.post("/execution/{execution_id}/retry", response=documented({200: ActionOut}, 404, 409), summary="Retry dead and blocked tasks")
+@api.post(
+    "/execution/{execution_id}/retry",
+    response=documented({200: ActionOut}, 404, 409),
+    summary="Retry dead and blocked tasks",
+)
 def execution_retry(request: HttpRequest, execution_id: str):
     execution = owned_execution(request, execution_id)
     reopened = services.execution_retry(execution)
@@ -338,16 +369,32 @@ def execution_retry(request: HttpRequest, execution_id: str):
     return {"execution_id": execution.pk, "status": execution.status, "detail": f"{reopened} tasks reopened"}
 
 
-@api.get("/execution/{execution_id}/events", response=documented({200: EventsOut}, 404, 422), summary="The resumable event log")
-def execution_events(request: HttpRequest, execution_id: str, after: int = Query(0, ge=0), limit: int = Query(500, ge=1, le=1000)):
+@api.get(
+    "/execution/{execution_id}/events",
+    response=documented({200: EventsOut}, 404, 422),
+    summary="The resumable event log",
+)
+def execution_events(
+    request: HttpRequest,
+    execution_id: str,
+    after: int = Query(0, ge=0),
+    limit: int = Query(500, ge=1, le=1000),
+):
     execution = owned_execution(request, execution_id)
     events = selectors.events_after(execution, after, limit)
-    return {"execution_id": execution.pk, "status": execution.status, "events": events,
-            "last_seq": events[-1]["seq"] if events else after}
+    return {
+        "execution_id": execution.pk,
+        "status": execution.status,
+        "events": events,
+        "last_seq": events[-1]["seq"] if events else after,
+    }
 
 
-@api.get("/execution/{execution_id}/artifacts.zip", response=documented({200: None}, 404),
-         summary="The merged project tree (zip)")
+@api.get(
+    "/execution/{execution_id}/artifacts.zip",
+    response=documented({200: None}, 404),
+    summary="The merged project tree (zip)",
+)
 def execution_artifacts(request: HttpRequest, execution_id: str):
     execution = owned_execution(request, execution_id)
     response = HttpResponse(result_aggregator.artifacts_zip(execution), content_type="application/zip")

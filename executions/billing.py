@@ -71,14 +71,23 @@ class AttemptUsage:
     def attempt_fields(self) -> dict:
         """The attempt's usage columns, set by the update that closes it."""
         c = self.completion
-        return {"tokens_in": c.input_tokens, "tokens_out": c.output_tokens, "cache_read_tokens": c.cache_read_tokens,
-                "cache_write_tokens": c.cache_write_tokens, "cost_usd": self.cost, "model": self.spec.label,
-                "provider": self.spec.provider}
+        return {
+            "tokens_in": c.input_tokens,
+            "tokens_out": c.output_tokens,
+            "cache_read_tokens": c.cache_read_tokens,
+            "cache_write_tokens": c.cache_write_tokens,
+            "cost_usd": self.cost,
+            "model": self.spec.label,
+            "provider": self.spec.provider,
+        }
 
     def task_increments(self) -> dict:
         """Added to the task's totals by the update that closes its attempt (`cas_task(add=…)`)."""
-        return {"tokens_in": self.completion.input_tokens, "tokens_out": self.completion.output_tokens,
-                "cost_usd": self.cost}
+        return {
+            "tokens_in": self.completion.input_tokens,
+            "tokens_out": self.completion.output_tokens,
+            "cost_usd": self.cost,
+        }
 
 
 def charge_closed_attempt(attempt: Attempt, usage: AttemptUsage, client_id: int) -> None:
@@ -105,14 +114,30 @@ def record_usage(attempt: Attempt, spec: ModelSpec, completion: Completion) -> b
     if LedgerEntry.objects.filter(key=f"usage:{attempt.pk}").exists():
         return False
     usage = AttemptUsage.of(spec, completion)
-    _charge_usage(attempt, usage, Execution.objects.values_list("client_id", flat=True).get(pk=task.execution_id))
+    _charge_usage(
+        attempt, usage, Execution.objects.values_list("client_id", flat=True).get(pk=task.execution_id)
+    )
     Attempt.objects.filter(pk=attempt.pk).update(**usage.attempt_fields())
     hot_updates.update(Task, {"pk": task.pk}, add=usage.task_increments())
     return True
 
 
-_USAGE_COLUMNS = ("execution", "client", "kind", "key", "amount_usd", "attempt", "pool", "model", "tokens_in",
-                  "tokens_out", "cache_read_tokens", "cache_write_tokens", "description", "created_at")
+_USAGE_COLUMNS = (
+    "execution",
+    "client",
+    "kind",
+    "key",
+    "amount_usd",
+    "attempt",
+    "pool",
+    "model",
+    "tokens_in",
+    "tokens_out",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "description",
+    "created_at",
+)
 
 
 def _charge_usage(attempt: Attempt, usage: AttemptUsage, client_id: int) -> None:
@@ -121,14 +146,29 @@ def _charge_usage(attempt: Attempt, usage: AttemptUsage, client_id: int) -> None
     statement (the totals' UPDATE in a data-modifying CTE): one round trip fewer per success."""
     task, completion = attempt.task, usage.completion
     entry = LedgerEntry(
-        execution_id=task.execution_id, client_id=client_id, kind="usage", key=f"usage:{attempt.pk}",
-        amount_usd=usage.cost, attempt_id=attempt.pk, pool=task.pool, model=usage.spec.label,
-        tokens_in=completion.input_tokens, tokens_out=completion.output_tokens,
-        cache_read_tokens=completion.cache_read_tokens, cache_write_tokens=completion.cache_write_tokens,
+        execution_id=task.execution_id,
+        client_id=client_id,
+        kind="usage",
+        key=f"usage:{attempt.pk}",
+        amount_usd=usage.cost,
+        attempt_id=attempt.pk,
+        pool=task.pool,
+        model=usage.spec.label,
+        tokens_in=completion.input_tokens,
+        tokens_out=completion.output_tokens,
+        cache_read_tokens=completion.cache_read_tokens,
+        cache_write_tokens=completion.cache_write_tokens,
         description=f"{task.key} attempt {attempt.number}",
     )
-    totals, totals_params = hot_updates.update_statement(Execution, {"pk": task.execution_id}, add={
-        "cost_usd": usage.cost, "tokens_in": completion.input_tokens, "tokens_out": completion.output_tokens})
+    totals, totals_params = hot_updates.update_statement(
+        Execution,
+        {"pk": task.execution_id},
+        add={
+            "cost_usd": usage.cost,
+            "tokens_in": completion.input_tokens,
+            "tokens_out": completion.output_tokens,
+        },
+    )
     insert = hot_updates.insert_statement(LedgerEntry, _USAGE_COLUMNS)
     insert_params = hot_updates.insert_params([entry], _USAGE_COLUMNS)
     with connection.cursor() as cursor:
@@ -139,14 +179,24 @@ def _charge_usage(attempt: Attempt, usage: AttemptUsage, client_id: int) -> None
             cursor.execute(insert, insert_params)
 
 
-def record_phase_usage(execution: Execution, phase: str, index: int, spec: ModelSpec, completion: Completion) -> bool:
+def record_phase_usage(
+    execution: Execution, phase: str, index: int, spec: ModelSpec, completion: Completion
+) -> bool:
     """Charge the PM's own calls (planning, synthesis)."""
     cost = micro(spec.cost(completion))
     entry = _create_once(
-        execution=execution, client_id=execution.client_id, kind="usage", key=f"usage:{phase}:{execution.pk}:{index}",
-        amount_usd=cost, pool="pm", model=spec.label, tokens_in=completion.input_tokens,
-        tokens_out=completion.output_tokens, cache_read_tokens=completion.cache_read_tokens,
-        cache_write_tokens=completion.cache_write_tokens, description=f"PM {phase}",
+        execution=execution,
+        client_id=execution.client_id,
+        kind="usage",
+        key=f"usage:{phase}:{execution.pk}:{index}",
+        amount_usd=cost,
+        pool="pm",
+        model=spec.label,
+        tokens_in=completion.input_tokens,
+        tokens_out=completion.output_tokens,
+        cache_read_tokens=completion.cache_read_tokens,
+        cache_write_tokens=completion.cache_write_tokens,
+        description=f"PM {phase}",
     )
     if entry is None:
         return False
@@ -155,8 +205,11 @@ def record_phase_usage(execution: Execution, phase: str, index: int, spec: Model
 
 
 def _add_to_execution(execution_id: str, cost: Decimal, completion: Completion) -> None:
-    hot_updates.update(Execution, {"pk": execution_id}, add={
-        "cost_usd": cost, "tokens_in": completion.input_tokens, "tokens_out": completion.output_tokens})
+    hot_updates.update(
+        Execution,
+        {"pk": execution_id},
+        add={"cost_usd": cost, "tokens_in": completion.input_tokens, "tokens_out": completion.output_tokens},
+    )
 
 
 # ---------------------------------------------------------------- estimates
@@ -182,7 +235,8 @@ def attempt_estimates(pool_names: set[str]) -> dict[str, AttemptEstimate]:
     for name in pool_names:
         recent = list(
             Attempt.objects.filter(task__pool=name, finished_at__isnull=False, tokens_out__gt=0)
-            .order_by("-finished_at").values_list("task_id", "tokens_in", "tokens_out")[:HISTORY_SAMPLES]
+            .order_by("-finished_at")
+            .values_list("task_id", "tokens_in", "tokens_out")[:HISTORY_SAMPLES]
         )
         from_history = len(recent) >= MIN_HISTORY
         if from_history:
@@ -190,20 +244,29 @@ def attempt_estimates(pool_names: set[str]) -> dict[str, AttemptEstimate]:
             tokens_out = int(statistics.median(r[2] for r in recent))
             per_task = Decimal(len(recent)) / Decimal(len({r[0] for r in recent}))
         else:
-            tokens_in, tokens_out = DEFAULT_INPUT_TOKENS, EXPECTED_OUTPUT_TOKENS.get(name, DEFAULT_OUTPUT_TOKENS)
+            tokens_in, tokens_out = (
+                DEFAULT_INPUT_TOKENS,
+                EXPECTED_OUTPUT_TOKENS.get(name, DEFAULT_OUTPUT_TOKENS),
+            )
             per_task = Decimal("1")
         pool = pools.get(name)
         spec = llm.resolve(pool.model if pool else None)
         cost = micro(spec.cost(Completion(text="", input_tokens=tokens_in, output_tokens=tokens_out)))
-        estimates[name] = AttemptEstimate(tokens_in, tokens_out, cost, per_task.quantize(Decimal("0.01")), from_history)
+        estimates[name] = AttemptEstimate(
+            tokens_in, tokens_out, cost, per_task.quantize(Decimal("0.01")), from_history
+        )
     return estimates
 
 
-def plan_cost_estimate(plan_tasks: list[dict], *, planning: list[tuple[ModelSpec, Completion]] = ()) -> Decimal:
+def plan_cost_estimate(
+    plan_tasks: list[dict], *, planning: list[tuple[ModelSpec, Completion]] = ()
+) -> Decimal:
     """Expected model cost of a plan before work starts: the planning calls already made, every task
     at its pool's expected cost per attempt × attempts per task, and the synthesis."""
     estimates = attempt_estimates({t["pool"] for t in plan_tasks})
-    tasks = sum((estimates[t["pool"]].cost * estimates[t["pool"]].attempts_per_task for t in plan_tasks), Decimal("0"))
+    tasks = sum(
+        (estimates[t["pool"]].cost * estimates[t["pool"]].attempts_per_task for t in plan_tasks), Decimal("0")
+    )
     spent = sum((spec.cost(completion) for spec, completion in planning), Decimal("0"))
     engine = EngineSettings.current()
     synthesis = llm.resolve(engine.synthesis_model or engine.pm_model).cost(
@@ -222,8 +285,14 @@ def fee_for_plan(*, task_count: int, estimated_cost: Decimal) -> Decimal:
 
 def charge_fee(execution: Execution, fee: Decimal) -> None:
     policy = PricingPolicy.current()
-    if _create_once(execution=execution, client_id=execution.client_id, kind="fee", key=f"fee:{execution.pk}",
-                    amount_usd=fee, description=f"project fee ({policy.name}: {policy.get_method_display()})"):
+    if _create_once(
+        execution=execution,
+        client_id=execution.client_id,
+        kind="fee",
+        key=f"fee:{execution.pk}",
+        amount_usd=fee,
+        description=f"project fee ({policy.name}: {policy.get_method_display()})",
+    ):
         Execution.objects.filter(pk=execution.pk).update(fee_usd=fee)
 
 
@@ -245,10 +314,17 @@ def settle(execution: Execution, status: str) -> Decimal:
     already = execution.refund_usd
     delta = owed - already
     policy = RefundPolicy.current()
-    if delta and _create_once(execution=execution, client_id=execution.client_id, kind="refund",
-                              key=f"refund:{execution.pk}:{settlement}", amount_usd=delta,
-                              description=f"refund ({status}, policy {policy.name})"):
-        total = LedgerEntry.objects.filter(execution=execution, kind="refund").aggregate(s=Sum("amount_usd"))["s"]
+    if delta and _create_once(
+        execution=execution,
+        client_id=execution.client_id,
+        kind="refund",
+        key=f"refund:{execution.pk}:{settlement}",
+        amount_usd=delta,
+        description=f"refund ({status}, policy {policy.name})",
+    ):
+        total = LedgerEntry.objects.filter(execution=execution, kind="refund").aggregate(s=Sum("amount_usd"))[
+            "s"
+        ]
         Execution.objects.filter(pk=execution.pk).update(refund_usd=money(total or 0))
         return money(total or 0)
     return already
@@ -264,10 +340,15 @@ def budget_allows_dispatch(execution_id: str, pool: str) -> bool:
     if not row or row["budget_usd"] is None:
         return True
     # Once stopped, stopped: work that became ready since (its dependency finished) does not start either.
-    if Task.objects.filter(execution_id=execution_id, status=TaskStatus.CANCELLED, error=BUDGET_STOP_ERROR).exists():
+    if Task.objects.filter(
+        execution_id=execution_id, status=TaskStatus.CANCELLED, error=BUDGET_STOP_ERROR
+    ).exists():
         return False
-    active = list(Task.objects.filter(execution_id=execution_id, status__in=[TaskStatus.QUEUED, TaskStatus.RUNNING])
-                  .values_list("pool", flat=True))
+    active = list(
+        Task.objects.filter(
+            execution_id=execution_id, status__in=[TaskStatus.QUEUED, TaskStatus.RUNNING]
+        ).values_list("pool", flat=True)
+    )
     estimates = attempt_estimates(set(active) | {pool})
     reserved = sum((estimates[p].cost for p in active), Decimal("0"))
     return row["cost_usd"] + reserved + estimates[pool].cost <= row["budget_usd"]

@@ -59,22 +59,32 @@ def on_result(task: Task) -> None:
 
 def blocking(findings: list[dict], paths: set[str] | None = None) -> list[dict]:
     """Open critical/high findings, optionally only those against the given paths."""
-    return [f for f in findings if f.get("severity") in BLOCKING_SEVERITIES and not f.get("resolved")
-            and (paths is None or f.get("file") in paths)]
+    return [
+        f
+        for f in findings
+        if f.get("severity") in BLOCKING_SEVERITIES
+        and not f.get("resolved")
+        and (paths is None or f.get("file") in paths)
+    ]
 
 
 def headline(findings: list[dict]) -> str:
     """The finding to name a conflict by: the most severe, the model's wording before a tool's."""
     if not findings:
         return "unspecified problems"
-    first = sorted(findings, key=lambda f: (-SEVERITY_RANK.get(f.get("severity"), 0), f.get("source") != "model"))[0]
+    first = sorted(
+        findings, key=lambda f: (-SEVERITY_RANK.get(f.get("severity"), 0), f.get("source") != "model")
+    )[0]
     return first["title"] + (f" (+{len(findings) - 1} more)" if len(findings) > 1 else "")
 
 
 def lineage_files(root: Task) -> dict[str, str]:
     """The current files of a task's lineage: its own overlaid with its succeeded successors'."""
-    versions = [root] + list(Task.objects.filter(parent=root, kind__in=SUPERSEDING_KINDS, status=TaskStatus.SUCCEEDED)
-                             .order_by("finished_at", "pk"))
+    versions = [root] + list(
+        Task.objects.filter(parent=root, kind__in=SUPERSEDING_KINDS, status=TaskStatus.SUCCEEDED).order_by(
+            "finished_at", "pk"
+        )
+    )
     files: dict[str, str] = {}
     for version in versions:
         files.update((f["path"], f["content"]) for f in version.result.get("files", []))
@@ -93,10 +103,20 @@ def pool_timeout(pool: str, default: int) -> int:
 
 
 def detect(execution_id: str, kind: str, between: list[str], description: str, details: dict) -> Conflict:
-    conflict = Conflict.objects.create(execution_id=execution_id, kind=kind, between=between, description=description,
-                                       details=details, status="detected")
-    events.emit(execution_id, "conflict.detected", task_key=between[-1], payload={
-        "conflict": conflict.pk, "kind": kind, "between": between, "description": description})
+    conflict = Conflict.objects.create(
+        execution_id=execution_id,
+        kind=kind,
+        between=between,
+        description=description,
+        details=details,
+        status="detected",
+    )
+    events.emit(
+        execution_id,
+        "conflict.detected",
+        task_key=between[-1],
+        payload={"conflict": conflict.pk, "kind": kind, "between": between, "description": description},
+    )
     log.warning("AGGREGATOR Conflict: %s execution=%s tasks=%s", description, execution_id, ",".join(between))
     return conflict
 
@@ -105,35 +125,74 @@ def mark_resolving(conflict: Conflict, round_no: int, new_tasks: list[str]) -> N
     details = {**conflict.details, "tasks": conflict.details.get("tasks", []) + new_tasks}
     Conflict.objects.filter(pk=conflict.pk).update(status="resolving", rounds=round_no, details=details)
     conflict.status, conflict.rounds, conflict.details = "resolving", round_no, details
-    events.emit(conflict.execution_id, "conflict.resolving", task_key=new_tasks[0], payload={
-        "conflict": conflict.pk, "kind": conflict.kind, "round": round_no, "tasks": new_tasks})
-    log.info("AGGREGATOR Resolving: %s, round %d: %s execution=%s", conflict.description, round_no,
-             " then ".join(new_tasks), conflict.execution_id)
+    events.emit(
+        conflict.execution_id,
+        "conflict.resolving",
+        task_key=new_tasks[0],
+        payload={"conflict": conflict.pk, "kind": conflict.kind, "round": round_no, "tasks": new_tasks},
+    )
+    log.info(
+        "AGGREGATOR Resolving: %s, round %d: %s execution=%s",
+        conflict.description,
+        round_no,
+        " then ".join(new_tasks),
+        conflict.execution_id,
+    )
 
 
 def resolve(conflict: Conflict, resolution: str, merged: str, *, mark_paths: set[str] | None = None) -> None:
     """→ resolved (once); the findings it settled stop counting as open."""
-    if not Conflict.objects.filter(pk=conflict.pk).exclude(status="resolved").update(
-        status="resolved", resolution=resolution, resolved_at=timezone.now()
+    if (
+        not Conflict.objects.filter(pk=conflict.pk)
+        .exclude(status="resolved")
+        .update(status="resolved", resolution=resolution, resolved_at=timezone.now())
     ):
         return
     if mark_paths:
-        mark_findings_resolved(conflict.execution_id, conflict.details.get("tasks", []), mark_paths, conflict.pk)
-    events.emit(conflict.execution_id, "conflict.resolved", task_key=conflict.between[-1], payload={
-        "conflict": conflict.pk, "kind": conflict.kind, "between": conflict.between, "resolution": resolution,
-        "rounds": conflict.rounds})
-    log.info("AGGREGATOR Merged: %s execution=%s tasks=%s", merged, conflict.execution_id, ",".join(conflict.between))
+        mark_findings_resolved(
+            conflict.execution_id, conflict.details.get("tasks", []), mark_paths, conflict.pk
+        )
+    events.emit(
+        conflict.execution_id,
+        "conflict.resolved",
+        task_key=conflict.between[-1],
+        payload={
+            "conflict": conflict.pk,
+            "kind": conflict.kind,
+            "between": conflict.between,
+            "resolution": resolution,
+            "rounds": conflict.rounds,
+        },
+    )
+    log.info(
+        "AGGREGATOR Merged: %s execution=%s tasks=%s",
+        merged,
+        conflict.execution_id,
+        ",".join(conflict.between),
+    )
 
 
 def give_up(conflict: Conflict, reason: str) -> bool:
     """→ unresolved: no further round; the synthesis reports it for manual review."""
-    if not Conflict.objects.filter(pk=conflict.pk, status__in=OPEN_STATUSES).update(status="unresolved",
-                                                                                   resolution=reason):
+    if not Conflict.objects.filter(pk=conflict.pk, status__in=OPEN_STATUSES).update(
+        status="unresolved", resolution=reason
+    ):
         return False
-    events.emit(conflict.execution_id, "conflict.unresolved", task_key=conflict.between[-1], payload={
-        "conflict": conflict.pk, "kind": conflict.kind, "between": conflict.between, "reason": reason,
-        "rounds": conflict.rounds})
-    log.warning("AGGREGATOR Unresolved: %s: %s execution=%s", conflict.description, reason, conflict.execution_id)
+    events.emit(
+        conflict.execution_id,
+        "conflict.unresolved",
+        task_key=conflict.between[-1],
+        payload={
+            "conflict": conflict.pk,
+            "kind": conflict.kind,
+            "between": conflict.between,
+            "reason": reason,
+            "rounds": conflict.rounds,
+        },
+    )
+    log.warning(
+        "AGGREGATOR Unresolved: %s: %s execution=%s", conflict.description, reason, conflict.execution_id
+    )
     return True
 
 
@@ -141,7 +200,8 @@ def mark_findings_resolved(execution_id: str, keys: list[str], paths: set[str], 
     for task in Task.objects.filter(execution_id=execution_id, key__in=keys, status=TaskStatus.SUCCEEDED):
         findings = [
             {**f, "resolved": True, "resolved_by": conflict_id}
-            if f.get("severity") in BLOCKING_SEVERITIES and f.get("file") in paths else f
+            if f.get("severity") in BLOCKING_SEVERITIES and f.get("file") in paths
+            else f
             for f in task.result.get("findings", [])
         ]
         if findings != task.result.get("findings", []):
@@ -176,15 +236,18 @@ def flag_unaudited_code(task: Task) -> None:
     findings = blocking(task.result.get("findings", []), {f["path"] for f in task.result.get("files", [])})
     if not findings:
         return
-    audits = Task.objects.filter(execution_id=task.execution_id, pool="security").values_list("blocked_by", flat=True)
+    audits = Task.objects.filter(execution_id=task.execution_id, pool="security").values_list(
+        "blocked_by", flat=True
+    )
     if any(task.key in deps for deps in audits):
         return  # the audit reads this code with bandit too, and raises what it finds
     raise_security_conflict(task, task.key, findings)
 
 
 def raise_security_conflict(source: Task, code_key: str, findings: list[dict]) -> None:
-    for conflict in Conflict.objects.filter(execution_id=source.execution_id, kind="security_finding",
-                                            status__in=OPEN_STATUSES):
+    for conflict in Conflict.objects.filter(
+        execution_id=source.execution_id, kind="security_finding", status__in=OPEN_STATUSES
+    ):
         if conflict.details.get("code") == code_key:
             # A round is under way for this code; its re-audit reads the files again.
             conflict.details["findings"] = conflict.details.get("findings", []) + findings
@@ -193,10 +256,19 @@ def raise_security_conflict(source: Task, code_key: str, findings: list[dict]) -
     paths = sorted({f["file"] for f in findings})
     between = [source.key, code_key] if source.key != code_key else [code_key]
     finder = "Security" if source.pool == "security" else "bandit"
-    conflict = detect(source.execution_id, "security_finding", between,
-                      f"{finder} vs CodeGen on {headline(findings)} in {', '.join(paths)}",
-                      {"code": code_key, "auditor": source.key, "paths": paths, "findings": findings,
-                       "tasks": list(between)})
+    conflict = detect(
+        source.execution_id,
+        "security_finding",
+        between,
+        f"{finder} vs CodeGen on {headline(findings)} in {', '.join(paths)}",
+        {
+            "code": code_key,
+            "auditor": source.key,
+            "paths": paths,
+            "findings": findings,
+            "tasks": list(between),
+        },
+    )
     start_remediation(conflict, findings)
 
 
@@ -214,39 +286,70 @@ def start_remediation(conflict: Conflict, findings: list[dict]) -> None:
     fix_key = follow_up_key(execution_id, code.key, "fix", round_no, conflict)
     audit_key = follow_up_key(execution_id, code.key, "reaudit", round_no, conflict)
     problem = headline(findings)
-    add_tasks(execution_id, [
-        {"id": fix_key, "pool": "codegen", "kind": "remediation", "parent_id": code.pk, "priority": 1,
-         "description": f"Fix {problem} in {', '.join(paths)} (remediation round {round_no} of {code.key})",
-         "timeout_sec": pool_timeout("codegen", code.timeout_sec), "blocked_by": [], "soft_deps": [],
-         "context": {"conflict": conflict.pk, "round": round_no, "findings": findings,
-                     "target_files": [{"path": p, "content": files[p]} for p in paths if p in files]},
-         "expected_sec": code.expected_sec},
-        {"id": audit_key, "pool": "security", "kind": "reaudit", "parent_id": auditor.pk if auditor else None,
-         "priority": 1, "description": f"Re-audit {', '.join(paths)} after {fix_key}: {problem}",
-         "timeout_sec": pool_timeout("security", code.timeout_sec), "blocked_by": [fix_key], "soft_deps": [],
-         "context": {"conflict": conflict.pk, "round": round_no, "focus": paths},
-         "expected_sec": auditor.expected_sec if auditor else code.expected_sec},
-    ])
+    add_tasks(
+        execution_id,
+        [
+            {
+                "id": fix_key,
+                "pool": "codegen",
+                "kind": "remediation",
+                "parent_id": code.pk,
+                "priority": 1,
+                "description": f"Fix {problem} in {', '.join(paths)} (remediation round {round_no} of {code.key})",
+                "timeout_sec": pool_timeout("codegen", code.timeout_sec),
+                "blocked_by": [],
+                "soft_deps": [],
+                "context": {
+                    "conflict": conflict.pk,
+                    "round": round_no,
+                    "findings": findings,
+                    "target_files": [{"path": p, "content": files[p]} for p in paths if p in files],
+                },
+                "expected_sec": code.expected_sec,
+            },
+            {
+                "id": audit_key,
+                "pool": "security",
+                "kind": "reaudit",
+                "parent_id": auditor.pk if auditor else None,
+                "priority": 1,
+                "description": f"Re-audit {', '.join(paths)} after {fix_key}: {problem}",
+                "timeout_sec": pool_timeout("security", code.timeout_sec),
+                "blocked_by": [fix_key],
+                "soft_deps": [],
+                "context": {"conflict": conflict.pk, "round": round_no, "focus": paths},
+                "expected_sec": auditor.expected_sec if auditor else code.expected_sec,
+            },
+        ],
+    )
     mark_resolving(conflict, round_no, [fix_key, audit_key])
 
 
 def settle_reaudit(reaudit: Task) -> None:
-    conflict = Conflict.objects.filter(pk=reaudit.context.get("conflict"), execution_id=reaudit.execution_id).first()
+    conflict = Conflict.objects.filter(
+        pk=reaudit.context.get("conflict"), execution_id=reaudit.execution_id
+    ).first()
     if conflict is None or conflict.status == "resolved":
         return
-    fix = Task.objects.filter(execution_id=reaudit.execution_id, key__in=reaudit.blocked_by, kind="remediation").first()
+    fix = Task.objects.filter(
+        execution_id=reaudit.execution_id, key__in=reaudit.blocked_by, kind="remediation"
+    ).first()
     fix_result = fix.result if fix else {}
     paths = set(conflict.details["paths"]) | {f["path"] for f in fix_result.get("files", [])}
-    remaining = blocking(reaudit.result.get("findings", []), paths) + blocking(fix_result.get("findings", []), paths)
+    remaining = blocking(reaudit.result.get("findings", []), paths) + blocking(
+        fix_result.get("findings", []), paths
+    )
     if remaining:
         start_remediation(conflict, remaining)
         return
     summary = fix_result.get("summary", "fixed")
-    resolve(conflict,
-            f"Round {conflict.rounds}: {fix.key if fix else 'the fix'} — {summary} Re-audit {reaudit.key} and bandit "
-            f"found nothing critical or high in {', '.join(sorted(paths))}.",
-            f"{summary} ({conflict.details['code']} via {fix.key if fix else '?'}, re-audited clean by {reaudit.key})",
-            mark_paths=paths)
+    resolve(
+        conflict,
+        f"Round {conflict.rounds}: {fix.key if fix else 'the fix'} — {summary} Re-audit {reaudit.key} and bandit "
+        f"found nothing critical or high in {', '.join(sorted(paths))}.",
+        f"{summary} ({conflict.details['code']} via {fix.key if fix else '?'}, re-audited clean by {reaudit.key})",
+        mark_paths=paths,
+    )
 
 
 # ---------------------------------------------------------------- rejected schemas → revision
@@ -255,22 +358,33 @@ def settle_reaudit(reaudit: Task) -> None:
 def schema_problems(task: Task) -> tuple[list[dict], list[str]]:
     findings = blocking([f for f in task.result.get("findings", []) if f.get("source") == "schema"])
     reports = task.result.get("verification", {}).get("schema", {})
-    errors = [error for report in reports.values() if not report.get("applied") for error in report.get("errors", [])]
+    errors = [
+        error
+        for report in reports.values()
+        if not report.get("applied")
+        for error in report.get("errors", [])
+    ]
     return findings, errors
 
 
 def reject_schema(task: Task) -> None:
     findings, errors = schema_problems(task)
     consumers = sorted(
-        Task.objects.filter(execution_id=task.execution_id).exclude(pk=task.pk).values_list("key", "blocked_by",
-                                                                                              "soft_deps"),
+        Task.objects.filter(execution_id=task.execution_id)
+        .exclude(pk=task.pk)
+        .values_list("key", "blocked_by", "soft_deps"),
     )
     between = [task.key] + [key for key, hard, soft in consumers if task.key in hard or task.key in soft]
     reports = task.result.get("verification", {}).get("schema", {})
     paths = sorted(path for path, report in reports.items() if not report.get("accepted"))
     problem = headline(findings) if findings else (errors[0] if errors else "schema rejected")
-    conflict = detect(task.execution_id, "schema_rejected", between, f"Schema check vs Database on {problem} in {task.key}",
-                      {"schema": task.key, "paths": paths, "findings": findings, "errors": errors, "tasks": [task.key]})
+    conflict = detect(
+        task.execution_id,
+        "schema_rejected",
+        between,
+        f"Schema check vs Database on {problem} in {task.key}",
+        {"schema": task.key, "paths": paths, "findings": findings, "errors": errors, "tasks": [task.key]},
+    )
     start_revision(conflict, task)
 
 
@@ -285,34 +399,56 @@ def start_revision(conflict: Conflict, rejected: Task) -> None:
     round_no = conflict.rounds + 1
     key = follow_up_key(execution_id, root.key, "rev", round_no, conflict)
     files = lineage_files(root)
-    add_tasks(execution_id, [{
-        "id": key, "pool": root.pool, "kind": "revision", "parent_id": root.pk, "priority": 1,
-        "description": f"Revise the schema of {root.key}: {problem} (revision round {round_no})",
-        "timeout_sec": pool_timeout(root.pool, root.timeout_sec), "blocked_by": [], "soft_deps": [],
-        "context": {"conflict": conflict.pk, "round": round_no, "findings": findings, "errors": errors,
-                    "target_files": [{"path": p, "content": c} for p, c in files.items()]},
-        "expected_sec": root.expected_sec,
-    }])
+    add_tasks(
+        execution_id,
+        [
+            {
+                "id": key,
+                "pool": root.pool,
+                "kind": "revision",
+                "parent_id": root.pk,
+                "priority": 1,
+                "description": f"Revise the schema of {root.key}: {problem} (revision round {round_no})",
+                "timeout_sec": pool_timeout(root.pool, root.timeout_sec),
+                "blocked_by": [],
+                "soft_deps": [],
+                "context": {
+                    "conflict": conflict.pk,
+                    "round": round_no,
+                    "findings": findings,
+                    "errors": errors,
+                    "target_files": [{"path": p, "content": c} for p, c in files.items()],
+                },
+                "expected_sec": root.expected_sec,
+            }
+        ],
+    )
     # Dependents that have not started use the revised schema: they wait for it.
     for dependent in Task.objects.filter(execution_id=execution_id, status=TaskStatus.PENDING):
         if root.key in dependent.blocked_by and key not in dependent.blocked_by:
             Task.objects.filter(pk=dependent.pk, status=TaskStatus.PENDING).update(
-                blocked_by=dependent.blocked_by + [key])
+                blocked_by=dependent.blocked_by + [key]
+            )
     mark_resolving(conflict, round_no, [key])
 
 
 def settle_revision(revision: Task) -> None:
-    conflict = Conflict.objects.filter(pk=revision.context["conflict"], execution_id=revision.execution_id).first()
+    conflict = Conflict.objects.filter(
+        pk=revision.context["conflict"], execution_id=revision.execution_id
+    ).first()
     if conflict is None or conflict.status == "resolved":
         return
     if revision.result.get("verification", {}).get("schema_accepted") is not True:
         start_revision(conflict, revision)
         return
     summary = revision.result.get("summary", "revised schema")
-    resolve(conflict, f"Round {conflict.rounds}: {revision.key} — {summary} The schema applies and every foreign key "
-                      f"has an index; dependents use the revised schema.",
-            f"{summary} ({conflict.details['schema']} revised by {revision.key})",
-            mark_paths=set(conflict.details.get("paths", [])))
+    resolve(
+        conflict,
+        f"Round {conflict.rounds}: {revision.key} — {summary} The schema applies and every foreign key "
+        f"has an index; dependents use the revised schema.",
+        f"{summary} ({conflict.details['schema']} revised by {revision.key})",
+        mark_paths=set(conflict.details.get("paths", [])),
+    )
 
 
 # ---------------------------------------------------------------- file collisions
@@ -330,7 +466,9 @@ def record_collisions(task: Task) -> None:
     # Every succeeded task of the execution is scanned, as plain rows (model instances cost more).
     succeeded = Task.objects.filter(execution_id=task.execution_id, status=TaskStatus.SUCCEEDED)
     current_of: dict[str, tuple] = {}  # path → merge order (kind, finished_at, pk) of its current version
-    for pk, kind, finished_at, paths in succeeded.exclude(pk=task.pk).values_list("pk", "kind", "finished_at", "paths"):
+    for pk, kind, finished_at, paths in succeeded.exclude(pk=task.pk).values_list(
+        "pk", "kind", "finished_at", "paths"
+    ):
         order = (KIND_ORDER.get(kind, 0), finished_at, pk)  # merge_order() of a succeeded task
         for path in mine.intersection(paths):
             current_of[path] = max(current_of.get(path, order), order)
@@ -349,15 +487,31 @@ def record_collisions(task: Task) -> None:
         if other is None or other["lineage"] == lineage or other["content"] == own[path]:
             continue
         replaced, kept = (other["task"], task.key) if wins else (task.key, other["task"])
-        conflict = detect(task.execution_id, "file_collision", [replaced, kept], f"{replaced} and {kept} both write {path}",
-                          {"path": path, "kept": kept, "replaced": replaced, "rule": COLLISION_RULE})
-        resolve(conflict, f"Kept {kept}'s version of {path} ({COLLISION_RULE}).", f"kept {kept}'s {path} over {replaced}'s")
+        conflict = detect(
+            task.execution_id,
+            "file_collision",
+            [replaced, kept],
+            f"{replaced} and {kept} both write {path}",
+            {"path": path, "kept": kept, "replaced": replaced, "rule": COLLISION_RULE},
+        )
+        resolve(
+            conflict,
+            f"Kept {kept}'s version of {path} ({COLLISION_RULE}).",
+            f"kept {kept}'s {path} over {replaced}'s",
+        )
 
 
 def close_open_conflicts(execution_id: str) -> None:
     """At aggregation nothing runs any more: a conflict still open lost its follow-up work."""
     for conflict in Conflict.objects.filter(execution_id=execution_id, status__in=OPEN_STATUSES):
-        stuck = list(Task.objects.filter(execution_id=execution_id, key__in=conflict.details.get("tasks", []))
-                     .exclude(status=TaskStatus.SUCCEEDED).values_list("key", "status"))
-        give_up(conflict, "follow-up work did not finish: " + ", ".join(f"{key} {status}" for key, status in stuck)
-                if stuck else "stopped before a clean re-check")
+        stuck = list(
+            Task.objects.filter(execution_id=execution_id, key__in=conflict.details.get("tasks", []))
+            .exclude(status=TaskStatus.SUCCEEDED)
+            .values_list("key", "status")
+        )
+        give_up(
+            conflict,
+            "follow-up work did not finish: " + ", ".join(f"{key} {status}" for key, status in stuck)
+            if stuck
+            else "stopped before a clean re-check",
+        )

@@ -35,12 +35,14 @@ ACTIVITY_EVENTS = 200
 
 def console_view(view):
     """Staff only (others go to the console's login), and a strict Content-Security-Policy."""
+
     @staff_member_required(login_url=LOGIN_URL)
     @wraps(view)
     def wrapped(request, *args, **kwargs):
         response = view(request, *args, **kwargs)
         response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
         return response
+
     return wrapped
 
 
@@ -79,10 +81,16 @@ def _list_query(request: HttpRequest) -> dict:
 @require_GET
 def executions_page(request: HttpRequest) -> HttpResponse:
     query = _list_query(request)
-    return render(request, "console/executions.html", {
-        "rows": console_selectors.execution_rows(**query), "filters": console_selectors.list_filters(),
-        "query": query, "nav": "executions",
-    })
+    return render(
+        request,
+        "console/executions.html",
+        {
+            "rows": console_selectors.execution_rows(**query),
+            "filters": console_selectors.list_filters(),
+            "query": query,
+            "nav": "executions",
+        },
+    )
 
 
 @console_view
@@ -98,9 +106,15 @@ def execution_page(request: HttpRequest, execution_id: str) -> HttpResponse:
     if snapshot is None:
         raise Http404("no such execution")
     recent = list(Execution.objects.get(pk=execution_id).events.order_by("-seq")[:ACTIVITY_EVENTS])
-    return render(request, "console/execution.html", {
-        "snapshot": snapshot, "activity": [e.as_message() for e in reversed(recent)], "nav": "executions",
-    })
+    return render(
+        request,
+        "console/execution.html",
+        {
+            "snapshot": snapshot,
+            "activity": [e.as_message() for e in reversed(recent)],
+            "nav": "executions",
+        },
+    )
 
 
 @console_view
@@ -126,7 +140,9 @@ def task_files_json(request: HttpRequest, execution_id: str, task_key: str) -> J
 def execution_cancel(request: HttpRequest, execution_id: str) -> HttpResponse:
     execution = _execution_or_404(execution_id)
     if services.execution_cancel(execution, by=f"staff ({request.user.get_username()})"):
-        messages.success(request, "Execution cancelled. Running attempts were abandoned; their tokens stay billed.")
+        messages.success(
+            request, "Execution cancelled. Running attempts were abandoned; their tokens stay billed."
+        )
     else:
         execution.refresh_from_db()
         messages.error(request, f"Nothing to cancel: the execution is {execution.status}.")
@@ -166,18 +182,36 @@ def pools_json(request: HttpRequest) -> JsonResponse:
 
 
 class NewRequestForm(forms.Form):
-    client = forms.ModelChoiceField(queryset=Client.objects.filter(is_active=True).order_by("name"), empty_label=None,
-                                    help_text="The client the execution is billed to.")
-    message = forms.CharField(widget=forms.Textarea(attrs={"rows": 5, "placeholder":
-                              "Build a restaurant website with online booking and secure payments"}),
-                              error_messages={"required": "Describe what to build."})
+    client = forms.ModelChoiceField(
+        queryset=Client.objects.filter(is_active=True).order_by("name"),
+        empty_label=None,
+        help_text="The client the execution is billed to.",
+    )
+    message = forms.CharField(
+        widget=forms.Textarea(
+            attrs={
+                "rows": 5,
+                "placeholder": "Build a restaurant website with online booking and secure payments",
+            }
+        ),
+        error_messages={"required": "Describe what to build."},
+    )
     project = forms.CharField(max_length=100, required=False)
-    mode = forms.ChoiceField(choices=Execution.MODES, initial="auto",
-                             help_text="auto lets the router decide between parallel and serial.")
+    mode = forms.ChoiceField(
+        choices=Execution.MODES,
+        initial="auto",
+        help_text="auto lets the router decide between parallel and serial.",
+    )
     force_parallel = forms.BooleanField(required=False)
-    budget_usd = forms.DecimalField(required=False, min_value=Decimal("0"), max_value=Decimal("100000"),
-                                    max_digits=12, decimal_places=2, label="Budget (USD)",
-                                    help_text="Empty: the client's default budget.")
+    budget_usd = forms.DecimalField(
+        required=False,
+        min_value=Decimal("0"),
+        max_value=Decimal("100000"),
+        max_digits=12,
+        decimal_places=2,
+        label="Budget (USD)",
+        help_text="Empty: the client's default budget.",
+    )
 
     def clean_message(self):
         message = self.cleaned_data["message"]  # already stripped; empty is "required"
@@ -188,17 +222,27 @@ class NewRequestForm(forms.Form):
 
 @console_view
 def new_request_page(request: HttpRequest) -> HttpResponse:
-    form = NewRequestForm(request.POST or None, initial={"client": Client.objects.filter(is_active=True)
-                                                         .order_by("name").first()})
+    form = NewRequestForm(
+        request.POST or None,
+        initial={"client": Client.objects.filter(is_active=True).order_by("name").first()},
+    )
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         execution = services.execution_create(
-            client=data["client"], message=data["message"], session_key=_session_key(request), project=data["project"],
-            mode=data["mode"], force_parallel=data["force_parallel"], budget_usd=data["budget_usd"],
+            client=data["client"],
+            message=data["message"],
+            session_key=_session_key(request),
+            project=data["project"],
+            mode=data["mode"],
+            force_parallel=data["force_parallel"],
+            budget_usd=data["budget_usd"],
         )
         return redirect("console:execution", execution_id=execution.pk)
-    return render(request, "console/new.html", {"form": form, "nav": "new",
-                                                "has_clients": form.fields["client"].queryset.exists()})
+    return render(
+        request,
+        "console/new.html",
+        {"form": form, "nav": "new", "has_clients": form.fields["client"].queryset.exists()},
+    )
 
 
 def _session_key(request: HttpRequest) -> str:

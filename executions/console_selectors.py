@@ -30,16 +30,21 @@ def render_markdown(text: str) -> str:
     """Markdown from a model (untrusted) → HTML that cannot run script: markdown-it with raw HTML
     off, then nh3's allow-list (no script, no event handlers, no javascript: URLs)."""
     html = _markdown.render(text or "")
-    return nh3.clean(html, tags=_ALLOWED_TAGS, link_rel="noopener noreferrer nofollow",
-                     url_schemes={"http", "https", "mailto"})
+    return nh3.clean(
+        html,
+        tags=_ALLOWED_TAGS,
+        link_rel="noopener noreferrer nofollow",
+        url_schemes={"http", "https", "mailto"},
+    )
 
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
-def execution_rows(*, status: str = "", project: str = "", client_id: int | None = None,
-                   limit: int = LIST_LIMIT) -> list[dict]:
+def execution_rows(
+    *, status: str = "", project: str = "", client_id: int | None = None, limit: int = LIST_LIMIT
+) -> list[dict]:
     """The console's executions list, newest first, with task and conflict counts (one query)."""
     rows = Execution.objects.select_related("client")
     if status:
@@ -52,18 +57,32 @@ def execution_rows(*, status: str = "", project: str = "", client_id: int | None
         tasks_total=Count("tasks", distinct=True),
         tasks_done=Count("tasks", filter=Q(tasks__status=TaskStatus.SUCCEEDED), distinct=True),
         tasks_running=Count("tasks", filter=Q(tasks__status=TaskStatus.RUNNING), distinct=True),
-        tasks_lost=Count("tasks", filter=Q(tasks__status__in=[TaskStatus.DEAD, TaskStatus.BLOCKED]), distinct=True),
+        tasks_lost=Count(
+            "tasks", filter=Q(tasks__status__in=[TaskStatus.DEAD, TaskStatus.BLOCKED]), distinct=True
+        ),
         conflicts_total=Count("conflicts", distinct=True),
         conflicts_resolved=Count("conflicts", filter=Q(conflicts__status="resolved"), distinct=True),
     ).order_by("-created_at")[:limit]
     return [
         {
-            "id": e.pk, "client": e.client.name, "project": e.project, "message": e.message[:140],
-            "status": e.status, "mode": e.mode or e.requested_mode, "created_at": _iso(e.created_at),
-            "duration_sec": e.duration_sec, "estimated_duration_sec": e.estimated_duration_sec,
-            "cost_usd": f"{e.cost_usd:.4f}", "tasks_total": e.tasks_total, "tasks_done": e.tasks_done,
-            "tasks_running": e.tasks_running, "tasks_lost": e.tasks_lost, "conflicts_total": e.conflicts_total,
-            "conflicts_resolved": e.conflicts_resolved, "last_seq": e.next_seq, "terminal": e.is_terminal,
+            "id": e.pk,
+            "client": e.client.name,
+            "project": e.project,
+            "message": e.message[:140],
+            "status": e.status,
+            "mode": e.mode or e.requested_mode,
+            "created_at": _iso(e.created_at),
+            "duration_sec": e.duration_sec,
+            "estimated_duration_sec": e.estimated_duration_sec,
+            "cost_usd": f"{e.cost_usd:.4f}",
+            "tasks_total": e.tasks_total,
+            "tasks_done": e.tasks_done,
+            "tasks_running": e.tasks_running,
+            "tasks_lost": e.tasks_lost,
+            "conflicts_total": e.conflicts_total,
+            "conflicts_resolved": e.conflicts_resolved,
+            "last_seq": e.next_seq,
+            "terminal": e.is_terminal,
         }
         for e in rows
     ]
@@ -73,35 +92,66 @@ def list_filters() -> dict:
     """Choices for the list's filter bar."""
     return {
         "statuses": list(ExecutionStatus.values),
-        "projects": list(Execution.objects.exclude(project="").order_by("project")
-                         .values_list("project", flat=True).distinct()[:200]),
+        "projects": list(
+            Execution.objects.exclude(project="")
+            .order_by("project")
+            .values_list("project", flat=True)
+            .distinct()[:200]
+        ),
         "clients": [{"id": c.pk, "name": c.name} for c in Client.objects.order_by("name")],
     }
 
 
 def _attempt_row(attempt: Attempt) -> dict:
     return {
-        "number": attempt.number, "status": attempt.status, "worker": attempt.worker, "model": attempt.model,
-        "provider": attempt.provider, "started_at": _iso(attempt.started_at), "finished_at": _iso(attempt.finished_at),
-        "duration_sec": attempt.duration_sec, "error": attempt.error, "tokens_in": attempt.tokens_in,
-        "tokens_out": attempt.tokens_out, "cost_usd": f"{attempt.cost_usd:.6f}",
+        "number": attempt.number,
+        "status": attempt.status,
+        "worker": attempt.worker,
+        "model": attempt.model,
+        "provider": attempt.provider,
+        "started_at": _iso(attempt.started_at),
+        "finished_at": _iso(attempt.finished_at),
+        "duration_sec": attempt.duration_sec,
+        "error": attempt.error,
+        "tokens_in": attempt.tokens_in,
+        "tokens_out": attempt.tokens_out,
+        "cost_usd": f"{attempt.cost_usd:.6f}",
     }
 
 
 def _task_row(task: Task, attempts: list[Attempt]) -> dict:
     result = task.result or {}
     return {
-        "key": task.key, "pool": task.pool, "kind": task.kind, "description": task.description,
-        "status": task.status, "priority": task.priority, "blocked_by": task.blocked_by, "soft_deps": task.soft_deps,
+        "key": task.key,
+        "pool": task.pool,
+        "kind": task.kind,
+        "description": task.description,
+        "status": task.status,
+        "priority": task.priority,
+        "blocked_by": task.blocked_by,
+        "soft_deps": task.soft_deps,
         "progress": 100 if task.status == TaskStatus.SUCCEEDED else task.progress,
-        "expected_sec": task.expected_sec, "timeout_sec": task.timeout_sec,
-        "failed_attempts": task.failed_attempts, "max_retries": task.max_retries,
-        "started_at": _iso(task.started_at), "finished_at": _iso(task.finished_at), "ready_at": _iso(task.ready_at),
-        "tokens_in": task.tokens_in, "tokens_out": task.tokens_out, "cost_usd": f"{task.cost_usd:.6f}",
-        "error": task.error, "summary": result.get("summary", ""),
+        "expected_sec": task.expected_sec,
+        "timeout_sec": task.timeout_sec,
+        "failed_attempts": task.failed_attempts,
+        "max_retries": task.max_retries,
+        "started_at": _iso(task.started_at),
+        "finished_at": _iso(task.finished_at),
+        "ready_at": _iso(task.ready_at),
+        "tokens_in": task.tokens_in,
+        "tokens_out": task.tokens_out,
+        "cost_usd": f"{task.cost_usd:.6f}",
+        "error": task.error,
+        "summary": result.get("summary", ""),
         # Contents load on demand (task_files): the snapshot is refetched on every event.
-        "files": [{"path": f.get("path", ""), "lines": f.get("content", "").count("\n") + 1,
-                   "bytes": len(f.get("content", "").encode())} for f in result.get("files", [])],
+        "files": [
+            {
+                "path": f.get("path", ""),
+                "lines": f.get("content", "").count("\n") + 1,
+                "bytes": len(f.get("content", "").encode()),
+            }
+            for f in result.get("files", [])
+        ],
         "findings": result.get("findings", []),
         "attempts": [_attempt_row(a) for a in attempts],
     }
@@ -117,30 +167,50 @@ def execution_snapshot(execution_id: str) -> dict | None:
     for attempt in Attempt.objects.filter(task__execution=execution).order_by("task_id", "number"):
         attempts.setdefault(attempt.task_id, []).append(attempt)
     return {
-        "id": execution.pk, "client": execution.client.name, "project": execution.project,
-        "message": execution.message, "status": execution.status, "mode": execution.mode,
-        "requested_mode": execution.requested_mode, "routing_reason": execution.routing_reason,
-        "plan_source": execution.plan_source, "plan_notes": execution.plan_notes, "provider": selectors.plan_provider(execution),
-        "created_at": _iso(execution.created_at), "started_at": _iso(execution.started_at),
-        "finished_at": _iso(execution.finished_at), "now": timezone.now().isoformat(),
-        "duration_sec": execution.duration_sec, "estimated_duration_sec": execution.estimated_duration_sec,
+        "id": execution.pk,
+        "client": execution.client.name,
+        "project": execution.project,
+        "message": execution.message,
+        "status": execution.status,
+        "mode": execution.mode,
+        "requested_mode": execution.requested_mode,
+        "routing_reason": execution.routing_reason,
+        "plan_source": execution.plan_source,
+        "plan_notes": execution.plan_notes,
+        "provider": selectors.plan_provider(execution),
+        "created_at": _iso(execution.created_at),
+        "started_at": _iso(execution.started_at),
+        "finished_at": _iso(execution.finished_at),
+        "now": timezone.now().isoformat(),
+        "duration_sec": execution.duration_sec,
+        "estimated_duration_sec": execution.estimated_duration_sec,
         "serial_estimate_sec": execution.serial_estimate_sec,
-        "cost_usd": f"{execution.cost_usd:.4f}", "fee_usd": f"{execution.fee_usd:.2f}",
+        "cost_usd": f"{execution.cost_usd:.4f}",
+        "fee_usd": f"{execution.fee_usd:.2f}",
         "refund_usd": f"{execution.refund_usd:.2f}",
         "budget_usd": f"{execution.budget_usd:.2f}" if execution.budget_usd is not None else None,
-        "tokens_in": execution.tokens_in, "tokens_out": execution.tokens_out,
-        "quality_score": execution.quality_score, "error": execution.error,
+        "tokens_in": execution.tokens_in,
+        "tokens_out": execution.tokens_out,
+        "quality_score": execution.quality_score,
+        "error": execution.error,
         "final_response_html": render_markdown(execution.final_response) if execution.final_response else "",
         "terminal": execution.is_terminal,
-        "can_cancel": execution.status in (ExecutionStatus.PLANNING, ExecutionStatus.EXECUTING,
-                                           ExecutionStatus.AGGREGATING),
-        "can_retry": execution.status in (ExecutionStatus.PARTIAL, ExecutionStatus.FAILED) and any(
-            t.status in (TaskStatus.DEAD, TaskStatus.BLOCKED) for t in tasks),
+        "can_cancel": execution.status
+        in (ExecutionStatus.PLANNING, ExecutionStatus.EXECUTING, ExecutionStatus.AGGREGATING),
+        "can_retry": execution.status in (ExecutionStatus.PARTIAL, ExecutionStatus.FAILED)
+        and any(t.status in (TaskStatus.DEAD, TaskStatus.BLOCKED) for t in tasks),
         "tasks": [_task_row(t, attempts.get(t.pk, [])) for t in tasks],
         "conflicts": [
-            {"kind": c.kind, "status": c.status, "between": c.between, "description": c.description,
-             "resolution": c.resolution, "rounds": c.rounds, "created_at": _iso(c.created_at),
-             "resolved_at": _iso(c.resolved_at)}
+            {
+                "kind": c.kind,
+                "status": c.status,
+                "between": c.between,
+                "description": c.description,
+                "resolution": c.resolution,
+                "rounds": c.rounds,
+                "created_at": _iso(c.created_at),
+                "resolved_at": _iso(c.resolved_at),
+            }
             for c in execution.conflicts.all()
         ],
         "last_seq": execution.next_seq,
@@ -149,10 +219,14 @@ def execution_snapshot(execution_id: str) -> dict | None:
 
 def task_files(execution_id: str, task_key: str) -> list[dict] | None:
     """The files a task wrote, with their contents (None for an unknown task)."""
-    result = Task.objects.filter(execution_id=execution_id, key=task_key).values_list("result", flat=True).first()
+    result = (
+        Task.objects.filter(execution_id=execution_id, key=task_key).values_list("result", flat=True).first()
+    )
     if result is None:
         return None
-    return [{"path": f.get("path", ""), "content": f.get("content", "")} for f in (result or {}).get("files", [])]
+    return [
+        {"path": f.get("path", ""), "content": f.get("content", "")} for f in (result or {}).get("files", [])
+    ]
 
 
 def percentile(values: list[float], fraction: float) -> float | None:
@@ -168,35 +242,53 @@ def pool_stats() -> list[dict]:
     """Per pool: queue length, running against max_concurrent, p50/p95 of recent attempt durations,
     retries and dead tasks."""
     overview = {row["name"]: row for row in selectors.pool_overview()}
-    retries = dict(Attempt.objects.filter(number__gt=1).values("task__pool").annotate(n=Count("id"))
-                   .values_list("task__pool", "n"))
+    retries = dict(
+        Attempt.objects.filter(number__gt=1)
+        .values("task__pool")
+        .annotate(n=Count("id"))
+        .values_list("task__pool", "n")
+    )
     statuses = {
         (row["pool"], row["status"]): row["n"]
         for row in Task.objects.filter(status__in=[TaskStatus.DEAD, TaskStatus.BLOCKED, TaskStatus.SUCCEEDED])
-        .values("pool", "status").annotate(n=Count("id"))
+        .values("pool", "status")
+        .annotate(n=Count("id"))
     }
-    last_activity = dict(Attempt.objects.values("task__pool").annotate(at=Max("started_at"))
-                         .values_list("task__pool", "at"))
+    last_activity = dict(
+        Attempt.objects.values("task__pool").annotate(at=Max("started_at")).values_list("task__pool", "at")
+    )
     rows = []
     for pool in WorkerPool.objects.order_by("name"):
         base = overview.get(pool.name, {})
         durations = [
             (finished - started).total_seconds()
             for started, finished in Attempt.objects.filter(task__pool=pool.name, status="succeeded")
-            .order_by("-finished_at").values_list("started_at", "finished_at")[:DURATION_SAMPLES]
+            .order_by("-finished_at")
+            .values_list("started_at", "finished_at")[:DURATION_SAMPLES]
         ]
         p50, p95 = percentile(durations, 0.5), percentile(durations, 0.95)
-        rows.append({
-            "name": pool.name, "enabled": pool.enabled, "model": base.get("model"), "provider": base.get("provider", ""),
-            "provider_note": base.get("provider_note", ""), "max_concurrent": pool.max_concurrent,
-            "timeout_sec": pool.timeout_sec, "max_retries": pool.max_retries,
-            "ready": base.get("ready", 0), "queued": base.get("queued", 0), "running": base.get("running", 0),
-            "queue_length": base.get("ready", 0) + base.get("queued", 0),
-            "p50_sec": round(p50, 3) if p50 is not None else None,
-            "p95_sec": round(p95, 3) if p95 is not None else None, "samples": len(durations),
-            "retries": retries.get(pool.name, 0), "dead": statuses.get((pool.name, TaskStatus.DEAD), 0),
-            "blocked": statuses.get((pool.name, TaskStatus.BLOCKED), 0),
-            "succeeded": statuses.get((pool.name, TaskStatus.SUCCEEDED), 0),
-            "last_activity": _iso(last_activity.get(pool.name)),
-        })
+        rows.append(
+            {
+                "name": pool.name,
+                "enabled": pool.enabled,
+                "model": base.get("model"),
+                "provider": base.get("provider", ""),
+                "provider_note": base.get("provider_note", ""),
+                "max_concurrent": pool.max_concurrent,
+                "timeout_sec": pool.timeout_sec,
+                "max_retries": pool.max_retries,
+                "ready": base.get("ready", 0),
+                "queued": base.get("queued", 0),
+                "running": base.get("running", 0),
+                "queue_length": base.get("ready", 0) + base.get("queued", 0),
+                "p50_sec": round(p50, 3) if p50 is not None else None,
+                "p95_sec": round(p95, 3) if p95 is not None else None,
+                "samples": len(durations),
+                "retries": retries.get(pool.name, 0),
+                "dead": statuses.get((pool.name, TaskStatus.DEAD), 0),
+                "blocked": statuses.get((pool.name, TaskStatus.BLOCKED), 0),
+                "succeeded": statuses.get((pool.name, TaskStatus.SUCCEEDED), 0),
+                "last_activity": _iso(last_activity.get(pool.name)),
+            }
+        )
     return rows

@@ -9,8 +9,8 @@ import asyncio
 import contextlib
 import logging
 import threading
+from collections.abc import Callable
 from functools import lru_cache
-from typing import Callable
 
 from django.db import connection, transaction
 from django.utils import timezone
@@ -88,8 +88,17 @@ def _append(execution_id: str, items: list[tuple[str, str, dict | None]]) -> lis
     are adapted by the model's fields, as `bulk_create()` does.
     """
     now = timezone.now()
-    events = [Event(execution_id=execution_id, seq=0, type=type_, task_key=task_key, payload=payload or {},
-                    created_at=now) for type_, task_key, payload in items]
+    events = [
+        Event(
+            execution_id=execution_id,
+            seq=0,
+            type=type_,
+            task_key=task_key,
+            payload=payload or {},
+            created_at=now,
+        )
+        for type_, task_key, payload in items
+    ]
     count = len(events)
     one_statement = connection.vendor == "postgresql" and count <= MAX_ROWS_PER_INSERT
     if one_statement:
@@ -106,9 +115,11 @@ def _append(execution_id: str, items: list[tuple[str, str, dict | None]]) -> lis
     if not one_statement:
         with connection.cursor() as cursor:
             for start in range(0, count, MAX_ROWS_PER_INSERT):
-                chunk = events[start:start + MAX_ROWS_PER_INSERT]
-                cursor.execute(hot_updates.insert_statement(Event, _COLUMNS, len(chunk)),
-                               _row_params(chunk, with_seq=True))
+                chunk = events[start : start + MAX_ROWS_PER_INSERT]
+                cursor.execute(
+                    hot_updates.insert_statement(Event, _COLUMNS, len(chunk)),
+                    _row_params(chunk, with_seq=True),
+                )
     return [event.as_message() for event in events]
 
 
@@ -126,8 +137,10 @@ def _quoted(*names: str) -> str:
 
 def _reserve_sql() -> str:
     """Advance an execution's next_seq (params: by how much, execution id), returning the new value."""
-    return (f'UPDATE {hot_updates.table(Execution)} SET "next_seq" = "next_seq" + %s WHERE "id" = %s '
-            f'RETURNING "next_seq"')
+    return (
+        f'UPDATE {hot_updates.table(Execution)} SET "next_seq" = "next_seq" + %s WHERE "id" = %s '
+        f'RETURNING "next_seq"'
+    )
 
 
 @lru_cache(maxsize=64)
@@ -137,11 +150,13 @@ def _reserve_and_insert_sql(rows: int) -> str:
     others = _COLUMNS_BUT_SEQ
     values = ", ".join(f"({', '.join(['%s'] * len(others))}, {n})" for n in range(1, rows + 1))
     columns = ", ".join(f"c{i}" for i in range(len(others)))
-    return (f"WITH reserved AS ({_reserve_sql()}) "
-            f"INSERT INTO {hot_updates.table(Event)} ({_quoted(*others, 'seq')}) "
-            f'SELECT {", ".join(f"v.c{i}" for i in range(len(others)))}, reserved."next_seq" - %s + v.n '
-            f"FROM reserved, (VALUES {values}) AS v({columns}, n) "
-            f"RETURNING {_quoted('seq')}")
+    return (
+        f"WITH reserved AS ({_reserve_sql()}) "
+        f"INSERT INTO {hot_updates.table(Event)} ({_quoted(*others, 'seq')}) "
+        f'SELECT {", ".join(f"v.c{i}" for i in range(len(others)))}, reserved."next_seq" - %s + v.n '
+        f"FROM reserved, (VALUES {values}) AS v({columns}, n) "
+        f"RETURNING {_quoted('seq')}"
+    )
 
 
 def _reserve_seqs(execution_id: str, count: int) -> int:
@@ -166,14 +181,19 @@ def publish_many(messages: list[dict]) -> None:
                 callback(message)
             except Exception:  # a subscriber must never break the state machine
                 log.exception("event subscriber %r failed", callback)
-    layer_message = ({"type": "event.message", "event": messages[0]} if len(messages) == 1
-                     else {"type": "event.batch", "events": messages})
+    layer_message = (
+        {"type": "event.message", "event": messages[0]}
+        if len(messages) == 1
+        else {"type": "event.batch", "events": messages}
+    )
     _publisher().send([execution_group(messages[0]["execution_id"]), CONSOLE_GROUP], layer_message)
 
 
 def publish_ephemeral(execution_id: str, message: dict) -> None:
     """Progress ticks: published, never stored (the next state change supersedes them)."""
-    _publisher().send([execution_group(execution_id), CONSOLE_GROUP], {"type": "event.progress", "progress": message})
+    _publisher().send(
+        [execution_group(execution_id), CONSOLE_GROUP], {"type": "event.progress", "progress": message}
+    )
 
 
 class _Publisher:

@@ -18,8 +18,15 @@ from pools.models import WorkerPool, pool_queue_name
 from . import events
 from .models import Attempt, Execution, ExecutionStatus, Task, TaskStatus
 from .parallel_executor import (
-    attempt_duration, attempt_to_close, block_dependents, cas_task, close_attempt, dispatch_after_commit,
-    dispatch_ready_tasks, lock_execution, maybe_finish_work,
+    attempt_duration,
+    attempt_to_close,
+    block_dependents,
+    cas_task,
+    close_attempt,
+    dispatch_after_commit,
+    dispatch_ready_tasks,
+    lock_execution,
+    maybe_finish_work,
 )
 
 log = logging.getLogger("openclaw.failures")
@@ -41,8 +48,13 @@ def attempt_fail(attempt_id, error: str, *, usage=None, outcome: str = "failed")
         lock_execution(task.execution_id)
         if not close_attempt(attempt, usage, status=outcome, finished_at=now, error=error[:4000]):
             return False
-        if not cas_task(task.pk, TaskStatus.RUNNING, status=TaskStatus.FAILED, error=error[:4000],
-                        add=usage.task_increments() if usage else None):
+        if not cas_task(
+            task.pk,
+            TaskStatus.RUNNING,
+            status=TaskStatus.FAILED,
+            error=error[:4000],
+            add=usage.task_increments() if usage else None,
+        ):
             return False
         pool = WorkerPool.objects.filter(name=task.pool).first()
         lost = task.attempts.filter(status="lost").count()
@@ -50,22 +62,51 @@ def attempt_fail(attempt_id, error: str, *, usage=None, outcome: str = "failed")
         failed = task.failed_attempts + (1 if counts else 0)
         max_retries = pool.max_retries if pool else task.max_retries
         log_task_failure(task, attempt, error, failed, max_retries, now)
-        events.emit(task.execution_id, "task.failed", task_key=task.key, payload={
-            "attempt": attempt.number, "error": error[:500], "outcome": outcome,
-            "duration_sec": attempt_duration(attempt.started_at, now),
-        })
+        events.emit(
+            task.execution_id,
+            "task.failed",
+            task_key=task.key,
+            payload={
+                "attempt": attempt.number,
+                "error": error[:500],
+                "outcome": outcome,
+                "duration_sec": attempt_duration(attempt.started_at, now),
+            },
+        )
         if failed <= max_retries:
             backoff = pool.backoff_for(failed) if (pool and counts) else 0.0
-            cas_task(task.pk, TaskStatus.FAILED, status=TaskStatus.READY, failed_attempts=failed, max_retries=max_retries,
-                     not_before=now + timedelta(seconds=backoff), ready_at=now, progress=0)
-            events.emit(task.execution_id, "task.retrying", task_key=task.key,
-                        payload={"retry": failed, "of": max_retries, "backoff_sec": backoff})
+            cas_task(
+                task.pk,
+                TaskStatus.FAILED,
+                status=TaskStatus.READY,
+                failed_attempts=failed,
+                max_retries=max_retries,
+                not_before=now + timedelta(seconds=backoff),
+                ready_at=now,
+                progress=0,
+            )
+            events.emit(
+                task.execution_id,
+                "task.retrying",
+                task_key=task.key,
+                payload={"retry": failed, "of": max_retries, "backoff_sec": backoff},
+            )
             transaction.on_commit(lambda: schedule_dispatch(task.pool, backoff))
         else:
-            cas_task(task.pk, TaskStatus.FAILED, status=TaskStatus.DEAD, failed_attempts=failed, max_retries=max_retries,
-                     finished_at=now)
-            events.emit(task.execution_id, "task.dead", task_key=task.key,
-                        payload={"attempts": attempt.number, "error": error[:500]})
+            cas_task(
+                task.pk,
+                TaskStatus.FAILED,
+                status=TaskStatus.DEAD,
+                failed_attempts=failed,
+                max_retries=max_retries,
+                finished_at=now,
+            )
+            events.emit(
+                task.execution_id,
+                "task.dead",
+                task_key=task.key,
+                payload={"attempts": attempt.number, "error": error[:500]},
+            )
             block_dependents(task.execution_id)
             dispatch_after_commit([task.pool])
             maybe_finish_work(task.execution_id)
@@ -74,8 +115,16 @@ def attempt_fail(attempt_id, error: str, *, usage=None, outcome: str = "failed")
 
 def log_task_failure(task: Task, attempt: Attempt, error: str, failed: int, max_retries: int, now) -> None:
     elapsed = (now - attempt.started_at).total_seconds()
-    log.warning("%s Failed %s (%s after %.0fs + %d/%d retries) execution=%s", task.pool.upper(), task.key,
-                error[:120], elapsed, min(failed, max_retries), max_retries, task.execution_id)
+    log.warning(
+        "%s Failed %s (%s after %.0fs + %d/%d retries) execution=%s",
+        task.pool.upper(),
+        task.key,
+        error[:120],
+        elapsed,
+        min(failed, max_retries),
+        max_retries,
+        task.execution_id,
+    )
 
 
 def schedule_dispatch(pool: str, delay_sec: float) -> None:
@@ -86,12 +135,15 @@ def schedule_dispatch(pool: str, delay_sec: float) -> None:
 
 def reap(now=None) -> dict:
     """One pass of the reaper: expire lost and overdue attempts, resend lost messages, dispatch."""
-    from .tasks import aggregate_execution, plan_execution
     from pools.tasks import send_run_task
+
+    from .tasks import aggregate_execution, plan_execution
 
     now = now or timezone.now()
     stats = {"lost": 0, "expired": 0, "resent": 0, "dispatched": 0, "phases": 0}
-    for attempt_id in Attempt.objects.filter(status="running", lease_expires_at__lt=now).values_list("id", flat=True):
+    for attempt_id in Attempt.objects.filter(status="running", lease_expires_at__lt=now).values_list(
+        "id", flat=True
+    ):
         if attempt_fail(attempt_id, "worker lost: lease not renewed", outcome="lost"):
             stats["lost"] += 1
     overdue = now - timedelta(seconds=DEADLINE_GRACE_SEC)
@@ -103,16 +155,20 @@ def reap(now=None) -> dict:
     # A queued task whose message never started (Redis lost it): send the same dispatch again;
     # the dispatch number makes the original, should it still arrive, a no-op.
     stale = now - timedelta(seconds=settings.OPENCLAW_REQUEUE_AFTER_SEC)
-    for task_id, dispatch_no, pool in Task.objects.filter(status=TaskStatus.QUEUED, queued_at__lt=stale).values_list(
-        "id", "dispatch_count", "pool"
-    ):
-        if Task.objects.filter(pk=task_id, status=TaskStatus.QUEUED, dispatch_count=dispatch_no).update(queued_at=now):
+    for task_id, dispatch_no, pool in Task.objects.filter(
+        status=TaskStatus.QUEUED, queued_at__lt=stale
+    ).values_list("id", "dispatch_count", "pool"):
+        if Task.objects.filter(pk=task_id, status=TaskStatus.QUEUED, dispatch_count=dispatch_no).update(
+            queued_at=now
+        ):
             send_run_task(task_id, dispatch_no, pool_queue_name(pool))
             stats["resent"] += 1
     for execution_id, status in Execution.objects.filter(
         status__in=[ExecutionStatus.PLANNING, ExecutionStatus.AGGREGATING], phase_sent_at__lt=stale
     ).values_list("id", "status"):
-        if Execution.objects.filter(pk=execution_id, status=status, phase_sent_at__lt=stale).update(phase_sent_at=now):
+        if Execution.objects.filter(pk=execution_id, status=status, phase_sent_at__lt=stale).update(
+            phase_sent_at=now
+        ):
             (plan_execution if status == ExecutionStatus.PLANNING else aggregate_execution).send(execution_id)
             stats["phases"] += 1
     for pool in WorkerPool.objects.filter(enabled=True).values_list("name", flat=True):

@@ -23,8 +23,14 @@ def update(model: type[Model], where: dict, *, assign: dict | None = None, add: 
         return cursor.rowcount
 
 
-def update_returning(model: type[Model], where: dict, returning: tuple[str, ...], *, assign: dict | None = None,
-                     add: dict | None = None) -> list[tuple]:
+def update_returning(
+    model: type[Model],
+    where: dict,
+    returning: tuple[str, ...],
+    *,
+    assign: dict | None = None,
+    add: dict | None = None,
+) -> list[tuple]:
     """`update()` of several rows at once, returning the `returning` fields' (raw) values of the rows
     it changed: one statement where a compare-and-set per row would take one each (RETURNING:
     SQLite ≥ 3.35, PostgreSQL)."""
@@ -34,11 +40,19 @@ def update_returning(model: type[Model], where: dict, returning: tuple[str, ...]
         return cursor.fetchall()
 
 
-def update_statement(model: type[Model], where: dict, *, assign: dict | None = None, add: dict | None = None,
-                     returning: tuple[str, ...] = ()) -> tuple[str, list]:
+def update_statement(
+    model: type[Model],
+    where: dict,
+    *,
+    assign: dict | None = None,
+    add: dict | None = None,
+    returning: tuple[str, ...] = (),
+) -> tuple[str, list]:
     """`update()`'s SQL and parameters, for a caller that runs it inside a larger statement."""
     assign, add = assign or {}, add or {}
-    shape = tuple((name, len(value) if isinstance(value, (list, tuple)) else None) for name, value in where.items())
+    shape = tuple(
+        (name, len(value) if isinstance(value, (list, tuple)) else None) for name, value in where.items()
+    )
     sql = _statement(model, connection.vendor, tuple(assign), tuple(add), shape, returning)
     params = [_field(model, name).get_db_prep_save(value, connection) for name, value in assign.items()]
     params += [_field(model, name).get_db_prep_save(value, connection) for name, value in add.items()]
@@ -63,7 +77,9 @@ def insert_params(objects: list[Model], names: tuple[str, ...]) -> list:
     if not objects:
         return []
     fields = [_field(type(objects[0]), name) for name in names]
-    return [field.get_db_prep_save(getattr(obj, field.attname), connection) for obj in objects for field in fields]
+    return [
+        field.get_db_prep_save(getattr(obj, field.attname), connection) for obj in objects for field in fields
+    ]
 
 
 def table(model: type[Model]) -> str:
@@ -76,13 +92,27 @@ def _field(model: type[Model], name: str):
 
 
 @lru_cache(maxsize=256)
-def _statement(model: type[Model], vendor: str, assign: tuple, add: tuple, where: tuple, returning: tuple) -> str:
+def _statement(
+    model: type[Model], vendor: str, assign: tuple, add: tuple, where: tuple, returning: tuple
+) -> str:
     quote = connection.ops.quote_name
     columns = [f"{quote(_field(model, name).column)} = %s" for name in assign]
-    columns += [f"{quote(column)} = {quote(column)} + %s" for column in (_field(model, name).column for name in add)]
-    conditions = [f"{quote(_field(model, name).column)} = %s" if size is None
-                  else f"{quote(_field(model, name).column)} IN ({', '.join(['%s'] * size)})" for name, size in where]
+    columns += [
+        f"{quote(column)} = {quote(column)} + %s" for column in (_field(model, name).column for name in add)
+    ]
+    conditions = [
+        f"{quote(_field(model, name).column)} = %s"
+        if size is None
+        else f"{quote(_field(model, name).column)} IN ({', '.join(['%s'] * size)})"
+        for name, size in where
+    ]
     if not columns or not conditions or any(size == 0 for _, size in where):
-        raise ValueError("an update sets or adds at least one field, under a condition, with no empty IN list")
-    returned = f" RETURNING {', '.join(quote(_field(model, name).column) for name in returning)}" if returning else ""
+        raise ValueError(
+            "an update sets or adds at least one field, under a condition, with no empty IN list"
+        )
+    returned = (
+        f" RETURNING {', '.join(quote(_field(model, name).column) for name in returning)}"
+        if returning
+        else ""
+    )
     return f"UPDATE {table(model)} SET {', '.join(columns)} WHERE {' AND '.join(conditions)}{returned}"

@@ -25,27 +25,46 @@ def execution_invoice(execution: Execution) -> dict:
         totals[entry.kind] += entry.amount_usd
         billed = entry.kind != "usage"
         amount = -entry.amount_usd if entry.kind == "refund" else entry.amount_usd
-        lines.append({
-            "kind": entry.kind, "key": entry.key, "description": entry.description, "pool": entry.pool,
-            "model": entry.model, "tokens_in": entry.tokens_in, "tokens_out": entry.tokens_out,
-            "cache_read_tokens": entry.cache_read_tokens, "cache_write_tokens": entry.cache_write_tokens,
-            "amount_usd": f"{money(amount):.2f}" if billed else f"{amount:.6f}", "billed": billed,
-            "created_at": _iso(entry.created_at),
-        })
+        lines.append(
+            {
+                "kind": entry.kind,
+                "key": entry.key,
+                "description": entry.description,
+                "pool": entry.pool,
+                "model": entry.model,
+                "tokens_in": entry.tokens_in,
+                "tokens_out": entry.tokens_out,
+                "cache_read_tokens": entry.cache_read_tokens,
+                "cache_write_tokens": entry.cache_write_tokens,
+                "amount_usd": f"{money(amount):.2f}" if billed else f"{amount:.6f}",
+                "billed": billed,
+                "created_at": _iso(entry.created_at),
+            }
+        )
     fee, refund = money(totals["fee"]), money(totals["refund"])
     policy = RefundPolicy.current()
     tasks = list(execution.tasks.all())
     return {
-        "execution_id": execution.pk, "client": execution.client.name, "status": execution.status, "currency": "USD",
+        "execution_id": execution.pk,
+        "client": execution.client.name,
+        "status": execution.status,
+        "currency": "USD",
         "lines": lines,
         "totals": {
-            "usage_usd": f"{totals['usage']:.6f}", "fee_usd": f"{fee:.2f}", "refund_usd": f"{refund:.2f}",
-            "net_usd": f"{fee - refund:.2f}", "tokens_in": execution.tokens_in, "tokens_out": execution.tokens_out,
-            "estimated_cost_usd": _usd6(execution.estimated_cost_usd), "budget_usd": _usd2(execution.budget_usd),
+            "usage_usd": f"{totals['usage']:.6f}",
+            "fee_usd": f"{fee:.2f}",
+            "refund_usd": f"{refund:.2f}",
+            "net_usd": f"{fee - refund:.2f}",
+            "tokens_in": execution.tokens_in,
+            "tokens_out": execution.tokens_out,
+            "estimated_cost_usd": _usd6(execution.estimated_cost_usd),
+            "budget_usd": _usd2(execution.budget_usd),
         },
         "refund": {
-            "usd": f"{refund:.2f}", "share_of_fee": f"{(refund / fee if fee else Decimal('0')):.4f}",
-            "undelivered_share": f"{policy.undelivered_share(tasks):.4f}", "policy": policy.name,
+            "usd": f"{refund:.2f}",
+            "share_of_fee": f"{(refund / fee if fee else Decimal('0')):.4f}",
+            "undelivered_share": f"{policy.undelivered_share(tasks):.4f}",
+            "policy": policy.name,
             "rule": policy.get_share_rule_display(),
         },
         "net_usd": f"{fee - refund:.2f}",
@@ -69,10 +88,13 @@ def execution_comparison(execution: Execution) -> dict:
     agents' work. Tokens and cost are the same in both: the same agents answer the same prompts.
     """
     span = Attempt.objects.filter(task__execution=execution, finished_at__isnull=False).aggregate(
-        first=Min("started_at"), last=Max("finished_at"))
+        first=Min("started_at"), last=Max("finished_at")
+    )
     work = sum(
         (a.finished_at - a.started_at).total_seconds()
-        for a in Attempt.objects.filter(task__execution=execution, finished_at__isnull=False).only("started_at", "finished_at")
+        for a in Attempt.objects.filter(task__execution=execution, finished_at__isnull=False).only(
+            "started_at", "finished_at"
+        )
     )
     duration = execution.duration_sec if execution.finished_at else None
     overhead = 0.0
@@ -84,7 +106,10 @@ def execution_comparison(execution: Execution) -> dict:
         serial = {"duration_sec": duration, "estimated": False}
         parallel = {"duration_sec": None, "estimated": True}
     else:
-        serial = {"duration_sec": round(work + overhead, 3) if duration is not None else None, "estimated": True}
+        serial = {
+            "duration_sec": round(work + overhead, 3) if duration is not None else None,
+            "estimated": True,
+        }
         parallel = {"duration_sec": duration, "estimated": False}
     speedup = None
     if serial["duration_sec"] and parallel["duration_sec"] is not None:

@@ -58,8 +58,11 @@ class ExecutionStatus(models.TextChoices):
 
 
 EXECUTION_TERMINAL = {
-    ExecutionStatus.COMPLETED, ExecutionStatus.PARTIAL, ExecutionStatus.FAILED,
-    ExecutionStatus.CANCELLED, ExecutionStatus.BUDGET_EXCEEDED,
+    ExecutionStatus.COMPLETED,
+    ExecutionStatus.PARTIAL,
+    ExecutionStatus.FAILED,
+    ExecutionStatus.CANCELLED,
+    ExecutionStatus.BUDGET_EXCEEDED,
 }
 
 
@@ -75,7 +78,9 @@ class Execution(models.Model):
     force_parallel = models.BooleanField(default=False)
     mode = models.CharField(max_length=10, blank=True, help_text="serial or parallel, decided by the router")
     routing_reason = models.CharField(max_length=200, blank=True)
-    status = models.CharField(max_length=20, choices=ExecutionStatus.choices, default=ExecutionStatus.PLANNING)
+    status = models.CharField(
+        max_length=20, choices=ExecutionStatus.choices, default=ExecutionStatus.PLANNING
+    )
     plan = models.JSONField(default=dict, blank=True)
     plan_source = models.CharField(max_length=20, blank=True, help_text="model, repaired or fallback")
     plan_notes = models.JSONField(default=list, blank=True)
@@ -139,7 +144,12 @@ TASK_ACTIVE = {TaskStatus.QUEUED, TaskStatus.RUNNING}
 
 
 class Task(models.Model):
-    KINDS = [("plan", "planned"), ("remediation", "remediation"), ("reaudit", "re-audit"), ("revision", "revision")]
+    KINDS = [
+        ("plan", "planned"),
+        ("remediation", "remediation"),
+        ("reaudit", "re-audit"),
+        ("revision", "revision"),
+    ]
 
     execution = models.ForeignKey(Execution, on_delete=models.CASCADE, related_name="tasks")
     key = models.CharField(max_length=40, help_text="The plan's task id, e.g. task_1")
@@ -153,8 +163,12 @@ class Task(models.Model):
     context = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=12, choices=TaskStatus.choices, default=TaskStatus.PENDING)
     expected_sec = models.FloatField(default=1.0, help_text="Expected duration used for ranks and estimates")
-    weight = models.FloatField(default=1.0, help_text="Share of the project's work, for refunds (estimated seconds)")
-    rank = models.FloatField(default=0.0, help_text="Upward rank: expected duration plus the longest chain after it")
+    weight = models.FloatField(
+        default=1.0, help_text="Share of the project's work, for refunds (estimated seconds)"
+    )
+    rank = models.FloatField(
+        default=0.0, help_text="Upward rank: expected duration plus the longest chain after it"
+    )
     not_before = models.DateTimeField(null=True, blank=True, help_text="Retry backoff: not dispatched before")
     dispatch_count = models.PositiveIntegerField(default=0)
     queued_at = models.DateTimeField(null=True, blank=True)
@@ -172,11 +186,15 @@ class Task(models.Model):
     # The result's file paths, kept beside it so that a success looks for colliding files without
     # reading every other result of the execution.
     paths = models.JSONField(default=list, blank=True, editable=False)
-    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children")
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children"
+    )
 
     class Meta:
         ordering = ["id"]
-        constraints = [models.UniqueConstraint(fields=["execution", "key"], name="task_key_unique_per_execution")]
+        constraints = [
+            models.UniqueConstraint(fields=["execution", "key"], name="task_key_unique_per_execution")
+        ]
         indexes = [
             # Dispatch walks a pool's ready tasks in this order (parallel_executor.DISPATCH_ORDER) and
             # stops at its free slots: no sort of the whole backlog inside the pool's lock. Its
@@ -206,8 +224,12 @@ class Task(models.Model):
 
 class Attempt(models.Model):
     STATUSES = [
-        ("running", "running"), ("succeeded", "succeeded"), ("failed", "failed"),
-        ("expired", "expired"), ("lost", "lost"), ("cancelled", "cancelled"),
+        ("running", "running"),
+        ("succeeded", "succeeded"),
+        ("failed", "failed"),
+        ("expired", "expired"),
+        ("lost", "lost"),
+        ("cancelled", "cancelled"),
     ]
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4)
@@ -230,7 +252,9 @@ class Attempt(models.Model):
 
     class Meta:
         ordering = ["started_at"]
-        constraints = [models.UniqueConstraint(fields=["task", "number"], name="attempt_number_unique_per_task")]
+        constraints = [
+            models.UniqueConstraint(fields=["task", "number"], name="attempt_number_unique_per_task")
+        ]
         indexes = [models.Index(fields=["status", "lease_expires_at"])]
 
     @property
@@ -250,17 +274,28 @@ class Event(models.Model):
 
     class Meta:
         ordering = ["execution", "seq"]
-        constraints = [models.UniqueConstraint(fields=["execution", "seq"], name="event_seq_unique_per_execution")]
+        constraints = [
+            models.UniqueConstraint(fields=["execution", "seq"], name="event_seq_unique_per_execution")
+        ]
 
     def as_message(self) -> dict:
         return {
-            "execution_id": self.execution_id, "seq": self.seq, "type": self.type, "task": self.task_key or None,
-            "payload": self.payload, "at": self.created_at.isoformat(),
+            "execution_id": self.execution_id,
+            "seq": self.seq,
+            "type": self.type,
+            "task": self.task_key or None,
+            "payload": self.payload,
+            "at": self.created_at.isoformat(),
         }
 
 
 class Conflict(models.Model):
-    STATUSES = [("detected", "detected"), ("resolving", "resolving"), ("resolved", "resolved"), ("unresolved", "unresolved")]
+    STATUSES = [
+        ("detected", "detected"),
+        ("resolving", "resolving"),
+        ("resolved", "resolved"),
+        ("unresolved", "unresolved"),
+    ]
 
     execution = models.ForeignKey(Execution, on_delete=models.CASCADE, related_name="conflicts")
     kind = models.CharField(max_length=32)
@@ -305,7 +340,9 @@ class SingleActive(models.Model):
     """A policy of which exactly one row is active; saving an active row deactivates the others."""
 
     name = models.SlugField(max_length=64, unique=True)
-    is_active = models.BooleanField(default=False, help_text="The one policy in force; activating this one retires the other")
+    is_active = models.BooleanField(
+        default=False, help_text="The one policy in force; activating this one retires the other"
+    )
     description = models.CharField(max_length=200, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -342,28 +379,45 @@ class RefundPolicy(SingleActive):
     NONE, FULL, UNDELIVERED = "none", "full", "undelivered"
     TREATMENTS = [(NONE, "no refund"), (FULL, "full refund"), (UNDELIVERED, "refund the undelivered share")]
 
-    share_rule = models.CharField(max_length=10, choices=RULES, default="weight",
-                                  help_text="How the undelivered share of the planned work is measured")
-    factor = models.DecimalField(**SHARE, default=Decimal("0.9"),
-                                 validators=[MinValueValidator(Decimal("0")), MaxValueValidator(Decimal("1"))],
-                                 help_text="Share of the fee refunded per unit of undelivered work")
-    floor_share = models.DecimalField(**SHARE, default=Decimal("0"),
-                                      validators=[MinValueValidator(Decimal("0")), MaxValueValidator(Decimal("1"))],
-                                      help_text="Least share of the fee refunded once anything is undelivered")
-    cap_share = models.DecimalField(**SHARE, default=Decimal("1"),
-                                    validators=[MinValueValidator(Decimal("0")), MaxValueValidator(Decimal("1"))],
-                                    help_text="Most share of the fee refunded by the undelivered rule")
+    share_rule = models.CharField(
+        max_length=10,
+        choices=RULES,
+        default="weight",
+        help_text="How the undelivered share of the planned work is measured",
+    )
+    factor = models.DecimalField(
+        **SHARE,
+        default=Decimal("0.9"),
+        validators=[MinValueValidator(Decimal("0")), MaxValueValidator(Decimal("1"))],
+        help_text="Share of the fee refunded per unit of undelivered work",
+    )
+    floor_share = models.DecimalField(
+        **SHARE,
+        default=Decimal("0"),
+        validators=[MinValueValidator(Decimal("0")), MaxValueValidator(Decimal("1"))],
+        help_text="Least share of the fee refunded once anything is undelivered",
+    )
+    cap_share = models.DecimalField(
+        **SHARE,
+        default=Decimal("1"),
+        validators=[MinValueValidator(Decimal("0")), MaxValueValidator(Decimal("1"))],
+        help_text="Most share of the fee refunded by the undelivered rule",
+    )
     on_partial = models.CharField(max_length=12, choices=TREATMENTS, default=UNDELIVERED)
     on_budget_exceeded = models.CharField(max_length=12, choices=TREATMENTS, default=UNDELIVERED)
     on_failed = models.CharField(max_length=12, choices=TREATMENTS, default=FULL)
-    on_cancelled_before_start = models.CharField(max_length=12, choices=TREATMENTS, default=NONE,
-                                                 help_text="Cancelled before any task started")
+    on_cancelled_before_start = models.CharField(
+        max_length=12, choices=TREATMENTS, default=NONE, help_text="Cancelled before any task started"
+    )
     on_cancelled_after_start = models.CharField(max_length=12, choices=TREATMENTS, default=NONE)
 
     class Meta(SingleActive.Meta):
         verbose_name_plural = "refund policies"
-        constraints = [models.UniqueConstraint(fields=["is_active"], condition=models.Q(is_active=True),
-                                               name="one_active_refund_policy")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["is_active"], condition=models.Q(is_active=True), name="one_active_refund_policy"
+            )
+        ]
 
     def clean(self) -> None:
         if self.floor_share is not None and self.cap_share is not None and self.floor_share > self.cap_share:
@@ -378,14 +432,18 @@ class RefundPolicy(SingleActive):
         total = sum(Decimal(str(t.weight)) for t in planned)
         if total <= 0:
             return Decimal("0")
-        return sum((Decimal(str(t.weight)) for t in planned if t.status != TaskStatus.SUCCEEDED), Decimal("0")) / total
+        return (
+            sum((Decimal(str(t.weight)) for t in planned if t.status != TaskStatus.SUCCEEDED), Decimal("0"))
+            / total
+        )
 
     def treatment_for(self, status: str, tasks: list["Task"]) -> str:
         if status == ExecutionStatus.CANCELLED:
             started = any(t.started_at is not None for t in tasks)
             return self.on_cancelled_after_start if started else self.on_cancelled_before_start
         return {
-            ExecutionStatus.PARTIAL: self.on_partial, ExecutionStatus.BUDGET_EXCEEDED: self.on_budget_exceeded,
+            ExecutionStatus.PARTIAL: self.on_partial,
+            ExecutionStatus.BUDGET_EXCEEDED: self.on_budget_exceeded,
             ExecutionStatus.FAILED: self.on_failed,
         }.get(status, self.NONE)
 
@@ -405,21 +463,33 @@ class RefundPolicy(SingleActive):
 class PricingPolicy(SingleActive):
     """How the project fee is set when the plan is accepted."""
 
-    METHODS = [("per_task", "fixed fee by size (per planned task)"), ("tokens", "estimated tokens × price × markup")]
+    METHODS = [
+        ("per_task", "fixed fee by size (per planned task)"),
+        ("tokens", "estimated tokens × price × markup"),
+    ]
 
     method = models.CharField(max_length=10, choices=METHODS, default="per_task")
-    fee_per_task = models.DecimalField(max_digits=10, decimal_places=2, default=Decimal("0.80"),
-                                       validators=[MinValueValidator(Decimal("0"))])
-    markup = models.DecimalField(max_digits=6, decimal_places=3, default=Decimal("1.5"),
-                                 validators=[MinValueValidator(Decimal("0"))],
-                                 help_text="tokens method: multiplies the estimated model cost")
-    minimum_fee = models.DecimalField(max_digits=10, decimal_places=2, default=Decimal("0"),
-                                      validators=[MinValueValidator(Decimal("0"))])
+    fee_per_task = models.DecimalField(
+        max_digits=10, decimal_places=2, default=Decimal("0.80"), validators=[MinValueValidator(Decimal("0"))]
+    )
+    markup = models.DecimalField(
+        max_digits=6,
+        decimal_places=3,
+        default=Decimal("1.5"),
+        validators=[MinValueValidator(Decimal("0"))],
+        help_text="tokens method: multiplies the estimated model cost",
+    )
+    minimum_fee = models.DecimalField(
+        max_digits=10, decimal_places=2, default=Decimal("0"), validators=[MinValueValidator(Decimal("0"))]
+    )
 
     class Meta(SingleActive.Meta):
         verbose_name_plural = "pricing policies"
-        constraints = [models.UniqueConstraint(fields=["is_active"], condition=models.Q(is_active=True),
-                                               name="one_active_pricing_policy")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["is_active"], condition=models.Q(is_active=True), name="one_active_pricing_policy"
+            )
+        ]
 
     def fee(self, *, task_count: int, estimated_cost: Decimal) -> Decimal:
         """The fee before rounding to cents."""

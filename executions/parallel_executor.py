@@ -8,9 +8,9 @@ prefers the lower priority number, then the longer remaining critical path (upwa
 
 import heapq
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Iterable
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -136,7 +136,11 @@ def cas_task(task_id: int, expected: str | Iterable[str], *, add: dict | None = 
 
 def attempt_to_close(attempt_id) -> Attempt:
     """An attempt with its task and what billing its usage needs (`client_id`)."""
-    return Attempt.objects.select_related("task").annotate(client_id=F("task__execution__client_id")).get(pk=attempt_id)
+    return (
+        Attempt.objects.select_related("task")
+        .annotate(client_id=F("task__execution__client_id"))
+        .get(pk=attempt_id)
+    )
 
 
 def close_attempt(attempt: Attempt, usage, **changes) -> bool:
@@ -147,8 +151,11 @@ def close_attempt(attempt: Attempt, usage, **changes) -> bool:
     (amounts to add) to its task's update."""
     from . import billing
 
-    if not hot_updates.update(Attempt, {"pk": attempt.pk, "status": "running"},
-                              assign={**changes, **(usage.attempt_fields() if usage else {})}):
+    if not hot_updates.update(
+        Attempt,
+        {"pk": attempt.pk, "status": "running"},
+        assign={**changes, **(usage.attempt_fields() if usage else {})},
+    ):
         if usage is not None:
             billing.record_usage(attempt, usage.spec, usage.completion)
         return False
@@ -174,8 +181,11 @@ def lock_executions(execution_ids: Iterable[str]) -> None:
     if not connection.features.has_select_for_update or not execution_ids:
         return
     with connection.cursor() as cursor:  # every transition takes it: SQL, not the ORM's compiling
-        cursor.execute(f'SELECT "id" FROM {hot_updates.table(Execution)} WHERE "id" IN'
-                       f' ({", ".join(["%s"] * len(execution_ids))}) ORDER BY "id" FOR UPDATE', execution_ids)
+        cursor.execute(
+            f'SELECT "id" FROM {hot_updates.table(Execution)} WHERE "id" IN'
+            f' ({", ".join(["%s"] * len(execution_ids))}) ORDER BY "id" FOR UPDATE',
+            execution_ids,
+        )
         cursor.fetchall()
 
 
@@ -208,13 +218,18 @@ def dispatch_ready_pools(pool_names: Iterable[str]) -> int:
     pool_names = set(pool_names)
     if not pool_names:  # a success that queued its dependents itself: nothing left, not even a query to build
         return 0
-    ready = set(Task.objects.filter(pool__in=pool_names, status=TaskStatus.READY)
-                .order_by().values_list("pool", flat=True).distinct())
+    ready = set(
+        Task.objects.filter(pool__in=pool_names, status=TaskStatus.READY)
+        .order_by()
+        .values_list("pool", flat=True)
+        .distinct()
+    )
     return sum(_dispatch_pool(pool_name) for pool_name in sorted(ready))
 
 
-def _dispatch_pool(pool_name: str, *, within_execution: str | None = None,
-                   held_limits: dict[str, int | None] | None = None) -> int | None:
+def _dispatch_pool(
+    pool_name: str, *, within_execution: str | None = None, held_limits: dict[str, int | None] | None = None
+) -> int | None:
     """Queue a pool's ready tasks into its free slots, in dispatch order; returns how many.
 
     `within_execution`: called inside that execution's transition, its lock held, to queue the tasks
@@ -235,15 +250,19 @@ def _dispatch_pool(pool_name: str, *, within_execution: str | None = None,
         if held_limits is not None and pool_name in held_limits:
             max_concurrent = held_limits[pool_name]
         else:
-            max_concurrent = (WorkerPool.objects.select_for_update(skip_locked=within).filter(name=pool_name, enabled=True)
-                              .values_list("max_concurrent", flat=True).first())
+            max_concurrent = (
+                WorkerPool.objects.select_for_update(skip_locked=within)
+                .filter(name=pool_name, enabled=True)
+                .values_list("max_concurrent", flat=True)
+                .first()
+            )
         if max_concurrent is None:
             return None if within else 0
         active, candidates = admission(pool_name, now, limit=max_concurrent * 2)
         free = max_concurrent - active
         if free <= 0 or not candidates:
             return 0
-        candidates = candidates[:free * 2]
+        candidates = candidates[: free * 2]
         if within and any(c[1] != within_execution for c in candidates[:free]):
             return None
         # Execution rows in one global order, so two pools dispatching at once cannot deadlock.
@@ -290,10 +309,20 @@ def _queue(chosen: list[tuple], now: datetime) -> list[tuple[int, int, str, str]
     longer ready (cancelled since it was read) is skipped: its slot waits for the next dispatch."""
     if not chosen:
         return []
-    won = dict(hot_updates.update_returning(
-        Task, {"pk": [c[0] for c in chosen], "status": TaskStatus.READY}, ("pk", "dispatch_count"),
-        assign={"status": TaskStatus.QUEUED, "queued_at": now}, add={"dispatch_count": 1}))
-    return [(task_id, won[task_id], execution_id, key) for task_id, execution_id, key, _ in chosen if task_id in won]
+    won = dict(
+        hot_updates.update_returning(
+            Task,
+            {"pk": [c[0] for c in chosen], "status": TaskStatus.READY},
+            ("pk", "dispatch_count"),
+            assign={"status": TaskStatus.QUEUED, "queued_at": now},
+            add={"dispatch_count": 1},
+        )
+    )
+    return [
+        (task_id, won[task_id], execution_id, key)
+        for task_id, execution_id, key, _ in chosen
+        if task_id in won
+    ]
 
 
 # The admission read runs on every dispatch, inside the pool's lock (and on SQLite the write lock):
@@ -311,12 +340,23 @@ def admission(pool_name: str, now: datetime, *, limit: int) -> tuple[int, list[t
             f' FROM {tasks} t INNER JOIN {hot_updates.table(Execution)} e ON t."execution_id" = e."id"'
             f' WHERE t."pool" = %s AND t."status" = %s AND e."status" = %s'
             f' AND (t."not_before" IS NULL OR t."not_before" <= %s)'
-            f' ORDER BY {DISPATCH_ORDER[settings.OPENCLAW_DISPATCH_ORDER]} LIMIT %s',
-            [pool_name, TaskStatus.QUEUED, TaskStatus.RUNNING,
-             pool_name, TaskStatus.READY, ExecutionStatus.EXECUTING, not_before, limit])
+            f" ORDER BY {DISPATCH_ORDER[settings.OPENCLAW_DISPATCH_ORDER]} LIMIT %s",
+            [
+                pool_name,
+                TaskStatus.QUEUED,
+                TaskStatus.RUNNING,
+                pool_name,
+                TaskStatus.READY,
+                ExecutionStatus.EXECUTING,
+                not_before,
+                limit,
+            ],
+        )
         rows = cursor.fetchall()
     active = rows[0][4] if rows else 0
-    return active, [(task_id, execution_id, key, bool(budget)) for task_id, execution_id, key, budget, _ in rows]
+    return active, [
+        (task_id, execution_id, key, bool(budget)) for task_id, execution_id, key, budget, _ in rows
+    ]
 
 
 def budget_allows(execution_id: str, pool_name: str) -> bool:
@@ -345,7 +385,9 @@ def _cancel_for_budget(execution_id: str, status: str) -> list[str]:
 
     now = timezone.now()
     cancelled = []
-    for task_id, key in Task.objects.filter(execution_id=execution_id, status=status).values_list("id", "key"):
+    for task_id, key in Task.objects.filter(execution_id=execution_id, status=status).values_list(
+        "id", "key"
+    ):
         if cas_task(task_id, status, status=TaskStatus.CANCELLED, finished_at=now, error=BUDGET_STOP_ERROR):
             events.emit(execution_id, "task.cancelled", task_key=key, payload={"reason": BUDGET_STOP_ERROR})
             cancelled.append(key)
@@ -357,19 +399,32 @@ def dispatch_after_commit(pools: Iterable[str]) -> None:
     transaction.on_commit(lambda: dispatch_ready_pools(pools))
 
 
-def create_tasks(execution: Execution, plan_tasks: list[dict], *, expected: dict[str, float],
-                 weights: dict[str, float]) -> list[Task]:
+def create_tasks(
+    execution: Execution, plan_tasks: list[dict], *, expected: dict[str, float], weights: dict[str, float]
+) -> list[Task]:
     """Insert a plan's tasks: those with no hard dependency start `ready`, the others `pending`."""
     pools = {p.name: p for p in WorkerPool.objects.all()}
-    ranks = upward_ranks(PlanNode(t["id"], t["pool"], expected[t["id"]], t["priority"], tuple(t["blocked_by"]))
-                         for t in plan_tasks)
+    ranks = upward_ranks(
+        PlanNode(t["id"], t["pool"], expected[t["id"]], t["priority"], tuple(t["blocked_by"]))
+        for t in plan_tasks
+    )
     now = timezone.now()
     tasks = [
         Task(
-            execution=execution, key=t["id"], pool=t["pool"], description=t["description"], kind=t.get("kind", "plan"),
-            priority=t["priority"], timeout_sec=t["timeout_sec"], blocked_by=t["blocked_by"],
-            soft_deps=t["soft_deps"], context=t["context"], expected_sec=expected[t["id"]], weight=weights[t["id"]],
-            rank=ranks[t["id"]], max_retries=pools[t["pool"]].max_retries if t["pool"] in pools else 2,
+            execution=execution,
+            key=t["id"],
+            pool=t["pool"],
+            description=t["description"],
+            kind=t.get("kind", "plan"),
+            priority=t["priority"],
+            timeout_sec=t["timeout_sec"],
+            blocked_by=t["blocked_by"],
+            soft_deps=t["soft_deps"],
+            context=t["context"],
+            expected_sec=expected[t["id"]],
+            weight=weights[t["id"]],
+            rank=ranks[t["id"]],
+            max_retries=pools[t["pool"]].max_retries if t["pool"] in pools else 2,
             parent_id=t.get("parent_id"),
             status=TaskStatus.PENDING if t["blocked_by"] else TaskStatus.READY,
             ready_at=None if t["blocked_by"] else now,
@@ -384,25 +439,45 @@ def add_tasks(execution_id: str, new_tasks: list[dict]) -> list[Task]:
     lock_execution(execution_id)
     execution = Execution.objects.get(pk=execution_id)
     expected = {t["id"]: t.pop("expected_sec", 1.0) for t in new_tasks}
-    created = create_tasks(execution, new_tasks, expected=expected, weights={k: 0.0 for k in expected})
+    created = create_tasks(execution, new_tasks, expected=expected, weights=dict.fromkeys(expected, 0.0))
     for task in created:
-        events.emit(execution_id, "task.created", task_key=task.key,
-                    payload={"pool": task.pool, "kind": task.kind, "description": task.description[:200],
-                             "blocked_by": task.blocked_by})
+        events.emit(
+            execution_id,
+            "task.created",
+            task_key=task.key,
+            payload={
+                "pool": task.pool,
+                "kind": task.kind,
+                "description": task.description[:200],
+                "blocked_by": task.blocked_by,
+            },
+        )
     dispatch_after_commit(t.pool for t in created)
     return created
 
 
 def promote_dependents(execution_id: str) -> set[str]:
     """pending → ready for every task whose hard dependencies all succeeded; returns their pools."""
-    rows = list(Task.objects.filter(execution_id=execution_id).values("id", "key", "status", "blocked_by", "pool"))
+    rows = list(
+        Task.objects.filter(execution_id=execution_id).values("id", "key", "status", "blocked_by", "pool")
+    )
     done = {r["key"] for r in rows if r["status"] == TaskStatus.SUCCEEDED}
-    ready = {r["id"]: r for r in rows if r["status"] == TaskStatus.PENDING and all(dep in done for dep in r["blocked_by"])}
+    ready = {
+        r["id"]: r
+        for r in rows
+        if r["status"] == TaskStatus.PENDING and all(dep in done for dep in r["blocked_by"])
+    }
     if not ready:
         return set()
-    promoted = sorted(task_id for task_id, in hot_updates.update_returning(
-        Task, {"pk": sorted(ready), "status": TaskStatus.PENDING}, ("pk",),
-        assign={"status": TaskStatus.READY, "ready_at": timezone.now()}))
+    promoted = sorted(
+        task_id
+        for (task_id,) in hot_updates.update_returning(
+            Task,
+            {"pk": sorted(ready), "status": TaskStatus.PENDING},
+            ("pk",),
+            assign={"status": TaskStatus.READY, "ready_at": timezone.now()},
+        )
+    )
     events.emit_many(execution_id, [("task.ready", ready[task_id]["key"], None) for task_id in promoted])
     return {ready[task_id]["pool"] for task_id in promoted}
 
@@ -410,7 +485,9 @@ def promote_dependents(execution_id: str) -> set[str]:
 def block_dependents(execution_id: str) -> list[str]:
     """Every pending task that (transitively) waits on a dead, blocked or cancelled task → blocked."""
     rows = list(Task.objects.filter(execution_id=execution_id).values("id", "key", "status", "blocked_by"))
-    lost = {r["key"] for r in rows if r["status"] in (TaskStatus.DEAD, TaskStatus.BLOCKED, TaskStatus.CANCELLED)}
+    lost = {
+        r["key"] for r in rows if r["status"] in (TaskStatus.DEAD, TaskStatus.BLOCKED, TaskStatus.CANCELLED)
+    }
     blocked = []
     changed = True
     while changed:
@@ -418,8 +495,13 @@ def block_dependents(execution_id: str) -> list[str]:
         for row in rows:
             if row["status"] == TaskStatus.PENDING and any(dep in lost for dep in row["blocked_by"]):
                 causes = [dep for dep in row["blocked_by"] if dep in lost]
-                if cas_task(row["id"], TaskStatus.PENDING, status=TaskStatus.BLOCKED, finished_at=timezone.now(),
-                            error=f"blocked: needs {', '.join(causes)}"):
+                if cas_task(
+                    row["id"],
+                    TaskStatus.PENDING,
+                    status=TaskStatus.BLOCKED,
+                    finished_at=timezone.now(),
+                    error=f"blocked: needs {', '.join(causes)}",
+                ):
                     events.emit(execution_id, "task.blocked", task_key=row["key"], payload={"needs": causes})
                     blocked.append(row["key"])
                 row["status"] = TaskStatus.BLOCKED
@@ -430,11 +512,19 @@ def block_dependents(execution_id: str) -> list[str]:
 
 def maybe_finish_work(execution_id: str) -> bool:
     """executing → aggregating once no task can still make progress; sends the aggregation message."""
-    open_states = [TaskStatus.PENDING, TaskStatus.READY, TaskStatus.QUEUED, TaskStatus.RUNNING, TaskStatus.FAILED]
+    open_states = [
+        TaskStatus.PENDING,
+        TaskStatus.READY,
+        TaskStatus.QUEUED,
+        TaskStatus.RUNNING,
+        TaskStatus.FAILED,
+    ]
     if Task.objects.filter(execution_id=execution_id, status__in=open_states).exists():
         return False
     now = timezone.now()
-    if not cas_execution(execution_id, ExecutionStatus.EXECUTING, status=ExecutionStatus.AGGREGATING, phase_sent_at=now):
+    if not cas_execution(
+        execution_id, ExecutionStatus.EXECUTING, status=ExecutionStatus.AGGREGATING, phase_sent_at=now
+    ):
         return False
     events.emit(execution_id, "execution.aggregating")
     from .tasks import aggregate_execution
@@ -445,8 +535,9 @@ def maybe_finish_work(execution_id: str) -> bool:
 
 # A task's attempts so far, as a subquery of the task row (a GROUP BY over the task and its
 # execution's columns would cost more).
-attempt_count = (Attempt.objects.filter(task=OuterRef("pk")).order_by().values("task")
-                 .annotate(n=Count("pk")).values("n"))
+attempt_count = (
+    Attempt.objects.filter(task=OuterRef("pk")).order_by().values("task").annotate(n=Count("pk")).values("n")
+)
 
 
 def task_start(task_id: int, dispatch_no: int, worker: str, *, lease_sec: float) -> Attempt | None:
@@ -457,22 +548,38 @@ def task_start(task_id: int, dispatch_no: int, worker: str, *, lease_sec: float)
     # on it below; the attempts cannot change if the CAS wins (attempts are created by the CAS's
     # winner only, and this dispatch's message is the only one that can win until the task is
     # queued again). The execution's plan is not the agent's business (and is the largest column).
-    task = (Task.objects.filter(pk=task_id).select_related("execution").defer("execution__plan")
-            .annotate(attempts_so_far=Subquery(attempt_count)).first())
+    task = (
+        Task.objects.filter(pk=task_id)
+        .select_related("execution")
+        .defer("execution__plan")
+        .annotate(attempts_so_far=Subquery(attempt_count))
+        .first()
+    )
     if task is None:
         return None
     with transaction.atomic():
         lock_execution(task.execution_id)
-        if not hot_updates.update(Task, {"pk": task_id, "status": TaskStatus.QUEUED, "dispatch_count": dispatch_no},
-                                  assign={"status": TaskStatus.RUNNING, "started_at": now, "progress": 0, "error": ""}):
+        if not hot_updates.update(
+            Task,
+            {"pk": task_id, "status": TaskStatus.QUEUED, "dispatch_count": dispatch_no},
+            assign={"status": TaskStatus.RUNNING, "started_at": now, "progress": 0, "error": ""},
+        ):
             return None
         number = (task.attempts_so_far or 0) + 1
         attempt = Attempt.objects.create(
-            task=task, number=number, worker=worker, started_at=now,
-            lease_expires_at=now + timedelta(seconds=lease_sec), deadline_at=now + timedelta(seconds=task.timeout_sec),
+            task=task,
+            number=number,
+            worker=worker,
+            started_at=now,
+            lease_expires_at=now + timedelta(seconds=lease_sec),
+            deadline_at=now + timedelta(seconds=task.timeout_sec),
         )
-        events.emit(task.execution_id, "task.started", task_key=task.key,
-                    payload={"attempt": number, "attempt_id": str(attempt.id), "worker": worker, "pool": task.pool})
+        events.emit(
+            task.execution_id,
+            "task.started",
+            task_key=task.key,
+            payload={"attempt": number, "attempt_id": str(attempt.id), "worker": worker, "pool": task.pool},
+        )
     task.status, task.started_at, task.progress, task.error = TaskStatus.RUNNING, now, 0, ""
     return attempt
 
@@ -480,7 +587,9 @@ def task_start(task_id: int, dispatch_no: int, worker: str, *, lease_sec: float)
 def attempt_renew(attempt_id, *, lease_sec: float, progress: int | None = None) -> bool:
     """Extend a running attempt's lease (and record progress); False once it is no longer running."""
     now = timezone.now()
-    if not Attempt.objects.filter(pk=attempt_id, status="running").update(lease_expires_at=now + timedelta(seconds=lease_sec)):
+    if not Attempt.objects.filter(pk=attempt_id, status="running").update(
+        lease_expires_at=now + timedelta(seconds=lease_sec)
+    ):
         return False
     if progress is not None:
         Task.objects.filter(attempts__id=attempt_id, status=TaskStatus.RUNNING).update(progress=progress)
@@ -508,27 +617,57 @@ def attempt_succeed(attempt_id, *, result: dict, usage=None) -> bool:
         if not close_attempt(attempt, usage, status="succeeded", finished_at=now):
             return False
         paths = Task.paths_of(result)
-        if not cas_task(task.pk, TaskStatus.RUNNING, status=TaskStatus.SUCCEEDED, finished_at=now, progress=100,
-                        result=result, error="", paths=paths, add=usage.task_increments() if usage else None):
+        if not cas_task(
+            task.pk,
+            TaskStatus.RUNNING,
+            status=TaskStatus.SUCCEEDED,
+            finished_at=now,
+            progress=100,
+            result=result,
+            error="",
+            paths=paths,
+            add=usage.task_increments() if usage else None,
+        ):
             return False
         task.status, task.finished_at, task.progress, task.result, task.error, task.paths = (
-            TaskStatus.SUCCEEDED, now, 100, result, "", paths)
+            TaskStatus.SUCCEEDED,
+            now,
+            100,
+            result,
+            "",
+            paths,
+        )
         with events.batched(task.execution_id):
-            events.emit(task.execution_id, "task.succeeded", task_key=task.key, payload={
-                "pool": task.pool, "attempt": attempt.number, "duration_sec": attempt_duration(attempt.started_at, now),
-                "tokens": task.tokens_in + task.tokens_out, "summary": result.get("summary", "")[:300],
-                "files": len(result.get("files", [])), "findings": len(result.get("findings", [])),
-            })
+            events.emit(
+                task.execution_id,
+                "task.succeeded",
+                task_key=task.key,
+                payload={
+                    "pool": task.pool,
+                    "attempt": attempt.number,
+                    "duration_sec": attempt_duration(attempt.started_at, now),
+                    "tokens": task.tokens_in + task.tokens_out,
+                    "summary": result.get("summary", "")[:300],
+                    "files": len(result.get("files", [])),
+                    "findings": len(result.get("findings", [])),
+                },
+            )
             result_aggregator.on_task_succeeded(task)
             promoted = promote_dependents(task.execution_id)
             if not promoted:  # with a task just made ready, the work is not over
                 maybe_finish_work(task.execution_id)
             # The new ready tasks and the freed slot, queued in this transaction where possible.
             ready_pools = set(promoted)
-            if task.pool not in ready_pools and Task.objects.filter(pool=task.pool, status=TaskStatus.READY).exists():
+            if (
+                task.pool not in ready_pools
+                and Task.objects.filter(pool=task.pool, status=TaskStatus.READY).exists()
+            ):
                 ready_pools.add(task.pool)
-            pools.update(pool for pool in sorted(ready_pools)
-                         if _dispatch_pool(pool, within_execution=task.execution_id, held_limits=held_limits) is None)
+            pools.update(
+                pool
+                for pool in sorted(ready_pools)
+                if _dispatch_pool(pool, within_execution=task.execution_id, held_limits=held_limits) is None
+            )
     return True
 
 
@@ -541,10 +680,16 @@ def lock_dependents_pools(task: Task) -> dict[str, int | None]:
     read again. SQLite has no row locks (nor JSON containment in Django)."""
     if not connection.features.has_select_for_update:
         return {}
-    dependents = Task.objects.filter(execution_id=task.execution_id, status=TaskStatus.PENDING,
-                                     blocked_by__contains=[task.key])
-    return {name: limit if enabled else None for name, limit, enabled in WorkerPool.objects.select_for_update()
-            .filter(name__in=dependents.values("pool")).order_by("name").values_list("name", "max_concurrent", "enabled")}
+    dependents = Task.objects.filter(
+        execution_id=task.execution_id, status=TaskStatus.PENDING, blocked_by__contains=[task.key]
+    )
+    return {
+        name: limit if enabled else None
+        for name, limit, enabled in WorkerPool.objects.select_for_update()
+        .filter(name__in=dependents.values("pool"))
+        .order_by("name")
+        .values_list("name", "max_concurrent", "enabled")
+    }
 
 
 def attempt_duration(started, finished) -> float:

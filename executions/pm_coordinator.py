@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 
 from pools import llm
-from pools.prompts import plan_prompt, plan_repair_prompt, PLAN_SYSTEM
+from pools.prompts import PLAN_SYSTEM, plan_prompt, plan_repair_prompt
 from pools.replies import ReplyError, extract_json
 
 from .task_distributor import classify_task, detect_streams
@@ -44,7 +44,9 @@ class PlanInvalid(Exception):
         self.errors = errors
 
 
-def validate_plan(raw: object, pools: dict[str, PoolLimits], *, max_tasks: int) -> tuple[list[dict], list[str]]:
+def validate_plan(
+    raw: object, pools: dict[str, PoolLimits], *, max_tasks: int
+) -> tuple[list[dict], list[str]]:
     """Normalise a plan object; returns (tasks, repair notes) or raises PlanInvalid with every error."""
     if not isinstance(raw, dict) or not isinstance(raw.get("tasks"), list):
         raise PlanInvalid(['the plan must be an object with a "tasks" list'])
@@ -89,8 +91,14 @@ def validate_plan(raw: object, pools: dict[str, PoolLimits], *, max_tasks: int) 
             priority = 1
         limit = pools[pool].timeout_sec
         timeout = item.get("timeout_sec", limit)
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not MIN_TIMEOUT_SEC <= timeout <= limit:
-            notes.append(f"{where}: timeout_sec {timeout!r} outside [{MIN_TIMEOUT_SEC}, {limit}] of pool {pool}; set to {limit}")
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, (int, float))
+            or not MIN_TIMEOUT_SEC <= timeout <= limit
+        ):
+            notes.append(
+                f"{where}: timeout_sec {timeout!r} outside [{MIN_TIMEOUT_SEC}, {limit}] of pool {pool}; set to {limit}"
+            )
             timeout = limit
         deps = []
         for name in ("blocked_by", "soft_deps"):
@@ -103,10 +111,18 @@ def validate_plan(raw: object, pools: dict[str, PoolLimits], *, max_tasks: int) 
         if not isinstance(context, dict):
             notes.append(f"{where}: context that is not an object was dropped")
             context = {}
-        tasks.append({
-            "id": task_id, "pool": pool, "description": description, "priority": priority,
-            "timeout_sec": int(timeout), "blocked_by": deps[0], "soft_deps": deps[1], "context": context,
-        })
+        tasks.append(
+            {
+                "id": task_id,
+                "pool": pool,
+                "description": description,
+                "priority": priority,
+                "timeout_sec": int(timeout),
+                "blocked_by": deps[0],
+                "soft_deps": deps[1],
+                "context": context,
+            }
+        )
 
     ids = {t["id"] for t in tasks}
     for task in tasks:
@@ -142,7 +158,7 @@ def find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
                 stack.pop()
                 path.pop()
             elif colour.get(child) == GREY:
-                return path[path.index(child):] + [child]
+                return path[path.index(child) :] + [child]
             elif colour.get(child) == WHITE:
                 colour[child] = GREY
                 stack.append((child, iter(graph[child])))
@@ -157,16 +173,24 @@ def deterministic_plan(request: str, pools: dict[str, PoolLimits]) -> list[dict]
     for stream in detect_streams(request):
         pool = stream.pool if stream.pool in enabled else classify_task(stream.description, enabled)
         limit = pools[pool].timeout_sec if pool in pools else 300
-        tasks.append({
-            "id": stream.key, "pool": pool, "description": stream.description, "priority": stream.priority,
-            "timeout_sec": limit, "blocked_by": list(stream.blocked_by), "soft_deps": list(stream.soft_deps),
-            "context": {"estimate_sec": stream.estimate_sec},
-        })
+        tasks.append(
+            {
+                "id": stream.key,
+                "pool": pool,
+                "description": stream.description,
+                "priority": stream.priority,
+                "timeout_sec": limit,
+                "blocked_by": list(stream.blocked_by),
+                "soft_deps": list(stream.soft_deps),
+                "context": {"estimate_sec": stream.estimate_sec},
+            }
+        )
     return tasks
 
 
-def decompose(request: str, spec: llm.ModelSpec, pools: dict[str, PoolLimits], *, max_tasks: int,
-              timeout: float) -> PlanResult:
+def decompose(
+    request: str, spec: llm.ModelSpec, pools: dict[str, PoolLimits], *, max_tasks: int, timeout: float
+) -> PlanResult:
     """Ask the PM model for a plan, validate it, repair once, fall back to the deterministic planner."""
     completions: list[tuple[llm.ModelSpec, llm.Completion]] = []
     available = {name: limits.timeout_sec for name, limits in pools.items() if limits.enabled}
@@ -177,10 +201,17 @@ def decompose(request: str, spec: llm.ModelSpec, pools: dict[str, PoolLimits], *
         if round_ == "repaired":
             prompt = plan_repair_prompt(request, available, max_tasks, errors)
         try:
-            completion = llm.complete(spec, llm.LLMRequest(
-                purpose="plan", system=PLAN_SYSTEM, prompt=prompt, timeout=timeout, meta=meta,
-                expected_output_tokens=800,
-            ))
+            completion = llm.complete(
+                spec,
+                llm.LLMRequest(
+                    purpose="plan",
+                    system=PLAN_SYSTEM,
+                    prompt=prompt,
+                    timeout=timeout,
+                    meta=meta,
+                    expected_output_tokens=800,
+                ),
+            )
         except llm.LLMError as exc:
             errors = [f"PM model call failed: {exc}"]
             break

@@ -62,8 +62,11 @@ def merged_files(tasks: list[Task]) -> tuple[dict[str, dict], list[dict]]:
     for path, by_lineage in versions.items():
         ranked = [entry for _, entry in sorted(by_lineage.values(), key=lambda pair: pair[0])]
         tree[path] = kept = ranked[-1]
-        collisions += [{"path": path, "kept": kept["task"], "replaced": other["task"], "rule": COLLISION_RULE}
-                       for other in ranked[:-1] if other["content"] != kept["content"]]
+        collisions += [
+            {"path": path, "kept": kept["task"], "replaced": other["task"], "rule": COLLISION_RULE}
+            for other in ranked[:-1]
+            if other["content"] != kept["content"]
+        ]
     return tree, collisions
 
 
@@ -96,7 +99,11 @@ def quality_score(tasks: list[Task], conflicts: list[Conflict]) -> float:
         for finding in task.result.get("findings", []):
             bucket = {"critical": "high", "high": "high", "medium": "medium"}.get(finding.get("severity"))
             if bucket and not finding.get("resolved"):
-                place = (finding.get("file"), finding.get("line")) if finding.get("line") else (finding.get("file"), finding.get("title"))
+                place = (
+                    (finding.get("file"), finding.get("line"))
+                    if finding.get("line")
+                    else (finding.get("file"), finding.get("title"))
+                )
                 places[bucket].add(place)
     unresolved = sum(1 for c in conflicts if c.status != "resolved")
     dead = sum(1 for t in tasks if t.status == TaskStatus.DEAD)
@@ -108,43 +115,83 @@ def verification_summary(tasks: list[Task]) -> str:
     """What the tools checked, in one line for the client."""
     delivered = [t for t in tasks if t.status == TaskStatus.SUCCEEDED]
     files = sum(t.result.get("verification", {}).get("files_checked", 0) for t in delivered)
-    scanned = {path for t in delivered for path in t.result.get("verification", {}).get("bandit", {}).get("scanned", [])}
+    scanned = {
+        path
+        for t in delivered
+        for path in t.result.get("verification", {}).get("bandit", {}).get("scanned", [])
+    }
     schemas = sum(len(t.result.get("verification", {}).get("schema") or {}) for t in delivered)
-    return (f"every output verified by real tools: {files} files parsed, {len(scanned)} Python files scanned with "
-            f"bandit, {schemas} schema(s) applied to a scratch database")
+    return (
+        f"every output verified by real tools: {files} files parsed, {len(scanned)} Python files scanned with "
+        f"bandit, {schemas} schema(s) applied to a scratch database"
+    )
 
 
-def synthesis_facts(execution: Execution, tasks: list[Task], conflicts: list[Conflict], status: str,
-                    refund, quality: float) -> dict:
+def synthesis_facts(
+    execution: Execution, tasks: list[Task], conflicts: list[Conflict], status: str, refund, quality: float
+) -> dict:
     """The facts the PM's client-facing answer is written from (and the offline answer's content)."""
     planned = [t for t in tasks if t.kind == "plan"]
     follow_ups = [t for t in tasks if t.kind != "plan"]
-    delivered = [f"{t.key} ({t.pool}): {t.result.get('summary') or t.description}" for t in planned
-                 if t.status == TaskStatus.SUCCEEDED]
-    missing = [f"{t.key} ({t.pool}): {t.status} — {t.error or 'not delivered'}" for t in planned
-               if t.status != TaskStatus.SUCCEEDED]
+    delivered = [
+        f"{t.key} ({t.pool}): {t.result.get('summary') or t.description}"
+        for t in planned
+        if t.status == TaskStatus.SUCCEEDED
+    ]
+    missing = [
+        f"{t.key} ({t.pool}): {t.status} — {t.error or 'not delivered'}"
+        for t in planned
+        if t.status != TaskStatus.SUCCEEDED
+    ]
     duration = execution.duration_sec or 0
     serial = execution.serial_estimate_sec or 0
-    timeline = f"{duration:.0f}s wall clock in {execution.mode or 'parallel'} mode vs {serial:.0f}s serial estimate"
+    timeline = (
+        f"{duration:.0f}s wall clock in {execution.mode or 'parallel'} mode vs {serial:.0f}s serial estimate"
+    )
     if serial > duration > 0:
         timeline += f" ({100 * (1 - duration / serial):.0f}% faster)"
     remediation = ""
     if follow_ups:
-        agent_sec = sum((t.finished_at - t.started_at).total_seconds() for t in follow_ups if t.started_at and t.finished_at)
-        remediation = (f"{len(follow_ups)} follow-up task(s) for conflicts ({', '.join(t.key for t in follow_ups)}): "
-                       f"{agent_sec:.0f}s of agent time, ${sum(t.cost_usd for t in follow_ups):.2f} of the model usage")
-    open_high = sorted({f"{f['title']} ({f.get('file') or 'general'})" for t in tasks if t.status == TaskStatus.SUCCEEDED
-                        for f in t.result.get("findings", [])
-                        if f.get("severity") in ("critical", "high") and not f.get("resolved")})
-    headline = {"completed": "Project complete", "partial": "Partial delivery", "failed": "Delivery failed",
-                "cancelled": "Execution cancelled", "budget_exceeded": "Stopped at the budget"}[status]
+        agent_sec = sum(
+            (t.finished_at - t.started_at).total_seconds()
+            for t in follow_ups
+            if t.started_at and t.finished_at
+        )
+        remediation = (
+            f"{len(follow_ups)} follow-up task(s) for conflicts ({', '.join(t.key for t in follow_ups)}): "
+            f"{agent_sec:.0f}s of agent time, ${sum(t.cost_usd for t in follow_ups):.2f} of the model usage"
+        )
+    open_high = sorted(
+        {
+            f"{f['title']} ({f.get('file') or 'general'})"
+            for t in tasks
+            if t.status == TaskStatus.SUCCEEDED
+            for f in t.result.get("findings", [])
+            if f.get("severity") in ("critical", "high") and not f.get("resolved")
+        }
+    )
+    headline = {
+        "completed": "Project complete",
+        "partial": "Partial delivery",
+        "failed": "Delivery failed",
+        "cancelled": "Execution cancelled",
+        "budget_exceeded": "Stopped at the budget",
+    }[status]
     return {
-        "headline": headline, "status": status, "delivered": delivered, "not_delivered": missing,
-        "timeline": timeline, "remediation": remediation,
+        "headline": headline,
+        "status": status,
+        "delivered": delivered,
+        "not_delivered": missing,
+        "timeline": timeline,
+        "remediation": remediation,
         "cost": f"${execution.cost_usd:.2f} in model usage; project fee ${execution.fee_usd:.2f}",
         "refund": f"${refund:.2f}" if refund else "",
-        "security": [f"{c.description} → {c.resolution}" for c in conflicts
-                     if c.status == "resolved" and c.kind != "file_collision"] + [verification_summary(tasks)],
+        "security": [
+            f"{c.description} → {c.resolution}"
+            for c in conflicts
+            if c.status == "resolved" and c.kind != "file_collision"
+        ]
+        + [verification_summary(tasks)],
         "unresolved": [f"{c.description}: {c.resolution}" for c in conflicts if c.status != "resolved"]
         + [f"{t.key} failed - manual review needed" for t in tasks if t.status == TaskStatus.DEAD]
         + [f"open finding: {item}" for item in open_high[:10]],
@@ -172,18 +219,30 @@ def aggregate(execution_id: str) -> str | None:
     spec = llm.resolve(settings_row.synthesis_model or settings_row.pm_model)
     completion = None
     try:
-        completion = llm.complete(spec, llm.LLMRequest(
-            purpose="synthesis", system=SYNTHESIS_SYSTEM, prompt=synthesis_prompt(request=execution.message, facts=facts),
-            timeout=120, meta={"facts": facts}, expected_output_tokens=600,
-        ))
+        completion = llm.complete(
+            spec,
+            llm.LLMRequest(
+                purpose="synthesis",
+                system=SYNTHESIS_SYSTEM,
+                prompt=synthesis_prompt(request=execution.message, facts=facts),
+                timeout=120,
+                meta={"facts": facts},
+                expected_output_tokens=600,
+            ),
+        )
         response = completion.text
     except llm.LLMError as exc:
         log.warning("synthesis failed for %s: %s; using the plain summary", execution_id, exc)
         from pools.offline import synthesis_markdown
 
         response = synthesis_markdown(facts)
-    return finish(execution, status, response=response, quality=quality,
-                  synthesis=(spec, completion) if completion else None)
+    return finish(
+        execution,
+        status,
+        response=response,
+        quality=quality,
+        synthesis=(spec, completion) if completion else None,
+    )
 
 
 def artifacts_zip(execution: Execution) -> bytes:
@@ -197,11 +256,24 @@ def artifacts_zip(execution: Execution) -> bytes:
     return buffer.getvalue()
 
 
-def finish(execution: Execution, status: str, *, response: str, quality: float | None, synthesis=None,
-           expected=ExecutionStatus.AGGREGATING) -> str | None:
+def finish(
+    execution: Execution,
+    status: str,
+    *,
+    response: str,
+    quality: float | None,
+    synthesis=None,
+    expected=ExecutionStatus.AGGREGATING,
+) -> str | None:
     with transaction.atomic():
-        if not cas_execution(execution.pk, expected, status=status, final_response=response, quality_score=quality,
-                             finished_at=timezone.now()):
+        if not cas_execution(
+            execution.pk,
+            expected,
+            status=status,
+            final_response=response,
+            quality_score=quality,
+            finished_at=timezone.now(),
+        ):
             return None
         from .conflicts import close_open_conflicts
 
@@ -210,10 +282,24 @@ def finish(execution: Execution, status: str, *, response: str, quality: float |
             billing.record_phase_usage(execution, "synthesis", 0, *synthesis)
         execution.refresh_from_db()
         refund = billing.settle(execution, status)
-        events.emit(execution.pk, "execution.finished", payload={
-            "status": status, "duration_sec": execution.duration_sec, "cost_usd": str(execution.cost_usd),
-            "fee_usd": str(execution.fee_usd), "refund_usd": str(refund), "quality_score": quality,
-        })
-    log.info("PM Finished %s: %s in %.1fs, cost $%.4f, refund $%s", execution.pk, status,
-             execution.duration_sec or 0, execution.cost_usd, refund)
+        events.emit(
+            execution.pk,
+            "execution.finished",
+            payload={
+                "status": status,
+                "duration_sec": execution.duration_sec,
+                "cost_usd": str(execution.cost_usd),
+                "fee_usd": str(execution.fee_usd),
+                "refund_usd": str(refund),
+                "quality_score": quality,
+            },
+        )
+    log.info(
+        "PM Finished %s: %s in %.1fs, cost $%.4f, refund $%s",
+        execution.pk,
+        status,
+        execution.duration_sec or 0,
+        execution.cost_usd,
+        refund,
+    )
     return status

@@ -10,20 +10,58 @@ from dataclasses import dataclass
 # (pattern, weight) per pool; patterns match whole words or stems at a word start.
 POOL_KEYWORDS: dict[str, list[tuple[str, int]]] = {
     "codegen": [
-        (r"build", 2), (r"implement", 2), (r"create", 1), (r"fix", 2), (r"bugs?", 2), (r"deploy", 3),
-        (r"endpoints?", 2), (r"migrations?", 3), (r"front-?end", 3), (r"back-?end", 3), (r"react", 2),
-        (r"next\.?js", 2), (r"fastapi", 2), (r"api", 1), (r"refactor", 2), (r"ui", 2), (r"components?", 1),
-        (r"code", 1), (r"integrat\w*", 2), (r"remediat\w*", 3),
+        (r"build", 2),
+        (r"implement", 2),
+        (r"create", 1),
+        (r"fix", 2),
+        (r"bugs?", 2),
+        (r"deploy", 3),
+        (r"endpoints?", 2),
+        (r"migrations?", 3),
+        (r"front-?end", 3),
+        (r"back-?end", 3),
+        (r"react", 2),
+        (r"next\.?js", 2),
+        (r"fastapi", 2),
+        (r"api", 1),
+        (r"refactor", 2),
+        (r"ui", 2),
+        (r"components?", 1),
+        (r"code", 1),
+        (r"integrat\w*", 2),
+        (r"remediat\w*", 3),
     ],
     "security": [
-        (r"audit\w*", 3), (r"vulnerab\w*", 3), (r"owasp", 3), (r"penetration", 3), (r"pentest\w*", 3),
-        (r"xss", 3), (r"csrf", 3), (r"injection", 3), (r"security", 2), (r"secure", 1), (r"compliance", 2),
-        (r"review", 1), (r"harden\w*", 2), (r"threat", 2), (r"fraud", 2),
+        (r"audit\w*", 3),
+        (r"vulnerab\w*", 3),
+        (r"owasp", 3),
+        (r"penetration", 3),
+        (r"pentest\w*", 3),
+        (r"xss", 3),
+        (r"csrf", 3),
+        (r"injection", 3),
+        (r"security", 2),
+        (r"secure", 1),
+        (r"compliance", 2),
+        (r"review", 1),
+        (r"harden\w*", 2),
+        (r"threat", 2),
+        (r"fraud", 2),
     ],
     "database": [
-        (r"schemas?", 3), (r"quer(y|ies)", 3), (r"subscriptions?", 3), (r"backups?", 3), (r"migrate", 2),
-        (r"data", 1), (r"postgres(ql)?", 2), (r"supabase", 2), (r"database", 1), (r"index(es)?", 2),
-        (r"tables?", 1), (r"sql", 1), (r"replication", 3),
+        (r"schemas?", 3),
+        (r"quer(y|ies)", 3),
+        (r"subscriptions?", 3),
+        (r"backups?", 3),
+        (r"migrate", 2),
+        (r"data", 1),
+        (r"postgres(ql)?", 2),
+        (r"supabase", 2),
+        (r"database", 1),
+        (r"index(es)?", 2),
+        (r"tables?", 1),
+        (r"sql", 1),
+        (r"replication", 3),
     ],
 }
 _COMPILED = {
@@ -63,11 +101,17 @@ class Stream:
     soft_deps: tuple[str, ...] = ()
 
 
-_FULL_STACK = re.compile(r"\b(website|web ?site|web app|webapp|platform|e-?commerce|store|shop|saas|full[- ]stack|portal)\b", re.I)
+_FULL_STACK = re.compile(
+    r"\b(website|web ?site|web app|webapp|platform|e-?commerce|store|shop|saas|full[- ]stack|portal)\b", re.I
+)
 _FRONTEND = re.compile(r"\b(front-?end|ui|website|page|pages|react|next\.?js|form|dashboard|landing)\b", re.I)
-_BACKEND = re.compile(r"\b(back-?end|api|rest|server|endpoints?|booking|payments?|checkout|auth\w*|webhooks?)\b", re.I)
+_BACKEND = re.compile(
+    r"\b(back-?end|api|rest|server|endpoints?|booking|payments?|checkout|auth\w*|webhooks?)\b", re.I
+)
 _DATABASE = re.compile(r"\b(database|schema|db|postgres\w*|supabase|sql|tables?|data ?model)\b", re.I)
-_SECURITY = re.compile(r"\b(secur\w*|audit\w*|payments?|owasp|xss|csrf|vulnerab\w*|pentest|penetration)\b", re.I)
+_SECURITY = re.compile(
+    r"\b(secur\w*|audit\w*|payments?|owasp|xss|csrf|vulnerab\w*|pentest|penetration)\b", re.I
+)
 _FIX = re.compile(r"\b(fix|remediat\w*|patch)\b", re.I)
 _ECOMMERCE = re.compile(r"\b(e-?commerce|store|shop|checkout)\b", re.I)
 
@@ -88,7 +132,14 @@ def detect_streams(request: str) -> list[Stream]:
     if wants_security and wants_fix and not full_stack:
         return [
             Stream("task_1", "security", f"Audit for vulnerabilities: {topic}", 120),
-            Stream("task_2", "codegen", f"Fix the vulnerabilities found by the audit: {topic}", 90, 2, ("task_1",)),
+            Stream(
+                "task_2",
+                "codegen",
+                f"Fix the vulnerabilities found by the audit: {topic}",
+                90,
+                2,
+                ("task_1",),
+            ),
             Stream("task_3", "security", f"Verify the fixes with a re-audit: {topic}", 60, 3, ("task_2",)),
         ]
 
@@ -99,15 +150,45 @@ def detect_streams(request: str) -> list[Stream]:
 
     streams: list[Stream] = []
     if frontend and (backend or database or security):
-        streams.append(Stream("frontend", "codegen", f"Build Next.js frontend: {topic}", 60, 1, (), ("backend",)))
+        streams.append(
+            Stream("frontend", "codegen", f"Build Next.js frontend: {topic}", 60, 1, (), ("backend",))
+        )
     if backend:
-        streams.append(Stream("backend", "codegen", f"Build FastAPI backend with API endpoints: {topic}", 90, 1, (), ("database",)))
+        streams.append(
+            Stream(
+                "backend",
+                "codegen",
+                f"Build FastAPI backend with API endpoints: {topic}",
+                90,
+                1,
+                (),
+                ("database",),
+            )
+        )
     if database and (backend or frontend or full_stack):
         streams.append(Stream("database", "database", f"Design database schema with indexes: {topic}", 45))
     if security and backend:
-        streams.append(Stream("security", "security", f"Security audit (OWASP top 10, injection, XSS, CSRF): {topic}", 120, 2, ("backend",)))
+        streams.append(
+            Stream(
+                "security",
+                "security",
+                f"Security audit (OWASP top 10, injection, XSS, CSRF): {topic}",
+                120,
+                2,
+                ("backend",),
+            )
+        )
     if _ECOMMERCE.search(request) and backend and database:
-        streams.append(Stream("integration", "codegen", f"Integrate checkout and payments end to end: {topic}", 60, 2, ("backend", "database")))
+        streams.append(
+            Stream(
+                "integration",
+                "codegen",
+                f"Integrate checkout and payments end to end: {topic}",
+                60,
+                2,
+                ("backend", "database"),
+            )
+        )
 
     if len(streams) <= 1:
         # A single, specialised job: one agent of the pool the request reads as.
@@ -117,7 +198,14 @@ def detect_streams(request: str) -> list[Stream]:
     # Renumber as the seed does (task_1, task_2, …), keeping dependencies.
     names = {s.key: f"task_{i}" for i, s in enumerate(streams, start=1)}
     return [
-        Stream(names[s.key], s.pool, s.description, s.estimate_sec, s.priority,
-               tuple(names[d] for d in s.blocked_by if d in names), tuple(names[d] for d in s.soft_deps if d in names))
+        Stream(
+            names[s.key],
+            s.pool,
+            s.description,
+            s.estimate_sec,
+            s.priority,
+            tuple(names[d] for d in s.blocked_by if d in names),
+            tuple(names[d] for d in s.soft_deps if d in names),
+        )
         for s in streams
     ]

@@ -20,10 +20,12 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 
 from openclaw_site.routing import websocket_urlpatterns  # noqa: E402
 
-application = ProtocolTypeRouter({
-    "http": http_app,
-    "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
-})
+application = ProtocolTypeRouter(
+    {
+        "http": http_app,
+        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+    }
+)
 
 from openclaw_site.worker_tuning import freeze_startup_objects  # noqa: E402
 

@@ -85,11 +85,16 @@ class QueueWakeups:
                         self.wake([message["data"].decode(errors="replace")])
             except (redis.RedisError, OSError) as exc:
                 if not self._closed:
-                    logger.warning("queue wake-ups: %s; reconnecting in %s s (consumers poll meanwhile)",
-                                   exc, LISTENER_RECONNECT_SEC)
+                    logger.warning(
+                        "queue wake-ups: %s; reconnecting in %s s (consumers poll meanwhile)",
+                        exc,
+                        LISTENER_RECONNECT_SEC,
+                    )
                     time.sleep(LISTENER_RECONNECT_SEC)
             except Exception:  # whatever it was, this thread must outlive it: wake-ups are all it does
-                logger.exception("queue wake-ups: listener failed; reconnecting in %s s", LISTENER_RECONNECT_SEC)
+                logger.exception(
+                    "queue wake-ups: listener failed; reconnecting in %s s", LISTENER_RECONNECT_SEC
+                )
                 time.sleep(LISTENER_RECONNECT_SEC)
             finally:
                 pubsub.close()
@@ -109,8 +114,9 @@ class _WakeableConsumer(_RedisConsumer):
         seen = self.wakeups.generation(self.queue_name)  # before the fetch: see QueueWakeups
         if self.outstanding_message_count < self.prefetch:
             try:
-                self.message_cache = self.broker.do_fetch(self.queue_name,
-                                                          self.prefetch - self.outstanding_message_count)
+                self.message_cache = self.broker.do_fetch(
+                    self.queue_name, self.prefetch - self.outstanding_message_count
+                )
             except redis.ConnectionError as exc:
                 raise ConnectionClosed(exc) from None
             if self.message_cache:
@@ -170,7 +176,9 @@ class UndelayedQueuesRedisBroker(RedisBroker):
 
     def enqueue(self, message, *, delay=None):
         if delay is not None and q_name(message.queue_name) not in self.delayed_queues:
-            raise ValueError(f"queue {message.queue_name!r} takes no delayed messages (nothing consumes its delay queue)")
+            raise ValueError(
+                f"queue {message.queue_name!r} takes no delayed messages (nothing consumes its delay queue)"
+            )
         message = super().enqueue(message, delay=delay)
         if q_name(message.queue_name) not in self.background_queues:
             self.client.publish(self.wakeups.channel, message.queue_name)

@@ -28,15 +28,35 @@ def start(socket_path: Path, *, data_dir: Path, appendonly: bool = True) -> subp
     data_dir.mkdir(parents=True, exist_ok=True)
     socket_path.unlink(missing_ok=True)
     process = subprocess.Popen(
-        [executable(), "--port", "0", "--unixsocket", str(socket_path), "--unixsocketperm", "700",
-         "--dir", str(data_dir), "--appendonly", "yes" if appendonly else "no", "--appendfsync", "everysec",
-         "--save", "", "--logfile", str(data_dir / "redis.log")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        [
+            executable(),
+            "--port",
+            "0",
+            "--unixsocket",
+            str(socket_path),
+            "--unixsocketperm",
+            "700",
+            "--dir",
+            str(data_dir),
+            "--appendonly",
+            "yes" if appendonly else "no",
+            "--appendfsync",
+            "everysec",
+            "--save",
+            "",
+            "--logfile",
+            str(data_dir / "redis.log"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"embedded redis-server exited with {process.returncode}; see {data_dir}/redis.log")
+            raise RuntimeError(
+                f"embedded redis-server exited with {process.returncode}; see {data_dir}/redis.log"
+            )
         if is_alive(socket_path):
             return process
         time.sleep(0.05)

@@ -35,6 +35,9 @@ def redis_ok() -> tuple[bool, str]:
 def healthz(request: HttpRequest) -> JsonResponse:
     checks = {"database": database_ok(), "redis": redis_ok()}
     healthy = all(ok for ok, _ in checks.values())
-    body = {"status": "ok" if healthy else "unhealthy", "checks": {name: detail for name, (_, detail) in checks.items()},
-            "failed": [name for name, (ok, _) in checks.items() if not ok]}
+    body = {
+        "status": "ok" if healthy else "unhealthy",
+        "checks": {name: detail for name, (_, detail) in checks.items()},
+        "failed": [name for name, (ok, _) in checks.items() if not ok],
+    }
     return JsonResponse(body, status=200 if healthy else 503)

@@ -24,8 +24,12 @@ from pools.models import WorkerPool
 EXECUTION_BUCKETS = (5, 10, 30, 60, 90, 120, 150, 180, 210, 240, 300, 450, 600, 900, 1800, 3600)
 TASK_BUCKETS = (0.5, 1, 2.5, 5, 10, 30, 45, 60, 90, 120, 180, 300, 600, 1200)
 WAITING = [TaskStatus.READY, TaskStatus.QUEUED]
-TOKEN_FIELDS = {"input": "tokens_in", "output": "tokens_out", "cache_read": "cache_read_tokens",
-                "cache_write": "cache_write_tokens"}
+TOKEN_FIELDS = {
+    "input": "tokens_in",
+    "output": "tokens_out",
+    "cache_read": "cache_read_tokens",
+    "cache_write": "cache_write_tokens",
+}
 
 
 def _duration():
@@ -34,10 +38,15 @@ def _duration():
 
 def _histogram_rows(queryset, labels: list[str], buckets) -> list[tuple[dict, list[tuple[str, int]], float]]:
     """GROUP BY `labels`, counting rows at or under each bucket bound in the same query."""
-    bounds = {f"le_{i}": Count("pk", filter=Q(duration__lte=timedelta(seconds=b))) for i, b in enumerate(buckets)}
-    rows = queryset.alias(duration=_duration()).values(*labels).annotate(
-        n=Count("pk"), total=Sum("duration"), **bounds
-    ).order_by(*labels)
+    bounds = {
+        f"le_{i}": Count("pk", filter=Q(duration__lte=timedelta(seconds=b))) for i, b in enumerate(buckets)
+    }
+    rows = (
+        queryset.alias(duration=_duration())
+        .values(*labels)
+        .annotate(n=Count("pk"), total=Sum("duration"), **bounds)
+        .order_by(*labels)
+    )
     result = []
     for row in rows:
         cumulative = [(_bound(b), row[f"le_{i}"]) for i, b in enumerate(buckets)] + [("+Inf", row["n"])]
@@ -62,10 +71,14 @@ class DatabaseCollector:
         yield from self.conflict_metrics()
 
     def execution_metrics(self):
-        duration = HistogramMetricFamily("parallel_execution_duration_seconds",
-                                         "Wall-clock duration of finished executions", labels=["status", "mode"])
-        finished = Execution.objects.filter(status__in=EXECUTION_TERMINAL, started_at__isnull=False,
-                                            finished_at__isnull=False)
+        duration = HistogramMetricFamily(
+            "parallel_execution_duration_seconds",
+            "Wall-clock duration of finished executions",
+            labels=["status", "mode"],
+        )
+        finished = Execution.objects.filter(
+            status__in=EXECUTION_TERMINAL, started_at__isnull=False, finished_at__isnull=False
+        )
         for labels, buckets, total in _histogram_rows(finished, ["status", "mode"], EXECUTION_BUCKETS):
             duration.add_metric([labels["status"], labels["mode"]], buckets, total)
         yield duration
@@ -75,13 +88,21 @@ class DatabaseCollector:
         yield current
 
     def pool_metrics(self):
-        queue = GaugeMetricFamily("worker_pool_queue_length", "Tasks waiting for a slot or a worker (ready + queued)",
-                                  labels=["pool"])
+        queue = GaugeMetricFamily(
+            "worker_pool_queue_length",
+            "Tasks waiting for a slot or a worker (ready + queued)",
+            labels=["pool"],
+        )
         running = GaugeMetricFamily("worker_pool_running", "Tasks running now", labels=["pool"])
-        limit = GaugeMetricFamily("worker_pool_max_concurrent", "The pool's concurrency limit", labels=["pool"])
+        limit = GaugeMetricFamily(
+            "worker_pool_max_concurrent", "The pool's concurrency limit", labels=["pool"]
+        )
         counts = {
-            (pool, status): n for pool, status, n in Task.objects.filter(status__in=WAITING + [TaskStatus.RUNNING])
-            .values_list("pool", "status").annotate(n=Count("pk")).order_by()
+            (pool, status): n
+            for pool, status, n in Task.objects.filter(status__in=WAITING + [TaskStatus.RUNNING])
+            .values_list("pool", "status")
+            .annotate(n=Count("pk"))
+            .order_by()
         }
         for pool in WorkerPool.objects.order_by("name"):
             queue.add_metric([pool.name], sum(counts.get((pool.name, s), 0) for s in WAITING))
@@ -91,32 +112,52 @@ class DatabaseCollector:
 
     def task_metrics(self):
         duration = HistogramMetricFamily(
-            "parallel_execution_task_duration_seconds", "Duration of finished task attempts",
+            "parallel_execution_task_duration_seconds",
+            "Duration of finished task attempts",
             labels=["pool", "model", "outcome"],
         )
-        finished = Attempt.objects.filter(finished_at__isnull=False).annotate(pool=F("task__pool"), outcome=F("status"))
+        finished = Attempt.objects.filter(finished_at__isnull=False).annotate(
+            pool=F("task__pool"), outcome=F("status")
+        )
         for labels, buckets, total in _histogram_rows(finished, ["pool", "model", "outcome"], TASK_BUCKETS):
             duration.add_metric([labels["pool"], labels["model"], labels["outcome"]], buckets, total)
         yield duration
-        retries = CounterMetricFamily("parallel_execution_task_retries", "Task attempts after the first",
-                                      labels=["pool", "model"])
-        for pool, model, n in Attempt.objects.filter(number__gt=1).values_list("task__pool", "model") \
-                .annotate(n=Count("pk")).order_by("task__pool", "model"):
+        retries = CounterMetricFamily(
+            "parallel_execution_task_retries", "Task attempts after the first", labels=["pool", "model"]
+        )
+        for pool, model, n in (
+            Attempt.objects.filter(number__gt=1)
+            .values_list("task__pool", "model")
+            .annotate(n=Count("pk"))
+            .order_by("task__pool", "model")
+        ):
             retries.add_metric([pool, model or "unknown"], n)
         yield retries
-        tasks = GaugeMetricFamily("parallel_execution_tasks", "Tasks by pool and current status (dead, blocked, …)",
-                                  labels=["pool", "status"])
-        for pool, status, n in Task.objects.values_list("pool", "status").annotate(n=Count("pk")).order_by("pool", "status"):
+        tasks = GaugeMetricFamily(
+            "parallel_execution_tasks",
+            "Tasks by pool and current status (dead, blocked, …)",
+            labels=["pool", "status"],
+        )
+        for pool, status, n in (
+            Task.objects.values_list("pool", "status").annotate(n=Count("pk")).order_by("pool", "status")
+        ):
             tasks.add_metric([pool, status], n)
         yield tasks
 
     def usage_metrics(self):
-        tokens = CounterMetricFamily("parallel_execution_tokens", "Model tokens billed", labels=["pool", "model", "kind"])
-        cost = CounterMetricFamily("parallel_execution_cost_usd", "Model usage cost in USD", labels=["pool", "model"])
+        tokens = CounterMetricFamily(
+            "parallel_execution_tokens", "Model tokens billed", labels=["pool", "model", "kind"]
+        )
+        cost = CounterMetricFamily(
+            "parallel_execution_cost_usd", "Model usage cost in USD", labels=["pool", "model"]
+        )
         sums = {f"sum_{kind}": Sum(field) for kind, field in TOKEN_FIELDS.items()}
-        for row in LedgerEntry.objects.filter(kind="usage").values("pool", "model").annotate(
-            usd=Sum("amount_usd"), **sums
-        ).order_by("pool", "model"):
+        for row in (
+            LedgerEntry.objects.filter(kind="usage")
+            .values("pool", "model")
+            .annotate(usd=Sum("amount_usd"), **sums)
+            .order_by("pool", "model")
+        ):
             pool, model = row["pool"] or "unknown", row["model"] or "unknown"
             for kind in TOKEN_FIELDS:
                 tokens.add_metric([pool, model, kind], row[f"sum_{kind}"] or 0)
@@ -124,12 +165,17 @@ class DatabaseCollector:
         yield from (tokens, cost)
 
     def conflict_metrics(self):
-        detected = CounterMetricFamily("parallel_execution_conflicts", "Conflicts detected by the aggregator",
-                                       labels=["kind"])
-        resolved = CounterMetricFamily("parallel_execution_conflicts_resolved", "Conflicts resolved", labels=["kind"])
-        for kind, n, done in Conflict.objects.values_list("kind").annotate(
-            n=Count("pk"), done=Count("pk", filter=Q(status="resolved"))
-        ).order_by("kind"):
+        detected = CounterMetricFamily(
+            "parallel_execution_conflicts", "Conflicts detected by the aggregator", labels=["kind"]
+        )
+        resolved = CounterMetricFamily(
+            "parallel_execution_conflicts_resolved", "Conflicts resolved", labels=["kind"]
+        )
+        for kind, n, done in (
+            Conflict.objects.values_list("kind")
+            .annotate(n=Count("pk"), done=Count("pk", filter=Q(status="resolved")))
+            .order_by("kind")
+        ):
             detected.add_metric([kind], n)
             resolved.add_metric([kind], done)
         yield from (detected, resolved)

@@ -106,7 +106,8 @@ def _postgresql_pool(db: dict) -> dict:
     db["CONN_MAX_AGE"] = 0  # Django's pool takes the place of kept connections
     db["CONN_HEALTH_CHECKS"] = True  # with a pool: each connection checked as it is handed out
     db.setdefault("OPTIONS", {})["pool"] = {
-        "min_size": 1, "max_size": env.int("DATABASE_POOL_SIZE", default=20),
+        "min_size": 1,
+        "max_size": env.int("DATABASE_POOL_SIZE", default=20),
         "timeout": env.float("DATABASE_POOL_TIMEOUT_SEC", default=10.0),
     }
     return db
@@ -153,16 +154,27 @@ CHANNEL_LAYERS = {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
         # redis-py 8 caps a pool at 100 connections and fails beyond it; hundreds of websockets
         # connecting at once (group_add each) need more.
-        "CONFIG": {"hosts": [{"address": REDIS_URL,
-                              "max_connections": env.int("CHANNELS_REDIS_MAX_CONNECTIONS", default=2000)}],
-                   "prefix": "openclaw:channels"},
+        "CONFIG": {
+            "hosts": [
+                {
+                    "address": REDIS_URL,
+                    "max_connections": env.int("CHANNELS_REDIS_MAX_CONNECTIONS", default=2000),
+                }
+            ],
+            "prefix": "openclaw:channels",
+        },
     }
 }
 
 DRAMATIQ_BROKER = {
     "BROKER": "openclaw_site.broker.UndelayedQueuesRedisBroker",
     # Only the Slack notifier delays messages, and nobody waits on its queue (openclaw_site/broker.py).
-    "OPTIONS": {"url": REDIS_URL, "namespace": "openclaw", "delayed_queues": ["slack"], "background_queues": ["slack"]},
+    "OPTIONS": {
+        "url": REDIS_URL,
+        "namespace": "openclaw",
+        "delayed_queues": ["slack"],
+        "background_queues": ["slack"],
+    },
     "MIDDLEWARE": [
         "dramatiq.middleware.AgeLimit",
         "dramatiq.middleware.TimeLimit",
@@ -216,7 +228,11 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "loggers": {
-        "openclaw": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO"), "propagate": False},
+        "openclaw": {
+            "handlers": ["console"],
+            "level": env.str("LOG_LEVEL", default="INFO"),
+            "propagate": False,
+        },
         # bandit loads its report formatters through stevedore, which logs an ERROR for each whose
         # optional dependency is missing (sarif_om); the verifiers use none of them.
         "stevedore.extension": {"level": "CRITICAL"},

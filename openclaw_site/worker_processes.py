@@ -38,7 +38,9 @@ def worker_env(extra: dict | None = None) -> dict:
 class Workers:
     """Real `rundramatiq` worker processes and a reaper, against this process's database."""
 
-    def __init__(self, threads: int = 12, env: dict | None = None, *, processes: int = 1, logs: Path | None = None):
+    def __init__(
+        self, threads: int = 12, env: dict | None = None, *, processes: int = 1, logs: Path | None = None
+    ):
         self.env = worker_env(env)
         self.threads = threads
         self.processes = processes
@@ -49,8 +51,14 @@ class Workers:
 
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
         log = open(self.logs / f"{name}.log", "ab")
-        return subprocess.Popen([sys.executable, "manage.py", *args], cwd=ROOT, env=self.env, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def start(self) -> "Workers":
         self.start_workers()
@@ -58,8 +66,18 @@ class Workers:
         return self
 
     def start_workers(self) -> None:
-        self.workers = self._spawn("workers", ["rundramatiq", "--processes", str(self.processes),
-                                               "--threads", str(self.threads), "--worker-shutdown-timeout", "2000"])
+        self.workers = self._spawn(
+            "workers",
+            [
+                "rundramatiq",
+                "--processes",
+                str(self.processes),
+                "--threads",
+                str(self.threads),
+                "--worker-shutdown-timeout",
+                "2000",
+            ],
+        )
         self.wait_ready()
 
     def wait_ready(self, timeout: float = 30) -> None:

@@ -48,14 +48,26 @@ class AuditedAdmin(admin.ModelAdmin):
 
 @admin.register(ModelProfile)
 class ModelProfileAdmin(AuditedAdmin):
-    list_display = ("name", "provider", "model", "base_url", "api_key_env", "key_status", "input_per_mtok",
-                    "output_per_mtok", "cache_read_per_mtok", "cache_write_per_mtok")
+    list_display = (
+        "name",
+        "provider",
+        "model",
+        "base_url",
+        "api_key_env",
+        "key_status",
+        "input_per_mtok",
+        "output_per_mtok",
+        "cache_read_per_mtok",
+        "cache_write_per_mtok",
+    )
     list_filter = ("provider",)
     search_fields = ("name", "model")
     fieldsets = (
         (None, {"fields": ("name", "provider", "model", "base_url", "api_key_env", "max_output_tokens")}),
-        ("Prices (USD per million tokens)", {"fields": ("input_per_mtok", "output_per_mtok", "cache_read_per_mtok",
-                                                        "cache_write_per_mtok")}),
+        (
+            "Prices (USD per million tokens)",
+            {"fields": ("input_per_mtok", "output_per_mtok", "cache_read_per_mtok", "cache_write_per_mtok")},
+        ),
         ("Offline provider", {"fields": ("options",), "classes": ("collapse",)}),
     )
 
@@ -75,11 +87,29 @@ class ModelProfileAdmin(AuditedAdmin):
 
 @admin.register(WorkerPool)
 class WorkerPoolAdmin(AuditedAdmin):
-    list_display = ("name", "enabled", "max_concurrent", "timeout_sec", "max_retries", "retry_backoff_sec", "model",
-                    "offline_latency_sec", "ready", "active")
+    list_display = (
+        "name",
+        "enabled",
+        "max_concurrent",
+        "timeout_sec",
+        "max_retries",
+        "retry_backoff_sec",
+        "model",
+        "offline_latency_sec",
+        "ready",
+        "active",
+    )
     list_editable = ("enabled", "max_concurrent", "timeout_sec", "max_retries")
-    fields = ("name", "enabled", "max_concurrent", "timeout_sec", "max_retries", "retry_backoff_sec", "model",
-              "offline_latency_sec")
+    fields = (
+        "name",
+        "enabled",
+        "max_concurrent",
+        "timeout_sec",
+        "max_retries",
+        "retry_backoff_sec",
+        "model",
+        "offline_latency_sec",
+    )
 
     def get_queryset(self, request):
         from executions.models import Task
@@ -88,8 +118,14 @@ class WorkerPoolAdmin(AuditedAdmin):
             rows = Task.objects.filter(pool=OuterRef("name"), status__in=statuses).order_by().values("pool")
             return Coalesce(Subquery(rows.annotate(n=Count("id")).values("n")), 0)
 
-        return super().get_queryset(request).select_related("model").annotate(
-            ready_tasks=count([TaskStatus.READY]), active_tasks=count([TaskStatus.QUEUED, TaskStatus.RUNNING]),
+        return (
+            super()
+            .get_queryset(request)
+            .select_related("model")
+            .annotate(
+                ready_tasks=count([TaskStatus.READY]),
+                active_tasks=count([TaskStatus.QUEUED, TaskStatus.RUNNING]),
+            )
         )
 
     @admin.display(description="ready")
@@ -103,8 +139,15 @@ class WorkerPoolAdmin(AuditedAdmin):
 
 @admin.register(EngineSettings)
 class EngineSettingsAdmin(AuditedAdmin):
-    list_display = ("__str__", "enabled", "auto_fallback_to_serial", "pm_model", "synthesis_model",
-                    "remediation_max_rounds", "max_tasks_per_plan")
+    list_display = (
+        "__str__",
+        "enabled",
+        "auto_fallback_to_serial",
+        "pm_model",
+        "synthesis_model",
+        "remediation_max_rounds",
+        "max_tasks_per_plan",
+    )
 
     def has_add_permission(self, request):
         return not EngineSettings.objects.exists()

@@ -15,11 +15,11 @@ from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, connection
 from django.db.models import Q
 
+from executions import events
 from executions.failure_handler import attempt_fail
 from executions.models import Task, TaskStatus
 from executions.parallel_executor import attempt_renew, attempt_succeed, task_start
 from executions.result_aggregator import SUPERSEDING_KINDS
-from executions import events
 
 from . import llm
 from .models import WorkerPool
@@ -61,8 +61,9 @@ class LeaseKeeper(threading.Thread):
         try:
             while not self.stopped.wait(settings.OPENCLAW_LEASE_RENEW_SEC):
                 try:
-                    renewed = attempt_renew(self.attempt_id, lease_sec=settings.OPENCLAW_LEASE_SEC,
-                                            progress=self.progress)
+                    renewed = attempt_renew(
+                        self.attempt_id, lease_sec=settings.OPENCLAW_LEASE_SEC, progress=self.progress
+                    )
                 except DatabaseError as exc:
                     # A dropped connection: reconnect on the next beat; the lease outlives a few misses.
                     log.warning("lease renewal of %s failed (%s); reconnecting", self.attempt_id, exc)
@@ -73,8 +74,10 @@ class LeaseKeeper(threading.Thread):
                     return
                 if self.progress != published:
                     published = self.progress
-                    events.publish_ephemeral(task.execution_id, {"execution_id": task.execution_id, "task": task.key,
-                                                                 "progress": self.progress})
+                    events.publish_ephemeral(
+                        task.execution_id,
+                        {"execution_id": task.execution_id, "task": task.key, "progress": self.progress},
+                    )
                 self.log_if_slow()
         finally:
             connection.close()
@@ -85,10 +88,20 @@ class LeaseKeeper(threading.Thread):
             return
         self.slow_logged = True
         # Tokens billed by earlier attempts, plus this attempt's output so far as streamed.
-        tokens = self.task.tokens_in + self.task.tokens_out + self.progress / 100 * self.expected_output_tokens
-        log.warning("%s Running %s (%.0fs elapsed, %.1fK tokens, %d/%d retries) execution=%s attempt=%s",
-                    self.task.pool.upper(), self.task.key, elapsed, tokens / 1000, self.task.failed_attempts,
-                    self.task.max_retries, self.task.execution_id, self.attempt_id)
+        tokens = (
+            self.task.tokens_in + self.task.tokens_out + self.progress / 100 * self.expected_output_tokens
+        )
+        log.warning(
+            "%s Running %s (%.0fs elapsed, %.1fK tokens, %d/%d retries) execution=%s attempt=%s",
+            self.task.pool.upper(),
+            self.task.key,
+            elapsed,
+            tokens / 1000,
+            self.task.failed_attempts,
+            self.task.max_retries,
+            self.task.execution_id,
+            self.attempt_id,
+        )
 
 
 def dependency_results(task: Task) -> list[dict]:
@@ -108,7 +121,8 @@ def dependency_results(task: Task) -> list[dict]:
     rows = list(others.filter(key__in=wanted))
     roots = {dep.parent_id if dep.kind in SUPERSEDING_KINDS and dep.parent_id else dep.pk for dep in rows}
     rows += others.filter(Q(pk__in=roots) | Q(parent_id__in=roots, kind__in=SUPERSEDING_KINDS)).exclude(
-        pk__in=[dep.pk for dep in rows])
+        pk__in=[dep.pk for dep in rows]
+    )
     by_key = {t.key: t for t in rows}
     by_pk = {t.pk: t for t in rows}
     roots: dict[str, Task] = {}
@@ -126,18 +140,26 @@ def dependency_results(task: Task) -> list[dict]:
         lineage = [root] + [t for t in rows if t.parent_id == root.pk and t.kind in SUPERSEDING_KINDS]
         if root.key not in hard and any(t.kind == "revision" and not t.is_terminal for t in lineage):
             continue
-        done = sorted((t for t in lineage if t.status == TaskStatus.SUCCEEDED), key=lambda t: (t.finished_at, t.pk))
+        done = sorted(
+            (t for t in lineage if t.status == TaskStatus.SUCCEEDED), key=lambda t: (t.finished_at, t.pk)
+        )
         if not done:
             continue
         files: dict[str, str] = {}
         for version in done:
             files.update((f["path"], f["content"]) for f in version.result.get("files", []))
         latest = done[-1]
-        results.append({
-            "key": root.key, "source": latest.key, "pool": root.pool, "hard": root.key in hard,
-            "summary": latest.result.get("summary", ""), "findings": latest.result.get("findings", []),
-            "files": [{"path": path, "content": content} for path, content in files.items()],
-        })
+        results.append(
+            {
+                "key": root.key,
+                "source": latest.key,
+                "pool": root.pool,
+                "hard": root.key in hard,
+                "summary": latest.result.get("summary", ""),
+                "findings": latest.result.get("findings", []),
+                "files": [{"path": path, "content": content} for path, content in files.items()],
+            }
+        )
     return results
 
 
@@ -145,7 +167,11 @@ def previous_failure(task: Task, attempt_number: int) -> str:
     """Why the task's last attempt failed, so a retry can avoid the same mistake."""
     if attempt_number <= 1:
         return ""
-    last = task.attempts.filter(number__lt=attempt_number, status__in=["failed", "expired"]).order_by("-number").first()
+    last = (
+        task.attempts.filter(number__lt=attempt_number, status__in=["failed", "expired"])
+        .order_by("-number")
+        .first()
+    )
     return last.error if last else ""
 
 
@@ -165,11 +191,25 @@ def task_run(task_id: int, dispatch_no: int) -> None:
         deps = dependency_results(task)
         reply = call_agent(task, attempt.number, spec, pool, started + task.timeout_sec, keeper, usage, deps)
         result = verify_output(task.pool, reply, deps)
-        result["inputs"] = [{"key": d["key"], "source": d["source"], "pool": d["pool"],
-                             "paths": [f["path"] for f in d["files"]]} for d in deps]
+        result["inputs"] = [
+            {
+                "key": d["key"],
+                "source": d["source"],
+                "pool": d["pool"],
+                "paths": [f["path"] for f in d["files"]],
+            }
+            for d in deps
+        ]
         spent = usage["completion"].input_tokens + usage["completion"].output_tokens
-        log.info("%s Completed %s (%.0fs, %.1fK tokens) execution=%s attempt=%s", task.pool.upper(), task.key,
-                 time.monotonic() - started, spent / 1000, task.execution_id, attempt.pk)
+        log.info(
+            "%s Completed %s (%.0fs, %.1fK tokens) execution=%s attempt=%s",
+            task.pool.upper(),
+            task.key,
+            time.monotonic() - started,
+            spent / 1000,
+            task.execution_id,
+            attempt.pk,
+        )
         record(attempt_succeed, attempt.pk, result=result, usage=billed(usage))
     except llm.LLMError as exc:
         record(attempt_fail, attempt.pk, f"{type(exc).__name__}: {exc}", usage=billed(usage))
@@ -202,15 +242,28 @@ def billed(usage: dict) -> tuple | None:
     return (usage["spec"], usage["completion"]) if usage else None
 
 
-def call_agent(task: Task, attempt_number: int, spec: llm.ModelSpec, pool: WorkerPool | None, deadline: float,
-               keeper: LeaseKeeper, usage: dict, deps: list[dict]) -> dict:
+def call_agent(
+    task: Task,
+    attempt_number: int,
+    spec: llm.ModelSpec,
+    pool: WorkerPool | None,
+    deadline: float,
+    keeper: LeaseKeeper,
+    usage: dict,
+    deps: list[dict],
+) -> dict:
     """Ask the pool's model, parse the reply; one repair request on a malformed reply."""
     base = {"key": task.key, "pool": task.pool, "description": task.description, "context": task.context}
     failure = previous_failure(task, attempt_number)
     meta = {
-        "request": task.execution.message, "description": task.description, "kind": task.kind, "attempt": attempt_number,
-        "dependencies": deps, "pool_latency_sec": pool.offline_latency_sec if pool else 1.0,
-        "target_files": task.context.get("target_files", []), "findings": task.context.get("findings", []),
+        "request": task.execution.message,
+        "description": task.description,
+        "kind": task.kind,
+        "attempt": attempt_number,
+        "dependencies": deps,
+        "pool_latency_sec": pool.offline_latency_sec if pool else 1.0,
+        "target_files": task.context.get("target_files", []),
+        "findings": task.context.get("findings", []),
         "round": task.context.get("round", 0),
     }
     system = AGENT_SYSTEM.get(task.pool, GENERIC_AGENT_SYSTEM)
@@ -219,14 +272,30 @@ def call_agent(task: Task, attempt_number: int, spec: llm.ModelSpec, pool: Worke
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise llm.LLMTimeout(f"no valid reply within {task.timeout_sec}s")
-        completion = llm.complete(spec, llm.LLMRequest(
-            purpose="agent", system=system, prompt=agent_prompt(request=task.execution.message, task=base, dependencies=deps,
-                                                                  repair_errors=repair, previous_failure=failure),
-            timeout=remaining, pool=task.pool, max_tokens=spec.max_output_tokens,
-            expected_output_tokens=EXPECTED_OUTPUT_TOKENS.get(task.pool, 1500), meta={**meta, "repair": bool(repair)},
-        ), on_progress=keeper.report)
+        completion = llm.complete(
+            spec,
+            llm.LLMRequest(
+                purpose="agent",
+                system=system,
+                prompt=agent_prompt(
+                    request=task.execution.message,
+                    task=base,
+                    dependencies=deps,
+                    repair_errors=repair,
+                    previous_failure=failure,
+                ),
+                timeout=remaining,
+                pool=task.pool,
+                max_tokens=spec.max_output_tokens,
+                expected_output_tokens=EXPECTED_OUTPUT_TOKENS.get(task.pool, 1500),
+                meta={**meta, "repair": bool(repair)},
+            ),
+            on_progress=keeper.report,
+        )
         usage["spec"] = spec
-        usage["completion"] = merge_usage(usage["completion"], completion) if "completion" in usage else completion
+        usage["completion"] = (
+            merge_usage(usage["completion"], completion) if "completion" in usage else completion
+        )
         try:
             return parse_agent_reply(completion.text).as_dict()
         except ReplyError as exc:
@@ -237,7 +306,11 @@ def call_agent(task: Task, attempt_number: int, spec: llm.ModelSpec, pool: Worke
 
 def merge_usage(a: llm.Completion, b: llm.Completion) -> llm.Completion:
     return llm.Completion(
-        text=b.text, input_tokens=a.input_tokens + b.input_tokens, output_tokens=a.output_tokens + b.output_tokens,
+        text=b.text,
+        input_tokens=a.input_tokens + b.input_tokens,
+        output_tokens=a.output_tokens + b.output_tokens,
         cache_read_tokens=a.cache_read_tokens + b.cache_read_tokens,
-        cache_write_tokens=a.cache_write_tokens + b.cache_write_tokens, model=b.model, provider=b.provider,
+        cache_write_tokens=a.cache_write_tokens + b.cache_write_tokens,
+        model=b.model,
+        provider=b.provider,
     )

@@ -28,23 +28,35 @@ def snapshot(obj: models.Model) -> dict[str, str]:
 
 def _entry(obj: models.Model, field: str, old: str, new: str, user, actor: str) -> ConfigChange:
     return ConfigChange(
-        user=user if getattr(user, "pk", None) else None, actor=actor or getattr(user, "get_username", lambda: "")(),
-        object_type=obj._meta.label_lower, object_id=str(obj.pk), object_repr=str(obj)[:200], field=field,
-        old_value=old, new_value=new,
+        user=user if getattr(user, "pk", None) else None,
+        actor=actor or getattr(user, "get_username", lambda: "")(),
+        object_type=obj._meta.label_lower,
+        object_id=str(obj.pk),
+        object_repr=str(obj)[:200],
+        field=field,
+        old_value=old,
+        new_value=new,
     )
 
 
-def record_changes(obj: models.Model, before: dict[str, str] | None, *, user=None, actor: str = "") -> list[ConfigChange]:
+def record_changes(
+    obj: models.Model, before: dict[str, str] | None, *, user=None, actor: str = ""
+) -> list[ConfigChange]:
     """Record what differs between `before` (None: the object was just created) and the object now."""
     # As stored, not as assigned: Decimal("0.3") in memory is 0.3000 in the database.
     after = snapshot(type(obj)._base_manager.get(pk=obj.pk))
     if before is None:
         entries = [_entry(obj, CREATED, "", json.dumps(after, sort_keys=True), user, actor)]
     else:
-        entries = [_entry(obj, name, before.get(name, ""), value, user, actor)
-                   for name, value in after.items() if before.get(name, "") != value]
+        entries = [
+            _entry(obj, name, before.get(name, ""), value, user, actor)
+            for name, value in after.items()
+            if before.get(name, "") != value
+        ]
     return ConfigChange.objects.bulk_create(entries)
 
 
 def record_deletion(obj: models.Model, *, user=None, actor: str = "") -> ConfigChange:
-    return ConfigChange.objects.bulk_create([_entry(obj, DELETED, json.dumps(snapshot(obj), sort_keys=True), "", user, actor)])[0]
+    return ConfigChange.objects.bulk_create(
+        [_entry(obj, DELETED, json.dumps(snapshot(obj), sort_keys=True), "", user, actor)]
+    )[0]

@@ -11,11 +11,28 @@ from executions.models import PricingPolicy, RefundPolicy
 from .audit import record_changes, snapshot
 from .models import EngineSettings, ModelProfile, WorkerPool
 
-POOL_FIELDS = ("enabled", "max_concurrent", "timeout_sec", "max_retries", "retry_backoff_sec", "offline_latency_sec")
+POOL_FIELDS = (
+    "enabled",
+    "max_concurrent",
+    "timeout_sec",
+    "max_retries",
+    "retry_backoff_sec",
+    "offline_latency_sec",
+)
 PRICE_FIELDS = ("input_per_mtok", "output_per_mtok", "cache_read_per_mtok", "cache_write_per_mtok")
 MODEL_FIELDS = ("provider", "model", "base_url", "api_key_env", "max_output_tokens", "options") + PRICE_FIELDS
-REFUND_FIELDS = ("description", "share_rule", "factor", "floor_share", "cap_share", "on_partial", "on_budget_exceeded",
-                 "on_failed", "on_cancelled_before_start", "on_cancelled_after_start")
+REFUND_FIELDS = (
+    "description",
+    "share_rule",
+    "factor",
+    "floor_share",
+    "cap_share",
+    "on_partial",
+    "on_budget_exceeded",
+    "on_failed",
+    "on_cancelled_before_start",
+    "on_cancelled_after_start",
+)
 PRICING_FIELDS = ("description", "method", "fee_per_task", "markup", "minimum_fee")
 DECIMAL_POLICY_FIELDS = ("factor", "floor_share", "cap_share", "fee_per_task", "markup", "minimum_fee")
 
@@ -93,7 +110,10 @@ def load_config(data: dict, *, force: bool = False) -> dict[str, int]:
         engine.max_tasks_per_plan = int(section.get("max_tasks_per_plan", 50))
         engine.save()
         record_changes(engine, before, actor=LOADER)
-    for key, model, fields in (("refund_policy", RefundPolicy, REFUND_FIELDS), ("pricing", PricingPolicy, PRICING_FIELDS)):
+    for key, model, fields in (
+        ("refund_policy", RefundPolicy, REFUND_FIELDS),
+        ("pricing", PricingPolicy, PRICING_FIELDS),
+    ):
         spec = (data.get("billing") or {}).get(key)
         if spec:
             created["policies"] += _load_policy(model, spec, fields, force=force)
@@ -140,17 +160,27 @@ def dump_config() -> dict:
     if engine.synthesis_model:
         pm["synthesis_model"] = engine.synthesis_model.name
     billing = {}
-    for key, model, fields in (("refund_policy", RefundPolicy, REFUND_FIELDS), ("pricing", PricingPolicy, PRICING_FIELDS)):
+    for key, model, fields in (
+        ("refund_policy", RefundPolicy, REFUND_FIELDS),
+        ("pricing", PricingPolicy, PRICING_FIELDS),
+    ):
         policy = model.objects.filter(is_active=True).first()
         if policy:
-            billing[key] = {"name": policy.name, **{
-                k: float(getattr(policy, k)) if k in DECIMAL_POLICY_FIELDS else getattr(policy, k) for k in fields
-            }}
+            billing[key] = {
+                "name": policy.name,
+                **{
+                    k: float(getattr(policy, k)) if k in DECIMAL_POLICY_FIELDS else getattr(policy, k)
+                    for k in fields
+                },
+            }
     return {
         "parallel_execution": {
-            "enabled": engine.enabled, "auto_fallback_to_serial": engine.auto_fallback_to_serial, "pm": pm,
+            "enabled": engine.enabled,
+            "auto_fallback_to_serial": engine.auto_fallback_to_serial,
+            "pm": pm,
             "remediation": {"max_rounds": engine.remediation_max_rounds},
-            "max_tasks_per_plan": engine.max_tasks_per_plan, "worker_pools": pools,
+            "max_tasks_per_plan": engine.max_tasks_per_plan,
+            "worker_pools": pools,
         },
         "models": models,
         "billing": billing,

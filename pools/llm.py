@@ -7,9 +7,10 @@ profile whose API key is missing falls back to offline and says so, so the pipel
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Callable, Protocol
+from typing import Protocol
 
 from django.conf import settings
 
@@ -37,10 +38,16 @@ class ModelSpec:
     @classmethod
     def from_profile(cls, profile) -> "ModelSpec":
         return cls(
-            name=profile.name, provider=profile.provider, model=profile.model, base_url=profile.base_url,
-            api_key_env=profile.api_key_env, input_per_mtok=profile.input_per_mtok,
-            output_per_mtok=profile.output_per_mtok, cache_read_per_mtok=profile.cache_read_per_mtok,
-            cache_write_per_mtok=profile.cache_write_per_mtok, max_output_tokens=profile.max_output_tokens,
+            name=profile.name,
+            provider=profile.provider,
+            model=profile.model,
+            base_url=profile.base_url,
+            api_key_env=profile.api_key_env,
+            input_per_mtok=profile.input_per_mtok,
+            output_per_mtok=profile.output_per_mtok,
+            cache_read_per_mtok=profile.cache_read_per_mtok,
+            cache_write_per_mtok=profile.cache_write_per_mtok,
+            max_output_tokens=profile.max_output_tokens,
             options=dict(profile.options or {}),
         )
 
@@ -100,7 +107,9 @@ ProgressCallback = Callable[[float], None]
 
 
 class Provider(Protocol):
-    def complete(self, spec: ModelSpec, request: LLMRequest, on_progress: ProgressCallback | None) -> Completion: ...
+    def complete(
+        self, spec: ModelSpec, request: LLMRequest, on_progress: ProgressCallback | None
+    ) -> Completion: ...
 
 
 DEFAULT_KEY_ENV = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY"}
@@ -123,9 +132,13 @@ def resolve(profile) -> ModelSpec:
 
 def _offline_instead(spec: ModelSpec, reason: str) -> ModelSpec:
     return ModelSpec(
-        name=spec.name, provider="offline", model=f"offline({spec.model})",
-        input_per_mtok=spec.input_per_mtok, output_per_mtok=spec.output_per_mtok,
-        options=spec.options, fallback_reason=reason,
+        name=spec.name,
+        provider="offline",
+        model=f"offline({spec.model})",
+        input_per_mtok=spec.input_per_mtok,
+        output_per_mtok=spec.output_per_mtok,
+        options=spec.options,
+        fallback_reason=reason,
     )
 
 
@@ -148,6 +161,12 @@ def provider_for(spec: ModelSpec) -> Provider:
 def complete(spec: ModelSpec, request: LLMRequest, on_progress: ProgressCallback | None = None) -> Completion:
     started = time.monotonic()
     completion = provider_for(spec).complete(spec, request, on_progress)
-    log.debug("%s %s %.2fs in=%d out=%d", spec.label, request.purpose, time.monotonic() - started,
-              completion.input_tokens, completion.output_tokens)
+    log.debug(
+        "%s %s %.2fs in=%d out=%d",
+        spec.label,
+        request.purpose,
+        time.monotonic() - started,
+        completion.input_tokens,
+        completion.output_tokens,
+    )
     return completion

@@ -8,20 +8,33 @@ from django.core.validators import MaxValueValidator, MinValueValidator, RegexVa
 from django.db import models
 from django.utils import timezone
 
-PRICE = {"max_digits": 10, "decimal_places": 4, "default": Decimal("0"), "validators": [MinValueValidator(Decimal("0"))],
-         "help_text": "USD per million tokens"}
+PRICE = {
+    "max_digits": 10,
+    "decimal_places": 4,
+    "default": Decimal("0"),
+    "validators": [MinValueValidator(Decimal("0"))],
+    "help_text": "USD per million tokens",
+}
 
 
 class ModelProfile(models.Model):
-    PROVIDERS = [("anthropic", "Anthropic"), ("openai", "OpenAI-compatible"), ("offline", "Offline (built in)")]
+    PROVIDERS = [
+        ("anthropic", "Anthropic"),
+        ("openai", "OpenAI-compatible"),
+        ("offline", "Offline (built in)"),
+    ]
 
     name = models.SlugField(max_length=64, unique=True, help_text="Name used by pools in config.json")
     provider = models.CharField(max_length=16, choices=PROVIDERS)
     model = models.CharField(max_length=128, help_text="Model id sent to the provider")
     base_url = models.URLField(blank=True, help_text="Empty: the SDK's own *_BASE_URL variable applies")
     api_key_env = models.CharField(
-        max_length=64, blank=True, help_text="Name of the environment variable holding the key (keys never live in the database)",
-        validators=[RegexValidator(r"^[A-Z_][A-Z0-9_]*$", "An environment variable name, e.g. MINIMAX_API_KEY")],
+        max_length=64,
+        blank=True,
+        help_text="Name of the environment variable holding the key (keys never live in the database)",
+        validators=[
+            RegexValidator(r"^[A-Z_][A-Z0-9_]*$", "An environment variable name, e.g. MINIMAX_API_KEY")
+        ],
     )
     input_per_mtok = models.DecimalField(**PRICE)
     output_per_mtok = models.DecimalField(**PRICE)
@@ -45,14 +58,21 @@ class ModelProfile(models.Model):
 class WorkerPool(models.Model):
     name = models.SlugField(max_length=32, unique=True)
     enabled = models.BooleanField(default=True)
-    max_concurrent = models.PositiveIntegerField(default=2, validators=[MinValueValidator(1), MaxValueValidator(256)])
-    timeout_sec = models.PositiveIntegerField(default=300, validators=[MinValueValidator(1), MaxValueValidator(7200)])
+    max_concurrent = models.PositiveIntegerField(
+        default=2, validators=[MinValueValidator(1), MaxValueValidator(256)]
+    )
+    timeout_sec = models.PositiveIntegerField(
+        default=300, validators=[MinValueValidator(1), MaxValueValidator(7200)]
+    )
     max_retries = models.PositiveIntegerField(default=2, validators=[MaxValueValidator(10)])
     retry_backoff_sec = models.FloatField(
-        default=2.0, validators=[MinValueValidator(0.0), MaxValueValidator(3600.0)],
+        default=2.0,
+        validators=[MinValueValidator(0.0), MaxValueValidator(3600.0)],
         help_text="First retry waits this long; each further retry doubles it",
     )
-    model = models.ForeignKey(ModelProfile, null=True, blank=True, on_delete=models.SET_NULL, related_name="pools")
+    model = models.ForeignKey(
+        ModelProfile, null=True, blank=True, on_delete=models.SET_NULL, related_name="pools"
+    )
     # Simulated agent latency (seconds) when this pool's model is offline.
     offline_latency_sec = models.FloatField(default=1.0, validators=[MinValueValidator(0.0)])
 
@@ -65,7 +85,9 @@ class WorkerPool(models.Model):
     def clean(self) -> None:
         # Any model may fall back to offline (no key), so the simulated latency must fit the timeout.
         if self.offline_latency_sec >= self.timeout_sec:
-            raise ValidationError({"offline_latency_sec": "Must stay below timeout_sec, or every offline attempt times out."})
+            raise ValidationError(
+                {"offline_latency_sec": "Must stay below timeout_sec, or every offline attempt times out."}
+            )
 
     @property
     def queue_name(self) -> str:
@@ -80,12 +102,16 @@ class EngineSettings(models.Model):
 
     enabled = models.BooleanField(default=True)
     auto_fallback_to_serial = models.BooleanField(default=True)
-    pm_model = models.ForeignKey(ModelProfile, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    pm_model = models.ForeignKey(
+        ModelProfile, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     synthesis_model = models.ForeignKey(
         ModelProfile, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     remediation_max_rounds = models.PositiveIntegerField(default=2, validators=[MaxValueValidator(10)])
-    max_tasks_per_plan = models.PositiveIntegerField(default=50, validators=[MinValueValidator(1), MaxValueValidator(500)])
+    max_tasks_per_plan = models.PositiveIntegerField(
+        default=50, validators=[MinValueValidator(1), MaxValueValidator(500)]
+    )
 
     class Meta:
         verbose_name_plural = "engine settings"
@@ -107,7 +133,9 @@ class ConfigChange(models.Model):
     """One changed field of the live configuration: who, when, which object, old → new. Append-only."""
 
     changed_at = models.DateTimeField(default=timezone.now, db_index=True)
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     actor = models.CharField(max_length=150, help_text="Username, or the command that made the change")
     object_type = models.CharField(max_length=100, help_text="app_label.model")
     object_id = models.CharField(max_length=64)

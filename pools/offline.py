@@ -32,7 +32,9 @@ def latency_for(spec: ModelSpec, request: LLMRequest) -> float:
     """Simulated seconds for this call (also used by the scheduler's estimates)."""
     description = request.meta.get("description", "").lower()
     for rule in spec.options.get("latency_rules", []):
-        if rule.get("match", "").lower() in description and (not rule.get("pool") or rule["pool"] == request.pool):
+        if rule.get("match", "").lower() in description and (
+            not rule.get("pool") or rule["pool"] == request.pool
+        ):
             return float(rule["latency_sec"])
     if request.purpose != "agent":
         return float(spec.options.get("pm_latency_sec", 0.0))
@@ -42,7 +44,9 @@ def latency_for(spec: ModelSpec, request: LLMRequest) -> float:
 
 
 class OfflineProvider:
-    def complete(self, spec: ModelSpec, request: LLMRequest, on_progress: ProgressCallback | None) -> Completion:
+    def complete(
+        self, spec: ModelSpec, request: LLMRequest, on_progress: ProgressCallback | None
+    ) -> Completion:
         latency = latency_for(spec, request)
         started = time.monotonic()
         while (elapsed := time.monotonic() - started) < latency:
@@ -55,8 +59,11 @@ class OfflineProvider:
             raise LLMTimeout(f"no reply within {request.timeout:.1f}s")
         text = self._answer(spec, request)
         return Completion(
-            text=text, input_tokens=_tokens(request.system + request.prompt), output_tokens=_tokens(text),
-            model=spec.model, provider="offline",
+            text=text,
+            input_tokens=_tokens(request.system + request.prompt),
+            output_tokens=_tokens(text),
+            model=spec.model,
+            provider="offline",
         )
 
     def _answer(self, spec: ModelSpec, request: LLMRequest) -> str:
@@ -70,8 +77,15 @@ class OfflineProvider:
                 if kind == "malformed":
                     return "Sure! Here is the code you asked for: {not json"
                 if kind == "broken_code":
-                    return json.dumps({"summary": "Draft.", "findings": [], "files": [
-                        {"path": "src/draft.py", "content": "def handler(request)\n    return None\n"}]})
+                    return json.dumps(
+                        {
+                            "summary": "Draft.",
+                            "findings": [],
+                            "files": [
+                                {"path": "src/draft.py", "content": "def handler(request)\n    return None\n"}
+                            ],
+                        }
+                    )
                 raise LLMError(f"simulated provider failure ({kind})", retryable=kind != "fatal")
         if request.purpose == "plan":
             if "plan" in spec.options:
@@ -80,9 +94,16 @@ class OfflineProvider:
         if request.purpose == "synthesis":
             return synthesis_markdown(meta.get("facts", {}))
         flaws = set(spec.options.get("flaws", [])) if meta.get("kind", "plan") == "plan" else set()
-        if meta.get("kind") == "remediation" and meta.get("round", 0) <= spec.options.get("remediation_fails", 0):
-            return json.dumps({"summary": "Reviewed the flagged code; no change made.",
-                               "files": meta.get("target_files", []), "findings": []})
+        if meta.get("kind") == "remediation" and meta.get("round", 0) <= spec.options.get(
+            "remediation_fails", 0
+        ):
+            return json.dumps(
+                {
+                    "summary": "Reviewed the flagged code; no change made.",
+                    "files": meta.get("target_files", []),
+                    "findings": [],
+                }
+            )
         if request.pool == "security":
             return json.dumps(audit(meta, flaws))
         if request.pool == "database":
@@ -93,7 +114,10 @@ class OfflineProvider:
     def _plan(meta: dict) -> str:
         from executions.pm_coordinator import PoolLimits, deterministic_plan
 
-        pools = {name: PoolLimits(timeout_sec=300) for name in meta.get("pools", ["codegen", "security", "database"])}
+        pools = {
+            name: PoolLimits(timeout_sec=300)
+            for name in meta.get("pools", ["codegen", "security", "database"])
+        }
         tasks = deterministic_plan(meta.get("request", ""), pools)
         for task in tasks:
             task.pop("timeout_sec")  # the pool's limit applies
@@ -105,11 +129,27 @@ def _words(text: str) -> list[str]:
 
 
 ENTITY_WORDS = {
-    "menu": "menu_items", "menus": "menu_items", "booking": "bookings", "bookings": "bookings",
-    "reservation": "bookings", "order": "orders", "orders": "orders", "payment": "payments",
-    "payments": "payments", "restaurant": "restaurants", "restaurants": "restaurants", "review": "reviews",
-    "reviews": "reviews", "product": "products", "products": "products", "cart": "carts", "contact": "messages",
-    "checkout": "orders", "customer": "customers", "customers": "customers", "invoice": "invoices",
+    "menu": "menu_items",
+    "menus": "menu_items",
+    "booking": "bookings",
+    "bookings": "bookings",
+    "reservation": "bookings",
+    "order": "orders",
+    "orders": "orders",
+    "payment": "payments",
+    "payments": "payments",
+    "restaurant": "restaurants",
+    "restaurants": "restaurants",
+    "review": "reviews",
+    "reviews": "reviews",
+    "product": "products",
+    "products": "products",
+    "cart": "carts",
+    "contact": "messages",
+    "checkout": "orders",
+    "customer": "customers",
+    "customers": "customers",
+    "invoice": "invoices",
 }
 
 
@@ -133,13 +173,23 @@ def codegen(meta: dict, flaws: set[str]) -> dict:
             if item["path"].endswith(".py"):
                 item["content"] = remediate_python(item["content"])
                 fixed.append(item["path"])
-        return {"summary": f"Remediated {', '.join(fixed) or 'the flagged code'}: queries parameterised instead of string-formatted.",
-                "files": files, "findings": []}
+        return {
+            "summary": f"Remediated {', '.join(fixed) or 'the flagged code'}: queries parameterised instead of string-formatted.",
+            "files": files,
+            "findings": [],
+        }
     if "frontend" in lowered or "next" in lowered or "ui" in _words(lowered):
-        return {"summary": f"Next.js frontend with pages for {', '.join(tables)}.", "files": frontend_files(tables), "findings": []}
+        return {
+            "summary": f"Next.js frontend with pages for {', '.join(tables)}.",
+            "files": frontend_files(tables),
+            "findings": [],
+        }
     if "backend" in lowered or "api" in _words(lowered) or "fastapi" in lowered:
-        return {"summary": f"FastAPI backend with endpoints for {', '.join(tables)}.",
-                "files": backend_files(tables, "sql_injection" in flaws), "findings": []}
+        return {
+            "summary": f"FastAPI backend with endpoints for {', '.join(tables)}.",
+            "files": backend_files(tables, "sql_injection" in flaws),
+            "findings": [],
+        }
     slug = "_".join(_words(description)[:4]) or "module"
     body = textwrap.dedent(f'''\
         """{description[:200].replace('"', "'")}"""
@@ -151,14 +201,21 @@ def codegen(meta: dict, flaws: set[str]) -> dict:
                 raise TypeError("payload must be a dict")
             return {{key.strip().lower(): value for key, value in payload.items()}}
         ''')
-    return {"summary": f"Implemented {slug}.", "files": [{"path": f"src/{slug}.py", "content": body}], "findings": []}
+    return {
+        "summary": f"Implemented {slug}.",
+        "files": [{"path": f"src/{slug}.py", "content": body}],
+        "findings": [],
+    }
 
 
 def frontend_files(tables: list[str]) -> list[dict]:
     pages = []
     for table in tables:
         name = table.rstrip("s").title().replace("_", "")
-        pages.append({"path": f"frontend/pages/{table}.tsx", "content": textwrap.dedent(f"""\
+        pages.append(
+            {
+                "path": f"frontend/pages/{table}.tsx",
+                "content": textwrap.dedent(f"""\
             import {{ useEffect, useState }} from "react";
 
             export default function {name}Page() {{
@@ -173,25 +230,35 @@ def frontend_files(tables: list[str]) -> list[dict]:
                 </main>
               );
             }}
-            """)})
-    package = {"name": "frontend", "private": True, "scripts": {"dev": "next dev", "build": "next build"},
-               "dependencies": {"next": "15.0.0", "react": "19.0.0", "react-dom": "19.0.0"}}
+            """),
+            }
+        )
+    package = {
+        "name": "frontend",
+        "private": True,
+        "scripts": {"dev": "next dev", "build": "next build"},
+        "dependencies": {"next": "15.0.0", "react": "19.0.0", "react-dom": "19.0.0"},
+    }
     return [{"path": "frontend/package.json", "content": json.dumps(package, indent=2) + "\n"}, *pages]
 
 
 def backend_files(tables: list[str], sql_injection: bool) -> list[dict]:
     if sql_injection:
-        search = '    rows = db.execute("SELECT id, name FROM menu_items WHERE name LIKE \'%%%s%%\'" % q).fetchall()\n'
+        search = "    rows = db.execute(\"SELECT id, name FROM menu_items WHERE name LIKE '%%%s%%'\" % q).fetchall()\n"
     else:
         search = '    rows = db.execute("SELECT id, name FROM menu_items WHERE name LIKE ?", (f"%{q}%",)).fetchall()\n'
-    routes = "".join(textwrap.dedent(f"""\
+    routes = "".join(
+        textwrap.dedent(f"""\
 
 
         @app.get("/api/{table}")
         def list_{table}(db=Depends(get_db)):
             return [dict(row) for row in db.execute("SELECT * FROM {table} ORDER BY id LIMIT 100").fetchall()]
-        """) for table in tables)
-    main = textwrap.dedent("""\
+        """)
+        for table in tables
+    )
+    main = (
+        textwrap.dedent("""\
         import sqlite3
 
         from fastapi import Depends, FastAPI
@@ -210,7 +277,11 @@ def backend_files(tables: list[str], sql_injection: bool) -> list[dict]:
 
         @app.get("/api/search")
         def search_menu(q: str, db=Depends(get_db)):
-        """) + search + "    return [dict(row) for row in rows]\n" + routes
+        """)
+        + search
+        + "    return [dict(row) for row in rows]\n"
+        + routes
+    )
     return [
         {"path": "backend/app/main.py", "content": main},
         {"path": "backend/requirements.txt", "content": "fastapi==0.115.0\nuvicorn==0.30.0\n"},
@@ -234,27 +305,50 @@ def audit(meta: dict, flaws: set[str]) -> dict:
             audited.append(item["path"])
             for number, line in enumerate(item["content"].splitlines(), start=1):
                 if re.search(r"execute\(\s*[\"'].*%s.*[\"']\s*%", line):
-                    findings.append({
-                        "severity": "critical", "title": "SQL injection possible in menu search", "file": item["path"],
-                        "line": number, "recommendation": "Use a parameterised query instead of string formatting.",
-                    })
+                    findings.append(
+                        {
+                            "severity": "critical",
+                            "title": "SQL injection possible in menu search",
+                            "file": item["path"],
+                            "line": number,
+                            "recommendation": "Use a parameterised query instead of string formatting.",
+                        }
+                    )
                 if "shell=True" in line:
-                    findings.append({
-                        "severity": "high", "title": "Command injection through shell=True", "file": item["path"],
-                        "line": number, "recommendation": "Pass an argument list without a shell.",
-                    })
-    findings.append({"severity": "info", "title": "Rate limiting recommended on payment endpoints", "file": None,
-                     "line": None, "recommendation": "Add a per-client rate limit middleware."})
-    summary = f"Audited {len(audited)} files (OWASP top 10, injection, XSS, CSRF): {len(findings) - 1} issues."
+                    findings.append(
+                        {
+                            "severity": "high",
+                            "title": "Command injection through shell=True",
+                            "file": item["path"],
+                            "line": number,
+                            "recommendation": "Pass an argument list without a shell.",
+                        }
+                    )
+    findings.append(
+        {
+            "severity": "info",
+            "title": "Rate limiting recommended on payment endpoints",
+            "file": None,
+            "line": None,
+            "recommendation": "Add a per-client rate limit middleware.",
+        }
+    )
+    summary = (
+        f"Audited {len(audited)} files (OWASP top 10, injection, XSS, CSRF): {len(findings) - 1} issues."
+    )
     return {"summary": summary, "files": [], "findings": findings}
 
 
 def schema(meta: dict, flaws: set[str]) -> dict:
-    tables = [t for t in entities(meta.get("request", "") + " " + meta.get("description", "")) if t != "users"]
+    tables = [
+        t for t in entities(meta.get("request", "") + " " + meta.get("description", "")) if t != "users"
+    ]
     revision = meta.get("kind") == "revision"
     index_fks = revision or "missing_fk_index" not in flaws
-    parts = ["CREATE TABLE users (\n    id SERIAL PRIMARY KEY,\n    email TEXT NOT NULL UNIQUE,\n"
-             "    created_at TIMESTAMPTZ NOT NULL DEFAULT now()\n);"]
+    parts = [
+        "CREATE TABLE users (\n    id SERIAL PRIMARY KEY,\n    email TEXT NOT NULL UNIQUE,\n"
+        "    created_at TIMESTAMPTZ NOT NULL DEFAULT now()\n);"
+    ]
     indexes = []
     for table in tables:
         parts.append(

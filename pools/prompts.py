@@ -30,10 +30,12 @@ AGENT_CONTRACT = (
 )
 
 AGENT_SYSTEM = {
-    "codegen": "You are a senior software engineer. You write complete, working, secure code files. " + DATA_RULE,
+    "codegen": "You are a senior software engineer. You write complete, working, secure code files. "
+    + DATA_RULE,
     "security": (
         "You are an application security auditor. You audit the given files (OWASP top 10, injection, XSS, CSRF, "
-        "secrets, authz) and report findings with exact files and lines; you may include fixed files. " + DATA_RULE
+        "secrets, authz) and report findings with exact files and lines; you may include fixed files. "
+        + DATA_RULE
     ),
     "database": (
         "You are a database architect. You design SQL schemas (PostgreSQL) with keys, constraints and indexes on "
@@ -63,12 +65,19 @@ def plan_prompt(request: str, pools: dict[str, int], max_tasks: int) -> str:
 
 def plan_repair_prompt(request: str, pools: dict[str, int], max_tasks: int, errors: list[str]) -> str:
     problems = "\n".join(f"- {e}" for e in errors)
-    return plan_prompt(request, pools, max_tasks) + f"\n\nYour previous plan was rejected:\n{problems}\nFix these problems."
+    return (
+        plan_prompt(request, pools, max_tasks)
+        + f"\n\nYour previous plan was rejected:\n{problems}\nFix these problems."
+    )
 
 
-def agent_prompt(*, request: str, task: dict, dependencies: list[dict], repair_errors: str = "",
-                 previous_failure: str = "") -> str:
-    parts = [f"Project request:\n{fence(request)}", f"Your task ({task['pool']} pool): {fence(task['description'])}"]
+def agent_prompt(
+    *, request: str, task: dict, dependencies: list[dict], repair_errors: str = "", previous_failure: str = ""
+) -> str:
+    parts = [
+        f"Project request:\n{fence(request)}",
+        f"Your task ({task['pool']} pool): {fence(task['description'])}",
+    ]
     if task.get("context"):
         parts.append(f"Task context: {fence(json.dumps(task['context']))}")
     for dep in dependencies:
@@ -80,9 +89,13 @@ def agent_prompt(*, request: str, task: dict, dependencies: list[dict], repair_e
         )
     parts.append(AGENT_CONTRACT)
     if previous_failure:
-        parts.append(f"Your previous attempt at this task failed: {previous_failure[:1000]}. Avoid that this time.")
+        parts.append(
+            f"Your previous attempt at this task failed: {previous_failure[:1000]}. Avoid that this time."
+        )
     if repair_errors:
-        parts.append(f"Your previous reply was not valid: {repair_errors}. Reply again with the JSON object only.")
+        parts.append(
+            f"Your previous reply was not valid: {repair_errors}. Reply again with the JSON object only."
+        )
     return "\n\n".join(parts)
 
 

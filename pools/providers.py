@@ -16,8 +16,9 @@ import random
 import re
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import anthropic
 import httpx2
@@ -189,7 +190,9 @@ def _classify(exc: Exception, provider: str) -> _Failure | None:
         if status == 200:
             # An error event inside a stream that had started well.
             kind = _error_field(exc, "type")
-            return _Failure(kind in RETRYABLE_ERROR_TYPES, f"{provider} stream error {kind}: {_api_message(exc)}")
+            return _Failure(
+                kind in RETRYABLE_ERROR_TYPES, f"{provider} stream error {kind}: {_api_message(exc)}"
+            )
         if status in FATAL_STATUS:
             return _Failure(False, message)
         retryable = status in (408, 409, 429) or status >= 500
@@ -216,7 +219,9 @@ class _StreamingProvider(abc.ABC):
         self.retries = retries
         self.backoff_sec = backoff_sec
 
-    def complete(self, spec: ModelSpec, request: LLMRequest, on_progress: ProgressCallback | None) -> Completion:
+    def complete(
+        self, spec: ModelSpec, request: LLMRequest, on_progress: ProgressCallback | None
+    ) -> Completion:
         """Call the model, retrying transient failures, within `request.timeout` seconds overall."""
         deadline = time.monotonic() + request.timeout
         meter = _ProgressMeter(on_progress, request.expected_output_tokens)
@@ -249,7 +254,13 @@ class _StreamingProvider(abc.ABC):
                 raise LLMTimeout(
                     f"{spec.label}: {failure.message}; retrying in {delay:.1f}s would pass the deadline"
                 ) from error
-            log.info("%s attempt %d failed (%s); retrying in %.2fs", spec.label, attempt + 1, failure.message, delay)
+            log.info(
+                "%s attempt %d failed (%s); retrying in %.2fs",
+                spec.label,
+                attempt + 1,
+                failure.message,
+                delay,
+            )
             time.sleep(delay)
             attempt += 1
 
@@ -262,7 +273,12 @@ class _StreamingProvider(abc.ABC):
         return key
 
     def _attempt(
-        self, spec: ModelSpec, request: LLMRequest, api_key: str | None, deadline: float, meter: "_ProgressMeter"
+        self,
+        spec: ModelSpec,
+        request: LLMRequest,
+        api_key: str | None,
+        deadline: float,
+        meter: "_ProgressMeter",
     ) -> Completion:
         remaining = deadline - time.monotonic()
         timeout = httpx2.Timeout(remaining, connect=min(remaining, CONNECT_TIMEOUT_SEC))
@@ -296,7 +312,12 @@ class _StreamingProvider(abc.ABC):
 
     @abc.abstractmethod
     def _stream(
-        self, spec: ModelSpec, request: LLMRequest, api_key: str | None, max_tokens: int, timeout: httpx2.Timeout
+        self,
+        spec: ModelSpec,
+        request: LLMRequest,
+        api_key: str | None,
+        max_tokens: int,
+        timeout: httpx2.Timeout,
     ) -> Iterator[_Text | _Usage | _Model]:
         """The provider's reply as text deltas, usage and the model name, in arrival order."""
 
@@ -321,9 +342,16 @@ class AnthropicProvider(_StreamingProvider):
     name = "anthropic"
 
     def _stream(
-        self, spec: ModelSpec, request: LLMRequest, api_key: str | None, max_tokens: int, timeout: httpx2.Timeout
+        self,
+        spec: ModelSpec,
+        request: LLMRequest,
+        api_key: str | None,
+        max_tokens: int,
+        timeout: httpx2.Timeout,
     ) -> Iterator[_Text | _Usage | _Model]:
-        env = tuple(os.environ.get(v) for v in ("ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN"))
+        env = tuple(
+            os.environ.get(v) for v in ("ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN")
+        )
         client = _anthropic_client(spec.base_url or None, api_key, env)
         kwargs: dict[str, Any] = {
             "model": spec.model,
@@ -367,7 +395,12 @@ class OpenAIProvider(_StreamingProvider):
     name = "openai"
 
     def _stream(
-        self, spec: ModelSpec, request: LLMRequest, api_key: str | None, max_tokens: int, timeout: httpx2.Timeout
+        self,
+        spec: ModelSpec,
+        request: LLMRequest,
+        api_key: str | None,
+        max_tokens: int,
+        timeout: httpx2.Timeout,
     ) -> Iterator[_Text | _Usage | _Model]:
         env = tuple(os.environ.get(v) for v in ("OPENAI_BASE_URL", "OPENAI_API_KEY"))
         client = _openai_client(spec.base_url or None, api_key, env)
@@ -377,8 +410,14 @@ class OpenAIProvider(_StreamingProvider):
         # OpenAI's own reasoning models refuse `max_tokens`; compatible servers often only know it.
         official = not spec.base_url and not os.environ.get("OPENAI_BASE_URL")
         limit = {"max_completion_tokens" if official else "max_tokens": max_tokens}
-        kwargs: dict[str, Any] = {"model": spec.model, "messages": messages, "stream": True, "timeout": timeout,
-                                  "stream_options": {"include_usage": True}, **limit}
+        kwargs: dict[str, Any] = {
+            "model": spec.model,
+            "messages": messages,
+            "stream": True,
+            "timeout": timeout,
+            "stream_options": {"include_usage": True},
+            **limit,
+        }
         try:
             stream = client.chat.completions.create(**kwargs)
         except openai.BadRequestError as exc:

@@ -20,7 +20,7 @@ def extract_json(text: str) -> dict:
     candidates += [m.group(1).strip() for m in _FENCE.finditer(text)]
     start, end = text.find("{"), text.rfind("}")
     if 0 <= start < end:
-        candidates.append(text[start:end + 1])
+        candidates.append(text[start : end + 1])
     last_error = "no JSON object found in the reply"
     for candidate in candidates:
         if not candidate:
@@ -57,7 +57,11 @@ def parse_agent_reply(text: str) -> AgentReply:
         raise ReplyError(f'"files" must be a list of at most {MAX_FILES} objects')
     clean_files = []
     for i, item in enumerate(files):
-        if not isinstance(item, dict) or not isinstance(item.get("path"), str) or not isinstance(item.get("content"), str):
+        if (
+            not isinstance(item, dict)
+            or not isinstance(item.get("path"), str)
+            or not isinstance(item.get("content"), str)
+        ):
             raise ReplyError(f'files[{i}] must be an object with string "path" and "content"')
         if len(item["content"]) > MAX_FILE_CHARS:
             raise ReplyError(f"files[{i}] ({item['path']}) is larger than {MAX_FILE_CHARS} characters")
@@ -73,11 +77,14 @@ def parse_agent_reply(text: str) -> AgentReply:
         if severity not in SEVERITIES:
             raise ReplyError(f"findings[{i}] has unknown severity {item.get('severity')!r}")
         line = item.get("line")
-        clean_findings.append({
-            "severity": severity, "title": item["title"][:300],
-            "file": item.get("file") if isinstance(item.get("file"), str) else None,
-            "line": line if isinstance(line, int) and not isinstance(line, bool) else None,
-            "recommendation": str(item.get("recommendation") or "")[:2000],
-            "source": "model",
-        })
+        clean_findings.append(
+            {
+                "severity": severity,
+                "title": item["title"][:300],
+                "file": item.get("file") if isinstance(item.get("file"), str) else None,
+                "line": line if isinstance(line, int) and not isinstance(line, bool) else None,
+                "recommendation": str(item.get("recommendation") or "")[:2000],
+                "source": "model",
+            }
+        )
     return AgentReply(summary.strip()[:4000], clean_files, clean_findings)

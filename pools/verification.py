@@ -48,11 +48,15 @@ def verify_output(pool: str, reply: dict, dependencies: list[dict]) -> dict:
     file_findings = verify_files(files)
     broken = [f for f in file_findings if f.severity in BLOCKING_SEVERITIES and f.rule in BROKEN_RULES]
     if broken:
-        raise OutputBroken("; ".join(_where(f) for f in broken[:5]) + (f" (+{len(broken) - 5} more)" if len(broken) > 5 else ""))
+        raise OutputBroken(
+            "; ".join(_where(f) for f in broken[:5])
+            + (f" (+{len(broken) - 5} more)" if len(broken) > 5 else "")
+        )
     own_python = [f["path"] for f in files if f["path"].lower().endswith(".py")]
     bandit = [_floored(f) for f in run_bandit(files)]
     record: dict = {
-        "files_checked": len(files), "file_findings": len(file_findings),
+        "files_checked": len(files),
+        "file_findings": len(file_findings),
         "bandit": {"scanned": own_python, "findings": len(bandit)},
     }
     tool_findings = file_findings + bandit
@@ -70,11 +74,23 @@ def verify_output(pool: str, reply: dict, dependencies: list[dict]) -> dict:
             report = check_schema(item["content"], path=item["path"])
             reports[item["path"]] = report.as_dict()
             tool_findings += report.findings
-            tool_findings += [Finding("high", f"Schema does not apply: {error}", file=item["path"], source="schema",
-                                      rule="schema-apply", recommendation="Fix the statement so the schema applies.")
-                              for error in report.errors if not report.applied]
+            tool_findings += [
+                Finding(
+                    "high",
+                    f"Schema does not apply: {error}",
+                    file=item["path"],
+                    source="schema",
+                    rule="schema-apply",
+                    recommendation="Fix the statement so the schema applies.",
+                )
+                for error in report.errors
+                if not report.applied
+            ]
         record["schema"] = reports
         record["schema_accepted"] = all(r["accepted"] for r in reports.values()) if reports else None
     record["passed"] = not any(f.severity in BLOCKING_SEVERITIES for f in tool_findings)
-    return {**reply, "findings": reply.get("findings", []) + [f.as_dict() for f in tool_findings],
-            "verification": record}
+    return {
+        **reply,
+        "findings": reply.get("findings", []) + [f.as_dict() for f in tool_findings],
+        "verification": record,
+    }

@@ -90,8 +90,12 @@ class SchemaReport:
 
     def as_dict(self) -> dict:
         return {
-            "applied": self.applied, "accepted": self.accepted, "tables": self.tables, "errors": self.errors,
-            "findings": [f.as_dict() for f in self.findings], "translated_from": self.translated_from,
+            "applied": self.applied,
+            "accepted": self.accepted,
+            "tables": self.tables,
+            "errors": self.errors,
+            "findings": [f.as_dict() for f in self.findings],
+            "translated_from": self.translated_from,
             "notes": self.notes,
         }
 
@@ -118,17 +122,38 @@ def verify_files(files: list[dict]) -> list[Finding]:
         path = entry.get("path") if isinstance(entry, dict) else None
         problem = path_problem(path)
         if problem:
-            findings.append(Finding("high", f"Unsafe file path: {problem}", file=_printable(path), rule="unsafe-path",
-                                    recommendation="Use a relative path inside the project, without '..'."))
+            findings.append(
+                Finding(
+                    "high",
+                    f"Unsafe file path: {problem}",
+                    file=_printable(path),
+                    rule="unsafe-path",
+                    recommendation="Use a relative path inside the project, without '..'.",
+                )
+            )
             continue
         content = entry.get("content")
         if not isinstance(content, str):
-            findings.append(Finding("high", "File content is not text", file=path, rule="bad-content",
-                                    recommendation="Return the file's content as a string."))
+            findings.append(
+                Finding(
+                    "high",
+                    "File content is not text",
+                    file=path,
+                    rule="bad-content",
+                    recommendation="Return the file's content as a string.",
+                )
+            )
             continue
         if path in seen:
-            findings.append(Finding("medium", "The same file is written twice in one output", file=path,
-                                    rule="duplicate-file", recommendation="Merge both versions into one file."))
+            findings.append(
+                Finding(
+                    "medium",
+                    "The same file is written twice in one output",
+                    file=path,
+                    rule="duplicate-file",
+                    recommendation="Merge both versions into one file.",
+                )
+            )
         seen.add(path)
         finding = _parse_check(path, content)
         if finding is not None:
@@ -169,8 +194,14 @@ def _parse_check(path: str, content: str) -> Finding | None:
 
 
 def _syntax_finding(path: str, title: str, line: int | None, severity: str = "high") -> Finding:
-    return Finding(severity, title, file=path, line=line, rule="syntax",
-                   recommendation="Fix the syntax so the file parses.")
+    return Finding(
+        severity,
+        title,
+        file=path,
+        line=line,
+        rule="syntax",
+        recommendation="Fix the syntax so the file parses.",
+    )
 
 
 def _sql_parse_check(path: str, content: str) -> Finding | None:
@@ -199,7 +230,9 @@ def _js_balance_check(path: str, content: str, *, jsx: bool) -> Finding | None:
     if problem is None:
         return None
     message, line = problem
-    return _syntax_finding(path, f"Unbalanced source (bracket/quote check): {message}", line, severity="medium")
+    return _syntax_finding(
+        path, f"Unbalanced source (bracket/quote check): {message}", line, severity="medium"
+    )
 
 
 def _js_imbalance(text: str, *, jsx: bool) -> tuple[str, int] | None:
@@ -252,8 +285,10 @@ def _js_imbalance(text: str, *, jsx: bool) -> tuple[str, int] | None:
         elif c == "`":
             in_template = True
             i += 1
-        elif c == "/" and not (jsx and (last == "<" or text.startswith("/>", i))) and (
-            last == "" or last in "(,=:[!&|?{};+-*%<>~^" or _ends_with_keyword(text, i)
+        elif (
+            c == "/"
+            and not (jsx and (last == "<" or text.startswith("/>", i)))
+            and (last == "" or last in "(,=:[!&|?{};+-*%<>~^" or _ends_with_keyword(text, i))
         ):  # in JSX, `</tag>` and `/>` close tags, they start no regex
             j = i + 1
             in_class = False
@@ -293,16 +328,32 @@ def _js_imbalance(text: str, *, jsx: bool) -> tuple[str, int] | None:
 
 
 def _ends_with_keyword(text: str, i: int) -> bool:
-    match = re.search(r"(\w+)\s*$", text[max(0, i - 12):i])
-    return bool(match) and match.group(1) in {"return", "typeof", "case", "do", "else", "in", "of", "new",
-                                              "delete", "void", "throw", "yield", "await"}
+    match = re.search(r"(\w+)\s*$", text[max(0, i - 12) : i])
+    return bool(match) and match.group(1) in {
+        "return",
+        "typeof",
+        "case",
+        "do",
+        "else",
+        "in",
+        "of",
+        "new",
+        "delete",
+        "void",
+        "throw",
+        "yield",
+        "await",
+    }
 
 
 def run_bandit(files: list[dict]) -> list[Finding]:
     """Bandit's findings on the Python files of an output (files are written to a temp dir, never run)."""
     python_files = [
-        f for f in files
-        if isinstance(f, dict) and path_problem(f.get("path")) is None and isinstance(f.get("content"), str)
+        f
+        for f in files
+        if isinstance(f, dict)
+        and path_problem(f.get("path")) is None
+        and isinstance(f.get("content"), str)
         and f["path"].lower().endswith(".py")
     ]
     if not python_files:
@@ -319,8 +370,15 @@ def run_bandit(files: list[dict]) -> list[Finding]:
         try:
             report = _bandit_in_process(root)
         except Exception as exc:  # bandit itself failed: say so rather than pass the code as clean
-            return [Finding("medium", f"Security scan did not run: {type(exc).__name__}", source="bandit",
-                            rule="bandit-error", recommendation="Re-run the security audit.")]
+            return [
+                Finding(
+                    "medium",
+                    f"Security scan did not run: {type(exc).__name__}",
+                    source="bandit",
+                    rule="bandit-error",
+                    recommendation="Re-run the security audit.",
+                )
+            ]
         return [_bandit_finding(result, root) for result in report]
 
 
@@ -331,8 +389,9 @@ def _bandit_in_process(root: Path) -> list[dict]:
     from bandit.core import manager as bandit_manager
 
     # B101 (assert) flags every generated test file; asserts there are the point.
-    manager = bandit_manager.BanditManager(bandit_config.BanditConfig(), "file", quiet=True,
-                                           profile={"include": set(), "exclude": {"B101"}})
+    manager = bandit_manager.BanditManager(
+        bandit_config.BanditConfig(), "file", quiet=True, profile={"include": set(), "exclude": {"B101"}}
+    )
     manager.discover_files([str(root)], recursive=True)
     manager.run_tests()
     return [issue.as_dict() for issue in manager.get_issue_list()]
@@ -348,7 +407,11 @@ def _bandit_finding(result: dict, root: Path) -> Finding:
     return Finding(
         severity=BANDIT_SEVERITY.get(result.get("issue_severity", ""), "low"),
         title=f"{result.get('issue_text', '').strip()} ({test_id} {result.get('test_name', '')})",
-        file=file, line=result.get("line_number"), recommendation=advice, source="bandit", rule=test_id,
+        file=file,
+        line=result.get("line_number"),
+        recommendation=advice,
+        source="bandit",
+        rule=test_id,
     )
 
 
@@ -443,9 +506,12 @@ def _extract_inline_indexes(create: exp.Create) -> list[exp.Expression]:
         columns = [c.name for c in inline.expressions]
         name = inline.this.name if isinstance(inline.this, exp.Identifier) else f"{table}_idx{number}"
         inline.pop()
-        indexes.append(sqlglot.parse_one(
-            f"CREATE INDEX {_quote(name)} ON {_quote(table)} ({', '.join(_quote(c) for c in columns)})",
-            read="sqlite"))
+        indexes.append(
+            sqlglot.parse_one(
+                f"CREATE INDEX {_quote(name)} ON {_quote(table)} ({', '.join(_quote(c) for c in columns)})",
+                read="sqlite",
+            )
+        )
     return indexes
 
 
@@ -462,7 +528,9 @@ def _drop_non_constant_defaults(create: exp.Create) -> None:
     for column in create.find_all(exp.ColumnDef):
         kind = column.args.get("kind")
         if isinstance(kind, exp.DataType) and kind.this in (
-            exp.DataType.Type.SERIAL, exp.DataType.Type.BIGSERIAL, exp.DataType.Type.SMALLSERIAL
+            exp.DataType.Type.SERIAL,
+            exp.DataType.Type.BIGSERIAL,
+            exp.DataType.Type.SMALLSERIAL,
         ):
             column.set("kind", exp.DataType.build("INTEGER"))
 
@@ -490,8 +558,11 @@ def _apply(statements: list[str]) -> tuple[sqlite3.Connection, str | None]:
     stop_at = time.monotonic() + SCHEMA_TIMEOUT_SEC
     # ATTACH (and VACUUM INTO, which attaches) would create files on the host.
     connection.set_authorizer(
-        lambda action, *args: sqlite3.SQLITE_DENY
-        if action in (sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH) else sqlite3.SQLITE_OK
+        lambda action, *args: (
+            sqlite3.SQLITE_DENY
+            if action in (sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH)
+            else sqlite3.SQLITE_OK
+        )
     )
     connection.set_progress_handler(lambda: int(time.monotonic() > stop_at), 10_000)
     try:
@@ -507,8 +578,12 @@ def _apply(statements: list[str]) -> tuple[sqlite3.Connection, str | None]:
 
 
 def _describe(connection: sqlite3.Connection, report: SchemaReport, path: str | None) -> None:
-    report.tables = [row[0] for row in connection.execute(
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")]
+    report.tables = [
+        row[0]
+        for row in connection.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
+        )
+    ]
     for table in report.tables:
         covered = _index_prefixes(connection, table)
         for columns in _foreign_keys(connection, table):
@@ -517,12 +592,17 @@ def _describe(connection: sqlite3.Connection, report: SchemaReport, path: str | 
                 continue
             shown = ", ".join(columns)
             name = f"idx_{table}_{'_'.join(columns)}"
-            report.findings.append(Finding(
-                "high", f"Foreign key {table}({shown}) has no index", file=path, source="schema",
-                rule="fk-without-index",
-                recommendation=f"CREATE INDEX {_quote(name)} ON {_quote(table)} "
-                               f"({', '.join(_quote(c) for c in columns)});",
-            ))
+            report.findings.append(
+                Finding(
+                    "high",
+                    f"Foreign key {table}({shown}) has no index",
+                    file=path,
+                    source="schema",
+                    rule="fk-without-index",
+                    recommendation=f"CREATE INDEX {_quote(name)} ON {_quote(table)} "
+                    f"({', '.join(_quote(c) for c in columns)});",
+                )
+            )
 
 
 def _index_prefixes(connection: sqlite3.Connection, table: str) -> list[tuple[str, ...]]:
@@ -534,7 +614,9 @@ def _index_prefixes(connection: sqlite3.Connection, table: str) -> list[tuple[st
         columns = tuple(row[2] for row in connection.execute(f"PRAGMA index_info({_quote(name)})"))
         if all(columns):  # an expression index has no column names
             prefixes.append(columns)
-    primary = sorted((row[5], row[1]) for row in connection.execute(f"PRAGMA table_info({_quote(table)})") if row[5])
+    primary = sorted(
+        (row[5], row[1]) for row in connection.execute(f"PRAGMA table_info({_quote(table)})") if row[5]
+    )
     if primary:
         prefixes.append(tuple(column for _, column in primary))
     return prefixes

@@ -64,22 +64,51 @@ def client_and_key(db):
     return client, raw
 
 
-def configure(*, latency: float = 0.2, codegen: int = 3, security: int = 2, database: int = 2, retries: int = 2,
-              timeouts: dict | None = None, options: dict | None = None, backoff: float = 0.2) -> None:
+def configure(
+    *,
+    latency: float = 0.2,
+    codegen: int = 3,
+    security: int = 2,
+    database: int = 2,
+    retries: int = 2,
+    timeouts: dict | None = None,
+    options: dict | None = None,
+    backoff: float = 0.2,
+) -> None:
     """Load config.json's shape with the offline model on every pool and the given limits."""
     from pools.config_io import load_config
 
     timeouts = timeouts or {}
-    offline = {"provider": "offline", "model": "openclaw-offline-1", "input_per_mtok": 3.0, "output_per_mtok": 15.0,
-               "options": options or {}}
+    offline = {
+        "provider": "offline",
+        "model": "openclaw-offline-1",
+        "input_per_mtok": 3.0,
+        "output_per_mtok": 15.0,
+        "options": options or {},
+    }
     pools = {
-        name: {"max_concurrent": limit, "timeout_sec": timeouts.get(name, 60), "max_retries": retries,
-               "model": "offline", "retry_backoff_sec": backoff, "offline_latency_sec": latency}
+        name: {
+            "max_concurrent": limit,
+            "timeout_sec": timeouts.get(name, 60),
+            "max_retries": retries,
+            "model": "offline",
+            "retry_backoff_sec": backoff,
+            "offline_latency_sec": latency,
+        }
         for name, limit in (("codegen", codegen), ("security", security), ("database", database))
     }
-    load_config({"parallel_execution": {"enabled": True, "auto_fallback_to_serial": True,
-                                        "pm": {"model": "offline"}, "worker_pools": pools},
-                 "models": {"offline": offline}}, force=True)
+    load_config(
+        {
+            "parallel_execution": {
+                "enabled": True,
+                "auto_fallback_to_serial": True,
+                "pm": {"model": "offline"},
+                "worker_pools": pools,
+            },
+            "models": {"offline": offline},
+        },
+        force=True,
+    )
 
 
 def wait_for_status(execution_id: str, statuses: set[str], timeout: float = 60):
@@ -114,6 +143,25 @@ def restart_redis(down_sec: float = 1.0) -> None:
     assert settings.REDIS_URL.startswith("redis://127.0.0.1:6379"), "can only restart a local Redis"
     subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", "6379", "shutdown", "nosave"], check=False)
     time.sleep(down_sec)
-    subprocess.run(["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "-::1", "--port", "6379", "--save", "",
-                    "--appendonly", "no", "--dir", "/var/lib/redis", "--logfile", "/var/log/redis/ci.log"], check=True)
+    subprocess.run(
+        [
+            "redis-server",
+            "--daemonize",
+            "yes",
+            "--bind",
+            "127.0.0.1",
+            "-::1",
+            "--port",
+            "6379",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            "/var/lib/redis",
+            "--logfile",
+            "/var/log/redis/ci.log",
+        ],
+        check=True,
+    )
     time.sleep(0.5)

@@ -38,7 +38,9 @@ def restart_embedded_redis(down_sec: float) -> None:
     _embedded.kill()
     _embedded.wait(timeout=10)
     time.sleep(down_sec)
-    _embedded = embedded_redis.start(socket_path, data_dir=socket_path.parent / f"redis-{os.getpid()}", appendonly=False)
+    _embedded = embedded_redis.start(
+        socket_path, data_dir=socket_path.parent / f"redis-{os.getpid()}", appendonly=False
+    )
 
 
 # At import, which pytest does for `-p` plugins before pytest-django reads the settings.

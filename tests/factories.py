@@ -9,14 +9,27 @@ from pools.models import EngineSettings, ModelProfile, WorkerPool
 
 
 def make_pools(limits: dict[str, int] | None = None, *, retries: int = 2, backoff: float = 0.0) -> None:
-    offline, _ = ModelProfile.objects.get_or_create(name="offline", defaults={
-        "provider": "offline", "model": "openclaw-offline-1", "input_per_mtok": Decimal("3"), "output_per_mtok": Decimal("15"),
-    })
+    offline, _ = ModelProfile.objects.get_or_create(
+        name="offline",
+        defaults={
+            "provider": "offline",
+            "model": "openclaw-offline-1",
+            "input_per_mtok": Decimal("3"),
+            "output_per_mtok": Decimal("15"),
+        },
+    )
     for name, limit in (limits or {"codegen": 3, "security": 2, "database": 2}).items():
-        WorkerPool.objects.update_or_create(name=name, defaults={
-            "max_concurrent": limit, "timeout_sec": 60, "max_retries": retries, "retry_backoff_sec": backoff,
-            "model": offline, "offline_latency_sec": 0.1,
-        })
+        WorkerPool.objects.update_or_create(
+            name=name,
+            defaults={
+                "max_concurrent": limit,
+                "timeout_sec": 60,
+                "max_retries": retries,
+                "retry_backoff_sec": backoff,
+                "model": offline,
+                "offline_latency_sec": 0.1,
+            },
+        )
     engine = EngineSettings.current()
     engine.pm_model = offline
     engine.save()
@@ -30,13 +43,26 @@ def make_client(name: str = "acme") -> tuple[Client, str]:
 
 def make_execution(client: Client, tasks: list[dict], *, status: str = "executing") -> Execution:
     """An execution in `executing` with the given tasks ({key, pool, blocked_by, rank, priority, status})."""
-    execution = Execution.objects.create(id=Execution.new_id("t"), client=client, session_key="t", message="m",
-                                         status=status, mode="parallel", started_at=timezone.now())
+    execution = Execution.objects.create(
+        id=Execution.new_id("t"),
+        client=client,
+        session_key="t",
+        message="m",
+        status=status,
+        mode="parallel",
+        started_at=timezone.now(),
+    )
     for spec in tasks:
         Task.objects.create(
-            execution=execution, key=spec["key"], pool=spec.get("pool", "codegen"), description=spec.get("description", spec["key"]),
-            blocked_by=spec.get("blocked_by", []), rank=spec.get("rank", 1.0), priority=spec.get("priority", 1),
-            status=spec.get("status", "pending" if spec.get("blocked_by") else "ready"), weight=spec.get("weight", 1.0),
+            execution=execution,
+            key=spec["key"],
+            pool=spec.get("pool", "codegen"),
+            description=spec.get("description", spec["key"]),
+            blocked_by=spec.get("blocked_by", []),
+            rank=spec.get("rank", 1.0),
+            priority=spec.get("priority", 1),
+            status=spec.get("status", "pending" if spec.get("blocked_by") else "ready"),
+            weight=spec.get("weight", 1.0),
             timeout_sec=spec.get("timeout_sec", 60),
         )
     return execution

@@ -9,7 +9,17 @@ from django.urls import reverse
 from django.utils import timezone
 
 from executions.models import (
-    ApiKey, Attempt, Client, Conflict, Event, Execution, LedgerEntry, PricingPolicy, RefundPolicy, Task, TaskStatus,
+    ApiKey,
+    Attempt,
+    Client,
+    Conflict,
+    Event,
+    Execution,
+    LedgerEntry,
+    PricingPolicy,
+    RefundPolicy,
+    Task,
+    TaskStatus,
 )
 from pools.models import ConfigChange, EngineSettings, ModelProfile, WorkerPool
 from tests.conftest import configure
@@ -28,22 +38,60 @@ def populated(client_and_key):
     configure()
     client, _ = client_and_key
     now = timezone.now()
-    execution = Execution.objects.create(id="exec_admin", client=client, session_key="s", message="Build it",
-                                         status="partial", mode="parallel", started_at=now, finished_at=now,
-                                         fee_usd=Decimal("3.20"), next_seq=1)
-    task = Task.objects.create(execution=execution, key="task_1", pool="codegen", description="d",
-                               status=TaskStatus.DEAD, started_at=now)
-    attempt = Attempt.objects.create(task=task, number=1, status="failed", lease_expires_at=now, deadline_at=now,
-                                     finished_at=now, error="boom")
+    execution = Execution.objects.create(
+        id="exec_admin",
+        client=client,
+        session_key="s",
+        message="Build it",
+        status="partial",
+        mode="parallel",
+        started_at=now,
+        finished_at=now,
+        fee_usd=Decimal("3.20"),
+        next_seq=1,
+    )
+    task = Task.objects.create(
+        execution=execution,
+        key="task_1",
+        pool="codegen",
+        description="d",
+        status=TaskStatus.DEAD,
+        started_at=now,
+    )
+    attempt = Attempt.objects.create(
+        task=task,
+        number=1,
+        status="failed",
+        lease_expires_at=now,
+        deadline_at=now,
+        finished_at=now,
+        error="boom",
+    )
     Event.objects.create(execution=execution, seq=1, type="task.dead", task_key="task_1")
-    Conflict.objects.create(execution=execution, kind="security_finding", between=["task_1"], description="CSRF")
-    LedgerEntry.objects.create(execution=execution, client=client, kind="usage", key=f"usage:{attempt.pk}",
-                               amount_usd=Decimal("0.001"), attempt=attempt)
-    LedgerEntry.objects.create(execution=execution, client=client, kind="fee", key=f"fee:{execution.pk}",
-                               amount_usd=Decimal("3.20"))
+    Conflict.objects.create(
+        execution=execution, kind="security_finding", between=["task_1"], description="CSRF"
+    )
+    LedgerEntry.objects.create(
+        execution=execution,
+        client=client,
+        kind="usage",
+        key=f"usage:{attempt.pk}",
+        amount_usd=Decimal("0.001"),
+        attempt=attempt,
+    )
+    LedgerEntry.objects.create(
+        execution=execution, client=client, kind="fee", key=f"fee:{execution.pk}", amount_usd=Decimal("3.20")
+    )
     WorkerPool.objects.filter(name="codegen").update(max_concurrent=3)
-    ConfigChange.objects.create(actor="test", object_type="pools.workerpool", object_id="1", object_repr="codegen",
-                                field="max_concurrent", old_value="2", new_value="3")
+    ConfigChange.objects.create(
+        actor="test",
+        object_type="pools.workerpool",
+        object_id="1",
+        object_repr="codegen",
+        field="max_concurrent",
+        old_value="2",
+        new_value="3",
+    )
     return execution
 
 
@@ -70,21 +118,33 @@ def test_execution_page_shows_tasks_attempts_conflicts_events_and_ledger(staff, 
 
 
 def pool_form(pool: WorkerPool, **changes) -> dict:
-    data = {"name": pool.name, "enabled": "on" if pool.enabled else "", "max_concurrent": pool.max_concurrent,
-            "timeout_sec": pool.timeout_sec, "max_retries": pool.max_retries,
-            "retry_backoff_sec": pool.retry_backoff_sec, "model": pool.model_id or "",
-            "offline_latency_sec": pool.offline_latency_sec}
+    data = {
+        "name": pool.name,
+        "enabled": "on" if pool.enabled else "",
+        "max_concurrent": pool.max_concurrent,
+        "timeout_sec": pool.timeout_sec,
+        "max_retries": pool.max_retries,
+        "retry_backoff_sec": pool.retry_backoff_sec,
+        "model": pool.model_id or "",
+        "offline_latency_sec": pool.offline_latency_sec,
+    }
     data.update(changes)
     return {k: v for k, v in data.items() if v != ""}
 
 
 def test_saving_a_pool_records_who_changed_what(staff, populated, admin_user):
     pool = WorkerPool.objects.get(name="codegen")
-    response = staff.post(admin_url(WorkerPool, "change", pool.pk), pool_form(pool, max_concurrent=5, timeout_sec=120))
+    response = staff.post(
+        admin_url(WorkerPool, "change", pool.pk), pool_form(pool, max_concurrent=5, timeout_sec=120)
+    )
     assert response.status_code == 302
     assert WorkerPool.objects.get(pk=pool.pk).max_concurrent == 5
-    changes = {c.field: c for c in ConfigChange.objects.filter(object_type="pools.workerpool", object_id=str(pool.pk),
-                                                               user=admin_user)}
+    changes = {
+        c.field: c
+        for c in ConfigChange.objects.filter(
+            object_type="pools.workerpool", object_id=str(pool.pk), user=admin_user
+        )
+    }
     assert set(changes) == {"max_concurrent", "timeout_sec"}
     assert (changes["max_concurrent"].old_value, changes["max_concurrent"].new_value) == ("3", "5")
     assert changes["timeout_sec"].actor == admin_user.username
@@ -101,11 +161,22 @@ def test_pool_validation_rejects_bad_values(staff, populated):
 
 
 def test_model_profile_takes_a_key_variable_name_never_a_key(staff, populated):
-    response = staff.post(admin_url(ModelProfile, "add"), {
-        "name": "minimax", "provider": "openai", "model": "MiniMax-M2.5", "base_url": "https://api.minimax.io/v1",
-        "api_key_env": "sk-live-123", "max_output_tokens": 8192, "input_per_mtok": "0.3", "output_per_mtok": "1.2",
-        "cache_read_per_mtok": "0", "cache_write_per_mtok": "0", "options": "{}",
-    })
+    response = staff.post(
+        admin_url(ModelProfile, "add"),
+        {
+            "name": "minimax",
+            "provider": "openai",
+            "model": "MiniMax-M2.5",
+            "base_url": "https://api.minimax.io/v1",
+            "api_key_env": "sk-live-123",
+            "max_output_tokens": 8192,
+            "input_per_mtok": "0.3",
+            "output_per_mtok": "1.2",
+            "cache_read_per_mtok": "0",
+            "cache_write_per_mtok": "0",
+            "options": "{}",
+        },
+    )
     assert response.status_code == 200 and "api_key_env" in response.context["adminform"].form.errors
     assert not ModelProfile.objects.filter(name="minimax").exists()
 
@@ -118,8 +189,17 @@ def new_key_from(response) -> str:
 
 
 def test_client_creation_shows_its_key_once_and_stores_only_the_hash(staff):
-    response = staff.post(admin_url(Client, "add"), {"name": "globex", "is_active": "on", "default_budget_usd": "5.00",
-                                                       "api_keys-TOTAL_FORMS": 0, "api_keys-INITIAL_FORMS": 0}, follow=True)
+    response = staff.post(
+        admin_url(Client, "add"),
+        {
+            "name": "globex",
+            "is_active": "on",
+            "default_budget_usd": "5.00",
+            "api_keys-TOTAL_FORMS": 0,
+            "api_keys-INITIAL_FORMS": 0,
+        },
+        follow=True,
+    )
     raw = new_key_from(response)
     key = ApiKey.objects.get(client__name="globex")
     assert key.key_hash == ApiKey.hash_key(raw) and raw not in (key.prefix, key.key_hash)
@@ -130,8 +210,9 @@ def test_client_creation_shows_its_key_once_and_stores_only_the_hash(staff):
 def test_revoke_and_rotate_keys(staff, client_and_key):
     client, raw = client_and_key
     key = ApiKey.objects.get(client=client)
-    response = staff.post(admin_url(ApiKey, "changelist"), {"action": "rotate", "_selected_action": [key.pk]},
-                          follow=True)
+    response = staff.post(
+        admin_url(ApiKey, "changelist"), {"action": "rotate", "_selected_action": [key.pk]}, follow=True
+    )
     rotated = new_key_from(response)
     assert staff.get("/api/pools", HTTP_X_API_KEY=raw).status_code == 401
     assert staff.get("/api/pools", HTTP_X_API_KEY=rotated).status_code == 200
@@ -144,21 +225,43 @@ def test_revoke_and_rotate_keys(staff, client_and_key):
 
 def test_activating_a_policy_retires_the_other_and_is_audited(staff):
     seed = RefundPolicy.objects.get(is_active=True)
-    response = staff.post(admin_url(RefundPolicy, "add"), {
-        "name": "by-count", "is_active": "on", "description": "", "share_rule": "count", "factor": "1",
-        "floor_share": "0.1", "cap_share": "1", "on_partial": "undelivered", "on_budget_exceeded": "none",
-        "on_failed": "full", "on_cancelled_before_start": "full", "on_cancelled_after_start": "none",
-    })
+    response = staff.post(
+        admin_url(RefundPolicy, "add"),
+        {
+            "name": "by-count",
+            "is_active": "on",
+            "description": "",
+            "share_rule": "count",
+            "factor": "1",
+            "floor_share": "0.1",
+            "cap_share": "1",
+            "on_partial": "undelivered",
+            "on_budget_exceeded": "none",
+            "on_failed": "full",
+            "on_cancelled_before_start": "full",
+            "on_cancelled_after_start": "none",
+        },
+    )
     assert response.status_code == 302, response.context["adminform"].form.errors
     assert RefundPolicy.current().name == "by-count"
-    assert ConfigChange.objects.filter(object_repr__startswith=seed.name, field="is_active", new_value="False").exists()
+    assert ConfigChange.objects.filter(
+        object_repr__startswith=seed.name, field="is_active", new_value="False"
+    ).exists()
     staff.post(admin_url(RefundPolicy, "changelist"), {"action": "activate", "_selected_action": [seed.pk]})
     assert RefundPolicy.current().pk == seed.pk
     assert "60.0% of the fee" in staff.get(admin_url(RefundPolicy, "changelist")).content.decode()
-    pricing = staff.post(admin_url(PricingPolicy, "add"), {
-        "name": "tokens", "is_active": "on", "description": "", "method": "tokens", "fee_per_task": "0",
-        "markup": "2", "minimum_fee": "1.00",
-    })
+    pricing = staff.post(
+        admin_url(PricingPolicy, "add"),
+        {
+            "name": "tokens",
+            "is_active": "on",
+            "description": "",
+            "method": "tokens",
+            "fee_per_task": "0",
+            "markup": "2",
+            "minimum_fee": "1.00",
+        },
+    )
     assert pricing.status_code == 302 and PricingPolicy.current().method == "tokens"
 
 

@@ -28,33 +28,60 @@ def wait_until(condition, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_raising_max_concurrent_in_the_admin_starts_the_waiting_task(workers, client_and_key, admin_client, admin_user):
+def test_raising_max_concurrent_in_the_admin_starts_the_waiting_task(
+    workers, client_and_key, admin_client, admin_user
+):
     from executions.services import execution_cancel, execution_create
 
     # Frontend and backend are both codegen and take 3 s; the pool runs one at a time.
-    configure(latency=0.2, codegen=1, options={"latency_rules": [{"match": "end", "pool": "codegen", "latency_sec": 3}]})
+    configure(
+        latency=0.2,
+        codegen=1,
+        options={"latency_rules": [{"match": "end", "pool": "codegen", "latency_sec": 3}]},
+    )
     client, _ = client_and_key
-    execution = execution_create(client=client, message="Build a restaurant website with online booking",
-                                 session_key="pool-edit", mode="parallel")
-    wait_until(lambda: sorted(codegen_states(execution.pk).values()) == ["ready", "running"], 10, "one codegen running")
+    execution = execution_create(
+        client=client,
+        message="Build a restaurant website with online booking",
+        session_key="pool-edit",
+        mode="parallel",
+    )
+    wait_until(
+        lambda: sorted(codegen_states(execution.pk).values()) == ["ready", "running"],
+        10,
+        "one codegen running",
+    )
     time.sleep(0.6)  # the reaper dispatches every 0.25 s: the limit of 1 holds
     states = codegen_states(execution.pk)
     assert sorted(states.values()) == ["ready", "running"]
     first = next(key for key, status in states.items() if status == "running")
 
     pool = WorkerPool.objects.get(name="codegen")
-    response = admin_client.post(reverse("admin:pools_workerpool_change", args=[pool.pk]), {
-        "name": "codegen", "enabled": "on", "max_concurrent": 2, "timeout_sec": pool.timeout_sec,
-        "max_retries": pool.max_retries, "retry_backoff_sec": pool.retry_backoff_sec, "model": pool.model_id,
-        "offline_latency_sec": pool.offline_latency_sec,
-    })
+    response = admin_client.post(
+        reverse("admin:pools_workerpool_change", args=[pool.pk]),
+        {
+            "name": "codegen",
+            "enabled": "on",
+            "max_concurrent": 2,
+            "timeout_sec": pool.timeout_sec,
+            "max_retries": pool.max_retries,
+            "retry_backoff_sec": pool.retry_backoff_sec,
+            "model": pool.model_id,
+            "offline_latency_sec": pool.offline_latency_sec,
+        },
+    )
     assert response.status_code == 302
 
     # The next dispatch (the reaper's pass) reads the new limit: both run while the first is still busy.
-    both = wait_until(lambda: (s := codegen_states(execution.pk)) and all(v in ACTIVE for v in s.values()) and s, 2,
-                      "the waiting codegen task to start")
+    both = wait_until(
+        lambda: (s := codegen_states(execution.pk)) and all(v in ACTIVE for v in s.values()) and s,
+        2,
+        "the waiting codegen task to start",
+    )
     assert both[first] == TaskStatus.RUNNING
-    change = ConfigChange.objects.get(object_type="pools.workerpool", object_id=str(pool.pk), field="max_concurrent")
+    change = ConfigChange.objects.get(
+        object_type="pools.workerpool", object_id=str(pool.pk), field="max_concurrent"
+    )
     assert (change.old_value, change.new_value, change.user) == ("1", "2", admin_user)
     execution_cancel(execution, by="test")
     wait_for_status(execution.pk, {"cancelled"}, timeout=5)

@@ -4,8 +4,15 @@ from executions.agent_router import ParallelDisabled, choose_mode
 
 
 def route(**overrides):
-    args = dict(requested="auto", force_parallel=False, enabled=True, auto_fallback_to_serial=True, task_count=4,
-                serial_estimate=315, parallel_estimate=210)
+    args = dict(
+        requested="auto",
+        force_parallel=False,
+        enabled=True,
+        auto_fallback_to_serial=True,
+        task_count=4,
+        serial_estimate=315,
+        parallel_estimate=210,
+    )
     args.update(overrides)
     return choose_mode(**args)
 
@@ -24,7 +31,9 @@ def test_dependency_chain_goes_serial():
 
 
 def test_force_parallel_and_explicit_mode_win():
-    assert route(task_count=1, serial_estimate=10, parallel_estimate=10, force_parallel=True).mode == "parallel"
+    assert (
+        route(task_count=1, serial_estimate=10, parallel_estimate=10, force_parallel=True).mode == "parallel"
+    )
     assert route(requested="serial").mode == "serial"
     assert route(requested="parallel", task_count=1).mode == "parallel"
 

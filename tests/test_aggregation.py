@@ -19,17 +19,48 @@ T0 = timezone.now()
 @pytest.fixture
 def execution(db):
     client = Client.objects.create(name="acme")
-    return Execution.objects.create(id="exec_test_1", client=client, session_key="s", message="Build it",
-                                    status="executing", started_at=T0)
+    return Execution.objects.create(
+        id="exec_test_1",
+        client=client,
+        session_key="s",
+        message="Build it",
+        status="executing",
+        started_at=T0,
+    )
 
 
-def make_task(execution, key, *, files=(), findings=(), kind="plan", pool="codegen", status="succeeded", parent=None,
-              at=0, blocked_by=(), soft_deps=(), weight=1.0):
+def make_task(
+    execution,
+    key,
+    *,
+    files=(),
+    findings=(),
+    kind="plan",
+    pool="codegen",
+    status="succeeded",
+    parent=None,
+    at=0,
+    blocked_by=(),
+    soft_deps=(),
+    weight=1.0,
+):
     return Task.objects.create(
-        execution=execution, key=key, pool=pool, description=key, kind=kind, status=status, parent=parent,
-        blocked_by=list(blocked_by), soft_deps=list(soft_deps), weight=weight,
+        execution=execution,
+        key=key,
+        pool=pool,
+        description=key,
+        kind=kind,
+        status=status,
+        parent=parent,
+        blocked_by=list(blocked_by),
+        soft_deps=list(soft_deps),
+        weight=weight,
         finished_at=T0 + timedelta(seconds=at) if status == "succeeded" else None,
-        result={"summary": key, "files": [{"path": p, "content": c} for p, c in files], "findings": list(findings)},
+        result={
+            "summary": key,
+            "files": [{"path": p, "content": c} for p, c in files],
+            "findings": list(findings),
+        },
     )
 
 
@@ -47,7 +78,15 @@ def test_two_lineages_writing_one_path_collide_and_the_rule_decides(execution):
     make_task(execution, "task_1", files=[("README.md", "frontend")], at=1)
     later = make_task(execution, "task_2", files=[("README.md", "backend")], at=2)
     schema = make_task(execution, "task_3", pool="database", files=[("schema.sql", "a")], at=3)
-    make_task(execution, "task_3_rev1", kind="revision", pool="database", parent=schema, files=[("schema.sql", "b")], at=4)
+    make_task(
+        execution,
+        "task_3_rev1",
+        kind="revision",
+        pool="database",
+        parent=schema,
+        files=[("schema.sql", "b")],
+        at=4,
+    )
     # A revision of one lineage beats a later original of another.
     intruder = make_task(execution, "task_4", files=[("schema.sql", "c")], at=5)
 
@@ -56,22 +95,33 @@ def test_two_lineages_writing_one_path_collide_and_the_rule_decides(execution):
 
     conflicts = list(Conflict.objects.filter(execution=execution).order_by("id"))
     assert [(c.kind, c.status, c.between) for c in conflicts] == [
-        ("file_collision", "resolved", ["task_1", "task_2"]), ("file_collision", "resolved", ["task_4", "task_3_rev1"])]
-    assert conflicts[1].resolution.startswith("Kept task_3_rev1's version of schema.sql (remediation beats original")
+        ("file_collision", "resolved", ["task_1", "task_2"]),
+        ("file_collision", "resolved", ["task_4", "task_3_rev1"]),
+    ]
+    assert conflicts[1].resolution.startswith(
+        "Kept task_3_rev1's version of schema.sql (remediation beats original"
+    )
     tree, _ = result_aggregator.merged_files(list(execution.tasks.all()))
     assert tree["README.md"]["content"] == "backend" and tree["schema.sql"]["content"] == "b"
-    assert list(Event.objects.filter(execution=execution).values_list("type", flat=True)) == [
-        "conflict.detected", "conflict.resolved"] * 2
+    assert (
+        list(Event.objects.filter(execution=execution).values_list("type", flat=True))
+        == ["conflict.detected", "conflict.resolved"] * 2
+    )
 
 
 def test_each_new_version_of_a_path_is_recorded_against_the_one_it_replaces(execution):
     for n in range(1, 5):  # four lineages rewrite app.py one after the other
-        record_collisions(make_task(execution, f"task_{n}", files=[("app.py", f"v{n}"), (f"m{n}.py", "x")], at=n))
+        record_collisions(
+            make_task(execution, f"task_{n}", files=[("app.py", f"v{n}"), (f"m{n}.py", "x")], at=n)
+        )
     same = make_task(execution, "task_5", files=[("app.py", "v4")], at=5)
     record_collisions(same)  # the same content as the current version: nothing collides
 
     assert [c.between for c in Conflict.objects.filter(execution=execution).order_by("id")] == [
-        ["task_1", "task_2"], ["task_2", "task_3"], ["task_3", "task_4"]]
+        ["task_1", "task_2"],
+        ["task_2", "task_3"],
+        ["task_3", "task_4"],
+    ]
 
 
 def test_collisions_read_only_the_results_that_write_the_same_paths(execution, django_assert_num_queries):
@@ -91,8 +141,12 @@ def test_collisions_read_the_result_of_each_paths_current_version_only(execution
         record_collisions(make_task(execution, f"task_{n}", files=[("app.py", f"v{n}")], at=n))
     latest = make_task(execution, "task_11", files=[("app.py", "v11")], at=11)
     results_read = []
-    post_init.connect(lambda instance, **_: "result" in instance.get_deferred_fields() or results_read.append(
-        instance.key), sender=Task, weak=False, dispatch_uid="count-results-read")
+    post_init.connect(
+        lambda instance, **_: "result" in instance.get_deferred_fields() or results_read.append(instance.key),
+        sender=Task,
+        weak=False,
+        dispatch_uid="count-results-read",
+    )
     try:
         record_collisions(latest)
     finally:
@@ -105,7 +159,9 @@ def test_collisions_read_the_result_of_each_paths_current_version_only(execution
 def test_two_fixes_of_one_original_writing_a_new_file_are_one_lineage(execution):
     code = make_task(execution, "task_2", files=[("app.py", "v1")], at=1)
     make_task(execution, "task_2_fix1", kind="remediation", parent=code, files=[("auth.py", "a")], at=2)
-    second = make_task(execution, "task_2_fix2", kind="remediation", parent=code, files=[("auth.py", "b")], at=3)
+    second = make_task(
+        execution, "task_2_fix2", kind="remediation", parent=code, files=[("auth.py", "b")], at=3
+    )
 
     record_collisions(second)  # the original writes no auth.py, yet it makes the two fixes one lineage
 
@@ -115,8 +171,14 @@ def test_two_fixes_of_one_original_writing_a_new_file_are_one_lineage(execution)
 def test_dependents_read_a_lineage_as_its_latest_version(execution):
     code = make_task(execution, "task_2", files=[("app.py", "v1"), ("req.txt", "x")], at=1)
     make_task(execution, "task_2_fix1", kind="remediation", parent=code, files=[("app.py", "v2")], at=2)
-    reaudit = make_task(execution, "task_2_reaudit1", kind="reaudit", pool="security", status="pending",
-                        blocked_by=["task_2_fix1"])
+    reaudit = make_task(
+        execution,
+        "task_2_reaudit1",
+        kind="reaudit",
+        pool="security",
+        status="pending",
+        blocked_by=["task_2_fix1"],
+    )
 
     [dep] = dependency_results(reaudit)
 
@@ -133,8 +195,12 @@ def test_dependents_read_their_dependencies_lineages_only(execution):
     make_task(execution, "task_2_fix1", kind="remediation", parent=code, files=[("app.py", "v2")], at=41)
     dependent = make_task(execution, "task_9", status="queued", blocked_by=["task_2"])
     loaded = []
-    post_init.connect(lambda instance, **_: loaded.append(instance.key), sender=Task, weak=False,
-                      dispatch_uid="count-loaded-tasks")
+    post_init.connect(
+        lambda instance, **_: loaded.append(instance.key),
+        sender=Task,
+        weak=False,
+        dispatch_uid="count-loaded-tasks",
+    )
     try:
         [dep] = dependency_results(dependent)
     finally:
@@ -146,13 +212,18 @@ def test_dependents_read_their_dependencies_lineages_only(execution):
 
 def test_a_soft_dependency_under_revision_is_not_ready(execution):
     schema = make_task(execution, "task_3", pool="database", files=[("schema.sql", "rejected")], at=1)
-    revision = make_task(execution, "task_3_rev1", kind="revision", pool="database", parent=schema, status="running")
+    revision = make_task(
+        execution, "task_3_rev1", kind="revision", pool="database", parent=schema, status="running"
+    )
     backend = make_task(execution, "task_2", status="queued", soft_deps=["task_3"])
     integration = make_task(execution, "task_5", status="pending", blocked_by=["task_3", "task_3_rev1"])
 
     assert dependency_results(backend) == []
-    Task.objects.filter(pk=revision.pk).update(status="succeeded", finished_at=T0 + timedelta(seconds=2),
-                                               result={"summary": "r", "files": [{"path": "schema.sql", "content": "ok"}]})
+    Task.objects.filter(pk=revision.pk).update(
+        status="succeeded",
+        finished_at=T0 + timedelta(seconds=2),
+        result={"summary": "r", "files": [{"path": "schema.sql", "content": "ok"}]},
+    )
     [soft] = dependency_results(backend)
     [hard] = dependency_results(integration)
     assert soft["files"] == hard["files"] == [{"path": "schema.sql", "content": "ok"}]
@@ -162,25 +233,33 @@ def test_a_soft_dependency_under_revision_is_not_ready(execution):
 HIGH = {"severity": "high", "title": "SQL injection", "file": "app.py", "line": 3}
 
 
-@pytest.mark.parametrize("setup,expected", [
-    ({}, 1.0),
-    # One place flagged by two tools counts once: 1 × (1 − 0.1).
-    ({"findings": [HIGH, {**HIGH, "title": "B608"}]}, 0.9),
-    ({"findings": [{**HIGH, "resolved": True}]}, 1.0),
-    # Medium findings weigh 0.02 each; info and low nothing.
-    ({"findings": [{**HIGH, "severity": "medium"}, {**HIGH, "severity": "low", "line": 9}]}, 0.98),
-    # The penalty for findings stops at half.
-    ({"findings": [{**HIGH, "line": n} for n in range(9)]}, 0.5),
-    ({"unresolved": 1}, 0.85),
-    # A dead planned task of weight 1 of 4 loses its share and 0.05: 0.75 − 0.05.
-    ({"dead": True}, 0.7),
-])
+@pytest.mark.parametrize(
+    "setup,expected",
+    [
+        ({}, 1.0),
+        # One place flagged by two tools counts once: 1 × (1 − 0.1).
+        ({"findings": [HIGH, {**HIGH, "title": "B608"}]}, 0.9),
+        ({"findings": [{**HIGH, "resolved": True}]}, 1.0),
+        # Medium findings weigh 0.02 each; info and low nothing.
+        ({"findings": [{**HIGH, "severity": "medium"}, {**HIGH, "severity": "low", "line": 9}]}, 0.98),
+        # The penalty for findings stops at half.
+        ({"findings": [{**HIGH, "line": n} for n in range(9)]}, 0.5),
+        ({"unresolved": 1}, 0.85),
+        # A dead planned task of weight 1 of 4 loses its share and 0.05: 0.75 − 0.05.
+        ({"dead": True}, 0.7),
+    ],
+)
 def test_quality_score_formula(execution, setup, expected):
     make_task(execution, "task_1", findings=setup.get("findings", []), weight=3.0)
     make_task(execution, "task_2", status="dead" if setup.get("dead") else "succeeded", weight=1.0)
     for n in range(setup.get("unresolved", 0)):
-        Conflict.objects.create(execution=execution, kind="security_finding", between=["task_1"], description="d",
-                                status="unresolved")
+        Conflict.objects.create(
+            execution=execution,
+            kind="security_finding",
+            between=["task_1"],
+            description="d",
+            status="unresolved",
+        )
 
     score = result_aggregator.quality_score(list(execution.tasks.all()), list(execution.conflicts.all()))
 
@@ -188,21 +267,31 @@ def test_quality_score_formula(execution, setup, expected):
 
 
 def test_synthesis_facts_report_timeline_remediation_security_and_open_issues(execution):
-    Execution.objects.filter(pk=execution.pk).update(serial_estimate_sec=300, finished_at=T0 + timedelta(seconds=150),
-                                                     mode="parallel")
+    Execution.objects.filter(pk=execution.pk).update(
+        serial_estimate_sec=300, finished_at=T0 + timedelta(seconds=150), mode="parallel"
+    )
     execution.refresh_from_db()
-    code = make_task(execution, "task_2", files=[("app.py", "v1")], findings=[{**HIGH, "file": "lib.py"}], at=1)
+    code = make_task(
+        execution, "task_2", files=[("app.py", "v1")], findings=[{**HIGH, "file": "lib.py"}], at=1
+    )
     fix = make_task(execution, "task_2_fix1", kind="remediation", parent=code, files=[("app.py", "v2")], at=3)
     Task.objects.filter(pk=fix.pk).update(started_at=T0 + timedelta(seconds=1))
-    Conflict.objects.create(execution=execution, kind="security_finding", between=["task_4", "task_2"],
-                            description="Security vs CodeGen on SQL injection", status="resolved",
-                            resolution="fixed by task_2_fix1")
+    Conflict.objects.create(
+        execution=execution,
+        kind="security_finding",
+        between=["task_4", "task_2"],
+        description="Security vs CodeGen on SQL injection",
+        status="resolved",
+        resolution="fixed by task_2_fix1",
+    )
     tasks, conflicts = list(execution.tasks.all()), list(execution.conflicts.all())
 
     facts = result_aggregator.synthesis_facts(execution, tasks, conflicts, "completed", 0, 0.9)
 
     assert facts["timeline"] == "150s wall clock in parallel mode vs 300s serial estimate (50% faster)"
-    assert facts["remediation"].startswith("1 follow-up task(s) for conflicts (task_2_fix1): 2s of agent time")
+    assert facts["remediation"].startswith(
+        "1 follow-up task(s) for conflicts (task_2_fix1): 2s of agent time"
+    )
     assert facts["security"][0] == "Security vs CodeGen on SQL injection → fixed by task_2_fix1"
     assert facts["security"][1].startswith("every output verified by real tools")
     assert facts["unresolved"] == ["open finding: SQL injection (lib.py)"]
@@ -211,7 +300,9 @@ def test_synthesis_facts_report_timeline_remediation_security_and_open_issues(ex
 
 def test_artifacts_zip_holds_the_merged_tree_for_its_owner_only(execution):
     code = make_task(execution, "task_2", files=[("backend/app.py", "v1"), ("README.md", "hi")], at=1)
-    make_task(execution, "task_2_fix1", kind="remediation", parent=code, files=[("backend/app.py", "v2")], at=2)
+    make_task(
+        execution, "task_2_fix1", kind="remediation", parent=code, files=[("backend/app.py", "v2")], at=2
+    )
     _, key = ApiKey.issue(execution.client)
     _, stranger_key = ApiKey.issue(Client.objects.create(name="other"))
 
@@ -222,7 +313,9 @@ def test_artifacts_zip_holds_the_merged_tree_for_its_owner_only(execution):
     assert response["Content-Disposition"] == f'attachment; filename="{execution.pk}.zip"'
     with zipfile.ZipFile(io.BytesIO(response.content)) as archive:
         assert {name: archive.read(name).decode() for name in archive.namelist()} == {
-            "README.md": "hi", "backend/app.py": "v2"}
+            "README.md": "hi",
+            "backend/app.py": "v2",
+        }
     assert stranger.status_code == 404
     assert HttpClient().get(f"/api/execution/{execution.pk}/artifacts.zip").status_code == 401
 
@@ -232,9 +325,15 @@ def test_cancelling_ends_the_open_remediation_rounds_unresolved(execution):
 
     code = make_task(execution, "task_2", files=[("app.py", "v1")], at=1)
     make_task(execution, "task_2_fix1", kind="remediation", parent=code, status="running")
-    conflict = Conflict.objects.create(execution=execution, kind="security_finding", between=["task_4", "task_2"],
-                                       description="Security vs CodeGen on SQL injection", status="resolving", rounds=1,
-                                       details={"tasks": ["task_4", "task_2", "task_2_fix1"]})
+    conflict = Conflict.objects.create(
+        execution=execution,
+        kind="security_finding",
+        between=["task_4", "task_2"],
+        description="Security vs CodeGen on SQL injection",
+        status="resolving",
+        rounds=1,
+        details={"tasks": ["task_4", "task_2", "task_2_fix1"]},
+    )
 
     assert execution_cancel(execution, by="staff")
 

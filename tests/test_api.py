@@ -8,8 +8,12 @@ from executions.models import Event, Execution
 from tests.factories import make_client, make_execution, make_pools
 
 URL = "/api/execute-parallel"
-VALID = {"message": "Build a restaurant website with booking", "sessionKey": "user123", "project": "delhi-palace",
-         "force_parallel": True}
+VALID = {
+    "message": "Build a restaurant website with booking",
+    "sessionKey": "user123",
+    "project": "delhi-palace",
+    "force_parallel": True,
+}
 
 
 @pytest.fixture
@@ -31,12 +35,15 @@ def test_start_returns_202_with_the_seeds_fields(client, acme):
     assert body["status"] == "planning" and body["tasks"] == [] and "estimated_duration_sec" in body
     execution = Execution.objects.get(pk=body["execution_id"])
     assert execution.force_parallel and execution.project == "delhi-palace"
-    assert list(Event.objects.filter(execution=execution).values_list("type", flat=True)) == ["execution.created"]
+    assert list(Event.objects.filter(execution=execution).values_list("type", flat=True)) == [
+        "execution.created"
+    ]
 
 
 def test_bearer_auth_works_and_missing_or_wrong_keys_are_401(client, acme):
-    response = client.post(URL, data=json.dumps(VALID), content_type="application/json",
-                           HTTP_AUTHORIZATION=f"Bearer {acme[1]}")
+    response = client.post(
+        URL, data=json.dumps(VALID), content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {acme[1]}"
+    )
     assert response.status_code == 202
     assert client.post(URL, data=json.dumps(VALID), content_type="application/json").status_code == 401
     assert post(client, "oc_wrong", VALID).status_code == 401
@@ -51,18 +58,21 @@ def test_a_revoked_key_or_inactive_client_is_refused(client, acme):
     assert post(client, acme[1], VALID).status_code == 401
 
 
-@pytest.mark.parametrize("body,status,needle", [
-    ("{not json", 400, ""),
-    ({"sessionKey": "u"}, 422, "message"),
-    ({"message": "   "}, 422, "message"),
-    ({"message": "x" * 1_000_000}, 422, "longer than"),
-    ({"message": "Build it", "mode": "turbo"}, 422, "mode"),
-    ({"message": "Build it", "budget_usd": -5}, 422, "budget_usd"),
-    ({"message": ["Build", "it"]}, 422, "message"),
-    ({"message": "Build it", "force_parallel": "very"}, 422, "force_parallel"),
-    ({"message": "Build it", "sessionKey": "a b/../c"}, 422, "sessionKey"),
-    ([1, 2, 3], 422, ""),
-])
+@pytest.mark.parametrize(
+    "body,status,needle",
+    [
+        ("{not json", 400, ""),
+        ({"sessionKey": "u"}, 422, "message"),
+        ({"message": "   "}, 422, "message"),
+        ({"message": "x" * 1_000_000}, 422, "longer than"),
+        ({"message": "Build it", "mode": "turbo"}, 422, "mode"),
+        ({"message": "Build it", "budget_usd": -5}, 422, "budget_usd"),
+        ({"message": ["Build", "it"]}, 422, "message"),
+        ({"message": "Build it", "force_parallel": "very"}, 422, "force_parallel"),
+        ({"message": "Build it", "sessionKey": "a b/../c"}, 422, "sessionKey"),
+        ([1, 2, 3], 422, ""),
+    ],
+)
 def test_bad_input_gets_a_clear_4xx_and_stores_nothing(client, acme, body, status, needle):
     response = post(client, acme[1], body)
     assert response.status_code == status, response.content
@@ -74,8 +84,12 @@ def test_someone_elses_execution_is_a_404_everywhere(client, acme):
     other, _ = make_client("globex")
     theirs = make_execution(other, [{"key": "task_1"}])
     key = acme[1]
-    for method, path in [("get", f"/api/execution/{theirs.pk}"), ("get", f"/api/execution/{theirs.pk}/events"),
-                         ("post", f"/api/execution/{theirs.pk}/cancel"), ("post", f"/api/execution/{theirs.pk}/retry")]:
+    for method, path in [
+        ("get", f"/api/execution/{theirs.pk}"),
+        ("get", f"/api/execution/{theirs.pk}/events"),
+        ("post", f"/api/execution/{theirs.pk}/cancel"),
+        ("post", f"/api/execution/{theirs.pk}/retry"),
+    ]:
         response = getattr(client, method)(path, HTTP_X_API_KEY=key)
         assert response.status_code == 404, path
     listing = client.get("/api/executions", HTTP_X_API_KEY=key).json()
@@ -84,7 +98,9 @@ def test_someone_elses_execution_is_a_404_everywhere(client, acme):
 
 
 def test_detail_list_and_events(client, acme):
-    execution = make_execution(acme[0], [{"key": "task_1"}, {"key": "task_2", "pool": "security", "blocked_by": ["task_1"]}])
+    execution = make_execution(
+        acme[0], [{"key": "task_1"}, {"key": "task_2", "pool": "security", "blocked_by": ["task_1"]}]
+    )
     from executions import events
 
     events.emit(execution.pk, "task.queued", task_key="task_1")

@@ -15,8 +15,13 @@ def seed_tasks(lost=("backend", "security"), started=True) -> list[Task]:
     """The seed's restaurant plan: frontend 60 s, backend 90 s, database 45 s, security 120 s."""
     weights = {"frontend": 60, "backend": 90, "database": 45, "security": 120}
     return [
-        Task(key=key, weight=w, kind="plan", started_at=NOW if started else None,
-             status=TaskStatus.DEAD if key in lost else TaskStatus.SUCCEEDED)
+        Task(
+            key=key,
+            weight=w,
+            kind="plan",
+            started_at=NOW if started else None,
+            status=TaskStatus.DEAD if key in lost else TaskStatus.SUCCEEDED,
+        )
         for key, w in weights.items()
     ]
 
@@ -70,7 +75,9 @@ def test_remediation_work_does_not_count_toward_the_undelivered_share():
 
 def test_pricing_per_task_and_by_tokens():
     assert billing.money(PricingPolicy().fee(task_count=4, estimated_cost=Decimal("9"))) == Decimal("3.20")
-    assert PricingPolicy(minimum_fee=Decimal("5")).fee(task_count=4, estimated_cost=Decimal("0")) == Decimal("5")
+    assert PricingPolicy(minimum_fee=Decimal("5")).fee(task_count=4, estimated_cost=Decimal("0")) == Decimal(
+        "5"
+    )
     tokens = PricingPolicy(method="tokens", markup=Decimal("1.5"), minimum_fee=Decimal("0.50"))
     assert tokens.fee(task_count=4, estimated_cost=Decimal("2.00")) == Decimal("3.000")
     assert tokens.fee(task_count=4, estimated_cost=Decimal("0.10")) == Decimal("0.50")
@@ -82,7 +89,9 @@ def test_the_shipped_default_policies_reproduce_the_seed():
     assert refund_policy.pk and refund_policy.name == "seed-default"
     assert pricing.pk and pricing.name == "seed-default"
     assert billing.fee_for_plan(task_count=4, estimated_cost=Decimal("0")) == Decimal("3.20")
-    assert billing.money(Decimal("3.20") * refund_policy.refund_share("partial", seed_tasks())) == Decimal("1.92")
+    assert billing.money(Decimal("3.20") * refund_policy.refund_share("partial", seed_tasks())) == Decimal(
+        "1.92"
+    )
 
 
 @pytest.mark.django_db
@@ -90,7 +99,9 @@ def test_without_policy_rows_the_built_in_defaults_apply(client_and_key):
     RefundPolicy.objects.all().delete()
     PricingPolicy.objects.all().delete()
     client, _ = client_and_key
-    execution = Execution.objects.create(id="exec_x", client=client, session_key="s", message="m", fee_usd=Decimal("3.20"))
+    execution = Execution.objects.create(
+        id="exec_x", client=client, session_key="s", message="m", fee_usd=Decimal("3.20")
+    )
     assert billing.fee_for_plan(task_count=4, estimated_cost=Decimal("0")) == Decimal("3.20")
     assert billing.refund_for(execution, "partial", seed_tasks()) == Decimal("1.92")
 
@@ -98,9 +109,13 @@ def test_without_policy_rows_the_built_in_defaults_apply(client_and_key):
 @pytest.mark.django_db
 def test_the_active_policy_decides_and_only_one_is_active(client_and_key):
     client, _ = client_and_key
-    execution = Execution.objects.create(id="exec_y", client=client, session_key="s", message="m", fee_usd=Decimal("3.20"))
+    execution = Execution.objects.create(
+        id="exec_y", client=client, session_key="s", message="m", fee_usd=Decimal("3.20")
+    )
     RefundPolicy.objects.create(name="generous", is_active=True, factor=Decimal("1"), share_rule="count")
     assert RefundPolicy.objects.filter(is_active=True).count() == 1
     assert billing.refund_for(execution, "partial", seed_tasks()) == Decimal("1.60")
-    PricingPolicy.objects.create(name="flat", is_active=True, fee_per_task=Decimal("1.00"), minimum_fee=Decimal("5"))
+    PricingPolicy.objects.create(
+        name="flat", is_active=True, fee_per_task=Decimal("1.00"), minimum_fee=Decimal("5")
+    )
     assert billing.fee_for_plan(task_count=4, estimated_cost=Decimal("0")) == Decimal("5.00")

@@ -6,8 +6,8 @@ import uuid
 
 import dramatiq
 import pytest
-from dramatiq import Worker
 from django.conf import settings
+from dramatiq import Worker
 
 from openclaw_site.broker import UndelayedQueuesRedisBroker
 from tests.conftest import restart_redis
@@ -15,8 +15,9 @@ from tests.conftest import restart_redis
 
 @pytest.fixture
 def broker(redis_server):
-    broker = UndelayedQueuesRedisBroker(url=settings.REDIS_URL, namespace="openclaw-broker-test",
-                                        delayed_queues=["slack"])
+    broker = UndelayedQueuesRedisBroker(
+        url=settings.REDIS_URL, namespace="openclaw-broker-test", delayed_queues=["slack"]
+    )
     yield broker
     broker.close()
 
@@ -36,8 +37,9 @@ def test_a_worker_consumes_delay_queues_of_the_delayed_queues_only(broker):
 def test_a_delayed_message_is_refused_where_nothing_would_consume_it_and_delivered_where_it_is(broker):
     ran = []
     pool_actor = dramatiq.actor(lambda: None, actor_name="pool_job", queue_name="pool.codegen", broker=broker)
-    slack_actor = dramatiq.actor(lambda: ran.append("slack"), actor_name="slack_job", queue_name="slack",
-                                 broker=broker, max_retries=0)
+    slack_actor = dramatiq.actor(
+        lambda: ran.append("slack"), actor_name="slack_job", queue_name="slack", broker=broker, max_retries=0
+    )
     with pytest.raises(ValueError, match="takes no delayed messages"):
         pool_actor.send_with_options(delay=10)
     pool_actor.send()  # undelayed: as usual
@@ -53,9 +55,16 @@ def test_a_delayed_message_is_refused_where_nothing_would_consume_it_and_deliver
 
 
 @pytest.mark.parametrize("worker_timeout", [50, 1000])
-def test_background_queues_are_polled_at_their_own_pace_and_the_others_at_the_workers(redis_server, worker_timeout):
-    broker = UndelayedQueuesRedisBroker(url=settings.REDIS_URL, namespace="openclaw-broker-test",
-                                        delayed_queues=["slack"], background_queues=["slack"], background_poll_ms=500)
+def test_background_queues_are_polled_at_their_own_pace_and_the_others_at_the_workers(
+    redis_server, worker_timeout
+):
+    broker = UndelayedQueuesRedisBroker(
+        url=settings.REDIS_URL,
+        namespace="openclaw-broker-test",
+        delayed_queues=["slack"],
+        background_queues=["slack"],
+        background_poll_ms=500,
+    )
     try:
         for queue in ("pool.codegen", "control", "slack"):
             broker.declare_queue(queue)
@@ -71,14 +80,20 @@ def test_background_queues_are_polled_at_their_own_pace_and_the_others_at_the_wo
             worker.stop()
     finally:
         broker.close()
-    assert timeouts == {"pool.codegen": worker_timeout, "control": worker_timeout, "slack": 500, "slack.DQ": 500}
+    assert timeouts == {
+        "pool.codegen": worker_timeout,
+        "control": worker_timeout,
+        "slack": 500,
+        "slack.DQ": 500,
+    }
 
 
 def broker_of_its_own(**options) -> UndelayedQueuesRedisBroker:
     """A broker on a namespace (and so a wake-up channel) of its own: another test's listener, still
     winding down, neither wakes its consumers nor passes for its listener."""
-    return UndelayedQueuesRedisBroker(url=settings.REDIS_URL, namespace=f"openclaw-broker-test-{uuid.uuid4().hex[:8]}",
-                                      **options)
+    return UndelayedQueuesRedisBroker(
+        url=settings.REDIS_URL, namespace=f"openclaw-broker-test-{uuid.uuid4().hex[:8]}", **options
+    )
 
 
 def wait_for_wake_up_listener(broker):
@@ -120,7 +135,9 @@ def wait_then_send(consumer, actor, within_sec: float):
 def test_a_message_sent_to_an_idle_queue_ends_its_consumers_backoff(wakeable):
     _, actor, consumer = wakeable
     for _ in range(3):
-        assert wait_then_send(consumer, actor, within_sec=1.0) is not None, "the consumer slept out its backoff"
+        assert wait_then_send(consumer, actor, within_sec=1.0) is not None, (
+            "the consumer slept out its backoff"
+        )
 
 
 def test_a_consumer_holding_all_it_may_prefetch_fetches_again_as_soon_as_one_is_acked(redis_server):

@@ -20,13 +20,21 @@ REQUEST = "Build a restaurant website with online booking and secure payments"
 def execution(db, client_and_key):
     configure()  # offline model at $3 / $15 per Mtok on every pool
     client, _ = client_and_key
-    return Execution.objects.create(id="exec_budget", client=client, session_key="s", message="m", status="executing",
-                                    budget_usd=Decimal("0.10"), started_at=timezone.now())
+    return Execution.objects.create(
+        id="exec_budget",
+        client=client,
+        session_key="s",
+        message="m",
+        status="executing",
+        budget_usd=Decimal("0.10"),
+        started_at=timezone.now(),
+    )
 
 
 def add_task(execution, key, pool="codegen", status=TaskStatus.READY, blocked_by=()):
-    return Task.objects.create(execution=execution, key=key, pool=pool, description=key, status=status,
-                               blocked_by=list(blocked_by))
+    return Task.objects.create(
+        execution=execution, key=key, pool=pool, description=key, status=status, blocked_by=list(blocked_by)
+    )
 
 
 def test_spent_plus_reserved_plus_the_next_task_must_fit(execution):
@@ -50,8 +58,16 @@ def test_estimates_follow_the_pools_history(execution):
     task = add_task(execution, "done", status=TaskStatus.SUCCEEDED)
     now = timezone.now()
     for number in range(1, 7):
-        task.attempts.create(number=number, status="succeeded", started_at=now, finished_at=now, lease_expires_at=now,
-                             deadline_at=now, tokens_in=1000, tokens_out=1000)
+        task.attempts.create(
+            number=number,
+            status="succeeded",
+            started_at=now,
+            finished_at=now,
+            lease_expires_at=now,
+            deadline_at=now,
+            tokens_in=1000,
+            tokens_out=1000,
+        )
     estimate = billing.attempt_estimates({"codegen"})["codegen"]
     assert estimate.from_history and estimate.cost == Decimal("0.018")  # 1000 × 3 + 1000 × 15 per Mtok
     assert estimate.attempts_per_task == Decimal("6")
@@ -64,7 +80,12 @@ def test_the_budget_stop_cancels_waiting_work_and_blocks_dependents(execution):
     add_task(execution, "after_running", status=TaskStatus.PENDING, blocked_by=["running"])
     assert sorted(stop_for_budget(execution.pk)) == ["after_running", "ready"]
     status = dict(Task.objects.filter(execution=execution).values_list("key", "status"))
-    assert status == {"running": "running", "ready": "cancelled", "after_ready": "blocked", "after_running": "cancelled"}
+    assert status == {
+        "running": "running",
+        "ready": "cancelled",
+        "after_ready": "blocked",
+        "after_running": "cancelled",
+    }
     assert Execution.objects.get(pk=execution.pk).status == "executing"  # the running task finishes first
     Execution.objects.filter(pk=execution.pk).update(budget_usd=Decimal("100"))
     assert not billing.budget_allows_dispatch(execution.pk, "codegen")  # a stop is final
@@ -79,20 +100,32 @@ def test_a_budget_cut_mid_execution(workers, client_and_key, client):
     from executions.services import execution_create
 
     configure(latency=0.2, options={"latency_rules": [{"match": "frontend", "latency_sec": 1.5}]})
-    pricey = ModelProfile.objects.create(name="pricey", provider="offline", model="offline-pricey",
-                                         input_per_mtok=Decimal("1000"), output_per_mtok=Decimal("1000"))
+    pricey = ModelProfile.objects.create(
+        name="pricey",
+        provider="offline",
+        model="offline-pricey",
+        input_per_mtok=Decimal("1000"),
+        output_per_mtok=Decimal("1000"),
+    )
     WorkerPool.objects.filter(name="security").update(model=pricey)
     owner, raw = client_and_key
-    execution = execution_create(client=owner, message=REQUEST, session_key="budget", mode="parallel",
-                                 budget_usd=Decimal("1.00"))
+    execution = execution_create(
+        client=owner, message=REQUEST, session_key="budget", mode="parallel", budget_usd=Decimal("1.00")
+    )
     done = wait_for_status(execution.pk, {"completed", "partial", "failed", "budget_exceeded"}, timeout=30)
 
     assert done.status == "budget_exceeded"
     tasks = {t.key: t for t in Task.objects.filter(execution=done)}
     assert {k: t.status for k, t in tasks.items()} == {
-        "task_1": "succeeded", "task_2": "succeeded", "task_3": "succeeded", "task_4": "cancelled"}
+        "task_1": "succeeded",
+        "task_2": "succeeded",
+        "task_3": "succeeded",
+        "task_4": "cancelled",
+    }
     assert tasks["task_4"].error == billing.BUDGET_STOP_ERROR and not tasks["task_4"].attempts.exists()
-    assert tasks["task_1"].finished_at > tasks["task_4"].finished_at  # the running frontend finished after the stop
+    assert (
+        tasks["task_1"].finished_at > tasks["task_4"].finished_at
+    )  # the running frontend finished after the stop
     assert done.cost_usd <= done.budget_usd
     assert done.estimated_cost_usd > done.budget_usd  # the estimate said so before work started
     assert done.fee_usd == Decimal("3.20")
@@ -101,5 +134,9 @@ def test_a_budget_cut_mid_execution(workers, client_and_key, client):
     assert "budget" in done.final_response.lower()
 
     invoice = client.get(f"/api/execution/{done.pk}/invoice", HTTP_X_API_KEY=raw).json()
-    assert (invoice["totals"]["fee_usd"], invoice["totals"]["refund_usd"], invoice["net_usd"]) == ("3.20", "1.10", "2.10")
+    assert (invoice["totals"]["fee_usd"], invoice["totals"]["refund_usd"], invoice["net_usd"]) == (
+        "3.20",
+        "1.10",
+        "2.10",
+    )
     assert Decimal(invoice["totals"]["usage_usd"]) == done.cost_usd

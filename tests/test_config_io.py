@@ -20,10 +20,18 @@ def shipped_config() -> dict:
 
 def config_rows() -> tuple:
     def rows(model):
-        return [{k: v for k, v in row.items() if k != "updated_at"} for row in model.objects.order_by("pk").values()]
+        return [
+            {k: v for k, v in row.items() if k != "updated_at"}
+            for row in model.objects.order_by("pk").values()
+        ]
 
-    return (rows(WorkerPool), rows(ModelProfile), rows(RefundPolicy), rows(PricingPolicy),
-            ConfigChange.objects.count())
+    return (
+        rows(WorkerPool),
+        rows(ModelProfile),
+        rows(RefundPolicy),
+        rows(PricingPolicy),
+        ConfigChange.objects.count(),
+    )
 
 
 def test_loading_twice_changes_nothing():
@@ -57,8 +65,13 @@ def test_admin_edits_survive_a_load_and_are_dumped(tmp_path):
     PricingPolicy.objects.filter(name="seed-default").update(fee_per_task=Decimal("2.00"))
     call_command("load_config", str(path), "--force")
     assert dump_config() == json.loads(path.read_text())
-    assert ConfigChange.objects.filter(object_repr="security", field="max_concurrent", old_value="4",
-                                       new_value="1", actor="load_config --force").exists()
+    assert ConfigChange.objects.filter(
+        object_repr="security",
+        field="max_concurrent",
+        old_value="4",
+        new_value="1",
+        actor="load_config --force",
+    ).exists()
 
 
 def test_the_shipped_billing_section_matches_the_default_policies():

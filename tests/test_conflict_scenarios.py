@@ -14,8 +14,11 @@ RESTAURANT = "Build a restaurant website with online booking and secure payments
 
 
 def event_types(execution_id: str, prefix: str) -> list[str]:
-    return list(Event.objects.filter(execution_id=execution_id, type__startswith=prefix).order_by("seq")
-                .values_list("type", flat=True))
+    return list(
+        Event.objects.filter(execution_id=execution_id, type__startswith=prefix)
+        .order_by("seq")
+        .values_list("type", flat=True)
+    )
 
 
 def test_security_flags_sql_injection_then_remediation_and_reaudit_resolve_it(workers, client_and_key):
@@ -30,13 +33,22 @@ def test_security_flags_sql_injection_then_remediation_and_reaudit_resolve_it(wo
     tasks = {t.key: t for t in Task.objects.filter(execution=done)}
     backend, audit = tasks["task_2"], tasks["task_4"]
     # The audit's findings rest on a real tool: bandit's B608 on the injectable query, joined with the model's.
-    sources = {(f["source"], f.get("rule", "")) for f in audit.result["findings"] if f.get("file") == "backend/app/main.py"}
+    sources = {
+        (f["source"], f.get("rule", ""))
+        for f in audit.result["findings"]
+        if f.get("file") == "backend/app/main.py"
+    }
     assert ("bandit", "B608") in sources and ("model", "") in sources
     [conflict] = Conflict.objects.filter(execution=done, kind="security_finding")
     assert conflict.status == "resolved" and conflict.between == ["task_4", "task_2"] and conflict.rounds == 1
     assert "SQL injection" in conflict.description
     fix, reaudit = tasks["task_2_fix1"], tasks["task_2_reaudit1"]
-    assert (fix.kind, fix.pool, fix.parent_id, fix.status) == ("remediation", "codegen", backend.pk, "succeeded")
+    assert (fix.kind, fix.pool, fix.parent_id, fix.status) == (
+        "remediation",
+        "codegen",
+        backend.pk,
+        "succeeded",
+    )
     assert (reaudit.kind, reaudit.pool, reaudit.blocked_by) == ("reaudit", "security", ["task_2_fix1"])
     assert fix.context["target_files"][0]["path"] == "backend/app/main.py"
     assert "% q" in fix.context["target_files"][0]["content"]
@@ -49,7 +61,11 @@ def test_security_flags_sql_injection_then_remediation_and_reaudit_resolve_it(wo
     assert Attempt.objects.filter(task__execution=done).count() == 6
     assert fix.tokens_out > 0 and reaudit.tokens_out > 0 and fix.cost_usd > 0
     assert done.cost_usd >= sum(t.cost_usd for t in tasks.values())
-    assert event_types(done.pk, "conflict.") == ["conflict.detected", "conflict.resolving", "conflict.resolved"]
+    assert event_types(done.pk, "conflict.") == [
+        "conflict.detected",
+        "conflict.resolving",
+        "conflict.resolved",
+    ]
     assert done.quality_score == 1.0
     assert "Remediation:" in done.final_response and "task_2_fix1" in done.final_response
     assert "SQL injection" in done.final_response
@@ -63,7 +79,12 @@ def test_security_flags_sql_injection_then_remediation_and_reaudit_resolve_it(wo
     with zipfile.ZipFile(io.BytesIO(archive.content)) as tree:
         names = set(tree.namelist())
         main = tree.read("backend/app/main.py").decode()
-    assert {"backend/app/main.py", "backend/requirements.txt", "database/schema.sql", "frontend/package.json"} <= names
+    assert {
+        "backend/app/main.py",
+        "backend/requirements.txt",
+        "database/schema.sql",
+        "frontend/package.json",
+    } <= names
     assert 'LIKE ?", (f"%{q}%",)' in main and "% q" not in main
 
 
@@ -72,13 +93,21 @@ def test_rejected_schema_is_revised_and_dependents_use_the_revision(workers, cli
 
     # One codegen slot and a slow frontend: the backend starts after the revision is done, and
     # reads the schema as a soft dependency; the integration waits for it as a hard one.
-    configure(latency=0.15, codegen=1, options={
-        "flaws": ["missing_fk_index"],
-        "latency_rules": [{"match": "Next.js frontend", "latency_sec": 0.8}, {"match": "FastAPI backend", "latency_sec": 0.1}],
-    })
+    configure(
+        latency=0.15,
+        codegen=1,
+        options={
+            "flaws": ["missing_fk_index"],
+            "latency_rules": [
+                {"match": "Next.js frontend", "latency_sec": 0.8},
+                {"match": "FastAPI backend", "latency_sec": 0.1},
+            ],
+        },
+    )
     client, key = client_and_key
-    execution = execution_create(client=client, message="Build an online store with checkout and secure payments",
-                                 session_key="shop")
+    execution = execution_create(
+        client=client, message="Build an online store with checkout and secure payments", session_key="shop"
+    )
     done = wait_for_status(execution.pk, {"completed", "partial", "failed"}, timeout=40)
 
     assert done.status == "completed"
@@ -99,8 +128,13 @@ def test_rejected_schema_is_revised_and_dependents_use_the_revision(workers, cli
     assert integration.started_at >= revision.finished_at
     for dependent in (integration, backend):
         assert {"key": "task_3", "source": "task_3_rev1"}.items() <= next(
-            i for i in dependent.result["inputs"] if i["key"] == "task_3").items()
-    assert event_types(done.pk, "conflict.") == ["conflict.detected", "conflict.resolving", "conflict.resolved"]
+            i for i in dependent.result["inputs"] if i["key"] == "task_3"
+        ).items()
+    assert event_types(done.pk, "conflict.") == [
+        "conflict.detected",
+        "conflict.resolving",
+        "conflict.resolved",
+    ]
     assert done.quality_score == 1.0
 
     archive = HttpClient(HTTP_X_API_KEY=key).get(f"/api/execution/{done.pk}/artifacts.zip")
@@ -113,13 +147,19 @@ def test_broken_output_is_retried_and_a_stubborn_flaw_ends_unresolved(workers, c
     from executions.services import execution_create
     from pools.models import EngineSettings
 
-    configure(latency=0.1, options={
-        "flaws": ["sql_injection"], "remediation_fails": 1,
-        "fail_rules": [{"match": "FastAPI backend", "attempts": [1], "error": "broken_code"}],
-    })
+    configure(
+        latency=0.1,
+        options={
+            "flaws": ["sql_injection"],
+            "remediation_fails": 1,
+            "fail_rules": [{"match": "FastAPI backend", "attempts": [1], "error": "broken_code"}],
+        },
+    )
     EngineSettings.objects.filter(pk=1).update(remediation_max_rounds=1)
     client, _ = client_and_key
-    execution = execution_create(client=client, message="Build a FastAPI backend with API endpoints", session_key="api")
+    execution = execution_create(
+        client=client, message="Build a FastAPI backend with API endpoints", session_key="api"
+    )
     done = wait_for_status(execution.pk, {"completed", "partial", "failed"}, timeout=40)
 
     first, second = Attempt.objects.filter(task__execution=done, task__key="task_1").order_by("number")
@@ -133,8 +173,15 @@ def test_broken_output_is_retried_and_a_stubborn_flaw_ends_unresolved(workers, c
     assert conflict.status == "unresolved" and conflict.rounds == 1
     assert "still open after 1 remediation round" in conflict.resolution
     assert set(Task.objects.filter(execution=done).values_list("key", flat=True)) == {
-        "task_1", "task_1_fix1", "task_1_reaudit1"}
-    assert event_types(done.pk, "conflict.") == ["conflict.detected", "conflict.resolving", "conflict.unresolved"]
+        "task_1",
+        "task_1_fix1",
+        "task_1_reaudit1",
+    }
+    assert event_types(done.pk, "conflict.") == [
+        "conflict.detected",
+        "conflict.resolving",
+        "conflict.unresolved",
+    ]
     # One open high finding (one place, however many tools report it) and one unresolved conflict:
     # 1 × (1 − 0.1) − 0.15 = 0.75.
     assert done.status == "completed" and done.quality_score == 0.75

@@ -18,8 +18,15 @@ from django.conf import settings
 from tests.conftest import ROOT, Workers, configure, wait_for_status, worker_env
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 SCREENSHOTS = ROOT / "tests" / "screenshots"
 PASSWORD = "console-pass-123"
 
@@ -27,8 +34,10 @@ pytestmark = [
     pytest.mark.browser,
     pytest.mark.integration,
     # Only a developer machine without Chromium may skip; CI installs it and must run these.
-    pytest.mark.skipif(not Path(CHROMIUM).exists() and not os.environ.get("CI"),
-                       reason="Chromium not installed (apt-get install chromium)"),
+    pytest.mark.skipif(
+        not Path(CHROMIUM).exists() and not os.environ.get("CI"),
+        reason="Chromium not installed (apt-get install chromium)",
+    ),
 ]
 
 
@@ -47,8 +56,21 @@ def server(django_db_setup, django_db_blocker):
     with django_db_blocker.unblock():
         env = worker_env()
     process = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "openclaw_site.asgi:application"],
-        cwd=ROOT, env=env, stdout=open(logs / "daphne.log", "ab"), stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "daphne",
+            "-b",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "openclaw_site.asgi:application",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=open(logs / "daphne.log", "ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
@@ -119,7 +141,11 @@ def shot(page, name: str) -> None:
 
 
 def task_statuses(page) -> dict[str, str]:
-    return dict(page.eval_on_selector_all("[data-task]", "els => els.map(e => [e.dataset.task, e.dataset.taskStatus])"))
+    return dict(
+        page.eval_on_selector_all(
+            "[data-task]", "els => els.map(e => [e.dataset.task, e.dataset.taskStatus])"
+        )
+    )
 
 
 def test_submit_watch_live_and_inspect(page, server, staff_user):
@@ -130,8 +156,13 @@ def test_submit_watch_live_and_inspect(page, server, staff_user):
     workers = Workers().start()
     try:
         # The backend's first attempt fails, so the timeline shows a retry.
-        configure(latency=0.7, codegen=1, security=1, database=1,
-                  options={"fail_rules": [{"match": "backend", "attempts": [1], "error": "error"}]})
+        configure(
+            latency=0.7,
+            codegen=1,
+            security=1,
+            database=1,
+            options={"fail_rules": [{"match": "backend", "attempts": [1], "error": "error"}]},
+        )
         Client.objects.create(name="acme")
         Client.objects.create(name="globex")
         log_in(page)
@@ -154,7 +185,10 @@ def test_submit_watch_live_and_inspect(page, server, staff_user):
                     seen.setdefault(key, []).append(status)
             if page.query_selector("#exec-status [data-status=completed]"):
                 break
-            if any(s[-1] == "running" for s in seen.values()) and not (SCREENSHOTS / "execution-running.png").exists():
+            if (
+                any(s[-1] == "running" for s in seen.values())
+                and not (SCREENSHOTS / "execution-running.png").exists()
+            ):
                 shot(page, "execution-running")
             page.wait_for_timeout(60)
         execution = Execution.objects.get()
@@ -173,10 +207,16 @@ def test_submit_watch_live_and_inspect(page, server, staff_user):
         first_file = page.locator(f"[data-task={retried}] .files summary").first
         first_file.click()
         path = first_file.locator(".mono").inner_text()
-        expected = next(f["content"] for f in Task.objects.get(execution=execution, key=retried).result["files"]
-                        if f["path"] == path)
-        page.wait_for_function("([key, path]) => document.querySelector(`[data-task=${key}] pre[data-file='${path}']`)"
-                               ".textContent.length > 20", arg=[retried, path])
+        expected = next(
+            f["content"]
+            for f in Task.objects.get(execution=execution, key=retried).result["files"]
+            if f["path"] == path
+        )
+        page.wait_for_function(
+            "([key, path]) => document.querySelector(`[data-task=${key}] pre[data-file='${path}']`)"
+            ".textContent.length > 20",
+            arg=[retried, path],
+        )
         assert page.inner_text(f"[data-task={retried}] pre[data-file='{path}']").strip() == expected.strip()
         shot(page, "execution-task-detail")
 
@@ -192,7 +232,11 @@ def test_submit_watch_live_and_inspect(page, server, staff_user):
         attempts = Attempt.objects.filter(task__execution=execution).count()
         assert page.locator("#timeline rect.att").count() == attempts
         assert page.locator("#timeline rect[data-outcome=succeeded]").count() == execution.tasks.count()
-        assert page.locator("#timeline rect[data-outcome=failed]").count() == attempts - execution.tasks.count() == 1
+        assert (
+            page.locator("#timeline rect[data-outcome=failed]").count()
+            == attempts - execution.tasks.count()
+            == 1
+        )
         assert page.locator("#compare .compare-row").count() == 3
         shot(page, "execution-timeline")
 
@@ -206,7 +250,8 @@ def test_submit_watch_live_and_inspect(page, server, staff_user):
         page.click("nav.mainnav >> text=Pools")
         page.wait_for_selector("[data-pool=codegen]")
         assert "1 / 1" in page.inner_text("[data-pool=codegen] .meter-head") or "0 / 1" in page.inner_text(
-            "[data-pool=codegen] .meter-head")
+            "[data-pool=codegen] .meter-head"
+        )
         shot(page, "pools")
 
         page.click("nav.mainnav >> text=Executions")
@@ -220,7 +265,9 @@ def test_submit_watch_live_and_inspect(page, server, staff_user):
             from tests.test_metrics_health_logs import parse_metrics
 
             samples = parse_metrics(response.read().decode())
-        counted = sum(v for (name, _), v in samples.items() if name == "parallel_execution_task_duration_seconds_count")
+        counted = sum(
+            v for (name, _), v in samples.items() if name == "parallel_execution_task_duration_seconds_count"
+        )
         assert counted == attempts
         assert page.js_errors == []
     finally:
@@ -235,8 +282,9 @@ def test_cancel_a_running_execution(page, staff_user):
     try:
         configure(latency=6, codegen=1, security=1, database=1)
         client = Client.objects.create(name="acme")
-        execution = execution_create(client=client, message="Build a REST API with a frontend", session_key="ops",
-                                     project="slow-one")
+        execution = execution_create(
+            client=client, message="Build a REST API with a frontend", session_key="ops", project="slow-one"
+        )
         log_in(page)
         page.goto(f"/console/executions/{execution.pk}/")
         page.wait_for_selector("[data-task-status=running]", timeout=15000)
@@ -264,10 +312,16 @@ def test_script_in_request_or_model_output_stays_inert(page, staff_user):
 
     hostile = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">'
     execution = Execution.objects.create(
-        id=Execution.new_id("evil"), client=Client.objects.create(name="acme"), session_key="evil",
-        message=f"Build this {hostile}", project="xss", status="completed", started_at=timezone.now(),
-        finished_at=timezone.now(), final_response=f"# Result\n\n{hostile}\n\n<svg onload=\"window.__pwned=3\"></svg>\n\n"
-                                                   "[link](javascript:window.__pwned=4)",
+        id=Execution.new_id("evil"),
+        client=Client.objects.create(name="acme"),
+        session_key="evil",
+        message=f"Build this {hostile}",
+        project="xss",
+        status="completed",
+        started_at=timezone.now(),
+        finished_at=timezone.now(),
+        final_response=f'# Result\n\n{hostile}\n\n<svg onload="window.__pwned=3"></svg>\n\n'
+        "[link](javascript:window.__pwned=4)",
     )
     log_in(page)
     page.goto(f"/console/executions/{execution.pk}/#response")

@@ -32,7 +32,9 @@ def session_cookie(user) -> bytes:
 
 def make_execution(n_events: int) -> Execution:
     client, _ = Client.objects.get_or_create(name="acme")
-    execution = Execution.objects.create(id=Execution.new_id("ws"), client=client, session_key="ws", message="Build it")
+    execution = Execution.objects.create(
+        id=Execution.new_id("ws"), client=client, session_key="ws", message="Build it"
+    )
     for i in range(n_events):
         events.emit(execution.pk, "task.queued", task_key=f"task_{i + 1}", payload={"pool": "codegen"})
     return execution
@@ -86,7 +88,9 @@ async def test_non_staff_user_is_closed():
 async def test_foreign_origin_is_closed_even_for_staff(staff_cookie):
     execution = await sync_to_async(make_execution)(1)
     for origin in (b"http://evil.example", b"null"):
-        connected, _ = await communicator(f"/ws/executions/{execution.pk}/", cookie=staff_cookie, origin=origin).connect()
+        connected, _ = await communicator(
+            f"/ws/executions/{execution.pk}/", cookie=staff_cookie, origin=origin
+        ).connect()
         assert connected is False
     ws = communicator(f"/ws/executions/{execution.pk}/", cookie=staff_cookie)
     connected, _ = await ws.connect()
@@ -109,7 +113,11 @@ async def test_resume_after_seq_replays_exactly_the_missed_events_then_live_ones
     await sync_to_async(events.emit)(execution.pk, "task.started", task_key="task_1", payload={"attempt": 1})
     live = await ws.receive_json_from(timeout=5)
     assert live["kind"] == "event"
-    assert (live["event"]["seq"], live["event"]["type"], live["event"]["task"]) == (6, "task.started", "task_1")
+    assert (live["event"]["seq"], live["event"]["type"], live["event"]["task"]) == (
+        6,
+        "task.started",
+        "task_1",
+    )
 
     # The page lost messages after seq 3: it asks again and gets exactly 4..6.
     await ws.send_json_to({"resume": 3})
@@ -133,11 +141,15 @@ async def test_a_dropped_live_message_is_filled_in_from_the_database(staff_cooki
 
     fourth = await sync_to_async(store_without_publishing)()
     # Only seq 4 reaches the group (the layer dropped 3): the consumer must not pass on a gap.
-    await get_channel_layer().group_send(events.execution_group(execution.pk), {"type": "event.message", "event": fourth})
+    await get_channel_layer().group_send(
+        events.execution_group(execution.pk), {"type": "event.message", "event": fourth}
+    )
     seqs, last = await receive_until_synced(ws)
     assert (seqs, last) == ([3, 4], 4)
     # A duplicate delivery of an event already sent is dropped.
-    await get_channel_layer().group_send(events.execution_group(execution.pk), {"type": "event.message", "event": fourth})
+    await get_channel_layer().group_send(
+        events.execution_group(execution.pk), {"type": "event.message", "event": fourth}
+    )
     assert await ws.receive_nothing(timeout=0.3)
     await ws.disconnect()
 
@@ -149,11 +161,21 @@ async def test_a_transitions_events_arrive_one_by_one_in_order_on_both_streams(s
     assert (await stream.connect())[0] and (await console.connect())[0]
     assert await receive_until_synced(stream) == ([], 1)
     await asyncio.sleep(0.05)  # group membership registered in Redis
-    await sync_to_async(events.emit_many)(execution.pk, [("task.started", "task_1", None), ("task.succeeded", "task_1", None),
-                                                         ("task.ready", "task_2", None)])
+    await sync_to_async(events.emit_many)(
+        execution.pk,
+        [
+            ("task.started", "task_1", None),
+            ("task.succeeded", "task_1", None),
+            ("task.ready", "task_2", None),
+        ],
+    )
     for ws in (stream, console):
         received = [(await ws.receive_json_from(timeout=5))["event"] for _ in range(3)]
-        assert [(e["seq"], e["type"]) for e in received] == [(2, "task.started"), (3, "task.succeeded"), (4, "task.ready")]
+        assert [(e["seq"], e["type"]) for e in received] == [
+            (2, "task.started"),
+            (3, "task.succeeded"),
+            (4, "task.ready"),
+        ]
     await stream.disconnect()
     await console.disconnect()
 
@@ -165,15 +187,18 @@ async def test_a_batch_after_a_dropped_message_is_replayed_from_the_database(sta
     assert await receive_until_synced(ws) == ([], 1)
 
     def store_without_publishing() -> list[dict]:
-        stored = [Event.objects.create(execution=execution, seq=seq, type="task.started", task_key=f"task_{seq}")
-                  for seq in (2, 3, 4)]
+        stored = [
+            Event.objects.create(execution=execution, seq=seq, type="task.started", task_key=f"task_{seq}")
+            for seq in (2, 3, 4)
+        ]
         Execution.objects.filter(pk=execution.pk).update(next_seq=4)
         return [event.as_message() for event in stored]
 
     second, third, fourth = await sync_to_async(store_without_publishing)()
     # seq 2 was lost; the batch of 3 and 4 makes the consumer replay, and nothing is sent twice.
-    await get_channel_layer().group_send(events.execution_group(execution.pk),
-                                         {"type": "event.batch", "events": [third, fourth]})
+    await get_channel_layer().group_send(
+        events.execution_group(execution.pk), {"type": "event.batch", "events": [third, fourth]}
+    )
     assert await receive_until_synced(ws) == ([2, 3, 4], 4)
     assert await ws.receive_nothing(timeout=0.3)
     await ws.disconnect()
@@ -200,5 +225,7 @@ async def test_console_stream_carries_every_execution(staff_cookie):
     await sync_to_async(events.emit)(second.pk, "execution.cancelled")
     received = [await ws.receive_json_from(timeout=5) for _ in range(2)]
     assert {(m["event"]["execution_id"], m["event"]["type"]) for m in received} == {
-        (first.pk, "execution.planned"), (second.pk, "execution.cancelled")}
+        (first.pk, "execution.planned"),
+        (second.pk, "execution.cancelled"),
+    }
     await ws.disconnect()

@@ -3,9 +3,9 @@ pool statistics and the sanitizing of untrusted markdown."""
 
 import json
 import re
-from html.parser import HTMLParser
 from datetime import timedelta
 from decimal import Decimal
+from html.parser import HTMLParser
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -28,20 +28,41 @@ def staff():
 
 def make_execution(client_name="acme", *, status="executing", project="", message="Build a site", **fields):
     client, _ = Client.objects.get_or_create(name=client_name)
-    return Execution.objects.create(id=Execution.new_id("t"), client=client, session_key="t", message=message,
-                                    status=status, project=project, **fields)
+    return Execution.objects.create(
+        id=Execution.new_id("t"),
+        client=client,
+        session_key="t",
+        message=message,
+        status=status,
+        project=project,
+        **fields,
+    )
 
 
 def add_task(execution, key, *, pool="codegen", status="succeeded", blocked_by=(), **fields):
-    return Task.objects.create(execution=execution, key=key, pool=pool, description=f"{key} work", status=status,
-                               blocked_by=list(blocked_by), **fields)
+    return Task.objects.create(
+        execution=execution,
+        key=key,
+        pool=pool,
+        description=f"{key} work",
+        status=status,
+        blocked_by=list(blocked_by),
+        **fields,
+    )
 
 
 def add_attempt(task, number, seconds, status="succeeded", model="offline:m"):
     start = timezone.now() - timedelta(seconds=100)
-    return Attempt.objects.create(task=task, number=number, status=status, model=model, started_at=start,
-                                  finished_at=start + timedelta(seconds=seconds), lease_expires_at=start,
-                                  deadline_at=start)
+    return Attempt.objects.create(
+        task=task,
+        number=number,
+        status=status,
+        model=model,
+        started_at=start,
+        finished_at=start + timedelta(seconds=seconds),
+        lease_expires_at=start,
+        deadline_at=start,
+    )
 
 
 def test_root_redirects_to_the_console(client):
@@ -86,10 +107,13 @@ def test_list_filters_by_status_project_and_client(staff):
 
 def test_detail_page_keeps_untrusted_text_inert(staff):
     hostile = '<script>window.pwned=1</script><img src=x onerror="window.pwned=1">'
-    execution = make_execution(message=f"Build it {hostile}", status="completed",
-                               final_response=f"# Done\n\n{hostile}\n\n[click](javascript:alert(1))")
+    execution = make_execution(
+        message=f"Build it {hostile}",
+        status="completed",
+        final_response=f"# Done\n\n{hostile}\n\n[click](javascript:alert(1))",
+    )
     html = staff.get(f"/console/executions/{execution.pk}/").content.decode()
-    assert "<script>window.pwned" not in html and "onerror=\"window" not in html
+    assert "<script>window.pwned" not in html and 'onerror="window' not in html
     rendered = staff.get(f"/console/executions/{execution.pk}.json").json()["final_response_html"]
     assert "<h1>Done</h1>" in rendered
     tags, attributes = elements(rendered)
@@ -111,8 +135,10 @@ def elements(html: str) -> tuple[set[str], list[tuple[str, str | None]]]:
 
 
 def test_render_markdown_keeps_formatting_and_drops_active_content():
-    html = render_markdown("**bold** and `code`\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n<iframe src=https://x></iframe>\n\n"
-                           "[ok](https://example.com) [bad](javascript:alert(1))")
+    html = render_markdown(
+        "**bold** and `code`\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n<iframe src=https://x></iframe>\n\n"
+        "[ok](https://example.com) [bad](javascript:alert(1))"
+    )
     assert "<strong>bold</strong>" in html and "<code>code</code>" in html and "<table>" in html
     assert '<a href="https://example.com" rel="noopener noreferrer nofollow">ok</a>' in html
     tags, attributes = elements(html)
@@ -121,13 +147,27 @@ def test_render_markdown_keeps_formatting_and_drops_active_content():
 
 def test_snapshot_has_tasks_attempts_conflicts_and_sequence(staff):
     execution = make_execution(next_seq=7)
-    first = add_task(execution, "task_1", status="succeeded", result={"summary": "API built", "files": [
-        {"path": "app/main.py", "content": "print('hi')\n"}], "findings": []})
+    first = add_task(
+        execution,
+        "task_1",
+        status="succeeded",
+        result={
+            "summary": "API built",
+            "files": [{"path": "app/main.py", "content": "print('hi')\n"}],
+            "findings": [],
+        },
+    )
     add_attempt(first, 1, 2.0, status="failed")
     add_attempt(first, 2, 3.0)
     add_task(execution, "task_2", pool="security", status="pending", blocked_by=["task_1"])
-    Conflict.objects.create(execution=execution, kind="security_finding", between=["task_2", "task_1"],
-                            description="CSRF missing", status="resolved", resolution="Added CSRF middleware")
+    Conflict.objects.create(
+        execution=execution,
+        kind="security_finding",
+        between=["task_2", "task_1"],
+        description="CSRF missing",
+        status="resolved",
+        resolution="Added CSRF middleware",
+    )
     snapshot = staff.get(f"/console/executions/{execution.pk}.json").json()
     assert snapshot["last_seq"] == 7
     task_1, task_2 = snapshot["tasks"]
@@ -178,13 +218,27 @@ def test_new_request_form_starts_an_execution_for_the_chosen_client(staff):
     globex = Client.objects.create(name="globex")
     form = staff.get("/console/new/").content.decode()
     assert re.search(r'<option value="\d+" selected>acme</option>', form)  # the first client by default
-    response = staff.post("/console/new/", {"client": globex.pk, "message": "Build a shop", "project": "shop",
-                                            "mode": "serial", "budget_usd": "12.50"})
+    response = staff.post(
+        "/console/new/",
+        {
+            "client": globex.pk,
+            "message": "Build a shop",
+            "project": "shop",
+            "mode": "serial",
+            "budget_usd": "12.50",
+        },
+    )
     execution = Execution.objects.get()
     assert response.headers["Location"] == f"/console/executions/{execution.pk}/"
     assert (execution.client, execution.project, execution.requested_mode, execution.budget_usd) == (
-        globex, "shop", "serial", Decimal("12.50"))
-    assert execution.session_key == "console-ops" and execution.events.filter(type="execution.created").exists()
+        globex,
+        "shop",
+        "serial",
+        Decimal("12.50"),
+    )
+    assert (
+        execution.session_key == "console-ops" and execution.events.filter(type="execution.created").exists()
+    )
     empty = staff.post("/console/new/", {"client": globex.pk, "message": "   ", "mode": "auto"})
     assert "Describe what to build." in empty.content.decode() and Execution.objects.count() == 1
 
@@ -208,8 +262,14 @@ def test_pool_statistics(staff):
     assert (codegen["p50_sec"], codegen["p95_sec"], codegen["samples"]) == (3.0, 10.0, 5)
     assert (codegen["retries"], codegen["dead"], codegen["succeeded"]) == (1, 1, 5)
     assert (pools["security"]["blocked"], pools["security"]["p50_sec"]) == (1, None)
-    assert json.loads(re.search(r'id="pools-data"[^>]*>(.*?)</script>',
-                                staff.get("/console/pools/").content.decode()).group(1))[0]["name"] == "codegen"
+    assert (
+        json.loads(
+            re.search(
+                r'id="pools-data"[^>]*>(.*?)</script>', staff.get("/console/pools/").content.decode()
+            ).group(1)
+        )[0]["name"]
+        == "codegen"
+    )
 
 
 def test_percentile_is_nearest_rank():

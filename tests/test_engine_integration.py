@@ -21,18 +21,30 @@ def tasks_by_role(execution):
     role = {}
     for task in tasks.values():
         text = task.description.lower()
-        name = "security" if task.pool == "security" else "database" if task.pool == "database" else (
-            "backend" if "backend" in text else "frontend")
+        name = (
+            "security"
+            if task.pool == "security"
+            else "database"
+            if task.pool == "database"
+            else ("backend" if "backend" in text else "frontend")
+        )
         role[name] = task
     return role
 
 
 def test_restaurant_request_runs_in_parallel_and_audits_after_the_backend(workers, client_and_key):
     # The seed's latencies (60, 90, 45, 120 s) scaled down 50×.
-    configure(latency=0.5, options={"latency_rules": [{"match": "frontend", "latency_sec": 1.2},
-                                                      {"match": "backend", "latency_sec": 1.8},
-                                                      {"match": "schema", "latency_sec": 0.9},
-                                                      {"match": "audit", "latency_sec": 2.4}]})
+    configure(
+        latency=0.5,
+        options={
+            "latency_rules": [
+                {"match": "frontend", "latency_sec": 1.2},
+                {"match": "backend", "latency_sec": 1.8},
+                {"match": "schema", "latency_sec": 0.9},
+                {"match": "audit", "latency_sec": 2.4},
+            ]
+        },
+    )
     execution = execution_create(client=client_and_key[0], message=RESTAURANT, session_key="user123")
     done = wait_for_status(execution.pk, TERMINAL, timeout=60)
     assert done.status == "completed", done.final_response
@@ -46,7 +58,9 @@ def test_restaurant_request_runs_in_parallel_and_audits_after_the_backend(worker
     first_finish = min(role[r].finished_at for r in ("frontend", "backend", "database"))
     assert all(role[r].started_at < first_finish for r in ("frontend", "backend", "database"))
     # The seed's DAG: backend then security on the critical path (4.2 s) vs 6.3 s serial.
-    assert done.estimated_duration_sec == pytest.approx(4.2) and done.serial_estimate_sec == pytest.approx(6.3)
+    assert done.estimated_duration_sec == pytest.approx(4.2) and done.serial_estimate_sec == pytest.approx(
+        6.3
+    )
     makespan = (role["security"].finished_at - min(t.started_at for t in role.values())).total_seconds()
     assert makespan < done.serial_estimate_sec
     # The audit saw the backend's code as context.
@@ -57,11 +71,18 @@ def test_restaurant_request_runs_in_parallel_and_audits_after_the_backend(worker
     assert "Project complete" in done.final_response and done.quality_score == 1.0
 
 
-def test_seed_scenario_1_backend_timeout_gives_a_partial_delivery_and_a_60_percent_refund(workers, client_and_key):
-    configure(latency=0.2, timeouts={"codegen": 1}, retries=2,
-              options={"latency_rules": [{"match": "backend", "latency_sec": 30}]})
-    execution = execution_create(client=client_and_key[0], message=RESTAURANT, session_key="user123",
-                                 force_parallel=True)
+def test_seed_scenario_1_backend_timeout_gives_a_partial_delivery_and_a_60_percent_refund(
+    workers, client_and_key
+):
+    configure(
+        latency=0.2,
+        timeouts={"codegen": 1},
+        retries=2,
+        options={"latency_rules": [{"match": "backend", "latency_sec": 30}]},
+    )
+    execution = execution_create(
+        client=client_and_key[0], message=RESTAURANT, session_key="user123", force_parallel=True
+    )
     done = wait_for_status(execution.pk, TERMINAL, timeout=60)
     role = tasks_by_role(done)
     assert done.status == "partial"
@@ -122,7 +143,10 @@ def test_pool_limits_hold_under_20_concurrent_executions(workers, client_and_key
 
     sampler = threading.Thread(target=sample)
     sampler.start()
-    ids = [execution_create(client=client_and_key[0], message=RESTAURANT, session_key=f"u{i}").pk for i in range(20)]
+    ids = [
+        execution_create(client=client_and_key[0], message=RESTAURANT, session_key=f"u{i}").pk
+        for i in range(20)
+    ]
     try:
         for execution_id in ids:
             assert wait_for_status(execution_id, TERMINAL, timeout=120).status == "completed"
@@ -134,7 +158,9 @@ def test_pool_limits_hold_under_20_concurrent_executions(workers, client_and_key
     # The attempts' own intervals agree: never more running at once than the pool allows.
     for pool, limit in limits.items():
         points = []
-        for started, finished in Attempt.objects.filter(task__pool=pool).values_list("started_at", "finished_at"):
+        for started, finished in Attempt.objects.filter(task__pool=pool).values_list(
+            "started_at", "finished_at"
+        ):
             points += [(started, 1), (finished, -1)]
         running = peak = 0
         for _, delta in sorted(points, key=lambda p: (p[0], p[1])):

@@ -31,16 +31,23 @@ def assert_exactly_once(execution_ids):
         for task in Task.objects.filter(execution=execution):
             succeeded = task.attempts.filter(status="succeeded").count()
             assert succeeded == (1 if task.status == "succeeded" else 0), (task, succeeded)
-        keys = list(LedgerEntry.objects.filter(execution=execution, kind="usage").values_list("key", flat=True))
+        keys = list(
+            LedgerEntry.objects.filter(execution=execution, kind="usage").values_list("key", flat=True)
+        )
         assert len(keys) == len(set(keys))
-        usage = sum(LedgerEntry.objects.filter(execution=execution, kind="usage").values_list("amount_usd", flat=True))
+        usage = sum(
+            LedgerEntry.objects.filter(execution=execution, kind="usage").values_list("amount_usd", flat=True)
+        )
         assert usage == execution.cost_usd
 
 
 def test_workers_sigkilled_20_times_at_random_moments(workers, client_and_key):
     configure(latency=0.8)
     rng = random.Random(20)
-    ids = [execution_create(client=client_and_key[0], message=RESTAURANT, session_key=f"k{i}").pk for i in range(6)]
+    ids = [
+        execution_create(client=client_and_key[0], message=RESTAURANT, session_key=f"k{i}").pk
+        for i in range(6)
+    ]
     for _ in range(20):
         time.sleep(rng.uniform(0.2, 1.0))
         workers.kill_workers()
@@ -53,7 +60,10 @@ def test_workers_sigkilled_20_times_at_random_moments(workers, client_and_key):
 
 def test_redis_restart_mid_execution_loses_and_duplicates_nothing(workers, client_and_key):
     configure(latency=1.0)
-    ids = [execution_create(client=client_and_key[0], message=RESTAURANT, session_key=f"r{i}").pk for i in range(4)]
+    ids = [
+        execution_create(client=client_and_key[0], message=RESTAURANT, session_key=f"r{i}").pk
+        for i in range(4)
+    ]
     wait_for_running_attempt(ids)
     restart_redis()  # queued messages are gone; the reaper resends them from the database
     for execution_id in ids:
@@ -68,8 +78,10 @@ def test_database_connections_dropped_in_workers_mid_attempt(workers, client_and
     execution = execution_create(client=client_and_key[0], message=RESTAURANT, session_key="db")
     wait_for_running_attempt([execution.pk])
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                       "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
     done = wait_for_status(execution.pk, TERMINAL, timeout=90)
     assert done.status == "completed"
     assert_exactly_once([done.pk])
@@ -79,24 +91,50 @@ def agent_json(body: dict) -> str:
     """What a well-behaved model answers, by the prompt it got."""
     text = json.dumps(body)
     if "Decompose the request" in text:
-        return json.dumps({"tasks": [
-            {"id": "task_1", "pool": "codegen", "description": "Build Next.js frontend", "priority": 1},
-            {"id": "task_2", "pool": "codegen", "description": "Build FastAPI backend", "priority": 1},
-            {"id": "task_3", "pool": "database", "description": "Design schema", "priority": 1},
-            {"id": "task_4", "pool": "security", "description": "Security audit", "priority": 2,
-             "blocked_by": ["task_2"]},
-        ]})
+        return json.dumps(
+            {
+                "tasks": [
+                    {
+                        "id": "task_1",
+                        "pool": "codegen",
+                        "description": "Build Next.js frontend",
+                        "priority": 1,
+                    },
+                    {
+                        "id": "task_2",
+                        "pool": "codegen",
+                        "description": "Build FastAPI backend",
+                        "priority": 1,
+                    },
+                    {"id": "task_3", "pool": "database", "description": "Design schema", "priority": 1},
+                    {
+                        "id": "task_4",
+                        "pool": "security",
+                        "description": "Security audit",
+                        "priority": 2,
+                        "blocked_by": ["task_2"],
+                    },
+                ]
+            }
+        )
     if "Write the client-facing answer" in text:
         return "## Delivered\nEverything the facts list."
-    return json.dumps({"summary": "done", "files": [{"path": "src/app.py", "content": "VALUE = 1\n"}], "findings": []})
+    return json.dumps(
+        {"summary": "done", "files": [{"path": "src/app.py", "content": "VALUE = 1\n"}], "findings": []}
+    )
 
 
 def test_llm_api_faults_at_30_percent_of_calls(client_and_key, transactional_db):
     from tests.conftest import Workers
 
     rng = random.Random(30)
-    faults = [lambda: Error(429, retry_after=0.2), lambda: Error(529), lambda: Error(500), lambda: Drop(),
-              lambda: Slow(30)]
+    faults = [
+        lambda: Error(429, retry_after=0.2),
+        lambda: Error(529),
+        lambda: Error(500),
+        lambda: Drop(),
+        lambda: Slow(30),
+    ]
     actions = [rng.choice(faults)() if rng.random() < 0.3 else Reply(chunk_size=64) for _ in range(600)]
     with FakeLLMServer(default_reply=agent_json) as server:
         server.script(actions)
@@ -104,20 +142,42 @@ def test_llm_api_faults_at_30_percent_of_calls(client_and_key, transactional_db)
 
         prices = {"input_per_mtok": 3.0, "output_per_mtok": 15.0, "api_key_env": "FAKE_LLM_KEY"}
         pool = {"max_concurrent": 3, "timeout_sec": 3, "max_retries": 2, "retry_backoff_sec": 0.1}
-        load_config({
-            "parallel_execution": {"pm": {"model": "claude"}, "worker_pools": {
-                "codegen": {**pool, "model": "claude"}, "security": {**pool, "model": "gpt"},
-                "database": {**pool, "model": "gpt"}}},
-            "models": {"claude": {"provider": "anthropic", "model": "claude-sonnet-4-5",
-                                  "base_url": server.anthropic_base_url, **prices},
-                       "gpt": {"provider": "openai", "model": "MiniMax-M2.5", "base_url": server.openai_base_url,
-                               **prices}},
-        }, force=True)
+        load_config(
+            {
+                "parallel_execution": {
+                    "pm": {"model": "claude"},
+                    "worker_pools": {
+                        "codegen": {**pool, "model": "claude"},
+                        "security": {**pool, "model": "gpt"},
+                        "database": {**pool, "model": "gpt"},
+                    },
+                },
+                "models": {
+                    "claude": {
+                        "provider": "anthropic",
+                        "model": "claude-sonnet-4-5",
+                        "base_url": server.anthropic_base_url,
+                        **prices,
+                    },
+                    "gpt": {
+                        "provider": "openai",
+                        "model": "MiniMax-M2.5",
+                        "base_url": server.openai_base_url,
+                        **prices,
+                    },
+                },
+            },
+            force=True,
+        )
         os.environ["FAKE_LLM_KEY"] = "sk-test"  # the PM's plan call happens in the workers; synthesis too
         running = Workers(env={"FAKE_LLM_KEY": "sk-test"}).start()
         try:
-            ids = [execution_create(client=client_and_key[0], message=RESTAURANT, session_key=f"f{i}",
-                                    force_parallel=True).pk for i in range(8)]
+            ids = [
+                execution_create(
+                    client=client_and_key[0], message=RESTAURANT, session_key=f"f{i}", force_parallel=True
+                ).pk
+                for i in range(8)
+            ]
             finals = [wait_for_status(i, TERMINAL, timeout=180) for i in ids]
         finally:
             running.stop()
@@ -127,7 +187,7 @@ def test_llm_api_faults_at_30_percent_of_calls(client_and_key, transactional_db)
     # The faults were felt: each request takes the next scripted action, so the faults served are
     # those among the first len(requests). Whether one lands where an attempt fails (rather than on
     # a call retried within the attempt) varies with timing, so failed attempts may be none.
-    served_faults = sum(1 for action in actions[:len(server.requests)] if not isinstance(action, Reply))
+    served_faults = sum(1 for action in actions[: len(server.requests)] if not isinstance(action, Reply))
     assert served_faults > 0
     for execution in finals:
         tasks = list(Task.objects.filter(execution=execution))

@@ -18,12 +18,19 @@ def two_tasks(db):
     make_pools()
     client, _ = make_client()
     execution = make_execution(client, [{"key": "a"}, {"key": "b"}])
-    return execution, Task.objects.get(execution=execution, key="a"), Task.objects.get(execution=execution, key="b")
+    return (
+        execution,
+        Task.objects.get(execution=execution, key="a"),
+        Task.objects.get(execution=execution, key="b"),
+    )
 
 
 def stored(task: Task) -> dict:
-    return Task.objects.filter(pk=task.pk).values(
-        "status", "started_at", "result", "paths", "progress", "tokens_in", "cost_usd").get()
+    return (
+        Task.objects.filter(pk=task.pk)
+        .values("status", "started_at", "result", "paths", "progress", "tokens_in", "cost_usd")
+        .get()
+    )
 
 
 def test_an_update_stores_what_the_orm_stores(two_tasks):
@@ -33,23 +40,38 @@ def test_an_update_stores_what_the_orm_stores(two_tasks):
     now = timezone.now()
     result = {"summary": "ok", "files": [{"path": "app.py", "content": "print('é')\n"}], "findings": []}
     changes = {"status": "running", "started_at": now, "result": result, "paths": ["app.py"], "progress": 40}
-    Task.objects.filter(pk=a.pk, status__in=["ready"]).update(**changes, tokens_in=F("tokens_in") + 900,
-                                                             cost_usd=F("cost_usd") + Decimal("0.002691"))
-    assert hot_updates.update(Task, {"pk": b.pk, "status": ["ready"]}, assign=changes,
-                              add={"tokens_in": 900, "cost_usd": Decimal("0.002691")}) == 1
+    Task.objects.filter(pk=a.pk, status__in=["ready"]).update(
+        **changes, tokens_in=F("tokens_in") + 900, cost_usd=F("cost_usd") + Decimal("0.002691")
+    )
+    assert (
+        hot_updates.update(
+            Task,
+            {"pk": b.pk, "status": ["ready"]},
+            assign=changes,
+            add={"tokens_in": 900, "cost_usd": Decimal("0.002691")},
+        )
+        == 1
+    )
     assert stored(b) == stored(a)
     assert stored(b)["cost_usd"] == Decimal("0.002691") and stored(b)["started_at"] == now
     # As stored, not only as read back: text comparisons on SQLite (`not_before <= now`) rely on it.
     with connection.cursor() as cursor:
-        cursor.execute("SELECT started_at, result, paths, cost_usd FROM executions_task WHERE id IN (%s, %s) ORDER BY id",
-                       [a.pk, b.pk])
+        cursor.execute(
+            "SELECT started_at, result, paths, cost_usd FROM executions_task WHERE id IN (%s, %s) ORDER BY id",
+            [a.pk, b.pk],
+        )
         as_orm, as_hot = cursor.fetchall()
     assert as_hot == as_orm
 
 
 def test_an_update_whose_condition_fails_changes_nothing(two_tasks):
     _, a, _ = two_tasks
-    assert hot_updates.update(Task, {"pk": a.pk, "status": ["running", "queued"]}, assign={"status": "succeeded"}) == 0
+    assert (
+        hot_updates.update(
+            Task, {"pk": a.pk, "status": ["running", "queued"]}, assign={"status": "succeeded"}
+        )
+        == 0
+    )
     assert hot_updates.update(Task, {"pk": a.pk, "dispatch_count": 1}, assign={"status": "succeeded"}) == 0
     assert Task.objects.get(pk=a.pk).status == "ready"
 
@@ -58,12 +80,27 @@ def test_a_uuid_key_and_a_text_key_match_as_in_the_orm(two_tasks):
     """Attempts have UUID keys (char(32) on SQLite, uuid on PostgreSQL); executions text ones."""
     execution, a, _ = two_tasks
     now = timezone.now()
-    attempt = Attempt.objects.create(task=a, number=1, worker="w", started_at=now, lease_expires_at=now,
-                                     deadline_at=now + timedelta(seconds=60))
-    assert hot_updates.update(Attempt, {"pk": attempt.pk, "status": "running"}, assign={"status": "succeeded"}) == 1
+    attempt = Attempt.objects.create(
+        task=a,
+        number=1,
+        worker="w",
+        started_at=now,
+        lease_expires_at=now,
+        deadline_at=now + timedelta(seconds=60),
+    )
+    assert (
+        hot_updates.update(Attempt, {"pk": attempt.pk, "status": "running"}, assign={"status": "succeeded"})
+        == 1
+    )
     assert Attempt.objects.get(pk=attempt.pk).status == "succeeded"
-    assert hot_updates.update(Execution, {"pk": execution.pk}, add={"tokens_in": 5, "cost_usd": Decimal("1.5")}) == 1
-    assert Execution.objects.filter(pk=execution.pk).values_list("tokens_in", "cost_usd").get() == (5, Decimal("1.5"))
+    assert (
+        hot_updates.update(Execution, {"pk": execution.pk}, add={"tokens_in": 5, "cost_usd": Decimal("1.5")})
+        == 1
+    )
+    assert Execution.objects.filter(pk=execution.pk).values_list("tokens_in", "cost_usd").get() == (
+        5,
+        Decimal("1.5"),
+    )
 
 
 def test_an_update_without_a_change_or_a_condition_is_refused(two_tasks):
@@ -82,9 +119,17 @@ def test_an_update_of_several_rows_returns_those_it_changed(two_tasks):
     execution, a, b = two_tasks
     Task.objects.filter(pk=b.pk).update(status="cancelled")
     now = timezone.now()
-    returned = hot_updates.update_returning(Task, {"pk": [a.pk, b.pk], "status": "ready"}, ("pk", "dispatch_count"),
-                                            assign={"status": "queued", "queued_at": now}, add={"dispatch_count": 1})
+    returned = hot_updates.update_returning(
+        Task,
+        {"pk": [a.pk, b.pk], "status": "ready"},
+        ("pk", "dispatch_count"),
+        assign={"status": "queued", "queued_at": now},
+        add={"dispatch_count": 1},
+    )
     assert returned == [(a.pk, 1)]
-    assert Task.objects.filter(pk=a.pk).values_list("status", "queued_at", "dispatch_count").get() == ("queued", now, 1)
+    assert Task.objects.filter(pk=a.pk).values_list("status", "queued_at", "dispatch_count").get() == (
+        "queued",
+        now,
+        1,
+    )
     assert Task.objects.get(pk=b.pk).status == "cancelled"
-

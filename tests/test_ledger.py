@@ -22,8 +22,11 @@ def run_in_process(execution_id: str) -> Execution:
 
     execution_plan(execution_id)
     for _ in range(50):
-        queued = list(Task.objects.filter(execution_id=execution_id, status=TaskStatus.QUEUED)
-                      .values_list("id", "dispatch_count"))
+        queued = list(
+            Task.objects.filter(execution_id=execution_id, status=TaskStatus.QUEUED).values_list(
+                "id", "dispatch_count"
+            )
+        )
         if not queued:
             break
         for task_id, dispatch_no in queued:
@@ -37,10 +40,12 @@ def test_record_usage_twice_charges_once(client_and_key):
     client, _ = client_and_key
     execution = Execution.objects.create(id="exec_u", client=client, session_key="s", message="m")
     task = Task.objects.create(execution=execution, key="task_1", pool="codegen", description="d")
-    attempt = Attempt.objects.create(task=task, number=1, lease_expires_at=execution.created_at,
-                                     deadline_at=execution.created_at)
-    spec = llm.ModelSpec(name="m", provider="offline", model="x", input_per_mtok=Decimal("0.3"),
-                         output_per_mtok=Decimal("1.2"))
+    attempt = Attempt.objects.create(
+        task=task, number=1, lease_expires_at=execution.created_at, deadline_at=execution.created_at
+    )
+    spec = llm.ModelSpec(
+        name="m", provider="offline", model="x", input_per_mtok=Decimal("0.3"), output_per_mtok=Decimal("1.2")
+    )
     completion = llm.Completion(text="{}", input_tokens=1234, output_tokens=567)
     assert billing.record_usage(attempt, spec, completion) is True
     assert billing.record_usage(attempt, spec, completion) is False
@@ -53,7 +58,9 @@ def test_record_usage_twice_charges_once(client_and_key):
     assert (execution.tokens_in, execution.tokens_out) == (1234, 567)
 
 
-def test_a_redelivered_message_and_a_repeated_report_charge_nothing(transactional_db, redis_server, client_and_key):
+def test_a_redelivered_message_and_a_repeated_report_charge_nothing(
+    transactional_db, redis_server, client_and_key
+):
     from executions.parallel_executor import attempt_succeed
     from executions.services import execution_create, execution_plan
     from pools.tasks import run_task
@@ -71,14 +78,25 @@ def test_a_redelivered_message_and_a_repeated_report_charge_nothing(transactiona
     cost_before = Execution.objects.get(pk=execution.pk).cost_usd
     # The worker reports the same attempt again (a retried report after a lost reply).
     spec = llm.resolve(None)
-    assert attempt_succeed(attempt.pk, result={"summary": "again", "files": [], "findings": []},
-                           usage=(spec, llm.Completion(text="x", input_tokens=10, output_tokens=10))) is False
-    assert list(LedgerEntry.objects.filter(execution=execution).values_list("key", "amount_usd")) == ledger_before
+    assert (
+        attempt_succeed(
+            attempt.pk,
+            result={"summary": "again", "files": [], "findings": []},
+            usage=(spec, llm.Completion(text="x", input_tokens=10, output_tokens=10)),
+        )
+        is False
+    )
+    assert (
+        list(LedgerEntry.objects.filter(execution=execution).values_list("key", "amount_usd"))
+        == ledger_before
+    )
     assert Execution.objects.get(pk=execution.pk).cost_usd == cost_before
     assert LedgerEntry.objects.filter(key=f"usage:{attempt.pk}").count() == 1
 
 
-def test_invoice_agrees_with_the_ledger_and_the_execution(transactional_db, redis_server, client_and_key, client):
+def test_invoice_agrees_with_the_ledger_and_the_execution(
+    transactional_db, redis_server, client_and_key, client
+):
     """The seed's scenario end to end: backend dies, security is blocked → 60% of $3.20 back."""
     from executions.services import execution_create
 
@@ -91,8 +109,12 @@ def test_invoice_agrees_with_the_ledger_and_the_execution(transactional_db, redi
     response = client.get(f"/api/execution/{execution.pk}/invoice", HTTP_X_API_KEY=raw)
     assert response.status_code == 200
     invoice = response.json()
-    sums = {row["kind"]: row["s"] for row in LedgerEntry.objects.filter(execution=execution).values("kind")
-            .annotate(s=Sum("amount_usd"))}
+    sums = {
+        row["kind"]: row["s"]
+        for row in LedgerEntry.objects.filter(execution=execution)
+        .values("kind")
+        .annotate(s=Sum("amount_usd"))
+    }
     totals = invoice["totals"]
     assert Decimal(totals["fee_usd"]) == sums["fee"] == execution.fee_usd == Decimal("3.20")
     assert Decimal(totals["refund_usd"]) == sums["refund"] == execution.refund_usd == Decimal("1.92")
@@ -103,8 +125,9 @@ def test_invoice_agrees_with_the_ledger_and_the_execution(transactional_db, redi
     assert sum(Decimal(line["amount_usd"]) for line in lines if not line["billed"]) == execution.cost_usd
     # One usage line per attempt that used the model (the failed backend raised before any reply), + the PM's calls.
     succeeded = Attempt.objects.filter(task__execution=execution, status="succeeded")
-    assert {line["key"] for line in lines if line["kind"] == "usage"} == {f"usage:{a.pk}" for a in succeeded} | {
-        f"usage:plan:{execution.pk}:0", f"usage:synthesis:{execution.pk}:0"}
+    assert {line["key"] for line in lines if line["kind"] == "usage"} == {
+        f"usage:{a.pk}" for a in succeeded
+    } | {f"usage:plan:{execution.pk}:0", f"usage:synthesis:{execution.pk}:0"}
     assert invoice["refund"]["share_of_fee"] == "0.6000"
     assert invoice["comparison"]["parallel"]["estimated"] is False
     assert invoice["comparison"]["serial"]["cost_usd"] == f"{execution.cost_usd:.6f}"
@@ -134,10 +157,13 @@ def test_a_success_stores_its_usage_on_the_attempt_the_task_the_execution_and_th
     from executions.parallel_executor import attempt_succeed
 
     task, attempt = start_one_task(client_and_key[0])
-    spec = llm.ModelSpec(name="m", provider="offline", model="x", input_per_mtok=Decimal("0.3"),
-                         output_per_mtok=Decimal("1.2"))
+    spec = llm.ModelSpec(
+        name="m", provider="offline", model="x", input_per_mtok=Decimal("0.3"), output_per_mtok=Decimal("1.2")
+    )
     completion = llm.Completion(text="{}", input_tokens=1234, output_tokens=567, cache_read_tokens=100)
-    assert attempt_succeed(attempt.pk, result={"summary": "ok", "files": [], "findings": []}, usage=(spec, completion))
+    assert attempt_succeed(
+        attempt.pk, result={"summary": "ok", "files": [], "findings": []}, usage=(spec, completion)
+    )
     attempt.refresh_from_db()
     task.refresh_from_db()
     entry = LedgerEntry.objects.get(key=f"usage:{attempt.pk}")
@@ -149,7 +175,9 @@ def test_a_success_stores_its_usage_on_the_attempt_the_task_the_execution_and_th
 
 
 @pytest.mark.django_db
-def test_a_report_after_the_reaper_expired_the_attempt_is_charged_once(client_and_key, django_capture_on_commit_callbacks):
+def test_a_report_after_the_reaper_expired_the_attempt_is_charged_once(
+    client_and_key, django_capture_on_commit_callbacks
+):
     from datetime import timedelta
 
     from django.utils import timezone
@@ -165,10 +193,16 @@ def test_a_report_after_the_reaper_expired_the_attempt_is_charged_once(client_an
     completion = llm.Completion(text="{}", input_tokens=1000, output_tokens=500)
     # The worker was slow, not gone: its tokens were spent and are billed, its result is not used.
     for _ in range(2):
-        assert attempt_succeed(attempt.pk, result={"summary": "late", "files": [], "findings": []},
-                               usage=(spec, completion)) is False
+        assert (
+            attempt_succeed(
+                attempt.pk, result={"summary": "late", "files": [], "findings": []}, usage=(spec, completion)
+            )
+            is False
+        )
     attempt.refresh_from_db()
     task.refresh_from_db()
     assert attempt.status == "expired" and task.result == {}
     assert LedgerEntry.objects.filter(kind="usage").count() == 1
-    assert (attempt.tokens_in, task.tokens_in, Execution.objects.get(pk=task.execution_id).tokens_in) == (1000,) * 3
+    assert (attempt.tokens_in, task.tokens_in, Execution.objects.get(pk=task.execution_id).tokens_in) == (
+        1000,
+    ) * 3

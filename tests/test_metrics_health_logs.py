@@ -39,8 +39,16 @@ def scrape(client) -> Samples:
 
 def finished_execution(client, seconds, status="completed", mode="parallel"):
     start = timezone.now() - timedelta(seconds=seconds + 5)
-    return Execution.objects.create(id=Execution.new_id("m"), client=client, session_key="m", message="x", status=status,
-                                    mode=mode, started_at=start, finished_at=start + timedelta(seconds=seconds))
+    return Execution.objects.create(
+        id=Execution.new_id("m"),
+        client=client,
+        session_key="m",
+        message="x",
+        status=status,
+        mode=mode,
+        started_at=start,
+        finished_at=start + timedelta(seconds=seconds),
+    )
 
 
 @pytest.mark.django_db
@@ -50,23 +58,51 @@ def test_metrics_are_exact_aggregates_of_the_database(client):
     WorkerPool.objects.create(name="security", max_concurrent=2)
     for seconds in (100, 140, 200):
         finished_execution(acme, seconds)
-    running = Execution.objects.create(id=Execution.new_id("m"), client=acme, session_key="m", message="x",
-                                       status="executing", mode="parallel")
+    running = Execution.objects.create(
+        id=Execution.new_id("m"),
+        client=acme,
+        session_key="m",
+        message="x",
+        status="executing",
+        mode="parallel",
+    )
     for key, status in (("a", "ready"), ("b", "queued"), ("c", "running"), ("d", "dead")):
         Task.objects.create(execution=running, key=key, pool="codegen", description=key, status=status)
-    done = Task.objects.create(execution=running, key="e", pool="security", description="e", status="succeeded")
+    done = Task.objects.create(
+        execution=running, key="e", pool="security", description="e", status="succeeded"
+    )
     start = timezone.now() - timedelta(minutes=5)
     for number, (seconds, outcome) in enumerate([(4, "failed"), (20, "succeeded")], start=1):
-        attempt = Attempt.objects.create(task=done, number=number, status=outcome, model="qwen", started_at=start,
-                                         finished_at=start + timedelta(seconds=seconds), lease_expires_at=start,
-                                         deadline_at=start)
-        LedgerEntry.objects.create(execution=running, client=acme, kind="usage", key=f"usage:{attempt.pk}",
-                                   amount_usd=Decimal("0.25"), attempt=attempt, pool="security", model="qwen",
-                                   tokens_in=1000, tokens_out=500)
-    LedgerEntry.objects.create(execution=running, client=acme, kind="fee", key=f"fee:{running.pk}", amount_usd=Decimal("2"))
+        attempt = Attempt.objects.create(
+            task=done,
+            number=number,
+            status=outcome,
+            model="qwen",
+            started_at=start,
+            finished_at=start + timedelta(seconds=seconds),
+            lease_expires_at=start,
+            deadline_at=start,
+        )
+        LedgerEntry.objects.create(
+            execution=running,
+            client=acme,
+            kind="usage",
+            key=f"usage:{attempt.pk}",
+            amount_usd=Decimal("0.25"),
+            attempt=attempt,
+            pool="security",
+            model="qwen",
+            tokens_in=1000,
+            tokens_out=500,
+        )
+    LedgerEntry.objects.create(
+        execution=running, client=acme, kind="fee", key=f"fee:{running.pk}", amount_usd=Decimal("2")
+    )
     Conflict.objects.create(execution=running, kind="security_finding", description="CSRF", status="resolved")
     Conflict.objects.create(execution=running, kind="security_finding", description="SQLi", status="detected")
-    Conflict.objects.create(execution=running, kind="file_collision", description="two writers", status="resolved")
+    Conflict.objects.create(
+        execution=running, kind="file_collision", description="two writers", status="resolved"
+    )
 
     m = scrape(client)
     run = {"status": "completed", "mode": "parallel"}
@@ -118,8 +154,16 @@ def test_healthz_reports_each_part(client, settings, monkeypatch):
 
 
 def test_slow_attempt_is_logged_once_with_execution_and_task(caplog):
-    task = Task(execution_id="exec_demo_1_abc", key="task_2", pool="codegen", timeout_sec=180, tokens_in=40_000,
-                tokens_out=20_000, failed_attempts=1, max_retries=2)
+    task = Task(
+        execution_id="exec_demo_1_abc",
+        key="task_2",
+        pool="codegen",
+        timeout_sec=180,
+        tokens_in=40_000,
+        tokens_out=20_000,
+        failed_attempts=1,
+        max_retries=2,
+    )
     keeper = LeaseKeeper("attempt-uuid", task, expected_output_tokens=10_000)
     keeper.progress = 50
     with caplog.at_level(logging.INFO, logger="openclaw.agents"):

@@ -8,14 +8,41 @@ from executions.pm_coordinator import PlanInvalid, PoolLimits, decompose, find_c
 from pools.llm import ModelSpec
 
 POOLS = {"codegen": PoolLimits(300), "security": PoolLimits(300), "database": PoolLimits(180)}
-SEED_PLAN = {"tasks": [
-    {"id": "task_1", "pool": "codegen", "description": "Build Next.js frontend", "priority": 1, "timeout_sec": 300},
-    {"id": "task_2", "pool": "codegen", "description": "Build FastAPI backend", "priority": 1, "timeout_sec": 300,
-     "blocked_by": []},
-    {"id": "task_3", "pool": "database", "description": "Design Supabase schema", "priority": 1, "timeout_sec": 180},
-    {"id": "task_4", "pool": "security", "description": "Security audit", "priority": 2, "timeout_sec": 300,
-     "blocked_by": ["task_2"], "context": {"focus": "payment_security"}},
-]}
+SEED_PLAN = {
+    "tasks": [
+        {
+            "id": "task_1",
+            "pool": "codegen",
+            "description": "Build Next.js frontend",
+            "priority": 1,
+            "timeout_sec": 300,
+        },
+        {
+            "id": "task_2",
+            "pool": "codegen",
+            "description": "Build FastAPI backend",
+            "priority": 1,
+            "timeout_sec": 300,
+            "blocked_by": [],
+        },
+        {
+            "id": "task_3",
+            "pool": "database",
+            "description": "Design Supabase schema",
+            "priority": 1,
+            "timeout_sec": 180,
+        },
+        {
+            "id": "task_4",
+            "pool": "security",
+            "description": "Security audit",
+            "priority": 2,
+            "timeout_sec": 300,
+            "blocked_by": ["task_2"],
+            "context": {"focus": "payment_security"},
+        },
+    ]
+}
 
 
 def test_seed_plan_is_valid_as_is():
@@ -25,18 +52,41 @@ def test_seed_plan_is_valid_as_is():
     assert tasks[3]["blocked_by"] == ["task_2"] and tasks[3]["context"] == {"focus": "payment_security"}
 
 
-@pytest.mark.parametrize("plan,needle", [
-    ({"tasks": []}, "no tasks"),
-    ({"steps": []}, '"tasks" list'),
-    ({"tasks": [{"id": "a", "pool": "codegen", "description": "x"}, {"id": "a", "pool": "codegen", "description": "y"}]},
-     "duplicate task id a"),
-    ({"tasks": [{"id": "a", "pool": "codegen", "description": "x", "blocked_by": ["ghost"]}]}, "unknown task ghost"),
-    ({"tasks": [{"id": "a", "pool": "codegen", "description": "x", "blocked_by": ["b"]},
-                {"id": "b", "pool": "codegen", "description": "y", "blocked_by": ["a"]}]}, "dependency cycle"),
-    ({"tasks": [{"id": "a", "pool": "codegen", "description": "x", "blocked_by": ["a"]}]}, "depends on itself"),
-    ({"tasks": [{"id": "a b", "pool": "codegen", "description": "x"}]}, "no valid id"),
-    ({"tasks": [{"id": "a", "pool": "codegen", "description": ""}]}, "no description"),
-])
+@pytest.mark.parametrize(
+    "plan,needle",
+    [
+        ({"tasks": []}, "no tasks"),
+        ({"steps": []}, '"tasks" list'),
+        (
+            {
+                "tasks": [
+                    {"id": "a", "pool": "codegen", "description": "x"},
+                    {"id": "a", "pool": "codegen", "description": "y"},
+                ]
+            },
+            "duplicate task id a",
+        ),
+        (
+            {"tasks": [{"id": "a", "pool": "codegen", "description": "x", "blocked_by": ["ghost"]}]},
+            "unknown task ghost",
+        ),
+        (
+            {
+                "tasks": [
+                    {"id": "a", "pool": "codegen", "description": "x", "blocked_by": ["b"]},
+                    {"id": "b", "pool": "codegen", "description": "y", "blocked_by": ["a"]},
+                ]
+            },
+            "dependency cycle",
+        ),
+        (
+            {"tasks": [{"id": "a", "pool": "codegen", "description": "x", "blocked_by": ["a"]}]},
+            "depends on itself",
+        ),
+        ({"tasks": [{"id": "a b", "pool": "codegen", "description": "x"}]}, "no valid id"),
+        ({"tasks": [{"id": "a", "pool": "codegen", "description": ""}]}, "no description"),
+    ],
+)
 def test_structural_errors_are_rejected_with_a_reason(plan, needle):
     with pytest.raises(PlanInvalid) as exc:
         validate_plan(plan, POOLS, max_tasks=50)
@@ -50,10 +100,23 @@ def test_ten_thousand_tasks_are_rejected():
 
 
 def test_fixable_details_are_repaired_with_notes():
-    plan = {"tasks": [
-        {"id": "a", "pool": "frontend-pool", "description": "Audit for vulnerabilities", "timeout_sec": 999999},
-        {"id": "b", "pool": "database", "description": "Design schema", "priority": "high", "timeout_sec": 0},
-    ]}
+    plan = {
+        "tasks": [
+            {
+                "id": "a",
+                "pool": "frontend-pool",
+                "description": "Audit for vulnerabilities",
+                "timeout_sec": 999999,
+            },
+            {
+                "id": "b",
+                "pool": "database",
+                "description": "Design schema",
+                "priority": "high",
+                "timeout_sec": 0,
+            },
+        ]
+    }
     tasks, notes = validate_plan(plan, POOLS, max_tasks=50)
     assert tasks[0]["pool"] == "security" and tasks[0]["timeout_sec"] == 300
     assert tasks[1]["priority"] == 1 and tasks[1]["timeout_sec"] == 180
@@ -91,9 +154,14 @@ def test_invalid_plan_is_repaired_once_by_asking_again_with_the_errors(monkeypat
 
 
 def test_still_invalid_plan_falls_back_to_the_deterministic_planner(monkeypatch):
-    fake_replies(monkeypatch, ["not json at all", "{\"tasks\": 3}"])
-    result = decompose("Build a restaurant website with online booking and secure payments", OFFLINE, POOLS,
-                       max_tasks=50, timeout=10)
+    fake_replies(monkeypatch, ["not json at all", '{"tasks": 3}'])
+    result = decompose(
+        "Build a restaurant website with online booking and secure payments",
+        OFFLINE,
+        POOLS,
+        max_tasks=50,
+        timeout=10,
+    )
     assert result.source == "fallback"
     assert [t["pool"] for t in result.tasks] == ["codegen", "codegen", "database", "security"]
     assert any("model plan rejected" in n for n in result.notes)

@@ -23,18 +23,36 @@ def server(monkeypatch):
 
 
 def claude(server: FakeLLMServer, **kwargs) -> ModelSpec:
-    return ModelSpec(name="claude-sonnet", provider="anthropic", model="claude-sonnet-4-5",
-                     base_url=server.anthropic_base_url, api_key_env=KEY_ENV, **kwargs)
+    return ModelSpec(
+        name="claude-sonnet",
+        provider="anthropic",
+        model="claude-sonnet-4-5",
+        base_url=server.anthropic_base_url,
+        api_key_env=KEY_ENV,
+        **kwargs,
+    )
 
 
 def minimax(server: FakeLLMServer, **kwargs) -> ModelSpec:
-    return ModelSpec(name="minimax", provider="openai", model="MiniMax-M2.5",
-                     base_url=server.openai_base_url, api_key_env=KEY_ENV, **kwargs)
+    return ModelSpec(
+        name="minimax",
+        provider="openai",
+        model="MiniMax-M2.5",
+        base_url=server.openai_base_url,
+        api_key_env=KEY_ENV,
+        **kwargs,
+    )
 
 
 def request(timeout: float = 5, **kwargs) -> LLMRequest:
-    fields = {"purpose": "agent", "system": "You are the codegen agent.", "prompt": "Build a booking form.",
-              "timeout": timeout, "expected_output_tokens": 100, **kwargs}
+    fields = {
+        "purpose": "agent",
+        "system": "You are the codegen agent.",
+        "prompt": "Build a booking form.",
+        "timeout": timeout,
+        "expected_output_tokens": 100,
+        **kwargs,
+    }
     return LLMRequest(**fields)
 
 
@@ -45,8 +63,21 @@ fast_openai = OpenAIProvider(backoff_sec=0.01)
 
 def test_anthropic_streams_text_with_usage_and_progress(server):
     text = "x" * 400  # 100 tokens by the chars/4 rule, the expected output
-    server.script([Reply(text=text, chunk_size=8, chunk_delay=0.02, usage={
-        "input_tokens": 120, "output_tokens": 97, "cache_read_tokens": 30, "cache_write_tokens": 12})])
+    server.script(
+        [
+            Reply(
+                text=text,
+                chunk_size=8,
+                chunk_delay=0.02,
+                usage={
+                    "input_tokens": 120,
+                    "output_tokens": 97,
+                    "cache_read_tokens": 30,
+                    "cache_write_tokens": 12,
+                },
+            )
+        ]
+    )
     progress: list[float] = []
 
     started = time.monotonic()
@@ -72,8 +103,16 @@ def test_anthropic_streams_text_with_usage_and_progress(server):
 
 def test_openai_compatible_server_streams_text_with_usage_and_progress(server):
     text = "y" * 400
-    server.script([Reply(text=text, chunk_size=8, chunk_delay=0.02, usage={
-        "input_tokens": 200, "output_tokens": 101, "cache_read_tokens": 50})])
+    server.script(
+        [
+            Reply(
+                text=text,
+                chunk_size=8,
+                chunk_delay=0.02,
+                usage={"input_tokens": 200, "output_tokens": 101, "cache_read_tokens": 50},
+            )
+        ]
+    )
     progress: list[float] = []
 
     completion = fast_openai.complete(minimax(server), request(), progress.append)
@@ -103,8 +142,12 @@ def test_openai_server_without_usage_is_estimated_at_four_chars_a_token(server):
 
 
 def test_server_rejecting_stream_options_is_asked_again_without_them(server):
-    server.script([Error(status=400, message="Unrecognized request argument supplied: stream_options"),
-                   Reply(text="v" * 40)])
+    server.script(
+        [
+            Error(status=400, message="Unrecognized request argument supplied: stream_options"),
+            Reply(text="v" * 40),
+        ]
+    )
 
     completion = fast_openai.complete(minimax(server), request(), None)
 
@@ -262,11 +305,15 @@ def test_default_reply_sees_the_request_body(server):
 
 
 def test_fake_server_non_streaming_replies_parse_with_the_sdks(server):
-    server.script([Reply(text="plain", usage={"input_tokens": 5, "output_tokens": 2}), Reply(text="plain too")])
-    message = anthropic.Anthropic(base_url=server.anthropic_base_url, api_key="k", max_retries=0).messages.create(
-        model="claude-sonnet-4-5", max_tokens=10, messages=[{"role": "user", "content": "hi"}])
+    server.script(
+        [Reply(text="plain", usage={"input_tokens": 5, "output_tokens": 2}), Reply(text="plain too")]
+    )
+    message = anthropic.Anthropic(
+        base_url=server.anthropic_base_url, api_key="k", max_retries=0
+    ).messages.create(model="claude-sonnet-4-5", max_tokens=10, messages=[{"role": "user", "content": "hi"}])
     chat = openai.OpenAI(base_url=server.openai_base_url, api_key="k", max_retries=0).chat.completions.create(
-        model="gpt-5", messages=[{"role": "user", "content": "hi"}])
+        model="gpt-5", messages=[{"role": "user", "content": "hi"}]
+    )
 
     assert message.content[0].text == "plain" and message.usage.input_tokens == 5
     assert chat.choices[0].message.content == "plain too" and chat.usage.completion_tokens >= 1

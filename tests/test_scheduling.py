@@ -7,12 +7,19 @@ import pytest
 
 from executions.models import Execution, Task
 from executions.parallel_executor import (
-    PlanNode, dispatch_ready_tasks, lower_bound, simulate_makespan, topological_order, upward_ranks,
+    PlanNode,
+    dispatch_ready_tasks,
+    lower_bound,
+    simulate_makespan,
+    topological_order,
+    upward_ranks,
 )
 from tests.factories import make_client, make_execution, make_pools
 
 SEED_DAG = [
-    PlanNode("task_1", "codegen", 60), PlanNode("task_2", "codegen", 90), PlanNode("task_3", "database", 45),
+    PlanNode("task_1", "codegen", 60),
+    PlanNode("task_2", "codegen", 90),
+    PlanNode("task_3", "database", 45),
     PlanNode("task_4", "security", 120, 2, ("task_2",)),
 ]
 LIMITS = {"codegen": 3, "security": 2, "database": 2}
@@ -31,8 +38,11 @@ def test_seed_dag_makespan_is_the_seeds_210_seconds_vs_315_serial():
 
 def test_critical_path_first_beats_fifo_when_slots_are_scarce():
     # One codegen slot: starting the long chain's head first finishes earlier.
-    nodes = [PlanNode("short", "codegen", 10), PlanNode("head", "codegen", 10),
-             PlanNode("tail", "security", 100, 1, ("head",))]
+    nodes = [
+        PlanNode("short", "codegen", 10),
+        PlanNode("head", "codegen", 10),
+        PlanNode("tail", "security", 100, 1, ("head",)),
+    ]
     assert simulate_makespan(nodes, {"codegen": 1, "security": 1}) == 110
     assert simulate_makespan(nodes, {"codegen": 1, "security": 1}, policy="fifo") == 120
 
@@ -56,14 +66,18 @@ def test_topological_order_rejects_cycles():
 
 def queued(pool=None):
     rows = Task.objects.filter(status="queued")
-    return sorted(rows.filter(pool=pool).values_list("key", flat=True) if pool else rows.values_list("key", flat=True))
+    return sorted(
+        rows.filter(pool=pool).values_list("key", flat=True) if pool else rows.values_list("key", flat=True)
+    )
 
 
 @pytest.fixture
 def sent(monkeypatch):
     """Messages the dispatcher sends on commit, instead of a broker."""
     messages = []
-    monkeypatch.setattr("pools.tasks.send_run_task", lambda task_id, dispatch_no, queue: messages.append((task_id, queue)))
+    monkeypatch.setattr(
+        "pools.tasks.send_run_task", lambda task_id, dispatch_no, queue: messages.append((task_id, queue))
+    )
     return messages
 
 
@@ -87,10 +101,15 @@ def test_dispatch_admits_no_more_than_max_concurrent(db, django_capture_on_commi
 def test_dispatch_prefers_priority_then_the_longer_critical_path(db, django_capture_on_commit_callbacks):
     make_pools({"codegen": 2, "security": 1, "database": 1})
     client, _ = make_client()
-    make_execution(client, [
-        {"key": "short", "rank": 10}, {"key": "long", "rank": 200}, {"key": "middle", "rank": 50},
-        {"key": "urgent-short", "rank": 5, "priority": 0},
-    ])
+    make_execution(
+        client,
+        [
+            {"key": "short", "rank": 10},
+            {"key": "long", "rank": 200},
+            {"key": "middle", "rank": 50},
+            {"key": "urgent-short", "rank": 5, "priority": 0},
+        ],
+    )
     with django_capture_on_commit_callbacks():
         dispatch_ready_tasks("codegen")
     assert queued() == ["long", "urgent-short"]
@@ -120,8 +139,11 @@ def test_the_dispatch_read_walks_an_index_in_dispatch_order(db):
     client, _ = make_client()
     make_execution(client, [{"key": f"t{i}", "rank": float(i % 3)} for i in range(30)])
     executed = []
-    with connection.execute_wrapper(lambda execute, sql, params, many, context: executed.append((sql, params))
-                                    or execute(sql, params, many, context)):
+    with connection.execute_wrapper(
+        lambda execute, sql, params, many, context: (
+            executed.append((sql, params)) or execute(sql, params, many, context)
+        )
+    ):
         parallel_executor.admission("codegen", timezone.now(), limit=4)
     [(sql, params)] = executed
     with connection.cursor() as cursor:
@@ -157,7 +179,9 @@ def test_dispatch_waits_out_a_retry_backoff(db, django_capture_on_commit_callbac
     client, _ = make_client()
     older = make_execution(client, [{"key": "older-retry"}, {"key": "older"}])
     make_execution(client, [{"key": "newer"}, {"key": "newest"}])
-    Task.objects.filter(execution=older, key="older-retry").update(not_before=timezone.now() + timedelta(seconds=30))
+    Task.objects.filter(execution=older, key="older-retry").update(
+        not_before=timezone.now() + timedelta(seconds=30)
+    )
     with django_capture_on_commit_callbacks():
         assert dispatch_ready_tasks("codegen") == 3
     assert queued() == ["newer", "newest", "older"]

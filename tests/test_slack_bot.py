@@ -24,7 +24,11 @@ from bots.tasks import start_slack_request
 from executions.models import Client, Conflict, Execution, Task
 from executions.services import execution_create
 from tests.fakes.slack_server import (
-    FakeSlackServer, app_mention_body, block_action_body, signed_headers, slash_command_body,
+    FakeSlackServer,
+    app_mention_body,
+    block_action_body,
+    signed_headers,
+    slash_command_body,
 )
 
 TOKEN = "xoxb-test-token"
@@ -68,9 +72,22 @@ def slack_log(caplog):
     logger.removeHandler(caplog.handler)
 
 
-def post(client, body: str, *, content_type: str = FORM, secret: str = SECRET, timestamp: float | None = None, **extra):
-    return client.post("/slack/events", data=body, content_type=content_type,
-                       **signed_headers(secret, body, timestamp=timestamp), **extra)
+def post(
+    client,
+    body: str,
+    *,
+    content_type: str = FORM,
+    secret: str = SECRET,
+    timestamp: float | None = None,
+    **extra,
+):
+    return client.post(
+        "/slack/events",
+        data=body,
+        content_type=content_type,
+        **signed_headers(secret, body, timestamp=timestamp),
+        **extra,
+    )
 
 
 def queued(redis_server, queue: str) -> list[dramatiq.Message]:
@@ -81,14 +98,17 @@ def queued(redis_server, queue: str) -> list[dramatiq.Message]:
 def slack_execution(client: Client, **thread_fields) -> tuple[Execution, SlackThread]:
     # In one transaction, as a Slack request creates them: no event is published before the thread exists.
     with transaction.atomic():
-        execution = execution_create(client=client, message="Build a restaurant website",
-                                     session_key=f"slack-{TEAM}-{USER}")
-        thread = SlackThread.objects.create(execution=execution, team_id=TEAM, user_id=USER, channel_id="C0PROJECTS",
-                                            **thread_fields)
+        execution = execution_create(
+            client=client, message="Build a restaurant website", session_key=f"slack-{TEAM}-{USER}"
+        )
+        thread = SlackThread.objects.create(
+            execution=execution, team_id=TEAM, user_id=USER, channel_id="C0PROJECTS", **thread_fields
+        )
     return execution, thread
 
 
 # -- the endpoint and its security ---------------------------------------------------------------
+
 
 def test_endpoint_without_slack_configuration_answers_503(client, settings, db):
     settings.SLACK_BOT_TOKEN = ""
@@ -102,22 +122,29 @@ def test_bad_and_stale_signatures_are_rejected(client, slack_settings, acme, red
     assert post(client, body, secret="not-the-secret").status_code == 401
     stale = time.time() - 6 * 60  # outside Slack's 5-minute window, correctly signed
     assert post(client, body, timestamp=stale).status_code == 401
-    tampered = client.post("/slack/events", data=body.replace("blog", "bank"), content_type=FORM,
-                           **signed_headers(SECRET, body))
+    tampered = client.post(
+        "/slack/events", data=body.replace("blog", "bank"), content_type=FORM, **signed_headers(SECRET, body)
+    )
     assert tampered.status_code == 401
     assert not SlackEventReceipt.objects.exists() and not queued(redis_server, "control")
     assert post(client, body).status_code == 200  # the same request, properly signed and fresh
 
 
 def test_url_verification_challenge_is_answered(client, slack_settings, db):
-    body = json.dumps({"token": "legacy", "challenge": "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P",
-                       "type": "url_verification"})
+    body = json.dumps(
+        {
+            "token": "legacy",
+            "challenge": "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P",
+            "type": "url_verification",
+        }
+    )
     response = post(client, body, content_type="application/json")
     assert response.status_code == 200
     assert response.json() == {"challenge": "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"}
 
 
 # -- starting work ---------------------------------------------------------------------------------
+
 
 def test_slash_command_acks_fast_and_starts_one_execution(client, slack_settings, acme, redis_server):
     body = slash_command_body("Build a restaurant website with online booking", team_id=TEAM, user_id=USER)
@@ -137,7 +164,12 @@ def test_slash_command_acks_fast_and_starts_one_execution(client, slack_settings
     assert execution.session_key == f"slack-{TEAM}-{USER}"
     assert execution.message == "Build a restaurant website with online booking"
     thread = execution.slack_thread
-    assert (thread.team_id, thread.user_id, thread.channel_id, thread.thread_ts) == (TEAM, USER, "C0PROJECTS", "")
+    assert (thread.team_id, thread.user_id, thread.channel_id, thread.thread_ts) == (
+        TEAM,
+        USER,
+        "C0PROJECTS",
+        "",
+    )
     assert SlackEventReceipt.objects.get().execution == execution
 
     # The same invocation delivered again (same trigger_id) is acknowledged and ignored.
@@ -151,8 +183,11 @@ def test_unlinked_workspace_gets_a_polite_refusal(client, slack_settings, acme, 
     assert "isn't linked" in response.json()["text"]
     assert not SlackEventReceipt.objects.exists() and not queued(redis_server, "control")
 
-    mention = post(client, app_mention_body("build a blog", team_id=OTHER_TEAM, user_id="U0BOB"),
-                   content_type="application/json")
+    mention = post(
+        client,
+        app_mention_body("build a blog", team_id=OTHER_TEAM, user_id="U0BOB"),
+        content_type="application/json",
+    )
     assert mention.status_code == 200
     assert not queued(redis_server, "control")
     [notice] = queued(redis_server, "slack")
@@ -161,11 +196,17 @@ def test_unlinked_workspace_gets_a_polite_refusal(client, slack_settings, acme, 
 
 
 def test_retried_event_delivery_is_deduplicated(client, slack_settings, acme, redis_server):
-    body = app_mention_body("build an online shop", team_id=TEAM, user_id=USER, event_id="Ev0RETRY01",
-                            ts="1700000000.000100")
+    body = app_mention_body(
+        "build an online shop", team_id=TEAM, user_id=USER, event_id="Ev0RETRY01", ts="1700000000.000100"
+    )
     assert post(client, body, content_type="application/json").status_code == 200
-    retried = post(client, body, content_type="application/json", HTTP_X_SLACK_RETRY_NUM="1",
-                   HTTP_X_SLACK_RETRY_REASON="http_timeout")
+    retried = post(
+        client,
+        body,
+        content_type="application/json",
+        HTTP_X_SLACK_RETRY_NUM="1",
+        HTTP_X_SLACK_RETRY_REASON="http_timeout",
+    )
     assert retried.status_code == 200
     [message] = queued(redis_server, "control")
     assert SlackEventReceipt.objects.get().key == "event:Ev0RETRY01"
@@ -178,7 +219,9 @@ def test_retried_event_delivery_is_deduplicated(client, slack_settings, acme, re
 
 def test_status_and_list_answer_from_the_database(client, slack_settings, acme, redis_server):
     mine = execution_create(client=acme, message="Build a booking system", session_key="s1")
-    other = execution_create(client=Client.objects.create(name="globex"), message="Secret project", session_key="s2")
+    other = execution_create(
+        client=Client.objects.create(name="globex"), message="Secret project", session_key="s2"
+    )
 
     listing = post(client, slash_command_body("list", team_id=TEAM, user_id=USER)).json()
     assert mine.pk in listing["text"] and other.pk not in listing["text"]
@@ -193,20 +236,29 @@ def test_status_and_list_answer_from_the_database(client, slack_settings, acme, 
 
 # -- buttons ---------------------------------------------------------------------------------------
 
+
 def test_cancel_button_rechecks_the_clicking_user(client, slack_settings, acme, redis_server):
     execution, _ = slack_execution(acme)
     stranger = block_action_body(render.CANCEL_ACTION, execution.pk, team_id=OTHER_TEAM, user_id="U0BOB")
     assert post(client, stranger).status_code == 200
     assert Execution.objects.get(pk=execution.pk).status == "planning"
     [notice] = queued(redis_server, "slack")
-    assert notice.args[1] == "Sorry, you can't act on that execution: it belongs to an account you aren't linked to."
+    assert (
+        notice.args[1]
+        == "Sorry, you can't act on that execution: it belongs to an account you aren't linked to."
+    )
     assert notice.args[3] == "U0BOB"  # ephemeral, to the clicking user only
 
     SlackUserMapping.objects.create(team_id=TEAM, user_id="U0MALLORY", allowed=False)
     post(client, block_action_body(render.CANCEL_ACTION, execution.pk, team_id=TEAM, user_id="U0MALLORY"))
     assert Execution.objects.get(pk=execution.pk).status == "planning"
 
-    assert post(client, block_action_body(render.CANCEL_ACTION, execution.pk, team_id=TEAM, user_id=USER)).status_code == 200
+    assert (
+        post(
+            client, block_action_body(render.CANCEL_ACTION, execution.pk, team_id=TEAM, user_id=USER)
+        ).status_code
+        == 200
+    )
     cancelled = Execution.objects.get(pk=execution.pk)
     assert cancelled.status == "cancelled"
     assert cancelled.final_response == f"Cancelled by <@{USER}> in Slack."
@@ -215,10 +267,24 @@ def test_cancel_button_rechecks_the_clicking_user(client, slack_settings, acme, 
 def test_retry_button_reopens_dead_tasks(client, slack_settings, acme):
     execution, _ = slack_execution(acme)
     Execution.objects.filter(pk=execution.pk).update(status="partial", finished_at=timezone.now())
-    Task.objects.create(execution=execution, key="task_1", pool="codegen", description="Build it", status="succeeded")
-    Task.objects.create(execution=execution, key="task_2", pool="security", description="Audit it", status="dead",
-                        failed_attempts=3, error="timeout")
-    assert post(client, block_action_body(render.RETRY_ACTION, execution.pk, team_id=OTHER_TEAM, user_id="U0BOB")).status_code == 200
+    Task.objects.create(
+        execution=execution, key="task_1", pool="codegen", description="Build it", status="succeeded"
+    )
+    Task.objects.create(
+        execution=execution,
+        key="task_2",
+        pool="security",
+        description="Audit it",
+        status="dead",
+        failed_attempts=3,
+        error="timeout",
+    )
+    assert (
+        post(
+            client, block_action_body(render.RETRY_ACTION, execution.pk, team_id=OTHER_TEAM, user_id="U0BOB")
+        ).status_code
+        == 200
+    )
     assert Execution.objects.get(pk=execution.pk).status == "partial"
 
     post(client, block_action_body(render.RETRY_ACTION, execution.pk, team_id=TEAM, user_id=USER))
@@ -228,12 +294,15 @@ def test_retry_button_reopens_dead_tasks(client, slack_settings, acme):
 
 def test_console_link_button_is_acknowledged(client, slack_settings, acme):
     execution, _ = slack_execution(acme)
-    response = post(client, block_action_body(render.CONSOLE_ACTION, execution.pk, team_id=TEAM, user_id=USER))
+    response = post(
+        client, block_action_body(render.CONSOLE_ACTION, execution.pk, team_id=TEAM, user_id=USER)
+    )
     assert response.status_code == 200
     assert Execution.objects.get(pk=execution.pk).status == "planning"
 
 
 # -- who may act -----------------------------------------------------------------------------------
+
 
 def test_user_mappings_restrict_and_redirect_billing(acme):
     globex = Client.objects.create(name="globex")
@@ -268,23 +337,54 @@ def test_link_slack_command(db):
 
 # -- the thread ------------------------------------------------------------------------------------
 
+
 def finished_partial_execution(client: Client) -> tuple[Execution, SlackThread]:
     """A partial delivery with a dead task and a resolved conflict, as the engine leaves it."""
     execution, thread = slack_execution(client)
     start = timezone.now() - timedelta(seconds=20)
-    Task.objects.create(execution=execution, key="task_1", pool="codegen", description="Build backend",
-                                 status="succeeded", started_at=start, finished_at=start + timedelta(seconds=8),
-                                 cost_usd=Decimal("0.0123"), weight=90)
-    Task.objects.create(execution=execution, key="task_2", pool="security", description="Audit payments",
-                        status="dead", failed_attempts=3, error="timeout after 300s", weight=120,
-                        started_at=start, finished_at=start + timedelta(seconds=10))
-    Conflict.objects.create(execution=execution, kind="security_finding", between=["task_1", "task_3"],
-                            description="No CSRF protection on the booking form", status="resolved",
-                            resolution="CSRF middleware added to the backend", created_at=start + timedelta(seconds=11),
-                            resolved_at=start + timedelta(seconds=14))
+    Task.objects.create(
+        execution=execution,
+        key="task_1",
+        pool="codegen",
+        description="Build backend",
+        status="succeeded",
+        started_at=start,
+        finished_at=start + timedelta(seconds=8),
+        cost_usd=Decimal("0.0123"),
+        weight=90,
+    )
+    Task.objects.create(
+        execution=execution,
+        key="task_2",
+        pool="security",
+        description="Audit payments",
+        status="dead",
+        failed_attempts=3,
+        error="timeout after 300s",
+        weight=120,
+        started_at=start,
+        finished_at=start + timedelta(seconds=10),
+    )
+    Conflict.objects.create(
+        execution=execution,
+        kind="security_finding",
+        between=["task_1", "task_3"],
+        description="No CSRF protection on the booking form",
+        status="resolved",
+        resolution="CSRF middleware added to the backend",
+        created_at=start + timedelta(seconds=11),
+        resolved_at=start + timedelta(seconds=14),
+    )
     Execution.objects.filter(pk=execution.pk).update(
-        status="partial", mode="parallel", created_at=start, started_at=start, finished_at=start + timedelta(seconds=16),
-        serial_estimate_sec=40, cost_usd=Decimal("0.0456"), fee_usd=Decimal("3.20"), refund_usd=Decimal("1.65"),
+        status="partial",
+        mode="parallel",
+        created_at=start,
+        started_at=start,
+        finished_at=start + timedelta(seconds=16),
+        serial_estimate_sec=40,
+        cost_usd=Decimal("0.0456"),
+        fee_usd=Decimal("3.20"),
+        refund_usd=Decimal("1.65"),
         final_response="## Partial delivery\n\n**Backend** delivered; see [docs](https://example.com/docs).",
     )
     return Execution.objects.get(pk=execution.pk), thread
@@ -297,7 +397,12 @@ def test_thread_posts_status_milestones_and_summary_in_order(slack_settings, fak
     assert status.thread_ts is None  # a slash command's thread starts with our status message
     assert all(reply.thread_ts == status.ts for reply in replies)
     assert [r.text.split(" ", 1)[0] for r in replies] == [
-        ":x:", ":mag:", ":white_check_mark:", ":large_orange_diamond:", ":large_orange_diamond:"]
+        ":x:",
+        ":mag:",
+        ":white_check_mark:",
+        ":large_orange_diamond:",
+        ":large_orange_diamond:",
+    ]
     assert "`task_2` (security) failed for good after 3 attempts: timeout after 300s" in replies[0].text
     assert "Conflict detected (security_finding) between `task_1`, `task_3`" in replies[1].text
     assert "CSRF middleware added" in replies[2].text
@@ -325,10 +430,19 @@ def test_status_message_is_edited_in_place_as_the_state_changes(slack_settings, 
     thread_sync(thread)
     [status] = fake_slack.channel_messages("C0PROJECTS")
     assert status.thread_ts == "1700000000.000100"
-    assert [e["action_id"] for e in status.blocks[-1]["elements"]] == [render.CANCEL_ACTION, render.CONSOLE_ACTION]
+    assert [e["action_id"] for e in status.blocks[-1]["elements"]] == [
+        render.CANCEL_ACTION,
+        render.CONSOLE_ACTION,
+    ]
 
-    Task.objects.create(execution=execution, key="task_1", pool="codegen", description="Build frontend",
-                        status="running", started_at=timezone.now())
+    Task.objects.create(
+        execution=execution,
+        key="task_1",
+        pool="codegen",
+        description="Build frontend",
+        status="running",
+        started_at=timezone.now(),
+    )
     Execution.objects.filter(pk=execution.pk).update(status="executing", mode="parallel")
     thread.refresh_from_db()
     thread_sync(thread)
@@ -348,8 +462,9 @@ def test_events_enqueue_one_coalesced_sync_per_thread(slack_settings, acme, redi
     assert (message.actor_name, list(message.args)) == ("sync_slack_thread", [thread.pk])
 
 
-def test_the_thread_of_an_execution_is_looked_up_once_per_process(slack_settings, acme, redis_server,
-                                                                    django_assert_num_queries):
+def test_the_thread_of_an_execution_is_looked_up_once_per_process(
+    slack_settings, acme, redis_server, django_assert_num_queries
+):
     execution, thread = slack_execution(acme)
     unrelated = execution_create(client=acme, message="from the API", session_key="api")
     on_execution_event({"execution_id": execution.pk, "seq": 1, "type": "task.started"})
@@ -373,8 +488,9 @@ def test_status_edits_are_throttled(slack_settings, fake_slack, acme, redis_serv
     assert 0 < deferred.options["eta"] - time.time() * 1000 <= 1000
 
 
-def test_slack_errors_are_retried_with_backoff_then_dropped_quietly(slack_settings, fake_slack, acme, redis_server,
-                                                                    slack_log):
+def test_slack_errors_are_retried_with_backoff_then_dropped_quietly(
+    slack_settings, fake_slack, acme, redis_server, slack_log
+):
     _, thread = slack_execution(acme)
     fake_slack.fail("chat.postMessage", status=429, retry_after=7)
     thread_sync_run(thread.pk)
@@ -393,7 +509,9 @@ def test_slack_errors_are_retried_with_backoff_then_dropped_quietly(slack_settin
         thread_sync_run(thread.pk)
         assert len(queued(redis_server, "slack.DQ")) == 1
         assert SlackThread.objects.get(pk=thread.pk).failures == attempt
-    assert len(fake_slack.calls_of("chat.postMessage", ok=False)) == 1 + 2 * 2  # slack_sdk retries a 500 once itself
+    assert (
+        len(fake_slack.calls_of("chat.postMessage", ok=False)) == 1 + 2 * 2
+    )  # slack_sdk retries a 500 once itself
 
     redis_server.flushdb()
     thread_sync_run(thread.pk)

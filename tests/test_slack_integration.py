@@ -38,8 +38,13 @@ def fake_slack():
 
 @pytest.fixture
 def slack_workers(transactional_db, redis_server, settings, fake_slack):
-    slack_env = {"SLACK_BOT_TOKEN": TOKEN, "SLACK_SIGNING_SECRET": SECRET, "SLACK_API_URL": fake_slack.url,
-                 "OPENCLAW_PUBLIC_URL": PUBLIC_URL, "SLACK_MIN_UPDATE_INTERVAL_SEC": str(MIN_UPDATE_INTERVAL)}
+    slack_env = {
+        "SLACK_BOT_TOKEN": TOKEN,
+        "SLACK_SIGNING_SECRET": SECRET,
+        "SLACK_API_URL": fake_slack.url,
+        "OPENCLAW_PUBLIC_URL": PUBLIC_URL,
+        "SLACK_MIN_UPDATE_INTERVAL_SEC": str(MIN_UPDATE_INTERVAL),
+    }
     for name, value in slack_env.items():
         setattr(settings, name, value)
     settings.SLACK_MIN_UPDATE_INTERVAL_SEC = MIN_UPDATE_INTERVAL
@@ -58,8 +63,12 @@ def acme(transactional_db):
 def request_from_slack(client, *, after: SlackThread | None = None) -> tuple[Execution, SlackThread]:
     """Post `/openclaw <REQUEST>` and wait for the control queue to start it (a thread newer than `after`)."""
     body = slash_command_body(REQUEST, team_id=TEAM, user_id=USER, channel_id=CHANNEL)
-    response = client.post("/slack/events", data=body, content_type="application/x-www-form-urlencoded",
-                           **signed_headers(SECRET, body))
+    response = client.post(
+        "/slack/events",
+        data=body,
+        content_type="application/x-www-form-urlencoded",
+        **signed_headers(SECRET, body),
+    )
     assert response.status_code == 200
     newer = SlackThread.objects.filter(pk__gt=after.pk if after else 0)
     deadline = time.monotonic() + 10
@@ -83,7 +92,9 @@ def status_text(message) -> str:
     return json.dumps(message.blocks)
 
 
-def test_slash_command_is_followed_in_its_thread_to_the_final_summary(slack_workers, acme, client, fake_slack):
+def test_slash_command_is_followed_in_its_thread_to_the_final_summary(
+    slack_workers, acme, client, fake_slack
+):
     configure(latency=0.3)
     execution, thread = request_from_slack(client)
     assert execution.client == acme and execution.session_key == f"slack-{TEAM}-{USER}"
@@ -130,7 +141,9 @@ def test_slack_outage_never_slows_the_execution(slack_workers, acme, client, fak
     fake_slack.fail("chat.postMessage", status=500, times=2)
     first, thread = request_from_slack(client)
     done = wait_for_status(first.pk, {"completed", "partial", "failed"}, timeout=40)
-    assert done.status == "completed" and done.duration_sec <= done.estimated_duration_sec + ON_TIME_MARGIN_SEC
+    assert (
+        done.status == "completed" and done.duration_sec <= done.estimated_duration_sec + ON_TIME_MARGIN_SEC
+    )
     [status, *_] = fake_slack.wait_for(lambda: summary_posted(fake_slack, first), timeout=20)
     assert "*completed*" in status_text(status)  # caught up, and ended on the final state
     assert [c.status for c in fake_slack.calls_of("chat.postMessage", ok=False)] == [500, 500]
@@ -139,18 +152,25 @@ def test_slack_outage_never_slows_the_execution(slack_workers, acme, client, fak
     fake_slack.fail("chat.update", status=429, retry_after=RETRY_AFTER_SEC, times=2)
     second, thread = request_from_slack(client, after=thread)
     done = wait_for_status(second.pk, {"completed", "partial", "failed"}, timeout=40)
-    assert done.status == "completed" and done.duration_sec <= done.estimated_duration_sec + ON_TIME_MARGIN_SEC
+    assert (
+        done.status == "completed" and done.duration_sec <= done.estimated_duration_sec + ON_TIME_MARGIN_SEC
+    )
     [status, *_] = fake_slack.wait_for(lambda: summary_posted(fake_slack, second), timeout=20)
     assert "*completed*" in status_text(status)
     edits = [c for c in fake_slack.calls_of("chat.update") if c.params["ts"] == status.ts]
     assert [c.status for c in edits[:3]] == [429, 429, 200]
-    assert all(later.at - earlier.at >= RETRY_AFTER_SEC for earlier, later in zip(edits, edits[1:3]))  # honoured
+    assert all(
+        later.at - earlier.at >= RETRY_AFTER_SEC for earlier, later in zip(edits, edits[1:3])
+    )  # honoured
 
     # A Slack that stays down: the execution completes just as fast; the notifier gives up quietly.
     fake_slack.fail("chat.postMessage", status=500, times=None)
     fake_slack.fail("chat.update", status=500, times=None)
     third, thread = request_from_slack(client, after=thread)
     done = wait_for_status(third.pk, {"completed", "partial", "failed"}, timeout=40)
-    assert done.status == "completed" and done.duration_sec <= done.estimated_duration_sec + ON_TIME_MARGIN_SEC
-    fake_slack.wait_for(lambda: f"({third.pk}): giving up after 4 attempt(s): HTTP 500" in log_file.read_text(),
-                        timeout=30)
+    assert (
+        done.status == "completed" and done.duration_sec <= done.estimated_duration_sec + ON_TIME_MARGIN_SEC
+    )
+    fake_slack.wait_for(
+        lambda: f"({third.pk}): giving up after 4 attempt(s): HTTP 500" in log_file.read_text(), timeout=30
+    )

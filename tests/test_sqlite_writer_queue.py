@@ -46,11 +46,10 @@ def test_concurrent_writers_all_commit_and_none_is_lost(transactional_db):
 
 
 def test_a_rolled_back_transaction_hands_the_lock_on(transactional_db):
-    with pytest.raises(RuntimeError):
-        with transaction.atomic():
-            Execution.objects.update(status="failed")
-            assert sqlite_backend._writer.locked()
-            raise RuntimeError("abort")
+    with pytest.raises(RuntimeError), transaction.atomic():
+        Execution.objects.update(status="failed")
+        assert sqlite_backend._writer.locked()
+        raise RuntimeError("abort")
     assert not sqlite_backend._writer.locked()
     finished = threading.Event()
 
@@ -99,20 +98,30 @@ def test_a_writer_in_another_process_waits_on_the_lock_file_not_in_the_busy_hand
 
     from django.conf import settings
 
-    script = ("import django; django.setup()\n"
-              "from django.db import transaction\n"
-              "from executions.models import Execution\n"
-              "with transaction.atomic():\n"
-              "    Execution.objects.update(status='failed')\n")
-    env = dict(os.environ, SQLITE_PATH=str(connection.settings_dict["NAME"]), DJANGO_SETTINGS_MODULE="openclaw_site.settings")
+    script = (
+        "import django; django.setup()\n"
+        "from django.db import transaction\n"
+        "from executions.models import Execution\n"
+        "with transaction.atomic():\n"
+        "    Execution.objects.update(status='failed')\n"
+    )
+    env = dict(
+        os.environ,
+        SQLITE_PATH=str(connection.settings_dict["NAME"]),
+        DJANGO_SETTINGS_MODULE="openclaw_site.settings",
+    )
     env.pop("DATABASE_URL", None)
     with transaction.atomic():
         Execution.objects.update(status="failed")
         child = subprocess.Popen([sys.executable, "-c", script], cwd=settings.BASE_DIR, env=env)
 
-        def child_waits_on_flock() -> bool:  # a blocked request is listed as "N: -> FLOCK ADVISORY WRITE <pid> …"
-            return any(line.split()[1:3] == ["->", "FLOCK"] and line.split()[5] == str(child.pid)
-                       for line in Path("/proc/locks").read_text().splitlines())
+        def child_waits_on_flock() -> (
+            bool
+        ):  # a blocked request is listed as "N: -> FLOCK ADVISORY WRITE <pid> …"
+            return any(
+                line.split()[1:3] == ["->", "FLOCK"] and line.split()[5] == str(child.pid)
+                for line in Path("/proc/locks").read_text().splitlines()
+            )
 
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and not child_waits_on_flock():

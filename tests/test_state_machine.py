@@ -17,8 +17,15 @@ def queue(task: Task) -> int:
 def setup_chain(retries=1):
     make_pools(retries=retries)
     client, _ = make_client()
-    execution = make_execution(client, [{"key": "backend"}, {"key": "audit", "pool": "security", "blocked_by": ["backend"]},
-                                        {"key": "report", "blocked_by": ["audit"]}, {"key": "frontend"}])
+    execution = make_execution(
+        client,
+        [
+            {"key": "backend"},
+            {"key": "audit", "pool": "security", "blocked_by": ["backend"]},
+            {"key": "report", "blocked_by": ["audit"]},
+            {"key": "frontend"},
+        ],
+    )
     return execution, Task.objects.get(execution=execution, key="backend")
 
 
@@ -32,7 +39,9 @@ def test_a_duplicate_or_stale_message_starts_nothing(db, django_capture_on_commi
     assert Attempt.objects.count() == 1
 
 
-def test_success_promotes_dependents_and_a_second_report_changes_nothing(db, django_capture_on_commit_callbacks):
+def test_success_promotes_dependents_and_a_second_report_changes_nothing(
+    db, django_capture_on_commit_callbacks
+):
     execution, backend = setup_chain()
     attempt = task_start(backend.pk, queue(backend), "w1", lease_sec=15)
     # The success queues, in its own transaction, the dependent it made ready and, into the slot it
@@ -47,14 +56,17 @@ def test_success_promotes_dependents_and_a_second_report_changes_nothing(db, dja
     statuses = dict(Task.objects.filter(execution=execution).values_list("key", "status"))
     assert statuses == {"backend": "succeeded", "audit": "queued", "report": "pending", "frontend": "queued"}
     assert sorted(call.args[0] for call in send.call_args_list) == sorted(
-        Task.objects.filter(execution=execution, status="queued").values_list("pk", flat=True))
+        Task.objects.filter(execution=execution, status="queued").values_list("pk", flat=True)
+    )
     assert Task.objects.get(pk=backend.pk).result["summary"] == "ok"
     types = list(execution.events.values_list("type", flat=True))
     assert types[-4:] == ["task.succeeded", "task.ready", "task.queued", "task.queued"]
     assert types.count("task.succeeded") == 1
 
 
-def test_failures_retry_until_max_retries_then_dead_and_dependents_blocked(db, django_capture_on_commit_callbacks):
+def test_failures_retry_until_max_retries_then_dead_and_dependents_blocked(
+    db, django_capture_on_commit_callbacks
+):
     execution, backend = setup_chain(retries=2)
     for number in (1, 2, 3):
         attempt = task_start(backend.pk, queue(Task.objects.get(pk=backend.pk)), "w1", lease_sec=15)
@@ -114,8 +126,9 @@ def test_reaper_expires_an_attempt_past_its_deadline_as_a_failure(db, django_cap
     assert backend.status == "dead" and "timeout after 60s" in backend.error
 
 
-def test_a_link_of_a_chain_stays_within_its_query_budget(db, django_assert_max_num_queries,
-                                                         django_capture_on_commit_callbacks):
+def test_a_link_of_a_chain_stays_within_its_query_budget(
+    db, django_assert_max_num_queries, django_capture_on_commit_callbacks
+):
     """Dependency succeeds → dependent queued → dependent started: the critical path bench/dispatch.py
     measures. Everything here waits its turn at the write lock, so its query count is watched:
     17 and 7 on SQLite, 16 and 7 on PostgreSQL (which locks the dependents' pools, but reserves
@@ -143,7 +156,8 @@ def test_a_link_of_a_chain_stays_within_its_query_budget(db, django_assert_max_n
 
 
 def test_a_success_that_readies_many_tasks_costs_no_more_queries_than_one_that_readies_few(
-        db, django_capture_on_commit_callbacks):
+    db, django_capture_on_commit_callbacks
+):
     """Promotion and dispatch change their tasks in one statement each, whatever the fan-out: a
     root with 40 dependents (8 queued at once, the pools' limits) takes the queries one with 4 does."""
     from django.db import connection
@@ -154,12 +168,18 @@ def test_a_success_that_readies_many_tasks_costs_no_more_queries_than_one_that_r
     counts, queued = [], []
     for fan_out in (4, 40):
         pools = ("codegen", "security", "database")
-        execution = make_execution(client, [{"key": "root"}] + [
-            {"key": f"t{i}", "pool": pools[i % 3], "blocked_by": ["root"]} for i in range(fan_out)])
+        execution = make_execution(
+            client,
+            [{"key": "root"}]
+            + [{"key": f"t{i}", "pool": pools[i % 3], "blocked_by": ["root"]} for i in range(fan_out)],
+        )
         root = Task.objects.get(execution=execution, key="root")
         attempt = task_start(root.pk, queue(root), "w1", lease_sec=15)
-        with mock.patch("pools.tasks.send_run_task"), CaptureQueriesContext(connection) as captured, \
-                django_capture_on_commit_callbacks(execute=True):
+        with (
+            mock.patch("pools.tasks.send_run_task"),
+            CaptureQueriesContext(connection) as captured,
+            django_capture_on_commit_callbacks(execute=True),
+        ):
             assert attempt_succeed(attempt.pk, result={"summary": "ok", "files": [], "findings": []})
         counts.append(len(captured.captured_queries))
         queued.append(Task.objects.filter(execution=execution, status="queued").count())

@@ -5,16 +5,33 @@ import pytest
 from executions.task_distributor import classify_task, detect_streams
 
 SEED_EXAMPLES = {
-    "codegen": ["Build frontend with React", "Implement API endpoint", "Create database migration",
-                "Fix bug in authentication", "Deploy to production"],
-    "security": ["Audit for vulnerabilities", "Test payment security", "Check OWASP compliance", "Penetration test",
-                 "Review code for XSS"],
-    "database": ["Design Supabase schema", "Optimize slow queries", "Setup real-time subscriptions",
-                 "Create backup strategy", "Migrate PostgreSQL data"],
+    "codegen": [
+        "Build frontend with React",
+        "Implement API endpoint",
+        "Create database migration",
+        "Fix bug in authentication",
+        "Deploy to production",
+    ],
+    "security": [
+        "Audit for vulnerabilities",
+        "Test payment security",
+        "Check OWASP compliance",
+        "Penetration test",
+        "Review code for XSS",
+    ],
+    "database": [
+        "Design Supabase schema",
+        "Optimize slow queries",
+        "Setup real-time subscriptions",
+        "Create backup strategy",
+        "Migrate PostgreSQL data",
+    ],
 }
 
 
-@pytest.mark.parametrize("pool,text", [(pool, text) for pool, texts in SEED_EXAMPLES.items() for text in texts])
+@pytest.mark.parametrize(
+    "pool,text", [(pool, text) for pool, texts in SEED_EXAMPLES.items() for text in texts]
+)
 def test_seed_examples_classify_as_the_seed_says(pool, text):
     assert classify_task(text) == pool
 
@@ -54,4 +71,9 @@ def test_small_request_is_a_single_task():
 
 def test_seed_cost_comparison_projects():
     assert pools_of("REST API + frontend + security audit") == ["codegen", "codegen", "security"]
-    assert sorted(pools_of("Full website + backend + audit + database")) == ["codegen", "codegen", "database", "security"]
+    assert sorted(pools_of("Full website + backend + audit + database")) == [
+        "codegen",
+        "codegen",
+        "database",
+        "security",
+    ]

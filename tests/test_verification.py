@@ -12,7 +12,9 @@ def reply(files=(), findings=()) -> dict:
 
 def test_codegen_output_that_does_not_compile_is_broken():
     with pytest.raises(OutputBroken, match=r"app/models.py:2: Python syntax error"):
-        verify_output("codegen", reply([{"path": "app/models.py", "content": "class A:\n    def f(self)\n"}]), [])
+        verify_output(
+            "codegen", reply([{"path": "app/models.py", "content": "class A:\n    def f(self)\n"}]), []
+        )
 
 
 def test_codegen_path_escaping_the_project_is_broken():
@@ -22,8 +24,14 @@ def test_codegen_path_escaping_the_project_is_broken():
 
 def test_codegen_bandit_findings_join_the_models_with_sql_injection_raised_to_high():
     files = offline.backend_files(["menu_items"], sql_injection=True)
-    model_finding = {"severity": "info", "title": "Consider pagination", "file": None, "line": None,
-                     "recommendation": "", "source": "model"}
+    model_finding = {
+        "severity": "info",
+        "title": "Consider pagination",
+        "file": None,
+        "line": None,
+        "recommendation": "",
+        "source": "model",
+    }
 
     result = verify_output("codegen", reply(files, [model_finding]), [])
 
@@ -42,7 +50,9 @@ def test_a_heuristic_javascript_finding_is_recorded_but_does_not_fail_the_attemp
 
 
 def test_security_audit_scans_the_code_of_its_dependencies():
-    deps = [{"key": "task_2", "pool": "codegen", "files": offline.backend_files(["bookings"], sql_injection=True)}]
+    deps = [
+        {"key": "task_2", "pool": "codegen", "files": offline.backend_files(["bookings"], sql_injection=True)}
+    ]
 
     result = verify_output("security", reply(), deps)
 
@@ -57,7 +67,9 @@ def test_database_schema_without_fk_indexes_is_rejected_not_broken():
 
     assert result["verification"]["schema_accepted"] is False
     assert {f["rule"] for f in result["findings"]} == {"fk-without-index"}
-    revised = offline.schema({"request": "restaurant bookings", "description": "schema", "kind": "revision"}, set())
+    revised = offline.schema(
+        {"request": "restaurant bookings", "description": "schema", "kind": "revision"}, set()
+    )
     assert verify_output("database", reply(revised["files"]), [])["verification"]["schema_accepted"] is True
 
 

@@ -13,8 +13,14 @@ def test_valid_files_pass():
         {"path": "pyproject.toml", "content": '[project]\nname = "booking"\n'},
         {"path": "db/schema.sql", "content": "CREATE TABLE t (id SERIAL PRIMARY KEY, data JSONB);"},
         {"path": "web/src/app.ts", "content": "const re = /[(]/g;\nconst s = `a ${f({x: 1})} b`; // ({\n"},
-        {"path": "web/src/Page.tsx", "content": "export const P = () => (\n  <p>Don't {count} (stop)</p>\n);\n"},
-        {"path": "web/src/List.tsx", "content": "export const L = ({rows}) => (\n  <ul>{rows.map((r) => <li key={r.id}>{r.name}</li>)}</ul>\n);\n"},
+        {
+            "path": "web/src/Page.tsx",
+            "content": "export const P = () => (\n  <p>Don't {count} (stop)</p>\n);\n",
+        },
+        {
+            "path": "web/src/List.tsx",
+            "content": "export const L = ({rows}) => (\n  <ul>{rows.map((r) => <li key={r.id}>{r.name}</li>)}</ul>\n);\n",
+        },
         {"path": "web/src/Img.jsx", "content": "export const I = ({src}) => <div><img src={src} /></div>;\n"},
         {"path": "README.md", "content": "anything ( goes"},
     ]
@@ -23,7 +29,9 @@ def test_valid_files_pass():
 
 
 def test_python_syntax_error_is_flagged_with_its_line():
-    [finding] = verify_files([{"path": "app/models.py", "content": "class Booking:\n    def save(self)\n        pass\n"}])
+    [finding] = verify_files(
+        [{"path": "app/models.py", "content": "class Booking:\n    def save(self)\n        pass\n"}]
+    )
 
     assert finding.severity == "high" and finding.rule == "syntax"
     assert finding.file == "app/models.py" and finding.line == 2
@@ -31,12 +39,14 @@ def test_python_syntax_error_is_flagged_with_its_line():
 
 
 def test_bad_json_yaml_toml_and_sql_are_flagged():
-    findings = verify_files([
-        {"path": "a.json", "content": '{"a": 1,}'},
-        {"path": "b.yml", "content": "a: [1, 2\nb: 3\n"},
-        {"path": "c.toml", "content": "[project\nname = 1\n"},
-        {"path": "d.sql", "content": "CREATE TABLE (id int"},
-    ])
+    findings = verify_files(
+        [
+            {"path": "a.json", "content": '{"a": 1,}'},
+            {"path": "b.yml", "content": "a: [1, 2\nb: 3\n"},
+            {"path": "c.toml", "content": "[project\nname = 1\n"},
+            {"path": "d.sql", "content": "CREATE TABLE (id int"},
+        ]
+    )
 
     assert [f.file for f in findings] == ["a.json", "b.yml", "c.toml", "d.sql"]
     assert all(f.severity == "high" for f in findings)
@@ -44,12 +54,16 @@ def test_bad_json_yaml_toml_and_sql_are_flagged():
 
 
 def test_truncated_javascript_is_flagged_as_heuristic():
-    [finding] = verify_files([{"path": "web/app.js", "content": "function f() {\n  if (x) {\n    go('a');\n}\n"}])
+    [finding] = verify_files(
+        [{"path": "web/app.js", "content": "function f() {\n  if (x) {\n    go('a');\n}\n"}]
+    )
 
     assert finding.severity == "medium" and "never closed" in finding.title and finding.line == 1
 
 
-@pytest.mark.parametrize("path", ["/etc/passwd", "../outside.py", "app/../../x.py", "C:\\win.ini", "a\x00b.py", ""])
+@pytest.mark.parametrize(
+    "path", ["/etc/passwd", "../outside.py", "app/../../x.py", "C:\\win.ini", "a\x00b.py", ""]
+)
 def test_unsafe_paths_are_high(path):
     [finding] = verify_files([{"path": path, "content": "x = 1\n"}])
 
@@ -59,11 +73,18 @@ def test_unsafe_paths_are_high(path):
 def test_finding_as_dict_matches_the_agent_contract():
     finding = Finding("high", "t", file="a.py", line=3, recommendation="r", source="bandit", rule="B602")
 
-    assert finding.as_dict() == {"severity": "high", "title": "t", "file": "a.py", "line": 3,
-                                 "recommendation": "r", "source": "bandit", "rule": "B602"}
+    assert finding.as_dict() == {
+        "severity": "high",
+        "title": "t",
+        "file": "a.py",
+        "line": 3,
+        "recommendation": "r",
+        "source": "bandit",
+        "rule": "B602",
+    }
 
 
-VULNERABLE = '''\
+VULNERABLE = """\
 import subprocess
 
 
@@ -80,15 +101,17 @@ def calc(expr):
 
 
 DB_PASSWORD = "hunter2-prod"
-'''
+"""
 
 
 def test_bandit_flags_shell_sql_eval_and_hardcoded_password():
-    findings = run_bandit([
-        {"path": "app/services/users.py", "content": VULNERABLE},
-        {"path": "app/templates/base.html", "content": "<html></html>"},
-        {"path": "tests/test_users.py", "content": "def test_x():\n    assert True\n"},
-    ])
+    findings = run_bandit(
+        [
+            {"path": "app/services/users.py", "content": VULNERABLE},
+            {"path": "app/templates/base.html", "content": "<html></html>"},
+            {"path": "tests/test_users.py", "content": "def test_x():\n    assert True\n"},
+        ]
+    )
 
     by_rule = {f.rule: f for f in findings}
     assert by_rule["B602"].severity == "high" and by_rule["B602"].line == 5
@@ -184,6 +207,8 @@ def test_garbage_sql_is_rejected_with_an_error():
 def test_schema_sql_cannot_write_files(tmp_path):
     target = tmp_path / "stolen.db"
 
-    report = check_schema(f"CREATE TABLE a (id INTEGER PRIMARY KEY); ATTACH DATABASE '{target}' AS x;", "sqlite")
+    report = check_schema(
+        f"CREATE TABLE a (id INTEGER PRIMARY KEY); ATTACH DATABASE '{target}' AS x;", "sqlite"
+    )
 
     assert not report.applied and not target.exists()

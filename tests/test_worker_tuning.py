@@ -21,8 +21,13 @@ def test_a_worker_boots_with_the_configured_gil_switch_interval(settings):
 
 def boot_in_a_fresh_interpreter(script: str) -> subprocess.CompletedProcess:
     """Run `script` as a worker process's boot would, in an interpreter of its own."""
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "DJANGO_SETTINGS_MODULE": "openclaw_site.settings"})
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "openclaw_site.settings"},
+    )
     assert done.returncode == 0, done.stderr
     return done
 

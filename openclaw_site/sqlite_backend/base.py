@@ -42,7 +42,9 @@ def _lock_file(database: str) -> int | None:
     if database == ":memory:" or database.startswith("file:"):
         return None
     if database not in _lock_files:
-        _lock_files[database] = os.open(f"{database}.writer-lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        _lock_files[database] = os.open(
+            f"{database}.writer-lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
+        )
     return _lock_files[database]
 
 

@@ -15,9 +15,9 @@ import json
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
 
 ANTHROPIC_ERROR_TYPES = {
     400: "invalid_request_error",
@@ -130,7 +130,9 @@ class _Handler(BaseHTTPRequestHandler):
             body = {"_raw": raw.decode("utf-8", "replace")}
         with state.lock:
             state.requests.append(
-                ReceivedRequest(self.path, {k.lower(): v for k, v in self.headers.items()}, body, time.monotonic())
+                ReceivedRequest(
+                    self.path, {k.lower(): v for k, v in self.headers.items()}, body, time.monotonic()
+                )
             )
             action = state.queue.pop(0) if state.queue else None
         if self.path.rstrip("/").endswith("/v1/messages"):
@@ -242,12 +244,24 @@ class _Anthropic:
             "cache_read_input_tokens": usage["cache_read_tokens"],
         }
         if not self.body.get("stream"):
-            self.handler._send_json(200, {
-                "id": message_id, "type": "message", "role": "assistant", "model": model,
-                "content": [{"type": "text", "text": reply.text}],
-                "stop_reason": "end_turn", "stop_sequence": None,
-                "usage": {"input_tokens": usage["input_tokens"], "output_tokens": usage["output_tokens"], **cache},
-            }, {"request-id": self.request_id})
+            self.handler._send_json(
+                200,
+                {
+                    "id": message_id,
+                    "type": "message",
+                    "role": "assistant",
+                    "model": model,
+                    "content": [{"type": "text", "text": reply.text}],
+                    "stop_reason": "end_turn",
+                    "stop_sequence": None,
+                    "usage": {
+                        "input_tokens": usage["input_tokens"],
+                        "output_tokens": usage["output_tokens"],
+                        **cache,
+                    },
+                },
+                {"request-id": self.request_id},
+            )
             return
         h = self.handler
         h._start_stream({"request-id": self.request_id})
@@ -255,23 +269,44 @@ class _Anthropic:
         def event(name: str, data: dict) -> None:
             h._send_chunk(f"event: {name}\ndata: {json.dumps(data)}\n\n")
 
-        event("message_start", {"type": "message_start", "message": {
-            "id": message_id, "type": "message", "role": "assistant", "model": model, "content": [],
-            "stop_reason": None, "stop_sequence": None,
-            "usage": {"input_tokens": usage["input_tokens"], "output_tokens": 1, **cache},
-        }})
-        event("content_block_start", {"type": "content_block_start", "index": 0,
-                                      "content_block": {"type": "text", "text": ""}})
+        event(
+            "message_start",
+            {
+                "type": "message_start",
+                "message": {
+                    "id": message_id,
+                    "type": "message",
+                    "role": "assistant",
+                    "model": model,
+                    "content": [],
+                    "stop_reason": None,
+                    "stop_sequence": None,
+                    "usage": {"input_tokens": usage["input_tokens"], "output_tokens": 1, **cache},
+                },
+            },
+        )
+        event(
+            "content_block_start",
+            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        )
         event("ping", {"type": "ping"})
         for piece in _pieces(reply):
             if reply.chunk_delay:
                 time.sleep(reply.chunk_delay)
-            event("content_block_delta", {"type": "content_block_delta", "index": 0,
-                                          "delta": {"type": "text_delta", "text": piece}})
+            event(
+                "content_block_delta",
+                {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}},
+            )
         event("content_block_stop", {"type": "content_block_stop", "index": 0})
         delta_usage = {"output_tokens": usage["output_tokens"]} if reply.send_usage else {"output_tokens": 0}
-        event("message_delta", {"type": "message_delta",
-                                "delta": {"stop_reason": "end_turn", "stop_sequence": None}, "usage": delta_usage})
+        event(
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                "usage": delta_usage,
+            },
+        )
         event("message_stop", {"type": "message_stop"})
         h._end_stream()
 
@@ -284,14 +319,22 @@ class _OpenAI:
 
     def error(self, error: Error) -> None:
         kind, code = OPENAI_ERRORS.get(error.status, ("server_error", None))
-        payload = {"error": {"message": error.message or f"Error {error.status}", "type": error.type or kind,
-                             "param": None, "code": code}}
+        payload = {
+            "error": {
+                "message": error.message or f"Error {error.status}",
+                "type": error.type or kind,
+                "param": None,
+                "code": code,
+            }
+        }
         if error.mid_stream:
             self.handler._start_stream({"x-request-id": self.request_id})
             self.handler._send_chunk(f"data: {json.dumps(payload)}\n\n")
             self.handler._end_stream()
             return
-        self.handler._send_json(error.status, payload, {"x-request-id": self.request_id, **_retry_headers(error)})
+        self.handler._send_json(
+            error.status, payload, {"x-request-id": self.request_id, **_retry_headers(error)}
+        )
 
     def reply(self, reply: Reply) -> None:
         usage = _usage(reply, self.body)
@@ -300,33 +343,69 @@ class _OpenAI:
         created = int(time.time())
         prompt_tokens = usage["input_tokens"] + usage["cache_read_tokens"]
         usage_block = {
-            "prompt_tokens": prompt_tokens, "completion_tokens": usage["output_tokens"],
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": usage["output_tokens"],
             "total_tokens": prompt_tokens + usage["output_tokens"],
             "prompt_tokens_details": {"cached_tokens": usage["cache_read_tokens"], "audio_tokens": 0},
-            "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
-                                          "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0},
+            "completion_tokens_details": {
+                "reasoning_tokens": 0,
+                "audio_tokens": 0,
+                "accepted_prediction_tokens": 0,
+                "rejected_prediction_tokens": 0,
+            },
         }
         if not self.body.get("stream"):
-            self.handler._send_json(200, {
-                "id": completion_id, "object": "chat.completion", "created": created, "model": model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": reply.text, "refusal": None},
-                             "logprobs": None, "finish_reason": "stop"}],
-                "usage": usage_block, "system_fingerprint": None,
-            }, {"x-request-id": self.request_id})
+            self.handler._send_json(
+                200,
+                {
+                    "id": completion_id,
+                    "object": "chat.completion",
+                    "created": created,
+                    "model": model,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": reply.text, "refusal": None},
+                            "logprobs": None,
+                            "finish_reason": "stop",
+                        }
+                    ],
+                    "usage": usage_block,
+                    "system_fingerprint": None,
+                },
+                {"x-request-id": self.request_id},
+            )
             return
-        include_usage = bool((self.body.get("stream_options") or {}).get("include_usage")) and reply.send_usage
+        include_usage = (
+            bool((self.body.get("stream_options") or {}).get("include_usage")) and reply.send_usage
+        )
         h = self.handler
         h._start_stream({"x-request-id": self.request_id})
 
         def chunk(choices: list, **extra) -> None:
-            data = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
-                    "system_fingerprint": None, "choices": choices, **extra}
+            data = {
+                "id": completion_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "system_fingerprint": None,
+                "choices": choices,
+                **extra,
+            }
             if include_usage:
                 data.setdefault("usage", None)
             h._send_chunk(f"data: {json.dumps(data)}\n\n")
 
-        chunk([{"index": 0, "delta": {"role": "assistant", "content": "", "refusal": None},
-                "logprobs": None, "finish_reason": None}])
+        chunk(
+            [
+                {
+                    "index": 0,
+                    "delta": {"role": "assistant", "content": "", "refusal": None},
+                    "logprobs": None,
+                    "finish_reason": None,
+                }
+            ]
+        )
         for piece in _pieces(reply):
             if reply.chunk_delay:
                 time.sleep(reply.chunk_delay)
@@ -380,7 +459,9 @@ class FakeLLMServer:
         self._server.state.default_reply = default_reply
 
     def start(self) -> "FakeLLMServer":
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name="fake-llm", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), name="fake-llm", daemon=True
+        )
         self._thread.start()
         return self
 

@@ -52,7 +52,9 @@ class Fault:
 
 
 class FakeSlackServer:
-    def __init__(self, *, token: str = "xoxb-test-token", team_id: str = "T0LINKED", bot_user_id: str = "UBOT"):
+    def __init__(
+        self, *, token: str = "xoxb-test-token", team_id: str = "T0LINKED", bot_user_id: str = "UBOT"
+    ):
         self.token = token
         self.team_id = team_id
         self.bot_user_id = bot_user_id
@@ -67,8 +69,9 @@ class FakeSlackServer:
         self._base = int(time.time())
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-slack",
-                                       daemon=True)
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-slack", daemon=True
+        )
 
     @property
     def url(self) -> str:
@@ -83,7 +86,9 @@ class FakeSlackServer:
         self.httpd.server_close()
 
     # -- scripting -------------------------------------------------------------------------
-    def fail(self, method: str, *, status: int, retry_after: float | None = None, times: int | None = 1) -> None:
+    def fail(
+        self, method: str, *, status: int, retry_after: float | None = None, times: int | None = 1
+    ) -> None:
         """The next `times` calls of `method` ("*" for any) fail with `status` (429: ratelimited).
 
         Faults queue up in the order given; `times=None` fails until `recover()`.
@@ -96,16 +101,26 @@ class FakeSlackServer:
             self.faults.clear()
 
     def add_user(self, user_id: str, *, team_id: str | None = None, name: str = "") -> None:
-        self.users[user_id] = {"id": user_id, "team_id": team_id or self.team_id, "name": name or user_id.lower()}
+        self.users[user_id] = {
+            "id": user_id,
+            "team_id": team_id or self.team_id,
+            "name": name or user_id.lower(),
+        }
 
     # -- inspection ------------------------------------------------------------------------
     def calls_of(self, method: str, *, ok: bool | None = None) -> list[Call]:
         with self.lock:
-            return [c for c in self.calls if c.method == method and (ok is None or (c.status == 200 and not c.error) == ok)]
+            return [
+                c
+                for c in self.calls
+                if c.method == method and (ok is None or (c.status == 200 and not c.error) == ok)
+            ]
 
     def channel_messages(self, channel: str) -> list[Message]:
         with self.lock:
-            return sorted((m for m in self.messages.values() if m.channel == channel), key=lambda m: float(m.ts))
+            return sorted(
+                (m for m in self.messages.values() if m.channel == channel), key=lambda m: float(m.ts)
+            )
 
     def thread(self, channel: str, thread_ts: str) -> list[Message]:
         """The thread's parent (if we posted it) then its replies, in order."""
@@ -118,8 +133,10 @@ class FakeSlackServer:
             if value:
                 return value
             time.sleep(interval)
-        raise AssertionError(f"fake Slack: condition not met within {timeout}s; calls: "
-                             f"{[(c.method, c.status, c.error) for c in self.calls]}")
+        raise AssertionError(
+            f"fake Slack: condition not met within {timeout}s; calls: "
+            f"{[(c.method, c.status, c.error) for c in self.calls]}"
+        )
 
     # -- the API ---------------------------------------------------------------------------
     def _next_ts(self) -> str:
@@ -144,30 +161,56 @@ class FakeSlackServer:
             fault = self._fault_for(method)
             if fault is not None:
                 if fault.status == 429:
-                    status, headers, body = 429, {"Retry-After": str(int(fault.retry_after or 1))}, {"ok": False, "error": "ratelimited"}
+                    status, headers, body = (
+                        429,
+                        {"Retry-After": str(int(fault.retry_after or 1))},
+                        {"ok": False, "error": "ratelimited"},
+                    )
                 else:
                     status, headers, body = fault.status, {}, {"ok": False, "error": "fatal_error"}
             else:
                 token = (auth or "").removeprefix("Bearer ").strip() or params.get("token")
                 if token != self.token:
-                    status, headers, body = 200, {}, {"ok": False, "error": "not_authed" if not token else "invalid_auth"}
+                    status, headers, body = (
+                        200,
+                        {},
+                        {"ok": False, "error": "not_authed" if not token else "invalid_auth"},
+                    )
                 else:
                     status, headers = 200, {}
                     body = self._ok(method, params)
-            self.calls.append(Call(method, params, status, None if body.get("ok") else body.get("error"), time.time()))
+            self.calls.append(
+                Call(method, params, status, None if body.get("ok") else body.get("error"), time.time())
+            )
             return status, headers, body
 
     def _ok(self, method: str, params: dict) -> dict:
         if method == "auth.test":
-            return {"ok": True, "url": "https://fake-workspace.slack.com/", "team": "Fake Workspace", "user": "openclaw",
-                    "team_id": self.team_id, "user_id": self.bot_user_id, "bot_id": "B0BOT", "is_enterprise_install": False}
+            return {
+                "ok": True,
+                "url": "https://fake-workspace.slack.com/",
+                "team": "Fake Workspace",
+                "user": "openclaw",
+                "team_id": self.team_id,
+                "user_id": self.bot_user_id,
+                "bot_id": "B0BOT",
+                "is_enterprise_install": False,
+            }
         if method == "users.info":
             user = self.users.get(params.get("user", ""))
             if user is None:
                 return {"ok": False, "error": "user_not_found"}
-            return {"ok": True, "user": {**user, "deleted": False, "real_name": user["name"].title(), "is_bot": False,
-                                         "tz": "UTC", "profile": {"real_name": user["name"].title(),
-                                                                  "display_name": user["name"]}}}
+            return {
+                "ok": True,
+                "user": {
+                    **user,
+                    "deleted": False,
+                    "real_name": user["name"].title(),
+                    "is_bot": False,
+                    "tz": "UTC",
+                    "profile": {"real_name": user["name"].title(), "display_name": user["name"]},
+                },
+            }
         channel = params.get("channel", "")
         if method in ("chat.postMessage", "chat.update", "chat.postEphemeral"):
             if not channel or channel in self.missing_channels:
@@ -175,25 +218,53 @@ class FakeSlackServer:
             if not params.get("text") and not params.get("blocks"):
                 return {"ok": False, "error": "no_text"}
         if method == "chat.postMessage":
-            message = Message(channel=channel, ts=self._next_ts(), text=params.get("text", ""),
-                              blocks=params.get("blocks"), thread_ts=params.get("thread_ts") or None)
+            message = Message(
+                channel=channel,
+                ts=self._next_ts(),
+                text=params.get("text", ""),
+                blocks=params.get("blocks"),
+                thread_ts=params.get("thread_ts") or None,
+            )
             self.messages[(channel, message.ts)] = message
-            return {"ok": True, "channel": channel, "ts": message.ts,
-                    "message": {"type": "message", "subtype": "bot_message", "text": message.text, "ts": message.ts,
-                                "bot_id": "B0BOT", "user": self.bot_user_id,
-                                **({"thread_ts": message.thread_ts} if message.thread_ts else {})}}
+            return {
+                "ok": True,
+                "channel": channel,
+                "ts": message.ts,
+                "message": {
+                    "type": "message",
+                    "subtype": "bot_message",
+                    "text": message.text,
+                    "ts": message.ts,
+                    "bot_id": "B0BOT",
+                    "user": self.bot_user_id,
+                    **({"thread_ts": message.thread_ts} if message.thread_ts else {}),
+                },
+            }
         if method == "chat.update":
             message = self.messages.get((channel, params.get("ts", "")))
             if message is None:
                 return {"ok": False, "error": "message_not_found"}
             message.updates.append({"text": message.text, "blocks": message.blocks})
-            message.text, message.blocks = params.get("text", message.text), params.get("blocks", message.blocks)
-            return {"ok": True, "channel": channel, "ts": message.ts, "text": message.text,
-                    "message": {"type": "message", "text": message.text, "ts": message.ts, "bot_id": "B0BOT"}}
+            message.text, message.blocks = (
+                params.get("text", message.text),
+                params.get("blocks", message.blocks),
+            )
+            return {
+                "ok": True,
+                "channel": channel,
+                "ts": message.ts,
+                "text": message.text,
+                "message": {"type": "message", "text": message.text, "ts": message.ts, "bot_id": "B0BOT"},
+            }
         if method == "chat.postEphemeral":
-            message = Message(channel=channel, ts=self._next_ts(), text=params.get("text", ""),
-                              blocks=params.get("blocks"), thread_ts=params.get("thread_ts") or None,
-                              user=params.get("user"))
+            message = Message(
+                channel=channel,
+                ts=self._next_ts(),
+                text=params.get("text", ""),
+                blocks=params.get("blocks"),
+                thread_ts=params.get("thread_ts") or None,
+                user=params.get("user"),
+            )
             self.ephemeral.append(message)
             return {"ok": True, "message_ts": message.ts}
         return {"ok": False, "error": "unknown_method"}
@@ -242,45 +313,121 @@ def slack_signature(secret: str, timestamp: str, body: str) -> str:
 def signed_headers(secret: str, body: str, *, timestamp: float | None = None) -> dict:
     """Django test-client headers for a signed Slack request (`timestamp` defaults to now)."""
     stamp = str(int(time.time() if timestamp is None else timestamp))
-    return {"HTTP_X_SLACK_REQUEST_TIMESTAMP": stamp, "HTTP_X_SLACK_SIGNATURE": slack_signature(secret, stamp, body)}
+    return {
+        "HTTP_X_SLACK_REQUEST_TIMESTAMP": stamp,
+        "HTTP_X_SLACK_SIGNATURE": slack_signature(secret, stamp, body),
+    }
 
 
-def slash_command_body(text: str, *, team_id: str, user_id: str, channel_id: str = "C0PROJECTS",
-                       trigger_id: str | None = None, command: str = "/openclaw") -> str:
+def slash_command_body(
+    text: str,
+    *,
+    team_id: str,
+    user_id: str,
+    channel_id: str = "C0PROJECTS",
+    trigger_id: str | None = None,
+    command: str = "/openclaw",
+) -> str:
     """A slash-command payload as Slack posts it (form-encoded)."""
-    return urlencode({
-        "token": "legacy-verification-token", "team_id": team_id, "team_domain": "fake", "channel_id": channel_id,
-        "channel_name": "projects", "user_id": user_id, "user_name": user_id.lower(), "command": command,
-        "text": text, "api_app_id": "A0OPENCLAW", "is_enterprise_install": "false",
-        "response_url": "https://hooks.slack.com/commands/T0/1/abc",
-        "trigger_id": trigger_id or f"{uuid.uuid4().int % 10**10}.{uuid.uuid4().hex[:12]}",
-    })
+    return urlencode(
+        {
+            "token": "legacy-verification-token",
+            "team_id": team_id,
+            "team_domain": "fake",
+            "channel_id": channel_id,
+            "channel_name": "projects",
+            "user_id": user_id,
+            "user_name": user_id.lower(),
+            "command": command,
+            "text": text,
+            "api_app_id": "A0OPENCLAW",
+            "is_enterprise_install": "false",
+            "response_url": "https://hooks.slack.com/commands/T0/1/abc",
+            "trigger_id": trigger_id or f"{uuid.uuid4().int % 10**10}.{uuid.uuid4().hex[:12]}",
+        }
+    )
 
 
-def app_mention_body(text: str, *, team_id: str, user_id: str, channel_id: str = "C0PROJECTS",
-                     event_id: str | None = None, ts: str | None = None, bot_user_id: str = "UBOT") -> str:
+def app_mention_body(
+    text: str,
+    *,
+    team_id: str,
+    user_id: str,
+    channel_id: str = "C0PROJECTS",
+    event_id: str | None = None,
+    ts: str | None = None,
+    bot_user_id: str = "UBOT",
+) -> str:
     """An Events API `app_mention` callback (JSON)."""
     ts = ts or f"{time.time():.6f}"
-    return json.dumps({
-        "token": "legacy-verification-token", "team_id": team_id, "api_app_id": "A0OPENCLAW", "type": "event_callback",
-        "event_id": event_id or f"Ev{uuid.uuid4().hex[:10].upper()}", "event_time": int(time.time()),
-        "authorizations": [{"team_id": team_id, "user_id": bot_user_id, "is_bot": True}],
-        "event": {"type": "app_mention", "user": user_id, "text": f"<@{bot_user_id}> {text}", "ts": ts,
-                  "channel": channel_id, "event_ts": ts, "team": team_id},
-    })
+    return json.dumps(
+        {
+            "token": "legacy-verification-token",
+            "team_id": team_id,
+            "api_app_id": "A0OPENCLAW",
+            "type": "event_callback",
+            "event_id": event_id or f"Ev{uuid.uuid4().hex[:10].upper()}",
+            "event_time": int(time.time()),
+            "authorizations": [{"team_id": team_id, "user_id": bot_user_id, "is_bot": True}],
+            "event": {
+                "type": "app_mention",
+                "user": user_id,
+                "text": f"<@{bot_user_id}> {text}",
+                "ts": ts,
+                "channel": channel_id,
+                "event_ts": ts,
+                "team": team_id,
+            },
+        }
+    )
 
 
-def block_action_body(action_id: str, value: str, *, team_id: str, user_id: str, channel_id: str = "C0PROJECTS",
-                      message_ts: str = "1.000001", thread_ts: str | None = None) -> str:
+def block_action_body(
+    action_id: str,
+    value: str,
+    *,
+    team_id: str,
+    user_id: str,
+    channel_id: str = "C0PROJECTS",
+    message_ts: str = "1.000001",
+    thread_ts: str | None = None,
+) -> str:
     """An interactivity `block_actions` payload for a button click (form-encoded `payload=`)."""
-    return urlencode({"payload": json.dumps({
-        "type": "block_actions", "api_app_id": "A0OPENCLAW", "token": "legacy-verification-token",
-        "trigger_id": f"{uuid.uuid4().int % 10**10}.{uuid.uuid4().hex[:12]}",
-        "team": {"id": team_id, "domain": "fake"}, "user": {"id": user_id, "team_id": team_id, "username": user_id.lower()},
-        "container": {"type": "message", "message_ts": message_ts, "channel_id": channel_id, "is_ephemeral": False},
-        "channel": {"id": channel_id, "name": "projects"},
-        "message": {"type": "message", "ts": message_ts, "text": "status", **({"thread_ts": thread_ts} if thread_ts else {})},
-        "response_url": "https://hooks.slack.com/actions/T0/1/abc",
-        "actions": [{"type": "button", "action_id": action_id, "block_id": "openclaw_actions", "value": value,
-                     "action_ts": f"{time.time():.6f}", "text": {"type": "plain_text", "text": action_id}}],
-    })})
+    return urlencode(
+        {
+            "payload": json.dumps(
+                {
+                    "type": "block_actions",
+                    "api_app_id": "A0OPENCLAW",
+                    "token": "legacy-verification-token",
+                    "trigger_id": f"{uuid.uuid4().int % 10**10}.{uuid.uuid4().hex[:12]}",
+                    "team": {"id": team_id, "domain": "fake"},
+                    "user": {"id": user_id, "team_id": team_id, "username": user_id.lower()},
+                    "container": {
+                        "type": "message",
+                        "message_ts": message_ts,
+                        "channel_id": channel_id,
+                        "is_ephemeral": False,
+                    },
+                    "channel": {"id": channel_id, "name": "projects"},
+                    "message": {
+                        "type": "message",
+                        "ts": message_ts,
+                        "text": "status",
+                        **({"thread_ts": thread_ts} if thread_ts else {}),
+                    },
+                    "response_url": "https://hooks.slack.com/actions/T0/1/abc",
+                    "actions": [
+                        {
+                            "type": "button",
+                            "action_id": action_id,
+                            "block_id": "openclaw_actions",
+                            "value": value,
+                            "action_ts": f"{time.time():.6f}",
+                            "text": {"type": "plain_text", "text": action_id},
+                        }
+                    ],
+                }
+            )
+        }
+    )

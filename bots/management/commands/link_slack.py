@@ -11,8 +11,11 @@ class Command(BaseCommand):
         parser.add_argument("team_id", help="The workspace's team id, e.g. T0123ABCD")
         parser.add_argument("client_name", help="An existing client (see create_client)")
         parser.add_argument("--name", default="", help="A label for the workspace")
-        parser.add_argument("--restrict", action="store_true",
-                            help="Only users with an allowed user mapping (admin) may use the bot")
+        parser.add_argument(
+            "--restrict",
+            action="store_true",
+            help="Only users with an allowed user mapping (admin) may use the bot",
+        )
 
     def handle(self, *args, team_id, client_name, name, restrict, **options):
         client = Client.objects.filter(name=client_name).first()

@@ -49,17 +49,35 @@ class Command(BaseCommand):
         key = self.demo_key(var / "demo_api_key")
         password = self.demo_admin(var / "demo_admin_password")
         url = f"http://{'localhost' if host in ('127.0.0.1', '0.0.0.0') else host}:{port}"
-        self.stdout.write(self.style.SUCCESS(
-            f"\nOpenClaw is starting on {url}\n"
-            f"  console:  {url}/console/   (user admin, password {password})\n"
-            f"  admin:    {url}/admin/\n"
-            f"  API docs: {url}/api/docs\n"
-            f"  API key for client {DEMO_CLIENT}:\n{key}\n"
-        ))
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"\nOpenClaw is starting on {url}\n"
+                f"  console:  {url}/console/   (user admin, password {password})\n"
+                f"  admin:    {url}/admin/\n"
+                f"  API docs: {url}/api/docs\n"
+                f"  API key for client {DEMO_CLIENT}:\n{key}\n"
+            )
+        )
         commands = {
-            "web": [sys.executable, "-m", "daphne", "-b", host, "-p", str(port), "openclaw_site.asgi:application"],
-            "workers": [sys.executable, "manage.py", "rundramatiq", "--processes", str(processes),
-                        "--threads", str(threads)],
+            "web": [
+                sys.executable,
+                "-m",
+                "daphne",
+                "-b",
+                host,
+                "-p",
+                str(port),
+                "openclaw_site.asgi:application",
+            ],
+            "workers": [
+                sys.executable,
+                "manage.py",
+                "rundramatiq",
+                "--processes",
+                str(processes),
+                "--threads",
+                str(threads),
+            ],
             "reaper": [sys.executable, "manage.py", "reaper"],
         }
         if os.environ.get("SLACK_APP_TOKEN"):
@@ -114,7 +132,9 @@ class Command(BaseCommand):
         if path.exists() and User.objects.filter(username="admin").exists():
             return path.read_text().strip()
         password = secrets.token_urlsafe(12)
-        user, _ = User.objects.get_or_create(username="admin", defaults={"is_staff": True, "is_superuser": True})
+        user, _ = User.objects.get_or_create(
+            username="admin", defaults={"is_staff": True, "is_superuser": True}
+        )
         user.is_staff = user.is_superuser = True
         user.set_password(password)
         user.save()
