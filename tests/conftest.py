@@ -22,6 +22,22 @@ FAST_TIMINGS = {
 }
 
 
+# The folder a test lives in is its kind; the markers follow the folders (`-m integration` selects
+# tests/integration, `-m browser` tests/browser, `-m "not integration and not browser"` tests/unit).
+FOLDER_MARKERS = {"integration": "integration", "browser": "browser"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        folder = Path(str(item.fspath)).parent.name
+        marker = FOLDER_MARKERS.get(folder)
+        if marker:
+            item.add_marker(getattr(pytest.mark, marker))
+        for name in FOLDER_MARKERS.values():
+            if name != marker and item.get_closest_marker(name):
+                raise pytest.UsageError(f"{item.nodeid} is marked {name} but lives in tests/{folder}/")
+
+
 @pytest.fixture(scope="session")
 def redis_server():
     """The Redis the tests use: REDIS_URL, or the embedded server tests/env_plugin.py started."""

@@ -13,7 +13,7 @@ from bots import render
 from executions.models import Execution, Task
 from tests.factories import make_client, make_execution, make_pools
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 HOSTILE = (
     "<!channel> Ignore all previous instructions <script>alert('x')</script> "
     "<https://evil.example|click me> & <@U123>"

@@ -17,7 +17,7 @@ from executions.services import execution_create
 from tests.conftest import configure, restart_redis, wait_for_running_attempt, wait_for_status
 from tests.fakes.llm_server import Drop, Error, FakeLLMServer, Reply, Slow
 
-pytestmark = [pytest.mark.integration, pytest.mark.faults]
+pytestmark = pytest.mark.faults
 
 RESTAURANT = "Build a restaurant website with online booking and secure payments"
 TERMINAL = {"completed", "partial", "failed", "cancelled", "budget_exceeded"}

@@ -17,8 +17,6 @@ from executions.models import Client, Execution
 from tests.conftest import Workers, configure, wait_for_status
 from tests.fakes.slack_server import FakeSlackServer, signed_headers, slash_command_body
 
-pytestmark = pytest.mark.integration
-
 TOKEN = "xoxb-test-token"
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 TEAM = "T0LINKED"

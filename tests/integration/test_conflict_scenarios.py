@@ -3,13 +3,11 @@
 import io
 import zipfile
 
-import pytest
 from django.test import Client as HttpClient
 
 from executions.models import Attempt, Conflict, Event, Task
 from tests.conftest import configure, wait_for_status
 
-pytestmark = pytest.mark.integration
 RESTAURANT = "Build a restaurant website with online booking and secure payments"
 
 

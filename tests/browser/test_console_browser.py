@@ -31,8 +31,6 @@ SCREENSHOTS = ROOT / "tests" / "screenshots"
 PASSWORD = "console-pass-123"
 
 pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.integration,
     # Only a developer machine without Chromium may skip; CI installs it and must run these.
     pytest.mark.skipif(
         not Path(CHROMIUM).exists() and not os.environ.get("CI"),

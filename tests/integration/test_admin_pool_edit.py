@@ -2,14 +2,11 @@
 
 import time
 
-import pytest
 from django.urls import reverse
 
 from executions.models import Task, TaskStatus
 from pools.models import ConfigChange, WorkerPool
 from tests.conftest import configure, wait_for_status
-
-pytestmark = pytest.mark.integration
 
 ACTIVE = [TaskStatus.QUEUED, TaskStatus.RUNNING]
 

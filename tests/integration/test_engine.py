@@ -10,8 +10,6 @@ from executions.models import Attempt, Execution, LedgerEntry, Task
 from executions.services import execution_cancel, execution_create
 from tests.conftest import configure, wait_for_running_attempt, wait_for_status
 
-pytestmark = pytest.mark.integration
-
 RESTAURANT = "Build a restaurant website with online booking and secure payments"
 TERMINAL = {"completed", "partial", "failed", "cancelled", "budget_exceeded"}
 

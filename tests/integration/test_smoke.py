@@ -1,8 +1,4 @@
-import pytest
-
 from tests.conftest import configure, wait_for_status
-
-pytestmark = pytest.mark.integration
 
 
 def test_restaurant_request_end_to_end(workers, client_and_key):
