@@ -262,7 +262,7 @@ def configure(
     prices: tuple[float, float] = (3.0, 15.0),
 ) -> None:
     """Every pool and the PM on the offline model, with the given limits and simulated latencies."""
-    from pools.config_io import load_config
+    from executions.configuration import load_config
 
     offline = {
         "provider": "offline",

@@ -38,7 +38,7 @@ def make_fixtures(clients: int) -> tuple[list[str], str]:
     """API keys for N clients and a staff session cookie for the websockets."""
     from bench.harness import staff_cookie
     from executions.models import ApiKey, Client
-    from pools.config_io import load_config
+    from executions.configuration import load_config
 
     offline = {
         "provider": "offline",

@@ -21,7 +21,7 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 
 from executions.models import Execution
 
-from . import render
+from . import messages, render
 from .models import SlackThread
 from .slack_api import slack_client, slack_configured
 
@@ -59,11 +59,9 @@ def slack_thread_of(execution_id: str) -> int | None:
 
 def request_thread_sync(thread_id: int, *, delay_sec: float = 0) -> bool:
     """Enqueue a sync unless one is already pending: a burst of events becomes one message."""
-    from .tasks import sync_slack_thread
-
     if not cache.add(_pending_key(thread_id), 1, timeout=int(delay_sec) + PENDING_TTL_SEC):
         return False
-    sync_slack_thread.send_with_options(args=(thread_id,), delay=int(delay_sec * 1000) or None)
+    messages.send_thread_sync(thread_id, delay_ms=int(delay_sec * 1000) or None)
     return True
 
 

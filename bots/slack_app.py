@@ -17,7 +17,7 @@ from slack_bolt.adapter.django import SlackRequestHandler
 from executions.models import Execution
 from executions.services import execution_cancel, execution_retry
 
-from . import render
+from . import messages, render
 from .models import SlackEventReceipt
 from .services import client_for_slack_user, slack_delivery_claim, slack_user_may_act
 from .slack_api import slack_client
@@ -131,15 +131,13 @@ def on_command(ack: Ack, command: dict) -> None:
 
 
 def on_mention(body: dict, event: dict, request: BoltRequest) -> None:
-    from .tasks import post_slack_notice
-
     team_id = body.get("team_id") or event.get("team", "")
     user_id, channel_id = event.get("user", ""), event["channel"]
     thread_ts = event.get("thread_ts") or event["ts"]
     text = MENTION.sub("", event.get("text", "")).strip()
     answer = answer_query(team_id, user_id, text)
     if answer is not None:
-        post_slack_notice.send(channel_id, answer, thread_ts, user_id)  # only the asker sees it
+        messages.send_notice(channel_id, answer, thread_ts, user_id)  # only the asker sees it
         return
     # Slack redelivers an event it thinks we missed (X-Slack-Retry-Num) with the same event_id.
     receipt = slack_delivery_claim(key=f"event:{body['event_id']}", team_id=team_id)
@@ -155,10 +153,8 @@ def on_mention(body: dict, event: dict, request: BoltRequest) -> None:
 
 def enqueue_start(receipt: SlackEventReceipt, *args: str) -> None:
     """Hand the request to the control queue; if that fails, forget the delivery so Slack's retry counts."""
-    from .tasks import start_slack_request
-
     try:
-        start_slack_request.send(receipt.pk, *args)
+        messages.send_start_request(receipt.pk, *args)
     except Exception:
         SlackEventReceipt.objects.filter(pk=receipt.pk).delete()
         raise
@@ -166,8 +162,6 @@ def enqueue_start(receipt: SlackEventReceipt, *args: str) -> None:
 
 def _permitted_execution(body: dict, action: dict) -> Execution | None:
     """The execution a button acts on, if the clicking user may act on it; else tells them why not."""
-    from .tasks import post_slack_notice
-
     user = body.get("user") or {}
     team_id = user.get("team_id") or (body.get("team") or {}).get("id", "")
     execution = Execution.objects.filter(pk=action.get("value", "")).first()
@@ -183,7 +177,7 @@ def _permitted_execution(body: dict, action: dict) -> Execution | None:
         )
         channel = (body.get("channel") or {}).get("id")
         if channel:
-            post_slack_notice.send(
+            messages.send_notice(
                 channel, NOT_ALLOWED, (body.get("message") or {}).get("thread_ts", ""), user.get("id", "")
             )
         return None

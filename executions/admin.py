@@ -3,10 +3,13 @@
 from decimal import Decimal
 
 from django.contrib import admin, messages
+from django.db.models import Count, OuterRef, Subquery
+from django.db.models.functions import Coalesce
 from django.utils.html import format_html, format_html_join
 
 from pools.admin import AuditedAdmin, ReadOnlyAdmin
 from pools.audit import record_changes, snapshot
+from pools.models import WorkerPool
 
 from . import services
 from .api_keys import api_key_issue, api_key_revoke, api_key_rotate
@@ -407,3 +410,56 @@ class ExecutionAdmin(ReadOnlyAdmin):
     def retry(self, request, queryset):
         reopened = sum(services.execution_retry(execution) for execution in queryset)
         messages.success(request, f"Reopened {reopened} task(s).")
+
+
+@admin.register(WorkerPool)
+class WorkerPoolAdmin(AuditedAdmin):
+    list_display = (
+        "name",
+        "role",
+        "enabled",
+        "max_concurrent",
+        "timeout_sec",
+        "max_retries",
+        "retry_backoff_sec",
+        "model",
+        "offline_latency_sec",
+        "ready",
+        "active",
+    )
+    list_editable = ("enabled", "max_concurrent", "timeout_sec", "max_retries")
+    fields = (
+        "name",
+        "role",
+        "expected_output_tokens",
+        "enabled",
+        "max_concurrent",
+        "timeout_sec",
+        "max_retries",
+        "retry_backoff_sec",
+        "model",
+        "offline_latency_sec",
+    )
+
+    def get_queryset(self, request):
+        def count(statuses):
+            rows = Task.objects.filter(pool=OuterRef("name"), status__in=statuses).order_by().values("pool")
+            return Coalesce(Subquery(rows.annotate(n=Count("id")).values("n")), 0)
+
+        return (
+            super()
+            .get_queryset(request)
+            .select_related("model")
+            .annotate(
+                ready_tasks=count([TaskStatus.READY]),
+                active_tasks=count([TaskStatus.QUEUED, TaskStatus.RUNNING]),
+            )
+        )
+
+    @admin.display(description="ready")
+    def ready(self, obj: WorkerPool) -> int:
+        return obj.ready_tasks
+
+    @admin.display(description="queued + running")
+    def active(self, obj: WorkerPool) -> int:
+        return obj.active_tasks

@@ -18,16 +18,15 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Sum
 
 from pools import llm
-from pools.llm import Completion, ModelSpec
+from pools.llm_types import Completion, ModelSpec
 from pools.models import EngineSettings, WorkerPool
 
-from . import hot_updates
-from .models import Attempt, Execution, LedgerEntry, PricingPolicy, RefundPolicy, Task, TaskStatus
+from . import sql
+from .models import Attempt, Execution, LedgerEntry, PricingPolicy, RefundPolicy, Task
+from .states import StopReason, TaskStatus
 
 CENT = Decimal("0.01")
 MICRO = Decimal("0.000001")
-# The error of tasks that never started because the budget stopped the execution.
-BUDGET_STOP_ERROR = "budget exceeded"
 
 # Estimates: recent attempts of a pool, once there are enough of them; else these guesses.
 HISTORY_SAMPLES = 100
@@ -82,7 +81,7 @@ class AttemptUsage:
         }
 
     def task_increments(self) -> dict:
-        """Added to the task's totals by the update that closes its attempt (`cas_task(add=…)`)."""
+        """Added to the task's totals by the update that closes its attempt (`transitions.move_task(add=…)`)."""
         return {
             "tokens_in": self.completion.input_tokens,
             "tokens_out": self.completion.output_tokens,
@@ -118,7 +117,7 @@ def record_usage(attempt: Attempt, spec: ModelSpec, completion: Completion) -> b
         attempt, usage, Execution.objects.values_list("client_id", flat=True).get(pk=task.execution_id)
     )
     Attempt.objects.filter(pk=attempt.pk).update(**usage.attempt_fields())
-    hot_updates.update(Task, {"pk": task.pk}, add=usage.task_increments())
+    sql.update(Task, {"pk": task.pk}, add=usage.task_increments())
     return True
 
 
@@ -160,7 +159,7 @@ def _charge_usage(attempt: Attempt, usage: AttemptUsage, client_id: int) -> None
         cache_write_tokens=completion.cache_write_tokens,
         description=f"{task.key} attempt {attempt.number}",
     )
-    totals, totals_params = hot_updates.update_statement(
+    totals, totals_params = sql.update_statement(
         Execution,
         {"pk": task.execution_id},
         add={
@@ -169,8 +168,8 @@ def _charge_usage(attempt: Attempt, usage: AttemptUsage, client_id: int) -> None
             "tokens_out": completion.output_tokens,
         },
     )
-    insert = hot_updates.insert_statement(LedgerEntry, _USAGE_COLUMNS)
-    insert_params = hot_updates.insert_params([entry], _USAGE_COLUMNS)
+    insert = sql.insert_statement(LedgerEntry, _USAGE_COLUMNS)
+    insert_params = sql.insert_params([entry], _USAGE_COLUMNS)
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             cursor.execute(f"WITH totals AS ({totals}) {insert}", totals_params + insert_params)
@@ -205,7 +204,7 @@ def record_phase_usage(
 
 
 def _add_to_execution(execution_id: str, cost: Decimal, completion: Completion) -> None:
-    hot_updates.update(
+    sql.update(
         Execution,
         {"pk": execution_id},
         add={"cost_usd": cost, "tokens_in": completion.input_tokens, "tokens_out": completion.output_tokens},
@@ -228,8 +227,6 @@ class AttemptEstimate:
 
 def attempt_estimates(pool_names: set[str]) -> dict[str, AttemptEstimate]:
     """Per pool: the median tokens of its recent attempts (or defaults) at its model's current prices."""
-    from pools.agents import EXPECTED_OUTPUT_TOKENS
-
     pools = {p.name: p for p in WorkerPool.objects.select_related("model").filter(name__in=pool_names)}
     estimates = {}
     for name in pool_names:
@@ -246,7 +243,7 @@ def attempt_estimates(pool_names: set[str]) -> dict[str, AttemptEstimate]:
         else:
             tokens_in, tokens_out = (
                 DEFAULT_INPUT_TOKENS,
-                EXPECTED_OUTPUT_TOKENS.get(name, DEFAULT_OUTPUT_TOKENS),
+                pools[name].expected_output_tokens if name in pools else DEFAULT_OUTPUT_TOKENS,
             )
             per_task = Decimal("1")
         pool = pools.get(name)
@@ -341,7 +338,7 @@ def budget_allows_dispatch(execution_id: str, pool: str) -> bool:
         return True
     # Once stopped, stopped: work that became ready since (its dependency finished) does not start either.
     if Task.objects.filter(
-        execution_id=execution_id, status=TaskStatus.CANCELLED, error=BUDGET_STOP_ERROR
+        execution_id=execution_id, status=TaskStatus.CANCELLED, stop_reason=StopReason.BUDGET
     ).exists():
         return False
     active = list(

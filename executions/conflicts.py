@@ -1,20 +1,23 @@
 """Conflicts between agent outputs: detected as results arrive, resolved in bounded rounds.
 
 Everything here runs inside the transaction that records a task's success
-(`result_aggregator.on_task_succeeded`), so the follow-up tasks exist before anyone can decide
+(`attempts.attempt_succeed`), so the follow-up tasks exist before anyone can decide
 the execution is done, and no dependent ever reads a schema before its rejection is known.
 
+Pools are matched by role (`PoolRole`), never by name.
+
 - `security_finding`: a critical or high finding (the model's or bandit's) against files of a
-  codegen task → a remediation task (codegen pool; the findings and the flagged files' current
-  content) and a re-audit (security pool, blocked by the remediation). Repeated up to
+  codegen-role task → a remediation task (in the code's pool; the findings and the flagged files'
+  current content) and a re-audit (the auditor's pool, else a security-role pool, blocked by the
+  remediation). Repeated up to
   `EngineSettings.remediation_max_rounds`; resolved only when the re-audit and the verifiers find
   nothing critical or high in those files, else unresolved. Raised by the audit that read the
   code, or, for code no planned audit reads, by bandit's own findings on it.
 - `schema_rejected`: `check_schema` rejected a database output (it does not apply, or foreign keys
-  lack an index) → a revision task in the database pool, as many rounds as remediation. Dependents
+  lack an index) → a revision task in the schema's pool, as many rounds as remediation. Dependents
   that have not started wait for the revision; every dependent reads the lineage's latest version.
 - `file_collision`: two lineages write one path with different content → decided by
-  `result_aggregator.COLLISION_RULE` (remediation beats original, later revision beats earlier)
+  `merge.COLLISION_RULE` (remediation beats original, later revision beats earlier)
   and recorded as resolved.
 
 A remediation or revision is the `parent`'s successor: the merged tree and the dependents see the
@@ -25,29 +28,31 @@ import logging
 
 from django.utils import timezone
 
-from pools.models import EngineSettings, WorkerPool
+from pools.models import EngineSettings, PoolRole, WorkerPool
 from pools.verification import BLOCKING_SEVERITIES, SEVERITY_RANK
 
 from . import events
-from .models import Conflict, Task, TaskStatus
-from .parallel_executor import add_tasks
-from .result_aggregator import COLLISION_RULE, KIND_ORDER, SUPERSEDING_KINDS, lineage_key, merged_files
+from .dispatch import dispatch_after_commit
+from .merge import COLLISION_RULE, KIND_ORDER, lineage_key, merged_files
+from .models import Conflict, Task
+from .states import CONFLICT_OPEN, SUPERSEDING_KINDS, ConflictKind, ConflictStatus, TaskKind, TaskStatus
+from .task_graph import add_tasks
+from .transitions import move_conflict
 
 log = logging.getLogger("openclaw.aggregator")
 
-OPEN_STATUSES = ("detected", "resolving")
 MAX_KEY_CHARS = 40
 
 
 def on_result(task: Task) -> None:
     """Everything a newly succeeded task's result may start, settle or collide with."""
-    if task.kind == "reaudit":
+    if task.kind == TaskKind.REAUDIT:
         settle_reaudit(task)
-    elif task.pool == "security":
+    elif task.role == PoolRole.SECURITY:
         flag_audited_code(task)
-    elif task.pool == "codegen" and task.kind == "plan":
+    elif task.role == PoolRole.CODEGEN and task.kind == TaskKind.PLAN:
         flag_unaudited_code(task)
-    if task.kind == "revision" and task.context.get("conflict"):
+    if task.kind == TaskKind.REVISION and task.context.get("conflict"):
         settle_revision(task)
     elif task.result.get("verification", {}).get("schema_accepted") is False:
         reject_schema(task)
@@ -102,6 +107,22 @@ def pool_timeout(pool: str, default: int) -> int:
     return WorkerPool.objects.filter(name=pool).values_list("timeout_sec", flat=True).first() or default
 
 
+def pool_for_role(role: str) -> str | None:
+    """The pool that does this role's work (the first enabled one by name), if any."""
+    return (
+        WorkerPool.objects.filter(role=role, enabled=True)
+        .order_by("name")
+        .values_list("name", flat=True)
+        .first()
+    )
+
+
+def add_follow_ups(execution_id: str, tasks: list[dict]) -> None:
+    """Add a conflict's follow-up tasks and dispatch them once committed."""
+    created = add_tasks(execution_id, tasks)
+    dispatch_after_commit(t.pool for t in created)
+
+
 def detect(execution_id: str, kind: str, between: list[str], description: str, details: dict) -> Conflict:
     conflict = Conflict.objects.create(
         execution_id=execution_id,
@@ -109,7 +130,7 @@ def detect(execution_id: str, kind: str, between: list[str], description: str, d
         between=between,
         description=description,
         details=details,
-        status="detected",
+        status=ConflictStatus.DETECTED,
     )
     events.emit(
         execution_id,
@@ -123,8 +144,8 @@ def detect(execution_id: str, kind: str, between: list[str], description: str, d
 
 def mark_resolving(conflict: Conflict, round_no: int, new_tasks: list[str]) -> None:
     details = {**conflict.details, "tasks": conflict.details.get("tasks", []) + new_tasks}
-    Conflict.objects.filter(pk=conflict.pk).update(status="resolving", rounds=round_no, details=details)
-    conflict.status, conflict.rounds, conflict.details = "resolving", round_no, details
+    move_conflict(conflict.pk, CONFLICT_OPEN, ConflictStatus.RESOLVING, rounds=round_no, details=details)
+    conflict.status, conflict.rounds, conflict.details = ConflictStatus.RESOLVING, round_no, details
     events.emit(
         conflict.execution_id,
         "conflict.resolving",
@@ -142,10 +163,9 @@ def mark_resolving(conflict: Conflict, round_no: int, new_tasks: list[str]) -> N
 
 def resolve(conflict: Conflict, resolution: str, merged: str, *, mark_paths: set[str] | None = None) -> None:
     """→ resolved (once); the findings it settled stop counting as open."""
-    if (
-        not Conflict.objects.filter(pk=conflict.pk)
-        .exclude(status="resolved")
-        .update(status="resolved", resolution=resolution, resolved_at=timezone.now())
+    unsettled = [ConflictStatus.DETECTED, ConflictStatus.RESOLVING, ConflictStatus.UNRESOLVED]
+    if not move_conflict(
+        conflict.pk, unsettled, ConflictStatus.RESOLVED, resolution=resolution, resolved_at=timezone.now()
     ):
         return
     if mark_paths:
@@ -174,9 +194,7 @@ def resolve(conflict: Conflict, resolution: str, merged: str, *, mark_paths: set
 
 def give_up(conflict: Conflict, reason: str) -> bool:
     """→ unresolved: no further round; the synthesis reports it for manual review."""
-    if not Conflict.objects.filter(pk=conflict.pk, status__in=OPEN_STATUSES).update(
-        status="unresolved", resolution=reason
-    ):
+    if not move_conflict(conflict.pk, CONFLICT_OPEN, ConflictStatus.UNRESOLVED, resolution=reason):
         return False
     events.emit(
         conflict.execution_id,
@@ -219,7 +237,7 @@ def flag_audited_code(audit: Task) -> None:
     """An audit's critical/high findings against files of the codegen lineages it read."""
     owners: dict[str, str] = {}
     for item in audit.result.get("inputs", []):
-        if item.get("pool") == "codegen":
+        if item.get("role") == PoolRole.CODEGEN:
             for path in item.get("paths", []):
                 owners.setdefault(path, item["key"])
     flagged: dict[str, list[dict]] = {}
@@ -236,7 +254,7 @@ def flag_unaudited_code(task: Task) -> None:
     findings = blocking(task.result.get("findings", []), {f["path"] for f in task.result.get("files", [])})
     if not findings:
         return
-    audits = Task.objects.filter(execution_id=task.execution_id, pool="security").values_list(
+    audits = Task.objects.filter(execution_id=task.execution_id, role=PoolRole.SECURITY).values_list(
         "blocked_by", flat=True
     )
     if any(task.key in deps for deps in audits):
@@ -246,7 +264,7 @@ def flag_unaudited_code(task: Task) -> None:
 
 def raise_security_conflict(source: Task, code_key: str, findings: list[dict]) -> None:
     for conflict in Conflict.objects.filter(
-        execution_id=source.execution_id, kind="security_finding", status__in=OPEN_STATUSES
+        execution_id=source.execution_id, kind=ConflictKind.SECURITY_FINDING, status__in=CONFLICT_OPEN
     ):
         if conflict.details.get("code") == code_key:
             # A round is under way for this code; its re-audit reads the files again.
@@ -255,10 +273,10 @@ def raise_security_conflict(source: Task, code_key: str, findings: list[dict]) -
             return
     paths = sorted({f["file"] for f in findings})
     between = [source.key, code_key] if source.key != code_key else [code_key]
-    finder = "Security" if source.pool == "security" else "bandit"
+    finder = "Security" if source.role == PoolRole.SECURITY else "bandit"
     conflict = detect(
         source.execution_id,
-        "security_finding",
+        ConflictKind.SECURITY_FINDING,
         between,
         f"{finder} vs CodeGen on {headline(findings)} in {', '.join(paths)}",
         {
@@ -286,17 +304,18 @@ def start_remediation(conflict: Conflict, findings: list[dict]) -> None:
     fix_key = follow_up_key(execution_id, code.key, "fix", round_no, conflict)
     audit_key = follow_up_key(execution_id, code.key, "reaudit", round_no, conflict)
     problem = headline(findings)
-    add_tasks(
+    audit_pool = auditor.pool if auditor else (pool_for_role(PoolRole.SECURITY) or code.pool)
+    add_follow_ups(
         execution_id,
         [
             {
                 "id": fix_key,
-                "pool": "codegen",
-                "kind": "remediation",
+                "pool": code.pool,
+                "kind": TaskKind.REMEDIATION,
                 "parent_id": code.pk,
                 "priority": 1,
                 "description": f"Fix {problem} in {', '.join(paths)} (remediation round {round_no} of {code.key})",
-                "timeout_sec": pool_timeout("codegen", code.timeout_sec),
+                "timeout_sec": pool_timeout(code.pool, code.timeout_sec),
                 "blocked_by": [],
                 "soft_deps": [],
                 "context": {
@@ -309,12 +328,12 @@ def start_remediation(conflict: Conflict, findings: list[dict]) -> None:
             },
             {
                 "id": audit_key,
-                "pool": "security",
-                "kind": "reaudit",
+                "pool": audit_pool,
+                "kind": TaskKind.REAUDIT,
                 "parent_id": auditor.pk if auditor else None,
                 "priority": 1,
                 "description": f"Re-audit {', '.join(paths)} after {fix_key}: {problem}",
-                "timeout_sec": pool_timeout("security", code.timeout_sec),
+                "timeout_sec": pool_timeout(audit_pool, code.timeout_sec),
                 "blocked_by": [fix_key],
                 "soft_deps": [],
                 "context": {"conflict": conflict.pk, "round": round_no, "focus": paths},
@@ -329,10 +348,10 @@ def settle_reaudit(reaudit: Task) -> None:
     conflict = Conflict.objects.filter(
         pk=reaudit.context.get("conflict"), execution_id=reaudit.execution_id
     ).first()
-    if conflict is None or conflict.status == "resolved":
+    if conflict is None or conflict.status == ConflictStatus.RESOLVED:
         return
     fix = Task.objects.filter(
-        execution_id=reaudit.execution_id, key__in=reaudit.blocked_by, kind="remediation"
+        execution_id=reaudit.execution_id, key__in=reaudit.blocked_by, kind=TaskKind.REMEDIATION
     ).first()
     fix_result = fix.result if fix else {}
     paths = set(conflict.details["paths"]) | {f["path"] for f in fix_result.get("files", [])}
@@ -380,7 +399,7 @@ def reject_schema(task: Task) -> None:
     problem = headline(findings) if findings else (errors[0] if errors else "schema rejected")
     conflict = detect(
         task.execution_id,
-        "schema_rejected",
+        ConflictKind.SCHEMA_REJECTED,
         between,
         f"Schema check vs Database on {problem} in {task.key}",
         {"schema": task.key, "paths": paths, "findings": findings, "errors": errors, "tasks": [task.key]},
@@ -399,13 +418,13 @@ def start_revision(conflict: Conflict, rejected: Task) -> None:
     round_no = conflict.rounds + 1
     key = follow_up_key(execution_id, root.key, "rev", round_no, conflict)
     files = lineage_files(root)
-    add_tasks(
+    add_follow_ups(
         execution_id,
         [
             {
                 "id": key,
                 "pool": root.pool,
-                "kind": "revision",
+                "kind": TaskKind.REVISION,
                 "parent_id": root.pk,
                 "priority": 1,
                 "description": f"Revise the schema of {root.key}: {problem} (revision round {round_no})",
@@ -436,7 +455,7 @@ def settle_revision(revision: Task) -> None:
     conflict = Conflict.objects.filter(
         pk=revision.context["conflict"], execution_id=revision.execution_id
     ).first()
-    if conflict is None or conflict.status == "resolved":
+    if conflict is None or conflict.status == ConflictStatus.RESOLVED:
         return
     if revision.result.get("verification", {}).get("schema_accepted") is not True:
         start_revision(conflict, revision)
@@ -489,7 +508,7 @@ def record_collisions(task: Task) -> None:
         replaced, kept = (other["task"], task.key) if wins else (task.key, other["task"])
         conflict = detect(
             task.execution_id,
-            "file_collision",
+            ConflictKind.FILE_COLLISION,
             [replaced, kept],
             f"{replaced} and {kept} both write {path}",
             {"path": path, "kept": kept, "replaced": replaced, "rule": COLLISION_RULE},
@@ -503,7 +522,7 @@ def record_collisions(task: Task) -> None:
 
 def close_open_conflicts(execution_id: str) -> None:
     """At aggregation nothing runs any more: a conflict still open lost its follow-up work."""
-    for conflict in Conflict.objects.filter(execution_id=execution_id, status__in=OPEN_STATUSES):
+    for conflict in Conflict.objects.filter(execution_id=execution_id, status__in=CONFLICT_OPEN):
         stuck = list(
             Task.objects.filter(execution_id=execution_id, key__in=conflict.details.get("tasks", []))
             .exclude(status=TaskStatus.SUCCEEDED)

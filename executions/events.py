@@ -15,7 +15,7 @@ from functools import lru_cache
 from django.db import connection, transaction
 from django.utils import timezone
 
-from . import hot_updates
+from . import sql
 from .models import Event, Execution
 
 log = logging.getLogger("openclaw.events")
@@ -117,7 +117,7 @@ def _append(execution_id: str, items: list[tuple[str, str, dict | None]]) -> lis
             for start in range(0, count, MAX_ROWS_PER_INSERT):
                 chunk = events[start : start + MAX_ROWS_PER_INSERT]
                 cursor.execute(
-                    hot_updates.insert_statement(Event, _COLUMNS, len(chunk)),
+                    sql.insert_statement(Event, _COLUMNS, len(chunk)),
                     _row_params(chunk, with_seq=True),
                 )
     return [event.as_message() for event in events]
@@ -128,7 +128,7 @@ _COLUMNS_BUT_SEQ = tuple(name for name in _COLUMNS if name != "seq")
 
 
 def _row_params(events: list[Event], *, with_seq: bool = False) -> list:
-    return hot_updates.insert_params(events, _COLUMNS if with_seq else _COLUMNS_BUT_SEQ)
+    return sql.insert_params(events, _COLUMNS if with_seq else _COLUMNS_BUT_SEQ)
 
 
 def _quoted(*names: str) -> str:
@@ -138,7 +138,7 @@ def _quoted(*names: str) -> str:
 def _reserve_sql() -> str:
     """Advance an execution's next_seq (params: by how much, execution id), returning the new value."""
     return (
-        f'UPDATE {hot_updates.table(Execution)} SET "next_seq" = "next_seq" + %s WHERE "id" = %s '
+        f'UPDATE {sql.table(Execution)} SET "next_seq" = "next_seq" + %s WHERE "id" = %s '
         f'RETURNING "next_seq"'
     )
 
@@ -152,7 +152,7 @@ def _reserve_and_insert_sql(rows: int) -> str:
     columns = ", ".join(f"c{i}" for i in range(len(others)))
     return (
         f"WITH reserved AS ({_reserve_sql()}) "
-        f"INSERT INTO {hot_updates.table(Event)} ({_quoted(*others, 'seq')}) "
+        f"INSERT INTO {sql.table(Event)} ({_quoted(*others, 'seq')}) "
         f'SELECT {", ".join(f"v.c{i}" for i in range(len(others)))}, reserved."next_seq" - %s + v.n '
         f"FROM reserved, (VALUES {values}) AS v({columns}, n) "
         f"RETURNING {_quoted('seq')}"

@@ -10,6 +10,18 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models, transaction
 from django.utils import timezone
 
+from .states import (
+    EXECUTION_TERMINAL,
+    TASK_TERMINAL,
+    AttemptStatus,
+    ConflictKind,
+    ConflictStatus,
+    ExecutionStatus,
+    StopReason,
+    TaskKind,
+    TaskStatus,
+)
+
 
 class Client(models.Model):
     name = models.CharField(max_length=100, unique=True)
@@ -46,26 +58,6 @@ class ApiKey(models.Model):
         return cls.objects.create(client=client, prefix=raw[:10], key_hash=cls.hash_key(raw)), raw
 
 
-class ExecutionStatus(models.TextChoices):
-    PLANNING = "planning"
-    EXECUTING = "executing"
-    AGGREGATING = "aggregating"
-    COMPLETED = "completed"
-    PARTIAL = "partial"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    BUDGET_EXCEEDED = "budget_exceeded"
-
-
-EXECUTION_TERMINAL = {
-    ExecutionStatus.COMPLETED,
-    ExecutionStatus.PARTIAL,
-    ExecutionStatus.FAILED,
-    ExecutionStatus.CANCELLED,
-    ExecutionStatus.BUDGET_EXCEEDED,
-}
-
-
 class Execution(models.Model):
     MODES = [("auto", "auto"), ("parallel", "parallel"), ("serial", "serial")]
 
@@ -96,6 +88,7 @@ class Execution(models.Model):
     final_response = models.TextField(blank=True)
     quality_score = models.FloatField(null=True, blank=True)
     error = models.TextField(blank=True)
+    retries = models.PositiveSmallIntegerField(default=0, help_text="Client retries so far")
     next_seq = models.PositiveBigIntegerField(default=0)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -127,41 +120,26 @@ class Execution(models.Model):
         return f"exec_{slug}_{int(timezone.now().timestamp())}_{secrets.token_hex(3)}"
 
 
-class TaskStatus(models.TextChoices):
-    PENDING = "pending"
-    READY = "ready"
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    DEAD = "dead"
-    BLOCKED = "blocked"
-    CANCELLED = "cancelled"
-
-
-TASK_TERMINAL = {TaskStatus.SUCCEEDED, TaskStatus.DEAD, TaskStatus.BLOCKED, TaskStatus.CANCELLED}
-TASK_ACTIVE = {TaskStatus.QUEUED, TaskStatus.RUNNING}
-
-
 class Task(models.Model):
-    KINDS = [
-        ("plan", "planned"),
-        ("remediation", "remediation"),
-        ("reaudit", "re-audit"),
-        ("revision", "revision"),
-    ]
-
     execution = models.ForeignKey(Execution, on_delete=models.CASCADE, related_name="tasks")
     key = models.CharField(max_length=40, help_text="The plan's task id, e.g. task_1")
     pool = models.CharField(max_length=32, db_index=True)
     description = models.TextField()
-    kind = models.CharField(max_length=16, choices=KINDS, default="plan")
+    kind = models.CharField(max_length=16, choices=TaskKind.choices, default=TaskKind.PLAN)
     priority = models.IntegerField(default=1, help_text="Lower runs first")
     timeout_sec = models.PositiveIntegerField(default=300)
     blocked_by = models.JSONField(default=list, blank=True)
     soft_deps = models.JSONField(default=list, blank=True)
     context = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=12, choices=TaskStatus.choices, default=TaskStatus.PENDING)
+    stop_reason = models.CharField(
+        max_length=12,
+        choices=StopReason.choices,
+        default=StopReason.NONE,
+        blank=True,
+        help_text="Why it stopped short of succeeding, when the status alone does not say",
+    )
+    role = models.CharField(max_length=16, blank=True, help_text="Its pool's role when it was created")
     expected_sec = models.FloatField(default=1.0, help_text="Expected duration used for ranks and estimates")
     weight = models.FloatField(
         default=1.0, help_text="Share of the project's work, for refunds (estimated seconds)"
@@ -196,7 +174,7 @@ class Task(models.Model):
             models.UniqueConstraint(fields=["execution", "key"], name="task_key_unique_per_execution")
         ]
         indexes = [
-            # Dispatch walks a pool's ready tasks in this order (parallel_executor.DISPATCH_ORDER) and
+            # Dispatch walks a pool's ready tasks in this order (sql.DISPATCH_ORDER) and
             # stops at its free slots: no sort of the whole backlog inside the pool's lock. Its
             # prefix serves the (pool, status) lookups and counts.
             models.Index(fields=["pool", "status", "priority", "-rank", "id"], name="task_dispatch_order"),
@@ -223,19 +201,10 @@ class Task(models.Model):
 
 
 class Attempt(models.Model):
-    STATUSES = [
-        ("running", "running"),
-        ("succeeded", "succeeded"),
-        ("failed", "failed"),
-        ("expired", "expired"),
-        ("lost", "lost"),
-        ("cancelled", "cancelled"),
-    ]
-
     id = models.UUIDField(primary_key=True, default=uuid.uuid4)
     task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="attempts")
     number = models.PositiveIntegerField()
-    status = models.CharField(max_length=10, choices=STATUSES, default="running")
+    status = models.CharField(max_length=10, choices=AttemptStatus.choices, default=AttemptStatus.RUNNING)
     worker = models.CharField(max_length=100, blank=True)
     model = models.CharField(max_length=128, blank=True)
     provider = models.CharField(max_length=16, blank=True)
@@ -290,18 +259,11 @@ class Event(models.Model):
 
 
 class Conflict(models.Model):
-    STATUSES = [
-        ("detected", "detected"),
-        ("resolving", "resolving"),
-        ("resolved", "resolved"),
-        ("unresolved", "unresolved"),
-    ]
-
     execution = models.ForeignKey(Execution, on_delete=models.CASCADE, related_name="conflicts")
-    kind = models.CharField(max_length=32)
+    kind = models.CharField(max_length=32, choices=ConflictKind.choices)
     between = models.JSONField(default=list)
     description = models.TextField()
-    status = models.CharField(max_length=12, choices=STATUSES, default="detected")
+    status = models.CharField(max_length=12, choices=ConflictStatus.choices, default=ConflictStatus.DETECTED)
     resolution = models.TextField(blank=True)
     rounds = models.PositiveIntegerField(default=0)
     details = models.JSONField(default=dict, blank=True)
@@ -425,7 +387,7 @@ class RefundPolicy(SingleActive):
 
     def undelivered_share(self, tasks: list["Task"]) -> Decimal:
         """The planned work not delivered, 0..1, by weight or by count (remediation work does not count)."""
-        planned = [t for t in tasks if t.kind == "plan"]
+        planned = [t for t in tasks if t.kind == TaskKind.PLAN]
         if self.share_rule == "count":
             total, lost = len(planned), sum(1 for t in planned if t.status != TaskStatus.SUCCEEDED)
             return Decimal(lost) / Decimal(total) if total else Decimal("0")

@@ -8,6 +8,7 @@ errors back to the model once; a plan still invalid gives way to the determinist
 
 import json
 import logging
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -28,6 +29,20 @@ MAX_DESCRIPTION_CHARS = 2000
 class PoolLimits:
     timeout_sec: int
     enabled: bool = True
+    role: str = ""
+
+
+def pool_for_role(role: str, pools: dict[str, PoolLimits]) -> str | None:
+    """The enabled pool that does `role`'s work (the first by name), if any."""
+    return next((name for name in sorted(pools) if pools[name].enabled and pools[name].role == role), None)
+
+
+def route_by_intent(description: str, pools: dict[str, PoolLimits]) -> str:
+    """The enabled pool whose role fits the description best (keyword intent, `task_distributor`)."""
+    enabled = sorted(name for name, limits in pools.items() if limits.enabled) or sorted(pools) or ["codegen"]
+    roles = [pools[name].role for name in enabled if pools[name].role]
+    role = classify_task(description, roles) if roles else ""
+    return pool_for_role(role, pools) or enabled[0]
 
 
 @dataclass
@@ -82,8 +97,10 @@ def validate_plan(
         description = description.strip()[:MAX_DESCRIPTION_CHARS]
         pool = item.get("pool")
         if pool not in enabled_pools:
-            guessed = classify_task(description, enabled_pools)
-            notes.append(f"{where}: pool {pool!r} is not available; routed to {guessed} by intent")
+            by_role = pool_for_role(pool, pools) if isinstance(pool, str) else None
+            guessed = by_role or route_by_intent(description, pools)
+            how = "by its role" if by_role else "by intent"
+            notes.append(f"{where}: pool {str(pool)[:40]!r} is not available; routed to {guessed} {how}")
             pool = guessed
         priority = item.get("priority", 1)
         if isinstance(priority, bool) or not isinstance(priority, int) or not 1 <= priority <= 10:
@@ -111,6 +128,9 @@ def validate_plan(
         if not isinstance(context, dict):
             notes.append(f"{where}: context that is not an object was dropped")
             context = {}
+        if "estimate_sec" in context and not plausible_seconds(context["estimate_sec"], limit):
+            notes.append(f"{where}: estimate_sec {str(context['estimate_sec'])[:40]!r} dropped")
+            context = {k: v for k, v in context.items() if k != "estimate_sec"}
         tasks.append(
             {
                 "id": task_id,
@@ -138,6 +158,16 @@ def validate_plan(
     if errors:
         raise PlanInvalid(errors)
     return tasks, notes
+
+
+def plausible_seconds(value: object, limit: float) -> bool:
+    """A model's number of seconds is used only when it is a finite number within [0, limit]."""
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and 0 <= value <= limit
+    )
 
 
 def find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
@@ -168,10 +198,10 @@ def find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
 
 def deterministic_plan(request: str, pools: dict[str, PoolLimits]) -> list[dict]:
     """The planner that needs no model: work streams by intent (also the offline PM's answer)."""
-    enabled = [name for name, limits in pools.items() if limits.enabled] or ["codegen"]
     tasks = []
     for stream in detect_streams(request):
-        pool = stream.pool if stream.pool in enabled else classify_task(stream.description, enabled)
+        # A stream names the role of its work; the pool is whichever pool has that role now.
+        pool = pool_for_role(stream.pool, pools) or route_by_intent(stream.description, pools)
         limit = pools[pool].timeout_sec if pool in pools else 300
         tasks.append(
             {
@@ -195,7 +225,11 @@ def decompose(
     completions: list[tuple[llm.ModelSpec, llm.Completion]] = []
     available = {name: limits.timeout_sec for name, limits in pools.items() if limits.enabled}
     prompt = plan_prompt(request, available, max_tasks)
-    meta = {"request": request, "pools": sorted(available)}
+    # The offline PM has no model to plan with: it answers with the deterministic plan.
+    fallback = [
+        {k: v for k, v in t.items() if k != "timeout_sec"} for t in deterministic_plan(request, pools)
+    ]
+    meta = {"request": request, "pools": sorted(available), "fallback_plan": fallback}
     errors: list[str] = []
     for round_ in ("model", "repaired"):
         if round_ == "repaired":

@@ -1,4 +1,6 @@
-"""Aggregation: merge the agents' files into one project tree, synthesize, settle the execution."""
+"""Aggregation: the end of an execution. Once no task can make progress, the merged tree is
+judged (final status, quality), the PM synthesizes the client's answer (or the plain summary
+here stands in), and the execution is settled: its refund by policy and its final event."""
 
 import io
 import logging
@@ -10,70 +12,22 @@ from django.utils import timezone
 from pools import llm
 from pools.models import EngineSettings
 from pools.prompts import SYNTHESIS_SYSTEM, synthesis_prompt
-from pools.verifiers import path_problem
+from pools.verifiers.paths import path_problem
 
 from . import billing, events
-from .models import Conflict, Execution, ExecutionStatus, Task, TaskStatus
-from .parallel_executor import cas_execution
+from .conflicts import close_open_conflicts
+from .merge import merged_files
+from .models import Conflict, Execution, Task
+from .states import ConflictKind, ConflictStatus, ExecutionStatus, StopReason, TaskKind, TaskStatus
+from .transitions import move_execution
 
 log = logging.getLogger("openclaw.aggregator")
 
-# Which version of a path the merged tree keeps: remediation beats original, later revision beats
-# earlier; otherwise the later result wins.
-KIND_ORDER = {"plan": 0, "revision": 1, "remediation": 2, "reaudit": 3}
-COLLISION_RULE = "remediation beats original, later revision beats earlier, otherwise the later result wins"
-# Kinds whose output replaces their parent task's (the parent is the lineage's original).
-SUPERSEDING_KINDS = ("remediation", "revision")
-
-
-def on_task_succeeded(task: Task) -> None:
-    """Detect and resolve conflicts as soon as a result arrives (inside the success transaction)."""
-    from .conflicts import on_result
-
-    on_result(task)
-
-
-def merge_order(task: Task) -> tuple:
-    return KIND_ORDER.get(task.kind, 0), task.finished_at or timezone.now(), task.pk
-
-
-def lineage_key(task: Task, by_pk: dict[int, Task]) -> str:
-    """The key of the original task a remediation or revision replaces (the task's own otherwise)."""
-    parent = by_pk.get(task.parent_id) if task.kind in SUPERSEDING_KINDS else None
-    return parent.key if parent else task.key
-
-
-def merged_files(tasks: list[Task]) -> tuple[dict[str, dict], list[dict]]:
-    """The project tree {path: {content, task, lineage}} and the collisions between lineages.
-
-    Each lineage counts with its latest version of a path (a remediation or revision replaces its
-    original's file, which is what it is for); when several lineages write one path with different
-    content, COLLISION_RULE picks the version kept and each other one is a collision.
-    """
-    by_pk = {t.pk: t for t in tasks}
-    versions: dict[str, dict[str, tuple[tuple, dict]]] = {}
-    for task in sorted((t for t in tasks if t.status == TaskStatus.SUCCEEDED), key=merge_order):
-        lineage = lineage_key(task, by_pk)
-        for item in task.result.get("files", []):
-            entry = {"content": item["content"], "task": task.key, "lineage": lineage}
-            versions.setdefault(item["path"], {})[lineage] = (merge_order(task), entry)
-    tree: dict[str, dict] = {}
-    collisions = []
-    for path, by_lineage in versions.items():
-        ranked = [entry for _, entry in sorted(by_lineage.values(), key=lambda pair: pair[0])]
-        tree[path] = kept = ranked[-1]
-        collisions += [
-            {"path": path, "kept": kept["task"], "replaced": other["task"], "rule": COLLISION_RULE}
-            for other in ranked[:-1]
-            if other["content"] != kept["content"]
-        ]
-    return tree, collisions
-
 
 def final_status(tasks: list[Task]) -> str:
-    if any(t.status == TaskStatus.CANCELLED and t.error == billing.BUDGET_STOP_ERROR for t in tasks):
+    if any(t.status == TaskStatus.CANCELLED and t.stop_reason == StopReason.BUDGET for t in tasks):
         return ExecutionStatus.BUDGET_EXCEEDED
-    planned = [t for t in tasks if t.kind == "plan"]
+    planned = [t for t in tasks if t.kind == TaskKind.PLAN]
     delivered = [t for t in planned if t.status == TaskStatus.SUCCEEDED]
     if len(delivered) == len(planned):
         return ExecutionStatus.COMPLETED
@@ -90,7 +44,7 @@ def quality_score(tasks: list[Task], conflicts: list[Conflict]) -> float:
     place (file and line); findings a resolved conflict settled do not count;
     U: conflicts not resolved; X: dead tasks of any kind (planned, remediation, re-audit, revision).
     """
-    planned = [t for t in tasks if t.kind == "plan"]
+    planned = [t for t in tasks if t.kind == TaskKind.PLAN]
     delivered = 1 - float(billing.undelivered_share(planned))
     places: dict[str, set] = {"high": set(), "medium": set()}
     for task in tasks:
@@ -105,7 +59,7 @@ def quality_score(tasks: list[Task], conflicts: list[Conflict]) -> float:
                     else (finding.get("file"), finding.get("title"))
                 )
                 places[bucket].add(place)
-    unresolved = sum(1 for c in conflicts if c.status != "resolved")
+    unresolved = sum(1 for c in conflicts if c.status != ConflictStatus.RESOLVED)
     dead = sum(1 for t in tasks if t.status == TaskStatus.DEAD)
     penalty = min(0.5, 0.1 * len(places["high"]) + 0.02 * len(places["medium"]))
     return round(max(0.0, min(1.0, delivered * (1 - penalty) - 0.15 * unresolved - 0.05 * dead)), 2)
@@ -131,8 +85,8 @@ def synthesis_facts(
     execution: Execution, tasks: list[Task], conflicts: list[Conflict], status: str, refund, quality: float
 ) -> dict:
     """The facts the PM's client-facing answer is written from (and the offline answer's content)."""
-    planned = [t for t in tasks if t.kind == "plan"]
-    follow_ups = [t for t in tasks if t.kind != "plan"]
+    planned = [t for t in tasks if t.kind == TaskKind.PLAN]
+    follow_ups = [t for t in tasks if t.kind != TaskKind.PLAN]
     delivered = [
         f"{t.key} ({t.pool}): {t.result.get('summary') or t.description}"
         for t in planned
@@ -189,20 +143,46 @@ def synthesis_facts(
         "security": [
             f"{c.description} → {c.resolution}"
             for c in conflicts
-            if c.status == "resolved" and c.kind != "file_collision"
+            if c.status == ConflictStatus.RESOLVED and c.kind != ConflictKind.FILE_COLLISION
         ]
         + [verification_summary(tasks)],
-        "unresolved": [f"{c.description}: {c.resolution}" for c in conflicts if c.status != "resolved"]
+        "unresolved": [
+            f"{c.description}: {c.resolution}" for c in conflicts if c.status != ConflictStatus.RESOLVED
+        ]
         + [f"{t.key} failed - manual review needed" for t in tasks if t.status == TaskStatus.DEAD]
         + [f"open finding: {item}" for item in open_high[:10]],
         "quality_score": quality,
     }
 
 
+def plain_summary(facts: dict) -> str:
+    """The client's answer in markdown without a model: the synthesis's stand-in when it fails."""
+    lines = [f"## {facts.get('headline', 'Project delivered')}", ""]
+    for item in facts.get("delivered", []):
+        lines.append(f"- ✅ {item}")
+    for item in facts.get("not_delivered", []):
+        lines.append(f"- ❌ {item}")
+    lines.append("")
+    if facts.get("timeline"):
+        lines.append(f"**Timeline:** {facts['timeline']}")
+    if facts.get("cost"):
+        lines.append(f"**Cost:** {facts['cost']}")
+    if facts.get("refund"):
+        lines.append(f"**Refund:** {facts['refund']}")
+    if facts.get("remediation"):
+        lines.append(f"**Remediation:** {facts['remediation']}")
+    if facts.get("quality_score") is not None:
+        lines.append(f"**Quality score:** {facts['quality_score']:.2f}")
+    if facts.get("security"):
+        lines += ["", "**Security measures:**"] + [f"- {s}" for s in facts["security"]]
+    if facts.get("unresolved"):
+        lines += ["", "**Needs manual review:**"] + [f"- {s}" for s in facts["unresolved"]]
+    lines += ["", f"**Status:** {facts.get('status', 'done')}"]
+    return "\n".join(lines)
+
+
 def aggregate(execution_id: str) -> str | None:
     """Finish an execution in `aggregating`: merge, synthesize, settle. Returns the final status."""
-    from .conflicts import close_open_conflicts
-
     execution = Execution.objects.select_related("client").get(pk=execution_id)
     if execution.status != ExecutionStatus.AGGREGATING:
         return None
@@ -226,16 +206,14 @@ def aggregate(execution_id: str) -> str | None:
                 system=SYNTHESIS_SYSTEM,
                 prompt=synthesis_prompt(request=execution.message, facts=facts),
                 timeout=120,
-                meta={"facts": facts},
+                meta={"facts": facts, "plain_summary": plain_summary(facts)},
                 expected_output_tokens=600,
             ),
         )
         response = completion.text
     except llm.LLMError as exc:
         log.warning("synthesis failed for %s: %s; using the plain summary", execution_id, exc)
-        from pools.offline import synthesis_markdown
-
-        response = synthesis_markdown(facts)
+        response = plain_summary(facts)
     return finish(
         execution,
         status,
@@ -266,20 +244,18 @@ def finish(
     expected=ExecutionStatus.AGGREGATING,
 ) -> str | None:
     with transaction.atomic():
-        if not cas_execution(
+        if not move_execution(
             execution.pk,
             expected,
-            status=status,
+            status,
             final_response=response,
             quality_score=quality,
             finished_at=timezone.now(),
         ):
             return None
-        from .conflicts import close_open_conflicts
-
         close_open_conflicts(execution.pk)  # a cancelled execution's rounds end here
         if synthesis:
-            billing.record_phase_usage(execution, "synthesis", 0, *synthesis)
+            billing.record_phase_usage(execution, "synthesis", execution.retries, *synthesis)
         execution.refresh_from_db()
         refund = billing.settle(execution, status)
         events.emit(

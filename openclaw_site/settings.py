@@ -42,6 +42,8 @@ OPENCLAW_MAX_MESSAGE_CHARS = env.int("OPENCLAW_MAX_MESSAGE_CHARS", default=20_00
 # Per-client API rate limit (django-ninja throttle syntax).
 OPENCLAW_API_RATE = env.str("OPENCLAW_API_RATE", default="600/m")
 # The longest `?wait=` on POST /api/execute-parallel is honoured for (seconds).
+# A client may retry an execution's dead and blocked tasks this many times.
+OPENCLAW_MAX_RETRIES_PER_EXECUTION = env.int("OPENCLAW_MAX_RETRIES_PER_EXECUTION", default=3)
 OPENCLAW_MAX_PLAN_WAIT_SEC = env.float("OPENCLAW_MAX_PLAN_WAIT_SEC", default=60.0)
 OPENCLAW_PUBLIC_URL = env("OPENCLAW_PUBLIC_URL", default="http://localhost:8000")
 
@@ -192,7 +194,7 @@ WORKER_GIL_SWITCH_INTERVAL_MS = env.float("WORKER_GIL_SWITCH_INTERVAL_MS", defau
 # process per core (each has its own GIL) of 8 threads.
 WORKER_PROCESSES = env.int("WORKER_PROCESSES", default=os.cpu_count() or 1)
 WORKER_THREADS = env.int("WORKER_THREADS", default=8)
-DRAMATIQ_AUTODISCOVER_MODULES = ["tasks"]
+DRAMATIQ_AUTODISCOVER_MODULES = ["actors"]
 # Dramatiq's Redis consumer polls an idle queue with a backoff of up to this many ms. An enqueue
 # wakes the queue's consumers at once (openclaw_site/broker.py), so this is only the fallback for a
 # wake-up lost while a worker's listener reconnects; every poll takes the worker's GIL. dramatiq

@@ -26,7 +26,6 @@ class WarmAgentCode(dramatiq.Middleware):
     whatever execution they belonged to. Both are done before the worker consumes anything."""
 
     def before_worker_boot(self, broker, worker):
-        from pools.agents import task_run  # noqa: F401 (what the pool actor imports on first use)
         from pools.verifiers import run_bandit
 
         run_bandit([{"path": "warm_up.py", "content": "print('ready')\n"}])

@@ -1,18 +1,15 @@
-"""Admin for the live configuration: pools, models, engine settings, and the audit trail of changes.
+"""Admin for the live configuration: models, engine settings, and the audit trail of changes.
 
-Edits take effect at the next dispatch: the scheduler reads the pool's row on every dispatch.
+Edits take effect at the next dispatch. The pools' admin, which shows their live load, lives with
+the tasks it counts (`executions/admin.py`).
 """
 
 import os
 
 from django.contrib import admin
-from django.db.models import Count, OuterRef, Subquery
-from django.db.models.functions import Coalesce
-
-from executions.models import TaskStatus
 
 from .audit import record_changes, record_deletion, snapshot
-from .models import ConfigChange, EngineSettings, ModelProfile, WorkerPool
+from .models import ConfigChange, EngineSettings, ModelProfile
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -83,58 +80,6 @@ class ModelProfileAdmin(AuditedAdmin):
             return "not needed"
         name = obj.api_key_env or {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY"}[obj.provider]
         return f"{name} set" if os.environ.get(name) else f"{name} missing: runs offline"
-
-
-@admin.register(WorkerPool)
-class WorkerPoolAdmin(AuditedAdmin):
-    list_display = (
-        "name",
-        "enabled",
-        "max_concurrent",
-        "timeout_sec",
-        "max_retries",
-        "retry_backoff_sec",
-        "model",
-        "offline_latency_sec",
-        "ready",
-        "active",
-    )
-    list_editable = ("enabled", "max_concurrent", "timeout_sec", "max_retries")
-    fields = (
-        "name",
-        "enabled",
-        "max_concurrent",
-        "timeout_sec",
-        "max_retries",
-        "retry_backoff_sec",
-        "model",
-        "offline_latency_sec",
-    )
-
-    def get_queryset(self, request):
-        from executions.models import Task
-
-        def count(statuses):
-            rows = Task.objects.filter(pool=OuterRef("name"), status__in=statuses).order_by().values("pool")
-            return Coalesce(Subquery(rows.annotate(n=Count("id")).values("n")), 0)
-
-        return (
-            super()
-            .get_queryset(request)
-            .select_related("model")
-            .annotate(
-                ready_tasks=count([TaskStatus.READY]),
-                active_tasks=count([TaskStatus.QUEUED, TaskStatus.RUNNING]),
-            )
-        )
-
-    @admin.display(description="ready")
-    def ready(self, obj: WorkerPool) -> int:
-        return obj.ready_tasks
-
-    @admin.display(description="queued + running")
-    def active(self, obj: WorkerPool) -> int:
-        return obj.active_tasks
 
 
 @admin.register(EngineSettings)

@@ -6,111 +6,27 @@ profile whose API key is missing falls back to offline and says so, so the pipel
 
 import logging
 import os
+import re
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from decimal import Decimal
-from typing import Protocol
 
 from django.conf import settings
 
+from .llm_types import (
+    OFFLINE_DEFAULT,
+    Completion,
+    LLMError,
+    LLMRequest,
+    LLMTimeout,
+    ModelSpec,
+    ProgressCallback,
+    Provider,
+)
+from .models import API_KEY_ENV_PATTERN
+from .offline import OfflineProvider
+
+__all__ = ["Completion", "LLMError", "LLMRequest", "LLMTimeout", "ModelSpec", "complete", "resolve"]
+
 log = logging.getLogger("openclaw.llm")
-
-MTOK = Decimal(1_000_000)
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    name: str
-    provider: str
-    model: str
-    base_url: str = ""
-    api_key_env: str = ""
-    input_per_mtok: Decimal = Decimal("0")
-    output_per_mtok: Decimal = Decimal("0")
-    cache_read_per_mtok: Decimal = Decimal("0")
-    cache_write_per_mtok: Decimal = Decimal("0")
-    max_output_tokens: int = 8192
-    options: dict = field(default_factory=dict)
-    # Why this spec runs offline although its profile names a real provider ("" when it does not).
-    fallback_reason: str = ""
-
-    @classmethod
-    def from_profile(cls, profile) -> "ModelSpec":
-        return cls(
-            name=profile.name,
-            provider=profile.provider,
-            model=profile.model,
-            base_url=profile.base_url,
-            api_key_env=profile.api_key_env,
-            input_per_mtok=profile.input_per_mtok,
-            output_per_mtok=profile.output_per_mtok,
-            cache_read_per_mtok=profile.cache_read_per_mtok,
-            cache_write_per_mtok=profile.cache_write_per_mtok,
-            max_output_tokens=profile.max_output_tokens,
-            options=dict(profile.options or {}),
-        )
-
-    def cost(self, completion: "Completion") -> Decimal:
-        return (
-            completion.input_tokens * self.input_per_mtok
-            + completion.output_tokens * self.output_per_mtok
-            + completion.cache_read_tokens * self.cache_read_per_mtok
-            + completion.cache_write_tokens * self.cache_write_per_mtok
-        ) / MTOK
-
-    @property
-    def label(self) -> str:
-        return f"{self.provider}:{self.model}"
-
-
-OFFLINE_DEFAULT = ModelSpec(name="offline", provider="offline", model="openclaw-offline-1")
-
-
-@dataclass
-class LLMRequest:
-    purpose: str  # "plan", "agent" or "synthesis"
-    system: str
-    prompt: str
-    timeout: float  # seconds the whole call may take
-    pool: str = ""
-    max_tokens: int = 4096
-    expected_output_tokens: int = 1500
-    # Structured facts for the offline provider, which has no model to read the prompt with.
-    meta: dict = field(default_factory=dict)
-
-
-@dataclass
-class Completion:
-    text: str
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_read_tokens: int = 0
-    cache_write_tokens: int = 0
-    model: str = ""
-    provider: str = ""
-
-
-class LLMError(Exception):
-    """A failed call. `retryable` says whether another attempt could succeed."""
-
-    def __init__(self, message: str, *, retryable: bool = True):
-        super().__init__(message)
-        self.retryable = retryable
-
-
-class LLMTimeout(LLMError):
-    pass
-
-
-ProgressCallback = Callable[[float], None]
-
-
-class Provider(Protocol):
-    def complete(
-        self, spec: ModelSpec, request: LLMRequest, on_progress: ProgressCallback | None
-    ) -> Completion: ...
-
 
 DEFAULT_KEY_ENV = {"anthropic": "ANTHROPIC_API_KEY", "openai": "OPENAI_API_KEY"}
 
@@ -124,6 +40,9 @@ def resolve(profile) -> ModelSpec:
         return spec
     if settings.OPENCLAW_OFFLINE:
         return _offline_instead(spec, "OPENCLAW_OFFLINE=1")
+    if spec.api_key_env and not re.fullmatch(API_KEY_ENV_PATTERN, spec.api_key_env):
+        # A row written around the admin's validation still never sends another secret anywhere.
+        return _offline_instead(spec, f"{spec.api_key_env} is not a *_API_KEY variable")
     key_env = spec.api_key_env or DEFAULT_KEY_ENV.get(spec.provider, "")
     if not os.environ.get(key_env):
         return _offline_instead(spec, f"{key_env} is not set")
@@ -144,15 +63,13 @@ def _offline_instead(spec: ModelSpec, reason: str) -> ModelSpec:
 
 def provider_for(spec: ModelSpec) -> Provider:
     if spec.provider == "offline":
-        from pools.offline import OfflineProvider
-
         return OfflineProvider()
     if spec.provider == "anthropic":
-        from pools.providers import AnthropicProvider
+        from .providers import AnthropicProvider  # the SDKs load only where a real model is called
 
         return AnthropicProvider()
     if spec.provider == "openai":
-        from pools.providers import OpenAIProvider
+        from .providers import OpenAIProvider  # the SDKs load only where a real model is called
 
         return OpenAIProvider()
     raise LLMError(f"unknown provider {spec.provider!r}", retryable=False)
@@ -170,3 +87,9 @@ def complete(spec: ModelSpec, request: LLMRequest, on_progress: ProgressCallback
         completion.output_tokens,
     )
     return completion
+
+
+def expected_latency(spec: ModelSpec, request: LLMRequest) -> float | None:
+    """How long the call is expected to take, when the provider knows (the offline one does);
+    None lets the caller use observed history instead."""
+    return provider_for(spec).expected_latency(spec, request)

@@ -17,6 +17,11 @@ PRICE = {
 }
 
 
+# Only variables meant to hold a model key may be sent to a model's base URL: a profile naming
+# SECRET_KEY or DATABASE_URL would otherwise ship that secret to whatever server it points at.
+API_KEY_ENV_PATTERN = r"^[A-Z][A-Z0-9_]*_API_KEY$"
+
+
 class ModelProfile(models.Model):
     PROVIDERS = [
         ("anthropic", "Anthropic"),
@@ -32,9 +37,7 @@ class ModelProfile(models.Model):
         max_length=64,
         blank=True,
         help_text="Name of the environment variable holding the key (keys never live in the database)",
-        validators=[
-            RegexValidator(r"^[A-Z_][A-Z0-9_]*$", "An environment variable name, e.g. MINIMAX_API_KEY")
-        ],
+        validators=[RegexValidator(API_KEY_ENV_PATTERN, "A variable named *_API_KEY, e.g. MINIMAX_API_KEY")],
     )
     input_per_mtok = models.DecimalField(**PRICE)
     output_per_mtok = models.DecimalField(**PRICE)
@@ -55,8 +58,38 @@ class ModelProfile(models.Model):
             raise ValidationError("The offline provider takes neither a base URL nor an API key variable.")
 
 
+class PoolRole(models.TextChoices):
+    """What a pool's agents do. Verification, conflicts and remediation key on the role, never on
+    the pool's name: names are data that admins edit."""
+
+    CODEGEN = "codegen", "code generation"
+    SECURITY = "security", "security audit"
+    DATABASE = "database", "database schema"
+    OTHER = "other", "other"
+
+
+# What an agent of each role typically writes, in output tokens (estimates before any history).
+DEFAULT_OUTPUT_TOKENS = {PoolRole.CODEGEN: 3000, PoolRole.SECURITY: 1200, PoolRole.DATABASE: 1500}
+
+
+def role_for_name(name: str) -> str:
+    """The role a new pool gets from its name when none is given (config.json's seed pools)."""
+    return name if name in PoolRole.values else PoolRole.OTHER
+
+
 class WorkerPool(models.Model):
     name = models.SlugField(max_length=32, unique=True)
+    role = models.CharField(
+        max_length=16,
+        choices=PoolRole.choices,
+        default=PoolRole.OTHER,
+        help_text="What its agents do: verification, audits and remediation follow the role, not the name",
+    )
+    expected_output_tokens = models.PositiveIntegerField(
+        default=1500,
+        validators=[MinValueValidator(1), MaxValueValidator(1_000_000)],
+        help_text="Typical output of one attempt, for cost estimates and progress before any history",
+    )
     enabled = models.BooleanField(default=True)
     max_concurrent = models.PositiveIntegerField(
         default=2, validators=[MinValueValidator(1), MaxValueValidator(256)]

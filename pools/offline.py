@@ -19,7 +19,7 @@ import re
 import textwrap
 import time
 
-from .llm import Completion, LLMError, LLMRequest, LLMTimeout, ModelSpec, ProgressCallback
+from .llm_types import Completion, LLMError, LLMRequest, LLMTimeout, ModelSpec, ProgressCallback
 
 STEP_SEC = 0.05
 
@@ -92,7 +92,7 @@ class OfflineProvider:
                 return json.dumps(spec.options["plan"])
             return self._plan(meta)
         if request.purpose == "synthesis":
-            return synthesis_markdown(meta.get("facts", {}))
+            return meta.get("plain_summary", "")  # the aggregator's own summary of the facts
         flaws = set(spec.options.get("flaws", [])) if meta.get("kind", "plan") == "plan" else set()
         if meta.get("kind") == "remediation" and meta.get("round", 0) <= spec.options.get(
             "remediation_fails", 0
@@ -104,24 +104,19 @@ class OfflineProvider:
                     "findings": [],
                 }
             )
-        if request.pool == "security":
+        if request.role == "security":
             return json.dumps(audit(meta, flaws))
-        if request.pool == "database":
+        if request.role == "database":
             return json.dumps(schema(meta, flaws))
         return json.dumps(codegen(meta, flaws))
 
     @staticmethod
     def _plan(meta: dict) -> str:
-        from executions.pm_coordinator import PoolLimits, deterministic_plan
+        """The planner's own deterministic plan, which it hands over as the offline PM's answer."""
+        return "```json\n" + json.dumps({"tasks": meta.get("fallback_plan", [])}, indent=2) + "\n```"
 
-        pools = {
-            name: PoolLimits(timeout_sec=300)
-            for name in meta.get("pools", ["codegen", "security", "database"])
-        }
-        tasks = deterministic_plan(meta.get("request", ""), pools)
-        for task in tasks:
-            task.pop("timeout_sec")  # the pool's limit applies
-        return "```json\n" + json.dumps({"tasks": tasks}, indent=2) + "\n```"
+    def expected_latency(self, spec: ModelSpec, request: LLMRequest) -> float | None:
+        return latency_for(spec, request)
 
 
 def _words(text: str) -> list[str]:
@@ -360,28 +355,3 @@ def schema(meta: dict, flaws: set[str]) -> dict:
     sql = "\n\n".join(parts + indexes) + "\n"
     summary = f"Schema with {len(tables) + 1} tables" + (f" and {len(indexes)} indexes." if indexes else ".")
     return {"summary": summary, "files": [{"path": "database/schema.sql", "content": sql}], "findings": []}
-
-
-def synthesis_markdown(facts: dict) -> str:
-    lines = [f"## {facts.get('headline', 'Project delivered')}", ""]
-    for item in facts.get("delivered", []):
-        lines.append(f"- ✅ {item}")
-    for item in facts.get("not_delivered", []):
-        lines.append(f"- ❌ {item}")
-    lines.append("")
-    if facts.get("timeline"):
-        lines.append(f"**Timeline:** {facts['timeline']}")
-    if facts.get("cost"):
-        lines.append(f"**Cost:** {facts['cost']}")
-    if facts.get("refund"):
-        lines.append(f"**Refund:** {facts['refund']}")
-    if facts.get("remediation"):
-        lines.append(f"**Remediation:** {facts['remediation']}")
-    if facts.get("quality_score") is not None:
-        lines.append(f"**Quality score:** {facts['quality_score']:.2f}")
-    if facts.get("security"):
-        lines += ["", "**Security measures:**"] + [f"- {s}" for s in facts["security"]]
-    if facts.get("unresolved"):
-        lines += ["", "**Needs manual review:**"] + [f"- {s}" for s in facts["unresolved"]]
-    lines += ["", f"**Status:** {facts.get('status', 'done')}"]
-    return "\n".join(lines)

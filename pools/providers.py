@@ -24,7 +24,7 @@ import anthropic
 import httpx2
 import openai
 
-from pools.llm import Completion, LLMError, LLMRequest, LLMTimeout, ModelSpec, ProgressCallback
+from .llm_types import Completion, LLMError, LLMRequest, LLMTimeout, ModelSpec, ProgressCallback
 
 log = logging.getLogger("openclaw.llm")
 
@@ -218,6 +218,9 @@ class _StreamingProvider(abc.ABC):
     def __init__(self, *, retries: int = 3, backoff_sec: float = 0.5):
         self.retries = retries
         self.backoff_sec = backoff_sec
+
+    def expected_latency(self, spec: ModelSpec, request: LLMRequest) -> float | None:
+        return None  # a real model's latency is learnt from the pool's history
 
     def complete(
         self, spec: ModelSpec, request: LLMRequest, on_progress: ProgressCallback | None

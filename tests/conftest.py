@@ -92,7 +92,7 @@ def configure(
     backoff: float = 0.2,
 ) -> None:
     """Load config.json's shape with the offline model on every pool and the given limits."""
-    from pools.config_io import load_config
+    from executions.configuration import load_config
 
     timeouts = timeouts or {}
     offline = {

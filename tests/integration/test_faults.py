@@ -138,7 +138,7 @@ def test_llm_api_faults_at_30_percent_of_calls(client_and_key, transactional_db)
     actions = [rng.choice(faults)() if rng.random() < 0.3 else Reply(chunk_size=64) for _ in range(600)]
     with FakeLLMServer(default_reply=agent_json) as server:
         server.script(actions)
-        from pools.config_io import load_config
+        from executions.configuration import load_config
 
         prices = {"input_per_mtok": 3.0, "output_per_mtok": 15.0, "api_key_env": "FAKE_LLM_KEY"}
         pool = {"max_concurrent": 3, "timeout_sec": 3, "max_retries": 2, "retry_backoff_sec": 0.1}

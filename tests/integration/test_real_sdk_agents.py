@@ -143,7 +143,7 @@ def keyed_workers(transactional_db, redis_server):
 
 
 def configure_real_models(server: FakeLLMServer) -> None:
-    from pools.config_io import load_config
+    from executions.configuration import load_config
 
     pool = {"max_concurrent": 2, "timeout_sec": 30, "max_retries": 2, "retry_backoff_sec": 0.1}
     load_config(

@@ -6,7 +6,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import close_old_connections
 
-from executions.failure_handler import reap
+from executions.reaper import reap
 from openclaw_site.worker_tuning import freeze_startup_objects
 
 log = logging.getLogger("openclaw.reaper")

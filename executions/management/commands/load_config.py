@@ -1,7 +1,7 @@
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from pools.config_io import ConfigError, load_config_file
+from executions.configuration import ConfigError, load_config_file
 
 
 class Command(BaseCommand):

@@ -6,12 +6,14 @@ from pathlib import Path
 
 from django.db import transaction
 
-from executions.models import PricingPolicy, RefundPolicy
+from pools.audit import record_changes, snapshot
+from pools.models import DEFAULT_OUTPUT_TOKENS, EngineSettings, ModelProfile, WorkerPool, role_for_name
 
-from .audit import record_changes, snapshot
-from .models import EngineSettings, ModelProfile, WorkerPool
+from .models import PricingPolicy, RefundPolicy
 
 POOL_FIELDS = (
+    "role",
+    "expected_output_tokens",
     "enabled",
     "max_concurrent",
     "timeout_sec",
@@ -94,6 +96,8 @@ def load_config(data: dict, *, force: bool = False) -> dict[str, int]:
         profiles[name] = profile
     for name, spec in (section.get("worker_pools") or {}).items():
         values = {k: spec[k] for k in POOL_FIELDS if k in spec}
+        values.setdefault("role", role_for_name(name))
+        values.setdefault("expected_output_tokens", DEFAULT_OUTPUT_TOKENS.get(values["role"], 1500))
         values["model"] = _profile_for(spec.get("model"), profiles)
         pool, was_created = _upsert(WorkerPool, name, values, force=force)
         pool.full_clean()

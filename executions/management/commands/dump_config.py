@@ -2,7 +2,7 @@ import json
 
 from django.core.management.base import BaseCommand
 
-from pools.config_io import dump_config
+from executions.configuration import dump_config
 
 
 class Command(BaseCommand):

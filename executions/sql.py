@@ -1,16 +1,24 @@
-"""The compare-and-set UPDATEs of the hot path, in SQL built once per statement shape.
+"""The hand-built SQL of the hot path: compare-and-set UPDATEs, batched UPDATE … RETURNING, the
+row lock of executions and the admission read, each statement's text built once per shape.
 
-Building and compiling an UPDATE through the ORM costs 0.15–0.3 ms of CPU, three to five times
-the whole statement as SQL, and a chain link (success, dispatch, start) runs about six of them,
-most inside the write lock (BENCHMARKS.md). Here the statement text is cached per shape (model,
-columns assigned, columns added to, filter columns and IN-list sizes); the values are adapted by
-their fields as `QuerySet.update()` and `filter()` do, so what is stored is the same.
+This is the only module that writes SQL by hand; everything else uses the ORM. The statements
+here run inside the write lock on every link of a task chain (success, dispatch, start), where
+building and compiling them through the ORM costs several times the statement itself (measured in
+BENCHMARKS.md, "queries"). The text is cached per shape (model, columns assigned, columns added
+to, filter columns and IN-list sizes); values are adapted by their fields as `QuerySet.update()`
+and `filter()` do, so what is stored is the same.
 """
 
+from collections.abc import Iterable
+from datetime import datetime
 from functools import lru_cache
 
+from django.conf import settings
 from django.db import connection
 from django.db.models import Model
+
+from .models import Execution, Task
+from .states import ExecutionStatus, TaskStatus
 
 
 def update(model: type[Model], where: dict, *, assign: dict | None = None, add: dict | None = None) -> int:
@@ -116,3 +124,60 @@ def _statement(
         else ""
     )
     return f"UPDATE {table(model)} SET {', '.join(columns)} WHERE {' AND '.join(conditions)}{returned}"
+
+
+def lock_rows_of_executions(execution_ids: Iterable[str]) -> None:
+    """SELECT … FOR UPDATE of the executions' rows, in id order (the global order that keeps two
+    dispatchers taking them from deadlocking); nothing on databases without row locks."""
+    execution_ids = sorted(set(execution_ids))
+    if not connection.features.has_select_for_update or not execution_ids:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f'SELECT "id" FROM {table(Execution)} WHERE "id" IN'
+            f' ({", ".join(["%s"] * len(execution_ids))}) ORDER BY "id" FOR UPDATE',
+            execution_ids,
+        )
+        cursor.fetchall()
+
+
+# Among a pool's ready tasks (t) of executing executions (e). "rank" is the index
+# task_dispatch_order's: ties go to the task planned first (the lower id). "fifo" is for benchmarks
+# only: see OPENCLAW_DISPATCH_ORDER.
+DISPATCH_ORDER = {
+    "rank": 't."priority", t."rank" DESC, t."id"',
+    "fifo": 't."ready_at", t."id"',
+}
+
+
+# The admission read runs on every dispatch, inside the pool's lock (and on SQLite the write lock).
+def admission(pool_name: str, now: datetime, *, limit: int) -> tuple[int, list[tuple[int, str, str, bool]]]:
+    """The pool's queued and running tasks across executions, and its first ready tasks in dispatch
+    order whose backoff is over, of executions still executing: (id, execution id, key, whether the
+    execution has a budget). With no ready task the count is not needed: 0."""
+    not_before = Task._meta.get_field("not_before").get_db_prep_value(now, connection)
+    tasks = table(Task)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f'SELECT t."id", t."execution_id", t."key", e."budget_usd" IS NOT NULL,'
+            f' (SELECT COUNT(*) FROM {tasks} a WHERE a."pool" = %s AND a."status" IN (%s, %s))'
+            f' FROM {tasks} t INNER JOIN {table(Execution)} e ON t."execution_id" = e."id"'
+            f' WHERE t."pool" = %s AND t."status" = %s AND e."status" = %s'
+            f' AND (t."not_before" IS NULL OR t."not_before" <= %s)'
+            f" ORDER BY {DISPATCH_ORDER[settings.OPENCLAW_DISPATCH_ORDER]} LIMIT %s",
+            [
+                pool_name,
+                TaskStatus.QUEUED,
+                TaskStatus.RUNNING,
+                pool_name,
+                TaskStatus.READY,
+                ExecutionStatus.EXECUTING,
+                not_before,
+                limit,
+            ],
+        )
+        rows = cursor.fetchall()
+    active = rows[0][4] if rows else 0
+    return active, [
+        (task_id, execution_id, key, bool(budget)) for task_id, execution_id, key, budget, _ in rows
+    ]

@@ -15,22 +15,26 @@ from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, connection
 from django.db.models import Q
 
-from executions import events
-from executions.failure_handler import attempt_fail
-from executions.models import Task, TaskStatus
-from executions.parallel_executor import attempt_renew, attempt_succeed, task_start
-from executions.result_aggregator import SUPERSEDING_KINDS
+from pools import llm
+from pools.models import WorkerPool
+from pools.prompts import AGENT_SYSTEM, GENERIC_AGENT_SYSTEM, agent_prompt
+from pools.replies import ReplyError, parse_agent_reply
+from pools.verification import OutputBroken, verify_output
 
-from . import llm
-from .models import WorkerPool
-from .prompts import AGENT_SYSTEM, GENERIC_AGENT_SYSTEM, agent_prompt
-from .replies import ReplyError, parse_agent_reply
-from .verification import OutputBroken, verify_output
+from . import events
+from .attempts import attempt_fail, attempt_renew, attempt_succeed, task_start
+from .models import Task
+from .states import ATTEMPT_COUNTED_FAILURES, SUPERSEDING_KINDS, TaskKind, TaskStatus
 
 log = logging.getLogger("openclaw.agents")
 
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
-EXPECTED_OUTPUT_TOKENS = {"codegen": 3000, "security": 1200, "database": 1500}
+DEFAULT_OUTPUT_TOKENS = 1500  # a pool that no longer exists: a plausible size for progress
+
+
+def task_role(task: Task, pool: WorkerPool | None) -> str:
+    """What the task's agent does: the role its pool had when it was created, else the pool's now."""
+    return task.role or (pool.role if pool else "")
 
 
 # A running attempt past this share of its timeout is logged once as slow (the seed's ⚠️ line).
@@ -138,7 +142,7 @@ def dependency_results(task: Task) -> list[dict]:
     results = []
     for root in roots.values():
         lineage = [root] + [t for t in rows if t.parent_id == root.pk and t.kind in SUPERSEDING_KINDS]
-        if root.key not in hard and any(t.kind == "revision" and not t.is_terminal for t in lineage):
+        if root.key not in hard and any(t.kind == TaskKind.REVISION and not t.is_terminal for t in lineage):
             continue
         done = sorted(
             (t for t in lineage if t.status == TaskStatus.SUCCEEDED), key=lambda t: (t.finished_at, t.pk)
@@ -154,6 +158,7 @@ def dependency_results(task: Task) -> list[dict]:
                 "key": root.key,
                 "source": latest.key,
                 "pool": root.pool,
+                "role": root.role,
                 "hard": root.key in hard,
                 "summary": latest.result.get("summary", ""),
                 "findings": latest.result.get("findings", []),
@@ -168,7 +173,7 @@ def previous_failure(task: Task, attempt_number: int) -> str:
     if attempt_number <= 1:
         return ""
     last = (
-        task.attempts.filter(number__lt=attempt_number, status__in=["failed", "expired"])
+        task.attempts.filter(number__lt=attempt_number, status__in=ATTEMPT_COUNTED_FAILURES)
         .order_by("-number")
         .first()
     )
@@ -181,21 +186,24 @@ def task_run(task_id: int, dispatch_no: int) -> None:
     if attempt is None:
         return  # duplicate or stale message
     task = attempt.task  # loaded by task_start, with its execution
-    keeper = LeaseKeeper(attempt.pk, task, EXPECTED_OUTPUT_TOKENS.get(task.pool, 1500))
+    keeper = LeaseKeeper(attempt.pk, task, DEFAULT_OUTPUT_TOKENS)
     keeper.start()
     usage: dict = {}  # (spec, completion so far): tokens are billed whatever the outcome
     started = time.monotonic()
     try:
         pool = WorkerPool.objects.select_related("model").filter(name=task.pool).first()
+        if pool is not None:
+            keeper.expected_output_tokens = pool.expected_output_tokens
         spec = llm.resolve(pool.model if pool else None)
         deps = dependency_results(task)
         reply = call_agent(task, attempt.number, spec, pool, started + task.timeout_sec, keeper, usage, deps)
-        result = verify_output(task.pool, reply, deps)
+        result = verify_output(task_role(task, pool), reply, deps)
         result["inputs"] = [
             {
                 "key": d["key"],
                 "source": d["source"],
                 "pool": d["pool"],
+                "role": d["role"],
                 "paths": [f["path"] for f in d["files"]],
             }
             for d in deps
@@ -266,7 +274,8 @@ def call_agent(
         "findings": task.context.get("findings", []),
         "round": task.context.get("round", 0),
     }
-    system = AGENT_SYSTEM.get(task.pool, GENERIC_AGENT_SYSTEM)
+    role = task_role(task, pool)
+    system = AGENT_SYSTEM.get(role, GENERIC_AGENT_SYSTEM)
     repair = ""
     while True:
         remaining = deadline - time.monotonic()
@@ -286,8 +295,9 @@ def call_agent(
                 ),
                 timeout=remaining,
                 pool=task.pool,
+                role=role,
                 max_tokens=spec.max_output_tokens,
-                expected_output_tokens=EXPECTED_OUTPUT_TOKENS.get(task.pool, 1500),
+                expected_output_tokens=pool.expected_output_tokens if pool else DEFAULT_OUTPUT_TOKENS,
                 meta={**meta, "repair": bool(repair)},
             ),
             on_progress=keeper.report,

@@ -1,0 +1,40 @@
+"""Sending work to the workers: the one place that names the actors and their queues.
+
+Domain code sends a message by the actor's name and never imports an actor module (which would
+import the domain back). The actors themselves live in `executions/actors.py` and
+`bots/actors.py`, thin edges over the services. Call these from `transaction.on_commit`: a
+message must never announce a state that was rolled back.
+"""
+
+import dramatiq
+from dramatiq import get_broker
+
+from pools.models import pool_queue_name
+
+CONTROL_QUEUE = "control"
+
+PLAN_EXECUTION = "plan_execution"
+AGGREGATE_EXECUTION = "aggregate_execution"
+RUN_TASK = "run_task"
+
+
+def send(actor_name: str, queue_name: str, *args, delay_ms: int | None = None) -> None:
+    """Enqueue a message for the actor named `actor_name` on `queue_name` (after `delay_ms`)."""
+    broker = get_broker()
+    if queue_name not in broker.get_declared_queues():
+        broker.declare_queue(queue_name)
+    message = dramatiq.Message(queue_name=queue_name, actor_name=actor_name, args=args, kwargs={}, options={})
+    broker.enqueue(message, delay=delay_ms)
+
+
+def send_plan(execution_id: str) -> None:
+    send(PLAN_EXECUTION, CONTROL_QUEUE, execution_id)
+
+
+def send_aggregate(execution_id: str) -> None:
+    send(AGGREGATE_EXECUTION, CONTROL_QUEUE, execution_id)
+
+
+def send_run_task(task_id: int, dispatch_no: int, pool: str) -> None:
+    """The task's attempt for this dispatch number, on its pool's queue."""
+    send(RUN_TASK, pool_queue_name(pool), task_id, dispatch_no)

@@ -1,0 +1,66 @@
+"""The reaper: notices what no worker will report, and sends again what Redis may have lost.
+
+One pass expires attempts whose lease lapsed (their worker died: the task is retried at once) or
+whose deadline passed (their worker hung: counts as a failure), resends the message of a task
+queued for too long (the dispatch number makes the original, should it still arrive, a no-op),
+resends a phase message (planning, aggregation) that no worker took, and dispatches every pool.
+It runs periodically in the worker processes (`openclaw_site.worker_processes`) or on its own
+(`manage.py reaper`).
+"""
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.utils import timezone
+
+from pools.models import WorkerPool
+
+from . import messages
+from .attempts import attempt_fail
+from .dispatch import dispatch_ready_tasks
+from .models import Attempt, Execution, Task
+from .states import AttemptStatus, ExecutionStatus, TaskStatus
+
+# A deadline overrun is judged a little late, so a worker's own timeout wins the race.
+DEADLINE_GRACE_SEC = 5
+
+
+def reap(now=None) -> dict:
+    """One pass of the reaper: expire lost and overdue attempts, resend lost messages, dispatch."""
+    now = now or timezone.now()
+    stats = {"lost": 0, "expired": 0, "resent": 0, "dispatched": 0, "phases": 0}
+    for attempt_id in Attempt.objects.filter(
+        status=AttemptStatus.RUNNING, lease_expires_at__lt=now
+    ).values_list("id", flat=True):
+        if attempt_fail(attempt_id, "worker lost: lease not renewed", outcome=AttemptStatus.LOST):
+            stats["lost"] += 1
+    overdue = now - timedelta(seconds=DEADLINE_GRACE_SEC)
+    for attempt_id, timeout in Attempt.objects.filter(
+        status=AttemptStatus.RUNNING, deadline_at__lt=overdue
+    ).values_list("id", "task__timeout_sec"):
+        if attempt_fail(attempt_id, f"timeout after {timeout}s", outcome=AttemptStatus.EXPIRED):
+            stats["expired"] += 1
+    # A queued task whose message never started (Redis lost it): send the same dispatch again;
+    # the dispatch number makes the original, should it still arrive, a no-op.
+    stale = now - timedelta(seconds=settings.OPENCLAW_REQUEUE_AFTER_SEC)
+    for task_id, dispatch_no, pool in Task.objects.filter(
+        status=TaskStatus.QUEUED, queued_at__lt=stale
+    ).values_list("id", "dispatch_count", "pool"):
+        if Task.objects.filter(pk=task_id, status=TaskStatus.QUEUED, dispatch_count=dispatch_no).update(
+            queued_at=now
+        ):
+            messages.send_run_task(task_id, dispatch_no, pool)
+            stats["resent"] += 1
+    for execution_id, status in Execution.objects.filter(
+        status__in=[ExecutionStatus.PLANNING, ExecutionStatus.AGGREGATING], phase_sent_at__lt=stale
+    ).values_list("id", "status"):
+        if Execution.objects.filter(pk=execution_id, status=status, phase_sent_at__lt=stale).update(
+            phase_sent_at=now
+        ):
+            (messages.send_plan if status == ExecutionStatus.PLANNING else messages.send_aggregate)(
+                execution_id
+            )
+            stats["phases"] += 1
+    for pool in WorkerPool.objects.filter(enabled=True).values_list("name", flat=True):
+        stats["dispatched"] += dispatch_ready_tasks(pool)
+    return stats
