@@ -27,7 +27,10 @@ class WarmAgentCode(dramatiq.Middleware):
 
     def before_worker_boot(self, broker, worker):
         from pools.agents import task_run  # noqa: F401 (what the pool actor imports on first use)
-        from pools.verifiers import run_bandit
+
+        # Imported here, not at the top: the web process imports this module too (asgi.py) and
+        # never verifies; only a booting worker loads the verifiers.
+        from pools.verifiers.bandit_scan import run_bandit  # noqa: PLC0415 (see above)
 
         run_bandit([{"path": "warm_up.py", "content": "print('ready')\n"}])
 

@@ -2,7 +2,10 @@
 
 import pytest
 
-from pools.verifiers import Finding, check_schema, run_bandit, verify_files
+from pools.verifiers.bandit_scan import run_bandit
+from pools.verifiers.findings import Finding
+from pools.verifiers.output_files import verify_files
+from pools.verifiers.schema import check_schema
 
 
 def test_valid_files_pass():
@@ -19,7 +22,8 @@ def test_valid_files_pass():
         },
         {
             "path": "web/src/List.tsx",
-            "content": "export const L = ({rows}) => (\n  <ul>{rows.map((r) => <li key={r.id}>{r.name}</li>)}</ul>\n);\n",
+            "content": "export const L = ({rows}) => (\n"
+            "  <ul>{rows.map((r) => <li key={r.id}>{r.name}</li>)}</ul>\n);\n",
         },
         {"path": "web/src/Img.jsx", "content": "export const I = ({src}) => <div><img src={src} /></div>;\n"},
         {"path": "README.md", "content": "anything ( goes"},
