@@ -207,12 +207,3 @@ def test_garbage_sql_is_rejected_with_an_error():
 
     assert not report.applied and not report.accepted and report.errors
 
-
-def test_schema_sql_cannot_write_files(tmp_path):
-    target = tmp_path / "stolen.db"
-
-    report = check_schema(
-        f"CREATE TABLE a (id INTEGER PRIMARY KEY); ATTACH DATABASE '{target}' AS x;", "sqlite"
-    )
-
-    assert not report.applied and not target.exists()
