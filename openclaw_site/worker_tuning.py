@@ -20,13 +20,14 @@ class GilSwitchInterval(dramatiq.Middleware):
 
 
 class WarmAgentCode(dramatiq.Middleware):
-    """A worker process's first task imported the agent code (`pools.agents` and the verifiers,
-    ~0.1 s here) after its message was taken, and its first scan loaded bandit and its plugins
-    (~0.1 s more): a fresh worker's first tasks started late and ran long, on the critical path of
-    whatever execution they belonged to. Both are done before the worker consumes anything."""
+    """A worker's first scan loads bandit and its plugins; done after a message was taken, a fresh
+    worker's first tasks would start late and run long, on the critical path of whatever execution
+    they belonged to. It is done before the worker consumes anything."""
 
     def before_worker_boot(self, broker, worker):
-        from pools.verifiers import run_bandit
+        # Imported here, not at the top: the web process imports this module too (asgi.py) and
+        # never verifies; only a booting worker loads the verifiers.
+        from pools.verifiers.bandit_scan import run_bandit  # noqa: PLC0415 (see above)
 
         run_bandit([{"path": "warm_up.py", "content": "print('ready')\n"}])
 

@@ -5,7 +5,8 @@ to the model's and a `verification` record (what ran, what it found), or raises 
 when a file of the output does not parse or escapes the project: that attempt failed, its reason
 is recorded, and the task is retried.
 
-- every pool: each file parses for its type (`verify_files`); bandit scans its Python files;
+- every pool: each path is safe, no two clash, each file parses for its type (`verify_files`);
+  bandit scans its Python files;
 - security: bandit also scans the code of its dependencies (what it audited), so an audit's
   findings never rest on the model alone;
 - database: each `.sql` file is applied to a scratch SQLite database (`check_schema`); a rejected
@@ -15,11 +16,14 @@ is recorded, and the task is retried.
 
 from pathlib import PurePosixPath
 
-from .verifiers import Finding, check_schema, run_bandit, verify_files
+from .verifiers.bandit_scan import run_bandit
+from .verifiers.findings import Finding
+from .verifiers.output_files import verify_files
+from .verifiers.schema import check_schema
 
 BLOCKING_SEVERITIES = ("critical", "high")
 # Problems that make an output unusable, as opposed to findings about usable code.
-BROKEN_RULES = {"syntax", "unsafe-path", "bad-content"}
+BROKEN_RULES = {"syntax", "unsafe-path", "path-clash", "bad-content"}
 # bandit rates by pattern alone and cannot see whether request input reaches the call; in the
 # web backends agents write it usually does, and the seed treats SQL injection as critical.
 SEVERITY_FLOOR = {"B608": "high", "B307": "high", "B102": "high"}
@@ -27,7 +31,7 @@ SEVERITY_RANK = {"info": 0, "low": 1, "medium": 2, "high": 3, "critical": 4}
 
 
 class OutputBroken(Exception):
-    """An output whose files cannot be used (they do not parse, or a path escapes the project)."""
+    """An output whose files cannot be used (they do not parse, or their paths are unsafe or clash)."""
 
 
 def _floored(finding: Finding) -> Finding:
