@@ -346,8 +346,9 @@ def execution_from_plan(client, plan_tasks: list[dict], durations: dict[str, flo
     from django.utils import timezone
 
     from executions import billing, events
+    from executions.dispatch import dispatch_after_commit
     from executions.models import Execution, ExecutionStatus
-    from executions.parallel_executor import create_tasks, dispatch_after_commit
+    from executions.task_graph import create_tasks
 
     now = timezone.now()
     estimated_cost = billing.plan_cost_estimate(plan_tasks)

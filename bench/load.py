@@ -37,8 +37,8 @@ def percentile(values: list[float], q: float) -> float:
 def make_fixtures(clients: int) -> tuple[list[str], str]:
     """API keys for N clients and a staff session cookie for the websockets."""
     from bench.harness import staff_cookie
-    from executions.models import ApiKey, Client
     from executions.configuration import load_config
+    from executions.models import ApiKey, Client
 
     offline = {
         "provider": "offline",

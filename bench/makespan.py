@@ -59,7 +59,7 @@ def random_dag(n: int, seed: int, durations=DURATIONS) -> list[dict]:
 
 
 def nodes_of(plan: list[dict], durations: dict[str, float]):
-    from executions.parallel_executor import PlanNode
+    from executions.dag import PlanNode
 
     return [
         PlanNode(t["id"], t["pool"], durations[t["id"]], t["priority"], tuple(t["blocked_by"])) for t in plan
@@ -67,7 +67,7 @@ def nodes_of(plan: list[dict], durations: dict[str, float]):
 
 
 def predictions(plan: list[dict], durations: dict[str, float]) -> dict:
-    from executions.parallel_executor import lower_bound, simulate_makespan
+    from executions.dag import lower_bound, simulate_makespan
 
     nodes = nodes_of(plan, durations)
     return {
@@ -83,8 +83,8 @@ def measured(execution_id: str) -> dict:
     An attempt takes its model latency plus the worker's own work on it (verification: bandit,
     schema checks); the second bound holds that fixed, so its ratio is the scheduler's share alone.
     """
+    from executions.dag import PlanNode, lower_bound
     from executions.models import Execution, Task
-    from executions.parallel_executor import PlanNode, lower_bound
 
     execution = Execution.objects.get(pk=execution_id)
     first, last = harness.task_window([execution_id])

@@ -33,8 +33,9 @@ def fan_plan(n: int) -> list[dict]:
 
 def transitions(client, n: int) -> dict:
     """Each transition on its own; dispatches (normally run on commit) counted separately."""
+    from executions.attempts import attempt_succeed, task_start
+    from executions.dispatch import dispatch_ready_tasks
     from executions.models import Task
-    from executions.parallel_executor import attempt_succeed, dispatch_ready_tasks, task_start
     from pools import llm
 
     spec = llm.resolve(None)
@@ -43,7 +44,7 @@ def transitions(client, n: int) -> dict:
     )
     result = {"summary": "done", "files": [{"path": "app.py", "content": "print(1)\n"}], "findings": []}
     counts = {}
-    with mock.patch("executions.parallel_executor.dispatch_after_commit"):
+    with mock.patch("executions.dispatch.dispatch_after_commit"):
         plan = fan_plan(n)
         execution, counts[f"create execution ({n} tasks)"] = counted(
             harness.execution_from_plan,
@@ -99,9 +100,9 @@ def run(ctx) -> dict:
     harness.configure(dict.fromkeys(POOLS, 64), latency=0.1)
     client, raw = harness.bench_client("bench-queries")
     with (
-        mock.patch("pools.tasks.send_run_task"),
-        mock.patch("executions.tasks.aggregate_execution.send"),
-        mock.patch("executions.tasks.plan_execution.send"),
+        mock.patch("executions.messages.send_run_task"),
+        mock.patch("executions.messages.send_aggregate"),
+        mock.patch("executions.messages.send_plan"),
     ):
         rows, data = [], {}
         for n in (4, 40):

@@ -67,7 +67,7 @@ def bandit_cost(samples: int = 5) -> float:
     import statistics
 
     from pools.offline import backend_files
-    from pools.verifiers import run_bandit
+    from pools.verifiers.bandit_scan import run_bandit
 
     files = backend_files(["orders"], False)
     timings = []

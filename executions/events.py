@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable
 from functools import lru_cache
 
+from channels.layers import get_channel_layer
 from django.db import connection, transaction
 from django.utils import timezone
 
@@ -208,8 +209,6 @@ class _Publisher:
 
     @staticmethod
     async def _send(groups: list[str], message: dict) -> None:
-        from channels.layers import get_channel_layer
-
         layer = get_channel_layer()
         if layer is None:
             return

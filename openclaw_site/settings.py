@@ -68,6 +68,7 @@ INSTALLED_APPS = [
     "pools",
     "executions",
     "bots",
+    "openclaw_site",  # last: the process commands (serve, reaper) that wire the apps
 ]
 
 MIDDLEWARE = [

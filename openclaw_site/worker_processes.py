@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def worker_env(extra: dict | None = None) -> dict:
     """This process's environment, with the database and Redis it uses spelled out for children."""
-    from django.db import connection
+    from django.db import connection  # noqa: PLC0415 (this module is imported before Django is set up)
 
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     db = connection.settings_dict

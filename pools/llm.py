@@ -65,11 +65,11 @@ def provider_for(spec: ModelSpec) -> Provider:
     if spec.provider == "offline":
         return OfflineProvider()
     if spec.provider == "anthropic":
-        from .providers import AnthropicProvider  # the SDKs load only where a real model is called
+        from .providers import AnthropicProvider  # noqa: PLC0415 (the SDKs load only where a real model is called)
 
         return AnthropicProvider()
     if spec.provider == "openai":
-        from .providers import OpenAIProvider  # the SDKs load only where a real model is called
+        from .providers import OpenAIProvider  # noqa: PLC0415 (the SDKs load only where a real model is called)
 
         return OpenAIProvider()
     raise LLMError(f"unknown provider {spec.provider!r}", retryable=False)

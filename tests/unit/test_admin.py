@@ -120,6 +120,8 @@ def test_execution_page_shows_tasks_attempts_conflicts_events_and_ledger(staff, 
 def pool_form(pool: WorkerPool, **changes) -> dict:
     data = {
         "name": pool.name,
+        "role": pool.role,
+        "expected_output_tokens": pool.expected_output_tokens,
         "enabled": "on" if pool.enabled else "",
         "max_concurrent": pool.max_concurrent,
         "timeout_sec": pool.timeout_sec,

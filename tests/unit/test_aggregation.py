@@ -8,10 +8,10 @@ import pytest
 from django.test import Client as HttpClient
 from django.utils import timezone
 
-from executions import result_aggregator
+from executions import merge, result_aggregator
+from executions.agent_attempt import dependency_results
 from executions.conflicts import record_collisions
 from executions.models import ApiKey, Client, Conflict, Event, Execution, Task
-from pools.agents import dependency_results
 
 T0 = timezone.now()
 
@@ -68,7 +68,7 @@ def test_a_remediation_replaces_its_originals_files_without_a_collision(executio
     code = make_task(execution, "task_2", files=[("app.py", "v1"), ("req.txt", "fastapi")], at=1)
     make_task(execution, "task_2_fix1", kind="remediation", parent=code, files=[("app.py", "v2")], at=2)
 
-    tree, collisions = result_aggregator.merged_files(list(execution.tasks.all()))
+    tree, collisions = merge.merged_files(list(execution.tasks.all()))
 
     assert {p: e["content"] for p, e in tree.items()} == {"app.py": "v2", "req.txt": "fastapi"}
     assert collisions == []
@@ -101,7 +101,7 @@ def test_two_lineages_writing_one_path_collide_and_the_rule_decides(execution):
     assert conflicts[1].resolution.startswith(
         "Kept task_3_rev1's version of schema.sql (remediation beats original"
     )
-    tree, _ = result_aggregator.merged_files(list(execution.tasks.all()))
+    tree, _ = merge.merged_files(list(execution.tasks.all()))
     assert tree["README.md"]["content"] == "backend" and tree["schema.sql"]["content"] == "b"
     assert (
         list(Event.objects.filter(execution=execution).values_list("type", flat=True))

@@ -7,8 +7,8 @@ import pytest
 from django.utils import timezone
 
 from executions import billing
+from executions.dispatch import stop_for_budget
 from executions.models import Execution, Task, TaskStatus
-from executions.parallel_executor import stop_for_budget
 from executions.result_aggregator import final_status
 from tests.conftest import configure
 

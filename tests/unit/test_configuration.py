@@ -7,8 +7,8 @@ import pytest
 from django.conf import settings
 from django.core.management import call_command
 
-from executions.models import PricingPolicy, RefundPolicy
 from executions.configuration import dump_config, load_config
+from executions.models import PricingPolicy, RefundPolicy
 from pools.models import ConfigChange, ModelProfile, WorkerPool
 
 pytestmark = pytest.mark.django_db

@@ -16,9 +16,9 @@ REQUEST = "Build a restaurant website with online booking and secure payments"
 def run_in_process(execution_id: str) -> Execution:
     """Drive an execution with the actor bodies in this process (no workers): plan, every queued
     task's message, aggregation."""
+    from executions.actors import run_task
+    from executions.planning import execution_plan
     from executions.result_aggregator import aggregate
-    from executions.services import execution_plan
-    from pools.tasks import run_task
 
     execution_plan(execution_id)
     for _ in range(50):
@@ -61,9 +61,10 @@ def test_record_usage_twice_charges_once(client_and_key):
 def test_a_redelivered_message_and_a_repeated_report_charge_nothing(
     transactional_db, redis_server, client_and_key
 ):
-    from executions.parallel_executor import attempt_succeed
-    from executions.services import execution_create, execution_plan
-    from pools.tasks import run_task
+    from executions.actors import run_task
+    from executions.attempts import attempt_succeed
+    from executions.planning import execution_plan
+    from executions.services import execution_create
 
     configure(latency=0.0)
     client, _ = client_and_key
@@ -142,7 +143,7 @@ def test_invoice_agrees_with_the_ledger_and_the_execution(
 
 
 def start_one_task(client) -> tuple[Task, Attempt]:
-    from executions.parallel_executor import task_start
+    from executions.attempts import task_start
     from tests.factories import make_execution, make_pools
 
     make_pools()
@@ -154,7 +155,7 @@ def start_one_task(client) -> tuple[Task, Attempt]:
 
 @pytest.mark.django_db
 def test_a_success_stores_its_usage_on_the_attempt_the_task_the_execution_and_the_ledger(client_and_key):
-    from executions.parallel_executor import attempt_succeed
+    from executions.attempts import attempt_succeed
 
     task, attempt = start_one_task(client_and_key[0])
     spec = llm.ModelSpec(
@@ -182,8 +183,8 @@ def test_a_report_after_the_reaper_expired_the_attempt_is_charged_once(
 
     from django.utils import timezone
 
-    from executions.failure_handler import reap
-    from executions.parallel_executor import attempt_succeed
+    from executions.attempts import attempt_succeed
+    from executions.reaper import reap
 
     task, attempt = start_one_task(client_and_key[0])
     Attempt.objects.filter(pk=attempt.pk).update(deadline_at=timezone.now() - timedelta(seconds=30))

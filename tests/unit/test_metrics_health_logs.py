@@ -10,8 +10,8 @@ from django.db import OperationalError
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
+from executions.agent_attempt import LeaseKeeper
 from executions.models import Attempt, Client, Conflict, Execution, LedgerEntry, Task
-from pools.agents import LeaseKeeper
 from pools.models import WorkerPool
 
 

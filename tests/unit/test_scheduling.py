@@ -5,15 +5,9 @@ from datetime import timedelta
 
 import pytest
 
+from executions.dag import PlanNode, lower_bound, simulate_makespan, topological_order, upward_ranks
+from executions.dispatch import dispatch_ready_tasks
 from executions.models import Execution, Task
-from executions.parallel_executor import (
-    PlanNode,
-    dispatch_ready_tasks,
-    lower_bound,
-    simulate_makespan,
-    topological_order,
-    upward_ranks,
-)
 from tests.factories import make_client, make_execution, make_pools
 
 SEED_DAG = [
@@ -76,7 +70,7 @@ def sent(monkeypatch):
     """Messages the dispatcher sends on commit, instead of a broker."""
     messages = []
     monkeypatch.setattr(
-        "pools.tasks.send_run_task", lambda task_id, dispatch_no, queue: messages.append((task_id, queue))
+        "executions.messages.send_run_task", lambda task_id, dispatch_no, pool: messages.append((task_id, pool))
     )
     return messages
 
@@ -89,7 +83,7 @@ def test_dispatch_admits_no_more_than_max_concurrent(db, django_capture_on_commi
         assert dispatch_ready_tasks("codegen") == 2
         assert dispatch_ready_tasks("codegen") == 0
         assert dispatch_ready_tasks("security") == 1
-    assert sorted(queue for _, queue in sent) == ["pool.codegen", "pool.codegen", "pool.security"]
+    assert sorted(pool for _, pool in sent) == ["codegen", "codegen", "security"]
     assert len(queued("codegen")) == 2
     # A finished slot admits exactly one more.
     Task.objects.filter(key=queued("codegen")[0]).update(status="succeeded")
@@ -133,7 +127,7 @@ def test_the_dispatch_read_walks_an_index_in_dispatch_order(db):
     from django.db import connection
     from django.utils import timezone
 
-    from executions import parallel_executor
+    from executions import sql
 
     make_pools()
     client, _ = make_client()
@@ -144,7 +138,7 @@ def test_the_dispatch_read_walks_an_index_in_dispatch_order(db):
             executed.append((sql, params)) or execute(sql, params, many, context)
         )
     ):
-        parallel_executor.admission("codegen", timezone.now(), limit=4)
+        sql.admission("codegen", timezone.now(), limit=4)
     [(sql, params)] = executed
     with connection.cursor() as cursor:
         explain = "EXPLAIN QUERY PLAN " if connection.vendor == "sqlite" else "EXPLAIN "

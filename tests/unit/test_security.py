@@ -101,7 +101,7 @@ def test_production_settings_pass_check_deploy():
 
 @pytest.mark.parametrize("path", ["backend/../../etc/passwd", "/etc/passwd", "ok/\x00.py"])
 def test_generated_paths_cannot_escape_the_project(path):
-    from pools.verifiers import verify_files
+    from pools.verifiers.output_files import verify_files
 
     findings = verify_files([{"path": path, "content": "x = 1\n"}])
     assert any(f.severity == "high" for f in findings)

@@ -17,10 +17,10 @@ from django.db import transaction
 from django.utils import timezone
 
 from bots import render
+from bots.actors import start_slack_request
 from bots.models import SlackEventReceipt, SlackThread, SlackUserMapping, SlackWorkspace
 from bots.notifier import on_execution_event, thread_sync, thread_sync_run
 from bots.services import client_for_slack_user, slack_user_may_act
-from bots.tasks import start_slack_request
 from executions.models import Client, Conflict, Execution, Task
 from executions.services import execution_create
 from tests.fakes.slack_server import (

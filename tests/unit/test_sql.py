@@ -8,7 +8,7 @@ from django.db import connection
 from django.db.models import F
 from django.utils import timezone
 
-from executions import hot_updates
+from executions import sql
 from executions.models import Attempt, Execution, Task
 from tests.factories import make_client, make_execution, make_pools
 
@@ -44,7 +44,7 @@ def test_an_update_stores_what_the_orm_stores(two_tasks):
         **changes, tokens_in=F("tokens_in") + 900, cost_usd=F("cost_usd") + Decimal("0.002691")
     )
     assert (
-        hot_updates.update(
+        sql.update(
             Task,
             {"pk": b.pk, "status": ["ready"]},
             assign=changes,
@@ -67,12 +67,12 @@ def test_an_update_stores_what_the_orm_stores(two_tasks):
 def test_an_update_whose_condition_fails_changes_nothing(two_tasks):
     _, a, _ = two_tasks
     assert (
-        hot_updates.update(
+        sql.update(
             Task, {"pk": a.pk, "status": ["running", "queued"]}, assign={"status": "succeeded"}
         )
         == 0
     )
-    assert hot_updates.update(Task, {"pk": a.pk, "dispatch_count": 1}, assign={"status": "succeeded"}) == 0
+    assert sql.update(Task, {"pk": a.pk, "dispatch_count": 1}, assign={"status": "succeeded"}) == 0
     assert Task.objects.get(pk=a.pk).status == "ready"
 
 
@@ -89,12 +89,12 @@ def test_a_uuid_key_and_a_text_key_match_as_in_the_orm(two_tasks):
         deadline_at=now + timedelta(seconds=60),
     )
     assert (
-        hot_updates.update(Attempt, {"pk": attempt.pk, "status": "running"}, assign={"status": "succeeded"})
+        sql.update(Attempt, {"pk": attempt.pk, "status": "running"}, assign={"status": "succeeded"})
         == 1
     )
     assert Attempt.objects.get(pk=attempt.pk).status == "succeeded"
     assert (
-        hot_updates.update(Execution, {"pk": execution.pk}, add={"tokens_in": 5, "cost_usd": Decimal("1.5")})
+        sql.update(Execution, {"pk": execution.pk}, add={"tokens_in": 5, "cost_usd": Decimal("1.5")})
         == 1
     )
     assert Execution.objects.filter(pk=execution.pk).values_list("tokens_in", "cost_usd").get() == (
@@ -106,11 +106,11 @@ def test_a_uuid_key_and_a_text_key_match_as_in_the_orm(two_tasks):
 def test_an_update_without_a_change_or_a_condition_is_refused(two_tasks):
     _, a, _ = two_tasks
     with pytest.raises(ValueError):
-        hot_updates.update(Task, {"pk": a.pk})
+        sql.update(Task, {"pk": a.pk})
     with pytest.raises(ValueError):
-        hot_updates.update(Task, {}, assign={"status": "dead"})
+        sql.update(Task, {}, assign={"status": "dead"})
     with pytest.raises(ValueError):
-        hot_updates.update(Task, {"status": []}, assign={"status": "dead"})
+        sql.update(Task, {"status": []}, assign={"status": "dead"})
     assert Task.objects.get(pk=a.pk).status == "ready"
 
 
@@ -119,7 +119,7 @@ def test_an_update_of_several_rows_returns_those_it_changed(two_tasks):
     execution, a, b = two_tasks
     Task.objects.filter(pk=b.pk).update(status="cancelled")
     now = timezone.now()
-    returned = hot_updates.update_returning(
+    returned = sql.update_returning(
         Task,
         {"pk": [a.pk, b.pk], "status": "ready"},
         ("pk", "dispatch_count"),

@@ -2,9 +2,9 @@
 
 from unittest import mock
 
-from executions.failure_handler import attempt_fail, reap
+from executions.attempts import attempt_fail, attempt_succeed, task_start
 from executions.models import Attempt, Execution, Task
-from executions.parallel_executor import attempt_succeed, task_start
+from executions.reaper import reap
 from pools import llm
 from tests.factories import make_client, make_execution, make_pools
 
@@ -46,7 +46,7 @@ def test_success_promotes_dependents_and_a_second_report_changes_nothing(
     attempt = task_start(backend.pk, queue(backend), "w1", lease_sec=15)
     # The success queues, in its own transaction, the dependent it made ready and, into the slot it
     # freed, the pool's ready task; their messages go out on commit.
-    with mock.patch("pools.tasks.send_run_task") as send:
+    with mock.patch("executions.messages.send_run_task") as send:
         with django_capture_on_commit_callbacks() as callbacks:
             assert attempt_succeed(attempt.pk, result={"summary": "ok", "files": [], "findings": []})
             assert not attempt_succeed(attempt.pk, result={"summary": "again", "files": [], "findings": []})
@@ -145,7 +145,7 @@ def test_a_link_of_a_chain_stays_within_its_query_budget(
     attempt = task_start(a.pk, queue(a), "w1", lease_sec=15)
     result = {"summary": "ok", "files": [{"path": "app.py", "content": "print(1)\n"}], "findings": []}
     usage = (llm.resolve(None), llm.Completion(text="{}", input_tokens=900, output_tokens=300))
-    with mock.patch("pools.tasks.send_run_task") as send:
+    with mock.patch("executions.messages.send_run_task") as send:
         with django_assert_max_num_queries(success_budget), django_capture_on_commit_callbacks(execute=True):
             assert attempt_succeed(attempt.pk, result=result, usage=usage)
     [(task_id, dispatch_no, queue_name)] = [call.args for call in send.call_args_list]
@@ -176,7 +176,7 @@ def test_a_success_that_readies_many_tasks_costs_no_more_queries_than_one_that_r
         root = Task.objects.get(execution=execution, key="root")
         attempt = task_start(root.pk, queue(root), "w1", lease_sec=15)
         with (
-            mock.patch("pools.tasks.send_run_task"),
+            mock.patch("executions.messages.send_run_task"),
             CaptureQueriesContext(connection) as captured,
             django_capture_on_commit_callbacks(execute=True),
         ):
