@@ -60,7 +60,8 @@ def printable(path: object) -> str | None:
 
 def tree_problems(paths: list[str]) -> list[str]:
     """Why the files of a tree cannot all be checked out as given: case-only collisions
-    (`App.py` and `app.py`) and a file that is also a folder (`a/b` and `a/b/c.py`); [] if none.
+    (`App.py` and `app.py`, or one name in two Unicode forms) and a file that is also a folder
+    (`a/b` and `a/b/c.py`); [] if none.
     Paths that `path_problem` refuses are never written and are left out."""
     return [message for _, message in tree_clashes(paths)]
 
@@ -90,7 +91,11 @@ def tree_clashes(paths: list[str]) -> list[tuple[str, str]]:
             continue  # the parent folders' collision says it already
         first, *others = sorted(spellings[key])
         for other in others:
-            clashes.append((first_under[other], f"{first!r} and {other!r} differ only in case"))
+            if unicodedata.normalize("NFC", first) == unicodedata.normalize("NFC", other):
+                message = f"{first!r} and {other!r} are one name in two Unicode forms (NFC and NFD)"
+            else:
+                message = f"{first!r} and {other!r} differ only in case"
+            clashes.append((first_under[other], message))
     return clashes
 
 

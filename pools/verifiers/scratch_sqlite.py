@@ -34,15 +34,17 @@ CHILD = r"""
 import json, resource, sqlite3, sys, time
 
 timeout, cpu_sec, memory_bytes = float(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
-for kind, value in (
-    (resource.RLIMIT_AS, memory_bytes),
-    (resource.RLIMIT_CPU, cpu_sec),
-    (resource.RLIMIT_FSIZE, 0),
-    (resource.RLIMIT_CORE, 0),
+# (soft, hard); past the soft CPU limit SIGXCPU ends the child, so the report can name it.
+for kind, soft, hard in (
+    (resource.RLIMIT_AS, memory_bytes, memory_bytes),
+    (resource.RLIMIT_CPU, cpu_sec, cpu_sec + 1),
+    (resource.RLIMIT_FSIZE, 0, 0),
+    (resource.RLIMIT_CORE, 0, 0),
 ):
-    hard = resource.getrlimit(kind)[1]
-    value = value if hard == resource.RLIM_INFINITY else min(value, hard)
-    resource.setrlimit(kind, (value, value))
+    ceiling = resource.getrlimit(kind)[1]
+    if ceiling != resource.RLIM_INFINITY:
+        soft, hard = min(soft, ceiling), min(hard, ceiling)
+    resource.setrlimit(kind, (soft, hard))
 
 
 def quote(name):

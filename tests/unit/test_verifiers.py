@@ -206,4 +206,3 @@ def test_garbage_sql_is_rejected_with_an_error():
     report = check_schema("CREATE TABLE bookings (id INTEGER PRIMARY KEY,, oops")
 
     assert not report.applied and not report.accepted and report.errors
-
