@@ -23,6 +23,7 @@ log = logging.getLogger("openclaw.pm")
 TASK_ID = re.compile(r"^[A-Za-z0-9_.-]{1,40}$")
 MIN_TIMEOUT_SEC = 5
 MAX_DESCRIPTION_CHARS = 2000
+MAX_ESTIMATE_SEC = 86_400  # a model's estimate beyond a day is not an estimate
 
 
 @dataclass
@@ -128,7 +129,7 @@ def validate_plan(
         if not isinstance(context, dict):
             notes.append(f"{where}: context that is not an object was dropped")
             context = {}
-        if "estimate_sec" in context and not plausible_seconds(context["estimate_sec"], limit):
+        if "estimate_sec" in context and not plausible_seconds(context["estimate_sec"], MAX_ESTIMATE_SEC):
             notes.append(f"{where}: estimate_sec {str(context['estimate_sec'])[:40]!r} dropped")
             context = {k: v for k, v in context.items() if k != "estimate_sec"}
         tasks.append(

@@ -7,7 +7,11 @@ import pytest
 from executions.pm_coordinator import PlanInvalid, PoolLimits, decompose, find_cycle, validate_plan
 from pools.llm import ModelSpec
 
-POOLS = {"codegen": PoolLimits(300), "security": PoolLimits(300), "database": PoolLimits(180)}
+POOLS = {
+    "codegen": PoolLimits(300, role="codegen"),
+    "security": PoolLimits(300, role="security"),
+    "database": PoolLimits(180, role="database"),
+}
 SEED_PLAN = {
     "tasks": [
         {

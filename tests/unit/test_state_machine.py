@@ -148,8 +148,8 @@ def test_a_link_of_a_chain_stays_within_its_query_budget(
     with mock.patch("executions.messages.send_run_task") as send:
         with django_assert_max_num_queries(success_budget), django_capture_on_commit_callbacks(execute=True):
             assert attempt_succeed(attempt.pk, result=result, usage=usage)
-    [(task_id, dispatch_no, queue_name)] = [call.args for call in send.call_args_list]
-    assert (Task.objects.get(pk=task_id).key, queue_name) == ("b", "pool.security")
+    [(task_id, dispatch_no, pool_name)] = [call.args for call in send.call_args_list]
+    assert (Task.objects.get(pk=task_id).key, pool_name) == ("b", "security")
     with django_assert_max_num_queries(start_budget), django_capture_on_commit_callbacks(execute=True):
         assert task_start(task_id, dispatch_no, "w1", lease_sec=15).task.key == "b"
     assert Task.objects.get(pk=a.pk).tokens_in == 900
