@@ -6,6 +6,7 @@ from .models import SlackEventReceipt, SlackThread, SlackUserMapping, SlackWorks
 @admin.register(SlackWorkspace)
 class SlackWorkspaceAdmin(admin.ModelAdmin):
     list_display = ["team_id", "name", "client", "restrict_to_mapped_users", "created_at"]
+    list_filter = ["restrict_to_mapped_users"]  # the workspaces open to every member
     search_fields = ["team_id", "name", "client__name"]
 
 

@@ -13,7 +13,9 @@ class SlackWorkspace(models.Model):
     name = models.CharField(max_length=100, blank=True)
     client = models.ForeignKey(Client, on_delete=models.CASCADE, related_name="slack_workspaces")
     restrict_to_mapped_users = models.BooleanField(
-        default=False, help_text="Only users with an allowed user mapping may start or act on executions"
+        default=True,
+        help_text="Only users with an allowed user mapping may start or act on executions "
+        "(off: every member of the workspace may)",
     )
     created_at = models.DateTimeField(default=timezone.now)
 
@@ -69,7 +71,7 @@ class SlackThread(models.Model):
 
 
 class SlackEventReceipt(models.Model):
-    """One delivery we acted on (event_id, or trigger_id for commands): Slack's retries start nothing twice."""
+    """One delivery we acted on (event_id, or trigger_id for commands): a retry starts nothing twice."""
 
     key = models.CharField(max_length=120, unique=True)
     team_id = models.CharField(max_length=32, blank=True)

@@ -16,10 +16,19 @@ from slack_bolt.adapter.django import SlackRequestHandler
 
 from executions.models import Execution
 from executions.services import execution_cancel, execution_retry
+from executions.throttling import SLACK_REQUESTS
 
 from . import messages, render
 from .models import SlackEventReceipt
-from .services import client_for_slack_user, slack_delivery_claim, slack_user_may_act
+from .services import (
+    client_for_slack_user,
+    slack_delivery_claim,
+    slack_message_too_long,
+    slack_start_counted,
+    slack_start_retry_after,
+    slack_user_may_act,
+    slack_workspace_is_linked,
+)
 from .slack_api import slack_client
 
 log = logging.getLogger("openclaw.slack")
@@ -38,6 +47,19 @@ REFUSAL = (
     "Sorry, this Slack workspace isn't linked to an OpenClaw account (or you aren't enabled on it), "
     "so I can't start projects here. An administrator can link it with "
     "`python manage.py link_slack <team id> <client name>`."
+)
+NOT_ENABLED = (
+    "Sorry, you aren't enabled to use OpenClaw in this workspace, so I can't start or show projects "
+    "for you. An administrator can enable you with "
+    "`python manage.py link_slack {team_id} <client name> --user {user_id}`."
+)
+TOO_LONG = (
+    "Sorry, that request is {length:,} characters long and OpenClaw accepts at most {limit:,}. "
+    "Please shorten it and send it again."
+)
+SLOW_DOWN = (
+    "You're starting projects quickly (at most {limit} a minute). "
+    "Please wait {seconds} seconds and send that request again."
 )
 NOT_ALLOWED = "Sorry, you can't act on that execution: it belongs to an account you aren't linked to."
 
@@ -88,13 +110,16 @@ def build_app(*, secret: str, socket_mode: bool) -> App:
     return app
 
 
-def answer_query(team_id: str, user_id: str, text: str) -> str | None:
-    """Answers for help, `status <id>` and `list`; None when the text is a project request."""
+def answer_query(team_id: str, user_id: str, text: str, user_team: str = "") -> str | None:
+    """Answers for help, `status <id>` and `list`, and refusals; None when the text is a project
+    request that may start now."""
     words = text.split()
     if not words or (len(words) == 1 and words[0].lower() == "help"):
         return HELP
-    client = client_for_slack_user(team_id=team_id, user_id=user_id)
+    client = client_for_slack_user(team_id=team_id, user_id=user_id, user_team=user_team)
     if client is None:
+        if slack_workspace_is_linked(team_id=team_id):
+            return NOT_ENABLED.format(team_id=team_id, user_id=user_id)
         return REFUSAL
     now = timezone.now()
     if len(words) == 2 and words[0].lower() == "status":
@@ -108,13 +133,18 @@ def answer_query(team_id: str, user_id: str, text: str) -> str | None:
         return render.list_reply(
             list(Execution.objects.filter(client=client).order_by("-created_at")[:LIST_LIMIT]), now=now
         )
+    if slack_message_too_long(text):
+        return TOO_LONG.format(length=len(text), limit=settings.OPENCLAW_MAX_MESSAGE_CHARS)
+    wait = slack_start_retry_after(team_id=team_id, user_id=user_id)
+    if wait:
+        return SLOW_DOWN.format(limit=SLACK_REQUESTS.limit, seconds=wait)
     return None
 
 
 def on_command(ack: Ack, command: dict) -> None:
     text = (command.get("text") or "").strip()
     team_id, user_id = command["team_id"], command["user_id"]
-    answer = answer_query(team_id, user_id, text)
+    answer = answer_query(team_id, user_id, text, command.get("user_team") or "")
     if answer is not None:
         ack(response_type="ephemeral", text=answer)
         return
@@ -123,6 +153,7 @@ def on_command(ack: Ack, command: dict) -> None:
     if receipt is None:
         ack()
         return
+    slack_start_counted(team_id=team_id, user_id=user_id)
     enqueue_start(receipt, team_id, user_id, command["channel_id"], text)
     ack(
         response_type="ephemeral",
@@ -135,7 +166,8 @@ def on_mention(body: dict, event: dict, request: BoltRequest) -> None:
     user_id, channel_id = event.get("user", ""), event["channel"]
     thread_ts = event.get("thread_ts") or event["ts"]
     text = MENTION.sub("", event.get("text", "")).strip()
-    answer = answer_query(team_id, user_id, text)
+    # In a Slack Connect channel the author may belong to another workspace (`user_team`).
+    answer = answer_query(team_id, user_id, text, event.get("user_team") or "")
     if answer is not None:
         messages.send_notice(channel_id, answer, thread_ts, user_id)  # only the asker sees it
         return
@@ -148,6 +180,7 @@ def on_mention(body: dict, event: dict, request: BoltRequest) -> None:
             (request.headers.get("x-slack-retry-num") or ["0"])[0],
         )
         return
+    slack_start_counted(team_id=team_id, user_id=user_id)
     enqueue_start(receipt, team_id, user_id, channel_id, text, thread_ts)
 
 
@@ -163,10 +196,10 @@ def enqueue_start(receipt: SlackEventReceipt, *args: str) -> None:
 def _permitted_execution(body: dict, action: dict) -> Execution | None:
     """The execution a button acts on, if the clicking user may act on it; else tells them why not."""
     user = body.get("user") or {}
-    team_id = user.get("team_id") or (body.get("team") or {}).get("id", "")
+    team_id = (body.get("team") or {}).get("id") or user.get("team_id", "")
     execution = Execution.objects.filter(pk=action.get("value", "")).first()
     if execution is None or not slack_user_may_act(
-        team_id=team_id, user_id=user.get("id", ""), execution=execution
+        team_id=team_id, user_id=user.get("id", ""), execution=execution, user_team=user.get("team_id", "")
     ):
         log.warning(
             "Slack user %s/%s refused %s on %s",

@@ -9,38 +9,13 @@ from django.http import HttpRequest, HttpResponse
 from ninja import Field, NinjaAPI, Query, Schema, Status
 from ninja.errors import HttpError, ValidationError
 from ninja.pagination import LimitOffsetPagination, paginate
-from ninja.security import APIKeyHeader, HttpBearer
 from ninja.throttling import AuthRateThrottle
 from pydantic import StrictBool, StrictFloat
 
 from . import invoices, result_aggregator, selectors, services
-from .models import ApiKey, Client, Execution, ExecutionStatus
-
-
-def client_for_key(raw: str | None) -> Client | None:
-    if not raw:
-        return None
-    key = (
-        ApiKey.objects.select_related("client")
-        .filter(key_hash=ApiKey.hash_key(raw), revoked_at__isnull=True)
-        .first()
-    )
-    if key is None or not key.client.is_active:
-        return None
-    return key.client
-
-
-class KeyHeader(APIKeyHeader):
-    param_name = "X-API-Key"
-
-    def authenticate(self, request: HttpRequest, key: str | None) -> Client | None:
-        return client_for_key(key)
-
-
-class Bearer(HttpBearer):
-    def authenticate(self, request: HttpRequest, token: str) -> Client | None:
-        return client_for_key(token)
-
+from .api_keys import AuthFailuresThrottled, Bearer, KeyHeader, auth_failures_throttled
+from .api_keys import client_for_key as client_for_key  # re-exported: the serve command imports it
+from .models import Execution, ExecutionStatus
 
 api = NinjaAPI(
     title="OpenClaw Parallel Execution",
@@ -49,6 +24,7 @@ api = NinjaAPI(
     throttle=[AuthRateThrottle(settings.OPENCLAW_API_RATE)],
     urls_namespace="api",
 )
+api.add_exception_handler(AuthFailuresThrottled, auth_failures_throttled)
 
 
 # Clearer words for the errors clients meet most.

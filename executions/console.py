@@ -24,6 +24,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from . import console_selectors, services
 from .models import Client, Execution, ExecutionStatus
+from .throttling import login_throttled
 
 LOGIN_URL = "/console/login/"
 CONTENT_SECURITY_POLICY = (
@@ -60,7 +61,7 @@ class StaffAuthenticationForm(AuthenticationForm):
 
 class ConsoleLoginView(auth_views.LoginView):
     template_name = "console/login.html"
-    authentication_form = StaffAuthenticationForm
+    authentication_form = login_throttled(StaffAuthenticationForm)
     redirect_authenticated_user = True
 
     def get_default_redirect_url(self):

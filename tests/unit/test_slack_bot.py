@@ -12,6 +12,7 @@ from decimal import Decimal
 
 import dramatiq
 import pytest
+from django.conf import settings as django_settings
 from django.core.management import CommandError, call_command
 from django.db import transaction
 from django.utils import timezone
@@ -21,6 +22,7 @@ from bots.actors import start_slack_request
 from bots.models import SlackEventReceipt, SlackThread, SlackUserMapping, SlackWorkspace
 from bots.notifier import on_execution_event, thread_sync, thread_sync_run
 from bots.services import client_for_slack_user, slack_user_may_act
+from executions import throttling
 from executions.models import Client, Conflict, Execution, Task
 from executions.services import execution_create
 from tests.fakes.slack_server import (
@@ -58,8 +60,16 @@ def slack_settings(settings, fake_slack):
 @pytest.fixture
 def acme(db):
     client = Client.objects.create(name="acme")
-    call_command("link_slack", TEAM, "acme", "--name", "Acme HQ")
+    call_command("link_slack", TEAM, "acme", "--name", "Acme HQ", "--user", USER)
     return client
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    """The rate limits' clock, held at a window's first second (so no test's minute ends early)."""
+    now = [1_800_000_000.0]
+    monkeypatch.setattr(throttling, "clock", lambda: now[0])
+    return now
 
 
 @pytest.fixture
@@ -306,19 +316,23 @@ def test_console_link_button_is_acknowledged(client, slack_settings, acme):
 
 def test_user_mappings_restrict_and_redirect_billing(acme):
     globex = Client.objects.create(name="globex")
-    assert client_for_slack_user(team_id=TEAM, user_id=USER) == acme
+    assert client_for_slack_user(team_id=TEAM, user_id=USER) == acme  # mapped by link_slack --user
+    assert client_for_slack_user(team_id=TEAM, user_id="U0BOB") is None  # a member, not mapped
     assert client_for_slack_user(team_id=OTHER_TEAM, user_id=USER) is None
 
     SlackUserMapping.objects.create(team_id=TEAM, user_id="U0CONTRACTOR", client=globex)
     assert client_for_slack_user(team_id=TEAM, user_id="U0CONTRACTOR") == globex
 
-    SlackWorkspace.objects.filter(team_id=TEAM).update(restrict_to_mapped_users=True)
-    assert client_for_slack_user(team_id=TEAM, user_id=USER) is None
-    SlackUserMapping.objects.create(team_id=TEAM, user_id=USER)
-    assert client_for_slack_user(team_id=TEAM, user_id=USER) == acme
+    SlackWorkspace.objects.filter(team_id=TEAM).update(restrict_to_mapped_users=False)
+    assert client_for_slack_user(team_id=TEAM, user_id="U0BOB") == acme
+    # A Slack Connect guest from another organisation is no member of the linked workspace.
+    assert client_for_slack_user(team_id=TEAM, user_id="U0GUEST", user_team=OTHER_TEAM) is None
+    SlackUserMapping.objects.create(team_id=TEAM, user_id="U0GUEST")
+    assert client_for_slack_user(team_id=TEAM, user_id="U0GUEST", user_team=OTHER_TEAM) == acme
 
     execution = execution_create(client=acme, message="x", session_key="s")
     assert slack_user_may_act(team_id=TEAM, user_id=USER, execution=execution)
+    assert not slack_user_may_act(team_id=TEAM, user_id="U0BOB", execution=execution)  # not the requester
     assert not slack_user_may_act(team_id=TEAM, user_id="U0CONTRACTOR", execution=execution)
     Client.objects.filter(pk=acme.pk).update(is_active=False)
     assert not slack_user_may_act(team_id=TEAM, user_id=USER, execution=execution)
@@ -329,10 +343,162 @@ def test_link_slack_command(db):
         call_command("link_slack", TEAM, "nobody")
     first, second = Client.objects.create(name="first"), Client.objects.create(name="second")
     call_command("link_slack", TEAM, "first")
-    assert SlackWorkspace.objects.get(team_id=TEAM).client == first
-    call_command("link_slack", TEAM, "second", "--restrict")
+    workspace = SlackWorkspace.objects.get(team_id=TEAM)
+    assert workspace.client == first and workspace.restrict_to_mapped_users  # closed unless opened
+    assert not SlackUserMapping.objects.exists()
+
+    call_command("link_slack", TEAM, "second", "--user", "U0ALICE", "--user", "U0BOB")
     workspace = SlackWorkspace.objects.get(team_id=TEAM)
     assert workspace.client == second and workspace.restrict_to_mapped_users
+    assert set(SlackUserMapping.objects.values_list("team_id", "user_id", "allowed")) == {
+        (TEAM, "U0ALICE", True),
+        (TEAM, "U0BOB", True),
+    }
+    call_command("link_slack", TEAM, "second", "--any-member")
+    assert not SlackWorkspace.objects.get(team_id=TEAM).restrict_to_mapped_users
+    call_command("link_slack", TEAM, "second")  # re-linking without --any-member closes it again
+    assert SlackWorkspace.objects.get(team_id=TEAM).restrict_to_mapped_users
+
+
+def test_a_workspace_is_restricted_to_mapped_users_by_default(db):
+    workspace = SlackWorkspace.objects.create(team_id=TEAM, client=Client.objects.create(name="acme"))
+    assert workspace.restrict_to_mapped_users
+    assert client_for_slack_user(team_id=TEAM, user_id="U0ANYONE") is None
+
+
+def test_an_unmapped_member_is_refused_and_nothing_is_stored(client, slack_settings, acme, redis_server):
+    answer = post(client, slash_command_body("Build a blog", team_id=TEAM, user_id="U0BOB")).json()
+    assert answer["response_type"] == "ephemeral"
+    assert answer["text"] == (
+        "Sorry, you aren't enabled to use OpenClaw in this workspace, so I can't start or show projects "
+        f"for you. An administrator can enable you with `python manage.py link_slack {TEAM} <client name> "
+        "--user U0BOB`."
+    )
+    listing = post(client, slash_command_body("list", team_id=TEAM, user_id="U0BOB")).json()
+    assert "aren't enabled" in listing["text"]
+
+    mention = app_mention_body("build a blog", team_id=TEAM, user_id="U0BOB")
+    assert post(client, mention, content_type="application/json").status_code == 200
+    [notice] = queued(redis_server, "slack")
+    assert "aren't enabled" in notice.args[1] and notice.args[3] == "U0BOB"  # ephemeral
+    assert not queued(redis_server, "control")
+    assert not SlackEventReceipt.objects.exists() and not Execution.objects.exists()
+
+
+def test_a_slack_connect_guest_is_refused_unless_mapped(client, slack_settings, acme, redis_server):
+    call_command("link_slack", TEAM, "acme", "--any-member")
+
+    def guest_mention(text: str) -> str:
+        body = json.loads(app_mention_body(text, team_id=TEAM, user_id="U0GUEST"))
+        body["event"]["user_team"] = OTHER_TEAM  # posted in a channel shared with another organisation
+        body["event"]["source_team"] = OTHER_TEAM
+        return json.dumps(body)
+
+    post(client, guest_mention("build a bank"), content_type="application/json")
+    [notice] = queued(redis_server, "slack")
+    assert "aren't enabled" in notice.args[1]
+    assert not queued(redis_server, "control") and not SlackEventReceipt.objects.exists()
+
+    call_command("link_slack", TEAM, "acme", "--any-member", "--user", "U0GUEST")
+    post(client, guest_mention("build a bank"), content_type="application/json")
+    [message] = queued(redis_server, "control")
+    assert message.actor_name == "start_slack_request"
+
+
+def test_buttons_act_only_for_the_requester_or_mapped_users(client, slack_settings, acme, redis_server):
+    call_command("link_slack", TEAM, "acme", "--any-member")  # every member may start executions
+    with transaction.atomic():
+        execution = execution_create(client=acme, message="Build a blog", session_key="s")
+        SlackThread.objects.create(
+            execution=execution, team_id=TEAM, user_id="U0BOB", channel_id="C0PROJECTS"
+        )
+
+    post(client, block_action_body(render.CANCEL_ACTION, execution.pk, team_id=TEAM, user_id="U0CAROL"))
+    assert (
+        Execution.objects.get(pk=execution.pk).status == "planning"
+    )  # a member, neither requester nor mapped
+    [notice] = queued(redis_server, "slack")
+    assert notice.args[3] == "U0CAROL"
+
+    post(client, block_action_body(render.CANCEL_ACTION, execution.pk, team_id=TEAM, user_id="U0BOB"))
+    assert Execution.objects.get(pk=execution.pk).status == "cancelled"  # the requester
+
+    other = execution_create(client=acme, message="Build a shop", session_key="s2")
+    SlackThread.objects.create(execution=other, team_id=TEAM, user_id="U0BOB", channel_id="C0PROJECTS")
+    post(client, block_action_body(render.CANCEL_ACTION, other.pk, team_id=TEAM, user_id=USER))
+    assert Execution.objects.get(pk=other.pk).status == "cancelled"  # a mapped user
+
+
+def test_starting_executions_is_rate_limited_per_user(
+    client, slack_settings, acme, redis_server, clock, settings
+):
+    settings.OPENCLAW_SLACK_REQUESTS_PER_MINUTE = 2
+    answers = [
+        post(client, slash_command_body(f"Build blog {i}", team_id=TEAM, user_id=USER)).json()["text"]
+        for i in range(3)
+    ]
+    assert [a.startswith("On it: planning") for a in answers] == [True, True, False]
+    clock[0] += 20
+    slowed = post(client, slash_command_body("Build blog 4", team_id=TEAM, user_id=USER)).json()
+    assert slowed["response_type"] == "ephemeral"
+    assert slowed["text"] == (
+        "You're starting projects quickly (at most 2 a minute). "
+        "Please wait 40 seconds and send that request again."
+    )
+    assert len(queued(redis_server, "control")) == 2 and SlackEventReceipt.objects.count() == 2
+
+    mention = app_mention_body("build blog 5", team_id=TEAM, user_id=USER)
+    post(client, mention, content_type="application/json")
+    [notice] = queued(redis_server, "slack")
+    assert notice.args[1].startswith("You're starting projects quickly") and notice.args[3] == USER
+
+    # Status and list still answer, and other users are not slowed by Alice.
+    assert (
+        "Build blog"
+        not in post(client, slash_command_body("list", team_id=TEAM, user_id=USER)).json()["text"]
+    )
+    SlackUserMapping.objects.create(team_id=TEAM, user_id="U0BOB")
+    answer = post(client, slash_command_body("Build a shop", team_id=TEAM, user_id="U0BOB")).json()["text"]
+    assert answer.startswith("On it: planning")
+
+    clock[0] += 40  # the next minute
+    answer = post(client, slash_command_body("Build blog 6", team_id=TEAM, user_id=USER)).json()["text"]
+    assert answer.startswith("On it: planning")
+
+
+def test_an_over_long_request_is_refused_before_anything_is_stored(
+    client, slack_settings, acme, redis_server
+):
+    limit = django_settings.OPENCLAW_MAX_MESSAGE_CHARS
+    too_long = "Build " + "x" * (40_000 - 6)  # Slack sends up to about 40,000 characters
+    answer = post(client, slash_command_body(too_long, team_id=TEAM, user_id=USER)).json()
+    assert answer["response_type"] == "ephemeral"
+    assert answer["text"] == (
+        f"Sorry, that request is 40,000 characters long and OpenClaw accepts at most {limit:,}. "
+        "Please shorten it and send it again."
+    )
+    post(client, app_mention_body(too_long, team_id=TEAM, user_id=USER), content_type="application/json")
+    [notice] = queued(redis_server, "slack")
+    assert f"at most {limit:,}" in notice.args[1] and notice.args[3] == USER
+    assert not queued(redis_server, "control")
+    assert not SlackEventReceipt.objects.exists() and not Execution.objects.exists()
+
+    just_fits = "Build " + "x" * (limit - 6)
+    assert (
+        post(client, slash_command_body(just_fits, team_id=TEAM, user_id=USER))
+        .json()["text"]
+        .startswith("On it")
+    )
+
+
+def test_a_queued_over_long_request_starts_nothing(acme):
+    from bots.services import slack_delivery_claim
+
+    receipt = slack_delivery_claim(key="trigger:1", team_id=TEAM)
+    start_slack_request.fn(
+        receipt.pk, TEAM, USER, "C0PROJECTS", "x" * (django_settings.OPENCLAW_MAX_MESSAGE_CHARS + 1)
+    )
+    assert not Execution.objects.exists() and not SlackThread.objects.exists()
 
 
 # -- the thread ------------------------------------------------------------------------------------
