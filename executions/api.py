@@ -5,6 +5,8 @@ from decimal import Decimal
 from typing import Literal
 
 from django.conf import settings
+from django.core.cache import cache
+from django.db import connection
 from django.http import HttpRequest, HttpResponse
 from ninja import Field, NinjaAPI, Query, Schema, Status
 from ninja.errors import HttpError, ValidationError
@@ -14,7 +16,6 @@ from pydantic import StrictBool, StrictFloat
 
 from . import invoices, result_aggregator, selectors, services
 from .api_keys import AuthFailuresThrottled, Bearer, KeyHeader, auth_failures_throttled
-from .api_keys import client_for_key as client_for_key  # re-exported: the serve command imports it
 from .models import Execution, ExecutionStatus
 
 api = NinjaAPI(
@@ -275,23 +276,46 @@ def owned_execution(request: HttpRequest, execution_id: str) -> Execution:
 
 @api.post("/execute-parallel", response=documented({202: ExecuteOut}, 400, 422), summary="Start an execution")
 def execute_parallel(request: HttpRequest, payload: ExecuteIn, wait: float = Query(0, ge=0, le=60)):
-    execution = services.execution_create(
-        client=request.auth,
-        message=payload.message.strip(),
-        session_key=payload.sessionKey,
-        project=payload.project,
-        mode=payload.mode,
-        force_parallel=payload.force_parallel,
-        budget_usd=None if payload.budget_usd is None else Decimal(str(round(payload.budget_usd, 2))),
-    )
+    try:
+        execution = services.execution_create(
+            client=request.auth,
+            message=payload.message.strip(),
+            session_key=payload.sessionKey,
+            project=payload.project,
+            mode=payload.mode,
+            force_parallel=payload.force_parallel,
+            budget_usd=None if payload.budget_usd is None else Decimal(str(round(payload.budget_usd, 2))),
+        )
+    except services.RequestRefused as exc:
+        raise HttpError(422, str(exc)) from None
     if wait:
-        deadline = time.monotonic() + min(wait, settings.OPENCLAW_MAX_PLAN_WAIT_SEC)
+        wait_for_plan(request.auth.pk, execution, min(wait, settings.OPENCLAW_MAX_PLAN_WAIT_SEC))
+    return Status(202, selectors.execution_brief(execution.pk))
+
+
+def wait_for_plan(client_id: int, execution: Execution, seconds: float) -> None:
+    """`?wait=`: poll until the plan is in, without holding a database connection between polls
+    (20 waiting requests would otherwise take a pooled PostgreSQL connection each for up to a
+    minute). A client waits in at most OPENCLAW_MAX_WAITS_PER_CLIENT requests at once; beyond
+    that the answer comes at once, as without `wait`."""
+    slot = f"plan-waits:{client_id}"
+    cache.add(slot, 0, timeout=int(seconds) + 60)
+    try:
+        if cache.incr(slot) > settings.OPENCLAW_MAX_WAITS_PER_CLIENT:
+            return
+        deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             execution.refresh_from_db(fields=["status"])
             if execution.status != ExecutionStatus.PLANNING:
-                break
-            time.sleep(0.05)
-    return Status(202, selectors.execution_brief(execution.pk))
+                return
+            if not connection.in_atomic_block:
+                connection.close()  # back to the pool while sleeping
+            time.sleep(0.1)
+    finally:
+        try:
+            cache.decr(slot)
+        except ValueError:  # the counter expired meanwhile: nothing left to release
+            pass
 
 
 @api.get(

@@ -229,16 +229,20 @@ def new_request_page(request: HttpRequest) -> HttpResponse:
     )
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
-        execution = services.execution_create(
-            client=data["client"],
-            message=data["message"],
-            session_key=_session_key(request),
-            project=data["project"],
-            mode=data["mode"],
-            force_parallel=data["force_parallel"],
-            budget_usd=data["budget_usd"],
-        )
-        return redirect("console:execution", execution_id=execution.pk)
+        try:
+            execution = services.execution_create(
+                client=data["client"],
+                message=data["message"],
+                session_key=_session_key(request),
+                project=data["project"],
+                mode=data["mode"],
+                force_parallel=data["force_parallel"],
+                budget_usd=data["budget_usd"],
+            )
+        except services.RequestRefused as exc:
+            form.add_error("message", str(exc))
+        else:
+            return redirect("console:execution", execution_id=execution.pk)
     return render(
         request,
         "console/new.html",

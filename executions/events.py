@@ -139,8 +139,7 @@ def _quoted(*names: str) -> str:
 def _reserve_sql() -> str:
     """Advance an execution's next_seq (params: by how much, execution id), returning the new value."""
     return (
-        f'UPDATE {sql.table(Execution)} SET "next_seq" = "next_seq" + %s WHERE "id" = %s '
-        f'RETURNING "next_seq"'
+        f'UPDATE {sql.table(Execution)} SET "next_seq" = "next_seq" + %s WHERE "id" = %s RETURNING "next_seq"'
     )
 
 

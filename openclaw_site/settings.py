@@ -44,6 +44,8 @@ OPENCLAW_API_RATE = env.str("OPENCLAW_API_RATE", default="600/m")
 # The longest `?wait=` on POST /api/execute-parallel is honoured for (seconds).
 # A client may retry an execution's dead and blocked tasks this many times.
 OPENCLAW_MAX_RETRIES_PER_EXECUTION = env.int("OPENCLAW_MAX_RETRIES_PER_EXECUTION", default=3)
+# Requests of one client that may wait for their plan (`?wait=`) at once; more answer at once.
+OPENCLAW_MAX_WAITS_PER_CLIENT = env.int("OPENCLAW_MAX_WAITS_PER_CLIENT", default=4)
 OPENCLAW_MAX_PLAN_WAIT_SEC = env.float("OPENCLAW_MAX_PLAN_WAIT_SEC", default=60.0)
 OPENCLAW_PUBLIC_URL = env("OPENCLAW_PUBLIC_URL", default="http://localhost:8000")
 

@@ -5,8 +5,11 @@ from django.views.generic import RedirectView
 from bots.views import slack_events
 from executions import console
 from executions.api import api
+from executions.throttling import AdminLoginForm
 from openclaw_site.health import healthz
 from openclaw_site.metrics import metrics_view
+
+admin.site.login_form = AdminLoginForm  # failed sign-ins are throttled like the console's
 
 urlpatterns = [
     path("", RedirectView.as_view(url="/console/", permanent=False)),

@@ -54,7 +54,7 @@ def slack_workers(transactional_db, redis_server, settings, fake_slack):
 @pytest.fixture
 def acme(transactional_db):
     client = Client.objects.create(name="acme")
-    call_command("link_slack", TEAM, "acme")
+    call_command("link_slack", TEAM, "acme", "--user", USER)
     return client
 
 

@@ -70,7 +70,8 @@ def sent(monkeypatch):
     """Messages the dispatcher sends on commit, instead of a broker."""
     messages = []
     monkeypatch.setattr(
-        "executions.messages.send_run_task", lambda task_id, dispatch_no, pool: messages.append((task_id, pool))
+        "executions.messages.send_run_task",
+        lambda task_id, dispatch_no, pool: messages.append((task_id, pool)),
     )
     return messages
 

@@ -67,10 +67,7 @@ def test_an_update_stores_what_the_orm_stores(two_tasks):
 def test_an_update_whose_condition_fails_changes_nothing(two_tasks):
     _, a, _ = two_tasks
     assert (
-        sql.update(
-            Task, {"pk": a.pk, "status": ["running", "queued"]}, assign={"status": "succeeded"}
-        )
-        == 0
+        sql.update(Task, {"pk": a.pk, "status": ["running", "queued"]}, assign={"status": "succeeded"}) == 0
     )
     assert sql.update(Task, {"pk": a.pk, "dispatch_count": 1}, assign={"status": "succeeded"}) == 0
     assert Task.objects.get(pk=a.pk).status == "ready"
@@ -88,15 +85,9 @@ def test_a_uuid_key_and_a_text_key_match_as_in_the_orm(two_tasks):
         lease_expires_at=now,
         deadline_at=now + timedelta(seconds=60),
     )
-    assert (
-        sql.update(Attempt, {"pk": attempt.pk, "status": "running"}, assign={"status": "succeeded"})
-        == 1
-    )
+    assert sql.update(Attempt, {"pk": attempt.pk, "status": "running"}, assign={"status": "succeeded"}) == 1
     assert Attempt.objects.get(pk=attempt.pk).status == "succeeded"
-    assert (
-        sql.update(Execution, {"pk": execution.pk}, add={"tokens_in": 5, "cost_usd": Decimal("1.5")})
-        == 1
-    )
+    assert sql.update(Execution, {"pk": execution.pk}, add={"tokens_in": 5, "cost_usd": Decimal("1.5")}) == 1
     assert Execution.objects.filter(pk=execution.pk).values_list("tokens_in", "cost_usd").get() == (
         5,
         Decimal("1.5"),

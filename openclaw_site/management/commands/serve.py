@@ -18,7 +18,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
-from executions.api import client_for_key
+from executions.api_keys import client_for_key
 from executions.models import ApiKey, Client
 from openclaw_site import embedded_redis
 
