@@ -6,8 +6,9 @@
    resume from the last seq seen; the consumer replays from the database. A snapshot never
    replaces a newer one, and one read before the latest event is fetched again.
 
-   body[data-event-seq] and body[data-snapshot-seq] say how far the page has got (tests wait on
-   them). */
+   body[data-event-seq] and body[data-snapshot-seq] say how far the page has got,
+   body[data-events-ignored] how many repeated events it dropped, body[data-resumed-from] the seq
+   it last asked to resume from (signals the tests wait on). */
 
 const {LiveSocket, Refresher} = Console;
 
@@ -16,9 +17,11 @@ const REFRESH_GAP_MS = 300;
 export function followExecution({socketUrl, snapshotUrl, eventSeq, snapshotSeq, onEvent, onProgress, onSnapshot}) {
   let lastEvent = eventSeq;
   let shown = snapshotSeq;
+  let ignored = 0;
   const mark = () => {
     document.body.dataset.eventSeq = String(lastEvent);
     document.body.dataset.snapshotSeq = String(shown);
+    document.body.dataset.eventsIgnored = String(ignored);
   };
 
   const refresher = new Refresher(() => snapshotUrl, (snapshot) => {
@@ -35,12 +38,13 @@ export function followExecution({socketUrl, snapshotUrl, eventSeq, snapshotSeq, 
         const event = message.event;
         if (event.seq > lastEvent + 1) {
           socket.send({resume: lastEvent});  // a gap: the server replays from the database
-          return;
-        }
-        if (event.seq === lastEvent + 1) {  // older ones are duplicates of what we have
+          document.body.dataset.resumedFrom = String(lastEvent);
+        } else if (event.seq === lastEvent + 1) {
           lastEvent = event.seq;
           onEvent(event);
           refresher.request();
+        } else {
+          ignored += 1;  // a repeat of an event we have
         }
         mark();
       } else if (message.kind === "progress") {
