@@ -71,6 +71,8 @@ def execution_rows(
             "project": e.project,
             "message": e.message[:140],
             "status": e.status,
+            "status_label": status_label(e.status),
+            "planning": e.status == ExecutionStatus.PLANNING,
             "mode": e.mode or e.requested_mode,
             "created_at": _iso(e.created_at),
             "duration_sec": e.duration_sec,

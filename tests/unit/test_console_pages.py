@@ -118,6 +118,7 @@ def test_list_filters_by_status_project_and_client(staff):
     assert ids(f"?client={other.client_id}&status=completed") == {other.pk}
     row = next(r for r in staff.get("/console/executions.json").json()["rows"] if r["id"] == running.pk)
     assert (row["tasks_total"], row["tasks_done"], row["tasks_running"]) == (2, 1, 1)
+    assert (row["status_label"], row["planning"]) == ("executing", False)
     page = staff.get("/console/?status=completed")
     assert page.status_code == 200 and "script-src 'self'" in page.headers["Content-Security-Policy"]
 
