@@ -4,6 +4,10 @@ Pages render a first snapshot into the HTML; static/console/*.js keeps it live o
 of consumers.py and refetches the `.json` twins of the pages (same selectors) when events arrive.
 Every page sends a Content-Security-Policy without inline script, so even markup that slipped
 through sanitizing could not run.
+
+Viewing needs staff status; acting needs the model permission the admin would ask for (cancel and
+retry change an execution, a new request adds one), and the snapshot tells the page which
+actions the viewer may take, so it shows only those buttons.
 """
 
 import re
@@ -17,7 +21,7 @@ from django.contrib.admin.views.decorators import staff_member_required
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.forms import AuthenticationForm
 from django.core.exceptions import ValidationError
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseForbidden, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import path, reverse
 from django.views.decorators.http import require_GET, require_POST
@@ -32,6 +36,8 @@ CONTENT_SECURITY_POLICY = (
     "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
 ACTIVITY_EVENTS = 200
+CHANGE_EXECUTION = "executions.change_execution"
+ADD_EXECUTION = "executions.add_execution"
 
 
 def console_view(view):
@@ -45,6 +51,33 @@ def console_view(view):
         return response
 
     return wrapped
+
+
+def require_permission(permission: str):
+    """403 for a staff member without `permission` (inside console_view: staff is checked first)."""
+
+    def decorator(view):
+        @wraps(view)
+        def wrapped(request, *args, **kwargs):
+            if not request.user.has_perm(permission):
+                return HttpResponseForbidden(
+                    f"Your account lacks the {permission} permission. Ask an administrator.",
+                    content_type="text/plain",
+                )
+            return view(request, *args, **kwargs)
+
+        return wrapped
+
+    return decorator
+
+
+def _snapshot(request: HttpRequest, execution_id: str) -> dict:
+    snapshot = console_selectors.execution_snapshot(
+        execution_id, may_change=request.user.has_perm(CHANGE_EXECUTION)
+    )
+    if snapshot is None:
+        raise Http404("no such execution")
+    return snapshot
 
 
 class StaffAuthenticationForm(AuthenticationForm):
@@ -103,9 +136,7 @@ def executions_json(request: HttpRequest) -> JsonResponse:
 @console_view
 @require_GET
 def execution_page(request: HttpRequest, execution_id: str) -> HttpResponse:
-    snapshot = console_selectors.execution_snapshot(execution_id)
-    if snapshot is None:
-        raise Http404("no such execution")
+    snapshot = _snapshot(request, execution_id)
     recent = list(Execution.objects.get(pk=execution_id).events.order_by("-seq")[:ACTIVITY_EVENTS])
     return render(
         request,
@@ -121,10 +152,7 @@ def execution_page(request: HttpRequest, execution_id: str) -> HttpResponse:
 @console_view
 @require_GET
 def execution_json(request: HttpRequest, execution_id: str) -> JsonResponse:
-    snapshot = console_selectors.execution_snapshot(execution_id)
-    if snapshot is None:
-        raise Http404("no such execution")
-    return JsonResponse(snapshot)
+    return JsonResponse(_snapshot(request, execution_id))
 
 
 @console_view
@@ -138,6 +166,7 @@ def task_files_json(request: HttpRequest, execution_id: str, task_key: str) -> J
 
 @console_view
 @require_POST
+@require_permission(CHANGE_EXECUTION)
 def execution_cancel(request: HttpRequest, execution_id: str) -> HttpResponse:
     execution = _execution_or_404(execution_id)
     if services.execution_cancel(execution, by=f"staff ({request.user.get_username()})"):
@@ -152,6 +181,7 @@ def execution_cancel(request: HttpRequest, execution_id: str) -> HttpResponse:
 
 @console_view
 @require_POST
+@require_permission(CHANGE_EXECUTION)
 def execution_retry(request: HttpRequest, execution_id: str) -> HttpResponse:
     execution = _execution_or_404(execution_id)
     reopened = services.execution_retry(execution)
@@ -222,6 +252,7 @@ class NewRequestForm(forms.Form):
 
 
 @console_view
+@require_permission(ADD_EXECUTION)
 def new_request_page(request: HttpRequest) -> HttpResponse:
     form = NewRequestForm(
         request.POST or None,

@@ -5,6 +5,7 @@ first paint and the live refreshes (the `*.json` views) are the same data.
 """
 
 import math
+from collections import Counter
 from datetime import datetime
 
 import nh3
@@ -70,6 +71,8 @@ def execution_rows(
             "project": e.project,
             "message": e.message[:140],
             "status": e.status,
+            "status_label": status_label(e.status),
+            "planning": e.status == ExecutionStatus.PLANNING,
             "mode": e.mode or e.requested_mode,
             "created_at": _iso(e.created_at),
             "duration_sec": e.duration_sec,
@@ -102,10 +105,16 @@ def list_filters() -> dict:
     }
 
 
+def status_label(status: str) -> str:
+    """The words a status is shown with (the value itself, readable)."""
+    return status.replace("_", " ")
+
+
 def _attempt_row(attempt: Attempt) -> dict:
     return {
         "number": attempt.number,
         "status": attempt.status,
+        "status_label": status_label(attempt.status),
         "worker": attempt.worker,
         "model": attempt.model,
         "provider": attempt.provider,
@@ -127,6 +136,11 @@ def _task_row(task: Task, attempts: list[Attempt]) -> dict:
         "kind": task.kind,
         "description": task.description,
         "status": task.status,
+        "status_label": status_label(task.status),
+        # What the page draws for a task: a progress bar while it runs, a waiting line while it
+        # waits for a slot.
+        "running": task.status == TaskStatus.RUNNING,
+        "waiting": task.status in (TaskStatus.READY, TaskStatus.QUEUED),
         "priority": task.priority,
         "blocked_by": task.blocked_by,
         "soft_deps": task.soft_deps,
@@ -157,8 +171,10 @@ def _task_row(task: Task, attempts: list[Attempt]) -> dict:
     }
 
 
-def execution_snapshot(execution_id: str) -> dict | None:
-    """One execution in full, as of `last_seq`: the page renders this, then applies newer events."""
+def execution_snapshot(execution_id: str, *, may_change: bool = False) -> dict | None:
+    """One execution in full, as of `last_seq`, with everything the page shows already decided:
+    counts, progress, labels, and which actions apply (`may_change`: the viewer holds the
+    permission to cancel and retry). The page renders this and never derives states itself."""
     execution = Execution.objects.select_related("client").filter(pk=execution_id).first()
     if execution is None:
         return None
@@ -166,12 +182,25 @@ def execution_snapshot(execution_id: str) -> dict | None:
     attempts: dict[int, list[Attempt]] = {}
     for attempt in Attempt.objects.filter(task__execution=execution).order_by("task_id", "number"):
         attempts.setdefault(attempt.task_id, []).append(attempt)
+    conflicts = list(execution.conflicts.all())
+    by_status = Counter(t.status for t in tasks)
+    succeeded = by_status[TaskStatus.SUCCEEDED]
+    cancellable = execution.status in (
+        ExecutionStatus.PLANNING,
+        ExecutionStatus.EXECUTING,
+        ExecutionStatus.AGGREGATING,
+    )
+    retryable = execution.status in (ExecutionStatus.PARTIAL, ExecutionStatus.FAILED) and bool(
+        by_status[TaskStatus.DEAD] + by_status[TaskStatus.BLOCKED]
+    )
     return {
         "id": execution.pk,
         "client": execution.client.name,
         "project": execution.project,
         "message": execution.message,
         "status": execution.status,
+        "status_label": status_label(execution.status),
+        "planning": execution.status == ExecutionStatus.PLANNING,
         "mode": execution.mode,
         "requested_mode": execution.requested_mode,
         "routing_reason": execution.routing_reason,
@@ -185,6 +214,7 @@ def execution_snapshot(execution_id: str) -> dict | None:
         "duration_sec": execution.duration_sec,
         "estimated_duration_sec": execution.estimated_duration_sec,
         "serial_estimate_sec": execution.serial_estimate_sec,
+        "saved_vs_serial": _saved_vs_serial(execution),
         "cost_usd": f"{execution.cost_usd:.4f}",
         "fee_usd": f"{execution.fee_usd:.2f}",
         "refund_usd": f"{execution.refund_usd:.2f}",
@@ -195,15 +225,22 @@ def execution_snapshot(execution_id: str) -> dict | None:
         "error": execution.error,
         "final_response_html": render_markdown(execution.final_response) if execution.final_response else "",
         "terminal": execution.is_terminal,
-        "can_cancel": execution.status
-        in (ExecutionStatus.PLANNING, ExecutionStatus.EXECUTING, ExecutionStatus.AGGREGATING),
-        "can_retry": execution.status in (ExecutionStatus.PARTIAL, ExecutionStatus.FAILED)
-        and any(t.status in (TaskStatus.DEAD, TaskStatus.BLOCKED) for t in tasks),
+        "can_cancel": may_change and cancellable,
+        "can_retry": may_change and retryable,
+        "task_counts": {
+            "total": len(tasks),
+            "succeeded": succeeded,
+            "running": by_status[TaskStatus.RUNNING],
+            "dead_or_blocked": by_status[TaskStatus.DEAD] + by_status[TaskStatus.BLOCKED],
+            "cancelled": by_status[TaskStatus.CANCELLED],
+        },
+        "progress_pct": round(100 * succeeded / len(tasks)) if tasks else 0,
         "tasks": [_task_row(t, attempts.get(t.pk, [])) for t in tasks],
         "conflicts": [
             {
                 "kind": c.kind,
                 "status": c.status,
+                "status_label": status_label(c.status),
                 "between": c.between,
                 "description": c.description,
                 "resolution": c.resolution,
@@ -211,10 +248,19 @@ def execution_snapshot(execution_id: str) -> dict | None:
                 "created_at": _iso(c.created_at),
                 "resolved_at": _iso(c.resolved_at),
             }
-            for c in execution.conflicts.all()
+            for c in conflicts
         ],
+        "conflicts_resolved": sum(1 for c in conflicts if c.status == "resolved"),
         "last_seq": execution.next_seq,
     }
+
+
+def _saved_vs_serial(execution: Execution) -> float | None:
+    """Share of the serial estimate's time a delivered execution saved (negative: it was slower)."""
+    delivered = execution.status in (ExecutionStatus.COMPLETED, ExecutionStatus.PARTIAL)
+    if not delivered or not execution.duration_sec or not execution.serial_estimate_sec:
+        return None
+    return 1 - execution.duration_sec / execution.serial_estimate_sec
 
 
 def task_files(execution_id: str, task_key: str) -> list[dict] | None:

@@ -58,10 +58,11 @@ const Console = (() => {
     detected: "!", resolving: "↻", resolved: "✓", unresolved: "!",
   };
 
-  function badge(status, extra) {
+  /* `label`: the words the server gave the status (the value itself when it gave none). */
+  function badge(status, extra, label) {
     return h("span", {class: `badge badge-${status}${extra ? " " + extra : ""}`, "data-status": status},
       h("span", {class: "badge-symbol", "aria-hidden": "true"}, STATUS_SYMBOLS[status] || "•"),
-      status.replace("_", " "));
+      label || status.replace("_", " "));
   }
 
   function duration(seconds) {

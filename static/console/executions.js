@@ -14,7 +14,7 @@
     const ticks = progressByExecution.get(row.id) || {};
     const running = Object.values(ticks).reduce((sum, p) => sum + p / 100, 0);
     const share = total ? Math.min(1, (row.tasks_done + (row.terminal ? 0 : running)) / total) : 0;
-    const label = total ? `${row.tasks_done}/${total} tasks` : (row.status === "planning" ? "planning…" : "no tasks");
+    const label = total ? `${row.tasks_done}/${total} tasks` : (row.planning ? "planning…" : "no tasks");
     return h("td", {class: "col-progress"},
       h("div", {class: "progress", role: "progressbar", "aria-valuemin": 0, "aria-valuemax": 100,
                 "aria-valuenow": Math.round(share * 100), "aria-label": label},
@@ -29,7 +29,7 @@
       h("td", {},
         h("a", {class: "row-title", href: `${links.detail}${row.id}/`}, row.project || row.message || row.id),
         h("div", {class: "row-sub"}, h("span", {class: "mono"}, row.id), ` · ${row.client}`)),
-      h("td", {}, badge(row.status)),
+      h("td", {}, badge(row.status, "", row.status_label)),
       h("td", {}, row.mode || "—"),
       progressCell(row),
       h("td", {class: "num"}, duration(row.duration_sec)),

@@ -53,23 +53,24 @@ def server(django_db_setup, django_db_blocker):
     logs.mkdir(parents=True, exist_ok=True)
     with django_db_blocker.unblock():
         env = worker_env()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "daphne",
-            "-b",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "openclaw_site.asgi:application",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=open(logs / "daphne.log", "ab"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    with open(logs / "daphne.log", "ab") as log:  # the child keeps its own copy of the descriptor
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "daphne",
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "openclaw_site.asgi:application",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while True:
@@ -79,7 +80,7 @@ def server(django_db_setup, django_db_blocker):
                     break
         except OSError:
             if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"daphne did not start; see {logs}/daphne.log")
+                raise RuntimeError(f"daphne did not start; see {logs}/daphne.log") from None
             time.sleep(0.1)
     yield url
     os.killpg(process.pid, signal.SIGTERM)
@@ -118,8 +119,15 @@ def page(chromium, server, monkeypatch):
 @pytest.fixture
 def staff_user(transactional_db):
     from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Permission
 
-    return get_user_model().objects.create_user("ops", password=PASSWORD, is_staff=True)
+    user = get_user_model().objects.create_user("ops", password=PASSWORD, is_staff=True)
+    user.user_permissions.add(
+        *Permission.objects.filter(
+            content_type__app_label="executions", codename__in=["add_execution", "change_execution"]
+        )
+    )
+    return user
 
 
 def log_in(page):
@@ -175,9 +183,11 @@ def test_submit_watch_live_and_inspect(page, server, staff_user):
         page.wait_for_url("**/console/executions/exec_*/")
         page.evaluate("window.__sameDocument = true")  # gone if anything reloads the page
 
+        # Sample the task statuses on every snapshot the page renders (body[data-snapshot-seq]).
         seen: dict[str, list[str]] = {}
         deadline = time.monotonic() + 40
         while time.monotonic() < deadline:
+            rendered = page.get_attribute("body", "data-snapshot-seq")
             for key, status in task_statuses(page).items():
                 if not seen.get(key) or seen[key][-1] != status:
                     seen.setdefault(key, []).append(status)
@@ -188,7 +198,11 @@ def test_submit_watch_live_and_inspect(page, server, staff_user):
                 and not (SCREENSHOTS / "execution-running.png").exists()
             ):
                 shot(page, "execution-running")
-            page.wait_for_timeout(60)
+            page.wait_for_function(
+                "seq => document.body.dataset.snapshotSeq !== seq",
+                arg=rendered,
+                timeout=max(1, deadline - time.monotonic()) * 1000,
+            )
         execution = Execution.objects.get()
         assert execution.status == "completed", seen
         assert page.evaluate("window.__sameDocument") is True
@@ -260,7 +274,7 @@ def test_submit_watch_live_and_inspect(page, server, staff_user):
 
         # /metrics (this test process, daphne and the worker processes share only the database).
         with urllib.request.urlopen(f"{server}/metrics", timeout=5) as response:
-            from tests.test_metrics_health_logs import parse_metrics
+            from tests.unit.test_metrics_health_logs import parse_metrics
 
             samples = parse_metrics(response.read().decode())
         counted = sum(
@@ -324,10 +338,76 @@ def test_script_in_request_or_model_output_stays_inert(page, staff_user):
     log_in(page)
     page.goto(f"/console/executions/{execution.pk}/#response")
     page.wait_for_selector("#final-response h1")
-    for link in page.locator("#final-response a").all():
-        link.click(no_wait_after=True)
-    page.wait_for_timeout(300)
+    # Nothing that could run later made it into the page: no element that loads or links, the
+    # javascript: link left as text. What ran while rendering would have set __pwned by now.
+    assert page.locator("#final-response a, #final-response [onload], #final-response [onerror]").count() == 0
+    assert "[link](javascript:window.__pwned=4)" in page.inner_text("#final-response")
     assert page.evaluate("window.__pwned") is None
     assert page.locator("#final-response script, #final-response img, #final-response svg").count() == 0
     assert hostile in page.inner_text("#request-text")  # shown as text, exactly as the client wrote it
     shot(page, "execution-hostile-output")
+
+
+def test_a_duplicate_event_changes_nothing_and_a_gap_asks_the_server_to_resume(page, staff_user):
+    import json
+    import re
+
+    from django.utils import timezone
+
+    from executions import events
+    from executions.models import Client, Execution
+
+    execution = Execution.objects.create(
+        id=Execution.new_id("dup"),
+        client=Client.objects.create(name="acme"),
+        session_key="dup",
+        message="Build it",
+        project="dup",
+        status="executing",
+        started_at=timezone.now(),
+    )
+    for i in (1, 2, 3):
+        events.emit(execution.pk, "task.queued", task_key=f"task_{i}", payload={"pool": "codegen"})
+
+    # Between the page and the server: the test sees what the page sends and can deliver
+    # messages of its own, as a channel layer that repeats or loses one would.
+    routes, sent_by_page = [], []
+
+    def route(ws):
+        server = ws.connect_to_server()
+
+        def from_page(message):
+            sent_by_page.append(json.loads(message))
+            server.send(message)
+
+        ws.on_message(from_page)
+        server.on_message(ws.send)
+        routes.append(ws)
+
+    page.route_web_socket(re.compile(r"/ws/executions/"), route)
+    log_in(page)
+    page.goto(f"/console/executions/{execution.pk}/#activity")
+    page.wait_for_selector("body[data-event-seq='3'][data-snapshot-seq='3']")
+    assert page.locator("#activity li").count() == 3
+
+    # A repeated delivery of seq 2: handled (the page counts it) and nothing else changes.
+    repeated = execution.events.get(seq=2).as_message()
+    routes[-1].send(json.dumps({"kind": "event", "event": repeated}))
+    page.wait_for_selector("body[data-events-ignored='1']")
+    assert page.locator("#activity li").count() == 3
+    assert page.get_attribute("body", "data-event-seq") == "3"
+
+    # Seq 5 without 4: not shown; the page asks the server to resume after 3.
+    ahead = {**repeated, "seq": 5, "type": "task.started", "task": "task_9"}
+    routes[-1].send(json.dumps({"kind": "event", "event": ahead}))
+    page.wait_for_selector("body[data-resumed-from='3']")
+    assert {"resume": 3} in sent_by_page
+    assert page.locator("#activity li").count() == 3
+    assert page.locator("#activity li[data-seq='5']").count() == 0
+
+    # The real seq 4 arrives through the server and is shown.
+    events.emit(execution.pk, "task.queued", task_key="task_4", payload={"pool": "codegen"})
+    page.wait_for_selector("#activity li[data-seq='4']")
+    page.wait_for_selector("body[data-event-seq='4'][data-snapshot-seq='4']")
+    assert page.locator("#activity li").count() == 4
+    assert page.js_errors == []

@@ -1,7 +1,5 @@
 """The console's websockets through the real ASGI stack (Origin check, session auth, Redis layer)."""
 
-import asyncio
-
 import pytest
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
@@ -55,6 +53,14 @@ async def receive_until_synced(ws: WebsocketCommunicator) -> tuple[list[int], in
             return seqs, message["last_seq"]
         assert message["kind"] == "event"
         seqs.append(message["event"]["seq"])
+
+
+async def assert_next_is_a_fresh_event(ws: WebsocketCommunicator, execution: Execution, seq: int) -> None:
+    """The positive signal that whatever reached the consumer before was handled: a new event
+    emitted now comes through next, so nothing (a duplicate, a second replay) was sent before it."""
+    await sync_to_async(events.emit)(execution.pk, "task.ready", task_key="task_9")
+    message = await ws.receive_json_from(timeout=5)
+    assert (message["kind"], message["event"]["seq"]) == ("event", seq)
 
 
 @pytest.fixture(autouse=True)
@@ -123,7 +129,7 @@ async def test_resume_after_seq_replays_exactly_the_missed_events_then_live_ones
     await ws.send_json_to({"resume": 3})
     seqs, last = await receive_until_synced(ws)
     assert (seqs, last) == ([4, 5, 6], 6)
-    assert await ws.receive_nothing(timeout=0.3)
+    await assert_next_is_a_fresh_event(ws, execution, 7)
     await ws.disconnect()
 
 
@@ -150,7 +156,7 @@ async def test_a_dropped_live_message_is_filled_in_from_the_database(staff_cooki
     await get_channel_layer().group_send(
         events.execution_group(execution.pk), {"type": "event.message", "event": fourth}
     )
-    assert await ws.receive_nothing(timeout=0.3)
+    await assert_next_is_a_fresh_event(ws, execution, 5)
     await ws.disconnect()
 
 
@@ -159,8 +165,8 @@ async def test_a_transitions_events_arrive_one_by_one_in_order_on_both_streams(s
     stream = communicator(f"/ws/executions/{execution.pk}/?after=1", cookie=staff_cookie)
     console = communicator("/ws/console/", cookie=staff_cookie)
     assert (await stream.connect())[0] and (await console.connect())[0]
+    # Both consumers join their group before accepting, so connect() returning is the signal.
     assert await receive_until_synced(stream) == ([], 1)
-    await asyncio.sleep(0.05)  # group membership registered in Redis
     await sync_to_async(events.emit_many)(
         execution.pk,
         [
@@ -200,7 +206,7 @@ async def test_a_batch_after_a_dropped_message_is_replayed_from_the_database(sta
         events.execution_group(execution.pk), {"type": "event.batch", "events": [third, fourth]}
     )
     assert await receive_until_synced(ws) == ([2, 3, 4], 4)
-    assert await ws.receive_nothing(timeout=0.3)
+    await assert_next_is_a_fresh_event(ws, execution, 5)
     await ws.disconnect()
 
 
@@ -219,8 +225,7 @@ async def test_console_stream_carries_every_execution(staff_cookie):
     first, second = await sync_to_async(make_execution)(0), await sync_to_async(make_execution)(0)
     ws = communicator("/ws/console/", cookie=staff_cookie)
     assert (await ws.connect())[0]
-    # Group membership is registered in Redis before connect returns; emit after it.
-    await asyncio.sleep(0.05)
+    # The consumer joins the group before accepting: connect() returning is the signal.
     await sync_to_async(events.emit)(first.pk, "execution.planned", payload={"mode": "parallel"})
     await sync_to_async(events.emit)(second.pk, "execution.cancelled")
     received = [await ws.receive_json_from(timeout=5) for _ in range(2)]

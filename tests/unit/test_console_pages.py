@@ -9,6 +9,7 @@ from html.parser import HTMLParser
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 from django.test import Client as Browser
 from django.utils import timezone
 
@@ -19,11 +20,27 @@ from pools.models import WorkerPool
 pytestmark = pytest.mark.django_db
 
 
+def staff_browser(username: str, *permissions: str) -> Browser:
+    """A logged-in staff member holding `permissions` (codenames of the executions app)."""
+    user = get_user_model().objects.create_user(username, password="pw-12345678", is_staff=True)
+    user.user_permissions.add(
+        *Permission.objects.filter(content_type__app_label="executions", codename__in=permissions)
+    )
+    browser = Browser()
+    browser.force_login(user)
+    return browser
+
+
 @pytest.fixture
 def staff():
-    browser = Browser()
-    browser.force_login(get_user_model().objects.create_user("ops", password="pw-12345678", is_staff=True))
-    return browser
+    """Staff with the permissions the admin asks for to change and add executions."""
+    return staff_browser("ops", "change_execution", "add_execution")
+
+
+@pytest.fixture
+def viewer():
+    """Staff who may look but not act."""
+    return staff_browser("viewer")
 
 
 def make_execution(client_name="acme", *, status="executing", project="", message="Build a site", **fields):
@@ -101,6 +118,7 @@ def test_list_filters_by_status_project_and_client(staff):
     assert ids(f"?client={other.client_id}&status=completed") == {other.pk}
     row = next(r for r in staff.get("/console/executions.json").json()["rows"] if r["id"] == running.pk)
     assert (row["tasks_total"], row["tasks_done"], row["tasks_running"]) == (2, 1, 1)
+    assert (row["status_label"], row["planning"]) == ("executing", False)
     page = staff.get("/console/?status=completed")
     assert page.status_code == 200 and "script-src 'self'" in page.headers["Content-Security-Policy"]
 
@@ -179,6 +197,45 @@ def test_snapshot_has_tasks_attempts_conflicts_and_sequence(staff):
     assert task_1["summary"] == "API built" and task_2["blocked_by"] == ["task_1"]
     assert snapshot["conflicts"][0]["resolution"] == "Added CSRF middleware"
     assert snapshot["can_cancel"] and not snapshot["can_retry"]
+
+
+def test_snapshot_carries_counts_progress_and_labels_the_page_shows(staff):
+    execution = make_execution(status="budget_exceeded", finished_at=timezone.now())
+    add_task(execution, "task_1", status="succeeded")
+    add_task(execution, "task_2", status="running")
+    add_task(execution, "task_3", status="dead")
+    add_task(execution, "task_4", status="queued")
+    Conflict.objects.create(
+        execution=execution, kind="merge", between=["task_1", "task_2"], status="resolved"
+    )
+    Conflict.objects.create(execution=execution, kind="merge", between=["task_1", "task_3"])
+    snapshot = staff.get(f"/console/executions/{execution.pk}.json").json()
+    assert snapshot["task_counts"] == {
+        "total": 4,
+        "succeeded": 1,
+        "running": 1,
+        "dead_or_blocked": 1,
+        "cancelled": 0,
+    }
+    assert (snapshot["progress_pct"], snapshot["conflicts_resolved"]) == (25, 1)
+    assert snapshot["status_label"] == "budget exceeded" and snapshot["terminal"]
+    assert {t["key"]: (t["running"], t["waiting"]) for t in snapshot["tasks"]} == {
+        "task_1": (False, False),
+        "task_2": (True, False),
+        "task_3": (False, False),
+        "task_4": (False, True),
+    }
+    assert not snapshot["can_cancel"] and not snapshot["can_retry"]  # budget_exceeded: neither applies
+
+
+def test_saved_share_against_the_serial_estimate_once_delivered(staff):
+    start = timezone.now() - timedelta(seconds=30)
+    done = make_execution(status="completed", started_at=start, finished_at=start + timedelta(seconds=30))
+    Execution.objects.filter(pk=done.pk).update(serial_estimate_sec=120)
+    running = make_execution(status="executing", started_at=start)
+    Execution.objects.filter(pk=running.pk).update(serial_estimate_sec=120)
+    assert staff.get(f"/console/executions/{done.pk}.json").json()["saved_vs_serial"] == pytest.approx(0.75)
+    assert staff.get(f"/console/executions/{running.pk}.json").json()["saved_vs_serial"] is None
 
 
 def test_cancel_and_retry_are_csrf_protected_posts(staff):
@@ -277,3 +334,55 @@ def test_percentile_is_nearest_rank():
     assert percentile([5.0], 0.95) == 5.0
     assert percentile(list(range(1, 101)), 0.5) == 50
     assert percentile(list(range(1, 101)), 0.95) == 95
+
+
+def test_staff_without_the_change_permission_cannot_cancel(viewer, staff):
+    execution = make_execution(status="executing")
+    add_task(execution, "task_1", status="running")
+    assert viewer.post(f"/console/executions/{execution.pk}/cancel").status_code == 403
+    execution.refresh_from_db()
+    assert execution.status == "executing"
+    assert Task.objects.get(execution=execution).status == "running"
+    assert not execution.events.filter(type="task.cancelled").exists()
+
+    staff.post(f"/console/executions/{execution.pk}/cancel")
+    execution.refresh_from_db()
+    assert execution.status == "cancelled"
+
+
+def test_staff_without_the_change_permission_cannot_retry(viewer, staff):
+    execution = make_execution(status="partial", finished_at=timezone.now())
+    add_task(execution, "task_1", status="dead", failed_attempts=3)
+    assert viewer.post(f"/console/executions/{execution.pk}/retry").status_code == 403
+    execution.refresh_from_db()
+    assert (execution.status, Task.objects.get(execution=execution).status) == ("partial", "dead")
+
+    staff.post(f"/console/executions/{execution.pk}/retry")
+    execution.refresh_from_db()
+    assert (execution.status, Task.objects.get(execution=execution).status) == ("executing", "ready")
+
+
+def test_staff_without_the_add_permission_cannot_start_a_request(viewer, staff):
+    acme = Client.objects.create(name="acme")
+    assert viewer.get("/console/new/").status_code == 403
+    response = viewer.post("/console/new/", {"client": acme.pk, "message": "Build a shop", "mode": "auto"})
+    assert response.status_code == 403 and not Execution.objects.exists()
+    assert 'href="/console/new/"' not in viewer.get("/console/").content.decode()
+
+    assert 'href="/console/new/"' in staff.get("/console/").content.decode()
+    staff.post("/console/new/", {"client": acme.pk, "message": "Build a shop", "mode": "auto"})
+    assert Execution.objects.get().client == acme
+
+
+def test_the_page_offers_actions_only_to_who_may_take_them(viewer, staff):
+    execution = make_execution(status="executing")
+    add_task(execution, "task_1", status="running")
+    for_viewer = viewer.get(f"/console/executions/{execution.pk}/").content.decode()
+    assert viewer.get(f"/console/executions/{execution.pk}.json").json()["can_cancel"] is False
+    assert 'id="cancel-form"' not in for_viewer and 'id="retry-form"' not in for_viewer
+
+    for_staff = staff.get(f"/console/executions/{execution.pk}/").content.decode()
+    assert staff.get(f"/console/executions/{execution.pk}.json").json()["can_cancel"] is True
+    cancel_form = re.search(r'<form [^>]*id="cancel-form"[^>]*>', for_staff).group(0)
+    assert " hidden" not in cancel_form
+    assert re.search(r'<form [^>]*id="retry-form"[^>]*\shidden', for_staff)  # nothing to retry while running
