@@ -10,7 +10,8 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
-from executions.models import Conflict, Execution, ExecutionStatus, Task, TaskStatus
+from executions.models import Conflict, Execution, Task
+from executions.states import ExecutionStatus, TaskStatus
 
 # Slack's limits: 3000 characters per section text, 40000 per message (we stay far below).
 SECTION_LIMIT = 2900

@@ -25,8 +25,8 @@ from .models import (
     PricingPolicy,
     RefundPolicy,
     Task,
-    TaskStatus,
 )
+from .states import TaskStatus
 
 
 def show_new_key(request, client: Client, raw: str) -> None:

@@ -16,7 +16,8 @@ from pydantic import StrictBool, StrictFloat
 
 from . import invoices, result_aggregator, selectors, services
 from .api_keys import AuthFailuresThrottled, Bearer, KeyHeader, auth_failures_throttled
-from .models import Execution, ExecutionStatus
+from .models import Execution
+from .states import ExecutionStatus
 
 api = NinjaAPI(
     title="OpenClaw Parallel Execution",

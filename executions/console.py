@@ -27,7 +27,8 @@ from django.urls import path, reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from . import console_selectors, services
-from .models import Client, Execution, ExecutionStatus
+from .models import Client, Execution
+from .states import ExecutionStatus
 from .throttling import login_throttled
 
 LOGIN_URL = "/console/login/"

@@ -16,7 +16,8 @@ from markdown_it import MarkdownIt
 from pools.models import WorkerPool
 
 from . import selectors
-from .models import Attempt, Client, Execution, ExecutionStatus, Task, TaskStatus
+from .models import Attempt, Client, Execution, Task
+from .states import EXECUTION_LIVE, EXECUTION_RETRYABLE, TASK_REOPENABLE, ExecutionStatus, TaskStatus
 
 # How many recent attempts per pool the p50/p95 durations are computed from.
 DURATION_SAMPLES = 500
@@ -185,13 +186,9 @@ def execution_snapshot(execution_id: str, *, may_change: bool = False) -> dict |
     conflicts = list(execution.conflicts.all())
     by_status = Counter(t.status for t in tasks)
     succeeded = by_status[TaskStatus.SUCCEEDED]
-    cancellable = execution.status in (
-        ExecutionStatus.PLANNING,
-        ExecutionStatus.EXECUTING,
-        ExecutionStatus.AGGREGATING,
-    )
-    retryable = execution.status in (ExecutionStatus.PARTIAL, ExecutionStatus.FAILED) and bool(
-        by_status[TaskStatus.DEAD] + by_status[TaskStatus.BLOCKED]
+    cancellable = execution.status in EXECUTION_LIVE
+    retryable = execution.status in EXECUTION_RETRYABLE and bool(
+        sum(by_status[status] for status in TASK_REOPENABLE)
     )
     return {
         "id": execution.pk,

@@ -6,7 +6,8 @@ from pools import llm
 from pools.models import WorkerPool
 
 from .invoices import execution_comparison
-from .models import Client, Event, Execution, Task, TaskStatus
+from .models import Client, Event, Execution, Task
+from .states import TaskStatus
 
 
 def execution_for_client(client: Client, execution_id: str) -> Execution | None:

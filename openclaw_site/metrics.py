@@ -18,7 +18,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from executions.models import EXECUTION_TERMINAL, Attempt, Conflict, Execution, LedgerEntry, Task, TaskStatus
+from executions.models import Attempt, Conflict, Execution, LedgerEntry, Task
+from executions.states import EXECUTION_TERMINAL, TaskStatus
 from pools.models import WorkerPool
 
 EXECUTION_BUCKETS = (5, 10, 30, 60, 90, 120, 150, 180, 210, 240, 300, 450, 600, 900, 1800, 3600)

@@ -4,7 +4,8 @@ import time
 
 from django.urls import reverse
 
-from executions.models import Task, TaskStatus
+from executions.models import Task
+from executions.states import TaskStatus
 from pools.models import ConfigChange, WorkerPool
 from tests.conftest import configure, wait_for_status
 

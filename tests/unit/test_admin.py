@@ -19,8 +19,8 @@ from executions.models import (
     PricingPolicy,
     RefundPolicy,
     Task,
-    TaskStatus,
 )
+from executions.states import TaskStatus
 from pools.models import ConfigChange, EngineSettings, ModelProfile, WorkerPool
 from tests.conftest import configure
 

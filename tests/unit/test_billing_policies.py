@@ -6,7 +6,8 @@ import pytest
 from django.utils import timezone
 
 from executions import billing
-from executions.models import Execution, PricingPolicy, RefundPolicy, Task, TaskStatus
+from executions.models import Execution, PricingPolicy, RefundPolicy, Task
+from executions.states import TaskStatus
 
 NOW = timezone.now()
 

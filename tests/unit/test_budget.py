@@ -8,8 +8,9 @@ from django.utils import timezone
 
 from executions import billing
 from executions.dispatch import stop_for_budget
-from executions.models import Execution, Task, TaskStatus
+from executions.models import Execution, Task
 from executions.result_aggregator import final_status
+from executions.states import TaskStatus
 from tests.conftest import configure
 
 

@@ -6,7 +6,8 @@ import pytest
 from django.db.models import Sum
 
 from executions import billing
-from executions.models import ApiKey, Attempt, Client, Execution, LedgerEntry, Task, TaskStatus
+from executions.models import ApiKey, Attempt, Client, Execution, LedgerEntry, Task
+from executions.states import TaskStatus
 from pools import llm
 from tests.conftest import configure
 

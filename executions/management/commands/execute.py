@@ -8,7 +8,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from executions import services
-from executions.models import Client, Execution, Task, TaskStatus
+from executions.models import Client, Execution, Task
+from executions.states import TaskStatus
 
 STATE_STYLE = {
     "pending": "dim",
