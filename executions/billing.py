@@ -1,7 +1,7 @@
 """Billing: usage per attempt, the project fee, refunds by policy, budgets; every entry exactly once.
 
 Ledger keys make entries idempotent: `usage:<attempt id>`, `usage:<phase>:<execution id>:<n>` for
-the PM's own calls, `fee:<execution id>`, `refund:<execution id>:<settlement>`. Usage amounts are
+the PM's own calls (`phase_call_index`), `fee:<execution id>`, `refund:<execution id>:<settlement>`. Usage amounts are
 kept to the micro-dollar, fees and refunds to the cent, so sums are exact on every database.
 
 The fee comes from the active PricingPolicy, refunds from the active RefundPolicy (both edited in
@@ -179,9 +179,9 @@ def _charge_usage(attempt: Attempt, usage: AttemptUsage, client_id: int) -> None
 
 
 def record_phase_usage(
-    execution: Execution, phase: str, index: int, spec: ModelSpec, completion: Completion
+    execution: Execution, phase: str, index: int | str, spec: ModelSpec, completion: Completion
 ) -> bool:
-    """Charge the PM's own calls (planning, synthesis)."""
+    """Charge the PM's own calls (planning, synthesis), once per key, whoever won the phase."""
     cost = micro(spec.cost(completion))
     entry = _create_once(
         execution=execution,
@@ -201,6 +201,14 @@ def record_phase_usage(
         return False
     _add_to_execution(execution.pk, cost, completion)
     return True
+
+
+def phase_call_index(claim: int, run: int, call: int) -> str | int:
+    """The <n> of a PM call's ledger key: the call's number, prefixed by the phase's claim (a worker
+    that took the phase after another one's lease lapsed) and the client's retry when not the first."""
+    if claim <= 1 and run == 0:
+        return call
+    return f"{run}.{claim}.{call}"
 
 
 def _add_to_execution(execution_id: str, cost: Decimal, completion: Completion) -> None:

@@ -18,13 +18,13 @@ AGGREGATE_EXECUTION = "aggregate_execution"
 RUN_TASK = "run_task"
 
 
-def send(actor_name: str, queue_name: str, *args, delay_ms: int | None = None) -> None:
+def send(actor_name: str, queue_name: str, *args, delay_ms: int | None = None) -> dramatiq.Message:
     """Enqueue a message for the actor named `actor_name` on `queue_name` (after `delay_ms`)."""
     broker = get_broker()
     if queue_name not in broker.get_declared_queues():
         broker.declare_queue(queue_name)
     message = dramatiq.Message(queue_name=queue_name, actor_name=actor_name, args=args, kwargs={}, options={})
-    broker.enqueue(message, delay=delay_ms)
+    return broker.enqueue(message, delay=delay_ms)
 
 
 def send_plan(execution_id: str) -> None:
@@ -35,6 +35,6 @@ def send_aggregate(execution_id: str) -> None:
     send(AGGREGATE_EXECUTION, CONTROL_QUEUE, execution_id)
 
 
-def send_run_task(task_id: int, dispatch_no: int, pool: str) -> None:
+def send_run_task(task_id: int, dispatch_no: int, pool: str) -> dramatiq.Message:
     """The task's attempt for this dispatch number, on its pool's queue."""
-    send(RUN_TASK, pool_queue_name(pool), task_id, dispatch_no)
+    return send(RUN_TASK, pool_queue_name(pool), task_id, dispatch_no)

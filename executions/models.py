@@ -95,6 +95,10 @@ class Execution(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     # When the current phase's control message was sent, so the reaper can resend a lost one.
     phase_sent_at = models.DateTimeField(null=True, blank=True)
+    # The lease of the worker running the current phase (planning, aggregation): the reaper resends
+    # the phase only once it lapsed, so one phase's model call never runs twice at once.
+    phase_lease_until = models.DateTimeField(null=True, blank=True)
+    phase_claims = models.PositiveIntegerField(default=0, help_text="Workers that took a phase so far")
 
     class Meta:
         ordering = ["-created_at"]

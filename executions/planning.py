@@ -22,12 +22,14 @@ from .dispatch import dispatch_after_commit
 from .models import Attempt, Execution
 from .states import AttemptStatus, ExecutionStatus
 from .task_graph import create_tasks
-from .transitions import move_execution
+from .transitions import claim_phase, move_execution
 
 log = logging.getLogger("openclaw.pm")
 
 HISTORY_SAMPLES = 100
 MIN_HISTORY = 5
+PLAN_TIMEOUT_SEC = 120  # the PM call's own deadline
+LEASE_GRACE_SEC = 30  # beyond it, before another worker may take the phase
 
 
 def pool_limits() -> dict[str, pm_coordinator.PoolLimits]:
@@ -100,17 +102,44 @@ def serialize_plan(plan_tasks: list[dict], ranks_key) -> list[dict]:
 
 
 def execution_plan(execution_id: str) -> bool:
-    """planning → executing: decompose through the PM model, route, estimate, fix the fee, dispatch."""
-    execution = Execution.objects.get(pk=execution_id)
-    if execution.status != ExecutionStatus.PLANNING:
+    """planning → executing: decompose through the PM model, route, estimate, fix the fee, dispatch.
+
+    The worker holds the phase's lease for the length of the PM call, so a resent message does not
+    plan twice at once. Every PM call is billed, whether this worker's plan is the one kept, the
+    execution was cancelled meanwhile, or planning failed; any error ends it `failed` with the
+    reason rather than leaving it to be planned again and again."""
+    claim = claim_phase(execution_id, ExecutionStatus.PLANNING, lease_sec=PLAN_TIMEOUT_SEC + LEASE_GRACE_SEC)
+    if claim is None:
         return False
+    execution = Execution.objects.get(pk=execution_id)
+    calls: list = []  # (spec, completion) of every PM call made, billed whatever the outcome
+    try:
+        return _plan(execution, claim, calls)
+    except Exception as exc:
+        log.exception("planning %s failed", execution_id)
+        return execution_fail_planning(execution, f"planning failed: {type(exc).__name__}: {exc}"[:500])
+    finally:
+        bill_planning(execution, claim, calls)
+
+
+def bill_planning(execution: Execution, claim: int, calls: list) -> None:
+    """The PM calls of this claim on the ledger, once each (their keys make a second call a no-op)."""
+    with transaction.atomic():
+        for index, (used_spec, completion) in enumerate(calls):
+            n = billing.phase_call_index(claim, execution.retries, index)
+            billing.record_phase_usage(execution, "plan", n, used_spec, completion)
+
+
+def _plan(execution: Execution, claim: int, calls: list) -> bool:
+    execution_id = execution.pk
     engine = EngineSettings.current()
     pools = {p.name: p for p in WorkerPool.objects.select_related("model")}
     limits = pool_limits()
     spec = llm.resolve(engine.pm_model)
     result = pm_coordinator.decompose(
-        execution.message, spec, limits, max_tasks=engine.max_tasks_per_plan, timeout=120
+        execution.message, spec, limits, max_tasks=engine.max_tasks_per_plan, timeout=PLAN_TIMEOUT_SEC
     )
+    calls.extend(result.completions)
     plan_tasks = result.tasks
     expected = expected_durations(plan_tasks, pools, execution.message)
     nodes = [
@@ -156,11 +185,11 @@ def execution_plan(execution_id: str) -> bool:
             serial_estimate_sec=round(serial_estimate, 3),
             estimated_cost_usd=estimated_cost,
             started_at=now,
+            phase_lease_until=None,
         ):
             return False
         execution.refresh_from_db()
-        for index, (used_spec, completion) in enumerate(result.completions):
-            billing.record_phase_usage(execution, "plan", index, used_spec, completion)
+        bill_planning(execution, claim, calls)
         billing.charge_fee(execution, fee)
         created = create_tasks(execution, plan_tasks, expected=expected, weights=weights)
         events.emit(

@@ -11,6 +11,7 @@ It runs periodically in the worker processes (`openclaw_site.worker_processes`) 
 from datetime import timedelta
 
 from django.conf import settings
+from django.db.models import Q
 from django.utils import timezone
 
 from pools.models import WorkerPool
@@ -51,9 +52,16 @@ def reap(now=None) -> dict:
         ):
             messages.send_run_task(task_id, dispatch_no, pool)
             stats["resent"] += 1
-    for execution_id, status in Execution.objects.filter(
-        status__in=[ExecutionStatus.PLANNING, ExecutionStatus.AGGREGATING], phase_sent_at__lt=stale
-    ).values_list("id", "status"):
+    # A phase whose message was taken holds a lease while its model call runs: resent only when no
+    # worker holds it (its worker died), so a long plan or synthesis call never runs twice at once.
+    unleased = Q(phase_lease_until__isnull=True) | Q(phase_lease_until__lt=now)
+    for execution_id, status in (
+        Execution.objects.filter(
+            status__in=[ExecutionStatus.PLANNING, ExecutionStatus.AGGREGATING], phase_sent_at__lt=stale
+        )
+        .filter(unleased)
+        .values_list("id", "status")
+    ):
         if Execution.objects.filter(pk=execution_id, status=status, phase_sent_at__lt=stale).update(
             phase_sent_at=now
         ):

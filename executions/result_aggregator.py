@@ -19,9 +19,11 @@ from .conflicts import close_open_conflicts
 from .merge import merged_files
 from .models import Conflict, Execution, Task
 from .states import ConflictKind, ConflictStatus, ExecutionStatus, StopReason, TaskKind, TaskStatus
-from .transitions import move_execution
+from .transitions import claim_phase, move_execution
 
 log = logging.getLogger("openclaw.aggregator")
+
+SYNTHESIS_TIMEOUT_SEC = 120
 
 
 def final_status(tasks: list[Task]) -> str:
@@ -182,10 +184,14 @@ def plain_summary(facts: dict) -> str:
 
 
 def aggregate(execution_id: str) -> str | None:
-    """Finish an execution in `aggregating`: merge, synthesize, settle. Returns the final status."""
-    execution = Execution.objects.select_related("client").get(pk=execution_id)
-    if execution.status != ExecutionStatus.AGGREGATING:
+    """Finish an execution in `aggregating`: merge, synthesize, settle. Returns the final status.
+
+    Like planning, the worker holds the phase's lease for the length of the synthesis call, and
+    the call is billed whether or not this worker's answer is the one kept."""
+    claim = claim_phase(execution_id, ExecutionStatus.AGGREGATING, lease_sec=SYNTHESIS_TIMEOUT_SEC + 30)
+    if claim is None:
         return None
+    execution = Execution.objects.select_related("client").get(pk=execution_id)
     close_open_conflicts(execution_id)
     tasks = list(execution.tasks.all())
     conflicts = list(execution.conflicts.all())
@@ -205,7 +211,7 @@ def aggregate(execution_id: str) -> str | None:
                 purpose="synthesis",
                 system=SYNTHESIS_SYSTEM,
                 prompt=synthesis_prompt(request=execution.message, facts=facts),
-                timeout=120,
+                timeout=SYNTHESIS_TIMEOUT_SEC,
                 meta={"facts": facts, "plain_summary": plain_summary(facts)},
                 expected_output_tokens=600,
             ),
@@ -214,13 +220,13 @@ def aggregate(execution_id: str) -> str | None:
     except llm.LLMError as exc:
         log.warning("synthesis failed for %s: %s; using the plain summary", execution_id, exc)
         response = plain_summary(facts)
-    return finish(
-        execution,
-        status,
-        response=response,
-        quality=quality,
-        synthesis=(spec, completion) if completion else None,
+    synthesis = (
+        (billing.phase_call_index(claim, execution.retries, 0), spec, completion) if completion else None
     )
+    outcome = finish(execution, status, response=response, quality=quality, synthesis=synthesis)
+    if outcome is None and synthesis:  # cancelled meanwhile: the call was made all the same
+        billing.record_phase_usage(execution, "synthesis", *synthesis)
+    return outcome
 
 
 def artifacts_zip(execution: Execution) -> bytes:
@@ -255,7 +261,7 @@ def finish(
             return None
         close_open_conflicts(execution.pk)  # a cancelled execution's rounds end here
         if synthesis:
-            billing.record_phase_usage(execution, "synthesis", execution.retries, *synthesis)
+            billing.record_phase_usage(execution, "synthesis", *synthesis)
         execution.refresh_from_db()
         refund = billing.settle(execution, status)
         events.emit(

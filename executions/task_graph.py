@@ -128,7 +128,11 @@ def maybe_finish_work(execution_id: str) -> bool:
         return False
     now = timezone.now()
     if not move_execution(
-        execution_id, ExecutionStatus.EXECUTING, ExecutionStatus.AGGREGATING, phase_sent_at=now
+        execution_id,
+        ExecutionStatus.EXECUTING,
+        ExecutionStatus.AGGREGATING,
+        phase_sent_at=now,
+        phase_lease_until=None,
     ):
         return False
     events.emit(execution_id, "execution.aggregating")

@@ -12,6 +12,10 @@ transactions run one at a time.
 """
 
 from collections.abc import Iterable
+from datetime import timedelta
+
+from django.db.models import F, Q
+from django.utils import timezone
 
 from . import sql
 from .models import Attempt, Conflict, Execution, Task
@@ -76,6 +80,21 @@ def move_execution(execution_id: str, expected: Expected, to: str, **changes) ->
     """expected → `to` for an execution; True when this caller won."""
     sources = check(EXECUTION_TRANSITIONS, expected, to)
     return Execution.objects.filter(pk=execution_id, status__in=sources).update(status=to, **changes) == 1
+
+
+def claim_phase(execution_id: str, status: str, *, lease_sec: float) -> int | None:
+    """Take the lease of the execution's current phase (`status`: planning or aggregating) unless a
+    worker holds it; returns this claim's number (1 for the first), or None when another worker
+    holds the phase or the execution moved on. The transition that ends the phase clears it."""
+    now = timezone.now()
+    won = (
+        Execution.objects.filter(pk=execution_id, status=status)
+        .filter(Q(phase_lease_until__isnull=True) | Q(phase_lease_until__lt=now))
+        .update(phase_lease_until=now + timedelta(seconds=lease_sec), phase_claims=F("phase_claims") + 1)
+    )
+    if not won:
+        return None
+    return Execution.objects.filter(pk=execution_id).values_list("phase_claims", flat=True).first()
 
 
 def close_attempt_row(attempt_id, to: str, *, assign: dict | None = None) -> bool:

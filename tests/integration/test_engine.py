@@ -5,6 +5,7 @@ import time
 from decimal import Decimal
 
 import pytest
+from dramatiq import get_broker
 
 from executions.models import Attempt, Execution, LedgerEntry, Task
 from executions.services import execution_cancel, execution_create
@@ -28,6 +29,16 @@ def tasks_by_role(execution):
         )
         role[name] = task
     return role
+
+
+def wait_until_acked(redis_server, message, timeout: float = 30) -> None:
+    """Until a worker has processed and acknowledged the message: the Redis broker keeps a message
+    in its queue's `.msgs` hash until the ack."""
+    key = f"{get_broker().namespace}:{message.queue_name}.msgs"
+    deadline = time.monotonic() + timeout
+    while redis_server.hexists(key, message.message_id):
+        assert time.monotonic() < deadline, f"message {message.message_id} never acknowledged"
+        time.sleep(0.05)
 
 
 def test_restaurant_request_runs_in_parallel_and_audits_after_the_backend(workers, client_and_key):
@@ -98,7 +109,9 @@ def test_seed_scenario_1_backend_timeout_gives_a_partial_delivery_and_a_60_perce
     assert types.count("task.retrying") == 2 and "task.dead" in types and "task.blocked" in types
 
 
-def test_a_worker_killed_mid_task_is_noticed_and_the_task_completes_once(workers, client_and_key):
+def test_a_worker_killed_mid_task_is_noticed_and_the_task_completes_once(
+    workers, client_and_key, redis_server
+):
     configure(latency=3.0)
     execution = execution_create(client=client_and_key[0], message="Build a contact form", session_key="k")
     wait_for_running_attempt([execution.pk])
@@ -114,11 +127,11 @@ def test_a_worker_killed_mid_task_is_noticed_and_the_task_completes_once(workers
     assert LedgerEntry.objects.filter(execution=done, kind="usage", attempt__isnull=False).count() == 1
 
     # A redelivery of the finished attempt's message does nothing.
-    from pools.tasks import send_run_task
+    from executions.messages import send_run_task
 
     events_before = done.events.count()
-    send_run_task(task.pk, task.dispatch_count, f"pool.{task.pool}")
-    time.sleep(1.5)
+    duplicate = send_run_task(task.pk, task.dispatch_count, task.pool)
+    wait_until_acked(redis_server, duplicate)  # a worker took it and finished with it
     task.refresh_from_db()
     assert task.attempts.count() == 2 and done.events.count() == events_before
 

@@ -33,19 +33,22 @@ def boot_in_a_fresh_interpreter(script: str) -> subprocess.CompletedProcess:
 
 
 def test_a_worker_loads_the_agent_code_and_bandit_before_it_consumes():
-    """In a fresh interpreter, as a worker process boots: nothing of it is loaded before."""
+    """In a fresh interpreter, as a worker process boots: the actors bring the agent code, the
+    warm-up brings bandit, before any message is consumed."""
     script = (
         "import logging, sys, django; django.setup()\n"
         "logging.basicConfig(level=logging.INFO)\n"  # as dramatiq's worker processes log
-        "import pools.tasks\n"
-        "before = {m for m in ('pools.agents', 'bandit.core.manager') if m in sys.modules}\n"
+        "import executions.actors\n"
+        "before = {m for m in ('executions.agent_attempt', 'bandit.core.manager') if m in sys.modules}\n"
         "from openclaw_site.worker_tuning import WarmAgentCode\n"
         "WarmAgentCode().before_worker_boot(broker=None, worker=None)\n"
-        "after = {m for m in ('pools.agents', 'bandit.core.manager') if m in sys.modules}\n"
+        "after = {m for m in ('executions.agent_attempt', 'bandit.core.manager') if m in sys.modules}\n"
         "print(sorted(before), sorted(after))\n"
     )
     done = boot_in_a_fresh_interpreter(script)
-    assert done.stdout.split("\n")[-2] == "[] ['bandit.core.manager', 'pools.agents']"
+    assert done.stdout.split("\n")[-2] == (
+        "['executions.agent_attempt'] ['bandit.core.manager', 'executions.agent_attempt']"
+    )
     assert "Could not load" not in done.stderr  # bandit's optional formatters are not an error at boot
 
 
@@ -94,7 +97,7 @@ def test_a_booted_worker_process_leaves_its_startup_objects_out_of_full_collecti
     collection has only what came after to walk."""
     script = (
         "import gc, django; django.setup()\n"
-        "import pools.tasks, executions.tasks, bots.tasks\n"
+        "import executions.actors, bots.actors\n"
         "from openclaw_site.worker_tuning import FreezeStartupObjects, WarmAgentCode\n"
         "WarmAgentCode().before_worker_boot(broker=None, worker=None)\n"
         "tracked = len(gc.get_objects())\n"
