@@ -117,7 +117,7 @@ def bare_workers(env: dict | None = None, *, threads: int | None = None, process
     threads, processes = threads or settings.WORKER_THREADS, processes or settings.WORKER_PROCESSES
 
     known = heartbeats("bench-bare")
-    log = open(VAR / "logs" / "bare.log", "ab")
+    log = open(VAR / "logs" / "bare.log", "ab")  # noqa: SIM115 (the child writes to it for its whole life)
     process = subprocess.Popen(
         [
             sys.executable,
@@ -172,7 +172,7 @@ def web_server(env: dict | None = None):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    log = open(VAR / "logs" / "web.log", "ab")
+    log = open(VAR / "logs" / "web.log", "ab")  # noqa: SIM115 (the child writes to it for its whole life)
     process = subprocess.Popen(
         [
             sys.executable,
@@ -199,7 +199,7 @@ def web_server(env: dict | None = None):
                 break
             except httpx.HTTPError:
                 if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"daphne did not start; see {VAR}/logs/web.log")
+                    raise RuntimeError(f"daphne did not start; see {VAR}/logs/web.log") from None
                 time.sleep(0.1)
         yield base, process
     finally:

@@ -90,7 +90,8 @@ def task_line(task: Task, now: datetime) -> str:
         timing = f" · {seconds(((task.finished_at or now) - task.started_at).total_seconds())}"
     cost = f" · ${task.cost_usd:.4f}" if task.cost_usd else ""
     return (
-        f"{TASK_EMOJI.get(task.status, '')} `{task.key}` {task.pool}{kind} — {escape(clip(task.description, 70))}"
+        f"{TASK_EMOJI.get(task.status, '')} `{task.key}` {task.pool}{kind}"
+        f" — {escape(clip(task.description, 70))}"
         f" · *{task.status}*{timing}{cost}"
     )
 
@@ -190,15 +191,18 @@ def milestones(execution: Execution, tasks: list[Task], conflicts: list[Conflict
             (
                 conflict.created_at,
                 f"conflict:{conflict.pk}:detected",
-                f":mag: Conflict detected ({conflict.kind}) between {between}: {escape(clip(conflict.description, 400))}",
+                f":mag: Conflict detected ({conflict.kind}) between {between}: "
+                f"{escape(clip(conflict.description, 400))}",
             )
         )
         if conflict.status in ("resolved", "unresolved"):
             when = conflict.resolved_at or conflict.created_at
             text = (
-                f":white_check_mark: Conflict resolved ({conflict.kind}): {escape(clip(conflict.resolution or conflict.description, 400))}"
+                f":white_check_mark: Conflict resolved ({conflict.kind}): "
+                f"{escape(clip(conflict.resolution or conflict.description, 400))}"
                 if conflict.status == "resolved"
-                else f":warning: Conflict left unresolved ({conflict.kind}): {escape(clip(conflict.description, 400))}"
+                else f":warning: Conflict left unresolved ({conflict.kind}): "
+                f"{escape(clip(conflict.description, 400))}"
             )
             found.append((when, f"conflict:{conflict.pk}:{conflict.status}", text))
     if execution.status == ExecutionStatus.PARTIAL and execution.finished_at:
@@ -208,7 +212,8 @@ def milestones(execution: Execution, tasks: list[Task], conflicts: list[Conflict
             (
                 execution.finished_at,
                 f"partial:{execution.finished_at.isoformat()}",
-                f":large_orange_diamond: Partial delivery: {len(planned) - len(missing)} of {len(planned)} tasks "
+                f":large_orange_diamond: Partial delivery: "
+                f"{len(planned) - len(missing)} of {len(planned)} tasks "
                 f"delivered; not delivered: {', '.join(missing)}. Refund ${execution.refund_usd:.2f}.",
             )
         )

@@ -81,7 +81,9 @@ class AttemptUsage:
         }
 
     def task_increments(self) -> dict:
-        """Added to the task's totals by the update that closes its attempt (`transitions.move_task(add=…)`)."""
+        """Added to the task's totals by the update that closes its attempt
+        (`transitions.move_task(add=…)`).
+        """
         return {
             "tokens_in": self.completion.input_tokens,
             "tokens_out": self.completion.output_tokens,

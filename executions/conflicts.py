@@ -314,7 +314,9 @@ def start_remediation(conflict: Conflict, findings: list[dict]) -> None:
                 "kind": TaskKind.REMEDIATION,
                 "parent_id": code.pk,
                 "priority": 1,
-                "description": f"Fix {problem} in {', '.join(paths)} (remediation round {round_no} of {code.key})",
+                "description": (
+                    f"Fix {problem} in {', '.join(paths)} (remediation round {round_no} of {code.key})"
+                ),
                 "timeout_sec": pool_timeout(code.pool, code.timeout_sec),
                 "blocked_by": [],
                 "soft_deps": [],
@@ -364,9 +366,11 @@ def settle_reaudit(reaudit: Task) -> None:
     summary = fix_result.get("summary", "fixed")
     resolve(
         conflict,
-        f"Round {conflict.rounds}: {fix.key if fix else 'the fix'} — {summary} Re-audit {reaudit.key} and bandit "
+        f"Round {conflict.rounds}: {fix.key if fix else 'the fix'} — {summary} "
+        f"Re-audit {reaudit.key} and bandit "
         f"found nothing critical or high in {', '.join(sorted(paths))}.",
-        f"{summary} ({conflict.details['code']} via {fix.key if fix else '?'}, re-audited clean by {reaudit.key})",
+        f"{summary} ({conflict.details['code']} via {fix.key if fix else '?'}, "
+        f"re-audited clean by {reaudit.key})",
         mark_paths=paths,
     )
 

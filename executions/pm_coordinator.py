@@ -115,7 +115,8 @@ def validate_plan(
             or not MIN_TIMEOUT_SEC <= timeout <= limit
         ):
             notes.append(
-                f"{where}: timeout_sec {timeout!r} outside [{MIN_TIMEOUT_SEC}, {limit}] of pool {pool}; set to {limit}"
+                f"{where}: timeout_sec {timeout!r} outside [{MIN_TIMEOUT_SEC}, {limit}] "
+                f"of pool {pool}; set to {limit}"
             )
             timeout = limit
         deps = []

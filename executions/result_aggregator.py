@@ -78,7 +78,8 @@ def verification_summary(tasks: list[Task]) -> str:
     }
     schemas = sum(len(t.result.get("verification", {}).get("schema") or {}) for t in delivered)
     return (
-        f"every output verified by real tools: {files} files parsed, {len(scanned)} Python files scanned with "
+        f"every output verified by real tools: {files} files parsed, "
+        f"{len(scanned)} Python files scanned with "
         f"bandit, {schemas} schema(s) applied to a scratch database"
     )
 

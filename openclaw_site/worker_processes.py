@@ -28,7 +28,8 @@ def worker_env(extra: dict | None = None) -> dict:
         env.pop("DATABASE_URL", None)
     else:
         env["DATABASE_URL"] = (
-            f"postgres://{db['USER']}:{db['PASSWORD'] or ''}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+            f"postgres://{db['USER']}:{db['PASSWORD'] or ''}"
+            f"@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
         )
     env["REDIS_URL"] = settings.REDIS_URL
     env.update(extra or {})
@@ -50,7 +51,7 @@ class Workers:
         self.reaper: subprocess.Popen | None = None
 
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
-        log = open(self.logs / f"{name}.log", "ab")
+        log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 (the child writes to it for its whole life)
         return subprocess.Popen(
             [sys.executable, "manage.py", *args],
             cwd=ROOT,

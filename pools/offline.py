@@ -169,7 +169,10 @@ def codegen(meta: dict, flaws: set[str]) -> dict:
                 item["content"] = remediate_python(item["content"])
                 fixed.append(item["path"])
         return {
-            "summary": f"Remediated {', '.join(fixed) or 'the flagged code'}: queries parameterised instead of string-formatted.",
+            "summary": (
+                f"Remediated {', '.join(fixed) or 'the flagged code'}: "
+                "queries parameterised instead of string-formatted."
+            ),
             "files": files,
             "findings": [],
         }
@@ -239,9 +242,15 @@ def frontend_files(tables: list[str]) -> list[dict]:
 
 def backend_files(tables: list[str], sql_injection: bool) -> list[dict]:
     if sql_injection:
-        search = "    rows = db.execute(\"SELECT id, name FROM menu_items WHERE name LIKE '%%%s%%'\" % q).fetchall()\n"
+        search = (
+            "    rows = db.execute(\"SELECT id, name FROM menu_items WHERE name LIKE '%%%s%%'\" % q)"
+            ".fetchall()\n"
+        )
     else:
-        search = '    rows = db.execute("SELECT id, name FROM menu_items WHERE name LIKE ?", (f"%{q}%",)).fetchall()\n'
+        search = (
+            '    rows = db.execute("SELECT id, name FROM menu_items WHERE name LIKE ?", (f"%{q}%",))'
+            ".fetchall()\n"
+        )
     routes = "".join(
         textwrap.dedent(f"""\
 
@@ -347,7 +356,8 @@ def schema(meta: dict, flaws: set[str]) -> dict:
     indexes = []
     for table in tables:
         parts.append(
-            f"CREATE TABLE {table} (\n    id SERIAL PRIMARY KEY,\n    user_id INTEGER NOT NULL REFERENCES users(id),\n"
+            f"CREATE TABLE {table} (\n    id SERIAL PRIMARY KEY,\n"
+            "    user_id INTEGER NOT NULL REFERENCES users(id),\n"
             f"    name TEXT NOT NULL,\n    created_at TIMESTAMPTZ NOT NULL DEFAULT now()\n);"
         )
         if index_fks:

@@ -33,12 +33,14 @@ AGENT_SYSTEM = {
     "codegen": "You are a senior software engineer. You write complete, working, secure code files. "
     + DATA_RULE,
     "security": (
-        "You are an application security auditor. You audit the given files (OWASP top 10, injection, XSS, CSRF, "
+        "You are an application security auditor. "
+        "You audit the given files (OWASP top 10, injection, XSS, CSRF, "
         "secrets, authz) and report findings with exact files and lines; you may include fixed files. "
         + DATA_RULE
     ),
     "database": (
-        "You are a database architect. You design SQL schemas (PostgreSQL) with keys, constraints and indexes on "
+        "You are a database architect. "
+        "You design SQL schemas (PostgreSQL) with keys, constraints and indexes on "
         "every foreign key and query column, as a file schema.sql. " + DATA_RULE
     ),
 }
@@ -55,7 +57,8 @@ def plan_prompt(request: str, pools: dict[str, int], max_tasks: int) -> str:
         f"Client request:\n{fence(request)}\n\n"
         f"Available pools and their timeout limits in seconds: {json.dumps(pools)}.\n"
         f"Decompose the request into at most {max_tasks} tasks. Reply with one JSON object only:\n"
-        '{"tasks": [{"id": "task_1", "pool": "<pool>", "description": str, "priority": 1, "timeout_sec": int, '
+        '{"tasks": [{"id": "task_1", "pool": "<pool>", "description": str, "priority": 1, '
+        '"timeout_sec": int, '
         '"blocked_by": [ids that must finish first], "soft_deps": [ids whose results help if ready], '
         '"context": {}}]}\n'
         "Use blocked_by only for real hard dependencies (an audit needs the code it audits); everything "
@@ -101,6 +104,7 @@ def agent_prompt(
 
 def synthesis_prompt(*, request: str, facts: dict) -> str:
     return (
-        f"Client request:\n{fence(request)}\n\nFacts of the execution (JSON):\n{fence(json.dumps(facts, indent=1))}\n\n"
+        f"Client request:\n{fence(request)}\n\n"
+        f"Facts of the execution (JSON):\n{fence(json.dumps(facts, indent=1))}\n\n"
         "Write the client-facing answer."
     )

@@ -30,7 +30,8 @@ def test_security_flags_sql_injection_then_remediation_and_reaudit_resolve_it(wo
     assert done.status == "completed"
     tasks = {t.key: t for t in Task.objects.filter(execution=done)}
     backend, audit = tasks["task_2"], tasks["task_4"]
-    # The audit's findings rest on a real tool: bandit's B608 on the injectable query, joined with the model's.
+    # The audit's findings rest on a real tool: bandit's B608 on the injectable query,
+    # joined with the model's.
     sources = {
         (f["source"], f.get("rule", ""))
         for f in audit.result["findings"]

@@ -183,7 +183,6 @@ def test_llm_api_faults_at_30_percent_of_calls(client_and_key, transactional_db)
             running.stop()
     outcomes = Counter(e.status for e in finals)
     assert set(outcomes) <= {"completed", "partial", "failed"}
-    retried = Attempt.objects.filter(task__execution_id__in=ids, status="failed").count()
     # The faults were felt: each request takes the next scripted action, so the faults served are
     # those among the first len(requests). Whether one lands where an attempt fails (rather than on
     # a call retried within the attempt) varies with timing, so failed attempts may be none.

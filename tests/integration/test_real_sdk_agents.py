@@ -79,7 +79,8 @@ SCHEMA = {
             "path": "db/schema.sql",
             "content": (
                 "CREATE TABLE users (id SERIAL PRIMARY KEY, email TEXT NOT NULL);\n"
-                "CREATE TABLE messages (id SERIAL PRIMARY KEY, user_id INTEGER NOT NULL REFERENCES users(id), body TEXT);\n"
+                "CREATE TABLE messages (id SERIAL PRIMARY KEY, "
+                "user_id INTEGER NOT NULL REFERENCES users(id), body TEXT);\n"
                 "CREATE INDEX messages_user_id_idx ON messages (user_id);\n"
             ),
         }

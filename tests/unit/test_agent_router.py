@@ -4,15 +4,15 @@ from executions.agent_router import ParallelDisabled, choose_mode
 
 
 def route(**overrides):
-    args = dict(
-        requested="auto",
-        force_parallel=False,
-        enabled=True,
-        auto_fallback_to_serial=True,
-        task_count=4,
-        serial_estimate=315,
-        parallel_estimate=210,
-    )
+    args = {
+        "requested": "auto",
+        "force_parallel": False,
+        "enabled": True,
+        "auto_fallback_to_serial": True,
+        "task_count": 4,
+        "serial_estimate": 315,
+        "parallel_estimate": 210,
+    }
     args.update(overrides)
     return choose_mode(**args)
 

@@ -252,7 +252,7 @@ HIGH = {"severity": "high", "title": "SQL injection", "file": "app.py", "line": 
 def test_quality_score_formula(execution, setup, expected):
     make_task(execution, "task_1", findings=setup.get("findings", []), weight=3.0)
     make_task(execution, "task_2", status="dead" if setup.get("dead") else "succeeded", weight=1.0)
-    for n in range(setup.get("unresolved", 0)):
+    for _ in range(setup.get("unresolved", 0)):
         Conflict.objects.create(
             execution=execution,
             kind="security_finding",

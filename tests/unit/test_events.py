@@ -26,22 +26,25 @@ def test_a_batch_is_written_at_its_end_in_order_with_one_seq_reservation(
 ):
     execution, other = two_executions
     before = len(types_and_seqs(execution))
-    with django_capture_on_commit_callbacks() as callbacks, transaction.atomic():
-        with events.batched(execution.pk):
-            # The other execution's event is written at once: its seq reserved and its row inserted,
-            # in one statement on PostgreSQL.
-            with django_assert_num_queries(1 if connection.vendor == "postgresql" else 2):
-                events.emit(execution.pk, "task.succeeded", task_key="a")
-                events.emit(other.pk, "task.queued", task_key="b")
-                events.emit_many(
-                    execution.pk, [("task.ready", "c", None), ("task.queued", "c", {"pool": "codegen"})]
-                )
-            assert len(types_and_seqs(execution)) == before
-            with (
-                django_assert_num_queries(0),
-                events.batched(other.pk),
-            ):  # nested: the outer batch keeps collecting
-                events.emit(execution.pk, "task.started", task_key="c")
+    with (
+        django_capture_on_commit_callbacks() as callbacks,
+        transaction.atomic(),
+        events.batched(execution.pk),
+    ):
+        # The other execution's event is written at once: its seq reserved and its row inserted,
+        # in one statement on PostgreSQL.
+        with django_assert_num_queries(1 if connection.vendor == "postgresql" else 2):
+            events.emit(execution.pk, "task.succeeded", task_key="a")
+            events.emit(other.pk, "task.queued", task_key="b")
+            events.emit_many(
+                execution.pk, [("task.ready", "c", None), ("task.queued", "c", {"pool": "codegen"})]
+            )
+        assert len(types_and_seqs(execution)) == before
+        with (
+            django_assert_num_queries(0),
+            events.batched(other.pk),
+        ):  # nested: the outer batch keeps collecting
+            events.emit(execution.pk, "task.started", task_key="c")
     logged = types_and_seqs(execution)[before:]
     assert [t for t, _ in logged] == ["task.succeeded", "task.ready", "task.queued", "task.started"]
     assert [s for _, s in logged] == list(range(logged[0][1], logged[0][1] + 4))

@@ -125,7 +125,8 @@ def test_invoice_agrees_with_the_ledger_and_the_execution(
     lines = invoice["lines"]
     assert sum(Decimal(line["amount_usd"]) for line in lines if line["billed"]) == Decimal("1.28")
     assert sum(Decimal(line["amount_usd"]) for line in lines if not line["billed"]) == execution.cost_usd
-    # One usage line per attempt that used the model (the failed backend raised before any reply), + the PM's calls.
+    # One usage line per attempt that used the model (the failed backend raised before any reply),
+    # + the PM's calls.
     succeeded = Attempt.objects.filter(task__execution=execution, status="succeeded")
     assert {line["key"] for line in lines if line["kind"] == "usage"} == {
         f"usage:{a.pk}" for a in succeeded

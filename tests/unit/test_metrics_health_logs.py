@@ -173,5 +173,6 @@ def test_slow_attempt_is_logged_once_with_execution_and_task(caplog):
         keeper.log_if_slow()
         keeper.log_if_slow()
     assert [r.getMessage() for r in caplog.records] == [
-        "CODEGEN Running task_2 (91s elapsed, 65.0K tokens, 1/2 retries) execution=exec_demo_1_abc attempt=attempt-uuid"
+        "CODEGEN Running task_2 (91s elapsed, 65.0K tokens, 1/2 retries) "
+        "execution=exec_demo_1_abc attempt=attempt-uuid"
     ]

@@ -57,7 +57,8 @@ def test_an_update_stores_what_the_orm_stores(two_tasks):
     # As stored, not only as read back: text comparisons on SQLite (`not_before <= now`) rely on it.
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT started_at, result, paths, cost_usd FROM executions_task WHERE id IN (%s, %s) ORDER BY id",
+            "SELECT started_at, result, paths, cost_usd FROM executions_task "
+            "WHERE id IN (%s, %s) ORDER BY id",
             [a.pk, b.pk],
         )
         as_orm, as_hot = cursor.fetchall()

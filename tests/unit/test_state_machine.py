@@ -145,9 +145,12 @@ def test_a_link_of_a_chain_stays_within_its_query_budget(
     attempt = task_start(a.pk, queue(a), "w1", lease_sec=15)
     result = {"summary": "ok", "files": [{"path": "app.py", "content": "print(1)\n"}], "findings": []}
     usage = (llm.resolve(None), llm.Completion(text="{}", input_tokens=900, output_tokens=300))
-    with mock.patch("executions.messages.send_run_task") as send:
-        with django_assert_max_num_queries(success_budget), django_capture_on_commit_callbacks(execute=True):
-            assert attempt_succeed(attempt.pk, result=result, usage=usage)
+    with (
+        mock.patch("executions.messages.send_run_task") as send,
+        django_assert_max_num_queries(success_budget),
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        assert attempt_succeed(attempt.pk, result=result, usage=usage)
     [(task_id, dispatch_no, pool_name)] = [call.args for call in send.call_args_list]
     assert (Task.objects.get(pk=task_id).key, pool_name) == ("b", "security")
     with django_assert_max_num_queries(start_budget), django_capture_on_commit_callbacks(execute=True):

@@ -6,7 +6,10 @@ from bots.slack_app import slack_app
 
 
 class Command(BaseCommand):
-    help = "Serve the Slack bot over Socket Mode (no public URL needed); needs SLACK_APP_TOKEN and SLACK_BOT_TOKEN."
+    help = (
+        "Serve the Slack bot over Socket Mode (no public URL needed); "
+        "needs SLACK_APP_TOKEN and SLACK_BOT_TOKEN."
+    )
 
     def handle(self, *args, **options):
         if not settings.SLACK_APP_TOKEN:

@@ -104,6 +104,7 @@ class Command(BaseCommand):
         console.print()
         console.print(f"Timeline: {duration:.1f}s ({execution.mode}) vs serial estimate {serial:.1f}s{saved}")
         console.print(
-            f"Cost: ${execution.cost_usd:.2f} model usage, fee ${execution.fee_usd:.2f}, refund ${execution.refund_usd:.2f}"
+            f"Cost: ${execution.cost_usd:.2f} model usage, fee ${execution.fee_usd:.2f}, "
+            f"refund ${execution.refund_usd:.2f}"
         )
         console.print(f"Status: [bold]{execution.status}[/bold]")
