@@ -1,8 +1,9 @@
 """Billing: usage per attempt, the project fee, refunds by policy, budgets; every entry exactly once.
 
 Ledger keys make entries idempotent: `usage:<attempt id>`, `usage:<phase>:<execution id>:<n>` for
-the PM's own calls (`phase_call_index`), `fee:<execution id>`, `refund:<execution id>:<settlement>`. Usage amounts are
-kept to the micro-dollar, fees and refunds to the cent, so sums are exact on every database.
+the PM's own calls (`phase_call_index`), `fee:<execution id>`, `refund:<execution id>:<settlement>`.
+Usage amounts are kept to the micro-dollar, fees and refunds to the cent, so sums are exact on
+every database.
 
 The fee comes from the active PricingPolicy, refunds from the active RefundPolicy (both edited in
 the admin). Without a policy row the built-in defaults apply: the seed's $0.80 per planned task
