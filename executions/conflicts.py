@@ -304,7 +304,9 @@ def start_remediation(conflict: Conflict, findings: list[dict]) -> None:
     fix_key = follow_up_key(execution_id, code.key, "fix", round_no, conflict)
     audit_key = follow_up_key(execution_id, code.key, "reaudit", round_no, conflict)
     problem = headline(findings)
-    audit_pool = auditor.pool if auditor else (pool_for_role(PoolRole.SECURITY) or code.pool)
+    # The auditor's pool re-audits; for bandit's own findings (no audit read the code), a security pool.
+    audited = auditor is not None and auditor.role == PoolRole.SECURITY
+    audit_pool = auditor.pool if audited else (pool_for_role(PoolRole.SECURITY) or code.pool)
     add_follow_ups(
         execution_id,
         [

@@ -9,13 +9,16 @@ message must never announce a state that was rolled back.
 import dramatiq
 from dramatiq import get_broker
 
-from pools.models import pool_queue_name
-
 CONTROL_QUEUE = "control"
 
 PLAN_EXECUTION = "plan_execution"
 AGGREGATE_EXECUTION = "aggregate_execution"
 RUN_TASK = "run_task"
+
+
+def pool_queue_name(pool: str) -> str:
+    """Each pool has a queue of its own, so worker hosts can serve chosen pools."""
+    return f"pool.{pool}"
 
 
 def send(actor_name: str, queue_name: str, *args, delay_ms: int | None = None) -> dramatiq.Message:

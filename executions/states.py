@@ -121,7 +121,10 @@ CONFLICT_TRANSITIONS: dict[str, frozenset[str]] = {
     ConflictStatus.DETECTED: frozenset(
         {ConflictStatus.RESOLVING, ConflictStatus.RESOLVED, ConflictStatus.UNRESOLVED}
     ),
-    ConflictStatus.RESOLVING: frozenset({ConflictStatus.RESOLVED, ConflictStatus.UNRESOLVED}),
+    # resolving → resolving: the next round of a conflict whose fix did not hold.
+    ConflictStatus.RESOLVING: frozenset(
+        {ConflictStatus.RESOLVING, ConflictStatus.RESOLVED, ConflictStatus.UNRESOLVED}
+    ),
     ConflictStatus.RESOLVED: frozenset(),
     ConflictStatus.UNRESOLVED: frozenset({ConflictStatus.RESOLVED}),  # a client's retry settled it
 }

@@ -189,6 +189,7 @@ DRAMATIQ_BROKER = {
         "django_dramatiq.middleware.DbConnectionsMiddleware",
         "openclaw_site.worker_tuning.GilSwitchInterval",
         "openclaw_site.worker_tuning.WarmAgentCode",
+        "executions.worker_queues.FollowPoolQueues",
         "openclaw_site.worker_tuning.FreezeStartupObjects",
     ],
 }
@@ -198,6 +199,8 @@ WORKER_GIL_SWITCH_INTERVAL_MS = env.float("WORKER_GIL_SWITCH_INTERVAL_MS", defau
 WORKER_PROCESSES = env.int("WORKER_PROCESSES", default=os.cpu_count() or 1)
 WORKER_THREADS = env.int("WORKER_THREADS", default=8)
 DRAMATIQ_AUTODISCOVER_MODULES = ["actors"]
+# How often a running worker looks for pools created or renamed in the admin (and consumes their queue).
+OPENCLAW_POOL_QUEUES_REFRESH_SEC = env.float("OPENCLAW_POOL_QUEUES_REFRESH_SEC", default=5.0)
 # Dramatiq's Redis consumer polls an idle queue with a backoff of up to this many ms. An enqueue
 # wakes the queue's consumers at once (openclaw_site/broker.py), so this is only the fallback for a
 # wake-up lost while a worker's listener reconnects; every poll takes the worker's GIL. dramatiq

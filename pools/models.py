@@ -122,10 +122,6 @@ class WorkerPool(models.Model):
                 {"offline_latency_sec": "Must stay below timeout_sec, or every offline attempt times out."}
             )
 
-    @property
-    def queue_name(self) -> str:
-        return pool_queue_name(self.name)
-
     def backoff_for(self, failed_attempts: int) -> float:
         return self.retry_backoff_sec * (2 ** max(0, failed_attempts - 1))
 
@@ -183,8 +179,3 @@ class ConfigChange(models.Model):
 
     def __str__(self) -> str:
         return f"{self.object_repr}.{self.field}: {self.old_value} → {self.new_value}"
-
-
-def pool_queue_name(pool_name: str) -> str:
-    """The Dramatiq queue of a pool's tasks (worker hosts choose pools by queue)."""
-    return f"pool.{pool_name}"

@@ -59,6 +59,8 @@ def test_raising_max_concurrent_in_the_admin_starts_the_waiting_task(
         reverse("admin:pools_workerpool_change", args=[pool.pk]),
         {
             "name": "codegen",
+            "role": pool.role,
+            "expected_output_tokens": pool.expected_output_tokens,
             "enabled": "on",
             "max_concurrent": 2,
             "timeout_sec": pool.timeout_sec,

@@ -2,7 +2,6 @@
 
 from decimal import Decimal
 
-from executions import billing
 from executions.models import LedgerEntry, Task
 from pools.models import ModelProfile, WorkerPool
 from tests.conftest import configure, wait_for_status
@@ -39,7 +38,7 @@ def test_a_budget_cut_mid_execution(workers, client_and_key, client):
         "task_3": "succeeded",
         "task_4": "cancelled",
     }
-    assert tasks["task_4"].error == billing.BUDGET_STOP_ERROR and not tasks["task_4"].attempts.exists()
+    assert tasks["task_4"].stop_reason == "budget" and not tasks["task_4"].attempts.exists()
     assert (
         tasks["task_1"].finished_at > tasks["task_4"].finished_at
     )  # the running frontend finished after the stop
