@@ -146,7 +146,8 @@ class Task(models.Model):
     role = models.CharField(max_length=16, blank=True, help_text="Its pool's role when it was created")
     expected_sec = models.FloatField(default=1.0, help_text="Expected duration used for ranks and estimates")
     weight = models.FloatField(
-        default=1.0, help_text="Share of the project's work, for refunds (estimated seconds)"
+        default=1.0,
+        help_text="Share of the project's work, for refunds: fixed by the server when the plan is accepted",
     )
     rank = models.FloatField(
         default=0.0, help_text="Upward rank: expected duration plus the longest chain after it"
@@ -341,7 +342,10 @@ SHARE = {"max_digits": 5, "decimal_places": 4}
 class RefundPolicy(SingleActive):
     """What a client gets back when an execution ends short of `completed`."""
 
-    RULES = [("weight", "by task weight (estimated duration)"), ("count", "by task count")]
+    RULES = [
+        ("weight", "by task weight (the server's estimate of each task's work)"),
+        ("count", "by task count"),
+    ]
     NONE, FULL, UNDELIVERED = "none", "full", "undelivered"
     TREATMENTS = [(NONE, "no refund"), (FULL, "full refund"), (UNDELIVERED, "refund the undelivered share")]
 

@@ -21,6 +21,7 @@ from .dag import PlanNode, simulate_makespan, upward_ranks
 from .dispatch import dispatch_after_commit
 from .models import Attempt, Execution
 from .states import AttemptStatus, ExecutionStatus
+from .task_distributor import work_weights
 from .task_graph import create_tasks
 from .transitions import claim_phase, move_execution
 
@@ -167,7 +168,7 @@ def _plan(execution: Execution, claim: int, calls: list) -> bool:
         estimate = serial_estimate
     else:
         estimate = parallel_estimate
-    weights = {t["id"]: float(t["context"].get("estimate_sec") or expected[t["id"]]) for t in plan_tasks}
+    weights = work_weights(execution.message, plan_tasks, {name: pool.role for name, pool in pools.items()})
     estimated_cost = billing.plan_cost_estimate(plan_tasks, planning=result.completions)
     fee = billing.fee_for_plan(task_count=len(plan_tasks), estimated_cost=estimated_cost)
     now = timezone.now()

@@ -209,3 +209,20 @@ def detect_streams(request: str) -> list[Stream]:
         )
         for s in streams
     ]
+
+
+# A task's share of the project's work, for refunds, when no work stream of the request describes it.
+ROLE_WEIGHTS = {"codegen": 75.0, "security": 120.0, "database": 45.0}
+DEFAULT_WEIGHT = 60.0
+
+
+def work_weights(request: str, tasks: list[dict], roles: dict[str, str]) -> dict[str, float]:
+    """Each planned task's weight (its share of the work, which refunds follow), fixed by the server:
+    the estimate of the work stream of this request with the same description, else its pool
+    role's standard weight. A model's own numbers never count: a plan could otherwise make the task
+    it lets fail weigh a million times the task that does the work. `roles`: pool name → role."""
+    streams = {stream.description: stream.estimate_sec for stream in detect_streams(request)}
+    return {
+        t["id"]: streams.get(t["description"]) or ROLE_WEIGHTS.get(roles.get(t["pool"], ""), DEFAULT_WEIGHT)
+        for t in tasks
+    }
