@@ -140,7 +140,7 @@ def test_llm_api_faults_at_30_percent_of_calls(client_and_key, transactional_db)
         server.script(actions)
         from executions.configuration import load_config
 
-        prices = {"input_per_mtok": 3.0, "output_per_mtok": 15.0, "api_key_env": "FAKE_LLM_KEY"}
+        prices = {"input_per_mtok": 3.0, "output_per_mtok": 15.0, "api_key_env": "FAKE_LLM_API_KEY"}
         pool = {"max_concurrent": 3, "timeout_sec": 3, "max_retries": 2, "retry_backoff_sec": 0.1}
         load_config(
             {
@@ -169,8 +169,8 @@ def test_llm_api_faults_at_30_percent_of_calls(client_and_key, transactional_db)
             },
             force=True,
         )
-        os.environ["FAKE_LLM_KEY"] = "sk-test"  # the PM's plan call happens in the workers; synthesis too
-        running = Workers(env={"FAKE_LLM_KEY": "sk-test"}).start()
+        os.environ["FAKE_LLM_API_KEY"] = "sk-test"  # the PM's plan call happens in the workers; synthesis too
+        running = Workers(env={"FAKE_LLM_API_KEY": "sk-test"}).start()
         try:
             ids = [
                 execution_create(

@@ -10,7 +10,7 @@ from pools.llm import LLMError, LLMRequest, LLMTimeout, ModelSpec
 from pools.providers import AnthropicProvider, OpenAIProvider
 from tests.fakes.llm_server import Drop, Error, FakeLLMServer, Reply, Slow
 
-KEY_ENV = "FAKE_LLM_KEY"
+KEY_ENV = "FAKE_LLM_API_KEY"
 # The config's claude-sonnet-4-5 is on the SDK's deprecation list; that is not what these tests are about.
 pytestmark = pytest.mark.filterwarnings("ignore:The model .* is deprecated:DeprecationWarning")
 
