@@ -189,6 +189,9 @@ def _database() -> dict:
 
 
 DATABASES = {"default": _database()}
+# SQLite: the longest a writing transaction waits for the writer lock (openclaw_site/sqlite_backend)
+# before failing with an OperationalError that names the process holding it.
+OPENCLAW_SQLITE_WRITER_WAIT_SEC = env.float("OPENCLAW_SQLITE_WRITER_WAIT_SEC", default=30.0)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 CACHES = {
