@@ -94,6 +94,14 @@ OPENCLAW_API_RATE = env.str("OPENCLAW_API_RATE", default="600/m")
 # The longest `?wait=` on POST /api/execute-parallel is honoured for (seconds).
 OPENCLAW_MAX_PLAN_WAIT_SEC = env.float("OPENCLAW_MAX_PLAN_WAIT_SEC", default=60.0)
 OPENCLAW_PUBLIC_URL = env("OPENCLAW_PUBLIC_URL", default="http://localhost:8000")
+# GET /metrics: with a token, a scraper must send `Authorization: Bearer <token>`. ALLOW lists the
+# client addresses or networks let in (e.g. "10.0.0.0/8,192.168.1.5"); left empty it means any
+# address when a token is set, else loopback only, and then not a request a proxy forwarded.
+OPENCLAW_METRICS_TOKEN = env.str("OPENCLAW_METRICS_TOKEN", default="")
+OPENCLAW_METRICS_ALLOW = env.list("OPENCLAW_METRICS_ALLOW", default=[])
+# An execution's rows (attempts, usage, conflicts) are folded into /metrics' running totals once it
+# is this old, and not read again; what happens to an execution later than that is not counted.
+OPENCLAW_METRICS_SETTLE_SEC = env.float("OPENCLAW_METRICS_SETTLE_SEC", default=86400.0)
 
 # Slack bot (bots/). Optional: without a bot token and signing secret /slack/events answers 503.
 SLACK_BOT_TOKEN = env.str("SLACK_BOT_TOKEN", default="")
