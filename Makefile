@@ -14,6 +14,8 @@ $(STAMP): requirements.txt
 
 install: $(STAMP)
 
+# A local run: plain HTTP on this machine and a secret key generated into var/ (openclaw_site/settings.py).
+run: export OPENCLAW_DEV ?= 1
 run: $(STAMP)
 	$(PY) manage.py serve
 

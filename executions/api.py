@@ -1,11 +1,13 @@
 """REST API (django-ninja): thin handlers over services and selectors."""
 
+import logging
 import time
 from decimal import Decimal
 from typing import Literal
 
 from django.conf import settings
 from django.core.cache import cache
+from django.core.exceptions import BadRequest, PermissionDenied, SuspiciousOperation
 from django.db import connection
 from django.http import HttpRequest, HttpResponse
 from ninja import Field, NinjaAPI, Query, Schema, Status
@@ -46,6 +48,9 @@ def validation_error(request, exc: ValidationError):
         message = FRIENDLY_ERRORS.get((where, error.get("type")), error.get("msg"))
         details.append(f"{where}: {message}" if where else message)
     return api.create_response(request, {"detail": "; ".join(details) or "invalid request"}, status=422)
+
+
+logger = logging.getLogger("openclaw.api")
 
 
 class ExecuteIn(Schema):
@@ -406,3 +411,15 @@ def execution_artifacts(request: HttpRequest, execution_id: str):
 @api.get("/pools", response=documented({200: list[PoolOut]}), summary="Worker pools and their load")
 def pool_list(request: HttpRequest):
     return selectors.pool_overview()
+
+
+@api.exception_handler(Exception)
+def api_unexpected_error(request: HttpRequest, exc: Exception) -> HttpResponse:
+    """An API client gets JSON and nothing of the server's internals, whatever DEBUG says (ninja's
+    own handler answers with the traceback when DEBUG is on); the traceback goes to the log."""
+    if isinstance(exc, PermissionDenied):
+        return api.create_response(request, {"detail": "forbidden"}, status=403)
+    if isinstance(exc, (BadRequest, SuspiciousOperation)):
+        return api.create_response(request, {"detail": "bad request"}, status=400)
+    logger.exception("API error on %s %s", request.method, request.path)
+    return api.create_response(request, {"detail": "internal server error"}, status=500)

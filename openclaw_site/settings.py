@@ -2,24 +2,74 @@
 
 With no DATABASE_URL the database is SQLite under var/ (WAL); with no REDIS_URL the embedded
 Redis server that `make run` and the test suite start on a socket under var/ is used.
+
+DEBUG is off unless the environment turns it on. A production process needs SECRET_KEY (or
+SECRET_KEY_FILE, a file holding it) and refuses to start without one; a local run (`make run`
+sets OPENCLAW_DEV=1; DEBUG=1 counts too) uses a key generated once into var/secret_key and plain
+HTTP on this machine.
 """
 
 import os
+import secrets
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(environ.Env().str("OPENCLAW_VAR_DIR", default=str(BASE_DIR / "var")))
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 env = environ.Env(
-    DEBUG=(bool, True),
+    DEBUG=(bool, False),
     ALLOWED_HOSTS=(list, ["localhost", "127.0.0.1", "[::1]", "testserver"]),
 )
 
 DEBUG = env("DEBUG")
-SECRET_KEY = env("SECRET_KEY", default="dev-only-insecure-key-set-SECRET_KEY-in-production")
+# A local run on this machine: a generated secret key, plain HTTP (no TLS redirect, no secure-only
+# cookies). Never set it on a server others reach.
+OPENCLAW_DEV = env.bool("OPENCLAW_DEV", default=False)
+LOCAL_RUN = DEBUG or OPENCLAW_DEV
+
+
+def _local_secret_key(path: Path) -> str:
+    """The local run's key, generated once so every process of the run (and every restart) signs
+    with the same one. Written beside the final name and linked into place, so processes that start
+    together all read one complete key."""
+    if not path.exists():
+        staging = path.with_name(f"{path.name}.{os.getpid()}")
+        staging.write_text(secrets.token_urlsafe(50) + "\n")
+        staging.chmod(0o600)
+        try:
+            os.link(staging, path)
+        except FileExistsError:
+            pass  # another process of this run was first
+        finally:
+            staging.unlink()
+    return path.read_text().strip()
+
+
+def _secret_key() -> str:
+    if key := env.str("SECRET_KEY", default=""):
+        return key
+    if key_file := env.str("SECRET_KEY_FILE", default=""):
+        try:
+            key = Path(key_file).read_text().strip()
+        except OSError as exc:
+            raise ImproperlyConfigured(f"SECRET_KEY_FILE={key_file} cannot be read: {exc}") from exc
+        if not key:
+            raise ImproperlyConfigured(f"SECRET_KEY_FILE={key_file} is empty")
+        return key
+    if LOCAL_RUN:
+        return _local_secret_key(VAR_DIR / "secret_key")
+    raise ImproperlyConfigured(
+        "SECRET_KEY is not set. In production set SECRET_KEY (or SECRET_KEY_FILE, a file holding it); "
+        "for a local run on this machine set OPENCLAW_DEV=1 (`make run` does), which uses a key "
+        "generated into var/secret_key."
+    )
+
+
+SECRET_KEY = _secret_key()
 ALLOWED_HOSTS = env("ALLOWED_HOSTS")
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
@@ -48,6 +98,14 @@ OPENCLAW_MAX_RETRIES_PER_EXECUTION = env.int("OPENCLAW_MAX_RETRIES_PER_EXECUTION
 OPENCLAW_MAX_WAITS_PER_CLIENT = env.int("OPENCLAW_MAX_WAITS_PER_CLIENT", default=4)
 OPENCLAW_MAX_PLAN_WAIT_SEC = env.float("OPENCLAW_MAX_PLAN_WAIT_SEC", default=60.0)
 OPENCLAW_PUBLIC_URL = env("OPENCLAW_PUBLIC_URL", default="http://localhost:8000")
+# GET /metrics: with a token, a scraper must send `Authorization: Bearer <token>`. ALLOW lists the
+# client addresses or networks let in (e.g. "10.0.0.0/8,192.168.1.5"); left empty it means any
+# address when a token is set, else loopback only, and then not a request a proxy forwarded.
+OPENCLAW_METRICS_TOKEN = env.str("OPENCLAW_METRICS_TOKEN", default="")
+OPENCLAW_METRICS_ALLOW = env.list("OPENCLAW_METRICS_ALLOW", default=[])
+# An execution's rows (attempts, usage, conflicts) are folded into /metrics' running totals once it
+# is this old, and not read again; what happens to an execution later than that is not counted.
+OPENCLAW_METRICS_SETTLE_SEC = env.float("OPENCLAW_METRICS_SETTLE_SEC", default=86400.0)
 
 # Slack bot (bots/). Optional: without a bot token and signing secret /slack/events answers 503.
 SLACK_BOT_TOKEN = env.str("SLACK_BOT_TOKEN", default="")
@@ -144,6 +202,9 @@ def _database() -> dict:
 
 
 DATABASES = {"default": _database()}
+# SQLite: the longest a writing transaction waits for the writer lock (openclaw_site/sqlite_backend)
+# before failing with an OperationalError that names the process holding it.
+OPENCLAW_SQLITE_WRITER_WAIT_SEC = env.float("OPENCLAW_SQLITE_WRITER_WAIT_SEC", default=30.0)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 CACHES = {
@@ -222,12 +283,12 @@ STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = env.str("STATIC_ROOT", default=str(VAR_DIR / "staticfiles"))
 
-SESSION_COOKIE_SECURE = not DEBUG
-CSRF_COOKIE_SECURE = not DEBUG
-SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
-SECURE_HSTS_SECONDS = 0 if DEBUG else env.int("SECURE_HSTS_SECONDS", default=31536000)
-SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
-SECURE_HSTS_PRELOAD = not DEBUG
+SESSION_COOKIE_SECURE = not LOCAL_RUN
+CSRF_COOKIE_SECURE = not LOCAL_RUN
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not LOCAL_RUN)
+SECURE_HSTS_SECONDS = 0 if LOCAL_RUN else env.int("SECURE_HSTS_SECONDS", default=31536000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = not LOCAL_RUN
+SECURE_HSTS_PRELOAD = not LOCAL_RUN
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 LOGGING = {

@@ -11,6 +11,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("OPENCLAW_VAR_DIR", str(ROOT / "var" / "test"))
+# The servers and workers the tests start speak plain HTTP and sign with a key generated under
+# var/test (settings: a local run). pytest-django still turns settings.DEBUG off in this process.
+os.environ.setdefault("DEBUG", "1")
 _embedded = None
 
 

@@ -8,17 +8,25 @@ lock, then one thread per process on an exclusive `flock` of `<database>.writer-
 kernel hands to the next process the moment it is released (and releases when a process dies).
 Both are released on commit, rollback and close. SQLite's busy handler is left to writers outside
 the project (the sqlite3 shell).
+
+The wait for both is bounded by OPENCLAW_SQLITE_WRITER_WAIT_SEC: a writer that hangs inside its
+transaction makes the others fail with an OperationalError naming its pid (each holder writes its
+pid into the lock file), instead of stopping every process for good.
 """
 
 import fcntl
+import logging
 import os
 import threading
+import time
+from pathlib import Path
 
+from django.conf import settings
 from django.db import OperationalError
 from django.db.backends.sqlite3 import base
 
-# Held from BEGIN to COMMIT/ROLLBACK; as long as SQLite's own busy timeout before giving up.
-WRITER_TIMEOUT_SEC = 30
+logger = logging.getLogger("openclaw.db")
+DEFAULT_WAIT_SEC = 30.0  # as long as SQLite's own busy timeout (settings.py)
 _writer = threading.Lock()
 _lock_files: dict[str, int] = {}  # database path → this process's descriptor of its writer-lock file
 
@@ -48,6 +56,61 @@ def _lock_file(database: str) -> int | None:
     return _lock_files[database]
 
 
+def _holder(fd: int) -> str:
+    """Who holds the lock, as its holder wrote it: "pid 123 (python manage.py rundramatiq …)"."""
+    try:
+        pid = int(os.pread(fd, 32, 0).split()[0])
+    except (OSError, ValueError, IndexError):
+        return "an unknown process"
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    except OSError:
+        command = ""
+    return f"pid {pid} ({command[:120]})" if command else f"pid {pid}"
+
+
+class _LockFileWaiter:
+    """Waits for the lock file in a thread of its own: flock has no timeout, and nothing but a
+    signal (which only the main thread may handle) interrupts a thread blocked in it. Waiting in
+    flock keeps the kernel's hand-over in arrival order. A waiter given up on keeps the process's
+    writer lock until its flock returns, then releases both, so no other thread of the process
+    takes the lock file under it."""
+
+    def __init__(self, fd: int, writer: threading.Lock):
+        self.fd, self.writer = fd, writer
+        self.granted = threading.Event()
+        self.abandoned = False
+        self.state = threading.Lock()
+        threading.Thread(target=self.wait, name="sqlite-writer-lock", daemon=True).start()
+
+    def wait(self) -> None:
+        fcntl.flock(self.fd, fcntl.LOCK_EX)  # in the kernel, without the GIL
+        with self.state:
+            if not self.abandoned:
+                self.granted.set()
+                return
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        self.writer.release()
+
+    def result(self, timeout: float) -> bool:
+        """True once granted; False (and the waiter abandoned) after `timeout` seconds."""
+        if self.granted.wait(max(timeout, 0)):
+            return True
+        with self.state:
+            if self.granted.is_set():
+                return True
+            self.abandoned = True
+            return False
+
+
+def _lock_exclusive(fd: int, writer: threading.Lock, timeout: float) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return _LockFileWaiter(fd, writer).result(timeout)
+
+
 class DatabaseWrapper(base.DatabaseWrapper):
     # What this connection holds while in a writing transaction: the lock it took (the process's
     # lock at the time; a fork replaces it) and the lock file's descriptor.
@@ -55,19 +118,34 @@ class DatabaseWrapper(base.DatabaseWrapper):
     _held_file: int | None = None
 
     def _start_transaction_under_autocommit(self):
+        wait = float(getattr(settings, "OPENCLAW_SQLITE_WRITER_WAIT_SEC", DEFAULT_WAIT_SEC))
+        deadline = time.monotonic() + wait
         writer = _writer
-        if not writer.acquire(timeout=WRITER_TIMEOUT_SEC):
-            raise OperationalError("database is locked (waited for this process's writing transaction)")
+        if not writer.acquire(timeout=wait):
+            fd = _lock_files.get(str(self.settings_dict["NAME"]))
+            self._locked(fd, wait, "another thread of this process is writing or waiting")
         self._held_writer = writer
         try:
             fd = _lock_file(self.settings_dict["NAME"])
             if fd is not None:
-                fcntl.flock(fd, fcntl.LOCK_EX)  # waits in the kernel, without the GIL
+                if not _lock_exclusive(fd, writer, deadline - time.monotonic()):
+                    self._held_writer = None  # the abandoned waiter releases it
+                    self._locked(fd, wait, "the writer lock file stayed locked")
                 self._held_file = fd
+                os.pwrite(fd, f"{os.getpid()}\n".encode().ljust(16), 0)
             super()._start_transaction_under_autocommit()
         except BaseException:
             self._release_writer()
             raise
+
+    def _locked(self, fd: int | None, wait: float, why: str):
+        holder = _holder(fd) if fd is not None else "another thread"
+        message = (
+            f"database is locked: no writing transaction within {wait:g} s "
+            f"(OPENCLAW_SQLITE_WRITER_WAIT_SEC); {why}, last taken by {holder}"
+        )
+        logger.error("%s [%s]", message, self.settings_dict["NAME"])
+        raise OperationalError(message)
 
     def _commit(self):
         try:

@@ -139,3 +139,64 @@ def test_a_forked_process_starts_with_its_own_writer_lock(transactional_db):
             os._exit(0 if sqlite_backend._writer.acquire(timeout=2) and not sqlite_backend._lock_files else 1)
         _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_a_hung_writer_in_another_process_makes_others_fail_naming_it(transactional_db, settings, caplog):
+    """The wait for the lock file is bounded; the error names the holder's pid. Once the holder goes,
+    writing works again in this process."""
+    import logging
+    import subprocess
+    import sys
+
+    from django.db import OperationalError
+
+    script = (
+        "import sys, django; django.setup()\n"
+        "from django.db import transaction\n"
+        "from executions.models import Execution\n"
+        "with transaction.atomic():\n"
+        "    Execution.objects.update(status='failed')\n"
+        "    print('holding', flush=True)\n"
+        "    sys.stdin.read()  # hung until the test closes stdin\n"
+    )
+    env = dict(
+        os.environ,
+        SQLITE_PATH=str(connection.settings_dict["NAME"]),
+        DJANGO_SETTINGS_MODULE="openclaw_site.settings",
+    )
+    env.pop("DATABASE_URL", None)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", script],
+        cwd=settings.BASE_DIR,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        settings.OPENCLAW_SQLITE_WRITER_WAIT_SEC = 0.5
+        outcome = []
+
+        def writer() -> None:
+            try:
+                with transaction.atomic():
+                    Execution.objects.update(status="cancelled")
+                outcome.append("committed")
+            except OperationalError as exc:
+                outcome.append(exc)
+
+        started = time.monotonic()
+        with caplog.at_level(logging.ERROR, logger="openclaw.db"):
+            thread = in_thread(writer)
+            thread.join(timeout=15)
+        assert not thread.is_alive() and time.monotonic() - started < 10
+        assert isinstance(outcome[0], OperationalError)
+        assert f"pid {holder.pid}" in str(outcome[0]) and "OPENCLAW_SQLITE_WRITER_WAIT_SEC" in str(outcome[0])
+        assert any(f"pid {holder.pid}" in r.getMessage() for r in caplog.records)
+    finally:
+        holder.stdin.close()
+        assert holder.wait(timeout=30) == 0
+    settings.OPENCLAW_SQLITE_WRITER_WAIT_SEC = 20
+    in_thread(writer).join(timeout=30)
+    assert outcome[1:] == ["committed"]

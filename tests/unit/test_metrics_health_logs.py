@@ -176,3 +176,87 @@ def test_slow_attempt_is_logged_once_with_execution_and_task(caplog):
         "CODEGEN Running task_2 (91s elapsed, 65.0K tokens, 1/2 retries) "
         "execution=exec_demo_1_abc attempt=attempt-uuid"
     ]
+
+
+@pytest.mark.django_db
+def test_metrics_need_the_bearer_token_when_one_is_set(client, settings):
+    settings.OPENCLAW_METRICS_TOKEN = "s3cret-scrape-token"
+    assert client.get("/metrics").status_code == 401
+    assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer wrong").status_code == 401
+    response = client.get("/metrics", HTTP_AUTHORIZATION="Bearer s3cret-scrape-token", REMOTE_ADDR="10.1.2.3")
+    assert response.status_code == 200 and b"worker_pool_queue_length" in response.content
+
+
+@pytest.mark.django_db
+def test_metrics_without_a_token_answer_loopback_only_and_not_through_a_proxy(client, settings):
+    assert client.get("/metrics", REMOTE_ADDR="127.0.0.1").status_code == 200
+    assert client.get("/metrics", REMOTE_ADDR="::1").status_code == 200
+    assert client.get("/metrics", REMOTE_ADDR="203.0.113.9").status_code == 403
+    proxied = client.get("/metrics", REMOTE_ADDR="127.0.0.1", HTTP_X_FORWARDED_FOR="203.0.113.9")
+    assert proxied.status_code == 403
+    settings.OPENCLAW_METRICS_ALLOW = ["10.0.0.0/8", "192.168.1.5"]
+    assert client.get("/metrics", REMOTE_ADDR="10.20.30.40").status_code == 200
+    assert client.get("/metrics", REMOTE_ADDR="192.168.1.5").status_code == 200
+    assert client.get("/metrics", REMOTE_ADDR="127.0.0.1").status_code == 403
+
+
+def execution_with_attempt(acme, created_days_ago: float, seconds: float, model="qwen"):
+    created = timezone.now() - timedelta(days=created_days_ago)
+    execution = finished_execution(acme, seconds)
+    Execution.objects.filter(pk=execution.pk).update(created_at=created)
+    task = Task.objects.create(
+        execution=execution, key="a", pool="codegen", description="a", status="succeeded"
+    )
+    for number in (1, 2):
+        Attempt.objects.create(
+            task=task,
+            number=number,
+            status="succeeded",
+            model=model,
+            started_at=created,
+            finished_at=created + timedelta(seconds=seconds),
+            lease_expires_at=created,
+            deadline_at=created,
+        )
+    return execution
+
+
+@pytest.mark.django_db
+def test_settled_executions_are_counted_once_and_not_read_again(client, settings):
+    """An execution older than OPENCLAW_METRICS_SETTLE_SEC is folded into the running totals by
+    one scrape; later scrapes add only the younger ones, so their cost does not grow with history."""
+    settings.OPENCLAW_METRICS_SETTLE_SEC = 3600
+    acme = Client.objects.create(name="acme")
+    old = execution_with_attempt(acme, created_days_ago=30, seconds=20)
+    execution_with_attempt(acme, created_days_ago=0, seconds=20)
+    ok = {"pool": "codegen", "model": "qwen", "outcome": "succeeded"}
+    run = {"status": "completed", "mode": "parallel"}
+    for _ in range(2):  # the second scrape counts the folded execution once, not twice
+        m = scrape(client)
+        assert m["parallel_execution_task_duration_seconds_count", ok] == 4
+        assert m["parallel_execution_duration_seconds_count", run] == 2
+        assert m["parallel_execution_task_retries_total", {"pool": "codegen", "model": "qwen"}] == 2
+
+    Attempt.objects.filter(task__execution=old).update(model="renamed")  # not read again
+    m = scrape(client)
+    assert m["parallel_execution_task_duration_seconds_count", ok] == 4
+    assert ("parallel_execution_task_duration_seconds_count", (("model", "renamed"),)) not in m
+
+
+@pytest.mark.django_db
+def test_a_scrape_runs_the_same_queries_however_many_rows(client, settings):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    settings.OPENCLAW_METRICS_SETTLE_SEC = 3600
+    acme = Client.objects.create(name="acme")
+    WorkerPool.objects.create(name="codegen", max_concurrent=3)
+    counts = []
+    for rows in (1, 10):
+        for i in range(rows):
+            execution_with_attempt(acme, created_days_ago=i % 3, seconds=5 + i)
+        scrape(client)  # folds what settled
+        with CaptureQueriesContext(connection) as queries:
+            scrape(client)
+        counts.append(len(queries))
+    assert counts[0] == counts[1]
