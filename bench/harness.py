@@ -9,6 +9,7 @@ bare Dramatiq worker (bench/bare.py) as the reference.
 
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -53,6 +54,7 @@ def prepare() -> Environment:
     # As deployed: DEBUG off (no per-query bookkeeping); plain HTTP on loopback, so no TLS redirect.
     os.environ.setdefault("DEBUG", "False")
     os.environ.setdefault("SECURE_SSL_REDIRECT", "False")
+    os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))  # a production start needs one
     env = Environment()
     shutil.rmtree(VAR / "logs", ignore_errors=True)
     (VAR / "logs").mkdir()

@@ -187,6 +187,7 @@ def _plan(execution: Execution, claim: int, calls: list) -> bool:
             estimated_cost_usd=estimated_cost,
             started_at=now,
             phase_lease_until=None,
+            phase_claims=0,
         ):
             return False
         execution.refresh_from_db()

@@ -133,6 +133,7 @@ def maybe_finish_work(execution_id: str) -> bool:
         ExecutionStatus.AGGREGATING,
         phase_sent_at=now,
         phase_lease_until=None,
+        phase_claims=0,
     ):
         return False
     events.emit(execution_id, "execution.aggregating")
