@@ -326,12 +326,6 @@ def test_the_synthesis_after_a_retry_is_billed_under_a_new_key(
     assert execution.cost_usd == usage
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="claim_phase counts claims over both phases (Execution.phase_claims is never reset when "
-    "planning ends), so the first aggregation is claim 2 and its synthesis is keyed "
-    "usage:synthesis:<id>:0.2.0, as if another worker had taken over the phase",
-)
 def test_the_first_aggregations_synthesis_has_the_first_key(transactional_db, redis_server, client_and_key):
     backend_dies()
     execution = run_to_the_end(client_and_key[0])
