@@ -11,8 +11,8 @@ executions and their tasks, waiting and running tasks). Counters and histograms 
 kept in the cache (Redis, shared by the replicas): an execution's rows are folded in once the
 execution is OPENCLAW_METRICS_SETTLE_SEC old and never read again, and each scrape adds the rows of
 the executions younger than that, found through the index on `Execution.created_at`. Histograms are
-cumulative, as Prometheus expects; use `rate()`/`increase()` on them as on any counter. Losing the
-cache (a Redis flush) costs one scrape over the whole history, which folds it again.
+cumulative, as Prometheus expects; use `rate()`/`increase()` on them as on any counter. After the
+cache is lost (a Redis flush) the totals are folded again, FOLD_BATCH executions per scrape.
 """
 
 import hmac
@@ -45,6 +45,7 @@ TOKEN_FIELDS = {
 }
 ROLLUP_KEY = "metrics:rollup:v1"  # (watermark, totals): executions created up to watermark
 FOLD_LOCK_KEY = "metrics:rollup:fold"
+FOLD_BATCH = 2000  # settled executions folded into the totals per scrape, at most
 
 Totals = dict[str, dict[tuple, list[float]]]  # metric → labels → numbers, added element by element
 
@@ -143,18 +144,34 @@ def add_totals(into: Totals, more: Totals) -> Totals:
 
 
 def current_totals() -> Totals:
-    """The running totals brought up to date (folding the executions that settled since the last
-    scrape), plus the executions too young to fold."""
+    """The running totals brought up to date, plus the executions too young to fold.
+
+    Each scrape folds at most FOLD_BATCH settled executions, so no scrape reads the whole history,
+    even the first one after the cache was lost: the totals then catch up over a few scrapes
+    (counting only the young executions meanwhile)."""
     cutoff = timezone.now() - timedelta(seconds=settings.OPENCLAW_METRICS_SETTLE_SEC)
     watermark, totals = cache.get(ROLLUP_KEY) or (None, {})
     if (watermark is None or watermark < cutoff) and cache.add(FOLD_LOCK_KEY, 1, timeout=600):
         try:
-            totals = add_totals(totals, cumulative_totals(watermark, cutoff))
-            watermark = cutoff
+            until = _fold_until(watermark, cutoff)
+            totals = add_totals(totals, cumulative_totals(watermark, until))
+            watermark = until
             cache.set(ROLLUP_KEY, (watermark, totals), timeout=None)
         finally:
             cache.delete(FOLD_LOCK_KEY)
-    return add_totals({m: dict(rows) for m, rows in totals.items()}, cumulative_totals(watermark, None))
+    young_from = watermark if watermark is not None and watermark >= cutoff else cutoff
+    return add_totals({m: dict(rows) for m, rows in totals.items()}, cumulative_totals(young_from, None))
+
+
+def _fold_until(watermark, cutoff):
+    """Where this scrape's fold stops: after FOLD_BATCH executions past the watermark, or at the cutoff."""
+    settled = Execution.objects.filter(created_at__lte=cutoff)
+    if watermark is not None:
+        settled = settled.filter(created_at__gt=watermark)
+    batch_end = settled.order_by("created_at").values_list("created_at", flat=True)[
+        FOLD_BATCH - 1 : FOLD_BATCH
+    ]
+    return next(iter(batch_end), cutoff)
 
 
 def _bound(value: float) -> str:

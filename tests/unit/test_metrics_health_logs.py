@@ -244,6 +244,26 @@ def test_settled_executions_are_counted_once_and_not_read_again(client, settings
 
 
 @pytest.mark.django_db
+def test_a_lost_cache_is_folded_again_a_batch_per_scrape(client, settings, monkeypatch):
+    """No scrape reads the whole history: after the totals are lost, each scrape folds at most
+    FOLD_BATCH settled executions, and the totals reach the true counts after a few scrapes."""
+    from django.core.cache import cache
+
+    from openclaw_site import metrics
+
+    monkeypatch.setattr(metrics, "FOLD_BATCH", 2)
+    settings.OPENCLAW_METRICS_SETTLE_SEC = 3600
+    acme = Client.objects.create(name="acme")
+    for days in (50, 40, 30, 20, 10):
+        execution_with_attempt(acme, created_days_ago=days, seconds=20)
+    cache.delete(metrics.ROLLUP_KEY)
+    run = {"status": "completed", "mode": "parallel"}
+    key = ("parallel_execution_duration_seconds_count", tuple(sorted(run.items())))
+    seen = [dict.get(scrape(client), key, 0) for _ in range(4)]
+    assert seen == [2, 4, 5, 5]
+
+
+@pytest.mark.django_db
 def test_a_scrape_runs_the_same_queries_however_many_rows(client, settings):
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
