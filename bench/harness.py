@@ -3,7 +3,7 @@
 `prepare()` runs before Django's settings are read: it points the run at var/bench/ (a fresh
 SQLite file there unless DATABASE_URL is set) and starts an embedded Redis on a socket under a
 temp dir unless REDIS_URL is set. Everything the engine does then happens in real processes:
-`rundramatiq` workers and the reaper (openclaw_site.worker_processes), daphne for the API, and a
+`rundramatiq` workers and the reaper (tests.processes), daphne for the API, and a
 bare Dramatiq worker (bench/bare.py) as the reference.
 """
 
@@ -94,7 +94,7 @@ def engine_workers(env: dict | None = None, *, threads: int | None = None, proce
     as many processes and threads as `make run` unless told."""
     from django.conf import settings
 
-    from openclaw_site.worker_processes import Workers
+    from tests.processes import Workers
 
     threads, processes = threads or settings.WORKER_THREADS, processes or settings.WORKER_PROCESSES
 
@@ -114,7 +114,7 @@ def bare_workers(env: dict | None = None, *, threads: int | None = None, process
     """A plain `dramatiq bench.bare` worker with the same process/thread counts and poll timeout."""
     from django.conf import settings
 
-    from openclaw_site.worker_processes import worker_env
+    from tests.processes import worker_env
 
     threads, processes = threads or settings.WORKER_THREADS, processes or settings.WORKER_PROCESSES
 
@@ -169,7 +169,7 @@ def web_server(env: dict | None = None):
     """daphne serving the site on a free local port; yields the base URL."""
     import httpx
 
-    from openclaw_site.worker_processes import worker_env
+    from tests.processes import worker_env
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

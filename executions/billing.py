@@ -175,7 +175,7 @@ def _charge_usage(attempt: Attempt, usage: AttemptUsage, client_id: int) -> None
     insert_params = sql.insert_params([entry], _USAGE_COLUMNS)
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            cursor.execute(f"WITH totals AS ({totals}) {insert}", totals_params + insert_params)
+            cursor.execute(sql.update_then_insert(totals, insert), totals_params + insert_params)
         else:
             cursor.execute(totals, totals_params)
             cursor.execute(insert, insert_params)

@@ -10,7 +10,6 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable
-from functools import lru_cache
 
 from channels.layers import get_channel_layer
 from django.db import connection, transaction
@@ -104,7 +103,10 @@ def _append(execution_id: str, items: list[tuple[str, str, dict | None]]) -> lis
     one_statement = connection.vendor == "postgresql" and count <= MAX_ROWS_PER_INSERT
     if one_statement:
         with connection.cursor() as cursor:
-            cursor.execute(_reserve_and_insert_sql(count), [count, execution_id, count, *_row_params(events)])
+            cursor.execute(
+                sql.reserve_seqs_and_insert_events(count, _COLUMNS_BUT_SEQ),
+                [count, execution_id, count, *_row_params(events)],
+            )
             seqs = [row[0] for row in cursor.fetchall()]
         if len(seqs) != count:
             raise Execution.DoesNotExist(execution_id)
@@ -132,38 +134,11 @@ def _row_params(events: list[Event], *, with_seq: bool = False) -> list:
     return sql.insert_params(events, _COLUMNS if with_seq else _COLUMNS_BUT_SEQ)
 
 
-def _quoted(*names: str) -> str:
-    return ", ".join(connection.ops.quote_name(Event._meta.get_field(name).column) for name in names)
-
-
-def _reserve_sql() -> str:
-    """Advance an execution's next_seq (params: by how much, execution id), returning the new value."""
-    return (
-        f'UPDATE {sql.table(Execution)} SET "next_seq" = "next_seq" + %s WHERE "id" = %s RETURNING "next_seq"'
-    )
-
-
-@lru_cache(maxsize=64)
-def _reserve_and_insert_sql(rows: int) -> str:
-    """PostgreSQL: the execution's next_seq advanced by `rows`, and the rows inserted with the seqs
-    reserved, in order (params: rows, execution id, rows, then each row's values without its seq)."""
-    others = _COLUMNS_BUT_SEQ
-    values = ", ".join(f"({', '.join(['%s'] * len(others))}, {n})" for n in range(1, rows + 1))
-    columns = ", ".join(f"c{i}" for i in range(len(others)))
-    return (
-        f"WITH reserved AS ({_reserve_sql()}) "
-        f"INSERT INTO {sql.table(Event)} ({_quoted(*others, 'seq')}) "
-        f'SELECT {", ".join(f"v.c{i}" for i in range(len(others)))}, reserved."next_seq" - %s + v.n '
-        f"FROM reserved, (VALUES {values}) AS v({columns}, n) "
-        f"RETURNING {_quoted('seq')}"
-    )
-
-
 def _reserve_seqs(execution_id: str, count: int) -> int:
     """Advance the execution's next_seq by `count` and return the new value (RETURNING: SQLite ≥ 3.35,
     PostgreSQL; it saves reading the row back)."""
     with connection.cursor() as cursor:
-        cursor.execute(_reserve_sql(), [count, execution_id])
+        cursor.execute(sql.reserve_seqs(), [count, execution_id])
         row = cursor.fetchone()
     if row is None:
         raise Execution.DoesNotExist(execution_id)

@@ -4,8 +4,8 @@ One pass expires attempts whose lease lapsed (their worker died: the task is ret
 whose deadline passed (their worker hung: counts as a failure), resends the message of a task
 queued for too long (the dispatch number makes the original, should it still arrive, a no-op),
 resends a phase message (planning, aggregation) that no worker took, and dispatches every pool.
-It runs periodically in the worker processes (`openclaw_site.worker_processes`) or on its own
-(`manage.py reaper`).
+It runs in a process of its own (`manage.py reaper`, which `make run` starts), a pass every
+OPENCLAW_REAPER_INTERVAL_SEC; passes are idempotent, so several reapers may run.
 """
 
 from datetime import timedelta

@@ -17,7 +17,7 @@ from django.conf import settings
 from django.db import connection
 from django.db.models import Model
 
-from .models import Execution, Task
+from .models import Event, Execution, Task
 from .states import ExecutionStatus, TaskStatus
 
 
@@ -69,6 +69,11 @@ def update_statement(
         values = value if isinstance(value, (list, tuple)) else [value]
         params += [field.get_db_prep_value(v, connection, prepared=False) for v in values]
     return sql, params
+
+
+def update_then_insert(update: str, insert: str) -> str:
+    """PostgreSQL: an UPDATE and an INSERT in one statement (a data-modifying CTE), one round trip."""
+    return f"WITH updated AS ({update}) {insert}"
 
 
 @lru_cache(maxsize=64)
@@ -181,3 +186,31 @@ def admission(pool_name: str, now: datetime, *, limit: int) -> tuple[int, list[t
     return active, [
         (task_id, execution_id, key, bool(budget)) for task_id, execution_id, key, budget, _ in rows
     ]
+
+
+# The event outbox: an execution's next seqs reserved, and on PostgreSQL the rows inserted with them
+# in the same statement (`events.emit_many`).
+
+
+def _event_columns(*names: str) -> str:
+    return ", ".join(connection.ops.quote_name(Event._meta.get_field(name).column) for name in names)
+
+
+def reserve_seqs() -> str:
+    """Advance an execution's next_seq (params: by how much, execution id), returning the new value."""
+    return f'UPDATE {table(Execution)} SET "next_seq" = "next_seq" + %s WHERE "id" = %s RETURNING "next_seq"'
+
+
+@lru_cache(maxsize=64)
+def reserve_seqs_and_insert_events(rows: int, others: tuple[str, ...]) -> str:
+    """PostgreSQL: the execution's next_seq advanced by `rows`, and the rows inserted with the seqs
+    reserved, in order (params: rows, execution id, rows, then each row's values without its seq)."""
+    values = ", ".join(f"({', '.join(['%s'] * len(others))}, {n})" for n in range(1, rows + 1))
+    columns = ", ".join(f"c{i}" for i in range(len(others)))
+    return (
+        f"WITH reserved AS ({reserve_seqs()}) "
+        f"INSERT INTO {table(Event)} ({_event_columns(*others, 'seq')}) "
+        f'SELECT {", ".join(f"v.c{i}" for i in range(len(others)))}, reserved."next_seq" - %s + v.n '
+        f"FROM reserved, (VALUES {values}) AS v({columns}, n) "
+        f"RETURNING {_event_columns('seq')}"
+    )

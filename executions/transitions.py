@@ -84,9 +84,9 @@ def move_execution(execution_id: str, expected: Expected, to: str, **changes) ->
 
 def claim_phase(execution_id: str, status: str, *, lease_sec: float) -> int | None:
     """Take the lease of the execution's current phase (`status`: planning or aggregating) unless a
-    worker holds it; returns this claim's number (1 for the first), or None when another worker
-    holds the phase or the execution moved on. The transition into a phase clears both its lease and its
-claims."""
+        worker holds it; returns this claim's number (1 for the first), or None when another worker
+        holds the phase or the execution moved on. The transition into a phase clears both its lease and its
+    claims."""
     now = timezone.now()
     won = (
         Execution.objects.filter(pk=execution_id, status=status)

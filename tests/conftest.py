@@ -9,7 +9,7 @@ import pytest
 import redis
 from django.conf import settings
 
-from openclaw_site import worker_processes as processes
+from tests import processes
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -189,7 +189,15 @@ def test_cancel_stops_the_execution_and_discards_the_running_result(workers, cli
     assert execution_cancel(Execution.objects.get(pk=execution.pk))
     done = Execution.objects.get(pk=execution.pk)
     assert done.status == "cancelled"
-    time.sleep(3)  # the running attempts end; their results must not revive anything
+    # The abandoned attempts' workers finish their model call and report: their results must not
+    # revive anything, and their tokens are billed as a late report, once. That bill is the signal.
+    abandoned = [
+        f"usage:{pk}" for pk in Attempt.objects.filter(task__execution=execution).values_list("pk", flat=True)
+    ]
+    deadline = time.monotonic() + 30
+    while LedgerEntry.objects.filter(key__in=abandoned).count() < len(abandoned):
+        assert time.monotonic() < deadline, "the abandoned attempts never reported"
+        time.sleep(0.05)
     statuses = set(Task.objects.filter(execution=execution).values_list("status", flat=True))
     assert statuses == {"cancelled"}
     assert not Attempt.objects.filter(task__execution=execution, status__in=["running", "succeeded"]).exists()

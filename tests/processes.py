@@ -1,7 +1,7 @@
 """Real worker processes on this process's database and Redis: `rundramatiq` plus the reaper.
 
-Used by the integration tests and the benchmarks (`python -m bench`), which both need the same
-processes `make run` starts, pointed at a database of their own.
+Test and benchmark tooling (not part of the product): the integration tests and `python -m bench`
+both need the processes `make run` starts, pointed at a database of their own.
 """
 
 import os
@@ -15,6 +15,7 @@ import redis
 from django.conf import settings
 
 ROOT = Path(__file__).resolve().parent.parent
+HEARTBEATS = "openclaw:__heartbeats__"  # the Redis broker's sorted set of worker processes (settings)
 
 
 def worker_env(extra: dict | None = None) -> dict:
@@ -67,6 +68,7 @@ class Workers:
         return self
 
     def start_workers(self) -> None:
+        known = set(redis.Redis.from_url(settings.REDIS_URL).zrange(HEARTBEATS, 0, -1))
         self.workers = self._spawn(
             "workers",
             [
@@ -79,14 +81,15 @@ class Workers:
                 "2000",
             ],
         )
-        self.wait_ready()
+        self.wait_ready(known)
 
-    def wait_ready(self, timeout: float = 30) -> None:
-        """The worker is ready once it has registered its heartbeat in Redis."""
+    def wait_ready(self, known: set[bytes], timeout: float = 30) -> None:
+        """Ready once each new worker process has its own heartbeat in Redis: a killed process's
+        heartbeat stays there for a minute, so any heartbeat would not do."""
         client = redis.Redis.from_url(settings.REDIS_URL)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if any(client.scan_iter("openclaw:__heartbeats__*")) or any(client.scan_iter("*heartbeats*")):
+            if len(set(client.zrange(HEARTBEATS, 0, -1)) - known) >= self.processes:
                 return
             if self.workers.poll() is not None:
                 raise RuntimeError(f"workers exited early; see {self.logs}/workers.log")
