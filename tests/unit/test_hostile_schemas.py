@@ -1,7 +1,10 @@
 """A schema an agent wrote cannot hurt the worker that checks it: statements that act on the engine
 or on files are refused, and the rest runs in a child process with limits."""
 
+import os
+import signal
 import sqlite3
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -153,3 +156,105 @@ def test_the_screen_keeps_the_rest_of_the_schema_intact():
     sql = "PRAGMA foreign_keys=ON;\nCREATE TABLE a (id INTEGER PRIMARY KEY);\nPRAGMA foreign_keys = 1;\n"
 
     assert screen_schema(sql).sql == "\nCREATE TABLE a (id INTEGER PRIMARY KEY);\n\n"
+
+
+def test_checks_in_a_row_reuse_one_child():
+    first = scratch_sqlite.apply_in_scratch([TABLE])
+    pid = scratch_sqlite.scratch_child_pid()
+    second = scratch_sqlite.apply_in_scratch(["CREATE TABLE u (id INTEGER PRIMARY KEY);"])
+
+    assert first.error is None and first.tables == ["t"]
+    assert second.error is None and second.tables == ["u"]  # a new database for each check
+    assert pid is not None and scratch_sqlite.scratch_child_pid() == pid
+
+
+def test_a_check_after_the_child_was_killed_gets_a_new_child():
+    assert scratch_sqlite.apply_in_scratch([TABLE]).error is None
+    pid = scratch_sqlite.scratch_child_pid()
+    os.kill(pid, signal.SIGKILL)
+
+    result = scratch_sqlite.apply_in_scratch([TABLE])
+
+    assert result.error is None and result.tables == ["t"]
+    assert scratch_sqlite.scratch_child_pid() not in (None, pid)
+
+
+def test_a_refused_pragma_leaves_the_reused_child_able_to_allocate():
+    assert scratch_sqlite.apply_in_scratch([TABLE]).error is None
+    pid = scratch_sqlite.scratch_child_pid()
+
+    refused = scratch_sqlite.apply_in_scratch(["PRAGMA hard_heap_limit=1", TABLE])
+    later = scratch_sqlite.apply_in_scratch([TABLE + "INSERT INTO t (note) SELECT randomblob(100000);"])
+
+    assert refused.error == "not authorized" and not refused.stopped
+    assert later.error is None and later.tables == ["t"]
+    assert scratch_sqlite.scratch_child_pid() == pid
+
+
+def test_a_heap_limit_that_reached_sqlite_does_not_outlive_its_check(monkeypatch):
+    unguarded = scratch_sqlite.CHILD.replace(
+        "sqlite3.SQLITE_DETACH, sqlite3.SQLITE_PRAGMA", "sqlite3.SQLITE_DETACH"
+    )
+    monkeypatch.setattr(scratch_sqlite, "CHILD", unguarded)
+    assert scratch_sqlite.apply_in_scratch([TABLE]).error is None
+    pid = scratch_sqlite.scratch_child_pid()
+
+    poisoned = scratch_sqlite.apply_in_scratch(["PRAGMA hard_heap_limit=1", TABLE])
+    assert scratch_sqlite.scratch_child_pid() is None  # stopped: that child is gone
+    later = scratch_sqlite.apply_in_scratch([TABLE + "INSERT INTO t (note) SELECT randomblob(100000);"])
+
+    assert poisoned.error == "out of memory" and poisoned.stopped
+    assert later.error is None and later.tables == ["t"]
+    assert scratch_sqlite.scratch_child_pid() not in (None, pid)
+
+
+def test_a_patched_limit_starts_a_child_with_it(monkeypatch):
+    assert scratch_sqlite.apply_in_scratch([TABLE]).error is None
+    pid = scratch_sqlite.scratch_child_pid()
+    monkeypatch.setattr(scratch_sqlite, "MEMORY_BYTES", 200 * 2**20)
+
+    assert scratch_sqlite.apply_in_scratch([TABLE]).error is None
+    assert scratch_sqlite.scratch_child_pid() not in (None, pid)
+
+
+def test_checks_from_four_threads_each_get_their_own_result():
+    def check(n):
+        results = []
+        for i in range(5):
+            name = f"t{n}_{i}"
+            sql = (
+                f"CREATE TABLE {name} (id INTEGER PRIMARY KEY);\n"
+                f"CREATE TABLE {name}_c (id INTEGER PRIMARY KEY, p INTEGER REFERENCES {name}(id));"
+            )
+            results.append((name, scratch_sqlite.apply_in_scratch([sql])))
+        return results
+
+    with ThreadPoolExecutor(4) as pool:
+        outcomes = [r for results in pool.map(check, range(4)) for r in results]
+
+    assert len(outcomes) == 20
+    for name, result in outcomes:
+        assert result.error is None
+        assert result.tables == [name, f"{name}_c"]
+        assert result.foreign_keys == {name: [], f"{name}_c": [["p"]]}
+
+
+def test_a_forked_process_starts_its_own_child():
+    assert scratch_sqlite.apply_in_scratch([TABLE]).error is None
+    parent_child = scratch_sqlite.scratch_child_pid()
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the forked process: report and leave at once, no pytest teardown
+        try:
+            result = scratch_sqlite.apply_in_scratch([TABLE])
+            os.write(write_end, f"{result.tables} {scratch_sqlite.scratch_child_pid()}".encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    os.waitpid(pid, 0)
+    with os.fdopen(read_end) as report:
+        tables, forked_child = report.read().rsplit(" ", 1)
+
+    assert tables == "['t']" and int(forked_child) != parent_child
+    assert scratch_sqlite.scratch_child_pid() == parent_child  # the parent's child was left alone
+    assert scratch_sqlite.apply_in_scratch([TABLE]).error is None
