@@ -161,7 +161,9 @@ def test_broken_output_is_retried_and_a_stubborn_flaw_ends_unresolved(workers, c
     )
     done = wait_for_status(execution.pk, {"completed", "partial", "failed"}, timeout=40)
 
-    first, second = Attempt.objects.filter(task__execution=done, task__key="task_1").order_by("number")
+    attempts = list(Attempt.objects.filter(task__execution=done, task__key="task_1").order_by("number"))
+    # A worker lost under load (its lease lapsed) adds a `lost` attempt that counts for nothing.
+    first, second = [a for a in attempts if a.status != "lost"]
     assert first.status == "failed" and second.status == "succeeded"
     assert first.error.startswith("verification failed: src/draft.py:1: Python syntax error")
     assert first.tokens_out > 0  # a broken output still costs its tokens

@@ -49,8 +49,12 @@ def test_workers_sigkilled_20_times_at_random_moments(workers, client_and_key):
         for i in range(12)
     ]
     hit = []  # per kill: the attempts running in the killed worker at that moment
-    for _ in range(20):
-        wait_for_running_attempt(ids)  # each kill lands on work in progress
+    for round_ in range(20):
+        if not Execution.objects.filter(pk__in=ids).exclude(status__in=TERMINAL).exists():
+            ids.append(
+                execution_create(client=client_and_key[0], message=RESTAURANT, session_key=f"m{round_}").pk
+            )
+        wait_for_running_attempt(ids, timeout=60)  # each kill lands on work in progress
         time.sleep(rng.uniform(0.0, 0.5))
         running = set(Attempt.objects.filter(task__execution_id__in=ids, status="running").values_list("pk"))
         workers.kill_workers()
