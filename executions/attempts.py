@@ -22,13 +22,11 @@ from pools.models import WorkerPool
 from . import billing, conflicts, events
 from .dispatch import dispatch_after_commit, dispatch_pool, dispatch_ready_pools, dispatch_ready_tasks
 from .models import Attempt, Task
-from .states import AttemptStatus, StopReason, TaskStatus
+from .states import MAX_LOST_ATTEMPTS, AttemptStatus, StopReason, TaskStatus
 from .task_graph import block_dependents, maybe_finish_work, promote_dependents
 from .transitions import close_attempt_row, lock_execution, move_task
 
 log = logging.getLogger("openclaw.failures")
-
-MAX_LOST_ATTEMPTS = 3
 
 
 def attempt_to_close(attempt_id) -> Attempt:

@@ -24,7 +24,7 @@ from pools.models import EngineSettings, WorkerPool
 
 from . import sql
 from .models import Attempt, Execution, LedgerEntry, PricingPolicy, RefundPolicy, Task
-from .states import StopReason, TaskStatus
+from .states import MAX_LOST_ATTEMPTS, StopReason, TaskStatus
 
 CENT = Decimal("0.01")
 MICRO = Decimal("0.000001")
@@ -236,6 +236,13 @@ class AttemptEstimate:
     from_history: bool
 
 
+ESTIMATE_CAP = 4  # history moves an estimate at most this factor from the pool's expectation
+
+
+def capped(observed: int, expected: int) -> int:
+    return max(expected // ESTIMATE_CAP, min(expected * ESTIMATE_CAP, observed))
+
+
 def attempt_estimates(pool_names: set[str]) -> dict[str, AttemptEstimate]:
     """Per pool: the median tokens of its recent attempts (or defaults) at its model's current prices."""
     pools = {p.name: p for p in WorkerPool.objects.select_related("model").filter(name__in=pool_names)}
@@ -247,15 +254,18 @@ def attempt_estimates(pool_names: set[str]) -> dict[str, AttemptEstimate]:
             .values_list("task_id", "tokens_in", "tokens_out")[:HISTORY_SAMPLES]
         )
         from_history = len(recent) >= MIN_HISTORY
+        expected_in = DEFAULT_INPUT_TOKENS
+        expected_out = pools[name].expected_output_tokens if name in pools else DEFAULT_OUTPUT_TOKENS
         if from_history:
-            tokens_in = int(statistics.median(r[1] for r in recent))
-            tokens_out = int(statistics.median(r[2] for r in recent))
-            per_task = Decimal(len(recent)) / Decimal(len({r[0] for r in recent}))
+            # Medians of every client's recent attempts, held within ESTIMATE_CAP of the pool's
+            # configured expectation: another client's traffic cannot move a fee or a budget far.
+            tokens_in = capped(int(statistics.median(r[1] for r in recent)), expected_in)
+            tokens_out = capped(int(statistics.median(r[2] for r in recent)), expected_out)
+            # No task takes more than its retries and the tolerated losses of workers.
+            most = (pools[name].max_retries if name in pools else 2) + 1 + MAX_LOST_ATTEMPTS
+            per_task = min(Decimal(len(recent)) / Decimal(len({r[0] for r in recent})), Decimal(most))
         else:
-            tokens_in, tokens_out = (
-                DEFAULT_INPUT_TOKENS,
-                pools[name].expected_output_tokens if name in pools else DEFAULT_OUTPUT_TOKENS,
-            )
+            tokens_in, tokens_out = expected_in, expected_out
             per_task = Decimal("1")
         pool = pools.get(name)
         spec = llm.resolve(pool.model if pool else None)

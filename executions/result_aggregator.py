@@ -12,7 +12,7 @@ from django.utils import timezone
 from pools import llm
 from pools.models import EngineSettings
 from pools.prompts import SYNTHESIS_SYSTEM, synthesis_prompt
-from pools.verifiers.paths import path_problem
+from pools.verifiers.paths import path_problem, tree_clashes
 
 from . import billing, events
 from .conflicts import close_open_conflicts
@@ -231,13 +231,20 @@ def aggregate(execution_id: str) -> str | None:
 
 
 def artifacts_zip(execution: Execution) -> bytes:
-    """The merged project tree as a zip archive (paths relative to the project root)."""
+    """The merged project tree as a zip archive (paths relative to the project root).
+
+    Paths that no checkout could hold together are left out: verification fails them within one
+    output, but two tasks may still write `App.py` and `app.py`, or a file and a folder of one name.
+    The first in path order is kept."""
     tree, _ = merged_files(list(execution.tasks.all()))
+    clashing = {path for path, _ in tree_clashes(list(tree))}
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for path in sorted(tree):
-            if path_problem(path) is None:  # verification failed such outputs; never write them
-                archive.writestr(path.replace("\\", "/"), tree[path]["content"])
+            if path_problem(path) is None and path not in clashing:
+                archive.writestr(path, tree[path]["content"])
+    if clashing:
+        log.warning("artifacts of %s leave out clashing paths: %s", execution.pk, ", ".join(sorted(clashing)))
     return buffer.getvalue()
 
 

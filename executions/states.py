@@ -84,6 +84,8 @@ TASK_LOST = frozenset({T.DEAD, T.BLOCKED, T.CANCELLED})  # dependents of these a
 TASK_REOPENABLE = frozenset({T.DEAD, T.BLOCKED})  # what a client's retry gives a new chance
 
 ATTEMPT_COUNTED_FAILURES = frozenset({AttemptStatus.FAILED, AttemptStatus.EXPIRED})
+# Lost attempts (their worker died) do not count against a task's retries, up to this many.
+MAX_LOST_ATTEMPTS = 3
 CONFLICT_OPEN = frozenset({ConflictStatus.DETECTED, ConflictStatus.RESOLVING})
 
 # Kinds whose output replaces their parent task's (the parent is the lineage's original).

@@ -320,6 +320,16 @@ def test_artifacts_zip_holds_the_merged_tree_for_its_owner_only(execution):
     assert HttpClient().get(f"/api/execution/{execution.pk}/artifacts.zip").status_code == 401
 
 
+def test_the_zip_leaves_out_paths_that_clash_across_tasks(execution):
+    """Each output passed its own checks, but together `App.py`/`app.py` differ only in case and
+    `docs` is a file and a folder: no checkout could hold both, so the first in order is kept."""
+    make_task(execution, "task_1", files=[("src/App.py", "a"), ("docs", "file")], at=1)
+    make_task(execution, "task_2", files=[("src/app.py", "b"), ("docs/guide.md", "guide")], at=2)
+    with zipfile.ZipFile(io.BytesIO(result_aggregator.artifacts_zip(execution))) as archive:
+        names = archive.namelist()
+    assert sorted(names) == ["docs/guide.md", "src/App.py"]
+
+
 def test_cancelling_ends_the_open_remediation_rounds_unresolved(execution):
     from executions.services import execution_cancel
 

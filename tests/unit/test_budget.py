@@ -71,6 +71,26 @@ def test_estimates_follow_the_pools_history(execution):
     assert estimate.attempts_per_task == Decimal("6")
 
 
+def test_another_clients_traffic_moves_an_estimate_at_most_fourfold(execution):
+    """Attempts of huge outputs (any client's) raise the pool's estimate only to 4× its expectation:
+    fees by tokens and budgets of others stay within reach of what the admin configured."""
+    task = add_task(execution, "done", status=TaskStatus.SUCCEEDED)
+    now = timezone.now()
+    for number in range(1, 7):
+        task.attempts.create(
+            number=number,
+            status="succeeded",
+            started_at=now,
+            finished_at=now,
+            lease_expires_at=now,
+            deadline_at=now,
+            tokens_in=10_000_000,
+            tokens_out=10_000_000,
+        )
+    estimate = billing.attempt_estimates({"codegen"})["codegen"]
+    assert (estimate.tokens_in, estimate.tokens_out) == (2000 * 4, 3000 * 4)
+
+
 def test_the_budget_stop_cancels_waiting_work_and_blocks_dependents(execution):
     add_task(execution, "running", status=TaskStatus.RUNNING)
     add_task(execution, "ready")
