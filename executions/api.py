@@ -3,21 +3,30 @@
 import logging
 import time
 from decimal import Decimal
-from typing import Literal
 
 from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import BadRequest, PermissionDenied, SuspiciousOperation
 from django.db import connection
 from django.http import HttpRequest, HttpResponse
-from ninja import Field, NinjaAPI, Query, Schema, Status
+from ninja import NinjaAPI, Query, Status
 from ninja.errors import HttpError, ValidationError
 from ninja.pagination import LimitOffsetPagination, paginate
 from ninja.throttling import AuthRateThrottle
-from pydantic import StrictBool, StrictFloat
 
 from . import invoices, result_aggregator, selectors, services
 from .api_keys import AuthFailuresThrottled, Bearer, KeyHeader, auth_failures_throttled
+from .api_schemas import (
+    ActionOut,
+    ErrorOut,
+    EventsOut,
+    ExecuteIn,
+    ExecuteOut,
+    ExecutionListItem,
+    ExecutionOut,
+    InvoiceOut,
+    PoolOut,
+)
 from .models import Execution
 from .states import ExecutionStatus
 
@@ -51,221 +60,6 @@ def validation_error(request, exc: ValidationError):
 
 
 logger = logging.getLogger("openclaw.api")
-
-
-class ExecuteIn(Schema):
-    message: str = Field(
-        ...,
-        description="What to build",
-        min_length=1,
-        max_length=settings.OPENCLAW_MAX_MESSAGE_CHARS,
-        pattern=r"\S",
-    )
-    sessionKey: str = Field("api", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:@-]+$")
-    project: str = Field("", max_length=100)
-    force_parallel: StrictBool = False
-    mode: Literal["auto", "parallel", "serial"] = "auto"
-    budget_usd: StrictFloat | None = Field(
-        None, ge=0, le=100000, description="Stop starting tasks past this spend"
-    )
-
-
-class TaskBrief(Schema):
-    id: str
-    pool: str
-    description: str
-    status: str
-    progress: int
-    blocked_by: list[str]
-
-
-class ExecuteOut(Schema):
-    execution_id: str
-    status: str
-    parallel_tasks: int
-    estimated_duration_sec: float | None
-    estimated_cost_usd: str | None
-    fee_usd: str
-    tasks: list[TaskBrief]
-
-
-class TaskOut(Schema):
-    id: str
-    pool: str
-    kind: str
-    description: str
-    status: str
-    attempts: int
-    blocked_by: list[str]
-    soft_deps: list[str]
-    started_at: str | None
-    finished_at: str | None
-    progress: int
-    tokens_in: int
-    tokens_out: int
-    cost_usd: str
-    error: str
-    verification: dict | None
-
-
-class ConflictOut(Schema):
-    kind: str
-    status: str
-    between: list[str]
-    description: str
-    resolution: str
-    rounds: int
-
-
-class ComparisonSide(Schema):
-    tasks: str
-    duration_sec: float | None
-    estimated: bool
-    tokens: int
-    cost_usd: str
-
-
-class ComparisonOut(Schema):
-    mode: str
-    serial: ComparisonSide
-    parallel: ComparisonSide
-    speedup_pct: float | None
-    serial_estimate_sec: float | None
-    parallel_estimate_sec: float | None
-    agent_work_sec: float
-
-
-class ExecutionOut(Schema):
-    execution_id: str
-    status: str
-    mode: str
-    requested_mode: str
-    routing_reason: str
-    project: str
-    message: str
-    created_at: str
-    duration_sec: float | None
-    estimated_duration_sec: float | None
-    serial_estimate_sec: float | None
-    tasks_completed: int
-    tasks_failed: int
-    cost: str
-    cost_usd: str
-    fee_usd: str
-    refund_usd: str
-    budget_usd: str | None
-    estimated_cost_usd: str | None
-    tokens_in: int
-    tokens_out: int
-    final_response: str
-    quality_score: float | None
-    plan_source: str
-    plan_notes: list[str]
-    provider: str
-    tasks: list[TaskOut]
-    conflicts: list[ConflictOut]
-    comparison: ComparisonOut
-
-
-class ExecutionListItem(Schema):
-    execution_id: str
-    status: str
-    mode: str
-    project: str
-    message: str
-    created_at: str
-    duration_sec: float | None
-    cost_usd: str
-    tasks_total: int
-    tasks_completed: int
-
-
-class EventOut(Schema):
-    execution_id: str
-    seq: int
-    type: str
-    task: str | None
-    payload: dict
-    at: str
-
-
-class EventsOut(Schema):
-    execution_id: str
-    status: str
-    events: list[EventOut]
-    last_seq: int
-
-
-class PoolOut(Schema):
-    name: str
-    enabled: bool
-    max_concurrent: int
-    timeout_sec: int
-    max_retries: int
-    model: str | None
-    provider: str
-    provider_note: str
-    queued: int
-    running: int
-    ready: int
-
-
-class InvoiceLine(Schema):
-    kind: Literal["usage", "fee", "refund"]
-    key: str
-    description: str
-    pool: str
-    model: str
-    tokens_in: int
-    tokens_out: int
-    cache_read_tokens: int
-    cache_write_tokens: int
-    amount_usd: str = Field(..., description="Refunds are negative; usage to the micro-dollar")
-    billed: bool = Field(
-        ..., description="Usage is the model cost covered by the fee; fee and refunds are billed"
-    )
-    created_at: str
-
-
-class InvoiceTotals(Schema):
-    usage_usd: str
-    fee_usd: str
-    refund_usd: str
-    net_usd: str
-    tokens_in: int
-    tokens_out: int
-    estimated_cost_usd: str | None
-    budget_usd: str | None
-
-
-class InvoiceRefund(Schema):
-    usd: str
-    share_of_fee: str
-    undelivered_share: str
-    policy: str
-    rule: str
-
-
-class InvoiceOut(Schema):
-    execution_id: str
-    client: str
-    status: str
-    currency: str
-    lines: list[InvoiceLine]
-    totals: InvoiceTotals
-    refund: InvoiceRefund
-    net_usd: str
-    comparison: ComparisonOut
-
-
-class ActionOut(Schema):
-    execution_id: str
-    status: str
-    detail: str
-
-
-class ErrorOut(Schema):
-    detail: str
 
 
 def documented(ok: dict, *errors: int) -> dict:
