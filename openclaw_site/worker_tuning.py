@@ -34,10 +34,9 @@ class WarmAgentCode(dramatiq.Middleware):
 
 def freeze_startup_objects() -> None:
     """Take what a process made while starting (modules, Django's app registry, SDK clients,
-    bandit's plugins: about 125,000 objects) out of the garbage collector's reach. Each full
-    collection walked them all, 60–100 ms with the GIL held: a pause of every thread of the
-    process, in the middle of whatever transaction one of them held, locks included (it was the
-    tail of the PostgreSQL dispatch benchmark, BENCHMARKS.md). They live as long as the process."""
+    bandit's plugins) out of the garbage collector's reach. Otherwise each full collection walks
+    them all with the GIL held: a pause of every thread of the process, in the middle of whatever
+    transaction one of them holds, locks included. They live as long as the process."""
     gc.collect()
     gc.freeze()
 

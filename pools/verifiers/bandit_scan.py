@@ -67,7 +67,7 @@ def run_bandit(files: list[dict]) -> list[Finding]:
 
 def _bandit_in_process(root: Path) -> list[dict]:
     """bandit's library API: the same checks as its command line without starting an interpreter
-    per output (which cost ~150 ms of CPU each). It only parses the files; nothing is executed."""
+    per output (each a costly start). It only parses the files; nothing is executed."""
     # Imported on first use: bandit loads its plugins on import, and the processes that import
     # the verifiers without scanning (the web process) need not pay for that.
     from bandit.core import config as bandit_config  # noqa: PLC0415 (see above)
