@@ -10,7 +10,7 @@ from . import messages
 from .agent_attempt import task_run
 from .planning import execution_plan
 from .result_aggregator import aggregate
-from .worker_queues import DEFAULT_POOLS, declare_pool_queues
+from .worker_queues import DEFAULT_POOLS
 
 CONTROL_OPTIONS = {"queue_name": messages.CONTROL_QUEUE, "max_retries": 0, "time_limit": 30 * 60 * 1000}
 
@@ -34,6 +34,3 @@ def aggregate_execution(execution_id: str) -> None:
 )
 def run_task(task_id: int, dispatch_no: int) -> None:
     task_run(task_id, dispatch_no)
-
-
-declare_pool_queues()

@@ -2,6 +2,8 @@
 
 Kept apart from the actors: the broker loads the middleware here while it is being built, before
 any actor may be declared and before Django's apps are ready (hence the deferred model import).
+The database is read when a worker boots, never at import: a process that only sends messages (the
+web server, the test session) must not open a connection while its settings may still change.
 """
 
 import logging
@@ -38,6 +40,13 @@ class FollowPoolQueues(dramatiq.Middleware):
     """A pool created or renamed in the admin gets consumers without a worker restart: a running
     worker declares every pool's queue every few seconds, and declaring a queue in a worker process
     adds its consumer."""
+
+    def before_worker_boot(self, broker, worker):
+        # Declared before the worker adds its consumers, so it consumes every pool's queue from the start.
+        try:
+            declare_pool_queues()
+        finally:
+            connection.close()
 
     def after_worker_boot(self, broker, worker):
         stop = threading.Event()

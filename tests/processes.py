@@ -14,6 +14,8 @@ from pathlib import Path
 import redis
 from django.conf import settings
 
+from openclaw_site.child_processes import die_with_parent
+
 ROOT = Path(__file__).resolve().parent.parent
 HEARTBEATS = "openclaw:__heartbeats__"  # the Redis broker's sorted set of worker processes (settings)
 
@@ -60,6 +62,7 @@ class Workers:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=die_with_parent,
         )
 
     def start(self) -> "Workers":

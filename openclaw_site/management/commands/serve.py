@@ -21,6 +21,7 @@ from django.core.management.base import BaseCommand
 from executions.api_keys import client_for_key
 from executions.models import ApiKey, Client
 from openclaw_site import embedded_redis
+from openclaw_site.child_processes import die_with_parent
 
 DEMO_CLIENT = "local-demo"
 
@@ -88,7 +89,9 @@ class Command(BaseCommand):
         restarts: dict[str, float] = {}
         try:
             for name, cmd in commands.items():
-                children[name] = subprocess.Popen(cmd, env=env, cwd=settings.BASE_DIR)
+                children[name] = subprocess.Popen(
+                    cmd, env=env, cwd=settings.BASE_DIR, preexec_fn=die_with_parent
+                )
             while not stopping:
                 time.sleep(0.5)
                 for name, child in list(children.items()):
@@ -98,7 +101,9 @@ class Command(BaseCommand):
                             time.sleep(2)
                         self.stderr.write(f"{name} exited with {child.returncode}; restarting")
                         restarts[name] = time.monotonic()
-                        children[name] = subprocess.Popen(commands[name], env=env, cwd=settings.BASE_DIR)
+                        children[name] = subprocess.Popen(
+                            commands[name], env=env, cwd=settings.BASE_DIR, preexec_fn=die_with_parent
+                        )
         finally:
             self.stdout.write("Stopping…")
             for child in children.values():
