@@ -10,6 +10,7 @@ from . import messages
 from .agent_attempt import task_run
 from .planning import execution_plan
 from .result_aggregator import aggregate
+from .webhooks import webhook_deliver
 from .worker_queues import DEFAULT_POOLS
 
 CONTROL_OPTIONS = {"queue_name": messages.CONTROL_QUEUE, "max_retries": 0, "time_limit": 30 * 60 * 1000}
@@ -34,3 +35,14 @@ def aggregate_execution(execution_id: str) -> None:
 )
 def run_task(task_id: int, dispatch_no: int) -> None:
     task_run(task_id, dispatch_no)
+
+
+# Webhook retries are scheduled in the database (`webhooks`), never by Dramatiq.
+@dramatiq.actor(
+    actor_name=messages.DELIVER_WEBHOOK,
+    queue_name=messages.WEBHOOK_QUEUE,
+    max_retries=0,
+    time_limit=5 * 60 * 1000,
+)
+def deliver_webhook(delivery_pk: int, claim: int) -> None:
+    webhook_deliver(delivery_pk, claim)

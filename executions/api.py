@@ -14,10 +14,11 @@ from ninja.errors import HttpError, ValidationError
 from ninja.pagination import LimitOffsetPagination, paginate
 from ninja.throttling import AuthRateThrottle
 
-from . import invoices, result_aggregator, selectors, services
+from . import approval, invoices, result_aggregator, selectors, services
 from .api_keys import AuthFailuresThrottled, Bearer, KeyHeader, auth_failures_throttled
 from .api_schemas import (
     ActionOut,
+    ApproveIn,
     ErrorOut,
     EventsOut,
     ExecuteIn,
@@ -85,6 +86,8 @@ def execute_parallel(request: HttpRequest, payload: ExecuteIn, wait: float = Que
             mode=payload.mode,
             force_parallel=payload.force_parallel,
             budget_usd=None if payload.budget_usd is None else Decimal(str(round(payload.budget_usd, 2))),
+            approval=payload.approval,
+            callback_url=payload.callback_url,
         )
     except services.RequestRefused as exc:
         raise HttpError(422, str(exc)) from None
@@ -167,6 +170,39 @@ def execution_retry(request: HttpRequest, execution_id: str):
         raise HttpError(409, f"execution is {execution.status}; nothing to retry")
     execution.refresh_from_db()
     return {"execution_id": execution.pk, "status": execution.status, "detail": f"{reopened} tasks reopened"}
+
+
+@api.post(
+    "/execution/{execution_id}/approve",
+    response=documented({200: ActionOut}, 400, 404, 409, 422),
+    summary="Approve the plan (optionally edited): the fee is charged and the work starts",
+)
+def execution_approve(request: HttpRequest, execution_id: str, payload: ApproveIn | None = None):
+    execution = owned_execution(request, execution_id)
+    tasks = payload.tasks if payload is not None else None
+    try:
+        execution = approval.execution_approve(execution, by="client", tasks=tasks)
+    except approval.ApprovalRefused as exc:
+        raise HttpError(409 if exc.conflict else 422, exc.reason) from None
+    return {
+        "execution_id": execution.pk,
+        "status": execution.status,
+        "detail": f"approved: {execution.tasks.count()} tasks, fee ${execution.fee_usd:.2f}",
+    }
+
+
+@api.post(
+    "/execution/{execution_id}/reject",
+    response=documented({200: ActionOut}, 404, 409),
+    summary="Reject the plan: the execution is cancelled with no fee",
+)
+def execution_reject(request: HttpRequest, execution_id: str):
+    execution = owned_execution(request, execution_id)
+    try:
+        execution = approval.execution_reject(execution, by="client")
+    except approval.ApprovalRefused as exc:
+        raise HttpError(409, exc.reason) from None
+    return {"execution_id": execution.pk, "status": execution.status, "detail": "rejected: no fee charged"}
 
 
 @api.get(

@@ -23,6 +23,38 @@ class ExecuteIn(Schema):
     budget_usd: StrictFloat | None = Field(
         None, ge=0, le=100000, description="Stop starting tasks past this spend"
     )
+    approval: Literal["auto", "plan"] | None = Field(
+        None,
+        description="plan: wait in awaiting_approval after planning until approved (default: the client's)",
+    )
+    callback_url: str | None = Field(
+        None,
+        max_length=500,
+        description="Webhooks for this execution go here (https; default: the client's callback URL)",
+    )
+
+
+class ApproveIn(Schema):
+    tasks: list[dict] | None = Field(
+        None,
+        description="An edited plan (the plan's tasks with tasks removed, descriptions or dependencies "
+        "changed), validated like a plan; leave out to approve the plan as quoted",
+    )
+
+
+class PlanTaskOut(Schema):
+    id: str
+    pool: str
+    description: str
+    priority: int
+    timeout_sec: int
+    blocked_by: list[str]
+    soft_deps: list[str]
+    expected_sec: float | None
+
+
+class PlanOut(Schema):
+    tasks: list[PlanTaskOut]
 
 
 class TaskBrief(Schema):
@@ -37,6 +69,7 @@ class TaskBrief(Schema):
 class ExecuteOut(Schema):
     execution_id: str
     status: str
+    approval: str
     parallel_tasks: int
     estimated_duration_sec: float | None
     estimated_cost_usd: str | None
@@ -93,6 +126,12 @@ class ComparisonOut(Schema):
 class ExecutionOut(Schema):
     execution_id: str
     status: str
+    approval: str
+    approval_expires_at: str | None
+    quoted_fee_usd: str | None = Field(..., description="The fee charged once the plan is approved")
+    callback_url: str
+    follows: str | None
+    plan: PlanOut | None
     mode: str
     requested_mode: str
     routing_reason: str

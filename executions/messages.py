@@ -10,10 +10,13 @@ import dramatiq
 from dramatiq import get_broker
 
 CONTROL_QUEUE = "control"
+# Webhooks wait on clients' servers: a queue of their own, so a slow receiver delays no planning.
+WEBHOOK_QUEUE = "webhooks"
 
 PLAN_EXECUTION = "plan_execution"
 AGGREGATE_EXECUTION = "aggregate_execution"
 RUN_TASK = "run_task"
+DELIVER_WEBHOOK = "deliver_webhook"
 
 
 def pool_queue_name(pool: str) -> str:
@@ -41,3 +44,8 @@ def send_aggregate(execution_id: str) -> None:
 def send_run_task(task_id: int, dispatch_no: int, pool: str) -> dramatiq.Message:
     """The task's attempt for this dispatch number, on its pool's queue."""
     return send(RUN_TASK, pool_queue_name(pool), task_id, dispatch_no)
+
+
+def send_webhook(delivery_pk: int, claim: int) -> None:
+    """Send the webhook delivery; `claim` makes a duplicate of this message a no-op."""
+    send(DELIVER_WEBHOOK, WEBHOOK_QUEUE, delivery_pk, claim)

@@ -13,9 +13,11 @@ from django.utils import timezone
 from .states import (
     EXECUTION_TERMINAL,
     TASK_TERMINAL,
+    ApprovalMode,
     AttemptStatus,
     ConflictKind,
     ConflictStatus,
+    DeliveryStatus,
     ExecutionStatus,
     StopReason,
     TaskKind,
@@ -27,6 +29,19 @@ class Client(models.Model):
     name = models.CharField(max_length=100, unique=True)
     is_active = models.BooleanField(default=True)
     default_budget_usd = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
+    default_approval = models.CharField(
+        max_length=8,
+        choices=ApprovalMode.choices,
+        default=ApprovalMode.AUTO,
+        help_text="For requests that do not say: start at once, or wait for the client to approve the plan",
+    )
+    default_callback_url = models.URLField(
+        max_length=500,
+        blank=True,
+        help_text="Webhooks go here for requests without a callback_url of their own",
+    )
+    # The key webhooks are signed with (HMAC-SHA256); `manage.py webhook_secret NAME` shows it.
+    webhook_secret = models.CharField(max_length=80, blank=True, editable=False)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -34,6 +49,15 @@ class Client(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def ensure_webhook_secret(self) -> str:
+        """The client's webhook secret, made on first use (once, whoever asks first)."""
+        if not self.webhook_secret:
+            Client.objects.filter(pk=self.pk, webhook_secret="").update(
+                webhook_secret="whsec_" + secrets.token_urlsafe(32)
+            )
+            self.webhook_secret = Client.objects.values_list("webhook_secret", flat=True).get(pk=self.pk)
+        return self.webhook_secret
 
 
 class ApiKey(models.Model):
@@ -68,6 +92,26 @@ class Execution(models.Model):
     message = models.TextField()
     requested_mode = models.CharField(max_length=10, choices=MODES, default="auto")
     force_parallel = models.BooleanField(default=False)
+    approval = models.CharField(max_length=8, choices=ApprovalMode.choices, default=ApprovalMode.AUTO)
+    approval_expires_at = models.DateTimeField(
+        null=True, blank=True, help_text="Awaiting approval: cancelled with no fee past this time"
+    )
+    quoted_fee_usd = models.DecimalField(
+        max_digits=12,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        help_text="The fee of the plan awaiting approval (charged when it is approved)",
+    )
+    callback_url = models.URLField(max_length=500, blank=True, help_text="Where its webhooks go")
+    follows = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="follow_ups",
+        help_text="The execution this one is a follow-up request to (same project)",
+    )
     mode = models.CharField(max_length=10, blank=True, help_text="serial or parallel, decided by the router")
     routing_reason = models.CharField(max_length=200, blank=True)
     status = models.CharField(
@@ -468,3 +512,76 @@ class PricingPolicy(SingleActive):
         else:
             raw = self.fee_per_task * task_count
         return max(self.minimum_fee, raw)
+
+
+class WebhookDelivery(models.Model):
+    """One webhook to send: created in the transaction of the status change it announces, sent by
+    a worker once committed, retried under the same delivery id until a 2xx, a 410, a refusal of its
+    URL or the retry window's end (`webhooks`)."""
+
+    delivery_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    execution = models.ForeignKey(Execution, on_delete=models.CASCADE, related_name="webhooks")
+    client = models.ForeignKey(Client, on_delete=models.CASCADE, related_name="webhooks")
+    event = models.CharField(max_length=40)
+    url = models.URLField(max_length=500)
+    body = models.TextField(help_text="The exact bytes sent (UTF-8): every retry sends the same body")
+    status = models.CharField(max_length=10, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    retrying_since = models.DateTimeField(
+        default=timezone.now,
+        help_text="Retries end once an attempt this long after it fails (a resend restarts it)",
+    )
+    # The message that will send it next holds the delivery until then: a worker sends only for
+    # the current claim number, so a duplicate message changes nothing.
+    claims = models.PositiveIntegerField(default=0)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_error = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        verbose_name_plural = "webhook deliveries"
+        indexes = [
+            models.Index(fields=["status", "next_attempt_at"]),
+            models.Index(fields=["execution", "status"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event} → {self.url} ({self.status})"
+
+
+class WebhookAttempt(models.Model):
+    """One try of a delivery and what the receiver answered."""
+
+    delivery = models.ForeignKey(WebhookDelivery, on_delete=models.CASCADE, related_name="tries")
+    number = models.PositiveIntegerField()
+    started_at = models.DateTimeField(default=timezone.now)
+    duration_ms = models.PositiveIntegerField(default=0)
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    response = models.TextField(blank=True, help_text="The start of the receiver's answer")
+    error = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        ordering = ["delivery", "number"]
+
+    def __str__(self) -> str:
+        return f"#{self.number}: {self.status_code or self.error}"
+
+
+class StoppedWebhookUrl(models.Model):
+    """A callback URL that answered 410 Gone: nothing more is sent there for the client. Delete the
+    row to send there again."""
+
+    client = models.ForeignKey(Client, on_delete=models.CASCADE, related_name="stopped_webhook_urls")
+    url = models.URLField(max_length=500)
+    reason = models.CharField(max_length=200, blank=True)
+    stopped_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["client", "url"], name="stopped_webhook_url_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.url} ({self.client})"

@@ -1,26 +1,34 @@
-"""Planning an execution: planning → executing (or failed).
+"""Planning an execution: planning → executing (or awaiting_approval, or failed).
 
 The PM decomposes the request (`pm_coordinator`); each task's expected duration comes from its
 pool (the provider's known latency, else the pool's history); the router picks serial or parallel
 from the simulated schedule (`dag`, `agent_router`); the fee is fixed by the pricing policy
-(`billing`); the tasks are created and dispatched once committed.
+(`billing`); the tasks are created and dispatched once committed. An execution whose client
+approves plans (`approval: plan`) stops at `awaiting_approval` with its plan, estimates and fee
+until the client approves it (`approval`), and only then is charged and started.
 """
 
+import heapq
 import logging
 import statistics
+from dataclasses import dataclass
+from datetime import timedelta
+from decimal import Decimal
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from pools import llm
 from pools.models import EngineSettings, WorkerPool
 
-from . import billing, events, pm_coordinator
+from . import billing, events, pm_coordinator, webhooks
 from .agent_router import ParallelDisabled, choose_mode
 from .dag import PlanNode, simulate_makespan, upward_ranks
 from .dispatch import dispatch_after_commit
 from .models import Attempt, Execution
-from .states import AttemptStatus, ExecutionStatus
+from .pm_coordinator import PLAN_TASK_FIELDS
+from .states import ApprovalMode, AttemptStatus, ExecutionStatus
 from .task_distributor import work_weights
 from .task_graph import create_tasks
 from .transitions import claim_phase, move_execution
@@ -89,17 +97,124 @@ def expected_durations(
 
 
 def serialize_plan(plan_tasks: list[dict], ranks_key) -> list[dict]:
-    """Serial mode: one task after another (priority, then critical path), each blocked by the previous."""
-    ordered = sorted(plan_tasks, key=ranks_key)
+    """Serial mode: one task after another, each blocked by the previous. The order is topological
+    (a task never runs before its own dependencies, hard or soft), and among the tasks whose
+    dependencies are placed, by `ranks_key` (priority, then critical path)."""
+    by_id = {t["id"]: t for t in plan_tasks}
+    waiting_on = {t["id"]: set(t["blocked_by"]) | set(t["soft_deps"]) for t in plan_tasks}
+    dependents: dict[str, list[str]] = {t["id"]: [] for t in plan_tasks}
+    for task_id, deps in waiting_on.items():
+        for dep in deps:
+            dependents[dep].append(task_id)
+    frontier = [
+        (ranks_key(t), index, t["id"]) for index, t in enumerate(plan_tasks) if not waiting_on[t["id"]]
+    ]
+    heapq.heapify(frontier)
+    order = []
+    while frontier:
+        _, _, task_id = heapq.heappop(frontier)
+        order.append(task_id)
+        for child in dependents[task_id]:
+            waiting_on[child].discard(task_id)
+            if not waiting_on[child]:
+                heapq.heappush(frontier, (ranks_key(by_id[child]), plan_tasks.index(by_id[child]), child))
     previous = None
     chained = []
-    for task in ordered:
+    for task_id in order:
+        task = by_id[task_id]
         blocked = list(task["blocked_by"])
         if previous and previous not in blocked:
             blocked.append(previous)
         chained.append({**task, "blocked_by": blocked})
-        previous = task["id"]
+        previous = task_id
     return chained
+
+
+@dataclass(frozen=True)
+class PlanFigures:
+    """A validated plan routed and priced: what the execution runs and the client pays."""
+
+    tasks: list[dict]  # as they run (serial mode: chained)
+    mode: str
+    reason: str
+    expected: dict[str, float]  # seconds per task
+    weights: dict[str, float]  # each task's share of the work, for refunds
+    estimate: float
+    serial_estimate: float
+    estimated_cost: Decimal
+    fee: Decimal
+
+    def record(self, *, model: str = "", model_fallback: str = "") -> dict:
+        """The execution's `plan` column: enough to start the plan later exactly as priced now."""
+        return {
+            "tasks": self.tasks,
+            "expected": self.expected,
+            "weights": self.weights,
+            "model": model,
+            "model_fallback": model_fallback,
+        }
+
+    @classmethod
+    def from_record(cls, execution: Execution) -> "PlanFigures":
+        """The figures an execution awaiting approval was quoted (its plan unedited)."""
+        plan = execution.plan
+        return cls(
+            tasks=plan["tasks"],
+            mode=execution.mode,
+            reason=execution.routing_reason,
+            expected=plan["expected"],
+            weights=plan["weights"],
+            estimate=execution.estimated_duration_sec or 0.0,
+            serial_estimate=execution.serial_estimate_sec or 0.0,
+            estimated_cost=execution.estimated_cost_usd or Decimal("0"),
+            fee=execution.quoted_fee_usd or Decimal("0"),
+        )
+
+
+def plan_figures(
+    execution: Execution, plan_tasks: list[dict], *, planning: list = (), engine: EngineSettings | None = None
+) -> PlanFigures:
+    """Route a validated plan (serial or parallel), estimate its duration and cost, and fix its fee.
+    Raises ParallelDisabled when nothing may run it."""
+    engine = engine or EngineSettings.current()
+    pools = {p.name: p for p in WorkerPool.objects.select_related("model")}
+    expected = expected_durations(plan_tasks, pools, execution.message)
+    nodes = [
+        PlanNode(t["id"], t["pool"], expected[t["id"]], t["priority"], tuple(t["blocked_by"]))
+        for t in plan_tasks
+    ]
+    concurrency = {name: pool.max_concurrent for name, pool in pools.items()}
+    parallel_estimate = simulate_makespan(nodes, concurrency)
+    serial_estimate = sum(expected.values())
+    route = choose_mode(
+        requested=execution.requested_mode,
+        force_parallel=execution.force_parallel,
+        enabled=engine.enabled,
+        auto_fallback_to_serial=engine.auto_fallback_to_serial,
+        task_count=len(plan_tasks),
+        serial_estimate=serial_estimate,
+        parallel_estimate=parallel_estimate,
+    )
+    if route.mode == "serial":
+        ranks = upward_ranks(nodes)
+        plan_tasks = serialize_plan(plan_tasks, lambda t: (t["priority"], -ranks[t["id"]]))
+        estimate = serial_estimate
+    else:
+        estimate = parallel_estimate
+    weights = work_weights(execution.message, plan_tasks, {name: pool.role for name, pool in pools.items()})
+    estimated_cost = billing.plan_cost_estimate(plan_tasks, planning=list(planning))
+    fee = billing.fee_for_plan(task_count=len(plan_tasks), estimated_cost=estimated_cost)
+    return PlanFigures(
+        tasks=plan_tasks,
+        mode=route.mode,
+        reason=route.reason,
+        expected=expected,
+        weights=weights,
+        estimate=estimate,
+        serial_estimate=serial_estimate,
+        estimated_cost=estimated_cost,
+        fee=fee,
+    )
 
 
 def execution_plan(execution_id: str) -> bool:
@@ -132,105 +247,161 @@ def bill_planning(execution: Execution, claim: int, calls: list) -> None:
 
 
 def _plan(execution: Execution, claim: int, calls: list) -> bool:
-    execution_id = execution.pk
     engine = EngineSettings.current()
-    pools = {p.name: p for p in WorkerPool.objects.select_related("model")}
     limits = pool_limits()
     spec = llm.resolve(engine.pm_model)
     result = pm_coordinator.decompose(
         execution.message, spec, limits, max_tasks=engine.max_tasks_per_plan, timeout=PLAN_TIMEOUT_SEC
     )
     calls.extend(result.completions)
-    plan_tasks = result.tasks
-    expected = expected_durations(plan_tasks, pools, execution.message)
-    nodes = [
-        PlanNode(t["id"], t["pool"], expected[t["id"]], t["priority"], tuple(t["blocked_by"]))
-        for t in plan_tasks
-    ]
-    concurrency = {name: pool.max_concurrent for name, pool in pools.items()}
-    parallel_estimate = simulate_makespan(nodes, concurrency)
-    serial_estimate = sum(expected.values())
     try:
-        route = choose_mode(
-            requested=execution.requested_mode,
-            force_parallel=execution.force_parallel,
-            enabled=engine.enabled,
-            auto_fallback_to_serial=engine.auto_fallback_to_serial,
-            task_count=len(plan_tasks),
-            serial_estimate=serial_estimate,
-            parallel_estimate=parallel_estimate,
-        )
+        figures = plan_figures(execution, result.tasks, planning=result.completions, engine=engine)
     except ParallelDisabled as exc:
         return execution_fail_planning(execution, str(exc))
-    if route.mode == "serial":
-        ranks = upward_ranks(nodes)
-        plan_tasks = serialize_plan(plan_tasks, lambda t: (t["priority"], -ranks[t["id"]]))
-        estimate = serial_estimate
+    model = {"model": spec.label, "model_fallback": spec.fallback_reason}
+    if execution.approval == ApprovalMode.PLAN:
+        started = _await_approval(execution, claim, calls, result, figures, model)
     else:
-        estimate = parallel_estimate
-    weights = work_weights(execution.message, plan_tasks, {name: pool.role for name, pool in pools.items()})
-    estimated_cost = billing.plan_cost_estimate(plan_tasks, planning=result.completions)
-    fee = billing.fee_for_plan(task_count=len(plan_tasks), estimated_cost=estimated_cost)
+        with transaction.atomic():
+            started = execution_start(
+                execution,
+                figures,
+                expected=ExecutionStatus.PLANNING,
+                model=model,
+                before=lambda: bill_planning(execution, claim, calls),
+                plan_source=result.source,
+                plan_notes=result.notes,
+            )
+    if started:
+        log.info(
+            "PM Decomposed %s into %d tasks (%s, %s plan): estimate %.1fs vs serial %.1fs%s",
+            execution.pk,
+            len(figures.tasks),
+            figures.mode,
+            result.source,
+            figures.estimate,
+            figures.serial_estimate,
+            ", awaiting approval" if execution.approval == ApprovalMode.PLAN else "",
+        )
+    return started
+
+
+def _figures_fields(figures: PlanFigures, model: dict) -> dict:
+    return {
+        "mode": figures.mode,
+        "routing_reason": figures.reason,
+        "plan": figures.record(**model),
+        "estimated_duration_sec": round(figures.estimate, 3),
+        "serial_estimate_sec": round(figures.serial_estimate, 3),
+        "estimated_cost_usd": figures.estimated_cost,
+    }
+
+
+def _figures_payload(figures: PlanFigures, tasks: list[dict], model: dict, **extra) -> dict:
+    return {
+        "mode": figures.mode,
+        "reason": figures.reason,
+        **extra,
+        "tasks": tasks,
+        "estimated_duration_sec": round(figures.estimate, 3),
+        "serial_estimate_sec": round(figures.serial_estimate, 3),
+        "fee_usd": str(figures.fee),
+        "estimated_cost_usd": str(figures.estimated_cost),
+        **model,
+    }
+
+
+def _await_approval(
+    execution: Execution, claim: int, calls: list, result, figures: PlanFigures, model: dict
+) -> bool:
+    """planning → awaiting_approval: the plan, its estimates and its fee wait for the client; no
+    task exists yet, so nothing can be dispatched, and no fee is charged."""
     now = timezone.now()
+    expires = now + timedelta(hours=settings.OPENCLAW_APPROVAL_TTL_HOURS)
     with transaction.atomic():
         if not move_execution(
-            execution_id,
+            execution.pk,
             ExecutionStatus.PLANNING,
-            ExecutionStatus.EXECUTING,
-            mode=route.mode,
-            routing_reason=route.reason,
-            plan={"tasks": plan_tasks},
+            ExecutionStatus.AWAITING_APPROVAL,
+            **_figures_fields(figures, model),
             plan_source=result.source,
             plan_notes=result.notes,
-            estimated_duration_sec=round(estimate, 3),
-            serial_estimate_sec=round(serial_estimate, 3),
-            estimated_cost_usd=estimated_cost,
-            started_at=now,
+            quoted_fee_usd=figures.fee,
+            approval_expires_at=expires,
             phase_lease_until=None,
             phase_claims=0,
         ):
             return False
-        execution.refresh_from_db()
         bill_planning(execution, claim, calls)
-        billing.charge_fee(execution, fee)
-        created = create_tasks(execution, plan_tasks, expected=expected, weights=weights)
         events.emit(
-            execution_id,
-            "execution.planned",
-            payload={
-                "mode": route.mode,
-                "reason": route.reason,
-                "plan_source": result.source,
-                "notes": result.notes,
-                "tasks": [
-                    {
-                        "id": t.key,
-                        "pool": t.pool,
-                        "description": t.description,
-                        "blocked_by": t.blocked_by,
-                        "soft_deps": t.soft_deps,
-                        "expected_sec": t.expected_sec,
-                    }
-                    for t in created
+            execution.pk,
+            "execution.awaiting_approval",
+            payload=_figures_payload(
+                figures,
+                [
+                    {**{k: t[k] for k in PLAN_TASK_FIELDS}, "expected_sec": figures.expected[t["id"]]}
+                    for t in figures.tasks
                 ],
-                "estimated_duration_sec": round(estimate, 3),
-                "serial_estimate_sec": round(serial_estimate, 3),
-                "fee_usd": str(fee),
-                "estimated_cost_usd": str(estimated_cost),
-                "model": spec.label,
-                "model_fallback": spec.fallback_reason,
-            },
+                model,
+                plan_source=result.source,
+                notes=result.notes,
+                expires_at=expires.isoformat(),
+            ),
         )
-        dispatch_after_commit(t.pool for t in created)
-    log.info(
-        "PM Decomposed %s into %d tasks (%s, %s plan): estimate %.1fs vs serial %.1fs",
+        webhooks.webhook_delivery_create(execution_id=execution.pk, status=ExecutionStatus.AWAITING_APPROVAL)
+    return True
+
+
+def execution_start(
+    execution: Execution,
+    figures: PlanFigures,
+    *,
+    expected: str,
+    model: dict,
+    before=None,
+    **fields,
+) -> bool:
+    """expected (planning, awaiting_approval) → executing: the fee charged, the tasks created and
+    dispatched once committed. Call inside a transaction; `before` runs once the move is won."""
+    execution_id = execution.pk
+    if not move_execution(
         execution_id,
-        len(plan_tasks),
-        route.mode,
-        result.source,
-        estimate,
-        serial_estimate,
+        expected,
+        ExecutionStatus.EXECUTING,
+        **_figures_fields(figures, model),
+        started_at=timezone.now(),
+        phase_lease_until=None,
+        phase_claims=0,
+        **fields,
+    ):
+        return False
+    execution.refresh_from_db()
+    if before is not None:
+        before()
+    billing.charge_fee(execution, figures.fee)
+    created = create_tasks(execution, figures.tasks, expected=figures.expected, weights=figures.weights)
+    events.emit(
+        execution_id,
+        "execution.planned",
+        payload=_figures_payload(
+            figures,
+            [
+                {
+                    "id": t.key,
+                    "pool": t.pool,
+                    "description": t.description,
+                    "blocked_by": t.blocked_by,
+                    "soft_deps": t.soft_deps,
+                    "expected_sec": t.expected_sec,
+                }
+                for t in created
+            ],
+            model,
+            plan_source=execution.plan_source,
+            notes=execution.plan_notes,
+        ),
     )
+    dispatch_after_commit(t.pool for t in created)
     return True
 
 
@@ -246,4 +417,5 @@ def execution_fail_planning(execution: Execution, reason: str) -> bool:
         ):
             return False
         events.emit(execution.pk, "execution.finished", payload={"status": "failed", "error": reason})
+        webhooks.webhook_delivery_create(execution_id=execution.pk, status=ExecutionStatus.FAILED)
     return True

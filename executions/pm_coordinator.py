@@ -24,6 +24,8 @@ TASK_ID = re.compile(r"^[A-Za-z0-9_.-]{1,40}$")
 MIN_TIMEOUT_SEC = 5
 MAX_DESCRIPTION_CHARS = 2000
 MAX_ESTIMATE_SEC = 86_400  # a model's estimate beyond a day is not an estimate
+# A plan task's fields as a client sees them (and may edit them, approving a plan).
+PLAN_TASK_FIELDS = ("id", "pool", "description", "priority", "timeout_sec", "blocked_by", "soft_deps")
 
 
 @dataclass

@@ -3,7 +3,9 @@
 One pass expires attempts whose lease lapsed (their worker died: the task is retried at once) or
 whose deadline passed (their worker hung: counts as a failure), resends the message of a task
 queued for too long (the dispatch number makes the original, should it still arrive, a no-op),
-resends a phase message (planning, aggregation) that no worker took, and dispatches every pool.
+resends a phase message (planning, aggregation) that no worker took, dispatches every pool,
+cancels executions whose plan approval expired, and sends the webhooks that are due (retries,
+and messages lost on the way).
 It runs in a process of its own (`manage.py reaper`, which `make run` starts), a pass every
 OPENCLAW_REAPER_INTERVAL_SEC; passes are idempotent, so several reapers may run.
 """
@@ -17,10 +19,12 @@ from django.utils import timezone
 from pools.models import WorkerPool
 
 from . import messages
+from .approval import expire_approvals
 from .attempts import attempt_fail
 from .dispatch import dispatch_ready_tasks
 from .models import Attempt, Execution, Task
 from .states import AttemptStatus, ExecutionStatus, TaskStatus
+from .webhooks import webhooks_send_due
 
 # A deadline overrun is judged a little late, so a worker's own timeout wins the race.
 DEADLINE_GRACE_SEC = 5
@@ -71,4 +75,6 @@ def reap(now=None) -> dict:
             stats["phases"] += 1
     for pool in WorkerPool.objects.filter(enabled=True).values_list("name", flat=True):
         stats["dispatched"] += dispatch_ready_tasks(pool)
+    stats["approvals_expired"] = expire_approvals(now)
+    stats["webhooks"] = webhooks_send_due(now)
     return stats

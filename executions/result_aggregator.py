@@ -14,7 +14,7 @@ from pools.models import EngineSettings
 from pools.prompts import SYNTHESIS_SYSTEM, synthesis_prompt
 from pools.verifiers.paths import path_problem, tree_clashes
 
-from . import billing, events
+from . import billing, events, webhooks
 from .conflicts import close_open_conflicts
 from .merge import merged_files
 from .models import Conflict, Execution, Task
@@ -284,6 +284,7 @@ def finish(
                 "quality_score": quality,
             },
         )
+        webhooks.webhook_delivery_create(execution_id=execution.pk, status=status)
     log.info(
         "PM Finished %s: %s in %.1fs, cost $%.4f, refund $%s",
         execution.pk,

@@ -7,6 +7,7 @@ from pools.models import WorkerPool
 
 from .invoices import execution_comparison
 from .models import Client, Event, Execution, Task
+from .pm_coordinator import PLAN_TASK_FIELDS
 from .states import TaskStatus
 
 
@@ -50,7 +51,8 @@ def execution_brief(execution_id: str) -> dict:
     return {
         "execution_id": execution.pk,
         "status": execution.status,
-        "parallel_tasks": len(tasks),
+        "approval": execution.approval,
+        "parallel_tasks": len(tasks) or len(execution.plan.get("tasks", [])),
         "estimated_duration_sec": execution.estimated_duration_sec,
         "estimated_cost_usd": _usd6(execution.estimated_cost_usd),
         "fee_usd": f"{execution.fee_usd:.2f}",
@@ -67,11 +69,29 @@ def plan_provider(execution: Execution) -> str:
     if not execution.plan_source:
         return ""
     planned = (
-        execution.events.filter(type="execution.planned").values_list("payload", flat=True).first() or {}
+        execution.events.filter(type__in=["execution.planned", "execution.awaiting_approval"])
+        .values_list("payload", flat=True)
+        .first()
+        or {}
     )
     return planned.get("model", "") + (
         f" (offline: {planned['model_fallback']})" if planned.get("model_fallback") else ""
     )
+
+
+def plan_view(execution: Execution) -> dict | None:
+    """The execution's plan as the client approves (or edits) it: each task's plan fields and its
+    expected duration."""
+    plan = execution.plan or {}
+    if not plan.get("tasks"):
+        return None
+    expected = plan.get("expected", {})
+    return {
+        "tasks": [
+            {**{k: t[k] for k in PLAN_TASK_FIELDS}, "expected_sec": expected.get(t["id"])}
+            for t in plan["tasks"]
+        ]
+    }
 
 
 def execution_detail(execution: Execution) -> dict:
@@ -80,6 +100,12 @@ def execution_detail(execution: Execution) -> dict:
     return {
         "execution_id": execution.pk,
         "status": execution.status,
+        "approval": execution.approval,
+        "approval_expires_at": _iso(execution.approval_expires_at),
+        "quoted_fee_usd": None if execution.quoted_fee_usd is None else f"{execution.quoted_fee_usd:.2f}",
+        "callback_url": execution.callback_url,
+        "follows": execution.follows_id,
+        "plan": plan_view(execution),
         "mode": execution.mode,
         "requested_mode": execution.requested_mode,
         "routing_reason": execution.routing_reason,

@@ -7,7 +7,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from . import events, messages
+from . import events, messages, webhooks
 from .dispatch import dispatch_after_commit
 from .models import Client, Execution, Task
 from .result_aggregator import finish
@@ -16,6 +16,7 @@ from .states import (
     EXECUTION_RETRYABLE,
     TASK_OPEN,
     TASK_REOPENABLE,
+    ApprovalMode,
     AttemptStatus,
     ExecutionStatus,
     StopReason,
@@ -40,16 +41,34 @@ def execution_create(
     mode: str = "auto",
     force_parallel: bool = False,
     budget_usd: Decimal | None = None,
+    approval: str | None = None,
+    callback_url: str | None = None,
+    follows: Execution | None = None,
 ) -> Execution:
     """Store a new request and queue its planning on the control queue.
 
-    Every door (API, console, Slack, CLI) comes through here, so the limits hold for all of them."""
+    Every door (API, console, Slack, CLI) comes through here, so the limits hold for all of them.
+    `approval` and `callback_url` default to the client's; `follows`: the execution this request
+    follows up (same client, same project)."""
     if not message or not message.strip():
         raise RequestRefused("the request is empty")
     if len(message) > settings.OPENCLAW_MAX_MESSAGE_CHARS:
         raise RequestRefused(f"the request is longer than {settings.OPENCLAW_MAX_MESSAGE_CHARS} characters")
     if budget_usd is None:
         budget_usd = client.default_budget_usd
+    approval = approval or client.default_approval
+    if approval not in ApprovalMode.values:
+        raise RequestRefused(f"approval must be one of {', '.join(ApprovalMode.values)}")
+    callback_url = client.default_callback_url if callback_url is None else callback_url.strip()
+    if callback_url:
+        try:
+            webhooks.callback_url_check(callback_url)
+        except webhooks.CallbackUrlRefused as exc:
+            raise RequestRefused(str(exc)) from None
+    if follows is not None:
+        if follows.client_id != client.pk:
+            raise RequestRefused("a follow-up belongs to the client of the execution it follows")
+        project = project or follows.project
     now = timezone.now()
     with transaction.atomic():
         execution = Execution.objects.create(
@@ -61,9 +80,21 @@ def execution_create(
             requested_mode=mode,
             force_parallel=force_parallel,
             budget_usd=budget_usd,
+            approval=approval,
+            callback_url=callback_url,
+            follows=follows,
             phase_sent_at=now,
         )
-        events.emit(execution.pk, "execution.created", payload={"mode": mode, "project": project})
+        events.emit(
+            execution.pk,
+            "execution.created",
+            payload={
+                "mode": mode,
+                "project": project,
+                "approval": approval,
+                **({"follows": follows.pk} if follows is not None else {}),
+            },
+        )
         transaction.on_commit(lambda: messages.send_plan(execution.pk))
     log.info("PM Received %s from %s: %r", execution.pk, client.name, message[:80])
     return execution

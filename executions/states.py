@@ -10,6 +10,7 @@ from django.db import models
 
 class ExecutionStatus(models.TextChoices):
     PLANNING = "planning"
+    AWAITING_APPROVAL = "awaiting_approval"  # planned; the client approves the plan and its fee first
     EXECUTING = "executing"
     AGGREGATING = "aggregating"
     COMPLETED = "completed"
@@ -17,6 +18,23 @@ class ExecutionStatus(models.TextChoices):
     FAILED = "failed"
     CANCELLED = "cancelled"
     BUDGET_EXCEEDED = "budget_exceeded"
+
+
+class ApprovalMode(models.TextChoices):
+    """Whether a planned execution starts at once or waits for the client to approve its plan."""
+
+    AUTO = "auto", "starts once planned"
+    PLAN = "plan", "waits for the client to approve the plan and its fee"
+
+
+class DeliveryStatus(models.TextChoices):
+    """A webhook delivery: retried while pending; the other statuses are final."""
+
+    PENDING = "pending"
+    DELIVERED = "delivered"  # the receiver answered 2xx
+    GONE = "gone", "gone (410: the URL is stopped)"
+    REFUSED = "refused", "refused (the URL points where webhooks may not go)"
+    FAILED = "failed", "failed (retries exhausted)"
 
 
 class TaskStatus(models.TextChoices):
@@ -73,7 +91,7 @@ class ConflictKind(models.TextChoices):
 S, T = ExecutionStatus, TaskStatus
 
 EXECUTION_TERMINAL = frozenset({S.COMPLETED, S.PARTIAL, S.FAILED, S.CANCELLED, S.BUDGET_EXCEEDED})
-EXECUTION_LIVE = frozenset({S.PLANNING, S.EXECUTING, S.AGGREGATING})
+EXECUTION_LIVE = frozenset({S.PLANNING, S.AWAITING_APPROVAL, S.EXECUTING, S.AGGREGATING})
 EXECUTION_RETRYABLE = frozenset({S.PARTIAL, S.FAILED})
 
 TASK_TERMINAL = frozenset({T.SUCCEEDED, T.DEAD, T.BLOCKED, T.CANCELLED})
@@ -82,6 +100,10 @@ TASK_OPEN = frozenset({T.PENDING, T.READY, T.QUEUED, T.RUNNING, T.FAILED})
 TASK_ACTIVE = frozenset({T.QUEUED, T.RUNNING})  # holding a pool slot
 TASK_LOST = frozenset({T.DEAD, T.BLOCKED, T.CANCELLED})  # dependents of these are blocked
 TASK_REOPENABLE = frozenset({T.DEAD, T.BLOCKED})  # what a client's retry gives a new chance
+
+DELIVERY_FINAL = frozenset(
+    {DeliveryStatus.DELIVERED, DeliveryStatus.GONE, DeliveryStatus.REFUSED, DeliveryStatus.FAILED}
+)
 
 ATTEMPT_COUNTED_FAILURES = frozenset({AttemptStatus.FAILED, AttemptStatus.EXPIRED})
 # Lost attempts (their worker died) do not count against a task's retries, up to this many.
@@ -104,7 +126,9 @@ TASK_TRANSITIONS: dict[str, frozenset[str]] = {
 }
 
 EXECUTION_TRANSITIONS: dict[str, frozenset[str]] = {
-    S.PLANNING: frozenset({S.EXECUTING, S.FAILED, S.CANCELLED}),
+    S.PLANNING: frozenset({S.EXECUTING, S.AWAITING_APPROVAL, S.FAILED, S.CANCELLED}),
+    # approved → executing; rejected, expired or cancelled → cancelled
+    S.AWAITING_APPROVAL: frozenset({S.EXECUTING, S.CANCELLED}),
     S.EXECUTING: frozenset({S.AGGREGATING, S.CANCELLED}),
     S.AGGREGATING: frozenset({S.COMPLETED, S.PARTIAL, S.FAILED, S.BUDGET_EXCEEDED, S.CANCELLED}),
     S.PARTIAL: frozenset({S.EXECUTING}),  # a client's retry
@@ -129,6 +153,13 @@ CONFLICT_TRANSITIONS: dict[str, frozenset[str]] = {
     ),
     ConflictStatus.RESOLVED: frozenset(),
     ConflictStatus.UNRESOLVED: frozenset({ConflictStatus.RESOLVED}),  # a client's retry settled it
+}
+
+
+DELIVERY_TRANSITIONS: dict[str, frozenset[str]] = {
+    DeliveryStatus.PENDING: DELIVERY_FINAL,
+    # resent from the admin or the console: the same delivery id, a new round of retries
+    **{status: frozenset({DeliveryStatus.PENDING}) for status in DELIVERY_FINAL},
 }
 
 

@@ -107,6 +107,20 @@ OPENCLAW_METRICS_ALLOW = env.list("OPENCLAW_METRICS_ALLOW", default=[])
 # is this old, and not read again; what happens to an execution later than that is not counted.
 OPENCLAW_METRICS_SETTLE_SEC = env.float("OPENCLAW_METRICS_SETTLE_SEC", default=86400.0)
 
+# Plan approval: an execution awaiting approval longer than this is cancelled with no fee.
+OPENCLAW_APPROVAL_TTL_HOURS = env.float("OPENCLAW_APPROVAL_TTL_HOURS", default=72.0)
+# Webhooks. Private, loopback and link-local receivers (and plain http to them) only when this is
+# on: local development, or a receiver on the same network. Cloud metadata addresses never.
+OPENCLAW_WEBHOOK_ALLOW_PRIVATE = env.bool("OPENCLAW_WEBHOOK_ALLOW_PRIVATE", default=False)
+OPENCLAW_WEBHOOK_TIMEOUT_SEC = env.float("OPENCLAW_WEBHOOK_TIMEOUT_SEC", default=10.0)
+# Retries: after 15 s, then twice as long each time up to 4 h apart, until an attempt made 24 h
+# or more after the first one fails too.
+OPENCLAW_WEBHOOK_RETRY_BASE_SEC = env.float("OPENCLAW_WEBHOOK_RETRY_BASE_SEC", default=15.0)
+OPENCLAW_WEBHOOK_RETRY_MAX_SEC = env.float("OPENCLAW_WEBHOOK_RETRY_MAX_SEC", default=4 * 3600.0)
+OPENCLAW_WEBHOOK_RETRY_WINDOW_SEC = env.float("OPENCLAW_WEBHOOK_RETRY_WINDOW_SEC", default=24 * 3600.0)
+# Server-Sent Events: a comment line this often keeps proxies from closing an idle stream.
+OPENCLAW_SSE_HEARTBEAT_SEC = env.float("OPENCLAW_SSE_HEARTBEAT_SEC", default=15.0)
+
 # Slack bot (bots/). Optional: without a bot token and signing secret /slack/events answers 503.
 SLACK_BOT_TOKEN = env.str("SLACK_BOT_TOKEN", default="")
 SLACK_SIGNING_SECRET = env.str("SLACK_SIGNING_SECRET", default="")

@@ -27,7 +27,7 @@ class Command(BaseCommand):
             started = time.monotonic()
             try:
                 stats = reap()
-                if any(stats[k] for k in ("lost", "expired", "resent", "phases")):
+                if any(stats[k] for k in ("lost", "expired", "resent", "phases", "approvals_expired")):
                     log.info("reaper: %s", stats)
             except Exception:
                 log.exception("reaper pass failed")

@@ -1,0 +1,263 @@
+"""Plan approval: with `approval: plan` an execution waits after planning with its plan, estimates
+and quoted fee, no task and no fee; approving (as quoted or edited) charges the fee and starts
+exactly the approved tasks; rejecting or letting it expire cancels it with no fee, the planning
+usage staying on the ledger; acting on one that is not awaiting approval is a 409 with the reason."""
+
+import json
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.utils import timezone
+
+from executions.models import Event, Execution, LedgerEntry, Task
+from executions.planning import execution_plan, serialize_plan
+from executions.reaper import reap
+from executions.services import execution_cancel, execution_create
+from pools import llm
+from tests.conftest import configure
+from tests.factories import make_client
+
+REQUEST = "Build a restaurant website with online booking and secure payments"
+PLAN = {
+    "tasks": [
+        {"id": "api", "pool": "codegen", "description": "Build the booking API"},
+        {"id": "schema", "pool": "database", "description": "Design the bookings schema"},
+        {"id": "audit", "pool": "security", "description": "Audit the booking API", "blocked_by": ["api"]},
+    ]
+}
+
+
+@pytest.fixture
+def pm_plan(monkeypatch):
+    """The PM answers with PLAN; every model call is recorded by purpose."""
+    purposes: list[str] = []
+    real = llm.complete
+
+    def complete(spec, request, on_progress=None):
+        purposes.append(request.purpose)
+        if request.purpose == "plan":
+            return llm.Completion(text=json.dumps(PLAN), input_tokens=1000, output_tokens=400)
+        return real(spec, request, on_progress)
+
+    monkeypatch.setattr(llm, "complete", complete)
+    return purposes
+
+
+@pytest.fixture
+def acme(db):
+    configure(latency=0.5)  # estimates only: no pool runs here
+    return make_client("acme")
+
+
+def awaiting(client, **fields) -> Execution:
+    execution = execution_create(
+        client=client, message=REQUEST, session_key="approval", mode="parallel", **fields
+    )
+    assert execution_plan(execution.pk) is True
+    execution.refresh_from_db()
+    return execution
+
+
+def api(http, method: str, path: str, key: str, body=None):
+    call = getattr(http, method)
+    if method == "get":
+        return call(path, HTTP_X_API_KEY=key)
+    data = "" if body is None else json.dumps(body)  # an empty POST, as `curl -X POST` sends
+    return call(path, data=data, content_type="application/json", HTTP_X_API_KEY=key)
+
+
+def fee_entries(execution: Execution) -> list[Decimal]:
+    return list(
+        LedgerEntry.objects.filter(execution=execution, kind="fee").values_list("amount_usd", flat=True)
+    )
+
+
+def test_a_planned_execution_waits_with_its_plan_and_quote_and_no_task_no_fee(acme, pm_plan, client):
+    owner, key = acme
+    execution = awaiting(owner, approval="plan")
+
+    assert execution.status == "awaiting_approval"
+    assert not Task.objects.filter(execution=execution).exists()  # nothing a dispatch could find
+    assert reap()["dispatched"] == 0
+    assert execution.fee_usd == 0 and fee_entries(execution) == []
+    assert LedgerEntry.objects.filter(execution=execution, key__startswith="usage:plan:").count() == 1
+    assert pm_plan == ["plan"]  # the PM only: no pool was called
+    body = api(client, "get", f"/api/execution/{execution.pk}", key).json()
+    assert body["status"] == "awaiting_approval" and body["approval"] == "plan"
+    assert body["fee_usd"] == "0.00" and body["quoted_fee_usd"] == "2.40"  # 3 tasks at $0.80
+    assert body["estimated_duration_sec"] > 0 and Decimal(body["estimated_cost_usd"]) > 0
+    assert [t["id"] for t in body["plan"]["tasks"]] == ["api", "schema", "audit"]
+    assert body["plan"]["tasks"][2]["blocked_by"] == ["api"] and body["tasks"] == []
+    assert body["approval_expires_at"] is not None
+    event = Event.objects.get(execution=execution, type="execution.awaiting_approval")
+    assert event.payload["fee_usd"] == "2.40" and len(event.payload["tasks"]) == 3
+
+
+def test_approving_charges_the_quoted_fee_and_starts_the_plan(acme, pm_plan, client):
+    owner, key = acme
+    execution = awaiting(owner, approval="plan")
+
+    response = api(client, "post", f"/api/execution/{execution.pk}/approve", key)
+
+    assert response.status_code == 200, response.content
+    assert response.json()["status"] == "executing"
+    execution.refresh_from_db()
+    assert execution.fee_usd == Decimal("2.40") and fee_entries(execution) == [Decimal("2.40")]
+    assert execution.started_at is not None and execution.approval_expires_at is None
+    tasks = {t.key: t for t in Task.objects.filter(execution=execution)}
+    assert set(tasks) == {"api", "schema", "audit"}
+    assert tasks["audit"].status == "pending" and tasks["api"].status == "ready"
+    types = list(Event.objects.filter(execution=execution).values_list("type", flat=True))
+    assert types[-2:] == ["execution.approved", "execution.planned"]
+
+    again = api(client, "post", f"/api/execution/{execution.pk}/approve", key)
+    assert again.status_code == 409
+    assert "is executing" in again.json()["detail"] and "awaiting approval" in again.json()["detail"]
+    assert fee_entries(execution) == [Decimal("2.40")]
+
+
+def test_an_edited_plan_runs_exactly_the_edited_tasks_at_the_edited_plans_fee(acme, pm_plan, client):
+    owner, key = acme
+    execution = awaiting(owner, approval="plan")
+    plan = api(client, "get", f"/api/execution/{execution.pk}", key).json()["plan"]["tasks"]
+    edited = [t for t in plan if t["id"] != "schema"]  # one task removed
+    edited[0]["description"] = "Build the booking API with FastAPI and rate limits"
+    edited[1]["blocked_by"] = []  # the audit no longer waits
+
+    response = api(client, "post", f"/api/execution/{execution.pk}/approve", key, {"tasks": edited})
+
+    assert response.status_code == 200, response.content
+    tasks = {t.key: t for t in Task.objects.filter(execution=execution)}
+    assert set(tasks) == {"api", "audit"}
+    assert tasks["api"].description == "Build the booking API with FastAPI and rate limits"
+    assert tasks["audit"].blocked_by == [] and tasks["audit"].status == "ready"
+    execution.refresh_from_db()
+    assert fee_entries(execution) == [Decimal("1.60")] and execution.fee_usd == Decimal("1.60")
+    assert [t["id"] for t in execution.plan["tasks"]] == [
+        t.key for t in Task.objects.filter(execution=execution)
+    ]
+    approved = Event.objects.get(execution=execution, type="execution.approved")
+    assert approved.payload["edited"] is True and approved.payload["tasks"] == 2
+
+
+@pytest.mark.parametrize(
+    "tasks,needle",
+    [
+        (
+            [{"id": "audit", "pool": "security", "description": "Audit", "blocked_by": ["api"]}],
+            "unknown task api",
+        ),
+        ([], "no tasks"),
+        ([{"id": "a", "pool": "codegen", "description": "x", "blocked_by": ["a"]}], "depends on itself"),
+        ("not a list", "tasks"),
+    ],
+)
+def test_an_invalid_edited_plan_is_a_422_and_changes_nothing(acme, pm_plan, client, tasks, needle):
+    owner, key = acme
+    execution = awaiting(owner, approval="plan")
+
+    response = api(client, "post", f"/api/execution/{execution.pk}/approve", key, {"tasks": tasks})
+
+    assert response.status_code == 422 and needle in response.json()["detail"]
+    execution.refresh_from_db()
+    assert execution.status == "awaiting_approval" and fee_entries(execution) == []
+    assert not Task.objects.filter(execution=execution).exists()
+
+
+def test_rejecting_cancels_with_no_fee_and_keeps_the_planning_usage(acme, pm_plan, client):
+    owner, key = acme
+    execution = awaiting(owner, approval="plan")
+    planning_usage = execution.cost_usd
+
+    response = api(client, "post", f"/api/execution/{execution.pk}/reject", key)
+
+    assert response.status_code == 200 and response.json()["status"] == "cancelled"
+    execution.refresh_from_db()
+    assert execution.status == "cancelled" and execution.fee_usd == 0 and execution.refund_usd == 0
+    assert fee_entries(execution) == [] and not LedgerEntry.objects.filter(execution=execution, kind="refund")
+    assert execution.cost_usd == planning_usage > 0
+    assert LedgerEntry.objects.filter(execution=execution, key__startswith="usage:plan:").count() == 1
+    assert "rejected" in execution.final_response
+    approve = api(client, "post", f"/api/execution/{execution.pk}/approve", key)
+    assert approve.status_code == 409 and "is cancelled" in approve.json()["detail"]
+    assert api(client, "post", f"/api/execution/{execution.pk}/reject", key).status_code == 409
+
+
+def test_another_clients_execution_is_a_404_to_approve_or_reject(acme, pm_plan, client):
+    owner, _ = acme
+    _, other_key = make_client("globex")
+    execution = awaiting(owner, approval="plan")
+
+    for action in ("approve", "reject"):
+        response = api(client, "post", f"/api/execution/{execution.pk}/{action}", other_key)
+        assert response.status_code == 404 and response.json()["detail"] == "execution not found"
+    assert Execution.objects.get(pk=execution.pk).status == "awaiting_approval"
+
+
+def test_the_reaper_cancels_an_approval_past_its_time_with_no_fee(acme, pm_plan, client, settings):
+    owner, key = acme
+    execution = awaiting(owner, approval="plan")
+    ttl = execution.approval_expires_at - execution.created_at
+    assert timedelta(hours=71.9) < ttl <= timedelta(hours=72.1)  # OPENCLAW_APPROVAL_TTL_HOURS
+
+    assert reap()["approvals_expired"] == 0  # not yet
+    stats = reap(now=execution.approval_expires_at + timedelta(seconds=1))
+
+    assert stats["approvals_expired"] == 1
+    execution.refresh_from_db()
+    assert execution.status == "cancelled" and execution.fee_usd == 0 and fee_entries(execution) == []
+    assert "not approved in time" in execution.final_response
+    assert api(client, "post", f"/api/execution/{execution.pk}/approve", key).status_code == 409
+
+
+def test_an_approval_that_expired_before_the_reaper_noticed_is_refused(acme, pm_plan, client):
+    owner, key = acme
+    execution = awaiting(owner, approval="plan")
+    Execution.objects.filter(pk=execution.pk).update(
+        approval_expires_at=timezone.now() - timedelta(seconds=1)
+    )
+
+    response = api(client, "post", f"/api/execution/{execution.pk}/approve", key)
+
+    assert response.status_code == 409 and "expired" in response.json()["detail"]
+    assert Execution.objects.get(pk=execution.pk).status == "cancelled"
+
+
+def test_the_clients_default_applies_when_the_request_does_not_say(acme, pm_plan, client):
+    owner, key = acme
+    owner.default_approval = "plan"
+    owner.save()
+
+    response = api(client, "post", "/api/execute-parallel", key, {"message": REQUEST})
+    assert response.status_code == 202 and response.json()["approval"] == "plan"
+    assert execution_plan(response.json()["execution_id"]) is True
+    assert Execution.objects.get(pk=response.json()["execution_id"]).status == "awaiting_approval"
+
+    explicit = api(client, "post", "/api/execute-parallel", key, {"message": REQUEST, "approval": "auto"})
+    assert execution_plan(explicit.json()["execution_id"]) is True
+    assert Execution.objects.get(pk=explicit.json()["execution_id"]).status == "executing"
+    bad = api(client, "post", "/api/execute-parallel", key, {"message": REQUEST, "approval": "later"})
+    assert bad.status_code == 422 and "approval" in bad.json()["detail"]
+
+
+def test_an_execution_awaiting_approval_can_be_cancelled_like_any_live_one(acme, pm_plan):
+    owner, _ = acme
+    execution = awaiting(owner, approval="plan")
+
+    assert execution_cancel(execution, by="client") is True
+    execution.refresh_from_db()
+    assert execution.status == "cancelled" and fee_entries(execution) == []
+
+
+def test_serial_order_keeps_dependencies_even_against_priorities():
+    tasks = [
+        {"id": "a", "priority": 5, "blocked_by": [], "soft_deps": []},
+        {"id": "b", "priority": 1, "blocked_by": ["a"], "soft_deps": []},
+        {"id": "c", "priority": 1, "blocked_by": [], "soft_deps": ["b"]},
+        {"id": "d", "priority": 2, "blocked_by": [], "soft_deps": []},
+    ]
+    chained = serialize_plan(tasks, lambda t: (t["priority"],))
+    order = [t["id"] for t in chained]
+    assert order == ["d", "a", "b", "c"]  # a before b and b before c, whatever their priorities
+    assert [t["blocked_by"] for t in chained] == [[], ["d"], ["a"], ["b"]]
