@@ -19,6 +19,7 @@ SUMMARY_LIMIT = 3000
 
 EXECUTION_EMOJI = {
     ExecutionStatus.PLANNING: ":thought_balloon:",
+    ExecutionStatus.AWAITING_APPROVAL: ":hourglass_flowing_sand:",
     ExecutionStatus.EXECUTING: ":gear:",
     ExecutionStatus.AGGREGATING: ":jigsaw:",
     ExecutionStatus.COMPLETED: ":white_check_mark:",

@@ -1,7 +1,9 @@
-"""Admin for clients and keys, billing policies, and executions (read-only, with cancel and retry)."""
+"""Admin for clients and keys, billing policies, executions (read-only, with cancel and retry) and
+webhook deliveries (read-only, with resend)."""
 
 from decimal import Decimal
 
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import Count, OuterRef, Subquery
 from django.db.models.functions import Coalesce
@@ -11,7 +13,7 @@ from pools.admin import AuditedAdmin, ReadOnlyAdmin
 from pools.audit import record_changes, snapshot
 from pools.models import WorkerPool
 
-from . import services
+from . import services, webhooks
 from .api_keys import api_key_issue, api_key_revoke, api_key_rotate
 from .invoices import execution_invoice
 from .models import (
@@ -24,9 +26,12 @@ from .models import (
     LedgerEntry,
     PricingPolicy,
     RefundPolicy,
+    StoppedWebhookUrl,
     Task,
+    WebhookAttempt,
+    WebhookDelivery,
 )
-from .states import TaskStatus
+from .states import ApprovalMode, TaskStatus
 
 
 def show_new_key(request, client: Client, raw: str) -> None:
@@ -59,12 +64,42 @@ class ApiKeyInline(ReadOnlyInline):
     fields = ("prefix", "created_at", "revoked_at")
 
 
+class ClientForm(forms.ModelForm):
+    class Meta:
+        model = Client
+        fields = ("name", "is_active", "default_budget_usd", "default_approval", "default_callback_url")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["default_approval"].required = False  # left out: starts at once, as before
+
+    def clean_default_approval(self) -> str:
+        return self.cleaned_data["default_approval"] or ApprovalMode.AUTO
+
+    def clean_default_callback_url(self) -> str:
+        url = self.cleaned_data["default_callback_url"]
+        if url:
+            try:
+                webhooks.callback_url_check(url)
+            except webhooks.CallbackUrlRefused as exc:
+                raise forms.ValidationError(str(exc)) from None
+        return url
+
+
 @admin.register(Client)
 class ClientAdmin(admin.ModelAdmin):
-    list_display = ("name", "is_active", "default_budget_usd", "active_keys", "created_at")
-    list_filter = ("is_active",)
+    form = ClientForm
+    list_display = (
+        "name",
+        "is_active",
+        "default_budget_usd",
+        "default_approval",
+        "active_keys",
+        "created_at",
+    )
+    list_filter = ("is_active", "default_approval")
     search_fields = ("name",)
-    fields = ("name", "is_active", "default_budget_usd")
+    fields = ("name", "is_active", "default_budget_usd", "default_approval", "default_callback_url")
     inlines = [ApiKeyInline]
     actions = ["issue_key"]
 
@@ -283,6 +318,13 @@ class LedgerInline(ReadOnlyInline):
     )
 
 
+class WebhookDeliveryInline(ReadOnlyInline):
+    model = WebhookDelivery
+    fields = ("delivery_id", "event", "url", "status", "attempts", "last_status_code", "next_attempt_at")
+    readonly_fields = fields
+    show_change_link = True
+
+
 @admin.register(Execution)
 class ExecutionAdmin(ReadOnlyAdmin):
     """Read-only; the only ways to act on an execution are its services (cancel, retry)."""
@@ -304,7 +346,7 @@ class ExecutionAdmin(ReadOnlyAdmin):
     search_fields = ("id", "project", "message")
     date_hierarchy = "created_at"
     list_select_related = ("client",)
-    inlines = [TaskInline, ConflictInline, EventInline, LedgerInline]
+    inlines = [TaskInline, ConflictInline, EventInline, LedgerInline, WebhookDeliveryInline]
     actions = ["cancel", "retry"]
     readonly_fields = ("attempts", "invoice")
     fieldsets = (
@@ -319,10 +361,15 @@ class ExecutionAdmin(ReadOnlyAdmin):
                     "requested_mode",
                     "routing_reason",
                     "project",
+                    "follows",
                     "message",
                     "error",
                 )
             },
+        ),
+        (
+            "Approval and webhooks",
+            {"fields": ("approval", "approval_expires_at", "quoted_fee_usd", "callback_url")},
         ),
         (
             "Plan and timing",
@@ -463,3 +510,77 @@ class WorkerPoolAdmin(AuditedAdmin):
     @admin.display(description="queued + running")
     def active(self, obj: WorkerPool) -> int:
         return obj.active_tasks
+
+
+# ---------------------------------------------------------------- webhooks
+
+
+class WebhookAttemptInline(ReadOnlyInline):
+    model = WebhookAttempt
+    fields = ("number", "started_at", "duration_ms", "status_code", "error", "response")
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(ReadOnlyAdmin):
+    """Every webhook sent or to send, its attempts and the receiver's answers; resend one."""
+
+    list_display = (
+        "delivery_id",
+        "event",
+        "execution",
+        "client",
+        "url",
+        "status",
+        "attempts",
+        "last_status_code",
+        "next_attempt_at",
+        "created_at",
+    )
+    list_filter = ("status", "event", "client")
+    search_fields = ("delivery_id", "execution__id", "url")
+    list_select_related = ("client",)
+    date_hierarchy = "created_at"
+    inlines = [WebhookAttemptInline]
+    actions = ["resend"]
+    fields = (
+        "delivery_id",
+        "execution",
+        "client",
+        "event",
+        "url",
+        "status",
+        "attempts",
+        "next_attempt_at",
+        "retrying_since",
+        "last_status_code",
+        "last_error",
+        "created_at",
+        "finished_at",
+        "body",
+    )
+    readonly_fields = fields
+
+    def has_operate_permission(self, request) -> bool:
+        return request.user.has_perm("executions.change_execution")
+
+    @admin.action(description="Send again (same delivery id, new round of retries)", permissions=["operate"])
+    def resend(self, request, queryset):
+        resent = sum(webhooks.webhook_delivery_resend(delivery=d) for d in queryset)
+        skipped = queryset.count() - resent
+        messages.success(
+            request,
+            f"Sending {resent} delivery(ies) again."
+            + (f" {skipped} still pending: they are retried on their own." if skipped else ""),
+        )
+
+
+@admin.register(StoppedWebhookUrl)
+class StoppedWebhookUrlAdmin(admin.ModelAdmin):
+    """URLs that answered 410 Gone; delete one to send webhooks there again."""
+
+    list_display = ("url", "client", "reason", "stopped_at")
+    list_filter = ("client",)
+    readonly_fields = ("client", "url", "reason", "stopped_at")
+
+    def has_add_permission(self, request):
+        return False

@@ -26,7 +26,7 @@ from django.shortcuts import redirect, render
 from django.urls import path, reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from . import console_selectors, services
+from . import approval, console_selectors, services
 from .models import Client, Execution
 from .states import ExecutionStatus
 from .throttling import login_throttled
@@ -194,6 +194,60 @@ def execution_retry(request: HttpRequest, execution_id: str) -> HttpResponse:
     return redirect("console:execution", execution_id=execution_id)
 
 
+def plan_from_form(post, plan: list[dict]) -> list[dict] | None:
+    """The task list the approval form describes: the quoted plan's tasks that were kept, with
+    their pool, description and hard dependencies as edited (soft dependencies on removed tasks
+    dropped: they only lend context). None when nothing was changed."""
+    kept = set(post.getlist("keep"))
+    tasks = []
+    for task in plan:
+        if task["id"] not in kept:
+            continue
+        blocked_by = [d for d in re.split(r"[\s,]+", post.get(f"blocked_by:{task['id']}", "")) if d]
+        tasks.append(
+            {
+                **{k: task[k] for k in ("id", "priority", "timeout_sec")},
+                "pool": post.get(f"pool:{task['id']}", task["pool"]),
+                "description": post.get(f"description:{task['id']}", task["description"]).strip(),
+                "blocked_by": blocked_by,
+                "soft_deps": [d for d in task["soft_deps"] if d in kept],
+            }
+        )
+    unchanged = [{k: t[k] for k in tasks[0]} for t in plan] if tasks else None
+    return None if tasks == unchanged else tasks
+
+
+@console_view
+@require_POST
+@require_permission(CHANGE_EXECUTION)
+def execution_approve(request: HttpRequest, execution_id: str) -> HttpResponse:
+    execution = _execution_or_404(execution_id)
+    plan = console_selectors.execution_snapshot(execution_id)["plan"]
+    tasks = plan_from_form(request.POST, plan)
+    try:
+        approval.execution_approve(execution, by=f"staff ({request.user.get_username()})", tasks=tasks)
+    except approval.ApprovalRefused as exc:
+        messages.error(request, f"Not approved: {exc.reason}")
+    else:
+        edited = " with the edited plan" if tasks is not None else ""
+        messages.success(request, f"Plan approved{edited}: the fee is charged and the tasks start.")
+    return redirect("console:execution", execution_id=execution_id)
+
+
+@console_view
+@require_POST
+@require_permission(CHANGE_EXECUTION)
+def execution_reject(request: HttpRequest, execution_id: str) -> HttpResponse:
+    execution = _execution_or_404(execution_id)
+    try:
+        approval.execution_reject(execution, by=f"staff ({request.user.get_username()})")
+    except approval.ApprovalRefused as exc:
+        messages.error(request, f"Not rejected: {exc.reason}")
+    else:
+        messages.success(request, "Plan rejected: the execution is cancelled with no fee.")
+    return redirect("console:execution", execution_id=execution_id)
+
+
 def _execution_or_404(execution_id: str) -> Execution:
     execution = Execution.objects.filter(pk=execution_id).first()
     if execution is None:
@@ -297,6 +351,8 @@ urlpatterns = [
     path("executions/<str:execution_id>/tasks/<str:task_key>/files.json", task_files_json, name="task_files"),
     path("executions/<str:execution_id>/cancel", execution_cancel, name="execution_cancel"),
     path("executions/<str:execution_id>/retry", execution_retry, name="execution_retry"),
+    path("executions/<str:execution_id>/approve", execution_approve, name="execution_approve"),
+    path("executions/<str:execution_id>/reject", execution_reject, name="execution_reject"),
     path("pools/", pools_page, name="pools"),
     path("pools.json", pools_json, name="pools_json"),
     path("new/", new_request_page, name="new"),

@@ -222,6 +222,20 @@ def execution_snapshot(execution_id: str, *, may_change: bool = False) -> dict |
         "error": execution.error,
         "final_response_html": render_markdown(execution.final_response) if execution.final_response else "",
         "terminal": execution.is_terminal,
+        "awaiting_approval": execution.status == ExecutionStatus.AWAITING_APPROVAL,
+        "can_approve": may_change and execution.status == ExecutionStatus.AWAITING_APPROVAL,
+        "approval": execution.approval,
+        "approval_expires_at": _iso(execution.approval_expires_at),
+        "quoted_fee_usd": None if execution.quoted_fee_usd is None else f"{execution.quoted_fee_usd:.2f}",
+        "estimated_cost_usd": None
+        if execution.estimated_cost_usd is None
+        else f"{execution.estimated_cost_usd:.4f}",
+        "plan": (selectors.plan_view(execution) or {}).get("tasks", []),
+        "plan_pools": (
+            sorted(WorkerPool.objects.filter(enabled=True).values_list("name", flat=True))
+            if execution.status == ExecutionStatus.AWAITING_APPROVAL
+            else []
+        ),
         "can_cancel": may_change and cancellable,
         "can_retry": may_change and retryable,
         "task_counts": {

@@ -54,7 +54,7 @@ const Console = (() => {
   const STATUS_SYMBOLS = {
     pending: "○", ready: "◌", queued: "⋯", running: "▶", succeeded: "✓", failed: "✗", dead: "✖",
     blocked: "⊘", cancelled: "■", expired: "⊗", lost: "?",
-    planning: "✎", executing: "▶", aggregating: "⇶", completed: "✓", partial: "◐", budget_exceeded: "$",
+    planning: "✎", awaiting_approval: "⏸", executing: "▶", aggregating: "⇶", completed: "✓", partial: "◐", budget_exceeded: "$",
     detected: "!", resolving: "↻", resolved: "✓", unresolved: "!",
   };
 

@@ -261,3 +261,84 @@ def test_serial_order_keeps_dependencies_even_against_priorities():
     order = [t["id"] for t in chained]
     assert order == ["d", "a", "b", "c"]  # a before b and b before c, whatever their priorities
     assert [t["blocked_by"] for t in chained] == [[], ["d"], ["a"], ["b"]]
+
+
+# ---------------------------------------------------------------- the console
+
+
+def staff_browser(username: str, *permissions: str):
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Permission
+    from django.test import Client as Browser
+
+    user = get_user_model().objects.create_user(username, password="pw-12345678", is_staff=True)
+    user.user_permissions.add(
+        *Permission.objects.filter(content_type__app_label="executions", codename__in=permissions)
+    )
+    browser = Browser()
+    browser.force_login(user)
+    return browser
+
+
+def test_the_console_shows_the_plan_and_approves_it_as_edited(acme, pm_plan):
+    owner, _ = acme
+    execution = awaiting(owner, approval="plan")
+    staff = staff_browser("ops", "change_execution")
+
+    page = staff.get(f"/console/executions/{execution.pk}/").content.decode()
+    assert 'id="approval-panel"' in page and "$2.40" in page and 'name="description:schema"' in page
+    response = staff.post(
+        f"/console/executions/{execution.pk}/approve",
+        {
+            "keep": ["api", "audit"],
+            "pool:api": "codegen",
+            "description:api": "Build the booking API in FastAPI",
+            "blocked_by:api": "",
+            "pool:audit": "security",
+            "description:audit": "Audit the booking API",
+            "blocked_by:audit": "api",
+        },
+    )
+
+    assert response.status_code == 302
+    tasks = {t.key: t for t in Task.objects.filter(execution=execution)}
+    assert set(tasks) == {"api", "audit"} and tasks["api"].description == "Build the booking API in FastAPI"
+    assert tasks["audit"].blocked_by == ["api"]
+    assert fee_entries(execution) == [Decimal("1.60")]
+    approved = Event.objects.get(execution=execution, type="execution.approved")
+    assert approved.payload["by"] == "staff (ops)" and approved.payload["edited"] is True
+    page = staff.get(f"/console/executions/{execution.pk}/").content.decode()
+    assert 'id="approval-panel"' not in page
+
+
+def test_the_console_approves_an_untouched_plan_at_its_quoted_fee_and_rejects(acme, pm_plan):
+    owner, _ = acme
+    staff = staff_browser("ops", "change_execution")
+    quoted = awaiting(owner, approval="plan")
+    form = {"keep": ["api", "schema", "audit"]}
+    for task in PLAN["tasks"]:
+        form[f"pool:{task['id']}"] = task["pool"]
+        form[f"description:{task['id']}"] = task["description"]
+        form[f"blocked_by:{task['id']}"] = ", ".join(task.get("blocked_by", []))
+
+    staff.post(f"/console/executions/{quoted.pk}/approve", form)
+    assert Event.objects.get(execution=quoted, type="execution.approved").payload["edited"] is False
+    assert fee_entries(quoted) == [Decimal("2.40")]
+
+    rejected = awaiting(owner, approval="plan")
+    staff.post(f"/console/executions/{rejected.pk}/reject")
+    assert Execution.objects.get(pk=rejected.pk).status == "cancelled" and fee_entries(rejected) == []
+    again = staff.post(f"/console/executions/{rejected.pk}/approve", form, follow=True)
+    assert "Not approved: execution is cancelled" in again.content.decode()
+
+
+def test_staff_without_the_change_permission_see_the_plan_but_no_buttons(acme, pm_plan):
+    owner, _ = acme
+    execution = awaiting(owner, approval="plan")
+    viewer = staff_browser("viewer")
+
+    page = viewer.get(f"/console/executions/{execution.pk}/").content.decode()
+    assert 'id="approval-panel"' in page and "Build the booking API" in page
+    assert 'id="approve-form"' not in page and 'id="reject-form"' not in page
+    assert viewer.post(f"/console/executions/{execution.pk}/approve").status_code == 403
+    assert Execution.objects.get(pk=execution.pk).status == "awaiting_approval"

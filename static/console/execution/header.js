@@ -10,6 +10,11 @@ export function renderHeader(snap) {
   const retry = document.getElementById("retry-form");
   if (cancel) cancel.hidden = !snap.can_cancel;
   if (retry) retry.hidden = !snap.can_retry;
+  // The approval panel is served with the page of an execution awaiting approval; a plan that
+  // arrives while the page is open needs the page served again, and a decided one hides it.
+  const approval = document.getElementById("approval-panel");
+  if (approval) approval.hidden = !snap.awaiting_approval;
+  else if (snap.awaiting_approval) window.location.reload();
   const routing = [];
   if (snap.mode) routing.push(`${snap.mode} mode`);
   if (snap.routing_reason) routing.push(snap.routing_reason);
