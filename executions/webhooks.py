@@ -146,10 +146,8 @@ def webhook_deliver(delivery_pk: int, claim: int) -> str | None:
     ):
         return None
     delivery = WebhookDelivery.objects.select_related("client").get(pk=delivery_pk)
-    if delivery.next_attempt_at > now or (
-        WebhookDelivery.objects.filter(pk=delivery_pk).filter(Exists(_earlier_pending())).exists()
-    ):
-        # Not yet, or an earlier delivery of the execution goes first: it sends this one when done.
+    if WebhookDelivery.objects.filter(pk=delivery_pk).filter(Exists(_earlier_pending())).exists():
+        # An earlier delivery of the execution goes first: it sends this one when it is done.
         WebhookDelivery.objects.filter(pk=delivery_pk, claims=claim + 1).update(lease_until=None)
         return DeliveryStatus.PENDING
     if StoppedWebhookUrl.objects.filter(client_id=delivery.client_id, url=delivery.url).exists():
