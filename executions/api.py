@@ -4,17 +4,18 @@ import logging
 import time
 from decimal import Decimal
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import BadRequest, PermissionDenied, SuspiciousOperation
 from django.db import connection
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from ninja import NinjaAPI, Query, Status
 from ninja.errors import HttpError, ValidationError
 from ninja.pagination import LimitOffsetPagination, paginate
 from ninja.throttling import AuthRateThrottle
 
-from . import approval, invoices, result_aggregator, selectors, services
+from . import approval, invoices, result_aggregator, selectors, services, streams
 from .api_keys import AuthFailuresThrottled, Bearer, KeyHeader, auth_failures_throttled
 from .api_schemas import (
     ActionOut,
@@ -224,6 +225,41 @@ def execution_events(
         "events": events,
         "last_seq": events[-1]["seq"] if events else after,
     }
+
+
+@api.get(
+    "/execution/{execution_id}/stream",
+    response=documented({200: None}, 404, 422),
+    summary="The event log as Server-Sent Events, live until the execution ends",
+    description='One event per SSE (`id: <seq>`, `event: <type>`, `data: <event JSON, with "status" '
+    "when it changed the execution's status>`), from the first or after `Last-Event-ID` / `?after=`; "
+    "`: heartbeat` comments while idle; closed right after the event that ends the execution.",
+)
+async def execution_stream(request: HttpRequest, execution_id: str, after: int = Query(0, ge=0)):
+    resume = request.headers.get("Last-Event-ID", "").strip()
+    if resume:
+        if not resume.isdigit():
+            raise HttpError(422, "Last-Event-ID: the seq of the last event received")
+        after = int(resume)
+    if not await sync_to_async(_owned_and_closed)(request.auth, execution_id):
+        raise HttpError(404, "execution not found")
+    response = StreamingHttpResponse(
+        streams.execution_stream(execution_id, after, heartbeat_sec=settings.OPENCLAW_SSE_HEARTBEAT_SEC),
+        content_type="text/event-stream; charset=utf-8",
+    )
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # nginx: pass each event on at once
+    return response
+
+
+def _owned_and_closed(client, execution_id: str) -> bool:
+    """Whether the client owns the execution; the database connection (the authentication's
+    too, in this request's thread) is closed before the stream starts waiting."""
+    try:
+        return selectors.execution_for_client(client, execution_id) is not None
+    finally:
+        if not connection.in_atomic_block:
+            connection.close()
 
 
 @api.get(

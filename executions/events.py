@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from . import sql
 from .models import Event, Execution
+from .states import ExecutionStatus
 
 log = logging.getLogger("openclaw.events")
 
@@ -25,6 +26,23 @@ Subscriber = Callable[[dict], None]
 _subscribers: list[Subscriber] = []
 # The batch a transition is collecting in this thread: (execution id, pending items), see `batched`.
 _batch = threading.local()
+
+
+# The execution status each event type announces (`execution.finished` carries it in its payload).
+STATUS_OF_EVENT = {
+    "execution.created": ExecutionStatus.PLANNING,
+    "execution.awaiting_approval": ExecutionStatus.AWAITING_APPROVAL,
+    "execution.planned": ExecutionStatus.EXECUTING,
+    "execution.retrying": ExecutionStatus.EXECUTING,
+    "execution.aggregating": ExecutionStatus.AGGREGATING,
+}
+
+
+def status_announced(message: dict) -> str | None:
+    """The status the execution moved to with this event, or None for an event that moved none."""
+    if message["type"] == "execution.finished":
+        return (message.get("payload") or {}).get("status")
+    return STATUS_OF_EVENT.get(message["type"])
 
 
 def execution_group(execution_id: str) -> str:
