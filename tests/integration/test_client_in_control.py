@@ -4,6 +4,7 @@ arrives signed, in order, and one answered 500 three times arrives four times un
 id and nothing else."""
 
 import json
+import socket
 
 import pytest
 
@@ -131,3 +132,116 @@ def test_a_plan_awaiting_approval_runs_nothing_until_approved_then_exactly_the_e
         "execution.awaiting_approval",
         "execution.completed",
     ]
+
+
+# ---------------------------------------------------------------- the event stream over HTTP
+
+
+@pytest.fixture
+def daphne(transactional_db):
+    """daphne serving the ASGI app on the test database, as in production."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from django.conf import settings
+
+    from tests.conftest import ROOT, worker_env
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    logs = settings.VAR_DIR / "test-logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    with open(logs / "daphne-sse.log", "ab") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "daphne",
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "openclaw_site.asgi:application",
+            ],
+            cwd=ROOT,
+            env=worker_env({"OPENCLAW_SSE_HEARTBEAT_SEC": "1"}),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=2):
+                break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"daphne did not start; see {logs}/daphne-sse.log") from None
+            time.sleep(0.1)
+    yield url
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+def read_sse(response, *, stop_after: int | None = None) -> tuple[list[dict], int]:
+    """The events of an SSE response (and how many heartbeats came), until it ends or
+    `stop_after` events arrived."""
+    found, heartbeats, fields = [], 0, {}
+    for line in response.iter_lines():
+        if line.startswith(":"):
+            heartbeats += 1
+        elif line:
+            name, _, value = line.partition(": ")
+            fields[name] = value
+        elif fields:
+            found.append(
+                {"id": int(fields["id"]), "event": fields["event"], "data": json.loads(fields["data"])}
+            )
+            fields = {}
+            if stop_after is not None and len(found) >= stop_after:
+                break
+    return found, heartbeats
+
+
+def test_a_stream_dropped_midway_resumes_by_last_event_id_losing_and_repeating_nothing(
+    workers, daphne, client_and_key
+):
+    import httpx
+
+    from executions.models import Event
+    from executions.services import execution_create
+
+    configure(latency=0.4)
+    owner, key = client_and_key
+    execution = execution_create(
+        client=owner,
+        message="Build a restaurant website with online booking and secure payments",
+        session_key="s",
+    )
+    url = f"{daphne}/api/execution/{execution.pk}/stream"
+    with httpx.stream("GET", url, headers={"X-API-Key": key}, timeout=30) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        first, _ = read_sse(response, stop_after=4)
+    # The connection is dropped here, while the execution goes on.
+    resume = {"X-API-Key": key, "Last-Event-ID": str(first[-1]["id"])}
+    with httpx.stream("GET", url, headers=resume, timeout=60) as response:
+        rest, _ = read_sse(response)  # until the server ends the stream
+
+    seqs = [e["id"] for e in first + rest]
+    stored = list(Event.objects.filter(execution=execution).order_by("seq").values_list("seq", "type"))
+    assert seqs == list(range(1, len(seqs) + 1))  # nothing lost, nothing twice
+    assert [(e["id"], e["event"]) for e in first + rest] == stored[: len(seqs)]
+    assert rest[-1]["event"] == "execution.finished" and rest[-1]["data"]["status"] == "completed"
+    assert seqs[-1] == stored[-1][0]  # it ended right after the terminal event
+    statuses = [e["data"]["status"] for e in first + rest if "status" in e["data"]]
+    assert statuses == ["planning", "executing", "aggregating", "completed"]
