@@ -48,6 +48,8 @@ HEADLINES = {
 }
 
 CANCEL_ACTION = "openclaw_cancel"
+APPROVE_ACTION = "openclaw_approve"
+REJECT_ACTION = "openclaw_reject"
 RETRY_ACTION = "openclaw_retry"
 CONSOLE_ACTION = "openclaw_console"
 
@@ -117,11 +119,20 @@ def status_message(execution: Execution, tasks: list[Task], *, now: datetime, pu
         facts.append(f"{execution.mode} mode")
     if execution.estimated_duration_sec and not execution.is_terminal:
         facts.append(f"estimate {seconds(execution.estimated_duration_sec)}")
+    awaiting = execution.status == ExecutionStatus.AWAITING_APPROVAL
+    if awaiting:
+        header += (
+            "\n*The plan awaits your approval:* nothing runs and nothing is charged until it is approved."
+        )
+        facts.append(f"fee on approval ${execution.quoted_fee_usd or 0:.2f}")
+        if execution.estimated_cost_usd is not None:
+            facts.append(f"estimated model cost ${execution.estimated_cost_usd:.4f}")
+    rows = [plan_line(t) for t in execution.plan.get("tasks", [])] if awaiting else None
     lines, used = [], 0
-    for index, task in enumerate(tasks):
-        line = task_line(task, now)
+    for index, task in enumerate(tasks if rows is None else rows):
+        line = task_line(task, now) if rows is None else task
         if used + len(line) > SECTION_LIMIT - 40:
-            lines.append(f"…and {len(tasks) - index} more in the console")
+            lines.append(f"…and {len(tasks if rows is None else rows) - index} more in the console")
             break
         lines.append(line)
         used += len(line) + 1
@@ -132,7 +143,9 @@ def status_message(execution: Execution, tasks: list[Task], *, now: datetime, pu
     if lines:
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(lines)}})
     buttons = []
-    if not execution.is_terminal:
+    if awaiting:
+        buttons += approval_buttons(execution)
+    elif not execution.is_terminal:
         buttons.append(
             {
                 "type": "button",
@@ -170,6 +183,37 @@ def status_message(execution: Execution, tasks: list[Task], *, now: datetime, pu
     blocks.append({"type": "actions", "block_id": "openclaw_actions", "elements": buttons})
     text = f"OpenClaw {execution.pk}: {execution.status} ({done}/{len(tasks)} tasks done)"
     return Message(text=text, blocks=blocks)
+
+
+def plan_line(task: dict) -> str:
+    after = f" · after {', '.join(task['blocked_by'])}" if task.get("blocked_by") else ""
+    return f":clipboard: `{task['id']}` {task['pool']} — {escape(clip(task['description'], 90))}{after}"
+
+
+def approval_buttons(execution: Execution) -> list[dict]:
+    fee = f"${execution.quoted_fee_usd or 0:.2f}"
+    return [
+        {
+            "type": "button",
+            "action_id": APPROVE_ACTION,
+            "value": execution.pk,
+            "style": "primary",
+            "text": {"type": "plain_text", "text": f"Approve ({fee})"},
+            "confirm": {
+                "title": {"type": "plain_text", "text": "Approve this plan?"},
+                "text": {"type": "mrkdwn", "text": f"The fee of {fee} is charged and the work starts."},
+                "confirm": {"type": "plain_text", "text": "Approve"},
+                "deny": {"type": "plain_text", "text": "Not yet"},
+            },
+        },
+        {
+            "type": "button",
+            "action_id": REJECT_ACTION,
+            "value": execution.pk,
+            "style": "danger",
+            "text": {"type": "plain_text", "text": "Reject"},
+        },
+    ]
 
 
 def milestones(execution: Execution, tasks: list[Task], conflicts: list[Conflict]) -> list[tuple[str, str]]:

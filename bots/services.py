@@ -97,11 +97,33 @@ def slack_delivery_claim(*, key: str, team_id: str) -> SlackEventReceipt | None:
         return None
 
 
+def slack_thread_followed(*, team_id: str, channel_id: str, thread_ts: str) -> SlackThread | None:
+    """The thread row of the execution a Slack thread follows now (its latest), if it follows one."""
+    if not thread_ts:
+        return None
+    return (
+        SlackThread.objects.select_related("execution")
+        .filter(team_id=team_id, channel_id=channel_id, thread_ts=thread_ts)
+        .order_by("-created_at", "-pk")
+        .first()
+    )
+
+
 def slack_request_start(
     *, receipt_id: int, team_id: str, user_id: str, channel_id: str, text: str, thread_ts: str = ""
 ) -> Execution | None:
-    """Create the execution and its Slack thread for a claimed delivery, once however often it is called."""
-    client = client_for_slack_user(team_id=team_id, user_id=user_id)
+    """Create the execution and its Slack thread for a claimed delivery, once however often it is called.
+
+    In the thread of an execution, the request is a follow-up: an execution of the same client on
+    the same project that follows the thread's latest one, and the thread follows it from then on.
+    Only the users who may act on that execution (its requester, the mapped users) may follow up."""
+    followed = slack_thread_followed(team_id=team_id, channel_id=channel_id, thread_ts=thread_ts)
+    parent = followed.execution if followed is not None else None
+    if parent is not None:
+        allowed = slack_user_may_act(team_id=team_id, user_id=user_id, execution=parent)
+        client = parent.client if allowed else None
+    else:
+        client = client_for_slack_user(team_id=team_id, user_id=user_id)
     if client is None:
         log.info("Slack request %s refused: %s/%s may not start executions", receipt_id, team_id, user_id)
         return None
@@ -114,7 +136,11 @@ def slack_request_start(
         if receipt.execution_id:
             return None
         execution = execution_create(
-            client=client, message=text, session_key=f"slack-{team_id}-{user_id}", project="slack"
+            client=client,
+            message=text,
+            session_key=f"slack-{team_id}-{user_id}",
+            project=parent.project if parent is not None else "slack",
+            follows=parent,
         )
         SlackThread.objects.create(
             execution=execution, team_id=team_id, user_id=user_id, channel_id=channel_id, thread_ts=thread_ts

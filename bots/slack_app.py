@@ -14,6 +14,7 @@ from django.utils import timezone
 from slack_bolt import Ack, App, BoltRequest
 from slack_bolt.adapter.django import SlackRequestHandler
 
+from executions.approval import ApprovalRefused, execution_approve, execution_reject
 from executions.models import Execution
 from executions.services import execution_cancel, execution_retry
 from executions.throttling import SLACK_REQUESTS
@@ -26,6 +27,7 @@ from .services import (
     slack_message_too_long,
     slack_start_counted,
     slack_start_retry_after,
+    slack_thread_followed,
     slack_user_may_act,
     slack_workspace_is_linked,
 )
@@ -41,7 +43,8 @@ HELP = (
     "*OpenClaw* builds software projects with parallel agents.\n"
     "• `/openclaw <what you need>` (or mention me) starts a project and follows it in a thread\n"
     "• `/openclaw status <execution id>` shows where one stands\n"
-    "• `/openclaw list` lists your latest executions"
+    "• `/openclaw list` lists your latest executions\n"
+    "• a message in a project's thread asks for a follow-up on the same project"
 )
 REFUSAL = (
     "Sorry, this Slack workspace isn't linked to an OpenClaw account (or you aren't enabled on it), "
@@ -104,7 +107,10 @@ def build_app(*, secret: str, socket_mode: bool) -> App:
     )
     app.command(COMMAND)(on_command)
     app.event("app_mention")(on_mention)
+    app.event("message")(on_thread_message)
     app.action(render.CANCEL_ACTION)(on_cancel)
+    app.action(render.APPROVE_ACTION)(on_approve)
+    app.action(render.REJECT_ACTION)(on_reject)
     app.action(render.RETRY_ACTION)(on_retry)
     app.action(render.CONSOLE_ACTION)(on_console)
     return app
@@ -184,6 +190,49 @@ def on_mention(body: dict, event: dict, request: BoltRequest) -> None:
     enqueue_start(receipt, team_id, user_id, channel_id, text, thread_ts)
 
 
+def on_thread_message(body: dict, event: dict, context) -> None:
+    """A message in the thread of an execution is a follow-up request on its project. Other
+    messages (channel chatter, edits, bots, our own posts, mentions: `on_mention` has those) are
+    not for us; a follow-up from someone who may not act on the thread's execution is ignored."""
+    if event.get("subtype") or event.get("bot_id") or not event.get("thread_ts"):
+        return
+    text = (event.get("text") or "").strip()
+    bot_user = context.get("bot_user_id")
+    if not text or (bot_user and f"<@{bot_user}" in text):
+        return
+    team_id = body.get("team_id") or event.get("team", "")
+    user_id, channel_id, thread_ts = event.get("user", ""), event["channel"], event["thread_ts"]
+    followed = slack_thread_followed(team_id=team_id, channel_id=channel_id, thread_ts=thread_ts)
+    if followed is None:
+        return
+    if not slack_user_may_act(
+        team_id=team_id, user_id=user_id, execution=followed.execution, user_team=event.get("user_team") or ""
+    ):
+        log.info(
+            "Slack follow-up by %s/%s in %s ignored: not allowed", team_id, user_id, followed.execution_id
+        )
+        return
+    if slack_message_too_long(text):
+        messages.send_notice(
+            channel_id,
+            TOO_LONG.format(length=len(text), limit=settings.OPENCLAW_MAX_MESSAGE_CHARS),
+            thread_ts,
+            user_id,
+        )
+        return
+    wait = slack_start_retry_after(team_id=team_id, user_id=user_id)
+    if wait:
+        messages.send_notice(
+            channel_id, SLOW_DOWN.format(limit=SLACK_REQUESTS.limit, seconds=wait), thread_ts, user_id
+        )
+        return
+    receipt = slack_delivery_claim(key=f"event:{body['event_id']}", team_id=team_id)
+    if receipt is None:
+        return  # Slack delivered it again
+    slack_start_counted(team_id=team_id, user_id=user_id)
+    enqueue_start(receipt, team_id, user_id, channel_id, text, thread_ts)
+
+
 def enqueue_start(receipt: SlackEventReceipt, *args: str) -> None:
     """Hand the request to the control queue; if that fails, forget the delivery so Slack's retry counts."""
     try:
@@ -229,6 +278,35 @@ def on_retry(ack: Ack, body: dict, action: dict) -> None:
     execution = _permitted_execution(body, action)
     if execution is not None:
         execution_retry(execution)
+
+
+def on_approve(ack: Ack, body: dict, action: dict) -> None:
+    ack()
+    _decide(body, action, lambda execution, by: execution_approve(execution, by=by))
+
+
+def on_reject(ack: Ack, body: dict, action: dict) -> None:
+    ack()
+    _decide(body, action, lambda execution, by: execution_reject(execution, by=by))
+
+
+def _decide(body: dict, action: dict, decide) -> None:
+    """Approve or reject from the thread; the user hears why not when it cannot be done (already
+    decided, expired)."""
+    execution = _permitted_execution(body, action)
+    if execution is None:
+        return
+    try:
+        decide(execution, f"<@{body['user']['id']}> in Slack")
+    except ApprovalRefused as exc:
+        channel = (body.get("channel") or {}).get("id")
+        if channel:
+            messages.send_notice(
+                channel,
+                f"Sorry, that did not go through: {exc.reason}.",
+                (body.get("message") or {}).get("thread_ts", ""),
+                body["user"]["id"],
+            )
 
 
 def on_console(ack: Ack) -> None:

@@ -65,6 +65,13 @@ class ApiKeyInline(ReadOnlyInline):
 
 
 class ClientForm(forms.ModelForm):
+    default_callback_url = forms.URLField(
+        required=False,
+        max_length=500,
+        assume_scheme="https",
+        help_text=Client._meta.get_field("default_callback_url").help_text,
+    )
+
     class Meta:
         model = Client
         fields = ("name", "is_active", "default_budget_usd", "default_approval", "default_callback_url")

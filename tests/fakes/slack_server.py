@@ -382,6 +382,45 @@ def app_mention_body(
     )
 
 
+def thread_message_body(
+    text: str,
+    *,
+    team_id: str,
+    user_id: str,
+    thread_ts: str,
+    channel_id: str = "C0PROJECTS",
+    event_id: str | None = None,
+    bot_user_id: str = "UBOT",
+    **event_fields,
+) -> str:
+    """An Events API `message` callback for a reply in a thread (JSON); `event_fields` add or
+    override fields of the event (`subtype`, `bot_id`)."""
+    ts = f"{time.time():.6f}"
+    return json.dumps(
+        {
+            "token": "legacy-verification-token",
+            "team_id": team_id,
+            "api_app_id": "A0OPENCLAW",
+            "type": "event_callback",
+            "event_id": event_id or f"Ev{uuid.uuid4().hex[:10].upper()}",
+            "event_time": int(time.time()),
+            "authorizations": [{"team_id": team_id, "user_id": bot_user_id, "is_bot": True}],
+            "event": {
+                "type": "message",
+                "user": user_id,
+                "text": text,
+                "ts": ts,
+                "thread_ts": thread_ts,
+                "channel": channel_id,
+                "channel_type": "channel",
+                "event_ts": ts,
+                "team": team_id,
+                **event_fields,
+            },
+        }
+    )
+
+
 def block_action_body(
     action_id: str,
     value: str,

@@ -342,3 +342,50 @@ def test_staff_without_the_change_permission_see_the_plan_but_no_buttons(acme, p
     assert 'id="approve-form"' not in page and 'id="reject-form"' not in page
     assert viewer.post(f"/console/executions/{execution.pk}/approve").status_code == 403
     assert Execution.objects.get(pk=execution.pk).status == "awaiting_approval"
+
+
+# ---------------------------------------------------------------- the CLI
+
+
+@pytest.fixture
+def planned_at_once(monkeypatch):
+    """Planning runs in this process as soon as the request is committed (no workers here)."""
+    from executions import messages
+
+    monkeypatch.setattr(messages, "send_plan", execution_plan)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("answer,status", [("y", "executing"), ("n", "cancelled"), ("", "cancelled")])
+def test_execute_approve_shows_the_plan_and_cost_and_asks(
+    pm_plan, planned_at_once, monkeypatch, capsys, answer, status
+):
+    from django.core.management import call_command
+
+    configure(latency=0.5)
+    asked = []
+    monkeypatch.setattr("builtins.input", lambda prompt: asked.append(prompt) or answer)
+
+    call_command("execute", REQUEST, "--client", "acme", "--approve", "--mode", "parallel")
+
+    out = " ".join(capsys.readouterr().out.split())  # as wrapped to the terminal's width
+    assert "api" in out and "Build the booking API" in out and "after api" in out
+    assert "fee $2.40 (charged on approval)" in out and "estimated model cost $" in out
+    assert asked == ["Approve and pay $2.40? [y/N] "]
+    execution = Execution.objects.get()
+    assert execution.status == status
+    assert fee_entries(execution) == ([Decimal("2.40")] if answer == "y" else [])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_execute_with_a_project_follows_up_its_latest_execution(pm_plan, planned_at_once, capsys):
+    from django.core.management import call_command
+
+    configure(latency=0.5)
+    call_command("execute", REQUEST, "--client", "acme", "--project", "bistro")
+    first = Execution.objects.get()
+    call_command("execute", "Add a gift card page", "--client", "acme", "--project", "bistro")
+
+    follow_up = Execution.objects.exclude(pk=first.pk).get()
+    assert follow_up.follows == first and follow_up.project == "bistro"
+    assert f"following up {first.pk}" in " ".join(capsys.readouterr().out.split())
