@@ -18,6 +18,7 @@ from . import invoices, result_aggregator, selectors, services
 from .api_keys import AuthFailuresThrottled, Bearer, KeyHeader, auth_failures_throttled
 from .api_schemas import (
     ActionOut,
+    AttemptOut,
     ErrorOut,
     EventsOut,
     ExecuteIn,
@@ -188,6 +189,18 @@ def execution_events(
         "events": events,
         "last_seq": events[-1]["seq"] if events else after,
     }
+
+
+@api.get(
+    "/execution/{execution_id}/tasks/{task_key}/attempts/{number}",
+    response=documented({200: AttemptOut}, 404),
+    summary="One attempt of a task, with its transcript",
+)
+def attempt_detail(request: HttpRequest, execution_id: str, task_key: str, number: int):
+    transcript = selectors.attempt_transcript(owned_execution(request, execution_id), task_key, number)
+    if transcript is None:
+        raise HttpError(404, "attempt not found")
+    return transcript
 
 
 @api.get(

@@ -75,7 +75,7 @@ def populated(client_and_key):
         execution=execution,
         client=client,
         kind="usage",
-        key=f"usage:{attempt.pk}",
+        key=f"usage:{attempt.pk}:1",
         amount_usd=Decimal("0.001"),
         attempt=attempt,
     )
