@@ -193,7 +193,7 @@ def execution_events(
 
 @api.get(
     "/execution/{execution_id}/tasks/{task_key}/attempts/{number}",
-    response=documented({200: AttemptOut}, 404),
+    response=documented({200: AttemptOut}, 404, 422),
     summary="One attempt of a task, with its transcript",
 )
 def attempt_detail(request: HttpRequest, execution_id: str, task_key: str, number: int):
