@@ -165,7 +165,7 @@ def test_the_agent_fixes_its_failing_test_and_every_turn_is_billed_once(keyed_wo
 def test_the_budget_stops_the_loop_before_the_next_call(keyed_workers, client_and_key):
     from executions.services import execution_create
 
-    # Each turn costs 1000 output tokens × $500/Mtok = $0.50; the budget allows two, not a third.
+    # Each turn costs about $0.50 (1000 output tokens at $500/Mtok); the budget allows two, not a third.
     with FakeLLMServer(default_reply=Agent(output_tokens=1000)) as server:
         configure(server, output_per_mtok=500.0, expected_output_tokens=100)
         client, _ = client_and_key
@@ -182,8 +182,10 @@ def test_the_budget_stops_the_loop_before_the_next_call(keyed_workers, client_an
     attempt = Attempt.objects.get(task__execution=done)
     assert attempt.status == "cancelled" and attempt.task.stop_reason == "budget"
     assert usage_keys(attempt) == [f"usage:{attempt.pk}:1", f"usage:{attempt.pk}:2"]
-    assert done.cost_usd == Decimal("1.000000") + sum(
-        e.amount_usd for e in LedgerEntry.objects.filter(execution=done, kind="usage", attempt=None)
+    # Two turns of 100 input tokens at $3/Mtok and 1000 output tokens at $500/Mtok.
+    assert attempt.cost_usd == 2 * Decimal("0.500300")
+    assert done.cost_usd == sum(
+        e.amount_usd for e in LedgerEntry.objects.filter(execution=done, kind="usage")
     )
 
 
