@@ -422,9 +422,10 @@ def _tests_first(spec: ModelSpec, request: LLMRequest) -> bool:
 
 
 def planned_turns(spec: ModelSpec, request: LLMRequest) -> int:
+    explore = int(spec.options.get("explore_turns", 0))
     if not _tests_first(spec, request):
-        return 2
-    return 5 if "failing_test" in spec.options.get("flaws", []) else 3
+        return explore + 2
+    return explore + (5 if "failing_test" in spec.options.get("flaws", []) else 3)
 
 
 def next_step(spec: ModelSpec, request: LLMRequest, answer_text: str) -> tuple[str, tuple[ToolCall, ...]]:
@@ -438,9 +439,14 @@ def next_step(spec: ModelSpec, request: LLMRequest, answer_text: str) -> tuple[s
     called = [c for m in request.history for c in m.tool_calls]
     files = answer.get("files", [])
     finish = _call(number, "finish", {"summary": answer["summary"], "findings": answer.get("findings", [])})
-    if not called:
-        if request.role == "security":
+    # Option explore_turns: look around that many turns first (benchmarks: a loop of a given length).
+    if number <= int(spec.options.get("explore_turns", 0)):
+        return "Looking at the workspace.", (_call(number, "list_files", {}),)
+    if request.role == "security":
+        if not any(c.name == "list_files" for c in called):
             return "Listing the files to audit.", (_call(number, "list_files", {}),)
+        return "Done.", (finish,)
+    if not any(c.name == "write_file" for c in called):
         writes = [_call(number, "write_file", {"path": f["path"], "content": f["content"]}) for f in files]
         if _tests_first(spec, request) and files:
             flawed = "failing_test" in spec.options.get("flaws", [])
