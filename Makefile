@@ -12,17 +12,22 @@ $(STAMP): requirements.txt
 	$(PY) -m pip install --quiet -r requirements.txt
 	touch $(STAMP)
 
-install: $(STAMP)
+# The sandbox's Python packages (config.json's sandbox.packages), apart from the project's own.
+SANDBOX_STAMP := .sandbox/.installed
+$(SANDBOX_STAMP): config.json $(STAMP)
+	$(PY) -m openclaw_site.sandbox_env
+
+install: $(STAMP) $(SANDBOX_STAMP)
 
 # A local run: plain HTTP on this machine and a secret key generated into var/ (openclaw_site/settings.py).
 run: export OPENCLAW_DEV ?= 1
-run: $(STAMP)
+run: $(STAMP) $(SANDBOX_STAMP)
 	$(PY) manage.py serve
 
 test-faults: $(STAMP)
 	$(PY) -m pytest -m faults $(PYTEST_ARGS)
 
-test: $(STAMP)
+test: $(STAMP) $(SANDBOX_STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)

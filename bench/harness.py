@@ -281,6 +281,7 @@ def configure(
             "model": "offline",
             "retry_backoff_sec": 0.2,
             "offline_latency_sec": latency,
+            "max_turns": 1,  # single replies: these benchmarks measure the scheduling, not the agents
         }
         for name, limit in limits.items()
     }

@@ -33,6 +33,7 @@ def fan_plan(n: int) -> list[dict]:
 
 def transitions(client, n: int) -> dict:
     """Each transition on its own; dispatches (normally run on commit) counted separately."""
+    from executions import billing
     from executions.attempts import attempt_succeed, task_start
     from executions.dispatch import dispatch_ready_tasks
     from executions.models import Task
@@ -59,7 +60,7 @@ def transitions(client, n: int) -> dict:
             task_start, root.pk, root.dispatch_count, "bench", lease_sec=15
         )
         _, counts[f"attempt_succeed (+{n - 1} promoted)"] = counted(
-            attempt_succeed, attempt.pk, result=result, usage=(spec, completion)
+            attempt_succeed, attempt.pk, result=result, usage=billing.AttemptUsage.of(spec, completion)
         )
         queued = 0
         for pool in POOLS:
@@ -69,7 +70,7 @@ def transitions(client, n: int) -> dict:
         child = Task.objects.filter(execution=execution, status="queued").first()
         attempt, _ = counted(task_start, child.pk, child.dispatch_count, "bench", lease_sec=15)
         _, counts["attempt_succeed (leaf)"] = counted(
-            attempt_succeed, attempt.pk, result=result, usage=(spec, completion)
+            attempt_succeed, attempt.pk, result=result, usage=billing.AttemptUsage.of(spec, completion)
         )
     return counts
 

@@ -490,6 +490,8 @@ class WorkerPoolAdmin(AuditedAdmin):
         "max_concurrent",
         "timeout_sec",
         "max_retries",
+        "max_turns",
+        "run_timeout_sec",
         "retry_backoff_sec",
         "model",
         "offline_latency_sec",

@@ -1,8 +1,10 @@
-"""Running one task attempt: context from dependencies, the model call, the reply contract.
+"""Running one task attempt: context from dependencies, the agent's tool loop (or a single reply),
+the reply contract, verification.
 
-The worker holds a lease on the attempt and renews it while the model works; the reaper expires
-attempts whose lease lapses. The result is recorded with compare-and-set, so a late or duplicate
-worker changes nothing.
+The worker holds a lease on the attempt and renews it while the agent works; the reaper expires
+attempts whose lease lapses. Every model call is billed once under `usage:<attempt>:<turn>`: a turn
+the loop goes on from is billed as soon as its call returns, the last one with the attempt's
+outcome. The result is recorded with compare-and-set, so a late or duplicate worker changes nothing.
 """
 
 import logging
@@ -16,15 +18,24 @@ from django.db import DatabaseError, InterfaceError, OperationalError, connectio
 from django.db.models import Q
 
 from pools import llm
+from pools.agent_loop import TRANSCRIPT_CHARS, Hooks, LoopStopped, Turn, TurnsExhausted, run_loop
+from pools.agent_tools import Workspace
 from pools.models import WorkerPool
-from pools.prompts import AGENT_SYSTEM, GENERIC_AGENT_SYSTEM, agent_prompt
+from pools.prompts import AGENT_SYSTEM, GENERIC_AGENT_SYSTEM, agent_prompt, loop_prompt
 from pools.replies import ReplyError, parse_agent_reply
 from pools.verification import OutputBroken, verify_output
 
-from . import events
-from .attempts import attempt_fail, attempt_renew, attempt_succeed, task_start
-from .models import Task
-from .states import ATTEMPT_COUNTED_FAILURES, SUPERSEDING_KINDS, TaskKind, TaskStatus
+from . import billing, events
+from .attempts import attempt_fail, attempt_renew, attempt_stop_for_budget, attempt_succeed, task_start
+from .models import Attempt, Task
+from .states import (
+    ATTEMPT_COUNTED_FAILURES,
+    SUPERSEDING_KINDS,
+    AttemptStatus,
+    StopReason,
+    TaskKind,
+    TaskStatus,
+)
 
 log = logging.getLogger("openclaw.agents")
 
@@ -180,6 +191,37 @@ def previous_failure(task: Task, attempt_number: int) -> str:
     return last.error if last else ""
 
 
+class TurnMeter:
+    """Bills an attempt's model calls, each once: a call the attempt goes on from is recorded at once
+    (with its turn of the transcript); the latest is held to go with the attempt's outcome."""
+
+    def __init__(self, attempt: Attempt, client_id: int):
+        self.attempt = attempt
+        self.client_id = client_id
+        self.spec: llm.ModelSpec | None = None
+        self.pending: billing.AttemptUsage | None = None
+        self.calls = 0
+        self.tokens = 0
+        self.last_cost = 0
+
+    def add(self, completion: llm.Completion, transcript: dict) -> None:
+        self.flush()
+        self.calls += 1
+        self.tokens += completion.input_tokens + completion.output_tokens
+        self.pending = billing.AttemptUsage.of(self.spec, completion, self.calls, transcript)
+        self.last_cost = self.pending.cost
+
+    def flush(self) -> None:
+        if self.pending is not None:
+            record(billing.record_turn, self.attempt, self.pending, self.client_id)
+            self.pending = None
+
+    def last(self) -> billing.AttemptUsage | None:
+        """The call not yet billed, handed to the transition that closes the attempt."""
+        pending, self.pending = self.pending, None
+        return pending
+
+
 def task_run(task_id: int, dispatch_no: int) -> None:
     """The whole attempt, as the pool actor's body."""
     attempt = task_start(task_id, dispatch_no, WORKER_ID, lease_sec=settings.OPENCLAW_LEASE_SEC)
@@ -188,15 +230,20 @@ def task_run(task_id: int, dispatch_no: int) -> None:
     task = attempt.task  # loaded by task_start, with its execution
     keeper = LeaseKeeper(attempt.pk, task, DEFAULT_OUTPUT_TOKENS)
     keeper.start()
-    usage: dict = {}  # (spec, completion so far): tokens are billed whatever the outcome
+    meter = TurnMeter(attempt, task.execution.client_id)
     started = time.monotonic()
     try:
         pool = WorkerPool.objects.select_related("model").filter(name=task.pool).first()
         if pool is not None:
             keeper.expected_output_tokens = pool.expected_output_tokens
-        spec = llm.resolve(pool.model if pool else None)
+        spec = meter.spec = llm.resolve(pool.model if pool else None)
         deps = dependency_results(task)
-        reply = call_agent(task, attempt.number, spec, pool, started + task.timeout_sec, keeper, usage, deps)
+        deadline = started + task.timeout_sec
+        max_turns = pool.max_turns if pool else 1
+        if max_turns > 1 and spec.options.get("tools", True) is not False:
+            reply, loop = work_in_loop(task, attempt, spec, pool, deadline, keeper, meter, deps)
+        else:
+            reply, loop = call_agent(task, attempt.number, spec, pool, deadline, keeper, meter, deps), None
         result = verify_output(task_role(task, pool), reply, deps)
         result["inputs"] = [
             {
@@ -208,28 +255,139 @@ def task_run(task_id: int, dispatch_no: int) -> None:
             }
             for d in deps
         ]
-        spent = usage["completion"].input_tokens + usage["completion"].output_tokens
+        if loop is not None:
+            result["turns"] = loop.turns
+            result["commands"] = [run.as_dict() for run in loop.runs]
+            if loop.tests is not None:
+                result["tests"] = loop.tests
         log.info(
             "%s Completed %s (%.0fs, %.1fK tokens) execution=%s attempt=%s",
             task.pool.upper(),
             task.key,
             time.monotonic() - started,
-            spent / 1000,
+            meter.tokens / 1000,
             task.execution_id,
             attempt.pk,
         )
-        record(attempt_succeed, attempt.pk, result=result, usage=billed(usage))
+        record(attempt_succeed, attempt.pk, result=result, usage=meter.last())
+    except LoopStopped as exc:
+        if exc.reason == StopReason.BUDGET:
+            record(attempt_stop_for_budget, attempt.pk, usage=meter.last())
+        else:  # cancelled or expired meanwhile: closed by whoever did it; the calls made are billed
+            meter.flush()
+            log.info("attempt %s of %s stopped: %s", attempt.pk, task, exc)
+    except TurnsExhausted as exc:
+        record(attempt_fail, attempt.pk, str(exc), usage=meter.last())
     except llm.LLMError as exc:
-        record(attempt_fail, attempt.pk, f"{type(exc).__name__}: {exc}", usage=billed(usage))
+        record(attempt_fail, attempt.pk, f"{type(exc).__name__}: {exc}", usage=meter.last())
     except ReplyError as exc:
-        record(attempt_fail, attempt.pk, f"malformed reply: {exc}", usage=billed(usage))
+        record(attempt_fail, attempt.pk, f"malformed reply: {exc}", usage=meter.last())
     except OutputBroken as exc:
-        record(attempt_fail, attempt.pk, f"verification failed: {exc}", usage=billed(usage))
+        record(attempt_fail, attempt.pk, f"verification failed: {exc}", usage=meter.last())
     except Exception as exc:
         log.exception("attempt %s of %s crashed", attempt.pk, task)
-        record(attempt_fail, attempt.pk, f"internal error: {type(exc).__name__}: {exc}", usage=billed(usage))
+        record(attempt_fail, attempt.pk, f"internal error: {type(exc).__name__}: {exc}", usage=meter.last())
     finally:
         keeper.stopped.set()
+
+
+def work_in_loop(
+    task: Task,
+    attempt: Attempt,
+    spec: llm.ModelSpec,
+    pool: WorkerPool,
+    deadline: float,
+    keeper: LeaseKeeper,
+    meter: TurnMeter,
+    deps: list[dict],
+):
+    """The agent's tool loop over a workspace holding its dependencies' files (and, for a fix, the
+    files to fix); returns the reply and the loop's record."""
+    role = task_role(task, pool)
+    files: dict[str, str] = {}
+    for dep in deps:
+        files.update((f["path"], f["content"]) for f in dep["files"])
+    files.update((f["path"], f["content"]) for f in task.context.get("target_files", []) if "path" in f)
+    request = llm.LLMRequest(
+        purpose="agent",
+        system=AGENT_SYSTEM.get(role, GENERIC_AGENT_SYSTEM),
+        prompt=loop_prompt(
+            request=task.execution.message,
+            task={
+                "key": task.key,
+                "pool": task.pool,
+                "description": task.description,
+                "context": task.context,
+            },
+            role=role,
+            dependencies=deps,
+            previous_failure=previous_failure(task, attempt.number),
+        ),
+        timeout=task.timeout_sec,
+        pool=task.pool,
+        role=role,
+        max_tokens=spec.max_output_tokens,
+        expected_output_tokens=pool.expected_output_tokens,
+        meta=agent_meta(task, attempt.number, pool, deps),
+    )
+
+    def before_turn(number: int) -> None:
+        if (
+            keeper.lost.is_set()
+            or not Attempt.objects.filter(pk=attempt.pk, status=AttemptStatus.RUNNING).exists()
+        ):
+            raise LoopStopped("cancelled", "the attempt is no longer running (cancelled or expired)")
+        if number > 1 and not billing.turn_allowed(task.execution_id, meter.last_cost):
+            raise LoopStopped(StopReason.BUDGET, "the execution's budget does not allow another model call")
+
+    def after_turn(turn: Turn) -> None:
+        meter.add(
+            turn.completion,
+            {
+                "text": turn.text[:TRANSCRIPT_CHARS],
+                "tool_calls": turn.tool_calls,
+                "tool_results": turn.tool_results,
+                "duration_sec": round(turn.duration_sec, 3),
+            },
+        )
+        if not turn.final:
+            meter.flush()  # billed now: a worker killed on the next turn loses nothing spent
+            events.publish_ephemeral(
+                task.execution_id,
+                {
+                    "execution_id": task.execution_id,
+                    "task": task.key,
+                    "turn": turn.number,
+                    "tools": [call["name"] for call in turn.tool_calls],
+                },
+            )
+
+    with Workspace(files, parent=settings.OPENCLAW_WORKSPACES_DIR) as workspace:
+        loop = run_loop(
+            spec,
+            request,
+            workspace,
+            max_turns=pool.max_turns,
+            deadline=deadline,
+            run_timeout_sec=pool.run_timeout_sec,
+            hooks=Hooks(before_turn, after_turn, keeper.report),
+        )
+    return loop.reply.as_dict(), loop
+
+
+def agent_meta(task: Task, attempt_number: int, pool: WorkerPool | None, deps: list[dict]) -> dict:
+    """Structured facts for the offline provider, which has no model to read the prompt with."""
+    return {
+        "request": task.execution.message,
+        "description": task.description,
+        "kind": task.kind,
+        "attempt": attempt_number,
+        "dependencies": deps,
+        "pool_latency_sec": pool.offline_latency_sec if pool else 1.0,
+        "target_files": task.context.get("target_files", []),
+        "findings": task.context.get("findings", []),
+        "round": task.context.get("round", 0),
+    }
 
 
 def record(transition, *args, **kwargs) -> None:
@@ -246,10 +404,6 @@ def record(transition, *args, **kwargs) -> None:
         transition(*args, **kwargs)
 
 
-def billed(usage: dict) -> tuple | None:
-    return (usage["spec"], usage["completion"]) if usage else None
-
-
 def call_agent(
     task: Task,
     attempt_number: int,
@@ -257,23 +411,14 @@ def call_agent(
     pool: WorkerPool | None,
     deadline: float,
     keeper: LeaseKeeper,
-    usage: dict,
+    meter: TurnMeter,
     deps: list[dict],
 ) -> dict:
-    """Ask the pool's model, parse the reply; one repair request on a malformed reply."""
+    """A single reply (a pool with max_turns 1, or a model without tools): ask the pool's model,
+    parse the reply; one repair request on a malformed reply."""
     base = {"key": task.key, "pool": task.pool, "description": task.description, "context": task.context}
     failure = previous_failure(task, attempt_number)
-    meta = {
-        "request": task.execution.message,
-        "description": task.description,
-        "kind": task.kind,
-        "attempt": attempt_number,
-        "dependencies": deps,
-        "pool_latency_sec": pool.offline_latency_sec if pool else 1.0,
-        "target_files": task.context.get("target_files", []),
-        "findings": task.context.get("findings", []),
-        "round": task.context.get("round", 0),
-    }
+    meta = agent_meta(task, attempt_number, pool, deps)
     role = task_role(task, pool)
     system = AGENT_SYSTEM.get(role, GENERIC_AGENT_SYSTEM)
     repair = ""
@@ -302,25 +447,10 @@ def call_agent(
             ),
             on_progress=keeper.report,
         )
-        usage["spec"] = spec
-        usage["completion"] = (
-            merge_usage(usage["completion"], completion) if "completion" in usage else completion
-        )
+        meter.add(completion, {"text": completion.text[:TRANSCRIPT_CHARS]})
         try:
             return parse_agent_reply(completion.text).as_dict()
         except ReplyError as exc:
             if repair:
                 raise
             repair = str(exc)
-
-
-def merge_usage(a: llm.Completion, b: llm.Completion) -> llm.Completion:
-    return llm.Completion(
-        text=b.text,
-        input_tokens=a.input_tokens + b.input_tokens,
-        output_tokens=a.output_tokens + b.output_tokens,
-        cache_read_tokens=a.cache_read_tokens + b.cache_read_tokens,
-        cache_write_tokens=a.cache_write_tokens + b.cache_write_tokens,
-        model=b.model,
-        provider=b.provider,
-    )

@@ -20,6 +20,7 @@ from .api_keys import AuthFailuresThrottled, Bearer, KeyHeader, auth_failures_th
 from .api_schemas import (
     ActionOut,
     ApproveIn,
+    AttemptOut,
     ErrorOut,
     EventsOut,
     ExecuteIn,
@@ -260,6 +261,18 @@ def _owned_and_closed(client, execution_id: str) -> bool:
     finally:
         if not connection.in_atomic_block:
             connection.close()
+
+
+@api.get(
+    "/execution/{execution_id}/tasks/{task_key}/attempts/{number}",
+    response=documented({200: AttemptOut}, 404, 422),
+    summary="One attempt of a task, with its transcript",
+)
+def attempt_detail(request: HttpRequest, execution_id: str, task_key: str, number: int):
+    transcript = selectors.attempt_transcript(owned_execution(request, execution_id), task_key, number)
+    if transcript is None:
+        raise HttpError(404, "attempt not found")
+    return transcript
 
 
 @api.get(

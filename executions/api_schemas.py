@@ -96,6 +96,34 @@ class TaskOut(Schema):
     verification: dict | None
 
 
+class TurnOut(Schema):
+    number: int
+    text: str
+    tool_calls: list[dict]
+    tool_results: list[dict]
+    tokens_in: int
+    tokens_out: int
+    cost_usd: str
+    duration_sec: float
+
+
+class AttemptOut(Schema):
+    task: str
+    number: int
+    status: str
+    model: str
+    provider: str
+    started_at: str | None
+    finished_at: str | None
+    error: str
+    tokens_in: int
+    tokens_out: int
+    cost_usd: str
+    commands: list[dict]
+    tests: dict | None
+    turns: list[TurnOut]
+
+
 class ConflictOut(Schema):
     kind: str
     status: str

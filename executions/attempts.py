@@ -20,7 +20,13 @@ from django.utils import timezone
 from pools.models import WorkerPool
 
 from . import billing, conflicts, events
-from .dispatch import dispatch_after_commit, dispatch_pool, dispatch_ready_pools, dispatch_ready_tasks
+from .dispatch import (
+    dispatch_after_commit,
+    dispatch_pool,
+    dispatch_ready_pools,
+    dispatch_ready_tasks,
+    stop_for_budget,
+)
 from .models import Attempt, Task
 from .states import MAX_LOST_ATTEMPTS, AttemptStatus, StopReason, TaskStatus
 from .task_graph import block_dependents, maybe_finish_work, promote_dependents
@@ -39,14 +45,17 @@ def attempt_to_close(attempt_id) -> Attempt:
 
 
 def close_attempt(attempt: Attempt, usage, to: str, **changes) -> bool:
-    """running → `to` (with `changes`), with its usage (a `billing.AttemptUsage`, or None) stored
+    """running → `to` (with `changes`), with its last call's usage (a `billing.AttemptUsage`, or None) stored
     and charged; True when this caller closed it. An attempt closed first by someone else (the
     reaper, an earlier report) stays as it is, but its tokens were spent: they are charged as a
     late report, once. The caller holds the execution's lock and adds `usage.task_increments()`
     (amounts to add) to its task's update."""
-    if not close_attempt_row(attempt.pk, to, assign={**changes, **(usage.attempt_fields() if usage else {})}):
+    assign = {**changes, **(usage.attempt_assign() if usage else {})}
+    if not close_attempt_row(
+        attempt.pk, to, assign=assign, add=usage.attempt_increments() if usage else None
+    ):
         if usage is not None:
-            billing.record_usage(attempt, usage.spec, usage.completion)
+            billing.record_usage(attempt, usage, attempt.client_id)
         return False
     if usage is not None:
         billing.charge_closed_attempt(attempt, usage, attempt.client_id)
@@ -123,12 +132,12 @@ def attempt_renew(attempt_id, *, lease_sec: float, progress: int | None = None) 
 def attempt_succeed(attempt_id, *, result: dict, usage=None) -> bool:
     """Record a successful attempt: the task succeeds, its dependents may become ready.
 
-    `usage` is the attempt's (spec, completion): stored by the updates that close the attempt and
-    its task, or, when someone else closed the attempt first, charged as a late report."""
+    `usage` is the attempt's last call (a `billing.AttemptUsage`): stored by the updates that close
+    the attempt and its task, or, when someone else closed the attempt first, charged as a late
+    report."""
     now = timezone.now()
     attempt = attempt_to_close(attempt_id)  # read, and the usage priced, before the write lock
     task = attempt.task
-    usage = billing.AttemptUsage.of(*usage) if usage is not None else None
     with transaction.atomic():
         held_limits = lock_dependents_pools(task)
         lock_execution(task.execution_id)
@@ -217,7 +226,6 @@ def lock_dependents_pools(task: Task) -> dict[str, int | None]:
 def attempt_fail(attempt_id, error: str, *, usage=None, outcome: str = AttemptStatus.FAILED) -> bool:
     """Close a running attempt as failed/expired/lost and decide: retry after backoff, or dead."""
     now = timezone.now()
-    usage = billing.AttemptUsage.of(*usage) if usage is not None else None
     with transaction.atomic():
         attempt = attempt_to_close(attempt_id)
         task = attempt.task
@@ -287,6 +295,40 @@ def attempt_fail(attempt_id, error: str, *, usage=None, outcome: str = AttemptSt
             block_dependents(task.execution_id)
             dispatch_after_commit([task.pool])
             maybe_finish_work(task.execution_id)
+    return True
+
+
+def attempt_stop_for_budget(attempt_id, *, usage=None) -> bool:
+    """The budget stopped an agent between two model calls: the attempt and its task are cancelled
+    for the budget (its calls billed), and the execution stops as when the budget refuses a dispatch."""
+    now = timezone.now()
+    attempt = attempt_to_close(attempt_id)
+    task = attempt.task
+    with transaction.atomic():
+        lock_execution(task.execution_id)
+        if not close_attempt(
+            attempt, usage, AttemptStatus.CANCELLED, finished_at=now, error=StopReason.BUDGET.label
+        ):
+            return False
+        if not move_task(
+            task.pk,
+            TaskStatus.RUNNING,
+            TaskStatus.CANCELLED,
+            finished_at=now,
+            stop_reason=StopReason.BUDGET,
+            error=StopReason.BUDGET.label,
+            add=usage.task_increments() if usage else None,
+        ):
+            return False
+        events.emit(
+            task.execution_id,
+            "task.cancelled",
+            task_key=task.key,
+            payload={"reason": StopReason.BUDGET.label},
+        )
+        block_dependents(task.execution_id)
+        if not stop_for_budget(task.execution_id):
+            events.emit(task.execution_id, "execution.budget_exceeded", payload={"cancelled": [task.key]})
     return True
 
 

@@ -1,6 +1,7 @@
 """Billing: usage per attempt, the project fee, refunds by policy, budgets; every entry exactly once.
 
-Ledger keys make entries idempotent: `usage:<attempt id>`, `usage:<phase>:<execution id>:<n>` for
+Ledger keys make entries idempotent: `usage:<attempt id>:<turn>` for each model call of an agent's
+tool loop (a single reply is turn 1), `usage:<phase>:<execution id>:<n>` for
 the PM's own calls (`phase_call_index`), `fee:<execution id>`, `refund:<execution id>:<settlement>`.
 Usage amounts are kept to the micro-dollar, fees and refunds to the cent, so sums are exact on
 every database.
@@ -23,8 +24,9 @@ from pools.llm_types import Completion, ModelSpec
 from pools.models import EngineSettings, WorkerPool
 
 from . import sql
-from .models import Attempt, Execution, LedgerEntry, PricingPolicy, RefundPolicy, Task
+from .models import Attempt, AttemptTurn, Execution, LedgerEntry, PricingPolicy, RefundPolicy, Task
 from .states import MAX_LOST_ATTEMPTS, StopReason, TaskStatus
+from .transitions import lock_execution
 
 CENT = Decimal("0.01")
 MICRO = Decimal("0.000001")
@@ -58,70 +60,83 @@ def _create_once(**fields) -> LedgerEntry | None:
 
 @dataclass(frozen=True)
 class AttemptUsage:
-    """One attempt's tokens and cost, worked out before the transaction that records them."""
+    """One model call of an attempt (a turn of its loop): tokens, cost and transcript, worked out
+    before the transaction that records them."""
 
     spec: ModelSpec
     completion: Completion
     cost: Decimal
+    turn: int = 1
+    transcript: dict | None = None  # text, tool_calls, tool_results, duration_sec
 
     @classmethod
-    def of(cls, spec: ModelSpec, completion: Completion) -> "AttemptUsage":
-        return cls(spec, completion, micro(spec.cost(completion)))
+    def of(cls, spec: ModelSpec, completion: Completion, turn: int = 1, transcript: dict | None = None):
+        return cls(spec, completion, micro(spec.cost(completion)), turn, transcript)
 
-    def attempt_fields(self) -> dict:
-        """The attempt's usage columns, set by the update that closes it."""
-        c = self.completion
-        return {
-            "tokens_in": c.input_tokens,
-            "tokens_out": c.output_tokens,
-            "cache_read_tokens": c.cache_read_tokens,
-            "cache_write_tokens": c.cache_write_tokens,
-            "cost_usd": self.cost,
-            "model": self.spec.label,
-            "provider": self.spec.provider,
-        }
+    def ledger_key(self, attempt_id) -> str:
+        return f"usage:{attempt_id}:{self.turn}"
+
+    def attempt_assign(self) -> dict:
+        """Set on the attempt by the update that records this call: the model that answered."""
+        return {"model": self.spec.label, "provider": self.spec.provider}
 
     def task_increments(self) -> dict:
-        """Added to the task's totals by the update that closes its attempt
-        (`transitions.move_task(add=…)`).
-        """
+        """Added to the attempt's and its task's totals by the update that records this call
+        (`transitions.move_task(add=…)`)."""
         return {
             "tokens_in": self.completion.input_tokens,
             "tokens_out": self.completion.output_tokens,
             "cost_usd": self.cost,
         }
 
+    def attempt_increments(self) -> dict:
+        return {
+            **self.task_increments(),
+            "cache_read_tokens": self.completion.cache_read_tokens,
+            "cache_write_tokens": self.completion.cache_write_tokens,
+        }
+
 
 def charge_closed_attempt(attempt: Attempt, usage: AttemptUsage, client_id: int) -> None:
-    """The ledger entry and execution totals of an attempt whose closing compare-and-set just stored
-    `attempt_fields()` and `task_increments()`: having won it, this is the attempt's only charge,
-    so no key check. The attempt and its task in memory are brought up to date."""
+    """The ledger entry, turn and execution totals of the last call of an attempt whose closing
+    compare-and-set just added `attempt_increments()` (and the task's): having won it, this is the
+    call's only charge, so no key check. The attempt and its task in memory are brought up to date."""
     task = attempt.task
     _charge_usage(attempt, usage, client_id)
-    for field, value in usage.attempt_fields().items():
+    for field, value in usage.attempt_assign().items():
         setattr(attempt, field, value)
+    for field, value in usage.attempt_increments().items():
+        setattr(attempt, field, getattr(attempt, field) + value)
     task.tokens_in += usage.completion.input_tokens
     task.tokens_out += usage.completion.output_tokens
     task.cost_usd += usage.cost
 
 
-def record_usage(attempt: Attempt, spec: ModelSpec, completion: Completion) -> bool:
-    """Charge the tokens of an attempt closed by someone else (a late report after the reaper
-    expired it, a repeated report): tokens spent are billed whatever happened, and only once.
+def record_usage(attempt: Attempt, usage: AttemptUsage, client_id: int | None = None) -> bool:
+    """Charge one call of an attempt outside the transaction that closes it: a turn of a loop that
+    goes on, or the last call of an attempt closed by someone else (a late report after the reaper
+    expired it, a repeated report). Tokens spent are billed whatever happened, and only once per key.
 
     The caller holds the execution's lock, so the key check cannot race and the insert needs no
     savepoint.
     """
     task = attempt.task
-    if LedgerEntry.objects.filter(key=f"usage:{attempt.pk}").exists():
+    if LedgerEntry.objects.filter(key=usage.ledger_key(attempt.pk)).exists():
         return False
-    usage = AttemptUsage.of(spec, completion)
-    _charge_usage(
-        attempt, usage, Execution.objects.values_list("client_id", flat=True).get(pk=task.execution_id)
-    )
-    Attempt.objects.filter(pk=attempt.pk).update(**usage.attempt_fields())
+    if client_id is None:
+        client_id = Execution.objects.values_list("client_id", flat=True).get(pk=task.execution_id)
+    _charge_usage(attempt, usage, client_id)
+    sql.update(Attempt, {"pk": attempt.pk}, assign=usage.attempt_assign(), add=usage.attempt_increments())
     sql.update(Task, {"pk": task.pk}, add=usage.task_increments())
     return True
+
+
+def record_turn(attempt: Attempt, usage: AttemptUsage, client_id: int) -> bool:
+    """A turn of an attempt's loop that goes on, billed and kept as soon as its call returns, so a
+    worker killed later loses nothing that was spent; False when it was already recorded."""
+    with transaction.atomic():
+        lock_execution(attempt.task.execution_id)
+        return record_usage(attempt, usage, client_id)
 
 
 _USAGE_COLUMNS = (
@@ -151,7 +166,7 @@ def _charge_usage(attempt: Attempt, usage: AttemptUsage, client_id: int) -> None
         execution_id=task.execution_id,
         client_id=client_id,
         kind="usage",
-        key=f"usage:{attempt.pk}",
+        key=usage.ledger_key(attempt.pk),
         amount_usd=usage.cost,
         attempt_id=attempt.pk,
         pool=task.pool,
@@ -160,7 +175,8 @@ def _charge_usage(attempt: Attempt, usage: AttemptUsage, client_id: int) -> None
         tokens_out=completion.output_tokens,
         cache_read_tokens=completion.cache_read_tokens,
         cache_write_tokens=completion.cache_write_tokens,
-        description=f"{task.key} attempt {attempt.number}",
+        description=f"{task.key} attempt {attempt.number}"
+        + (f" turn {usage.turn}" if usage.turn > 1 or usage.transcript else ""),
     )
     totals, totals_params = sql.update_statement(
         Execution,
@@ -179,6 +195,18 @@ def _charge_usage(attempt: Attempt, usage: AttemptUsage, client_id: int) -> None
         else:
             cursor.execute(totals, totals_params)
             cursor.execute(insert, insert_params)
+    if usage.transcript is not None:
+        AttemptTurn.objects.create(
+            attempt_id=attempt.pk,
+            number=usage.turn,
+            text=usage.transcript.get("text", ""),
+            tool_calls=usage.transcript.get("tool_calls", []),
+            tool_results=usage.transcript.get("tool_results", []),
+            duration_sec=usage.transcript.get("duration_sec", 0.0),
+            tokens_in=completion.input_tokens,
+            tokens_out=completion.output_tokens,
+            cost_usd=usage.cost,
+        )
 
 
 def record_phase_usage(
@@ -349,6 +377,15 @@ def settle(execution: Execution, status: str) -> Decimal:
 
 
 # ---------------------------------------------------------------- budgets
+
+
+def turn_allowed(execution_id: str, next_cost: Decimal) -> bool:
+    """Whether an agent's tool loop may make another model call: what is spent plus the call (as
+    much as the previous one cost) stays within the execution's budget."""
+    row = Execution.objects.filter(pk=execution_id).values("budget_usd", "cost_usd").first()
+    if not row or row["budget_usd"] is None:
+        return True
+    return row["cost_usd"] + next_cost <= row["budget_usd"]
 
 
 def budget_allows_dispatch(execution_id: str, pool: str) -> bool:

@@ -18,6 +18,8 @@ POOL_FIELDS = (
     "max_concurrent",
     "timeout_sec",
     "max_retries",
+    "max_turns",
+    "run_timeout_sec",
     "retry_backoff_sec",
     "offline_latency_sec",
 )

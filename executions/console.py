@@ -26,7 +26,7 @@ from django.shortcuts import redirect, render
 from django.urls import path, reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from . import approval, console_selectors, services
+from . import approval, console_selectors, selectors, services
 from .models import Client, Execution
 from .states import ExecutionStatus
 from .throttling import login_throttled
@@ -163,6 +163,15 @@ def task_files_json(request: HttpRequest, execution_id: str, task_key: str) -> J
     if files is None:
         raise Http404("no such task")
     return JsonResponse({"task": task_key, "files": files})
+
+
+@console_view
+@require_GET
+def attempt_json(request: HttpRequest, execution_id: str, task_key: str, number: int) -> JsonResponse:
+    transcript = selectors.attempt_transcript(_execution_or_404(execution_id), task_key, number)
+    if transcript is None:
+        raise Http404("no such attempt")
+    return JsonResponse(transcript)
 
 
 @console_view
@@ -349,6 +358,11 @@ urlpatterns = [
     path("executions/<str:execution_id>/", execution_page, name="execution"),
     path("executions/<str:execution_id>.json", execution_json, name="execution_json"),
     path("executions/<str:execution_id>/tasks/<str:task_key>/files.json", task_files_json, name="task_files"),
+    path(
+        "executions/<str:execution_id>/tasks/<str:task_key>/attempts/<int:number>.json",
+        attempt_json,
+        name="attempt",
+    ),
     path("executions/<str:execution_id>/cancel", execution_cancel, name="execution_cancel"),
     path("executions/<str:execution_id>/retry", execution_retry, name="execution_retry"),
     path("executions/<str:execution_id>/approve", execution_approve, name="execution_approve"),

@@ -168,6 +168,7 @@ def _task_row(task: Task, attempts: list[Attempt]) -> dict:
             for f in result.get("files", [])
         ],
         "findings": result.get("findings", []),
+        "tests": result.get("tests"),
         "attempts": [_attempt_row(a) for a in attempts],
     }
 

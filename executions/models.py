@@ -282,6 +282,28 @@ class Attempt(models.Model):
         return round((self.finished_at - self.started_at).total_seconds(), 3)
 
 
+class AttemptTurn(models.Model):
+    """One model call of an attempt's tool loop, as its transcript shows it; stored with the call's
+    ledger entry (`usage:<attempt>:<number>`), so a turn exists exactly when it was billed."""
+
+    attempt = models.ForeignKey(Attempt, on_delete=models.CASCADE, related_name="turns")
+    number = models.PositiveIntegerField()
+    text = models.TextField(blank=True)
+    tool_calls = models.JSONField(default=list, blank=True)
+    tool_results = models.JSONField(default=list, blank=True)
+    tokens_in = models.PositiveBigIntegerField(default=0)
+    tokens_out = models.PositiveBigIntegerField(default=0)
+    cost_usd = models.DecimalField(max_digits=12, decimal_places=6, default=Decimal("0"))
+    duration_sec = models.FloatField(default=0.0)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["attempt", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["attempt", "number"], name="turn_number_unique_per_attempt")
+        ]
+
+
 class Event(models.Model):
     execution = models.ForeignKey(Execution, on_delete=models.CASCADE, related_name="events")
     seq = models.PositiveBigIntegerField()

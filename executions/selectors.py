@@ -6,7 +6,7 @@ from pools import llm
 from pools.models import WorkerPool
 
 from .invoices import execution_comparison
-from .models import Client, Event, Execution, Task
+from .models import Attempt, Client, Event, Execution, Task
 from .pm_coordinator import PLAN_TASK_FIELDS
 from .states import TaskStatus
 
@@ -37,6 +37,47 @@ def task_row(task: Task, attempts: int) -> dict:
         "cost_usd": f"{task.cost_usd:.6f}",
         "error": task.error,
         "verification": task.result.get("verification"),
+    }
+
+
+def attempt_transcript(execution: Execution, task_key: str, number: int) -> dict | None:
+    """One attempt of a task with its turns: what the model said, the tools it called and what they
+    answered (cut), tokens, cost and time per turn."""
+    attempt = (
+        Attempt.objects.filter(task__execution=execution, task__key=task_key, number=number)
+        .select_related("task")
+        .first()
+    )
+    if attempt is None:
+        return None
+    result = attempt.task.result if attempt.status == "succeeded" else {}
+    return {
+        "task": task_key,
+        "number": attempt.number,
+        "status": attempt.status,
+        "model": attempt.model,
+        "provider": attempt.provider,
+        "started_at": _iso(attempt.started_at),
+        "finished_at": _iso(attempt.finished_at),
+        "error": attempt.error,
+        "tokens_in": attempt.tokens_in,
+        "tokens_out": attempt.tokens_out,
+        "cost_usd": f"{attempt.cost_usd:.6f}",
+        "commands": result.get("commands", []),
+        "tests": result.get("tests"),
+        "turns": [
+            {
+                "number": turn.number,
+                "text": turn.text,
+                "tool_calls": turn.tool_calls,
+                "tool_results": turn.tool_results,
+                "tokens_in": turn.tokens_in,
+                "tokens_out": turn.tokens_out,
+                "cost_usd": f"{turn.cost_usd:.6f}",
+                "duration_sec": turn.duration_sec,
+            }
+            for turn in attempt.turns.order_by("number")
+        ],
     }
 
 

@@ -98,7 +98,7 @@ def claim_phase(execution_id: str, status: str, *, lease_sec: float) -> int | No
     return Execution.objects.filter(pk=execution_id).values_list("phase_claims", flat=True).first()
 
 
-def close_attempt_row(attempt_id, to: str, *, assign: dict | None = None) -> bool:
+def close_attempt_row(attempt_id, to: str, *, assign: dict | None = None, add: dict | None = None) -> bool:
     """running → `to` for an attempt (its outcome); True when this caller closed it."""
     check(ATTEMPT_TRANSITIONS, AttemptStatus.RUNNING, to)
     return bool(
@@ -106,6 +106,7 @@ def close_attempt_row(attempt_id, to: str, *, assign: dict | None = None) -> boo
             Attempt,
             {"pk": attempt_id, "status": AttemptStatus.RUNNING},
             assign={**(assign or {}), "status": to},
+            add=add,
         )
     )
 

@@ -11,6 +11,7 @@ HTTP on this machine.
 
 import os
 import secrets
+import shutil
 from pathlib import Path
 
 import environ
@@ -274,6 +275,13 @@ WORKER_GIL_SWITCH_INTERVAL_MS = env.float("WORKER_GIL_SWITCH_INTERVAL_MS", defau
 WORKER_PROCESSES = env.int("WORKER_PROCESSES", default=os.cpu_count() or 1)
 WORKER_THREADS = env.int("WORKER_THREADS", default=8)
 DRAMATIQ_AUTODISCOVER_MODULES = ["actors"]
+# The sandbox of the agents' `run` tool (pools/sandbox.py): bubblewrap, and the Python packages it
+# offers (installed by `make install` from config.json's sandbox.packages).
+OPENCLAW_SANDBOX_BWRAP = env.str("OPENCLAW_SANDBOX_BWRAP", default=shutil.which("bwrap") or "")
+OPENCLAW_SANDBOX_PACKAGES = env.str("OPENCLAW_SANDBOX_PACKAGES", default=str(BASE_DIR / ".sandbox"))
+# Where agents' workspaces live: a worker running as root runs the sandbox as `nobody`, who must be
+# able to reach this folder (every folder above it searchable by others).
+OPENCLAW_WORKSPACES_DIR = Path(env.str("OPENCLAW_WORKSPACES_DIR", default=str(VAR_DIR / "workspaces")))
 # How often a running worker looks for pools created or renamed in the admin (and consumes their queue).
 OPENCLAW_POOL_QUEUES_REFRESH_SEC = env.float("OPENCLAW_POOL_QUEUES_REFRESH_SEC", default=5.0)
 # Dramatiq's Redis consumer polls an idle queue with a backoff of up to this many ms. An enqueue

@@ -57,6 +57,45 @@ class ModelSpec:
 OFFLINE_DEFAULT = ModelSpec(name="offline", provider="offline", model="openclaw-offline-1")
 
 
+@dataclass(frozen=True)
+class Tool:
+    """A tool offered to the model: the same name and JSON-schema arguments for both SDKs."""
+
+    name: str
+    description: str
+    parameters: dict  # a JSON schema of the arguments object
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A tool call in a model's reply. `arguments` is None when the model sent something that is not a
+    JSON object (`raw` keeps it, so the model can be told)."""
+
+    id: str
+    name: str
+    arguments: dict | None
+    raw: str = ""
+
+
+@dataclass(frozen=True)
+class ToolResult:
+    call_id: str
+    name: str
+    content: str
+    is_error: bool = False
+
+
+@dataclass(frozen=True)
+class Message:
+    """One message of a conversation, the same for every provider: a user's text, an assistant's
+    text and tool calls, or the results of those tool calls (role "tool")."""
+
+    role: str  # "user", "assistant" or "tool"
+    text: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_results: tuple[ToolResult, ...] = ()
+
+
 @dataclass
 class LLMRequest:
     purpose: str  # "plan", "agent" or "synthesis"
@@ -69,6 +108,22 @@ class LLMRequest:
     expected_output_tokens: int = 1500
     # Structured facts for the offline provider, which has no model to read the prompt with.
     meta: dict = field(default_factory=dict)
+    # A conversation in progress: the messages after the first user message (`prompt`), and the
+    # tools the model may call. Without tools the call is a single reply.
+    history: tuple[Message, ...] = ()
+    tools: tuple[Tool, ...] = ()
+
+    def messages(self) -> list[Message]:
+        return [Message("user", self.prompt), *self.history]
+
+    def conversation_chars(self) -> int:
+        """The size of what is sent, for an estimate when a server reports no usage."""
+        total = len(self.system) + len(self.prompt)
+        for message in self.history:
+            total += len(message.text)
+            total += sum(len(c.raw) or len(str(c.arguments)) for c in message.tool_calls)
+            total += sum(len(r.content) for r in message.tool_results)
+        return total
 
 
 @dataclass
@@ -80,6 +135,7 @@ class Completion:
     cache_write_tokens: int = 0
     model: str = ""
     provider: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 class LLMError(Exception):

@@ -98,6 +98,16 @@ class WorkerPool(models.Model):
         default=300, validators=[MinValueValidator(1), MaxValueValidator(7200)]
     )
     max_retries = models.PositiveIntegerField(default=2, validators=[MaxValueValidator(10)])
+    max_turns = models.PositiveIntegerField(
+        default=16,
+        validators=[MinValueValidator(1), MaxValueValidator(200)],
+        help_text="Model calls one attempt may make in its tool loop (1: a single reply, no tools)",
+    )
+    run_timeout_sec = models.PositiveIntegerField(
+        default=60,
+        validators=[MinValueValidator(1), MaxValueValidator(3600)],
+        help_text="Wall-clock limit of one sandboxed command an agent runs",
+    )
     retry_backoff_sec = models.FloatField(
         default=2.0,
         validators=[MinValueValidator(0.0), MaxValueValidator(3600.0)],

@@ -9,7 +9,13 @@ driven by the request and task. Latency and failures can be simulated per profil
      "fail_rules": [{"match": "backend", "attempts": [1], "error": "malformed|broken_code|error|fatal"}],
      "flaws": ["sql_injection", "missing_fk_index"],               # first drafts carry these flaws
      "remediation_fails": 1,                                       # remediation rounds up to 1 fix nothing
-     "plan": {"tasks": [...]}}                 # the PM answers with this plan (benchmarks: fixed DAGs)
+     "plan": {"tasks": [...]},                 # the PM answers with this plan (benchmarks: fixed DAGs)
+     "tools": true}                            # agents work in the tool loop (false: one JSON reply)
+
+With tools, an offline agent works as a real one would, deterministically: it writes its files and,
+for code, a test of them, runs the test in the sandbox, and finishes; a security agent lists the
+files it audits first. The flaw "failing_test" makes the first test fail so that the next turn fixes
+it. A call's simulated latency is spread over the turns, so a task takes as long with tools as without.
 
 "broken_code" answers with valid JSON whose Python file does not compile (verification fails it).
 """
@@ -19,7 +25,7 @@ import re
 import textwrap
 import time
 
-from .llm_types import Completion, LLMError, LLMRequest, LLMTimeout, ModelSpec, ProgressCallback
+from .llm_types import Completion, LLMError, LLMRequest, LLMTimeout, ModelSpec, ProgressCallback, ToolCall
 
 STEP_SEC = 0.05
 
@@ -47,7 +53,10 @@ class OfflineProvider:
     def complete(
         self, spec: ModelSpec, request: LLMRequest, on_progress: ProgressCallback | None
     ) -> Completion:
+        looping = bool(request.tools) and spec.options.get("tools", True) is not False
         latency = latency_for(spec, request)
+        if looping:
+            latency /= planned_turns(spec, request)
         started = time.monotonic()
         while (elapsed := time.monotonic() - started) < latency:
             if elapsed >= request.timeout:
@@ -58,12 +67,16 @@ class OfflineProvider:
         if latency > request.timeout:
             raise LLMTimeout(f"no reply within {request.timeout:.1f}s")
         text = self._answer(spec, request)
+        calls: tuple[ToolCall, ...] = ()
+        if looping:
+            text, calls = next_step(spec, request, text)
         return Completion(
             text=text,
-            input_tokens=_tokens(request.system + request.prompt),
-            output_tokens=_tokens(text),
+            input_tokens=max(1, request.conversation_chars() // 4),
+            output_tokens=_tokens(text + "".join(c.raw for c in calls)),
             model=spec.model,
             provider="offline",
+            tool_calls=calls,
         )
 
     def _answer(self, spec: ModelSpec, request: LLMRequest) -> str:
@@ -365,3 +378,97 @@ def schema(meta: dict, flaws: set[str]) -> dict:
     sql = "\n\n".join(parts + indexes) + "\n"
     summary = f"Schema with {len(tables) + 1} tables" + (f" and {len(indexes)} indexes." if indexes else ".")
     return {"summary": summary, "files": [{"path": "database/schema.sql", "content": sql}], "findings": []}
+
+
+# ---------------------------------------------------------------- the tool loop
+
+
+def _call(number: int, name: str, arguments: dict) -> ToolCall:
+    return ToolCall(f"offline_{number}_{name}", name, arguments, json.dumps(arguments))
+
+
+def _test_path(files: list[dict]) -> str:
+    first = files[0]["path"].split("/")
+    slug = first[0] if len(first) > 1 else first[0].rsplit(".", 1)[0]
+    return f"tests/test_{re.sub(r'[^a-z0-9_]', '_', slug.lower())}_files.py"
+
+
+def _test_source(paths: list[str], flawed: bool) -> str:
+    expected = [*paths, "README.md"] if flawed else paths  # the flaw: a file nobody wrote
+    return textwrap.dedent(f"""\
+        \"\"\"The agent's own check of its output: every file is there, every Python file parses.\"\"\"
+
+        import ast
+        import pathlib
+
+        ROOT = pathlib.Path(__file__).resolve().parent.parent
+        FILES = {expected!r}
+
+
+        def test_every_file_is_written():
+            for path in FILES:
+                assert (ROOT / path).is_file(), path
+
+
+        def test_python_files_parse():
+            for path in FILES:
+                if path.endswith(".py"):
+                    ast.parse((ROOT / path).read_text(), filename=path)
+        """)
+
+
+def _tests_first(spec: ModelSpec, request: LLMRequest) -> bool:
+    return request.role == "codegen" and request.meta.get("kind", "plan") != "remediation"
+
+
+def planned_turns(spec: ModelSpec, request: LLMRequest) -> int:
+    explore = int(spec.options.get("explore_turns", 0))
+    if not _tests_first(spec, request):
+        return explore + 2
+    return explore + (5 if "failing_test" in spec.options.get("flaws", []) else 3)
+
+
+def next_step(spec: ModelSpec, request: LLMRequest, answer_text: str) -> tuple[str, tuple[ToolCall, ...]]:
+    """The next turn of an offline agent whose whole answer is `answer_text`, from the conversation
+    so far: write (or list), run the tests, fix a failing test once, finish."""
+    try:
+        answer = json.loads(answer_text)
+    except ValueError:
+        return answer_text, ()  # a malformed reply stays one: the loop says so
+    number = 1 + sum(1 for m in request.history if m.role == "assistant")
+    called = [c for m in request.history for c in m.tool_calls]
+    files = answer.get("files", [])
+    finish = _call(number, "finish", {"summary": answer["summary"], "findings": answer.get("findings", [])})
+    # Option explore_turns: look around that many turns first (benchmarks: a loop of a given length).
+    if number <= int(spec.options.get("explore_turns", 0)):
+        return "Looking at the workspace.", (_call(number, "list_files", {}),)
+    if request.role == "security":
+        if not any(c.name == "list_files" for c in called):
+            return "Listing the files to audit.", (_call(number, "list_files", {}),)
+        return "Done.", (finish,)
+    if not any(c.name == "write_file" for c in called):
+        writes = [_call(number, "write_file", {"path": f["path"], "content": f["content"]}) for f in files]
+        if _tests_first(spec, request) and files:
+            flawed = "failing_test" in spec.options.get("flaws", [])
+            source = _test_source([f["path"] for f in files], flawed)
+            writes.append(_call(number, "write_file", {"path": _test_path(files), "content": source}))
+        return "Writing the files.", tuple(writes) or (finish,)
+    runs = [c for c in called if c.name == "run"]
+    last = request.history[-1].tool_results[-1] if request.history[-1].tool_results else None
+    wrote_tests = any(c.name == "write_file" and c.arguments["path"].startswith("tests/") for c in called)
+    if wrote_tests and (not runs or (last is not None and last.name == "write_file")):
+        test = next(
+            c.arguments["path"]
+            for c in called
+            if c.name == "write_file" and c.arguments["path"].startswith("tests/")
+        )
+        return "Running the tests.", (_call(number, "run", {"command": f"python3 -m pytest -q {test}"}),)
+    if last is not None and last.name == "run" and len(runs) == 1 and not last.is_error:
+        outcome = json.loads(last.content)
+        if outcome["exit_code"] != 0:
+            paths = [f["path"] for f in files]
+            fixed = _test_source(paths, flawed=False)
+            return "The test expects a file nobody wrote; fixing the test.", (
+                _call(number, "write_file", {"path": _test_path(files), "content": fixed}),
+            )
+    return "Done.", (finish,)

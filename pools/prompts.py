@@ -46,6 +46,33 @@ AGENT_SYSTEM = {
 }
 GENERIC_AGENT_SYSTEM = "You are a specialist software agent. " + DATA_RULE
 
+# How each role works in the tool loop (DESIGN.md, "Agents work in a loop").
+LOOP_RULES = {
+    "codegen": (
+        "Work in steps: list_files and read_file what you build on before writing; write_file each file "
+        "whole; write tests for your code under tests/ and run them with run (python3 -m pytest -q); "
+        "read the output, fix what fails and run again; call finish when the tests pass."
+    ),
+    "security": (
+        "Work in steps: list_files, read_file every file in scope, run tools if useful (python3 is "
+        "there); write fixed files with write_file only when a fix is clear; then call finish with your "
+        "findings, each with its exact file and line."
+    ),
+    "database": (
+        "Work in steps: read what the other tasks wrote if it bears on the schema; write_file the schema "
+        "(database/schema.sql); check it with run where you can (python3 has sqlite3); then call finish."
+    ),
+}
+GENERIC_LOOP_RULES = (
+    "Work in steps: look at the workspace with list_files and read_file, write your files with write_file, "
+    "check them with run, then call finish."
+)
+LOOP_CONTRACT = (
+    "You have tools: list_files, read_file, write_file, run (a sandbox without network, cwd the "
+    "workspace) and finish. Files you write with write_file are your output. End by calling finish "
+    '{"summary", "findings": [{"severity", "title", "file", "line", "recommendation"}]}.'
+)
+
 SYNTHESIS_SYSTEM = (
     "You are the PM writing the final client-facing answer in markdown: what was built, timeline, cost, "
     "refunds, security measures and unresolved issues. Be factual; use only the facts given. " + DATA_RULE
@@ -98,6 +125,34 @@ def agent_prompt(
     if repair_errors:
         parts.append(
             f"Your previous reply was not valid: {repair_errors}. Reply again with the JSON object only."
+        )
+    return "\n\n".join(parts)
+
+
+def loop_prompt(
+    *, request: str, task: dict, role: str, dependencies: list[dict], previous_failure: str = ""
+) -> str:
+    """The first message of an agent's tool loop: the task, and what its dependencies left in the
+    workspace (their files are there to read, not pasted here)."""
+    parts = [
+        f"Project request:\n{fence(request)}",
+        f"Your task ({task['pool']} pool): {fence(task['description'])}",
+    ]
+    if task.get("context"):
+        parts.append(f"Task context: {fence(json.dumps(task['context']))}")
+    for dep in dependencies:
+        paths = ", ".join(f["path"] for f in dep.get("files", [])) or "no files"
+        findings = json.dumps(dep.get("findings", []))
+        parts.append(
+            f"{dep['key']} ({dep['pool']}, {'required' if dep['hard'] else 'advisory'}) is done; its files "
+            f"are in the workspace: {fence(paths)}\nIts summary and findings: "
+            f"{fence(dep.get('summary', '') + chr(10) + 'findings: ' + findings)}"
+        )
+    parts.append(LOOP_CONTRACT)
+    parts.append(LOOP_RULES.get(role, GENERIC_LOOP_RULES))
+    if previous_failure:
+        parts.append(
+            f"Your previous attempt at this task failed: {previous_failure[:1000]}. Avoid that this time."
         )
     return "\n\n".join(parts)
 

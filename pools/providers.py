@@ -9,6 +9,7 @@ holds even when a server trickles bytes slowly enough to never trip the socket r
 import abc
 import email.utils
 import functools
+import json
 import logging
 import os
 import queue
@@ -24,7 +25,15 @@ import anthropic
 import httpx2
 import openai
 
-from .llm_types import Completion, LLMError, LLMRequest, LLMTimeout, ModelSpec, ProgressCallback
+from .llm_types import (
+    Completion,
+    LLMError,
+    LLMRequest,
+    LLMTimeout,
+    ModelSpec,
+    ProgressCallback,
+    ToolCall,
+)
 
 log = logging.getLogger("openclaw.llm")
 
@@ -78,6 +87,31 @@ _Text = str
 @dataclass
 class _Model:
     name: str
+
+
+@dataclass
+class _ToolStart:
+    """A tool call begins: its position in the reply, id and name."""
+
+    index: int
+    id: str
+    name: str
+
+
+@dataclass
+class _ToolArguments:
+    """A fragment of a tool call's arguments (JSON text, streamed in pieces)."""
+
+    index: int
+    fragment: str
+
+
+def _tool_call(call_id: str, name: str, raw: str) -> ToolCall:
+    try:
+        arguments = json.loads(raw) if raw.strip() else {}
+    except ValueError:
+        arguments = None
+    return ToolCall(call_id, name, arguments if isinstance(arguments, dict) else None, raw)
 
 
 class _ProgressMeter:
@@ -290,18 +324,30 @@ class _StreamingProvider(abc.ABC):
         chars = 0
         usage = _Usage()
         model = spec.model
+        calls: dict[int, list] = {}  # index -> [id, name, argument fragments]
         for item in _read_until(self._stream(spec, request, api_key, max_tokens, timeout), deadline):
             if isinstance(item, str):
                 parts.append(item)
                 chars += len(item)
                 meter.update(chars)
+            elif isinstance(item, _ToolArguments):
+                calls.setdefault(item.index, ["", "", []])[2].append(item.fragment)
+                chars += len(item.fragment)
+                meter.update(chars)
+            elif isinstance(item, _ToolStart):
+                call = calls.setdefault(item.index, ["", "", []])
+                call[0], call[1] = item.id or call[0], item.name or call[1]
             elif isinstance(item, _Usage):
                 usage.merge(item)
             elif isinstance(item, _Model):
                 model = item.name
         text = THINK_BLOCK.sub("", "".join(parts), count=1)
+        tool_calls = tuple(
+            _tool_call(call_id or f"call_{index}", name, "".join(fragments))
+            for index, (call_id, name, fragments) in sorted(calls.items())
+        )
         # Servers that send no usage still get billed by an estimate rather than as free.
-        estimate_in = -(-(len(request.system) + len(request.prompt)) // CHARS_PER_TOKEN)
+        estimate_in = -(-request.conversation_chars() // CHARS_PER_TOKEN)
         estimate_out = -(-chars // CHARS_PER_TOKEN)
         return Completion(
             text=text,
@@ -311,6 +357,7 @@ class _StreamingProvider(abc.ABC):
             cache_write_tokens=usage.cache_write_tokens or 0,
             model=model,
             provider=self.name,
+            tool_calls=tool_calls,
         )
 
     @abc.abstractmethod
@@ -321,8 +368,8 @@ class _StreamingProvider(abc.ABC):
         api_key: str | None,
         max_tokens: int,
         timeout: httpx2.Timeout,
-    ) -> Iterator[_Text | _Usage | _Model]:
-        """The provider's reply as text deltas, usage and the model name, in arrival order."""
+    ) -> Iterator[_Text | _Usage | _Model | _ToolStart | _ToolArguments]:
+        """The provider's reply as text deltas, tool calls, usage and the model name, in arrival order."""
 
 
 @functools.lru_cache(maxsize=32)
@@ -359,20 +406,29 @@ class AnthropicProvider(_StreamingProvider):
         kwargs: dict[str, Any] = {
             "model": spec.model,
             "max_tokens": max_tokens,
-            "messages": [{"role": "user", "content": request.prompt}],
+            "messages": self._messages(request),
             "stream": True,
             "timeout": timeout,
         }
         if request.system:
             kwargs["system"] = request.system
+        if request.tools:
+            kwargs["tools"] = [
+                {"name": t.name, "description": t.description, "input_schema": t.parameters}
+                for t in request.tools
+            ]
         stopped = False
         with client.messages.create(**kwargs) as stream:
             for event in stream:
                 if event.type == "message_start":
                     yield _Model(event.message.model)
                     yield self._usage(event.message.usage)
+                elif event.type == "content_block_start" and event.content_block.type == "tool_use":
+                    yield _ToolStart(event.index, event.content_block.id, event.content_block.name)
                 elif event.type == "content_block_delta" and event.delta.type == "text_delta":
                     yield event.delta.text
+                elif event.type == "content_block_delta" and event.delta.type == "input_json_delta":
+                    yield _ToolArguments(event.index, event.delta.partial_json)
                 elif event.type == "message_delta":
                     if event.delta.stop_reason == "max_tokens":
                         log.warning("%s reply cut at max_tokens=%d", spec.label, max_tokens)
@@ -381,6 +437,38 @@ class AnthropicProvider(_StreamingProvider):
                     stopped = True
         if not stopped:
             raise _IncompleteStream("stream ended before message_stop")
+
+    @staticmethod
+    def _messages(request: LLMRequest) -> list[dict]:
+        """The conversation as Messages API content: tool calls are `tool_use` blocks, their results
+        `tool_result` blocks in the next user message."""
+        out: list[dict] = []
+        for message in request.messages():
+            if message.role == "user":
+                out.append({"role": "user", "content": message.text})
+            elif message.role == "assistant":
+                content: list[dict] = [{"type": "text", "text": message.text}] if message.text else []
+                content += [
+                    {"type": "tool_use", "id": c.id, "name": c.name, "input": c.arguments or {}}
+                    for c in message.tool_calls
+                ]
+                out.append({"role": "assistant", "content": content or [{"type": "text", "text": "…"}]})
+            else:
+                out.append(
+                    {
+                        "role": "user",
+                        "content": [
+                            {
+                                "type": "tool_result",
+                                "tool_use_id": r.call_id,
+                                "content": r.content,
+                                "is_error": r.is_error,
+                            }
+                            for r in message.tool_results
+                        ],
+                    }
+                )
+        return out
 
     @staticmethod
     def _usage(block: Any) -> _Usage:
@@ -407,7 +495,7 @@ class OpenAIProvider(_StreamingProvider):
     ) -> Iterator[_Text | _Usage | _Model]:
         env = tuple(os.environ.get(v) for v in ("OPENAI_BASE_URL", "OPENAI_API_KEY"))
         client = _openai_client(spec.base_url or None, api_key, env)
-        messages = [{"role": "user", "content": request.prompt}]
+        messages = self._messages(request)
         if request.system:
             messages.insert(0, {"role": "system", "content": request.system})
         # OpenAI's own reasoning models refuse `max_tokens`; compatible servers often only know it.
@@ -421,6 +509,14 @@ class OpenAIProvider(_StreamingProvider):
             "stream_options": {"include_usage": True},
             **limit,
         }
+        if request.tools:
+            kwargs["tools"] = [
+                {
+                    "type": "function",
+                    "function": {"name": t.name, "description": t.description, "parameters": t.parameters},
+                }
+                for t in request.tools
+            ]
         try:
             stream = client.chat.completions.create(**kwargs)
         except openai.BadRequestError as exc:
@@ -439,12 +535,45 @@ class OpenAIProvider(_StreamingProvider):
                 for choice in chunk.choices:
                     if choice.delta is not None and choice.delta.content:
                         yield choice.delta.content
+                    for call in (choice.delta.tool_calls if choice.delta is not None else None) or ():
+                        function = call.function
+                        if call.id or (function and function.name):
+                            yield _ToolStart(call.index, call.id or "", (function and function.name) or "")
+                        if function and function.arguments:
+                            yield _ToolArguments(call.index, function.arguments)
                     if choice.finish_reason:
                         finished = True
                         if choice.finish_reason == "length":
                             log.warning("%s reply cut at max_tokens=%d", spec.label, max_tokens)
         if not finished:
             raise _IncompleteStream("stream ended without a finish_reason")
+
+    @staticmethod
+    def _messages(request: LLMRequest) -> list[dict]:
+        """The conversation as Chat Completions messages: `tool_calls` on the assistant's message, one
+        `tool` message per result."""
+        out: list[dict] = []
+        for message in request.messages():
+            if message.role == "user":
+                out.append({"role": "user", "content": message.text})
+            elif message.role == "assistant":
+                entry: dict[str, Any] = {"role": "assistant", "content": message.text or None}
+                if message.tool_calls:
+                    entry["tool_calls"] = [
+                        {
+                            "id": c.id,
+                            "type": "function",
+                            "function": {"name": c.name, "arguments": c.raw or json.dumps(c.arguments or {})},
+                        }
+                        for c in message.tool_calls
+                    ]
+                out.append(entry)
+            else:
+                out += [
+                    {"role": "tool", "tool_call_id": r.call_id, "content": r.content}
+                    for r in message.tool_results
+                ]
+        return out
 
     @staticmethod
     def _usage(block: Any) -> _Usage:

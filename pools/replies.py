@@ -66,7 +66,12 @@ def parse_agent_reply(text: str) -> AgentReply:
         if len(item["content"]) > MAX_FILE_CHARS:
             raise ReplyError(f"files[{i}] ({item['path']}) is larger than {MAX_FILE_CHARS} characters")
         clean_files.append({"path": item["path"].strip(), "content": item["content"]})
-    findings = data.get("findings") or []
+    clean_findings = parse_findings(data.get("findings") or [])
+    return AgentReply(summary.strip()[:4000], clean_files, clean_findings)
+
+
+def parse_findings(findings: object) -> list[dict]:
+    """Validate the findings of an agent reply (or of its `finish` tool call)."""
     if not isinstance(findings, list):
         raise ReplyError('"findings" must be a list')
     clean_findings = []
@@ -87,4 +92,4 @@ def parse_agent_reply(text: str) -> AgentReply:
                 "source": "model",
             }
         )
-    return AgentReply(summary.strip()[:4000], clean_files, clean_findings)
+    return clean_findings

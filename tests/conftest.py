@@ -91,8 +91,10 @@ def configure(
     timeouts: dict | None = None,
     options: dict | None = None,
     backoff: float = 0.2,
+    max_turns: int = 1,
 ) -> None:
-    """Load config.json's shape with the offline model on every pool and the given limits."""
+    """Load config.json's shape with the offline model on every pool and the given limits. Agents
+    answer in one reply unless `max_turns` allows their tool loop (tests of the loop ask for it)."""
     from executions.configuration import load_config
 
     timeouts = timeouts or {}
@@ -111,6 +113,7 @@ def configure(
             "model": "offline",
             "retry_backoff_sec": backoff,
             "offline_latency_sec": latency,
+            "max_turns": max_turns,
         }
         for name, limit in (("codegen", codegen), ("security", security), ("database", database))
     }

@@ -411,3 +411,37 @@ def test_a_duplicate_event_changes_nothing_and_a_gap_asks_the_server_to_resume(p
     page.wait_for_selector("body[data-event-seq='4'][data-snapshot-seq='4']")
     assert page.locator("#activity li").count() == 4
     assert page.js_errors == []
+
+
+def test_an_attempts_transcript_reads_as_a_conversation(page, staff_user):
+    from executions.models import Client, Task
+    from executions.services import execution_create
+
+    workers = Workers().start()
+    try:
+        configure(latency=0.2, max_turns=16, options={"flaws": ["failing_test"]})
+        client = Client.objects.create(name="acme")
+        execution = execution_create(
+            client=client,
+            message="Build a restaurant website with online booking and secure payments",
+            session_key="transcript",
+        )
+        wait_for_status(execution.pk, {"completed", "partial", "failed"}, timeout=60)
+        backend = next(
+            t for t in Task.objects.filter(execution=execution) if "backend" in t.description.lower()
+        )
+        log_in(page)
+        page.goto(f"/console/executions/{execution.pk}/")
+        page.click(f"[data-task={backend.key}] > summary")
+        page.click(f"[data-transcript='{backend.key}#1'] > summary")
+        turns = page.locator(f"[data-transcript='{backend.key}#1'] .turn")
+        turns.first.wait_for()
+        assert turns.count() == 5 == backend.result["turns"]
+        assert "→ run(command=" in turns.nth(1).inner_text()
+        first_run, second_run = turns.nth(1).locator(".tool-output"), turns.nth(3).locator(".tool-output")
+        assert "1 failed" in first_run.text_content() and "2 passed" in second_run.text_content()
+        assert "Tests: 2 passed, 0 failed" in page.inner_text(f"[data-task={backend.key}] .task-body")
+        shot(page, "execution-transcript")
+        assert page.js_errors == []
+    finally:
+        workers.stop()

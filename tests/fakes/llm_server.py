@@ -8,7 +8,12 @@ server-sent events, error bodies, retry-after. Replies are scripted per request:
         ... call the provider with base_url=server.anthropic_base_url ...
         assert server.requests[-1].body["model"] == "claude-sonnet-4-5"
 
-Without a script the server answers every request with `default_reply(body)` (a text).
+Without a script the server answers every request with `default_reply(body)` (a text, or a Reply
+— a function of the conversation so far scripts a multi-turn tool loop).
+
+A Reply with `tool_calls` answers with tool use in the protocol's own shape: `tool_use` blocks
+(`input_json_delta` when streamed, stop reason `tool_use`) or `tool_calls` (argument fragments when
+streamed, finish reason `tool_calls`).
 """
 
 import json
@@ -56,6 +61,17 @@ class Reply:
     chunk_size: int = 16
     chunk_delay: float = 0.0
     send_usage: bool = True
+    # [{"name", "arguments": dict or raw JSON text, "id" (optional)}]
+    tool_calls: list = field(default_factory=list)
+
+    def calls(self) -> list[tuple[str, str, str]]:
+        """(id, name, arguments as JSON text) of each tool call."""
+        out = []
+        for n, call in enumerate(self.tool_calls):
+            arguments = call.get("arguments", {})
+            raw = arguments if isinstance(arguments, str) else json.dumps(arguments)
+            out.append((call.get("id") or f"toolu_{n:02d}{uuid.uuid4().hex[:18]}", call["name"], raw))
+        return out
 
 
 @dataclass
@@ -102,7 +118,7 @@ def _echo_reply(body: dict) -> str:
 class _State:
     queue: list = field(default_factory=list)
     requests: list = field(default_factory=list)
-    default_reply: Callable[[dict], str] = _echo_reply
+    default_reply: Callable[[dict], "str | Reply"] = _echo_reply
     lock: threading.Lock = field(default_factory=threading.Lock)
     closing: threading.Event = field(default_factory=threading.Event)
 
@@ -153,8 +169,11 @@ class _Handler(BaseHTTPRequestHandler):
             protocol.error(action)
             return
         reply = action or Reply()
+        if reply.text is None and not reply.tool_calls:
+            default = state.default_reply(body)
+            reply = default if isinstance(default, Reply) else Reply(**{**reply.__dict__, "text": default})
         if reply.text is None:
-            reply = Reply(**{**reply.__dict__, "text": state.default_reply(body)})
+            reply = Reply(**{**reply.__dict__, "text": ""})
         protocol.reply(reply)
 
     def _send_json(self, status: int, payload: dict, headers: dict) -> None:
@@ -186,9 +205,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
 
-def _pieces(reply: Reply) -> list[str]:
+def _pieces(reply: Reply, text: str | None = None) -> list[str]:
+    text = reply.text if text is None else text
     size = max(1, reply.chunk_size)
-    return [reply.text[i : i + size] for i in range(0, len(reply.text), size)] or [""]
+    return [text[i : i + size] for i in range(0, len(text), size)] or [""]
 
 
 def _usage(reply: Reply, body: dict) -> dict:
@@ -197,7 +217,9 @@ def _usage(reply: Reply, body: dict) -> dict:
     prompt_chars = len(json.dumps(body.get("messages", []))) + len(json.dumps(body.get("system", "")))
     return {
         "input_tokens": given.get("input_tokens", max(1, prompt_chars // 4)),
-        "output_tokens": given.get("output_tokens", max(1, len(reply.text) // 4)),
+        "output_tokens": given.get(
+            "output_tokens", max(1, (len(reply.text) + sum(len(c[2]) for c in reply.calls())) // 4)
+        ),
         "cache_read_tokens": given.get("cache_read_tokens", 0),
         "cache_write_tokens": given.get("cache_write_tokens", 0),
     }
@@ -239,6 +261,7 @@ class _Anthropic:
         usage = _usage(reply, self.body)
         model = reply.model or self.body.get("model", "claude-fake")
         message_id = f"msg_{uuid.uuid4().hex[:24]}"
+        calls = reply.calls()
         cache = {
             "cache_creation_input_tokens": usage["cache_write_tokens"],
             "cache_read_input_tokens": usage["cache_read_tokens"],
@@ -251,8 +274,12 @@ class _Anthropic:
                     "type": "message",
                     "role": "assistant",
                     "model": model,
-                    "content": [{"type": "text", "text": reply.text}],
-                    "stop_reason": "end_turn",
+                    "content": ([{"type": "text", "text": reply.text}] if reply.text or not calls else [])
+                    + [
+                        {"type": "tool_use", "id": call_id, "name": name, "input": json.loads(raw)}
+                        for call_id, name, raw in calls
+                    ],
+                    "stop_reason": "tool_use" if calls else "end_turn",
                     "stop_sequence": None,
                     "usage": {
                         "input_tokens": usage["input_tokens"],
@@ -285,25 +312,52 @@ class _Anthropic:
                 },
             },
         )
-        event(
-            "content_block_start",
-            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
-        )
         event("ping", {"type": "ping"})
-        for piece in _pieces(reply):
-            if reply.chunk_delay:
-                time.sleep(reply.chunk_delay)
+        index = 0
+        if reply.text or not calls:
             event(
-                "content_block_delta",
-                {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}},
+                "content_block_start",
+                {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
             )
-        event("content_block_stop", {"type": "content_block_stop", "index": 0})
+            for piece in _pieces(reply):
+                if reply.chunk_delay:
+                    time.sleep(reply.chunk_delay)
+                event(
+                    "content_block_delta",
+                    {
+                        "type": "content_block_delta",
+                        "index": 0,
+                        "delta": {"type": "text_delta", "text": piece},
+                    },
+                )
+            event("content_block_stop", {"type": "content_block_stop", "index": 0})
+            index = 1
+        for call_id, name, raw in calls:
+            event(
+                "content_block_start",
+                {
+                    "type": "content_block_start",
+                    "index": index,
+                    "content_block": {"type": "tool_use", "id": call_id, "name": name, "input": {}},
+                },
+            )
+            for piece in _pieces(reply, raw):
+                event(
+                    "content_block_delta",
+                    {
+                        "type": "content_block_delta",
+                        "index": index,
+                        "delta": {"type": "input_json_delta", "partial_json": piece},
+                    },
+                )
+            event("content_block_stop", {"type": "content_block_stop", "index": index})
+            index += 1
         delta_usage = {"output_tokens": usage["output_tokens"]} if reply.send_usage else {"output_tokens": 0}
         event(
             "message_delta",
             {
                 "type": "message_delta",
-                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                "delta": {"stop_reason": "tool_use" if calls else "end_turn", "stop_sequence": None},
                 "usage": delta_usage,
             },
         )
@@ -341,6 +395,8 @@ class _OpenAI:
         model = reply.model or self.body.get("model", "gpt-fake")
         completion_id = f"chatcmpl-{uuid.uuid4().hex[:29]}"
         created = int(time.time())
+        calls = reply.calls()
+        finish = "tool_calls" if calls else "stop"
         prompt_tokens = usage["input_tokens"] + usage["cache_read_tokens"]
         usage_block = {
             "prompt_tokens": prompt_tokens,
@@ -365,9 +421,27 @@ class _OpenAI:
                     "choices": [
                         {
                             "index": 0,
-                            "message": {"role": "assistant", "content": reply.text, "refusal": None},
+                            "message": {
+                                "role": "assistant",
+                                "content": reply.text or None if calls else reply.text,
+                                "refusal": None,
+                                **(
+                                    {
+                                        "tool_calls": [
+                                            {
+                                                "id": call_id,
+                                                "type": "function",
+                                                "function": {"name": name, "arguments": raw},
+                                            }
+                                            for call_id, name, raw in calls
+                                        ]
+                                    }
+                                    if calls
+                                    else {}
+                                ),
+                            },
                             "logprobs": None,
-                            "finish_reason": "stop",
+                            "finish_reason": finish,
                         }
                     ],
                     "usage": usage_block,
@@ -406,11 +480,31 @@ class _OpenAI:
                 }
             ]
         )
-        for piece in _pieces(reply):
+        for piece in _pieces(reply) if reply.text or not calls else []:
             if reply.chunk_delay:
                 time.sleep(reply.chunk_delay)
             chunk([{"index": 0, "delta": {"content": piece}, "logprobs": None, "finish_reason": None}])
-        chunk([{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}])
+        for n, (call_id, name, raw) in enumerate(calls):
+            start = {
+                "index": n,
+                "id": call_id,
+                "type": "function",
+                "function": {"name": name, "arguments": ""},
+            }
+            chunk([{"index": 0, "delta": {"tool_calls": [start]}, "logprobs": None, "finish_reason": None}])
+            for piece in _pieces(reply, raw):
+                fragment = {"index": n, "function": {"arguments": piece}}
+                chunk(
+                    [
+                        {
+                            "index": 0,
+                            "delta": {"tool_calls": [fragment]},
+                            "logprobs": None,
+                            "finish_reason": None,
+                        }
+                    ]
+                )
+        chunk([{"index": 0, "delta": {}, "logprobs": None, "finish_reason": finish}])
         if include_usage:
             chunk([], usage=usage_block)
         h._send_chunk("data: [DONE]\n\n")
@@ -425,7 +519,7 @@ class _Server(ThreadingHTTPServer):
 class FakeLLMServer:
     """The fake API on 127.0.0.1 on a free port, served from a thread. Use as a context manager."""
 
-    def __init__(self, default_reply: Callable[[dict], str] = _echo_reply):
+    def __init__(self, default_reply: Callable[[dict], "str | Reply"] = _echo_reply):
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.state = _State(default_reply=default_reply)
         self._thread: threading.Thread | None = None
@@ -455,7 +549,7 @@ class FakeLLMServer:
         with self._server.state.lock:
             self._server.state.queue.extend(actions)
 
-    def set_default_reply(self, default_reply: Callable[[dict], str]) -> None:
+    def set_default_reply(self, default_reply: Callable[[dict], "str | Reply"]) -> None:
         self._server.state.default_reply = default_reply
 
     def start(self) -> "FakeLLMServer":

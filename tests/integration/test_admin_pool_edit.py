@@ -69,6 +69,8 @@ def test_raising_max_concurrent_in_the_admin_starts_the_waiting_task(
             "max_retries": pool.max_retries,
             "retry_backoff_sec": pool.retry_backoff_sec,
             "model": pool.model_id,
+            "max_turns": pool.max_turns,
+            "run_timeout_sec": pool.run_timeout_sec,
             "offline_latency_sec": pool.offline_latency_sec,
         },
     )

@@ -192,7 +192,8 @@ def test_cancel_stops_the_execution_and_discards_the_running_result(workers, cli
     # The abandoned attempts' workers finish their model call and report: their results must not
     # revive anything, and their tokens are billed as a late report, once. That bill is the signal.
     abandoned = [
-        f"usage:{pk}" for pk in Attempt.objects.filter(task__execution=execution).values_list("pk", flat=True)
+        f"usage:{pk}:1"
+        for pk in Attempt.objects.filter(task__execution=execution).values_list("pk", flat=True)
     ]
     deadline = time.monotonic() + 30
     while LedgerEntry.objects.filter(key__in=abandoned).count() < len(abandoned):

@@ -146,7 +146,14 @@ def keyed_workers(transactional_db, redis_server):
 def configure_real_models(server: FakeLLMServer) -> None:
     from executions.configuration import load_config
 
-    pool = {"max_concurrent": 2, "timeout_sec": 30, "max_retries": 2, "retry_backoff_sec": 0.1}
+    # Single replies: this is the reply contract's test (test_agent_loop_sdk.py has the tool loop's).
+    pool = {
+        "max_concurrent": 2,
+        "timeout_sec": 30,
+        "max_retries": 2,
+        "retry_backoff_sec": 0.1,
+        "max_turns": 1,
+    }
     load_config(
         {
             "parallel_execution": {

@@ -75,7 +75,7 @@ def populated(client_and_key):
         execution=execution,
         client=client,
         kind="usage",
-        key=f"usage:{attempt.pk}",
+        key=f"usage:{attempt.pk}:1",
         amount_usd=Decimal("0.001"),
         attempt=attempt,
     )
@@ -126,6 +126,8 @@ def pool_form(pool: WorkerPool, **changes) -> dict:
         "max_concurrent": pool.max_concurrent,
         "timeout_sec": pool.timeout_sec,
         "max_retries": pool.max_retries,
+        "max_turns": pool.max_turns,
+        "run_timeout_sec": pool.run_timeout_sec,
         "retry_backoff_sec": pool.retry_backoff_sec,
         "model": pool.model_id or "",
         "offline_latency_sec": pool.offline_latency_sec,

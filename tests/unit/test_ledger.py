@@ -48,11 +48,12 @@ def test_record_usage_twice_charges_once(client_and_key):
         name="m", provider="offline", model="x", input_per_mtok=Decimal("0.3"), output_per_mtok=Decimal("1.2")
     )
     completion = llm.Completion(text="{}", input_tokens=1234, output_tokens=567)
-    assert billing.record_usage(attempt, spec, completion) is True
-    assert billing.record_usage(attempt, spec, completion) is False
+    usage = billing.AttemptUsage.of(spec, completion)
+    assert billing.record_usage(attempt, usage) is True
+    assert billing.record_usage(attempt, usage) is False
     entry = LedgerEntry.objects.get(execution=execution)
     # 1234 × 0.3 + 567 × 1.2 = 1050.6 per million: kept to the micro-dollar
-    assert entry.key == f"usage:{attempt.pk}" and entry.amount_usd == Decimal("0.001051")
+    assert entry.key == f"usage:{attempt.pk}:1" and entry.amount_usd == Decimal("0.001051")
     execution.refresh_from_db()
     task.refresh_from_db()
     assert execution.cost_usd == task.cost_usd == entry.amount_usd
@@ -84,7 +85,7 @@ def test_a_redelivered_message_and_a_repeated_report_charge_nothing(
         attempt_succeed(
             attempt.pk,
             result={"summary": "again", "files": [], "findings": []},
-            usage=(spec, llm.Completion(text="x", input_tokens=10, output_tokens=10)),
+            usage=billing.AttemptUsage.of(spec, llm.Completion(text="x", input_tokens=10, output_tokens=10)),
         )
         is False
     )
@@ -93,7 +94,7 @@ def test_a_redelivered_message_and_a_repeated_report_charge_nothing(
         == ledger_before
     )
     assert Execution.objects.get(pk=execution.pk).cost_usd == cost_before
-    assert LedgerEntry.objects.filter(key=f"usage:{attempt.pk}").count() == 1
+    assert LedgerEntry.objects.filter(key=f"usage:{attempt.pk}:1").count() == 1
 
 
 def test_invoice_agrees_with_the_ledger_and_the_execution(
@@ -129,7 +130,7 @@ def test_invoice_agrees_with_the_ledger_and_the_execution(
     # + the PM's calls.
     succeeded = Attempt.objects.filter(task__execution=execution, status="succeeded")
     assert {line["key"] for line in lines if line["kind"] == "usage"} == {
-        f"usage:{a.pk}" for a in succeeded
+        f"usage:{a.pk}:1" for a in succeeded
     } | {f"usage:plan:{execution.pk}:0", f"usage:synthesis:{execution.pk}:0"}
     assert invoice["refund"]["share_of_fee"] == "0.6000"
     assert invoice["comparison"]["parallel"]["estimated"] is False
@@ -165,11 +166,13 @@ def test_a_success_stores_its_usage_on_the_attempt_the_task_the_execution_and_th
     )
     completion = llm.Completion(text="{}", input_tokens=1234, output_tokens=567, cache_read_tokens=100)
     assert attempt_succeed(
-        attempt.pk, result={"summary": "ok", "files": [], "findings": []}, usage=(spec, completion)
+        attempt.pk,
+        result={"summary": "ok", "files": [], "findings": []},
+        usage=billing.AttemptUsage.of(spec, completion),
     )
     attempt.refresh_from_db()
     task.refresh_from_db()
-    entry = LedgerEntry.objects.get(key=f"usage:{attempt.pk}")
+    entry = LedgerEntry.objects.get(key=f"usage:{attempt.pk}:1")
     execution = Execution.objects.get(pk=task.execution_id)
     assert entry.amount_usd == attempt.cost_usd == task.cost_usd == execution.cost_usd == Decimal("0.001051")
     assert (attempt.tokens_in, attempt.tokens_out, attempt.cache_read_tokens) == (1234, 567, 100)
@@ -198,7 +201,9 @@ def test_a_report_after_the_reaper_expired_the_attempt_is_charged_once(
     for _ in range(2):
         assert (
             attempt_succeed(
-                attempt.pk, result={"summary": "late", "files": [], "findings": []}, usage=(spec, completion)
+                attempt.pk,
+                result={"summary": "late", "files": [], "findings": []},
+                usage=billing.AttemptUsage.of(spec, completion),
             )
             is False
         )

@@ -87,7 +87,7 @@ def test_metrics_are_exact_aggregates_of_the_database(client):
             execution=running,
             client=acme,
             kind="usage",
-            key=f"usage:{attempt.pk}",
+            key=f"usage:{attempt.pk}:1",
             amount_usd=Decimal("0.25"),
             attempt=attempt,
             pool="security",

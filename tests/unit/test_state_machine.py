@@ -2,6 +2,7 @@
 
 from unittest import mock
 
+from executions import billing
 from executions.attempts import attempt_fail, attempt_succeed, task_start
 from executions.models import Attempt, Execution, Task
 from executions.reaper import reap
@@ -144,7 +145,9 @@ def test_a_link_of_a_chain_stays_within_its_query_budget(
     a = Task.objects.get(execution=execution, key="a")
     attempt = task_start(a.pk, queue(a), "w1", lease_sec=15)
     result = {"summary": "ok", "files": [{"path": "app.py", "content": "print(1)\n"}], "findings": []}
-    usage = (llm.resolve(None), llm.Completion(text="{}", input_tokens=900, output_tokens=300))
+    usage = billing.AttemptUsage.of(
+        llm.resolve(None), llm.Completion(text="{}", input_tokens=900, output_tokens=300)
+    )
     with (
         mock.patch("executions.messages.send_run_task") as send,
         django_assert_max_num_queries(success_budget),

@@ -8,7 +8,10 @@ const {h, replace, badge, duration, usd, tokens, time} = Console;
 const openTasks = new Set();
 const openFiles = new Set();
 const fileContents = new Map();  // "task@finished_at" → {path: content}
+const openTranscripts = new Set();  // "task#number"
+const transcripts = new Map();  // "task#number" → the attempt's JSON (refetched while it runs)
 let filesUrl = "";
+const LONG_OUTPUT_LINES = 12;
 
 export function setFilesUrl(url) {
   filesUrl = url;
@@ -28,6 +31,87 @@ function attemptsTable(task) {
       h("td", {class: "num"}, duration(attemptDuration(a))), h("td", {class: "mono small"}, a.worker || "—"),
       h("td", {class: "small"}, a.model || "—"), h("td", {class: "num"}, `${tokens(a.tokens_in)} / ${tokens(a.tokens_out)}`),
       h("td", {class: "num"}, usd(a.cost_usd, 4)), h("td", {class: "error-text small"}, a.error || "")))));
+}
+
+/* An attempt's conversation: what the model said, each tool call and its result (run outputs in
+   monospace, collapsed when long). Fetched when opened; refetched on each snapshot while it runs. */
+async function loadTranscript(task, attempt, container) {
+  const id = `${task.key}#${attempt.number}`;
+  if (!transcripts.has(id) || attempt.status === "running") {
+    const response = await fetch(`${filesUrl}${encodeURIComponent(task.key)}/attempts/${attempt.number}.json`,
+                                 {credentials: "same-origin"});
+    if (!response.ok) {
+      replace(container, h("p", {class: "muted"}, "Could not load the transcript."));
+      return;
+    }
+    transcripts.set(id, await response.json());
+  }
+  replace(container, transcriptView(transcripts.get(id)));
+}
+
+function toolOutput(text) {
+  const long = text.split("\n").length > LONG_OUTPUT_LINES;
+  const pre = h("pre", {class: "code tool-output"}, text);
+  return long ? h("details", {}, h("summary", {class: "small"}, `output (${text.split("\n").length} lines)`), pre) : pre;
+}
+
+/* A run's result is the JSON {exit_code, output, duration_sec, timed_out}: shown as its exit code and output. */
+function runResult(content) {
+  let run;
+  try {
+    run = JSON.parse(content);
+  } catch {
+    return toolOutput(content);
+  }
+  const outcome = run.timed_out ? "timed out" : `exit ${run.exit_code}`;
+  return h("div", {class: run.exit_code === 0 ? "small" : "error-text small", "data-exit-code": run.exit_code},
+    `${outcome} · ${duration(run.duration_sec)}`, toolOutput(run.output));
+}
+
+function callText(call) {
+  if (call.arguments === null) return `${call.name}(<not JSON> ${call.raw || ""})`;
+  const args = Object.entries(call.arguments).map(([key, value]) => {
+    const shown = typeof value === "string" && value.length > 80 ? `${value.slice(0, 80)}… (${value.length} chars)` : value;
+    return `${key}=${JSON.stringify(shown)}`;
+  });
+  return `${call.name}(${args.join(", ")})`;
+}
+
+function transcriptView(data) {
+  if (!data.turns.length) return h("p", {class: "muted"}, "No turn recorded yet.");
+  return h("ol", {class: "transcript"}, data.turns.map((turn) => h("li", {class: "turn", "data-turn": turn.number},
+    h("div", {class: "muted small"},
+      `Turn ${turn.number} · ${duration(turn.duration_sec)} · ${tokens(turn.tokens_in)} / ${tokens(turn.tokens_out)} tok · ${usd(turn.cost_usd, 4)}`),
+    turn.text ? h("p", {class: "turn-text"}, turn.text) : null,
+    turn.tool_calls.map((call, index) => {
+      const result = turn.tool_results[index];
+      return h("div", {class: "tool-call"},
+        h("div", {class: "mono small"}, `→ ${callText(call)}`),
+        !result ? null
+          : call.name === "run" && !result.is_error ? runResult(result.content)
+          : h("div", {class: result.is_error ? "error-text small" : "small"},
+            result.content.includes("\n") ? toolOutput(result.content) : result.content));
+    }))));
+}
+
+function transcriptsBlock(task) {
+  if (!task.attempts.length) return null;
+  return h("div", {class: "task-block"}, h("h4", {}, "Transcripts"), task.attempts.map((attempt) => {
+    const id = `${task.key}#${attempt.number}`;
+    const body = h("div", {class: "transcript-body"}, "Loading…");
+    const details = h("details", {open: openTranscripts.has(id), "data-transcript": id},
+      h("summary", {}, `Attempt ${attempt.number} · ${attempt.status_label || attempt.status}`), body);
+    details.addEventListener("toggle", () => {
+      if (details.open) {
+        openTranscripts.add(id);
+        loadTranscript(task, attempt, body);
+      } else {
+        openTranscripts.delete(id);
+      }
+    });
+    if (details.open) loadTranscript(task, attempt, body);
+    return details;
+  }));
 }
 
 async function loadFiles(task) {
@@ -109,7 +193,8 @@ function taskRow(task) {
       task.error ? h("div", {class: "task-error", role: "note"}, h("strong", {}, "Error: "), task.error) : null,
       task.summary ? h("div", {class: "task-block"}, h("h4", {}, "Output summary"), h("p", {}, task.summary)) : null,
       h("div", {class: "task-block"}, h("h4", {}, "Attempts"), attemptsTable(task)),
-      filesList(task), findingsList(task)));
+      task.tests ? h("p", {class: "small"}, `Tests: ${task.tests.passed} passed, ${task.tests.failed} failed`) : null,
+      transcriptsBlock(task), filesList(task), findingsList(task)));
   details.addEventListener("toggle", () => (details.open ? openTasks.add(task.key) : openTasks.delete(task.key)));
   return details;
 }

@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('executions', '0007_phase_lease_and_server_weights'),
+        ('executions', '0008_attempt_turns'),
     ]
 
     operations = [

@@ -1,0 +1,48 @@
+"""The demo without any key: the offline agents work in their tool loop on real workers, run the
+tests they wrote in the real sandbox, and fix the one that fails (option flaws: failing_test)."""
+
+from executions.models import Attempt, AttemptTurn, LedgerEntry, Task
+from executions.services import execution_create
+from pools import sandbox
+from tests.conftest import configure, wait_for_status
+
+RESTAURANT = "Build a restaurant website with online booking and secure payments"
+
+
+def test_the_restaurant_request_with_offline_agents_in_their_loop(workers, client_and_key):
+    available, reason = sandbox.availability()
+    assert available, reason  # CI installs bubblewrap
+    configure(latency=0.3, max_turns=16, options={"flaws": ["failing_test"]})
+    execution = execution_create(client=client_and_key[0], message=RESTAURANT, session_key="loop")
+    done = wait_for_status(execution.pk, {"completed", "partial", "failed"}, timeout=90)
+    assert done.status == "completed", done.final_response
+
+    tasks = {t.key: t for t in Task.objects.filter(execution=done, kind="plan")}
+    codegen = [t for t in tasks.values() if t.role == "codegen"]
+    assert codegen
+    for task in codegen:
+        # The first run failed on the test's own mistake, the fix ran green.
+        assert [c["exit_code"] for c in task.result["commands"]] == [1, 0], task.result["commands"]
+        assert task.result["tests"] == {"passed": 2, "failed": 0}
+        assert task.result["turns"] == 5
+        assert any(f["path"].startswith("tests/") for f in task.result["files"])
+    audit = next(t for t in tasks.values() if t.role == "security")
+    first_turn = AttemptTurn.objects.get(attempt__task=audit, number=1)
+    assert [c["name"] for c in first_turn.tool_calls] == ["list_files"]
+    assert "backend/app/main.py" in first_turn.tool_results[0]["content"]  # the code it audits is there
+    # Every turn of every attempt billed once, and the totals agree.
+    for attempt in Attempt.objects.filter(task__execution=done):
+        keys = set(LedgerEntry.objects.filter(attempt=attempt).values_list("key", flat=True))
+        assert keys == {f"usage:{attempt.pk}:{n}" for n in range(1, attempt.turns.count() + 1)}
+    ledger = sum(e.amount_usd for e in LedgerEntry.objects.filter(execution=done, kind="usage"))
+    assert ledger == done.cost_usd > 0
+
+
+def test_a_pool_with_one_turn_answers_in_a_single_reply(workers, client_and_key):
+    configure(latency=0.1, max_turns=1)
+    execution = execution_create(client=client_and_key[0], message=RESTAURANT, session_key="single")
+    done = wait_for_status(execution.pk, {"completed", "partial", "failed"}, timeout=60)
+    assert done.status == "completed"
+    for attempt in Attempt.objects.filter(task__execution=done):
+        assert list(attempt.turns.values_list("number", "tool_calls")) == [(1, [])]
+        assert "commands" not in attempt.task.result
