@@ -25,6 +25,7 @@ BENCHMARKS = {
     "cost": "serial vs parallel on the seed's three cost-comparison projects",
     "scale": "executions submitted at once through the HTTP API",
     "agent_loop": "sandbox start-to-exit, engine overhead per turn of the agent loop",
+    "streams": "SSE streams on one daphne: database connections and memory per idle stream, delivery",
 }
 # Run only when named: API clients and console websockets for a minute (bench/load.py).
 OPT_IN = {"load": "concurrent API clients and console websockets (only when named)"}

@@ -16,7 +16,14 @@ from ninja.pagination import LimitOffsetPagination, paginate
 from ninja.throttling import AuthRateThrottle
 
 from . import approval, invoices, result_aggregator, selectors, services, streams
-from .api_keys import AuthFailuresThrottled, Bearer, KeyHeader, auth_failures_throttled
+from .api_keys import (
+    AuthFailuresThrottled,
+    Bearer,
+    KeyHeader,
+    StreamBearer,
+    StreamKeyHeader,
+    auth_failures_throttled,
+)
 from .api_schemas import (
     ActionOut,
     ApproveIn,
@@ -230,6 +237,7 @@ def execution_events(
 
 @api.get(
     "/execution/{execution_id}/stream",
+    auth=[StreamKeyHeader(), StreamBearer()],
     response=documented({200: None}, 404, 422),
     summary="The event log as Server-Sent Events, live until the execution ends",
     description='One event per SSE (`id: <seq>`, `event: <type>`, `data: <event JSON, with "status" '
@@ -242,7 +250,7 @@ async def execution_stream(request: HttpRequest, execution_id: str, after: int =
         if not resume.isdigit():
             raise HttpError(422, "Last-Event-ID: the seq of the last event received")
         after = int(resume)
-    if not await sync_to_async(_owned_and_closed)(request.auth, execution_id):
+    if not await sync_to_async(_owned_and_closed, thread_sensitive=False)(request.auth, execution_id):
         raise HttpError(404, "execution not found")
     response = StreamingHttpResponse(
         streams.execution_stream(execution_id, after, heartbeat_sec=settings.OPENCLAW_SSE_HEARTBEAT_SEC),
@@ -254,8 +262,7 @@ async def execution_stream(request: HttpRequest, execution_id: str, after: int =
 
 
 def _owned_and_closed(client, execution_id: str) -> bool:
-    """Whether the client owns the execution; the database connection (the authentication's
-    too, in this request's thread) is closed before the stream starts waiting."""
+    """Whether the client owns the execution; the connection is closed before the stream waits."""
     try:
         return selectors.execution_for_client(client, execution_id) is not None
     finally:

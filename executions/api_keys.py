@@ -9,7 +9,8 @@ who knows a key's prefix lock its client out.
 
 import logging
 
-from django.db import transaction
+from asgiref.sync import sync_to_async
+from django.db import connection, transaction
 from django.http import HttpRequest, JsonResponse
 from django.utils import timezone
 from ninja.errors import HttpError
@@ -88,3 +89,30 @@ class KeyHeader(APIKeyHeader):
 class Bearer(HttpBearer):
     def authenticate(self, request: HttpRequest, token: str) -> Client | None:
         return client_for_request_key(request, token)
+
+
+def _client_for_request_key_then_close(request: HttpRequest, raw: str | None) -> Client | None:
+    try:
+        return client_for_request_key(request, raw)
+    finally:
+        if not connection.in_atomic_block:
+            connection.close()
+
+
+# In the shared thread pool, not the request's own thread: a long-lived request (an event stream)
+# then keeps neither a thread nor a database connection once authenticated.
+_lookup_and_close = sync_to_async(_client_for_request_key_then_close, thread_sensitive=False)
+
+
+class StreamKeyHeader(KeyHeader):
+    """KeyHeader for async endpoints that stay open (event streams)."""
+
+    async def authenticate(self, request: HttpRequest, key: str | None) -> Client | None:
+        return await _lookup_and_close(request, key)
+
+
+class StreamBearer(Bearer):
+    """Bearer for async endpoints that stay open (event streams)."""
+
+    async def authenticate(self, request: HttpRequest, token: str) -> Client | None:
+        return await _lookup_and_close(request, token)

@@ -68,7 +68,8 @@ def _read(execution_id: str, after: int) -> tuple[list[dict], str | None]:
             connection.close()  # nothing held while the stream waits
 
 
-read_events = sync_to_async(_read)
+# The shared thread pool: a stream keeps no thread of its own while it waits.
+read_events = sync_to_async(_read, thread_sensitive=False)
 
 
 class _Hints:
