@@ -348,7 +348,7 @@ def _await_approval(
                 expires_at=expires.isoformat(),
             ),
         )
-        webhooks.webhook_delivery_create(execution_id=execution.pk, status=ExecutionStatus.AWAITING_APPROVAL)
+        webhooks.webhook_delivery_create(execution=execution, status=ExecutionStatus.AWAITING_APPROVAL)
     return True
 
 
@@ -417,5 +417,5 @@ def execution_fail_planning(execution: Execution, reason: str) -> bool:
         ):
             return False
         events.emit(execution.pk, "execution.finished", payload={"status": "failed", "error": reason})
-        webhooks.webhook_delivery_create(execution_id=execution.pk, status=ExecutionStatus.FAILED)
+        webhooks.webhook_delivery_create(execution=execution, status=ExecutionStatus.FAILED)
     return True

@@ -284,7 +284,7 @@ def finish(
                 "quality_score": quality,
             },
         )
-        webhooks.webhook_delivery_create(execution_id=execution.pk, status=status)
+        webhooks.webhook_delivery_create(execution=execution, status=status)
     log.info(
         "PM Finished %s: %s in %.1fs, cost $%.4f, refund $%s",
         execution.pk,

@@ -80,18 +80,16 @@ def execution_body(execution: Execution) -> dict:
     return ExecutionOut.model_validate(selectors.execution_detail(execution)).model_dump(mode="json")
 
 
-def webhook_delivery_create(*, execution_id: str, status: str) -> WebhookDelivery | None:
+def webhook_delivery_create(*, execution: Execution, status: str) -> WebhookDelivery | None:
     """The webhook announcing that the execution reached `status`, if the status has one and the
     execution a callback URL. Call inside the transaction of the status change, once the execution
-    is as the client should see it; it is sent once that commits."""
+    is as the client should see it (the body is read then); it is sent once that commits."""
     event = WEBHOOK_EVENTS.get(status)
-    if event is None:
-        return None
-    execution = Execution.objects.select_related("client").get(pk=execution_id)
-    if not execution.callback_url:
-        return None
+    if event is None or not execution.callback_url:
+        return None  # most executions: no query at all
+    execution = Execution.objects.select_related("client").get(pk=execution.pk)
     if StoppedWebhookUrl.objects.filter(client_id=execution.client_id, url=execution.callback_url).exists():
-        log.info("webhook %s of %s not sent: %s is stopped", event, execution_id, execution.callback_url)
+        log.info("webhook %s of %s not sent: %s is stopped", event, execution.pk, execution.callback_url)
         return None
     now = timezone.now()
     delivery = WebhookDelivery(

@@ -54,7 +54,7 @@ def awaiting_execution(client, url: str) -> Execution:
 
 def announce(execution: Execution, status: str) -> WebhookDelivery:
     with transaction.atomic():
-        return webhooks.webhook_delivery_create(execution_id=execution.pk, status=status)
+        return webhooks.webhook_delivery_create(execution=execution, status=status)
 
 
 def test_a_webhook_carries_the_event_the_delivery_id_and_a_valid_signature(acme, local_receivers):
@@ -342,3 +342,24 @@ def test_the_reaper_sends_a_delivery_whose_message_was_lost(acme, local_receiver
     assert delivery.claims == 2
     assert webhooks.webhook_deliver(delivery.pk, 1) is None  # the lost message, should it come back
     assert webhooks.webhook_deliver(delivery.pk, 2) == "delivered"
+
+
+def test_a_status_change_and_its_delivery_commit_or_roll_back_together(acme, private_names):
+    from executions.planning import execution_fail_planning
+
+    client, _ = acme
+    execution = execution_create(
+        client=client, message="Build it", session_key="s", callback_url="https://public.example/hook"
+    )
+    with pytest.raises(RuntimeError), transaction.atomic():
+        execution_fail_planning(execution, "no pool can run it")
+        assert WebhookDelivery.objects.filter(execution=execution, event="execution.failed").exists()
+        raise RuntimeError("the transaction fails after the change")
+    assert not WebhookDelivery.objects.exists()
+    assert Execution.objects.get(pk=execution.pk).status == "planning"
+
+    execution_fail_planning(execution, "no pool can run it")
+    delivery = WebhookDelivery.objects.get(execution=execution)
+    body = json.loads(delivery.body)
+    assert delivery.event == body["type"] == "execution.failed" and body["data"]["status"] == "failed"
+    assert delivery.url == "https://public.example/hook"
