@@ -26,8 +26,8 @@ from django.shortcuts import redirect, render
 from django.urls import path, reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from . import approval, console_selectors, selectors, services
-from .models import Client, Execution
+from . import approval, console_selectors, selectors, services, webhooks
+from .models import Client, Execution, WebhookDelivery
 from .states import ExecutionStatus
 from .throttling import login_throttled
 
@@ -145,6 +145,7 @@ def execution_page(request: HttpRequest, execution_id: str) -> HttpResponse:
         {
             "snapshot": snapshot,
             "activity": [e.as_message() for e in reversed(recent)],
+            "webhooks": console_selectors.webhook_deliveries(execution_id),
             "nav": "executions",
         },
     )
@@ -254,6 +255,20 @@ def execution_reject(request: HttpRequest, execution_id: str) -> HttpResponse:
         messages.error(request, f"Not rejected: {exc.reason}")
     else:
         messages.success(request, "Plan rejected: the execution is cancelled with no fee.")
+    return redirect("console:execution", execution_id=execution_id)
+
+
+@console_view
+@require_POST
+@require_permission(CHANGE_EXECUTION)
+def webhook_resend(request: HttpRequest, execution_id: str, delivery_pk: int) -> HttpResponse:
+    delivery = WebhookDelivery.objects.filter(pk=delivery_pk, execution_id=execution_id).first()
+    if delivery is None:
+        raise Http404("no such delivery")
+    if webhooks.webhook_delivery_resend(delivery=delivery):
+        messages.success(request, f"Sending webhook {delivery.delivery_id} again (same delivery id).")
+    else:
+        messages.error(request, "That webhook is still being delivered; it is retried on its own.")
     return redirect("console:execution", execution_id=execution_id)
 
 
@@ -367,6 +382,11 @@ urlpatterns = [
     path("executions/<str:execution_id>/retry", execution_retry, name="execution_retry"),
     path("executions/<str:execution_id>/approve", execution_approve, name="execution_approve"),
     path("executions/<str:execution_id>/reject", execution_reject, name="execution_reject"),
+    path(
+        "executions/<str:execution_id>/webhooks/<int:delivery_pk>/resend",
+        webhook_resend,
+        name="webhook_resend",
+    ),
     path("pools/", pools_page, name="pools"),
     path("pools.json", pools_json, name="pools_json"),
     path("new/", new_request_page, name="new"),

@@ -16,8 +16,15 @@ from markdown_it import MarkdownIt
 from pools.models import WorkerPool
 
 from . import selectors
-from .models import Attempt, Client, Execution, Task
-from .states import EXECUTION_LIVE, EXECUTION_RETRYABLE, TASK_REOPENABLE, ExecutionStatus, TaskStatus
+from .models import Attempt, Client, Execution, Task, WebhookDelivery
+from .states import (
+    DELIVERY_FINAL,
+    EXECUTION_LIVE,
+    EXECUTION_RETRYABLE,
+    TASK_REOPENABLE,
+    ExecutionStatus,
+    TaskStatus,
+)
 
 # How many recent attempts per pool the p50/p95 durations are computed from.
 DURATION_SAMPLES = 500
@@ -265,6 +272,37 @@ def execution_snapshot(execution_id: str, *, may_change: bool = False) -> dict |
         "conflicts_resolved": sum(1 for c in conflicts if c.status == "resolved"),
         "last_seq": execution.next_seq,
     }
+
+
+def webhook_deliveries(execution_id: str) -> list[dict]:
+    """The execution's webhook deliveries, newest first, each with its attempts and the answers."""
+    rows = WebhookDelivery.objects.filter(execution_id=execution_id).prefetch_related("tries").order_by("-pk")
+    return [
+        {
+            "pk": d.pk,
+            "delivery_id": str(d.delivery_id),
+            "event": d.event,
+            "url": d.url,
+            "status": d.status,
+            "status_label": d.get_status_display(),
+            "final": d.status in DELIVERY_FINAL,
+            "attempts": d.attempts,
+            "next_attempt_at": None if d.status in DELIVERY_FINAL else _iso(d.next_attempt_at),
+            "last_error": d.last_error,
+            "tries": [
+                {
+                    "number": t.number,
+                    "started_at": _iso(t.started_at),
+                    "status_code": t.status_code,
+                    "duration_ms": t.duration_ms,
+                    "error": t.error,
+                    "response": t.response[:300],
+                }
+                for t in d.tries.all()
+            ],
+        }
+        for d in rows
+    ]
 
 
 def _saved_vs_serial(execution: Execution) -> float | None:

@@ -363,3 +363,27 @@ def test_a_status_change_and_its_delivery_commit_or_roll_back_together(acme, pri
     body = json.loads(delivery.body)
     assert delivery.event == body["type"] == "execution.failed" and body["data"]["status"] == "failed"
     assert delivery.url == "https://public.example/hook"
+
+
+def test_the_console_shows_each_delivery_with_its_attempts_and_sends_one_again(acme, local_receivers):
+    from tests.unit.test_plan_approval import staff_browser
+
+    client, _ = acme
+    receiver = local_receivers(statuses=[410, 200])
+    execution = awaiting_execution(client, receiver.url)
+    delivery = announce(execution, "awaiting_approval")
+    webhooks.webhook_deliver(delivery.pk, 1)
+    staff = staff_browser("ops", "change_execution")
+
+    page = staff.get(f"/console/executions/{execution.pk}/").content.decode()
+    assert str(delivery.delivery_id) in page and "HTTP 410" in page and "Send again" in page
+    response = staff.post(f"/console/executions/{execution.pk}/webhooks/{delivery.pk}/resend")
+
+    assert response.status_code == 302
+    delivery.refresh_from_db()
+    assert delivery.status == "pending"
+    assert webhooks.webhook_deliver(delivery.pk, delivery.claims) == "delivered"
+    assert [r.headers["X-OpenClaw-Delivery"] for r in receiver.wait_for(2)] == [str(delivery.delivery_id)] * 2
+    viewer = staff_browser("viewer")
+    assert "Send again" not in viewer.get(f"/console/executions/{execution.pk}/").content.decode()
+    assert viewer.post(f"/console/executions/{execution.pk}/webhooks/{delivery.pk}/resend").status_code == 403
