@@ -101,14 +101,13 @@ def serialize_plan(plan_tasks: list[dict], ranks_key) -> list[dict]:
     (a task never runs before its own dependencies, hard or soft), and among the tasks whose
     dependencies are placed, by `ranks_key` (priority, then critical path)."""
     by_id = {t["id"]: t for t in plan_tasks}
+    position = {t["id"]: index for index, t in enumerate(plan_tasks)}
     waiting_on = {t["id"]: set(t["blocked_by"]) | set(t["soft_deps"]) for t in plan_tasks}
     dependents: dict[str, list[str]] = {t["id"]: [] for t in plan_tasks}
     for task_id, deps in waiting_on.items():
         for dep in deps:
             dependents[dep].append(task_id)
-    frontier = [
-        (ranks_key(t), index, t["id"]) for index, t in enumerate(plan_tasks) if not waiting_on[t["id"]]
-    ]
+    frontier = [(ranks_key(t), position[t["id"]], t["id"]) for t in plan_tasks if not waiting_on[t["id"]]]
     heapq.heapify(frontier)
     order = []
     while frontier:
@@ -117,7 +116,7 @@ def serialize_plan(plan_tasks: list[dict], ranks_key) -> list[dict]:
         for child in dependents[task_id]:
             waiting_on[child].discard(task_id)
             if not waiting_on[child]:
-                heapq.heappush(frontier, (ranks_key(by_id[child]), plan_tasks.index(by_id[child]), child))
+                heapq.heappush(frontier, (ranks_key(by_id[child]), position[child], child))
     previous = None
     chained = []
     for task_id in order:
