@@ -107,6 +107,12 @@ OPENCLAW_METRICS_ALLOW = env.list("OPENCLAW_METRICS_ALLOW", default=[])
 # is this old, and not read again; what happens to an execution later than that is not counted.
 OPENCLAW_METRICS_SETTLE_SEC = env.float("OPENCLAW_METRICS_SETTLE_SEC", default=86400.0)
 
+# The sandbox of the agents' `run` tool (pools/sandbox.py): the bubblewrap executable (a missing one
+# leaves the sandbox unavailable; nothing then runs) and the sandbox's own Python environment, which
+# `make install` builds (pools/sandbox_python.py).
+OPENCLAW_SANDBOX_BWRAP = env.str("OPENCLAW_SANDBOX_BWRAP", default="bwrap")
+OPENCLAW_SANDBOX_VENV = env.str("OPENCLAW_SANDBOX_VENV", default=str(BASE_DIR / ".venv-sandbox"))
+
 # Slack bot (bots/). Optional: without a bot token and signing secret /slack/events answers 503.
 SLACK_BOT_TOKEN = env.str("SLACK_BOT_TOKEN", default="")
 SLACK_SIGNING_SECRET = env.str("SLACK_SIGNING_SECRET", default="")
