@@ -5,8 +5,8 @@ returns a `RunResult`. Without a working bubblewrap it raises `SandboxUnavailabl
 ever run any other way. `availability()` says once per process whether it works, and why not.
 
 What the command sees:
-- the workspace at /workspace (its cwd), the only writable place besides a private /tmp (and
-  /dev/shm), both tmpfs of bounded size; the workspace's `.git`, if any, read-only;
+- the workspace at /workspace (its cwd), the only writable place besides a private /tmp and
+  /dev/shm, tmpfs of bounded size; the workspace's `.git`, if any, read-only;
 - /usr (with the /bin, /lib… links of a merged /usr) and a few files of /etc (the loader's cache,
   Debian's alternatives) read-only, plus its own passwd, group, hosts and nsswitch.conf; not the
   host's /etc (no /etc/shadow), not /root, not /home, not the project's checkout or its var/;
@@ -102,6 +102,10 @@ class SandboxUnavailable(Exception):
     """No sandbox here; str() is the reason, fit to show a model."""
 
 
+class _SetupFailed(Exception):
+    """bwrap ended before it started the command; str() is what it said."""
+
+
 def availability() -> tuple[bool, str]:
     """(True, "bubblewrap 0.8.0") when commands can run, else (False, why not). Probed once per
     process (and per configuration): a real sandbox runs `true` with every mount of a run."""
@@ -132,7 +136,10 @@ def run(
         max_processes=max_processes,
         max_file_mb=max_file_mb,
     )
-    return _run(bwrap, Path(venv), Path(workspace), command, timeout_sec, output_limit, limits)
+    try:
+        return _run(bwrap, Path(venv), Path(workspace), command, timeout_sec, output_limit, limits)
+    except _SetupFailed as exc:
+        raise SandboxUnavailable(f"execution is unavailable: {exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -143,10 +150,12 @@ class _Limits:
     max_file_mb: int
 
     def ulimit(self) -> str:
-        """bash's ulimit for them: soft and hard alike, so the command cannot raise them again."""
+        """bash's ulimit for them, soft and hard alike so the command cannot raise them again; but
+        the CPU's hard limit a second later, so the soft one ends a process with SIGXCPU ("CPU time
+        limit exceeded"), not the hard one's SIGKILL."""
         return (
-            f"ulimit -t {self.cpu_sec} -v {self.memory_mb * 1024} -u {self.max_processes}"
-            f" -f {self.max_file_mb * 1024} -c 0"
+            f"ulimit -t {self.cpu_sec + 1} -v {self.memory_mb * 1024} -u {self.max_processes}"
+            f" -f {self.max_file_mb * 1024} -c 0 && ulimit -S -t {self.cpu_sec}"
         )
 
 
@@ -175,7 +184,7 @@ def _probe(bwrap: str, venv: str) -> tuple[bool, str]:
             result = _run(
                 executable, Path(venv), Path(workspace), "true", 30.0, 2000, _Limits(30, 1024, 64, 16)
             )
-        except (SandboxUnavailable, ValueError, OSError) as exc:
+        except (_SetupFailed, ValueError, OSError) as exc:
             return False, f"bubblewrap does not work here: {exc}"
     if result.exit_code != 0:
         return (
@@ -204,100 +213,122 @@ def _run(
     if as_root:
         _hand_over(workspace)
     started = time.monotonic()
-    fds: list[int] = []  # every fd opened here, closed at the end
-    try:
-        argv, passed = _bwrap_argv(bwrap, venv, workspace, command, limits, fds)
-        status_read, status_write = os.pipe()
-        fds += [status_read, status_write]
-        argv[1:1] = ["--json-status-fd", str(status_write)]
-        passed.append(status_write)
+    with _Inherited() as inherited:
+        status_read, status_write = inherited.pipe()
+        options = ["--json-status-fd", str(status_write), *_options(venv, workspace, limits, inherited)]
+        shell = _shell(command, limits, inherited, options)
+        # The options through a file, so the sandbox's PID 1 (a bwrap) shows no host path in its
+        # command line; the command stays an argument of the shell.
+        argv = [bwrap, "--args", inherited.memory_file(b"".join(o.encode() + b"\0" for o in options)), *shell]
         try:
             proc = subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
-                pass_fds=passed,
+                pass_fds=inherited.passed,
                 start_new_session=True,  # bwrap leads a process group: the deadline kills it whole
+                env={},  # bwrap's own: its PID 1 in the sandbox keeps it (/proc/1/environ)
                 **({"user": HOST_UID, "group": HOST_GID, "extra_groups": []} if as_root else {}),
             )
         except OSError as exc:
-            raise SandboxUnavailable(f"execution is unavailable: bubblewrap does not start ({exc})") from exc
-        for fd in passed:  # bwrap's now: without our copy of the status pipe's end, its EOF is bwrap's exit
-            os.close(fd)
-            fds.remove(fd)
+            raise _SetupFailed(f"bubblewrap does not start ({exc})") from exc
+        inherited.close_passed()  # without our copy of its write end, the status pipe ends with bwrap
         tail, total, status, timed_out = _collect(proc, status_read, started + timeout_sec, output_limit)
-    finally:
-        for fd in fds:
-            os.close(fd)
     duration = time.monotonic() - started
     if '"child-pid"' not in status:  # bwrap stopped before starting the command: its own error
         message = tail.decode("utf-8", "replace").strip()[-300:] or f"bwrap exited with {proc.returncode}"
-        raise SandboxUnavailable(f"execution is unavailable: {message}")
+        raise _SetupFailed(message)
     exit_code = proc.returncode if proc.returncode >= 0 else 128 - proc.returncode
     if timed_out:
         exit_code = TIMED_OUT_EXIT_CODE
     return RunResult(exit_code, _tail_text(tail, total, output_limit), round(duration, 3), timed_out)
 
 
-def _bwrap_argv(
-    bwrap: str, venv: Path, workspace: Path, command: str, limits: _Limits, fds: list[int]
-) -> tuple[list[str | bytes], list[int]]:
-    """bwrap's arguments, and the fds it is to inherit: files it copies into the sandbox."""
-    passed: list[int] = []
+class _Inherited:
+    """The file descriptors bwrap inherits (files it copies into the sandbox, the status pipe's
+    write end), and ours; all closed on leaving."""
 
-    def file_from(content: bytes) -> str:
-        fd = os.memfd_create("openclaw-sandbox-file")
-        fds.append(fd)
+    def __init__(self):
+        self.passed: list[int] = []
+        self.ours: list[int] = []
+
+    def memory_file(self, content: bytes) -> str:
+        fd = os.memfd_create("openclaw-sandbox")
+        self.passed.append(fd)
         view = memoryview(content)
         while view:
             view = view[os.write(fd, view) :]
         os.lseek(fd, 0, os.SEEK_SET)
-        passed.append(fd)
         return str(fd)
 
-    argv = [bwrap, "--unshare-all", "--unshare-user", "--disable-userns"]
-    argv += ["--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_GID), "--hostname", "sandbox"]
-    argv += ["--die-with-parent", "--new-session", "--clearenv"]
+    def pipe(self) -> tuple[int, int]:
+        read, write = os.pipe()
+        self.ours.append(read)
+        self.passed.append(write)
+        return read, write
+
+    def close_passed(self) -> None:
+        for fd in self.passed:
+            os.close(fd)
+        self.passed = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close_passed()
+        for fd in self.ours:
+            os.close(fd)
+
+
+def _options(venv: Path, workspace: Path, limits: _Limits, inherited: _Inherited) -> list[str]:
+    """bwrap's options: the namespaces, the environment and the file system of the module's docstring."""
+    options = ["--unshare-all", "--unshare-user", "--disable-userns"]
+    options += ["--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_GID), "--hostname", "sandbox"]
+    options += ["--die-with-parent", "--new-session", "--clearenv"]
     for name, value in ENVIRONMENT.items():
-        argv += ["--setenv", name, value]
-    argv += ["--ro-bind", "/usr", "/usr"]
+        options += ["--setenv", name, value]
+    options += ["--ro-bind", "/usr", "/usr"]
     for path in ROOT_LINKS:
         if os.path.islink(path):
-            argv += ["--symlink", os.readlink(path), path]
+            options += ["--symlink", os.readlink(path), path]
         elif os.path.isdir(path):
-            argv += ["--ro-bind", path, path]
-    argv += ["--proc", "/proc", "--dev", "/dev"]
+            options += ["--ro-bind", path, path]
+    options += ["--proc", "/proc", "--dev", "/dev"]
     tmpfs_bytes = str(max(limits.max_file_mb, 16) * 2**20)
-    argv += ["--perms", "1777", "--size", tmpfs_bytes, "--tmpfs", "/tmp"]
-    argv += ["--perms", "1777", "--size", tmpfs_bytes, "--tmpfs", "/dev/shm"]
-    argv += ["--perms", "0755", "--dir", "/etc"]
+    options += ["--perms", "1777", "--size", tmpfs_bytes, "--tmpfs", "/tmp"]
+    options += ["--perms", "1777", "--size", tmpfs_bytes, "--tmpfs", "/dev/shm", "--remount-ro", "/dev"]
+    options += ["--perms", "0755", "--dir", "/etc"]
     for path in HOST_ETC:
-        argv += ["--ro-bind-try", path, path]
+        options += ["--ro-bind-try", path, path]
     for path, content in OWN_ETC.items():
-        argv += ["--perms", "0644", "--file", file_from(content.encode()), path]
-    argv += ["--perms", "0755", "--dir", "/opt", "--ro-bind", str(venv), VENV_MOUNT]
+        options += ["--perms", "0644", "--file", inherited.memory_file(content.encode()), path]
+    options += ["--perms", "0755", "--dir", "/opt", "--ro-bind", str(venv), VENV_MOUNT]
     base = _base_prefix(venv)
     if base is not None:
-        argv += ["--ro-bind", base, base]
-    argv += ["--bind", str(workspace), WORKSPACE]
+        options += ["--ro-bind", base, base]
+    options += ["--bind", str(workspace), WORKSPACE]
     if os.path.lexists(workspace / ".git"):
-        argv += ["--ro-bind", str(workspace / ".git"), f"{WORKSPACE}/.git"]
-    argv += ["--chdir", WORKSPACE]
+        options += ["--ro-bind", str(workspace / ".git"), f"{WORKSPACE}/.git"]
+    options += ["--chdir", WORKSPACE]
+    return options
+
+
+def _shell(command: str, limits: _Limits, inherited: _Inherited, options: list[str]) -> list[str | bytes]:
+    """The sandbox's first shell: the limits, then `bash -c command` in its place. A command too
+    long for an argument becomes a file the shell runs (an option added to `options`)."""
     try:
         encoded = command.encode("utf-8", "surrogateescape")
     except UnicodeEncodeError:  # lone surrogates, as JSON may carry them
         encoded = command.encode("utf-8", "replace")
     if len(encoded) <= ARGV_MAX_BYTES:
-        run_it = 'exec bash -c "$1"'
+        then, argument = 'exec bash -c "$1"', [encoded]
     else:
-        argv += ["--perms", "0444", "--file", file_from(encoded), COMMAND_FILE]
-        run_it = f"exec bash {COMMAND_FILE}"
-    argv += ["--remount-ro", "/"]
-    argv += ["bash", "--noprofile", "--norc", "-c", f"{limits.ulimit()} && {run_it}", "bash"]
-    if len(encoded) <= ARGV_MAX_BYTES:
-        argv.append(encoded)
-    return argv, passed
+        options += ["--perms", "0444", "--file", inherited.memory_file(encoded), COMMAND_FILE]
+        then, argument = f"exec bash {COMMAND_FILE}", []
+    options += ["--remount-ro", "/"]
+    return ["bash", "--noprofile", "--norc", "-c", f"{limits.ulimit()} && {then}", "bash", *argument]
 
 
 @functools.lru_cache(maxsize=8)
