@@ -241,7 +241,9 @@ def test_the_workers_environment_does_not_reach_the_command(workspace, monkeypat
     for name, value in secrets.items():
         monkeypatch.setenv(name, value)
     # env, and what PID 1 (bwrap's init) was started with: its environment and command line.
-    result = run(workspace, "env; echo; tr '\\0' '\\n' < /proc/1/environ; echo; tr '\\0' ' ' < /proc/1/cmdline")
+    result = run(
+        workspace, "env; echo; tr '\\0' '\\n' < /proc/1/environ; echo; tr '\\0' ' ' < /proc/1/cmdline"
+    )
     assert result.exit_code == 0
     names = {line.split("=", 1)[0] for line in result.output.splitlines() if "=" in line}
     assert names <= set(sandbox.ENVIRONMENT) | {"PWD", "SHLVL", "_"}
