@@ -24,6 +24,7 @@ BENCHMARKS = {
     "events": "event committed → console websocket client receives",
     "cost": "serial vs parallel on the seed's three cost-comparison projects",
     "scale": "executions submitted at once through the HTTP API",
+    "sandbox": "the agents' sandbox: start-to-exit of `true` (bubblewrap)",
 }
 # Run only when named: API clients and console websockets for a minute (bench/load.py).
 OPT_IN = {"load": "concurrent API clients and console websockets (only when named)"}

@@ -294,3 +294,13 @@ def _running(mark: str) -> str:
     found = subprocess.run(["pgrep", "-af", f"^{mark}"], capture_output=True, text=True)
     assert found.returncode in (0, 1), found.stderr
     return found.stdout
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only a worker running as root changes user")
+def test_without_setpriv_the_worker_changes_to_the_sandboxs_user_itself(workspace, monkeypatch):
+    which = shutil.which
+    monkeypatch.setattr(sandbox.shutil, "which", lambda name: None if name == "setpriv" else which(name))
+    result = run(workspace, "id -u; cat /proc/self/uid_map; touch made")
+    assert result.exit_code == 0
+    assert result.output.split() == ["1000", "1000", str(sandbox.HOST_UID), "1"]
+    assert (workspace / "made").stat().st_uid == sandbox.HOST_UID
