@@ -9,6 +9,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -235,6 +236,24 @@ def test_a_process_that_backgrounds_itself_is_gone_afterwards(workspace):
     assert _running(mark) == ""
 
 
+def test_a_worker_killed_mid_run_takes_its_sandbox_with_it(workspace):
+    mark = f"openclaw-orphan-{uuid.uuid4().hex}"
+    script = (
+        "import django; django.setup()\n"
+        "from pathlib import Path\nfrom pools import sandbox\n"
+        f"sandbox.run(Path({str(workspace)!r}), 'exec -a {mark} sleep 1000', timeout_sec=600)\n"
+    )
+    worker = subprocess.Popen(
+        [sys.executable, "-c", script], env={**os.environ, "DJANGO_SETTINGS_MODULE": "openclaw_site.settings"}
+    )
+    try:
+        assert _wait_for(lambda: _running(mark) != "", 60), "the sandboxed command never started"
+    finally:
+        worker.kill()
+        worker.wait()
+    assert _wait_for(lambda: _running(mark) == "", 10), _running(mark)
+
+
 def test_the_workers_environment_does_not_reach_the_command(workspace, monkeypatch):
     secrets = {
         "SECRET_KEY": "django-secret-" + uuid.uuid4().hex,
@@ -306,3 +325,13 @@ def test_without_setpriv_the_worker_changes_to_the_sandboxs_user_itself(workspac
     result = run(workspace, "id -u; touch made")
     assert (result.exit_code, result.output) == (0, "1000\n")
     assert (workspace / "made").stat().st_uid == sandbox.HOST_UID  # who it is on the host
+
+
+def _wait_for(condition, timeout_sec: float) -> bool:
+    """Poll a condition on the host until it holds or the time is up."""
+    deadline = time.monotonic() + timeout_sec
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
