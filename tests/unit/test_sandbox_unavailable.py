@@ -100,3 +100,19 @@ def test_the_run_result_is_exactly_the_tools_json():
 def test_cut_output_keeps_its_end_within_the_limit(tail, total, limit, expected):
     text = sandbox._tail_text(tail, total, limit)
     assert text == expected and len(text) <= limit
+
+
+def test_the_start_up_log_says_loudly_that_the_sandbox_is_unavailable(no_bwrap):
+    from io import StringIO
+
+    from openclaw_site.management.commands.serve import Command
+
+    out, err = StringIO(), StringIO()
+    Command(stdout=out, stderr=err, no_color=True).report_sandbox()
+    assert out.getvalue() == ""
+    lines = err.getvalue().splitlines()
+    assert lines[0] == lines[-1] == "!" * 78
+    assert (
+        lines[1]
+        == f"sandbox: unavailable (bubblewrap is not installed (no {no_bwrap}; Debian package `bubblewrap`))"
+    )
