@@ -137,7 +137,7 @@ def run(
         max_file_mb=max_file_mb,
     )
     try:
-        return _run(bwrap, Path(venv), Path(workspace), command, timeout_sec, output_limit, limits)
+        return _run(bwrap, Path(venv), Path(workspace).absolute(), command, timeout_sec, output_limit, limits)
     except _SetupFailed as exc:
         raise SandboxUnavailable(f"execution is unavailable: {exc}") from exc
 
