@@ -28,11 +28,17 @@ def test_a_missing_bwrap_makes_the_sandbox_unavailable_and_runs_nothing(no_bwrap
     assert not ran.exists()
 
 
-def test_a_bwrap_that_does_not_work_makes_the_sandbox_unavailable(settings, tmp_path):
-    # Where the sandbox's unprivileged user may run it (pytest's tmp_path is root's alone).
+@pytest.fixture
+def reachable_folder(settings):
+    """A folder the sandbox's unprivileged user may enter (pytest's tmp_path is root's alone)."""
     folder = settings.VAR_DIR / "sandbox-tests" / uuid.uuid4().hex
     folder.mkdir(parents=True)
-    broken = folder / "bwrap"
+    yield folder
+    shutil.rmtree(folder)
+
+
+def test_a_bwrap_that_does_not_work_makes_the_sandbox_unavailable(settings, tmp_path, reachable_folder):
+    broken = reachable_folder / "bwrap"
     broken.write_text("#!/bin/sh\necho 'bwrap: No permissions to create new namespace' >&2\nexit 1\n")
     broken.chmod(0o755)
     settings.OPENCLAW_SANDBOX_BWRAP = str(broken)
@@ -45,7 +51,6 @@ def test_a_bwrap_that_does_not_work_makes_the_sandbox_unavailable(settings, tmp_
     ):
         sandbox.run(tmp_path, f"touch {ran}", timeout_sec=5)
     assert not ran.exists()
-    shutil.rmtree(folder)
 
 
 def test_a_missing_python_environment_makes_the_sandbox_unavailable(settings, tmp_path):
