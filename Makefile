@@ -3,6 +3,12 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The sandbox's own Python environment (pools/sandbox_python.py): config's sandbox.packages at the
+# versions of sandbox-requirements.txt. SANDBOX_PYTHON picks its interpreter (default: the system's
+# /usr/bin/python3 when it can, so the sandbox's unprivileged user can read it).
+SANDBOX_VENV := .venv-sandbox
+SANDBOX_STAMP := $(SANDBOX_VENV)/.installed
+SANDBOX_PYTHON ?=
 
 .PHONY: run test test-faults lint bench install clean
 
@@ -12,22 +18,21 @@ $(STAMP): requirements.txt
 	$(PY) -m pip install --quiet -r requirements.txt
 	touch $(STAMP)
 
-# The sandbox's Python packages (config.json's sandbox.packages), apart from the project's own.
-SANDBOX_STAMP := .sandbox/.installed
-$(SANDBOX_STAMP): config.json $(STAMP)
-	$(PY) -m openclaw_site.sandbox_env
+$(SANDBOX_STAMP): sandbox-requirements.txt config.json pools/sandbox_python.py | $(STAMP)
+	$(PY) -m pools.sandbox_python $(SANDBOX_VENV) $(if $(SANDBOX_PYTHON),--python $(SANDBOX_PYTHON))
+	touch $(SANDBOX_STAMP)
 
 install: $(STAMP) $(SANDBOX_STAMP)
 
 # A local run: plain HTTP on this machine and a secret key generated into var/ (openclaw_site/settings.py).
 run: export OPENCLAW_DEV ?= 1
-run: $(STAMP) $(SANDBOX_STAMP)
+run: install
 	$(PY) manage.py serve
 
-test-faults: $(STAMP)
+test-faults: install
 	$(PY) -m pytest -m faults $(PYTEST_ARGS)
 
-test: $(STAMP) $(SANDBOX_STAMP)
+test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
@@ -35,7 +40,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports
 
-bench: $(STAMP)
+bench: install
 	$(PY) -m bench $(BENCH_ARGS)
 
 clean:

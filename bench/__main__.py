@@ -24,7 +24,8 @@ BENCHMARKS = {
     "events": "event committed → console websocket client receives",
     "cost": "serial vs parallel on the seed's three cost-comparison projects",
     "scale": "executions submitted at once through the HTTP API",
-    "agent_loop": "sandbox start-to-exit, engine overhead per turn of the agent loop",
+    "sandbox": "the agents' sandbox: start-to-exit of `true` (bubblewrap)",
+    "agent_loop": "the engine's own time per turn of an agent's tool loop",
     "streams": "SSE streams on one daphne: database connections and memory per idle stream, delivery",
 }
 # Run only when named: API clients and console websockets for a minute (bench/load.py).

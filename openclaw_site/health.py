@@ -1,4 +1,8 @@
-"""`GET /healthz`: can this web process reach the database and Redis? 200, or 503 naming what failed."""
+"""`GET /healthz`: can this web process reach the database and Redis? 200, or 503 naming what failed.
+
+It also says whether the agents' sandbox works here (pools/sandbox.py). The sandbox is optional:
+without it the `run` tool answers that execution is unavailable, so it never turns the answer 503.
+"""
 
 import redis
 from django.conf import settings
@@ -6,6 +10,8 @@ from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
+
+from pools import sandbox
 
 
 def database_ok() -> tuple[bool, str]:
@@ -30,6 +36,11 @@ def redis_ok() -> tuple[bool, str]:
         return False, f"{type(exc).__name__}: {exc}"[:300]
 
 
+def sandbox_status() -> dict:
+    available, detail = sandbox.availability()
+    return {"available": True, "version": detail} if available else {"available": False, "reason": detail}
+
+
 @never_cache
 @require_GET
 def healthz(request: HttpRequest) -> JsonResponse:
@@ -39,5 +50,6 @@ def healthz(request: HttpRequest) -> JsonResponse:
         "status": "ok" if healthy else "unhealthy",
         "checks": {name: detail for name, (_, detail) in checks.items()},
         "failed": [name for name, (ok, _) in checks.items() if not ok],
+        "sandbox": sandbox_status(),
     }
     return JsonResponse(body, status=200 if healthy else 503)

@@ -11,7 +11,6 @@ HTTP on this machine.
 
 import os
 import secrets
-import shutil
 from pathlib import Path
 
 import environ
@@ -121,6 +120,11 @@ OPENCLAW_WEBHOOK_RETRY_MAX_SEC = env.float("OPENCLAW_WEBHOOK_RETRY_MAX_SEC", def
 OPENCLAW_WEBHOOK_RETRY_WINDOW_SEC = env.float("OPENCLAW_WEBHOOK_RETRY_WINDOW_SEC", default=24 * 3600.0)
 # Server-Sent Events: a comment line this often keeps proxies from closing an idle stream.
 OPENCLAW_SSE_HEARTBEAT_SEC = env.float("OPENCLAW_SSE_HEARTBEAT_SEC", default=15.0)
+# The sandbox of the agents' `run` tool (pools/sandbox.py): the bubblewrap executable (a missing one
+# leaves the sandbox unavailable; nothing then runs) and the sandbox's own Python environment, which
+# `make install` builds (pools/sandbox_python.py).
+OPENCLAW_SANDBOX_BWRAP = env.str("OPENCLAW_SANDBOX_BWRAP", default="bwrap")
+OPENCLAW_SANDBOX_VENV = env.str("OPENCLAW_SANDBOX_VENV", default=str(BASE_DIR / ".venv-sandbox"))
 
 # Slack bot (bots/). Optional: without a bot token and signing secret /slack/events answers 503.
 SLACK_BOT_TOKEN = env.str("SLACK_BOT_TOKEN", default="")
@@ -275,10 +279,6 @@ WORKER_GIL_SWITCH_INTERVAL_MS = env.float("WORKER_GIL_SWITCH_INTERVAL_MS", defau
 WORKER_PROCESSES = env.int("WORKER_PROCESSES", default=os.cpu_count() or 1)
 WORKER_THREADS = env.int("WORKER_THREADS", default=8)
 DRAMATIQ_AUTODISCOVER_MODULES = ["actors"]
-# The sandbox of the agents' `run` tool (pools/sandbox.py): bubblewrap, and the Python packages it
-# offers (installed by `make install` from config.json's sandbox.packages).
-OPENCLAW_SANDBOX_BWRAP = env.str("OPENCLAW_SANDBOX_BWRAP", default=shutil.which("bwrap") or "")
-OPENCLAW_SANDBOX_PACKAGES = env.str("OPENCLAW_SANDBOX_PACKAGES", default=str(BASE_DIR / ".sandbox"))
 # Where agents' workspaces live: a worker running as root runs the sandbox as `nobody`, who must be
 # able to reach this folder (every folder above it searchable by others).
 OPENCLAW_WORKSPACES_DIR = Path(env.str("OPENCLAW_WORKSPACES_DIR", default=str(VAR_DIR / "workspaces")))

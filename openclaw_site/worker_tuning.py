@@ -20,7 +20,8 @@ class GilSwitchInterval(dramatiq.Middleware):
 
 
 class WarmAgentCode(dramatiq.Middleware):
-    """A worker's first scan loads bandit and its plugins; done after a message was taken, a fresh
+    """A worker's first scan starts the fork server bandit's scans come from, which loads bandit
+    and its plugins (pools/verifiers/bandit_scan.py); done after a message was taken, a fresh
     worker's first tasks would start late and run long, on the critical path of whatever execution
     they belonged to. It is done before the worker consumes anything."""
 
@@ -33,10 +34,10 @@ class WarmAgentCode(dramatiq.Middleware):
 
 
 def freeze_startup_objects() -> None:
-    """Take what a process made while starting (modules, Django's app registry, SDK clients,
-    bandit's plugins) out of the garbage collector's reach. Otherwise each full collection walks
-    them all with the GIL held: a pause of every thread of the process, in the middle of whatever
-    transaction one of them holds, locks included. They live as long as the process."""
+    """Take what a process made while starting (modules, Django's app registry, SDK clients) out
+    of the garbage collector's reach. Otherwise each full collection walks them all with the GIL
+    held: a pause of every thread of the process, in the middle of whatever transaction one of them
+    holds, locks included. They live as long as the process."""
     gc.collect()
     gc.freeze()
 

@@ -198,6 +198,18 @@ class Workspace:
         return "\n".join(shown)
 
     def read_file(self, path: object) -> str:
+        data, size = self._read_regular(path, READ_LIMIT * 4 + 1)
+        text = data.decode("utf-8", errors="replace")
+        if len(text) > READ_LIMIT or size > len(data):
+            return (
+                text[:READ_LIMIT]
+                + f"\n… [cut: the file has {size} bytes; the first {READ_LIMIT} characters shown]"
+            )
+        return text
+
+    def _read_regular(self, path: object, limit: int) -> tuple[bytes, int]:
+        """Up to `limit` bytes of a regular file of the workspace and its size; never through a link,
+        never a FIFO or a device a command may have left."""
         target = self._inside(path)
         try:
             fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
@@ -206,17 +218,10 @@ class Workspace:
         except OSError as exc:
             raise ToolError(f"cannot read {path}: {exc.strerror}") from None
         with os.fdopen(fd, "rb") as handle:
-            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            info = os.fstat(handle.fileno())
+            if not stat.S_ISREG(info.st_mode):
                 raise ToolError(f"not a regular file: {path}")
-            data = handle.read(READ_LIMIT * 4 + 1)
-            size = os.fstat(handle.fileno()).st_size
-        text = data.decode("utf-8", errors="replace")
-        if len(text) > READ_LIMIT or size > len(data):
-            return (
-                text[:READ_LIMIT]
-                + f"\n… [cut: the file has {size} bytes; the first {READ_LIMIT} characters shown]"
-            )
-        return text
+            return handle.read(limit), info.st_size
 
     def write_file(self, path: object, content: object) -> str:
         if not isinstance(content, str):
@@ -258,15 +263,7 @@ class Workspace:
         return files
 
     def read_whole(self, path: str) -> str:
-        target = self._inside(path)
-        try:
-            fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        except OSError as exc:
-            raise ToolError(f"cannot read {path}: {exc.strerror}") from None
-        with os.fdopen(fd, "rb") as handle:
-            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-                raise ToolError(f"not a regular file: {path}")
-            data = handle.read(MAX_FILE_CHARS * 4 + 1)
+        data, _ = self._read_regular(path, MAX_FILE_CHARS * 4 + 1)
         return data.decode("utf-8", errors="replace")[:MAX_FILE_CHARS]
 
 

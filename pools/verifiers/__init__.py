@@ -11,6 +11,6 @@
 - `sqlglot_lock`: sqlglot taken in turns.
 
 Pure functions over the agent contract's `files` list (DESIGN.md): no Django, no network, and
-generated code is never executed on the host (bandit reads it; SQL runs only in a scratch SQLite
-database in a child process with resource limits).
+generated code is never executed on the host (bandit reads it, and SQL runs only in a scratch
+SQLite database, each in a child process with resource limits).
 """

@@ -1,11 +1,37 @@
 """bandit's findings on the Python files of an output: the files are written to a temporary
-folder and parsed, never run."""
+folder and parsed, never run.
 
+bandit parses model-written code, so it runs in a child process, never in the worker: a file
+built to exhaust the parser's memory or time ends that child (address space `MEMORY_BYTES`, CPU
+seconds, a wall-clock `TIMEOUT_SEC`, no core, no files written) and the scan says it did not run,
+instead of taking the worker with it. The children come from a fork server that has imported
+bandit once (multiprocessing's "forkserver": a fresh interpreter started on first use, so nothing
+of the threaded worker is forked), so each scan costs a fork, not an interpreter and bandit's
+plugins. A child hands back JSON, never a pickle.
+
+`# nosec` comments are the model's own and are ignored (bandit's `ignore_nosec`), and bandit scans
+exactly the files written (named one by one, so no glob or excluded folder leaves one out).
+"""
+
+import json
+import math
+import multiprocessing
+import os
+import resource
 import tempfile
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 from .findings import Finding
 from .paths import path_problem
+
+TIMEOUT_SEC = 30.0
+MEMORY_BYTES = 1024 * 2**20
+REPLY_MAX_BYTES = 64 * 2**20
+BANDIT_SYNTAX_ERROR = "syntax error while parsing AST from file"  # its reason for skipping such a file
+# What the fork server imports once, so that each child starts with bandit loaded.
+_FORK_SERVER = multiprocessing.get_context("forkserver")
+_FORK_SERVER.set_forkserver_preload(["bandit.core.manager", "bandit.core.config", __name__])
 
 BANDIT_SEVERITY = {"HIGH": "high", "MEDIUM": "medium", "LOW": "low"}
 # Advice per bandit test id for the findings agents most often trigger; others link bandit's docs.
@@ -43,6 +69,7 @@ def run_bandit(files: list[dict]) -> list[Finding]:
         return []
     with tempfile.TemporaryDirectory(prefix="openclaw-bandit-") as tmp:
         root = Path(tmp)
+        written = []
         for f in python_files:
             target = root / f["path"]
             try:
@@ -50,44 +77,139 @@ def run_bandit(files: list[dict]) -> list[Finding]:
                 target.write_text(f["content"], encoding="utf-8", errors="replace")
             except OSError:
                 continue  # a path clashing with another file's directory; verify_files reports the output
+            written.append(str(target))
         try:
-            report = _bandit_in_process(root)
-        except Exception as exc:  # bandit itself failed: say so rather than pass the code as clean
+            report = _scan_in_child(written)
+        except _ScanFailed as exc:  # say so rather than pass the code as clean
             return [
                 Finding(
                     "medium",
-                    f"Security scan did not run: {type(exc).__name__}",
+                    f"Security scan did not run: {exc}",
                     source="bandit",
                     rule="bandit-error",
                     recommendation="Re-run the security audit.",
                 )
             ]
-        return [_bandit_finding(result, root) for result in report]
+        findings = [_bandit_finding(result, root) for result in report["issues"]]
+        for path, reason in report["skipped"]:
+            if reason == BANDIT_SYNTAX_ERROR:
+                continue  # verify_files reports the syntax error itself
+            findings.append(
+                Finding(
+                    "medium",
+                    f"Security scan skipped this file: {reason}",
+                    file=_relative(path, root),
+                    source="bandit",
+                    rule="bandit-skipped",
+                    recommendation="Split or simplify the file so it can be scanned.",
+                )
+            )
+        return findings
 
 
-def _bandit_in_process(root: Path) -> list[dict]:
-    """bandit's library API: the same checks as its command line without starting an interpreter
-    per output (each a costly start). It only parses the files; nothing is executed."""
-    # Imported on first use: bandit loads its plugins on import, and the processes that import
-    # the verifiers without scanning (the web process) need not pay for that.
+class _ScanFailed(Exception):
+    """The child did not report: a limit, the timeout, a crash; str() says which."""
+
+
+def _scan_in_child(paths: list[str]) -> dict:
+    """bandit's {"issues", "skipped"} on these files, from a child of the fork server (see the
+    module's docstring)."""
+    reader, writer = _FORK_SERVER.Pipe(duplex=False)
+    child = _FORK_SERVER.Process(
+        target=_child_main, args=(paths, writer, math.ceil(TIMEOUT_SEC) + 1, MEMORY_BYTES), daemon=True
+    )
+    try:
+        child.start()
+        writer.close()  # the child's end only: its exit is then the pipe's end
+        if not reader.poll(TIMEOUT_SEC):
+            raise _ScanFailed(f"timed out after {TIMEOUT_SEC:g}s")
+        try:
+            body = reader.recv_bytes(REPLY_MAX_BYTES)
+        except (EOFError, OSError):
+            child.join(5)
+            raise _ScanFailed(_ended(child.exitcode)) from None
+        try:
+            report = json.loads(body)
+        except ValueError:
+            raise _ScanFailed("unreadable report") from None
+        if not isinstance(report, dict) or "error" in report:
+            raise _ScanFailed(
+                str(report.get("error") if isinstance(report, dict) else "unreadable report")[:200]
+            )
+        return report
+    finally:
+        reader.close()
+        if child.is_alive():
+            child.kill()
+        child.join(5)
+
+
+def _ended(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        if -exitcode == 24:  # SIGXCPU
+            return "stopped by its CPU time limit"
+        return f"killed by signal {-exitcode}"
+    return f"exited with {exitcode} without a report"
+
+
+def _child_main(paths: list[str], reply: Connection, cpu_sec: int, memory_bytes: int) -> None:
+    """In the child: limits, bandit, the report as JSON (or {"error"} for bandit's own exception)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)  # bandit's logging and prints go nowhere: no file may grow
+    os.dup2(devnull, 2)
+    for kind, soft, hard in (
+        (resource.RLIMIT_AS, memory_bytes, memory_bytes),
+        (resource.RLIMIT_CPU, cpu_sec, cpu_sec + 1),
+        (resource.RLIMIT_FSIZE, 0, 0),
+        (resource.RLIMIT_CORE, 0, 0),
+    ):
+        ceiling = resource.getrlimit(kind)[1]
+        if ceiling != resource.RLIM_INFINITY:
+            soft, hard = min(soft, ceiling), min(hard, ceiling)
+        resource.setrlimit(kind, (soft, hard))
+    try:
+        report = _bandit(paths)
+    except MemoryError:
+        report = {"error": "stopped by its memory limit"}
+    except Exception as exc:  # bandit itself failed
+        report = {"error": f"bandit failed ({type(exc).__name__})"}
+    reply.send_bytes(json.dumps(report).encode())
+    reply.close()
+
+
+def _bandit(paths: list[str]) -> dict:
+    """bandit's library API: the checks of its command line, on exactly these files; its issues,
+    and the files it skipped (a parser that gave up, its memory limit) with why."""
+    # Imported here, in the child (the fork server has it loaded): the worker never imports bandit.
     from bandit.core import config as bandit_config  # noqa: PLC0415 (see above)
     from bandit.core import manager as bandit_manager  # noqa: PLC0415 (see above)
 
     # B101 (assert) flags every generated test file; asserts there are the point.
     manager = bandit_manager.BanditManager(
-        bandit_config.BanditConfig(), "file", quiet=True, profile={"include": set(), "exclude": {"B101"}}
+        bandit_config.BanditConfig(),
+        "file",
+        quiet=True,
+        profile={"include": set(), "exclude": {"B101"}},
+        ignore_nosec=True,
     )
-    manager.discover_files([str(root)], recursive=True)
+    manager.discover_files(paths)
     manager.run_tests()
-    return [issue.as_dict() for issue in manager.get_issue_list()]
+    return {
+        "issues": [issue.as_dict() for issue in manager.get_issue_list()],
+        "skipped": [[path, reason] for path, reason in manager.skipped],
+    }
+
+
+def _relative(path: str | None, root: Path) -> str | None:
+    try:
+        return Path(path).relative_to(root).as_posix()
+    except (TypeError, ValueError):
+        return path
 
 
 def _bandit_finding(result: dict, root: Path) -> Finding:
     test_id = result.get("test_id", "")
-    try:
-        file = Path(result["filename"]).relative_to(root).as_posix()
-    except (KeyError, ValueError):
-        file = result.get("filename")
+    file = _relative(result.get("filename"), root)
     advice = BANDIT_ADVICE.get(test_id) or f"See {result.get('more_info', 'the bandit documentation')}."
     return Finding(
         severity=BANDIT_SEVERITY.get(result.get("issue_severity", ""), "low"),

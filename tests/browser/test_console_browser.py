@@ -445,3 +445,39 @@ def test_an_attempts_transcript_reads_as_a_conversation(page, staff_user):
         assert page.js_errors == []
     finally:
         workers.stop()
+
+
+def test_a_running_attempts_transcript_grows_live(page, staff_user):
+    from executions.models import AttemptTurn, Client, Task
+    from executions.services import execution_create
+
+    workers = Workers().start()
+    try:
+        # A codegen agent's three turns take 1.5 s each: the transcript is watched between them.
+        configure(latency=4.5, max_turns=16)
+        client = Client.objects.create(name="acme")
+        execution = execution_create(
+            client=client, message="Build a contact form backend API", session_key="live"
+        )
+        deadline = time.monotonic() + 30
+        while not AttemptTurn.objects.filter(
+            attempt__task__execution=execution, attempt__task__pool="codegen"
+        ).exists():
+            assert time.monotonic() < deadline, "no agent turn recorded"
+            time.sleep(0.05)
+        task = Task.objects.filter(execution=execution, pool="codegen").order_by("pk").first()
+        log_in(page)
+        page.goto(f"/console/executions/{execution.pk}/")
+        page.evaluate("window.__sameDocument = true")
+        page.click(f"[data-task={task.key}] > summary")
+        page.click(f"[data-transcript='{task.key}#1'] > summary")
+        turns = f"[data-transcript='{task.key}#1'] .turn"
+        page.wait_for_selector(turns)
+        shown = page.locator(turns).count()
+        assert shown < 3
+        page.wait_for_function("([sel, n]) => document.querySelectorAll(sel).length > n", arg=[turns, shown])
+        assert page.evaluate("window.__sameDocument") is True
+        assert page.js_errors == []
+        wait_for_status(execution.pk, {"completed", "partial", "failed"}, timeout=60)
+    finally:
+        workers.stop()

@@ -23,6 +23,8 @@ def rename_in_the_admin(staff: HttpClient, old: str, new: str) -> None:
         "max_concurrent": pool.max_concurrent,
         "timeout_sec": pool.timeout_sec,
         "max_retries": pool.max_retries,
+        "max_turns": pool.max_turns,
+        "run_timeout_sec": pool.run_timeout_sec,
         "retry_backoff_sec": pool.retry_backoff_sec,
         "model": pool.model_id,
         "offline_latency_sec": pool.offline_latency_sec,

@@ -32,23 +32,29 @@ def boot_in_a_fresh_interpreter(script: str) -> subprocess.CompletedProcess:
     return done
 
 
-def test_a_worker_loads_the_agent_code_and_bandit_before_it_consumes():
+def test_a_worker_loads_the_agent_code_and_starts_bandits_fork_server_before_it_consumes():
     """In a fresh interpreter, as a worker process boots: the actors bring the agent code, the
-    warm-up brings bandit, before any message is consumed."""
+    warm-up starts the fork server bandit's scans come from (pools/verifiers/bandit_scan.py),
+    before any message is consumed. bandit itself is never loaded into the worker."""
     script = (
-        "import logging, sys, django; django.setup()\n"
+        "import logging, sys, django, psutil; django.setup()\n"
         "logging.basicConfig(level=logging.INFO)\n"  # as dramatiq's worker processes log
         "import executions.actors\n"
+        "def fork_servers():\n"
+        "    return [c for c in psutil.Process().children() if 'forkserver' in ' '.join(c.cmdline())]\n"
         "before = {m for m in ('executions.agent_attempt', 'bandit.core.manager') if m in sys.modules}\n"
+        "print(sorted(before), len(fork_servers()))\n"
         "from openclaw_site.worker_tuning import WarmAgentCode\n"
         "WarmAgentCode().before_worker_boot(broker=None, worker=None)\n"
         "after = {m for m in ('executions.agent_attempt', 'bandit.core.manager') if m in sys.modules}\n"
-        "print(sorted(before), sorted(after))\n"
+        "print(sorted(after), len(fork_servers()))\n"
     )
     done = boot_in_a_fresh_interpreter(script)
-    assert done.stdout.split("\n")[-2] == (
-        "['executions.agent_attempt'] ['bandit.core.manager', 'executions.agent_attempt']"
-    )
+    assert done.stdout.split("\n")[-3:] == [
+        "['executions.agent_attempt'] 0",
+        "['executions.agent_attempt'] 1",
+        "",
+    ]
     assert "Could not load" not in done.stderr  # bandit's optional formatters are not an error at boot
 
 
@@ -110,7 +116,8 @@ def test_a_booted_worker_process_leaves_its_startup_objects_out_of_full_collecti
 
 
 def test_the_worker_middleware_freezes_last(settings):
-    """Frozen after the agent code and bandit are loaded, which would otherwise stay in reach."""
+    """Frozen after the agent code is loaded and the warm-up scan ran, whose objects would
+    otherwise stay in reach."""
     middleware = settings.DRAMATIQ_BROKER["MIDDLEWARE"]
     assert middleware[-1] == "openclaw_site.worker_tuning.FreezeStartupObjects"
     assert middleware.index("openclaw_site.worker_tuning.WarmAgentCode") < len(middleware) - 1

@@ -9,7 +9,7 @@ import pytest
 from django.conf import settings
 
 from pools.agent_loop import Hooks, LoopStopped, TurnsExhausted, run_loop
-from pools.agent_tools import COMMAND_LIMIT, Workspace
+from pools.agent_tools import COMMAND_LIMIT, ToolError, Workspace
 from pools.llm_types import LLMRequest, ModelSpec
 from pools.replies import ReplyError
 from tests.fakes.llm_server import FakeLLMServer, Reply
@@ -242,3 +242,14 @@ def test_the_workspace_starts_with_the_dependencies_files_and_outputs_only_what_
         assert ws.output_files() == [{"path": "db/schema.sql", "content": "CREATE TABLE t (id bigint);"}]
         root = ws.root
     assert not os.path.exists(root)
+
+
+def test_reads_never_block_on_a_fifo_and_cut_a_large_file(workspace):
+    os.mkfifo(workspace.root / "pipe")
+    (workspace.root / "big.txt").write_text("x" * 100_000)
+    with pytest.raises(ToolError, match="not a regular file"):
+        workspace.read_file("pipe")
+    text = workspace.read_file("big.txt")
+    assert len(text) < 21_000 and text.endswith("the first 20000 characters shown]")
+    with pytest.raises(ToolError, match="no such file"):
+        workspace.read_file("missing.txt")

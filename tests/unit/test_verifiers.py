@@ -1,7 +1,13 @@
 """Verification of agent outputs with real tools: parsers, bandit, a scratch SQLite database."""
 
+import multiprocessing
+import subprocess
+import sys
+import time
+
 import pytest
 
+from pools.verifiers import bandit_scan
 from pools.verifiers.bandit_scan import run_bandit
 from pools.verifiers.findings import Finding
 from pools.verifiers.output_files import verify_files
@@ -130,6 +136,77 @@ def test_bandit_flags_shell_sql_eval_and_hardcoded_password():
 def test_bandit_on_clean_or_no_python_code_finds_nothing():
     assert run_bandit([{"path": "app/ok.py", "content": "def add(a, b):\n    return a + b\n"}]) == []
     assert run_bandit([{"path": "index.html", "content": "<p>hi</p>"}]) == []
+
+
+def test_bandit_ignores_the_models_nosec_comments():
+    findings = run_bandit(
+        [
+            {
+                "path": "app/run.py",
+                "content": "import subprocess  # nosec\nsubprocess.call(cmd, shell=True)  # nosec B602\n",
+            }
+        ]
+    )
+
+    assert {(f.rule, f.line) for f in findings} == {("B404", 1), ("B602", 2)}
+
+
+def test_bandit_scans_every_python_file_written_whatever_its_folder_or_suffix_case():
+    shell = "import os\nos.system(command)\n"
+    findings = run_bandit(
+        [
+            {"path": "app/Run.PY", "content": shell},
+            {"path": "vendor/.tox/hidden.py", "content": shell},
+            {"path": "lib/x.egg/hidden.py", "content": shell},
+        ]
+    )
+
+    assert sorted((f.file, f.rule) for f in findings) == [
+        ("app/Run.PY", "B605"),
+        ("lib/x.egg/hidden.py", "B605"),
+        ("vendor/.tox/hidden.py", "B605"),
+    ]
+
+
+# A list of a million literals: bandit's parse of it needs far more than 128 MB.
+HUGE_LITERAL = "x = [" + "1, " * 1_000_000 + "]\n"
+
+
+def test_a_file_too_big_for_bandits_memory_limit_is_reported_not_passed(monkeypatch):
+    monkeypatch.setattr(bandit_scan, "MEMORY_BYTES", 128 * 2**20)
+    findings = run_bandit(
+        [
+            {"path": "app/data.py", "content": HUGE_LITERAL},
+            {"path": "app/io.py", "content": "import pickle\n"},
+        ]
+    )
+
+    assert sorted((f.file, f.rule, f.severity) for f in findings) == [
+        ("app/data.py", "bandit-skipped", "medium"),
+        ("app/io.py", "B403", "low"),  # the other file is scanned all the same
+    ]
+    [skipped] = [f for f in findings if f.rule == "bandit-skipped"]
+    assert skipped.title == "Security scan skipped this file: exception while scanning file"
+
+
+def test_a_scan_past_its_deadline_is_stopped_and_says_so(monkeypatch):
+    monkeypatch.setattr(bandit_scan, "TIMEOUT_SEC", 0.3)
+    started = time.monotonic()
+    [finding] = run_bandit([{"path": "app/data.py", "content": HUGE_LITERAL}])
+
+    assert (finding.rule, finding.severity) == ("bandit-error", "medium")
+    assert finding.title == "Security scan did not run: timed out after 0.3s"
+    assert time.monotonic() - started < 5
+    assert multiprocessing.active_children() == []  # the child was killed and reaped
+
+
+def test_bandit_runs_in_a_child_not_in_this_process():
+    code = "import sys\nfrom pools.verifiers.bandit_scan import run_bandit\n"
+    code += "found = run_bandit([{'path': 'a.py', 'content': 'import pickle\\n'}])\n"
+    code += "print([f.rule for f in found], 'bandit' in sys.modules)\n"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+
+    assert done.stdout == "['B403'] False\n", done.stderr
 
 
 UNINDEXED = """

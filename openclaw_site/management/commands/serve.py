@@ -22,6 +22,7 @@ from executions.api_keys import client_for_key
 from executions.models import ApiKey, Client
 from openclaw_site import embedded_redis
 from openclaw_site.child_processes import die_with_parent
+from pools import sandbox
 
 DEMO_CLIENT = "local-demo"
 
@@ -59,6 +60,7 @@ class Command(BaseCommand):
                 f"  API key for client {DEMO_CLIENT}:\n{key}\n"
             )
         )
+        self.report_sandbox()
         commands = {
             "web": [
                 sys.executable,
@@ -119,6 +121,24 @@ class Command(BaseCommand):
                 redis_process.terminate()
                 redis_process.wait(timeout=10)
             self.stdout.write("Stopped.")
+
+    def report_sandbox(self) -> None:
+        """Whether the agents' `run` tool can execute anything here; without bubblewrap it answers
+        every model that execution is unavailable, which an operator should not miss."""
+        available, detail = sandbox.availability()
+        if available:
+            self.stdout.write(f"  sandbox:  {detail}\n")
+            return
+        line = "!" * 78
+        self.stderr.write(
+            self.style.WARNING(
+                f"{line}\n"
+                f"sandbox: unavailable ({detail})\n"
+                "  Agents cannot run commands or tests; their `run` tool answers that execution is\n"
+                "  unavailable. Install bubblewrap (Debian: apt-get install bubblewrap) and restart.\n"
+                f"{line}"
+            )
+        )
 
     def demo_key(self, path: Path) -> str:
         """The demo client's key, kept in var/ (mode 600) so every `make run` prints the same one."""

@@ -15,7 +15,7 @@ import {followExecution} from "./live.js";
 import {renderResponse} from "./response.js";
 import {renderSummary} from "./summary.js";
 import {installTabs, selectTab} from "./tabs.js";
-import {openTask, renderTasks, setFilesUrl, showProgress} from "./tasks.js";
+import {openTask, refreshTranscripts, renderTasks, setFilesUrl, showProgress} from "./tasks.js";
 import {installTimeline, renderCompare, renderTimeline} from "./timeline.js";
 
 const links = Console.urls();
@@ -54,6 +54,10 @@ function render() {
 function onProgress(progress) {
   const task = snap.tasks.find((t) => t.key === progress.task);
   if (!task || !task.running) return;
+  if (progress.turn !== undefined) {  // an agent finished a turn of its loop: its open transcript grows
+    refreshTranscripts(task);
+    return;
+  }
   task.progress = Math.max(task.progress || 0, progress.progress);
   ticks.set(task.key, task.progress);
   showProgress(task.key, task.progress);

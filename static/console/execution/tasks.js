@@ -10,6 +10,7 @@ const openFiles = new Set();
 const fileContents = new Map();  // "task@finished_at" → {path: content}
 const openTranscripts = new Set();  // "task#number"
 const transcripts = new Map();  // "task#number" → the attempt's JSON (refetched while it runs)
+const shownTranscripts = new Map();  // "task#number" → the element showing it, while open
 let filesUrl = "";
 const LONG_OUTPUT_LINES = 12;
 
@@ -110,8 +111,19 @@ function transcriptsBlock(task) {
       }
     });
     if (details.open) loadTranscript(task, attempt, body);
+    shownTranscripts.set(id, {details, body});
     return details;
   }));
+}
+
+/* A turn event for a running task: refetch the transcripts of its running attempts that are open. */
+export function refreshTranscripts(task) {
+  for (const attempt of task.attempts) {
+    const shown = shownTranscripts.get(`${task.key}#${attempt.number}`);
+    if (attempt.status === "running" && shown && shown.details.open && shown.details.isConnected) {
+      loadTranscript(task, attempt, shown.body);
+    }
+  }
 }
 
 async function loadFiles(task) {
