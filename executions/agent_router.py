@@ -18,7 +18,7 @@ class Route:
 
 
 class ParallelDisabled(Exception):
-    pass
+    """Parallel execution is switched off and falling back to serial is not allowed."""
 
 
 def choose_mode(

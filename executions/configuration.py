@@ -42,7 +42,7 @@ DECIMAL_POLICY_FIELDS = ("factor", "floor_share", "cap_share", "fee_per_task", "
 
 
 class ConfigError(ValueError):
-    pass
+    """config.json (or a dump to load) that cannot be applied; the message says where."""
 
 
 def _profile_for(name: str | None, profiles: dict[str, ModelProfile]) -> ModelProfile | None:

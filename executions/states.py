@@ -164,7 +164,8 @@ DELIVERY_TRANSITIONS: dict[str, frozenset[str]] = {
 
 
 class TransitionNotAllowed(ValueError):
-    pass
+    """A move the transition table does not allow: a bug in the caller, never a race (races lose the
+    compare-and-set instead)."""
 
 
 def check(

@@ -54,7 +54,7 @@ SEND_GRACE_SEC = 30  # beyond the HTTP timeout, before another worker may send t
 
 
 class CallbackUrlRefused(ValueError):
-    pass
+    """A callback URL that may not be called (scheme, or an address inside); the message says why."""
 
 
 def callback_url_check(url: str) -> str:

@@ -34,7 +34,7 @@ class LoopStopped(Exception):
 
 
 class TurnsExhausted(Exception):
-    pass
+    """The pool's max_turns passed without a finish: a failed attempt."""
 
 
 @dataclass

@@ -147,7 +147,7 @@ class LLMError(Exception):
 
 
 class LLMTimeout(LLMError):
-    pass
+    """The call (or the attempt's deadline) ran out of time."""
 
 
 ProgressCallback = Callable[[float], None]
