@@ -1,9 +1,9 @@
 """Planning an execution: planning → executing (or failed).
 
-The PM decomposes the request (`pm_coordinator`); each task's expected duration comes from its
-pool (the provider's known latency, else the pool's history); the router picks serial or parallel
-from the simulated schedule (`dag`, `agent_router`); the fee is fixed by the pricing policy
-(`billing`); the tasks are created and dispatched once committed.
+The PM decomposes the request into tasks and their contract (`pm_coordinator`); each task's
+expected duration comes from its pool (the provider's known latency, else the pool's history); the
+router picks serial or parallel from the simulated schedule (`dag`, `agent_router`); the fee is
+fixed by the pricing policy (`billing`); the tasks are created and dispatched once committed.
 """
 
 import logging
@@ -182,6 +182,7 @@ def _plan(execution: Execution, claim: int, calls: list) -> bool:
             plan={"tasks": plan_tasks},
             plan_source=result.source,
             plan_notes=result.notes,
+            contract=result.contract,
             estimated_duration_sec=round(estimate, 3),
             serial_estimate_sec=round(serial_estimate, 3),
             estimated_cost_usd=estimated_cost,
@@ -202,6 +203,8 @@ def _plan(execution: Execution, claim: int, calls: list) -> bool:
                 "reason": route.reason,
                 "plan_source": result.source,
                 "notes": result.notes,
+                "contract": result.contract,
+                "contract_source": result.contract_source,
                 "tasks": [
                     {
                         "id": t.key,

@@ -68,6 +68,9 @@ class ConflictKind(models.TextChoices):
     SECURITY_FINDING = "security_finding", "security finding"
     SCHEMA_REJECTED = "schema_rejected", "schema rejected"
     FILE_COLLISION = "file_collision", "file collision"
+    INTERFACE = "interface", "interface mismatch"  # a file deviates from the plan's contract
+    OWNERSHIP = "ownership", "ownership"  # a task wrote outside the paths the contract gives it
+    INTEGRATION = "integration", "integration gate"  # the merged project fails its compile or tests
 
 
 S, T = ExecutionStatus, TaskStatus
@@ -106,7 +109,8 @@ TASK_TRANSITIONS: dict[str, frozenset[str]] = {
 EXECUTION_TRANSITIONS: dict[str, frozenset[str]] = {
     S.PLANNING: frozenset({S.EXECUTING, S.FAILED, S.CANCELLED}),
     S.EXECUTING: frozenset({S.AGGREGATING, S.CANCELLED}),
-    S.AGGREGATING: frozenset({S.COMPLETED, S.PARTIAL, S.FAILED, S.BUDGET_EXCEEDED, S.CANCELLED}),
+    # aggregating → executing: the contract checks or the integration gate started a fix round.
+    S.AGGREGATING: frozenset({S.EXECUTING, S.COMPLETED, S.PARTIAL, S.FAILED, S.BUDGET_EXCEEDED, S.CANCELLED}),
     S.PARTIAL: frozenset({S.EXECUTING}),  # a client's retry
     S.FAILED: frozenset({S.EXECUTING}),  # a client's retry
     S.COMPLETED: frozenset(),
