@@ -26,7 +26,10 @@ BACKEND = (
     "    db.execute(f'INSERT INTO bookings (party_size, notes) VALUES ({size}, 1)')\n\n"
     "app.include_router(router)\n"
 )
-FRONTEND = "export const load = () => fetch('/api/bookings');\nexport const add = () => fetch('/api/bookings', {method: 'POST'});\n"
+FRONTEND = (
+    "export const load = () => fetch('/api/bookings');\n"
+    "export const add = () => fetch('/api/bookings', {method: 'POST'});\n"
+)
 SCHEMA = "CREATE TABLE bookings (id SERIAL PRIMARY KEY, party_size INTEGER NOT NULL);\n"
 
 

@@ -210,7 +210,9 @@ def test_express_routers_mounted_from_other_files():
 def test_nextjs_api_routes_by_file():
     files = {
         "web/pages/api/bookings/index.ts": "export default function handler(req, res) {}\n",
-        "web/app/api/menu/[id]/route.ts": "export async function GET(req) {}\nexport const DELETE = async () => {};\n",
+        "web/app/api/menu/[id]/route.ts": (
+            "export async function GET(req) {}\nexport const DELETE = async () => {};\n"
+        ),
     }
     assert routes_of(files) == {
         ("*", "/api/bookings"),
@@ -311,8 +313,9 @@ def test_schema_in_postgres_and_sqlite_dialects_with_alter_table():
 
 def test_raw_sql_in_f_strings_percent_formatting_and_concatenation():
     source = textwrap.dedent('''
-        def queries(db, q, table, booking_id):
-            db.execute(f"SELECT b.id, b.party FROM bookings AS b JOIN users u ON u.id = b.user_id WHERE b.id = {booking_id}")
+        def queries(db, q, table, bid):
+            db.execute(f"SELECT b.id, b.party FROM bookings b JOIN users u ON u.id = b.user_id "
+                       f"WHERE b.id = {bid}")
             db.execute("SELECT id, name FROM menu_items WHERE name LIKE '%%%s%%'" % q)
             db.execute(f"SELECT * FROM {table}")
             db.execute("""
@@ -335,17 +338,17 @@ def test_raw_sql_in_f_strings_percent_formatting_and_concatenation():
         ("bookings", "party", 3),
         ("users", "id", 3),
         ("bookings", "user_id", 3),
-        ("menu_items", None, 4),
-        ("menu_items", "id", 4),
-        ("menu_items", "name", 4),
-        ("bookings", None, 7),
-        ("bookings", "party_size", 8),
-        ("bookings", "id", 9),
-        ("bookings", None, 10),
-        ("bookings", "name", 10),
-        ("bookings", "party_size", 10),
-        ("orders", None, 11),
-        ("orders", "status", 11),
+        ("menu_items", None, 5),
+        ("menu_items", "id", 5),
+        ("menu_items", "name", 5),
+        ("bookings", None, 8),
+        ("bookings", "party_size", 9),
+        ("bookings", "id", 10),
+        ("bookings", None, 11),
+        ("bookings", "name", 11),
+        ("bookings", "party_size", 11),
+        ("orders", None, 12),
+        ("orders", "status", 12),
     }
 
 

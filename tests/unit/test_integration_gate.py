@@ -11,7 +11,9 @@ from pools.integration_gate import counts, plan, run_gate
 BACKEND = {
     "backend/app/__init__.py": "",
     "backend/app/calc.py": "def add(a, b):\n    return a + b\n",
-    "backend/tests/test_calc.py": "from app.calc import add\n\n\ndef test_add():\n    assert add(2, 2) == 4\n",
+    "backend/tests/test_calc.py": (
+        "from app.calc import add\n\n\ndef test_add():\n    assert add(2, 2) == 4\n"
+    ),
 }
 
 
@@ -36,13 +38,16 @@ def test_each_test_folder_runs_from_its_project_and_npm_only_with_a_test_script_
 
 
 def test_test_counts_add_up_over_every_pytest_summary():
-    output = "$ pytest backend\n..F\n1 failed, 2 passed in 0.05s\n$ pytest .\n.\n1 passed in 0.01s\nno tests ran in 0.01s\n"
+    output = (
+        "$ pytest backend\n..F\n1 failed, 2 passed in 0.05s\n"
+        "$ pytest .\n.\n1 passed in 0.01s\nno tests ran in 0.01s\n"
+    )
     assert counts(output) == (3, 1)
 
 
 def test_a_failure_goes_to_the_lineage_of_the_failing_test_and_names_every_lineage_in_the_output():
     files = {**BACKEND, "database/schema.sql": "CREATE TABLE t (id INT);"}
-    owner_of = {path: "task_2" for path in BACKEND} | {"database/schema.sql": "task_3"}
+    owner_of = dict.fromkeys(BACKEND, "task_2") | {"database/schema.sql": "task_3"}
     gate = {
         "output_tail": (
             "$ pytest backend\nF\n_____ test_add _____\ntests/test_calc.py:5: in test_add\n"
