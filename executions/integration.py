@@ -33,6 +33,20 @@ def run(files: dict[str, str]) -> dict:
     return result.as_dict()
 
 
+def summary_line(gate: dict) -> str:
+    """The gate's result in one line, for the client's answer and the Slack thread."""
+    if not gate:
+        return ""
+    if not gate.get("ran"):
+        return (
+            f"Integration gate not run: {gate.get('reason') or 'unknown'}; the merged project is not verified"
+        )
+    tests = f"{gate.get('passed', 0)} passed, {gate.get('failed', 0)} failed"
+    if gate.get("ok"):
+        return f"Integration gate passed: `{gate.get('command')}` ({tests})"
+    return f"Integration gate failed: `{gate.get('command')}` exited {gate.get('exit_code')} ({tests})"
+
+
 def failed(gate: dict) -> bool:
     return bool(gate) and not gate.get("ok", True)
 

@@ -194,7 +194,7 @@ def synthesis_facts(
             if c.status == ConflictStatus.RESOLVED and c.kind in TREE_KINDS
         ],
         "contract": contract_summary(execution.contract_report),
-        "integration": gate_summary(execution.integration),
+        "integration": integration.summary_line(execution.integration),
         "unresolved": [
             f"{c.description}: {c.resolution}" for c in conflicts if c.status != ConflictStatus.RESOLVED
         ]
@@ -208,20 +208,6 @@ def contract_summary(report: dict) -> str:
     if not report or not report.get("checks"):
         return ""
     return f"{report['passed']} of {report['checks']} contract checks pass on the merged project"
-
-
-def gate_summary(gate: dict) -> str:
-    """The integration gate's result in one line (also Slack's)."""
-    if not gate:
-        return ""
-    if not gate.get("ran"):
-        return (
-            f"Integration gate not run: {gate.get('reason') or 'unknown'}; the merged project is not verified"
-        )
-    tests = f"{gate.get('passed', 0)} passed, {gate.get('failed', 0)} failed"
-    if gate.get("ok"):
-        return f"Integration gate passed: `{gate.get('command')}` ({tests})"
-    return f"Integration gate failed: `{gate.get('command')}` exited {gate.get('exit_code')} ({tests})"
 
 
 def plain_summary(facts: dict) -> str:
