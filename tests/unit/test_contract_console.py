@@ -83,7 +83,10 @@ def test_slack_final_message_states_the_gate(staff):  # noqa: F811
     assert (
         text == "Integration gate failed: `cd backend && python3 -m pytest -q` exited 1 (2 passed, 1 failed)"
     )
-    assert f"*Integration:* {render.escape(text)}" in render.summary_message(execution, public_url="http://x").text
+    assert (
+        f"*Integration:* {render.escape(text)}"
+        in render.summary_message(execution, public_url="http://x").text
+    )
     execution.integration = {"ran": False, "reason": "the sandbox is unavailable: no bwrap", "ok": True}
     assert render.gate_line(execution) == (
         "Integration gate not run: the sandbox is unavailable: no bwrap; the merged project is not verified"
