@@ -405,12 +405,16 @@ def reject_schema(task: Task) -> None:
     reports = task.result.get("verification", {}).get("schema", {})
     paths = sorted(path for path, report in reports.items() if not report.get("accepted"))
     problem = headline(findings) if findings else (errors[0] if errors else "schema rejected")
+    # A fix of a schema (a contract mismatch) that the checks reject is revised as its lineage.
+    root = task.key
+    if task.kind in SUPERSEDING_KINDS and task.parent_id:
+        root = Task.objects.filter(pk=task.parent_id).values_list("key", flat=True).first() or task.key
     conflict = detect(
         task.execution_id,
         ConflictKind.SCHEMA_REJECTED,
         between,
         f"Schema check vs Database on {problem} in {task.key}",
-        {"schema": task.key, "paths": paths, "findings": findings, "errors": errors, "tasks": [task.key]},
+        {"schema": root, "paths": paths, "findings": findings, "errors": errors, "tasks": [task.key]},
     )
     start_revision(conflict, task)
 
