@@ -38,8 +38,8 @@ function checks(report) {
   if (!report || !report.checks) return h("p", {class: "muted small"}, "The merged project has not been checked yet.");
   const counts = Object.entries(report.counts || {}).map(([k, v]) => `${v} ${k.replace("_", " ")}`).join(", ");
   return h("p", {class: "small", "data-contract-checks": ""},
-    badge(report.failed ? "unresolved" : "resolved", "", `${report.passed} of ${report.checks} checks pass`),
-    " ", h("span", {class: "muted"}, `read: ${counts}`));
+    badge(report.failed ? "unresolved" : "resolved", "", report.failed ? "mismatches" : "agrees"),
+    ` ${report.passed} of ${report.checks} checks pass `, h("span", {class: "muted"}, `(read: ${counts})`));
 }
 
 function gate(run) {
