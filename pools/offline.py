@@ -415,8 +415,8 @@ def backend_files(
     main += "\n\napp.include_router(router)\n"
     low = "1 <" if "failing_gate" in flaws else "1 <="
     return [
-        {"path": "backend/app/__init__.py", "content": ""},
         {"path": "backend/app/main.py", "content": main},
+        {"path": "backend/app/__init__.py", "content": ""},
         {"path": "backend/app/validation.py", "content": VALIDATION.format(low=low)},
         {"path": "backend/tests/test_validation.py", "content": VALIDATION_TEST},
         {"path": "backend/requirements.txt", "content": "fastapi==0.115.0\nuvicorn==0.30.0\n"},

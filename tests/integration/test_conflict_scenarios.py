@@ -56,8 +56,8 @@ def test_security_flags_sql_injection_then_remediation_and_reaudit_resolve_it(wo
     # The re-audit read the remediated code and found nothing critical or high; bandit agrees.
     assert not [f for f in reaudit.result["findings"] if f["severity"] in ("critical", "high")]
     assert reaudit.result["verification"]["bandit"]["scanned"] == [
-        "backend/app/__init__.py",
         "backend/app/main.py",
+        "backend/app/__init__.py",
         "backend/app/validation.py",
         "backend/tests/test_validation.py",
     ]
