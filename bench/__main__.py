@@ -27,6 +27,7 @@ BENCHMARKS = {
     "sandbox": "the agents' sandbox: start-to-exit of `true` (bubblewrap)",
     "agent_loop": "the engine's own time per turn of an agent's tool loop",
     "streams": "SSE streams on one daphne: database connections and memory per idle stream, delivery",
+    "contracts": "the contract checks on a 200-file tree, and the integration gate's overhead",
 }
 # Run only when named: API clients and console websockets for a minute (bench/load.py).
 OPT_IN = {"load": "concurrent API clients and console websockets (only when named)"}

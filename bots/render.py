@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
+from executions.integration import summary_line
 from executions.models import Conflict, Execution, Task
 from executions.states import ExecutionStatus, TaskStatus
 
@@ -252,7 +253,12 @@ def milestones(execution: Execution, tasks: list[Task], conflicts: list[Conflict
             found.append((when, f"conflict:{conflict.pk}:{conflict.status}", text))
     if execution.status == ExecutionStatus.PARTIAL and execution.finished_at:
         planned = [t for t in tasks if t.kind == "plan"]
-        missing = [f"`{t.key}` ({t.status})" for t in planned if t.status != TaskStatus.SUCCEEDED]
+        withheld = {key for conflict in conflicts for key in conflict.withheld_tasks()}
+        missing = [
+            f"`{t.key}` ({t.status if t.status != TaskStatus.SUCCEEDED else 'unresolved conflict'})"
+            for t in planned
+            if t.status != TaskStatus.SUCCEEDED or t.key in withheld
+        ]
         found.append(
             (
                 execution.finished_at,
@@ -263,6 +269,11 @@ def milestones(execution: Execution, tasks: list[Task], conflicts: list[Conflict
             )
         )
     return [(key, text) for _, key, text in sorted(found, key=lambda item: item[0])]
+
+
+def gate_line(execution: Execution) -> str:
+    """The integration gate's result, as the final message states it."""
+    return summary_line(execution.integration or {})
 
 
 def summary_key(execution: Execution) -> str | None:
@@ -291,6 +302,9 @@ def summary_message(execution: Execution, *, public_url: str) -> Message:
         f"*Cost:* ${execution.cost_usd:.2f} model usage · fee ${execution.fee_usd:.2f}"
         f" · refund ${execution.refund_usd:.2f}"
     )
+    gate = gate_line(execution)
+    if gate:
+        lines.append(f"*Integration:* {escape(gate)}")
     lines.append(f"<{console_url(public_url, execution.pk)}|Open in console>")
     return Message(text="\n".join(lines))
 

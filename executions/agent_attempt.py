@@ -162,6 +162,8 @@ def dependency_results(task: Task) -> list[dict]:
             continue
         files: dict[str, str] = {}
         for version in done:
+            for path in version.result.get("removed", []):
+                files.pop(path, None)
             files.update((f["path"], f["content"]) for f in version.result.get("files", []))
         latest = done[-1]
         results.append(
@@ -177,6 +179,35 @@ def dependency_results(task: Task) -> list[dict]:
             }
         )
     return results
+
+
+def lineage_root(task: Task) -> tuple[str, str]:
+    """The key and description of the original task a remediation or revision replaces (the task's
+    own otherwise): the contract's ownership and the offline agents' templates go by it."""
+    if task.kind in SUPERSEDING_KINDS and task.parent_id:
+        row = Task.objects.filter(pk=task.parent_id).values_list("key", "description").first()
+        if row:
+            return row
+    return task.key, task.description
+
+
+def contract_of(task: Task) -> tuple[dict, list[str] | None]:
+    """The execution's contract and the path prefixes the task's lineage owns (None: unrestricted)."""
+    contract = task.execution.contract or {}
+    owned = contract.get("ownership", {}).get(lineage_root(task)[0])
+    return contract, owned
+
+
+def task_for_prompt(task: Task) -> dict:
+    contract, owned = contract_of(task)
+    return {
+        "key": task.key,
+        "pool": task.pool,
+        "description": task.description,
+        "context": task.context,
+        "contract": contract,
+        "owned": owned,
+    }
 
 
 def previous_failure(task: Task, attempt_number: int) -> str:
@@ -245,6 +276,9 @@ def task_run(task_id: int, dispatch_no: int) -> None:
         else:
             reply, loop = call_agent(task, attempt.number, spec, pool, deadline, keeper, meter, deps), None
         result = verify_output(task_role(task, pool), reply, deps)
+        if task.context.get("drop_paths"):
+            # An ownership fix: the files outside the lineage's paths leave the merged tree.
+            result["removed"] = sorted(set(task.context["drop_paths"]) - set(Task.paths_of(result)))
         result["inputs"] = [
             {
                 "key": d["key"],
@@ -313,12 +347,7 @@ def work_in_loop(
         system=AGENT_SYSTEM.get(role, GENERIC_AGENT_SYSTEM),
         prompt=loop_prompt(
             request=task.execution.message,
-            task={
-                "key": task.key,
-                "pool": task.pool,
-                "description": task.description,
-                "context": task.context,
-            },
+            task=task_for_prompt(task),
             role=role,
             dependencies=deps,
             previous_failure=previous_failure(task, attempt.number),
@@ -377,7 +406,14 @@ def work_in_loop(
 
 def agent_meta(task: Task, attempt_number: int, pool: WorkerPool | None, deps: list[dict]) -> dict:
     """Structured facts for the offline provider, which has no model to read the prompt with."""
+    contract, owned = contract_of(task)
+    root_key, root_description = lineage_root(task)
     return {
+        "contract": contract,
+        "owned": owned or [],
+        "root": root_key,
+        "root_description": root_description,
+        "conflict_kind": task.context.get("conflict_kind", ""),
         "request": task.execution.message,
         "description": task.description,
         "kind": task.kind,
@@ -416,7 +452,7 @@ def call_agent(
 ) -> dict:
     """A single reply (a pool with max_turns 1, or a model without tools): ask the pool's model,
     parse the reply; one repair request on a malformed reply."""
-    base = {"key": task.key, "pool": task.pool, "description": task.description, "context": task.context}
+    base = task_for_prompt(task)
     failure = previous_failure(task, attempt_number)
     meta = agent_meta(task, attempt_number, pool, deps)
     role = task_role(task, pool)

@@ -124,6 +124,16 @@ class AttemptOut(Schema):
     turns: list[TurnOut]
 
 
+class EvidenceOut(Schema):
+    """One mismatch with the contract, as the checks found it."""
+
+    check: str
+    file: str | None
+    line: int | None
+    found: str
+    expected: str
+
+
 class ConflictOut(Schema):
     kind: str
     status: str
@@ -131,6 +141,48 @@ class ConflictOut(Schema):
     description: str
     resolution: str
     rounds: int
+    evidence: list[EvidenceOut] = []  # interface and ownership conflicts: the checks' findings
+    gate: dict | None = None  # integration conflicts: the failing run (command, exit code, output tail)
+
+
+class EndpointOut(Schema):
+    method: str
+    path: str
+    request: dict
+    response: dict
+
+
+class TableOut(Schema):
+    name: str
+    columns: dict[str, str]
+
+
+class ContractOut(Schema):
+    endpoints: list[EndpointOut] = []
+    tables: list[TableOut] = []
+    ownership: dict[str, list[str]] = {}
+
+
+class ContractChecksOut(Schema):
+    checks: int = 0
+    passed: int = 0
+    failed: int = 0
+    counts: dict[str, int] = {}
+    notes: list[str] = []
+
+
+class IntegrationOut(Schema):
+    """The integration gate's last run on the merged project."""
+
+    ran: bool = False
+    command: str = ""
+    exit_code: int | None = None
+    passed: int = 0
+    failed: int = 0
+    output_tail: str = ""
+    ok: bool | None = None
+    reason: str = ""
+    duration_sec: float | None = None
 
 
 class ComparisonSide(Schema):
@@ -184,6 +236,9 @@ class ExecutionOut(Schema):
     plan_source: str
     plan_notes: list[str]
     provider: str
+    contract: ContractOut
+    contract_checks: ContractChecksOut
+    integration: IntegrationOut
     tasks: list[TaskOut]
     conflicts: list[ConflictOut]
     comparison: ComparisonOut

@@ -80,7 +80,7 @@ def task_start(task_id: int, dispatch_no: int, worker: str, *, lease_sec: float)
     task = (
         Task.objects.filter(pk=task_id)
         .select_related("execution")
-        .defer("execution__plan")
+        .defer("execution__plan", "execution__contract_report", "execution__integration")
         .annotate(attempts_so_far=Subquery(attempt_count))
         .first()
     )

@@ -347,9 +347,14 @@ def undelivered_share(tasks: list[Task]) -> Decimal:
     return RefundPolicy(share_rule="weight").undelivered_share(tasks)
 
 
+def withheld(execution: Execution) -> frozenset[str]:
+    """Planned tasks that succeeded but are not delivered: the deviating sides of unresolved conflicts."""
+    return frozenset(key for conflict in execution.conflicts.all() for key in conflict.withheld_tasks())
+
+
 def refund_for(execution: Execution, status: str, tasks: list[Task]) -> Decimal:
     """What the client gets back when the execution ends in `status`, by the active refund policy."""
-    return money(execution.fee_usd * RefundPolicy.current().refund_share(status, tasks))
+    return money(execution.fee_usd * RefundPolicy.current().refund_share(status, tasks, withheld(execution)))
 
 
 def settle(execution: Execution, status: str) -> Decimal:

@@ -92,6 +92,8 @@ def lineage_files(root: Task) -> dict[str, str]:
     )
     files: dict[str, str] = {}
     for version in versions:
+        for path in version.result.get("removed", []):
+            files.pop(path, None)
         files.update((f["path"], f["content"]) for f in version.result.get("files", []))
     return files
 
@@ -403,12 +405,16 @@ def reject_schema(task: Task) -> None:
     reports = task.result.get("verification", {}).get("schema", {})
     paths = sorted(path for path, report in reports.items() if not report.get("accepted"))
     problem = headline(findings) if findings else (errors[0] if errors else "schema rejected")
+    # A fix of a schema (a contract mismatch) that the checks reject is revised as its lineage.
+    root = task.key
+    if task.kind in SUPERSEDING_KINDS and task.parent_id:
+        root = Task.objects.filter(pk=task.parent_id).values_list("key", flat=True).first() or task.key
     conflict = detect(
         task.execution_id,
         ConflictKind.SCHEMA_REJECTED,
         between,
         f"Schema check vs Database on {problem} in {task.key}",
-        {"schema": task.key, "paths": paths, "findings": findings, "errors": errors, "tasks": [task.key]},
+        {"schema": root, "paths": paths, "findings": findings, "errors": errors, "tasks": [task.key]},
     )
     start_revision(conflict, task)
 
@@ -540,3 +546,64 @@ def close_open_conflicts(execution_id: str) -> None:
             if stuck
             else "stopped before a clean re-check",
         )
+
+
+# ---------------------------------------------------------------- contract and integration fixes
+
+# Kinds settled at aggregation, when the merged tree is checked as a whole (`interfaces`, `integration`).
+TREE_KINDS = (ConflictKind.INTERFACE, ConflictKind.OWNERSHIP, ConflictKind.INTEGRATION)
+# All the fix rounds those kinds may start in one execution, in max_rounds: a fix of one side
+# that breaks another cannot go back and forth for ever.
+TREE_ROUNDS_FACTOR = 3
+
+
+def tree_rounds_left(execution_id: str) -> bool:
+    spent = sum(
+        Conflict.objects.filter(execution_id=execution_id, kind__in=TREE_KINDS).values_list(
+            "rounds", flat=True
+        )
+    )
+    return spent < TREE_ROUNDS_FACTOR * max_rounds()
+
+
+def start_lineage_fix(
+    conflict: Conflict, root: Task, *, label: str, description: str, context: dict
+) -> str | None:
+    """One fix round of a tree conflict: a remediation of `root`'s lineage given its current files and
+    `context` (the evidence, or the gate's output); or the conflict unresolved once the rounds are
+    spent. Returns the fix task's key, or None when it gave up."""
+    if conflict.rounds >= max_rounds() or not tree_rounds_left(conflict.execution_id):
+        give_up(conflict, f"still failing after {conflict.rounds} fix round(s): {conflict.description}")
+        return None
+    round_no = conflict.rounds + 1
+    key = follow_up_key(conflict.execution_id, root.key, label, round_no, conflict)
+    files = lineage_files(root)
+    add_follow_ups(
+        conflict.execution_id,
+        [
+            {
+                "id": key,
+                "pool": root.pool,
+                "kind": TaskKind.REMEDIATION,
+                "parent_id": root.pk,
+                "priority": 1,
+                "description": f"{description} (fix round {round_no} of {root.key})",
+                "timeout_sec": pool_timeout(root.pool, root.timeout_sec),
+                "blocked_by": [],
+                "soft_deps": [],
+                "context": {
+                    "conflict": conflict.pk,
+                    "round": round_no,
+                    "conflict_kind": conflict.kind,
+                    **context,
+                    "target_files": [{"path": p, "content": c} for p, c in sorted(files.items())],
+                },
+                "expected_sec": root.expected_sec,
+            }
+        ],
+    )
+    details = {**conflict.details, "deviating": [root.key]}
+    Conflict.objects.filter(pk=conflict.pk).update(details=details)
+    conflict.details = details
+    mark_resolving(conflict, round_no, [key])
+    return key

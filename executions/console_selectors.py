@@ -266,10 +266,15 @@ def execution_snapshot(execution_id: str, *, may_change: bool = False) -> dict |
                 "rounds": c.rounds,
                 "created_at": _iso(c.created_at),
                 "resolved_at": _iso(c.resolved_at),
+                "evidence": selectors.conflict_row(c)["evidence"],
+                "gate": c.details.get("gate"),
             }
             for c in conflicts
         ],
         "conflicts_resolved": sum(1 for c in conflicts if c.status == "resolved"),
+        "contract": execution.contract or {},
+        "contract_checks": {k: v for k, v in (execution.contract_report or {}).items() if k != "mismatches"},
+        "integration": execution.integration or {},
         "last_seq": execution.next_seq,
     }
 

@@ -5,7 +5,7 @@ from decimal import Decimal
 
 from django.db.models import Max, Min
 
-from .billing import money
+from .billing import money, withheld
 from .models import Attempt, Execution, RefundPolicy
 
 
@@ -63,7 +63,7 @@ def execution_invoice(execution: Execution) -> dict:
         "refund": {
             "usd": f"{refund:.2f}",
             "share_of_fee": f"{(refund / fee if fee else Decimal('0')):.4f}",
-            "undelivered_share": f"{policy.undelivered_share(tasks):.4f}",
+            "undelivered_share": f"{policy.undelivered_share(tasks, withheld(execution)):.4f}",
             "policy": policy.name,
             "rule": policy.get_share_rule_display(),
         },

@@ -1,7 +1,8 @@
 """The merged project tree: every succeeded task's files, one version per path.
 
 A lineage is an original task and the remediations and revisions that replace its output. Each
-lineage counts with its latest version of a path; when several lineages write one path with
+lineage counts with its latest version of a path (a remediation may also drop paths of its
+lineage: `result["removed"]`, the files an ownership fix moves out); when several lineages write one path with
 different content, COLLISION_RULE picks the version kept and each other one is a collision.
 """
 
@@ -37,12 +38,16 @@ def merged_files(tasks: list[Task]) -> tuple[dict[str, dict], list[dict]]:
     versions: dict[str, dict[str, tuple[tuple, dict]]] = {}
     for task in sorted((t for t in tasks if t.status == TaskStatus.SUCCEEDED), key=merge_order):
         lineage = lineage_key(task, by_pk)
+        for path in task.result.get("removed", []):  # an ownership fix drops its lineage's stray files
+            versions.get(path, {}).pop(lineage, None)
         for item in task.result.get("files", []):
             entry = {"content": item["content"], "task": task.key, "lineage": lineage}
             versions.setdefault(item["path"], {})[lineage] = (merge_order(task), entry)
     tree: dict[str, dict] = {}
     collisions = []
     for path, by_lineage in versions.items():
+        if not by_lineage:
+            continue
         ranked = [entry for _, entry in sorted(by_lineage.values(), key=lambda pair: pair[0])]
         tree[path] = kept = ranked[-1]
         collisions += [

@@ -120,6 +120,12 @@ class Execution(models.Model):
     plan = models.JSONField(default=dict, blank=True)
     plan_source = models.CharField(max_length=20, blank=True, help_text="model, repaired or fallback")
     plan_notes = models.JSONField(default=list, blank=True)
+    # The plan's contract (endpoints, tables, ownership): what every task builds to.
+    contract = models.JSONField(default=dict, blank=True)
+    # The last check of the merged tree against the contract: counts and mismatches.
+    contract_report = models.JSONField(default=dict, blank=True)
+    # The integration gate's last run: {"ran", "command", "exit_code", "passed", "failed", "output_tail", …}.
+    integration = models.JSONField(default=dict, blank=True)
     budget_usd = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
     estimated_duration_sec = models.FloatField(null=True, blank=True)
     serial_estimate_sec = models.FloatField(null=True, blank=True)
@@ -344,6 +350,14 @@ class Conflict(models.Model):
     class Meta:
         ordering = ["created_at", "id"]
 
+    def withheld_tasks(self) -> list[str]:
+        """The tasks whose output this conflict, left unresolved, keeps from counting as delivered: the
+        side that deviates (the flagged code, the rejected schema, the lineage a fix was for)."""
+        if self.status == ConflictStatus.RESOLVED:
+            return []
+        keys = self.details.get("deviating") or [self.details.get("code") or self.details.get("schema")]
+        return [key for key in keys if key]
+
 
 class LedgerEntry(models.Model):
     KINDS = [("usage", "usage"), ("fee", "fee"), ("refund", "refund")]
@@ -459,19 +473,22 @@ class RefundPolicy(SingleActive):
         if self.floor_share is not None and self.cap_share is not None and self.floor_share > self.cap_share:
             raise ValidationError({"floor_share": "The floor cannot exceed the cap."})
 
-    def undelivered_share(self, tasks: list["Task"]) -> Decimal:
-        """The planned work not delivered, 0..1, by weight or by count (remediation work does not count)."""
+    def undelivered_share(self, tasks: list["Task"], withheld: frozenset[str] = frozenset()) -> Decimal:
+        """The planned work not delivered, 0..1, by weight or by count (remediation work does not count).
+        A task in `withheld` succeeded but is not delivered: it is the deviating side of a conflict left
+        unresolved (`Conflict.withheld_tasks`)."""
         planned = [t for t in tasks if t.kind == TaskKind.PLAN]
+
+        def lost(task: "Task") -> bool:
+            return task.status != TaskStatus.SUCCEEDED or task.key in withheld
+
         if self.share_rule == "count":
-            total, lost = len(planned), sum(1 for t in planned if t.status != TaskStatus.SUCCEEDED)
-            return Decimal(lost) / Decimal(total) if total else Decimal("0")
+            total = len(planned)
+            return Decimal(sum(1 for t in planned if lost(t))) / Decimal(total) if total else Decimal("0")
         total = sum(Decimal(str(t.weight)) for t in planned)
         if total <= 0:
             return Decimal("0")
-        return (
-            sum((Decimal(str(t.weight)) for t in planned if t.status != TaskStatus.SUCCEEDED), Decimal("0"))
-            / total
-        )
+        return sum((Decimal(str(t.weight)) for t in planned if lost(t)), Decimal("0")) / total
 
     def treatment_for(self, status: str, tasks: list["Task"]) -> str:
         if status == ExecutionStatus.CANCELLED:
@@ -483,14 +500,16 @@ class RefundPolicy(SingleActive):
             ExecutionStatus.FAILED: self.on_failed,
         }.get(status, self.NONE)
 
-    def refund_share(self, status: str, tasks: list["Task"]) -> Decimal:
+    def refund_share(
+        self, status: str, tasks: list["Task"], withheld: frozenset[str] = frozenset()
+    ) -> Decimal:
         """The share of the fee (0..1) refunded when an execution ends in `status`."""
         treatment = self.treatment_for(status, tasks)
         if treatment == self.FULL:
             return Decimal("1")
         if treatment != self.UNDELIVERED:
             return Decimal("0")
-        undelivered = self.undelivered_share(tasks)
+        undelivered = self.undelivered_share(tasks, withheld)
         if undelivered <= 0:
             return Decimal("0")
         return min(self.cap_share, max(self.floor_share, self.factor * undelivered))

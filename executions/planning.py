@@ -1,11 +1,12 @@
 """Planning an execution: planning → executing (or awaiting_approval, or failed).
 
-The PM decomposes the request (`pm_coordinator`); each task's expected duration comes from its
-pool (the provider's known latency, else the pool's history); the router picks serial or parallel
-from the simulated schedule (`dag`, `agent_router`); the fee is fixed by the pricing policy
-(`billing`); the tasks are created and dispatched once committed. An execution whose client
-approves plans (`approval: plan`) stops at `awaiting_approval` with its plan, estimates and fee
-until the client approves it (`approval`), and only then is charged and started.
+The PM decomposes the request into tasks and their contract (`pm_coordinator`); each task's
+expected duration comes from its pool (the provider's known latency, else the pool's history); the
+router picks serial or parallel from the simulated schedule (`dag`, `agent_router`); the fee is
+fixed by the pricing policy (`billing`); the tasks are created and dispatched once committed. An
+execution whose client approves plans (`approval: plan`) stops at `awaiting_approval` with its
+plan, contract, estimates and fee until the client approves it (`approval`), and only then is
+charged and started.
 """
 
 import heapq
@@ -270,6 +271,7 @@ def _plan(execution: Execution, claim: int, calls: list) -> bool:
                 before=lambda: bill_planning(execution, claim, calls),
                 plan_source=result.source,
                 plan_notes=result.notes,
+                contract=result.contract,
             )
     if started:
         log.info(
@@ -327,6 +329,7 @@ def _await_approval(
             plan_notes=result.notes,
             quoted_fee_usd=figures.fee,
             approval_expires_at=expires,
+            contract=result.contract,
             phase_lease_until=None,
             phase_claims=0,
         ):
@@ -344,6 +347,8 @@ def _await_approval(
                 model,
                 plan_source=result.source,
                 notes=result.notes,
+                contract=result.contract,
+                contract_source=result.contract_source,
                 expires_at=expires.isoformat(),
             ),
         )
@@ -398,6 +403,7 @@ def execution_start(
             model,
             plan_source=execution.plan_source,
             notes=execution.plan_notes,
+            contract=execution.contract,
         ),
     )
     dispatch_after_commit(t.pool for t in created)

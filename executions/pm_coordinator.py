@@ -1,9 +1,13 @@
-"""The PM: decompose a request into a validated task DAG.
+"""The PM: decompose a request into a validated task DAG and its contract.
 
-The PM model answers with the seed's task JSON. The plan is validated; fixable details (missing
+The PM model answers with the seed's task JSON and the plan's `contract` (endpoints, tables,
+ownership: DESIGN.md, "Parallel agents agree"). The plan is validated; fixable details (missing
 priority, a timeout outside the pool's bounds, an unknown pool name) are repaired in place with a
-note; structural errors (duplicate ids, missing dependencies, cycles, too many tasks) send the
-errors back to the model once; a plan still invalid gives way to the deterministic planner.
+note; structural errors (duplicate ids, missing dependencies, cycles, too many tasks) and an
+invalid contract (not an object, a bad method or path, a duplicate endpoint or table, ownership of
+an unknown task) send the errors back to the model once. A plan still invalid gives way to the
+deterministic planner; a valid plan whose contract is still invalid, or that has none, gets the
+deterministic planner's contract for its tasks.
 """
 
 import json
@@ -13,6 +17,8 @@ import re
 from dataclasses import dataclass, field
 
 from pools import llm
+from pools.contracts.contract import ContractInvalid, validate_contract
+from pools.contracts.derive import area_of, contract_for
 from pools.prompts import PLAN_SYSTEM, plan_prompt, plan_repair_prompt
 from pools.replies import ReplyError, extract_json
 
@@ -54,6 +60,8 @@ class PlanResult:
     source: str  # "model", "repaired" or "fallback"
     notes: list[str] = field(default_factory=list)
     completions: list[tuple[llm.ModelSpec, llm.Completion]] = field(default_factory=list)
+    contract: dict = field(default_factory=dict)
+    contract_source: str = ""  # "model", "repaired" or "fallback"
 
 
 class PlanInvalid(Exception):
@@ -222,19 +230,44 @@ def deterministic_plan(request: str, pools: dict[str, PoolLimits]) -> list[dict]
     return tasks
 
 
+def deterministic_contract(request: str, tasks: list[dict], pools: dict[str, PoolLimits]) -> dict:
+    """The deterministic planner's contract for these tasks (`pools.contracts.derive`)."""
+    roles = {name: limits.role for name, limits in pools.items()}
+    return contract_for(
+        request, {t["id"]: area_of(t["description"], roles.get(t["pool"], "")) for t in tasks}
+    )
+
+
+def plan_contract(raw: object, tasks: list[dict]) -> tuple[dict | None, list[str], list[str]]:
+    """The plan's contract if it has a valid one: (contract or None, notes, errors)."""
+    if not isinstance(raw, dict) or raw.get("contract") is None:
+        return None, ["the plan has no contract"], []
+    try:
+        contract, notes = validate_contract(raw["contract"], {t["id"] for t in tasks})
+    except ContractInvalid as exc:
+        return None, [], exc.errors
+    return contract, notes, []
+
+
 def decompose(
     request: str, spec: llm.ModelSpec, pools: dict[str, PoolLimits], *, max_tasks: int, timeout: float
 ) -> PlanResult:
-    """Ask the PM model for a plan, validate it, repair once, fall back to the deterministic planner."""
+    """Ask the PM model for a plan and its contract, validate them, repair once, fall back to the
+    deterministic planner (or, for a valid plan, to its contract)."""
     completions: list[tuple[llm.ModelSpec, llm.Completion]] = []
     available = {name: limits.timeout_sec for name, limits in pools.items() if limits.enabled}
     prompt = plan_prompt(request, available, max_tasks)
     # The offline PM has no model to plan with: it answers with the deterministic plan.
-    fallback = [
-        {k: v for k, v in t.items() if k != "timeout_sec"} for t in deterministic_plan(request, pools)
-    ]
-    meta = {"request": request, "pools": sorted(available), "fallback_plan": fallback}
+    planned = deterministic_plan(request, pools)
+    fallback = [{k: v for k, v in t.items() if k != "timeout_sec"} for t in planned]
+    meta = {
+        "request": request,
+        "pools": sorted(available),
+        "fallback_plan": fallback,
+        "fallback_contract": deterministic_contract(request, planned, pools),
+    }
     errors: list[str] = []
+    valid: tuple | None = None  # (tasks, notes, round, contract errors) of a valid plan whose contract is not
     for round_ in ("model", "repaired"):
         if round_ == "repaired":
             prompt = plan_repair_prompt(request, available, max_tasks, errors)
@@ -255,16 +288,38 @@ def decompose(
             break
         completions.append((spec, completion))
         try:
-            tasks, notes = validate_plan(extract_json(completion.text), pools, max_tasks=max_tasks)
-            return PlanResult(tasks, round_, notes, completions)
+            raw = extract_json(completion.text)
+            tasks, notes = validate_plan(raw, pools, max_tasks=max_tasks)
         except ReplyError as exc:
             errors = [str(exc)]
         except PlanInvalid as exc:
             errors = exc.errors
+        else:
+            contract, contract_notes, contract_errors = plan_contract(raw, tasks)
+            if contract is not None:
+                return PlanResult(tasks, round_, notes + contract_notes, completions, contract, round_)
+            if not contract_errors:  # no contract at all: the deterministic one, without a repair
+                derived = deterministic_contract(request, tasks, pools)
+                notes += [f"{n}: the deterministic planner's contract is used" for n in contract_notes]
+                return PlanResult(tasks, round_, notes, completions, derived, "fallback")
+            valid = (tasks, notes, round_, contract_errors)
+            errors = [f"contract: {e}" for e in contract_errors]
         log.warning("PM plan rejected (%s): %s", round_, "; ".join(errors))
-    tasks = deterministic_plan(request, pools)
-    return PlanResult(tasks, "fallback", [f"model plan rejected: {e}" for e in errors], completions)
+    if valid is not None:
+        tasks, notes, round_, contract_errors = valid
+        notes = notes + [f"model contract rejected: {e}" for e in contract_errors]
+        return PlanResult(
+            tasks, round_, notes, completions, deterministic_contract(request, tasks, pools), "fallback"
+        )
+    return PlanResult(
+        planned,
+        "fallback",
+        [f"model plan rejected: {e}" for e in errors],
+        completions,
+        deterministic_contract(request, planned, pools),
+        "fallback",
+    )
 
 
-def plan_as_json(tasks: list[dict]) -> str:
-    return json.dumps({"tasks": tasks}, indent=2)
+def plan_as_json(tasks: list[dict], contract: dict | None = None) -> str:
+    return json.dumps({"tasks": tasks, **({"contract": contract} if contract else {})}, indent=2)

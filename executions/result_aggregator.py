@@ -1,11 +1,15 @@
 """Aggregation: the end of an execution. Once no task can make progress, the merged tree is
-judged (final status, quality), the PM synthesizes the client's answer (or the plain summary
-here stands in), and the execution is settled: its refund by policy and its final event."""
+checked as a whole: against the plan's contract (`interfaces`), then by the integration gate
+(`integration`). Either may start a fix round, and the execution goes back to executing until
+the fixes are done. Then the tree is judged (final status, quality), the PM synthesizes the
+client's answer (or the plain summary here stands in), and the execution is settled: its refund
+by policy and its final event."""
 
 import io
 import logging
 import zipfile
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -14,36 +18,56 @@ from pools.models import EngineSettings
 from pools.prompts import SYNTHESIS_SYSTEM, synthesis_prompt
 from pools.verifiers.paths import path_problem, tree_clashes
 
-from . import billing, events, webhooks
-from .conflicts import close_open_conflicts
+from . import billing, events, integration, interfaces, webhooks
+from .conflicts import TREE_KINDS, close_open_conflicts
 from .merge import merged_files
 from .models import Conflict, Execution, Task
 from .states import ConflictKind, ConflictStatus, ExecutionStatus, StopReason, TaskKind, TaskStatus
-from .transitions import claim_phase, move_execution
+from .transitions import claim_phase, lock_execution, move_execution
 
 log = logging.getLogger("openclaw.aggregator")
 
 SYNTHESIS_TIMEOUT_SEC = 120
+REOPENED, STOPPED, CHECKED = "reopened", "stopped", "checked"
 
 
-def final_status(tasks: list[Task]) -> str:
-    if any(t.status == TaskStatus.CANCELLED and t.stop_reason == StopReason.BUDGET for t in tasks):
+def stopped_for_budget(tasks: list[Task]) -> bool:
+    return any(t.status == TaskStatus.CANCELLED and t.stop_reason == StopReason.BUDGET for t in tasks)
+
+
+def final_status(tasks: list[Task], conflicts: list[Conflict] = (), gate: dict | None = None) -> str:
+    """`completed` only when every planned task delivered, no conflict is left unresolved and the
+    integration gate did not fail; `partial` when something was delivered; else `failed`."""
+    if stopped_for_budget(tasks):
         return ExecutionStatus.BUDGET_EXCEEDED
     planned = [t for t in tasks if t.kind == TaskKind.PLAN]
     delivered = [t for t in planned if t.status == TaskStatus.SUCCEEDED]
-    if len(delivered) == len(planned):
+    if not delivered:
+        return ExecutionStatus.FAILED
+    unresolved = any(c.status != ConflictStatus.RESOLVED for c in conflicts)
+    if len(delivered) == len(planned) and not unresolved and not integration.failed(gate or {}):
         return ExecutionStatus.COMPLETED
-    return ExecutionStatus.PARTIAL if delivered else ExecutionStatus.FAILED
+    return ExecutionStatus.PARTIAL
 
 
-def quality_score(tasks: list[Task], conflicts: list[Conflict]) -> float:
-    """The quality of a delivery in [0, 1], from verifier results, conflicts and dead tasks:
+def quality_score(
+    tasks: list[Task],
+    conflicts: list[Conflict],
+    contract_report: dict | None = None,
+    gate: dict | None = None,
+) -> float:
+    """The quality of a delivery in [0, 1], from measured facts only:
 
-        q = D × (1 − min(0.5, 0.1·H + 0.02·M)) − 0.15·U − 0.05·X, clamped to [0, 1], 2 decimals
+        q = D × F × K × T × 0.85^U × 0.95^X, clamped to [0, 1], 2 decimals
 
-    D: the delivered share of the planned work (by estimated duration, as refunds count it);
-    H, M: open critical/high and medium findings (tools' and models') in delivered outputs, one per
-    place (file and line); findings a resolved conflict settled do not count;
+    D: the delivered share of the planned work (by the server's weights, as refunds count it);
+    F = 1 − min(0.5, 0.1·H + 0.02·M), H and M the open critical/high and medium findings (tools'
+    and models') in delivered outputs, one per place (file and line); findings a resolved conflict
+    settled do not count;
+    K: the share of the contract checks that pass on the merged tree (1 without checks);
+    T: the share of the integration gate's tests that pass (1 when it ran no test; 0 when it failed
+    without a test failing, e.g. on a compile error; 1 when it could not run, which the
+    `integration` object says);
     U: conflicts not resolved; X: dead tasks of any kind (planned, remediation, re-audit, revision).
     """
     planned = [t for t in tasks if t.kind == TaskKind.PLAN]
@@ -63,8 +87,22 @@ def quality_score(tasks: list[Task], conflicts: list[Conflict]) -> float:
                 places[bucket].add(place)
     unresolved = sum(1 for c in conflicts if c.status != ConflictStatus.RESOLVED)
     dead = sum(1 for t in tasks if t.status == TaskStatus.DEAD)
-    penalty = min(0.5, 0.1 * len(places["high"]) + 0.02 * len(places["medium"]))
-    return round(max(0.0, min(1.0, delivered * (1 - penalty) - 0.15 * unresolved - 0.05 * dead)), 2)
+    findings = 1 - min(0.5, 0.1 * len(places["high"]) + 0.02 * len(places["medium"]))
+    report = contract_report or {}
+    checks = report.get("passed", 0) / report["checks"] if report.get("checks") else 1.0
+    score = delivered * findings * checks * tests_share(gate or {}) * 0.85**unresolved * 0.95**dead
+    # Half up: 0.9 × 0.85 is 0.765, whose binary neighbour below would round down.
+    return round(max(0.0, min(1.0, score)) + 1e-9, 2)
+
+
+def tests_share(gate: dict) -> float:
+    """T of the quality formula."""
+    if not gate.get("ran"):
+        return 1.0
+    run = gate.get("passed", 0) + gate.get("failed", 0)
+    if run:
+        return gate.get("passed", 0) / run
+    return 1.0 if gate.get("ok") else 0.0
 
 
 def verification_summary(tasks: list[Task]) -> str:
@@ -146,9 +184,17 @@ def synthesis_facts(
         "security": [
             f"{c.description} → {c.resolution}"
             for c in conflicts
-            if c.status == ConflictStatus.RESOLVED and c.kind != ConflictKind.FILE_COLLISION
+            if c.status == ConflictStatus.RESOLVED
+            and c.kind in (ConflictKind.SECURITY_FINDING, ConflictKind.SCHEMA_REJECTED)
         ]
         + [verification_summary(tasks)],
+        "agreement": [
+            f"{c.description} → {c.resolution}"
+            for c in conflicts
+            if c.status == ConflictStatus.RESOLVED and c.kind in TREE_KINDS
+        ],
+        "contract": contract_summary(execution.contract_report),
+        "integration": integration.summary_line(execution.integration),
         "unresolved": [
             f"{c.description}: {c.resolution}" for c in conflicts if c.status != ConflictStatus.RESOLVED
         ]
@@ -156,6 +202,12 @@ def synthesis_facts(
         + [f"open finding: {item}" for item in open_high[:10]],
         "quality_score": quality,
     }
+
+
+def contract_summary(report: dict) -> str:
+    if not report or not report.get("checks"):
+        return ""
+    return f"{report['passed']} of {report['checks']} contract checks pass on the merged project"
 
 
 def plain_summary(facts: dict) -> str:
@@ -176,6 +228,12 @@ def plain_summary(facts: dict) -> str:
         lines.append(f"**Remediation:** {facts['remediation']}")
     if facts.get("quality_score") is not None:
         lines.append(f"**Quality score:** {facts['quality_score']:.2f}")
+    if facts.get("integration"):
+        lines.append(f"**Integration:** {facts['integration']}")
+    if facts.get("contract"):
+        lines.append(f"**Contract:** {facts['contract']}")
+    if facts.get("agreement"):
+        lines += ["", "**Interfaces agreed:**"] + [f"- {s}" for s in facts["agreement"]]
     if facts.get("security"):
         lines += ["", "**Security measures:**"] + [f"- {s}" for s in facts["security"]]
     if facts.get("unresolved"):
@@ -189,17 +247,21 @@ def aggregate(execution_id: str) -> str | None:
 
     Like planning, the worker holds the phase's lease for the length of the synthesis call, and
     the call is billed whether or not this worker's answer is the one kept."""
-    claim = claim_phase(execution_id, ExecutionStatus.AGGREGATING, lease_sec=SYNTHESIS_TIMEOUT_SEC + 30)
+    lease = settings.OPENCLAW_GATE_TIMEOUT_SEC + SYNTHESIS_TIMEOUT_SEC + 30
+    claim = claim_phase(execution_id, ExecutionStatus.AGGREGATING, lease_sec=lease)
     if claim is None:
         return None
     execution = Execution.objects.select_related("client").get(pk=execution_id)
+    if check_tree(execution, list(execution.tasks.all())) != CHECKED:
+        return None
     close_open_conflicts(execution_id)
+    execution.refresh_from_db()
     tasks = list(execution.tasks.all())
     conflicts = list(execution.conflicts.all())
-    status = final_status(tasks)
+    status = final_status(tasks, conflicts, execution.integration)
     _, collisions = merged_files(tasks)
     refund_preview = billing.refund_for(execution, status, tasks)
-    quality = quality_score(tasks, conflicts)
+    quality = quality_score(tasks, conflicts, execution.contract_report, execution.integration)
     facts = synthesis_facts(execution, tasks, conflicts, status, refund_preview, quality)
     facts["file_collisions"] = collisions
     settings_row = EngineSettings.current()
@@ -228,6 +290,75 @@ def aggregate(execution_id: str) -> str | None:
     if outcome is None and synthesis:  # cancelled meanwhile: the call was made all the same
         billing.record_phase_usage(execution, "synthesis", *synthesis)
     return outcome
+
+
+def check_tree(execution: Execution, tasks: list[Task]) -> str:
+    """The merged tree checked as a whole: the contract, then the integration gate. Returns REOPENED
+    when a fix round started (the execution is executing again), STOPPED when the execution left
+    aggregation meanwhile (cancelled), else CHECKED. Nothing is fixed after a budget stop."""
+    if stopped_for_budget(tasks):
+        Execution.objects.filter(pk=execution.pk).update(
+            integration={"ran": False, "ok": True, "reason": "stopped at the budget: not checked"}
+        )
+        return CHECKED
+    report = interfaces.review(execution, tasks)
+    with transaction.atomic():
+        if not still_aggregating(execution.pk):
+            return STOPPED
+        started = interfaces.settle(execution.pk, report)
+        Execution.objects.filter(pk=execution.pk).update(contract_report=report.as_dict())
+        events.emit(
+            execution.pk,
+            "execution.contract_checked",
+            payload={"checks": report.checks, "passed": report.passed, "fixes": started},
+        )
+        if started:
+            return reopen(execution.pk, started, "contract checks")
+    files, owner_of, _ = interfaces.lineage_trees(tasks)
+    gate = integration.run(files)  # the sandbox's run, with no lock held
+    with transaction.atomic():
+        if not still_aggregating(execution.pk):
+            return STOPPED
+        started = integration.settle(execution.pk, gate, files, owner_of)
+        Execution.objects.filter(pk=execution.pk).update(integration=gate)
+        events.emit(
+            execution.pk,
+            "execution.integration",
+            payload={
+                k: gate.get(k) for k in ("ran", "ok", "command", "exit_code", "passed", "failed", "reason")
+            }
+            | {"fixes": started},
+        )
+        if started:
+            return reopen(execution.pk, started, "integration gate")
+    log.info(
+        "AGGREGATOR Checked %s: %d/%d contract checks pass; gate %s",
+        execution.pk,
+        report.passed,
+        report.checks,
+        ("passed" if gate.get("ok") else "failed") if gate.get("ran") else f"not run ({gate.get('reason')})",
+    )
+    return CHECKED
+
+
+def still_aggregating(execution_id: str) -> bool:
+    lock_execution(execution_id)
+    return Execution.objects.filter(pk=execution_id, status=ExecutionStatus.AGGREGATING).exists()
+
+
+def reopen(execution_id: str, fixes: list[str], reason: str) -> str:
+    """aggregating → executing for a fix round; the fixes were added and are dispatched on commit."""
+    move_execution(
+        execution_id,
+        ExecutionStatus.AGGREGATING,
+        ExecutionStatus.EXECUTING,
+        phase_lease_until=None,
+        phase_claims=0,
+        phase_sent_at=None,
+    )
+    events.emit(execution_id, "execution.reopened", payload={"reason": reason, "tasks": fixes})
+    log.info("AGGREGATOR Reopened %s for %s: %s", execution_id, reason, ", ".join(fixes))
+    return REOPENED
 
 
 def artifacts_zip(execution: Execution) -> bytes:

@@ -172,19 +172,30 @@ def execution_detail(execution: Execution) -> dict:
         "plan_source": execution.plan_source,
         "plan_notes": execution.plan_notes,
         "provider": provider,
+        "contract": execution.contract or {"endpoints": [], "tables": [], "ownership": {}},
+        "contract_checks": {k: v for k, v in (execution.contract_report or {}).items() if k != "mismatches"},
+        "integration": execution.integration or {"ran": False, "reason": "not run yet"},
         "tasks": [task_row(t, n) for t, n in tasks],
-        "conflicts": [
-            {
-                "kind": c.kind,
-                "status": c.status,
-                "between": c.between,
-                "description": c.description,
-                "resolution": c.resolution,
-                "rounds": c.rounds,
-            }
-            for c in execution.conflicts.all()
-        ],
+        "conflicts": [conflict_row(c) for c in execution.conflicts.all()],
     }
+
+
+EVIDENCE_FIELDS = ("check", "file", "line", "found", "expected")
+
+
+def conflict_row(conflict) -> dict:
+    row = {
+        "kind": conflict.kind,
+        "status": conflict.status,
+        "between": conflict.between,
+        "description": conflict.description,
+        "resolution": conflict.resolution,
+        "rounds": conflict.rounds,
+        "evidence": [{k: e.get(k) for k in EVIDENCE_FIELDS} for e in conflict.details.get("evidence", [])],
+    }
+    if conflict.details.get("gate"):
+        row["gate"] = conflict.details["gate"]
+    return row
 
 
 def execution_list(client: Client, *, status: str | None = None, project: str | None = None):

@@ -86,6 +86,9 @@ class ConflictKind(models.TextChoices):
     SECURITY_FINDING = "security_finding", "security finding"
     SCHEMA_REJECTED = "schema_rejected", "schema rejected"
     FILE_COLLISION = "file_collision", "file collision"
+    INTERFACE = "interface", "interface mismatch"  # a file deviates from the plan's contract
+    OWNERSHIP = "ownership", "ownership"  # a task wrote outside the paths the contract gives it
+    INTEGRATION = "integration", "integration gate"  # the merged project fails its compile or tests
 
 
 S, T = ExecutionStatus, TaskStatus
@@ -130,7 +133,8 @@ EXECUTION_TRANSITIONS: dict[str, frozenset[str]] = {
     # approved → executing; rejected, expired or cancelled → cancelled
     S.AWAITING_APPROVAL: frozenset({S.EXECUTING, S.CANCELLED}),
     S.EXECUTING: frozenset({S.AGGREGATING, S.CANCELLED}),
-    S.AGGREGATING: frozenset({S.COMPLETED, S.PARTIAL, S.FAILED, S.BUDGET_EXCEEDED, S.CANCELLED}),
+    # aggregating → executing: the contract checks or the integration gate started a fix round.
+    S.AGGREGATING: frozenset({S.EXECUTING, S.COMPLETED, S.PARTIAL, S.FAILED, S.BUDGET_EXCEEDED, S.CANCELLED}),
     S.PARTIAL: frozenset({S.EXECUTING}),  # a client's retry
     S.FAILED: frozenset({S.EXECUTING}),  # a client's retry
     S.COMPLETED: frozenset(),

@@ -25,6 +25,7 @@ import re
 import textwrap
 import time
 
+from .contracts.derive import area_of, entities, table_columns
 from .llm_types import Completion, LLMError, LLMRequest, LLMTimeout, ModelSpec, ProgressCallback, ToolCall
 
 STEP_SEC = 0.05
@@ -126,7 +127,8 @@ class OfflineProvider:
     @staticmethod
     def _plan(meta: dict) -> str:
         """The planner's own deterministic plan, which it hands over as the offline PM's answer."""
-        return "```json\n" + json.dumps({"tasks": meta.get("fallback_plan", [])}, indent=2) + "\n```"
+        plan = {"tasks": meta.get("fallback_plan", []), "contract": meta.get("fallback_contract") or {}}
+        return "```json\n" + json.dumps(plan, indent=2) + "\n```"
 
     def expected_latency(self, spec: ModelSpec, request: LLMRequest) -> float | None:
         return latency_for(spec, request)
@@ -136,44 +138,35 @@ def _words(text: str) -> list[str]:
     return re.findall(r"[a-z]+", text.lower())
 
 
-ENTITY_WORDS = {
-    "menu": "menu_items",
-    "menus": "menu_items",
-    "booking": "bookings",
-    "bookings": "bookings",
-    "reservation": "bookings",
-    "order": "orders",
-    "orders": "orders",
-    "payment": "payments",
-    "payments": "payments",
-    "restaurant": "restaurants",
-    "restaurants": "restaurants",
-    "review": "reviews",
-    "reviews": "reviews",
-    "product": "products",
-    "products": "products",
-    "cart": "carts",
-    "contact": "messages",
-    "checkout": "orders",
-    "customer": "customers",
-    "customers": "customers",
-    "invoice": "invoices",
-}
+# The conflict kinds whose fix regenerates its task's files as planned, without the flaws.
+TREE_FIXES = ("interface", "ownership", "integration")
 
 
-def entities(text: str) -> list[str]:
-    found = []
-    for word in _words(text):
-        table = ENTITY_WORDS.get(word)
-        if table and table not in found:
-            found.append(table)
-    return found or ["items"]
+def contract_tables(meta: dict) -> dict[str, dict[str, str]]:
+    """The tables to build: the contract's (without users, which the schema always has), else the
+    request's entities with the derived columns."""
+    declared = {t["name"]: t["columns"] for t in (meta.get("contract") or {}).get("tables", [])}
+    if declared:
+        return {name: columns for name, columns in declared.items() if name != "users"}
+    text = meta.get("request", "") + " " + meta.get("description", "")
+    return {table: table_columns(table) for table in entities(text)}
+
+
+def contract_endpoints(meta: dict, tables: list[str]) -> list[dict]:
+    endpoints = (meta.get("contract") or {}).get("endpoints", [])
+    if endpoints:
+        return endpoints
+    return [{"method": m, "path": f"/api/{t}"} for t in tables for m in ("GET", "POST")]
 
 
 def codegen(meta: dict, flaws: set[str]) -> dict:
     description = meta.get("description", "")
-    lowered = description.lower()
-    tables = entities(meta.get("request", "") + " " + description)
+    tables = list(contract_tables(meta))
+    if meta.get("kind") == "remediation" and meta.get("conflict_kind") in TREE_FIXES:
+        # A fix of a contract mismatch or a failing gate: the task's files again, as planned.
+        redone = codegen({**meta, "kind": "plan", "description": meta.get("root_description", "")}, set())
+        summary = f"Fixed {meta.get('root', 'the task')} for the {meta['conflict_kind']} conflict: "
+        return {**redone, "summary": summary + redone["summary"]}
     if meta.get("kind") == "remediation":
         files = [dict(f) for f in meta.get("target_files", [])]
         fixed = []
@@ -189,19 +182,27 @@ def codegen(meta: dict, flaws: set[str]) -> dict:
             "files": files,
             "findings": [],
         }
-    if "frontend" in lowered or "next" in lowered or "ui" in _words(lowered):
+    area = area_of(description, "codegen")
+    if area == "frontend":
         return {
             "summary": f"Next.js frontend with pages for {', '.join(tables)}.",
-            "files": frontend_files(tables),
+            "files": frontend_files(tables, endpoints=contract_endpoints(meta, tables), flaws=flaws),
             "findings": [],
         }
-    if "backend" in lowered or "api" in _words(lowered) or "fastapi" in lowered:
+    if area == "backend":
         return {
             "summary": f"FastAPI backend with endpoints for {', '.join(tables)}.",
-            "files": backend_files(tables, "sql_injection" in flaws),
+            "files": backend_files(
+                tables,
+                "sql_injection" in flaws,
+                columns=contract_tables(meta),
+                endpoints=contract_endpoints(meta, tables),
+                flaws=flaws,
+            ),
             "findings": [],
         }
     slug = "_".join(_words(description)[:4]) or "module"
+    folder = (meta.get("owned") or ["src"])[0]
     body = textwrap.dedent(f'''\
         """{description[:200].replace('"', "'")}"""
 
@@ -214,93 +215,210 @@ def codegen(meta: dict, flaws: set[str]) -> dict:
         ''')
     return {
         "summary": f"Implemented {slug}.",
-        "files": [{"path": f"src/{slug}.py", "content": body}],
+        "files": [{"path": f"{folder}/{slug}.py", "content": body}],
         "findings": [],
     }
 
 
-def frontend_files(tables: list[str]) -> list[dict]:
-    pages = []
-    for table in tables:
-        name = table.rstrip("s").title().replace("_", "")
-        pages.append(
-            {
-                "path": f"frontend/pages/{table}.tsx",
-                "content": textwrap.dedent(f"""\
-            import {{ useEffect, useState }} from "react";
+def _page_name(table: str) -> str:
+    return table.rstrip("s").title().replace("_", "")
 
-            export default function {name}Page() {{
-              const [rows, setRows] = useState([]);
-              useEffect(() => {{
-                fetch("/api/{table}").then((r) => r.json()).then(setRows);
-              }}, []);
-              return (
-                <main>
-                  <h1>{name}</h1>
-                  <ul>{{rows.map((row) => <li key={{row.id}}>{{row.name}}</li>)}}</ul>
-                </main>
-              );
-            }}
-            """),
-            }
-        )
+
+FRONTEND_PAGE = """\
+import {{ useEffect, useState }} from "react";
+
+const API_BASE = process.env.NEXT_PUBLIC_API_BASE ?? "";
+
+export default function {name}Page() {{
+  const [rows, setRows] = useState([]);
+  useEffect(() => {{
+    fetch(`${{API_BASE}}{path}`).then((r) => r.json()).then(setRows);
+  }}, []);
+{post}  return (
+    <main>
+      <h1>{name}</h1>
+      <ul>{{rows.map((row) => <li key={{row.id}}>{{row.name}}</li>)}}</ul>
+    </main>
+  );
+}}
+"""
+FRONTEND_POST = """\
+
+  async function add(form) {{
+    await fetch(`${{API_BASE}}{path}`, {{
+      method: "POST",
+      headers: {{ "Content-Type": "application/json" }},
+      body: JSON.stringify(Object.fromEntries(new FormData(form))),
+    }});
+  }}
+
+"""
+
+
+def frontend_files(
+    tables: list[str], *, endpoints: list[dict] | None = None, flaws: set[str] | frozenset = frozenset()
+) -> list[dict]:
+    """A Next.js page per table: it lists the rows (GET) and, where the contract has one, posts a new
+    row (POST). Flaws: "interface_mismatch" calls the first table by another name (bookings →
+    reservations), "ownership_violation" also writes a file of the backend's."""
+    if endpoints is None:
+        endpoints = [{"method": "GET", "path": f"/api/{t}"} for t in tables]
+    pages = []
+    misnamed = "bookings" if "bookings" in tables else tables[0] if tables else None
+    for table in tables:
+        served = {e["method"] for e in endpoints if e["path"] == f"/api/{table}"}
+        if not served:
+            continue
+        path = f"/api/{table}"
+        if table == misnamed and "interface_mismatch" in flaws:
+            path = "/api/reservations" if table == "bookings" else f"/api/{table.rstrip('s')}"
+        name = _page_name(table)
+        post = FRONTEND_POST.format(path=path) if "POST" in served else ""
+        content = FRONTEND_PAGE.format(name=name, path=path, post=post)
+        pages.append({"path": f"frontend/pages/{table}.tsx", "content": content})
     package = {
         "name": "frontend",
         "private": True,
         "scripts": {"dev": "next dev", "build": "next build"},
         "dependencies": {"next": "15.0.0", "react": "19.0.0", "react-dom": "19.0.0"},
     }
-    return [{"path": "frontend/package.json", "content": json.dumps(package, indent=2) + "\n"}, *pages]
+    files = [{"path": "frontend/package.json", "content": json.dumps(package, indent=2) + "\n"}, *pages]
+    if "ownership_violation" in flaws:
+        files.append({"path": "backend/app/cors.py", "content": CORS})
+    return files
 
 
-def backend_files(tables: list[str], sql_injection: bool) -> list[dict]:
+CORS = '"""CORS origins the frontend needs."""\n\nALLOWED_ORIGINS = ["http://localhost:3000"]\n'
+VALIDATION = '''\
+"""Checks of the API's payloads."""
+
+
+def valid_count(value) -> bool:
+    """A count of people or items: a whole number from 1 to 50."""
+    return isinstance(value, int) and not isinstance(value, bool) and {low} value <= 50
+
+
+def missing_fields(payload: dict, fields: list[str]) -> list[str]:
+    """The fields a payload lacks."""
+    return [name for name in fields if payload.get(name) in (None, "")]
+'''
+VALIDATION_TEST = """\
+from app.validation import missing_fields, valid_count
+
+
+def test_one_is_a_valid_count():
+    assert valid_count(1)
+
+
+def test_counts_are_whole_numbers_up_to_fifty():
+    assert valid_count(50)
+    assert not valid_count(0) and not valid_count(51) and not valid_count("3") and not valid_count(True)
+
+
+def test_missing_fields_are_named():
+    assert missing_fields({"name": "Ada", "party_size": None}, ["name", "party_size"]) == ["party_size"]
+"""
+BACKEND_HEAD = """\
+import sqlite3
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException
+
+from .validation import missing_fields, valid_count
+
+app = FastAPI(title="Generated API")
+router = APIRouter(prefix="/api")
+
+
+def get_db():
+    db = sqlite3.connect("app.db")
+    db.row_factory = sqlite3.Row
+    try:
+        yield db
+    finally:
+        db.close()
+
+
+@router.get("/search")
+def search(q: str, db=Depends(get_db)):
+"""
+BACKEND_LIST = """
+
+@router.get("/{table}")
+def list_{table}(db=Depends(get_db)):
+    query = "SELECT {listed} FROM {table} ORDER BY id LIMIT 100"
+    return [dict(row) for row in db.execute(query).fetchall()]
+"""
+BACKEND_CREATE = """
+
+@router.post("/{table}")
+def create_{table}(item: dict, db=Depends(get_db)):
+    missing = missing_fields(item, {fields!r})
+    if missing:
+        raise HTTPException(422, "missing: " + ", ".join(missing))
+{checks}    cursor = db.execute(
+        "INSERT INTO {table} ({inserted}) VALUES ({values})",
+        ({args},),
+    )
+    db.commit()
+    return {{"id": cursor.lastrowid}}
+"""
+BACKEND_COUNT_CHECK = """\
+    if not valid_count(item.get("{column}")):
+        raise HTTPException(422, "{column} must be a whole number from 1 to 50")
+"""
+
+
+def backend_files(
+    tables: list[str],
+    sql_injection: bool = False,
+    *,
+    columns: dict[str, dict[str, str]] | None = None,
+    endpoints: list[dict] | None = None,
+    flaws: set[str] | frozenset = frozenset(),
+) -> list[dict]:
+    """A FastAPI app whose router (prefix /api) serves the contract's endpoints over SQLite, a search,
+    a validation module and its tests. Flaws: "sql_injection" formats the search query,
+    "failing_gate" ships an off-by-one in the validation that its tests catch."""
+    columns = columns or {t: table_columns(t) for t in tables}
+    if endpoints is None:
+        endpoints = [{"method": m, "path": f"/api/{t}"} for t in tables for m in ("GET", "POST")]
+    first = tables[0] if tables else "items"
     if sql_injection:
-        search = (
-            "    rows = db.execute(\"SELECT id, name FROM menu_items WHERE name LIKE '%%%s%%'\" % q)"
-            ".fetchall()\n"
-        )
+        query = f"\"SELECT id, name FROM {first} WHERE name LIKE '%%%s%%'\" % q"
     else:
-        search = (
-            '    rows = db.execute("SELECT id, name FROM menu_items WHERE name LIKE ?", (f"%{q}%",))'
-            ".fetchall()\n"
-        )
-    routes = "".join(
-        textwrap.dedent(f"""\
-
-
-        @app.get("/api/{table}")
-        def list_{table}(db=Depends(get_db)):
-            return [dict(row) for row in db.execute("SELECT * FROM {table} ORDER BY id LIMIT 100").fetchall()]
-        """)
-        for table in tables
-    )
-    main = (
-        textwrap.dedent("""\
-        import sqlite3
-
-        from fastapi import Depends, FastAPI
-
-        app = FastAPI(title="Generated API")
-
-
-        def get_db():
-            db = sqlite3.connect("app.db")
-            db.row_factory = sqlite3.Row
-            try:
-                yield db
-            finally:
-                db.close()
-
-
-        @app.get("/api/search")
-        def search_menu(q: str, db=Depends(get_db)):
-        """)
-        + search
-        + "    return [dict(row) for row in rows]\n"
-        + routes
-    )
+        query = f'"SELECT id, name FROM {first} WHERE name LIKE ?", (f"%{{q}}%",)'
+    search = f"    rows = db.execute({query}).fetchall()\n"
+    routes = []
+    for table in tables:
+        served = {e["method"] for e in endpoints if e["path"] == f"/api/{table}"}
+        names = [c for c in columns.get(table, {}) if c != "id"]
+        fields = [c for c in names if c not in ("user_id", "created_at")]
+        if "GET" in served:
+            routes.append(BACKEND_LIST.format(table=table, listed=", ".join(["id", *fields])))
+        if "POST" in served:
+            inserted = ["user_id", *fields] if "user_id" in names else fields
+            checks = "".join(
+                BACKEND_COUNT_CHECK.format(column=c) for c in fields if c in ("party_size", "rating")
+            )
+            args = ", ".join('item.get("user_id", 1)' if c == "user_id" else f'item["{c}"]' for c in inserted)
+            routes.append(
+                BACKEND_CREATE.format(
+                    table=table,
+                    fields=fields,
+                    checks=checks,
+                    inserted=", ".join(inserted),
+                    values=", ".join("?" for _ in inserted),
+                    args=args,
+                )
+            )
+    main = BACKEND_HEAD + search + "    return [dict(row) for row in rows]\n" + "".join(routes)
+    main += "\n\napp.include_router(router)\n"
+    low = "1 <" if "failing_gate" in flaws else "1 <="
     return [
         {"path": "backend/app/main.py", "content": main},
+        {"path": "backend/app/__init__.py", "content": ""},
+        {"path": "backend/app/validation.py", "content": VALIDATION.format(low=low)},
+        {"path": "backend/tests/test_validation.py", "content": VALIDATION_TEST},
         {"path": "backend/requirements.txt", "content": "fastapi==0.115.0\nuvicorn==0.30.0\n"},
     ]
 
@@ -308,8 +426,8 @@ def backend_files(tables: list[str], sql_injection: bool) -> list[dict]:
 def remediate_python(source: str) -> str:
     """Rewrite the template's injectable query into a parameterised one."""
     return re.sub(
-        r"db\.execute\(\"SELECT id, name FROM menu_items WHERE name LIKE '%%%s%%'\" % q\)",
-        'db.execute("SELECT id, name FROM menu_items WHERE name LIKE ?", (f"%{q}%",))',
+        r"db\.execute\(\"SELECT id, name FROM (\w+) WHERE name LIKE '%%%s%%'\" % q\)",
+        r'db.execute("SELECT id, name FROM \1 WHERE name LIKE ?", (f"%{q}%",))',
         source,
     )
 
@@ -325,7 +443,7 @@ def audit(meta: dict, flaws: set[str]) -> dict:
                     findings.append(
                         {
                             "severity": "critical",
-                            "title": "SQL injection possible in menu search",
+                            "title": "SQL injection possible in the search",
                             "file": item["path"],
                             "line": number,
                             "recommendation": "Use a parameterised query instead of string formatting.",
@@ -357,26 +475,29 @@ def audit(meta: dict, flaws: set[str]) -> dict:
 
 
 def schema(meta: dict, flaws: set[str]) -> dict:
-    tables = [
-        t for t in entities(meta.get("request", "") + " " + meta.get("description", "")) if t != "users"
-    ]
+    """The contract's tables as PostgreSQL, with an index on every foreign key. Flaws:
+    "missing_fk_index" leaves the indexes out, "missing_column" the first table's first column
+    beyond the common ones (bookings.party_size)."""
+    tables = contract_tables(meta)
     revision = meta.get("kind") == "revision"
     index_fks = revision or "missing_fk_index" not in flaws
-    parts = [
-        "CREATE TABLE users (\n    id SERIAL PRIMARY KEY,\n    email TEXT NOT NULL UNIQUE,\n"
-        "    created_at TIMESTAMPTZ NOT NULL DEFAULT now()\n);"
-    ]
-    indexes = []
-    for table in tables:
-        parts.append(
-            f"CREATE TABLE {table} (\n    id SERIAL PRIMARY KEY,\n"
-            "    user_id INTEGER NOT NULL REFERENCES users(id),\n"
-            f"    name TEXT NOT NULL,\n    created_at TIMESTAMPTZ NOT NULL DEFAULT now()\n);"
-        )
-        if index_fks:
-            indexes.append(f"CREATE INDEX {table}_user_id_idx ON {table} (user_id);")
+    parts, indexes = [], []
+    dropped = "missing_column" not in flaws
+    for table, columns in {"users": table_columns("users"), **tables}.items():
+        kept = dict(columns)
+        extra = [c for c in kept if c not in ("id", "user_id", "name", "created_at")]
+        if not dropped and table != "users" and extra:
+            del kept[extra[0]]
+            dropped = True
+        body = ",\n".join(f"    {column} {kind}" for column, kind in kept.items())
+        parts.append(f"CREATE TABLE {table} (\n{body}\n);")
+        indexes += [
+            f"CREATE INDEX {table}_{column}_idx ON {table} ({column});"
+            for column, kind in kept.items()
+            if index_fks and "REFERENCES" in kind.upper()
+        ]
     sql = "\n\n".join(parts + indexes) + "\n"
-    summary = f"Schema with {len(tables) + 1} tables" + (f" and {len(indexes)} indexes." if indexes else ".")
+    summary = f"Schema with {len(parts)} tables" + (f" and {len(indexes)} indexes." if indexes else ".")
     return {"summary": summary, "files": [{"path": "database/schema.sql", "content": sql}], "findings": []}
 
 
@@ -388,20 +509,23 @@ def _call(number: int, name: str, arguments: dict) -> ToolCall:
 
 
 def _test_path(files: list[dict]) -> str:
+    """The agent's test of its files, in its own folder (the folder the contract gives it)."""
     first = files[0]["path"].split("/")
     slug = first[0] if len(first) > 1 else first[0].rsplit(".", 1)[0]
-    return f"tests/test_{re.sub(r'[^a-z0-9_]', '_', slug.lower())}_files.py"
+    name = f"test_{re.sub(r'[^a-z0-9_]', '_', slug.lower())}_files.py"
+    return f"{first[0]}/tests/{name}" if len(first) > 1 else f"tests/{name}"
 
 
-def _test_source(paths: list[str], flawed: bool) -> str:
+def _test_source(paths: list[str], flawed: bool, test_path: str = "tests/test_files.py") -> str:
     expected = [*paths, "README.md"] if flawed else paths  # the flaw: a file nobody wrote
+    depth = test_path.count("/")  # folders between the test and the project root
     return textwrap.dedent(f"""\
         \"\"\"The agent's own check of its output: every file is there, every Python file parses.\"\"\"
 
         import ast
         import pathlib
 
-        ROOT = pathlib.Path(__file__).resolve().parent.parent
+        ROOT = pathlib.Path(__file__).resolve().parents[{depth}]
         FILES = {expected!r}
 
 
@@ -450,24 +574,21 @@ def next_step(spec: ModelSpec, request: LLMRequest, answer_text: str) -> tuple[s
         writes = [_call(number, "write_file", {"path": f["path"], "content": f["content"]}) for f in files]
         if _tests_first(spec, request) and files:
             flawed = "failing_test" in spec.options.get("flaws", [])
-            source = _test_source([f["path"] for f in files], flawed)
+            source = _test_source([f["path"] for f in files], flawed, _test_path(files))
             writes.append(_call(number, "write_file", {"path": _test_path(files), "content": source}))
         return "Writing the files.", tuple(writes) or (finish,)
     runs = [c for c in called if c.name == "run"]
     last = request.history[-1].tool_results[-1] if request.history[-1].tool_results else None
-    wrote_tests = any(c.name == "write_file" and c.arguments["path"].startswith("tests/") for c in called)
+    own_test = _test_path(files) if files else None
+    wrote_tests = any(c.name == "write_file" and c.arguments["path"] == own_test for c in called)
     if wrote_tests and (not runs or (last is not None and last.name == "write_file")):
-        test = next(
-            c.arguments["path"]
-            for c in called
-            if c.name == "write_file" and c.arguments["path"].startswith("tests/")
-        )
+        test = own_test
         return "Running the tests.", (_call(number, "run", {"command": f"python3 -m pytest -q {test}"}),)
     if last is not None and last.name == "run" and len(runs) == 1 and not last.is_error:
         outcome = json.loads(last.content)
         if outcome["exit_code"] != 0:
             paths = [f["path"] for f in files]
-            fixed = _test_source(paths, flawed=False)
+            fixed = _test_source(paths, flawed=False, test_path=_test_path(files))
             return "The test expects a file nobody wrote; fixing the test.", (
                 _call(number, "write_file", {"path": _test_path(files), "content": fixed}),
             )

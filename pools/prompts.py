@@ -87,9 +87,17 @@ def plan_prompt(request: str, pools: dict[str, int], max_tasks: int) -> str:
         '{"tasks": [{"id": "task_1", "pool": "<pool>", "description": str, "priority": 1, '
         '"timeout_sec": int, '
         '"blocked_by": [ids that must finish first], "soft_deps": [ids whose results help if ready], '
-        '"context": {}}]}\n'
+        '"context": {}}], '
+        '"contract": {"endpoints": [{"method": "GET|POST|PUT|PATCH|DELETE", "path": "/api/…", '
+        '"request": {field: type}, "response": {field: type}}], '
+        '"tables": [{"name": str, "columns": {column: "SQL type and constraints"}}], '
+        '"ownership": {task id: [path prefixes that task writes, e.g. "frontend/"]}}}\n'
         "Use blocked_by only for real hard dependencies (an audit needs the code it audits); everything "
-        "else should run in parallel."
+        "else should run in parallel.\n"
+        "The contract is what the parallel tasks agree on before they start: every HTTP endpoint the "
+        "backend serves and the frontend calls (unique method and path), every table and column of the "
+        "schema (unique names), and the folders each task alone writes. Every task receives it, and the "
+        "system checks their files against it."
     )
 
 
@@ -101,15 +109,71 @@ def plan_repair_prompt(request: str, pools: dict[str, int], max_tasks: int, erro
     )
 
 
-def agent_prompt(
-    *, request: str, task: dict, dependencies: list[dict], repair_errors: str = "", previous_failure: str = ""
-) -> str:
+def contract_section(contract: dict | None, owned: list[str] | None) -> str:
+    """The plan's contract as the agents see it (data: a model wrote it from the client's request)."""
+    if not contract or not any(contract.get(k) for k in ("endpoints", "tables", "ownership")):
+        return ""
+    text = (
+        "The plan's contract, which every task builds to and the system checks your files against "
+        "(serve and call exactly these endpoints with these methods; use exactly these tables and "
+        f"columns):\n{fence(json.dumps(contract, indent=1))}"
+    )
+    if owned:
+        text += f"\nYou write only under: {', '.join(owned)}."
+    return text
+
+
+def evidence_section(context: dict) -> str:
+    """What a fix task is given: the checks' evidence, or the integration gate's failing output."""
+    parts = []
+    evidence = context.get("evidence") or []
+    if evidence:
+        lines = "\n".join(
+            f"- {e.get('file') or 'the project'}{':' + str(e['line']) if e.get('line') else ''}: "
+            f"found {e.get('found')}; the contract expects {e.get('expected')}"
+            for e in evidence[:20]
+        )
+        parts.append(f"The contract checks found these mismatches in your files:\n{fence(lines)}")
+    gate = context.get("gate")
+    if gate:
+        parts.append(
+            f"The integration gate ran `{gate.get('command', '')}` on the merged project and it failed "
+            f"(exit code {gate.get('exit_code')}; {gate.get('passed', 0)} passed, {gate.get('failed', 0)} "
+            f"failed). Its output:\n{fence(gate.get('output_tail', ''))}"
+        )
+    if context.get("drop_paths"):
+        parts.append(
+            "These files are outside the paths you own and are dropped from your output; write what they "
+            f"held under your own paths if you need it: {', '.join(context['drop_paths'])}."
+        )
+    return "\n\n".join(parts)
+
+
+def _task_parts(request: str, task: dict) -> list[str]:
     parts = [
         f"Project request:\n{fence(request)}",
         f"Your task ({task['pool']} pool): {fence(task['description'])}",
     ]
-    if task.get("context"):
-        parts.append(f"Task context: {fence(json.dumps(task['context']))}")
+    context = {k: v for k, v in (task.get("context") or {}).items() if k not in CONTEXT_SHOWN_APART}
+    if context:
+        parts.append(f"Task context: {fence(json.dumps(context))}")
+    for section in (
+        contract_section(task.get("contract"), task.get("owned")),
+        evidence_section(task.get("context") or {}),
+    ):
+        if section:
+            parts.append(section)
+    return parts
+
+
+# Context the prompt shows in its own sections rather than as raw JSON.
+CONTEXT_SHOWN_APART = ("evidence", "gate", "drop_paths")
+
+
+def agent_prompt(
+    *, request: str, task: dict, dependencies: list[dict], repair_errors: str = "", previous_failure: str = ""
+) -> str:
+    parts = _task_parts(request, task)
     for dep in dependencies:
         files = "\n".join(f"--- {f['path']}\n{f['content']}" for f in dep.get("files", []))
         findings = json.dumps(dep.get("findings", []))
@@ -132,14 +196,9 @@ def agent_prompt(
 def loop_prompt(
     *, request: str, task: dict, role: str, dependencies: list[dict], previous_failure: str = ""
 ) -> str:
-    """The first message of an agent's tool loop: the task, and what its dependencies left in the
-    workspace (their files are there to read, not pasted here)."""
-    parts = [
-        f"Project request:\n{fence(request)}",
-        f"Your task ({task['pool']} pool): {fence(task['description'])}",
-    ]
-    if task.get("context"):
-        parts.append(f"Task context: {fence(json.dumps(task['context']))}")
+    """The first message of an agent's tool loop: the task, the plan's contract, and what its
+    dependencies left in the workspace (their files are there to read, not pasted here)."""
+    parts = _task_parts(request, task)
     for dep in dependencies:
         paths = ", ".join(f["path"] for f in dep.get("files", [])) or "no files"
         findings = json.dumps(dep.get("findings", []))

@@ -2,6 +2,7 @@
 
 import io
 import zipfile
+from decimal import Decimal
 
 from django.test import Client as HttpClient
 
@@ -54,7 +55,12 @@ def test_security_flags_sql_injection_then_remediation_and_reaudit_resolve_it(wo
     assert reaudit.started_at >= fix.finished_at
     # The re-audit read the remediated code and found nothing critical or high; bandit agrees.
     assert not [f for f in reaudit.result["findings"] if f["severity"] in ("critical", "high")]
-    assert reaudit.result["verification"]["bandit"]["scanned"] == ["backend/app/main.py"]
+    assert reaudit.result["verification"]["bandit"]["scanned"] == [
+        "backend/app/main.py",
+        "backend/app/__init__.py",
+        "backend/app/validation.py",
+        "backend/tests/test_validation.py",
+    ]
     assert all(f.get("resolved") for f in audit.result["findings"] if f["severity"] in ("critical", "high"))
     # The extra work is visible: attempts, tokens and cost of the follow-ups are in the execution's totals.
     assert Attempt.objects.filter(task__execution=done).count() == 6
@@ -183,7 +189,9 @@ def test_broken_output_is_retried_and_a_stubborn_flaw_ends_unresolved(workers, c
         "conflict.resolving",
         "conflict.unresolved",
     ]
-    # One open high finding (one place, however many tools report it) and one unresolved conflict:
-    # 1 × (1 − 0.1) − 0.15 = 0.75.
-    assert done.status == "completed" and done.quality_score == 0.75
+    # An unresolved conflict never ends `completed`: the flagged code is not delivered and its share
+    # is refunded (90 % of the one task's). One open high finding (one place, however many tools
+    # report it) and one unresolved conflict: 1 × (1 − 0.1) × 0.85 = 0.765, half up.
+    assert done.status == "partial" and done.quality_score == 0.77
+    assert done.refund_usd == (done.fee_usd * Decimal("0.9")).quantize(Decimal("0.01"))
     assert "Needs manual review" in done.final_response and "SQL injection" in done.final_response

@@ -56,7 +56,13 @@ VALID_PLAN = {
             "blocked_by": ["task_1"],
             "context": {"focus": "injection"},
         },
-    ]
+    ],
+    # What the three agree on: the agents' canned files below build to it (the audit writes nothing).
+    "contract": {
+        "endpoints": [{"method": "POST", "path": "/api/messages", "request": {"text": "string"}}],
+        "tables": [{"name": "messages", "columns": {"id": "SERIAL PRIMARY KEY", "body": "TEXT"}}],
+        "ownership": {"task_1": ["app/"], "task_2": ["db/"]},
+    },
 }
 BACKEND = {
     "summary": "FastAPI contact form API.",
@@ -216,6 +222,10 @@ def test_plan_agents_and_synthesis_through_the_real_sdks(keyed_workers, llm_serv
     # The injected plan was validated, rejected and repaired; nothing of it survived.
     assert "task_1 depends on itself" in user_prompt(repair_plan)
     assert done.plan_source == "repaired"
+    assert done.contract == {**VALID_PLAN["contract"], "ownership": {"task_1": ["app"], "task_2": ["db"]}} | {
+        "endpoints": [{**VALID_PLAN["contract"]["endpoints"][0], "response": {}}]
+    }
+    assert done.contract_report["failed"] == 0 and done.contract_report["checks"] == 6
     assert [(t["id"], t["pool"]) for t in done.plan["tasks"]] == [
         ("task_1", "codegen"),
         ("task_2", "database"),

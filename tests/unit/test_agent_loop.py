@@ -86,7 +86,7 @@ def test_the_offline_agent_writes_runs_its_tests_and_finishes(workspace):
     assert run["exit_code"] == 0 and not run["timed_out"], run["output"]
     assert result.tests == {"passed": 2, "failed": 0}
     paths = [f["path"] for f in result.reply.files]
-    assert "backend/app/main.py" in paths and "tests/test_backend_files.py" in paths
+    assert "backend/app/main.py" in paths and "backend/tests/test_backend_files.py" in paths
     assert [turn.final for turn in recorder.turns] == [False, False, True]
 
 

@@ -244,9 +244,20 @@ HIGH = {"severity": "high", "title": "SQL injection", "file": "app.py", "line": 
         ({"findings": [{**HIGH, "severity": "medium"}, {**HIGH, "severity": "low", "line": 9}]}, 0.98),
         # The penalty for findings stops at half.
         ({"findings": [{**HIGH, "line": n} for n in range(9)]}, 0.5),
+        # Each unresolved conflict multiplies by 0.85.
         ({"unresolved": 1}, 0.85),
-        # A dead planned task of weight 1 of 4 loses its share and 0.05: 0.75 − 0.05.
-        ({"dead": True}, 0.7),
+        ({"unresolved": 2}, 0.72),
+        # A dead planned task of weight 1 of 4 loses its share, and each dead task multiplies by 0.95.
+        ({"dead": True}, 0.71),
+        # The share of the contract checks that pass on the merged tree: 18 of 20.
+        ({"contract": {"checks": 20, "passed": 18}}, 0.9),
+        # The share of the gate's tests that pass: 3 of 4; and a gate that failed with no test failing.
+        ({"gate": {"ran": True, "ok": False, "passed": 3, "failed": 1}}, 0.75),
+        ({"gate": {"ran": True, "ok": False, "passed": 0, "failed": 0}}, 0.0),
+        # A gate that could not run changes nothing (the integration object says it did not run).
+        ({"gate": {"ran": False, "ok": True, "reason": "no sandbox"}}, 1.0),
+        # An open high finding and an unresolved conflict: 0.9 × 0.85, half up.
+        ({"findings": [HIGH], "unresolved": 1}, 0.77),
     ],
 )
 def test_quality_score_formula(execution, setup, expected):
@@ -261,7 +272,9 @@ def test_quality_score_formula(execution, setup, expected):
             status="unresolved",
         )
 
-    score = result_aggregator.quality_score(list(execution.tasks.all()), list(execution.conflicts.all()))
+    score = result_aggregator.quality_score(
+        list(execution.tasks.all()), list(execution.conflicts.all()), setup.get("contract"), setup.get("gate")
+    )
 
     assert score == expected
 

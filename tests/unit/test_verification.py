@@ -22,6 +22,14 @@ def test_codegen_path_escaping_the_project_is_broken():
         verify_output("codegen", reply([{"path": "../../etc/cron.d/x.py", "content": "x = 1\n"}]), [])
 
 
+BACKEND_PYTHON = [
+    "backend/app/main.py",
+    "backend/app/__init__.py",
+    "backend/app/validation.py",
+    "backend/tests/test_validation.py",
+]
+
+
 def test_codegen_bandit_findings_join_the_models_with_sql_injection_raised_to_high():
     files = offline.backend_files(["menu_items"], sql_injection=True)
     model_finding = {
@@ -38,7 +46,7 @@ def test_codegen_bandit_findings_join_the_models_with_sql_injection_raised_to_hi
     assert result["findings"][0] == model_finding
     [bandit] = [f for f in result["findings"] if f["source"] == "bandit"]
     assert (bandit["rule"], bandit["severity"], bandit["file"]) == ("B608", "high", "backend/app/main.py")
-    assert result["verification"]["bandit"] == {"scanned": ["backend/app/main.py"], "findings": 1}
+    assert result["verification"]["bandit"] == {"scanned": BACKEND_PYTHON, "findings": 1}
     assert result["verification"]["passed"] is False
 
 
@@ -57,7 +65,7 @@ def test_security_audit_scans_the_code_of_its_dependencies():
     result = verify_output("security", reply(), deps)
 
     assert [f["rule"] for f in result["findings"]] == ["B608"]
-    assert result["verification"]["bandit"]["scanned"] == ["backend/app/main.py"]
+    assert result["verification"]["bandit"]["scanned"] == BACKEND_PYTHON
 
 
 def test_database_schema_without_fk_indexes_is_rejected_not_broken():

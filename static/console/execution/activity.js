@@ -17,6 +17,12 @@ function describe(event) {
     case "execution.planned":
       return `${(p.tasks || []).length} tasks, ${p.mode} mode, estimate ${duration(p.estimated_duration_sec)} ` +
              `vs serial ${duration(p.serial_estimate_sec)}`;
+    case "execution.contract_checked":
+      return `${p.passed} of ${p.checks} contract checks pass${(p.fixes || []).length ? "; fixes: " + p.fixes.join(", ") : ""}`;
+    case "execution.integration":
+      return p.ran ? `gate ${p.ok ? "passed" : "failed"}: ${p.command} (exit ${p.exit_code}; ${p.passed} passed, ${p.failed} failed)`
+                   : `gate not run: ${p.reason || ""}`;
+    case "execution.reopened": return `fix round for the ${p.reason}: ${(p.tasks || []).join(", ")}`;
     case "execution.finished":
       return `${p.status}${p.duration_sec ? " in " + duration(p.duration_sec) : ""}${p.cost_usd ? ", " + usd(p.cost_usd) : ""}`;
     default: return Object.keys(p).length ? JSON.stringify(p).slice(0, 160) : "";

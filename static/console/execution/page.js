@@ -4,11 +4,13 @@
    tasks.js    the task list with attempts and files graph.js     the DAG
    timeline.js the Gantt and the estimates            conflicts.js the conflicts panel
    response.js the final response                     activity.js  the event log
-   live.js     events and snapshots from the server   clock.js     the server's clock */
+   live.js     events and snapshots from the server   clock.js     the server's clock
+   contract.js the plan's contract, its checks and the integration gate */
 
 import {addActivity, showActivity} from "./activity.js";
 import {syncClock} from "./clock.js";
 import {renderConflicts} from "./conflicts.js";
+import {renderContract} from "./contract.js";
 import {renderGraph} from "./graph.js";
 import {renderHeader} from "./header.js";
 import {followExecution} from "./live.js";
@@ -48,6 +50,7 @@ function render() {
   renderTimeline(snap);
   renderCompare(snap);
   renderConflicts(snap);
+  renderContract(snap);
   renderResponse(snap);
 }
 

@@ -45,6 +45,6 @@ export function renderSummary(snap) {
     stat("Conflicts", conflicts ? `${snap.conflicts_resolved}/${conflicts}` : "0",
          conflicts ? "resolved" : "none detected", "conflicts"),
     stat("Quality", snap.quality_score === null ? "—" : snap.quality_score.toFixed(2),
-         snap.terminal ? "share of work delivered" : "when finished", "quality"));
+         snap.terminal ? "delivery × findings × checks × tests" : "when finished", "quality"));
   document.querySelectorAll("#stats .progress-fill").forEach((el) => { el.style.width = `${el.dataset.width}%`; });
 }

@@ -1,6 +1,6 @@
 /* The tabs (ARIA tablist, arrow keys, the URL's #hash remembers the choice). */
 
-const TABS = ["tasks", "dag", "timeline", "conflicts", "response", "activity"];
+const TABS = ["tasks", "dag", "timeline", "conflicts", "contract", "response", "activity"];
 let onShow = () => {};
 
 export function selectTab(name) {

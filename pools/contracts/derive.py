@@ -1,0 +1,126 @@
+"""The contract the deterministic planner gives a plan, derived from the request's words.
+
+Each entity the request names (a booking, a menu, a payment…) is a table with its columns and two
+endpoints, `GET /api/<table>` and `POST /api/<table>`; each task owns the folder of its area
+(`frontend`, `backend`, `database`, or `src/<task>` for other code). The offline agents build to
+the same contract, as a real model given it would.
+"""
+
+import re
+
+ENTITY_WORDS = {
+    "menu": "menu_items",
+    "menus": "menu_items",
+    "booking": "bookings",
+    "bookings": "bookings",
+    "reservation": "bookings",
+    "order": "orders",
+    "orders": "orders",
+    "payment": "payments",
+    "payments": "payments",
+    "restaurant": "restaurants",
+    "restaurants": "restaurants",
+    "review": "reviews",
+    "reviews": "reviews",
+    "product": "products",
+    "products": "products",
+    "cart": "carts",
+    "contact": "messages",
+    "checkout": "orders",
+    "customer": "customers",
+    "customers": "customers",
+    "invoice": "invoices",
+}
+USERS = {
+    "id": "SERIAL PRIMARY KEY",
+    "email": "TEXT NOT NULL UNIQUE",
+    "created_at": "TIMESTAMPTZ NOT NULL DEFAULT now()",
+}
+COMMON = {
+    "id": "SERIAL PRIMARY KEY",
+    "user_id": "INTEGER NOT NULL REFERENCES users(id)",
+    "name": "TEXT NOT NULL",
+}
+EXTRA_COLUMNS = {
+    "bookings": {"party_size": "INTEGER NOT NULL", "starts_at": "TIMESTAMPTZ NOT NULL"},
+    "menu_items": {"price_cents": "INTEGER NOT NULL"},
+    "orders": {"total_cents": "INTEGER NOT NULL", "status": "TEXT NOT NULL"},
+    "payments": {"amount_cents": "INTEGER NOT NULL", "status": "TEXT NOT NULL"},
+    "products": {"price_cents": "INTEGER NOT NULL"},
+    "reviews": {"rating": "INTEGER NOT NULL"},
+    "messages": {"body": "TEXT NOT NULL"},
+    "invoices": {"total_cents": "INTEGER NOT NULL"},
+}
+CREATED_AT = {"created_at": "TIMESTAMPTZ NOT NULL DEFAULT now()"}
+GENERATED = {"id", "user_id", "created_at"}
+AREAS = ("frontend", "backend", "database")
+
+
+def entities(text: str) -> list[str]:
+    """The tables a text's entity words name, in order of first mention."""
+    found = []
+    for word in re.findall(r"[a-z]+", text.lower()):
+        table = ENTITY_WORDS.get(word)
+        if table and table not in found:
+            found.append(table)
+    return found or ["items"]
+
+
+def table_columns(table: str) -> dict[str, str]:
+    if table == "users":
+        return dict(USERS)
+    return {**COMMON, **EXTRA_COLUMNS.get(table, {}), **CREATED_AT}
+
+
+def sql_type(kind: str) -> str:
+    """The JSON type of a column's SQL type, for an endpoint's request and response shapes."""
+    upper = kind.upper()
+    if "INT" in upper or "SERIAL" in upper:
+        return "integer"
+    if "TIMESTAMP" in upper or "DATE" in upper:
+        return "string (ISO 8601)"
+    return "string"
+
+
+def contract_for(request: str, areas: dict[str, str]) -> dict:
+    """The contract of a plan whose tasks have these areas (task id → frontend, backend, database,
+    security or other)."""
+    present = set(areas.values())
+    tables = entities(request)
+    contract: dict = {"endpoints": [], "tables": [], "ownership": {}}
+    if present & {"frontend", "backend"}:
+        for table in tables:
+            fields = {c: sql_type(k) for c, k in table_columns(table).items() if c not in GENERATED}
+            contract["endpoints"] += [
+                {
+                    "method": "GET",
+                    "path": f"/api/{table}",
+                    "request": {},
+                    "response": {"items": f"array of {table}"},
+                },
+                {"method": "POST", "path": f"/api/{table}", "request": fields, "response": {"id": "integer"}},
+            ]
+    if present & {"database", "backend"}:
+        contract["tables"] = [{"name": t, "columns": table_columns(t)} for t in ["users", *tables]]
+    if len(areas) > 1:
+        taken: set[str] = set()
+        for task_id, area in areas.items():
+            if area == "security":
+                continue  # an audit may hand back fixed files of the code it read
+            folder = area if area in AREAS and area not in taken else f"src/{task_id}"
+            taken.add(folder)
+            contract["ownership"][task_id] = [folder]
+    return contract
+
+
+def area_of(description: str, role: str) -> str:
+    """The part of the project a task builds, from its pool's role and its description's words."""
+    if role in ("database", "security"):
+        return role
+    lowered = description.lower()
+    words = set(re.findall(r"[a-z]+", lowered))
+    if "frontend" in lowered or "next" in lowered or "ui" in words:
+        return "frontend"
+    if "backend" in lowered or "api" in words or "fastapi" in lowered:
+        return "backend"
+    return "other"

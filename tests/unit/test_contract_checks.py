@@ -1,0 +1,204 @@
+"""The contract checks of a merged tree, and how their conflicts and the gate decide an execution."""
+
+from decimal import Decimal
+
+import pytest
+
+from executions.models import Conflict, Event, Execution, Task
+from executions.states import ExecutionStatus, TaskStatus
+from pools import sandbox
+from pools.contracts.check import check_tree
+from tests.conftest import configure
+
+CONTRACT = {
+    "endpoints": [
+        {"method": "GET", "path": "/api/bookings", "request": {}, "response": {}},
+        {"method": "POST", "path": "/api/bookings", "request": {}, "response": {}},
+    ],
+    "tables": [{"name": "bookings", "columns": {"id": "SERIAL", "party_size": "INTEGER"}}],
+    "ownership": {"web": ["frontend"], "api": ["backend"], "db": ["database"]},
+}
+BACKEND = (
+    "from fastapi import APIRouter, FastAPI\napp = FastAPI()\nrouter = APIRouter(prefix='/api')\n\n"
+    "@router.get('/bookings')\ndef list_bookings(db):\n"
+    "    return db.execute('SELECT id, party_size FROM bookings').fetchall()\n\n"
+    "@router.post('/bookings')\ndef add(db, size):\n"
+    "    db.execute(f'INSERT INTO bookings (party_size, notes) VALUES ({size}, 1)')\n\n"
+    "app.include_router(router)\n"
+)
+FRONTEND = (
+    "export const load = () => fetch('/api/bookings');\n"
+    "export const add = () => fetch('/api/bookings', {method: 'POST'});\n"
+)
+SCHEMA = "CREATE TABLE bookings (id SERIAL PRIMARY KEY, party_size INTEGER NOT NULL);\n"
+
+
+def check(files: dict[str, str], contract: dict = CONTRACT, writes: dict | None = None):
+    owner = {p: {"frontend": "web", "backend": "api", "database": "db"}[p.split("/")[0]] for p in files}
+    if writes is None:
+        writes = {}
+        for path, task in owner.items():
+            writes.setdefault(task, []).append(path)
+    return check_tree(contract, files, owner, writes)
+
+
+def tree(**changes) -> dict[str, str]:
+    files = {"frontend/api.js": FRONTEND, "backend/main.py": BACKEND, "database/schema.sql": SCHEMA}
+    files.update(changes)
+    return {p: c for p, c in files.items() if c is not None}
+
+
+def test_a_tree_that_agrees_passes_every_check_but_the_column_nobody_declared():
+    report = check(tree())
+    # 2 endpoints, 2 calls, 1 table + 2 columns, 3 ownership paths; the INSERT's `notes` is unknown.
+    [mismatch] = report.mismatches
+    assert (mismatch.check, mismatch.file, mismatch.line) == ("sql-column", "backend/main.py", 11)
+    assert mismatch.found.endswith("uses column bookings.notes")
+    assert mismatch.expected == "a column of bookings in the schema: id, party_size"
+    assert (mismatch.deviating, mismatch.concerned) == ("api", ["db"])
+    assert report.counts["routes"] == 2 and report.counts["calls"] == 2
+    assert report.checks - report.passed == 1
+
+
+def test_a_declared_endpoint_the_backend_does_not_serve_is_the_backends():
+    report = check(
+        tree(**{"backend/main.py": BACKEND.replace("@router.post('/bookings')", "@router.post('/book')")})
+    )
+    [served] = [m for m in report.mismatches if m.check == "endpoint-not-served"]
+    assert served.expected == "POST /api/bookings served, as the contract declares"
+    assert served.file == "backend/main.py" and served.deviating == "api" and served.concerned == ["web"]
+    assert "POST /api/book (backend/main.py:9)" in served.found
+
+
+def test_a_call_with_a_method_the_contract_does_not_declare_is_the_callers():
+    report = check(tree(**{"frontend/api.js": "axios.delete(`/api/bookings`);\n"}))
+    [call] = [m for m in report.mismatches if m.kind == "interface" and m.check.startswith("call")]
+    assert (call.check, call.file, call.line, call.deviating, call.concerned) == (
+        "call-method",
+        "frontend/api.js",
+        1,
+        "web",
+        ["api"],
+    )
+    assert call.expected == "GET|POST /api/bookings, as the contract declares"
+
+
+def test_a_declared_column_the_schema_lacks_is_the_schemas_and_concerns_the_code_using_it():
+    report = check(tree(**{"database/schema.sql": "CREATE TABLE bookings (\n  id SERIAL PRIMARY KEY\n);\n"}))
+    [missing] = [m for m in report.mismatches if m.check == "column-missing"]
+    assert (missing.file, missing.line, missing.deviating, missing.concerned) == (
+        "database/schema.sql",
+        1,
+        "db",
+        ["api"],
+    )
+    assert missing.expected == "bookings.party_size INTEGER, as the contract declares"
+    # The backend's use of the declared column is the schema's mismatch, not a second one.
+    assert not [m for m in report.mismatches if m.found.endswith("bookings.party_size")]
+
+
+def test_orm_models_are_the_schema_when_there_is_no_sql_file():
+    models = (
+        "from sqlalchemy.orm import Mapped, mapped_column\n\nclass Booking(Base):\n"
+        "    __tablename__ = 'bookings'\n    id: Mapped[int] = mapped_column(primary_key=True)\n"
+    )
+    report = check(tree(**{"database/schema.sql": None, "database/models.py": models}))
+    assert [(m.check, m.file, m.deviating) for m in report.mismatches if m.check == "column-missing"] == [
+        ("column-missing", "database/models.py", "db")
+    ]
+
+
+def test_writes_outside_the_owned_paths_name_the_writer_and_the_owner():
+    files = tree(**{"frontend/server.py": "x = 1\n"})
+    writes = {
+        "web": ["frontend/api.js", "backend/cors.py"],
+        "api": ["backend/main.py"],
+        "db": ["database/schema.sql"],
+    }
+    report = check(files, writes=writes)
+    [owned] = [m for m in report.mismatches if m.kind == "ownership"]
+    assert (owned.file, owned.deviating, owned.concerned) == ("backend/cors.py", "web", ["api"])
+    assert owned.expected == "web writes only under frontend; backend/cors.py belongs to api"
+
+
+def test_an_empty_contract_still_checks_the_codes_sql_against_the_schema():
+    report = check(tree(), contract={"endpoints": [], "tables": [], "ownership": {}})
+    assert report.checks == report.counts["sql_references"] == 6
+    assert [m.check for m in report.mismatches] == ["sql-column"]
+
+
+# ---------------------------------------------------------------- executions, in this process
+
+
+def drive(execution_id: str) -> Execution:
+    """The actor bodies in this process: queued tasks, aggregation, fix rounds, until it ends."""
+    from executions.actors import run_task
+    from executions.result_aggregator import aggregate
+
+    for _ in range(40):
+        queued = list(
+            Task.objects.filter(execution_id=execution_id, status=TaskStatus.QUEUED).values_list(
+                "id", "dispatch_count"
+            )
+        )
+        for task_id, dispatch_no in queued:
+            run_task.fn(task_id, dispatch_no)
+        execution = Execution.objects.get(pk=execution_id)
+        if execution.status == ExecutionStatus.AGGREGATING:
+            aggregate(execution_id)
+        elif execution.is_terminal:
+            return execution
+    raise AssertionError("the execution did not end")
+
+
+@pytest.fixture
+def start(transactional_db, redis_server, client_and_key, monkeypatch):
+    from executions.planning import execution_plan
+    from executions.services import execution_create
+
+    def start(options: dict, *, sandbox_available: bool = True, max_rounds: int = 2) -> Execution:
+        from pools.models import EngineSettings
+
+        configure(latency=0.0, options=options)
+        EngineSettings.objects.filter(pk=1).update(remediation_max_rounds=max_rounds)
+        if not sandbox_available:
+            monkeypatch.setattr(sandbox, "availability", lambda: (False, "bubblewrap is not installed"))
+        client, _ = client_and_key
+        message = "Build a restaurant website with online booking and secure payments"
+        execution = execution_create(client=client, message=message, session_key="agree", mode="parallel")
+        execution_plan(execution.pk)
+        return drive(execution.pk)
+
+    return start
+
+
+def test_an_interface_mismatch_its_fixes_do_not_fix_ends_partial_with_the_refund(start):
+    done = start({"flaws": ["interface_mismatch"], "remediation_fails": 9}, sandbox_available=False)
+
+    assert done.status == "partial"
+    [conflict] = Conflict.objects.filter(execution=done, kind="interface")
+    assert conflict.status == "unresolved" and conflict.rounds == 2
+    assert conflict.details["tasks"] == ["task_1", "task_2", "task_1_iface1", "task_1_iface2"]
+    assert "still failing after 2 fix round(s)" in conflict.resolution
+    assert Event.objects.filter(execution=done, type="execution.reopened").count() == 2
+    # The frontend is withheld: 90 % of its share of the fee comes back.
+    planned = {t.key: Decimal(str(t.weight)) for t in Task.objects.filter(execution=done, kind="plan")}
+    share = planned["task_1"] / sum(planned.values())
+    assert done.refund_usd == (done.fee_usd * Decimal("0.9") * share).quantize(Decimal("0.01"))
+    checks = done.contract_report
+    assert checks["failed"] == 2  # the list and the form of the bookings page
+    assert done.quality_score == round(checks["passed"] / checks["checks"] * 0.85 + 1e-9, 2)
+
+
+def test_without_a_sandbox_the_gate_does_not_run_and_the_delivery_is_not_called_verified(start):
+    done = start({}, sandbox_available=False)
+
+    assert done.status == "completed"
+    gate = done.integration
+    assert (
+        gate["ran"] is False and gate["reason"] == "the sandbox is unavailable: bubblewrap is not installed"
+    )
+    assert gate["command"].endswith("cd backend && python3 -m pytest -q")
+    assert "Integration gate not run" in done.final_response and "not verified" in done.final_response
+    assert not Conflict.objects.filter(execution=done).exists()
+    assert done.contract_report["failed"] == 0 and done.quality_score == 1.0
