@@ -2,10 +2,14 @@
 garbage collector, in the web and reaper processes too)."""
 
 import gc
+import logging
 import sys
 
 import dramatiq
 from django.conf import settings
+from django.db import DatabaseError, connection
+
+log = logging.getLogger("openclaw.workers")
 
 
 class GilSwitchInterval(dramatiq.Middleware):
@@ -20,16 +24,24 @@ class GilSwitchInterval(dramatiq.Middleware):
 
 
 class WarmAgentCode(dramatiq.Middleware):
-    """A worker's first scan loads bandit and its plugins; done after a message was taken, a fresh
+    """A worker's first scan loads bandit and its plugins, and its first model call the provider
+    SDKs the model profiles use (`llm.warm_providers`); done after a message was taken, a fresh
     worker's first tasks would start late and run long, on the critical path of whatever execution
-    they belonged to. It is done before the worker consumes anything."""
+    they belonged to. Both are done before the worker consumes anything."""
 
     def before_worker_boot(self, broker, worker):
         # Imported here, not at the top: the web process imports this module too (asgi.py) and
-        # never verifies; only a booting worker loads the verifiers.
+        # never verifies nor calls a model; only a booting worker loads the verifiers and the SDKs.
+        from pools import llm  # noqa: PLC0415 (see above)
         from pools.verifiers.bandit_scan import run_bandit  # noqa: PLC0415 (see above)
 
         run_bandit([{"path": "warm_up.py", "content": "print('ready')\n"}])
+        try:
+            llm.warm_providers()
+        except DatabaseError:  # no database yet (first migrate): the first model call loads its SDK
+            log.warning("could not read the model profiles to load their SDKs", exc_info=True)
+        finally:
+            connection.close()
 
 
 def freeze_startup_objects() -> None:
