@@ -46,6 +46,8 @@ from .scale import max_overlap
 
 LIMITS = makespan.LIMITS
 SIZES = (20, 60)
+DAGS, QUICK_DAGS = 30, 5  # random DAGs per size
+SEED_RUNS, QUICK_SEED_RUNS = 10, 3  # runs of the seed's DAG (always the same)
 ENGINE = "engine"
 PEER_VARIANTS = {
     "stategraph": "LangGraph StateGraph",
@@ -212,8 +214,8 @@ def compare(ctx, client, workdir: Path) -> dict[str, dict[str, Tally]]:
     from executions.models import Execution
     from executions.services import execution_cancel
 
-    count = 5 if ctx.quick else 30
-    groups = {"seed restaurant (4 tasks)": [seed_plan()] * (3 if ctx.quick else 10)}
+    count = QUICK_DAGS if ctx.quick else DAGS
+    groups = {"seed restaurant (4 tasks)": [seed_plan()] * (QUICK_SEED_RUNS if ctx.quick else SEED_RUNS)}
     for n in SIZES:
         groups[f"random n={n}"] = [makespan.random_dag(n, n * 31 + i) for i in range(count)]
     tallies: dict[str, dict[str, Tally]] = {}
