@@ -7,7 +7,7 @@ import sys
 
 import dramatiq
 from django.conf import settings
-from django.db import DatabaseError, connection
+from django.db import connection
 
 log = logging.getLogger("openclaw.workers")
 
@@ -38,8 +38,9 @@ class WarmAgentCode(dramatiq.Middleware):
         run_bandit([{"path": "warm_up.py", "content": "print('ready')\n"}])
         try:
             llm.warm_providers()
-        except DatabaseError:  # no database yet (first migrate): the first model call loads its SDK
-            log.warning("could not read the model profiles to load their SDKs", exc_info=True)
+        except Exception:  # no database yet (first migrate), a profile the SDK refuses: not fatal,
+            # the first model call loads what it needs, as it would without the warm-up
+            log.warning("could not load the model SDKs at boot", exc_info=True)
         finally:
             connection.close()
 
