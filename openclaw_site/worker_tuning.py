@@ -38,9 +38,8 @@ class WarmAgentCode(dramatiq.Middleware):
         run_bandit([{"path": "warm_up.py", "content": "print('ready')\n"}])
         try:
             llm.warm_providers()
-        except Exception:  # no database yet (first migrate), a profile the SDK refuses: not fatal,
-            # the first model call loads what it needs, as it would without the warm-up
-            log.warning("could not load the model SDKs at boot", exc_info=True)
+        except Exception:  # no database yet (first migrate), a profile the SDK refuses: not fatal
+            log.warning("model SDKs not loaded at boot; the first model call loads them", exc_info=True)
         finally:
             connection.close()
 
