@@ -10,7 +10,11 @@ SANDBOX_VENV := .venv-sandbox
 SANDBOX_STAMP := $(SANDBOX_VENV)/.installed
 SANDBOX_PYTHON ?=
 
-.PHONY: run test test-faults lint bench install clean
+.PHONY: run test test-faults lint bench bench-peers install clean
+
+PEERS_VENV := .venv-peers
+PEERS_PY := $(PEERS_VENV)/bin/python
+PEERS_STAMP := $(PEERS_VENV)/.installed
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,6 +46,17 @@ lint: $(STAMP)
 
 bench: install
 	$(PY) -m bench $(BENCH_ARGS)
+
+# LangGraph side by side with the engine (bench/peers.py). The peers live in a venv of their own:
+# the product's requirements.txt plus bench/requirements-peers.txt.
+$(PEERS_STAMP): requirements.txt bench/requirements-peers.txt
+	test -x $(PEERS_PY) || $(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_PY) -m pip install --quiet --upgrade pip
+	$(PEERS_PY) -m pip install --quiet -r requirements.txt -r bench/requirements-peers.txt
+	touch $(PEERS_STAMP)
+
+bench-peers: $(PEERS_STAMP)
+	$(PEERS_PY) -m bench peers $(BENCH_ARGS)
 
 clean:
 	rm -rf var/ .pytest_cache

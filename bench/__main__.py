@@ -29,8 +29,14 @@ BENCHMARKS = {
     "streams": "SSE streams on one daphne: database connections and memory per idle stream, delivery",
     "contracts": "the contract checks on a 200-file tree, and the integration gate's overhead",
 }
-# Run only when named: API clients and console websockets for a minute (bench/load.py).
-OPT_IN = {"load": "concurrent API clients and console websockets (only when named)"}
+# Run only when named: API clients and console websockets for a minute (bench/load.py); LangGraph
+# side by side, which needs the peer packages (`make bench-peers`) and about half an hour.
+OPT_IN = {
+    "load": "concurrent API clients and console websockets (only when named)",
+    "peers": "the engine and LangGraph on the same DAGs (only when named; `make bench-peers`)",
+}
+# Opt-in benchmarks that print their own report; the others return their tables.
+SELF_REPORTING = {"load"}
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -80,14 +86,17 @@ def machine() -> dict:
 
 
 def show(console, name: str, result: dict, seconds: float) -> None:
+    """The benchmark's table, any further tables it returns (`tables`), its checks and notes."""
     from rich.table import Table
 
-    table = Table(title=f"{name}: {result['title']} ({seconds:.0f} s)", title_justify="left")
-    for column in result["columns"]:
-        table.add_column(column)
-    for row in result["rows"]:
-        table.add_row(*("" if v is None else str(v) for v in row))
-    console.print(table)
+    tables = [{**result, "title": f"{name}: {result['title']} ({seconds:.0f} s)"}, *result.get("tables", [])]
+    for shown in tables:
+        table = Table(title=shown["title"], title_justify="left")
+        for column in shown["columns"]:
+            table.add_column(column)
+        for row in shown["rows"]:
+            table.add_row(*("" if v is None else str(v) for v in row))
+        console.print(table)
     for label, ok, detail in result.get("checks", []):
         console.print(f"  {'[green]PASS' if ok else '[red]MISS'}[/] {label}: {detail}")
     for note in result.get("notes", []):
@@ -133,7 +142,7 @@ def main(argv: list[str]) -> int:
         for name in names:
             module = importlib.import_module(f"bench.{name}")
             started = time.monotonic()
-            if name in OPT_IN:
+            if name in SELF_REPORTING:
                 result = {
                     "title": module.__doc__.splitlines()[0],
                     "columns": [],

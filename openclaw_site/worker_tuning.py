@@ -2,10 +2,14 @@
 garbage collector, in the web and reaper processes too)."""
 
 import gc
+import logging
 import sys
 
 import dramatiq
 from django.conf import settings
+from django.db import connection
+
+log = logging.getLogger("openclaw.workers")
 
 
 class GilSwitchInterval(dramatiq.Middleware):
@@ -21,16 +25,24 @@ class GilSwitchInterval(dramatiq.Middleware):
 
 class WarmAgentCode(dramatiq.Middleware):
     """A worker's first scan starts the fork server bandit's scans come from, which loads bandit
-    and its plugins (pools/verifiers/bandit_scan.py); done after a message was taken, a fresh
+    and its plugins (pools/verifiers/bandit_scan.py), and its first model call the provider SDKs
+    the model profiles use (`llm.warm_providers`); done after a message was taken, a fresh
     worker's first tasks would start late and run long, on the critical path of whatever execution
-    they belonged to. It is done before the worker consumes anything."""
+    they belonged to. Both are done before the worker consumes anything."""
 
     def before_worker_boot(self, broker, worker):
         # Imported here, not at the top: the web process imports this module too (asgi.py) and
-        # never verifies; only a booting worker loads the verifiers.
+        # never verifies nor calls a model; only a booting worker loads the verifiers and the SDKs.
+        from pools import llm  # noqa: PLC0415 (see above)
         from pools.verifiers.bandit_scan import run_bandit  # noqa: PLC0415 (see above)
 
         run_bandit([{"path": "warm_up.py", "content": "print('ready')\n"}])
+        try:
+            llm.warm_providers()
+        except Exception:  # no database yet (first migrate), a profile the SDK refuses: not fatal
+            log.warning("model SDKs not loaded at boot; the first model call loads them", exc_info=True)
+        finally:
+            connection.close()
 
 
 def freeze_startup_objects() -> None:

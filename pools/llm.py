@@ -21,7 +21,7 @@ from .llm_types import (
     ProgressCallback,
     Provider,
 )
-from .models import API_KEY_ENV_PATTERN
+from .models import API_KEY_ENV_PATTERN, ModelProfile
 from .offline import OfflineProvider
 
 __all__ = ["Completion", "LLMError", "LLMRequest", "LLMTimeout", "ModelSpec", "complete", "resolve"]
@@ -73,6 +73,25 @@ def provider_for(spec: ModelSpec) -> Provider:
 
         return OpenAIProvider()
     raise LLMError(f"unknown provider {spec.provider!r}", retryable=False)
+
+
+def warm_providers() -> list[str]:
+    """Load the SDKs and build the clients of the model profiles as they resolve now; returns the
+    labels of the real models warmed.
+
+    A worker process calls it as it boots. Left to a worker's first model call, the SDKs' import
+    (over a second of CPU on a small machine) delays that call, and every other first call of the
+    process waits for it on the interpreter's import lock: the parallel tasks of the first execution
+    after a start reach their models that far apart. A profile that runs offline (no key) loads
+    nothing, so an offline run keeps its memory.
+    """
+    warmed = []
+    for profile in ModelProfile.objects.all():
+        spec = resolve(profile)
+        if spec.provider != "offline":
+            provider_for(spec).warm(spec)
+            warmed.append(spec.label)
+    return warmed
 
 
 def complete(spec: ModelSpec, request: LLMRequest, on_progress: ProgressCallback | None = None) -> Completion:

@@ -133,6 +133,9 @@ class OfflineProvider:
     def expected_latency(self, spec: ModelSpec, request: LLMRequest) -> float | None:
         return latency_for(spec, request)
 
+    def warm(self, spec: ModelSpec) -> None:
+        """Nothing to load: the offline provider is plain Python, imported with this module."""
+
 
 def _words(text: str) -> list[str]:
     return re.findall(r"[a-z]+", text.lower())

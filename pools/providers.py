@@ -301,6 +301,19 @@ class _StreamingProvider(abc.ABC):
             time.sleep(delay)
             attempt += 1
 
+    def warm(self, spec: ModelSpec) -> None:
+        """Build the client that this spec's calls use (it is cached) and load the SDK code its first
+        request would: a fresh worker process then makes its first call as fast as its later ones."""
+        self._resource(self._client(spec, self._api_key(spec)))
+
+    @abc.abstractmethod
+    def _client(self, spec: ModelSpec, api_key: str | None) -> Any:
+        """The SDK client for this spec, shared by its calls."""
+
+    @abc.abstractmethod
+    def _resource(self, client: Any) -> Any:
+        """The client's endpoint that a call streams from (the SDKs load its code on first use)."""
+
     def _api_key(self, spec: ModelSpec) -> str | None:
         if not spec.api_key_env:
             return None  # the SDK reads its own variable
@@ -399,10 +412,7 @@ class AnthropicProvider(_StreamingProvider):
         max_tokens: int,
         timeout: httpx2.Timeout,
     ) -> Iterator[_Text | _Usage | _Model]:
-        env = tuple(
-            os.environ.get(v) for v in ("ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN")
-        )
-        client = _anthropic_client(spec.base_url or None, api_key, env)
+        client = self._client(spec, api_key)
         kwargs: dict[str, Any] = {
             "model": spec.model,
             "max_tokens": max_tokens,
@@ -418,7 +428,7 @@ class AnthropicProvider(_StreamingProvider):
                 for t in request.tools
             ]
         stopped = False
-        with client.messages.create(**kwargs) as stream:
+        with self._resource(client).create(**kwargs) as stream:
             for event in stream:
                 if event.type == "message_start":
                     yield _Model(event.message.model)
@@ -437,6 +447,15 @@ class AnthropicProvider(_StreamingProvider):
                     stopped = True
         if not stopped:
             raise _IncompleteStream("stream ended before message_stop")
+
+    def _client(self, spec: ModelSpec, api_key: str | None) -> anthropic.Anthropic:
+        env = tuple(
+            os.environ.get(v) for v in ("ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN")
+        )
+        return _anthropic_client(spec.base_url or None, api_key, env)
+
+    def _resource(self, client: anthropic.Anthropic) -> Any:
+        return client.messages
 
     @staticmethod
     def _messages(request: LLMRequest) -> list[dict]:
@@ -493,8 +512,7 @@ class OpenAIProvider(_StreamingProvider):
         max_tokens: int,
         timeout: httpx2.Timeout,
     ) -> Iterator[_Text | _Usage | _Model]:
-        env = tuple(os.environ.get(v) for v in ("OPENAI_BASE_URL", "OPENAI_API_KEY"))
-        client = _openai_client(spec.base_url or None, api_key, env)
+        completions = self._resource(self._client(spec, api_key))
         messages = self._messages(request)
         if request.system:
             messages.insert(0, {"role": "system", "content": request.system})
@@ -518,13 +536,13 @@ class OpenAIProvider(_StreamingProvider):
                 for t in request.tools
             ]
         try:
-            stream = client.chat.completions.create(**kwargs)
+            stream = completions.create(**kwargs)
         except openai.BadRequestError as exc:
             # Some compatible servers reject the field; usage is then estimated.
             if "stream_options" not in str(exc):
                 raise
             del kwargs["stream_options"]
-            stream = client.chat.completions.create(**kwargs)
+            stream = completions.create(**kwargs)
         finished = False
         with stream:
             for chunk in stream:
@@ -547,6 +565,13 @@ class OpenAIProvider(_StreamingProvider):
                             log.warning("%s reply cut at max_tokens=%d", spec.label, max_tokens)
         if not finished:
             raise _IncompleteStream("stream ended without a finish_reason")
+
+    def _client(self, spec: ModelSpec, api_key: str | None) -> openai.OpenAI:
+        env = tuple(os.environ.get(v) for v in ("OPENAI_BASE_URL", "OPENAI_API_KEY"))
+        return _openai_client(spec.base_url or None, api_key, env)
+
+    def _resource(self, client: openai.OpenAI) -> Any:
+        return client.chat.completions
 
     @staticmethod
     def _messages(request: LLMRequest) -> list[dict]:

@@ -317,3 +317,43 @@ def test_fake_server_non_streaming_replies_parse_with_the_sdks(server):
 
     assert message.content[0].text == "plain" and message.usage.input_tokens == 5
     assert chat.choices[0].message.content == "plain too" and chat.usage.completion_tokens >= 1
+
+
+def test_warming_builds_the_clients_the_calls_then_use(server, db):
+    """What a booting worker does (`llm.warm_providers`): each keyed real profile's client is made
+    once, and the first call finds it in the cache instead of building it on the critical path."""
+    from pools import llm, providers
+    from pools.models import ModelProfile
+
+    providers._anthropic_client.cache_clear()
+    providers._openai_client.cache_clear()
+    prices = {"input_per_mtok": 3, "output_per_mtok": 15}
+    ModelProfile.objects.create(
+        name="claude",
+        provider="anthropic",
+        model="claude-sonnet-4-5",
+        **prices,
+        base_url=server.anthropic_base_url,
+        api_key_env=KEY_ENV,
+    )
+    ModelProfile.objects.create(
+        name="minimax",
+        provider="openai",
+        model="MiniMax-M2.5",
+        **prices,
+        base_url=server.openai_base_url,
+        api_key_env=KEY_ENV,
+    )
+    ModelProfile.objects.create(
+        name="keyless", provider="openai", model="gpt", api_key_env="NOBODY_SET_THIS_API_KEY", **prices
+    )
+    ModelProfile.objects.create(name="offline", provider="offline", model="openclaw-offline-1", **prices)
+
+    assert sorted(llm.warm_providers()) == ["anthropic:claude-sonnet-4-5", "openai:MiniMax-M2.5"]
+    assert providers._anthropic_client.cache_info().currsize == 1
+    assert providers._openai_client.cache_info().currsize == 1
+
+    fast_anthropic.complete(claude(server), request(), None)
+    OpenAIProvider().complete(minimax(server), request(), None)
+    assert providers._anthropic_client.cache_info().misses == 1  # the warmed client served the call
+    assert providers._openai_client.cache_info().misses == 1
