@@ -4,7 +4,8 @@ Offline agents with
 no model latency working a 10-turn loop (7 × list_files, write, run the tests, finish) on real
 workers; a turn's overhead is the time between two recorded turns that neither the model call
 nor the tools took (billing the turn, the cancel and budget checks, building the next request).
-The last turn is left out: its gap holds the verification of the output, not the loop.
+The first turn's gap is the attempt's set-up (pool, dependencies, workspace), reported apart; the
+last turn is left out: its gap holds the verification of the output, not the loop.
 """
 
 import statistics
@@ -27,7 +28,7 @@ PLAN = {
 }
 
 
-def loop_overheads(client, executions: int) -> tuple[list[float], int]:
+def loop_overheads(client, executions: int) -> tuple[list[float], list[float], int]:
     from executions.models import Attempt, AttemptTurn
     from pools.models import WorkerPool
 
@@ -43,30 +44,42 @@ def loop_overheads(client, executions: int) -> tuple[list[float], int]:
         ids.append(execution_create(client=client, message="loop benchmark", session_key="bench").pk)
     statuses = harness.wait_terminal(ids, timeout=300)
     overheads = []
+    by_turn: dict[int, list[float]] = {}
     turns_seen = 0
     for attempt in Attempt.objects.filter(task__execution_id__in=ids, status="succeeded"):
         turns = list(AttemptTurn.objects.filter(attempt=attempt).order_by("number"))
         turns_seen += len(turns)
         previous = attempt.started_at
         for turn in turns[:-1]:
-            gap = (turn.created_at - previous).total_seconds() - turn.duration_sec
-            overheads.append(max(0.0, gap))
+            gap = max(0.0, (turn.created_at - previous).total_seconds() - turn.duration_sec)
+            overheads.append(gap)
+            by_turn.setdefault(turn.number, []).append(gap)
             previous = turn.created_at
     completed = sum(1 for s in statuses.values() if s == "completed")
-    return overheads, completed
+    setup = by_turn.pop(1, [])
+    loop = [gap for gaps in by_turn.values() for gap in gaps]
+    return loop, setup, completed
 
 
 def run(ctx) -> dict:
     executions = 8 if ctx.quick else 24
     client, _ = harness.bench_client()
     with harness.engine_workers():
-        overheads, completed = loop_overheads(client, executions)
+        overheads, setup, completed = loop_overheads(client, executions)
     turn = harness.summary_ms(overheads)
+    first = harness.summary_ms(setup)
     return {
         "title": "Agent loop: the engine's time per turn (ms)",
         "columns": ["measure", "samples", "p50", "p99", "target"],
         "rows": [
-            ["engine overhead per turn", len(overheads), turn["p50_ms"], turn["p99_ms"], "p99 ≤ 20"],
+            [
+                "engine overhead per turn (turns 2…9)",
+                len(overheads),
+                turn["p50_ms"],
+                turn["p99_ms"],
+                "p99 ≤ 20",
+            ],
+            ["attempt set-up before the first call", len(setup), first["p50_ms"], first["p99_ms"], ""],
         ],
         "checks": [
             ("engine overhead per turn p99 ≤ 20 ms", turn["p99_ms"] <= 20, f"{turn['p99_ms']} ms"),
@@ -76,5 +89,5 @@ def run(ctx) -> dict:
             f"{executions} executions of one codegen task, each a {TURNS}-turn offline loop with no model "
             f"latency; median turn gap {statistics.median(overheads) * 1000:.1f} ms"
         ],
-        "data": {"turn_overhead_ms": turn},
+        "data": {"turn_overhead_ms": turn, "setup_ms": first},
     }
