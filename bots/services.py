@@ -113,9 +113,7 @@ def slack_request_start(
         receipt = SlackEventReceipt.objects.select_for_update().get(pk=receipt_id)
         if receipt.execution_id:
             return None
-        execution = execution_create(
-            client=client, message=text, session_key=f"slack-{team_id}-{user_id}", project="slack"
-        )
+        execution = execution_create(client=client, message=text, session_key=f"slack-{team_id}-{user_id}")
         SlackThread.objects.create(
             execution=execution, team_id=team_id, user_id=user_id, channel_id=channel_id, thread_ts=thread_ts
         )

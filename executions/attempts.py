@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from pools.models import WorkerPool
 
-from . import billing, conflicts, events
+from . import billing, conflicts, events, merge_conflicts
 from .dispatch import (
     dispatch_after_commit,
     dispatch_pool,
@@ -129,7 +129,7 @@ def attempt_renew(attempt_id, *, lease_sec: float, progress: int | None = None) 
     return True
 
 
-def attempt_succeed(attempt_id, *, result: dict, usage=None) -> bool:
+def attempt_succeed(attempt_id, *, result: dict, usage=None, commit: str = "") -> bool:
     """Record a successful attempt: the task succeeds, its dependents may become ready.
 
     `usage` is the attempt's last call (a `billing.AttemptUsage`): stored by the updates that close
@@ -157,16 +157,18 @@ def attempt_succeed(attempt_id, *, result: dict, usage=None) -> bool:
             result=result,
             error="",
             paths=paths,
+            commit=commit,
             add=usage.task_increments() if usage else None,
         ):
             return False
-        task.status, task.finished_at, task.progress, task.result, task.error, task.paths = (
+        task.status, task.finished_at, task.progress, task.result, task.error, task.paths, task.commit = (
             TaskStatus.SUCCEEDED,
             now,
             100,
             result,
             "",
             paths,
+            commit,
         )
         with events.batched(task.execution_id):
             events.emit(
@@ -184,6 +186,7 @@ def attempt_succeed(attempt_id, *, result: dict, usage=None) -> bool:
                 },
             )
             conflicts.on_result(task)  # follow-up tasks exist before anyone can finish the work
+            merge_conflicts.on_commit(task)
             promoted = promote_dependents(task.execution_id)
             if not promoted:  # with a task just made ready, the work is not over
                 maybe_finish_work(task.execution_id)

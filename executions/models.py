@@ -58,6 +58,28 @@ class ApiKey(models.Model):
         return cls.objects.create(client=client, prefix=raw[:10], key_hash=cls.hash_key(raw)), raw
 
 
+class Project(models.Model):
+    """A client's project: a git repository, the authoritative store of its files
+    (`executions.projects`). Each execution of the project starts from its `main` and lands on it."""
+
+    client = models.ForeignKey(Client, on_delete=models.PROTECT, related_name="projects")
+    name = models.CharField(max_length=100)
+    head = models.CharField(
+        max_length=40, blank=True, help_text="The commit `main` points at, as last landed"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-updated_at", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["client", "name"], name="project_name_unique_per_client")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.client}/{self.name}"
+
+
 class Execution(models.Model):
     MODES = [("auto", "auto"), ("parallel", "parallel"), ("serial", "serial")]
 
@@ -65,6 +87,12 @@ class Execution(models.Model):
     client = models.ForeignKey(Client, on_delete=models.PROTECT, related_name="executions")
     session_key = models.CharField(max_length=64)
     project = models.CharField(max_length=100, blank=True)
+    base_commit = models.CharField(
+        max_length=40, blank=True, help_text="The head of the project's main when it was planned"
+    )
+    result_commit = models.CharField(
+        max_length=40, blank=True, help_text="The execution's merge commit, where main moved"
+    )
     message = models.TextField()
     requested_mode = models.CharField(max_length=10, choices=MODES, default="auto")
     force_parallel = models.BooleanField(default=False)
@@ -169,6 +197,7 @@ class Task(models.Model):
     # The result's file paths, kept beside it so that a success looks for colliding files without
     # reading every other result of the execution.
     paths = models.JSONField(default=list, blank=True, editable=False)
+    commit = models.CharField(max_length=40, blank=True, help_text="The commit of its output")
     parent = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children"
     )

@@ -15,7 +15,7 @@ from django.utils import timezone
 from pools import llm
 from pools.models import EngineSettings, WorkerPool
 
-from . import billing, events, pm_coordinator
+from . import billing, events, pm_coordinator, projects
 from .agent_router import ParallelDisabled, choose_mode
 from .dag import PlanNode, simulate_makespan, upward_ranks
 from .dispatch import dispatch_after_commit
@@ -137,8 +137,15 @@ def _plan(execution: Execution, claim: int, calls: list) -> bool:
     pools = {p.name: p for p in WorkerPool.objects.select_related("model")}
     limits = pool_limits()
     spec = llm.resolve(engine.pm_model)
+    # A follow-up is planned against the project's current tree, and its tasks start from it.
+    base = projects.plan_base(execution) if execution.project else projects.Base("", [])
     result = pm_coordinator.decompose(
-        execution.message, spec, limits, max_tasks=engine.max_tasks_per_plan, timeout=PLAN_TIMEOUT_SEC
+        execution.message,
+        spec,
+        limits,
+        max_tasks=engine.max_tasks_per_plan,
+        timeout=PLAN_TIMEOUT_SEC,
+        existing_files=base.files,
     )
     calls.extend(result.completions)
     plan_tasks = result.tasks
@@ -182,6 +189,7 @@ def _plan(execution: Execution, claim: int, calls: list) -> bool:
             plan={"tasks": plan_tasks},
             plan_source=result.source,
             plan_notes=result.notes,
+            base_commit=base.commit,
             estimated_duration_sec=round(estimate, 3),
             serial_estimate_sec=round(serial_estimate, 3),
             estimated_cost_usd=estimated_cost,

@@ -221,12 +221,19 @@ def deterministic_plan(request: str, pools: dict[str, PoolLimits]) -> list[dict]
 
 
 def decompose(
-    request: str, spec: llm.ModelSpec, pools: dict[str, PoolLimits], *, max_tasks: int, timeout: float
+    request: str,
+    spec: llm.ModelSpec,
+    pools: dict[str, PoolLimits],
+    *,
+    max_tasks: int,
+    timeout: float,
+    existing_files: list[tuple[str, int]] | None = None,
 ) -> PlanResult:
-    """Ask the PM model for a plan, validate it, repair once, fall back to the deterministic planner."""
+    """Ask the PM model for a plan, validate it, repair once, fall back to the deterministic planner.
+    `existing_files` (path, size): the project's current tree, which a follow-up builds on."""
     completions: list[tuple[llm.ModelSpec, llm.Completion]] = []
     available = {name: limits.timeout_sec for name, limits in pools.items() if limits.enabled}
-    prompt = plan_prompt(request, available, max_tasks)
+    prompt = plan_prompt(request, available, max_tasks, existing_files)
     # The offline PM has no model to plan with: it answers with the deterministic plan.
     fallback = [
         {k: v for k, v in t.items() if k != "timeout_sec"} for t in deterministic_plan(request, pools)
@@ -235,7 +242,7 @@ def decompose(
     errors: list[str] = []
     for round_ in ("model", "repaired"):
         if round_ == "repaired":
-            prompt = plan_repair_prompt(request, available, max_tasks, errors)
+            prompt = plan_repair_prompt(request, available, max_tasks, errors, existing_files)
         try:
             completion = llm.complete(
                 spec,

@@ -7,7 +7,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from . import events, messages
+from . import events, messages, projects
 from .dispatch import dispatch_after_commit
 from .models import Client, Execution, Task
 from .result_aggregator import finish
@@ -48,12 +48,18 @@ def execution_create(
         raise RequestRefused("the request is empty")
     if len(message) > settings.OPENCLAW_MAX_MESSAGE_CHARS:
         raise RequestRefused(f"the request is longer than {settings.OPENCLAW_MAX_MESSAGE_CHARS} characters")
+    problem = projects.name_problem(project) if project else None
+    if problem:
+        raise RequestRefused(f"project: {problem}")
     if budget_usd is None:
         budget_usd = client.default_budget_usd
     now = timezone.now()
+    execution_id = Execution.new_id(session_key)
+    project = project or execution_id  # a request without a project gets a project of its own
     with transaction.atomic():
+        projects.project_register(client=client, name=project)
         execution = Execution.objects.create(
-            id=Execution.new_id(session_key),
+            id=execution_id,
             client=client,
             session_key=session_key,
             project=project,

@@ -68,6 +68,7 @@ class ConflictKind(models.TextChoices):
     SECURITY_FINDING = "security_finding", "security finding"
     SCHEMA_REJECTED = "schema_rejected", "schema rejected"
     FILE_COLLISION = "file_collision", "file collision"
+    MERGE = "merge", "merge conflict"
 
 
 S, T = ExecutionStatus, TaskStatus

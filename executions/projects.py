@@ -1,0 +1,379 @@
+"""Projects live in git (DESIGN.md, "Projects live in git").
+
+A project is (client, name); its files live in a bare git repository under
+`OPENCLAW_REPOS_DIR/<client id>/<name>.git`, the authoritative store of the project's files.
+
+- Planning records the head of `main` as the execution's `base_commit` (none for an empty project)
+  and shows the PM the files there.
+- A task starts from the commits of what it builds on (`task_start`): the lineage heads of its
+  dependencies, the version a remediation fixes, both sides of a merge conflict, else the base.
+  Its workspace is that tree; its output is a commit on top of it (`commit_output`), authored by
+  its agent, on `executions/<execution>/<task>`.
+- Landing (`land`) merges the lineage heads three-way onto the current `main`, in the order they
+  finished (a dependency before its dependents), makes the execution's merge commit
+  (`result_commit`), tags it `exec-<execution>` and moves `main` by compare-and-swap: when
+  another execution moved `main` meanwhile, it merges again onto the new head.
+
+Merge conflicts between the tasks of one execution are found as results arrive
+(`executions.merge_conflicts`).
+"""
+
+import functools
+import logging
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pygit2
+from django.conf import settings
+from django.utils import timezone
+
+from pools import git_store
+
+from .models import Client, Execution, Project, Task
+from .states import SUPERSEDING_KINDS, TaskStatus
+
+log = logging.getLogger("openclaw.projects")
+
+MAX_NAME_CHARS = 100
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+LAND_ATTEMPTS = 20  # merges onto a main that keeps moving before landing gives up
+MERGE_AUTHOR = "OpenClaw"
+
+
+class ProjectError(Exception):
+    """A project whose repository cannot be used (missing, corrupt, locked); the message says why."""
+
+
+def git_errors(function):
+    """A git failure (a corrupt, unreadable or locked repository) raised as a ProjectError that says so."""
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except (pygit2.GitError, git_store.StoreError, OSError, KeyError, ValueError) as exc:
+            raise ProjectError(f"{type(exc).__name__}: {exc}") from exc
+
+    return wrapper
+
+
+def name_problem(name: object) -> str | None:
+    """Why a project name is refused, or None. Names become folder names: no path tricks."""
+    if not isinstance(name, str) or not name:
+        return "must be a non-empty string"
+    if "\x00" in name:
+        return "must not contain NUL"
+    if len(name) > MAX_NAME_CHARS:
+        return f"longer than {MAX_NAME_CHARS} characters"
+    if "/" in name or "\\" in name:
+        return "must not contain a slash"
+    if ".." in name:
+        return "must not contain '..'"
+    if not NAME_PATTERN.match(name):
+        return "letters, digits and . _ - only, starting with a letter or digit"
+    if name.lower().endswith((".git", ".lock")):
+        return "must not end with .git or .lock"
+    return None
+
+
+def repository_path(client_id: int, name: str) -> Path:
+    problem = name_problem(name)
+    if problem:
+        raise ProjectError(f"project name {name!r} {problem}")
+    return Path(settings.OPENCLAW_REPOS_DIR) / str(int(client_id)) / f"{name}.git"
+
+
+def repository(client_id: int, name: str, *, create: bool = True) -> pygit2.Repository:
+    try:
+        return git_store.open_repository(repository_path(client_id, name), create=create)
+    except git_store.StoreError as exc:
+        raise ProjectError(str(exc)) from exc
+
+
+def repository_of(execution: Execution, *, create: bool = True) -> pygit2.Repository:
+    return repository(execution.client_id, execution.project, create=create)
+
+
+def project_register(*, client: Client, name: str) -> Project:
+    """The client's project of that name, created on first use (its repository with it)."""
+    project, _ = Project.objects.get_or_create(client=client, name=name)
+    return project
+
+
+def clone_url(name: str) -> str:
+    return f"{settings.OPENCLAW_PUBLIC_URL.rstrip('/')}/git/{name}.git"
+
+
+# ---------------------------------------------------------------- planning
+
+
+@dataclass
+class Base:
+    commit: str  # "" for an empty project
+    files: list[tuple[str, int]]  # (path, size) at the commit
+
+
+@git_errors
+def plan_base(execution: Execution) -> Base:
+    """What an execution starts from: the head of its project's `main`, and the files there."""
+    repo = repository_of(execution)
+    head = git_store.ref_target(repo) or ""
+    return Base(head, git_store.listing(repo, head or None))
+
+
+# ---------------------------------------------------------------- a task's commit
+
+
+@dataclass
+class Start:
+    """Where a task's work starts: the commits it builds on and their merged tree, as files."""
+
+    parents: list[str]
+    tree: pygit2.Oid
+    files: dict[str, str]
+    conflicts: list[git_store.ConflictedFile] = field(default_factory=list)
+
+
+def lineage_head(root: Task) -> Task | None:
+    """The latest succeeded version of a task's lineage (the task, or its latest remediation or
+    revision), or None."""
+    versions = [root] + list(Task.objects.filter(parent=root, kind__in=SUPERSEDING_KINDS))
+    done = [t for t in versions if t.status == TaskStatus.SUCCEEDED and t.commit]
+    return max(done, key=lambda t: (t.finished_at, t.pk)) if done else None
+
+
+def start_commits(task: Task, dependencies: list[dict]) -> list[str]:
+    """The commits a task's work starts from, before merging: a merge resolution starts from both
+    sides; a remediation or revision from the latest version of what it replaces; anything else
+    from its dependencies' lineage heads, else the execution's base."""
+    merging = task.context.get("merge") or {}
+    if merging.get("ours") and merging.get("theirs"):
+        return [merging["ours"], merging["theirs"]]
+    commits = []
+    if task.kind in SUPERSEDING_KINDS and task.parent_id:
+        head = lineage_head(Task.objects.get(pk=task.parent_id))
+        if head is not None:
+            commits.append(head.commit)
+    commits += [dep["commit"] for dep in dependencies if dep.get("commit")]
+    if not commits and task.execution.base_commit:
+        commits.append(task.execution.base_commit)
+    return commits
+
+
+@git_errors
+def task_start(task: Task, dependencies: list[dict]) -> Start:
+    """The task's starting tree: its start commits merged (for a conflict, the files it has to
+    resolve hold git's conflict markers)."""
+    repo = repository_of(task.execution)
+    merging = task.context.get("merge") or {}
+    labels = tuple(merging.get("labels") or ("ours", "theirs"))
+    parents = git_store.independent(repo, start_commits(task, dependencies))
+    if not parents:
+        tree = git_store.overlay(repo, None, {})
+        return Start([], tree, {})
+    current, conflicts = parents[0], []
+    tree = git_store.tree_of(repo, current).id
+    for other in parents[1:]:
+        merged = git_store.merge(repo, current, other, labels=labels)
+        conflicts += merged.conflicts
+        tree = merged.tree
+        # The next merge's base is found from this one.
+        current = git_store.create_commit(
+            repo,
+            tree=tree,
+            parents=[current, other],
+            author=(MERGE_AUTHOR, "merge@openclaw"),
+            message="merge\n",
+        )
+    files = git_store.files_of_tree(repo, tree)
+    if merging:  # the files it has to resolve show both sides; anyone else gets the later one's
+        files.update((c.path, c.marked) for c in conflicts)
+    return Start(parents, tree, files, conflicts)
+
+
+def author_of(task: Task, model: str) -> tuple[str, str]:
+    return f"{task.pool} agent ({model or 'unknown model'})", f"{task.key}@{task.execution_id}.openclaw"
+
+
+def branch_of(task: Task) -> str:
+    return f"refs/heads/executions/{task.execution_id}/{task.key}"
+
+
+@git_errors
+def commit_output(task: Task, start: Start, files: list[dict], summary: str, model: str) -> str:
+    """A commit of the task's output on top of where it started (its branch moves once the success
+    is recorded: `publish_branch`)."""
+    repo = repository_of(task.execution)
+    tree = git_store.overlay(repo, start.tree, {f["path"]: f["content"] for f in files})
+    message = (summary or task.description).strip() + "\n"
+    return git_store.create_commit(
+        repo, tree=tree, parents=start.parents, author=author_of(task, model), message=message
+    )
+
+
+def publish_branch(task: Task, commit: str) -> None:
+    git_store.set_ref(repository_of(task.execution), branch_of(task), commit)
+
+
+# ---------------------------------------------------------------- landing
+
+
+@dataclass
+class Landing:
+    commit: str
+    conflicts: list[tuple[str, str, git_store.ConflictedFile]]  # (ours label, theirs label, file)
+    merges: int  # how many times main had to be merged again
+
+
+def lineage_heads(execution: Execution) -> list[Task]:
+    """The latest succeeded version of each lineage that has a commit, in the order they finished
+    (a dependency before its dependents)."""
+    tasks = [t for t in execution.tasks.all() if t.status == TaskStatus.SUCCEEDED and t.commit]
+    heads: dict[int, Task] = {}
+    for task in tasks:
+        root = task.parent_id if task.kind in SUPERSEDING_KINDS and task.parent_id else task.pk
+        current = heads.get(root)
+        if current is None or (task.finished_at, task.pk) > (current.finished_at, current.pk):
+            heads[root] = task
+    return sorted(heads.values(), key=lambda t: (t.finished_at, t.pk))
+
+
+def merge_heads(repo: pygit2.Repository, onto: str | None, heads: list[Task], onto_label: str = "main"):
+    """Merge the heads one by one onto `onto`: (tree, conflicts). A conflicted path keeps the later
+    head's version."""
+    current, label, conflicts = onto, onto_label, []
+    tree = git_store.tree_of(repo, onto).id if onto else git_store.overlay(repo, None, {})
+    for head in heads:
+        merged = git_store.merge(repo, current, head.commit, labels=(label, head.key))
+        conflicts += [(label, head.key, c) for c in merged.conflicts]
+        tree = merged.tree
+        if current is None or git_store.is_ancestor(repo, current, head.commit):
+            current = head.commit
+        elif not git_store.is_ancestor(repo, head.commit, current):
+            current = git_store.create_commit(
+                repo,
+                tree=tree,
+                parents=[current, head.commit],
+                author=(MERGE_AUTHOR, "merge@openclaw"),
+                message="merge\n",
+            )
+        label = head.key
+    return tree, conflicts
+
+
+@git_errors
+def land(execution: Execution) -> Landing:
+    """The execution's merge commit on `main`, tagged `exec-<execution>`: its lineage heads merged
+    onto the current head (compare-and-swap; merged again while another execution moves it)."""
+    repo = repository_of(execution)
+    heads = lineage_heads(execution)
+    tag = f"refs/tags/exec-{execution.pk}"
+    landed = git_store.ref_target(repo, tag)
+    if landed and all(git_store.is_ancestor(repo, h.commit, landed) for h in heads):
+        return Landing(landed, [], 0)  # a redelivered aggregation: landed already
+    merges = 0
+    while True:
+        main = git_store.ref_target(repo)
+        tree, conflicts = merge_heads(repo, main, heads)
+        parents = git_store.independent(repo, ([main] if main else []) + [h.commit for h in heads])
+        if main and parents[0] != main:
+            parents.insert(0, main)  # main stays the first parent, even when a head contains it
+        commit = git_store.create_commit(
+            repo,
+            tree=tree,
+            parents=parents,
+            author=(MERGE_AUTHOR, f"openclaw@{execution.pk}.openclaw"),
+            message=merge_message(execution, heads),
+        )
+        if git_store.swap_ref(repo, git_store.MAIN, commit, main):
+            break
+        merges += 1
+        if merges >= LAND_ATTEMPTS:
+            raise ProjectError(f"main of {execution.project} kept moving; {execution.pk} did not land")
+        log.info("main of %s moved while %s landed; merging again", execution.project, execution.pk)
+    git_store.set_ref(repo, tag, commit)
+    for head in heads:
+        git_store.set_ref(repo, branch_of(head), head.commit)
+    Execution.objects.filter(pk=execution.pk).update(result_commit=commit)
+    Project.objects.filter(client_id=execution.client_id, name=execution.project).update(
+        head=commit, updated_at=timezone.now()
+    )
+    execution.result_commit = commit
+    return Landing(commit, conflicts, merges)
+
+
+def merge_message(execution: Execution, heads: list[Task]) -> str:
+    first_line = execution.message.strip().splitlines()[0][:72] if execution.message.strip() else ""
+    lines = [f"Execution {execution.pk}: {first_line}", ""]
+    lines += [f"- {h.key}: {(h.result.get('summary') or h.description).splitlines()[0][:100]}" for h in heads]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- reads
+
+
+@git_errors
+def result_files(execution: Execution) -> dict[str, str] | None:
+    """The project's files as the execution left them: the tree at `result_commit`, or, before it
+    landed, its work so far merged onto its base. None when the project has no repository."""
+    try:
+        repo = repository_of(execution, create=False)
+    except ProjectError:
+        return None
+    if execution.result_commit:
+        return git_store.files_at(repo, execution.result_commit)
+    tree, _ = merge_heads(repo, execution.base_commit or None, lineage_heads(execution))
+    return git_store.files_of_tree(repo, tree)
+
+
+@git_errors
+def execution_diff(execution: Execution) -> tuple[str, dict]:
+    """The unified diff base_commit..result_commit and its stats."""
+    repo = repository_of(execution, create=False)
+    patch = git_store.diff(repo, execution.base_commit or None, execution.result_commit)
+    return patch.patch or "", git_store.diff_stats(patch)
+
+
+@git_errors
+def task_diff(execution: Execution, task: Task) -> str:
+    """What a task's commit changed from its first parent (its start), as a unified diff."""
+    repo = repository_of(execution, create=False)
+    commit = repo[task.commit]
+    parent = str(commit.parents[0].id) if commit.parents else None
+    return git_store.diff(repo, parent, task.commit).patch or ""
+
+
+AUTHOR_EMAIL = re.compile(r"^(?P<task>[^@]+)@(?P<execution>.+)\.openclaw$")
+
+
+@git_errors
+def history(client_id: int, name: str, limit: int = 200) -> list[dict]:
+    """main's commits, newest first, each with the execution and task it came from."""
+    repo = repository(client_id, name, create=False)
+    out = []
+    for commit in git_store.history(repo, git_store.ref_target(repo), limit):
+        match = AUTHOR_EMAIL.match(commit.author.email or "")
+        task = match["task"] if match and match["task"] != "openclaw" else None
+        out.append(
+            {
+                "commit": str(commit.id),
+                "message": commit.message.strip(),
+                "author": commit.author.name,
+                "execution_id": match["execution"] if match else None,
+                "task": task,
+                "time": datetime.fromtimestamp(commit.author.time, tz=UTC).isoformat(),
+            }
+        )
+    return out
+
+
+@git_errors
+def head_files(client_id: int, name: str, commit: str | None = None) -> list[tuple[str, int]]:
+    repo = repository(client_id, name, create=False)
+    return git_store.listing(repo, commit or git_store.ref_target(repo))
+
+
+def executions_count(project: Project) -> int:
+    return Execution.objects.filter(client_id=project.client_id, project=project.name).count()
