@@ -20,11 +20,20 @@ import logging
 
 from pools import git_store
 
-from . import projects
+from . import events, projects
 from .conflicts import add_follow_ups, detect, give_up, mark_resolving, max_rounds, pool_timeout, resolve
 from .conflicts import follow_up_key as conflict_key
-from .models import Conflict, Task
-from .states import CONFLICT_OPEN, SUPERSEDING_KINDS, ConflictKind, ConflictStatus, TaskKind, TaskStatus
+from .models import Conflict, Execution, Task
+from .states import (
+    CONFLICT_OPEN,
+    SUPERSEDING_KINDS,
+    ConflictKind,
+    ConflictStatus,
+    ExecutionStatus,
+    TaskKind,
+    TaskStatus,
+)
+from .transitions import move_execution
 
 log = logging.getLogger("openclaw.aggregator")
 
@@ -98,20 +107,24 @@ def raise_merge_conflict(ours: Task, theirs: Task, files: list[git_store.Conflic
         f"{ours.key} and {theirs.key} edit the same lines of {', '.join(paths)}",
         {
             "paths": paths,
-            "hunks": [{"path": f.path, **hunk} for f in files for hunk in f.hunks][:50],
+            "hunks": hunks_of(files),
             "ours": {"task": ours.key, "commit": ours.commit},
             "theirs": {"task": theirs.key, "commit": theirs.commit},
+            "root": root_of(theirs),
             "sides_roots": sorted([root_of(ours), root_of(theirs)]),
             "tasks": [ours.key, theirs.key],
         },
     )
-    start_resolution(conflict, ours, theirs, files)
+    start_resolution(conflict, files)
 
 
-def start_resolution(
-    conflict: Conflict, ours: Task, theirs: Task, files: list[git_store.ConflictedFile]
-) -> None:
-    """One round: a remediation of the later lineage that starts from both sides."""
+def hunks_of(files: list[git_store.ConflictedFile]) -> list[dict]:
+    return [{"path": f.path, **hunk} for f in files for hunk in f.hunks][:50]
+
+
+def start_resolution(conflict: Conflict, files: list[git_store.ConflictedFile]) -> None:
+    """One round: a remediation of the later side's lineage (`details["root"]`) that starts from
+    both sides (`details["ours"]`, `details["theirs"]`: a label and a commit each)."""
     if conflict.rounds >= max_rounds():
         give_up(
             conflict,
@@ -119,7 +132,8 @@ def start_resolution(
         )
         return
     execution_id = conflict.execution_id
-    root = Task.objects.get(pk=root_of(theirs))
+    ours, theirs = conflict.details["ours"], conflict.details["theirs"]
+    root = Task.objects.get(pk=conflict.details["root"])
     round_no = conflict.rounds + 1
     key = conflict_key(execution_id, root.key, "merge", round_no, conflict)
     paths = [f.path for f in files]
@@ -133,8 +147,8 @@ def start_resolution(
                 "parent_id": root.pk,
                 "priority": 1,
                 "description": (
-                    f"Resolve the merge conflict between {ours.key} and {theirs.key} in {', '.join(paths)}: "
-                    "keep what each side meant, remove the conflict markers"
+                    f"Resolve the merge conflict between {ours['task']} and {theirs['task']} in "
+                    f"{', '.join(paths)}: keep what each side meant, remove the conflict markers"
                 ),
                 "timeout_sec": pool_timeout(root.pool, root.timeout_sec),
                 "blocked_by": [],
@@ -143,9 +157,9 @@ def start_resolution(
                     "conflict": conflict.pk,
                     "round": round_no,
                     "merge": {
-                        "ours": ours.commit,
-                        "theirs": theirs.commit,
-                        "labels": [ours.key, theirs.key],
+                        "ours": ours["commit"],
+                        "theirs": theirs["commit"],
+                        "labels": [ours["task"], theirs["task"]],
                     },
                     "conflicts": [
                         {"path": f.path, "base": f.base, "ours": f.ours, "theirs": f.theirs} for f in files
@@ -158,7 +172,7 @@ def start_resolution(
     )
     # Dependents of either side that have not started build on the resolution.
     for dependent in Task.objects.filter(execution_id=execution_id, status=TaskStatus.PENDING):
-        if {ours.key, theirs.key} & set(dependent.blocked_by) and key not in dependent.blocked_by:
+        if {ours["task"], theirs["task"]} & set(dependent.blocked_by) and key not in dependent.blocked_by:
             Task.objects.filter(pk=dependent.pk, status=TaskStatus.PENDING).update(
                 blocked_by=dependent.blocked_by + [key]
             )
@@ -172,10 +186,10 @@ def settle_resolution(task: Task) -> None:
     if conflict is None or conflict.kind != ConflictKind.MERGE or conflict.status == ConflictStatus.RESOLVED:
         return
     repo = projects.repository_of(task.execution)
-    sides = [conflict.details["ours"]["commit"], conflict.details["theirs"]["commit"]]
+    ours, theirs = conflict.details["ours"], conflict.details["theirs"]
     files = git_store.files_at(repo, task.commit)
     marked = [p for p in conflict.details["paths"] if has_markers(files.get(p, ""))]
-    contains = all(git_store.is_ancestor(repo, side, task.commit) for side in sides)
+    contains = all(git_store.is_ancestor(repo, side["commit"], task.commit) for side in (ours, theirs))
     if contains and not marked:
         summary = task.result.get("summary", "")
         resolve(
@@ -184,10 +198,45 @@ def settle_resolution(task: Task) -> None:
             f"{task.key} resolved {', '.join(conflict.details['paths'])}",
         )
         return
-    ours = Task.objects.get(execution_id=task.execution_id, key=conflict.details["ours"]["task"])
-    theirs = Task.objects.get(execution_id=task.execution_id, key=conflict.details["theirs"]["task"])
-    merged = git_store.merge(repo, ours.commit, theirs.commit, labels=(ours.key, theirs.key))
-    start_resolution(conflict, ours, theirs, merged.conflicts)
+    merged = git_store.merge(repo, ours["commit"], theirs["commit"], labels=(ours["task"], theirs["task"]))
+    start_resolution(conflict, merged.conflicts)
+
+
+def resolve_with_main(execution: Execution, landing: "projects.Landing") -> bool:
+    """Landing met another execution's edits of the same lines on `main`: a conflict of kind
+    `merge` between `main` and the task, resolved by a remediation that starts from both, and the
+    execution goes back to work (it lands once the resolution is done). False when the rounds for
+    conflicts with main are spent: the caller lands with the later version kept."""
+    against_main = [(theirs, f) for ours, theirs, f in landing.conflicts if ours == projects.MAIN_LABEL]
+    rounds_so_far = Conflict.objects.filter(
+        execution=execution, kind=ConflictKind.MERGE, details__landing=True
+    ).count()
+    if not against_main or rounds_so_far >= max_rounds():
+        return False
+    task_key = against_main[0][0]
+    files = [f for key, f in against_main if key == task_key]
+    head = Task.objects.get(execution=execution, key=task_key)
+    paths = [f.path for f in files]
+    if not move_execution(execution.pk, ExecutionStatus.AGGREGATING, ExecutionStatus.EXECUTING):
+        return False
+    events.emit(execution.pk, "execution.resuming", payload={"reason": "merge conflict with main"})
+    conflict = detect(
+        execution.pk,
+        ConflictKind.MERGE,
+        [projects.MAIN_LABEL, task_key],
+        f"main (another execution's work) and {task_key} edit the same lines of {', '.join(paths)}",
+        {
+            "paths": paths,
+            "hunks": hunks_of(files),
+            "ours": {"task": projects.MAIN_LABEL, "commit": landing.main},
+            "theirs": {"task": task_key, "commit": head.commit},
+            "root": root_of(head),
+            "landing": True,
+            "tasks": [task_key],
+        },
+    )
+    start_resolution(conflict, files)
+    return True
 
 
 def record_landing_conflicts(execution, landing: "projects.Landing") -> None:
@@ -196,7 +245,9 @@ def record_landing_conflicts(execution, landing: "projects.Landing") -> None:
     reported unresolved for review, once per pair and paths."""
     seen = {
         (tuple(c.between), tuple(c.details.get("paths", [])))
-        for c in Conflict.objects.filter(execution=execution, kind=ConflictKind.MERGE)
+        for c in Conflict.objects.filter(execution=execution, kind=ConflictKind.MERGE).exclude(
+            status=ConflictStatus.RESOLVED
+        )
     }
     pairs: dict[tuple[str, str], list[git_store.ConflictedFile]] = {}
     for ours, theirs, file in landing.conflicts:
@@ -214,8 +265,9 @@ def record_landing_conflicts(execution, landing: "projects.Landing") -> None:
             f"{ours} and {theirs} edit the same lines of {', '.join(paths)} (on landing)",
             {
                 "paths": paths,
-                "hunks": [{"path": f.path, **hunk} for f in files for hunk in f.hunks][:50],
+                "hunks": hunks_of(files),
                 "landing": True,
+                "kept": theirs,
             },
         )
         give_up(conflict, f"kept {theirs}'s version of {', '.join(paths)} on main; needs manual review")

@@ -222,9 +222,10 @@ def publish_branch(task: Task, commit: str) -> None:
 
 @dataclass
 class Landing:
-    commit: str
+    commit: str  # "" when it stopped at a conflict with main
     conflicts: list[tuple[str, str, git_store.ConflictedFile]]  # (ours label, theirs label, file)
     merges: int  # how many times main had to be merged again
+    main: str = ""  # the main it met, when it stopped
 
 
 def lineage_heads(execution: Execution) -> list[Task]:
@@ -240,14 +241,20 @@ def lineage_heads(execution: Execution) -> list[Task]:
     return sorted(heads.values(), key=lambda t: (t.finished_at, t.pk))
 
 
-def merge_heads(repo: pygit2.Repository, onto: str | None, heads: list[Task], onto_label: str = "main"):
+MAIN_LABEL = "main"
+
+
+def merge_heads(repo: pygit2.Repository, onto: str | None, heads: list[Task], base: str | None = None):
     """Merge the heads one by one onto `onto`: (tree, conflicts). A conflicted path keeps the later
-    head's version."""
-    current, label, conflicts = onto, onto_label, []
+    head's version. Each conflict's `ours` is named for whoever wrote that version: an earlier
+    head that changed the path, else `main` (another execution's work, when `onto` moved past
+    `base`)."""
+    current, conflicts, merged_so_far = onto, [], []
     tree = git_store.tree_of(repo, onto).id if onto else git_store.overlay(repo, None, {})
     for head in heads:
-        merged = git_store.merge(repo, current, head.commit, labels=(label, head.key))
-        conflicts += [(label, head.key, c) for c in merged.conflicts]
+        merged = git_store.merge(repo, current, head.commit, labels=(MAIN_LABEL, head.key))
+        for conflict in merged.conflicts:
+            conflicts.append((owner_of(repo, conflict, merged_so_far, base), head.key, conflict))
         tree = merged.tree
         if current is None or git_store.is_ancestor(repo, current, head.commit):
             current = head.commit
@@ -259,14 +266,26 @@ def merge_heads(repo: pygit2.Repository, onto: str | None, heads: list[Task], on
                 author=(MERGE_AUTHOR, "merge@openclaw"),
                 message="merge\n",
             )
-        label = head.key
+        merged_so_far.append(head)
     return tree, conflicts
 
 
+def owner_of(repo, conflict: git_store.ConflictedFile, earlier: list[Task], base: str | None) -> str:
+    at_base = git_store.blob_at(repo, base, conflict.path)
+    for head in reversed(earlier):
+        blob = git_store.blob_at(repo, head.commit, conflict.path)
+        if blob == conflict.ours_id and blob != at_base:
+            return head.key
+    return MAIN_LABEL
+
+
 @git_errors
-def land(execution: Execution) -> Landing:
+def land(execution: Execution, *, stop_on_main_conflict: bool = False) -> Landing:
     """The execution's merge commit on `main`, tagged `exec-<execution>`: its lineage heads merged
-    onto the current head (compare-and-swap; merged again while another execution moves it)."""
+    onto the current head (compare-and-swap; merged again while another execution moves it).
+
+    With `stop_on_main_conflict`, a conflict with work that reached `main` after the execution's
+    base is not landed: the Landing has no commit, its conflicts, and the `main` it met."""
     repo = repository_of(execution)
     heads = lineage_heads(execution)
     tag = f"refs/tags/exec-{execution.pk}"
@@ -276,7 +295,9 @@ def land(execution: Execution) -> Landing:
     merges = 0
     while True:
         main = git_store.ref_target(repo)
-        tree, conflicts = merge_heads(repo, main, heads)
+        tree, conflicts = merge_heads(repo, main, heads, execution.base_commit or None)
+        if stop_on_main_conflict and any(ours == MAIN_LABEL for ours, _, _ in conflicts):
+            return Landing("", conflicts, merges, main=main or "")
         parents = git_store.independent(repo, ([main] if main else []) + [h.commit for h in heads])
         if main and parents[0] != main:
             parents.insert(0, main)  # main stays the first parent, even when a head contains it
@@ -324,7 +345,8 @@ def result_files(execution: Execution) -> dict[str, str] | None:
         return None
     if execution.result_commit:
         return git_store.files_at(repo, execution.result_commit)
-    tree, _ = merge_heads(repo, execution.base_commit or None, lineage_heads(execution))
+    base = execution.base_commit or None
+    tree, _ = merge_heads(repo, base, lineage_heads(execution), base)
     return git_store.files_of_tree(repo, tree)
 
 

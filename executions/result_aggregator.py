@@ -202,6 +202,8 @@ def aggregate(execution_id: str) -> str | None:
     if execution.project:
         try:
             delivery = land_on_main(execution)
+            if delivery is None:
+                return None  # back to work: a merge conflict with main is being resolved
         except projects.ProjectError as exc:
             log.error("%s could not land on %s: %s", execution_id, execution.project, exc)
             status = ExecutionStatus.FAILED
@@ -243,10 +245,17 @@ def aggregate(execution_id: str) -> str | None:
     return outcome
 
 
-def land_on_main(execution: Execution) -> str:
-    """Land the execution's work on its project's main; conflicts met there are recorded. Returns
-    the delivery line of the client's answer: the clone command and the diff's size."""
-    landing = projects.land(execution)
+def land_on_main(execution: Execution) -> str | None:
+    """Land the execution's work on its project's main. Returns the delivery line of the client's
+    answer (the clone command and the diff's size), or None when the execution went back to work
+    to resolve a merge conflict with what another execution landed meanwhile. Once those rounds
+    are spent, it lands with its own version of the conflicting lines, and says so."""
+    landing = projects.land(execution, stop_on_main_conflict=True)
+    if not landing.commit:
+        with transaction.atomic():
+            if merge_conflicts.resolve_with_main(execution, landing):
+                return None
+        landing = projects.land(execution)
     with transaction.atomic():
         merge_conflicts.record_landing_conflicts(execution, landing)
     _, stats = projects.execution_diff(execution)

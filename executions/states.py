@@ -107,7 +107,8 @@ TASK_TRANSITIONS: dict[str, frozenset[str]] = {
 EXECUTION_TRANSITIONS: dict[str, frozenset[str]] = {
     S.PLANNING: frozenset({S.EXECUTING, S.FAILED, S.CANCELLED}),
     S.EXECUTING: frozenset({S.AGGREGATING, S.CANCELLED}),
-    S.AGGREGATING: frozenset({S.COMPLETED, S.PARTIAL, S.FAILED, S.BUDGET_EXCEEDED, S.CANCELLED}),
+    # aggregating → executing: landing met a merge conflict with main, resolved by a new task.
+    S.AGGREGATING: frozenset({S.COMPLETED, S.PARTIAL, S.FAILED, S.BUDGET_EXCEEDED, S.CANCELLED, S.EXECUTING}),
     S.PARTIAL: frozenset({S.EXECUTING}),  # a client's retry
     S.FAILED: frozenset({S.EXECUTING}),  # a client's retry
     S.COMPLETED: frozenset(),

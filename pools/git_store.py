@@ -101,6 +101,17 @@ def files_of_tree(repo: pygit2.Repository, tree_id: pygit2.Oid) -> dict[str, str
     return {path: text(repo[entry.id].data) for path, entry in _walk(repo, repo[tree_id])}
 
 
+def blob_at(repo: pygit2.Repository, commit: str | None, path: str) -> str:
+    """The id of the file at `path` in a commit, or "" when it has none."""
+    tree = tree_of(repo, commit)
+    if tree is None:
+        return ""
+    try:
+        return str(tree[path].id)
+    except KeyError:
+        return ""
+
+
 def is_ancestor(repo: pygit2.Repository, ancestor: str, commit: str) -> bool:
     return ancestor == commit or repo.descendant_of(commit, ancestor)
 

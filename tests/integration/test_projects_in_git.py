@@ -246,3 +246,37 @@ def test_clones_of_foreign_projects_are_404_bad_keys_401_and_pushes_403(
     git("-c", "user.name=x", "-c", "user.email=x@x", "commit", "-m", "mine now", cwd=checkout)
     push = git("push", "origin", "main", cwd=checkout, check=False)
     assert push.returncode != 0 and "403" in push.stderr
+
+
+def test_an_execution_landing_on_conflicting_work_of_another_resolves_it_and_both_land(
+    workers, client_and_key, tmp_path, live_server
+):
+    from executions.services import execution_create
+
+    configure(latency=0.2, options={"latency_rules": [{"match": "bookings", "latency_sec": 1.0}]})
+    client, key = client_and_key
+    menu = execution_create(
+        client=client, message="Build a FastAPI backend for the menu", session_key="a", project="cafe"
+    )
+    bookings = execution_create(
+        client=client, message="Build a FastAPI backend for bookings", session_key="b", project="cafe"
+    )
+    menu = wait_for_status(menu.pk, DONE, timeout=60)
+    bookings = wait_for_status(bookings.pk, DONE, timeout=60)
+    assert menu.status == bookings.status == "completed"
+    assert menu.base_commit == bookings.base_commit == ""
+    [conflict] = Conflict.objects.filter(execution=bookings, kind="merge")
+    assert conflict.between == ["main", "task_1"] and conflict.status == "resolved"
+    assert conflict.details["ours"]["commit"] == menu.result_commit
+    fix = Task.objects.get(execution=bookings, key="task_1_merge1")
+    assert fix.status == "succeeded"
+
+    checkout = tmp_path / "cafe"
+    assert clone(live_server, key, "cafe", checkout).returncode == 0
+    assert git("rev-parse", "main", cwd=checkout).stdout.strip() == bookings.result_commit
+    parents = git("log", "-1", "--format=%P", fix.commit, cwd=checkout).stdout.split()
+    assert parents[0] == menu.result_commit
+    main = (checkout / "backend/app/main.py").read_text()
+    assert "def list_menu_items" in main and "def list_bookings" in main and "<<<<<<<" not in main
+    first_parents = git("log", "--first-parent", "--format=%H", "main", cwd=checkout).stdout.split()
+    assert first_parents[:2] == [bookings.result_commit, menu.result_commit]
