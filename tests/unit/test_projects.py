@@ -1,0 +1,167 @@
+"""Projects in git without workers: names, where a task starts, commits, landing, reads."""
+
+import pytest
+from django.test import Client as HttpClient
+from django.utils import timezone
+
+from executions import projects
+from executions.models import Execution, Project, Task
+from pools import git_store
+from pools.prompts import plan_prompt
+from tests.factories import make_client, make_execution
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("../etc", "slash"),
+        ("a..b", "'..'"),
+        ("a/b", "slash"),
+        ("a\\b", "slash"),
+        ("nul\x00", "NUL"),
+        ("x" * 101, "longer than 100"),
+        (".hidden", "letters, digits"),
+        ("-rf", "letters, digits"),
+        ("with space", "letters, digits"),
+        ("repo.git", ".git"),
+        ("", "non-empty"),
+    ],
+)
+def test_project_names_with_path_tricks_are_refused(name, problem):
+    assert problem in projects.name_problem(name)
+
+
+@pytest.mark.parametrize(
+    "name", ["delhi-palace", "shop", "v1.2_site", "x" * 100, "exec_user123_1700000000_abc123"]
+)
+def test_ordinary_project_names_pass(name):
+    assert projects.name_problem(name) is None
+
+
+def test_repositories_are_kept_apart_per_client(settings, tmp_path):
+    settings.OPENCLAW_REPOS_DIR = tmp_path
+    assert projects.repository_path(1, "shop") == tmp_path / "1" / "shop.git"
+    assert projects.repository_path(2, "shop") == tmp_path / "2" / "shop.git"
+    with pytest.raises(projects.ProjectError):
+        projects.repository_path(1, "../2/shop")
+
+
+def test_the_pm_sees_a_follow_ups_existing_files():
+    prompt = plan_prompt("Add dark mode", {"codegen": 60}, 8, [("frontend/app.tsx", 120), ("README.md", 9)])
+    assert "extends an existing project" in prompt
+    assert "frontend/app.tsx  120" in prompt and "README.md  9" in prompt
+    assert "existing project" not in plan_prompt("Build a site", {"codegen": 60}, 8, [])
+
+
+@pytest.fixture
+def repos(settings, tmp_path):
+    settings.OPENCLAW_REPOS_DIR = tmp_path / "repos"
+    return settings.OPENCLAW_REPOS_DIR
+
+
+def succeed(task: Task, start: projects.Start, files: dict[str, str], summary: str = "done") -> Task:
+    commit = projects.commit_output(
+        task, start, [{"path": p, "content": c} for p, c in files.items()], summary, "model-x"
+    )
+    Task.objects.filter(pk=task.pk).update(
+        status="succeeded",
+        commit=commit,
+        finished_at=timezone.now(),
+        result={"summary": summary, "files": [{"path": p, "content": c} for p, c in files.items()]},
+        paths=sorted(files),
+    )
+    task.refresh_from_db()
+    return task
+
+
+@pytest.mark.django_db
+def test_a_task_starts_from_its_dependencies_merged_on_the_base_and_commits_as_its_agent(repos):
+    client, _ = make_client()
+    execution = make_execution(
+        client, [{"key": "task_1"}, {"key": "task_2"}, {"key": "task_3", "blocked_by": ["task_1", "task_2"]}]
+    )
+    Execution.objects.filter(pk=execution.pk).update(project="site")
+    Project.objects.create(client=client, name="site")
+    execution.refresh_from_db()
+    repo = projects.repository_of(execution)
+    base = git_store.create_commit(
+        repo,
+        tree=git_store.overlay(repo, None, {"README.md": "hi\n"}),
+        parents=[],
+        author=("x", "x@x"),
+        message="b",
+    )
+    git_store.set_ref(repo, git_store.MAIN, base)
+    Execution.objects.filter(pk=execution.pk).update(base_commit=base)
+    execution.refresh_from_db()
+    one, two, three = (
+        Task.objects.select_related("execution").get(execution=execution, key=k)
+        for k in ("task_1", "task_2", "task_3")
+    )
+
+    start = projects.task_start(one, [])
+    assert start.parents == [base] and start.files == {"README.md": "hi\n"}
+    one = succeed(one, start, {"a.py": "a = 1\n"}, "Wrote a.")
+    two = succeed(two, projects.task_start(two, []), {"b.py": "b = 1\n"}, "Wrote b.")
+    deps = [{"commit": one.commit}, {"commit": two.commit}]
+    start = projects.task_start(three, deps)
+    assert start.parents == [one.commit, two.commit]
+    assert start.files == {"README.md": "hi\n", "a.py": "a = 1\n", "b.py": "b = 1\n"}
+
+    commit = repo[one.commit]
+    assert (commit.author.name, commit.author.email) == (
+        "codegen agent (model-x)",
+        f"task_1@{execution.pk}.openclaw",
+    )
+    assert commit.message == "Wrote a.\n" and [str(p.id) for p in commit.parents] == [base]
+
+    three = succeed(three, start, {"a.py": "a = 2\n"}, "Changed a.")
+    Execution.objects.filter(pk=execution.pk).update(status="aggregating")
+    landing = projects.land(execution)
+    assert landing.conflicts == [] and git_store.ref_target(repo) == landing.commit
+    assert git_store.files_at(repo, landing.commit) == {
+        "README.md": "hi\n",
+        "a.py": "a = 2\n",
+        "b.py": "b = 1\n",
+    }
+    assert git_store.ref_target(repo, f"refs/tags/exec-{execution.pk}") == landing.commit
+    assert git_store.ref_target(repo, f"refs/heads/executions/{execution.pk}/task_2") == two.commit
+    assert [str(p.id) for p in repo[landing.commit].parents][0] == base
+    # A redelivered aggregation lands nothing twice.
+    assert projects.land(execution).commit == landing.commit
+    assert Project.objects.get(client=client, name="site").head == landing.commit
+
+    history = projects.history(client.pk, "site")
+    assert history[0]["commit"] == landing.commit and history[0]["execution_id"] == execution.pk
+    assert {h["task"] for h in history} >= {"task_1", "task_2", "task_3", None}
+    patch, stats = projects.execution_diff(execution)
+    assert "+++ b/b.py" in patch and stats["files_changed"] == 2
+
+
+@pytest.mark.django_db
+def test_a_corrupt_repository_is_a_project_error_that_says_why(repos):
+    client, _ = make_client()
+    path = projects.repository_path(client.pk, "broken")
+    path.mkdir(parents=True)
+    (path / "HEAD").write_text("garbage")
+    execution = make_execution(client, [{"key": "task_1"}])
+    Execution.objects.filter(pk=execution.pk).update(project="broken")
+    execution.refresh_from_db()
+    with pytest.raises(projects.ProjectError):
+        projects.plan_base(execution)
+
+
+@pytest.mark.django_db
+def test_the_projects_api_lists_only_the_clients_own_projects(repos):
+    client, key = make_client()
+    other, other_key = make_client("globex")
+    Project.objects.create(client=client, name="shop")
+    Project.objects.create(client=other, name="secret")
+    http = HttpClient(HTTP_X_API_KEY=key)
+    listed = http.get("/api/projects").json()
+    assert [p["name"] for p in listed] == ["shop"] and listed[0]["clone_url"].endswith("/git/shop.git")
+    assert listed[0]["head"] is None
+    assert http.get("/api/projects/secret").status_code == 404
+    detail = http.get("/api/projects/shop").json()
+    assert detail["history"] == [] and detail["files"] == []
+    assert HttpClient(HTTP_X_API_KEY=other_key).get("/api/projects/shop").status_code == 404
