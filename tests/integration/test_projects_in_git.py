@@ -280,3 +280,49 @@ def test_an_execution_landing_on_conflicting_work_of_another_resolves_it_and_bot
     assert "def list_menu_items" in main and "def list_bookings" in main and "<<<<<<<" not in main
     first_parents = git("log", "--first-parent", "--format=%H", "main", cwd=checkout).stdout.split()
     assert first_parents[:2] == [bookings.result_commit, menu.result_commit]
+
+
+def test_a_follow_ups_agents_find_the_projects_files_in_their_workspace(workers, client_and_key):
+    from executions.models import AttemptTurn
+
+    configure(latency=0.05, max_turns=8)
+    client, _ = client_and_key
+    first = run(client, "Write a database schema for reviews", "reviews")
+    assert first.status == "completed"
+    second = run(client, RESTAURANT, "reviews")
+    assert second.status == "completed" and second.base_commit == first.result_commit
+    # The audit depends on the backend only; the schema in its listing is the project's.
+    audit = Task.objects.get(execution=second, key="task_4")
+    listing = next(
+        result["content"]
+        for turn in AttemptTurn.objects.filter(attempt__task=audit)
+        for result in turn.tool_results
+        if result.get("name") == "list_files"
+    )
+    assert "database/schema.sql" in listing and "backend/app/main.py" in listing
+    assert "frontend/package.json" not in listing  # not its dependency's, not the project's yet
+
+
+def test_a_corrupt_or_locked_repository_fails_its_execution_with_the_reason_and_no_other(
+    workers, client_and_key
+):
+    from executions import projects
+    from executions.services import execution_create
+    from pools import git_store
+
+    configure(latency=0.05)
+    client, _ = client_and_key
+    corrupt = git_store.open_repository(projects.repository_path(client.pk, "corrupt"))
+    Path(corrupt.path, "refs", "heads", "main").write_text("not a commit\n")
+    locked = git_store.open_repository(projects.repository_path(client.pk, "locked"))
+    Path(locked.path, "refs", "heads", "main.lock").write_text("held by someone else\n")
+    started = {
+        name: execution_create(client=client, message="Build a contact form", session_key=name, project=name)
+        for name in ("corrupt", "locked", "healthy")
+    }
+    done = {name: wait_for_status(e.pk, DONE, timeout=60) for name, e in started.items()}
+    assert done["healthy"].status == "completed" and done["healthy"].result_commit
+    assert done["corrupt"].status == "failed" and "ProjectError" in done["corrupt"].error
+    assert done["locked"].status == "failed" and "repository" in done["locked"].error
+    assert "lock" in done["locked"].error.lower()
+    assert done["locked"].refund_usd == done["locked"].fee_usd > 0
