@@ -26,6 +26,7 @@ BENCHMARKS = {
     "scale": "executions submitted at once through the HTTP API",
     "sandbox": "the agents' sandbox: start-to-exit of `true` (bubblewrap)",
     "agent_loop": "the engine's own time per turn of an agent's tool loop",
+    "git": "projects in git: commit + merge per task (200-file project), clone of 1,000 commits",
 }
 # Run only when named: API clients and console websockets for a minute (bench/load.py).
 OPT_IN = {"load": "concurrent API clients and console websockets (only when named)"}

@@ -120,13 +120,30 @@ def is_ancestor(repo: pygit2.Repository, ancestor: str, commit: str) -> bool:
 
 
 def overlay(repo: pygit2.Repository, tree_id: pygit2.Oid | None, files: dict[str, str]) -> pygit2.Oid:
-    """A tree: `tree_id`'s files (none when None) with `files` written over them."""
-    index = pygit2.Index()
-    if tree_id is not None:
-        index.read_tree(repo[tree_id])
+    """A tree: `tree_id`'s files (none when None) with `files` written over them. Only the folders
+    along the written paths are rebuilt; every other subtree is reused as it is."""
+    nested: dict = {}
     for path, content in files.items():
-        index.add(pygit2.IndexEntry(path, repo.create_blob(content.encode()), BLOB))
-    return index.write_tree(repo)
+        *folders, name = path.split("/")
+        level = nested
+        for folder in folders:
+            level = level.setdefault(folder, {})
+            if not isinstance(level, dict):
+                raise ValueError(f"{path}: a file is in the way of the folder {folder}")
+        level[name] = content
+    return _build(repo, repo[tree_id] if tree_id is not None else None, nested)
+
+
+def _build(repo: pygit2.Repository, tree: pygit2.Tree | None, changes: dict) -> pygit2.Oid:
+    builder = repo.TreeBuilder(tree) if tree is not None else repo.TreeBuilder()
+    for name, change in changes.items():
+        if isinstance(change, dict):
+            existing = tree[name] if tree is not None and name in tree else None
+            subtree = repo[existing.id] if existing is not None and existing.type_str == "tree" else None
+            builder.insert(name, _build(repo, subtree, change), pygit2.enums.FileMode.TREE)
+        else:
+            builder.insert(name, repo.create_blob(change.encode()), BLOB)
+    return builder.write()
 
 
 def create_commit(
@@ -227,11 +244,18 @@ def merge(
     labels: tuple[str, str] = ("ours", "theirs"),
 ) -> MergeResult:
     """Three-way merge of two commits (their merge base as the ancestor; none: the empty tree)."""
-    if ours is None or (theirs is not None and is_ancestor(repo, ours, theirs)):
+    if ours is None:
         return MergeResult(repo[theirs].peel(pygit2.Tree).id if theirs else overlay(repo, None, {}), [])
-    if theirs is None or is_ancestor(repo, theirs, ours):
+    if theirs is None:
         return MergeResult(repo[ours].peel(pygit2.Tree).id, [])
-    index = repo.merge_commits(ours, theirs)
+    # One merge-base walk decides it all: an ancestor on either side, or the three trees to merge.
+    base = repo.merge_base(ours, theirs)
+    if base is not None and str(base) == ours:
+        return MergeResult(repo[theirs].peel(pygit2.Tree).id, [])
+    if base is not None and str(base) == theirs:
+        return MergeResult(repo[ours].peel(pygit2.Tree).id, [])
+    ancestor = repo[base].peel(pygit2.Tree) if base is not None else repo[overlay(repo, None, {})]
+    index = repo.merge_trees(ancestor, repo[ours].peel(pygit2.Tree), repo[theirs].peel(pygit2.Tree))
     conflicts = []
     if index.conflicts is not None:
         for base, mine, other in list(index.conflicts):
