@@ -131,6 +131,13 @@ def test_a_task_starts_from_its_dependencies_merged_on_the_base_and_commits_as_i
     assert projects.land(execution).commit == landing.commit
     assert Project.objects.get(client=client, name="site").head == landing.commit
 
+    from bots.render import summary_message
+
+    Execution.objects.filter(pk=execution.pk).update(status="completed", finished_at=timezone.now())
+    execution.refresh_from_db()
+    slack = summary_message(execution, public_url="https://oc.example").text
+    assert "*Project:* 2 files changed, +2 −0 · `git clone https://oc.example/git/site.git`" in slack
+
     history = projects.history(client.pk, "site")
     assert history[0]["commit"] == landing.commit and history[0]["execution_id"] == execution.pk
     assert {h["task"] for h in history} >= {"task_1", "task_2", "task_3", None}
