@@ -397,5 +397,13 @@ def head_files(client_id: int, name: str, commit: str | None = None) -> list[tup
     return git_store.listing(repo, commit or git_store.ref_target(repo))
 
 
+@git_errors
+def file_at(client_id: int, name: str, commit: str | None, path: str) -> str | None:
+    """One file's text at a commit of the project (default: main), or None when it has none."""
+    repo = repository(client_id, name, create=False)
+    blob = git_store.blob_at(repo, commit or git_store.ref_target(repo), path)
+    return git_store.text(repo[blob].data) if blob else None
+
+
 def executions_count(project: Project) -> int:
     return Execution.objects.filter(client_id=project.client_id, project=project.name).count()

@@ -172,3 +172,32 @@ def test_the_projects_api_lists_only_the_clients_own_projects(repos):
     detail = http.get("/api/projects/shop").json()
     assert detail["history"] == [] and detail["files"] == []
     assert HttpClient(HTTP_X_API_KEY=other_key).get("/api/projects/shop").status_code == 404
+
+
+@pytest.mark.django_db
+def test_the_console_shows_a_projects_history_files_and_each_tasks_diff(repos):
+    from django.contrib.auth import get_user_model
+
+    client, _ = make_client()
+    execution = make_execution(client, [{"key": "task_1"}])
+    Execution.objects.filter(pk=execution.pk).update(project="site", status="aggregating")
+    Project.objects.create(client=client, name="site")
+    execution.refresh_from_db()
+    task = Task.objects.select_related("execution").get(execution=execution, key="task_1")
+    task = succeed(task, projects.task_start(task, []), {"app.py": "print('hi')\n"}, "Wrote the app.")
+    landing = projects.land(execution)
+    browser = HttpClient()
+    browser.force_login(get_user_model().objects.create_user("ops", password="pw-12345678", is_staff=True))
+
+    listing = browser.get("/console/projects/").content.decode()
+    assert f"/console/projects/{client.pk}/site/" in listing
+    page = browser.get(f"/console/projects/{client.pk}/site/").content.decode()
+    assert landing.commit[:12] in page and "Wrote the app." in page and "app.py" in page
+    assert f"/console/executions/{execution.pk}/tasks/task_1/diff" in page
+    shown = browser.get(f"/console/projects/{client.pk}/site/?at={task.commit}&path=app.py").content.decode()
+    assert "print(&#x27;hi&#x27;)" in shown
+    diff = browser.get(f"/console/executions/{execution.pk}/tasks/task_1/diff")
+    assert diff.status_code == 200 and "+print('hi')" in diff.content.decode()
+    assert "+++ b/app.py" in browser.get(f"/console/executions/{execution.pk}/diff").content.decode()
+    assert browser.get(f"/console/projects/{client.pk}/nothing/").status_code == 404
+    assert "Project history and files" in browser.get(f"/console/executions/{execution.pk}/").content.decode()
