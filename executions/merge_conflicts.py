@@ -58,7 +58,6 @@ def on_commit(task: Task) -> None:
     mine = set(task.paths)
     if not mine:
         return
-    repo = projects.repository_of(task.execution)
     others = (
         Task.objects.filter(execution_id=task.execution_id, status=TaskStatus.SUCCEEDED)
         .exclude(pk=task.pk)
@@ -76,6 +75,9 @@ def on_commit(task: Task) -> None:
         current = heads.get(root)
         if current is None or (other.finished_at, other.pk) > (current.finished_at, current.pk):
             heads[root] = other
+    if not touched:
+        return
+    repo = projects.repository_of(task.execution)
     for root in sorted(touched, key=lambda r: (heads[r].finished_at, heads[r].pk)):
         head = heads[root]
         if git_store.is_ancestor(repo, head.commit, task.commit) or git_store.is_ancestor(
