@@ -62,6 +62,7 @@ def on_commit(task: Task) -> None:
         Task.objects.filter(execution_id=task.execution_id, status=TaskStatus.SUCCEEDED)
         .exclude(pk=task.pk)
         .exclude(commit="")
+        .only("pk", "execution", "key", "kind", "parent_id", "finished_at", "paths", "commit")
     )
     heads: dict[int, Task] = {}
     touched: set[int] = set()
