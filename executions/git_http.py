@@ -75,7 +75,7 @@ def project_repository(client: Client, name: str) -> str:
     if projects.name_problem(name) or selectors.project_for_client(client, name) is None:
         raise Refused(text_response(404, "project not found"))
     try:
-        return projects.repository(client.pk, name).path
+        return projects.materialize_refs(client.pk, name).path
     except projects.ProjectError as exc:
         log.error("repository of %s/%s unusable: %s", client.pk, name, exc)
         raise Refused(text_response(503, "the project's repository is unavailable")) from None

@@ -65,7 +65,10 @@ class Project(models.Model):
     client = models.ForeignKey(Client, on_delete=models.PROTECT, related_name="projects")
     name = models.CharField(max_length=100)
     head = models.CharField(
-        max_length=40, blank=True, help_text="The commit `main` points at, as last landed"
+        max_length=40, blank=True, help_text="The commit `main` points at: moved only by compare-and-set"
+    )
+    objects_seq = models.PositiveBigIntegerField(
+        default=0, help_text="The last sequence number given to one of its git objects"
     )
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
@@ -78,6 +81,25 @@ class Project(models.Model):
 
     def __str__(self) -> str:
         return f"{self.client}/{self.name}"
+
+
+class GitObject(models.Model):
+    """A git object of a project (commit, tree or blob; zlib-compressed), so that hosts sharing no
+    disk read and write the same repositories: each host's repository folder is a cache that
+    copies the objects it lacks in `seq` order (`executions.projects.sync`). Objects are written in
+    transactions that hold the project's row, so `seq` commits in order and a copy never skips one."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="git_objects")
+    seq = models.PositiveBigIntegerField()
+    oid = models.CharField(max_length=40)
+    kind = models.PositiveSmallIntegerField(help_text="git's object type: 1 commit, 2 tree, 3 blob")
+    data = models.BinaryField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["project", "oid"], name="git_object_unique_per_project")
+        ]
+        indexes = [models.Index(fields=["project", "seq"], name="git_object_copy_order")]
 
 
 class Execution(models.Model):

@@ -20,18 +20,23 @@ Merge conflicts between the tasks of one execution are found as results arrive
 
 import functools
 import logging
+import os
 import re
+import threading
+import zlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pygit2
 from django.conf import settings
+from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from pools import git_store
 
-from .models import Client, Execution, Project, Task
+from .models import Client, Execution, GitObject, Project, Task
 from .states import SUPERSEDING_KINDS, TaskStatus
 
 log = logging.getLogger("openclaw.projects")
@@ -92,8 +97,117 @@ def repository(client_id: int, name: str, *, create: bool = True) -> pygit2.Repo
         raise ProjectError(str(exc)) from exc
 
 
-def repository_of(execution: Execution, *, create: bool = True) -> pygit2.Repository:
-    return repository(execution.client_id, execution.project, create=create)
+def project_of(client_id: int, name: str) -> Project:
+    project, _ = Project.objects.get_or_create(client_id=client_id, name=name)
+    return project
+
+
+def open_project(
+    client_id: int, name: str, *, sync_objects: bool = True
+) -> tuple[pygit2.Repository, Project]:
+    """This host's copy of the project's repository, with the objects other hosts wrote copied in
+    (unless `sync_objects` is off: a writer that has just synced), and the project's row."""
+    project = project_of(client_id, name)
+    repo = repository(client_id, name)
+    if sync_objects:
+        sync(repo, project)
+    return repo, project
+
+
+def repository_of(execution: Execution, *, sync_objects: bool = True) -> pygit2.Repository:
+    return open_project(execution.client_id, execution.project, sync_objects=sync_objects)[0]
+
+
+# ---------------------------------------------------------------- objects across hosts
+
+SYNC_MARK = "openclaw-synced-seq"  # in the repository folder: the last object copied from the database
+BATCH = 500
+
+
+def sync(repo: pygit2.Repository, project: Project) -> int:
+    """Copy in the project's objects this repository lacks from the database, in `seq` order, and
+    remember how far it got; how many were new here."""
+    mark_file = Path(repo.path) / SYNC_MARK
+    try:
+        mark = int(mark_file.read_text() or 0)
+    except (FileNotFoundError, ValueError):
+        mark = 0
+    copied, last = 0, mark
+    rows = (
+        GitObject.objects.filter(project=project, seq__gt=mark)
+        .order_by("seq")
+        .values_list("seq", "oid", "kind", "data")
+    )
+    for seq, oid, kind, data in rows.iterator(chunk_size=BATCH):
+        if not git_store.has_object(repo, oid):
+            git_store.write_object(repo, kind, zlib.decompress(bytes(data)))
+            copied += 1
+        last = seq
+    if last != mark:
+        partial = mark_file.with_name(f"{SYNC_MARK}.{os.getpid()}.{threading.get_ident()}")
+        partial.write_text(str(last))
+        os.replace(partial, mark_file)
+    return copied
+
+
+def push(repo: pygit2.Repository, project: Project, commits: list[str]) -> int:
+    """Store in the database the objects of these commits' snapshots that it lacks (their parents
+    are stored already: every commit is pushed when made); how many were new. The project's row is
+    held while numbering them, so `seq` commits in order."""
+    oids = list(dict.fromkeys(oid for commit in commits for oid in git_store.snapshot_objects(repo, commit)))
+    stored: set[str] = set()
+    for start in range(0, len(oids), BATCH):
+        stored.update(
+            GitObject.objects.filter(project=project, oid__in=oids[start : start + BATCH]).values_list(
+                "oid", flat=True
+            )
+        )
+    new = []
+    for oid in oids:
+        if oid not in stored:
+            kind, data = git_store.read_object(repo, oid)
+            new.append((oid, kind, zlib.compress(data, 6)))
+    if not new:
+        return 0
+    with transaction.atomic():
+        Project.objects.filter(pk=project.pk).update(objects_seq=F("objects_seq") + len(new))
+        top = Project.objects.filter(pk=project.pk).values_list("objects_seq", flat=True).get()
+        GitObject.objects.bulk_create(
+            [
+                GitObject(project=project, seq=top - len(new) + 1 + n, oid=oid, kind=kind, data=data)
+                for n, (oid, kind, data) in enumerate(new)
+            ],
+            ignore_conflicts=True,
+            batch_size=BATCH,
+        )
+    return len(new)
+
+
+def materialize_refs(client_id: int, name: str) -> pygit2.Repository:
+    """This host's copy with its refs as the database has them: `main`, a tag per landed
+    execution, a branch per succeeded task (what a clone shows)."""
+    repo, project = open_project(client_id, name)
+    wanted: dict[str, str] = {}
+    if project.head:
+        wanted[git_store.MAIN] = project.head
+    for execution_id, commit in (
+        Execution.objects.filter(client_id=client_id, project=name)
+        .exclude(result_commit="")
+        .values_list("pk", "result_commit")
+    ):
+        wanted[f"refs/tags/exec-{execution_id}"] = commit
+    for execution_id, key, commit in (
+        Task.objects.filter(
+            execution__client_id=client_id, execution__project=name, status=TaskStatus.SUCCEEDED
+        )
+        .exclude(commit="")
+        .values_list("execution_id", "key", "commit")
+    ):
+        wanted[f"refs/heads/executions/{execution_id}/{key}"] = commit
+    for ref, commit in wanted.items():
+        if git_store.ref_target(repo, ref) != commit and git_store.has_object(repo, commit):
+            git_store.set_ref(repo, ref, commit)
+    return repo
 
 
 def project_register(*, client: Client, name: str) -> Project:
@@ -118,9 +232,8 @@ class Base:
 @git_errors
 def plan_base(execution: Execution) -> Base:
     """What an execution starts from: the head of its project's `main`, and the files there."""
-    repo = repository_of(execution)
-    head = git_store.ref_target(repo) or ""
-    return Base(head, git_store.listing(repo, head or None))
+    repo, project = open_project(execution.client_id, execution.project)
+    return Base(project.head, git_store.listing(repo, project.head or None))
 
 
 # ---------------------------------------------------------------- a task's commit
@@ -205,16 +318,18 @@ def branch_of(task: Task) -> str:
 def commit_output(task: Task, start: Start, files: list[dict], summary: str, model: str) -> str:
     """A commit of the task's output on top of where it started (its branch moves once the success
     is recorded: `publish_branch`)."""
-    repo = repository_of(task.execution)
+    repo, project = open_project(task.execution.client_id, task.execution.project, sync_objects=False)
     tree = git_store.overlay(repo, start.tree, {f["path"]: f["content"] for f in files})
     message = (summary or task.description).strip() + "\n"
-    return git_store.create_commit(
+    commit = git_store.create_commit(
         repo, tree=tree, parents=start.parents, author=author_of(task, model), message=message
     )
+    push(repo, project, [commit])
+    return commit
 
 
 def publish_branch(task: Task, commit: str) -> None:
-    git_store.set_ref(repository_of(task.execution), branch_of(task), commit)
+    git_store.set_ref(repository_of(task.execution, sync_objects=False), branch_of(task), commit)
 
 
 # ---------------------------------------------------------------- landing
@@ -282,19 +397,19 @@ def owner_of(repo, conflict: git_store.ConflictedFile, earlier: list[Task], base
 @git_errors
 def land(execution: Execution, *, stop_on_main_conflict: bool = False) -> Landing:
     """The execution's merge commit on `main`, tagged `exec-<execution>`: its lineage heads merged
-    onto the current head (compare-and-swap; merged again while another execution moves it).
+    onto the current head, which moves by compare-and-set on the project's row (merged again
+    while another execution moves it).
 
     With `stop_on_main_conflict`, a conflict with work that reached `main` after the execution's
     base is not landed: the Landing has no commit, its conflicts, and the `main` it met."""
-    repo = repository_of(execution)
+    repo, project = open_project(execution.client_id, execution.project)
     heads = lineage_heads(execution)
-    tag = f"refs/tags/exec-{execution.pk}"
-    landed = git_store.ref_target(repo, tag)
+    landed = Execution.objects.filter(pk=execution.pk).values_list("result_commit", flat=True).first()
     if landed and all(git_store.is_ancestor(repo, h.commit, landed) for h in heads):
         return Landing(landed, [], 0)  # a redelivered aggregation: landed already
     merges = 0
     while True:
-        main = git_store.ref_target(repo)
+        main = project.head or None
         tree, conflicts = merge_heads(repo, main, heads, execution.base_commit or None)
         if stop_on_main_conflict and any(ours == MAIN_LABEL for ours, _, _ in conflicts):
             return Landing("", conflicts, merges, main=main or "")
@@ -308,19 +423,23 @@ def land(execution: Execution, *, stop_on_main_conflict: bool = False) -> Landin
             author=(MERGE_AUTHOR, f"openclaw@{execution.pk}.openclaw"),
             message=merge_message(execution, heads),
         )
-        if git_store.swap_ref(repo, git_store.MAIN, commit, main):
+        push(repo, project, [commit])
+        # This host's ref first: a repository it cannot write fails the landing before main moves.
+        git_store.set_ref(repo, git_store.MAIN, commit)
+        if Project.objects.filter(pk=project.pk, head=main or "").update(
+            head=commit, updated_at=timezone.now()
+        ):
             break
         merges += 1
         if merges >= LAND_ATTEMPTS:
             raise ProjectError(f"main of {execution.project} kept moving; {execution.pk} did not land")
         log.info("main of %s moved while %s landed; merging again", execution.project, execution.pk)
-    git_store.set_ref(repo, tag, commit)
+        project.refresh_from_db(fields=["head"])
+        sync(repo, project)
+    git_store.set_ref(repo, f"refs/tags/exec-{execution.pk}", commit)
     for head in heads:
         git_store.set_ref(repo, branch_of(head), head.commit)
     Execution.objects.filter(pk=execution.pk).update(result_commit=commit)
-    Project.objects.filter(client_id=execution.client_id, name=execution.project).update(
-        head=commit, updated_at=timezone.now()
-    )
     execution.result_commit = commit
     return Landing(commit, conflicts, merges)
 
@@ -338,22 +457,23 @@ def merge_message(execution: Execution, heads: list[Task]) -> str:
 @git_errors
 def result_files(execution: Execution) -> dict[str, str] | None:
     """The project's files as the execution left them: the tree at `result_commit`, or, before it
-    landed, its work so far merged onto its base. None when the project has no repository."""
-    try:
-        repo = repository_of(execution, create=False)
-    except ProjectError:
+    landed, its work so far merged onto its base. None when nothing of it is in git (an execution
+    from before projects lived in git)."""
+    heads = lineage_heads(execution)
+    if not (execution.result_commit or execution.base_commit or heads):
         return None
+    repo = repository_of(execution)
     if execution.result_commit:
         return git_store.files_at(repo, execution.result_commit)
     base = execution.base_commit or None
-    tree, _ = merge_heads(repo, base, lineage_heads(execution), base)
+    tree, _ = merge_heads(repo, base, heads, base)
     return git_store.files_of_tree(repo, tree)
 
 
 @git_errors
 def execution_diff(execution: Execution) -> tuple[str, dict]:
     """The unified diff base_commit..result_commit and its stats."""
-    repo = repository_of(execution, create=False)
+    repo = repository_of(execution)
     patch = git_store.diff(repo, execution.base_commit or None, execution.result_commit)
     return patch.patch or "", git_store.diff_stats(patch)
 
@@ -361,7 +481,7 @@ def execution_diff(execution: Execution) -> tuple[str, dict]:
 @git_errors
 def task_diff(execution: Execution, task: Task) -> str:
     """What a task's commit changed from its first parent (its start), as a unified diff."""
-    repo = repository_of(execution, create=False)
+    repo = repository_of(execution)
     commit = repo[task.commit]
     parent = str(commit.parents[0].id) if commit.parents else None
     return git_store.diff(repo, parent, task.commit).patch or ""
@@ -373,9 +493,9 @@ AUTHOR_EMAIL = re.compile(r"^(?P<task>[^@]+)@(?P<execution>.+)\.openclaw$")
 @git_errors
 def history(client_id: int, name: str, limit: int = 200) -> list[dict]:
     """main's commits, newest first, each with the execution and task it came from."""
-    repo = repository(client_id, name, create=False)
+    repo, project = open_project(client_id, name)
     out = []
-    for commit in git_store.history(repo, git_store.ref_target(repo), limit):
+    for commit in git_store.history(repo, project.head or None, limit):
         match = AUTHOR_EMAIL.match(commit.author.email or "")
         task = match["task"] if match and match["task"] != "openclaw" else None
         out.append(
@@ -393,15 +513,15 @@ def history(client_id: int, name: str, limit: int = 200) -> list[dict]:
 
 @git_errors
 def head_files(client_id: int, name: str, commit: str | None = None) -> list[tuple[str, int]]:
-    repo = repository(client_id, name, create=False)
-    return git_store.listing(repo, commit or git_store.ref_target(repo))
+    repo, project = open_project(client_id, name)
+    return git_store.listing(repo, commit or project.head or None)
 
 
 @git_errors
 def file_at(client_id: int, name: str, commit: str | None, path: str) -> str | None:
     """One file's text at a commit of the project (default: main), or None when it has none."""
-    repo = repository(client_id, name, create=False)
-    blob = git_store.blob_at(repo, commit or git_store.ref_target(repo), path)
+    repo, project = open_project(client_id, name)
+    blob = git_store.blob_at(repo, commit or project.head or None, path)
     return git_store.text(repo[blob].data) if blob else None
 
 

@@ -2,10 +2,9 @@
 never through a work tree.
 
 Pure operations on one repository at a time; what a project, a task or an execution is lives in
-`executions.projects`. A Repository object is opened per operation and never shared between
-threads (libgit2's repositories are not safe to use from two threads at once). Ref updates that
-must not lose a concurrent writer's work go through `swap_ref`, a compare-and-swap under a file
-lock of the repository.
+`executions.projects` (which keeps the objects and `main` in the database, so that any host can
+use a repository). A Repository object is opened per operation and never shared between threads
+(libgit2's repositories are not safe to use from two threads at once).
 """
 
 import fcntl
@@ -116,6 +115,35 @@ def is_ancestor(repo: pygit2.Repository, ancestor: str, commit: str) -> bool:
     return ancestor == commit or repo.descendant_of(commit, ancestor)
 
 
+def snapshot_objects(repo: pygit2.Repository, commit: str) -> list[str]:
+    """The ids of a commit and of every tree and blob of its tree (not its parents')."""
+    out = [commit]
+    pending = [repo[commit].peel(pygit2.Tree)]
+    while pending:
+        tree = pending.pop()
+        out.append(str(tree.id))
+        for entry in tree:
+            if entry.type_str == "tree":
+                pending.append(repo[entry.id])
+            elif entry.type_str == "blob":
+                out.append(str(entry.id))
+    return list(dict.fromkeys(out))
+
+
+def read_object(repo: pygit2.Repository, oid: str) -> tuple[int, bytes]:
+    """(git's type number, the raw content) of an object."""
+    kind, data = repo.odb.read(oid)
+    return int(kind), data
+
+
+def write_object(repo: pygit2.Repository, kind: int, data: bytes) -> str:
+    return str(repo.odb.write(kind, data))
+
+
+def has_object(repo: pygit2.Repository, oid: str) -> bool:
+    return oid in repo
+
+
 # ---------------------------------------------------------------- writing
 
 
@@ -164,16 +192,6 @@ def create_commit(
 def set_ref(repo: pygit2.Repository, name: str, commit: str) -> None:
     """Point a ref at a commit, whatever it pointed at (refs only one writer owns: a task's branch)."""
     repo.references.create(name, pygit2.Oid(hex=commit), force=True)
-
-
-def swap_ref(repo: pygit2.Repository, name: str, new: str, expected: str | None) -> bool:
-    """Compare-and-swap: point `name` at `new` only if it still points at `expected` (None: absent).
-    Serialized across processes by a file lock in the repository."""
-    with _locked(Path(repo.path) / "openclaw-refs.lock"):
-        if ref_target(repo, name) != expected:
-            return False
-        set_ref(repo, name, new)
-        return True
 
 
 # ---------------------------------------------------------------- merging

@@ -313,7 +313,7 @@ def test_a_corrupt_or_locked_repository_fails_its_execution_with_the_reason_and_
     configure(latency=0.05)
     client, _ = client_and_key
     corrupt = git_store.open_repository(projects.repository_path(client.pk, "corrupt"))
-    Path(corrupt.path, "refs", "heads", "main").write_text("not a commit\n")
+    Path(corrupt.path, "config").write_text("[core\n\tbare = \x00 not a config\n")
     locked = git_store.open_repository(projects.repository_path(client.pk, "locked"))
     Path(locked.path, "refs", "heads", "main.lock").write_text("held by someone else\n")
     started = {

@@ -1,7 +1,6 @@
 """The git store: trees and commits without a work tree, three-way merges, compare-and-swap refs."""
 
 import subprocess
-import threading
 
 import pytest
 
@@ -82,33 +81,14 @@ def test_a_merge_with_an_ancestor_is_the_descendant(repo):
     assert git_store.independent(repo, [base, child, child]) == [child]
 
 
-def test_swap_ref_moves_only_from_the_expected_commit(repo):
-    first = commit(repo, {"a": "1\n"})
-    second = commit(repo, {"a": "2\n"}, [first], first)
-    assert git_store.swap_ref(repo, git_store.MAIN, first, None)
-    assert not git_store.swap_ref(repo, git_store.MAIN, second, None)
-    assert git_store.swap_ref(repo, git_store.MAIN, second, first)
-    assert git_store.ref_target(repo) == second
-
-
-def test_concurrent_swaps_from_one_commit_let_exactly_one_win(tmp_path):
-    path = tmp_path / "race.git"
-    repo = git_store.open_repository(path)
-    base = commit(repo, {"a": "0\n"})
-    git_store.set_ref(repo, git_store.MAIN, base)
-    children = [commit(repo, {"a": f"{n}\n"}, [base], base) for n in range(8)]
-    wins = []
-
-    def swap(target):
-        own = git_store.open_repository(path)  # one repository object per thread
-        wins.append(git_store.swap_ref(own, git_store.MAIN, target, base))
-
-    threads = [threading.Thread(target=swap, args=(c,)) for c in children]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert sorted(wins) == [False] * 7 + [True]
+def test_a_snapshots_objects_are_the_commit_its_trees_and_blobs(repo, tmp_path):
+    base = commit(repo, {"a.txt": "1\n", "src/b.py": "x = 1\n"})
+    oids = git_store.snapshot_objects(repo, base)
+    assert oids[0] == base and len(oids) == 5  # the commit, two trees, two blobs
+    copy = git_store.open_repository(tmp_path / "copy.git")
+    for oid in oids:
+        assert git_store.write_object(copy, *git_store.read_object(repo, oid)) == oid
+    assert git_store.files_at(copy, base) == {"a.txt": "1\n", "src/b.py": "x = 1\n"}
 
 
 def test_the_git_cli_reads_what_the_store_wrote(repo, tmp_path):

@@ -91,7 +91,8 @@ def test_a_task_starts_from_its_dependencies_merged_on_the_base_and_commits_as_i
         author=("x", "x@x"),
         message="b",
     )
-    git_store.set_ref(repo, git_store.MAIN, base)
+    projects.push(repo, Project.objects.get(client=client, name="site"), [base])
+    Project.objects.filter(client=client, name="site").update(head=base)
     Execution.objects.filter(pk=execution.pk).update(base_commit=base)
     execution.refresh_from_db()
     one, two, three = (
@@ -201,3 +202,64 @@ def test_the_console_shows_a_projects_history_files_and_each_tasks_diff(repos):
     assert "+++ b/app.py" in browser.get(f"/console/executions/{execution.pk}/diff").content.decode()
     assert browser.get(f"/console/projects/{client.pk}/nothing/").status_code == 404
     assert "Project history and files" in browser.get(f"/console/executions/{execution.pk}/").content.decode()
+
+
+@pytest.mark.django_db
+def test_hosts_that_share_only_the_database_read_and_land_each_others_commits(settings, tmp_path):
+    """Host A commits a task; host B, with an empty repositories folder, starts a dependent from it,
+    lands the execution; a third host serves a clone with every ref."""
+    client, _ = make_client()
+    execution = make_execution(client, [{"key": "task_1"}, {"key": "task_2", "blocked_by": ["task_1"]}])
+    Execution.objects.filter(pk=execution.pk).update(project="shared")
+    execution.refresh_from_db()
+
+    settings.OPENCLAW_REPOS_DIR = tmp_path / "host-a"
+    one = Task.objects.select_related("execution").get(execution=execution, key="task_1")
+    one = succeed(one, projects.task_start(one, []), {"a.py": "a = 1\n"}, "Wrote a.")
+    projects.publish_branch(one, one.commit)
+
+    settings.OPENCLAW_REPOS_DIR = tmp_path / "host-b"
+    two = Task.objects.select_related("execution").get(execution=execution, key="task_2")
+    start = projects.task_start(two, [{"commit": one.commit}])
+    assert start.parents == [one.commit] and start.files == {"a.py": "a = 1\n"}
+    two = succeed(two, start, {"b.py": "b = 1\n"}, "Wrote b.")
+    landing = projects.land(execution)
+    assert Project.objects.get(client=client, name="shared").head == landing.commit
+
+    settings.OPENCLAW_REPOS_DIR = tmp_path / "web"
+    repo = projects.materialize_refs(client.pk, "shared")
+    assert git_store.ref_target(repo) == landing.commit
+    assert git_store.ref_target(repo, f"refs/tags/exec-{execution.pk}") == landing.commit
+    assert git_store.ref_target(repo, f"refs/heads/executions/{execution.pk}/task_1") == one.commit
+    assert git_store.files_at(repo, landing.commit) == {"a.py": "a = 1\n", "b.py": "b = 1\n"}
+    copied_again = projects.sync(repo, Project.objects.get(client=client, name="shared"))
+    assert copied_again == 0  # it remembers how far it copied
+
+
+@pytest.mark.django_db
+def test_a_landing_that_loses_the_race_for_main_merges_again_onto_the_winner(repos, monkeypatch):
+    client, _ = make_client()
+    first = make_execution(client, [{"key": "task_1"}])
+    second = make_execution(client, [{"key": "task_1"}])
+    Execution.objects.filter(pk__in=[first.pk, second.pk]).update(project="race")
+    first.refresh_from_db()
+    second.refresh_from_db()
+    for execution, path in ((first, "one.py"), (second, "two.py")):
+        task = Task.objects.select_related("execution").get(execution=execution, key="task_1")
+        succeed(task, projects.task_start(task, []), {path: f"{path}\n"})
+    real_push, raced = projects.push, []
+
+    def push_while_another_lands(repo, project, commits):
+        stored = real_push(repo, project, commits)
+        if not raced:  # the second's merge commit is made: the first lands before it can move main
+            raced.append(None)
+            raced[0] = projects.land(first)
+        return stored
+
+    monkeypatch.setattr(projects, "push", push_while_another_lands)
+    landed_second = projects.land(second)
+    repo = projects.repository_of(second)
+    assert landed_second.merges == 1
+    assert [str(p.id) for p in repo[landed_second.commit].parents][0] == raced[0].commit
+    assert set(git_store.files_at(repo, landed_second.commit)) == {"one.py", "two.py"}
+    assert Project.objects.get(client=client, name="race").head == landed_second.commit
