@@ -326,3 +326,42 @@ def test_a_corrupt_or_locked_repository_fails_its_execution_with_the_reason_and_
     assert done["locked"].status == "failed" and "repository" in done["locked"].error
     assert "lock" in done["locked"].error.lower()
     assert done["locked"].refund_usd == done["locked"].fee_usd > 0
+
+
+def test_a_worker_group_with_its_own_empty_var_completes_a_follow_up(
+    transactional_db, redis_server, client_and_key, live_server, tmp_path
+):
+    """Hosts that share no disk: each worker group has a var/ of its own; only PostgreSQL (here the
+    test database) and Redis are shared. The web host (this process) has never seen either."""
+    from tests.conftest import Workers
+
+    configure(latency=0.05)
+    client, key = client_and_key
+    first_host = Workers(env={"OPENCLAW_VAR_DIR": str(tmp_path / "host-a")}).start()
+    try:
+        first = run(client, RESTAURANT, "far-away")
+    finally:
+        first_host.stop()
+    second_host = Workers(env={"OPENCLAW_VAR_DIR": str(tmp_path / "host-b")}).start()
+    try:
+        second = run(client, "Add a reviews page to the website", "far-away")
+    finally:
+        second_host.stop()
+    assert first.status == second.status == "completed"
+    assert second.base_commit == first.result_commit
+    assert list(
+        (tmp_path / "host-b" / "repos").glob("*/far-away.git")
+    )  # its own copy, made from the database
+
+    checkout = tmp_path / "clone"
+    done = clone(live_server, key, "far-away", checkout)
+    assert done.returncode == 0, done.stderr
+    assert git("rev-parse", "main", cwd=checkout).stdout.strip() == second.result_commit
+    assert sorted(git("tag", cwd=checkout).stdout.split()) == sorted(
+        [f"exec-{first.pk}", f"exec-{second.pk}"]
+    )
+    files = tree_files(checkout)
+    assert {"frontend/pages/reviews.tsx", "frontend/pages/restaurants.tsx", "database/schema.sql"} <= set(
+        files
+    )
+    assert git("fsck", "--strict", cwd=checkout, check=False).returncode == 0
