@@ -1,7 +1,10 @@
 """Projects live in git (DESIGN.md, "Projects live in git").
 
-A project is (client, name); its files live in a bare git repository under
-`OPENCLAW_REPOS_DIR/<client id>/<name>.git`, the authoritative store of the project's files.
+A project is (client, name); its files live in a git repository, the authoritative store of the
+project's files. Hosts share no disk: the repository's objects (`GitObject`) and its `main`
+(`Project.head`) live in the database, and each host works in a bare copy under
+`OPENCLAW_REPOS_DIR/<client id>/<name>.git`, into which it copies the objects it lacks before
+reading (`sync`) and from which it stores every commit it makes (`push`).
 
 - Planning records the head of `main` as the execution's `base_commit` (none for an empty project)
   and shows the PM the files there.
@@ -11,8 +14,8 @@ A project is (client, name); its files live in a bare git repository under
   its agent, on `executions/<execution>/<task>`.
 - Landing (`land`) merges the lineage heads three-way onto the current `main`, in the order they
   finished (a dependency before its dependents), makes the execution's merge commit
-  (`result_commit`), tags it `exec-<execution>` and moves `main` by compare-and-swap: when
-  another execution moved `main` meanwhile, it merges again onto the new head.
+  (`result_commit`), tags it `exec-<execution>` and moves `main` by compare-and-set on the
+  project's row: when another execution moved `main` meanwhile, it merges again onto the new head.
 
 Merge conflicts between the tasks of one execution are found as results arrive
 (`executions.merge_conflicts`).
