@@ -272,14 +272,17 @@ def task_run(task_id: int, dispatch_no: int) -> None:
             task.execution_id,
             attempt.pk,
         )
-        commit = (
+        commit, objects = (
             projects.commit_output(
                 task, start, result.get("files", []), result.get("summary", ""), spec.model
             )
             if start is not None
-            else ""
+            else ("", None)
         )
-        if record(attempt_succeed, attempt.pk, result=result, usage=meter.last(), commit=commit) and commit:
+        recorded = record(
+            attempt_succeed, attempt.pk, result=result, usage=meter.last(), commit=commit, objects=objects
+        )
+        if recorded and commit:
             projects.publish_branch(task, commit)
     except LoopStopped as exc:
         if exc.reason == StopReason.BUDGET:

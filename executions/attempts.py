@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from pools.models import WorkerPool
 
-from . import billing, conflicts, events, merge_conflicts
+from . import billing, conflicts, events, merge_conflicts, projects
 from .dispatch import (
     dispatch_after_commit,
     dispatch_pool,
@@ -129,8 +129,12 @@ def attempt_renew(attempt_id, *, lease_sec: float, progress: int | None = None) 
     return True
 
 
-def attempt_succeed(attempt_id, *, result: dict, usage=None, commit: str = "") -> bool:
+def attempt_succeed(attempt_id, *, result: dict, usage=None, commit: str = "", objects=None) -> bool:
     """Record a successful attempt: the task succeeds, its dependents may become ready.
+
+    `commit` is the output's commit in the project's repository, and `objects` its objects the
+    database lacks (`projects.NewObjects`), stored with the success: a dependent, on any host,
+    finds them.
 
     `usage` is the attempt's last call (a `billing.AttemptUsage`): stored by the updates that close
     the attempt and its task, or, when someone else closed the attempt first, charged as a late
@@ -202,6 +206,8 @@ def attempt_succeed(attempt_id, *, result: dict, usage=None, commit: str = "") -
                 for pool in sorted(ready_pools)
                 if dispatch_pool(pool, within_execution=task.execution_id, held_limits=held_limits) is None
             )
+        if objects is not None:
+            projects.store_objects(objects)  # last: the project's row is the last lock it takes
     return True
 
 

@@ -100,17 +100,26 @@ def repository(client_id: int, name: str, *, create: bool = True) -> pygit2.Repo
         raise ProjectError(str(exc)) from exc
 
 
-def project_of(client_id: int, name: str) -> Project:
+_project_ids: dict[tuple[int, str], int] = {}  # projects are never deleted: their ids never change
+
+
+def project_of(client_id: int, name: str, *, fresh: bool = True) -> Project:
+    """The project's row; with `fresh` off, one with only its id (and who it is), from this
+    process's memory when it has it."""
+    if not fresh and (client_id, name) in _project_ids:
+        return Project(pk=_project_ids[(client_id, name)], client_id=client_id, name=name)
     project, _ = Project.objects.get_or_create(client_id=client_id, name=name)
+    _project_ids[(client_id, name)] = project.pk
     return project
 
 
 def open_project(
-    client_id: int, name: str, *, sync_objects: bool = True
+    client_id: int, name: str, *, sync_objects: bool = True, fresh: bool = True
 ) -> tuple[pygit2.Repository, Project]:
     """This host's copy of the project's repository, with the objects other hosts wrote copied in
-    (unless `sync_objects` is off: a writer that has just synced), and the project's row."""
-    project = project_of(client_id, name)
+    (unless `sync_objects` is off: a writer that has just synced), and the project's row (only its
+    id unless `fresh`: its `head` is then unknown)."""
+    project = project_of(client_id, name, fresh=fresh)
     repo = repository(client_id, name)
     if sync_objects:
         sync(repo, project)
@@ -118,7 +127,8 @@ def open_project(
 
 
 def repository_of(execution: Execution, *, sync_objects: bool = True) -> pygit2.Repository:
-    return open_project(execution.client_id, execution.project, sync_objects=sync_objects)[0]
+    """This host's copy of the execution's project (its objects synced unless told otherwise)."""
+    return open_project(execution.client_id, execution.project, sync_objects=sync_objects, fresh=False)[0]
 
 
 # ---------------------------------------------------------------- objects across hosts
@@ -153,10 +163,22 @@ def sync(repo: pygit2.Repository, project: Project) -> int:
     return copied
 
 
+@dataclass
+class NewObjects:
+    """Objects of a host's commits that the database lacks: (id, type, zlib data) each."""
+
+    project_id: int
+    rows: list[tuple[str, int, bytes]]
+
+
 def push(repo: pygit2.Repository, project: Project, commits: list[str]) -> int:
-    """Store in the database the objects of these commits' snapshots that it lacks (their parents
-    are stored already: every commit is pushed when made); how many were new. The project's row is
-    held while numbering them, so `seq` commits in order."""
+    """Store in the database the objects of these commits that it lacks; how many were new."""
+    return store_objects(new_objects(repo, project, commits))
+
+
+def new_objects(repo: pygit2.Repository, project: Project, commits: list[str]) -> NewObjects:
+    """The objects of these commits' snapshots that the database lacks (their parents are stored
+    already: every commit is stored when made)."""
     oids = list(dict.fromkeys(oid for commit in commits for oid in git_store.snapshot_objects(repo, commit)))
     stored: set[str] = set()
     for start in range(0, len(oids), BATCH):
@@ -170,20 +192,28 @@ def push(repo: pygit2.Repository, project: Project, commits: list[str]) -> int:
         if oid not in stored:
             kind, data = git_store.read_object(repo, oid)
             new.append((oid, kind, zlib.compress(data, 6)))
-    if not new:
+    return NewObjects(project.pk, new)
+
+
+def store_objects(new: NewObjects) -> int:
+    """Number and store the objects, in the caller's transaction if any. The project's row is held
+    from the numbering to the commit, so `seq` commits in order: take it last (every transaction
+    that takes it takes no lock after it)."""
+    if not new.rows:
         return 0
-    with transaction.atomic():
-        Project.objects.filter(pk=project.pk).update(objects_seq=F("objects_seq") + len(new))
-        top = Project.objects.filter(pk=project.pk).values_list("objects_seq", flat=True).get()
+    first = 1 - len(new.rows)
+    with transaction.atomic(savepoint=False):
+        Project.objects.filter(pk=new.project_id).update(objects_seq=F("objects_seq") + len(new.rows))
+        first += Project.objects.filter(pk=new.project_id).values_list("objects_seq", flat=True).get()
         GitObject.objects.bulk_create(
             [
-                GitObject(project=project, seq=top - len(new) + 1 + n, oid=oid, kind=kind, data=data)
-                for n, (oid, kind, data) in enumerate(new)
+                GitObject(project_id=new.project_id, seq=first + n, oid=oid, kind=kind, data=data)
+                for n, (oid, kind, data) in enumerate(new.rows)
             ],
             ignore_conflicts=True,
             batch_size=BATCH,
         )
-    return len(new)
+    return len(new.rows)
 
 
 def materialize_refs(client_id: int, name: str) -> pygit2.Repository:
@@ -318,17 +348,20 @@ def branch_of(task: Task) -> str:
 
 
 @git_errors
-def commit_output(task: Task, start: Start, files: list[dict], summary: str, model: str) -> str:
-    """A commit of the task's output on top of where it started (its branch moves once the success
-    is recorded: `publish_branch`)."""
-    repo, project = open_project(task.execution.client_id, task.execution.project, sync_objects=False)
+def commit_output(
+    task: Task, start: Start, files: list[dict], summary: str, model: str
+) -> tuple[str, NewObjects]:
+    """A commit of the task's output on top of where it started, and its objects the database
+    lacks, to store with the success (`attempts.attempt_succeed`); its branch moves once the
+    success is recorded (`publish_branch`)."""
+    execution = task.execution
+    repo, project = open_project(execution.client_id, execution.project, sync_objects=False, fresh=False)
     tree = git_store.overlay(repo, start.tree, {f["path"]: f["content"] for f in files})
     message = (summary or task.description).strip() + "\n"
     commit = git_store.create_commit(
         repo, tree=tree, parents=start.parents, author=author_of(task, model), message=message
     )
-    push(repo, project, [commit])
-    return commit
+    return commit, new_objects(repo, project, [commit])
 
 
 def publish_branch(task: Task, commit: str) -> None:

@@ -60,9 +60,10 @@ def repos(settings, tmp_path):
 
 
 def succeed(task: Task, start: projects.Start, files: dict[str, str], summary: str = "done") -> Task:
-    commit = projects.commit_output(
+    commit, objects = projects.commit_output(
         task, start, [{"path": p, "content": c} for p, c in files.items()], summary, "model-x"
     )
+    projects.store_objects(objects)
     Task.objects.filter(pk=task.pk).update(
         status="succeeded",
         commit=commit,
