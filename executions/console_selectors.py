@@ -386,14 +386,22 @@ def project_page(client_id: int, name: str, *, at: str = "", path: str = "") -> 
 
 
 def execution_diff(execution_id: str) -> str | None:
+    """The execution's diff; None when it has not landed (or its repository cannot be read)."""
     execution = Execution.objects.filter(pk=execution_id).first()
     if execution is None or not execution.result_commit:
         return None
-    return projects.execution_diff(execution)[0]
+    try:
+        return projects.execution_diff(execution)[0]
+    except projects.ProjectError:
+        return None
 
 
 def task_diff(execution_id: str, task_key: str) -> str | None:
+    """What a task's commit changed; None without a commit (or a readable repository)."""
     task = Task.objects.select_related("execution").filter(execution_id=execution_id, key=task_key).first()
     if task is None or not task.commit:
         return None
-    return projects.task_diff(task.execution, task)
+    try:
+        return projects.task_diff(task.execution, task)
+    except projects.ProjectError:
+        return None
