@@ -146,7 +146,8 @@ def synthesis_facts(
         "security": [
             f"{c.description} → {c.resolution}"
             for c in conflicts
-            if c.status == ConflictStatus.RESOLVED and c.kind != ConflictKind.FILE_COLLISION
+            if c.status == ConflictStatus.RESOLVED
+            and c.kind not in (ConflictKind.FILE_COLLISION, ConflictKind.MERGE)
         ]
         + [verification_summary(tasks)],
         "unresolved": [
