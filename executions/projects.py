@@ -459,13 +459,16 @@ def land(execution: Execution, *, stop_on_main_conflict: bool = False) -> Landin
             author=(MERGE_AUTHOR, f"openclaw@{execution.pk}.openclaw"),
             message=merge_message(execution, heads),
         )
-        push(repo, project, [commit])
+        objects = new_objects(repo, project, [commit])
         # This host's ref first: a repository it cannot write fails the landing before main moves.
         git_store.set_ref(repo, git_store.MAIN, commit)
-        if Project.objects.filter(pk=project.pk, head=main or "").update(
-            head=commit, updated_at=timezone.now()
-        ):
-            break
+        with transaction.atomic():  # main moves with the commit's objects and the execution's result
+            if Project.objects.filter(pk=project.pk, head=main or "").update(
+                head=commit, updated_at=timezone.now()
+            ):
+                store_objects(objects)
+                Execution.objects.filter(pk=execution.pk).update(result_commit=commit)
+                break
         merges += 1
         if merges >= LAND_ATTEMPTS:
             raise ProjectError(f"main of {execution.project} kept moving; {execution.pk} did not land")
@@ -475,7 +478,6 @@ def land(execution: Execution, *, stop_on_main_conflict: bool = False) -> Landin
     git_store.set_ref(repo, f"refs/tags/exec-{execution.pk}", commit)
     for head in heads:
         git_store.set_ref(repo, branch_of(head), head.commit)
-    Execution.objects.filter(pk=execution.pk).update(result_commit=commit)
     execution.result_commit = commit
     return Landing(commit, conflicts, merges)
 

@@ -257,8 +257,9 @@ def land_on_main(execution: Execution) -> str | None:
             if merge_conflicts.resolve_with_main(execution, landing):
                 return None
         landing = projects.land(execution)
-    with transaction.atomic():
-        merge_conflicts.record_landing_conflicts(execution, landing)
+    if landing.conflicts:
+        with transaction.atomic():
+            merge_conflicts.record_landing_conflicts(execution, landing)
     _, stats = projects.execution_diff(execution)
     return (
         f"`git clone {projects.clone_url(execution.project)}` (main at {landing.commit[:12]}, "

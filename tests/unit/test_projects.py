@@ -248,16 +248,16 @@ def test_a_landing_that_loses_the_race_for_main_merges_again_onto_the_winner(rep
     for execution, path in ((first, "one.py"), (second, "two.py")):
         task = Task.objects.select_related("execution").get(execution=execution, key="task_1")
         succeed(task, projects.task_start(task, []), {path: f"{path}\n"})
-    real_push, raced = projects.push, []
+    real_new_objects, raced = projects.new_objects, []
 
-    def push_while_another_lands(repo, project, commits):
-        stored = real_push(repo, project, commits)
+    def another_lands_meanwhile(repo, project, commits):
+        found = real_new_objects(repo, project, commits)
         if not raced:  # the second's merge commit is made: the first lands before it can move main
             raced.append(None)
             raced[0] = projects.land(first)
-        return stored
+        return found
 
-    monkeypatch.setattr(projects, "push", push_while_another_lands)
+    monkeypatch.setattr(projects, "new_objects", another_lands_meanwhile)
     landed_second = projects.land(second)
     repo = projects.repository_of(second)
     assert landed_second.merges == 1
