@@ -15,7 +15,7 @@ RESTAURANT = "Build a restaurant website with online booking and secure payments
 
 def git(*args: str, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run(
-        ["git", "-c", "credential.helper=", "-c", "protocol.version=0", *args],
+        ["git", "-c", "credential.helper=", *args],
         cwd=cwd,
         capture_output=True,
         text=True,
