@@ -85,7 +85,14 @@ def pkt_line(data: bytes) -> bytes:
     return f"{len(data) + 4:04x}".encode() + data
 
 
-def upload_pack(repo_path: str, *args: str, stdin: bytes = b"") -> bytes:
+def protocol(request: HttpRequest) -> dict:
+    """The protocol version the client asks for (`Git-Protocol: version=2`), as git's own
+    http-backend passes it on to upload-pack; none: the original protocol."""
+    asked = request.META.get("HTTP_GIT_PROTOCOL", "")
+    return {"GIT_PROTOCOL": "version=2"} if asked == "version=2" else {}
+
+
+def upload_pack(repo_path: str, *args: str, stdin: bytes = b"", env: dict | None = None) -> bytes:
     done = subprocess.run(
         [
             "git",
@@ -98,7 +105,7 @@ def upload_pack(repo_path: str, *args: str, stdin: bytes = b"") -> bytes:
         ],
         input=stdin,
         capture_output=True,
-        env=GIT_ENV,
+        env={**GIT_ENV, **(env or {})},
         timeout=UPLOAD_PACK_TIMEOUT_SEC,
         check=False,
     )
@@ -128,7 +135,10 @@ def info_refs(request: HttpRequest, name: str) -> HttpResponse:
     if service != "git-upload-pack":
         return text_response(403, "only git's smart HTTP protocol is served (git 1.6.6 or later)")
     repo_path = project_repository(client, name)
-    body = pkt_line(b"# service=git-upload-pack\n") + b"0000" + upload_pack(repo_path, "--advertise-refs")
+    version = protocol(request)
+    advertisement = upload_pack(repo_path, "--advertise-refs", env=version)
+    # Version 2 starts with its capabilities; the original protocol with the service line.
+    body = advertisement if version else pkt_line(b"# service=git-upload-pack\n") + b"0000" + advertisement
     return HttpResponse(
         body,
         content_type="application/x-git-upload-pack-advertisement",
@@ -151,7 +161,7 @@ def git_upload_pack(request: HttpRequest, name: str) -> HttpResponse:
     except (OSError, zlib.error):
         return text_response(400, "the request body does not decompress")
     return HttpResponse(
-        upload_pack(repo_path, stdin=body),
+        upload_pack(repo_path, stdin=body, env=protocol(request)),
         content_type="application/x-git-upload-pack-result",
         headers={"Cache-Control": "no-cache"},
     )

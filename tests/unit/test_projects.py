@@ -264,3 +264,43 @@ def test_a_landing_that_loses_the_race_for_main_merges_again_onto_the_winner(rep
     assert [str(p.id) for p in repo[landed_second.commit].parents][0] == raced[0].commit
     assert set(git_store.files_at(repo, landed_second.commit)) == {"one.py", "two.py"}
     assert Project.objects.get(client=client, name="race").head == landed_second.commit
+
+
+@pytest.mark.django_db
+def test_git_smart_http_speaks_both_protocol_versions_and_refuses_what_it_should(repos):
+    import base64
+
+    client, key = make_client()
+    _, other_key = make_client("globex")
+    Project.objects.create(client=client, name="site")
+
+    def basic(secret: str) -> str:
+        return "Basic " + base64.b64encode(f"anyone:{secret}".encode()).decode()
+
+    http = HttpClient()
+    refs = "/git/site.git/info/refs?service=git-upload-pack"
+    v0 = http.get(refs, HTTP_AUTHORIZATION=basic(key))
+    assert v0.status_code == 200 and v0.content.startswith(b"001e# service=git-upload-pack\n0000")
+    assert v0["Content-Type"] == "application/x-git-upload-pack-advertisement"
+    v2 = http.get(refs, HTTP_AUTHORIZATION=basic(key), HTTP_GIT_PROTOCOL="version=2")
+    assert v2.status_code == 200 and v2.content.startswith(b"000eversion 2\n")
+    anonymous = http.get(refs)
+    assert anonymous.status_code == 401 and anonymous["WWW-Authenticate"].startswith("Basic realm=")
+    assert http.get(refs, HTTP_AUTHORIZATION=basic("oc_wrong")).status_code == 401
+    assert http.get(refs, HTTP_AUTHORIZATION=basic(other_key)).status_code == 404
+    assert (
+        http.get("/git/none.git/info/refs?service=git-upload-pack", HTTP_AUTHORIZATION=basic(key)).status_code
+        == 404
+    )
+    push = "/git/site.git/info/refs?service=git-receive-pack"
+    assert http.get(push, HTTP_AUTHORIZATION=basic(key)).status_code == 403
+    assert (
+        http.post(
+            "/git/site.git/git-receive-pack",
+            b"",
+            content_type="application/x-git-receive-pack-request",
+            HTTP_AUTHORIZATION=basic(key),
+        ).status_code
+        == 403
+    )
+    assert http.get("/git/site.git/info/refs", HTTP_AUTHORIZATION=basic(key)).status_code == 403  # dumb HTTP
