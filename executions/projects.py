@@ -100,26 +100,17 @@ def repository(client_id: int, name: str, *, create: bool = True) -> pygit2.Repo
         raise ProjectError(str(exc)) from exc
 
 
-_project_ids: dict[tuple[int, str], int] = {}  # projects are never deleted: their ids never change
-
-
-def project_of(client_id: int, name: str, *, fresh: bool = True) -> Project:
-    """The project's row; with `fresh` off, one with only its id (and who it is), from this
-    process's memory when it has it."""
-    if not fresh and (client_id, name) in _project_ids:
-        return Project(pk=_project_ids[(client_id, name)], client_id=client_id, name=name)
+def project_of(client_id: int, name: str) -> Project:
     project, _ = Project.objects.get_or_create(client_id=client_id, name=name)
-    _project_ids[(client_id, name)] = project.pk
     return project
 
 
 def open_project(
-    client_id: int, name: str, *, sync_objects: bool = True, fresh: bool = True
+    client_id: int, name: str, *, sync_objects: bool = True
 ) -> tuple[pygit2.Repository, Project]:
     """This host's copy of the project's repository, with the objects other hosts wrote copied in
-    (unless `sync_objects` is off: a writer that has just synced), and the project's row (only its
-    id unless `fresh`: its `head` is then unknown)."""
-    project = project_of(client_id, name, fresh=fresh)
+    (unless `sync_objects` is off: a writer that has just synced), and the project's row."""
+    project = project_of(client_id, name)
     repo = repository(client_id, name)
     if sync_objects:
         sync(repo, project)
@@ -128,7 +119,7 @@ def open_project(
 
 def repository_of(execution: Execution, *, sync_objects: bool = True) -> pygit2.Repository:
     """This host's copy of the execution's project (its objects synced unless told otherwise)."""
-    return open_project(execution.client_id, execution.project, sync_objects=sync_objects, fresh=False)[0]
+    return open_project(execution.client_id, execution.project, sync_objects=sync_objects)[0]
 
 
 # ---------------------------------------------------------------- objects across hosts
@@ -355,7 +346,7 @@ def commit_output(
     lacks, to store with the success (`attempts.attempt_succeed`); its branch moves once the
     success is recorded (`publish_branch`)."""
     execution = task.execution
-    repo, project = open_project(execution.client_id, execution.project, sync_objects=False, fresh=False)
+    repo, project = open_project(execution.client_id, execution.project, sync_objects=False)
     tree = git_store.overlay(repo, start.tree, {f["path"]: f["content"] for f in files})
     message = (summary or task.description).strip() + "\n"
     commit = git_store.create_commit(
