@@ -132,8 +132,11 @@ def sync(repo: pygit2.Repository, project: Project) -> int:
     """Copy in the project's objects this repository lacks from the database, in `seq` order, and
     remember how far it got; how many were new here."""
     mark_file = Path(repo.path) / SYNC_MARK
+    # The mark names the project's row too: a folder left from another database starts over.
+    who = f"{project.pk}@{project.created_at.timestamp():.6f}"
     try:
-        mark = int(mark_file.read_text() or 0)
+        owner, _, seq = mark_file.read_text().strip().rpartition(":")
+        mark = int(seq) if owner == who else 0
     except (FileNotFoundError, ValueError):
         mark = 0
     copied, last = 0, mark
@@ -149,7 +152,7 @@ def sync(repo: pygit2.Repository, project: Project) -> int:
         last = seq
     if last != mark:
         partial = mark_file.with_name(f"{SYNC_MARK}.{os.getpid()}.{threading.get_ident()}")
-        partial.write_text(str(last))
+        partial.write_text(f"{who}:{last}")
         os.replace(partial, mark_file)
     return copied
 

@@ -1,5 +1,7 @@
 """Projects in git without workers: names, where a task starts, commits, landing, reads."""
 
+from pathlib import Path
+
 import pytest
 from django.test import Client as HttpClient
 from django.utils import timezone
@@ -235,6 +237,12 @@ def test_hosts_that_share_only_the_database_read_and_land_each_others_commits(se
     assert git_store.files_at(repo, landing.commit) == {"a.py": "a = 1\n", "b.py": "b = 1\n"}
     copied_again = projects.sync(repo, Project.objects.get(client=client, name="shared"))
     assert copied_again == 0  # it remembers how far it copied
+
+    settings.OPENCLAW_REPOS_DIR = tmp_path / "left-from-another-database"
+    stale = projects.repository(client.pk, "shared")
+    (Path(stale.path) / projects.SYNC_MARK).write_text("999@1.000000:100000")
+    projects.sync(stale, Project.objects.get(client=client, name="shared"))
+    assert git_store.files_at(stale, landing.commit) == {"a.py": "a = 1\n", "b.py": "b = 1\n"}
 
 
 @pytest.mark.django_db
