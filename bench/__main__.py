@@ -28,6 +28,7 @@ BENCHMARKS = {
     "agent_loop": "the engine's own time per turn of an agent's tool loop",
     "streams": "SSE streams on one daphne: database connections and memory per idle stream, delivery",
     "contracts": "the contract checks on a 200-file tree, and the integration gate's overhead",
+    "git": "projects in git: commit + merge per task (200-file project), clone of 1,000 commits",
 }
 # Run only when named: API clients and console websockets for a minute (bench/load.py); LangGraph
 # side by side, which needs the peer packages (`make bench-peers`) and about half an hour.

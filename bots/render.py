@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
+from executions import projects
 from executions.integration import summary_line
 from executions.models import Conflict, Execution, Task
 from executions.states import ExecutionStatus, TaskStatus
@@ -305,8 +306,26 @@ def summary_message(execution: Execution, *, public_url: str) -> Message:
     gate = gate_line(execution)
     if gate:
         lines.append(f"*Integration:* {escape(gate)}")
+    project = project_line(execution, public_url)
+    if project:
+        lines.append(project)
     lines.append(f"<{console_url(public_url, execution.pk)}|Open in console>")
     return Message(text="\n".join(lines))
+
+
+def project_line(execution: Execution, public_url: str) -> str:
+    """What the execution changed in its project and how to get it: the diff's size, the clone."""
+    if not execution.result_commit:
+        return ""
+    try:
+        _, stats = projects.execution_diff(execution)
+    except projects.ProjectError:
+        return ""
+    clone = f"{public_url.rstrip('/')}/git/{execution.project}.git"
+    return (
+        f"*Project:* {stats['files_changed']} files changed, +{stats['insertions']} −{stats['deletions']}"
+        f" · `git clone {clone}`"
+    )
 
 
 def markdown_to_mrkdwn(text: str) -> str:

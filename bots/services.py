@@ -135,11 +135,12 @@ def slack_request_start(
         receipt = SlackEventReceipt.objects.select_for_update().get(pk=receipt_id)
         if receipt.execution_id:
             return None
+        # A follow-up in a thread extends the parent's project; a new request gets a project of its own.
         execution = execution_create(
             client=client,
             message=text,
             session_key=f"slack-{team_id}-{user_id}",
-            project=parent.project if parent is not None else "slack",
+            project=parent.project if parent is not None else "",
             follows=parent,
         )
         SlackThread.objects.create(

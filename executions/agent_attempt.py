@@ -25,7 +25,7 @@ from pools.prompts import AGENT_SYSTEM, GENERIC_AGENT_SYSTEM, agent_prompt, loop
 from pools.replies import ReplyError, parse_agent_reply
 from pools.verification import OutputBroken, verify_output
 
-from . import billing, events
+from . import billing, events, projects
 from .attempts import attempt_fail, attempt_renew, attempt_stop_for_budget, attempt_succeed, task_start
 from .models import Attempt, Task
 from .states import (
@@ -175,6 +175,7 @@ def dependency_results(task: Task) -> list[dict]:
                 "hard": root.key in hard,
                 "summary": latest.result.get("summary", ""),
                 "findings": latest.result.get("findings", []),
+                "commit": latest.commit,
                 "files": [{"path": path, "content": content} for path, content in files.items()],
             }
         )
@@ -269,10 +270,12 @@ def task_run(task_id: int, dispatch_no: int) -> None:
             keeper.expected_output_tokens = pool.expected_output_tokens
         spec = meter.spec = llm.resolve(pool.model if pool else None)
         deps = dependency_results(task)
+        # Executions from before projects lived in git have no project: their tasks make no commits.
+        start = projects.task_start(task, deps) if task.execution.project else None
         deadline = started + task.timeout_sec
         max_turns = pool.max_turns if pool else 1
         if max_turns > 1 and spec.options.get("tools", True) is not False:
-            reply, loop = work_in_loop(task, attempt, spec, pool, deadline, keeper, meter, deps)
+            reply, loop = work_in_loop(task, attempt, spec, pool, deadline, keeper, meter, deps, start)
         else:
             reply, loop = call_agent(task, attempt.number, spec, pool, deadline, keeper, meter, deps), None
         result = verify_output(task_role(task, pool), reply, deps)
@@ -303,7 +306,18 @@ def task_run(task_id: int, dispatch_no: int) -> None:
             task.execution_id,
             attempt.pk,
         )
-        record(attempt_succeed, attempt.pk, result=result, usage=meter.last())
+        commit, objects = (
+            projects.commit_output(
+                task, start, result.get("files", []), result.get("summary", ""), spec.model
+            )
+            if start is not None
+            else ("", None)
+        )
+        recorded = record(
+            attempt_succeed, attempt.pk, result=result, usage=meter.last(), commit=commit, objects=objects
+        )
+        if recorded and commit:
+            projects.publish_branch(task, commit)
     except LoopStopped as exc:
         if exc.reason == StopReason.BUDGET:
             record(attempt_stop_for_budget, attempt.pk, usage=meter.last())
@@ -334,12 +348,14 @@ def work_in_loop(
     keeper: LeaseKeeper,
     meter: TurnMeter,
     deps: list[dict],
+    start: "projects.Start | None" = None,
 ):
-    """The agent's tool loop over a workspace holding its dependencies' files (and, for a fix, the
-    files to fix); returns the reply and the loop's record."""
+    """The agent's tool loop over a workspace holding the project's tree where the task starts (its
+    base with its dependencies' work merged in; without a project, its dependencies' files) and,
+    for a fix, the files to fix; returns the reply and the loop's record."""
     role = task_role(task, pool)
-    files: dict[str, str] = {}
-    for dep in deps:
+    files: dict[str, str] = dict(start.files) if start is not None else {}
+    for dep in deps if start is None else ():
         files.update((f["path"], f["content"]) for f in dep["files"])
     files.update((f["path"], f["content"]) for f in task.context.get("target_files", []) if "path" in f)
     request = llm.LLMRequest(
@@ -426,18 +442,18 @@ def agent_meta(task: Task, attempt_number: int, pool: WorkerPool | None, deps: l
     }
 
 
-def record(transition, *args, **kwargs) -> None:
+def record(transition, *args, **kwargs):
     """Record an attempt's outcome, reconnecting once if the database connection dropped meanwhile.
 
     The transitions are compare-and-set, so a second try after a lost commit acknowledgement is
     harmless. If the database stays away, the lease lapses and the reaper retries the task.
     """
     try:
-        transition(*args, **kwargs)
+        return transition(*args, **kwargs)
     except (OperationalError, InterfaceError) as exc:
         log.warning("recording %s failed (%s); reconnecting once", transition.__name__, exc)
         connection.close()
-        transition(*args, **kwargs)
+        return transition(*args, **kwargs)
 
 
 def call_agent(

@@ -15,7 +15,7 @@ from ninja.errors import HttpError, ValidationError
 from ninja.pagination import LimitOffsetPagination, paginate
 from ninja.throttling import AuthRateThrottle
 
-from . import approval, invoices, result_aggregator, selectors, services, streams
+from . import approval, invoices, projects, result_aggregator, selectors, services, streams
 from .api_keys import (
     AuthFailuresThrottled,
     Bearer,
@@ -36,6 +36,8 @@ from .api_schemas import (
     ExecutionOut,
     InvoiceOut,
     PoolOut,
+    ProjectDetailOut,
+    ProjectOut,
 )
 from .models import Execution
 from .states import ExecutionStatus
@@ -292,6 +294,42 @@ def execution_artifacts(request: HttpRequest, execution_id: str):
     response = HttpResponse(result_aggregator.artifacts_zip(execution), content_type="application/zip")
     response["Content-Disposition"] = f'attachment; filename="{execution.pk}.zip"'
     return response
+
+
+@api.get(
+    "/execution/{execution_id}/diff",
+    response=documented({200: None}, 404, 409),
+    summary="The unified diff base_commit..result_commit (text/x-diff)",
+)
+def execution_diff(request: HttpRequest, execution_id: str):
+    execution = owned_execution(request, execution_id)
+    if not execution.result_commit:
+        raise HttpError(409, f"execution is {execution.status}; it has not landed on its project's main yet")
+    try:
+        patch, _ = projects.execution_diff(execution)
+    except projects.ProjectError as exc:
+        logger.error("diff of %s failed: %s", execution.pk, exc)
+        raise HttpError(409, "the project's repository cannot be read") from None
+    response = HttpResponse(patch, content_type="text/x-diff; charset=utf-8")
+    response["Content-Disposition"] = f'inline; filename="{execution.pk}.diff"'
+    return response
+
+
+@api.get("/projects", response=documented({200: list[ProjectOut]}), summary="Your projects")
+def project_list(request: HttpRequest):
+    return selectors.project_list(request.auth)
+
+
+@api.get(
+    "/projects/{name}",
+    response=documented({200: ProjectDetailOut}, 404),
+    summary="A project: head, history (the execution and task of each commit), files, clone URL",
+)
+def project_detail(request: HttpRequest, name: str):
+    project = selectors.project_for_client(request.auth, name)
+    if project is None:
+        raise HttpError(404, "project not found")
+    return selectors.project_detail(project)
 
 
 @api.get("/pools", response=documented({200: list[PoolOut]}), summary="Worker pools and their load")

@@ -17,7 +17,11 @@ class ExecuteIn(Schema):
         pattern=r"\S",
     )
     sessionKey: str = Field("api", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:@-]+$")
-    project: str = Field("", max_length=100)
+    project: str = Field(
+        "",
+        max_length=100,
+        description="The project to build on (letters, digits and . _ -); none: a project of its own",
+    )
     force_parallel: StrictBool = False
     mode: Literal["auto", "parallel", "serial"] = "auto"
     budget_usd: StrictFloat | None = Field(
@@ -94,6 +98,9 @@ class TaskOut(Schema):
     cost_usd: str
     error: str
     verification: dict | None
+    commit: str | None = Field(
+        None, description="The commit of the task's output in the project's repository"
+    )
 
 
 class TurnOut(Schema):
@@ -216,6 +223,8 @@ class ExecutionOut(Schema):
     requested_mode: str
     routing_reason: str
     project: str
+    base_commit: str | None = Field(None, description="The head of the project's main when it was planned")
+    result_commit: str | None = Field(None, description="The execution's merge commit on main")
     message: str
     created_at: str
     duration_sec: float | None
@@ -333,6 +342,33 @@ class InvoiceOut(Schema):
     refund: InvoiceRefund
     net_usd: str
     comparison: ComparisonOut
+
+
+class ProjectOut(Schema):
+    name: str
+    head: str | None
+    executions: int
+    updated_at: str
+    clone_url: str
+
+
+class CommitOut(Schema):
+    commit: str
+    message: str
+    author: str
+    execution_id: str | None
+    task: str | None
+    time: str
+
+
+class ProjectFileOut(Schema):
+    path: str
+    size: int
+
+
+class ProjectDetailOut(ProjectOut):
+    history: list[CommitOut]
+    files: list[ProjectFileOut]
 
 
 class ActionOut(Schema):

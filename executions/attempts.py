@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from pools.models import WorkerPool
 
-from . import billing, conflicts, events
+from . import billing, conflicts, events, merge_conflicts, projects
 from .dispatch import (
     dispatch_after_commit,
     dispatch_pool,
@@ -129,8 +129,12 @@ def attempt_renew(attempt_id, *, lease_sec: float, progress: int | None = None) 
     return True
 
 
-def attempt_succeed(attempt_id, *, result: dict, usage=None) -> bool:
+def attempt_succeed(attempt_id, *, result: dict, usage=None, commit: str = "", objects=None) -> bool:
     """Record a successful attempt: the task succeeds, its dependents may become ready.
+
+    `commit` is the output's commit in the project's repository, and `objects` its objects the
+    database lacks (`projects.NewObjects`), stored with the success: a dependent, on any host,
+    finds them.
 
     `usage` is the attempt's last call (a `billing.AttemptUsage`): stored by the updates that close
     the attempt and its task, or, when someone else closed the attempt first, charged as a late
@@ -157,16 +161,18 @@ def attempt_succeed(attempt_id, *, result: dict, usage=None) -> bool:
             result=result,
             error="",
             paths=paths,
+            commit=commit,
             add=usage.task_increments() if usage else None,
         ):
             return False
-        task.status, task.finished_at, task.progress, task.result, task.error, task.paths = (
+        task.status, task.finished_at, task.progress, task.result, task.error, task.paths, task.commit = (
             TaskStatus.SUCCEEDED,
             now,
             100,
             result,
             "",
             paths,
+            commit,
         )
         with events.batched(task.execution_id):
             events.emit(
@@ -184,6 +190,7 @@ def attempt_succeed(attempt_id, *, result: dict, usage=None) -> bool:
                 },
             )
             conflicts.on_result(task)  # follow-up tasks exist before anyone can finish the work
+            merge_conflicts.on_commit(task)
             promoted = promote_dependents(task.execution_id)
             if not promoted:  # with a task just made ready, the work is not over
                 maybe_finish_work(task.execution_id)
@@ -199,6 +206,8 @@ def attempt_succeed(attempt_id, *, result: dict, usage=None) -> bool:
                 for pool in sorted(ready_pools)
                 if dispatch_pool(pool, within_execution=task.execution_id, held_limits=held_limits) is None
             )
+        if objects is not None:
+            projects.store_objects(objects)  # last: the project's row is the last lock it takes
     return True
 
 

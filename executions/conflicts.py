@@ -56,7 +56,8 @@ def on_result(task: Task) -> None:
         settle_revision(task)
     elif task.result.get("verification", {}).get("schema_accepted") is False:
         reject_schema(task)
-    record_collisions(task)
+    if not task.commit:  # results in git are merged three-way instead (`merge_conflicts`)
+        record_collisions(task)
 
 
 # ---------------------------------------------------------------- helpers

@@ -138,7 +138,8 @@ def executions_json(request: HttpRequest) -> JsonResponse:
 @require_GET
 def execution_page(request: HttpRequest, execution_id: str) -> HttpResponse:
     snapshot = _snapshot(request, execution_id)
-    recent = list(Execution.objects.get(pk=execution_id).events.order_by("-seq")[:ACTIVITY_EVENTS])
+    execution = Execution.objects.get(pk=execution_id)
+    recent = list(execution.events.order_by("-seq")[:ACTIVITY_EVENTS])
     return render(
         request,
         "console/execution.html",
@@ -147,6 +148,11 @@ def execution_page(request: HttpRequest, execution_id: str) -> HttpResponse:
             "activity": [e.as_message() for e in reversed(recent)],
             "webhooks": console_selectors.webhook_deliveries(execution_id),
             "nav": "executions",
+            "git": {
+                "client_id": execution.client_id,
+                "project": execution.project,
+                "result_commit": execution.result_commit,
+            },
         },
     )
 
@@ -281,6 +287,43 @@ def _execution_or_404(execution_id: str) -> Execution:
 
 @console_view
 @require_GET
+def projects_page(request: HttpRequest) -> HttpResponse:
+    return render(
+        request, "console/projects.html", {"rows": console_selectors.project_rows(), "nav": "projects"}
+    )
+
+
+@console_view
+@require_GET
+def project_page(request: HttpRequest, client_id: int, name: str) -> HttpResponse:
+    page = console_selectors.project_page(
+        client_id, name, at=request.GET.get("at", ""), path=request.GET.get("path", "")
+    )
+    if page is None:
+        raise Http404("no such project")
+    return render(request, "console/project.html", {**page, "nav": "projects"})
+
+
+def _diff_response(diff: str | None) -> HttpResponse:
+    if diff is None:
+        raise Http404("no commit to show")
+    return HttpResponse(diff or "(no changes)\n", content_type="text/plain; charset=utf-8")
+
+
+@console_view
+@require_GET
+def execution_diff(request: HttpRequest, execution_id: str) -> HttpResponse:
+    return _diff_response(console_selectors.execution_diff(execution_id))
+
+
+@console_view
+@require_GET
+def task_diff(request: HttpRequest, execution_id: str, task_key: str) -> HttpResponse:
+    return _diff_response(console_selectors.task_diff(execution_id, task_key))
+
+
+@console_view
+@require_GET
 def pools_page(request: HttpRequest) -> HttpResponse:
     return render(request, "console/pools.html", {"pools": console_selectors.pool_stats(), "nav": "pools"})
 
@@ -387,6 +430,10 @@ urlpatterns = [
         webhook_resend,
         name="webhook_resend",
     ),
+    path("projects/", projects_page, name="projects"),
+    path("projects/<int:client_id>/<str:name>/", project_page, name="project"),
+    path("executions/<str:execution_id>/diff", execution_diff, name="execution_diff"),
+    path("executions/<str:execution_id>/tasks/<str:task_key>/diff", task_diff, name="task_diff"),
     path("pools/", pools_page, name="pools"),
     path("pools.json", pools_json, name="pools_json"),
     path("new/", new_request_page, name="new"),

@@ -5,6 +5,7 @@ first paint and the live refreshes (the `*.json` views) are the same data.
 """
 
 import math
+import re
 from collections import Counter
 from datetime import datetime
 
@@ -15,8 +16,8 @@ from markdown_it import MarkdownIt
 
 from pools.models import WorkerPool
 
-from . import selectors
-from .models import Attempt, Client, Execution, Task, WebhookDelivery
+from . import projects, selectors
+from .models import Attempt, Client, Execution, Project, Task, WebhookDelivery
 from .states import (
     DELIVERY_FINAL,
     EXECUTION_LIVE,
@@ -393,3 +394,71 @@ def pool_stats() -> list[dict]:
             }
         )
     return rows
+
+
+COMMIT_ID = re.compile(r"^[0-9a-f]{4,40}$")
+
+
+def project_rows() -> list[dict]:
+    """Every client's projects, the latest landed first."""
+    counts = Counter(Execution.objects.values_list("client_id", "project"))
+    return [
+        {
+            "client": p.client.name,
+            "client_id": p.client_id,
+            "name": p.name,
+            "head": p.head,
+            "executions": counts[(p.client_id, p.name)],
+            "updated_at": _iso(p.updated_at),
+        }
+        for p in Project.objects.select_related("client")
+    ]
+
+
+def project_page(client_id: int, name: str, *, at: str = "", path: str = "") -> dict | None:
+    """A project's history on main (each commit's execution and task), its files at `at` (a commit
+    id or prefix; default main), and one file's text when `path` names one of them."""
+    project = Project.objects.select_related("client").filter(client_id=client_id, name=name).first()
+    if project is None:
+        return None
+    at = at if COMMIT_ID.match(at or "") else ""
+    try:
+        history = projects.history(client_id, name)
+        commit = next((c["commit"] for c in history if c["commit"].startswith(at)), "") if at else ""
+        commit = commit or (history[0]["commit"] if history else "")
+        files = projects.head_files(client_id, name, commit or None) if commit else []
+        content = projects.file_at(client_id, name, commit, path) if path in dict(files) else None
+    except projects.ProjectError as exc:
+        return {"project": project, "error": str(exc), "history": [], "files": [], "commit": "", "path": ""}
+    return {
+        "project": project,
+        "clone_url": projects.clone_url(name),
+        "history": history,
+        "commit": commit,
+        "files": [{"path": p, "size": size} for p, size in files],
+        "path": path if content is not None else "",
+        "content": content,
+        "error": "",
+    }
+
+
+def execution_diff(execution_id: str) -> str | None:
+    """The execution's diff; None when it has not landed (or its repository cannot be read)."""
+    execution = Execution.objects.filter(pk=execution_id).first()
+    if execution is None or not execution.result_commit:
+        return None
+    try:
+        return projects.execution_diff(execution)[0]
+    except projects.ProjectError:
+        return None
+
+
+def task_diff(execution_id: str, task_key: str) -> str | None:
+    """What a task's commit changed; None without a commit (or a readable repository)."""
+    task = Task.objects.select_related("execution").filter(execution_id=execution_id, key=task_key).first()
+    if task is None or not task.commit:
+        return None
+    try:
+        return projects.task_diff(task.execution, task)
+    except projects.ProjectError:
+        return None

@@ -82,6 +82,50 @@ class ApiKey(models.Model):
         return cls.objects.create(client=client, prefix=raw[:10], key_hash=cls.hash_key(raw)), raw
 
 
+class Project(models.Model):
+    """A client's project: a git repository, the authoritative store of its files
+    (`executions.projects`). Each execution of the project starts from its `main` and lands on it."""
+
+    client = models.ForeignKey(Client, on_delete=models.PROTECT, related_name="projects")
+    name = models.CharField(max_length=100)
+    head = models.CharField(
+        max_length=40, blank=True, help_text="The commit `main` points at: moved only by compare-and-set"
+    )
+    objects_seq = models.PositiveBigIntegerField(
+        default=0, help_text="The last sequence number given to one of its git objects"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-updated_at", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["client", "name"], name="project_name_unique_per_client")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.client}/{self.name}"
+
+
+class GitObject(models.Model):
+    """A git object of a project (commit, tree or blob; zlib-compressed), so that hosts sharing no
+    disk read and write the same repositories: each host's repository folder is a cache that
+    copies the objects it lacks in `seq` order (`executions.projects.sync`). Objects are written in
+    transactions that hold the project's row, so `seq` commits in order and a copy never skips one."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="git_objects")
+    seq = models.PositiveBigIntegerField()
+    oid = models.CharField(max_length=40)
+    kind = models.PositiveSmallIntegerField(help_text="git's object type: 1 commit, 2 tree, 3 blob")
+    data = models.BinaryField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["project", "oid"], name="git_object_unique_per_project")
+        ]
+        indexes = [models.Index(fields=["project", "seq"], name="git_object_copy_order")]
+
+
 class Execution(models.Model):
     MODES = [("auto", "auto"), ("parallel", "parallel"), ("serial", "serial")]
 
@@ -89,6 +133,12 @@ class Execution(models.Model):
     client = models.ForeignKey(Client, on_delete=models.PROTECT, related_name="executions")
     session_key = models.CharField(max_length=64)
     project = models.CharField(max_length=100, blank=True)
+    base_commit = models.CharField(
+        max_length=40, blank=True, help_text="The head of the project's main when it was planned"
+    )
+    result_commit = models.CharField(
+        max_length=40, blank=True, help_text="The execution's merge commit, where main moved"
+    )
     message = models.TextField()
     requested_mode = models.CharField(max_length=10, choices=MODES, default="auto")
     force_parallel = models.BooleanField(default=False)
@@ -219,6 +269,7 @@ class Task(models.Model):
     # The result's file paths, kept beside it so that a success looks for colliding files without
     # reading every other result of the execution.
     paths = models.JSONField(default=list, blank=True, editable=False)
+    commit = models.CharField(max_length=40, blank=True, help_text="The commit of its output")
     parent = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children"
     )

@@ -23,7 +23,7 @@ from django.utils import timezone
 from pools import llm
 from pools.models import EngineSettings, WorkerPool
 
-from . import billing, events, pm_coordinator, webhooks
+from . import billing, events, pm_coordinator, projects, webhooks
 from .agent_router import ParallelDisabled, choose_mode
 from .dag import PlanNode, simulate_makespan, upward_ranks
 from .dispatch import dispatch_after_commit
@@ -250,8 +250,15 @@ def _plan(execution: Execution, claim: int, calls: list) -> bool:
     engine = EngineSettings.current()
     limits = pool_limits()
     spec = llm.resolve(engine.pm_model)
+    # A follow-up is planned against the project's current tree, and its tasks start from it.
+    base = projects.plan_base(execution) if execution.project else projects.Base("", [])
     result = pm_coordinator.decompose(
-        execution.message, spec, limits, max_tasks=engine.max_tasks_per_plan, timeout=PLAN_TIMEOUT_SEC
+        execution.message,
+        spec,
+        limits,
+        max_tasks=engine.max_tasks_per_plan,
+        timeout=PLAN_TIMEOUT_SEC,
+        existing_files=base.files,
     )
     calls.extend(result.completions)
     try:
@@ -260,7 +267,7 @@ def _plan(execution: Execution, claim: int, calls: list) -> bool:
         return execution_fail_planning(execution, str(exc))
     model = {"model": spec.label, "model_fallback": spec.fallback_reason}
     if execution.approval == ApprovalMode.PLAN:
-        started = _await_approval(execution, claim, calls, result, figures, model)
+        started = _await_approval(execution, claim, calls, result, figures, model, base.commit)
     else:
         with transaction.atomic():
             started = execution_start(
@@ -272,6 +279,7 @@ def _plan(execution: Execution, claim: int, calls: list) -> bool:
                 plan_source=result.source,
                 plan_notes=result.notes,
                 contract=result.contract,
+                base_commit=base.commit,
             )
     if started:
         log.info(
@@ -313,7 +321,7 @@ def _figures_payload(figures: PlanFigures, tasks: list[dict], model: dict, **ext
 
 
 def _await_approval(
-    execution: Execution, claim: int, calls: list, result, figures: PlanFigures, model: dict
+    execution: Execution, claim: int, calls: list, result, figures: PlanFigures, model: dict, base_commit: str
 ) -> bool:
     """planning → awaiting_approval: the plan, its estimates and its fee wait for the client; no
     task exists yet, so nothing can be dispatched, and no fee is charged."""
@@ -330,6 +338,7 @@ def _await_approval(
             quoted_fee_usd=figures.fee,
             approval_expires_at=expires,
             contract=result.contract,
+            base_commit=base_commit,
             phase_lease_until=None,
             phase_claims=0,
         ):

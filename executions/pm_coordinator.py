@@ -250,13 +250,20 @@ def plan_contract(raw: object, tasks: list[dict]) -> tuple[dict | None, list[str
 
 
 def decompose(
-    request: str, spec: llm.ModelSpec, pools: dict[str, PoolLimits], *, max_tasks: int, timeout: float
+    request: str,
+    spec: llm.ModelSpec,
+    pools: dict[str, PoolLimits],
+    *,
+    max_tasks: int,
+    timeout: float,
+    existing_files: list[tuple[str, int]] | None = None,
 ) -> PlanResult:
     """Ask the PM model for a plan and its contract, validate them, repair once, fall back to the
-    deterministic planner (or, for a valid plan, to its contract)."""
+    deterministic planner (or, for a valid plan, to its contract). `existing_files` (path, size): the
+    project's current tree, which a follow-up builds on."""
     completions: list[tuple[llm.ModelSpec, llm.Completion]] = []
     available = {name: limits.timeout_sec for name, limits in pools.items() if limits.enabled}
-    prompt = plan_prompt(request, available, max_tasks)
+    prompt = plan_prompt(request, available, max_tasks, existing_files)
     # The offline PM has no model to plan with: it answers with the deterministic plan.
     planned = deterministic_plan(request, pools)
     fallback = [{k: v for k, v in t.items() if k != "timeout_sec"} for t in planned]
@@ -270,7 +277,7 @@ def decompose(
     valid: tuple | None = None  # (tasks, notes, round, contract errors) of a valid plan whose contract is not
     for round_ in ("model", "repaired"):
         if round_ == "repaired":
-            prompt = plan_repair_prompt(request, available, max_tasks, errors)
+            prompt = plan_repair_prompt(request, available, max_tasks, errors, existing_files)
         try:
             completion = llm.complete(
                 spec,

@@ -18,7 +18,7 @@ from pools.models import EngineSettings
 from pools.prompts import SYNTHESIS_SYSTEM, synthesis_prompt
 from pools.verifiers.paths import path_problem, tree_clashes
 
-from . import billing, events, integration, interfaces, webhooks
+from . import billing, events, integration, interfaces, merge_conflicts, projects, webhooks
 from .conflicts import TREE_KINDS, close_open_conflicts
 from .merge import merged_files
 from .models import Conflict, Execution, Task
@@ -226,6 +226,8 @@ def plain_summary(facts: dict) -> str:
         lines.append(f"**Refund:** {facts['refund']}")
     if facts.get("remediation"):
         lines.append(f"**Remediation:** {facts['remediation']}")
+    if facts.get("delivery"):
+        lines.append(f"**Repository:** {facts['delivery']}")
     if facts.get("quality_score") is not None:
         lines.append(f"**Quality score:** {facts['quality_score']:.2f}")
     if facts.get("integration"):
@@ -257,13 +259,29 @@ def aggregate(execution_id: str) -> str | None:
     close_open_conflicts(execution_id)
     execution.refresh_from_db()
     tasks = list(execution.tasks.all())
+    delivery = ""
+    failed_landing = False
+    if execution.project:
+        try:
+            delivery = land_on_main(execution)
+            if delivery is None:
+                return None  # back to work: a merge conflict with main is being resolved
+        except projects.ProjectError as exc:
+            log.error("%s could not land on %s: %s", execution_id, execution.project, exc)
+            failed_landing = True
+            Execution.objects.filter(pk=execution_id).update(error=f"the project's repository: {exc}"[:500])
+            delivery = f"Not delivered: the project's repository failed ({exc})."
     conflicts = list(execution.conflicts.all())
-    status = final_status(tasks, conflicts, execution.integration)
-    _, collisions = merged_files(tasks)
+    status = (
+        ExecutionStatus.FAILED if failed_landing else final_status(tasks, conflicts, execution.integration)
+    )
     refund_preview = billing.refund_for(execution, status, tasks)
     quality = quality_score(tasks, conflicts, execution.contract_report, execution.integration)
     facts = synthesis_facts(execution, tasks, conflicts, status, refund_preview, quality)
-    facts["file_collisions"] = collisions
+    if delivery:
+        facts["delivery"] = delivery
+    else:
+        facts["file_collisions"] = merged_files(tasks)[1]
     settings_row = EngineSettings.current()
     spec = llm.resolve(settings_row.synthesis_model or settings_row.pm_model)
     completion = None
@@ -361,13 +379,44 @@ def reopen(execution_id: str, fixes: list[str], reason: str) -> str:
     return REOPENED
 
 
+def land_on_main(execution: Execution) -> str | None:
+    """Land the execution's work on its project's main. Returns the delivery line of the client's
+    answer (the clone command and the diff's size), or None when the execution went back to work
+    to resolve a merge conflict with what another execution landed meanwhile. Once those rounds
+    are spent, it lands with its own version of the conflicting lines, and says so."""
+    landing = projects.land(execution, stop_on_main_conflict=True)
+    if not landing.commit:
+        with transaction.atomic():
+            if merge_conflicts.resolve_with_main(execution, landing):
+                return None
+        landing = projects.land(execution)
+    if landing.conflicts:
+        with transaction.atomic():
+            merge_conflicts.record_landing_conflicts(execution, landing)
+    _, stats = projects.execution_diff(execution)
+    return (
+        f"`git clone {projects.clone_url(execution.project)}` (main at {landing.commit[:12]}, "
+        f"tag exec-{execution.pk}): {stats['files_changed']} files changed, "
+        f"+{stats['insertions']} −{stats['deletions']}"
+    )
+
+
+def project_tree(execution: Execution) -> dict[str, dict]:
+    """{path: {"content"}}: the tree at `result_commit` (before landing: the work merged so far onto
+    the base); for an execution from before projects lived in git, the merge rules' tree."""
+    files = projects.result_files(execution) if execution.project else None
+    if files is None:
+        return merged_files(list(execution.tasks.all()))[0]
+    return {path: {"content": content} for path, content in files.items()}
+
+
 def artifacts_zip(execution: Execution) -> bytes:
-    """The merged project tree as a zip archive (paths relative to the project root).
+    """The project tree as a zip archive (paths relative to the project root).
 
     Paths that no checkout could hold together are left out: verification fails them within one
     output, but two tasks may still write `App.py` and `app.py`, or a file and a folder of one name.
     The first in path order is kept."""
-    tree, _ = merged_files(list(execution.tasks.all()))
+    tree = project_tree(execution)
     clashing = {path for path, _ in tree_clashes(list(tree))}
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:

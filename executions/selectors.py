@@ -5,8 +5,9 @@ from django.db.models import Count, Q
 from pools import llm
 from pools.models import WorkerPool
 
+from . import projects
 from .invoices import execution_comparison
-from .models import Attempt, Client, Event, Execution, Task
+from .models import Attempt, Client, Event, Execution, Project, Task
 from .pm_coordinator import PLAN_TASK_FIELDS
 from .states import TaskStatus
 
@@ -37,6 +38,7 @@ def task_row(task: Task, attempts: int) -> dict:
         "cost_usd": f"{task.cost_usd:.6f}",
         "error": task.error,
         "verification": task.result.get("verification"),
+        "commit": task.commit or None,
     }
 
 
@@ -151,6 +153,8 @@ def execution_detail(execution: Execution) -> dict:
         "requested_mode": execution.requested_mode,
         "routing_reason": execution.routing_reason,
         "project": execution.project,
+        "base_commit": execution.base_commit or None,
+        "result_commit": execution.result_commit or None,
         "message": execution.message,
         "created_at": execution.created_at.isoformat(),
         "duration_sec": execution.duration_sec,
@@ -274,3 +278,44 @@ def pool_overview() -> list[dict]:
             }
         )
     return result
+
+
+def project_row(project: Project, executions: int) -> dict:
+    return {
+        "name": project.name,
+        "head": project.head or None,
+        "executions": executions,
+        "updated_at": project.updated_at.isoformat(),
+        "clone_url": projects.clone_url(project.name),
+    }
+
+
+def project_list(client: Client) -> list[dict]:
+    counts = dict(
+        Execution.objects.filter(client=client)
+        .order_by()
+        .values("project")
+        .annotate(n=Count("pk"))
+        .values_list("project", "n")
+    )
+    return [project_row(p, counts.get(p.name, 0)) for p in Project.objects.filter(client=client)]
+
+
+def project_for_client(client: Client, name: str) -> Project | None:
+    return Project.objects.filter(client=client, name=name).first()
+
+
+def project_detail(project: Project, *, at: str | None = None) -> dict:
+    """A project with main's history (each commit's execution and task) and its files at `at` (a
+    commit of the project; default main)."""
+    count = Execution.objects.filter(client_id=project.client_id, project=project.name).count()
+    try:
+        history = projects.history(project.client_id, project.name)
+        files = projects.head_files(project.client_id, project.name, at)
+    except projects.ProjectError:  # no commit yet (or nothing on disk): an empty project
+        history, files = [], []
+    return {
+        **project_row(project, count),
+        "history": history,
+        "files": [{"path": path, "size": size} for path, size in files],
+    }

@@ -7,7 +7,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from . import events, messages, webhooks
+from . import events, messages, projects, webhooks
 from .dispatch import dispatch_after_commit
 from .models import Client, Execution, Task
 from .result_aggregator import finish
@@ -54,6 +54,9 @@ def execution_create(
         raise RequestRefused("the request is empty")
     if len(message) > settings.OPENCLAW_MAX_MESSAGE_CHARS:
         raise RequestRefused(f"the request is longer than {settings.OPENCLAW_MAX_MESSAGE_CHARS} characters")
+    problem = projects.name_problem(project) if project else None
+    if problem:
+        raise RequestRefused(f"project: {problem}")
     if budget_usd is None:
         budget_usd = client.default_budget_usd
     approval = approval or client.default_approval
@@ -70,9 +73,12 @@ def execution_create(
             raise RequestRefused("a follow-up belongs to the client of the execution it follows")
         project = project or follows.project
     now = timezone.now()
+    execution_id = Execution.new_id(session_key)
+    project = project or execution_id  # a request without a project gets a project of its own
     with transaction.atomic():
+        projects.project_register(client=client, name=project)
         execution = Execution.objects.create(
-            id=Execution.new_id(session_key),
+            id=execution_id,
             client=client,
             session_key=session_key,
             project=project,

@@ -89,6 +89,7 @@ class ConflictKind(models.TextChoices):
     INTERFACE = "interface", "interface mismatch"  # a file deviates from the plan's contract
     OWNERSHIP = "ownership", "ownership"  # a task wrote outside the paths the contract gives it
     INTEGRATION = "integration", "integration gate"  # the merged project fails its compile or tests
+    MERGE = "merge", "merge conflict"  # two tasks' commits (or a task and main) edit the same lines
 
 
 S, T = ExecutionStatus, TaskStatus
@@ -133,7 +134,8 @@ EXECUTION_TRANSITIONS: dict[str, frozenset[str]] = {
     # approved → executing; rejected, expired or cancelled → cancelled
     S.AWAITING_APPROVAL: frozenset({S.EXECUTING, S.CANCELLED}),
     S.EXECUTING: frozenset({S.AGGREGATING, S.CANCELLED}),
-    # aggregating → executing: the contract checks or the integration gate started a fix round.
+    # aggregating → executing: the contract checks, the integration gate or a merge conflict with
+    # main started a fix round.
     S.AGGREGATING: frozenset({S.EXECUTING, S.COMPLETED, S.PARTIAL, S.FAILED, S.BUDGET_EXCEEDED, S.CANCELLED}),
     S.PARTIAL: frozenset({S.EXECUTING}),  # a client's retry
     S.FAILED: frozenset({S.EXECUTING}),  # a client's retry

@@ -285,6 +285,8 @@ DRAMATIQ_AUTODISCOVER_MODULES = ["actors"]
 # Where agents' workspaces live: a worker running as root runs the sandbox as `nobody`, who must be
 # able to reach this folder (every folder above it searchable by others).
 OPENCLAW_WORKSPACES_DIR = Path(env.str("OPENCLAW_WORKSPACES_DIR", default=str(VAR_DIR / "workspaces")))
+# Where the projects' bare git repositories live, one folder per client (executions/projects.py).
+OPENCLAW_REPOS_DIR = Path(env.str("OPENCLAW_REPOS_DIR", default=str(VAR_DIR / "repos")))
 # How often a running worker looks for pools created or renamed in the admin (and consumes their queue).
 OPENCLAW_POOL_QUEUES_REFRESH_SEC = env.float("OPENCLAW_POOL_QUEUES_REFRESH_SEC", default=5.0)
 # Dramatiq's Redis consumer polls an idle queue with a backoff of up to this many ms. An enqueue

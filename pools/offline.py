@@ -118,6 +118,10 @@ class OfflineProvider:
                     "findings": [],
                 }
             )
+        if meta.get("kind") == "remediation" and any(
+            has_conflict_markers(f.get("content", "")) for f in meta.get("target_files", [])
+        ):
+            return json.dumps(resolve_merge(meta))
         if request.role == "security":
             return json.dumps(audit(meta, flaws))
         if request.role == "database":
@@ -424,6 +428,40 @@ def backend_files(
         {"path": "backend/tests/test_validation.py", "content": VALIDATION_TEST},
         {"path": "backend/requirements.txt", "content": "fastapi==0.115.0\nuvicorn==0.30.0\n"},
     ]
+
+
+def has_conflict_markers(content: str) -> bool:
+    return any(line.startswith(("<<<<<<< ", ">>>>>>> ")) for line in content.splitlines())
+
+
+def union_of_sides(content: str) -> str:
+    """A file with git's conflict markers resolved the offline way: both sides kept, ours first."""
+    out, side = [], None
+    for line in content.splitlines(keepends=True):
+        if line.startswith("<<<<<<< "):
+            side = "ours"
+        elif side and line.startswith("||||||| "):
+            side = "base"
+        elif side and line.rstrip("\n") == "=======":
+            side = "theirs"
+        elif side and line.startswith(">>>>>>> "):
+            side = None
+        elif side != "base":
+            out.append(line)
+    return "".join(out)
+
+
+def resolve_merge(meta: dict) -> dict:
+    files = [
+        {"path": f["path"], "content": union_of_sides(f["content"])}
+        for f in meta.get("target_files", [])
+        if has_conflict_markers(f.get("content", ""))
+    ]
+    return {
+        "summary": f"Resolved the merge conflict in {', '.join(f['path'] for f in files)}: kept both sides.",
+        "files": files,
+        "findings": [],
+    }
 
 
 def remediate_python(source: str) -> str:

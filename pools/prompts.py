@@ -79,10 +79,30 @@ SYNTHESIS_SYSTEM = (
 )
 
 
-def plan_prompt(request: str, pools: dict[str, int], max_tasks: int) -> str:
+EXISTING_FILES_LISTED = 300  # paths of a follow-up's project shown to the PM
+
+
+def existing_files_section(files: list[tuple[str, int]] | None) -> str:
+    """A follow-up's project as the PM sees it: the paths and sizes of its current tree."""
+    if not files:
+        return ""
+    lines = "\n".join(f"{path}  {size}" for path, size in files[:EXISTING_FILES_LISTED])
+    more = (
+        f"\n… {len(files) - EXISTING_FILES_LISTED} more files" if len(files) > EXISTING_FILES_LISTED else ""
+    )
+    return (
+        "This request extends an existing project. Its current files (path  size in bytes), which every "
+        f"task finds in its workspace and may read and change:\n{fence(lines + more)}\n\n"
+    )
+
+
+def plan_prompt(
+    request: str, pools: dict[str, int], max_tasks: int, existing_files: list[tuple[str, int]] | None = None
+) -> str:
     return (
         f"Client request:\n{fence(request)}\n\n"
-        f"Available pools and their timeout limits in seconds: {json.dumps(pools)}.\n"
+        + existing_files_section(existing_files)
+        + f"Available pools and their timeout limits in seconds: {json.dumps(pools)}.\n"
         f"Decompose the request into at most {max_tasks} tasks. Reply with one JSON object only:\n"
         '{"tasks": [{"id": "task_1", "pool": "<pool>", "description": str, "priority": 1, '
         '"timeout_sec": int, '
@@ -101,10 +121,16 @@ def plan_prompt(request: str, pools: dict[str, int], max_tasks: int) -> str:
     )
 
 
-def plan_repair_prompt(request: str, pools: dict[str, int], max_tasks: int, errors: list[str]) -> str:
+def plan_repair_prompt(
+    request: str,
+    pools: dict[str, int],
+    max_tasks: int,
+    errors: list[str],
+    existing_files: list[tuple[str, int]] | None = None,
+) -> str:
     problems = "\n".join(f"- {e}" for e in errors)
     return (
-        plan_prompt(request, pools, max_tasks)
+        plan_prompt(request, pools, max_tasks, existing_files)
         + f"\n\nYour previous plan was rejected:\n{problems}\nFix these problems."
     )
 

@@ -1,6 +1,7 @@
 """Shared fixtures: the embedded Redis, real worker processes on the test database, config."""
 
 import os
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -45,6 +46,13 @@ def redis_server():
     client = redis.Redis.from_url(settings.REDIS_URL)
     client.ping()
     return client
+
+
+@pytest.fixture(autouse=True)
+def _no_repositories_left_from_other_tests():
+    """Projects' repositories live on disk, keyed by client id, which a new test database reuses."""
+    shutil.rmtree(settings.OPENCLAW_REPOS_DIR, ignore_errors=True)
+    yield
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,341 @@
+"""Git repositories as a store of files: bare repositories written and merged with pygit2 (libgit2),
+never through a work tree.
+
+Pure operations on one repository at a time; what a project, a task or an execution is lives in
+`executions.projects` (which keeps the objects and `main` in the database, so that any host can
+use a repository). A Repository object is opened per operation and never shared between threads
+(libgit2's repositories are not safe to use from two threads at once).
+"""
+
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pygit2
+
+MAIN = "refs/heads/main"
+BLOB = pygit2.enums.FileMode.BLOB
+MARKERS = ("<<<<<<< ", "=======", ">>>>>>> ", "||||||| ")
+
+
+class StoreError(Exception):
+    """A repository that cannot be opened, read or written (missing, corrupt, locked)."""
+
+
+def open_repository(path: Path, *, create: bool = True) -> pygit2.Repository:
+    """The bare repository at `path`, created (with `main` as its head) when missing and `create`."""
+    try:
+        if (path / "HEAD").exists():
+            return pygit2.Repository(str(path))
+        if not create:
+            raise StoreError(f"no repository at {path.name}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with _locked(path.parent / f".{path.name}.init.lock"):
+            if (path / "HEAD").exists():
+                return pygit2.Repository(str(path))
+            return pygit2.init_repository(str(path), bare=True, initial_head="main")
+    except pygit2.GitError as exc:
+        raise StoreError(f"repository {path.name} is unreadable: {exc}") from exc
+
+
+@contextmanager
+def _locked(lock_path: Path) -> Iterator[None]:
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+# ---------------------------------------------------------------- reading
+
+
+def ref_target(repo: pygit2.Repository, name: str = MAIN) -> str | None:
+    """The commit a ref points at, or None when it does not exist (an empty project's `main`)."""
+    ref = repo.references.get(name)
+    return str(ref.resolve().target) if ref is not None else None
+
+
+def tree_of(repo: pygit2.Repository, commit: str | None) -> pygit2.Tree | None:
+    return repo[commit].peel(pygit2.Tree) if commit else None
+
+
+def _walk(
+    repo: pygit2.Repository, tree: pygit2.Tree, prefix: str = ""
+) -> Iterator[tuple[str, pygit2.Object]]:
+    for entry in tree:
+        path = f"{prefix}{entry.name}"
+        if entry.type_str == "tree":
+            yield from _walk(repo, repo[entry.id], f"{path}/")
+        elif entry.type_str == "blob":
+            yield path, entry
+
+
+def listing(repo: pygit2.Repository, commit: str | None) -> list[tuple[str, int]]:
+    """(path, size in bytes) of every file at a commit, in path order."""
+    tree = tree_of(repo, commit)
+    if tree is None:
+        return []
+    return sorted((path, repo[entry.id].size) for path, entry in _walk(repo, tree))
+
+
+def text(data: bytes) -> str:
+    return data.decode("utf-8", errors="replace")
+
+
+def files_at(repo: pygit2.Repository, commit: str | None) -> dict[str, str]:
+    """Every file at a commit as text (bytes that are not UTF-8 are replaced)."""
+    tree = tree_of(repo, commit)
+    if tree is None:
+        return {}
+    return {path: text(repo[entry.id].data) for path, entry in _walk(repo, tree)}
+
+
+def files_of_tree(repo: pygit2.Repository, tree_id: pygit2.Oid) -> dict[str, str]:
+    return {path: text(repo[entry.id].data) for path, entry in _walk(repo, repo[tree_id])}
+
+
+def blob_at(repo: pygit2.Repository, commit: str | None, path: str) -> str:
+    """The id of the file at `path` in a commit, or "" when it has none."""
+    tree = tree_of(repo, commit)
+    if tree is None:
+        return ""
+    try:
+        return str(tree[path].id)
+    except KeyError:
+        return ""
+
+
+def is_ancestor(repo: pygit2.Repository, ancestor: str, commit: str) -> bool:
+    return ancestor == commit or repo.descendant_of(commit, ancestor)
+
+
+def snapshot_objects(repo: pygit2.Repository, commit: str) -> list[str]:
+    """The ids of a commit and of every tree and blob of its tree (not its parents')."""
+    out = [commit]
+    pending = [repo[commit].peel(pygit2.Tree)]
+    while pending:
+        tree = pending.pop()
+        out.append(str(tree.id))
+        for entry in tree:
+            if entry.type_str == "tree":
+                pending.append(repo[entry.id])
+            elif entry.type_str == "blob":
+                out.append(str(entry.id))
+    return list(dict.fromkeys(out))
+
+
+def read_object(repo: pygit2.Repository, oid: str) -> tuple[int, bytes]:
+    """(git's type number, the raw content) of an object."""
+    kind, data = repo.odb.read(oid)
+    return int(kind), data
+
+
+def write_object(repo: pygit2.Repository, kind: int, data: bytes) -> str:
+    return str(repo.odb.write(kind, data))
+
+
+def has_object(repo: pygit2.Repository, oid: str) -> bool:
+    return oid in repo
+
+
+# ---------------------------------------------------------------- writing
+
+
+def overlay(repo: pygit2.Repository, tree_id: pygit2.Oid | None, files: dict[str, str]) -> pygit2.Oid:
+    """A tree: `tree_id`'s files (none when None) with `files` written over them. Only the folders
+    along the written paths are rebuilt; every other subtree is reused as it is."""
+    nested: dict = {}
+    for path, content in files.items():
+        *folders, name = path.split("/")
+        level = nested
+        for folder in folders:
+            level = level.setdefault(folder, {})
+            if not isinstance(level, dict):
+                raise ValueError(f"{path}: a file is in the way of the folder {folder}")
+        level[name] = content
+    return _build(repo, repo[tree_id] if tree_id is not None else None, nested)
+
+
+def _build(repo: pygit2.Repository, tree: pygit2.Tree | None, changes: dict) -> pygit2.Oid:
+    builder = repo.TreeBuilder(tree) if tree is not None else repo.TreeBuilder()
+    for name, change in changes.items():
+        if isinstance(change, dict):
+            existing = tree[name] if tree is not None and name in tree else None
+            subtree = repo[existing.id] if existing is not None and existing.type_str == "tree" else None
+            builder.insert(name, _build(repo, subtree, change), pygit2.enums.FileMode.TREE)
+        else:
+            builder.insert(name, repo.create_blob(change.encode()), BLOB)
+    return builder.write()
+
+
+def create_commit(
+    repo: pygit2.Repository,
+    *,
+    tree: pygit2.Oid,
+    parents: list[str],
+    author: tuple[str, str],
+    message: str,
+    committer: tuple[str, str] | None = None,
+) -> str:
+    """A commit object (no ref moves); its id."""
+    who = pygit2.Signature(*author)
+    by = pygit2.Signature(*committer) if committer else who
+    return str(repo.create_commit(None, who, by, message, tree, [pygit2.Oid(hex=p) for p in parents]))
+
+
+def set_ref(repo: pygit2.Repository, name: str, commit: str) -> None:
+    """Point a ref at a commit, whatever it pointed at (refs only one writer owns: a task's branch)."""
+    repo.references.create(name, pygit2.Oid(hex=commit), force=True)
+
+
+# ---------------------------------------------------------------- merging
+
+
+@dataclass
+class ConflictedFile:
+    """One path both sides changed in overlapping places (or added with different content)."""
+
+    path: str
+    base: str | None
+    ours: str | None
+    theirs: str | None
+    marked: str  # the file with git's conflict markers, labelled with the sides' names
+    hunks: list[dict] = field(default_factory=list)  # {"line", "ours", "theirs"} per conflicting region
+    ours_id: str = ""
+    theirs_id: str = ""
+
+    def as_evidence(self, limit: int = 4000) -> dict:
+        return {
+            "path": self.path,
+            "hunks": [{k: v[:limit] if isinstance(v, str) else v for k, v in h.items()} for h in self.hunks],
+        }
+
+
+@dataclass
+class MergeResult:
+    """The merged tree (a conflicted path holds `theirs`'s version) and the conflicts found."""
+
+    tree: pygit2.Oid
+    conflicts: list[ConflictedFile]
+
+
+def hunks_of(marked: str) -> list[dict]:
+    """The conflicting regions of a file with conflict markers: where each starts, and both sides."""
+    hunks, side, current = [], None, {}
+    for number, line in enumerate(marked.splitlines(), start=1):
+        if line.startswith("<<<<<<< ") or line == "<<<<<<<":
+            side, current = "ours", {"line": number, "ours": "", "theirs": ""}
+        elif side and line.startswith("||||||| "):
+            side = "base"
+        elif side and line == "=======":
+            side = "theirs"
+        elif side and (line.startswith(">>>>>>> ") or line == ">>>>>>>"):
+            hunks.append(current)
+            side = None
+        elif side in ("ours", "theirs"):
+            current[side] += line + "\n"
+    return hunks
+
+
+def _relabel(marked: str, labels: tuple[str, str]) -> str:
+    lines = []
+    for line in marked.splitlines(keepends=True):
+        if line.startswith("<<<<<<< "):
+            line = f"<<<<<<< {labels[0]}\n"
+        elif line.startswith(">>>>>>> "):
+            line = f">>>>>>> {labels[1]}\n"
+        lines.append(line)
+    return "".join(lines)
+
+
+def merge(
+    repo: pygit2.Repository,
+    ours: str | None,
+    theirs: str | None,
+    *,
+    labels: tuple[str, str] = ("ours", "theirs"),
+) -> MergeResult:
+    """Three-way merge of two commits (their merge base as the ancestor; none: the empty tree)."""
+    if ours is None:
+        return MergeResult(repo[theirs].peel(pygit2.Tree).id if theirs else overlay(repo, None, {}), [])
+    if theirs is None:
+        return MergeResult(repo[ours].peel(pygit2.Tree).id, [])
+    # One merge-base walk decides it all: an ancestor on either side, or the three trees to merge.
+    base = repo.merge_base(ours, theirs)
+    if base is not None and str(base) == ours:
+        return MergeResult(repo[theirs].peel(pygit2.Tree).id, [])
+    if base is not None and str(base) == theirs:
+        return MergeResult(repo[ours].peel(pygit2.Tree).id, [])
+    ancestor = repo[base].peel(pygit2.Tree) if base is not None else repo[overlay(repo, None, {})]
+    index = repo.merge_trees(ancestor, repo[ours].peel(pygit2.Tree), repo[theirs].peel(pygit2.Tree))
+    conflicts = []
+    if index.conflicts is not None:
+        for base, mine, other in list(index.conflicts):
+            path = (mine or other or base).path
+            if mine is not None and other is not None:
+                marked = _relabel(
+                    text(repo.merge_file_from_index(base, mine, other).contents.encode()), labels
+                )
+            else:  # changed on one side, deleted on the other
+                kept = mine or other
+                marked = text(repo[kept.id].data)
+            conflicts.append(
+                ConflictedFile(
+                    path=path,
+                    base=text(repo[base.id].data) if base else None,
+                    ours=text(repo[mine.id].data) if mine else None,
+                    theirs=text(repo[other.id].data) if other else None,
+                    marked=marked,
+                    hunks=hunks_of(marked),
+                    ours_id=str(mine.id) if mine else "",
+                    theirs_id=str(other.id) if other else "",
+                )
+            )
+            del index.conflicts[path]
+            keep = other or mine
+            index.add(pygit2.IndexEntry(path, keep.id, keep.mode))
+    return MergeResult(index.write_tree(repo), conflicts)
+
+
+def independent(repo: pygit2.Repository, commits: list[str]) -> list[str]:
+    """The commits none of the others contains, in their order, each once."""
+    unique = list(dict.fromkeys(commits))
+    return [c for c in unique if not any(o != c and is_ancestor(repo, c, o) for o in unique)]
+
+
+# ---------------------------------------------------------------- history and diffs
+
+
+def history(repo: pygit2.Repository, commit: str | None, limit: int = 200) -> list[pygit2.Commit]:
+    if not commit:
+        return []
+    walker = repo.walk(pygit2.Oid(hex=commit), pygit2.enums.SortMode.TOPOLOGICAL | pygit2.enums.SortMode.TIME)
+    out = []
+    for item in walker:
+        out.append(item)
+        if len(out) >= limit:
+            break
+    return out
+
+
+def diff(repo: pygit2.Repository, old: str | None, new: str | None) -> pygit2.Diff:
+    """The changes from `old` to `new` (None: the empty tree)."""
+    empty = repo[overlay(repo, None, {})]
+    old_tree = tree_of(repo, old) or empty
+    new_tree = tree_of(repo, new) or empty
+    return repo.diff(old_tree, new_tree, context_lines=3)
+
+
+def diff_stats(patch: pygit2.Diff) -> dict:
+    stats = patch.stats
+    return {
+        "files_changed": stats.files_changed,
+        "insertions": stats.insertions,
+        "deletions": stats.deletions,
+    }

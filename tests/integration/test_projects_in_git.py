@@ -1,0 +1,367 @@
+"""Projects live in git, end to end on real workers, with the real `git` CLI as the client:
+clones over smart HTTP, a commit per task, follow-ups, merge conflicts, concurrent executions."""
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from executions.models import Conflict, Execution, Task
+from tests.conftest import configure, wait_for_status
+
+DONE = {"completed", "partial", "failed"}
+RESTAURANT = "Build a restaurant website with online booking and secure payments"
+
+
+def git(*args: str, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["git", "-c", "credential.helper=", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=check,
+        timeout=60,
+        env={"GIT_TERMINAL_PROMPT": "0", "HOME": "/nonexistent", "PATH": "/usr/bin:/bin"},
+    )
+
+
+def clone(
+    live_server, key: str, project: str, dest: Path, *, user: str = "anyone"
+) -> subprocess.CompletedProcess:
+    host = live_server.url.removeprefix("http://")
+    return git("clone", f"http://{user}:{key}@{host}/git/{project}.git", str(dest), check=False)
+
+
+def tree_files(folder: Path) -> dict[str, str]:
+    return {
+        p.relative_to(folder).as_posix(): p.read_text()
+        for p in folder.rglob("*")
+        if p.is_file() and ".git" not in p.relative_to(folder).parts
+    }
+
+
+def run(client, message: str, project: str, session: str = "s", mode: str = "auto") -> Execution:
+    from executions.services import execution_create
+
+    execution = execution_create(
+        client=client, message=message, session_key=session, project=project, mode=mode
+    )
+    return wait_for_status(execution.pk, DONE, timeout=60)
+
+
+def test_a_clone_shows_a_commit_per_task_and_a_follow_up_extends_the_history(
+    workers, live_server, client_and_key, tmp_path
+):
+    configure(latency=0.1)
+    client, key = client_and_key
+    first = run(client, RESTAURANT, "delhi-palace")
+    assert first.status == "completed"
+    assert first.base_commit == "" and len(first.result_commit) == 40
+    tasks = list(Task.objects.filter(execution=first).order_by("key"))
+    assert all(len(t.commit) == 40 for t in tasks)
+
+    checkout = tmp_path / "one"
+    done = clone(live_server, key, "delhi-palace", checkout)
+    assert done.returncode == 0, done.stderr
+    log = git("log", "--format=%H|%P|%an|%ae|%s", "main", cwd=checkout).stdout.splitlines()
+    by_commit = {line.split("|")[0]: line.split("|") for line in log}
+    for task in tasks:
+        _, _, author, email, subject = by_commit[task.commit]
+        assert author == f"{task.pool} agent (openclaw-offline-1)"
+        assert email == f"{task.key}@{first.pk}.openclaw"
+        assert subject == task.result["summary"].splitlines()[0]
+    head = log[0].split("|")
+    assert head[0] == first.result_commit and head[3] == f"openclaw@{first.pk}.openclaw"
+    assert git("tag", cwd=checkout).stdout.split() == [f"exec-{first.pk}"]
+    assert git("rev-parse", f"exec-{first.pk}", cwd=checkout).stdout.strip() == first.result_commit
+    branches = git("branch", "-r", cwd=checkout).stdout
+    assert f"origin/executions/{first.pk}/task_2" in branches
+    # The audit builds on the code it read: its commit's parent is the backend's.
+    audit, backend = (next(t for t in tasks if t.key == k) for k in ("task_4", "task_2"))
+    assert git("rev-parse", f"{audit.commit}^", cwd=checkout).stdout.strip() == backend.commit
+    files = tree_files(checkout)
+    assert {"backend/app/main.py", "database/schema.sql", "frontend/package.json"} <= set(files)
+
+    # The follow-up starts from the project's main and lands on top of it.
+    second = run(client, "Add a reviews page to the website", "delhi-palace")
+    assert second.status == "completed"
+    assert second.base_commit == first.result_commit
+    second_checkout = tmp_path / "two"
+    assert clone(live_server, key, "delhi-palace", second_checkout).returncode == 0
+    first_parents = git("log", "--first-parent", "--format=%H", "main", cwd=second_checkout).stdout.split()
+    assert first_parents[:2] == [second.result_commit, first.result_commit]
+    assert sorted(git("tag", cwd=second_checkout).stdout.split()) == sorted(
+        [f"exec-{first.pk}", f"exec-{second.pk}"]
+    )
+    new_files = tree_files(second_checkout)
+    assert "frontend/pages/reviews.tsx" in new_files
+    assert "frontend/pages/restaurants.tsx" in new_files  # what the first execution built is still there
+    # Each task of the follow-up started from the first execution's tree.
+    for task in Task.objects.filter(execution=second, blocked_by=[]):
+        parent = git("rev-parse", f"{task.commit}^", cwd=second_checkout).stdout.strip()
+        assert parent == first.result_commit
+
+    # The API tells the same story.
+    from django.test import Client as HttpClient
+
+    http = HttpClient(HTTP_X_API_KEY=key)
+    detail = http.get("/api/projects/delhi-palace").json()
+    assert detail["head"] == second.result_commit and detail["executions"] == 2
+    assert detail["clone_url"].endswith("/git/delhi-palace.git")
+    commits = {c["commit"]: c for c in detail["history"]}
+    assert commits[backend.commit]["task"] == "task_2" and commits[backend.commit]["execution_id"] == first.pk
+    assert commits[second.result_commit]["task"] is None
+    assert [p["name"] for p in http.get("/api/projects").json()] == ["delhi-palace"]
+    diff = http.get(f"/api/execution/{second.pk}/diff")
+    assert diff.status_code == 200 and diff["Content-Type"].startswith("text/x-diff")
+    assert "+++ b/frontend/pages/reviews.tsx" in diff.content.decode()
+    api_tasks = http.get(f"/api/execution/{second.pk}").json()
+    assert api_tasks["base_commit"] == first.result_commit
+    assert all(t["commit"] and len(t["commit"]) == 40 for t in api_tasks["tasks"])
+
+
+def test_two_tasks_editing_the_same_lines_conflict_and_a_remediation_resolves_it(
+    workers, live_server, client_and_key, tmp_path
+):
+    plan = {
+        "tasks": [
+            {
+                "id": "task_1",
+                "pool": "codegen",
+                "description": "FastAPI backend for the menu",
+                "priority": 1,
+                "timeout_sec": 60,
+                "blocked_by": [],
+                "context": {},
+            },
+            {
+                "id": "task_2",
+                "pool": "codegen",
+                "description": "FastAPI backend for bookings",
+                "priority": 1,
+                "timeout_sec": 60,
+                "blocked_by": [],
+                "context": {},
+            },
+        ]
+    }
+    configure(
+        latency=0.1,
+        options={"plan": plan, "latency_rules": [{"match": "backend for bookings", "latency_sec": 0.8}]},
+    )
+    client, key = client_and_key
+    done = run(client, "Build an API", "diner", session="merge", mode="parallel")
+    assert done.status == "completed"
+    tasks = {t.key: t for t in Task.objects.filter(execution=done)}
+    [conflict] = Conflict.objects.filter(execution=done, kind="merge")
+    assert conflict.between == ["task_1", "task_2"] and conflict.status == "resolved"
+    assert conflict.details["paths"] == ["backend/app/main.py"]
+    hunk = conflict.details["hunks"][0]
+    assert "list_menu_items" in hunk["ours"] and "list_bookings" in hunk["theirs"]
+    fix = tasks["task_2_merge1"]
+    assert (fix.kind, fix.parent_id, fix.status) == ("remediation", tasks["task_2"].pk, "succeeded")
+    assert {c["path"] for c in fix.context["conflicts"]} == {"backend/app/main.py"}
+    assert "<<<<<<< task_1" in fix.context["target_files"][0]["content"]
+
+    checkout = tmp_path / "diner"
+    assert clone(live_server, key, "diner", checkout).returncode == 0
+    parents = git("log", "-1", "--format=%P", fix.commit, cwd=checkout).stdout.split()
+    assert parents == [tasks["task_1"].commit, tasks["task_2"].commit]
+    main = (checkout / "backend/app/main.py").read_text()
+    assert "def list_menu_items" in main and "def list_bookings" in main and "<<<<<<<" not in main
+    assert git("merge-base", "--is-ancestor", fix.commit, "main", cwd=checkout, check=False).returncode == 0
+
+
+def test_two_executions_on_one_project_at_once_both_land(workers, client_and_key, tmp_path, live_server):
+    from executions.services import execution_create
+
+    configure(latency=0.3)
+    client, key = client_and_key
+    schema = execution_create(
+        client=client, message="Write a database schema for reviews", session_key="a", project="shop"
+    )
+    frontend = execution_create(
+        client=client, message="Build a Next.js frontend for the menu", session_key="b", project="shop"
+    )
+    schema = wait_for_status(schema.pk, DONE, timeout=60)
+    frontend = wait_for_status(frontend.pk, DONE, timeout=60)
+    assert schema.status == frontend.status == "completed"
+    checkout = tmp_path / "shop"
+    assert clone(live_server, key, "shop", checkout).returncode == 0
+    for execution in (schema, frontend):
+        assert (
+            git(
+                "merge-base", "--is-ancestor", execution.result_commit, "main", cwd=checkout, check=False
+            ).returncode
+            == 0
+        )
+    files = tree_files(checkout)
+    assert {"database/schema.sql", "frontend/package.json", "frontend/pages/menu_items.tsx"} <= set(files)
+    assert not Conflict.objects.filter(execution__in=[schema, frontend]).exists()
+
+
+@pytest.mark.parametrize("name", ["../etc", "a/b", "nul\x00", "x" * 300, ".hidden", "repo.git"])
+def test_bad_project_names_are_refused_and_nothing_is_stored(client_and_key, name):
+    from django.test import Client as HttpClient
+
+    _, key = client_and_key
+    response = HttpClient(HTTP_X_API_KEY=key).post(
+        "/api/execute-parallel", {"message": "Build a site", "project": name}, content_type="application/json"
+    )
+    assert response.status_code == 422 and "project" in response.json()["detail"]
+    assert not Execution.objects.exists()
+
+
+def test_clones_of_foreign_projects_are_404_bad_keys_401_and_pushes_403(
+    workers, live_server, client_and_key, tmp_path
+):
+    from executions.models import ApiKey
+    from executions.models import Client as ClientRow
+
+    configure(latency=0.05)
+    client, key = client_and_key
+    run(client, "Build a contact form", "mine")
+    other = ClientRow.objects.create(name="globex")
+    _, other_key = ApiKey.issue(other)
+
+    foreign = clone(live_server, other_key, "mine", tmp_path / "foreign")
+    assert foreign.returncode != 0 and "not found" in foreign.stderr.lower() or "404" in foreign.stderr
+    missing = clone(live_server, key, "nothing-here", tmp_path / "missing")
+    assert missing.returncode != 0 and ("404" in missing.stderr or "not found" in missing.stderr.lower())
+    wrong = clone(live_server, "oc_wrong", "mine", tmp_path / "wrong")
+    assert wrong.returncode != 0 and "Authentication failed" in wrong.stderr
+
+    import urllib.error
+    import urllib.request
+
+    with pytest.raises(urllib.error.HTTPError) as challenge:
+        urllib.request.urlopen(f"{live_server.url}/git/mine.git/info/refs?service=git-upload-pack")
+    assert challenge.value.code == 401
+    assert challenge.value.headers["WWW-Authenticate"].startswith('Basic realm="OpenClaw')
+
+    checkout = tmp_path / "mine"
+    assert clone(live_server, key, "mine", checkout).returncode == 0
+    (checkout / "extra.txt").write_text("x\n")
+    git("add", "extra.txt", cwd=checkout)
+    git("-c", "user.name=x", "-c", "user.email=x@x", "commit", "-m", "mine now", cwd=checkout)
+    push = git("push", "origin", "main", cwd=checkout, check=False)
+    assert push.returncode != 0 and "403" in push.stderr
+
+
+def test_an_execution_landing_on_conflicting_work_of_another_resolves_it_and_both_land(
+    workers, client_and_key, tmp_path, live_server
+):
+    from executions.services import execution_create
+
+    configure(latency=0.2, options={"latency_rules": [{"match": "bookings", "latency_sec": 1.0}]})
+    client, key = client_and_key
+    menu = execution_create(
+        client=client, message="Build a FastAPI backend for the menu", session_key="a", project="cafe"
+    )
+    bookings = execution_create(
+        client=client, message="Build a FastAPI backend for bookings", session_key="b", project="cafe"
+    )
+    menu = wait_for_status(menu.pk, DONE, timeout=60)
+    bookings = wait_for_status(bookings.pk, DONE, timeout=60)
+    assert menu.status == bookings.status == "completed"
+    assert menu.base_commit == bookings.base_commit == ""
+    [conflict] = Conflict.objects.filter(execution=bookings, kind="merge")
+    assert conflict.between == ["main", "task_1"] and conflict.status == "resolved"
+    assert conflict.details["ours"]["commit"] == menu.result_commit
+    fix = Task.objects.get(execution=bookings, key="task_1_merge1")
+    assert fix.status == "succeeded"
+
+    checkout = tmp_path / "cafe"
+    assert clone(live_server, key, "cafe", checkout).returncode == 0
+    assert git("rev-parse", "main", cwd=checkout).stdout.strip() == bookings.result_commit
+    parents = git("log", "-1", "--format=%P", fix.commit, cwd=checkout).stdout.split()
+    assert parents[0] == menu.result_commit
+    main = (checkout / "backend/app/main.py").read_text()
+    assert "def list_menu_items" in main and "def list_bookings" in main and "<<<<<<<" not in main
+    first_parents = git("log", "--first-parent", "--format=%H", "main", cwd=checkout).stdout.split()
+    assert first_parents[:2] == [bookings.result_commit, menu.result_commit]
+
+
+def test_a_follow_ups_agents_find_the_projects_files_in_their_workspace(workers, client_and_key):
+    from executions.models import AttemptTurn
+
+    configure(latency=0.05, max_turns=8)
+    client, _ = client_and_key
+    first = run(client, "Write a database schema for reviews", "reviews")
+    assert first.status == "completed"
+    second = run(client, RESTAURANT, "reviews")
+    assert second.status == "completed" and second.base_commit == first.result_commit
+    # The audit depends on the backend only; the schema in its listing is the project's.
+    audit = Task.objects.get(execution=second, key="task_4")
+    listing = next(
+        result["content"]
+        for turn in AttemptTurn.objects.filter(attempt__task=audit)
+        for result in turn.tool_results
+        if result.get("name") == "list_files"
+    )
+    assert "database/schema.sql" in listing and "backend/app/main.py" in listing
+    assert "frontend/package.json" not in listing  # not its dependency's, not the project's yet
+
+
+def test_a_corrupt_or_locked_repository_fails_its_execution_with_the_reason_and_no_other(
+    workers, client_and_key
+):
+    from executions import projects
+    from executions.services import execution_create
+    from pools import git_store
+
+    configure(latency=0.05)
+    client, _ = client_and_key
+    corrupt = git_store.open_repository(projects.repository_path(client.pk, "corrupt"))
+    Path(corrupt.path, "config").write_text("[core\n\tbare = \x00 not a config\n")
+    locked = git_store.open_repository(projects.repository_path(client.pk, "locked"))
+    Path(locked.path, "refs", "heads", "main.lock").write_text("held by someone else\n")
+    started = {
+        name: execution_create(client=client, message="Build a contact form", session_key=name, project=name)
+        for name in ("corrupt", "locked", "healthy")
+    }
+    done = {name: wait_for_status(e.pk, DONE, timeout=60) for name, e in started.items()}
+    assert done["healthy"].status == "completed" and done["healthy"].result_commit
+    assert done["corrupt"].status == "failed" and "ProjectError" in done["corrupt"].error
+    assert done["locked"].status == "failed" and "repository" in done["locked"].error
+    assert "lock" in done["locked"].error.lower()
+    assert done["locked"].refund_usd == done["locked"].fee_usd > 0
+
+
+def test_a_worker_group_with_its_own_empty_var_completes_a_follow_up(
+    transactional_db, redis_server, client_and_key, live_server, tmp_path
+):
+    """Hosts that share no disk: each worker group has a var/ of its own; only PostgreSQL (here the
+    test database) and Redis are shared. The web host (this process) has never seen either."""
+    from tests.conftest import Workers
+
+    configure(latency=0.05)
+    client, key = client_and_key
+    first_host = Workers(env={"OPENCLAW_VAR_DIR": str(tmp_path / "host-a")}).start()
+    try:
+        first = run(client, RESTAURANT, "far-away")
+    finally:
+        first_host.stop()
+    second_host = Workers(env={"OPENCLAW_VAR_DIR": str(tmp_path / "host-b")}).start()
+    try:
+        second = run(client, "Add a reviews page to the website", "far-away")
+    finally:
+        second_host.stop()
+    assert first.status == second.status == "completed"
+    assert second.base_commit == first.result_commit
+    assert list(
+        (tmp_path / "host-b" / "repos").glob("*/far-away.git")
+    )  # its own copy, made from the database
+
+    checkout = tmp_path / "clone"
+    done = clone(live_server, key, "far-away", checkout)
+    assert done.returncode == 0, done.stderr
+    assert git("rev-parse", "main", cwd=checkout).stdout.strip() == second.result_commit
+    assert sorted(git("tag", cwd=checkout).stdout.split()) == sorted(
+        [f"exec-{first.pk}", f"exec-{second.pk}"]
+    )
+    files = tree_files(checkout)
+    assert {"frontend/pages/reviews.tsx", "frontend/pages/restaurants.tsx", "database/schema.sql"} <= set(
+        files
+    )
+    assert git("fsck", "--strict", cwd=checkout, check=False).returncode == 0

@@ -1,0 +1,114 @@
+"""The git store: trees and commits without a work tree, three-way merges, compare-and-swap refs."""
+
+import subprocess
+
+import pytest
+
+from pools import git_store
+
+AGENT = ("codegen agent (m)", "task_1@exec_1.openclaw")
+
+
+@pytest.fixture
+def repo(tmp_path):
+    return git_store.open_repository(tmp_path / "demo.git")
+
+
+def commit(repo, files, parents=(), base=None):
+    tree = git_store.overlay(repo, git_store.tree_of(repo, base).id if base else None, files)
+    return git_store.create_commit(repo, tree=tree, parents=list(parents), author=AGENT, message="m")
+
+
+def test_a_new_repository_is_bare_with_an_unborn_main(repo, tmp_path):
+    assert repo.is_bare and git_store.ref_target(repo) is None
+    again = git_store.open_repository(tmp_path / "demo.git")
+    assert again.path == repo.path
+
+
+def test_a_missing_repository_is_not_created_when_asked_not_to(tmp_path):
+    with pytest.raises(git_store.StoreError):
+        git_store.open_repository(tmp_path / "none.git", create=False)
+
+
+def test_commits_overlay_files_on_their_start(repo):
+    base = commit(repo, {"a.txt": "1\n", "src/b.py": "x = 1\n"})
+    child = commit(repo, {"src/b.py": "x = 2\n", "c.md": "# c\n"}, parents=[base], base=base)
+    assert git_store.files_at(repo, child) == {"a.txt": "1\n", "src/b.py": "x = 2\n", "c.md": "# c\n"}
+    assert git_store.listing(repo, child) == [("a.txt", 2), ("c.md", 4), ("src/b.py", 6)]
+    assert git_store.is_ancestor(repo, base, child) and not git_store.is_ancestor(repo, child, base)
+
+
+def test_edits_of_different_lines_merge_cleanly(repo):
+    base = commit(repo, {"app.py": "a\nb\nc\nd\ne\n"})
+    left = commit(repo, {"app.py": "A\nb\nc\nd\ne\n"}, [base], base)
+    right = commit(repo, {"app.py": "a\nb\nc\nd\nE\n", "new.py": "n\n"}, [base], base)
+    merged = git_store.merge(repo, left, right)
+    assert merged.conflicts == []
+    files = git_store.files_of_tree(repo, merged.tree)
+    assert files == {"app.py": "A\nb\nc\nd\nE\n", "new.py": "n\n"}
+
+
+def test_edits_of_the_same_lines_conflict_with_both_sides_and_the_base(repo):
+    base = commit(repo, {"app.py": "a\nb\nc\n"})
+    left = commit(repo, {"app.py": "a\nLEFT\nc\n"}, [base], base)
+    right = commit(repo, {"app.py": "a\nRIGHT\nc\n"}, [base], base)
+    merged = git_store.merge(repo, left, right, labels=("task_1", "task_2"))
+    [conflict] = merged.conflicts
+    assert (conflict.path, conflict.base, conflict.ours, conflict.theirs) == (
+        "app.py",
+        "a\nb\nc\n",
+        "a\nLEFT\nc\n",
+        "a\nRIGHT\nc\n",
+    )
+    assert conflict.marked == "a\n<<<<<<< task_1\nLEFT\n=======\nRIGHT\n>>>>>>> task_2\nc\n"
+    assert conflict.hunks == [{"line": 2, "ours": "LEFT\n", "theirs": "RIGHT\n"}]
+    assert git_store.files_of_tree(repo, merged.tree)["app.py"] == "a\nRIGHT\nc\n"  # theirs, for now
+
+
+def test_two_root_commits_adding_one_file_differently_conflict(repo):
+    left = commit(repo, {"app.py": "left\n"})
+    right = commit(repo, {"app.py": "right\n"})
+    [conflict] = git_store.merge(repo, left, right).conflicts
+    assert conflict.base is None and conflict.hunks == [{"line": 1, "ours": "left\n", "theirs": "right\n"}]
+
+
+def test_a_merge_with_an_ancestor_is_the_descendant(repo):
+    base = commit(repo, {"a": "1\n"})
+    child = commit(repo, {"a": "2\n"}, [base], base)
+    for ours, theirs in ((base, child), (child, base), (None, child)):
+        merged = git_store.merge(repo, ours, theirs)
+        assert merged.conflicts == [] and git_store.files_of_tree(repo, merged.tree) == {"a": "2\n"}
+    assert git_store.independent(repo, [base, child, child]) == [child]
+
+
+def test_a_snapshots_objects_are_the_commit_its_trees_and_blobs(repo, tmp_path):
+    base = commit(repo, {"a.txt": "1\n", "src/b.py": "x = 1\n"})
+    oids = git_store.snapshot_objects(repo, base)
+    assert oids[0] == base and len(oids) == 5  # the commit, two trees, two blobs
+    copy = git_store.open_repository(tmp_path / "copy.git")
+    for oid in oids:
+        assert git_store.write_object(copy, *git_store.read_object(repo, oid)) == oid
+    assert git_store.files_at(copy, base) == {"a.txt": "1\n", "src/b.py": "x = 1\n"}
+
+
+def test_the_git_cli_reads_what_the_store_wrote(repo, tmp_path):
+    base = commit(repo, {"README.md": "hello\n"})
+    git_store.set_ref(repo, git_store.MAIN, base)
+    out = subprocess.run(
+        ["git", "--git-dir", repo.path, "log", "--format=%an <%ae>", "main"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert out == "codegen agent (m) <task_1@exec_1.openclaw>\n"
+    fsck = subprocess.run(["git", "--git-dir", repo.path, "fsck", "--strict"], capture_output=True, text=True)
+    assert fsck.returncode == 0, fsck.stderr
+
+
+def test_diff_between_commits_is_a_unified_patch(repo):
+    base = commit(repo, {"a.txt": "1\n2\n"})
+    child = commit(repo, {"a.txt": "1\n3\n", "b.txt": "new\n"}, [base], base)
+    patch = git_store.diff(repo, base, child)
+    assert "-2\n+3\n" in patch.patch and "+++ b/b.txt" in patch.patch
+    assert git_store.diff_stats(patch) == {"files_changed": 2, "insertions": 2, "deletions": 1}
+    assert "+++ b/a.txt" in git_store.diff(repo, None, base).patch
