@@ -308,7 +308,12 @@ def task_run(task_id: int, dispatch_no: int) -> None:
         )
         commit, objects = (
             projects.commit_output(
-                task, start, result.get("files", []), result.get("summary", ""), spec.model
+                task,
+                start,
+                result.get("files", []),
+                result.get("summary", ""),
+                spec.model,
+                result.get("removed", []),
             )
             if start is not None
             else ("", None)

@@ -343,14 +343,16 @@ def branch_of(task: Task) -> str:
 
 @git_errors
 def commit_output(
-    task: Task, start: Start, files: list[dict], summary: str, model: str
+    task: Task, start: Start, files: list[dict], summary: str, model: str, removed: list[str] = ()
 ) -> tuple[str, NewObjects]:
     """A commit of the task's output on top of where it started, and its objects the database
     lacks, to store with the success (`attempts.attempt_succeed`); its branch moves once the
     success is recorded (`publish_branch`)."""
     execution = task.execution
     repo, project = open_project(execution.client_id, execution.project, sync_objects=False)
-    tree = git_store.overlay(repo, start.tree, {f["path"]: f["content"] for f in files})
+    changes: dict[str, str | None] = dict.fromkeys(removed)  # an ownership fix moves files away
+    changes.update((f["path"], f["content"]) for f in files)
+    tree = git_store.overlay(repo, start.tree, changes)
     message = (summary or task.description).strip() + "\n"
     commit = git_store.create_commit(
         repo, tree=tree, parents=start.parents, author=author_of(task, model), message=message

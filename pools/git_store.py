@@ -147,9 +147,9 @@ def has_object(repo: pygit2.Repository, oid: str) -> bool:
 # ---------------------------------------------------------------- writing
 
 
-def overlay(repo: pygit2.Repository, tree_id: pygit2.Oid | None, files: dict[str, str]) -> pygit2.Oid:
-    """A tree: `tree_id`'s files (none when None) with `files` written over them. Only the folders
-    along the written paths are rebuilt; every other subtree is reused as it is."""
+def overlay(repo: pygit2.Repository, tree_id: pygit2.Oid | None, files: dict[str, str | None]) -> pygit2.Oid:
+    """A tree: `tree_id`'s files (none when None) with `files` written over them (None: the file is
+    removed). Only the folders along the written paths are rebuilt; every other subtree is reused."""
     nested: dict = {}
     for path, content in files.items():
         *folders, name = path.split("/")
@@ -169,6 +169,9 @@ def _build(repo: pygit2.Repository, tree: pygit2.Tree | None, changes: dict) -> 
             existing = tree[name] if tree is not None and name in tree else None
             subtree = repo[existing.id] if existing is not None and existing.type_str == "tree" else None
             builder.insert(name, _build(repo, subtree, change), pygit2.enums.FileMode.TREE)
+        elif change is None:
+            if builder.get(name) is not None:
+                builder.remove(name)
         else:
             builder.insert(name, repo.create_blob(change.encode()), BLOB)
     return builder.write()

@@ -165,7 +165,8 @@ def run_gate(
             result = sandbox.run(
                 workspace.root, script(steps), timeout_sec=timeout_sec, output_limit=OUTPUT_TAIL * 4
             )
-        except sandbox.SandboxUnavailable as exc:
+        except (sandbox.SandboxUnavailable, ValueError) as exc:
+            # No sandbox, or one that cannot reach the workspaces folder: not run, saying why.
             return GateResult(
                 ran=False, command=command, reason=str(exc), steps=[label for label, _ in steps]
             )

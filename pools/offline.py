@@ -20,6 +20,7 @@ it. A call's simulated latency is spread over the turns, so a task takes as long
 "broken_code" answers with valid JSON whose Python file does not compile (verification fails it).
 """
 
+import ast
 import json
 import re
 import textwrap
@@ -434,8 +435,8 @@ def has_conflict_markers(content: str) -> bool:
     return any(line.startswith(("<<<<<<< ", ">>>>>>> ")) for line in content.splitlines())
 
 
-def union_of_sides(content: str) -> str:
-    """A file with git's conflict markers resolved the offline way: both sides kept, ours first."""
+def one_side(content: str, keep: set[str]) -> str:
+    """A file with git's conflict markers, keeping the lines of the `keep` sides ("ours", "theirs")."""
     out, side = [], None
     for line in content.splitlines(keepends=True):
         if line.startswith("<<<<<<< "):
@@ -446,14 +447,44 @@ def union_of_sides(content: str) -> str:
             side = "theirs"
         elif side and line.startswith(">>>>>>> "):
             side = None
-        elif side != "base":
+        elif side is None or side in keep:
             out.append(line)
     return "".join(out)
 
 
+def union_of_sides(content: str, path: str = "") -> str:
+    """A file with git's conflict markers resolved the offline way: both sides kept, ours first. For
+    Python, when the lines of both sides together do not parse, ours whole plus the top-level
+    functions only theirs defines, so the resolution is code that compiles."""
+    both = one_side(content, {"ours", "theirs"})
+    if not path.endswith(".py"):
+        return both
+    try:
+        ast.parse(both)
+        return both
+    except SyntaxError:
+        pass
+    ours, theirs = one_side(content, {"ours"}), one_side(content, {"theirs"})
+    try:
+        ours_tree, theirs_tree = ast.parse(ours), ast.parse(theirs)
+    except SyntaxError:
+        return ours
+    defined = {node.name for node in ours_tree.body if isinstance(node, ast.FunctionDef)}
+    lines = theirs.splitlines(keepends=True)
+    added = [
+        "".join(lines[min([d.lineno for d in node.decorator_list] + [node.lineno]) - 1 : node.end_lineno])
+        for node in theirs_tree.body
+        if isinstance(node, ast.FunctionDef) and node.name not in defined
+    ]
+    tail = "\n\napp.include_router(router)\n"
+    body = ours[: -len(tail)] if ours.endswith(tail) else ours
+    merged = body.rstrip("\n") + "".join(f"\n\n\n{block.rstrip()}" for block in added) + "\n"
+    return merged + (tail if ours.endswith(tail) else "")
+
+
 def resolve_merge(meta: dict) -> dict:
     files = [
-        {"path": f["path"], "content": union_of_sides(f["content"])}
+        {"path": f["path"], "content": union_of_sides(f["content"], f["path"])}
         for f in meta.get("target_files", [])
         if has_conflict_markers(f.get("content", ""))
     ]

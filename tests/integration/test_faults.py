@@ -228,6 +228,11 @@ def test_llm_api_faults_at_30_percent_of_calls(client_and_key, transactional_db)
         planned = [t for t in tasks if t.kind == "plan"]
         delivered = [t for t in planned if t.status == "succeeded"]
         expected = "completed" if len(delivered) == len(planned) else "partial" if delivered else "failed"
+        # A fix round the faults defeated leaves a conflict open: never completed, and the deviating
+        # side's share is refunded (its arithmetic is test_contract_scenarios').
+        if expected == "completed" and execution.conflicts.exclude(status="resolved").exists():
+            assert execution.status == "partial" and execution.refund_usd > 0
+            continue
         assert execution.status == expected
         weight = sum(Decimal(str(t.weight)) for t in planned)
         lost = sum((Decimal(str(t.weight)) for t in planned if t.status != "succeeded"), Decimal(0))
