@@ -548,8 +548,9 @@ def audit(meta: dict, flaws: set[str]) -> dict:
 
 def schema(meta: dict, flaws: set[str]) -> dict:
     """The contract's tables as PostgreSQL, with an index on every foreign key. Flaws:
-    "missing_fk_index" leaves the indexes out, "missing_column" the first table's first column
-    beyond the common ones (bookings.party_size)."""
+    "missing_fk_index" leaves the indexes out, "missing_column" the first table's alphabetically
+    first column beyond the common ones (bookings.party_size; alphabetically, because PostgreSQL's
+    jsonb does not keep the contract's key order)."""
     tables = contract_tables(meta)
     revision = meta.get("kind") == "revision"
     index_fks = revision or "missing_fk_index" not in flaws
@@ -557,7 +558,7 @@ def schema(meta: dict, flaws: set[str]) -> dict:
     dropped = "missing_column" not in flaws
     for table, columns in {"users": table_columns("users"), **tables}.items():
         kept = dict(columns)
-        extra = [c for c in kept if c not in ("id", "user_id", "name", "created_at")]
+        extra = sorted(c for c in kept if c not in ("id", "user_id", "name", "created_at"))
         if not dropped and table != "users" and extra:
             del kept[extra[0]]
             dropped = True
