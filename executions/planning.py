@@ -28,6 +28,7 @@ from .agent_router import ParallelDisabled, choose_mode
 from .dag import PlanNode, simulate_makespan, upward_ranks
 from .dispatch import dispatch_after_commit
 from .models import Attempt, Execution
+from .phase_lease import PhaseLease
 from .pm_coordinator import PLAN_TASK_FIELDS
 from .states import ApprovalMode, AttemptStatus, ExecutionStatus
 from .task_distributor import work_weights
@@ -39,7 +40,6 @@ log = logging.getLogger("openclaw.pm")
 HISTORY_SAMPLES = 100
 MIN_HISTORY = 5
 PLAN_TIMEOUT_SEC = 120  # the PM call's own deadline
-LEASE_GRACE_SEC = 30  # beyond it, before another worker may take the phase
 
 
 def pool_limits() -> dict[str, pm_coordinator.PoolLimits]:
@@ -220,22 +220,23 @@ def plan_figures(
 def execution_plan(execution_id: str) -> bool:
     """planning → executing: decompose through the PM model, route, estimate, fix the fee, dispatch.
 
-    The worker holds the phase's lease for the length of the PM call, so a resent message does not
-    plan twice at once. Every PM call is billed, whether this worker's plan is the one kept, the
+    The worker renews the phase's lease while it plans (`phase_lease`), so a resent message does not
+    plan twice at once and a killed worker is replaced within one lease. Every PM call is billed, whether this worker's plan is the one kept, the
     execution was cancelled meanwhile, or planning failed; any error ends it `failed` with the
     reason rather than leaving it to be planned again and again."""
-    claim = claim_phase(execution_id, ExecutionStatus.PLANNING, lease_sec=PLAN_TIMEOUT_SEC + LEASE_GRACE_SEC)
+    claim = claim_phase(execution_id, ExecutionStatus.PLANNING, lease_sec=settings.OPENCLAW_LEASE_SEC)
     if claim is None:
         return False
     execution = Execution.objects.get(pk=execution_id)
     calls: list = []  # (spec, completion) of every PM call made, billed whatever the outcome
-    try:
-        return _plan(execution, claim, calls)
-    except Exception as exc:
-        log.exception("planning %s failed", execution_id)
-        return execution_fail_planning(execution, f"planning failed: {type(exc).__name__}: {exc}"[:500])
-    finally:
-        bill_planning(execution, claim, calls)
+    with PhaseLease(execution_id, ExecutionStatus.PLANNING, claim):
+        try:
+            return _plan(execution, claim, calls)
+        except Exception as exc:
+            log.exception("planning %s failed", execution_id)
+            return execution_fail_planning(execution, f"planning failed: {type(exc).__name__}: {exc}"[:500])
+        finally:
+            bill_planning(execution, claim, calls)
 
 
 def bill_planning(execution: Execution, claim: int, calls: list) -> None:

@@ -10,7 +10,7 @@ import logging
 import zipfile
 
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 
 from pools import llm
@@ -22,12 +22,14 @@ from . import billing, events, integration, interfaces, merge_conflicts, project
 from .conflicts import TREE_KINDS, close_open_conflicts
 from .merge import merged_files
 from .models import Conflict, Execution, Task
+from .phase_lease import PhaseLease, release_phase
 from .states import ConflictKind, ConflictStatus, ExecutionStatus, StopReason, TaskKind, TaskStatus
 from .transitions import claim_phase, lock_execution, move_execution
 
 log = logging.getLogger("openclaw.aggregator")
 
 SYNTHESIS_TIMEOUT_SEC = 120
+MAX_AGGREGATION_CLAIMS = 3  # claims of one round that may fail before the execution does
 REOPENED, STOPPED, CHECKED = "reopened", "stopped", "checked"
 
 
@@ -247,12 +249,43 @@ def plain_summary(facts: dict) -> str:
 def aggregate(execution_id: str) -> str | None:
     """Finish an execution in `aggregating`: merge, synthesize, settle. Returns the final status.
 
-    Like planning, the worker holds the phase's lease for the length of the synthesis call, and
-    the call is billed whether or not this worker's answer is the one kept."""
-    lease = settings.OPENCLAW_GATE_TIMEOUT_SEC + SYNTHESIS_TIMEOUT_SEC + 30
-    claim = claim_phase(execution_id, ExecutionStatus.AGGREGATING, lease_sec=lease)
+    The worker renews the phase's lease while it works (`phase_lease`), so a killed worker is
+    replaced within one lease. The synthesis call is billed whether or not this worker's answer is
+    the one kept. An unexpected error gives the phase back for the reaper to resend; when the
+    third claim of the round fails too, the execution ends `failed` with the reason instead of
+    staying in aggregation. A lost database connection only gives the phase back."""
+    claim = claim_phase(execution_id, ExecutionStatus.AGGREGATING, lease_sec=settings.OPENCLAW_LEASE_SEC)
     if claim is None:
         return None
+    with PhaseLease(execution_id, ExecutionStatus.AGGREGATING, claim):
+        try:
+            return _aggregate(execution_id, claim)
+        except Exception as exc:
+            log.exception("aggregation of %s failed (claim %d)", execution_id, claim)
+            if isinstance(exc, OperationalError | InterfaceError) or claim < MAX_AGGREGATION_CLAIMS:
+                give_back(execution_id, claim)
+                return None
+            return fail_aggregation(execution_id, f"aggregation failed: {type(exc).__name__}: {exc}"[:500])
+
+
+def give_back(execution_id: str, claim: int) -> None:
+    connection.close()  # the error may have left this thread's connection unusable
+    try:
+        release_phase(execution_id, ExecutionStatus.AGGREGATING, claim)
+    except DatabaseError:
+        log.warning("could not give %s's aggregation back; its lease lapses instead", execution_id)
+
+
+def fail_aggregation(execution_id: str, reason: str) -> str | None:
+    """aggregating → failed with the reason, settled by the refund policy like any failure."""
+    execution = Execution.objects.select_related("client").get(pk=execution_id)
+    facts = {"headline": "Delivery failed", "status": ExecutionStatus.FAILED, "unresolved": [reason]}
+    with transaction.atomic():
+        Execution.objects.filter(pk=execution_id, status=ExecutionStatus.AGGREGATING).update(error=reason)
+        return finish(execution, ExecutionStatus.FAILED, response=plain_summary(facts), quality=None)
+
+
+def _aggregate(execution_id: str, claim: int) -> str | None:
     execution = Execution.objects.select_related("client").get(pk=execution_id)
     if check_tree(execution, list(execution.tasks.all())) != CHECKED:
         return None
