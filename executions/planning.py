@@ -221,9 +221,10 @@ def execution_plan(execution_id: str) -> bool:
     """planning → executing: decompose through the PM model, route, estimate, fix the fee, dispatch.
 
     The worker renews the phase's lease while it plans (`phase_lease`), so a resent message does not
-    plan twice at once and a killed worker is replaced within one lease. Every PM call is billed, whether this worker's plan is the one kept, the
-    execution was cancelled meanwhile, or planning failed; any error ends it `failed` with the
-    reason rather than leaving it to be planned again and again."""
+    plan twice at once and a killed worker is replaced within one lease. Every PM call is billed,
+    whether this worker's plan is the one kept, the execution was cancelled meanwhile, or planning
+    failed; any error ends it `failed` with the reason rather than leaving it to be planned again
+    and again."""
     claim = claim_phase(execution_id, ExecutionStatus.PLANNING, lease_sec=settings.OPENCLAW_LEASE_SEC)
     if claim is None:
         return False
