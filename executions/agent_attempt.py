@@ -8,8 +8,6 @@ outcome. The result is recorded with compare-and-set, so a late or duplicate wor
 """
 
 import logging
-import os
-import socket
 import threading
 import time
 
@@ -36,10 +34,10 @@ from .states import (
     TaskKind,
     TaskStatus,
 )
+from .worker_identity import WORKER_ID
 
 log = logging.getLogger("openclaw.agents")
 
-WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 DEFAULT_OUTPUT_TOKENS = 1500  # a pool that no longer exists: a plausible size for progress
 
 

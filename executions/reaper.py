@@ -1,11 +1,11 @@
 """The reaper: notices what no worker will report, and sends again what Redis may have lost.
 
-One pass expires attempts whose lease lapsed (their worker died: the task is retried at once) or
-whose deadline passed (their worker hung: counts as a failure), resends the message of a task
-queued for too long (the dispatch number makes the original, should it still arrive, a no-op),
-resends a phase message (planning, aggregation) that no worker took, dispatches every pool,
-cancels executions whose plan approval expired, and sends the webhooks that are due (retries,
-and messages lost on the way).
+One pass loses attempts whose worker process is gone (seen on this machine) or whose lease lapsed
+(their worker died: the task is retried at once), expires those whose deadline passed (their
+worker hung: counts as a failure), resends the message of a task queued for too long (the
+dispatch number makes the original, should it still arrive, a no-op), resends a phase message
+(planning, aggregation) that no worker took, dispatches every pool, cancels executions whose plan
+approval expired, and sends the webhooks that are due (retries, and messages lost on the way).
 It runs in a process of its own (`manage.py reaper`, which `make run` starts), a pass every
 OPENCLAW_REAPER_INTERVAL_SEC; passes are idempotent, so several reapers may run.
 """
@@ -25,6 +25,7 @@ from .dispatch import dispatch_ready_tasks
 from .models import Attempt, Execution, Task
 from .states import AttemptStatus, ExecutionStatus, TaskStatus
 from .webhooks import webhooks_send_due
+from .worker_identity import process_gone
 
 # A deadline overrun is judged a little late, so a worker's own timeout wins the race.
 DEADLINE_GRACE_SEC = 5
@@ -34,9 +35,12 @@ def reap(now=None) -> dict:
     """One pass of the reaper: expire lost and overdue attempts, resend lost messages, dispatch."""
     now = now or timezone.now()
     stats = {"lost": 0, "expired": 0, "resent": 0, "dispatched": 0, "phases": 0}
-    for attempt_id in Attempt.objects.filter(
-        status=AttemptStatus.RUNNING, lease_expires_at__lt=now
-    ).values_list("id", flat=True):
+    running = Attempt.objects.filter(status=AttemptStatus.RUNNING)
+    gone = [w for w in running.values_list("worker", flat=True).distinct() if process_gone(w)]
+    for attempt_id in running.filter(worker__in=gone).values_list("id", flat=True):
+        if attempt_fail(attempt_id, "worker lost: its process is gone", outcome=AttemptStatus.LOST):
+            stats["lost"] += 1
+    for attempt_id in running.filter(lease_expires_at__lt=now).values_list("id", flat=True):
         if attempt_fail(attempt_id, "worker lost: lease not renewed", outcome=AttemptStatus.LOST):
             stats["lost"] += 1
     overdue = now - timedelta(seconds=DEADLINE_GRACE_SEC)
@@ -47,7 +51,10 @@ def reap(now=None) -> dict:
             stats["expired"] += 1
     # A queued task whose message never started (Redis lost it): send the same dispatch again;
     # the dispatch number makes the original, should it still arrive, a no-op.
-    stale = now - timedelta(seconds=settings.OPENCLAW_REQUEUE_AFTER_SEC)
+    # A dead worker may also have taken messages it never started: when one is found, every queued
+    # task is sent again at once rather than after the wait (a duplicate of a message still in
+    # Redis is a no-op).
+    stale = now if gone else now - timedelta(seconds=settings.OPENCLAW_REQUEUE_AFTER_SEC)
     for task_id, dispatch_no, pool in Task.objects.filter(
         status=TaskStatus.QUEUED, queued_at__lt=stale
     ).values_list("id", "dispatch_count", "pool"):
