@@ -254,11 +254,6 @@ def test_clones_of_foreign_projects_are_404_bad_keys_401_and_pushes_403(
     assert push.returncode != 0 and "403" in push.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap since the contract checks: an execution's checks use its own plan's contract, "
-    "not the project's, so lines another execution landed are lost in a later fix round",
-)
 def test_an_execution_landing_on_conflicting_work_of_another_resolves_it_and_both_land(
     workers, client_and_key, tmp_path, live_server
 ):
