@@ -366,9 +366,17 @@ class ProjectFileOut(Schema):
     size: int
 
 
+class ProjectContractOut(Schema):
+    """The endpoints and tables of the executions that landed on the project's main."""
+
+    endpoints: list[EndpointOut] = []
+    tables: list[TableOut] = []
+
+
 class ProjectDetailOut(ProjectOut):
     history: list[CommitOut]
     files: list[ProjectFileOut]
+    contract: ProjectContractOut
 
 
 class ActionOut(Schema):

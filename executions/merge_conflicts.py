@@ -208,7 +208,8 @@ def settle_resolution(task: Task) -> None:
 def resolve_with_main(execution: Execution, landing: "projects.Landing") -> bool:
     """Landing met another execution's edits of the same lines on `main`: a conflict of kind
     `merge` between `main` and the task, resolved by a remediation that starts from both, and the
-    execution goes back to work (it lands once the resolution is done). False when the rounds for
+    execution goes back to work (it lands once the resolution is done), its contract now the
+    project's at that main amended by its plan. False when the rounds for
     conflicts with main are spent: the caller lands with the later version kept."""
     against_main = [(theirs, f) for ours, theirs, f in landing.conflicts if ours == projects.MAIN_LABEL]
     rounds_so_far = Conflict.objects.filter(
@@ -220,8 +221,16 @@ def resolve_with_main(execution: Execution, landing: "projects.Landing") -> bool
     files = [f for key, f in against_main if key == task_key]
     head = Task.objects.get(execution=execution, key=task_key)
     paths = [f.path for f in files]
-    if not move_execution(execution.pk, ExecutionStatus.AGGREGATING, ExecutionStatus.EXECUTING):
+    # From here on the execution builds on that main: its resolution, any later fix and the next
+    # checks use the project's contract there, amended by its own plan. With only its own plan's
+    # contract, the other execution's endpoints and tables on main would read as mismatches, and
+    # a fix round would remove them.
+    contract = projects.effective_contract(execution, landing.contract)
+    if not move_execution(
+        execution.pk, ExecutionStatus.AGGREGATING, ExecutionStatus.EXECUTING, contract=contract
+    ):
         return False
+    execution.contract = contract
     events.emit(execution.pk, "execution.resuming", payload={"reason": "merge conflict with main"})
     conflict = detect(
         execution.pk,

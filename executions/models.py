@@ -94,6 +94,9 @@ class Project(models.Model):
     objects_seq = models.PositiveBigIntegerField(
         default=0, help_text="The last sequence number given to one of its git objects"
     )
+    # The endpoints and tables of the executions that landed: moves with `head`, in one
+    # compare-and-set (`projects.land`). A follow-up's plan amends it.
+    contract = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
 
@@ -170,8 +173,12 @@ class Execution(models.Model):
     plan = models.JSONField(default=dict, blank=True)
     plan_source = models.CharField(max_length=20, blank=True, help_text="model, repaired or fallback")
     plan_notes = models.JSONField(default=list, blank=True)
-    # The plan's contract (endpoints, tables, ownership): what every task builds to.
+    # The effective contract (endpoints, tables, ownership): the project's stored contract with the
+    # plan's amendment over it; what every task builds to and the checks use.
     contract = models.JSONField(default=dict, blank=True)
+    # The plan's own endpoints and tables (what it adds or redefines), applied to the project's
+    # contract when the execution lands.
+    contract_amendment = models.JSONField(default=dict, blank=True)
     # The last check of the merged tree against the contract: counts and mismatches.
     contract_report = models.JSONField(default=dict, blank=True)
     # The integration gate's last run: {"ran", "command", "exit_code", "passed", "failed", "output_tail", …}.

@@ -261,6 +261,7 @@ def _plan(execution: Execution, claim: int, calls: list) -> bool:
         max_tasks=engine.max_tasks_per_plan,
         timeout=PLAN_TIMEOUT_SEC,
         existing_files=base.files,
+        existing_contract=base.contract,
     )
     calls.extend(result.completions)
     try:
@@ -281,6 +282,7 @@ def _plan(execution: Execution, claim: int, calls: list) -> bool:
                 plan_source=result.source,
                 plan_notes=result.notes,
                 contract=result.contract,
+                contract_amendment=result.amendment,
                 base_commit=base.commit,
             )
     if started:
@@ -340,6 +342,7 @@ def _await_approval(
             quoted_fee_usd=figures.fee,
             approval_expires_at=expires,
             contract=result.contract,
+            contract_amendment=result.amendment,
             base_commit=base_commit,
             phase_lease_until=None,
             phase_claims=0,

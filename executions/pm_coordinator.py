@@ -8,6 +8,11 @@ invalid contract (not an object, a bad method or path, a duplicate endpoint or t
 an unknown task) send the errors back to the model once. A plan still invalid gives way to the
 deterministic planner; a valid plan whose contract is still invalid, or that has none, gets the
 deterministic planner's contract for its tasks.
+
+A follow-up is planned against its project's stored contract: the PM sees it and is asked to keep
+it and add to it; whatever contract the plan ends with (the model's, or the deterministic one) is
+an amendment applied over the stored one (`contract.amend`), so the execution's contract holds
+every endpoint and table that already exists.
 """
 
 import json
@@ -17,7 +22,7 @@ import re
 from dataclasses import dataclass, field
 
 from pools import llm
-from pools.contracts.contract import ContractInvalid, validate_contract
+from pools.contracts.contract import ContractInvalid, amend, project_part, validate_contract
 from pools.contracts.derive import area_of, contract_for
 from pools.prompts import PLAN_SYSTEM, plan_prompt, plan_repair_prompt
 from pools.replies import ReplyError, extract_json
@@ -60,8 +65,9 @@ class PlanResult:
     source: str  # "model", "repaired" or "fallback"
     notes: list[str] = field(default_factory=list)
     completions: list[tuple[llm.ModelSpec, llm.Completion]] = field(default_factory=list)
-    contract: dict = field(default_factory=dict)
+    contract: dict = field(default_factory=dict)  # the effective one: the stored contract amended
     contract_source: str = ""  # "model", "repaired" or "fallback"
+    amendment: dict = field(default_factory=dict)  # the plan's own endpoints and tables
 
 
 class PlanInvalid(Exception):
@@ -257,13 +263,39 @@ def decompose(
     max_tasks: int,
     timeout: float,
     existing_files: list[tuple[str, int]] | None = None,
+    existing_contract: dict | None = None,
 ) -> PlanResult:
     """Ask the PM model for a plan and its contract, validate them, repair once, fall back to the
     deterministic planner (or, for a valid plan, to its contract). `existing_files` (path, size): the
-    project's current tree, which a follow-up builds on."""
+    project's current tree, which a follow-up builds on; `existing_contract`: the project's stored
+    contract, which the plan's contract amends."""
+    result = _decompose(
+        request,
+        spec,
+        pools,
+        max_tasks=max_tasks,
+        timeout=timeout,
+        existing_files=existing_files,
+        existing_contract=project_part(existing_contract),
+    )
+    result.amendment = project_part(result.contract)
+    result.contract = amend(existing_contract, result.contract)
+    return result
+
+
+def _decompose(
+    request: str,
+    spec: llm.ModelSpec,
+    pools: dict[str, PoolLimits],
+    *,
+    max_tasks: int,
+    timeout: float,
+    existing_files: list[tuple[str, int]] | None,
+    existing_contract: dict,
+) -> PlanResult:
     completions: list[tuple[llm.ModelSpec, llm.Completion]] = []
     available = {name: limits.timeout_sec for name, limits in pools.items() if limits.enabled}
-    prompt = plan_prompt(request, available, max_tasks, existing_files)
+    prompt = plan_prompt(request, available, max_tasks, existing_files, existing_contract)
     # The offline PM has no model to plan with: it answers with the deterministic plan.
     planned = deterministic_plan(request, pools)
     fallback = [{k: v for k, v in t.items() if k != "timeout_sec"} for t in planned]
@@ -277,7 +309,9 @@ def decompose(
     valid: tuple | None = None  # (tasks, notes, round, contract errors) of a valid plan whose contract is not
     for round_ in ("model", "repaired"):
         if round_ == "repaired":
-            prompt = plan_repair_prompt(request, available, max_tasks, errors, existing_files)
+            prompt = plan_repair_prompt(
+                request, available, max_tasks, errors, existing_files, existing_contract
+            )
         try:
             completion = llm.complete(
                 spec,

@@ -16,6 +16,8 @@ reading (`sync`) and from which it stores every commit it makes (`push`).
   finished (a dependency before its dependents), makes the execution's merge commit
   (`result_commit`), tags it `exec-<execution>` and moves `main` by compare-and-set on the
   project's row: when another execution moved `main` meanwhile, it merges again onto the new head.
+  The project's contract moves in the same update: the contract read with that head, amended by
+  the execution's plan (`effective_contract` is the same on top of any stored contract).
 
 Merge conflicts between the tasks of one execution are found as results arrive
 (`executions.merge_conflicts`).
@@ -38,6 +40,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from pools import git_store
+from pools.contracts.contract import amend, project_part
 
 from .models import Client, Execution, GitObject, Project, Task
 from .states import SUPERSEDING_KINDS, TaskStatus
@@ -254,13 +257,15 @@ def clone_url(name: str) -> str:
 class Base:
     commit: str  # "" for an empty project
     files: list[tuple[str, int]]  # (path, size) at the commit
+    contract: dict = field(default_factory=dict)  # the project's stored contract at the commit
 
 
 @git_errors
 def plan_base(execution: Execution) -> Base:
-    """What an execution starts from: the head of its project's `main`, and the files there."""
+    """What an execution starts from: the head of its project's `main`, the files there and the
+    project's contract (read with the head, from one row: they move together)."""
     repo, project = open_project(execution.client_id, execution.project)
-    return Base(project.head, git_store.listing(repo, project.head or None))
+    return Base(project.head, git_store.listing(repo, project.head or None), project_part(project.contract))
 
 
 # ---------------------------------------------------------------- a task's commit
@@ -373,6 +378,22 @@ class Landing:
     conflicts: list[tuple[str, str, git_store.ConflictedFile]]  # (ours label, theirs label, file)
     merges: int  # how many times main had to be merged again
     main: str = ""  # the main it met, when it stopped
+    contract: dict = field(default_factory=dict)  # the project's contract at that main
+
+
+def amendment_of(execution: Execution) -> dict:
+    """The endpoints and tables an execution's plan adds or redefines (for an execution planned
+    before projects kept a contract: its whole contract)."""
+    return project_part(execution.contract_amendment or execution.contract)
+
+
+def effective_contract(execution: Execution, stored: dict) -> dict:
+    """The contract an execution builds to and is checked against on top of a project contract:
+    the stored one amended by the execution's plan, with the execution's ownership."""
+    return {
+        **amend(stored, amendment_of(execution)),
+        "ownership": dict((execution.contract or {}).get("ownership", {})),
+    }
 
 
 def lineage_heads(execution: Execution) -> list[Task]:
@@ -444,7 +465,7 @@ def land(execution: Execution, *, stop_on_main_conflict: bool = False) -> Landin
         main = project.head or None
         tree, conflicts = merge_heads(repo, main, heads, execution.base_commit or None)
         if stop_on_main_conflict and any(ours == MAIN_LABEL for ours, _, _ in conflicts):
-            return Landing("", conflicts, merges, main=main or "")
+            return Landing("", conflicts, merges, main=main or "", contract=project_part(project.contract))
         parents = git_store.independent(repo, ([main] if main else []) + [h.commit for h in heads])
         if main and parents[0] != main:
             parents.insert(0, main)  # main stays the first parent, even when a head contains it
@@ -458,9 +479,11 @@ def land(execution: Execution, *, stop_on_main_conflict: bool = False) -> Landin
         objects = new_objects(repo, project, [commit])
         # This host's ref first: a repository it cannot write fails the landing before main moves.
         git_store.set_ref(repo, git_store.MAIN, commit)
+        # The project's contract moves with main: it was read with this head, from the same row.
+        contract = project_part(amend(project.contract, amendment_of(execution)))
         with transaction.atomic():  # main moves with the commit's objects and the execution's result
             if Project.objects.filter(pk=project.pk, head=main or "").update(
-                head=commit, updated_at=timezone.now()
+                head=commit, contract=contract, updated_at=timezone.now()
             ):
                 store_objects(objects)
                 Execution.objects.filter(pk=execution.pk).update(result_commit=commit)
@@ -469,7 +492,7 @@ def land(execution: Execution, *, stop_on_main_conflict: bool = False) -> Landin
         if merges >= LAND_ATTEMPTS:
             raise ProjectError(f"main of {execution.project} kept moving; {execution.pk} did not land")
         log.info("main of %s moved while %s landed; merging again", execution.project, execution.pk)
-        project.refresh_from_db(fields=["head"])
+        project.refresh_from_db(fields=["head", "contract"])
         sync(repo, project)
     git_store.set_ref(repo, f"refs/tags/exec-{execution.pk}", commit)
     for head in heads:

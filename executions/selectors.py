@@ -3,6 +3,7 @@
 from django.db.models import Count, Q
 
 from pools import llm
+from pools.contracts.contract import project_part
 from pools.models import WorkerPool
 
 from . import projects
@@ -318,4 +319,5 @@ def project_detail(project: Project, *, at: str | None = None) -> dict:
         **project_row(project, count),
         "history": history,
         "files": [{"path": path, "size": size} for path, size in files],
+        "contract": project_part(project.contract),
     }

@@ -96,12 +96,30 @@ def existing_files_section(files: list[tuple[str, int]] | None) -> str:
     )
 
 
+def existing_contract_section(contract: dict | None) -> str:
+    """The project's stored contract, which a follow-up's plan keeps and amends."""
+    if not contract or not (contract.get("endpoints") or contract.get("tables")):
+        return ""
+    return (
+        "The project already has this contract: the endpoints its backend serves and the tables of "
+        f"its schema:\n{fence(json.dumps(contract, indent=1))}\n"
+        "Keep it: your plan's contract lists only what you add or change. An endpoint (same method "
+        "and path) or a table (same name) you declare replaces the existing one; everything you do "
+        "not name stays in the contract, and every task builds to all of it.\n\n"
+    )
+
+
 def plan_prompt(
-    request: str, pools: dict[str, int], max_tasks: int, existing_files: list[tuple[str, int]] | None = None
+    request: str,
+    pools: dict[str, int],
+    max_tasks: int,
+    existing_files: list[tuple[str, int]] | None = None,
+    existing_contract: dict | None = None,
 ) -> str:
     return (
         f"Client request:\n{fence(request)}\n\n"
         + existing_files_section(existing_files)
+        + existing_contract_section(existing_contract)
         + f"Available pools and their timeout limits in seconds: {json.dumps(pools)}.\n"
         f"Decompose the request into at most {max_tasks} tasks. Reply with one JSON object only:\n"
         '{"tasks": [{"id": "task_1", "pool": "<pool>", "description": str, "priority": 1, '
@@ -127,10 +145,11 @@ def plan_repair_prompt(
     max_tasks: int,
     errors: list[str],
     existing_files: list[tuple[str, int]] | None = None,
+    existing_contract: dict | None = None,
 ) -> str:
     problems = "\n".join(f"- {e}" for e in errors)
     return (
-        plan_prompt(request, pools, max_tasks, existing_files)
+        plan_prompt(request, pools, max_tasks, existing_files, existing_contract)
         + f"\n\nYour previous plan was rejected:\n{problems}\nFix these problems."
     )
 

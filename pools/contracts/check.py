@@ -1,7 +1,11 @@
 """Check a project tree against its contract, by parsing only (no code runs, no model is asked).
 
 `check_tree(contract, files, owner_of, writes)`:
-- endpoints: every declared endpoint is served by a backend route (when the tree has routes);
+- readable: every Python and JavaScript/TypeScript file parses (a file the reader cannot parse
+  hides its routes, calls and SQL, so it is a mismatch, not skipped);
+- endpoints: every declared endpoint is served by a backend route, when the tree has backend code
+  (a file that imports a web framework, a Next.js API route, or Python that does not parse); a
+  tree without any (a frontend-only follow-up) leaves them unchecked, and says so;
 - calls: every client call under a declared endpoint's first segment (`/api/…`) names a declared
   endpoint with a declared method; test files are not clients;
 - tables: every declared table and column exists in the schema (the `.sql` files; without them,
@@ -22,6 +26,7 @@ import difflib
 from dataclasses import asdict, dataclass, field
 from pathlib import PurePosixPath
 
+from ..verifiers.js_balance import js_imbalance
 from .calls import Call, is_test_file, js_calls, python_calls
 from .contract import endpoint_label, owns, paths_match, segments, show_path
 from .js_scan import tokenize
@@ -98,6 +103,7 @@ class Tree:
     files: dict[str, str]
     python: dict[str, ast.AST] = field(default_factory=dict)
     javascript: dict[str, list] = field(default_factory=dict)
+    unreadable: dict[str, tuple[int | None, str]] = field(default_factory=dict)  # path → (line, why)
 
     @classmethod
     def parse(cls, files: dict[str, str]) -> "Tree":
@@ -107,11 +113,81 @@ class Tree:
             if suffix == ".py":
                 try:
                     tree.python[path] = ast.parse(content, filename=path)
-                except (SyntaxError, ValueError):
-                    continue
+                except SyntaxError as exc:
+                    tree.unreadable[path] = (exc.lineno, f"Python syntax error: {exc.msg}")
+                except ValueError as exc:  # NUL bytes
+                    tree.unreadable[path] = (None, f"Python source that cannot be parsed: {exc}")
             elif suffix in JS_SUFFIXES:
-                tree.javascript[path] = tokenize(content, jsx=suffix in (".jsx", ".tsx"))
+                jsx = suffix in (".jsx", ".tsx")
+                # The tokenizer reads anything; the balance scan tells a file cut short or broken.
+                problem = js_imbalance(content, jsx=jsx)
+                if problem is not None:
+                    tree.unreadable[path] = (problem[1], f"JavaScript that cannot be parsed: {problem[0]}")
+                tree.javascript[path] = tokenize(content, jsx=jsx)
         return tree
+
+
+PY_WEB_FRAMEWORKS = {
+    "fastapi",
+    "flask",
+    "django",
+    "ninja",
+    "starlette",
+    "aiohttp",
+    "tornado",
+    "bottle",
+    "sanic",
+    "falcon",
+    "quart",
+    "litestar",
+}
+JS_WEB_FRAMEWORKS = {
+    "express",
+    "koa",
+    "@koa/router",
+    "koa-router",
+    "fastify",
+    "hono",
+    "@nestjs/core",
+    "next/server",
+}
+
+
+def _imports_python_framework(module: ast.AST) -> bool:
+    for node in ast.walk(module):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+        else:
+            continue
+        if any(name.split(".")[0] in PY_WEB_FRAMEWORKS for name in names):
+            return True
+    return False
+
+
+def _imports_js_framework(tokens: list) -> bool:
+    for i, token in enumerate(tokens):
+        if token.kind != "str" or token.value not in JS_WEB_FRAMEWORKS or i == 0:
+            continue
+        before = tokens[i - 1].value
+        if before in ("from", "import") or (
+            before == "(" and i > 1 and tokens[i - 2].value in ("require", "import")
+        ):
+            return True
+    return False
+
+
+def backend_files(tree: Tree, routes: list[Route]) -> list[str]:
+    """The files that make the tree a backend: those a route was read from, those that import a web
+    framework, and Python the reader could not parse (it may be the server; nobody can tell)."""
+    found = {route.file for route in routes}
+    found.update(p for p, m in tree.python.items() if not is_test_file(p) and _imports_python_framework(m))
+    found.update(p for p, t in tree.javascript.items() if not is_test_file(p) and _imports_js_framework(t))
+    found.update(
+        p for p in tree.unreadable if PurePosixPath(p).suffix.lower() == ".py" and not is_test_file(p)
+    )
+    return sorted(found)
 
 
 def check_tree(
@@ -139,9 +215,11 @@ def check_tree(
         "tables": len(schema.tables),
         "orm_models": len(orm),
         "sql_references": len(sql),
+        "unreadable": len(tree.unreadable),
     }
     owner = owner_of.get
-    check_endpoints(report, contract, routes, calls, owner)
+    check_readable(report, tree, owner)
+    check_endpoints(report, contract, routes, calls, owner, backend_files(tree, routes), notes)
     check_calls(report, contract, routes, calls, owner)
     check_tables(report, contract, schema, orm, sql, owner)
     check_ownership(report, contract, writes, owner_of)
@@ -193,14 +271,68 @@ def _serves(route: Route, method: str, path: tuple[str, ...]) -> bool:
     return (route.method == ANY_METHOD or method in methods) and paths_match(segments(route.path), path)
 
 
-def check_endpoints(report: Report, contract: dict, routes: list[Route], calls: list[Call], owner) -> None:
+def check_readable(report: Report, tree: Tree, owner) -> None:
+    """A source file the reader cannot parse: its routes, calls and SQL are unknown."""
+    for path, (line, why) in sorted(tree.unreadable.items()):
+        report.count(False)
+        report.mismatches.append(
+            Mismatch(
+                INTERFACE,
+                "file-unreadable",
+                path,
+                line,
+                why,
+                "source that parses, so its routes, calls and SQL can be checked against the contract",
+                owner(path),
+            )
+        )
+
+
+def check_endpoints(
+    report: Report,
+    contract: dict,
+    routes: list[Route],
+    calls: list[Call],
+    owner,
+    backend: list[str],
+    route_notes: list[str],
+) -> None:
+    endpoints = contract.get("endpoints", [])
+    if not endpoints:
+        return
+    if not backend:
+        report.notes.append(
+            "no backend code in this tree (no route, no web framework imported): "
+            "the contract's endpoints are not checked against it"
+        )
+        return
     if not routes:
+        # Backend code, but not one route read from it: nothing shows the endpoints served.
+        unread = "; ".join(route_notes[:3])
+        for endpoint in endpoints:
+            report.count(False)
+            file = backend[0]
+            callers = [c.file for c in calls if paths_match(segments(c.path), segments(endpoint["path"]))]
+            report.mismatches.append(
+                Mismatch(
+                    INTERFACE,
+                    "endpoint-not-served",
+                    file,
+                    None,
+                    f"no route could be read from the backend code ({', '.join(backend[:5])})"
+                    + (f": {unread}" if unread else ""),
+                    f"{endpoint_label(endpoint)} served, as the contract declares",
+                    owner(file),
+                    [o for o in _owners(owner, callers) if o != owner(file)],
+                )
+            )
         return
     by_file: dict[str, int] = {}
     for route in routes:
         by_file[route.file] = by_file.get(route.file, 0) + 1
     main_file = max(sorted(by_file), key=by_file.__getitem__)
-    for endpoint in contract.get("endpoints", []):
+    unfollowed = [n for n in route_notes if "could not be followed" in n or "not counted" in n]
+    for endpoint in endpoints:
         path = segments(endpoint["path"])
         ok = any(_serves(route, endpoint["method"], path) for route in routes)
         report.count(ok)
@@ -218,7 +350,8 @@ def check_endpoints(report: Report, contract: dict, routes: list[Route], calls: 
                 file,
                 None,
                 "no route serves it; the closest routes: "
-                + ", ".join(f"{label} ({labels[label].file}:{labels[label].line})" for label in near),
+                + ", ".join(f"{label} ({labels[label].file}:{labels[label].line})" for label in near)
+                + (f" ({'; '.join(unfollowed[:2])})" if unfollowed else ""),
                 f"{endpoint_label(endpoint)} served, as the contract declares",
                 owner(file),
                 [o for o in _owners(owner, callers) if o != owner(file)],

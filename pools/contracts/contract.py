@@ -10,6 +10,11 @@ with every error, in words a model can act on when it is asked to repair its pla
 
 Paths compare segment by segment; a parameter segment (`{id}`, `:id`, `<int:id>`, `[id]`,
 `${id}` or a number) matches any one segment.
+
+A project keeps the endpoints and tables of the executions that landed on it (`project_part`); a
+follow-up's plan amends them (`amend`): an endpoint (by method and path) or a table (by name) the
+plan declares again replaces the stored one, a new one is added, and nothing is dropped. Ownership
+names one execution's tasks, so it is never stored with the project.
 """
 
 import re
@@ -37,6 +42,30 @@ class ContractInvalid(Exception):
 
 def empty_contract() -> dict:
     return {"endpoints": [], "tables": [], "ownership": {}}
+
+
+def project_part(contract: dict | None) -> dict:
+    """What a project keeps of a contract: its endpoints and tables (ownership is an execution's)."""
+    contract = contract or {}
+    return {"endpoints": list(contract.get("endpoints", [])), "tables": list(contract.get("tables", []))}
+
+
+def endpoint_key(endpoint: dict) -> tuple[str, tuple[str, ...]]:
+    return endpoint["method"].upper(), segments(endpoint["path"])
+
+
+def amend(stored: dict | None, amendment: dict | None) -> dict:
+    """The stored contract with the amendment over it: the amendment's endpoints and tables replace
+    the stored ones of the same method and path (or name), in place; new ones follow; the stored
+    ones it does not name stay. The ownership is the amendment's."""
+    stored, amendment = stored or {}, amendment or {}
+    mine = {endpoint_key(e): e for e in amendment.get("endpoints", [])}
+    endpoints = [mine.pop(endpoint_key(e), e) for e in stored.get("endpoints", [])]
+    endpoints += list(mine.values())
+    new_tables = {t["name"].lower(): t for t in amendment.get("tables", [])}
+    tables = [new_tables.pop(t["name"].lower(), t) for t in stored.get("tables", [])]
+    tables += list(new_tables.values())
+    return {"endpoints": endpoints, "tables": tables, "ownership": dict(amendment.get("ownership", {}))}
 
 
 def segments(path: str) -> tuple[str, ...]:

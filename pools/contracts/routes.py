@@ -6,9 +6,11 @@ and `include_router(…, prefix=…)`, Flask's `Blueprint(url_prefix=…)` and
 `register_blueprint(…, url_prefix=…)` (which replaces the blueprint's own), Django's `path()`,
 `re_path()` and `include()`, django-ninja's `api.urls` and `add_router`, Express's
 `express.Router()` and `app.use("/prefix", router)` (routers imported with `require` or `import`).
-A router that nothing mounts serves nothing when the tree has an application that mounts routers
-by name; when some mount could not be followed (a loop, a computed name), such routers count as
-served at their own prefix rather than being reported for what the reader could not see.
+A router that nothing mounts serves nothing when the tree has an application: when some mount
+could not be followed (a loop, a computed name), the routers it may have mounted are named in the
+notes and their routes are not counted, since the path they are served at is unknown. Without any
+application in the tree (a follow-up that adds a router to an app it did not write), a router
+counts as served at its own prefix.
 """
 
 import ast
@@ -612,11 +614,17 @@ def routes_served(graph: RouteGraph) -> tuple[list[Route], list[str]]:
     roots = [
         o
         for o in graph.objects.values()
-        if o.key not in mounted and (o.app or o.kind == "unknown" or not has_app or unresolved)
+        if o.key not in mounted and (o.app or o.kind == "unknown" or not has_app)
     ]
     for o in graph.objects.values():
         if o.key not in mounted and o not in roots and o.routes:
-            notes.append(f"{o.key[0]}: {o.key[1]} is never mounted; its routes are not served")
+            if unresolved:
+                notes.append(
+                    f"{o.key[0]}: {o.key[1]} is not mounted where the reader could follow "
+                    f"({unresolved} mount(s) could not be followed); its routes are not counted as served"
+                )
+            else:
+                notes.append(f"{o.key[0]}: {o.key[1]} is never mounted; its routes are not served")
     routes: list[Route] = list(graph.direct)
     seen: set[tuple] = set()
 

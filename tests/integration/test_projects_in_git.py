@@ -254,11 +254,6 @@ def test_clones_of_foreign_projects_are_404_bad_keys_401_and_pushes_403(
     assert push.returncode != 0 and "403" in push.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap since the contract checks: an execution's checks use its own plan's contract, "
-    "not the project's, so lines another execution landed are lost in a later fix round",
-)
 def test_an_execution_landing_on_conflicting_work_of_another_resolves_it_and_both_land(
     workers, client_and_key, tmp_path, live_server
 ):
@@ -382,3 +377,42 @@ def test_a_worker_group_with_its_own_empty_var_completes_a_follow_up(
         files
     )
     assert git("fsck", "--strict", cwd=checkout, check=False).returncode == 0
+
+
+def test_a_follow_up_keeps_the_projects_contract_and_adds_its_own(
+    workers, client_and_key, tmp_path, live_server
+):
+    from django.test import Client as HttpClient
+
+    from executions.models import Project
+
+    configure(latency=0.05)
+    client, key = client_and_key
+    menu = run(client, "Build a FastAPI backend for the menu", "bistro", session="a")
+    assert menu.status == "completed"
+    stored = Project.objects.get(client=client, name="bistro").contract
+    assert {(e["method"], e["path"]) for e in stored["endpoints"]} == {
+        ("GET", "/api/menu_items"),
+        ("POST", "/api/menu_items"),
+    }
+
+    bookings = run(client, "Build a FastAPI backend for bookings", "bistro", session="b")
+    assert bookings.status == "completed" and bookings.base_commit == menu.result_commit
+    # Every agent of the follow-up built to the endpoints and tables that already existed, and its own.
+    paths = [(e["method"], e["path"]) for e in bookings.contract["endpoints"]]
+    assert paths == [
+        ("GET", "/api/menu_items"),
+        ("POST", "/api/menu_items"),
+        ("GET", "/api/bookings"),
+        ("POST", "/api/bookings"),
+    ]
+    assert {t["name"] for t in bookings.contract["tables"]} == {"users", "menu_items", "bookings"}
+    assert [e["path"] for e in bookings.contract_amendment["endpoints"]] == ["/api/bookings"] * 2
+    project = HttpClient(HTTP_X_API_KEY=key).get("/api/projects/bistro").json()
+    assert [(e["method"], e["path"]) for e in project["contract"]["endpoints"]] == paths
+    assert {t["name"] for t in project["contract"]["tables"]} == {"users", "menu_items", "bookings"}
+
+    checkout = tmp_path / "bistro"
+    assert clone(live_server, key, "bistro", checkout).returncode == 0
+    main = (checkout / "backend/app/main.py").read_text()
+    assert "def list_menu_items" in main and "def list_bookings" in main

@@ -202,3 +202,71 @@ def test_without_a_sandbox_the_gate_does_not_run_and_the_delivery_is_not_called_
     assert "Integration gate not run" in done.final_response and "not verified" in done.final_response
     assert not Conflict.objects.filter(execution=done).exists()
     assert done.contract_report["failed"] == 0 and done.quality_score == 1.0
+
+
+def test_a_python_file_that_does_not_parse_is_a_mismatch_of_its_owner_with_the_parsers_line():
+    broken = "from fastapi import FastAPI\napp = FastAPI()\n\ndef x(:\n    pass\n"
+    report = check(tree(**{"backend/main.py": broken}))
+    [unreadable] = [m for m in report.mismatches if m.check == "file-unreadable"]
+    assert (unreadable.kind, unreadable.file, unreadable.deviating) == ("interface", "backend/main.py", "api")
+    assert (unreadable.line, unreadable.found) == (4, "Python syntax error: invalid syntax")
+    # The backend is there but unreadable: its endpoints are not counted as served.
+    served = [m for m in report.mismatches if m.check == "endpoint-not-served"]
+    assert len(served) == 2 and all(m.deviating == "api" and m.concerned == ["web"] for m in served)
+    assert "no route could be read from the backend code (backend/main.py)" in served[0].found
+    assert report.counts["unreadable"] == 1
+
+
+def test_a_javascript_file_cut_short_is_a_mismatch_of_its_owner():
+    report = check(
+        tree(**{"frontend/api.js": FRONTEND + "export const x = () => fetch('/api/bookings', {\n"})
+    )
+    [unreadable] = [m for m in report.mismatches if m.check == "file-unreadable"]
+    assert (unreadable.file, unreadable.deviating) == ("frontend/api.js", "web")
+    assert unreadable.line == 3 and unreadable.found.endswith("'{' opened on line 3 is never closed")
+
+
+def test_backend_code_without_a_readable_route_does_not_serve_the_declared_endpoints():
+    # A FastAPI app whose routes are added in a loop the reader cannot follow: not one route read.
+    backend = (
+        "from fastapi import FastAPI\napp = FastAPI()\nHANDLERS = {}\n"
+        "for path, fn in HANDLERS.items():\n    app.add_api_route(path, fn)\n"
+    )
+    report = check(tree(**{"backend/main.py": backend}))
+    served = [m for m in report.mismatches if m.check == "endpoint-not-served"]
+    assert [m.expected for m in served] == [
+        "GET /api/bookings served, as the contract declares",
+        "POST /api/bookings served, as the contract declares",
+    ]
+    assert all(m.file == "backend/main.py" and m.deviating == "api" for m in served)
+
+
+def test_a_tree_without_any_backend_code_leaves_the_endpoints_unchecked_and_says_so():
+    # A frontend-only follow-up: the backend that serves the endpoints is already on main.
+    files = {
+        "frontend/api.js": FRONTEND,
+        "frontend/util.py": "import requests\n\ndef ping():\n    return 1\n",
+    }
+    report = check(files, contract={**CONTRACT, "ownership": {}})
+    assert not [m for m in report.mismatches if m.check == "endpoint-not-served"]
+    assert any("no backend code in this tree" in note for note in report.notes)
+    assert report.checks == report.passed == 2  # the two calls
+
+
+def test_routers_behind_a_mount_that_cannot_be_followed_are_noted_and_not_counted_as_served():
+    backend = {
+        "backend/main.py": (
+            "from fastapi import FastAPI\nfrom . import bookings\napp = FastAPI()\n"
+            "ROUTERS = [bookings.router]\nfor r in ROUTERS:\n    app.include_router(r)\n"
+        ),
+        "backend/bookings.py": (
+            "from fastapi import APIRouter\nrouter = APIRouter(prefix='/api')\n\n"
+            "@router.get('/bookings')\ndef a(): ...\n\n@router.post('/bookings')\ndef b(): ...\n"
+        ),
+    }
+    report = check({**tree(**{"backend/main.py": None}), **backend})
+    assert any(
+        "backend/bookings.py: router is not mounted where the reader could follow" in n for n in report.notes
+    )
+    served = [m for m in report.mismatches if m.check == "endpoint-not-served"]
+    assert len(served) == 2 and "could not be followed" in served[0].found

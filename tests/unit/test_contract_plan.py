@@ -7,7 +7,7 @@ import pytest
 
 from executions.pm_coordinator import PoolLimits, decompose
 from pools import llm
-from pools.contracts.contract import ContractInvalid, validate_contract
+from pools.contracts.contract import ContractInvalid, amend, project_part, validate_contract
 from pools.contracts.derive import contract_for
 from pools.llm import ModelSpec
 from pools.prompts import agent_prompt, loop_prompt
@@ -217,3 +217,96 @@ def test_a_fix_prompt_quotes_the_evidence_and_the_failing_gate_output():
     )
     assert "FAILED tests/test_validation.py::test_one_is_a_valid_count" in prompt
     assert '"round": 1' in prompt and '"evidence"' not in prompt  # shown apart, not as raw JSON
+
+
+STORED = {
+    "endpoints": [
+        {"method": "GET", "path": "/api/menu_items", "request": {}, "response": {"items": "array"}},
+        {"method": "POST", "path": "/api/bookings/:id", "request": {"old": "string"}, "response": {}},
+    ],
+    "tables": [
+        {"name": "menu_items", "columns": {"id": "SERIAL PRIMARY KEY", "name": "TEXT"}},
+        {"name": "Bookings", "columns": {"id": "SERIAL PRIMARY KEY"}},
+    ],
+}
+
+
+def test_an_amendment_replaces_what_it_redefines_adds_the_rest_and_drops_nothing():
+    amendment = {
+        "endpoints": [
+            {
+                "method": "POST",
+                "path": "/api/bookings/{booking_id}",
+                "request": {"new": "int"},
+                "response": {},
+            },
+            {"method": "GET", "path": "/api/reviews", "request": {}, "response": {}},
+        ],
+        "tables": [{"name": "bookings", "columns": {"id": "SERIAL PRIMARY KEY", "party_size": "INTEGER"}}],
+        "ownership": {"task_1": ["backend"]},
+    }
+    merged = amend(STORED, amendment)
+    assert [(e["method"], e["path"]) for e in merged["endpoints"]] == [
+        ("GET", "/api/menu_items"),
+        ("POST", "/api/bookings/{booking_id}"),  # replaced in place: the same endpoint
+        ("GET", "/api/reviews"),
+    ]
+    assert merged["endpoints"][1]["request"] == {"new": "int"}
+    assert [t["name"] for t in merged["tables"]] == ["menu_items", "bookings"]
+    assert merged["tables"][1]["columns"] == {"id": "SERIAL PRIMARY KEY", "party_size": "INTEGER"}
+    assert merged["ownership"] == {"task_1": ["backend"]}
+    assert amend(STORED, {}) == {**STORED, "ownership": {}}
+    assert project_part(merged) == {"endpoints": merged["endpoints"], "tables": merged["tables"]}
+
+
+def test_a_follow_ups_pm_sees_the_stored_contract_and_its_plan_amends_it(monkeypatch):
+    calls = fake_replies(monkeypatch, [plan(CONTRACT)])
+    result = decompose(
+        "Add bookings",
+        OFFLINE,
+        POOLS,
+        max_tasks=50,
+        timeout=10,
+        existing_contract={**STORED, "ownership": {}},
+    )
+    prompt = calls[0].prompt
+    assert "The project already has this contract" in prompt and '"/api/menu_items"' in prompt
+    assert "Keep it: your plan's contract lists only what you add or change" in prompt
+    paths = [(e["method"], e["path"]) for e in result.contract["endpoints"]]
+    # POST /api/bookings/:id is not POST /api/bookings: kept. The model's bookings table replaces
+    # the stored one.
+    assert paths == [
+        ("GET", "/api/menu_items"),
+        ("POST", "/api/bookings/:id"),
+        ("POST", "/api/bookings"),
+        ("GET", "/api/bookings/{id}"),
+    ]
+    assert [t["name"] for t in result.contract["tables"]] == ["menu_items", "bookings"]
+    assert result.contract["tables"][1]["columns"]["party_size"] == "integer"
+    assert result.contract["ownership"]["task_2"] == ["backend"]
+    assert [e["path"] for e in result.amendment["endpoints"]] == ["/api/bookings", "/api/bookings/{id}"]
+    assert "ownership" not in result.amendment
+
+
+def test_a_follow_ups_invalid_amendment_falls_back_to_the_deterministic_one_on_top_of_the_stored(monkeypatch):
+    duplicate = {**CONTRACT, "endpoints": CONTRACT["endpoints"] + [CONTRACT["endpoints"][0]]}
+    fake_replies(monkeypatch, [plan(duplicate), plan(duplicate)])
+    result = decompose("Add reviews", OFFLINE, POOLS, max_tasks=50, timeout=10, existing_contract=STORED)
+    assert result.contract_source == "fallback"
+    paths = [e["path"] for e in result.contract["endpoints"]]
+    assert paths[:2] == ["/api/menu_items", "/api/bookings/:id"] and "/api/reviews" in paths
+    assert {t["name"] for t in result.contract["tables"]} == {"menu_items", "Bookings", "users", "reviews"}
+
+
+def test_the_offline_planner_amends_the_stored_contract_too():
+    result = decompose(
+        "Build a FastAPI backend for reviews",
+        OFFLINE,
+        POOLS,
+        max_tasks=50,
+        timeout=10,
+        existing_contract=STORED,
+    )
+    paths = [(e["method"], e["path"]) for e in result.contract["endpoints"]]
+    assert paths[:2] == [("GET", "/api/menu_items"), ("POST", "/api/bookings/:id")]
+    assert ("GET", "/api/reviews") in paths and ("POST", "/api/reviews") in paths

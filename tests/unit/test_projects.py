@@ -312,3 +312,100 @@ def test_git_smart_http_speaks_both_protocol_versions_and_refuses_what_it_should
         == 403
     )
     assert http.get("/git/site.git/info/refs", HTTP_AUTHORIZATION=basic(key)).status_code == 403  # dumb HTTP
+
+
+def endpoint(method: str, path: str, **shape) -> dict:
+    return {"method": method, "path": path, "request": shape, "response": {}}
+
+
+MENU = {
+    "endpoints": [endpoint("GET", "/api/menu_items"), endpoint("POST", "/api/shared", old="string")],
+    "tables": [{"name": "menu_items", "columns": {"id": "SERIAL"}}],
+}
+BOOKINGS = {
+    "endpoints": [endpoint("GET", "/api/bookings"), endpoint("POST", "/api/shared", new="integer")],
+    "tables": [{"name": "bookings", "columns": {"id": "SERIAL"}}],
+}
+
+
+def two_executions_on(client, name: str, files: tuple[dict, dict]) -> tuple[Execution, Execution]:
+    pair = []
+    for amendment, written in zip((MENU, BOOKINGS), files, strict=True):
+        execution = make_execution(client, [{"key": "task_1"}], status="aggregating")
+        contract = {**amendment, "ownership": {"task_1": ["."]}}
+        Execution.objects.filter(pk=execution.pk).update(
+            project=name, contract=contract, contract_amendment=amendment
+        )
+        execution.refresh_from_db()
+        task = Task.objects.select_related("execution").get(execution=execution, key="task_1")
+        succeed(task, projects.task_start(task, []), written)
+        pair.append(execution)
+    return pair[0], pair[1]
+
+
+@pytest.mark.django_db
+def test_the_projects_contract_moves_with_main_and_only_when_a_landing_wins(repos, monkeypatch):
+    client, key = make_client()
+    first, second = two_executions_on(client, "race", ({"one.py": "1\n"}, {"two.py": "2\n"}))
+    real_new_objects, seen = projects.new_objects, []
+
+    def another_lands_meanwhile(repo, project, commits):
+        found = real_new_objects(repo, project, commits)
+        if not seen:  # the second's merge commit is made; the first lands before main can move
+            seen.append(None)
+            projects.land(first)
+            # The second's compare-and-set will lose: main and the contract are the first's alone.
+            seen.append(Project.objects.get(client=client, name="race").contract)
+        return found
+
+    monkeypatch.setattr(projects, "new_objects", another_lands_meanwhile)
+    landing = projects.land(second)
+    assert landing.merges == 1 and seen[1] == MENU
+    project = Project.objects.get(client=client, name="race")
+    assert project.head == landing.commit
+    assert [(e["method"], e["path"]) for e in project.contract["endpoints"]] == [
+        ("GET", "/api/menu_items"),
+        ("POST", "/api/shared"),
+        ("GET", "/api/bookings"),
+    ]
+    assert project.contract["endpoints"][1]["request"] == {"new": "integer"}  # redefined: replaced
+    assert [t["name"] for t in project.contract["tables"]] == ["menu_items", "bookings"]
+    assert "ownership" not in project.contract
+
+    detail = HttpClient(HTTP_X_API_KEY=key).get("/api/projects/race").json()
+    assert [e["path"] for e in detail["contract"]["endpoints"]] == [
+        "/api/menu_items",
+        "/api/shared",
+        "/api/bookings",
+    ]
+    assert [t["name"] for t in detail["contract"]["tables"]] == ["menu_items", "bookings"]
+
+
+@pytest.mark.django_db
+def test_a_landing_that_stops_at_a_conflict_with_main_leaves_the_contract_and_goes_on_with_mains(repos):
+    from executions import merge_conflicts
+
+    client, _ = make_client()
+    first, second = two_executions_on(
+        client, "cafe", ({"main.py": "menu = 1\n"}, {"main.py": "bookings = 1\n"})
+    )
+    projects.land(first)
+    head = Project.objects.get(client=client, name="cafe").head
+    landing = projects.land(second, stop_on_main_conflict=True)
+    assert landing.commit == "" and landing.main == head and landing.contract == MENU
+    project = Project.objects.get(client=client, name="cafe")
+    assert (project.head, project.contract) == (head, MENU)  # nothing moved
+
+    assert merge_conflicts.resolve_with_main(second, landing)
+    second.refresh_from_db()
+    # Back at work on top of the first's main: its contract is the project's there, amended by its own.
+    assert second.status == "executing"
+    assert [e["path"] for e in second.contract["endpoints"]] == [
+        "/api/menu_items",
+        "/api/shared",
+        "/api/bookings",
+    ]
+    assert second.contract["endpoints"][1]["request"] == {"new": "integer"}
+    assert [t["name"] for t in second.contract["tables"]] == ["menu_items", "bookings"]
+    assert second.contract["ownership"] == {"task_1": ["."]}
+    assert second.contract_amendment == BOOKINGS
