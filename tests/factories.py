@@ -1,6 +1,8 @@
 """Building blocks for tests: a client, pools, an execution with tasks, a project (no broker
 involved)."""
 
+import base64
+import random
 from decimal import Decimal
 
 from django.utils import timezone
@@ -82,3 +84,8 @@ def make_project(client: Client, name: str, files: dict[str, str]) -> str:
     projects.push(repo, project, [commit])
     Project.objects.filter(pk=project.pk).update(head=commit)
     return commit
+
+
+def incompressible_text(seed: int, size: int) -> str:
+    """`size` characters of text that zlib cannot shrink much (base64 of random bytes)."""
+    return base64.b64encode(random.Random(seed).randbytes(size * 3 // 4)).decode()

@@ -5,7 +5,6 @@ chunk at a time, and a client that goes away stops git."""
 import asyncio
 import base64
 import os
-import random
 import tracemalloc
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import pytest
 from django.core.asgi import get_asgi_application
 
 from executions import git_http, projects
-from tests.factories import make_client, make_project
+from tests.factories import incompressible_text, make_client, make_project
 
 PACK_AT_LEAST = 3 * 1024 * 1024  # far more than the pipes between git and the relay hold
 
@@ -33,10 +32,6 @@ def running_upload_packs() -> list[int]:
         if int(ppid) == os.getpid() and state != "Z" and b"upload-pack" in cmdline:
             found.append(int(entry.name))
     return found
-
-
-def incompressible_text(seed: int, size: int) -> str:
-    return base64.b64encode(random.Random(seed).randbytes(size * 3 // 4)).decode()
 
 
 @pytest.fixture
