@@ -4,17 +4,25 @@
 HTTP Basic auth: any user name, the client's API key as the password. No or wrong credentials get
 401 with a `WWW-Authenticate` challenge (so git asks for them); a project of another client, or
 none, is a 404; a push is a 403. The pack is made by `git upload-pack --stateless-rpc` (the
-protocol's stateless form, as git's own http-backend runs it) over the project's bare repository.
+protocol's stateless form, as git's own http-backend runs it) over this host's copy of the
+project's repository, and relayed to the client as it is made, in chunks (`UploadPack`): the web
+process holds a chunk at a time however large the project, and the client receives from the
+start. upload-pack frames the pack itself (side-band-64k when the client asks for it, as git does).
 """
 
+import asyncio
 import base64
 import binascii
-import gzip
 import logging
+import os
+import signal
 import subprocess
+import tempfile
+import threading
 import zlib
 
-from django.http import HttpRequest, HttpResponse
+from django.core.handlers.asgi import ASGIRequest
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.urls import path
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
@@ -26,7 +34,10 @@ from .models import Client
 log = logging.getLogger("openclaw.git")
 
 REALM = 'Basic realm="OpenClaw projects", charset="UTF-8"'
-UPLOAD_PACK_TIMEOUT_SEC = 120
+UPLOAD_PACK_TIMEOUT_SEC = 120  # the ref advertisement, and the request of a fetch read by upload-pack
+PACK_DEADLINE_SEC = 3600  # a pack still being made after this is cut (a hung git)
+CHUNK_BYTES = 64 * 1024
+MAX_REQUEST_BYTES = 16 * 1024 * 1024  # a fetch's wants and haves, decompressed
 GIT_ENV = {"GIT_CONFIG_NOSYSTEM": "1", "HOME": "/nonexistent", "PATH": "/usr/bin:/bin:/usr/local/bin"}
 
 
@@ -92,26 +103,138 @@ def protocol(request: HttpRequest) -> dict:
     return {"GIT_PROTOCOL": "version=2"} if asked == "version=2" else {}
 
 
-def upload_pack(repo_path: str, *args: str, stdin: bytes = b"", env: dict | None = None) -> bytes:
+def upload_pack_command(repo_path: str, *args: str) -> list[str]:
+    # Nothing the client sent is on it: the path is made from a validated project name.
+    return [
+        "git",
+        "upload-pack",
+        "--strict",
+        f"--timeout={UPLOAD_PACK_TIMEOUT_SEC}",
+        "--stateless-rpc",
+        *args,
+        repo_path,
+    ]
+
+
+def advertised_refs(repo_path: str, env: dict) -> bytes:
     done = subprocess.run(
-        [
-            "git",
-            "upload-pack",
-            "--strict",
-            f"--timeout={UPLOAD_PACK_TIMEOUT_SEC}",
-            "--stateless-rpc",
-            *args,
-            repo_path,
-        ],
-        input=stdin,
+        upload_pack_command(repo_path, "--advertise-refs"),
         capture_output=True,
-        env={**GIT_ENV, **(env or {})},
+        env={**GIT_ENV, **env},
         timeout=UPLOAD_PACK_TIMEOUT_SEC,
         check=False,
     )
     if done.returncode != 0:
         log.warning("git upload-pack failed on %s: %s", repo_path, done.stderr.decode(errors="replace")[:500])
     return done.stdout
+
+
+class UploadPack:
+    """A running `git upload-pack --stateless-rpc` answering one request: the request is fed to it
+    from a thread (it may answer before it has read all of a long negotiation), its output is read
+    a chunk at a time as the response is sent (`SyncUploadPack`, `AsyncUploadPack`). `close()`
+    (Django calls it when the response ends, also when the client went away) stops it if it is
+    still running."""
+
+    def __init__(self, repo_path: str, request_body: bytes, env: dict):
+        self.repo_path = repo_path
+        self.stderr = tempfile.TemporaryFile()  # noqa: SIM115 (read and closed by close())
+        self.process = subprocess.Popen(
+            upload_pack_command(repo_path),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.stderr,
+            env={**GIT_ENV, **env},
+            # Its own process group: pack-objects, its child, is stopped with it.
+            start_new_session=True,
+        )
+        self.stopped = False
+        self.finished = False  # its output ended
+        self.lock = threading.Lock()
+        threading.Thread(target=self.feed, args=(request_body,), daemon=True).start()
+        self.deadline = threading.Timer(PACK_DEADLINE_SEC, self.stop, kwargs={"reason": "deadline"})
+        self.deadline.daemon = True
+        self.deadline.start()
+
+    def feed(self, body: bytes) -> None:
+        try:
+            self.process.stdin.write(body)
+        except (BrokenPipeError, ValueError):
+            pass  # it stopped reading: it failed (logged when closed) or was stopped
+        finally:
+            try:
+                self.process.stdin.close()
+            except BrokenPipeError:
+                pass
+
+    def read_chunk(self) -> bytes:
+        try:
+            chunk = self.process.stdout.read1(CHUNK_BYTES)
+        except ValueError:  # closed: the response was closed meanwhile
+            return b""
+        self.finished = not chunk
+        return chunk
+
+    def stop(self, *, reason: str) -> None:
+        with self.lock:
+            if self.process.poll() is None and not self.stopped:
+                self.stopped = True
+                log.info("git upload-pack on %s stopped: %s", self.repo_path, reason)
+                try:
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+    def close(self) -> None:
+        self.deadline.cancel()
+        if self.finished:
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+        self.stop(reason="the response ended before the pack did")
+        returncode = self.process.wait()
+        self.process.stdout.close()
+        if returncode != 0 and not self.stopped:
+            self.stderr.seek(0)
+            log.warning(
+                "git upload-pack failed on %s: %s",
+                self.repo_path,
+                self.stderr.read(500).decode(errors="replace"),
+            )
+        self.stderr.close()
+
+
+class SyncUploadPack(UploadPack):
+    """Its output as an iterator, for WSGI."""
+
+    def __iter__(self):
+        while chunk := self.read_chunk():
+            yield chunk
+
+
+class AsyncUploadPack(UploadPack):
+    """Its output as an async iterator, for ASGI (daphne): Django reads a sync iterator whole
+    before sending any of it there. Each read waits in a worker thread, not in the event loop."""
+
+    async def __aiter__(self):
+        while chunk := await asyncio.to_thread(self.read_chunk):
+            yield chunk
+
+
+def decompressed(body: bytes, encoding: str) -> bytes:
+    """The request body, decompressed as its Content-Encoding says, up to MAX_REQUEST_BYTES."""
+    if encoding not in ("gzip", "deflate"):
+        return body
+    # HTTP's "deflate" is the zlib format; wbits 31 is gzip's.
+    inflater = zlib.decompressobj(31 if encoding == "gzip" else 15)
+    try:
+        data = inflater.decompress(body, MAX_REQUEST_BYTES)
+    except zlib.error:
+        raise Refused(text_response(400, "the request body does not decompress")) from None
+    if inflater.unconsumed_tail:
+        raise Refused(text_response(413, "the request is too large"))
+    return data
 
 
 def refusing(view):
@@ -136,7 +259,7 @@ def info_refs(request: HttpRequest, name: str) -> HttpResponse:
         return text_response(403, "only git's smart HTTP protocol is served (git 1.6.6 or later)")
     repo_path = project_repository(client, name)
     version = protocol(request)
-    advertisement = upload_pack(repo_path, "--advertise-refs", env=version)
+    advertisement = advertised_refs(repo_path, version)
     # Version 2 starts with its capabilities; the original protocol with the service line.
     body = advertisement if version else pkt_line(b"# service=git-upload-pack\n") + b"0000" + advertisement
     return HttpResponse(
@@ -148,20 +271,13 @@ def info_refs(request: HttpRequest, name: str) -> HttpResponse:
 
 @refusing
 @require_POST
-def git_upload_pack(request: HttpRequest, name: str) -> HttpResponse:
+def git_upload_pack(request: HttpRequest, name: str) -> StreamingHttpResponse:
     client = authorized_client(request)
     repo_path = project_repository(client, name)
-    body = request.body
-    encoding = request.META.get("HTTP_CONTENT_ENCODING", "")
-    try:
-        if encoding == "gzip":
-            body = gzip.decompress(body)
-        elif encoding == "deflate":
-            body = zlib.decompress(body)
-    except (OSError, zlib.error):
-        return text_response(400, "the request body does not decompress")
-    return HttpResponse(
-        upload_pack(repo_path, stdin=body, env=protocol(request)),
+    body = decompressed(request.body, request.META.get("HTTP_CONTENT_ENCODING", ""))
+    serving = AsyncUploadPack if isinstance(request, ASGIRequest) else SyncUploadPack
+    return StreamingHttpResponse(
+        serving(repo_path, body, protocol(request)),
         content_type="application/x-git-upload-pack-result",
         headers={"Cache-Control": "no-cache"},
     )

@@ -1,10 +1,15 @@
-"""Building blocks for tests: a client, pools, an execution with tasks (no broker involved)."""
+"""Building blocks for tests: a client, pools, an execution with tasks, a project (no broker
+involved)."""
 
+import base64
+import random
 from decimal import Decimal
 
 from django.utils import timezone
 
-from executions.models import ApiKey, Client, Execution, Task
+from executions import projects
+from executions.models import ApiKey, Client, Execution, Project, Task
+from pools import git_store
 from pools.models import EngineSettings, ModelProfile, WorkerPool
 
 
@@ -66,3 +71,21 @@ def make_execution(client: Client, tasks: list[dict], *, status: str = "executin
             timeout_sec=spec.get("timeout_sec", 60),
         )
     return execution
+
+
+def make_project(client: Client, name: str, files: dict[str, str]) -> str:
+    """A project whose `main` is one commit of these files, its objects in the database as a
+    landing leaves them; the commit's id."""
+    repo, project = projects.open_project(client.pk, name)
+    tree = git_store.overlay(repo, None, files)
+    commit = git_store.create_commit(
+        repo, tree=tree, parents=[], author=("test", "test@openclaw"), message="files"
+    )
+    projects.push(repo, project, [commit])
+    Project.objects.filter(pk=project.pk).update(head=commit)
+    return commit
+
+
+def incompressible_text(seed: int, size: int) -> str:
+    """`size` characters of text that zlib cannot shrink much (base64 of random bytes)."""
+    return base64.b64encode(random.Random(seed).randbytes(size * 3 // 4)).decode()

@@ -4,10 +4,6 @@ Screenshots of every page go to tests/screenshots/ for review.
 """
 
 import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -16,6 +12,7 @@ import pytest
 from django.conf import settings
 
 from tests.conftest import ROOT, Workers, configure, wait_for_status, worker_env
+from tests.processes import Daphne
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -39,55 +36,13 @@ pytestmark = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(django_db_setup, django_db_blocker):
     """daphne serving the ASGI app (pages, websockets, static files) on the test database."""
-    port = free_port()
-    logs = settings.VAR_DIR / "test-logs"
-    logs.mkdir(parents=True, exist_ok=True)
     with django_db_blocker.unblock():
         env = worker_env()
-    with open(logs / "daphne.log", "ab") as log:  # the child keeps its own copy of the descriptor
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "daphne",
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(port),
-                "openclaw_site.asgi:application",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/healthz", timeout=2) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"daphne did not start; see {logs}/daphne.log") from None
-            time.sleep(0.1)
-    yield url
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
+    with Daphne(env, settings.VAR_DIR / "test-logs" / "daphne.log") as daphne:
+        yield daphne.url
 
 
 @pytest.fixture(scope="module")

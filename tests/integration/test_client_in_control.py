@@ -4,13 +4,13 @@ arrives signed, in order, and one answered 500 three times arrives four times un
 id and nothing else."""
 
 import json
-import socket
 
 import pytest
 
 from executions.models import Attempt, Execution, LedgerEntry, Task, WebhookDelivery
-from tests.conftest import Workers, configure, wait_for_status
+from tests.conftest import Workers, configure, wait_for_status, worker_env
 from tests.fakes.webhook_receiver import Receiver
+from tests.processes import Daphne
 
 WEBHOOK_ENV = {"OPENCLAW_WEBHOOK_ALLOW_PRIVATE": "1", "OPENCLAW_WEBHOOK_RETRY_BASE_SEC": "0.3"}
 
@@ -138,58 +138,11 @@ def test_a_plan_awaiting_approval_runs_nothing_until_approved_then_exactly_the_e
 
 
 @pytest.fixture
-def daphne(transactional_db):
+def daphne(transactional_db, settings):
     """daphne serving the ASGI app on the test database, as in production."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-    import urllib.request
-
-    from django.conf import settings
-
-    from tests.conftest import ROOT, worker_env
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    logs = settings.VAR_DIR / "test-logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    with open(logs / "daphne-sse.log", "ab") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "daphne",
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(port),
-                "openclaw_site.asgi:application",
-            ],
-            cwd=ROOT,
-            env=worker_env({"OPENCLAW_SSE_HEARTBEAT_SEC": "1"}),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/healthz", timeout=2):
-                break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"daphne did not start; see {logs}/daphne-sse.log") from None
-            time.sleep(0.1)
-    yield url
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
+    env = worker_env({"OPENCLAW_SSE_HEARTBEAT_SEC": "1"})
+    with Daphne(env, settings.VAR_DIR / "test-logs" / "daphne-sse.log") as server:
+        yield server.url
 
 
 def read_sse(response, *, stop_after: int | None = None) -> tuple[list[dict], int]:

@@ -8,7 +8,9 @@ import pytest
 from django.conf import settings
 
 from executions.models import Conflict, Execution, Task
-from tests.conftest import configure, wait_for_status
+from tests.conftest import configure, wait_for_status, worker_env
+from tests.factories import incompressible_text, make_project
+from tests.processes import Daphne
 
 DONE = {"completed", "partial", "failed"}
 RESTAURANT = "Build a restaurant website with online booking and secure payments"
@@ -26,10 +28,8 @@ def git(*args: str, cwd: Path | None = None, check: bool = True) -> subprocess.C
     )
 
 
-def clone(
-    live_server, key: str, project: str, dest: Path, *, user: str = "anyone"
-) -> subprocess.CompletedProcess:
-    host = live_server.url.removeprefix("http://")
+def clone(server, key: str, project: str, dest: Path, *, user: str = "anyone") -> subprocess.CompletedProcess:
+    host = server.url.removeprefix("http://")
     return git("clone", f"http://{user}:{key}@{host}/git/{project}.git", str(dest), check=False)
 
 
@@ -252,6 +252,36 @@ def test_clones_of_foreign_projects_are_404_bad_keys_401_and_pushes_403(
     git("-c", "user.name=x", "-c", "user.email=x@x", "commit", "-m", "mine now", cwd=checkout)
     push = git("push", "origin", "main", cwd=checkout, check=False)
     assert push.returncode != 0 and "403" in push.stderr
+
+
+@pytest.fixture
+def web(transactional_db, tmp_path):
+    """daphne as in production, with a repositories folder of its own: it serves what the database
+    holds."""
+    env = worker_env({"OPENCLAW_REPOS_DIR": str(tmp_path / "web-repos")})
+    with Daphne(env, settings.VAR_DIR / "test-logs" / "daphne-git.log") as server:
+        yield server
+
+
+def test_a_large_project_clones_whole_through_daphne_in_both_protocol_versions(web, client_and_key, tmp_path):
+    client, key = client_and_key
+    files = {f"src/module_{n // 50}/file_{n}.py": f"VALUE = {n}\n" for n in range(600)}
+    files |= {f"assets/blob-{n}.txt": incompressible_text(n, 2 * 1024 * 1024) for n in range(4)}
+    head = make_project(client, "big", files)
+    host = web.url.removeprefix("http://")
+    for version in ("0", "2"):
+        checkout = tmp_path / f"v{version}"
+        done = git(
+            "-c",
+            f"protocol.version={version}",
+            "clone",
+            f"http://any:{key}@{host}/git/big.git",
+            str(checkout),
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        assert git("rev-parse", "HEAD", cwd=checkout).stdout.strip() == head
+        assert tree_files(checkout) == files
 
 
 def test_an_execution_landing_on_conflicting_work_of_another_resolves_it_and_both_land(

@@ -10,7 +10,6 @@ import time
 from datetime import timedelta
 from decimal import Decimal
 
-import dramatiq
 import pytest
 from django.conf import settings as django_settings
 from django.core.management import CommandError, call_command
@@ -26,42 +25,21 @@ from executions import throttling
 from executions.models import Client, Conflict, Execution, Task
 from executions.services import execution_create
 from tests.fakes.slack_server import (
-    FakeSlackServer,
     app_mention_body,
     block_action_body,
     signed_headers,
     slash_command_body,
 )
-
-TOKEN = "xoxb-test-token"
-SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
-TEAM = "T0LINKED"
-OTHER_TEAM = "T0STRANGER"
-USER = "U0ALICE"
-PUBLIC_URL = "https://openclaw.example"
-FORM = "application/x-www-form-urlencoded"
-
-
-@pytest.fixture
-def fake_slack():
-    with FakeSlackServer(token=TOKEN, team_id=TEAM) as server:
-        yield server
-
-
-@pytest.fixture
-def slack_settings(settings, fake_slack):
-    settings.SLACK_BOT_TOKEN = TOKEN
-    settings.SLACK_SIGNING_SECRET = SECRET
-    settings.SLACK_API_URL = fake_slack.url
-    settings.OPENCLAW_PUBLIC_URL = PUBLIC_URL
-    return settings
-
-
-@pytest.fixture
-def acme(db):
-    client = Client.objects.create(name="acme")
-    call_command("link_slack", TEAM, "acme", "--name", "Acme HQ", "--user", USER)
-    return client
+from tests.slack import (
+    FORM,
+    OTHER_TEAM,
+    PUBLIC_URL,
+    SECRET,
+    TEAM,
+    USER,
+    post,
+    queued,
+)
 
 
 @pytest.fixture
@@ -80,29 +58,6 @@ def slack_log(caplog):
     caplog.set_level(logging.INFO, logger="openclaw.slack")
     yield caplog
     logger.removeHandler(caplog.handler)
-
-
-def post(
-    client,
-    body: str,
-    *,
-    content_type: str = FORM,
-    secret: str = SECRET,
-    timestamp: float | None = None,
-    **extra,
-):
-    return client.post(
-        "/slack/events",
-        data=body,
-        content_type=content_type,
-        **signed_headers(secret, body, timestamp=timestamp),
-        **extra,
-    )
-
-
-def queued(redis_server, queue: str) -> list[dramatiq.Message]:
-    """Messages waiting in a Dramatiq queue (read straight from Redis)."""
-    return [dramatiq.Message.decode(raw) for raw in redis_server.hvals(f"openclaw:{queue}.msgs")]
 
 
 def slack_execution(client: Client, **thread_fields) -> tuple[Execution, SlackThread]:

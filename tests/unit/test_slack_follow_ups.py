@@ -15,32 +15,17 @@ from bots.notifier import thread_sync
 from executions.models import Client, Event, Execution, LedgerEntry
 from executions.services import execution_create
 from tests.factories import make_pools
-from tests.fakes.slack_server import FakeSlackServer, block_action_body, thread_message_body
-from tests.unit.test_slack_bot import OTHER_TEAM, SECRET, TEAM, TOKEN, USER, post, queued
+from tests.fakes.slack_server import block_action_body, thread_message_body
+from tests.slack import (
+    OTHER_TEAM,
+    TEAM,
+    USER,
+    post,
+    queued,
+)
 
 THREAD = "1700000000.000100"
 JSON = "application/json"
-
-
-@pytest.fixture
-def fake_slack():
-    with FakeSlackServer(token=TOKEN, team_id=TEAM) as server:
-        yield server
-
-
-@pytest.fixture
-def slack_settings(settings, fake_slack):
-    settings.SLACK_BOT_TOKEN = TOKEN
-    settings.SLACK_SIGNING_SECRET = SECRET
-    settings.SLACK_API_URL = fake_slack.url
-    return settings
-
-
-@pytest.fixture
-def acme(db):
-    client = Client.objects.create(name="acme")
-    call_command("link_slack", TEAM, "acme", "--user", USER)
-    return client
 
 
 def tracked_execution(client: Client, *, project: str = "bistro", status: str = "completed") -> Execution:
