@@ -11,6 +11,7 @@ and `filter()` do, so what is stored is the same.
 
 from collections.abc import Iterable
 from datetime import datetime
+from decimal import Context, Decimal
 from functools import lru_cache
 
 from django.conf import settings
@@ -85,6 +86,15 @@ def insert_statement(model: type[Model], names: tuple[str, ...], rows: int = 1) 
     return f"INSERT INTO {table(model)} ({columns}) VALUES {', '.join([row] * rows)}"
 
 
+@lru_cache(maxsize=16)
+def insert_new_statement(model: type[Model], names: tuple[str, ...], unique: str) -> str:
+    """INSERT of one row unless a row with the same `unique` field exists (rowcount 0 then), in one
+    statement: no read of the key first, and no savepoint for a duplicate (SQLite ≥ 3.24,
+    PostgreSQL)."""
+    column = connection.ops.quote_name(_field(model, unique).column)
+    return f"{insert_statement(model, names)} ON CONFLICT ({column}) DO NOTHING"
+
+
 def insert_params(objects: list[Model], names: tuple[str, ...]) -> list:
     """The values of unsaved `objects`' fields `names`, adapted as `bulk_create()` adapts them."""
     if not objects:
@@ -93,6 +103,17 @@ def insert_params(objects: list[Model], names: tuple[str, ...]) -> list:
     return [
         field.get_db_prep_save(getattr(obj, field.attname), connection) for obj in objects for field in fields
     ]
+
+
+def decimal_value(model: type[Model], name: str, value) -> Decimal | None:
+    """A raw value of the model's DecimalField `name` as the ORM reads it: SQLite hands back a float
+    (or an int), rounded here to the field's places as Django's own converter does."""
+    if value is None or isinstance(value, Decimal):
+        return value
+    places = Decimal(1).scaleb(-_field(model, name).decimal_places)
+    if isinstance(value, float):
+        return Context(prec=15).create_decimal_from_float(value).quantize(places)
+    return Decimal(value).quantize(places)
 
 
 def table(model: type[Model]) -> str:
