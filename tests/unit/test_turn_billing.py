@@ -39,6 +39,10 @@ def turn(number: int, tokens_in: int = 1234, tokens_out: int = 567) -> billing.A
     return billing.AttemptUsage.of(SPEC, completion, number, {"text": f"turn {number}", "duration_sec": 0.5})
 
 
+def bill(attempt: Attempt, usage: billing.AttemptUsage) -> billing.TurnVerdict:
+    return billing.record_turn(attempt, usage, attempt.task.execution.client_id)
+
+
 def totals(attempt: Attempt) -> tuple[Decimal, Decimal, Decimal, Decimal, Decimal]:
     """The execution's, task's and attempt's cost, the ledger's usage and the transcript's, as stored."""
     execution = Execution.objects.get(pk=attempt.task.execution_id)
@@ -54,8 +58,8 @@ def totals(attempt: Attempt) -> tuple[Decimal, Decimal, Decimal, Decimal, Decima
 
 
 def test_a_turn_recorded_twice_is_billed_and_kept_once(attempt):
-    first = billing.record_turn(attempt, turn(2), attempt.task.execution.client_id)
-    again = billing.record_turn(attempt, turn(2), attempt.task.execution.client_id)
+    first = bill(attempt, turn(2))
+    again = bill(attempt, turn(2))
     assert (first.billed, again.billed) == (True, False)
     assert again.running and again.next_allowed  # the repeat still answers for the next call
     assert list(LedgerEntry.objects.values_list("key", flat=True)) == [f"usage:{attempt.pk}:2"]
@@ -68,7 +72,7 @@ def test_a_turn_recorded_twice_is_billed_and_kept_once(attempt):
 
 def test_every_total_agrees_with_the_ledger_over_many_turns(attempt):
     for number in range(1, 41):
-        assert billing.record_turn(attempt, turn(number, 1234 + number, 567 + 3 * number), 1).billed
+        assert bill(attempt, turn(number, 1234 + number, 567 + 3 * number)).billed
     execution_cost, task_cost, attempt_cost, ledger, turns = totals(attempt)
     assert execution_cost == task_cost == attempt_cost == ledger == turns
     assert ledger == sum((turn(n, 1234 + n, 567 + 3 * n).cost for n in range(1, 41)), Decimal("0"))
@@ -76,10 +80,10 @@ def test_every_total_agrees_with_the_ledger_over_many_turns(attempt):
 
 def test_a_call_that_returns_after_a_cancel_is_billed_and_the_loop_stops(attempt):
     Attempt.objects.filter(pk=attempt.pk).update(status=AttemptStatus.CANCELLED)
-    verdict = billing.record_turn(attempt, turn(3), attempt.task.execution.client_id)
+    verdict = bill(attempt, turn(3))
     assert verdict.billed and not verdict.running
     assert LedgerEntry.objects.filter(key=f"usage:{attempt.pk}:3").exists()
-    again = billing.record_turn(attempt, turn(3), attempt.task.execution.client_id)
+    again = bill(attempt, turn(3))
     assert not again.billed and not again.running
 
 
@@ -88,29 +92,30 @@ def test_the_budget_allows_the_next_call_only_if_spent_plus_one_more_like_this_f
     Execution.objects.filter(pk=attempt.task.execution_id).update(
         cost_usd=Decimal("0.002102"), budget_usd=Decimal("0.01")
     )
-    assert billing.record_turn(attempt, turn(3), 1).next_allowed  # 0.003153 + 0.001051 ≤ 0.01
+    assert bill(attempt, turn(3)).next_allowed  # 0.003153 + 0.001051 ≤ 0.01
     Execution.objects.filter(pk=attempt.task.execution_id).update(
         cost_usd=Decimal("0.007898"), budget_usd=Decimal("0.01")
     )
     # 0.008949 spent: another 0.001051 makes exactly 0.01, which is within the budget.
-    assert billing.record_turn(attempt, turn(4), 1).next_allowed
+    assert bill(attempt, turn(4)).next_allowed
     # 0.01 spent: the next one would pass it.
-    verdict = billing.record_turn(attempt, turn(5), 1)
+    verdict = bill(attempt, turn(5))
     assert verdict.billed and verdict.running and not verdict.next_allowed
     # A repeat of a billed turn reads the same answer.
-    assert not billing.record_turn(attempt, turn(5), 1).next_allowed
+    assert not bill(attempt, turn(5)).next_allowed
 
 
 def test_no_budget_never_stops_the_loop(attempt):
     Execution.objects.filter(pk=attempt.task.execution_id).update(cost_usd=Decimal("1000"), budget_usd=None)
-    assert billing.record_turn(attempt, turn(2), 1).next_allowed
+    assert bill(attempt, turn(2)).next_allowed
 
 
 def test_a_turn_is_one_transaction_of_five_statements(attempt):
     """The hot path of every turn: ledger entry, execution, attempt, task, transcript (and the
     execution's row lock on PostgreSQL); nothing read first."""
+    client_id = attempt.task.execution.client_id
     with CaptureQueriesContext(connection) as captured:
-        billing.record_turn(attempt, turn(2), 1)
+        billing.record_turn(attempt, turn(2), client_id)
     statements = [q["sql"].split()[0].upper() for q in captured.captured_queries]
     writes = [s for s in statements if s in {"INSERT", "UPDATE", "SELECT"}]
     assert writes == (["SELECT"] if connection.vendor == "postgresql" else []) + [
