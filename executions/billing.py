@@ -154,33 +154,63 @@ def record_turn(attempt: Attempt, usage: AttemptUsage, client_id: int) -> TurnVe
     when it was: a repeated flush (a retry after a lost commit acknowledgement) charges nothing.
     """
     task = attempt.task
+    entry, turn = _usage_entry(attempt, usage, client_id), _turn_row(attempt, usage)
+    execution = {"pk": task.execution_id}
     with transaction.atomic():
         lock_execution(task.execution_id)
-        entry = _usage_entry(attempt, usage, client_id)
-        with connection.cursor() as cursor:
-            cursor.execute(
-                sql.insert_new_statement(LedgerEntry, _USAGE_COLUMNS, "key"),
-                sql.insert_params([entry], _USAGE_COLUMNS),
+        if connection.vendor == "postgresql":
+            statements = {
+                "spent": sql.update_statement(
+                    Execution,
+                    execution,
+                    returning=("cost_usd", "budget_usd"),
+                    add=_execution_increments(usage),
+                    guard=sql.INSERTED,
+                ),
+                "run": sql.update_statement(
+                    Attempt,
+                    {"pk": attempt.pk},
+                    returning=("status",),
+                    assign=usage.attempt_assign(),
+                    add=usage.attempt_increments(),
+                    guard=sql.INSERTED,
+                ),
+                "task": sql.update_statement(
+                    Task, {"pk": task.pk}, add=usage.task_increments(), guard=sql.INSERTED
+                ),
+            }
+            if turn is not None:
+                statements["turn"] = (
+                    sql.insert_new_statement(AttemptTurn, _TURN_COLUMNS, ("attempt", "number")),
+                    sql.insert_params([turn], _TURN_COLUMNS),
+                )
+            rows = sql.insert_new_then(
+                LedgerEntry, _USAGE_COLUMNS, ("key",), entry, statements, read=("run", "spent")
             )
-            billed = cursor.rowcount == 1
-        if billed:
-            spent = sql.update_returning(
-                Execution,
-                {"pk": task.execution_id},
-                ("cost_usd", "budget_usd"),
-                add=_execution_increments(usage),
-            )
-            status = sql.update_returning(
-                Attempt,
-                {"pk": attempt.pk},
-                ("status",),
-                assign=usage.attempt_assign(),
-                add=usage.attempt_increments(),
-            )
-            sql.update(Task, {"pk": task.pk}, add=usage.task_increments())
-            _keep_turn(attempt, usage)
-            row = status[0] + spent[0] if status and spent else None
+            billed = bool(rows)
+            row = rows[0] if rows else None
         else:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    sql.insert_new_statement(LedgerEntry, _USAGE_COLUMNS, ("key",)),
+                    sql.insert_params([entry], _USAGE_COLUMNS),
+                )
+                billed = cursor.rowcount == 1
+            if billed:
+                status = sql.update_returning(
+                    Attempt,
+                    {"pk": attempt.pk},
+                    ("status",),
+                    assign=usage.attempt_assign(),
+                    add=usage.attempt_increments(),
+                )
+                totals = sql.update_returning(
+                    Execution, execution, ("cost_usd", "budget_usd"), add=_execution_increments(usage)
+                )
+                sql.update(Task, {"pk": task.pk}, add=usage.task_increments())
+                _keep_turn(turn)
+                row = status[0] + totals[0] if status and totals else None
+        if not billed:
             row = (
                 Attempt.objects.filter(pk=attempt.pk)
                 .values_list("status", "task__execution__cost_usd", "task__execution__budget_usd")
@@ -260,7 +290,7 @@ def _charge_usage(attempt: Attempt, usage: AttemptUsage, client_id: int) -> None
         else:
             cursor.execute(totals, totals_params)
             cursor.execute(insert, insert_params)
-    _keep_turn(attempt, usage)
+    _keep_turn(_turn_row(attempt, usage))
 
 
 _TURN_COLUMNS = (
@@ -277,11 +307,11 @@ _TURN_COLUMNS = (
 )
 
 
-def _keep_turn(attempt: Attempt, usage: AttemptUsage) -> None:
-    """The call's turn of the transcript, when it has one (a call of a loop), with the call's entry."""
+def _turn_row(attempt: Attempt, usage: AttemptUsage) -> AttemptTurn | None:
+    """The call's turn of the transcript, unsaved; None for a call without one (a single reply)."""
     if usage.transcript is None:
-        return
-    turn = AttemptTurn(
+        return None
+    return AttemptTurn(
         attempt_id=attempt.pk,
         number=usage.turn,
         text=usage.transcript.get("text", ""),
@@ -292,6 +322,12 @@ def _keep_turn(attempt: Attempt, usage: AttemptUsage) -> None:
         tokens_out=usage.completion.output_tokens,
         cost_usd=usage.cost,
     )
+
+
+def _keep_turn(turn: AttemptTurn | None) -> None:
+    """The turn stored with its call's ledger entry, when the call has one."""
+    if turn is None:
+        return
     with connection.cursor() as cursor:
         cursor.execute(
             sql.insert_statement(AttemptTurn, _TURN_COLUMNS), sql.insert_params([turn], _TURN_COLUMNS)
