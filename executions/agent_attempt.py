@@ -223,27 +223,27 @@ def previous_failure(task: Task, attempt_number: int) -> str:
 
 class TurnMeter:
     """Bills an attempt's model calls, each once: a call the attempt goes on from is recorded at once
-    (with its turn of the transcript); the latest is held to go with the attempt's outcome."""
+    (with its turn of the transcript); the latest is held to go with the attempt's outcome.
+    `verdict` is what the latest recording found: whether the attempt may make another call."""
 
     def __init__(self, attempt: Attempt, client_id: int):
         self.attempt = attempt
         self.client_id = client_id
         self.spec: llm.ModelSpec | None = None
         self.pending: billing.AttemptUsage | None = None
+        self.verdict: billing.TurnVerdict | None = None
         self.calls = 0
         self.tokens = 0
-        self.last_cost = 0
 
     def add(self, completion: llm.Completion, transcript: dict) -> None:
         self.flush()
         self.calls += 1
         self.tokens += completion.input_tokens + completion.output_tokens
         self.pending = billing.AttemptUsage.of(self.spec, completion, self.calls, transcript)
-        self.last_cost = self.pending.cost
 
     def flush(self) -> None:
         if self.pending is not None:
-            record(billing.record_turn, self.attempt, self.pending, self.client_id)
+            self.verdict = record(billing.record_turn, self.attempt, self.pending, self.client_id)
             self.pending = None
 
     def last(self) -> billing.AttemptUsage | None:
@@ -380,12 +380,18 @@ def work_in_loop(
     )
 
     def before_turn(number: int) -> None:
-        if (
-            keeper.lost.is_set()
-            or not Attempt.objects.filter(pk=attempt.pk, status=AttemptStatus.RUNNING).exists()
-        ):
+        # The first call follows the attempt's set-up: asked here. Every later one follows a turn
+        # that `after_turn` billed, and the transaction that billed it answered both questions.
+        if number == 1:
+            running, allowed = (
+                Attempt.objects.filter(pk=attempt.pk, status=AttemptStatus.RUNNING).exists(),
+                True,
+            )
+        else:
+            running, allowed = meter.verdict.running, meter.verdict.next_allowed
+        if keeper.lost.is_set() or not running:
             raise LoopStopped("cancelled", "the attempt is no longer running (cancelled or expired)")
-        if number > 1 and not billing.turn_allowed(task.execution_id, meter.last_cost):
+        if not allowed:
             raise LoopStopped(StopReason.BUDGET, "the execution's budget does not allow another model call")
 
     def after_turn(turn: Turn) -> None:

@@ -25,7 +25,7 @@ from pools.models import EngineSettings, WorkerPool
 
 from . import sql
 from .models import Attempt, AttemptTurn, Execution, LedgerEntry, PricingPolicy, RefundPolicy, Task
-from .states import MAX_LOST_ATTEMPTS, StopReason, TaskStatus
+from .states import MAX_LOST_ATTEMPTS, AttemptStatus, StopReason, TaskStatus
 from .transitions import lock_execution
 
 CENT = Decimal("0.01")
@@ -131,12 +131,101 @@ def record_usage(attempt: Attempt, usage: AttemptUsage, client_id: int | None = 
     return True
 
 
-def record_turn(attempt: Attempt, usage: AttemptUsage, client_id: int) -> bool:
+@dataclass(frozen=True)
+class TurnVerdict:
+    """What the transaction that billed a turn found: whether it billed it (False: its key was in the
+    ledger already), whether the attempt is still running, and whether the execution's budget allows
+    another call costing as much as this one."""
+
+    billed: bool
+    running: bool
+    next_allowed: bool
+
+
+def record_turn(attempt: Attempt, usage: AttemptUsage, client_id: int) -> TurnVerdict:
     """A turn of an attempt's loop that goes on, billed and kept as soon as its call returns, so a
-    worker killed later loses nothing that was spent; False when it was already recorded."""
+    worker killed later loses nothing that was spent.
+
+    The same transaction answers the two questions asked before the next call, so a turn costs the
+    loop one transaction and no other query: is the attempt still running (not cancelled or expired
+    meanwhile), and does the budget allow another call (spent, this turn included, plus as much as
+    this turn cost)? A call that was made is billed whatever the answers: the loop makes no further
+    call when either is no. The ledger key is inserted first, only if new, and the totals move only
+    when it was: a repeated flush (a retry after a lost commit acknowledgement) charges nothing.
+    """
+    task = attempt.task
+    entry, turn = _usage_entry(attempt, usage, client_id), _turn_row(attempt, usage)
+    execution = {"pk": task.execution_id}
     with transaction.atomic():
-        lock_execution(attempt.task.execution_id)
-        return record_usage(attempt, usage, client_id)
+        lock_execution(task.execution_id)
+        if connection.vendor == "postgresql":
+            statements = {
+                "spent": sql.update_statement(
+                    Execution,
+                    execution,
+                    returning=("cost_usd", "budget_usd"),
+                    add=_execution_increments(usage),
+                    guard=sql.INSERTED,
+                ),
+                "run": sql.update_statement(
+                    Attempt,
+                    {"pk": attempt.pk},
+                    returning=("status",),
+                    assign=usage.attempt_assign(),
+                    add=usage.attempt_increments(),
+                    guard=sql.INSERTED,
+                ),
+                "task": sql.update_statement(
+                    Task, {"pk": task.pk}, add=usage.task_increments(), guard=sql.INSERTED
+                ),
+            }
+            if turn is not None:
+                statements["turn"] = (
+                    sql.insert_new_statement(AttemptTurn, _TURN_COLUMNS, ("attempt", "number")),
+                    sql.insert_params([turn], _TURN_COLUMNS),
+                )
+            rows = sql.insert_new_then(
+                LedgerEntry, _USAGE_COLUMNS, ("key",), entry, statements, read=("run", "spent")
+            )
+            billed = bool(rows)
+            row = rows[0] if rows else None
+        else:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    sql.insert_new_statement(LedgerEntry, _USAGE_COLUMNS, ("key",)),
+                    sql.insert_params([entry], _USAGE_COLUMNS),
+                )
+                billed = cursor.rowcount == 1
+            if billed:
+                status = sql.update_returning(
+                    Attempt,
+                    {"pk": attempt.pk},
+                    ("status",),
+                    assign=usage.attempt_assign(),
+                    add=usage.attempt_increments(),
+                )
+                totals = sql.update_returning(
+                    Execution, execution, ("cost_usd", "budget_usd"), add=_execution_increments(usage)
+                )
+                sql.update(Task, {"pk": task.pk}, add=usage.task_increments())
+                _keep_turn(turn)
+                row = status[0] + totals[0] if status and totals else None
+        if not billed:
+            row = (
+                Attempt.objects.filter(pk=attempt.pk)
+                .values_list("status", "task__execution__cost_usd", "task__execution__budget_usd")
+                .first()
+            )
+    if row is None:
+        return TurnVerdict(billed, running=False, next_allowed=False)
+    status, cost, budget = row
+    cost = sql.decimal_value(Execution, "cost_usd", cost)
+    budget = sql.decimal_value(Execution, "budget_usd", budget)
+    return TurnVerdict(
+        billed,
+        running=status == AttemptStatus.RUNNING,
+        next_allowed=budget is None or cost + usage.cost <= budget,
+    )
 
 
 _USAGE_COLUMNS = (
@@ -157,12 +246,9 @@ _USAGE_COLUMNS = (
 )
 
 
-def _charge_usage(attempt: Attempt, usage: AttemptUsage, client_id: int) -> None:
-    """The attempt's usage entry inserted and its execution's totals raised. Every attempt's
-    success comes here inside the write lock, so it is SQL built once, and on PostgreSQL one
-    statement (the totals' UPDATE in a data-modifying CTE): one round trip fewer per success."""
+def _usage_entry(attempt: Attempt, usage: AttemptUsage, client_id: int) -> LedgerEntry:
     task, completion = attempt.task, usage.completion
-    entry = LedgerEntry(
+    return LedgerEntry(
         execution_id=task.execution_id,
         client_id=client_id,
         kind="usage",
@@ -178,14 +264,23 @@ def _charge_usage(attempt: Attempt, usage: AttemptUsage, client_id: int) -> None
         description=f"{task.key} attempt {attempt.number}"
         + (f" turn {usage.turn}" if usage.turn > 1 or usage.transcript else ""),
     )
+
+
+def _execution_increments(usage: AttemptUsage) -> dict:
+    return {
+        "cost_usd": usage.cost,
+        "tokens_in": usage.completion.input_tokens,
+        "tokens_out": usage.completion.output_tokens,
+    }
+
+
+def _charge_usage(attempt: Attempt, usage: AttemptUsage, client_id: int) -> None:
+    """The attempt's usage entry inserted and its execution's totals raised. Every attempt's
+    success comes here inside the write lock, so it is SQL built once, and on PostgreSQL one
+    statement (the totals' UPDATE in a data-modifying CTE): one round trip fewer per success."""
+    entry = _usage_entry(attempt, usage, client_id)
     totals, totals_params = sql.update_statement(
-        Execution,
-        {"pk": task.execution_id},
-        add={
-            "cost_usd": usage.cost,
-            "tokens_in": completion.input_tokens,
-            "tokens_out": completion.output_tokens,
-        },
+        Execution, {"pk": attempt.task.execution_id}, add=_execution_increments(usage)
     )
     insert = sql.insert_statement(LedgerEntry, _USAGE_COLUMNS)
     insert_params = sql.insert_params([entry], _USAGE_COLUMNS)
@@ -195,17 +290,47 @@ def _charge_usage(attempt: Attempt, usage: AttemptUsage, client_id: int) -> None
         else:
             cursor.execute(totals, totals_params)
             cursor.execute(insert, insert_params)
-    if usage.transcript is not None:
-        AttemptTurn.objects.create(
-            attempt_id=attempt.pk,
-            number=usage.turn,
-            text=usage.transcript.get("text", ""),
-            tool_calls=usage.transcript.get("tool_calls", []),
-            tool_results=usage.transcript.get("tool_results", []),
-            duration_sec=usage.transcript.get("duration_sec", 0.0),
-            tokens_in=completion.input_tokens,
-            tokens_out=completion.output_tokens,
-            cost_usd=usage.cost,
+    _keep_turn(_turn_row(attempt, usage))
+
+
+_TURN_COLUMNS = (
+    "attempt",
+    "number",
+    "text",
+    "tool_calls",
+    "tool_results",
+    "duration_sec",
+    "tokens_in",
+    "tokens_out",
+    "cost_usd",
+    "created_at",
+)
+
+
+def _turn_row(attempt: Attempt, usage: AttemptUsage) -> AttemptTurn | None:
+    """The call's turn of the transcript, unsaved; None for a call without one (a single reply)."""
+    if usage.transcript is None:
+        return None
+    return AttemptTurn(
+        attempt_id=attempt.pk,
+        number=usage.turn,
+        text=usage.transcript.get("text", ""),
+        tool_calls=usage.transcript.get("tool_calls", []),
+        tool_results=usage.transcript.get("tool_results", []),
+        duration_sec=usage.transcript.get("duration_sec", 0.0),
+        tokens_in=usage.completion.input_tokens,
+        tokens_out=usage.completion.output_tokens,
+        cost_usd=usage.cost,
+    )
+
+
+def _keep_turn(turn: AttemptTurn | None) -> None:
+    """The turn stored with its call's ledger entry, when the call has one."""
+    if turn is None:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            sql.insert_statement(AttemptTurn, _TURN_COLUMNS), sql.insert_params([turn], _TURN_COLUMNS)
         )
 
 
@@ -382,15 +507,6 @@ def settle(execution: Execution, status: str) -> Decimal:
 
 
 # ---------------------------------------------------------------- budgets
-
-
-def turn_allowed(execution_id: str, next_cost: Decimal) -> bool:
-    """Whether an agent's tool loop may make another model call: what is spent plus the call (as
-    much as the previous one cost) stays within the execution's budget."""
-    row = Execution.objects.filter(pk=execution_id).values("budget_usd", "cost_usd").first()
-    if not row or row["budget_usd"] is None:
-        return True
-    return row["cost_usd"] + next_cost <= row["budget_usd"]
 
 
 def budget_allows_dispatch(execution_id: str, pool: str) -> bool:

@@ -11,6 +11,7 @@ and `filter()` do, so what is stored is the same.
 
 from collections.abc import Iterable
 from datetime import datetime
+from decimal import Context, Decimal
 from functools import lru_cache
 
 from django.conf import settings
@@ -55,13 +56,15 @@ def update_statement(
     assign: dict | None = None,
     add: dict | None = None,
     returning: tuple[str, ...] = (),
+    guard: str = "",
 ) -> tuple[str, list]:
-    """`update()`'s SQL and parameters, for a caller that runs it inside a larger statement."""
+    """`update()`'s SQL and parameters, for a caller that runs it inside a larger statement (`guard`:
+    one more condition, in SQL without parameters)."""
     assign, add = assign or {}, add or {}
     shape = tuple(
         (name, len(value) if isinstance(value, (list, tuple)) else None) for name, value in where.items()
     )
-    sql = _statement(model, connection.vendor, tuple(assign), tuple(add), shape, returning)
+    sql = _statement(model, connection.vendor, tuple(assign), tuple(add), shape, returning, guard)
     params = [_field(model, name).get_db_prep_save(value, connection) for name, value in assign.items()]
     params += [_field(model, name).get_db_prep_save(value, connection) for name, value in add.items()]
     for name, value in where.items():
@@ -85,6 +88,42 @@ def insert_statement(model: type[Model], names: tuple[str, ...], rows: int = 1) 
     return f"INSERT INTO {table(model)} ({columns}) VALUES {', '.join([row] * rows)}"
 
 
+# The condition of the statements `insert_new_then()` runs only when its INSERT inserted.
+INSERTED = "EXISTS (SELECT 1 FROM inserted)"
+
+
+def insert_new_then(
+    model: type[Model],
+    names: tuple[str, ...],
+    unique: tuple[str, ...],
+    row: Model,
+    statements: dict,
+    read: tuple,
+) -> list[tuple]:
+    """PostgreSQL, one round trip: `row` inserted unless a row with the same `unique` fields exists
+    and, in the same statement, `statements` (name → SQL and parameters, the updates built with
+    `guard=INSERTED` so that they change nothing when the row existed) as data-modifying CTEs.
+    Returns the RETURNING rows of the statements named in `read`, joined: none when the row existed."""
+    insert = insert_new_statement(model, names, unique)
+    ctes = ", ".join(f"{name} AS ({sql})" for name, (sql, _) in statements.items())
+    params = insert_params([row], names) + [p for _, values in statements.values() for p in values]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"WITH inserted AS ({insert} RETURNING 1), {ctes} SELECT * FROM {' CROSS JOIN '.join(read)}",
+            params,
+        )
+        return cursor.fetchall()
+
+
+@lru_cache(maxsize=16)
+def insert_new_statement(model: type[Model], names: tuple[str, ...], unique: tuple[str, ...]) -> str:
+    """INSERT of one row unless a row with the same `unique` fields exists (rowcount 0 then), in one
+    statement: no read of the key first, and no savepoint for a duplicate (SQLite ≥ 3.24,
+    PostgreSQL)."""
+    columns = ", ".join(connection.ops.quote_name(_field(model, name).column) for name in unique)
+    return f"{insert_statement(model, names)} ON CONFLICT ({columns}) DO NOTHING"
+
+
 def insert_params(objects: list[Model], names: tuple[str, ...]) -> list:
     """The values of unsaved `objects`' fields `names`, adapted as `bulk_create()` adapts them."""
     if not objects:
@@ -93,6 +132,17 @@ def insert_params(objects: list[Model], names: tuple[str, ...]) -> list:
     return [
         field.get_db_prep_save(getattr(obj, field.attname), connection) for obj in objects for field in fields
     ]
+
+
+def decimal_value(model: type[Model], name: str, value) -> Decimal | None:
+    """A raw value of the model's DecimalField `name` as the ORM reads it: SQLite hands back a float
+    (or an int), rounded here to the field's places as Django's own converter does."""
+    if value is None or isinstance(value, Decimal):
+        return value
+    places = Decimal(1).scaleb(-_field(model, name).decimal_places)
+    if isinstance(value, float):
+        return Context(prec=15).create_decimal_from_float(value).quantize(places)
+    return Decimal(value).quantize(places)
 
 
 def table(model: type[Model]) -> str:
@@ -106,7 +156,13 @@ def _field(model: type[Model], name: str):
 
 @lru_cache(maxsize=256)
 def _statement(
-    model: type[Model], vendor: str, assign: tuple, add: tuple, where: tuple, returning: tuple
+    model: type[Model],
+    vendor: str,
+    assign: tuple,
+    add: tuple,
+    where: tuple,
+    returning: tuple,
+    guard: str = "",
 ) -> str:
     quote = connection.ops.quote_name
     columns = [f"{quote(_field(model, name).column)} = %s" for name in assign]
@@ -118,7 +174,7 @@ def _statement(
         if size is None
         else f"{quote(_field(model, name).column)} IN ({', '.join(['%s'] * size)})"
         for name, size in where
-    ]
+    ] + ([guard] if guard else [])
     if not columns or not conditions or any(size == 0 for _, size in where):
         raise ValueError(
             "an update sets or adds at least one field, under a condition, with no empty IN list"
