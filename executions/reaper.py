@@ -12,9 +12,11 @@ OPENCLAW_REAPER_INTERVAL_SEC; passes are idempotent, so several reapers may run.
 
 from datetime import timedelta
 
+import redis
 from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
+from dramatiq import get_broker
 
 from pools.models import WorkerPool
 
@@ -25,10 +27,20 @@ from .dispatch import dispatch_ready_tasks
 from .models import Attempt, Execution, Task
 from .states import AttemptStatus, ExecutionStatus, TaskStatus
 from .webhooks import webhooks_send_due
-from .worker_identity import process_gone
+from .worker_identity import gone_announced, process_gone
 
 # A deadline overrun is judged a little late, so a worker's own timeout wins the race.
 DEADLINE_GRACE_SEC = 5
+
+
+def dead_announced_workers() -> list[str]:
+    client = getattr(get_broker(), "client", None)  # a Redis broker's (tests may use a stub)
+    if client is None:
+        return []
+    try:
+        return gone_announced(client)
+    except redis.RedisError:  # Redis away: leases and the requeue delay still cover the dead
+        return []
 
 
 def reap(now=None) -> dict:
@@ -37,6 +49,7 @@ def reap(now=None) -> dict:
     stats = {"lost": 0, "expired": 0, "resent": 0, "dispatched": 0, "phases": 0}
     running = Attempt.objects.filter(status=AttemptStatus.RUNNING)
     gone = [w for w in running.values_list("worker", flat=True).distinct() if process_gone(w)]
+    gone += dead_announced_workers()
     for attempt_id in running.filter(worker__in=gone).values_list("id", flat=True):
         if attempt_fail(attempt_id, "worker lost: its process is gone", outcome=AttemptStatus.LOST):
             stats["lost"] += 1

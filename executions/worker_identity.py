@@ -4,11 +4,21 @@
 same host name and PID namespace) can tell that the process is gone and lose its attempts at
 once, instead of waiting for their leases to lapse. Anywhere else — another host, another
 container, an id of the older `host:pid` form — the lease is the only judge.
+
+Worker processes also announce themselves in Redis (`AnnounceWorker`), so the reaper finds a dead
+worker that held no attempt but may have taken messages it never started. Redis may forget the
+set (a restart): the requeue delay still covers those messages then.
 """
 
+import logging
 import os
 import socket
 from pathlib import Path
+
+import dramatiq
+
+log = logging.getLogger("openclaw.workers")
+WORKERS_KEY = "openclaw:worker-processes"
 
 
 def _pid_namespace() -> str:
@@ -35,3 +45,28 @@ def process_gone(worker: str) -> bool:
         return False
     # The state follows the command name in parentheses: "Z" is a killed child nobody reaped yet.
     return stat.rpartition(")")[2].split()[:1] == ["Z"]
+
+
+def gone_announced(client) -> list[str]:
+    """The announced workers of this machine whose process is gone, forgotten as they are found."""
+    gone = [w for w in (m.decode() for m in client.smembers(WORKERS_KEY)) if process_gone(w)]
+    if gone:
+        client.srem(WORKERS_KEY, *gone)
+    return gone
+
+
+class AnnounceWorker(dramatiq.Middleware):
+    """A worker process adds its id to the set of workers when it boots and takes it out on a clean
+    shutdown; one that dies stays there for the reaper to find."""
+
+    def after_worker_boot(self, broker, worker):
+        try:
+            broker.client.sadd(WORKERS_KEY, WORKER_ID)
+        except Exception:  # Redis away at boot: this worker is judged by its leases only
+            log.warning("could not announce worker %s", WORKER_ID, exc_info=True)
+
+    def before_worker_shutdown(self, broker, worker):
+        try:
+            broker.client.srem(WORKERS_KEY, WORKER_ID)
+        except Exception:
+            log.warning("could not withdraw worker %s", WORKER_ID, exc_info=True)

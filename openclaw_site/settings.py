@@ -273,6 +273,7 @@ DRAMATIQ_BROKER = {
         "openclaw_site.worker_tuning.GilSwitchInterval",
         "openclaw_site.worker_tuning.WarmAgentCode",
         "executions.worker_queues.FollowPoolQueues",
+        "executions.worker_identity.AnnounceWorker",
         "openclaw_site.worker_tuning.FreezeStartupObjects",
     ],
 }

@@ -94,3 +94,24 @@ def test_without_a_dead_worker_a_queued_message_waits_for_the_requeue_delay(
 
     with django_capture_on_commit_callbacks(execute=False):
         assert reap()["resent"] == 0
+
+
+def test_a_dead_announced_worker_with_no_attempt_gets_queued_messages_resent_at_once(
+    db, redis_server, django_capture_on_commit_callbacks
+):
+    from executions.worker_identity import WORKERS_KEY
+
+    make_pools()
+    client, _ = make_client()
+    execution = make_execution(client, [{"key": "frontend"}])
+    frontend = Task.objects.get(execution=execution, key="frontend")
+    queued(frontend)  # its message may have been taken by the dead worker
+    Task.objects.filter(pk=frontend.pk).update(queued_at=timezone.now() - timedelta(seconds=1))
+    dead = worker_id(dead_pid())
+    redis_server.sadd(WORKERS_KEY, dead, WORKER_ID)
+
+    with django_capture_on_commit_callbacks(execute=False):
+        assert reap()["resent"] == 1
+    assert redis_server.smembers(WORKERS_KEY) == {WORKER_ID.encode()}  # the dead one is forgotten
+    with django_capture_on_commit_callbacks(execute=False):
+        assert reap()["resent"] == 0  # once only: the next pass waits for the requeue delay again
