@@ -13,6 +13,7 @@ start. upload-pack frames the pack itself (side-band-64k when the client asks fo
 import asyncio
 import base64
 import binascii
+import contextlib
 import logging
 import os
 import signal
@@ -157,15 +158,13 @@ class UploadPack:
         self.deadline.start()
 
     def feed(self, body: bytes) -> None:
+        # git may stop reading at any point: it failed (logged when closed) or was stopped.
         try:
-            self.process.stdin.write(body)
-        except (BrokenPipeError, ValueError):
-            pass  # it stopped reading: it failed (logged when closed) or was stopped
+            with contextlib.suppress(BrokenPipeError, ValueError):
+                self.process.stdin.write(body)
         finally:
-            try:
+            with contextlib.suppress(BrokenPipeError):
                 self.process.stdin.close()
-            except BrokenPipeError:
-                pass
 
     def read_chunk(self) -> bytes:
         try:
@@ -180,18 +179,14 @@ class UploadPack:
             if self.process.poll() is None and not self.stopped:
                 self.stopped = True
                 log.info("git upload-pack on %s stopped: %s", self.repo_path, reason)
-                try:
+                with contextlib.suppress(ProcessLookupError):  # it exited meanwhile
                     os.killpg(self.process.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
 
     def close(self) -> None:
         self.deadline.cancel()
         if self.finished:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):  # then stopped just below
                 self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                pass
         self.stop(reason="the response ended before the pack did")
         returncode = self.process.wait()
         self.process.stdout.close()
