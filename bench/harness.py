@@ -12,7 +12,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -165,47 +164,13 @@ def wait_for_new_heartbeats(
 
 
 @contextlib.contextmanager
-def web_server(env: dict | None = None):
-    """daphne serving the site on a free local port; yields the base URL."""
-    import httpx
+def web_server(env: dict | None = None, *, processes: int = 1):
+    """daphne serving the site on a free local port (`processes` of them on its one socket);
+    yields the base URL and the daphne processes."""
+    from tests.processes import Daphne, worker_env
 
-    from tests.processes import worker_env
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    log = open(VAR / "logs" / "web.log", "ab")  # noqa: SIM115 (the child writes to it for its whole life)
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "daphne",
-            "-b",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "openclaw_site.asgi:application",
-        ],
-        cwd=ROOT,
-        env=worker_env(env),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(f"{base}/api/docs", timeout=1)
-                break
-            except httpx.HTTPError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"daphne did not start; see {VAR}/logs/web.log") from None
-                time.sleep(0.1)
-        yield base, process
-    finally:
-        stop_process_group(process)
+    with Daphne(worker_env(env), VAR / "logs" / "web.log", processes=processes) as web:
+        yield web.url, web.processes
 
 
 def stop_process_group(process: subprocess.Popen) -> None:

@@ -6,12 +6,14 @@ reaper run as their own processes; this process is the load generator on loopbac
 executions, the list, the event log and the pools — while W staff websockets stay open on
 /ws/console/. Afterwards every execution the API accepted must reach a terminal state (none lost).
 Reports the error rate and p50/p99 latency per operation, websocket survival and messages, and
-the peak memory of the web and worker processes.
+the peak memory of the web and worker processes. It runs twice: with one daphne, and with as many
+daphne processes as there are cores on one listening socket (`--web N`, repeatable, chooses).
 """
 
 import argparse
 import asyncio
 import json
+import os
 import random
 import statistics
 import time
@@ -196,15 +198,36 @@ def run(
     duration: float = 60,
     websockets_n: int = 200,
     post_share: float = 0.03,
+    web_tiers: list[int] | None = None,
 ) -> dict:
-    from bench.harness import PeakMemory, engine_workers, setup_database, web_server
+    """The load once per web tier: one daphne, then as many as the machine has cores (each on the
+    same listening socket, as `make run --web-processes N` starts them)."""
+    from bench.harness import setup_database
 
     if quick:
         clients, duration, websockets_n = 10, 15, 40
+    web_tiers = web_tiers or sorted({1, os.cpu_count() or 1})
     setup_database()
     keys, cookie = make_fixtures(clients)
-    with engine_workers() as workers, web_server() as (base, web):
-        memory = PeakMemory({"web": [web.pid], "workers": [workers.workers.pid, workers.reaper.pid]})
+    return {
+        "web_tiers": {
+            str(n): run_tier(
+                n, keys, cookie, duration=duration, websockets_n=websockets_n, post_share=post_share
+            )
+            for n in web_tiers
+        }
+    }
+
+
+def run_tier(
+    web_processes: int, keys: list[str], cookie: str, *, duration: float, websockets_n: int, post_share: float
+) -> dict:
+    from bench.harness import PeakMemory, engine_workers, web_server
+
+    with engine_workers() as workers, web_server(processes=web_processes) as (base, web):
+        memory = PeakMemory(
+            {"web": [p.pid for p in web], "workers": [workers.workers.pid, workers.reaper.pid]}
+        )
         memory.start()
         started = time.monotonic()
         outcome = asyncio.run(
@@ -215,8 +238,9 @@ def run(
         peaks = memory.stop()
     total = sum(len(v) for v in outcome["samples"].values())
     failed = sum(outcome["errors"].values())
-    result = {
-        "clients": clients,
+    return {
+        "web_processes": web_processes,
+        "clients": len(keys),
         "duration_sec": duration,
         "websockets": websockets_n,
         "requests": total,
@@ -237,16 +261,20 @@ def run(
         "drain_after_load_sec": round(drain_sec, 1),
         "peak_rss_mb": peaks,
     }
-    return result
 
 
-def report(result: dict) -> None:
+def report(results: dict) -> None:
+    for result in results["web_tiers"].values():
+        report_tier(result)
+
+
+def report_tier(result: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
     table = Table(
         title=f"Load: {result['clients']} API clients × {result['duration_sec']:g}s + "
-        f"{result['websockets']} websockets"
+        f"{result['websockets']} websockets; {result['web_processes']} daphne process(es)"
     )
     for column in ("operation", "requests", "p50 ms", "p99 ms"):
         table.add_column(column)
@@ -277,6 +305,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--duration", type=float, default=60)
     parser.add_argument("--websockets", type=int, default=200)
+    parser.add_argument(
+        "--web", type=int, action="append", help="daphne processes (repeatable; default: 1 and the cores)"
+    )
     args = parser.parse_args(argv)
     from bench.harness import prepare
 
@@ -286,7 +317,11 @@ def main(argv: list[str] | None = None) -> None:
 
         django.setup()
         result = run(
-            quick=args.quick, clients=args.clients, duration=args.duration, websockets_n=args.websockets
+            quick=args.quick,
+            clients=args.clients,
+            duration=args.duration,
+            websockets_n=args.websockets,
+            web_tiers=args.web,
         )
         RESULTS.mkdir(exist_ok=True)
         (RESULTS / "load.json").write_text(json.dumps(result, indent=2))

@@ -89,7 +89,7 @@ def one_size(count: int) -> dict:
     env = {"OPENCLAW_API_RATE": "100000/m"}
     with harness.web_server(env) as (base, web), harness.engine_workers(env) as workers:
         memory = harness.PeakMemory(
-            {"web": [web.pid], "workers": [workers.workers.pid], "reaper": [workers.reaper.pid]}
+            {"web": [p.pid for p in web], "workers": [workers.workers.pid], "reaper": [workers.reaper.pid]}
         )
         memory.start()
         started = time.time()

@@ -107,7 +107,7 @@ def run(ctx) -> dict:
     sqlite_path = str(connection.settings_dict["NAME"]) if connection.vendor == "sqlite" else None
     with (
         harness.engine_workers() as _,
-        harness.web_server({"OPENCLAW_SSE_HEARTBEAT_SEC": "5"}) as (base, web),
+        harness.web_server({"OPENCLAW_SSE_HEARTBEAT_SEC": "5"}) as (base, (web,)),
     ):
         ids = [
             execution_create(client=client, message=MESSAGE, session_key="streams", approval="plan").pk

@@ -282,6 +282,8 @@ WORKER_GIL_SWITCH_INTERVAL_MS = env.float("WORKER_GIL_SWITCH_INTERVAL_MS", defau
 # process per core (each has its own GIL) of 8 threads.
 WORKER_PROCESSES = env.int("WORKER_PROCESSES", default=os.cpu_count() or 1)
 WORKER_THREADS = env.int("WORKER_THREADS", default=8)
+# The daphne processes `make run` starts on its one listening socket (openclaw_site/web_tier.py).
+WEB_PROCESSES = env.int("WEB_PROCESSES", default=1)
 DRAMATIQ_AUTODISCOVER_MODULES = ["actors"]
 # Where agents' workspaces live: a worker running as root runs the sandbox as `nobody`, who must be
 # able to reach this folder (every folder above it searchable by others).

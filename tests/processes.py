@@ -6,7 +6,6 @@ both need the processes `make run` starts, pointed at a database of their own.
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from pathlib import Path
 import redis
 from django.conf import settings
 
+from openclaw_site import web_tier
 from openclaw_site.child_processes import die_with_parent
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -124,12 +124,14 @@ class Workers:
 
 class Daphne:
     """daphne serving the ASGI app (pages, API, websockets, static files, clones) on a free local
-    port, as in production; `url` once it answers `/healthz`."""
+    port, as in production; `url` once it answers `/healthz`. `processes` daphne processes share
+    the listening socket, as `make run --web-processes` starts them (openclaw_site/web_tier.py)."""
 
-    def __init__(self, env: dict, log_path: Path):
+    def __init__(self, env: dict, log_path: Path, *, processes: int = 1):
         self.env = env
         self.log_path = log_path
-        self.process: subprocess.Popen | None = None
+        self.count = processes
+        self.processes: list[subprocess.Popen] = []
         self.url = ""
 
     def __enter__(self) -> "Daphne":
@@ -139,48 +141,42 @@ class Daphne:
         self.stop()
 
     def start(self, timeout: float = 30) -> "Daphne":
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as log:  # the child keeps its own copy of the descriptor
-            self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "daphne",
-                    "-b",
-                    "127.0.0.1",
-                    "-p",
-                    str(port),
-                    "openclaw_site.asgi:application",
-                ],
-                cwd=ROOT,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=die_with_parent,
-            )
-        self.url = f"http://127.0.0.1:{port}"
+        # The children keep their own copies of the socket and the log's descriptor.
+        with web_tier.listening_socket("127.0.0.1", 0) as listener, open(self.log_path, "ab") as log:
+            for _ in range(self.count):
+                self.processes.append(
+                    subprocess.Popen(
+                        web_tier.daphne_command(listener),
+                        cwd=ROOT,
+                        env=self.env,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                        preexec_fn=die_with_parent,
+                        pass_fds=(listener.fileno(),),
+                    )
+                )
+            self.url = f"http://127.0.0.1:{listener.getsockname()[1]}"
         deadline = time.monotonic() + timeout
         while True:
             try:
                 with urllib.request.urlopen(f"{self.url}/healthz", timeout=2):
                     return self
             except OSError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
+                if any(p.poll() is not None for p in self.processes) or time.monotonic() > deadline:
                     self.stop()
                     raise RuntimeError(f"daphne did not start; see {self.log_path}") from None
                 time.sleep(0.1)
 
     def stop(self) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=5)
+        for process in self.processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=5)
+        self.processes = []

@@ -1,8 +1,9 @@
 """`make run`: the whole system in the foreground, supervised like a process manager would.
 
 Prepares the database and config, starts the embedded Redis when REDIS_URL is unset, then runs
-daphne, the Dramatiq workers (every pool plus the control queue) and the reaper; restarts a child
-that dies, and stops them all on Ctrl-C or SIGTERM.
+daphne (`--web-processes` of them on one listening socket), the Dramatiq workers (every pool plus
+the control queue) and the reaper; restarts a child that dies, and stops them all on Ctrl-C or
+SIGTERM.
 """
 
 import os
@@ -20,7 +21,7 @@ from django.core.management.base import BaseCommand
 
 from executions.api_keys import client_for_key
 from executions.models import ApiKey, Client
-from openclaw_site import embedded_redis
+from openclaw_site import embedded_redis, web_tier
 from openclaw_site.child_processes import die_with_parent
 from pools import sandbox
 
@@ -35,8 +36,9 @@ class Command(BaseCommand):
         parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
         parser.add_argument("--threads", type=int, default=settings.WORKER_THREADS)
         parser.add_argument("--processes", type=int, default=settings.WORKER_PROCESSES)
+        parser.add_argument("--web-processes", type=int, default=settings.WEB_PROCESSES)
 
-    def handle(self, *args, port, host, threads, processes, **options):
+    def handle(self, *args, port, host, threads, processes, web_processes, **options):
         var = settings.VAR_DIR
         children: dict[str, subprocess.Popen] = {}
         env = dict(os.environ)
@@ -61,17 +63,9 @@ class Command(BaseCommand):
             )
         )
         self.report_sandbox()
+        listener = web_tier.listening_socket(host, port)
         commands = {
-            "web": [
-                sys.executable,
-                "-m",
-                "daphne",
-                "-b",
-                host,
-                "-p",
-                str(port),
-                "openclaw_site.asgi:application",
-            ],
+            **{f"web-{n}": web_tier.daphne_command(listener) for n in range(1, max(1, web_processes) + 1)},
             "workers": [
                 sys.executable,
                 "manage.py",
@@ -91,9 +85,7 @@ class Command(BaseCommand):
         restarts: dict[str, float] = {}
         try:
             for name, cmd in commands.items():
-                children[name] = subprocess.Popen(
-                    cmd, env=env, cwd=settings.BASE_DIR, preexec_fn=die_with_parent
-                )
+                children[name] = self.start(name, cmd, env, listener)
             while not stopping:
                 time.sleep(0.5)
                 for name, child in list(children.items()):
@@ -103,9 +95,7 @@ class Command(BaseCommand):
                             time.sleep(2)
                         self.stderr.write(f"{name} exited with {child.returncode}; restarting")
                         restarts[name] = time.monotonic()
-                        children[name] = subprocess.Popen(
-                            commands[name], env=env, cwd=settings.BASE_DIR, preexec_fn=die_with_parent
-                        )
+                        children[name] = self.start(name, commands[name], env, listener)
         finally:
             self.stdout.write("Stopping…")
             for child in children.values():
@@ -117,10 +107,17 @@ class Command(BaseCommand):
                     child.wait(timeout=max(0.1, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
                     child.kill()
+            listener.close()
             if redis_process:
                 redis_process.terminate()
                 redis_process.wait(timeout=10)
             self.stdout.write("Stopped.")
+
+    @staticmethod
+    def start(name: str, cmd: list[str], env: dict, listener) -> subprocess.Popen:
+        # Only the web processes get the listening socket: a worker holding it would never accept.
+        fds = (listener.fileno(),) if name.startswith("web-") else ()
+        return subprocess.Popen(cmd, env=env, cwd=settings.BASE_DIR, preexec_fn=die_with_parent, pass_fds=fds)
 
     def report_sandbox(self) -> None:
         """Whether the agents' `run` tool can execute anything here; without bubblewrap it answers
