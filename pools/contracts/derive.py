@@ -113,14 +113,16 @@ def contract_for(request: str, areas: dict[str, str]) -> dict:
     return contract
 
 
+# The words that name a part of the project. The first one in a description wins: a task's own
+# words come before what it quotes ("Build FastAPI backend: REST API + frontend" builds the backend).
+AREA_WORDS = re.compile(r"(frontend|next|\bui\b)|(backend|fastapi|\bapi\b)")
+
+
 def area_of(description: str, role: str) -> str:
     """The part of the project a task builds, from its pool's role and its description's words."""
     if role in ("database", "security"):
         return role
-    lowered = description.lower()
-    words = set(re.findall(r"[a-z]+", lowered))
-    if "frontend" in lowered or "next" in lowered or "ui" in words:
-        return "frontend"
-    if "backend" in lowered or "api" in words or "fastapi" in lowered:
-        return "backend"
-    return "other"
+    found = AREA_WORDS.search(description.lower())
+    if found is None:
+        return "other"
+    return "frontend" if found.group(1) else "backend"

@@ -48,3 +48,22 @@ def test_a_pool_with_one_turn_answers_in_a_single_reply(workers, client_and_key)
     for attempt in Attempt.objects.filter(task__execution=done):
         assert list(attempt.turns.values_list("number", "tool_calls")) == [(1, [])]
         assert "commands" not in attempt.task.result
+
+
+def test_the_seeds_other_demo_requests_complete_without_a_key(workers, client_and_key):
+    """Each task builds the part its own words name, not one the quoted request mentions: the
+    backend task of "REST API + frontend + …" writes the backend, so its files are its own."""
+    configure(latency=0.05, max_turns=1)
+    requests = ["REST API + frontend + security audit", "Full website + backend + audit + database"]
+    executions = [
+        execution_create(client=client_and_key[0], message=message, session_key=f"demo-{n}")
+        for n, message in enumerate(requests)
+    ]
+    for execution in executions:
+        done = wait_for_status(execution.pk, {"completed", "partial", "failed"}, timeout=90)
+        assert done.status == "completed", done.final_response
+        assert not Task.objects.filter(execution=done).exclude(kind="plan").exists()  # no fix round
+        paths = {
+            f["path"] for t in Task.objects.filter(execution=done, role="codegen") for f in t.result["files"]
+        }
+        assert any(p.startswith("backend/") for p in paths) and any(p.startswith("frontend/") for p in paths)

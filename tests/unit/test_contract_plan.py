@@ -8,7 +8,7 @@ import pytest
 from executions.pm_coordinator import PoolLimits, decompose
 from pools import llm
 from pools.contracts.contract import ContractInvalid, amend, project_part, validate_contract
-from pools.contracts.derive import contract_for
+from pools.contracts.derive import area_of, contract_for
 from pools.llm import ModelSpec
 from pools.prompts import agent_prompt, loop_prompt
 
@@ -310,3 +310,12 @@ def test_the_offline_planner_amends_the_stored_contract_too():
     paths = [(e["method"], e["path"]) for e in result.contract["endpoints"]]
     assert paths[:2] == [("GET", "/api/menu_items"), ("POST", "/api/bookings/:id")]
     assert ("GET", "/api/reviews") in paths and ("POST", "/api/reviews") in paths
+
+
+def test_a_tasks_area_is_the_first_part_its_description_names():
+    quoted = ": REST API + frontend + security audit"
+    assert area_of("Build FastAPI backend with API endpoints" + quoted, "codegen") == "backend"
+    assert area_of("Build Next.js frontend" + quoted, "codegen") == "frontend"
+    assert area_of("Build the UI for bookings", "codegen") == "frontend"
+    assert area_of("Write the deployment notes", "codegen") == "other"
+    assert area_of("Build the backend", "database") == "database"
