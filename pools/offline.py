@@ -455,8 +455,11 @@ def one_side(content: str, keep: set[str]) -> str:
 def union_of_sides(content: str, path: str = "") -> str:
     """A file with git's conflict markers resolved the offline way: both sides kept, ours first. For
     Python, when the lines of both sides together do not parse, ours whole plus the top-level
-    functions only theirs defines, so the resolution is code that compiles."""
+    functions only theirs defines, so the resolution is code that compiles; for SQL, statement by
+    statement (`union_of_sql`): the lines of two statements interleaved are no statement."""
     both = one_side(content, {"ours", "theirs"})
+    if path.endswith(".sql"):
+        return union_of_sql(one_side(content, {"ours"}), one_side(content, {"theirs"}))
     if not path.endswith(".py"):
         return both
     try:
@@ -480,6 +483,28 @@ def union_of_sides(content: str, path: str = "") -> str:
     body = ours[: -len(tail)] if ours.endswith(tail) else ours
     merged = body.rstrip("\n") + "".join(f"\n\n\n{block.rstrip()}" for block in added) + "\n"
     return merged + (tail if ours.endswith(tail) else "")
+
+
+# What a schema statement creates ("table", "bookings"): the same object from both sides is kept once.
+SQL_CREATES = re.compile(
+    r"create\s+(?:unique\s+)?(table|index|view)\s+(?:if\s+not\s+exists\s+)?\"?([\w.]+)", re.IGNORECASE
+)
+
+
+def union_of_sql(ours: str, theirs: str) -> str:
+    """Ours whole, then theirs' statements that create what ours does not, or that ours lacks."""
+
+    def statements(text: str) -> list[str]:
+        return [part.strip() for part in text.split(";") if part.strip()]
+
+    def creates(statement: str) -> tuple[str, str] | str:
+        found = SQL_CREATES.match(statement)
+        return (found.group(1).lower(), found.group(2).lower()) if found else " ".join(statement.split())
+
+    kept = statements(ours)
+    known = {creates(statement) for statement in kept}
+    kept += [statement for statement in statements(theirs) if creates(statement) not in known]
+    return "".join(f"{statement};\n\n" for statement in kept).rstrip("\n") + "\n"
 
 
 def resolve_merge(meta: dict) -> dict:
