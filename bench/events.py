@@ -1,17 +1,17 @@
 """Event latency: a state change's event written → a console websocket client receives it.
 
-A staff websocket client in this process stays connected to daphne's /ws/console/ (the live
-console's feed) while executions run on the real workers. events.emit publishes each event on
-commit from the worker processes to the channel layer (channels_redis on the engine's Redis),
-daphne's ConsoleConsumer forwards it to the socket. Latency is the receive time minus the event's
-`at` (its row's created_at, stamped inside the transaction), so it also covers the rest of that
-transaction and its commit: an upper bound of commit → receive. Delivery to the console is
+A staff websocket client in a process of its own stays connected to daphne's /ws/console/ (the
+live console's feed) while executions run on the real workers. events.emit publishes each event on
+commit from the worker processes to the channel layer (channels_redis's pub/sub layer on the
+engine's Redis), daphne's ConsoleConsumer forwards it to the socket. Latency is the receive time
+minus the event's `at` (its row's created_at, stamped inside the transaction), so it also covers
+the rest of that transaction and its commit: an upper bound of commit → receive. Delivery to the console is
 at-most-once by design; the events received are counted against the rows stored.
 """
 
 import asyncio
 import json
-import threading
+import multiprocessing
 import time
 from datetime import datetime
 
@@ -22,42 +22,60 @@ POOLS = ("codegen", "security", "database")
 DURATIONS = (0.1, 0.15, 0.2, 0.25, 0.3)
 
 
-class ConsoleSocket(threading.Thread):
-    """A websocket client of /ws/console/ on its own event loop, stamping every event it receives."""
+class ConsoleSocket:
+    """A websocket client of /ws/console/ in a process of its own, as a browser is: the benchmark's
+    own work (creating the executions) must not hold up its receiving. Stamps every event."""
 
     def __init__(self, url: str, cookie: str, origin: str):
-        super().__init__(daemon=True)
-        self.url, self.cookie, self.origin = url, cookie, origin
+        context = multiprocessing.get_context("spawn")
+        self.ready, self.stopped = context.Event(), context.Event()
+        self.results, sender = context.Pipe(duplex=False)
+        self.process = context.Process(
+            target=_listen_in_child, args=(url, cookie, origin, self.ready, self.stopped, sender), daemon=True
+        )
         self.received: list[tuple[str, int, float]] = []  # (execution id, seq, latency s)
-        self.ready = threading.Event()
-        self.stopped = threading.Event()
-        self.error: Exception | None = None
+        self.error: str | None = None
 
-    def run(self) -> None:
-        try:
-            asyncio.run(self.listen())
-        except Exception as exc:  # reported by the benchmark
-            self.error = exc
-            self.ready.set()
+    def start(self) -> None:
+        self.process.start()
 
-    async def listen(self) -> None:
-        import websockets
+    def join(self, timeout: float) -> None:
+        """Stop listening and collect what was received."""
+        self.stopped.set()
+        if self.results.poll(timeout):
+            self.received, self.error = self.results.recv()
+        self.process.join(timeout)
 
-        async with websockets.connect(
-            self.url, additional_headers={"Cookie": self.cookie, "Origin": self.origin}, open_timeout=30
-        ) as socket:
-            self.ready.set()
-            while not self.stopped.is_set():
-                try:
-                    raw = await asyncio.wait_for(socket.recv(), timeout=0.5)
-                except TimeoutError:
-                    continue
-                now = time.time()
-                message = json.loads(raw)
-                if message.get("kind") == "event":
-                    event = message["event"]
-                    at = datetime.fromisoformat(event["at"]).timestamp()
-                    self.received.append((event["execution_id"], event["seq"], now - at))
+
+def _listen_in_child(url, cookie, origin, ready, stopped, sender) -> None:
+    received: list[tuple[str, int, float]] = []
+    error = None
+    try:
+        asyncio.run(_listen(url, cookie, origin, ready, stopped, received))
+    except Exception as exc:  # reported by the benchmark
+        error = f"{type(exc).__name__}: {exc}"
+        ready.set()
+    sender.send((received, error))
+
+
+async def _listen(url, cookie, origin, ready, stopped, received) -> None:
+    import websockets
+
+    async with websockets.connect(
+        url, additional_headers={"Cookie": cookie, "Origin": origin}, open_timeout=30
+    ) as socket:
+        ready.set()
+        while not stopped.is_set():
+            try:
+                raw = await asyncio.wait_for(socket.recv(), timeout=0.5)
+            except TimeoutError:
+                continue
+            now = time.time()
+            message = json.loads(raw)
+            if message.get("kind") == "event":
+                event = message["event"]
+                at = datetime.fromisoformat(event["at"]).timestamp()
+                received.append((event["execution_id"], event["seq"], now - at))
 
 
 def run(ctx) -> dict:
@@ -75,8 +93,6 @@ def run(ctx) -> dict:
         )
         socket.start()
         socket.ready.wait(30)
-        if socket.error:
-            raise socket.error
         plans = [random_dag(size, 500 + i, durations=DURATIONS) for i in range(executions)]
         ids = [
             harness.execution_from_plan(
@@ -86,8 +102,9 @@ def run(ctx) -> dict:
         ]
         harness.wait_terminal(ids, timeout=120)
         time.sleep(1)  # the last publishes are in flight
-        socket.stopped.set()
-        socket.join(5)
+        socket.join(10)
+        if socket.error:
+            raise RuntimeError(f"the console socket failed: {socket.error}")
     received = socket.received
     mine = [r for r in received if r[0] in set(ids)]
     stored = Event.objects.filter(execution_id__in=ids).count()

@@ -145,10 +145,7 @@ def attempt_succeed(attempt_id, *, result: dict, usage=None, commit: str = "", o
     with transaction.atomic():
         held_limits = lock_dependents_pools(task)
         lock_execution(task.execution_id)
-        # The pools left to dispatch after commit: registered first, so that this runs before the
-        # events are published (the next agent's start is the critical path).
-        pools: set[str] = set()
-        transaction.on_commit(lambda: dispatch_ready_pools(pools))
+        pools: set[str] = set()  # the pools left to dispatch after commit
         if not close_attempt(attempt, usage, AttemptStatus.SUCCEEDED, finished_at=now):
             return False
         paths = Task.paths_of(result)
@@ -206,6 +203,11 @@ def attempt_succeed(attempt_id, *, result: dict, usage=None, commit: str = "", o
                 for pool in sorted(ready_pools)
                 if dispatch_pool(pool, within_execution=task.execution_id, held_limits=held_limits) is None
             )
+        # After commit, the messages of the tasks queued here go first, then the events (handed to the
+        # publisher thread), then the dispatches left over, which take a transaction each: events
+        # behind them would wait for the write lock as well.
+        if pools:
+            transaction.on_commit(lambda: dispatch_ready_pools(pools))
         if objects is not None:
             projects.store_objects(objects)  # last: the project's row is the last lock it takes
     return True

@@ -239,9 +239,12 @@ CACHES = {
 
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
-        # redis-py 8 caps a pool at 100 connections and fails beyond it; hundreds of websockets
-        # connecting at once (group_add each) need more.
+        # Redis pub/sub: a group send is one PUBLISH, where the list-based layer takes four round
+        # trips a group, each a wait for the GIL in a busy worker (events reached the console
+        # several times later). Both are at-most-once; clients resume by seq. A process holds one
+        # subscribing connection for all its websockets and streams; publishes come from a pool,
+        # which redis-py 8 caps at 100 connections unless told otherwise.
+        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
         "CONFIG": {
             "hosts": [
                 {

@@ -26,17 +26,23 @@ class GilSwitchInterval(dramatiq.Middleware):
 class WarmAgentCode(dramatiq.Middleware):
     """A worker's first scan starts the fork server bandit's scans come from, which loads bandit
     and its plugins (pools/verifiers/bandit_scan.py), and its first model call the provider SDKs
-    the model profiles use (`llm.warm_providers`); done after a message was taken, a fresh
+    the model profiles use (`llm.warm_providers`), and its first event the publisher's thread and
+    channel-layer connection (`events.warm_publisher`); done after a message was taken, a fresh
     worker's first tasks would start late and run long, on the critical path of whatever execution
-    they belonged to. Both are done before the worker consumes anything."""
+    they belonged to. All are done before the worker consumes anything."""
 
     def before_worker_boot(self, broker, worker):
         # Imported here, not at the top: the web process imports this module too (asgi.py) and
         # never verifies nor calls a model; only a booting worker loads the verifiers and the SDKs.
+        from executions import events  # noqa: PLC0415 (see above)
         from pools import llm  # noqa: PLC0415 (see above)
         from pools.verifiers.bandit_scan import run_bandit  # noqa: PLC0415 (see above)
 
         run_bandit([{"path": "warm_up.py", "content": "print('ready')\n"}])
+        try:
+            events.warm_publisher()
+        except Exception:  # Redis not there yet: the first event connects
+            log.warning("event publisher not connected at boot", exc_info=True)
         try:
             llm.warm_providers()
         except Exception:  # no database yet (first migrate), a profile the SDK refuses: not fatal
