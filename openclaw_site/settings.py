@@ -125,6 +125,7 @@ OPENCLAW_SSE_HEARTBEAT_SEC = env.float("OPENCLAW_SSE_HEARTBEAT_SEC", default=15.
 # `make install` builds (pools/sandbox_python.py).
 OPENCLAW_SANDBOX_BWRAP = env.str("OPENCLAW_SANDBOX_BWRAP", default="bwrap")
 OPENCLAW_SANDBOX_VENV = env.str("OPENCLAW_SANDBOX_VENV", default=str(BASE_DIR / ".venv-sandbox"))
+OPENCLAW_SANDBOX_NICE = env.int("OPENCLAW_SANDBOX_NICE", default=10)
 # The integration gate (executions/integration.py): the longest run of a merged project's compile
 # and tests in the sandbox.
 OPENCLAW_GATE_TIMEOUT_SEC = env.float("OPENCLAW_GATE_TIMEOUT_SEC", default=120.0)

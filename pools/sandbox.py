@@ -135,6 +135,7 @@ def run(
         memory_mb=memory_mb,
         max_processes=max_processes,
         max_file_mb=max_file_mb,
+        nice=_niceness(),
     )
     try:
         return _run(bwrap, Path(venv), Path(workspace).absolute(), command, timeout_sec, output_limit, limits)
@@ -148,6 +149,9 @@ class _Limits:
     memory_mb: int
     max_processes: int
     max_file_mb: int
+    # The command's CPU priority below the engine's (`nice`): agents' tests and builds are batch
+    # work, and on a busy host they otherwise starve the API, the console and the dispatch.
+    nice: int = 0
 
     def ulimit(self) -> str:
         """bash's ulimit for them, soft and hard alike so the command cannot raise them again; but
@@ -157,6 +161,10 @@ class _Limits:
             f"ulimit -t {self.cpu_sec + 1} -v {self.memory_mb * 1024} -u {self.max_processes}"
             f" -f {self.max_file_mb * 1024} -c 0 && ulimit -S -t {self.cpu_sec}"
         )
+
+
+def _niceness() -> int:
+    return settings.OPENCLAW_SANDBOX_NICE if settings.configured else 0
 
 
 def _configuration() -> tuple[str, str]:
@@ -330,11 +338,12 @@ def _shell(command: str, limits: _Limits, inherited: _Inherited, options: list[s
         encoded = command.encode("utf-8", "surrogateescape")
     except UnicodeEncodeError:  # lone surrogates, as JSON may carry them
         encoded = command.encode("utf-8", "replace")
+    lowered = f"nice -n {limits.nice} " if limits.nice > 0 else ""
     if len(encoded) <= ARGV_MAX_BYTES:
-        then, argument = 'exec bash -c "$1"', [encoded]
+        then, argument = f'exec {lowered}bash -c "$1"', [encoded]
     else:
         options += ["--perms", "0444", "--file", inherited.memory_file(encoded), COMMAND_FILE]
-        then, argument = f"exec bash {COMMAND_FILE}", []
+        then, argument = f"exec {lowered}bash {COMMAND_FILE}", []
     options += ["--remount-ro", "/"]
     return ["bash", "--noprofile", "--norc", "-c", f"{limits.ulimit()} && {then}", "bash", *argument]
 

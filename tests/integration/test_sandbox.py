@@ -224,6 +224,18 @@ def test_cpu_seconds_are_limited_per_process(workspace):
     assert result.duration_sec < 1 + SLACK_SEC
 
 
+def test_commands_run_at_a_lower_cpu_priority_they_cannot_raise(workspace, settings):
+    settings.OPENCLAW_SANDBOX_NICE = 10
+    mine = os.getpriority(os.PRIO_PROCESS, 0)
+    result = run(workspace, "nice; renice -n -5 -p $$ >/dev/null 2>&1 || echo refused")
+    assert result.output.split() == [str(mine + 10), "refused"], result.output
+    # The command file of a long command runs at the same priority.
+    result = run(workspace, "nice\n: " + "x" * 1_000_000)
+    assert result.output.split() == [str(mine + 10)], result.output
+    settings.OPENCLAW_SANDBOX_NICE = 0
+    assert run(workspace, "nice").output.split() == [str(mine)]
+
+
 def test_a_process_that_backgrounds_itself_is_gone_afterwards(workspace):
     mark = f"openclaw-daemon-{uuid.uuid4().hex}"
     result = run(
