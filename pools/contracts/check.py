@@ -258,6 +258,21 @@ def _owners(owner, paths) -> list[str]:
     return sorted({o for o in map(owner, paths) if o})
 
 
+def _not_served(endpoint: dict, file: str, found: str, calls, owner) -> Mismatch:
+    """An endpoint no route serves, blamed on `file`'s owner; its callers' owners are concerned."""
+    callers = [c.file for c in calls if paths_match(segments(c.path), segments(endpoint["path"]))]
+    return Mismatch(
+        INTERFACE,
+        "endpoint-not-served",
+        file,
+        None,
+        found,
+        f"{endpoint_label(endpoint)} served, as the contract declares",
+        owner(file),
+        [o for o in _owners(owner, callers) if o != owner(file)],
+    )
+
+
 def _closest(target: str, candidates: list[str], n: int = 3) -> list[str]:
     scored = sorted(candidates, key=lambda c: -difflib.SequenceMatcher(None, target, c).ratio())
     return scored[:n]
@@ -309,23 +324,12 @@ def check_endpoints(
     if not routes:
         # Backend code, but not one route read from it: nothing shows the endpoints served.
         unread = "; ".join(route_notes[:3])
+        found = f"no route could be read from the backend code ({', '.join(backend[:5])})" + (
+            f": {unread}" if unread else ""
+        )
         for endpoint in endpoints:
             report.count(False)
-            file = backend[0]
-            callers = [c.file for c in calls if paths_match(segments(c.path), segments(endpoint["path"]))]
-            report.mismatches.append(
-                Mismatch(
-                    INTERFACE,
-                    "endpoint-not-served",
-                    file,
-                    None,
-                    f"no route could be read from the backend code ({', '.join(backend[:5])})"
-                    + (f": {unread}" if unread else ""),
-                    f"{endpoint_label(endpoint)} served, as the contract declares",
-                    owner(file),
-                    [o for o in _owners(owner, callers) if o != owner(file)],
-                )
-            )
+            report.mismatches.append(_not_served(endpoint, backend[0], found, calls, owner))
         return
     by_file: dict[str, int] = {}
     for route in routes:
@@ -341,21 +345,13 @@ def check_endpoints(
         labels = {f"{r.method} {show_path(segments(r.path))}": r for r in routes}
         near = _closest(endpoint_label(endpoint), list(labels))
         nearest = labels[near[0]] if near else None
-        file = nearest.file if nearest else main_file
-        callers = [c.file for c in calls if paths_match(segments(c.path), path)]
+        found = (
+            "no route serves it; the closest routes: "
+            + ", ".join(f"{label} ({labels[label].file}:{labels[label].line})" for label in near)
+            + (f" ({'; '.join(unfollowed[:2])})" if unfollowed else "")
+        )
         report.mismatches.append(
-            Mismatch(
-                INTERFACE,
-                "endpoint-not-served",
-                file,
-                None,
-                "no route serves it; the closest routes: "
-                + ", ".join(f"{label} ({labels[label].file}:{labels[label].line})" for label in near)
-                + (f" ({'; '.join(unfollowed[:2])})" if unfollowed else ""),
-                f"{endpoint_label(endpoint)} served, as the contract declares",
-                owner(file),
-                [o for o in _owners(owner, callers) if o != owner(file)],
-            )
+            _not_served(endpoint, nearest.file if nearest else main_file, found, calls, owner)
         )
 
 
