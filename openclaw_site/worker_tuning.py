@@ -3,6 +3,7 @@ garbage collector, in the web and reaper processes too)."""
 
 import gc
 import logging
+import os
 import sys
 
 import dramatiq
@@ -10,6 +11,17 @@ from django.conf import settings
 from django.db import connection
 
 log = logging.getLogger("openclaw.workers")
+
+
+class WorkerPriority(dramatiq.Middleware):
+    """Workers run below the web tier's CPU priority (`WORKER_NICE`, applied before any thread of
+    theirs starts, so every thread, the verifiers' children and the sandboxes inherit it): on a
+    host they share with daphne, as `make run` does, a burst of agents' work otherwise starves the
+    API and the console (BENCHMARKS.md, "load"). On a host of their own it changes nothing."""
+
+    def before_worker_boot(self, broker, worker):
+        if settings.WORKER_NICE > 0:
+            os.nice(settings.WORKER_NICE)
 
 
 class GilSwitchInterval(dramatiq.Middleware):

@@ -32,6 +32,22 @@ def boot_in_a_fresh_interpreter(script: str) -> subprocess.CompletedProcess:
     return done
 
 
+def test_a_worker_and_every_thread_it_starts_run_below_the_web_tiers_priority():
+    script = (
+        "import os, threading, django; django.setup()\n"
+        "from django.conf import settings\n"
+        "settings.WORKER_NICE = 5\n"
+        "start = os.getpriority(os.PRIO_PROCESS, 0)\n"
+        "from openclaw_site.worker_tuning import WorkerPriority\n"
+        "WorkerPriority().before_worker_boot(broker=None, worker=None)\n"
+        "seen = []\n"
+        "thread = threading.Thread(target=lambda: seen.append(os.getpriority(os.PRIO_PROCESS, 0)))\n"
+        "thread.start(); thread.join()\n"
+        "print(os.getpriority(os.PRIO_PROCESS, 0) - start, seen[0] - start)\n"
+    )
+    assert boot_in_a_fresh_interpreter(script).stdout.split("\n")[-2] == "5 5"
+
+
 def test_a_worker_loads_the_agent_code_and_starts_bandits_fork_server_before_it_consumes():
     """In a fresh interpreter, as a worker process boots: the actors bring the agent code, the
     warm-up starts the fork server bandit's scans come from (pools/verifiers/bandit_scan.py),
