@@ -8,6 +8,8 @@ executions, the list, the event log and the pools — while W staff websockets s
 Reports the error rate and p50/p99 latency per operation, websocket survival and messages, and
 the peak memory of the web and worker processes. It runs twice: with one daphne, and with as many
 daphne processes as there are cores on one listening socket (`--web N`, repeatable, chooses).
+Then, per web tier, the API alone: the same clients reading `GET /api/pools` back to back with no
+worker running, the web tier's own capacity.
 """
 
 import argparse
@@ -215,7 +217,42 @@ def run(
                 n, keys, cookie, duration=duration, websockets_n=websockets_n, post_share=post_share
             )
             for n in web_tiers
-        }
+        },
+        "api_alone": {str(n): api_alone(n, keys, duration=10 if quick else 20) for n in web_tiers},
+    }
+
+
+def api_alone(web_processes: int, keys: list[str], *, duration: float) -> dict:
+    """The web tier's own capacity: the clients read `GET /api/pools` back to back, each waiting for
+    its answer, with no worker running and no websocket open."""
+    import httpx
+
+    from bench.harness import web_server
+
+    async def client(http, key: str, deadline: float, latencies: list[float], statuses: Counter) -> None:
+        while time.monotonic() < deadline:
+            started = time.monotonic()
+            response = await http.get("/api/pools", headers={"X-API-Key": key})
+            latencies.append(time.monotonic() - started)
+            statuses[response.status_code] += 1
+
+    async def generate(base: str) -> tuple[list[float], Counter]:
+        latencies, statuses = [], Counter()
+        limits = httpx.Limits(max_connections=len(keys) + 10, max_keepalive_connections=len(keys) + 10)
+        async with httpx.AsyncClient(base_url=base, timeout=30, limits=limits) as http:
+            deadline = time.monotonic() + duration
+            await asyncio.gather(*(client(http, key, deadline, latencies, statuses) for key in keys))
+        return latencies, statuses
+
+    with web_server(processes=web_processes) as (base, _):
+        latencies, statuses = asyncio.run(generate(base))
+    return {
+        "web_processes": web_processes,
+        "clients": len(keys),
+        "requests_per_sec": round(len(latencies) / duration, 1),
+        "p50_ms": round(statistics.median(latencies) * 1000, 1),
+        "p99_ms": round(percentile(latencies, 0.99) * 1000, 1),
+        "statuses": dict(statuses),
     }
 
 
@@ -264,8 +301,16 @@ def run_tier(
 
 
 def report(results: dict) -> None:
+    from rich.console import Console
+
     for result in results["web_tiers"].values():
         report_tier(result)
+    for alone in results["api_alone"].values():
+        Console().print(
+            f"API alone, {alone['web_processes']} daphne process(es), {alone['clients']} clients: "
+            f"{alone['requests_per_sec']} requests/s, p50 {alone['p50_ms']} ms, p99 {alone['p99_ms']} ms, "
+            f"statuses {alone['statuses']}"
+        )
 
 
 def report_tier(result: dict) -> None:
