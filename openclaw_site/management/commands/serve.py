@@ -53,6 +53,8 @@ class Command(BaseCommand):
         key = self.demo_key(var / "demo_api_key")
         password = self.demo_admin(var / "demo_admin_password")
         url = f"http://{'localhost' if host in ('127.0.0.1', '0.0.0.0') else host}:{port}"
+        # The address the product gives out (clone URLs, links in Slack): where this run listens.
+        env.setdefault("OPENCLAW_PUBLIC_URL", url)
         self.stdout.write(
             self.style.SUCCESS(
                 f"\nOpenClaw is starting on {url}\n"
