@@ -283,7 +283,7 @@ DRAMATIQ_BROKER = {
     ],
 }
 WORKER_GIL_SWITCH_INTERVAL_MS = env.float("WORKER_GIL_SWITCH_INTERVAL_MS", default=1.0)
-WORKER_NICE = env.int("WORKER_NICE", default=5)
+WORKER_NICE = env.int("WORKER_NICE", default=0)
 # The workers `make run` (manage.py serve) and the benchmarks start: Dramatiq's own defaults, a
 # process per core (each has its own GIL) of 8 threads.
 WORKER_PROCESSES = env.int("WORKER_PROCESSES", default=os.cpu_count() or 1)

@@ -14,10 +14,10 @@ log = logging.getLogger("openclaw.workers")
 
 
 class WorkerPriority(dramatiq.Middleware):
-    """Workers run below the web tier's CPU priority (`WORKER_NICE`, applied before any thread of
-    theirs starts, so every thread, the verifiers' children and the sandboxes inherit it): on a
-    host they share with daphne, as `make run` does, a burst of agents' work otherwise starves the
-    API and the console (BENCHMARKS.md, "load"). On a host of their own it changes nothing."""
+    """Workers may run below the web tier's CPU priority (`WORKER_NICE`, applied before any thread
+    of theirs starts, so every thread, the verifiers' children and the sandboxes inherit it), for a
+    host they share with daphne. Off by default: under the load benchmark, 5 changed nothing
+    measurable (BENCHMARKS.md, "load"), and it slows whatever waits on the workers."""
 
     def before_worker_boot(self, broker, worker):
         if settings.WORKER_NICE > 0:

@@ -14,6 +14,10 @@ os.environ.setdefault("OPENCLAW_VAR_DIR", str(ROOT / "var" / "test"))
 # The servers and workers the tests start speak plain HTTP and sign with a key generated under
 # var/test (settings: a local run). pytest-django still turns settings.DEBUG off in this process.
 os.environ.setdefault("DEBUG", "1")
+# The suite waits on its workers and their sandboxes, which share the cores with the test process,
+# chromium and, in CI, the other pass: no lower priority for them here (tests/integration/
+# test_sandbox.py checks the niceness itself).
+os.environ.setdefault("OPENCLAW_SANDBOX_NICE", "0")
 _embedded = None
 
 
