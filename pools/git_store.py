@@ -9,6 +9,7 @@ use a repository). A Repository object is opened per operation and never shared 
 
 import fcntl
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -192,9 +193,26 @@ def create_commit(
     return str(repo.create_commit(None, who, by, message, tree, [pygit2.Oid(hex=p) for p in parents]))
 
 
+# A ref's `.lock` file lives for the milliseconds of one write; one this old was left by a process
+# killed while writing (SIGKILL, OOM), and every later write of that ref would fail on it.
+STALE_REF_LOCK_SEC = 10.0
+
+
 def set_ref(repo: pygit2.Repository, name: str, commit: str) -> None:
-    """Point a ref at a commit, whatever it pointed at (refs only one writer owns: a task's branch)."""
-    repo.references.create(name, pygit2.Oid(hex=commit), force=True)
+    """Point a ref at a commit, whatever it pointed at (refs only one writer owns: a task's branch).
+    A lock file a killed writer left behind is removed, and the write tried once more."""
+    try:
+        repo.references.create(name, pygit2.Oid(hex=commit), force=True)
+    except (pygit2.GitError, OSError):
+        lock = Path(repo.path) / f"{name}.lock"
+        try:
+            stale = time.time() - lock.stat().st_mtime > STALE_REF_LOCK_SEC
+        except FileNotFoundError:
+            stale = False
+        if not stale:
+            raise
+        lock.unlink(missing_ok=True)
+        repo.references.create(name, pygit2.Oid(hex=commit), force=True)
 
 
 # ---------------------------------------------------------------- merging

@@ -1,7 +1,11 @@
 """The git store: trees and commits without a work tree, three-way merges, compare-and-swap refs."""
 
+import os
 import subprocess
+import time
+from pathlib import Path
 
+import pygit2
 import pytest
 
 from pools import git_store
@@ -112,3 +116,20 @@ def test_diff_between_commits_is_a_unified_patch(repo):
     assert "-2\n+3\n" in patch.patch and "+++ b/b.txt" in patch.patch
     assert git_store.diff_stats(patch) == {"files_changed": 2, "insertions": 2, "deletions": 1}
     assert "+++ b/a.txt" in git_store.diff(repo, None, base).patch
+
+
+def test_a_ref_lock_left_by_a_killed_writer_does_not_block_the_ref_for_good(repo):
+    first = commit(repo, {"a.txt": "1\n"})
+    second = commit(repo, {"a.txt": "2\n"}, parents=[first], base=first)
+    name = "refs/heads/executions/exec_1/task_2"
+    git_store.set_ref(repo, name, first)
+    lock = Path(repo.path) / f"{name}.lock"
+    lock.write_text("")  # as a writer SIGKILLed between creating its lock and renaming it leaves it
+    with pytest.raises((pygit2.GitError, OSError)):  # a fresh lock is someone's write: not touched
+        git_store.set_ref(repo, name, second)
+    assert lock.exists()
+    old = time.time() - git_store.STALE_REF_LOCK_SEC - 5
+    os.utime(lock, (old, old))
+    git_store.set_ref(repo, name, second)
+    assert str(repo.references[name].target) == second
+    assert not lock.exists()
