@@ -22,6 +22,21 @@ ROOT = Path(__file__).resolve().parent.parent
 HEARTBEATS = "openclaw:__heartbeats__"  # the Redis broker's sorted set of worker processes (settings)
 
 
+def spawn(argv: list[str], env: dict, log, *, pass_fds: tuple[int, ...] = ()) -> subprocess.Popen:
+    """A child in a session of its own (its group is stopped whole), dying with this process,
+    writing to `log`."""
+    return subprocess.Popen(
+        argv,
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        preexec_fn=die_with_parent,
+        pass_fds=pass_fds,
+    )
+
+
 def worker_env(extra: dict | None = None) -> dict:
     """This process's environment, with the database and Redis it uses spelled out for children."""
     from django.db import connection  # noqa: PLC0415 (this module is imported before Django is set up)
@@ -57,15 +72,7 @@ class Workers:
 
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
         log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 (the child writes to it for its whole life)
-        return subprocess.Popen(
-            [sys.executable, "manage.py", *args],
-            cwd=ROOT,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=die_with_parent,
-        )
+        return spawn([sys.executable, "manage.py", *args], self.env, log)
 
     def start(self) -> "Workers":
         self.start_workers()
@@ -146,16 +153,7 @@ class Daphne:
         with web_tier.listening_socket("127.0.0.1", 0) as listener, open(self.log_path, "ab") as log:
             for _ in range(self.count):
                 self.processes.append(
-                    subprocess.Popen(
-                        web_tier.daphne_command(listener),
-                        cwd=ROOT,
-                        env=self.env,
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                        start_new_session=True,
-                        preexec_fn=die_with_parent,
-                        pass_fds=(listener.fileno(),),
-                    )
+                    spawn(web_tier.daphne_command(listener), self.env, log, pass_fds=(listener.fileno(),))
                 )
             self.url = f"http://127.0.0.1:{listener.getsockname()[1]}"
         deadline = time.monotonic() + timeout
