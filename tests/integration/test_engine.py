@@ -70,8 +70,11 @@ def test_restaurant_request_runs_in_parallel_and_audits_after_the_backend(worker
     assert done.estimated_duration_sec == pytest.approx(4.2) and done.serial_estimate_sec == pytest.approx(
         6.3
     )
+    # Parallel, measured on the tasks themselves (a busy machine stretches both sides alike): the
+    # whole took less than its tasks' own times one after another.
     makespan = (role["security"].finished_at - min(t.started_at for t in role.values())).total_seconds()
-    assert makespan < done.serial_estimate_sec
+    serial = sum((t.finished_at - t.started_at).total_seconds() for t in role.values())
+    assert makespan < serial - 1.0, (makespan, serial)
     # The audit saw the backend's code as context (its app, validation, tests and requirements).
     assert role["security"].result["summary"].startswith("Audited 5 files")
     assert done.fee_usd == Decimal("3.20") and done.cost_usd > 0
