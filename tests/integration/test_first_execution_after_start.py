@@ -19,10 +19,36 @@ from tests.processes import Workers
 
 KEY_ENV = "OPENCLAW_TEST_FAKE_LLM_API_KEY"
 RESTAURANT = "Build a restaurant website with online booking and secure payments"
-# Request → each first-layer task's model call, and the spread of those calls: about 0.1 s and
-# tens of milliseconds when nothing loads late; the bounds leave room for a loaded CI box.
-FIRST_CALL_WITHIN_SEC = 0.75
+# The fan-out's calls follow the request in about 0.1 s when nothing loads late, and start within
+# tens of milliseconds of each other. A loaded CI box stretches every execution alike, so the first
+# execution is held to the second's pace (a late SDK load cost the first over a second).
+SLOWER_THAN_THE_SECOND_SEC = 0.5
 SPREAD_WITHIN_SEC = 0.5
+
+
+def first_calls(server, since: float) -> dict[str, float]:
+    """Each task description's first model call after `since`, in seconds after it (a retry's or a
+    later execution's calls come later and do not count)."""
+    calls: dict[str, float] = {}
+    for _, description, at in agent_calls(server.requests):
+        if at >= since:
+            calls.setdefault(description, at - since)
+    return calls
+
+
+def run_restaurant(client, server, session_key: str) -> tuple[object, dict[str, float]]:
+    requested = time.monotonic()
+    execution = execution_create(client=client, message=RESTAURANT, session_key=session_key, mode="parallel")
+    done = wait_for_status(execution.pk, {"completed", "partial", "failed"}, timeout=60)
+    # The fake agents' minimal files do not implement the offline PM's contract, so the execution may
+    # end partial after its fix rounds; what matters here is that every planned task was delivered.
+    assert done.status in ("completed", "partial"), done.error
+    planned = Task.objects.filter(execution=done, kind="plan")
+    assert all(t.attempts.filter(status="succeeded").exists() for t in planned)
+    first_layer = [t for t in planned if not t.blocked_by]
+    assert len(first_layer) >= 3  # a fan-out: the restaurant's frontend, backend and schema
+    calls = first_calls(server, requested)
+    return done, {t.key: round(calls[t.description], 3) for t in first_layer}
 
 
 def test_the_first_fan_out_after_a_start_calls_its_models_at_once(
@@ -34,22 +60,9 @@ def test_the_first_fan_out_after_a_start_calls_its_models_at_once(
         load_config(seed_config_at(server, key_env=KEY_ENV, offline_pm=True), force=True)
         workers = Workers(8, env, processes=2, logs=settings.VAR_DIR / "test-logs").start()
         try:
-            requested = time.monotonic()
-            execution = execution_create(
-                client=client, message=RESTAURANT, session_key="cold", mode="parallel"
-            )
-            done = wait_for_status(execution.pk, {"completed", "partial", "failed"}, timeout=60)
+            _, first = run_restaurant(client, server, "cold")
+            _, second = run_restaurant(client, server, "warm")
         finally:
             workers.stop()
-        calls = {description: at - requested for _, description, at in agent_calls(server.requests)}
-    # The fake agents' minimal files do not implement the offline PM's contract, so the execution may
-    # end partial after its fix rounds; what matters here is that every planned task was delivered.
-    assert done.status in ("completed", "partial"), done.error
-    planned = Task.objects.filter(execution=done, kind="plan")
-    assert all(t.attempts.filter(status="succeeded").exists() for t in planned)
-
-    first_layer = [t for t in planned if not t.blocked_by]
-    assert len(first_layer) >= 3  # a fan-out: the restaurant's frontend, backend and schema
-    after = {t.key: round(calls[t.description], 3) for t in first_layer}
-    assert max(after.values()) < FIRST_CALL_WITHIN_SEC, after
-    assert max(after.values()) - min(after.values()) < SPREAD_WITHIN_SEC, after
+    assert max(first.values()) - min(first.values()) < SPREAD_WITHIN_SEC, first
+    assert max(first.values()) < max(second.values()) + SLOWER_THAN_THE_SECOND_SEC, (first, second)
