@@ -1,13 +1,15 @@
 """The plan's contract checked against the merged tree, and its mismatches as conflicts.
 
-At aggregation, once no task can make progress, the merged tree (every lineage's latest files)
-is checked against the execution's contract by parsing (`pools.contracts.check`). Mismatches are
-grouped by kind and by the task that deviates from the contract: each group is one conflict of
-kind `interface` or `ownership` between that task and the tasks on the other side of the
-interface, with the evidence (file, line, what was found, what the contract expects). A conflict
-is resolved by a remediation of the deviating lineage, given the evidence (an ownership fix also
-drops the stray files), and re-checked at the next aggregation: resolved when none of its
-mismatches remain, another round while rounds remain, else unresolved.
+At aggregation, once no task can make progress, the merged tree (every lineage's latest files, on
+top of the project's files where the execution started) is checked against the execution's
+contract by parsing (`pools.contracts.check`). Mismatches are grouped by kind and by the task that
+deviates from the contract: each group is one conflict of kind `interface` or `ownership` between
+that task and the tasks on the other side of the interface, with the evidence (file, line, what
+was found, what the contract expects). A conflict is resolved by a remediation of the deviating
+lineage, given the evidence (an ownership fix also drops the stray files), and re-checked at the
+next aggregation: resolved when none of its mismatches remain, another round while rounds remain,
+else unresolved. A mismatch in a file of the project that the execution left alone is noted, not
+raised: no task of the plan wrote it.
 
 `review` reads and parses (no lock held); `settle` runs in the aggregation's transaction.
 """
@@ -26,18 +28,24 @@ log = logging.getLogger("openclaw.aggregator")
 MAX_EVIDENCE = 20
 
 
-def lineage_trees(tasks: list[Task]) -> tuple[dict[str, str], dict[str, str], dict[str, list[str]]]:
+def lineage_trees(
+    tasks: list[Task], base: dict[str, str] | None = None
+) -> tuple[dict[str, str], dict[str, str], dict[str, list[str]]]:
     """The merged tree (path → content), each path's lineage, and each lineage's current paths.
 
+    `base`: the project's files where the execution started (a follow-up's project so far), under
+    the lineages' files: what no task wrote or removed stays as it was, with no owner.
     Each lineage's paths are its own, whether or not its version of a path is the one kept: the
     ownership check is about what a task wrote."""
     by_pk = {t.pk: t for t in tasks}
     lineages: dict[str, dict[str, tuple]] = {}  # lineage → path → (merge order, content)
+    unchanged = dict(base or {})
     for task in sorted((t for t in tasks if t.status == TaskStatus.SUCCEEDED), key=merge_order):
         lineage = lineage_key(task, by_pk)
         files = lineages.setdefault(lineage, {})
         for path in task.result.get("removed", []):
             files.pop(path, None)
+            unchanged.pop(path, None)
         for item in task.result.get("files", []):
             files[item["path"]] = (merge_order(task), item["content"])
     tree: dict[str, tuple] = {}
@@ -48,20 +56,41 @@ def lineage_trees(tasks: list[Task]) -> tuple[dict[str, str], dict[str, str], di
                 tree[path] = (order, content)
                 owner_of[path] = lineage
     writes = {lineage: sorted(files) for lineage, files in lineages.items()}
-    return {path: content for path, (_, content) in tree.items()}, owner_of, writes
+    merged = {path: content for path, content in unchanged.items() if path not in tree}
+    merged.update((path, content) for path, (_, content) in tree.items())
+    return merged, owner_of, writes
 
 
-def review(execution: Execution, tasks: list[Task]) -> Report:
-    """The merged tree checked against the contract (an empty report without a contract)."""
+def review(execution: Execution, tasks: list[Task], base: dict[str, str] | None = None) -> Report:
+    """The merged tree (on top of `base`, the project's files at the start) checked against the
+    contract (an empty report without a contract).
+
+    A mismatch in a file of the base that no task of the execution touched was there before it
+    started: it counts against the checks and is noted, but raises no conflict (no task of this
+    plan wrote it, and a follow-up is not held to what it did not change)."""
     if not execution.contract:
         return Report()
-    files, owner_of, writes = lineage_trees(tasks)
-    return check_tree(execution.contract, files, owner_of, writes)
+    files, owner_of, writes = lineage_trees(tasks, base)
+    report = check_tree(execution.contract, files, owner_of, writes)
+    base = base or {}
+    inherited = [
+        m for m in report.mismatches if m.deviating is None and m.file in base and m.file not in owner_of
+    ]
+    for mismatch in inherited:
+        mismatch.inherited = True
+    if inherited:
+        report.notes.append(
+            f"{len(inherited)} mismatch(es) in the project's files as they were before this execution, "
+            f"which it did not change (first: {describe(inherited)}): not raised as its conflicts"
+        )
+    return report
 
 
 def group_mismatches(report: Report) -> dict[tuple[str, str | None], list[Mismatch]]:
     groups: dict[tuple[str, str | None], list[Mismatch]] = {}
     for mismatch in report.mismatches:
+        if mismatch.inherited:
+            continue
         groups.setdefault((mismatch.kind, mismatch.deviating), []).append(mismatch)
     return groups
 

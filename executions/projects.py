@@ -268,6 +268,15 @@ def plan_base(execution: Execution) -> Base:
     return Base(project.head, git_store.listing(repo, project.head or None), project_part(project.contract))
 
 
+@git_errors
+def base_files(execution: Execution) -> dict[str, str]:
+    """The project's files where the execution started (`base_commit`); empty for a new project
+    and for an execution from before projects lived in git."""
+    if not (execution.project and execution.base_commit):
+        return {}
+    return git_store.files_at(repository_of(execution), execution.base_commit)
+
+
 # ---------------------------------------------------------------- a task's commit
 
 

@@ -344,7 +344,8 @@ def _aggregate(execution_id: str, claim: int) -> str | None:
 
 
 def check_tree(execution: Execution, tasks: list[Task]) -> str:
-    """The merged tree checked as a whole: the contract, then the integration gate. Returns REOPENED
+    """The merged tree, on top of the project's files where the execution started, checked as a
+    whole: the contract, then the integration gate. Returns REOPENED
     when a fix round started (the execution is executing again), STOPPED when the execution left
     aggregation meanwhile (cancelled), else CHECKED. Nothing is fixed after a budget stop."""
     if stopped_for_budget(tasks):
@@ -352,7 +353,9 @@ def check_tree(execution: Execution, tasks: list[Task]) -> str:
             integration={"ran": False, "ok": True, "reason": "stopped at the budget: not checked"}
         )
         return CHECKED
-    report = interfaces.review(execution, tasks)
+    # A follow-up is checked as it will land: its work on top of the project as it was.
+    base = projects.base_files(execution)
+    report = interfaces.review(execution, tasks, base)
     with transaction.atomic():
         if not still_aggregating(execution.pk):
             return STOPPED
@@ -365,7 +368,7 @@ def check_tree(execution: Execution, tasks: list[Task]) -> str:
         )
         if started:
             return reopen(execution.pk, started, "contract checks")
-    files, owner_of, _ = interfaces.lineage_trees(tasks)
+    files, owner_of, _ = interfaces.lineage_trees(tasks, base)
     gate = integration.run(files)  # the sandbox's run, with no lock held
     with transaction.atomic():
         if not still_aggregating(execution.pk):

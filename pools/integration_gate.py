@@ -107,6 +107,15 @@ def script(steps: list[tuple[str, str]]) -> str:
     return "\n".join(lines)
 
 
+def shown_command(steps: list[tuple[str, str]]) -> str:
+    """The steps as one line a user can paste in the project's root: a step that changes
+    directory, unless it is the last, runs in a subshell of its own (as the script runs each)."""
+    return " && ".join(
+        f"({line})" if line.startswith("cd ") and i < len(steps) - 1 else line
+        for i, (_, line) in enumerate(steps)
+    )
+
+
 def counts(output: str) -> tuple[int, int]:
     """Tests passed and failed, summed over every pytest summary line of the output."""
     passed = failed = 0
@@ -137,7 +146,7 @@ def run_gate(
 ) -> GateResult:
     started = time.monotonic()
     steps, notes = plan(files, node=node)
-    command = " && ".join(line for _, line in steps)
+    command = shown_command(steps)
     problems = syntax_problems(files)
     header = "\n".join([*(f"syntax: {p}" for p in problems), *notes])
     if not steps:

@@ -65,6 +65,7 @@ class Mismatch:
     expected: str
     deviating: str | None  # the task whose file deviates from the contract
     concerned: list[str] = field(default_factory=list)  # the tasks on the other side
+    inherited: bool = False  # in a file of the project's base that the execution did not change
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -446,3 +446,22 @@ def test_a_follow_up_keeps_the_projects_contract_and_adds_its_own(
     assert clone(live_server, key, "bistro", checkout).returncode == 0
     main = (checkout / "backend/app/main.py").read_text()
     assert "def list_menu_items" in main and "def list_bookings" in main
+
+
+def test_a_follow_up_is_checked_and_tested_as_the_project_it_lands_in(workers, client_and_key):
+    configure(latency=0.05)
+    client, _ = client_and_key
+    menu = run(client, "Build a FastAPI backend for the menu", "diner", session="a")
+    assert menu.status == "completed" and "$ pytest backend" in menu.integration["output_tail"]
+
+    # A follow-up that writes no backend code: the project's backend is still the one its contract
+    # is checked against, and the project's tests run beside its own.
+    page = run(client, "Add a reviews page where guests rate their visit", "diner", session="b")
+    assert page.status == "completed", page.final_response
+    written = {p for t in page.tasks.filter(status="succeeded") for p in Task.paths_of(t.result)}
+    assert not any(p.startswith("backend/") for p in written)
+    assert page.contract_report["counts"]["routes"] >= 2
+    assert page.contract_report["passed"] == page.contract_report["checks"] > 0
+    gate = page.integration
+    assert gate["ok"] and "$ pytest backend" in gate["output_tail"]
+    assert gate["passed"] >= menu.integration["passed"], gate  # the project's tests, all passing

@@ -4,6 +4,7 @@ from decimal import Decimal
 
 import pytest
 
+from executions.interfaces import group_mismatches, lineage_trees, review
 from executions.models import Conflict, Event, Execution, Task
 from executions.states import ExecutionStatus, TaskStatus
 from pools import sandbox
@@ -270,3 +271,53 @@ def test_routers_behind_a_mount_that_cannot_be_followed_are_noted_and_not_counte
     )
     served = [m for m in report.mismatches if m.check == "endpoint-not-served"]
     assert len(served) == 2 and "could not be followed" in served[0].found
+
+
+def follow_up_task(key: str, pk: int, files: dict[str, str], removed=()) -> Task:
+    return Task(
+        pk=pk,
+        key=key,
+        kind="plan",
+        status=TaskStatus.SUCCEEDED,
+        result={"files": [{"path": p, "content": c} for p, c in files.items()], "removed": list(removed)},
+    )
+
+
+def test_a_follow_up_is_checked_on_top_of_the_projects_files_and_not_held_to_what_it_left_alone():
+    # The project so far: the backend and schema; a follow-up adds a page calling the existing API
+    # and removes a stale file.
+    base = {
+        "backend/main.py": BACKEND,
+        "database/schema.sql": SCHEMA,
+        "docs/old.md": "stale",
+    }
+    page = follow_up_task("web", 1, {"frontend/api.js": FRONTEND}, removed=["docs/old.md"])
+    files, owner_of, writes = lineage_trees([page], base)
+    assert set(files) == {"backend/main.py", "database/schema.sql", "frontend/api.js"}
+    assert owner_of == {"frontend/api.js": "web"} and writes == {"web": ["frontend/api.js"]}
+    execution = Execution(contract=CONTRACT)
+
+    report = review(execution, [page], base)
+    # The page's calls are served by the backend it did not write: no endpoint goes unchecked.
+    assert report.counts["routes"] == 2 and report.counts["calls"] == 2
+    assert not [m for m in report.mismatches if m.check.startswith(("endpoint", "call"))]
+    # The backend's unknown column was there before: counted and noted, raised as nobody's conflict.
+    [old] = report.mismatches
+    assert (old.check, old.file, old.deviating, old.inherited) == (
+        "sql-column",
+        "backend/main.py",
+        None,
+        True,
+    )
+    assert report.checks - report.passed == 1 and "before this execution" in report.notes[-1]
+    assert group_mismatches(report) == {}
+
+    # Without the project's files the same page's calls reach no backend at all.
+    alone = review(execution, [page])
+    assert alone.counts["routes"] == 0 and not any(m.inherited for m in alone.mismatches)
+
+    # A follow-up that rewrites the backend owns what its version gets wrong.
+    rewrite = follow_up_task("api", 2, {"backend/main.py": BACKEND})
+    [mine] = review(execution, [page, rewrite], base).mismatches
+    assert (mine.deviating, mine.inherited) == ("api", False)
+    assert list(group_mismatches(review(execution, [page, rewrite], base))) == [("interface", "api")]

@@ -1,6 +1,10 @@
 """The integration gate: what it runs on a merged tree, and what it makes of the output."""
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -98,3 +102,30 @@ def test_a_tree_with_nothing_to_run_is_not_run_and_a_syntax_error_fails_without_
     assert (broken.ran, broken.ok) == (False, False)
     assert broken.reason == "the sandbox is unavailable: no bwrap"
     assert "syntax: app/x.py:1 Python syntax error" in broken.output_tail
+
+
+@needs_sandbox
+def test_the_command_it_reports_runs_as_shown_from_the_projects_root(settings, tmp_path):
+    # Two test folders: the second `cd` must not start from the first one's folder.
+    files = {
+        **BACKEND,
+        "worker/jobs.py": "def job():\n    return 1\n",
+        "worker/tests/test_jobs.py": "from jobs import job\n\n\ndef test_job():\n    assert job() == 1\n",
+    }
+    gate = run_gate(files, timeout_sec=60, workspaces=settings.OPENCLAW_WORKSPACES_DIR)
+    assert (gate.ok, gate.passed) == (True, 2), gate.output_tail
+    for path, content in files.items():
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text(content)
+    # On the host, with this interpreter (and its pytest) as `python3`.
+    path = f"{Path(sys.executable).parent}:{os.environ['PATH']}"
+    shown = subprocess.run(
+        ["bash", "-c", gate.command],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": path},
+    )
+    assert shown.returncode == 0, (gate.command, shown.stdout, shown.stderr)
+    assert shown.stdout.count("passed") == 2
