@@ -1,6 +1,8 @@
 """ASGI entry point for daphne: HTTP through Django, websockets under /ws/."""
 
+import logging
 import os
+import threading
 
 import django
 from asgiref.sync import sync_to_async
@@ -53,3 +55,18 @@ application = ProtocolTypeRouter(
 from openclaw_site.worker_tuning import freeze_startup_objects  # noqa: E402
 
 freeze_startup_objects()  # what daphne loaded stays out of every full collection's walk
+
+
+def _warm_event_publisher() -> None:
+    """The events a request commits (a new execution's plan) go out through this process's
+    publisher: connected now, in the background, so the first request does not wait for it and a
+    Redis not up yet does not stop daphne's start."""
+    from executions import events  # noqa: PLC0415 (after django.setup, as the consumers)
+
+    try:
+        events.warm_publisher()
+    except Exception:  # the first event connects instead
+        logging.getLogger("openclaw.events").warning("event publisher not connected at start", exc_info=True)
+
+
+threading.Thread(target=_warm_event_publisher, name="warm-event-publisher", daemon=True).start()
