@@ -20,10 +20,11 @@ from tests.processes import Workers
 KEY_ENV = "OPENCLAW_TEST_FAKE_LLM_API_KEY"
 RESTAURANT = "Build a restaurant website with online booking and secure payments"
 # The fan-out's calls follow the request in about 0.1 s when nothing loads late, and start within
-# tens of milliseconds of each other. A loaded CI box stretches every execution alike, so the first
-# execution is held to the second's pace (a late SDK load cost the first over a second).
-SLOWER_THAN_THE_SECOND_SEC = 0.5
-SPREAD_WITHIN_SEC = 0.5
+# tens of milliseconds of each other. A loaded CI box stretches every execution (the first more:
+# its threads open their first connections), so the first is held to the second's pace within a
+# second; SDKs loaded on the first model need made it 1.7-3.5 s slower, its calls as far apart.
+SLOWER_THAN_THE_SECOND_SEC = 1.0
+SPREAD_WITHIN_SEC = 1.0
 
 
 def first_calls(server, since: float) -> dict[str, float]:
