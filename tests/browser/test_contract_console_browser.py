@@ -23,7 +23,13 @@ def test_the_contract_its_checks_the_evidence_and_the_gate_output_are_shown(page
         message="Build a restaurant website with online booking",
         status="partial",
         contract=CONTRACT,
-        contract_report={"checks": 12, "passed": 11, "failed": 1, "counts": {"routes": 4}},
+        contract_report={
+            "checks": 12,
+            "passed": 11,
+            "failed": 1,
+            "counts": {"routes": 4},
+            "notes": ["1 mismatch(es) in the project's files as they were before this execution"],
+        },
         integration=GATE,
     )
     Conflict.objects.create(
@@ -41,6 +47,7 @@ def test_the_contract_its_checks_the_evidence_and_the_gate_output_are_shown(page
     assert "/api/bookings" in page.inner_text("[data-contract=endpoints]")
     assert page.locator("[data-contract=ownership] tbody tr").count() == 2
     assert "11 of 12 checks pass" in page.inner_text("[data-contract-checks]")
+    assert "as they were before this execution" in page.inner_text("[data-contract-notes]")
     assert page.locator("[data-gate=failed]").count() == 1
     assert "FAILED tests/test_validation.py" in page.inner_text("[data-gate=failed] pre")
     shot(page, "execution-contract")

@@ -37,9 +37,14 @@ function ownership(contract) {
 function checks(report) {
   if (!report || !report.checks) return h("p", {class: "muted small"}, "The merged project has not been checked yet.");
   const counts = Object.entries(report.counts || {}).map(([k, v]) => `${v} ${k.replace("_", " ")}`).join(", ");
-  return h("p", {class: "small", "data-contract-checks": ""},
-    badge(report.failed ? "unresolved" : "resolved", "", report.failed ? "mismatches" : "agrees"),
-    ` ${report.passed} of ${report.checks} checks pass `, h("span", {class: "muted"}, `(read: ${counts})`));
+  // What the checks say of themselves: code they could not follow, mismatches the project had before.
+  const notes = (report.notes || []).map((note) => h("li", {}, note));
+  return [
+    h("p", {class: "small", "data-contract-checks": ""},
+      badge(report.failed ? "unresolved" : "resolved", "", report.failed ? "mismatches" : "agrees"),
+      ` ${report.passed} of ${report.checks} checks pass `, h("span", {class: "muted"}, `(read: ${counts})`)),
+    notes.length ? h("ul", {class: "muted small", "data-contract-notes": ""}, notes) : null,
+  ];
 }
 
 function gate(run) {
