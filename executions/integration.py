@@ -65,8 +65,11 @@ def implicated(gate: dict, files: dict[str, str], owner_of: dict[str, str]) -> t
     ]
     if failing:
         return Counter(failing).most_common(1)[0][0], list(dict.fromkeys([*failing, *owners]))
-    if mentioned:
-        return owner_of.get(mentioned[-1]), owners
+    # A failing test no task of the execution wrote (a follow-up's project's own): the last of its
+    # files the output names, e.g. the module in the traceback.
+    owned = [path for path in mentioned if path in owner_of]
+    if owned:
+        return owner_of[owned[-1]], owners
     return None, owners
 
 

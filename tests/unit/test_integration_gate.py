@@ -129,3 +129,18 @@ def test_the_command_it_reports_runs_as_shown_from_the_projects_root(settings, t
     )
     assert shown.returncode == 0, (gate.command, shown.stdout, shown.stderr)
     assert shown.stdout.count("passed") == 2
+
+
+def test_a_failing_test_of_the_project_goes_to_the_lineage_whose_file_the_traceback_names():
+    # A follow-up changed the backend's module (task_2) and the page (task_1); the project's own
+    # test, which no task of it wrote, now fails in that module.
+    files = {**BACKEND, "frontend/page.js": "fetch('/api/x')"}
+    owner_of = {"backend/app/calc.py": "task_2", "frontend/page.js": "task_1"}
+    gate = {
+        "output_tail": (
+            "$ pytest backend\nF\n_____ test_add _____\ntests/test_calc.py:5: in test_add\n"
+            "    assert add(2, 2) == 4\napp/calc.py:2: in add\n    return a - b\n"
+            "FAILED tests/test_calc.py::test_add - assert 0 == 4\n1 failed in 0.02s\n"
+        )
+    }
+    assert implicated(gate, files, owner_of) == ("task_2", ["task_2"])
