@@ -61,16 +61,20 @@ def lineage_trees(
     return merged, owner_of, writes
 
 
-def review(execution: Execution, tasks: list[Task], base: dict[str, str] | None = None) -> Report:
-    """The merged tree (on top of `base`, the project's files at the start) checked against the
-    contract (an empty report without a contract).
+def review(
+    execution: Execution,
+    tree: tuple[dict[str, str], dict[str, str], dict[str, list[str]]],
+    base: dict[str, str] | None = None,
+) -> Report:
+    """The merged tree (`lineage_trees` of the tasks on top of `base`, the project's files at the
+    start) checked against the contract (an empty report without a contract).
 
     A mismatch in a file of the base that no task of the execution touched was there before it
     started: it counts against the checks and is noted, but raises no conflict (no task of this
     plan wrote it, and a follow-up is not held to what it did not change)."""
     if not execution.contract:
         return Report()
-    files, owner_of, writes = lineage_trees(tasks, base)
+    files, owner_of, writes = tree
     report = check_tree(execution.contract, files, owner_of, writes)
     base = base or {}
     inherited = [

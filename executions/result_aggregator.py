@@ -355,7 +355,8 @@ def check_tree(execution: Execution, tasks: list[Task]) -> str:
         return CHECKED
     # A follow-up is checked as it will land: its work on top of the project as it was.
     base = projects.base_files(execution)
-    report = interfaces.review(execution, tasks, base)
+    tree = interfaces.lineage_trees(tasks, base)
+    report = interfaces.review(execution, tree, base)
     with transaction.atomic():
         if not still_aggregating(execution.pk):
             return STOPPED
@@ -368,7 +369,7 @@ def check_tree(execution: Execution, tasks: list[Task]) -> str:
         )
         if started:
             return reopen(execution.pk, started, "contract checks")
-    files, owner_of, _ = interfaces.lineage_trees(tasks, base)
+    files, owner_of, _ = tree
     gate = integration.run(files)  # the sandbox's run, with no lock held
     with transaction.atomic():
         if not still_aggregating(execution.pk):

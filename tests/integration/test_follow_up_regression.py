@@ -4,7 +4,6 @@ names fixes it, and the follow-up lands with the project's tests passing. The mo
 servers behind the real SDKs, answering as each request asks."""
 
 import json
-import re
 
 import pytest
 
@@ -12,6 +11,7 @@ from executions.models import Conflict
 from executions.services import execution_create
 from pools import sandbox
 from tests.conftest import Workers, wait_for_status
+from tests.fakes.agency import AGENT_TASK
 from tests.fakes.llm_server import FakeLLMServer
 from tests.integration.test_real_sdk_agents import KEY_ENV, configure_real_models
 
@@ -55,9 +55,7 @@ def reply(body: dict) -> str:
         return plan("Add version() to backend/app/calc.py" if FOLLOW_UP in prompt else "Write the calculator")
     if system.startswith("You are the PM writing"):
         return "Delivered."
-    task = re.search(
-        r"Your task \(\w+ pool\): <<<CLIENT_DATA\n(.*?)\nCLIENT_DATA>>>", prompt, re.DOTALL
-    ).group(1)
+    _, task = AGENT_TASK.search(prompt).groups()
     if task == "Write the calculator":
         return files(PROJECT_FILES)
     if "integration gate" in task:  # the fix, given the failing output

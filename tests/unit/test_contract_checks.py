@@ -297,7 +297,7 @@ def test_a_follow_up_is_checked_on_top_of_the_projects_files_and_not_held_to_wha
     assert owner_of == {"frontend/api.js": "web"} and writes == {"web": ["frontend/api.js"]}
     execution = Execution(contract=CONTRACT)
 
-    report = review(execution, [page], base)
+    report = review(execution, lineage_trees([page], base), base)
     # The page's calls are served by the backend it did not write: no endpoint goes unchecked.
     assert report.counts["routes"] == 2 and report.counts["calls"] == 2
     assert not [m for m in report.mismatches if m.check.startswith(("endpoint", "call"))]
@@ -313,11 +313,13 @@ def test_a_follow_up_is_checked_on_top_of_the_projects_files_and_not_held_to_wha
     assert group_mismatches(report) == {}
 
     # Without the project's files the same page's calls reach no backend at all.
-    alone = review(execution, [page])
+    alone = review(execution, lineage_trees([page]))
     assert alone.counts["routes"] == 0 and not any(m.inherited for m in alone.mismatches)
 
     # A follow-up that rewrites the backend owns what its version gets wrong.
     rewrite = follow_up_task("api", 2, {"backend/main.py": BACKEND})
-    [mine] = review(execution, [page, rewrite], base).mismatches
+    [mine] = review(execution, lineage_trees([page, rewrite], base), base).mismatches
     assert (mine.deviating, mine.inherited) == ("api", False)
-    assert list(group_mismatches(review(execution, [page, rewrite], base))) == [("interface", "api")]
+    assert list(group_mismatches(review(execution, lineage_trees([page, rewrite], base), base))) == [
+        ("interface", "api")
+    ]
