@@ -160,7 +160,7 @@ def wait_completed(execution_id: str, workers, timeout: float) -> None:
 
 def engine_run(client, plan: list[dict], workers) -> Run:
     from executions.dag import simulate_makespan
-    from executions.models import Attempt
+    from executions.models import Attempt, Task
 
     bound, simulated = bound_of(plan)
     requested = time.time()
@@ -184,7 +184,12 @@ def engine_run(client, plan: list[dict], workers) -> Run:
         first - requested,
         peaks_of(spans),
         simulated,
-        simulate_makespan(makespan.nodes_of(plan, measured), LIMITS),
+        # The engine's own ranks (from the latencies) over the measured durations.
+        simulate_makespan(
+            makespan.nodes_of(plan, measured),
+            LIMITS,
+            ranks=dict(Task.objects.filter(execution=execution).values_list("key", "rank")),
+        ),
     )
 
 

@@ -25,7 +25,7 @@ from pools.models import EngineSettings, WorkerPool
 
 from . import billing, events, pm_coordinator, projects, webhooks
 from .agent_router import ParallelDisabled, choose_mode
-from .dag import PlanNode, simulate_makespan, upward_ranks
+from .dag import PlanNode, dispatch_ranks, simulate_makespan
 from .dispatch import dispatch_after_commit
 from .models import Attempt, Execution
 from .phase_lease import PhaseLease
@@ -143,6 +143,7 @@ class PlanFigures:
     serial_estimate: float
     estimated_cost: Decimal
     fee: Decimal
+    ranks: dict[str, float] | None = None  # the dispatch ranks (dag.dispatch_ranks) the estimate assumed
 
     def record(self, *, model: str = "", model_fallback: str = "") -> dict:
         """The execution's `plan` column: enough to start the plan later exactly as priced now."""
@@ -150,6 +151,7 @@ class PlanFigures:
             "tasks": self.tasks,
             "expected": self.expected,
             "weights": self.weights,
+            "ranks": self.ranks,
             "model": model,
             "model_fallback": model_fallback,
         }
@@ -168,6 +170,7 @@ class PlanFigures:
             serial_estimate=execution.serial_estimate_sec or 0.0,
             estimated_cost=execution.estimated_cost_usd or Decimal("0"),
             fee=execution.quoted_fee_usd or Decimal("0"),
+            ranks=plan.get("ranks"),
         )
 
 
@@ -184,7 +187,8 @@ def plan_figures(
         for t in plan_tasks
     ]
     concurrency = {name: pool.max_concurrent for name, pool in pools.items()}
-    parallel_estimate = simulate_makespan(nodes, concurrency)
+    ranks = dispatch_ranks(nodes, concurrency)
+    parallel_estimate = simulate_makespan(nodes, concurrency, ranks=ranks)
     serial_estimate = sum(expected.values())
     route = choose_mode(
         requested=execution.requested_mode,
@@ -196,7 +200,6 @@ def plan_figures(
         parallel_estimate=parallel_estimate,
     )
     if route.mode == "serial":
-        ranks = upward_ranks(nodes)
         plan_tasks = serialize_plan(plan_tasks, lambda t: (t["priority"], -ranks[t["id"]]))
         estimate = serial_estimate
     else:
@@ -210,6 +213,7 @@ def plan_figures(
         reason=route.reason,
         expected=expected,
         weights=weights,
+        ranks=ranks,
         estimate=estimate,
         serial_estimate=serial_estimate,
         estimated_cost=estimated_cost,
@@ -397,7 +401,9 @@ def execution_start(
     if before is not None:
         before()
     billing.charge_fee(execution, figures.fee)
-    created = create_tasks(execution, figures.tasks, expected=figures.expected, weights=figures.weights)
+    created = create_tasks(
+        execution, figures.tasks, expected=figures.expected, weights=figures.weights, ranks=figures.ranks
+    )
     events.emit(
         execution_id,
         "execution.planned",

@@ -8,21 +8,31 @@ from django.utils import timezone
 from pools.models import WorkerPool
 
 from . import events, messages
-from .dag import PlanNode, upward_ranks
+from .dag import PlanNode, dispatch_ranks
 from .models import Execution, Task
 from .states import TASK_LOST, TASK_OPEN, ExecutionStatus, StopReason, TaskKind, TaskStatus
 from .transitions import lock_execution, move_execution, move_task, move_tasks
 
 
 def create_tasks(
-    execution: Execution, plan_tasks: list[dict], *, expected: dict[str, float], weights: dict[str, float]
+    execution: Execution,
+    plan_tasks: list[dict],
+    *,
+    expected: dict[str, float],
+    weights: dict[str, float],
+    ranks: dict[str, float] | None = None,
 ) -> list[Task]:
-    """Insert a plan's tasks: those with no hard dependency start `ready`, the others `pending`."""
+    """Insert a plan's tasks: those with no hard dependency start `ready`, the others `pending`.
+    `ranks`: their dispatch ranks, when the caller has them (`dag.dispatch_ranks` otherwise)."""
     pools = {p.name: p for p in WorkerPool.objects.all()}
-    ranks = upward_ranks(
-        PlanNode(t["id"], t["pool"], expected[t["id"]], t["priority"], tuple(t["blocked_by"]))
-        for t in plan_tasks
-    )
+    if ranks is None or any(t["id"] not in ranks for t in plan_tasks):
+        ranks = dispatch_ranks(
+            [
+                PlanNode(t["id"], t["pool"], expected[t["id"]], t["priority"], tuple(t["blocked_by"]))
+                for t in plan_tasks
+            ],
+            {name: pool.max_concurrent for name, pool in pools.items()},
+        )
     now = timezone.now()
     tasks = [
         Task(

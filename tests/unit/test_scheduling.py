@@ -5,7 +5,14 @@ from datetime import timedelta
 
 import pytest
 
-from executions.dag import PlanNode, lower_bound, simulate_makespan, topological_order, upward_ranks
+from executions.dag import (
+    PlanNode,
+    dispatch_ranks,
+    lower_bound,
+    simulate_makespan,
+    topological_order,
+    upward_ranks,
+)
 from executions.dispatch import dispatch_ready_tasks
 from executions.models import Execution, Task
 from tests.factories import make_client, make_execution, make_pools
@@ -51,6 +58,70 @@ def test_rank_policy_stays_close_to_the_lower_bound_on_random_dags():
             nodes.append(PlanNode(f"t{i}", rng.choice(list(LIMITS)), rng.uniform(1, 20), 1, deps))
         ratios.append(simulate_makespan(nodes, LIMITS) / lower_bound(nodes, LIMITS))
     assert max(ratios) < 1.3 and sum(ratios) / len(ratios) < 1.15
+
+
+def test_dispatch_ranks_keep_the_busy_pool_fed_where_critical_path_first_does_not():
+    # One slot each. Critical path first starts the long chain c1 → c2 → c3 and leaves e, the only
+    # work of pool b, until d runs: 36. Starting d first overlaps e with the chain: 31, the bound.
+    nodes = [
+        PlanNode("c1", "a", 10),
+        PlanNode("c2", "a", 10, 1, ("c1",)),
+        PlanNode("c3", "a", 10, 1, ("c2",)),
+        PlanNode("d", "a", 1),
+        PlanNode("e", "b", 25, 1, ("d",)),
+    ]
+    limits = {"a": 1, "b": 1}
+    assert simulate_makespan(nodes, limits, ranks=upward_ranks(nodes)) == 36
+    ranks = dispatch_ranks(nodes, limits)
+    assert ranks["d"] > ranks["c1"]
+    assert simulate_makespan(nodes, limits, ranks=ranks) == 31 == lower_bound(nodes, limits)
+    assert simulate_makespan(nodes, limits) == 31  # the rank policy's default is these ranks
+
+
+def random_plan(rng: random.Random, n: int) -> list[PlanNode]:
+    nodes = []
+    for i in range(n):
+        deps = tuple(f"t{j}" for j in rng.sample(range(max(0, i - 12), i), k=min(i, rng.randint(0, 3))))
+        nodes.append(PlanNode(f"t{i}", rng.choice(list(LIMITS)), rng.choice([3, 5, 8, 10]), 1, deps))
+    return nodes
+
+
+def test_dispatch_ranks_are_never_predicted_worse_than_the_upward_ranks_and_are_reproducible():
+    rng = random.Random(11)
+    upward, searched = [], []
+    for _ in range(20):
+        nodes = random_plan(rng, 60)
+        bound = lower_bound(nodes, LIMITS)
+        ranks = dispatch_ranks(nodes, LIMITS)
+        assert ranks == dispatch_ranks(list(nodes), dict(LIMITS))
+        upward.append(simulate_makespan(nodes, LIMITS, ranks=upward_ranks(nodes)) / bound)
+        searched.append(simulate_makespan(nodes, LIMITS, ranks=ranks) / bound)
+        assert searched[-1] <= upward[-1]
+    assert sum(searched) < sum(upward)  # better somewhere, not merely never worse
+
+
+def test_dispatch_order_follows_the_plans_dispatch_ranks(db):
+    """The ranks stored on the tasks are the plan's dispatch ranks, so the dispatcher (ordering by
+    the stored rank) follows the schedule the estimate predicted."""
+    from executions.task_graph import create_tasks
+
+    make_pools({"codegen": 1, "security": 1, "database": 1})
+    execution = make_execution(make_client()[0], [])
+    plan = [
+        {"id": "c1", "pool": "codegen", "blocked_by": []},
+        {"id": "c2", "pool": "codegen", "blocked_by": ["c1"]},
+        {"id": "c3", "pool": "codegen", "blocked_by": ["c2"]},
+        {"id": "d", "pool": "codegen", "blocked_by": []},
+        {"id": "e", "pool": "security", "blocked_by": ["d"]},
+    ]
+    durations = {"c1": 10, "c2": 10, "c3": 10, "d": 1, "e": 25}
+    plan_tasks = [
+        {**t, "description": t["id"], "priority": 1, "timeout_sec": 60, "soft_deps": [], "context": {}}
+        for t in plan
+    ]
+    create_tasks(execution, plan_tasks, expected=durations, weights=durations)
+    assert dispatch_ready_tasks("codegen") == 1
+    assert Task.objects.get(execution=execution, status="queued").key == "d"
 
 
 def test_topological_order_rejects_cycles():
