@@ -6,6 +6,8 @@ dependency's finish (commit, promote, dispatch under the pool lock, enqueue, con
 Bare Dramatiq: an actor that sleeps, then enqueues the next link; next start minus previous end.
 Pool limits are far above the load, so every wait measured is overhead, never a full pool.
 The engine's time is also split where the success transaction queues the task (see engine_chains).
+A chain's next link is run in place by the worker that finished the link before it (no message);
+the engine also runs with that off (OPENCLAW_RUN_READY_IN_PLACE=false), every link by its message.
 Bare Dramatiq runs at two poll timeouts (BARE_POLLS_MS); the engine at its own setting.
 Each side first runs a few links that are not counted (see WARMUP_STEPS).
 
@@ -35,6 +37,7 @@ REFERENCE = "tuned for latency"
 RESTAURANT = "Build a restaurant website with online booking and secure payments"
 COLD_START_KEY_ENV = "OPENCLAW_BENCH_MODEL_API_KEY"  # the fake model server's key, given to the workers
 COLD_START_TARGET_MS = 50
+IN_PLACE_ENV = "OPENCLAW_RUN_READY_IN_PLACE"
 SPREAD_FIRST = "fan-out spread, first execution after boot"
 SPREAD_SECOND = "fan-out spread, the execution after it"
 REQUEST_TO_CALLS = "request → the first execution's fan-out called"
@@ -149,6 +152,20 @@ def run(ctx) -> dict:
                 **harness.summary_ms(bare_chains(chains, steps, latency)),
             }
         rows.append([f"{poll_ms} ms ({label})", "bare Dramatiq", bare["n"], bare["p50_ms"], bare["p99_ms"]])
+    # Without running in place first: every dependent waits for its message, as before it existed.
+    with harness.engine_workers(
+        {harness.WORKER_TIMEOUT_ENV: str(ctx.worker_timeout_ms), IN_PLACE_ENV: "false"}
+    ):
+        engine_chains(client, chains, WARMUP_STEPS, latency)
+        by_message = harness.summary_ms(engine_chains(client, chains, steps, latency)["total"])
+    data["engine_by_message"] = by_message
+    rows.append(
+        [
+            f"{ctx.worker_timeout_ms} ms",
+            f"engine, every task by its message ({IN_PLACE_ENV}=false)",
+            *cells(by_message),
+        ]
+    )
     with harness.engine_workers({harness.WORKER_TIMEOUT_ENV: str(ctx.worker_timeout_ms)}):
         engine_chains(client, chains, WARMUP_STEPS, latency)
         parts = {
@@ -164,7 +181,7 @@ def run(ctx) -> dict:
     rows.append(
         [
             f"{ctx.worker_timeout_ms} ms (the engine's setting; enqueues wake consumers)",
-            "engine",
+            "engine (the dependent run in place by its dependency's worker)",
             engine["n"],
             engine["p50_ms"],
             engine["p99_ms"],

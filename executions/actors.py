@@ -31,7 +31,7 @@ def aggregate_execution(execution_id: str) -> None:
     actor_name=messages.RUN_TASK,
     queue_name=messages.pool_queue_name(DEFAULT_POOLS[0]),
     max_retries=0,
-    time_limit=3 * 60 * 60 * 1000,
+    time_limit=messages.RUN_TASK_TIME_LIMIT_MS,
 )
 def run_task(task_id: int, dispatch_no: int) -> None:
     task_run(task_id, dispatch_no)

@@ -23,8 +23,15 @@ from pools.prompts import AGENT_SYSTEM, GENERIC_AGENT_SYSTEM, agent_prompt, loop
 from pools.replies import ReplyError, parse_agent_reply
 from pools.verification import OutputBroken, verify_output
 
-from . import billing, events, projects
-from .attempts import attempt_fail, attempt_renew, attempt_stop_for_budget, attempt_succeed, task_start
+from . import billing, events, messages, projects
+from .attempts import (
+    Continuation,
+    attempt_fail,
+    attempt_renew,
+    attempt_stop_for_budget,
+    attempt_succeed,
+    task_start,
+)
 from .models import Attempt, Task
 from .states import (
     ATTEMPT_COUNTED_FAILURES,
@@ -35,6 +42,7 @@ from .states import (
     TaskStatus,
 )
 from .worker_identity import WORKER_ID
+from .worker_queues import consumed_pools
 
 log = logging.getLogger("openclaw.agents")
 
@@ -257,11 +265,27 @@ class TurnMeter:
 
 
 def task_run(task_id: int, dispatch_no: int) -> None:
-    """The whole attempt, as the pool actor's body."""
+    """The pool actor's body: the attempt of this dispatch, then each attempt its success started in
+    place of a message (`attempts.Continuation`)."""
+    received = time.monotonic()
     attempt = task_start(task_id, dispatch_no, WORKER_ID, lease_sec=settings.OPENCLAW_LEASE_SEC)
-    if attempt is None:
-        return  # duplicate or stale message
-    task = attempt.task  # loaded by task_start, with its execution
+    while attempt is not None:  # None: a duplicate or stale message, or nothing started in place
+        attempt = run_attempt(attempt, continuation(received))
+
+
+def continuation(received: float) -> Continuation | None:
+    """What this thread may run next in place of a message, `received` (monotonic) being when its
+    message arrived: a task of a pool whose queue the process consumes, whose timeout fits in what
+    is left of the message's time limit (a minute kept for recording its outcome)."""
+    if not settings.OPENCLAW_RUN_READY_IN_PLACE:
+        return None
+    left = messages.RUN_TASK_TIME_LIMIT_MS / 1000 - (time.monotonic() - received) - 60
+    return Continuation(WORKER_ID, settings.OPENCLAW_LEASE_SEC, consumed_pools(), left)
+
+
+def run_attempt(attempt: Attempt, continuation: Continuation | None) -> Attempt | None:
+    """One running attempt to its outcome; the attempt its success started in its place, if any."""
+    task = attempt.task  # loaded with its execution
     keeper = LeaseKeeper(attempt.pk, task, DEFAULT_OUTPUT_TOKENS)
     keeper.start()
     meter = TurnMeter(attempt, task.execution.client_id)
@@ -321,10 +345,17 @@ def task_run(task_id: int, dispatch_no: int) -> None:
             else ("", None)
         )
         recorded = record(
-            attempt_succeed, attempt.pk, result=result, usage=meter.last(), commit=commit, objects=objects
+            attempt_succeed,
+            attempt.pk,
+            result=result,
+            usage=meter.last(),
+            commit=commit,
+            objects=objects,
+            continuation=continuation,
         )
         if recorded and commit:
             projects.publish_branch(task, commit)
+        return recorded.next_attempt
     except LoopStopped as exc:
         if exc.reason == StopReason.BUDGET:
             record(attempt_stop_for_budget, attempt.pk, usage=meter.last())
@@ -344,6 +375,7 @@ def task_run(task_id: int, dispatch_no: int) -> None:
         record(attempt_fail, attempt.pk, f"internal error: {type(exc).__name__}: {exc}", usage=meter.last())
     finally:
         keeper.stopped.set()
+    return None
 
 
 def work_in_loop(

@@ -11,6 +11,7 @@ Every usage is charged once whoever closes the attempt (`billing`).
 """
 
 import logging
+from dataclasses import dataclass
 from datetime import timedelta
 
 from django.db import connection, transaction
@@ -19,7 +20,7 @@ from django.utils import timezone
 
 from pools.models import WorkerPool
 
-from . import billing, conflicts, events, merge_conflicts, projects
+from . import billing, conflicts, events, merge_conflicts, messages, projects
 from .dispatch import (
     dispatch_after_commit,
     dispatch_pool,
@@ -76,45 +77,87 @@ def task_start(task_id: int, dispatch_no: int, worker: str, *, lease_sec: float)
     # turn at the write lock on the critical path, stays short. What the transition changes is set
     # on it below; the attempts cannot change if the CAS wins (attempts are created by the CAS's
     # winner only, and this dispatch's message is the only one that can win until the task is
-    # queued again). The execution's plan is not the agent's business (and is the largest column).
-    task = (
-        Task.objects.filter(pk=task_id)
-        .select_related("execution")
-        .defer("execution__plan", "execution__contract_report", "execution__integration")
-        .annotate(attempts_so_far=Subquery(attempt_count))
-        .first()
-    )
+    # queued again).
+    task = running_task(task_id, with_attempt_count=True)
     if task is None:
         return None
     with transaction.atomic():
         lock_execution(task.execution_id)
-        if not move_task(
-            task_id,
-            TaskStatus.QUEUED,
-            TaskStatus.RUNNING,
-            where={"dispatch_count": dispatch_no},
-            started_at=now,
-            progress=0,
-            error="",
-        ):
-            return None
-        number = (task.attempts_so_far or 0) + 1
-        attempt = Attempt.objects.create(
-            task=task,
-            number=number,
-            worker=worker,
-            started_at=now,
-            lease_expires_at=now + timedelta(seconds=lease_sec),
-            deadline_at=now + timedelta(seconds=task.timeout_sec),
-        )
-        events.emit(
-            task.execution_id,
-            "task.started",
-            task_key=task.key,
-            payload={"attempt": number, "attempt_id": str(attempt.id), "worker": worker, "pool": task.pool},
-        )
-    task.status, task.started_at, task.progress, task.error = TaskStatus.RUNNING, now, 0, ""
+        attempt = begin_attempt(task, dispatch_no, worker, now, lease_sec=lease_sec)
+    if attempt is not None:
+        task.status, task.started_at, task.progress, task.error = TaskStatus.RUNNING, now, 0, ""
     return attempt
+
+
+def running_task(task_id: int, *, with_attempt_count: bool = False) -> Task | None:
+    """The task with its execution, as its agent needs them. The execution's plan is not the agent's
+    business (and is the largest column)."""
+    tasks = (
+        Task.objects.filter(pk=task_id)
+        .select_related("execution")
+        .defer("execution__plan", "execution__contract_report", "execution__integration")
+    )
+    if with_attempt_count:
+        tasks = tasks.annotate(attempts_so_far=Subquery(attempt_count))
+    return tasks.first()
+
+
+def begin_attempt(task: Task, dispatch_no: int, worker: str, now, *, lease_sec: float) -> Attempt | None:
+    """queued → running for this dispatch, and its attempt, by `worker`; None when the CAS loses.
+    The caller holds the execution's lock; `task` carries `attempts_so_far`."""
+    if not move_task(
+        task.pk,
+        TaskStatus.QUEUED,
+        TaskStatus.RUNNING,
+        where={"dispatch_count": dispatch_no},
+        started_at=now,
+        progress=0,
+        error="",
+    ):
+        return None
+    number = (task.attempts_so_far or 0) + 1
+    attempt = Attempt.objects.create(
+        task=task,
+        number=number,
+        worker=worker,
+        started_at=now,
+        lease_expires_at=now + timedelta(seconds=lease_sec),
+        deadline_at=now + timedelta(seconds=task.timeout_sec),
+    )
+    events.emit(
+        task.execution_id,
+        "task.started",
+        task_key=task.key,
+        payload={"attempt": number, "attempt_id": str(attempt.id), "worker": worker, "pool": task.pool},
+    )
+    return attempt
+
+
+@dataclass(frozen=True)
+class Continuation:
+    """The worker thread that records a success may start one of the tasks the success made ready,
+    in the same transaction, and run it next: no message, no second transaction, no wait for a
+    consumer on the critical path. The attempt it starts holds a lease like any other (the reaper
+    retries it if the worker dies); the task is queued with a message as usual when none fits."""
+
+    worker: str
+    lease_sec: float
+    pools: frozenset[str] | None  # the pools whose queues the worker consumes (None: every pool)
+    within_sec: float  # the task's timeout must fit in this (what is left of the message's time limit)
+
+    def fits(self, pool: str) -> bool:
+        return self.pools is None or pool in self.pools
+
+
+class Success:
+    """attempt_succeed's answer: true when it recorded the success; `next_attempt` is the attempt it
+    started for the continuation (its task loaded), if any."""
+
+    def __init__(self, recorded: bool, next_attempt: Attempt | None = None):
+        self.recorded, self.next_attempt = recorded, next_attempt
+
+    def __bool__(self) -> bool:
+        return self.recorded
 
 
 def attempt_renew(attempt_id, *, lease_sec: float, progress: int | None = None) -> bool:
@@ -129,8 +172,17 @@ def attempt_renew(attempt_id, *, lease_sec: float, progress: int | None = None) 
     return True
 
 
-def attempt_succeed(attempt_id, *, result: dict, usage=None, commit: str = "", objects=None) -> bool:
-    """Record a successful attempt: the task succeeds, its dependents may become ready.
+def attempt_succeed(
+    attempt_id,
+    *,
+    result: dict,
+    usage=None,
+    commit: str = "",
+    objects=None,
+    continuation: Continuation | None = None,
+) -> Success:
+    """Record a successful attempt: the task succeeds, its dependents may become ready (and, with a
+    `continuation`, one of them starts in the same transaction).
 
     `commit` is the output's commit in the project's repository, and `objects` its objects the
     database lacks (`projects.NewObjects`), stored with the success: a dependent, on any host,
@@ -147,7 +199,7 @@ def attempt_succeed(attempt_id, *, result: dict, usage=None, commit: str = "", o
         lock_execution(task.execution_id)
         pools: set[str] = set()  # the pools left to dispatch after commit
         if not close_attempt(attempt, usage, AttemptStatus.SUCCEEDED, finished_at=now):
-            return False
+            return Success(False)
         paths = Task.paths_of(result)
         if not move_task(
             task.pk,
@@ -161,7 +213,7 @@ def attempt_succeed(attempt_id, *, result: dict, usage=None, commit: str = "", o
             commit=commit,
             add=usage.task_increments() if usage else None,
         ):
-            return False
+            return Success(False)
         task.status, task.finished_at, task.progress, task.result, task.error, task.paths, task.commit = (
             TaskStatus.SUCCEEDED,
             now,
@@ -198,11 +250,17 @@ def attempt_succeed(attempt_id, *, result: dict, usage=None, commit: str = "", o
                 and Task.objects.filter(pool=task.pool, status=TaskStatus.READY).exists()
             ):
                 ready_pools.add(task.pool)
-            pools.update(
-                pool
-                for pool in sorted(ready_pools)
-                if dispatch_pool(pool, within_execution=task.execution_id, held_limits=held_limits) is None
-            )
+            kept: list[int] = []  # the queued task the continuation starts, sent no message
+            for pool in sorted(ready_pools):
+                keep = kept if continuation and not kept and continuation.fits(pool) else None
+                if (
+                    dispatch_pool(
+                        pool, within_execution=task.execution_id, held_limits=held_limits, keep=keep
+                    )
+                    is None
+                ):
+                    pools.add(pool)
+            next_attempt = _continue(kept[0], continuation, now) if kept else None
         # After commit, the messages of the tasks queued here go first, then the events (handed to the
         # publisher thread), then the dispatches left over, which take a transaction each: events
         # behind them would wait for the write lock as well.
@@ -210,7 +268,23 @@ def attempt_succeed(attempt_id, *, result: dict, usage=None, commit: str = "", o
             transaction.on_commit(lambda: dispatch_ready_pools(pools))
         if objects is not None:
             projects.store_objects(objects)  # last: the project's row is the last lock it takes
-    return True
+    if next_attempt is not None:
+        next_attempt.task = running_task(next_attempt.task_id)
+    return Success(True, next_attempt)
+
+
+def _continue(task_id: int, continuation: Continuation, now) -> Attempt | None:
+    """Start the queued task `task_id` for the continuation, within the success's transaction; if it
+    cannot (its timeout would outlast the message's time limit), send its message after all."""
+    task = Task.objects.filter(pk=task_id).annotate(attempts_so_far=Subquery(attempt_count)).first()
+    attempt = None
+    if task.timeout_sec <= continuation.within_sec:
+        attempt = begin_attempt(
+            task, task.dispatch_count, continuation.worker, now, lease_sec=continuation.lease_sec
+        )
+    if attempt is None:
+        transaction.on_commit(lambda: messages.send_run_task(task.pk, task.dispatch_count, task.pool))
+    return attempt
 
 
 def lock_dependents_pools(task: Task) -> dict[str, int | None]:

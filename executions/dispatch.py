@@ -47,7 +47,11 @@ def dispatch_ready_pools(pool_names: Iterable[str]) -> int:
 
 
 def dispatch_pool(
-    pool_name: str, *, within_execution: str | None = None, held_limits: dict[str, int | None] | None = None
+    pool_name: str,
+    *,
+    within_execution: str | None = None,
+    held_limits: dict[str, int | None] | None = None,
+    keep: list[int] | None = None,
 ) -> int | None:
     """Queue a pool's ready tasks into its free slots, in dispatch order; returns how many.
 
@@ -57,7 +61,8 @@ def dispatch_pool(
     lock order holds: when another transaction holds the pool's row (PostgreSQL), when the first
     ready tasks include another execution's, or when the budget refuses a task, it returns None
     and the caller dispatches the pool after commit. `held_limits`: the limits of the pools whose
-    rows the transaction locked already (None for a disabled pool), read with their locks.
+    rows the transaction locked already (None for a disabled pool), read with their locks. `keep`:
+    the first task queued is appended to it and sent no message: the caller starts it itself.
     """
     within = within_execution is not None
     now = timezone.now()
@@ -104,7 +109,9 @@ def dispatch_pool(
             chosen.append(candidate)
         sent += _queue(chosen, now)
         # Registered before the events: once committed, the messages go out first.
-        for task_id, dispatch_no, _, _ in sent:
+        if keep is not None and sent:
+            keep.append(sent[0][0])
+        for task_id, dispatch_no, _, _ in sent[1:] if keep else sent:
             transaction.on_commit(lambda t=task_id, d=dispatch_no: messages.send_run_task(t, d, pool_name))
         queued: dict[str, list] = {}
         for _, _, execution_id, key in sent:

@@ -16,6 +16,9 @@ WEBHOOK_QUEUE = "webhooks"
 PLAN_EXECUTION = "plan_execution"
 AGGREGATE_EXECUTION = "aggregate_execution"
 RUN_TASK = "run_task"
+# Dramatiq stops a run_task message's actor after this long: the tasks a worker runs in place of their
+# messages (attempts.Continuation) must fit in it.
+RUN_TASK_TIME_LIMIT_MS = 3 * 60 * 60 * 1000
 DELIVER_WEBHOOK = "deliver_webhook"
 
 

@@ -20,6 +20,18 @@ log = logging.getLogger("openclaw.workers")
 
 # The seed's pools: their queues exist before the database does (first migrate).
 DEFAULT_POOLS = ("codegen", "security", "database")
+POOL_QUEUE_PREFIX = pool_queue_name("")
+# The queues this worker process was told to consume (`rundramatiq --queues …`); None: every queue.
+_consumed_queues: frozenset[str] | None = None
+
+
+def consumed_pools() -> frozenset[str] | None:
+    """The pools whose tasks this process may run: those whose queues it consumes (None: every pool)."""
+    if _consumed_queues is None:
+        return None
+    return frozenset(
+        q.removeprefix(POOL_QUEUE_PREFIX) for q in _consumed_queues if q.startswith(POOL_QUEUE_PREFIX)
+    )
 
 
 def declare_pool_queues() -> None:
@@ -42,6 +54,9 @@ class FollowPoolQueues(dramatiq.Middleware):
     adds its consumer."""
 
     def before_worker_boot(self, broker, worker):
+        global _consumed_queues
+        whitelist = getattr(worker, "consumer_whitelist", None)
+        _consumed_queues = frozenset(whitelist) if whitelist else None
         # Declared before the worker adds its consumers, so it consumes every pool's queue from the start.
         try:
             declare_pool_queues()

@@ -87,6 +87,10 @@ OPENCLAW_REAPER_INTERVAL_SEC = env.float("OPENCLAW_REAPER_INTERVAL_SEC", default
 # path) or "fifo" (the order tasks became ready). FIFO exists so the benchmarks can measure what the
 # rank rule buys on the real engine; leave it at "rank".
 OPENCLAW_DISPATCH_ORDER = env.str("OPENCLAW_DISPATCH_ORDER", default="rank")
+# A worker thread that records a success starts one of the tasks it made ready in the same
+# transaction and runs it next (attempts.Continuation). Off: every task waits for its message, which
+# the dispatch benchmark compares.
+OPENCLAW_RUN_READY_IN_PLACE = env.bool("OPENCLAW_RUN_READY_IN_PLACE", default=True)
 # Largest request message accepted by the API (characters).
 OPENCLAW_MAX_MESSAGE_CHARS = env.int("OPENCLAW_MAX_MESSAGE_CHARS", default=20_000)
 # Per-client API rate limit (django-ninja throttle syntax).

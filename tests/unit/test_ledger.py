@@ -86,7 +86,7 @@ def test_a_redelivered_message_and_a_repeated_report_charge_nothing(
             attempt.pk,
             result={"summary": "again", "files": [], "findings": []},
             usage=billing.AttemptUsage.of(spec, llm.Completion(text="x", input_tokens=10, output_tokens=10)),
-        )
+        ).recorded
         is False
     )
     assert (
@@ -204,7 +204,7 @@ def test_a_report_after_the_reaper_expired_the_attempt_is_charged_once(
                 attempt.pk,
                 result={"summary": "late", "files": [], "findings": []},
                 usage=billing.AttemptUsage.of(spec, completion),
-            )
+            ).recorded
             is False
         )
     attempt.refresh_from_db()

@@ -3,7 +3,7 @@
 from unittest import mock
 
 from executions import billing
-from executions.attempts import attempt_fail, attempt_succeed, task_start
+from executions.attempts import Continuation, attempt_fail, attempt_succeed, task_start
 from executions.models import Attempt, Execution, Task
 from executions.reaper import reap
 from pools import llm
@@ -63,6 +63,82 @@ def test_success_promotes_dependents_and_a_second_report_changes_nothing(
     types = list(execution.events.values_list("type", flat=True))
     assert types[-4:] == ["task.succeeded", "task.ready", "task.queued", "task.queued"]
     assert types.count("task.succeeded") == 1
+
+
+def test_a_success_with_a_continuation_starts_a_task_it_made_ready_in_its_own_transaction(
+    db, django_capture_on_commit_callbacks
+):
+    execution, backend = setup_chain()
+    attempt = task_start(backend.pk, queue(backend), "w1", lease_sec=15)
+    here = Continuation("w1", lease_sec=15, pools=None, within_sec=3600)
+    with (
+        mock.patch("executions.messages.send_run_task") as send,
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        done = attempt_succeed(
+            attempt.pk, result={"summary": "ok", "files": [], "findings": []}, continuation=here
+        )
+    assert done and done.next_attempt is not None
+    # The first ready task in dispatch order (audit's pool sorts first: codegen, security) runs here,
+    # with an attempt of its own, its lease and the success's timestamp; the other gets its message.
+    started = done.next_attempt
+    assert started.task.key == "frontend" and started.task.execution_id == execution.pk
+    assert started.worker == "w1" and started.number == 1 and started.status == "running"
+    assert started.started_at == Task.objects.get(pk=backend.pk).finished_at
+    assert started.lease_expires_at > started.started_at
+    statuses = dict(Task.objects.filter(execution=execution).values_list("key", "status"))
+    assert statuses == {"backend": "succeeded", "audit": "queued", "report": "pending", "frontend": "running"}
+    assert [call.args[0] for call in send.call_args_list] == [
+        Task.objects.get(execution=execution, key="audit").pk
+    ]
+    types = list(execution.events.values_list("type", flat=True))
+    assert types[-5:] == ["task.succeeded", "task.ready", "task.queued", "task.queued", "task.started"]
+    # Its message never sent, a stray one (the reaper's resend) still starts nothing twice.
+    frontend = Task.objects.get(execution=execution, key="frontend")
+    assert task_start(frontend.pk, frontend.dispatch_count, "w2", lease_sec=15) is None
+    assert Attempt.objects.filter(task=frontend).count() == 1
+
+
+def test_a_continuation_runs_only_what_its_worker_may_run(db, django_capture_on_commit_callbacks):
+    execution, backend = setup_chain()
+    Task.objects.filter(execution=execution, key="frontend").update(timeout_sec=7200)
+    attempt = task_start(backend.pk, queue(backend), "w1", lease_sec=15)
+    # A worker consuming the security pool's queue only, an hour of the message's time limit left:
+    # frontend (codegen, 2 h timeout) is not for it, audit is.
+    here = Continuation("w1", lease_sec=15, pools=frozenset({"security"}), within_sec=3600)
+    with (
+        mock.patch("executions.messages.send_run_task") as send,
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        done = attempt_succeed(
+            attempt.pk, result={"summary": "ok", "files": [], "findings": []}, continuation=here
+        )
+    assert done.next_attempt.task.key == "audit"
+    assert [call.args[0] for call in send.call_args_list] == [
+        Task.objects.get(execution=execution, key="frontend").pk
+    ]
+
+
+def test_a_continuation_sends_the_message_of_a_task_whose_timeout_outlasts_the_time_left(
+    db, django_capture_on_commit_callbacks
+):
+    execution, backend = setup_chain()
+    Task.objects.filter(execution=execution).update(timeout_sec=7200)
+    attempt = task_start(backend.pk, queue(backend), "w1", lease_sec=15)
+    here = Continuation("w1", lease_sec=15, pools=None, within_sec=3600)
+    with (
+        mock.patch("executions.messages.send_run_task") as send,
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        done = attempt_succeed(
+            attempt.pk, result={"summary": "ok", "files": [], "findings": []}, continuation=here
+        )
+    assert done and done.next_attempt is None
+    statuses = dict(Task.objects.filter(execution=execution).values_list("key", "status"))
+    assert statuses == {"backend": "succeeded", "audit": "queued", "report": "pending", "frontend": "queued"}
+    assert sorted(call.args[0] for call in send.call_args_list) == sorted(
+        Task.objects.filter(execution=execution, status="queued").values_list("pk", flat=True)
+    )
 
 
 def test_failures_retry_until_max_retries_then_dead_and_dependents_blocked(
