@@ -119,7 +119,9 @@ def cold_starts(client, boots: int) -> dict[str, list[float]]:
                         client=client, message=RESTAURANT, session_key="bench", mode="parallel"
                     )
                     status = harness.wait_terminal([execution.pk], timeout=60)[execution.pk]
-                    assert status == "completed", status
+                    # The fakes' canned files do not keep the plan's contract, whose fix rounds
+                    # may end the execution partial: the fan-out, measured here, ran either way.
+                    assert status in ("completed", "partial"), status
                     roots = {t["description"] for t in execution_roots(execution.pk)}
                     arrivals = [at for _, d, at in agent_calls(server.requests[seen:]) if d in roots]
                     samples[label].append(max(arrivals) - min(arrivals))

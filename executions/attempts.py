@@ -102,9 +102,12 @@ def running_task(task_id: int, *, with_attempt_count: bool = False) -> Task | No
     return tasks.first()
 
 
-def begin_attempt(task: Task, dispatch_no: int, worker: str, now, *, lease_sec: float) -> Attempt | None:
+def begin_attempt(
+    task: Task, dispatch_no: int, worker: str, now, *, lease_sec: float, run_after: str = ""
+) -> Attempt | None:
     """queued → running for this dispatch, and its attempt, by `worker`; None when the CAS loses.
-    The caller holds the execution's lock; `task` carries `attempts_so_far`."""
+    The caller holds the execution's lock; `task` carries `attempts_so_far`. `run_after`: the task
+    whose worker runs it in place of its message (the `task.started` event says so)."""
     if not move_task(
         task.pk,
         TaskStatus.QUEUED,
@@ -124,12 +127,10 @@ def begin_attempt(task: Task, dispatch_no: int, worker: str, now, *, lease_sec: 
         lease_expires_at=now + timedelta(seconds=lease_sec),
         deadline_at=now + timedelta(seconds=task.timeout_sec),
     )
-    events.emit(
-        task.execution_id,
-        "task.started",
-        task_key=task.key,
-        payload={"attempt": number, "attempt_id": str(attempt.id), "worker": worker, "pool": task.pool},
-    )
+    payload = {"attempt": number, "attempt_id": str(attempt.id), "worker": worker, "pool": task.pool}
+    if run_after:
+        payload["run_after"] = run_after
+    events.emit(task.execution_id, "task.started", task_key=task.key, payload=payload)
     return attempt
 
 
@@ -260,7 +261,7 @@ def attempt_succeed(
                     is None
                 ):
                     pools.add(pool)
-            next_attempt = _continue(kept[0], continuation, now) if kept else None
+            next_attempt = _continue(kept[0], continuation, after=task.key) if kept else None
         # After commit, the messages of the tasks queued here go first, then the events (handed to the
         # publisher thread), then the dispatches left over, which take a transaction each: events
         # behind them would wait for the write lock as well.
@@ -273,14 +274,20 @@ def attempt_succeed(
     return Success(True, next_attempt)
 
 
-def _continue(task_id: int, continuation: Continuation, now) -> Attempt | None:
-    """Start the queued task `task_id` for the continuation, within the success's transaction; if it
-    cannot (its timeout would outlast the message's time limit), send its message after all."""
+def _continue(task_id: int, continuation: Continuation, *, after: str) -> Attempt | None:
+    """Start the queued task `task_id` for the continuation, within the success's transaction (of
+    the task `after`); if it cannot (its timeout would outlast the message's time limit), send its
+    message after all."""
     task = Task.objects.filter(pk=task_id).annotate(attempts_so_far=Subquery(attempt_count)).first()
     attempt = None
     if task.timeout_sec <= continuation.within_sec:
         attempt = begin_attempt(
-            task, task.dispatch_count, continuation.worker, now, lease_sec=continuation.lease_sec
+            task,
+            task.dispatch_count,
+            continuation.worker,
+            timezone.now(),  # not the success's: its transaction's work so far is on the way
+            lease_sec=continuation.lease_sec,
+            run_after=after,
         )
     if attempt is None:
         transaction.on_commit(lambda: messages.send_run_task(task.pk, task.dispatch_count, task.pool))

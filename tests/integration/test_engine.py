@@ -63,9 +63,11 @@ def test_restaurant_request_runs_in_parallel_and_audits_after_the_backend(worker
     assert role["security"].blocked_by == [role["backend"].key]
     # Security starts only after the backend succeeded: in the backend's worker thread, by the
     # transaction that recorded the success (no message, no wait for a consumer)…
-    assert role["security"].started_at == role["backend"].finished_at
+    assert role["security"].started_at >= role["backend"].finished_at
     audit, backend = (Attempt.objects.get(task=role[r]) for r in ("security", "backend"))
     assert audit.worker == backend.worker
+    started = done.events.get(type="task.started", task_key=role["security"].key)
+    assert started.payload["run_after"] == role["backend"].key
     # …while frontend, backend and database overlap in time.
     first_finish = min(role[r].finished_at for r in ("frontend", "backend", "database"))
     assert all(role[r].started_at < first_finish for r in ("frontend", "backend", "database"))

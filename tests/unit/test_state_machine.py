@@ -80,11 +80,11 @@ def test_a_success_with_a_continuation_starts_a_task_it_made_ready_in_its_own_tr
         )
     assert done and done.next_attempt is not None
     # The first ready task in dispatch order (audit's pool sorts first: codegen, security) runs here,
-    # with an attempt of its own, its lease and the success's timestamp; the other gets its message.
+    # with an attempt of its own and its lease; the other gets its message.
     started = done.next_attempt
     assert started.task.key == "frontend" and started.task.execution_id == execution.pk
     assert started.worker == "w1" and started.number == 1 and started.status == "running"
-    assert started.started_at == Task.objects.get(pk=backend.pk).finished_at
+    assert started.started_at >= Task.objects.get(pk=backend.pk).finished_at
     assert started.lease_expires_at > started.started_at
     statuses = dict(Task.objects.filter(execution=execution).values_list("key", "status"))
     assert statuses == {"backend": "succeeded", "audit": "queued", "report": "pending", "frontend": "running"}
@@ -93,6 +93,7 @@ def test_a_success_with_a_continuation_starts_a_task_it_made_ready_in_its_own_tr
     ]
     types = list(execution.events.values_list("type", flat=True))
     assert types[-5:] == ["task.succeeded", "task.ready", "task.queued", "task.queued", "task.started"]
+    assert execution.events.get(type="task.started", task_key="frontend").payload["run_after"] == "backend"
     # Its message never sent, a stray one (the reaper's resend) still starts nothing twice.
     frontend = Task.objects.get(execution=execution, key="frontend")
     assert task_start(frontend.pk, frontend.dispatch_count, "w2", lease_sec=15) is None
