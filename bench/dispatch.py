@@ -38,6 +38,8 @@ RESTAURANT = "Build a restaurant website with online booking and secure payments
 COLD_START_KEY_ENV = "OPENCLAW_BENCH_MODEL_API_KEY"  # the fake model server's key, given to the workers
 COLD_START_TARGET_MS = 50
 IN_PLACE_ENV = "OPENCLAW_RUN_READY_IN_PLACE"
+# What a link costs beyond its latency, whatever the stamps: a chain's first start to last end, per link.
+PER_LINK = "per link: chain's span ÷ links − latency"
 SPREAD_FIRST = "fan-out spread, first execution after boot"
 SPREAD_SECOND = "fan-out spread, the execution after it"
 REQUEST_TO_CALLS = "request → the first execution's fan-out called"
@@ -65,7 +67,10 @@ def engine_chains(client, chains: int, steps: int, latency: float) -> dict[str, 
     statuses = harness.wait_terminal(ids, timeout=60 + chains * steps * latency)
     assert all(s == "completed" for s in statuses.values()), statuses
     finished = {(t.execution_id, t.key): t.finished_at for t in Task.objects.filter(execution_id__in=ids)}
-    samples = {"total": [], "to queued": [], "queued to started": []}
+    samples = {"total": [], "to queued": [], "queued to started": [], PER_LINK: []}
+    for execution_id in ids:
+        first, last = harness.task_window([execution_id])
+        samples[PER_LINK].append((last - first) / steps - latency)
     for attempt in Attempt.objects.filter(task__execution_id__in=ids, number=1).select_related("task"):
         if attempt.task.blocked_by:
             dep = finished[(attempt.task.execution_id, attempt.task.blocked_by[0])]
@@ -159,8 +164,9 @@ def run(ctx) -> dict:
         {harness.WORKER_TIMEOUT_ENV: str(ctx.worker_timeout_ms), IN_PLACE_ENV: "false"}
     ):
         engine_chains(client, chains, WARMUP_STEPS, latency)
-        by_message = harness.summary_ms(engine_chains(client, chains, steps, latency)["total"])
-    data["engine_by_message"] = by_message
+        samples = engine_chains(client, chains, steps, latency)
+    by_message = harness.summary_ms(samples["total"])
+    data["engine_by_message"] = {**by_message, "per_link": harness.summary_ms(samples[PER_LINK])}
     rows.append(
         [
             f"{ctx.worker_timeout_ms} ms",
@@ -168,6 +174,7 @@ def run(ctx) -> dict:
             *cells(by_message),
         ]
     )
+    rows.append(["", f"  {PER_LINK}", *cells(data["engine_by_message"]["per_link"])])
     with harness.engine_workers({harness.WORKER_TIMEOUT_ENV: str(ctx.worker_timeout_ms)}):
         engine_chains(client, chains, WARMUP_STEPS, latency)
         parts = {
@@ -175,6 +182,7 @@ def run(ctx) -> dict:
             for name, values in engine_chains(client, chains, steps, latency).items()
         }
     engine = data["engine"] = {"poll_ms": ctx.worker_timeout_ms, **parts.pop("total")}
+    engine["per_link"] = parts.pop(PER_LINK)
     data["engine_parts"] = parts
     reference = data["bare"][REFERENCE]
     ratio = data["p99_ratio"] = (
@@ -192,6 +200,7 @@ def run(ctx) -> dict:
     rows.extend(
         ["", f"  of which {name}", part["n"], part["p50_ms"], part["p99_ms"]] for name, part in parts.items()
     )
+    rows.append(["", f"  {PER_LINK}", *cells(engine["per_link"])])
     boots = 3 if ctx.quick else 10
     cold = data["cold_start"] = {
         label: harness.summary_ms(values) for label, values in cold_starts(client, boots).items()
