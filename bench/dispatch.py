@@ -128,7 +128,13 @@ def cold_starts(client, boots: int) -> dict[str, list[float]]:
                     # may end the execution partial: the fan-out, measured here, ran either way.
                     assert status in ("completed", "partial"), status
                     roots = {t["description"] for t in execution_roots(execution.pk)}
-                    arrivals = [at for _, d, at in agent_calls(server.requests[seen:]) if d in roots]
+                    # Each first-layer task's first call: its loop's later turns, a retry's or a fix
+                    # round's calls come later and are not the fan-out.
+                    first: dict[str, float] = {}
+                    for _, description, at in agent_calls(server.requests[seen:]):
+                        if description in roots:
+                            first.setdefault(description, at)
+                    arrivals = list(first.values())
                     samples[label].append(max(arrivals) - min(arrivals))
                     if label == SPREAD_FIRST:
                         samples[REQUEST_TO_CALLS].append(max(arrivals) - requested)
@@ -140,10 +146,16 @@ def cells(summary: dict) -> list:
 
 
 def execution_roots(execution_id: str) -> list[dict]:
-    """The first layer of an execution's plan: its tasks that wait on nothing."""
+    """The first layer of an execution's plan: its planned tasks that wait on nothing (not the fix
+    rounds' tasks, which wait on nothing either)."""
     from executions.models import Task
+    from executions.states import TaskKind
 
-    return list(Task.objects.filter(execution_id=execution_id, blocked_by=[]).values("key", "description"))
+    return list(
+        Task.objects.filter(execution_id=execution_id, blocked_by=[], kind=TaskKind.PLAN).values(
+            "key", "description"
+        )
+    )
 
 
 def run(ctx) -> dict:

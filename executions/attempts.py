@@ -269,8 +269,6 @@ def attempt_succeed(
             transaction.on_commit(lambda: dispatch_ready_pools(pools))
         if objects is not None:
             projects.store_objects(objects)  # last: the project's row is the last lock it takes
-    if next_attempt is not None:
-        next_attempt.task = running_task(next_attempt.task_id)
     return Success(True, next_attempt)
 
 
@@ -278,7 +276,7 @@ def _continue(task_id: int, continuation: Continuation, *, after: str) -> Attemp
     """Start the queued task `task_id` for the continuation, within the success's transaction (of
     the task `after`); if it cannot (its timeout would outlast the message's time limit), send its
     message after all."""
-    task = Task.objects.filter(pk=task_id).annotate(attempts_so_far=Subquery(attempt_count)).first()
+    task = running_task(task_id, with_attempt_count=True)
     attempt = None
     if task.timeout_sec <= continuation.within_sec:
         attempt = begin_attempt(
@@ -291,6 +289,13 @@ def _continue(task_id: int, continuation: Continuation, *, after: str) -> Attemp
         )
     if attempt is None:
         transaction.on_commit(lambda: messages.send_run_task(task.pk, task.dispatch_count, task.pool))
+    else:  # the task as its agent needs it (`attempt.task`), read once, here
+        task.status, task.started_at, task.progress, task.error = (
+            TaskStatus.RUNNING,
+            attempt.started_at,
+            0,
+            "",
+        )
     return attempt
 
 
