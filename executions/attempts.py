@@ -75,7 +75,7 @@ def task_start(task_id: int, dispatch_no: int, worker: str, *, lease_sec: float)
     now = timezone.now()
     # The task as the agent needs it, read before the transition: the transaction, which waits its
     # turn at the write lock on the critical path, stays short. What the transition changes is set
-    # on it below; the attempts cannot change if the CAS wins (attempts are created by the CAS's
+    # on it by `begin_attempt`; the attempts cannot change if the CAS wins (attempts are created by the CAS's
     # winner only, and this dispatch's message is the only one that can win until the task is
     # queued again).
     task = running_task(task_id, with_attempt_count=True)
@@ -83,10 +83,7 @@ def task_start(task_id: int, dispatch_no: int, worker: str, *, lease_sec: float)
         return None
     with transaction.atomic():
         lock_execution(task.execution_id)
-        attempt = begin_attempt(task, dispatch_no, worker, now, lease_sec=lease_sec)
-    if attempt is not None:
-        task.status, task.started_at, task.progress, task.error = TaskStatus.RUNNING, now, 0, ""
-    return attempt
+        return begin_attempt(task, dispatch_no, worker, now, lease_sec=lease_sec)
 
 
 def running_task(task_id: int, *, with_attempt_count: bool = False) -> Task | None:
@@ -106,8 +103,9 @@ def begin_attempt(
     task: Task, dispatch_no: int, worker: str, now, *, lease_sec: float, run_after: str = ""
 ) -> Attempt | None:
     """queued → running for this dispatch, and its attempt, by `worker`; None when the CAS loses.
-    The caller holds the execution's lock; `task` carries `attempts_so_far`. `run_after`: the task
-    whose worker runs it in place of its message (the `task.started` event says so)."""
+    The caller holds the execution's lock; `task` carries `attempts_so_far` and is updated as the
+    transition changed it (the attempt's `task`, as its agent needs it). `run_after`: the task whose
+    worker runs it in place of its message (the `task.started` event says so)."""
     if not move_task(
         task.pk,
         TaskStatus.QUEUED,
@@ -127,6 +125,7 @@ def begin_attempt(
         lease_expires_at=now + timedelta(seconds=lease_sec),
         deadline_at=now + timedelta(seconds=task.timeout_sec),
     )
+    task.status, task.started_at, task.progress, task.error = TaskStatus.RUNNING, now, 0, ""
     payload = {"attempt": number, "attempt_id": str(attempt.id), "worker": worker, "pool": task.pool}
     if run_after:
         payload["run_after"] = run_after
@@ -289,13 +288,6 @@ def _continue(task_id: int, continuation: Continuation, *, after: str) -> Attemp
         )
     if attempt is None:
         transaction.on_commit(lambda: messages.send_run_task(task.pk, task.dispatch_count, task.pool))
-    else:  # the task as its agent needs it (`attempt.task`), read once, here
-        task.status, task.started_at, task.progress, task.error = (
-            TaskStatus.RUNNING,
-            attempt.started_at,
-            0,
-            "",
-        )
     return attempt
 
 

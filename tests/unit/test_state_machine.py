@@ -65,19 +65,23 @@ def test_success_promotes_dependents_and_a_second_report_changes_nothing(
     assert types.count("task.succeeded") == 1
 
 
+def succeed_with(attempt, continuation, capture_on_commit):
+    """The attempt's success with this continuation, its on-commit work run; (its answer, the mock
+    of the messages sent)."""
+    with mock.patch("executions.messages.send_run_task") as send, capture_on_commit(execute=True):
+        done = attempt_succeed(
+            attempt.pk, result={"summary": "ok", "files": [], "findings": []}, continuation=continuation
+        )
+    return done, send
+
+
 def test_a_success_with_a_continuation_starts_a_task_it_made_ready_in_its_own_transaction(
     db, django_capture_on_commit_callbacks
 ):
     execution, backend = setup_chain()
     attempt = task_start(backend.pk, queue(backend), "w1", lease_sec=15)
     here = Continuation("w1", lease_sec=15, pools=None, within_sec=3600)
-    with (
-        mock.patch("executions.messages.send_run_task") as send,
-        django_capture_on_commit_callbacks(execute=True),
-    ):
-        done = attempt_succeed(
-            attempt.pk, result={"summary": "ok", "files": [], "findings": []}, continuation=here
-        )
+    done, send = succeed_with(attempt, here, django_capture_on_commit_callbacks)
     assert done and done.next_attempt is not None
     # The first ready task in dispatch order (audit's pool sorts first: codegen, security) runs here,
     # with an attempt of its own and its lease; the other gets its message.
@@ -107,13 +111,7 @@ def test_a_continuation_runs_only_what_its_worker_may_run(db, django_capture_on_
     # A worker consuming the security pool's queue only, an hour of the message's time limit left:
     # frontend (codegen, 2 h timeout) is not for it, audit is.
     here = Continuation("w1", lease_sec=15, pools=frozenset({"security"}), within_sec=3600)
-    with (
-        mock.patch("executions.messages.send_run_task") as send,
-        django_capture_on_commit_callbacks(execute=True),
-    ):
-        done = attempt_succeed(
-            attempt.pk, result={"summary": "ok", "files": [], "findings": []}, continuation=here
-        )
+    done, send = succeed_with(attempt, here, django_capture_on_commit_callbacks)
     assert done.next_attempt.task.key == "audit"
     assert [call.args[0] for call in send.call_args_list] == [
         Task.objects.get(execution=execution, key="frontend").pk
@@ -127,13 +125,7 @@ def test_a_continuation_sends_the_message_of_a_task_whose_timeout_outlasts_the_t
     Task.objects.filter(execution=execution).update(timeout_sec=7200)
     attempt = task_start(backend.pk, queue(backend), "w1", lease_sec=15)
     here = Continuation("w1", lease_sec=15, pools=None, within_sec=3600)
-    with (
-        mock.patch("executions.messages.send_run_task") as send,
-        django_capture_on_commit_callbacks(execute=True),
-    ):
-        done = attempt_succeed(
-            attempt.pk, result={"summary": "ok", "files": [], "findings": []}, continuation=here
-        )
+    done, send = succeed_with(attempt, here, django_capture_on_commit_callbacks)
     assert done and done.next_attempt is None
     statuses = dict(Task.objects.filter(execution=execution).values_list("key", "status"))
     assert statuses == {"backend": "succeeded", "audit": "queued", "report": "pending", "frontend": "queued"}
