@@ -282,7 +282,7 @@ def merge(
     *,
     labels: tuple[str, str] = ("ours", "theirs"),
 ) -> MergeResult:
-    """Three-way merge of two commits (their merge base as the ancestor; none: the empty tree)."""
+    """Three-way merge of two commits (their merge bases as the ancestor; none: the empty tree)."""
     if ours is None:
         return MergeResult(repo[theirs].peel(pygit2.Tree).id if theirs else overlay(repo, None, {}), [])
     if theirs is None:
@@ -293,8 +293,13 @@ def merge(
         return MergeResult(repo[theirs].peel(pygit2.Tree).id, [])
     if base is not None and str(base) == theirs:
         return MergeResult(repo[ours].peel(pygit2.Tree).id, [])
-    ancestor = repo[base].peel(pygit2.Tree) if base is not None else repo[overlay(repo, None, {})]
-    index = repo.merge_trees(ancestor, repo[ours].peel(pygit2.Tree), repo[theirs].peel(pygit2.Tree))
+    if base is None:
+        ancestor = repo[overlay(repo, None, {})]
+        index = repo.merge_trees(ancestor, repo[ours].peel(pygit2.Tree), repo[theirs].peel(pygit2.Tree))
+    else:
+        # libgit2's recursive merge: criss-crossed heads (two merges of the same tasks) have several
+        # merge bases, and any one of them alone sees the other's files as added on both sides.
+        index = repo.merge_commits(ours, theirs)
     conflicts = []
     if index.conflicts is not None:
         for base, mine, other in list(index.conflicts):

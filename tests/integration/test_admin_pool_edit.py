@@ -32,11 +32,12 @@ def test_raising_max_concurrent_in_the_admin_starts_the_waiting_task(
 ):
     from executions.services import execution_cancel, execution_create
 
-    # Frontend and backend are both codegen and take 6 s; the pool runs one at a time.
+    # Frontend and backend are both codegen and take 30 s, so the first is still busy however slow
+    # the machine; the pool runs one at a time. The cancel at the end stops it mid-call.
     configure(
         latency=0.2,
         codegen=1,
-        options={"latency_rules": [{"match": "end", "pool": "codegen", "latency_sec": 6}]},
+        options={"latency_rules": [{"match": "end", "pool": "codegen", "latency_sec": 30}]},
     )
     client, _ = client_and_key
     execution = execution_create(
@@ -79,7 +80,7 @@ def test_raising_max_concurrent_in_the_admin_starts_the_waiting_task(
     # The next dispatch (the reaper's pass) reads the new limit: both run while the first is still busy.
     both = wait_until(
         lambda: (s := codegen_states(execution.pk)) and all(v in ACTIVE for v in s.values()) and s,
-        4,  # a reaper pass and a task start, on a CI machine running two test passes at once
+        10,  # a reaper pass and a task start, on a CI machine running two test passes at once
         "the waiting codegen task to start",
     )
     assert both[first] == TaskStatus.RUNNING

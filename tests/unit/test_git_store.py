@@ -85,6 +85,30 @@ def test_a_merge_with_an_ancestor_is_the_descendant(repo):
     assert git_store.independent(repo, [base, child, child]) == [child]
 
 
+@pytest.mark.parametrize("older", ["one", "two"])
+def test_a_criss_cross_merge_uses_every_merge_base(repo, older):
+    """Two commits that both merge `one` and `two` have both as merge bases; taking either alone
+    (git's walk picks by commit time) turns a file only one side added into an add/add conflict."""
+    base = commit(repo, {"README.md": "hi\n"})
+    times = {"one": 1_700_000_000, "two": 1_700_000_000}
+    times["two" if older == "one" else "one"] += 60
+
+    def dated(files, parents, start, name):
+        tree = git_store.overlay(repo, git_store.tree_of(repo, start).id, files)
+        who = pygit2.Signature(*AGENT, times[name], 0)
+        return str(repo.create_commit(None, who, who, name, tree, [pygit2.Oid(hex=p) for p in parents]))
+
+    one = dated({"a.py": "a = 1\n"}, [base], base, "one")
+    two = dated({"b.py": "b = 1\n"}, [base], base, "two")
+    both = git_store.merge(repo, one, two)
+    merged = git_store.create_commit(repo, tree=both.tree, parents=[one, two], author=AGENT, message="m")
+    changed = commit(repo, {"a.py": "a = 2\n", "b.py": "b = 1\n"}, parents=[one, two], base=one)
+
+    result = git_store.merge(repo, merged, changed)
+    assert result.conflicts == []
+    assert git_store.files_of_tree(repo, result.tree) == {"README.md": "hi\n", "a.py": "a = 2\n", "b.py": "b = 1\n"}
+
+
 def test_a_snapshots_objects_are_the_commit_its_trees_and_blobs(repo, tmp_path):
     base = commit(repo, {"a.txt": "1\n", "src/b.py": "x = 1\n"})
     oids = git_store.snapshot_objects(repo, base)
