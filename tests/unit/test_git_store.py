@@ -106,7 +106,11 @@ def test_a_criss_cross_merge_uses_every_merge_base(repo, older):
 
     result = git_store.merge(repo, merged, changed)
     assert result.conflicts == []
-    assert git_store.files_of_tree(repo, result.tree) == {"README.md": "hi\n", "a.py": "a = 2\n", "b.py": "b = 1\n"}
+    assert git_store.files_of_tree(repo, result.tree) == {
+        "README.md": "hi\n",
+        "a.py": "a = 2\n",
+        "b.py": "b = 1\n",
+    }
 
 
 def test_a_snapshots_objects_are_the_commit_its_trees_and_blobs(repo, tmp_path):
