@@ -23,7 +23,7 @@ from pools.prompts import AGENT_SYSTEM, GENERIC_AGENT_SYSTEM, agent_prompt, loop
 from pools.replies import ReplyError, parse_agent_reply
 from pools.verification import OutputBroken, verify_output
 
-from . import billing, events, messages, projects
+from . import billing, events, messages, projects, sql
 from .attempts import (
     Continuation,
     attempt_fail,
@@ -125,6 +125,23 @@ class LeaseKeeper(threading.Thread):
         )
 
 
+# The pool an attempt runs in, read again for each attempt: admin edits apply to the next one.
+pool_with_model = sql.CompiledRead(
+    lambda name: WorkerPool.objects.select_related("model").filter(name=name),
+    WorkerPool._meta.get_field("name"),
+)
+dependencies_and_versions = sql.CompiledRead(
+    lambda execution_id, task_id, keys: (
+        Task.objects.filter(execution_id=execution_id)
+        .exclude(pk=task_id)
+        .filter(Q(key__in=keys) | Q(parent__key__in=keys, kind__in=SUPERSEDING_KINDS))
+    ),
+    Task._meta.get_field("execution"),
+    Task._meta.pk,
+    Task._meta.get_field("key"),
+)
+
+
 def dependency_results(task: Task) -> list[dict]:
     """Results of the task's hard dependencies, and of soft ones that happen to be done.
 
@@ -140,7 +157,7 @@ def dependency_results(task: Task) -> list[dict]:
     # result of the execution. One query when the dependencies are originals (the usual case): they
     # and their remediations and revisions.
     others = Task.objects.filter(execution_id=task.execution_id).exclude(pk=task.pk)
-    rows = list(others.filter(Q(key__in=wanted) | Q(parent__key__in=wanted, kind__in=SUPERSEDING_KINDS)))
+    rows = dependencies_and_versions.all(task.execution_id, task.pk, sorted(wanted))
     originals = {
         dep.parent_id for dep in rows if dep.key in wanted and dep.kind in SUPERSEDING_KINDS and dep.parent_id
     }
@@ -291,7 +308,7 @@ def run_attempt(attempt: Attempt, continuation: Continuation | None) -> Attempt 
     meter = TurnMeter(attempt, task.execution.client_id)
     started = time.monotonic()
     try:
-        pool = WorkerPool.objects.select_related("model").filter(name=task.pool).first()
+        pool = pool_with_model.first(task.pool)
         if pool is not None:
             keeper.expected_output_tokens = pool.expected_output_tokens
         spec = meter.spec = llm.resolve(pool.model if pool else None)

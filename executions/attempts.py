@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from pools.models import WorkerPool
 
-from . import billing, conflicts, events, merge_conflicts, messages, projects
+from . import billing, conflicts, events, merge_conflicts, messages, projects, sql
 from .dispatch import (
     dispatch_after_commit,
     dispatch_pool,
@@ -36,13 +36,22 @@ from .transitions import close_attempt_row, lock_execution, move_task
 log = logging.getLogger("openclaw.failures")
 
 
-def attempt_to_close(attempt_id) -> Attempt:
-    """An attempt with its task and what billing its usage needs (`client_id`)."""
-    return (
+_attempt_to_close = sql.CompiledRead(
+    lambda attempt_id: (
         Attempt.objects.select_related("task")
         .annotate(client_id=F("task__execution__client_id"))
-        .get(pk=attempt_id)
-    )
+        .filter(pk=attempt_id)
+    ),
+    Attempt._meta.pk,
+)
+
+
+def attempt_to_close(attempt_id) -> Attempt:
+    """An attempt with its task and what billing its usage needs (`client_id`)."""
+    attempt = _attempt_to_close.first(attempt_id)
+    if attempt is None:
+        raise Attempt.DoesNotExist(f"attempt {attempt_id}")
+    return attempt
 
 
 def close_attempt(attempt: Attempt, usage, to: str, **changes) -> bool:
@@ -86,17 +95,27 @@ def task_start(task_id: int, dispatch_no: int, worker: str, *, lease_sec: float)
         return begin_attempt(task, dispatch_no, worker, now, lease_sec=lease_sec)
 
 
-def running_task(task_id: int, *, with_attempt_count: bool = False) -> Task | None:
-    """The task with its execution, as its agent needs them. The execution's plan is not the agent's
-    business (and is the largest column)."""
-    tasks = (
+def _running_task(task_id: int):
+    # The execution's plan is not the agent's business (and is the largest column).
+    return (
         Task.objects.filter(pk=task_id)
         .select_related("execution")
         .defer("execution__plan", "execution__contract_report", "execution__integration")
     )
-    if with_attempt_count:
-        tasks = tasks.annotate(attempts_so_far=Subquery(attempt_count))
-    return tasks.first()
+
+
+_running_tasks = {
+    False: sql.CompiledRead(_running_task, Task._meta.pk),
+    True: sql.CompiledRead(
+        lambda task_id: _running_task(task_id).annotate(attempts_so_far=Subquery(attempt_count)),
+        Task._meta.pk,
+    ),
+}
+
+
+def running_task(task_id: int, *, with_attempt_count: bool = False) -> Task | None:
+    """The task with its execution, as its agent needs them (`attempts_so_far`: its attempts)."""
+    return _running_tasks[with_attempt_count].first(task_id)
 
 
 def begin_attempt(

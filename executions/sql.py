@@ -13,10 +13,12 @@ from collections.abc import Iterable
 from datetime import datetime
 from decimal import Context, Decimal
 from functools import lru_cache
+from uuid import UUID
 
 from django.conf import settings
 from django.db import connection
 from django.db.models import Model
+from django.db.models.query import get_related_populators
 
 from .models import Event, Execution, Task
 from .states import ExecutionStatus, TaskStatus
@@ -270,3 +272,108 @@ def reserve_seqs_and_insert_events(rows: int, others: tuple[str, ...]) -> str:
         f"FROM reserved, (VALUES {values}) AS v({columns}, n) "
         f"RETURNING {_event_columns('seq')}"
     )
+
+
+# ---------------------------------------------------------------- reads compiled once
+
+
+class CompiledRead:
+    """A model read of the hot path that the ORM compiles once per process (and database), then runs
+    with new values. Its instances are what the queryset gives (select_related objects, annotations,
+    deferred fields), without building and compiling the query again: most of a small read's cost
+    (BENCHMARKS.md, "queries").
+
+    `build(*values)` returns the queryset for these values; `fields` are the model fields the values
+    are compared with, which adapt them. Each value must be a parameter of the SQL: a list value
+    stands for an IN list, compiled once per length. The query is compiled with placeholder values
+    and their places found in its parameters; constants the queryset holds stay as compiled."""
+
+    def __init__(self, build, *fields):
+        self.build, self.fields = build, fields
+        self._compiled: dict[tuple, tuple] = {}
+
+    def first(self, *values):
+        """The first instance for these values, or None."""
+        found = self.all(*values)
+        return found[0] if found else None
+
+    def all(self, *values) -> list:
+        sizes = tuple(len(v) if isinstance(v, (list, tuple, set, frozenset)) else None for v in values)
+        if 0 in sizes:  # an empty IN list: the ORM knows what the query becomes
+            return list(self.build(*values))
+        shape = (connection.alias, connection.vendor) + sizes
+        compiled = self._compiled.get(shape)
+        if compiled is None:
+            compiled = self._compiled[shape] = self._compile(shape[2:])
+        sql, params, places, read = compiled
+        params = list(params)
+        for position, (index, item) in places.items():
+            value = values[index] if item is None else list(values[index])[item]
+            params[position] = self.fields[index].get_db_prep_value(value, connection, prepared=False)
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return read(cursor.fetchall())
+
+    def _compile(self, sizes: tuple) -> tuple:
+        placeholders, wanted = [], {}
+        for index, (field, size) in enumerate(zip(self.fields, sizes, strict=True)):
+            items = [_placeholder(field, index * 1000 + n) for n in range(size if size is not None else 1)]
+            placeholders.append(items if size is not None else items[0])
+            for n, item in enumerate(items):
+                wanted[field.get_db_prep_value(item, connection, prepared=False)] = (
+                    index,
+                    n if size is not None else None,
+                )
+        queryset = self.build(*placeholders)
+        compiler = queryset.query.get_compiler(using=queryset.db)
+        sql, params = compiler.as_sql()
+        places = {i: wanted[p] for i, p in enumerate(params) if _hashable(p) and p in wanted}
+        if set(places.values()) != set(wanted.values()):
+            raise ValueError(f"{queryset.model.__name__}: a value is not a parameter of its compiled SQL")
+        return sql, params, places, _instances(compiler)
+
+
+def _placeholder(field, n: int):
+    """A value of the field's type no query holds as a constant."""
+    if field.get_internal_type() == "UUIDField":
+        return UUID(int=0x5E17_0000_0000 + n)
+    if field.get_internal_type() in ("AutoField", "BigAutoField", "IntegerField", "BigIntegerField"):
+        return -(7_000_000_000 + n)
+    return f"\x01compiled-read-{n}"
+
+
+def _hashable(value) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
+
+
+def _instances(compiler):
+    """The rows → instances step of Django's ModelIterable, set up once from the compiled query."""
+    select, klass_info, annotations = compiler.select, compiler.klass_info, compiler.annotation_col_map
+    model, db = klass_info["model"], compiler.using
+    start, end = klass_info["select_fields"][0], klass_info["select_fields"][-1] + 1
+    init_list = [column[0].target.attname for column in select[start:end]]
+    populators = get_related_populators(klass_info, select, db)
+    converters = compiler.get_converters([column[0] for column in select[: compiler.col_count]])
+
+    def read(rows: list[tuple]) -> list:
+        instances = []
+        for row in rows:
+            row = list(row)
+            for position, (functions, expression) in converters.items():
+                value = row[position]
+                for convert in functions:
+                    value = convert(value, expression, connection)
+                row[position] = value
+            obj = model.from_db(db, init_list, row[start:end])
+            for populator in populators:
+                populator.populate(row, obj)
+            for name, position in (annotations or {}).items():
+                setattr(obj, name, row[position])
+            instances.append(obj)
+        return instances
+
+    return read

@@ -5,7 +5,7 @@ from decimal import Decimal
 
 import pytest
 from django.db import connection
-from django.db.models import F
+from django.db.models import F, Subquery
 from django.utils import timezone
 
 from executions import sql
@@ -125,3 +125,95 @@ def test_an_update_of_several_rows_returns_those_it_changed(two_tasks):
         1,
     )
     assert Task.objects.get(pk=b.pk).status == "cancelled"
+
+
+# ---------------------------------------------------------------- reads compiled once
+
+
+def orm_fields(obj) -> dict:
+    deferred = obj.get_deferred_fields()
+    return {
+        f.attname: getattr(obj, f.attname) for f in obj._meta.concrete_fields if f.attname not in deferred
+    }
+
+
+def new_attempt(task: Task) -> Attempt:
+    now = timezone.now()
+    return Attempt.objects.create(
+        task=task, number=1, worker="w", started_at=now, lease_expires_at=now, deadline_at=now
+    )
+
+
+def test_a_compiled_read_gives_the_instances_the_orm_gives(two_tasks, django_assert_num_queries):
+    """The task with its execution (some columns deferred) and its attempt count, for two tasks in
+    turn (the second run substitutes its value into the SQL compiled for the first)."""
+    from executions.attempts import attempt_count, running_task
+
+    execution, a, b = two_tasks
+    Task.objects.filter(pk=a.pk).update(
+        result={"files": [{"path": "é.py", "content": "x"}]},
+        started_at=timezone.now(),
+        cost_usd=Decimal("0.125"),
+    )
+    Execution.objects.filter(pk=execution.pk).update(plan={"tasks": [1]}, cost_usd=Decimal("1.5"))
+    new_attempt(b)
+    for task in (a, b, a):
+        expected = (
+            Task.objects.select_related("execution")
+            .defer("execution__plan", "execution__contract_report", "execution__integration")
+            .annotate(attempts_so_far=Subquery(attempt_count))
+            .get(pk=task.pk)
+        )
+        got = running_task(task.pk, with_attempt_count=True)
+        assert orm_fields(got) == orm_fields(expected)
+        assert got.attempts_so_far == expected.attempts_so_far == (1 if task == b else None)
+        with django_assert_num_queries(0):
+            assert orm_fields(got.execution) == orm_fields(expected.execution)
+        assert got.execution.get_deferred_fields() == {"plan", "contract_report", "integration"}
+        assert got.execution.plan == {"tasks": [1]}  # a deferred field loads when read, as with the ORM
+    assert running_task(10**9) is None
+
+
+def test_a_compiled_read_with_a_uuid_key_and_an_annotation(two_tasks):
+    from executions.attempts import attempt_to_close
+
+    execution, a, _ = two_tasks
+    attempt = new_attempt(a)
+    got = attempt_to_close(attempt.pk)
+    assert (got.pk, got.task.key, got.client_id) == (attempt.pk, "a", execution.client_id)
+    assert got.started_at == Attempt.objects.get(pk=attempt.pk).started_at
+    with pytest.raises(Attempt.DoesNotExist):
+        attempt_to_close(Attempt(task=a).pk)
+
+
+def test_a_compiled_read_with_in_lists_of_every_length(two_tasks):
+    """A list value is an IN list, compiled once per length; an empty one goes to the ORM."""
+    from executions.agent_attempt import dependencies_and_versions
+
+    execution, a, b = two_tasks
+    c = Task.objects.create(execution=execution, key="c", pool="codegen", description="c", rank=1.0)
+    fix = Task.objects.create(
+        execution=execution,
+        key="a_fix",
+        pool="codegen",
+        description="f",
+        rank=1.0,
+        parent=a,
+        kind="remediation",
+    )
+    cases = {
+        ("a",): {a.pk, fix.pk},
+        ("a", "b"): {a.pk, b.pk, fix.pk},
+        ("b", "c"): {b.pk},  # c is the reader, left out
+        ("z",): set(),
+        (): set(),
+    }
+    for keys, expected in cases.items():
+        got = dependencies_and_versions.all(execution.pk, c.pk, list(keys))
+        assert {t.pk for t in got} == expected, keys
+
+
+def test_a_value_the_sql_does_not_hold_as_a_parameter_is_refused(two_tasks):
+    read = sql.CompiledRead(lambda key: Task.objects.filter(key="a"), Task._meta.get_field("key"))
+    with pytest.raises(ValueError, match="not a parameter"):
+        read.all("b")
