@@ -264,10 +264,7 @@ def attempt_succeed(
                 maybe_finish_work(task.execution_id)
             # The new ready tasks and the freed slot, queued in this transaction where possible.
             ready_pools = set(promoted)
-            if (
-                task.pool not in ready_pools
-                and Task.objects.filter(pool=task.pool, status=TaskStatus.READY).exists()
-            ):
+            if task.pool not in ready_pools and _a_ready_task.all(task.pool):
                 ready_pools.add(task.pool)
             kept: list[int] = []  # the queued task the continuation starts, sent no message
             for pool in sorted(ready_pools):
@@ -308,6 +305,12 @@ def _continue(task_id: int, continuation: Continuation, *, after: str) -> Attemp
     if attempt is None:
         transaction.on_commit(lambda: messages.send_run_task(task.pk, task.dispatch_count, task.pool))
     return attempt
+
+
+_a_ready_task = sql.CompiledRead(
+    lambda pool: Task.objects.filter(pool=pool, status=TaskStatus.READY).values_list("pk", flat=True)[:1],
+    Task._meta.get_field("pool"),
+)
 
 
 def lock_dependents_pools(task: Task) -> dict[str, int | None]:

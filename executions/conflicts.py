@@ -31,7 +31,7 @@ from django.utils import timezone
 from pools.models import EngineSettings, PoolRole, WorkerPool
 from pools.verification import BLOCKING_SEVERITIES, SEVERITY_RANK
 
-from . import events
+from . import events, sql
 from .dispatch import dispatch_after_commit
 from .merge import COLLISION_RULE, KIND_ORDER, lineage_key, merged_files
 from .models import Conflict, Task
@@ -486,6 +486,24 @@ def settle_revision(revision: Task) -> None:
 # ---------------------------------------------------------------- file collisions
 
 
+_others_paths = sql.CompiledRead(
+    lambda execution_id, task_id: (
+        Task.objects.filter(execution_id=execution_id, status=TaskStatus.SUCCEEDED)
+        .exclude(pk=task_id)
+        .values_list("pk", "kind", "finished_at", "paths")
+    ),
+    Task._meta.get_field("execution"),
+    Task._meta.pk,
+)
+_succeeded = sql.CompiledRead(
+    lambda execution_id, ids: Task.objects.filter(
+        execution_id=execution_id, status=TaskStatus.SUCCEEDED, pk__in=ids
+    ),
+    Task._meta.get_field("execution"),
+    Task._meta.pk,
+)
+
+
 def record_collisions(task: Task) -> None:
     """A task writing a path another lineage wrote: decided by the merge rule, recorded as a resolved
     conflict, once per path, against the version that was current (earlier writers it also outdates
@@ -496,19 +514,16 @@ def record_collisions(task: Task) -> None:
     # Only the current version of each of its paths is read (the writer last in the merge order:
     # earlier ones lost to it already), with the originals of those and its own (for lineages).
     # Every succeeded task of the execution is scanned, as plain rows (model instances cost more).
-    succeeded = Task.objects.filter(execution_id=task.execution_id, status=TaskStatus.SUCCEEDED)
     current_of: dict[str, tuple] = {}  # path → merge order (kind, finished_at, pk) of its current version
-    for pk, kind, finished_at, paths in succeeded.exclude(pk=task.pk).values_list(
-        "pk", "kind", "finished_at", "paths"
-    ):
+    for pk, kind, finished_at, paths in _others_paths.all(task.execution_id, task.pk):
         order = (KIND_ORDER.get(kind, 0), finished_at, pk)  # merge_order() of a succeeded task
         for path in mine.intersection(paths):
             current_of[path] = max(current_of.get(path, order), order)
     if not current_of:
         return
-    tasks = list(succeeded.filter(pk__in={order[2] for order in current_of.values()}))
+    tasks = _succeeded.all(task.execution_id, {order[2] for order in current_of.values()})
     originals = {t.parent_id for t in tasks + [task] if t.parent_id} - {t.pk for t in tasks}
-    tasks += list(succeeded.filter(pk__in=originals)) if originals else []
+    tasks += _succeeded.all(task.execution_id, originals) if originals else []
     lineage = lineage_key(task, {t.pk: t for t in tasks})
     before, _ = merged_files(tasks)
     after, _ = merged_files(tasks + [task])

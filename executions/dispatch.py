@@ -21,6 +21,19 @@ from .states import StopReason, TaskStatus
 from .task_graph import block_dependents, maybe_finish_work
 from .transitions import lock_execution, lock_executions, move_task, move_tasks
 
+# The pool's row locked (with `skip_locked` inside an execution's transition) and its limit read.
+_pool_limit = {
+    skip_locked: sql.CompiledRead(
+        lambda name, skip_locked=skip_locked: (
+            WorkerPool.objects.select_for_update(skip_locked=skip_locked)
+            .filter(name=name, enabled=True)
+            .values_list("max_concurrent", flat=True)
+        ),
+        WorkerPool._meta.get_field("name"),
+    )
+    for skip_locked in (False, True)
+}
+
 
 def dispatch_ready_tasks(pool_name: str) -> int:
     """Queue as many ready tasks of a pool as it has free slots; returns how many were queued."""
@@ -72,12 +85,7 @@ def dispatch_pool(
         if held_limits is not None and pool_name in held_limits:
             max_concurrent = held_limits[pool_name]
         else:
-            max_concurrent = (
-                WorkerPool.objects.select_for_update(skip_locked=within)
-                .filter(name=pool_name, enabled=True)
-                .values_list("max_concurrent", flat=True)
-                .first()
-            )
+            max_concurrent = _pool_limit[within].first(pool_name)
         if max_concurrent is None:
             return None if within else 0
         active, candidates = sql.admission(pool_name, now, limit=max_concurrent * 2)

@@ -20,7 +20,7 @@ import logging
 
 from pools import git_store
 
-from . import events, projects
+from . import events, projects, sql
 from .conflicts import add_follow_ups, detect, give_up, mark_resolving, max_rounds, pool_timeout, resolve
 from .conflicts import follow_up_key as conflict_key
 from .models import Conflict, Execution, Task
@@ -48,6 +48,18 @@ def root_of(task: Task) -> int:
     return task.parent_id if task.kind in SUPERSEDING_KINDS and task.parent_id else task.pk
 
 
+_other_heads = sql.CompiledRead(
+    lambda execution_id, task_id: (
+        Task.objects.filter(execution_id=execution_id, status=TaskStatus.SUCCEEDED)
+        .exclude(pk=task_id)
+        .exclude(commit="")
+        .only("pk", "execution", "key", "kind", "parent_id", "finished_at", "paths", "commit")
+    ),
+    Task._meta.get_field("execution"),
+    Task._meta.pk,
+)
+
+
 def on_commit(task: Task) -> None:
     """A newly succeeded task with a commit: settle the conflict it resolves, then look for a
     conflict with the other lineages' heads."""
@@ -58,12 +70,7 @@ def on_commit(task: Task) -> None:
     mine = set(task.paths)
     if not mine:
         return
-    others = (
-        Task.objects.filter(execution_id=task.execution_id, status=TaskStatus.SUCCEEDED)
-        .exclude(pk=task.pk)
-        .exclude(commit="")
-        .only("pk", "execution", "key", "kind", "parent_id", "finished_at", "paths", "commit")
-    )
+    others = _other_heads.all(task.execution_id, task.pk)
     heads: dict[int, Task] = {}
     touched: set[int] = set()
     own_root = root_of(task)

@@ -18,7 +18,13 @@ from uuid import UUID
 from django.conf import settings
 from django.db import connection
 from django.db.models import Model
-from django.db.models.query import get_related_populators
+from django.db.models.query import (
+    FlatValuesListIterable,
+    ModelIterable,
+    ValuesIterable,
+    ValuesListIterable,
+    get_related_populators,
+)
 
 from .models import Event, Execution, Task
 from .states import ExecutionStatus, TaskStatus
@@ -278,10 +284,10 @@ def reserve_seqs_and_insert_events(rows: int, others: tuple[str, ...]) -> str:
 
 
 class CompiledRead:
-    """A model read of the hot path that the ORM compiles once per process (and database), then runs
-    with new values. Its instances are what the queryset gives (select_related objects, annotations,
-    deferred fields), without building and compiling the query again: most of a small read's cost
-    (BENCHMARKS.md, "queries").
+    """A read of the hot path that the ORM compiles once per process (and database), then runs with
+    new values. It gives what the queryset gives (instances with their select_related objects,
+    annotations and deferred fields; or its values, values_list, flat values_list rows), without
+    building and compiling the query again: most of a small read's cost (BENCHMARKS.md, "queries").
 
     `build(*values)` returns the queryset for these values; `fields` are the model fields the values
     are compared with, which adapt them. Each value must be a parameter of the SQL: a list value
@@ -293,12 +299,13 @@ class CompiledRead:
         self._compiled: dict[tuple, tuple] = {}
 
     def first(self, *values):
-        """The first instance for these values, or None."""
+        """The first result for these values, or None (the query is not limited to one row)."""
         found = self.all(*values)
         return found[0] if found else None
 
     def all(self, *values) -> list:
-        sizes = tuple(len(v) if isinstance(v, (list, tuple, set, frozenset)) else None for v in values)
+        values = tuple(list(v) if isinstance(v, (list, tuple, set, frozenset)) else v for v in values)
+        sizes = tuple(len(v) if isinstance(v, list) else None for v in values)
         if 0 in sizes:  # an empty IN list: the ORM knows what the query becomes
             return list(self.build(*values))
         shape = (connection.alias, connection.vendor) + sizes
@@ -308,7 +315,7 @@ class CompiledRead:
         sql, params, places, read = compiled
         params = list(params)
         for position, (index, item) in places.items():
-            value = values[index] if item is None else list(values[index])[item]
+            value = values[index] if item is None else values[index][item]
             params[position] = self.fields[index].get_db_prep_value(value, connection, prepared=False)
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
@@ -330,7 +337,7 @@ class CompiledRead:
         places = {i: wanted[p] for i, p in enumerate(params) if _hashable(p) and p in wanted}
         if set(places.values()) != set(wanted.values()):
             raise ValueError(f"{queryset.model.__name__}: a value is not a parameter of its compiled SQL")
-        return sql, params, places, _instances(compiler)
+        return sql, params, places, _reader(queryset, compiler)
 
 
 def _placeholder(field, n: int):
@@ -350,17 +357,14 @@ def _hashable(value) -> bool:
     return True
 
 
-def _instances(compiler):
-    """The rows → instances step of Django's ModelIterable, set up once from the compiled query."""
-    select, klass_info, annotations = compiler.select, compiler.klass_info, compiler.annotation_col_map
-    model, db = klass_info["model"], compiler.using
-    start, end = klass_info["select_fields"][0], klass_info["select_fields"][-1] + 1
-    init_list = [column[0].target.attname for column in select[start:end]]
-    populators = get_related_populators(klass_info, select, db)
-    converters = compiler.get_converters([column[0] for column in select[: compiler.col_count]])
+def _reader(queryset, compiler):
+    """The rows → results step of the queryset's iterable (Django's ModelIterable, ValuesIterable,
+    ValuesListIterable, FlatValuesListIterable), set up once from its compiled query."""
+    query, db = queryset.query, compiler.using
+    count = compiler.col_count
+    converters = compiler.get_converters([column[0] for column in compiler.select[:count]])
 
-    def read(rows: list[tuple]) -> list:
-        instances = []
+    def converted(rows: list[tuple]):
         for row in rows:
             row = list(row)
             for position, (functions, expression) in converters.items():
@@ -368,12 +372,33 @@ def _instances(compiler):
                 for convert in functions:
                     value = convert(value, expression, connection)
                 row[position] = value
+            yield row
+
+    kind = queryset._iterable_class
+    if kind is FlatValuesListIterable:
+        return lambda rows: [row[0] for row in converted(rows)]
+    if kind is ValuesListIterable:
+        return lambda rows: [tuple(row[:count]) for row in converted(rows)]
+    if kind is ValuesIterable:
+        names = list(query.selected or [*query.extra_select, *query.values_select, *query.annotation_select])
+        return lambda rows: [dict(zip(names, row, strict=False)) for row in converted(rows)]
+    if kind is not ModelIterable:
+        raise ValueError(f"{queryset.model.__name__}: a compiled read gives instances or values, not {kind}")
+    klass_info, annotations = compiler.klass_info, compiler.annotation_col_map or {}
+    model = klass_info["model"]
+    start, end = klass_info["select_fields"][0], klass_info["select_fields"][-1] + 1
+    init_list = [column[0].target.attname for column in compiler.select[start:end]]
+    populators = get_related_populators(klass_info, compiler.select, db)
+
+    def instances(rows: list[tuple]) -> list:
+        found = []
+        for row in converted(rows):
             obj = model.from_db(db, init_list, row[start:end])
             for populator in populators:
                 populator.populate(row, obj)
-            for name, position in (annotations or {}).items():
+            for name, position in annotations.items():
                 setattr(obj, name, row[position])
-            instances.append(obj)
-        return instances
+            found.append(obj)
+        return found
 
-    return read
+    return instances

@@ -7,7 +7,7 @@ from django.utils import timezone
 
 from pools.models import WorkerPool
 
-from . import events, messages
+from . import events, messages, sql
 from .dag import PlanNode, dispatch_ranks
 from .models import Execution, Task
 from .states import TASK_LOST, TASK_OPEN, ExecutionStatus, StopReason, TaskKind, TaskStatus
@@ -82,11 +82,24 @@ def add_tasks(execution_id: str, new_tasks: list[dict]) -> list[Task]:
     return created
 
 
+# Read on every success, inside the write lock.
+_graph = sql.CompiledRead(
+    lambda execution_id: Task.objects.filter(execution_id=execution_id).values(
+        "id", "key", "status", "blocked_by", "pool"
+    ),
+    Task._meta.get_field("execution"),
+)
+_an_open_task = sql.CompiledRead(
+    lambda execution_id: Task.objects.filter(execution_id=execution_id, status__in=TASK_OPEN).values_list(
+        "pk", flat=True
+    )[:1],
+    Task._meta.get_field("execution"),
+)
+
+
 def promote_dependents(execution_id: str) -> set[str]:
     """pending → ready for every task whose hard dependencies all succeeded; returns their pools."""
-    rows = list(
-        Task.objects.filter(execution_id=execution_id).values("id", "key", "status", "blocked_by", "pool")
-    )
+    rows = _graph.all(execution_id)
     done = {r["key"] for r in rows if r["status"] == TaskStatus.SUCCEEDED}
     ready = {
         r["id"]: r
@@ -134,7 +147,7 @@ def block_dependents(execution_id: str) -> list[str]:
 
 def maybe_finish_work(execution_id: str) -> bool:
     """executing → aggregating once no task can still make progress; sends the aggregation message."""
-    if Task.objects.filter(execution_id=execution_id, status__in=TASK_OPEN).exists():
+    if _an_open_task.all(execution_id):
         return False
     now = timezone.now()
     if not move_execution(

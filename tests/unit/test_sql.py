@@ -217,3 +217,48 @@ def test_a_value_the_sql_does_not_hold_as_a_parameter_is_refused(two_tasks):
     read = sql.CompiledRead(lambda key: Task.objects.filter(key="a"), Task._meta.get_field("key"))
     with pytest.raises(ValueError, match="not a parameter"):
         read.all("b")
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda e: Task.objects.filter(execution_id=e).values("id", "key", "status", "blocked_by", "cost_usd"),
+        lambda e: Task.objects.filter(execution_id=e).values_list("pk", "started_at", "result"),
+        lambda e: Task.objects.filter(execution_id=e).order_by("-key").values_list("key", flat=True),
+        lambda e: Task.objects.filter(execution_id=e, status__in=["ready", "queued"]).values_list(
+            "pk", flat=True
+        )[:1],
+        lambda e: Task.objects.filter(execution_id=e).only("key", "paths"),
+    ],
+    ids=["values", "values_list", "flat", "sliced", "only"],
+)
+def test_a_compiled_read_of_values_gives_what_the_orm_gives(two_tasks, build):
+    execution, a, _ = two_tasks
+    Task.objects.filter(pk=a.pk).update(
+        started_at=timezone.now(), result={"k": [1, "é"]}, cost_usd=Decimal("0.5"), paths=["x.py"]
+    )
+    read = sql.CompiledRead(build, Task._meta.get_field("execution"))
+    other = make_execution(execution.client, [{"key": "z"}])
+    for execution_id in (execution.pk, other.pk, execution.pk):
+        got, expected = read.all(execution_id), list(build(execution_id))
+        if got and hasattr(got[0], "_meta"):
+            got, expected = [orm_fields(t) for t in got], [orm_fields(t) for t in expected]
+        assert got == expected
+
+
+def test_a_compiled_read_that_locks_rows(two_tasks):
+    """select_for_update (FOR UPDATE on PostgreSQL, nothing on SQLite) inside a transaction."""
+    from django.db import transaction
+
+    from pools.models import WorkerPool
+
+    read = sql.CompiledRead(
+        lambda name: (
+            WorkerPool.objects.select_for_update()
+            .filter(name=name, enabled=True)
+            .values_list("max_concurrent", flat=True)
+        ),
+        WorkerPool._meta.get_field("name"),
+    )
+    with transaction.atomic():
+        assert (read.first("codegen"), read.first("security"), read.first("nope")) == (3, 2, None)
