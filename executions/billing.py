@@ -16,7 +16,7 @@ import statistics
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 
-from django.db import IntegrityError, connection, transaction
+from django.db import connection, transaction
 from django.db.models import Sum
 
 from pools import llm
@@ -47,15 +47,16 @@ def micro(value: Decimal) -> Decimal:
     return Decimal(value).quantize(MICRO, rounding=ROUND_HALF_UP)
 
 
-def _create_once(**fields) -> LedgerEntry | None:
-    """Insert a ledger entry unless its key exists; None when it already did."""
-    if LedgerEntry.objects.filter(key=fields["key"]).exists():
-        return None
-    try:
-        with transaction.atomic():
-            return LedgerEntry.objects.create(**fields)
-    except IntegrityError:
-        return None
+def _create_once(**fields) -> bool:
+    """Insert a ledger entry unless its key exists; True when this call inserted it. One statement:
+    no read of the key first and no savepoint (the fee and the PM's calls are charged in the
+    transaction that holds the write lock)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            sql.insert_new_statement(LedgerEntry, _USAGE_COLUMNS, ("key",)),
+            sql.insert_params([LedgerEntry(**fields)], _USAGE_COLUMNS),
+        )
+        return cursor.rowcount == 1
 
 
 @dataclass(frozen=True)
@@ -339,7 +340,7 @@ def record_phase_usage(
 ) -> bool:
     """Charge the PM's own calls (planning, synthesis), once per key, whoever won the phase."""
     cost = micro(spec.cost(completion))
-    entry = _create_once(
+    inserted = _create_once(
         execution=execution,
         client_id=execution.client_id,
         kind="usage",
@@ -353,7 +354,7 @@ def record_phase_usage(
         cache_write_tokens=completion.cache_write_tokens,
         description=f"PM {phase}",
     )
-    if entry is None:
+    if not inserted:
         return False
     _add_to_execution(execution.pk, cost, completion)
     return True
@@ -464,7 +465,7 @@ def charge_fee(execution: Execution, fee: Decimal) -> None:
         amount_usd=fee,
         description=f"project fee ({policy.name}: {policy.get_method_display()})",
     ):
-        Execution.objects.filter(pk=execution.pk).update(fee_usd=fee)
+        sql.update(Execution, {"pk": execution.pk}, assign={"fee_usd": fee})
 
 
 def undelivered_share(tasks: list[Task]) -> Decimal:

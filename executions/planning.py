@@ -386,18 +386,18 @@ def execution_start(
     """expected (planning, awaiting_approval) → executing: the fee charged, the tasks created and
     dispatched once committed. Call inside a transaction; `before` runs once the move is won."""
     execution_id = execution.pk
-    if not move_execution(
-        execution_id,
-        expected,
-        ExecutionStatus.EXECUTING,
+    changes = {
         **_figures_fields(figures, model),
-        started_at=timezone.now(),
-        phase_lease_until=None,
-        phase_claims=0,
+        "started_at": timezone.now(),
+        "phase_lease_until": None,
+        "phase_claims": 0,
         **fields,
-    ):
+    }
+    if not move_execution(execution_id, expected, ExecutionStatus.EXECUTING, **changes):
         return False
-    execution.refresh_from_db()
+    # What the move wrote, on the caller's copy (no read back inside the write lock).
+    for name, value in {"status": ExecutionStatus.EXECUTING, **changes}.items():
+        setattr(execution, name, value)
     if before is not None:
         before()
     billing.charge_fee(execution, figures.fee)

@@ -79,7 +79,9 @@ def move_tasks(
 def move_execution(execution_id: str, expected: Expected, to: str, **changes) -> bool:
     """expected → `to` for an execution; True when this caller won."""
     sources = check(EXECUTION_TRANSITIONS, expected, to)
-    return Execution.objects.filter(pk=execution_id, status__in=sources).update(status=to, **changes) == 1
+    return (
+        sql.update(Execution, {"pk": execution_id, "status": sources}, assign={"status": to, **changes}) == 1
+    )
 
 
 def claim_phase(execution_id: str, status: str, *, lease_sec: float) -> int | None:
