@@ -10,7 +10,7 @@ from django.core.cache import cache
 from django.core.exceptions import BadRequest, PermissionDenied, SuspiciousOperation
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
-from ninja import NinjaAPI, Query, Status
+from ninja import Field, NinjaAPI, Query, Schema, Status
 from ninja.errors import HttpError, ValidationError
 from ninja.pagination import LimitOffsetPagination, paginate
 from ninja.throttling import AuthRateThrottle
@@ -148,12 +148,21 @@ def execution_invoice(request: HttpRequest, execution_id: str):
     return invoices.execution_invoice(owned_execution(request, execution_id))
 
 
+class Pages(LimitOffsetPagination):
+    """Ninja's limit/offset pages with both numbers bounded: one past the database's integers is a
+    422 naming the parameter, not a failed query."""
+
+    class Input(Schema):
+        limit: int = Field(100, ge=1, le=1000)
+        offset: int = Field(0, ge=0, le=2**31 - 1)
+
+
 @api.get(
     "/executions",
     response=documented({200: list[ExecutionListItem]}, 422),
     summary="Your executions, newest first",
 )
-@paginate(LimitOffsetPagination)
+@paginate(Pages)
 def execution_list(request: HttpRequest, status: ExecutionStatus | None = None, project: str | None = None):
     return selectors.execution_list(request.auth, status=status, project=project)
 

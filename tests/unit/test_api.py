@@ -116,6 +116,13 @@ def test_detail_list_and_events(client, acme):
     assert [e["seq"] for e in log["events"]] == [2] and log["last_seq"] == 2
 
 
+@pytest.mark.parametrize("query", ["limit=106383773684289938500091904", "offset=10000000000000", "limit=0"])
+def test_a_page_number_out_of_range_is_refused_naming_it(client, acme, query):
+    response = client.get(f"/api/executions?{query}", HTTP_X_API_KEY=acme[1])
+    assert response.status_code == 422
+    assert query.split("=")[0] in str(response.json()["detail"])
+
+
 def test_cancel_then_cancel_again_is_a_conflict(client, acme):
     execution = make_execution(acme[0], [{"key": "task_1"}])
     response = client.post(f"/api/execution/{execution.pk}/cancel", HTTP_X_API_KEY=acme[1])
