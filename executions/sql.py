@@ -7,6 +7,9 @@ building and compiling them through the ORM costs several times the statement it
 BENCHMARKS.md, "queries"). The text is cached per shape (model, columns assigned, columns added
 to, filter columns and IN-list sizes); values are adapted by their fields as `QuerySet.update()`
 and `filter()` do, so what is stored is the same.
+
+The hot path's reads stay ORM querysets: `CompiledRead` has the ORM compile each once per process
+and runs its SQL with new values, reading the rows as the queryset would.
 """
 
 from collections.abc import Iterable
