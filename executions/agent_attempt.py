@@ -156,15 +156,16 @@ def dependency_results(task: Task) -> list[dict]:
     # The dependencies, their originals and their originals' remediations and revisions; not every
     # result of the execution. One query when the dependencies are originals (the usual case): they
     # and their remediations and revisions.
-    others = Task.objects.filter(execution_id=task.execution_id).exclude(pk=task.pk)
     rows = dependencies_and_versions.all(task.execution_id, task.pk, sorted(wanted))
     originals = {
         dep.parent_id for dep in rows if dep.key in wanted and dep.kind in SUPERSEDING_KINDS and dep.parent_id
     }
     if originals:  # a dependency on a remediation or revision itself: its original and the others
-        rows += others.filter(
-            Q(pk__in=originals) | Q(parent_id__in=originals, kind__in=SUPERSEDING_KINDS)
-        ).exclude(pk__in=[dep.pk for dep in rows])
+        rows += (
+            Task.objects.filter(execution_id=task.execution_id)
+            .filter(Q(pk__in=originals) | Q(parent_id__in=originals, kind__in=SUPERSEDING_KINDS))
+            .exclude(pk__in=[task.pk] + [dep.pk for dep in rows])
+        )
     by_key = {t.key: t for t in rows}
     by_pk = {t.pk: t for t in rows}
     roots: dict[str, Task] = {}

@@ -53,8 +53,8 @@ def _create_once(**fields) -> bool:
     transaction that holds the write lock)."""
     with connection.cursor() as cursor:
         cursor.execute(
-            sql.insert_new_statement(LedgerEntry, _USAGE_COLUMNS, ("key",)),
-            sql.insert_params([LedgerEntry(**fields)], _USAGE_COLUMNS),
+            sql.insert_new_statement(LedgerEntry, _LEDGER_COLUMNS, ("key",)),
+            sql.insert_params([LedgerEntry(**fields)], _LEDGER_COLUMNS),
         )
         return cursor.rowcount == 1
 
@@ -186,15 +186,15 @@ def record_turn(attempt: Attempt, usage: AttemptUsage, client_id: int) -> TurnVe
                     sql.insert_params([turn], _TURN_COLUMNS),
                 )
             rows = sql.insert_new_then(
-                LedgerEntry, _USAGE_COLUMNS, ("key",), entry, statements, read=("run", "spent")
+                LedgerEntry, _LEDGER_COLUMNS, ("key",), entry, statements, read=("run", "spent")
             )
             billed = bool(rows)
             row = rows[0] if rows else None
         else:
             with connection.cursor() as cursor:
                 cursor.execute(
-                    sql.insert_new_statement(LedgerEntry, _USAGE_COLUMNS, ("key",)),
-                    sql.insert_params([entry], _USAGE_COLUMNS),
+                    sql.insert_new_statement(LedgerEntry, _LEDGER_COLUMNS, ("key",)),
+                    sql.insert_params([entry], _LEDGER_COLUMNS),
                 )
                 billed = cursor.rowcount == 1
             if billed:
@@ -229,7 +229,7 @@ def record_turn(attempt: Attempt, usage: AttemptUsage, client_id: int) -> TurnVe
     )
 
 
-_USAGE_COLUMNS = (
+_LEDGER_COLUMNS = (
     "execution",
     "client",
     "kind",
@@ -283,8 +283,8 @@ def _charge_usage(attempt: Attempt, usage: AttemptUsage, client_id: int) -> None
     totals, totals_params = sql.update_statement(
         Execution, {"pk": attempt.task.execution_id}, add=_execution_increments(usage)
     )
-    insert = sql.insert_statement(LedgerEntry, _USAGE_COLUMNS)
-    insert_params = sql.insert_params([entry], _USAGE_COLUMNS)
+    insert = sql.insert_statement(LedgerEntry, _LEDGER_COLUMNS)
+    insert_params = sql.insert_params([entry], _LEDGER_COLUMNS)
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             cursor.execute(sql.update_then_insert(totals, insert), totals_params + insert_params)
