@@ -102,6 +102,7 @@ def run(ctx) -> dict:
     client, raw = harness.bench_client("bench-queries")
     with (
         mock.patch("executions.messages.send_run_task"),
+        mock.patch("executions.messages.send_run_tasks"),
         mock.patch("executions.messages.send_aggregate"),
         mock.patch("executions.messages.send_plan"),
     ):

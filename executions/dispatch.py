@@ -119,8 +119,9 @@ def dispatch_pool(
         # Registered before the events: once committed, the messages go out first.
         if keep is not None and sent:
             keep.append(sent[0][0])
-        for task_id, dispatch_no, _, _ in sent[1:] if keep else sent:
-            transaction.on_commit(lambda t=task_id, d=dispatch_no: messages.send_run_task(t, d, pool_name))
+        dispatches = [(task_id, dispatch_no) for task_id, dispatch_no, _, _ in (sent[1:] if keep else sent)]
+        if dispatches:
+            transaction.on_commit(lambda: messages.send_run_tasks(pool_name, dispatches))
         queued: dict[str, list] = {}
         for _, _, execution_id, key in sent:
             queued.setdefault(execution_id, []).append(("task.queued", key, {"pool": pool_name}))

@@ -49,6 +49,22 @@ def send_run_task(task_id: int, dispatch_no: int, pool: str) -> dramatiq.Message
     return send(RUN_TASK, pool_queue_name(pool), task_id, dispatch_no)
 
 
+def send_run_tasks(pool: str, dispatches: list[tuple[int, int]]) -> list[dramatiq.Message]:
+    """Several tasks' attempts (task id, dispatch number) on the pool's queue, in one round trip
+    where the broker can batch them."""
+    broker = get_broker()
+    queue_name = pool_queue_name(pool)
+    if queue_name not in broker.get_declared_queues():
+        broker.declare_queue(queue_name)
+    batch = [
+        dramatiq.Message(queue_name=queue_name, actor_name=RUN_TASK, args=dispatch, kwargs={}, options={})
+        for dispatch in dispatches
+    ]
+    if hasattr(broker, "enqueue_many"):
+        return broker.enqueue_many(batch)
+    return [broker.enqueue(message) for message in batch]
+
+
 def send_webhook(delivery_pk: int, claim: int) -> None:
     """Send the webhook delivery; `claim` makes a duplicate of this message a no-op."""
     send(DELIVER_WEBHOOK, WEBHOOK_QUEUE, delivery_pk, claim)

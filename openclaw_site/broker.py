@@ -22,10 +22,12 @@ import logging
 import threading
 import time
 from collections import defaultdict
+from uuid import uuid4
 
 import redis
+from dramatiq import Message
 from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
-from dramatiq.common import compute_backoff, dq_name, q_name
+from dramatiq.common import compute_backoff, current_millis, dq_name, q_name
 from dramatiq.errors import ConnectionClosed
 
 logger = logging.getLogger(__name__)
@@ -183,3 +185,45 @@ class UndelayedQueuesRedisBroker(RedisBroker):
         if q_name(message.queue_name) not in self.background_queues:
             self.client.publish(self.wakeups.channel, message.queue_name)
         return message
+
+    def enqueue_many(self, messages: list[Message]) -> list[Message]:
+        """Enqueue undelayed messages in one round trip: `enqueue`'s dispatch script for each and one
+        wake-up per queue, in one pipeline (a fan-out's messages went out two round trips each, the
+        last of them, and the commit's events after them, waiting for all the others)."""
+        if len(messages) == 1:
+            return [self.enqueue(messages[0])]
+        # As RedisBroker.enqueue: a unique id in Redis per enqueue, since a message may be retried.
+        messages = [message.copy(options={"redis_message_id": str(uuid4())}) for message in messages]
+        for message in messages:
+            self.emit_before("enqueue", message, None)
+        dispatch, unpack_size = self.scripts["dispatch"], self._max_unpack_size()
+        with self.client.pipeline(transaction=False) as pipeline:
+            for message in messages:
+                pipeline.evalsha(
+                    dispatch.sha,
+                    1,
+                    self.namespace,
+                    "enqueue",
+                    current_millis(),
+                    message.queue_name,
+                    self.broker_id,
+                    self.heartbeat_timeout,
+                    self.dead_message_ttl,
+                    self._should_do_maintenance("enqueue"),
+                    unpack_size,
+                    message.options["redis_message_id"],
+                    message.encode(),
+                )
+            for queue_name in dict.fromkeys(message.queue_name for message in messages):
+                if q_name(queue_name) not in self.background_queues:
+                    pipeline.publish(self.wakeups.channel, queue_name)
+            results = pipeline.execute(raise_on_error=False)
+        for message, result in zip(messages, results, strict=False):
+            if isinstance(result, redis.exceptions.NoScriptError):
+                # Redis restarted since the script was loaded: the script object loads it again.
+                self.do_enqueue(message.queue_name, message.options["redis_message_id"], message.encode())
+            elif isinstance(result, Exception):
+                raise result
+        for message in messages:
+            self.emit_after("enqueue", message, None)
+        return messages

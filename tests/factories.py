@@ -2,8 +2,10 @@
 involved)."""
 
 import base64
+import contextlib
 import random
 from decimal import Decimal
+from unittest import mock
 
 from django.utils import timezone
 
@@ -89,3 +91,21 @@ def make_project(client: Client, name: str, files: dict[str, str]) -> str:
 def incompressible_text(seed: int, size: int) -> str:
     """`size` characters of text that zlib cannot shrink much (base64 of random bytes)."""
     return base64.b64encode(random.Random(seed).randbytes(size * 3 // 4)).decode()
+
+
+@contextlib.contextmanager
+def run_task_messages():
+    """The run_task messages sent meanwhile, as (task id, dispatch number, pool), instead of the
+    broker's: whether sent alone (`send_run_task`) or a dispatch's together (`send_run_tasks`)."""
+    sent: list[tuple[int, int, str]] = []
+    with (
+        mock.patch(
+            "executions.messages.send_run_task",
+            side_effect=lambda task_id, dispatch_no, pool: sent.append((task_id, dispatch_no, pool)),
+        ),
+        mock.patch(
+            "executions.messages.send_run_tasks",
+            side_effect=lambda pool, dispatches: sent.extend((t, d, pool) for t, d in dispatches),
+        ),
+    ):
+        yield sent

@@ -206,3 +206,70 @@ def test_a_consumer_in_a_forked_process_starts_a_listener_of_its_own(redis_serve
         assert broker.wakeups._listener is not inherited and broker.wakeups._listener.is_alive()
     finally:
         broker.close()
+
+
+def test_a_dispatchs_messages_go_out_in_one_pipeline_each_delivered_once_with_one_wake_up_a_queue(
+    redis_server,
+):
+    broker = broker_of_its_own()
+    ran = []
+    lock = threading.Lock()
+
+    def record(n):
+        with lock:
+            ran.append(n)
+
+    actors = {
+        queue: dramatiq.actor(record, actor_name=f"job_{queue[-1]}", queue_name=queue, broker=broker)
+        for queue in ("pool.a", "pool.b")
+    }
+    listener = broker.client.pubsub()
+    listener.subscribe(broker.wakeups.channel)
+    assert listener.get_message(timeout=1)["type"] == "subscribe"
+    batch = [actors["pool.a" if n % 3 else "pool.b"].message(n) for n in range(9)]
+    commands = []
+    with redis_server.monitor() as monitor:
+        sent = broker.enqueue_many(batch)
+        while len(commands) < 9 + 2:
+            command = monitor.next_command()["command"]
+            if command.startswith(("EVALSHA", "PUBLISH")):
+                commands.append(command.split()[0])
+    assert commands == ["EVALSHA"] * 9 + ["PUBLISH"] * 2
+    assert len({m.options["redis_message_id"] for m in sent}) == 9
+    woken = [listener.get_message(timeout=1)["data"] for _ in range(2)]
+    assert sorted(woken) == [b"pool.a", b"pool.b"]
+    listener.close()
+    worker = Worker(broker, worker_threads=2, worker_timeout=50)
+    worker.start()
+    try:
+        broker.join("pool.a", timeout=10_000)
+        broker.join("pool.b", timeout=10_000)
+        worker.join()
+    finally:
+        worker.stop()
+        broker.close()
+    assert sorted(ran) == list(range(9))
+
+
+def test_a_dispatchs_messages_are_enqueued_after_redis_forgot_the_script(redis_server):
+    broker = broker_of_its_own()
+    actor = dramatiq.actor(lambda n: None, actor_name="job_after_flush", queue_name="pool.a", broker=broker)
+    broker.enqueue(actor.message(0))  # the dispatch script is loaded
+    redis_server.script_flush()
+    broker.enqueue_many([actor.message(1), actor.message(2)])
+    try:
+        assert sorted(
+            m.args[0] for m in (dramatiq.Message.decode(raw) for raw in queued(broker, "pool.a"))
+        ) == [
+            0,
+            1,
+            2,
+        ]
+    finally:
+        broker.close()
+
+
+def queued(broker, queue_name: str) -> list[bytes]:
+    """The messages waiting in a queue, as the Redis broker stores them."""
+    ids = broker.client.lrange(f"{broker.namespace}:{queue_name}", 0, -1)
+    return broker.client.hmget(f"{broker.namespace}:{queue_name}.msgs", ids) if ids else []

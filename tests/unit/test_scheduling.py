@@ -15,7 +15,7 @@ from executions.dag import (
 )
 from executions.dispatch import dispatch_ready_tasks
 from executions.models import Execution, Task
-from tests.factories import make_client, make_execution, make_pools
+from tests.factories import make_client, make_execution, make_pools, run_task_messages
 
 SEED_DAG = [
     PlanNode("task_1", "codegen", 60),
@@ -137,14 +137,10 @@ def queued(pool=None):
 
 
 @pytest.fixture
-def sent(monkeypatch):
-    """Messages the dispatcher sends on commit, instead of a broker."""
-    messages = []
-    monkeypatch.setattr(
-        "executions.messages.send_run_task",
-        lambda task_id, dispatch_no, pool: messages.append((task_id, pool)),
-    )
-    return messages
+def sent():
+    """Messages the dispatcher sends on commit, instead of a broker: (task id, pool)."""
+    with run_task_messages() as messages:
+        yield messages
 
 
 def test_dispatch_admits_no_more_than_max_concurrent(db, django_capture_on_commit_callbacks, sent):
@@ -155,7 +151,7 @@ def test_dispatch_admits_no_more_than_max_concurrent(db, django_capture_on_commi
         assert dispatch_ready_tasks("codegen") == 2
         assert dispatch_ready_tasks("codegen") == 0
         assert dispatch_ready_tasks("security") == 1
-    assert sorted(pool for _, pool in sent) == ["codegen", "codegen", "security"]
+    assert sorted(pool for _, _, pool in sent) == ["codegen", "codegen", "security"]
     assert len(queued("codegen")) == 2
     # A finished slot admits exactly one more.
     Task.objects.filter(key=queued("codegen")[0]).update(status="succeeded")

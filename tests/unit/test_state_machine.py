@@ -1,13 +1,11 @@
 """Task and attempt transitions: compare-and-set, retries, dead, blocked (no broker)."""
 
-from unittest import mock
-
 from executions import billing
 from executions.attempts import Continuation, attempt_fail, attempt_succeed, task_start
 from executions.models import Attempt, Execution, Task
 from executions.reaper import reap
 from pools import llm
-from tests.factories import make_client, make_execution, make_pools
+from tests.factories import make_client, make_execution, make_pools, run_task_messages
 
 
 def queue(task: Task) -> int:
@@ -47,16 +45,16 @@ def test_success_promotes_dependents_and_a_second_report_changes_nothing(
     attempt = task_start(backend.pk, queue(backend), "w1", lease_sec=15)
     # The success queues, in its own transaction, the dependent it made ready and, into the slot it
     # freed, the pool's ready task; their messages go out on commit.
-    with mock.patch("executions.messages.send_run_task") as send:
+    with run_task_messages() as send:
         with django_capture_on_commit_callbacks() as callbacks:
             assert attempt_succeed(attempt.pk, result={"summary": "ok", "files": [], "findings": []})
             assert not attempt_succeed(attempt.pk, result={"summary": "again", "files": [], "findings": []})
-        assert not send.called
+        assert not send
         for callback in callbacks:
             callback()
     statuses = dict(Task.objects.filter(execution=execution).values_list("key", "status"))
     assert statuses == {"backend": "succeeded", "audit": "queued", "report": "pending", "frontend": "queued"}
-    assert sorted(call.args[0] for call in send.call_args_list) == sorted(
+    assert sorted(task_id for task_id, _, _ in send) == sorted(
         Task.objects.filter(execution=execution, status="queued").values_list("pk", flat=True)
     )
     assert Task.objects.get(pk=backend.pk).result["summary"] == "ok"
@@ -68,7 +66,7 @@ def test_success_promotes_dependents_and_a_second_report_changes_nothing(
 def succeed_with(attempt, continuation, capture_on_commit):
     """The attempt's success with this continuation, its on-commit work run; (its answer, the mock
     of the messages sent)."""
-    with mock.patch("executions.messages.send_run_task") as send, capture_on_commit(execute=True):
+    with run_task_messages() as send, capture_on_commit(execute=True):
         done = attempt_succeed(
             attempt.pk, result={"summary": "ok", "files": [], "findings": []}, continuation=continuation
         )
@@ -92,9 +90,7 @@ def test_a_success_with_a_continuation_starts_a_task_it_made_ready_in_its_own_tr
     assert started.lease_expires_at > started.started_at
     statuses = dict(Task.objects.filter(execution=execution).values_list("key", "status"))
     assert statuses == {"backend": "succeeded", "audit": "queued", "report": "pending", "frontend": "running"}
-    assert [call.args[0] for call in send.call_args_list] == [
-        Task.objects.get(execution=execution, key="audit").pk
-    ]
+    assert [task_id for task_id, _, _ in send] == [Task.objects.get(execution=execution, key="audit").pk]
     types = list(execution.events.values_list("type", flat=True))
     assert types[-5:] == ["task.succeeded", "task.ready", "task.queued", "task.queued", "task.started"]
     assert execution.events.get(type="task.started", task_key="frontend").payload["run_after"] == "backend"
@@ -113,9 +109,7 @@ def test_a_continuation_runs_only_what_its_worker_may_run(db, django_capture_on_
     here = Continuation("w1", lease_sec=15, pools=frozenset({"security"}), within_sec=3600)
     done, send = succeed_with(attempt, here, django_capture_on_commit_callbacks)
     assert done.next_attempt.task.key == "audit"
-    assert [call.args[0] for call in send.call_args_list] == [
-        Task.objects.get(execution=execution, key="frontend").pk
-    ]
+    assert [task_id for task_id, _, _ in send] == [Task.objects.get(execution=execution, key="frontend").pk]
 
 
 def test_a_continuation_sends_the_message_of_a_task_whose_timeout_outlasts_the_time_left(
@@ -129,7 +123,7 @@ def test_a_continuation_sends_the_message_of_a_task_whose_timeout_outlasts_the_t
     assert done and done.next_attempt is None
     statuses = dict(Task.objects.filter(execution=execution).values_list("key", "status"))
     assert statuses == {"backend": "succeeded", "audit": "queued", "report": "pending", "frontend": "queued"}
-    assert sorted(call.args[0] for call in send.call_args_list) == sorted(
+    assert sorted(task_id for task_id, _, _ in send) == sorted(
         Task.objects.filter(execution=execution, status="queued").values_list("pk", flat=True)
     )
 
@@ -218,12 +212,12 @@ def test_a_link_of_a_chain_stays_within_its_query_budget(
         llm.resolve(None), llm.Completion(text="{}", input_tokens=900, output_tokens=300)
     )
     with (
-        mock.patch("executions.messages.send_run_task") as send,
+        run_task_messages() as send,
         django_assert_max_num_queries(success_budget),
         django_capture_on_commit_callbacks(execute=True),
     ):
         assert attempt_succeed(attempt.pk, result=result, usage=usage)
-    [(task_id, dispatch_no, pool_name)] = [call.args for call in send.call_args_list]
+    [(task_id, dispatch_no, pool_name)] = send
     assert (Task.objects.get(pk=task_id).key, pool_name) == ("b", "security")
     with django_assert_max_num_queries(start_budget), django_capture_on_commit_callbacks(execute=True):
         assert task_start(task_id, dispatch_no, "w1", lease_sec=15).task.key == "b"
@@ -251,7 +245,7 @@ def test_a_success_that_readies_many_tasks_costs_no_more_queries_than_one_that_r
         root = Task.objects.get(execution=execution, key="root")
         attempt = task_start(root.pk, queue(root), "w1", lease_sec=15)
         with (
-            mock.patch("executions.messages.send_run_task"),
+            run_task_messages(),
             CaptureQueriesContext(connection) as captured,
             django_capture_on_commit_callbacks(execute=True),
         ):
