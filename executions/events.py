@@ -5,13 +5,15 @@ subscribers (the Slack notifier). Channel layers are at-most-once; clients resum
 `seq` through the database, so a lost publish costs latency, never state.
 """
 
-import asyncio
 import contextlib
 import logging
 import threading
 from collections.abc import Callable
 
+import redis
 from channels.layers import get_channel_layer
+from channels_redis.utils import _consistent_hash, decode_hosts
+from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
@@ -22,6 +24,8 @@ from .states import ExecutionStatus
 log = logging.getLogger("openclaw.events")
 
 CONSOLE_GROUP = "console"
+# A publish waits at most this long for Redis; events are at-most-once, the state is in the database.
+PUBLISH_TIMEOUT_SEC = 2
 Subscriber = Callable[[dict], None]
 _subscribers: list[Subscriber] = []
 # The batch a transition is collecting in this thread: (execution id, pending items), see `batched`.
@@ -164,22 +168,22 @@ def _reserve_seqs(execution_id: str, count: int) -> int:
 
 
 def publish_many(messages: list[dict]) -> None:
-    """Publish one execution's committed events, in seq order: one channel-layer message per group
-    (a transition's events travel together; each group send costs Redis round trips and CPU)."""
+    """Publish one execution's committed events, in seq order, then tell the in-process subscribers:
+    one channel-layer message to both groups (a transition's events travel together)."""
     if not messages:
         return
-    for message in messages:
-        for callback in list(_subscribers):
-            try:
-                callback(message)
-            except Exception:  # a subscriber must never break the state machine
-                log.exception("event subscriber %r failed", callback)
     layer_message = (
         {"type": "event.message", "event": messages[0]}
         if len(messages) == 1
         else {"type": "event.batch", "events": messages}
     )
     _publisher().send([execution_group(messages[0]["execution_id"]), CONSOLE_GROUP], layer_message)
+    for message in messages:
+        for callback in list(_subscribers):
+            try:
+                callback(message)
+            except Exception:  # a subscriber must never break the state machine
+                log.exception("event subscriber %r failed", callback)
 
 
 def publish_ephemeral(execution_id: str, message: dict) -> None:
@@ -190,41 +194,58 @@ def publish_ephemeral(execution_id: str, message: dict) -> None:
 
 
 class _Publisher:
-    """One event loop thread per process keeps the channel layer's Redis connections warm."""
+    """Sends to the channel layer's groups from the committing thread: each group is a Redis
+    pub/sub channel of channels_redis's `RedisPubSubChannelLayer`, named and serialized as that
+    layer does, and one message's PUBLISHes go in one pipeline, one round trip. Handed to an event
+    loop thread instead, an event waited for that thread to get the GIL of a busy worker, then for
+    the layer's lock between one group's PUBLISH and the next (BENCHMARKS.md, "events")."""
 
     def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        threading.Thread(target=self.loop.run_forever, name="event-publisher", daemon=True).start()
+        self.layer = get_channel_layer()
+        config = settings.CHANNEL_LAYERS["default"].get("CONFIG", {})
+        self.prefix = config.get("prefix", "asgi")
+        self.shards = [
+            redis.Redis.from_url(
+                host["address"],
+                socket_timeout=PUBLISH_TIMEOUT_SEC,
+                socket_connect_timeout=PUBLISH_TIMEOUT_SEC,
+            )
+            for host in decode_hosts(config.get("hosts"))
+        ]
 
     def send(self, groups: list[str], message: dict) -> None:
-        asyncio.run_coroutine_threadsafe(self._send(groups, message), self.loop)
+        try:
+            self.publish(groups, message)
+        except (redis.RedisError, OSError) as exc:  # at-most-once by design; clients resume by seq
+            log.warning("publish to %s failed: %s", groups, exc)
 
-    def connect(self, timeout: float) -> None:
-        """Open the layer's connection now: a nobody's group is sent a message nobody reads."""
-        asyncio.run_coroutine_threadsafe(self._send([WARM_UP_GROUP], {"type": "warm.up"}), self.loop).result(
-            timeout
-        )
-
-    @staticmethod
-    async def _send(groups: list[str], message: dict) -> None:
-        layer = get_channel_layer()
-        if layer is None:
+    def publish(self, groups: list[str], message: dict) -> None:
+        if self.layer is None:
             return
+        payload = self.layer.serialize(message)
+        by_shard: dict[int, list[str]] = {}
         for group in groups:
-            try:
-                await layer.group_send(group, message)
-            except Exception as exc:  # at-most-once by design; clients resume by seq
-                log.warning("publish to %s failed: %s", group, exc)
+            channel = f"{self.prefix}__group__{group}"  # the layer's `_get_group_channel_name`
+            by_shard.setdefault(_consistent_hash(channel, len(self.shards)), []).append(channel)
+        for shard, channels in by_shard.items():
+            with self.shards[shard].pipeline(transaction=False) as pipeline:
+                for channel in channels:
+                    pipeline.publish(channel, payload)
+                pipeline.execute()
+
+    def connect(self) -> None:
+        """Open the connections now (raises if Redis is not there): a nobody's group is sent a
+        message nobody reads."""
+        self.publish([WARM_UP_GROUP], {"type": "warm.up"})
 
 
 WARM_UP_GROUP = "openclaw.warm-up"
 
 
-def warm_publisher(timeout: float = 10) -> None:
-    """Start this process's publisher and connect it to the channel layer before the first event:
-    made on the first commit instead, a worker's first events waited for the thread and the
-    connection (about 100 ms on a busy machine) behind a transaction on the critical path."""
-    _publisher().connect(timeout)
+def warm_publisher() -> None:
+    """Connect this process's publisher before the first event: made on the first commit instead,
+    a worker's first events waited for the connection behind a transaction on the critical path."""
+    _publisher().connect()
 
 
 _instance: _Publisher | None = None

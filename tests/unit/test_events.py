@@ -160,3 +160,19 @@ def test_an_event_of_a_missing_execution_is_refused_and_nothing_is_stored(db):
     with pytest.raises(Execution.DoesNotExist), transaction.atomic():
         events.emit_many("exec_missing", [("task.ready", "a", None)])
     assert not Event.objects.filter(execution_id="exec_missing").exists()
+
+
+def test_a_publish_redis_refuses_is_logged_not_raised_and_connecting_says_so(settings, caplog):
+    """Events are at-most-once: a transition that committed must not fail for its publish. Warming
+    up at a process's start does raise, so the start-up log says the publisher is not connected."""
+    import redis
+
+    settings.CHANNEL_LAYERS = {
+        "default": {**settings.CHANNEL_LAYERS["default"], "CONFIG": {"hosts": ["redis://127.0.0.1:1/0"]}}
+    }
+    publisher = events._Publisher()
+    with caplog.at_level("WARNING", logger="openclaw.events"):
+        publisher.send([events.CONSOLE_GROUP], {"type": "event.message", "event": {"seq": 1}})
+    assert "publish to ['console'] failed" in caplog.text
+    with pytest.raises(redis.ConnectionError):
+        publisher.connect()
