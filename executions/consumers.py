@@ -14,6 +14,7 @@ Messages to the client:
 
 from urllib.parse import parse_qs
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
@@ -49,7 +50,23 @@ def _events_after(execution_id: str, after: int) -> list[dict]:
     return [e.as_message() for e in rows]
 
 
-class ExecutionConsumer(AsyncJsonWebsocketConsumer):
+class LiveConsumer(AsyncJsonWebsocketConsumer):
+    """Channels' `dispatch` closes the stale database connections of the thread sync code shares
+    (`aclose_old_connections`) before every handler: a hop to that one thread per socket per
+    event, where daphne spent more time than anywhere else while events flowed. The live handlers
+    never touch the database, and what does goes through `database_sync_to_async`, which closes
+    them itself; so live messages go to their handler directly."""
+
+    LIVE_MESSAGES = frozenset({"event.message", "event.batch", "event.progress"})
+
+    async def dispatch(self, message):
+        if message["type"] in self.LIVE_MESSAGES:
+            await getattr(self, get_handler_name(message))(message)
+        else:
+            await super().dispatch(message)
+
+
+class ExecutionConsumer(LiveConsumer):
     """`/ws/executions/<id>/`: the execution's events, gap-free from the client's last seq."""
 
     async def connect(self):
@@ -114,7 +131,7 @@ class ExecutionConsumer(AsyncJsonWebsocketConsumer):
         await self.send_json({"kind": "progress", "progress": message["progress"]})
 
 
-class ConsoleConsumer(AsyncJsonWebsocketConsumer):
+class ConsoleConsumer(LiveConsumer):
     """`/ws/console/`: every execution's events and progress ticks, for the list and pools pages.
 
     Those pages show snapshots refetched from the database when events arrive (and after every

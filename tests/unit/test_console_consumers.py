@@ -234,3 +234,31 @@ async def test_console_stream_carries_every_execution(staff_cookie):
         (second.pk, "execution.cancelled"),
     }
     await ws.disconnect()
+
+
+async def test_live_events_reach_the_handler_without_a_hop_to_the_sync_thread(staff_cookie, monkeypatch):
+    """Channels closes stale database connections before each handler, in the thread sync code
+    shares; live events never touch the database, so they skip it. What the client sends does not."""
+    import channels.consumer
+
+    cleanups = []
+    real_cleanup = channels.consumer.aclose_old_connections
+
+    async def counted_cleanup():
+        cleanups.append(1)
+        await real_cleanup()
+
+    monkeypatch.setattr(channels.consumer, "aclose_old_connections", counted_cleanup)
+    execution = await sync_to_async(make_execution)(1)
+    ws = communicator(f"/ws/executions/{execution.pk}/?after=1", cookie=staff_cookie)
+    assert (await ws.connect())[0]
+    assert await receive_until_synced(ws) == ([], 1)
+    before = len(cleanups)
+    await sync_to_async(events.emit_many)(execution.pk, [("task.started", "task_1", None)])
+    await sync_to_async(events.emit)(execution.pk, "task.succeeded", task_key="task_1")
+    assert [(await ws.receive_json_from(timeout=5))["event"]["seq"] for _ in range(2)] == [2, 3]
+    assert len(cleanups) == before
+    await ws.send_json_to({"resume": 2})
+    assert await receive_until_synced(ws) == ([3], 3)
+    assert len(cleanups) == before + 1
+    await ws.disconnect()
