@@ -7,6 +7,8 @@ subscribers (the Slack notifier). Channel layers are at-most-once; clients resum
 
 import contextlib
 import logging
+import os
+import queue
 import threading
 from collections.abc import Callable
 
@@ -26,6 +28,7 @@ log = logging.getLogger("openclaw.events")
 CONSOLE_GROUP = "console"
 # A publish waits at most this long for Redis; events are at-most-once, the state is in the database.
 PUBLISH_TIMEOUT_SEC = 2
+MAX_MESSAGES_PER_PIPELINE = 500
 Subscriber = Callable[[dict], None]
 _subscribers: list[Subscriber] = []
 # The batch a transition is collecting in this thread: (execution id, pending items), see `batched`.
@@ -194,11 +197,13 @@ def publish_ephemeral(execution_id: str, message: dict) -> None:
 
 
 class _Publisher:
-    """Sends to the channel layer's groups from the committing thread: each group is a Redis
-    pub/sub channel of channels_redis's `RedisPubSubChannelLayer`, named and serialized as that
-    layer does, and one message's PUBLISHes go in one pipeline, one round trip. Handed to an event
-    loop thread instead, an event waited for that thread to get the GIL of a busy worker, then for
-    the layer's lock between one group's PUBLISH and the next (BENCHMARKS.md, "events")."""
+    """A thread per process publishes to the channel layer's groups: each group is a Redis pub/sub
+    channel of channels_redis's `RedisPubSubChannelLayer`, named and serialized as that layer does.
+    A commit only queues its message, so no transition waits on Redis (and for a core again after
+    its reply, on a busy machine); the thread sends whatever has queued meanwhile in one pipeline,
+    in order. It replaces an asyncio loop that ran the layer's own `group_send`, whose lock sent one
+    group after the other, each behind the loop's wake-up and a task of its own (BENCHMARKS.md,
+    "events")."""
 
     def __init__(self) -> None:
         self.layer = get_channel_layer()
@@ -212,31 +217,52 @@ class _Publisher:
             )
             for host in decode_hosts(config.get("hosts"))
         ]
+        self.pid = os.getpid()
+        self.pending: queue.SimpleQueue = queue.SimpleQueue()
+        threading.Thread(target=self._run, name="event-publisher", daemon=True).start()
 
     def send(self, groups: list[str], message: dict) -> None:
-        try:
-            self.publish(groups, message)
-        except (redis.RedisError, OSError) as exc:  # at-most-once by design; clients resume by seq
-            log.warning("publish to %s failed: %s", groups, exc)
-
-    def publish(self, groups: list[str], message: dict) -> None:
-        if self.layer is None:
-            return
-        payload = self.layer.serialize(message)
-        by_shard: dict[int, list[str]] = {}
-        for group in groups:
-            channel = f"{self.prefix}__group__{group}"  # the layer's `_get_group_channel_name`
-            by_shard.setdefault(_consistent_hash(channel, len(self.shards)), []).append(channel)
-        for shard, channels in by_shard.items():
-            with self.shards[shard].pipeline(transaction=False) as pipeline:
-                for channel in channels:
-                    pipeline.publish(channel, payload)
-                pipeline.execute()
+        self.pending.put((groups, message))
 
     def connect(self) -> None:
-        """Open the connections now (raises if Redis is not there): a nobody's group is sent a
-        message nobody reads."""
-        self.publish([WARM_UP_GROUP], {"type": "warm.up"})
+        """Open the connections now, from the calling thread (raises if Redis is not there): a
+        nobody's group is sent a message nobody reads."""
+        self.publish([([WARM_UP_GROUP], {"type": "warm.up"})])
+
+    def _run(self) -> None:
+        while True:
+            batch = [self.pending.get()]
+            while len(batch) < MAX_MESSAGES_PER_PIPELINE:
+                try:
+                    batch.append(self.pending.get_nowait())
+                except queue.Empty:
+                    break
+            self.deliver(batch)
+
+    def deliver(self, batch: list[tuple[list[str], dict]]) -> None:
+        try:
+            self.publish(batch)
+        except (redis.RedisError, OSError) as exc:  # at-most-once by design; clients resume by seq
+            log.warning("publishing %d event message(s) failed: %s", len(batch), exc)
+        except Exception:  # the thread must outlive whatever it was
+            log.exception("publishing %d event message(s) failed", len(batch))
+
+    def publish(self, batch: list[tuple[list[str], dict]]) -> None:
+        if self.layer is None:
+            return
+        by_shard: dict[int, list[tuple[str, bytes]]] = {}
+        for groups, message in batch:
+            payload = self.layer.serialize(message)
+            for group in groups:
+                channel = f"{self.prefix}__group__{group}"  # the layer's `_get_group_channel_name`
+                by_shard.setdefault(_consistent_hash(channel, len(self.shards)), []).append(
+                    (channel, payload)
+                )
+        for shard, publishes in by_shard.items():
+            with self.shards[shard].pipeline(transaction=False) as pipeline:
+                for channel, payload in publishes:
+                    pipeline.publish(channel, payload)
+                pipeline.execute()
 
 
 WARM_UP_GROUP = "openclaw.warm-up"
@@ -255,6 +281,7 @@ _instance_lock = threading.Lock()
 def _publisher() -> _Publisher:
     global _instance
     with _instance_lock:
-        if _instance is None:
+        # A forked child inherits the parent's publisher but not its thread: it makes its own.
+        if _instance is None or _instance.pid != os.getpid():
             _instance = _Publisher()
         return _instance

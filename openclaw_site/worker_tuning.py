@@ -38,9 +38,10 @@ class GilSwitchInterval(dramatiq.Middleware):
 class WarmAgentCode(dramatiq.Middleware):
     """A worker's first scan starts the fork server bandit's scans come from, which loads bandit
     and its plugins (pools/verifiers/bandit_scan.py), and its first model call the provider SDKs
-    the model profiles use (`llm.warm_providers`), and its first event the publisher's connection
-    (`events.warm_publisher`); done after a message was taken, a fresh worker's first tasks would
-    start late and run long, on the critical path of whatever execution they belonged to. All are done before the worker consumes anything."""
+    the model profiles use (`llm.warm_providers`), and its first event the publisher's thread and
+    connection (`events.warm_publisher`); done after a message was taken, a fresh worker's first tasks would
+    start late and run long, on the critical path of whatever execution they belonged to. All are
+    done before the worker consumes anything."""
 
     def before_worker_boot(self, broker, worker):
         # Imported here, not at the top: the web process imports this module too (asgi.py) and
