@@ -450,20 +450,31 @@ def plan_cost_estimate(
 # ---------------------------------------------------------------- fee and refunds
 
 
-def fee_for_plan(*, task_count: int, estimated_cost: Decimal) -> Decimal:
-    """The project fee by the active pricing policy, fixed when the plan is accepted."""
-    return money(PricingPolicy.current().fee(task_count=task_count, estimated_cost=estimated_cost))
-
-
-def charge_fee(execution: Execution, fee: Decimal) -> None:
+def plan_fee(*, task_count: int, estimated_cost: Decimal) -> tuple[Decimal, str]:
+    """The project fee by the active pricing policy, fixed when the plan is priced, and the
+    ledger's words for it (the policy it was priced by)."""
     policy = PricingPolicy.current()
+    return money(policy.fee(task_count=task_count, estimated_cost=estimated_cost)), fee_description(policy)
+
+
+def fee_for_plan(*, task_count: int, estimated_cost: Decimal) -> Decimal:
+    return plan_fee(task_count=task_count, estimated_cost=estimated_cost)[0]
+
+
+def fee_description(policy: PricingPolicy) -> str:
+    return f"project fee ({policy.name}: {policy.get_method_display()})"
+
+
+def charge_fee(execution: Execution, fee: Decimal, description: str = "") -> None:
+    """The fee on the ledger, once. `description`: as `plan_fee` gave it with the fee (the active
+    policy's otherwise), so the transaction that charges it reads no policy."""
     if _create_once(
         execution=execution,
         client_id=execution.client_id,
         kind="fee",
         key=f"fee:{execution.pk}",
         amount_usd=fee,
-        description=f"project fee ({policy.name}: {policy.get_method_display()})",
+        description=description or fee_description(PricingPolicy.current()),
     ):
         sql.update(Execution, {"pk": execution.pk}, assign={"fee_usd": fee})
 

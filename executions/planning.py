@@ -12,7 +12,7 @@ charged and started.
 import heapq
 import logging
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
 
@@ -144,6 +144,10 @@ class PlanFigures:
     estimated_cost: Decimal
     fee: Decimal
     ranks: dict[str, float] | None = None  # the dispatch ranks (dag.dispatch_ranks) the estimate assumed
+    fee_description: str = ""  # the ledger's words for the fee: the policy it was priced by
+    # The pools as the plan was routed and estimated against them; the tasks take their roles and
+    # retries from these (None: read when the tasks are created).
+    pools: dict[str, WorkerPool] | None = field(default=None, compare=False, repr=False)
 
     def record(self, *, model: str = "", model_fallback: str = "") -> dict:
         """The execution's `plan` column: enough to start the plan later exactly as priced now."""
@@ -152,6 +156,7 @@ class PlanFigures:
             "expected": self.expected,
             "weights": self.weights,
             "ranks": self.ranks,
+            "fee_description": self.fee_description,
             "model": model,
             "model_fallback": model_fallback,
         }
@@ -171,6 +176,7 @@ class PlanFigures:
             estimated_cost=execution.estimated_cost_usd or Decimal("0"),
             fee=execution.quoted_fee_usd or Decimal("0"),
             ranks=plan.get("ranks"),
+            fee_description=plan.get("fee_description", ""),
         )
 
 
@@ -206,7 +212,7 @@ def plan_figures(
         estimate = parallel_estimate
     weights = work_weights(execution.message, plan_tasks, {name: pool.role for name, pool in pools.items()})
     estimated_cost = billing.plan_cost_estimate(plan_tasks, planning=list(planning))
-    fee = billing.fee_for_plan(task_count=len(plan_tasks), estimated_cost=estimated_cost)
+    fee, fee_description = billing.plan_fee(task_count=len(plan_tasks), estimated_cost=estimated_cost)
     return PlanFigures(
         tasks=plan_tasks,
         mode=route.mode,
@@ -218,6 +224,8 @@ def plan_figures(
         serial_estimate=serial_estimate,
         estimated_cost=estimated_cost,
         fee=fee,
+        fee_description=fee_description,
+        pools=pools,
     )
 
 
@@ -400,9 +408,14 @@ def execution_start(
         setattr(execution, name, value)
     if before is not None:
         before()
-    billing.charge_fee(execution, figures.fee)
+    billing.charge_fee(execution, figures.fee, figures.fee_description)
     created = create_tasks(
-        execution, figures.tasks, expected=figures.expected, weights=figures.weights, ranks=figures.ranks
+        execution,
+        figures.tasks,
+        expected=figures.expected,
+        weights=figures.weights,
+        ranks=figures.ranks,
+        pools=figures.pools,
     )
     events.emit(
         execution_id,

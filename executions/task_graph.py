@@ -21,10 +21,13 @@ def create_tasks(
     expected: dict[str, float],
     weights: dict[str, float],
     ranks: dict[str, float] | None = None,
+    pools: dict[str, WorkerPool] | None = None,
 ) -> list[Task]:
     """Insert a plan's tasks: those with no hard dependency start `ready`, the others `pending`.
-    `ranks`: their dispatch ranks, when the caller has them (`dag.dispatch_ranks` otherwise)."""
-    pools = {p.name: p for p in WorkerPool.objects.all()}
+    `ranks`: their dispatch ranks, when the caller has them (`dag.dispatch_ranks` otherwise).
+    `pools`: by name, when the caller read them before its transaction."""
+    if pools is None:
+        pools = {p.name: p for p in WorkerPool.objects.all()}
     if ranks is None or any(t["id"] not in ranks for t in plan_tasks):
         ranks = dispatch_ranks(
             [

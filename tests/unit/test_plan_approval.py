@@ -117,6 +117,24 @@ def test_approving_charges_the_quoted_fee_and_starts_the_plan(acme, pm_plan, cli
     assert fee_entries(execution) == [Decimal("2.40")]
 
 
+def test_a_plan_approved_after_the_pricing_changed_is_charged_as_quoted_and_says_by_which_policy(
+    acme, pm_plan, client
+):
+    from executions.models import PricingPolicy
+
+    owner, key = acme
+    execution = awaiting(owner, approval="plan")
+    quoted_by = PricingPolicy.current().name
+    PricingPolicy.objects.create(
+        name="dearer", is_active=True, fee_per_task=Decimal("9.00"), minimum_fee=Decimal("0")
+    )
+
+    assert api(client, "post", f"/api/execution/{execution.pk}/approve", key).status_code == 200
+    [fee] = LedgerEntry.objects.filter(execution=execution, kind="fee")
+    assert fee.amount_usd == Decimal("2.40")
+    assert fee.description.startswith(f"project fee ({quoted_by}:") and "dearer" not in fee.description
+
+
 def test_an_edited_plan_runs_exactly_the_edited_tasks_at_the_edited_plans_fee(acme, pm_plan, client):
     owner, key = acme
     execution = awaiting(owner, approval="plan")
