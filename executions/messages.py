@@ -27,11 +27,17 @@ def pool_queue_name(pool: str) -> str:
     return f"pool.{pool}"
 
 
-def send(actor_name: str, queue_name: str, *args, delay_ms: int | None = None) -> dramatiq.Message:
-    """Enqueue a message for the actor named `actor_name` on `queue_name` (after `delay_ms`)."""
+def _broker_declaring(queue_name: str) -> dramatiq.Broker:
+    """The broker, with `queue_name` declared on it."""
     broker = get_broker()
     if queue_name not in broker.get_declared_queues():
         broker.declare_queue(queue_name)
+    return broker
+
+
+def send(actor_name: str, queue_name: str, *args, delay_ms: int | None = None) -> dramatiq.Message:
+    """Enqueue a message for the actor named `actor_name` on `queue_name` (after `delay_ms`)."""
+    broker = _broker_declaring(queue_name)
     message = dramatiq.Message(queue_name=queue_name, actor_name=actor_name, args=args, kwargs={}, options={})
     return broker.enqueue(message, delay=delay_ms)
 
@@ -52,10 +58,8 @@ def send_run_task(task_id: int, dispatch_no: int, pool: str) -> dramatiq.Message
 def send_run_tasks(pool: str, dispatches: list[tuple[int, int]]) -> list[dramatiq.Message]:
     """Several tasks' attempts (task id, dispatch number) on the pool's queue, in one round trip
     where the broker can batch them."""
-    broker = get_broker()
     queue_name = pool_queue_name(pool)
-    if queue_name not in broker.get_declared_queues():
-        broker.declare_queue(queue_name)
+    broker = _broker_declaring(queue_name)
     batch = [
         dramatiq.Message(queue_name=queue_name, actor_name=RUN_TASK, args=dispatch, kwargs={}, options={})
         for dispatch in dispatches

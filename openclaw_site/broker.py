@@ -188,8 +188,7 @@ class UndelayedQueuesRedisBroker(RedisBroker):
 
     def enqueue_many(self, messages: list[Message]) -> list[Message]:
         """Enqueue undelayed messages in one round trip: `enqueue`'s dispatch script for each and one
-        wake-up per queue, in one pipeline (a fan-out's messages went out two round trips each, the
-        last of them, and the commit's events after them, waiting for all the others)."""
+        wake-up per queue, in one pipeline (`enqueue` takes two round trips a message)."""
         if len(messages) == 1:
             return [self.enqueue(messages[0])]
         # As RedisBroker.enqueue: a unique id in Redis per enqueue, since a message may be retried.
@@ -218,12 +217,16 @@ class UndelayedQueuesRedisBroker(RedisBroker):
                 if q_name(queue_name) not in self.background_queues:
                     pipeline.publish(self.wakeups.channel, queue_name)
             results = pipeline.execute(raise_on_error=False)
+        resent: set[str] = set()
         for message, result in zip(messages, results, strict=False):
             if isinstance(result, redis.exceptions.NoScriptError):
                 # Redis restarted since the script was loaded: the script object loads it again.
                 self.do_enqueue(message.queue_name, message.options["redis_message_id"], message.encode())
+                resent.add(message.queue_name)
             elif isinstance(result, Exception):
                 raise result
+        for queue_name in resent - self.background_queues:  # the pipeline's wake-up came too early
+            self.client.publish(self.wakeups.channel, queue_name)
         for message in messages:
             self.emit_after("enqueue", message, None)
         return messages
