@@ -8,6 +8,8 @@ outcome. The result is recorded with compare-and-set, so a late or duplicate wor
 """
 
 import logging
+import os
+import queue
 import threading
 import time
 
@@ -58,12 +60,48 @@ def task_role(task: Task, pool: WorkerPool | None) -> str:
 SLOW_TASK_FRACTION = 0.5
 
 
-class LeaseKeeper(threading.Thread):
+class KeeperThreads:
+    """Daemon threads that run the lease keepers, each kept for the next keeper once its attempt
+    ends. Starting a thread waits until the new thread runs, which takes milliseconds when the
+    process's other threads are busy, and every attempt's start would wait for it."""
+
+    def __init__(self):
+        self._reset()
+        os.register_at_fork(after_in_child=self._reset)  # the parent's threads are not in a child
+
+    def _reset(self) -> None:
+        self._lock = threading.Lock()
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._idle = 0  # threads waiting for a job that no submit has counted on yet
+
+    def submit(self, job) -> None:
+        with self._lock:
+            spawn = self._idle == 0
+            if not spawn:
+                self._idle -= 1
+            self._jobs.put(job)
+        if spawn:
+            threading.Thread(target=self._serve, name="lease-keeper", daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            job = self._jobs.get()
+            try:
+                job()
+            except Exception:
+                log.exception("lease keeper crashed")
+            with self._lock:
+                self._idle += 1
+
+
+keeper_threads = KeeperThreads()
+
+
+class LeaseKeeper:
     """Renews the attempt's lease every few seconds, stores the latest progress, and logs the
-    attempt once as slow when it runs past half its timeout."""
+    attempt once as slow when it runs past half its timeout. `start` runs it on a kept thread."""
 
     def __init__(self, attempt_id, task: Task, expected_output_tokens: int):
-        super().__init__(name=f"lease-{attempt_id}", daemon=True)
         self.attempt_id = attempt_id
         self.task = task
         self.expected_output_tokens = expected_output_tokens
@@ -72,6 +110,9 @@ class LeaseKeeper(threading.Thread):
         self.stopped = threading.Event()
         self.lost = threading.Event()
         self.slow_logged = False
+
+    def start(self) -> None:
+        keeper_threads.submit(self.run)
 
     def report(self, fraction: float) -> None:
         self.progress = max(self.progress, min(99, int(fraction * 100)))
