@@ -37,11 +37,12 @@ class GilSwitchInterval(dramatiq.Middleware):
 
 class WarmAgentCode(dramatiq.Middleware):
     """A worker's first scan starts the fork server bandit's scans come from, which loads bandit
-    and its plugins (pools/verifiers/bandit_scan.py), and its first model call the provider SDKs
-    the model profiles use (`llm.warm_providers`), and its first event the publisher's thread and
-    connection (`events.warm_publisher`); done after a message was taken, a fresh worker's first tasks would
-    start late and run long, on the critical path of whatever execution they belonged to. All are
-    done before the worker consumes anything."""
+    and its plugins (pools/verifiers/bandit_scan.py); its first schema check sqlglot's PostgreSQL
+    reader and SQLite writer, and the scratch SQLite child (about 60 ms in all); its first model
+    call the provider SDKs the model profiles use (`llm.warm_providers`), and its first event the
+    publisher's thread and connection (`events.warm_publisher`). Done after a message was taken, a
+    fresh worker's first tasks would start late and run long, on the critical path of whatever
+    execution they belonged to. All are done before the worker consumes anything."""
 
     def before_worker_boot(self, broker, worker):
         # Imported here, not at the top: the web process imports this module too (asgi.py) and
@@ -49,8 +50,10 @@ class WarmAgentCode(dramatiq.Middleware):
         from executions import events  # noqa: PLC0415 (see above)
         from pools import llm  # noqa: PLC0415 (see above)
         from pools.verifiers.bandit_scan import run_bandit  # noqa: PLC0415 (see above)
+        from pools.verifiers.schema import check_schema  # noqa: PLC0415 (see above)
 
         run_bandit([{"path": "warm_up.py", "content": "print('ready')\n"}])
+        check_schema("CREATE TABLE warm_up (id SERIAL PRIMARY KEY, at TIMESTAMPTZ);", "postgresql")
         try:
             events.warm_publisher()
         except Exception:  # Redis not there yet: the first event connects

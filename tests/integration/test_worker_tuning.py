@@ -48,27 +48,32 @@ def test_a_worker_and_every_thread_it_starts_run_below_the_web_tiers_priority():
     assert boot_in_a_fresh_interpreter(script).stdout.split("\n")[-2] == "5 5"
 
 
-def test_a_worker_loads_the_agent_code_and_starts_bandits_fork_server_before_it_consumes():
+def test_a_worker_loads_the_agent_code_and_starts_its_verifiers_children_before_it_consumes():
     """In a fresh interpreter, as a worker process boots: the actors bring the agent code, the
-    warm-up starts the fork server bandit's scans come from (pools/verifiers/bandit_scan.py),
+    warm-up starts the fork server bandit's scans come from (pools/verifiers/bandit_scan.py), loads
+    sqlglot's PostgreSQL dialect and starts the scratch SQLite child (pools/verifiers/schema.py),
     before any message is consumed. bandit itself is never loaded into the worker."""
     script = (
         "import logging, sys, django, psutil; django.setup()\n"
         "logging.basicConfig(level=logging.INFO)\n"  # as dramatiq's worker processes log
         "import executions.actors\n"
+        "from pools.verifiers.scratch_sqlite import scratch_child_pid\n"
+        "MODULES = ('executions.agent_attempt', 'bandit.core.manager', 'sqlglot.dialects.postgres')\n"
         "def fork_servers():\n"
         "    return [c for c in psutil.Process().children() if 'forkserver' in ' '.join(c.cmdline())]\n"
-        "before = {m for m in ('executions.agent_attempt', 'bandit.core.manager') if m in sys.modules}\n"
-        "print(sorted(before), len(fork_servers()))\n"
+        "def scratch_children():\n"
+        "    return [c for c in psutil.Process().children() if c.pid == scratch_child_pid()]\n"
+        "before = {m for m in MODULES if m in sys.modules}\n"
+        "print(sorted(before), len(fork_servers()), len(scratch_children()))\n"
         "from openclaw_site.worker_tuning import WarmAgentCode\n"
         "WarmAgentCode().before_worker_boot(broker=None, worker=None)\n"
-        "after = {m for m in ('executions.agent_attempt', 'bandit.core.manager') if m in sys.modules}\n"
-        "print(sorted(after), len(fork_servers()))\n"
+        "after = {m for m in MODULES if m in sys.modules}\n"
+        "print(sorted(after), len(fork_servers()), len(scratch_children()))\n"
     )
     done = boot_in_a_fresh_interpreter(script)
     assert done.stdout.split("\n")[-3:] == [
-        "['executions.agent_attempt'] 0",
-        "['executions.agent_attempt'] 1",
+        "['executions.agent_attempt'] 0 0",
+        "['executions.agent_attempt', 'sqlglot.dialects.postgres'] 1 1",
         "",
     ]
     assert "Could not load" not in done.stderr  # bandit's optional formatters are not an error at boot
