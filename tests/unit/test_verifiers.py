@@ -1,6 +1,7 @@
 """Verification of agent outputs with real tools: parsers, bandit, a scratch SQLite database."""
 
 import multiprocessing
+import os
 import subprocess
 import sys
 import time
@@ -207,6 +208,31 @@ def test_bandit_runs_in_a_child_not_in_this_process():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
 
     assert done.stdout == "['B403'] False\n", done.stderr
+
+
+# A worker's main is the `dramatiq` script; each scan's child runs it again, as "__mp_main__", and
+# this one notes whether the import it makes was loaded already (from the fork server).
+WORKER_MAIN = """
+import os, sys
+if __name__ == "__mp_main__":
+    with open(os.environ["MARKS"], "a") as marks:
+        marks.write(f"{'dramatiq.cli' in sys.modules}\\n")
+from dramatiq.__main__ import main  # all that the `dramatiq` script imports
+if __name__ == "__main__":
+    from pools.verifiers.bandit_scan import run_bandit
+    for _ in range(2):
+        print([f.rule for f in run_bandit([{"path": "a.py", "content": "import pickle\\n"}])])
+"""
+
+
+def test_a_scan_child_of_a_worker_finds_its_main_scripts_imports_loaded(tmp_path):
+    main, marks = tmp_path / "worker_main.py", tmp_path / "marks"
+    main.write_text(WORKER_MAIN)
+    env = {**os.environ, "MARKS": str(marks), "PYTHONPATH": os.getcwd()}
+    done = subprocess.run([sys.executable, str(main)], capture_output=True, text=True, timeout=60, env=env)
+
+    assert done.stdout == "['B403']\n['B403']\n", done.stderr
+    assert marks.read_text().split() == ["True", "True"]  # one per scan, each with nothing to import
 
 
 UNINDEXED = """
