@@ -43,6 +43,18 @@ def assert_exactly_once(execution_ids):
         assert usage == execution.cost_usd
 
 
+def attempts_by_task(execution_id) -> dict:
+    """Each task's status and its attempts' outcomes and errors: why an execution ended as it did."""
+    return {
+        task.key: (
+            task.status,
+            task.stop_reason,
+            [(a.status, (a.error or "")[:200]) for a in task.attempts.order_by("number")],
+        )
+        for task in Task.objects.filter(execution_id=execution_id).order_by("key")
+    }
+
+
 def test_workers_sigkilled_20_times_at_random_moments(workers, client_and_key):
     # Every kill lands on running work and one task may be hit by several kills in a row; losses
     # beyond MAX_LOST_ATTEMPTS count as failures, so the pools allow enough retries for 20 kills.
@@ -78,7 +90,8 @@ def test_workers_sigkilled_20_times_at_random_moments(workers, client_and_key):
         hit.append(running)
         workers.start_workers()  # waits for the new process's own heartbeat
     for execution_id in ids:
-        assert wait_for_status(execution_id, TERMINAL, timeout=180).status == "completed"
+        status = wait_for_status(execution_id, TERMINAL, timeout=180).status
+        assert status == "completed", (status, attempts_by_task(execution_id))
     assert_exactly_once(ids)
     # Every kill hit a running attempt, which the reaper then noticed as lost.
     closed = dict(Attempt.objects.filter(task__execution_id__in=ids).values_list("pk", "status"))
