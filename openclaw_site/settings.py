@@ -280,6 +280,7 @@ DRAMATIQ_BROKER = {
         "django_dramatiq.middleware.DbConnectionsMiddleware",
         "openclaw_site.worker_tuning.WorkerPriority",
         "openclaw_site.worker_tuning.GilSwitchInterval",
+        "openclaw_site.worker_tuning.SweepScratchOfGoneWorkers",
         "openclaw_site.worker_tuning.WarmAgentCode",
         "executions.worker_queues.FollowPoolQueues",
         "executions.worker_identity.AnnounceWorker",

@@ -1,5 +1,5 @@
-"""Interpreter settings for Dramatiq worker processes, applied when a worker boots (and, for the
-garbage collector, in the web and reaper processes too)."""
+"""What a Dramatiq worker process does as it boots: interpreter settings (the garbage collector's
+in the web and reaper processes too), warm-ups, and the clean-up after workers that were killed."""
 
 import gc
 import logging
@@ -33,6 +33,18 @@ class GilSwitchInterval(dramatiq.Middleware):
 
     def before_worker_boot(self, broker, worker):
         sys.setswitchinterval(settings.WORKER_GIL_SWITCH_INTERVAL_MS / 1000)
+
+
+class SweepScratchOfGoneWorkers(dramatiq.Middleware):
+    """A worker killed mid-attempt leaves its workspaces and its copies of model output on disk
+    (pools.scratch); each worker booting removes those of this host's processes that are gone."""
+
+    def before_worker_boot(self, broker, worker):
+        from pools.scratch import sweep_gone  # noqa: PLC0415 (the web process imports this module)
+        from pools.verifiers import bandit_scan  # noqa: PLC0415 (see above)
+
+        for parent in (settings.OPENCLAW_WORKSPACES_DIR, bandit_scan.SCRATCH):
+            sweep_gone(parent)
 
 
 class WarmAgentCode(dramatiq.Middleware):

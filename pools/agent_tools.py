@@ -20,6 +20,7 @@ from pathlib import Path
 from . import sandbox
 from .llm_types import Tool, ToolCall, ToolResult
 from .replies import MAX_FILE_CHARS, MAX_FILES, ReplyError, parse_findings
+from .scratch import process_dir
 from .verifiers.paths import path_problem
 
 READ_LIMIT = 20_000  # characters of a file shown to the model; the rest is cut, saying so
@@ -140,12 +141,13 @@ def pytest_counts(output: str) -> dict | None:
 
 
 class Workspace:
-    """A private folder with the files the task starts from; remembers what the attempt wrote."""
+    """A private folder with the files the task starts from; remembers what the attempt wrote.
+    Under `parent`, it is made in this process's scratch folder (pools.scratch), which a worker
+    booting after this one was killed removes."""
 
     def __init__(self, files: dict[str, str], parent: Path | None = None):
-        if parent is not None:
-            parent.mkdir(parents=True, exist_ok=True)
-        self.root = Path(tempfile.mkdtemp(prefix="ws-", dir=parent)).resolve()
+        folder = process_dir(parent) if parent is not None else None
+        self.root = Path(tempfile.mkdtemp(prefix="ws-", dir=folder)).resolve()
         # A worker running as root runs the sandbox as `nobody` (pools.sandbox), which must be able to
         # write everywhere in the workspace: folders and files are made writable by all.
         self.root.chmod(0o777)

@@ -15,11 +15,11 @@ from pathlib import Path
 import redis
 from django.conf import settings
 
+from executions.worker_identity import WORKERS_KEY
 from openclaw_site import web_tier
 from openclaw_site.child_processes import die_with_parent
 
 ROOT = Path(__file__).resolve().parent.parent
-HEARTBEATS = "openclaw:__heartbeats__"  # the Redis broker's sorted set of worker processes (settings)
 
 
 def spawn(argv: list[str], env: dict, log, *, pass_fds: tuple[int, ...] = ()) -> subprocess.Popen:
@@ -80,7 +80,6 @@ class Workers:
         return self
 
     def start_workers(self) -> None:
-        known = set(redis.Redis.from_url(settings.REDIS_URL).zrange(HEARTBEATS, 0, -1))
         self.workers = self._spawn(
             "workers",
             [
@@ -93,15 +92,17 @@ class Workers:
                 "2000",
             ],
         )
-        self.wait_ready(known)
+        self.wait_ready()
 
-    def wait_ready(self, known: set[bytes], timeout: float = 30) -> None:
-        """Ready once each new worker process has its own heartbeat in Redis: a killed process's
-        heartbeat stays there for a minute, so any heartbeat would not do."""
+    def wait_ready(self, timeout: float = 30) -> None:
+        """Ready once each new worker process has booted and announced itself in Redis
+        (`AnnounceWorker`). Not a heartbeat: every Redis command of any broker, a client's
+        enqueue included, adds one, and a broker's heartbeat comes and goes with its timeout."""
         client = redis.Redis.from_url(settings.REDIS_URL)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if len(set(client.zrange(HEARTBEATS, 0, -1)) - known) >= self.processes:
+            announced = {int(member.split(b":")[1]) for member in client.smembers(WORKERS_KEY)}
+            if len(announced & set(self.worker_pids())) >= self.processes:
                 return
             if self.workers.poll() is not None:
                 raise RuntimeError(f"workers exited early; see {self.logs}/workers.log")

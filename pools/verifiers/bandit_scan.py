@@ -22,9 +22,12 @@ import tempfile
 from multiprocessing.connection import Connection
 from pathlib import Path
 
+from ..scratch import process_dir
 from .findings import Finding
 from .paths import path_problem
 
+# The copies of model output bandit reads, under the scanning process's own folder (pools.scratch).
+SCRATCH = Path(tempfile.gettempdir()) / "openclaw-bandit"
 TIMEOUT_SEC = 30.0
 MEMORY_BYTES = 1024 * 2**20
 REPLY_MAX_BYTES = 64 * 2**20
@@ -72,7 +75,7 @@ def run_bandit(files: list[dict]) -> list[Finding]:
     ]
     if not python_files:
         return []
-    with tempfile.TemporaryDirectory(prefix="openclaw-bandit-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="scan-", dir=process_dir(SCRATCH)) as tmp:
         root = Path(tmp)
         written = []
         for f in python_files:

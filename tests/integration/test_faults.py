@@ -10,12 +10,16 @@ from collections import Counter
 from datetime import timedelta
 from decimal import ROUND_HALF_UP, Decimal
 
+import psutil
 import pytest
+from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
 from executions.models import Attempt, Execution, LedgerEntry, Task
 from executions.services import execution_create
+from pools.scratch import start_time
+from pools.verifiers import bandit_scan
 from tests.conftest import configure, restart_redis, wait_for_running_attempt, wait_for_status
 from tests.fakes.llm_server import Drop, Error, FakeLLMServer, Reply, Slow
 
@@ -55,6 +59,18 @@ def attempts_by_task(execution_id) -> dict:
     }
 
 
+def scratch_of(processes: dict[int, str | None]) -> list:
+    """The scratch folders (pools.scratch) of these processes (pid → start time)."""
+    names = tuple(f"proc-{pid}-{started}-" for pid, started in processes.items())
+    return [
+        folder
+        for parent in (settings.OPENCLAW_WORKSPACES_DIR, bandit_scan.SCRATCH)
+        if parent.is_dir()
+        for folder in parent.iterdir()
+        if folder.name.startswith(names)
+    ]
+
+
 def test_workers_sigkilled_20_times_at_random_moments(workers, client_and_key):
     # Every kill lands on running work and one task may be hit by several kills in a row; losses
     # beyond MAX_LOST_ATTEMPTS count as failures, so the pools allow enough retries for 20 kills.
@@ -86,9 +102,19 @@ def test_workers_sigkilled_20_times_at_random_moments(workers, client_and_key):
                 break
             assert time.monotonic() < deadline, "no attempt in progress to kill"
             time.sleep(0.02)
+        doomed = {
+            p.pid: start_time(p.pid) for p in psutil.Process(workers.workers.pid).children(recursive=True)
+        }
         workers.kill_workers()
         hit.append(running)
+        assert scratch_of(doomed)  # the killed workers' scratch stays on disk…
         workers.start_workers()  # waits for the new process's own heartbeat
+        # …until the new worker's boot removes it (its heartbeat may come before: any Redis
+        # command of its broker's counts as one).
+        deadline = time.monotonic() + 30
+        while scratch_of(doomed):
+            assert time.monotonic() < deadline, scratch_of(doomed)
+            time.sleep(0.05)
     for execution_id in ids:
         status = wait_for_status(execution_id, TERMINAL, timeout=180).status
         assert status == "completed", (status, attempts_by_task(execution_id))

@@ -1,0 +1,65 @@
+"""Scratch folders per process, so that what a killed process leaves behind is found and removed.
+
+Workspaces and the verifiers' copies of model output are made inside a folder named after the
+process that made them, `proc-<pid>-<start time>-<host>` under their parent. A process removes its
+own scratch as it goes, but one killed mid-attempt (SIGKILL, the OOM killer) cannot: a booting
+worker sweeps the folders of this host's processes that no longer run. The start time (in clock
+ticks since boot, from /proc) tells a process from a newer one that was given the same pid.
+Without /proc nothing is swept.
+"""
+
+import logging
+import os
+import shutil
+import socket
+from pathlib import Path
+
+log = logging.getLogger("openclaw.workers")
+PREFIX = "proc-"
+_made: dict[tuple[Path, int], Path] = {}  # (parent, pid) → this process's folder, once made
+
+
+def start_time(pid: int) -> str | None:
+    """The process's start time as /proc/<pid>/stat gives it (field 22); None if it is not running,
+    a killed process nobody has reaped yet (a zombie) included."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name in parentheses may hold spaces and parentheses: fields count from the last ")".
+    fields = stat.rsplit(")", 1)[1].split()
+    return None if fields[0] in ("Z", "X") else fields[19]
+
+
+def process_dir(parent: Path) -> Path:
+    """This process's scratch folder under `parent`, made if need be (traversable by the sandbox's
+    user, who works in folders inside it)."""
+    pid = os.getpid()  # a forked child gets a folder of its own
+    key = (parent, pid)
+    if key not in _made:
+        path = parent / f"{PREFIX}{pid}-{start_time(pid) or 0}-{socket.gethostname()}"
+        path.mkdir(parents=True, exist_ok=True)
+        path.chmod(0o755)
+        _made[key] = path
+    return _made[key]
+
+
+def sweep_gone(parent: Path) -> list[Path]:
+    """Remove the scratch folders under `parent` of this host's processes that no longer run;
+    returns them. Other hosts' folders (a shared volume) are left to their own workers."""
+    if start_time(os.getpid()) is None or not parent.is_dir():
+        return []
+    host = socket.gethostname()
+    removed = []
+    for entry in parent.iterdir():
+        parts = entry.name.removeprefix(PREFIX).split("-", 2)
+        if not entry.name.startswith(PREFIX) or len(parts) != 3 or parts[2] != host:
+            continue
+        pid, started, _ = parts
+        if not pid.isdigit() or start_time(int(pid)) == started:
+            continue
+        shutil.rmtree(entry, ignore_errors=True)
+        removed.append(entry)
+    if removed:
+        log.info("removed the scratch of %d processes that are gone, under %s", len(removed), parent)
+    return removed
