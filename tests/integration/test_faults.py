@@ -116,8 +116,12 @@ def test_workers_sigkilled_20_times_at_random_moments(workers, client_and_key):
             assert time.monotonic() < deadline, scratch_of(doomed)
             time.sleep(0.05)
     for execution_id in ids:
-        status = wait_for_status(execution_id, TERMINAL, timeout=180).status
-        assert status == "completed", (status, attempts_by_task(execution_id))
+        execution = wait_for_status(execution_id, TERMINAL, timeout=180)
+        assert execution.status == "completed", (
+            execution.status,
+            execution.error,
+            attempts_by_task(execution_id),
+        )
     assert_exactly_once(ids)
     # Every kill hit a running attempt, which the reaper then noticed as lost.
     closed = dict(Attempt.objects.filter(task__execution_id__in=ids).values_list("pk", "status"))
