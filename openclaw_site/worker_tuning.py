@@ -37,14 +37,26 @@ class GilSwitchInterval(dramatiq.Middleware):
 
 class SweepScratchOfGoneWorkers(dramatiq.Middleware):
     """A worker killed mid-attempt leaves its workspaces and its copies of model output on disk
-    (pools.scratch); each worker booting removes those of this host's processes that are gone."""
+    (pools.scratch); each worker booting removes those of this host's processes that are gone, and
+    a worker that shuts down (its threads done) removes its own."""
+
+    @staticmethod
+    def parents():
+        from pools.verifiers import bandit_scan  # noqa: PLC0415 (the web process imports this module)
+
+        return settings.OPENCLAW_WORKSPACES_DIR, bandit_scan.SCRATCH
 
     def before_worker_boot(self, broker, worker):
-        from pools.scratch import sweep_gone  # noqa: PLC0415 (the web process imports this module)
-        from pools.verifiers import bandit_scan  # noqa: PLC0415 (see above)
+        from pools.scratch import sweep_gone  # noqa: PLC0415 (see parents)
 
-        for parent in (settings.OPENCLAW_WORKSPACES_DIR, bandit_scan.SCRATCH):
+        for parent in self.parents():
             sweep_gone(parent)
+
+    def after_worker_shutdown(self, broker, worker):
+        from pools.scratch import remove_own  # noqa: PLC0415 (see parents)
+
+        for parent in self.parents():
+            remove_own(parent)
 
 
 class WarmAgentCode(dramatiq.Middleware):

@@ -44,6 +44,14 @@ def process_dir(parent: Path) -> Path:
     return _made[key]
 
 
+def remove_own(parent: Path) -> None:
+    """Remove this process's scratch folder under `parent`, with whatever is left in it (a worker
+    shutting down once its work is over)."""
+    path = _made.pop((parent, os.getpid()), None)
+    if path is not None:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def sweep_gone(parent: Path) -> list[Path]:
     """Remove the scratch folders under `parent` of this host's processes that no longer run;
     returns them. Other hosts' folders (a shared volume) are left to their own workers."""

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from pools.agent_tools import Workspace
-from pools.scratch import process_dir, start_time, sweep_gone
+from pools.scratch import process_dir, remove_own, start_time, sweep_gone
 from pools.verifiers.bandit_scan import SCRATCH, run_bandit
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,6 +67,9 @@ def test_scratch_folders_are_named_for_their_process(tmp_path):
     with Workspace({}, parent=tmp_path) as workspace:
         assert workspace.root.parent == folder
     assert start_time(2**22 + 1) is None  # above the kernel's highest pid
+    remove_own(tmp_path)
+    assert not folder.exists()
+    assert process_dir(tmp_path) == folder and folder.is_dir()  # made again when needed
 
 
 def test_bandit_leaves_nothing_in_its_scratch():
