@@ -69,12 +69,12 @@ def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
 
 
 def address_problem(text: str, *, allow_private: bool) -> str | None:
-    """Why a resolved address may not be called, or None when it may."""
+    """Why a resolved address may not be called ("is a loopback address"), or None when it may."""
     address = _address(text)
     if address in METADATA_ADDRESSES:
-        return f"{address} is a cloud metadata address"
+        return "is a cloud metadata address"
     if address.is_unspecified or address.is_multicast:
-        return f"{address} is not a host"
+        return "is not a host"
     if not address.is_global and not allow_private:
         kind = (
             "loopback"
@@ -85,7 +85,7 @@ def address_problem(text: str, *, allow_private: bool) -> str | None:
             if address.is_private
             else "not public"
         )
-        return f"{address} is a {kind} address"
+        return f"is a {kind} address"
     return None
 
 
@@ -124,7 +124,10 @@ def check_url(url: str, *, allow_private: bool) -> Target:
     for address in addresses:
         problem = address_problem(address, allow_private=allow_private)
         if problem:
-            raise UnsafeTarget(f"{host} resolves to {problem}")
+            shown = _address(address)
+            raise UnsafeTarget(
+                f"{shown} {problem}" if host == address else f"{host} resolves to {shown}, which {problem}"
+            )
     if scheme == "http" and any(_address(a).is_global for a in addresses):
         raise UnsafeTarget("the URL must use https (http only for a local receiver in development)")
     path = parts.path or "/"

@@ -240,14 +240,17 @@ def private_names(monkeypatch):
     "url,reason",
     [
         ("http://127.0.0.1/hook", "https"),
-        ("https://127.0.0.1/hook", "loopback"),
+        ("https://127.0.0.1/hook", "callback_url refused: 127.0.0.1 is a loopback address"),
         ("https://localhost:8443/hook", "loopback"),
         ("https://[::1]/hook", "loopback"),
         ("https://[::ffff:127.0.0.1]/hook", "loopback"),
-        ("https://2130706433/hook", "loopback"),  # 127.0.0.1 as one number
+        ("https://2130706433/hook", "2130706433 resolves to 127.0.0.1, which is a loopback address"),
         ("http://169.254.169.254/latest/meta-data/", "https"),
         ("https://169.254.169.254/latest/meta-data/", "metadata"),
-        ("https://internal.example/hook", "private"),
+        (
+            "https://internal.example/hook",
+            "internal.example resolves to 10.1.2.3, which is a private address",
+        ),
         ("https://10.0.0.8/hook", "private"),
         ("https://[fe80::1]/hook", "link-local"),
         ("https://0.0.0.0/hook", "not a host"),
@@ -310,7 +313,7 @@ def test_a_url_that_resolves_inside_by_the_time_it_is_called_is_refused_then(acm
     assert webhooks.webhook_deliver(delivery.pk, 1) == "refused"
 
     delivery.refresh_from_db()
-    assert delivery.status == "refused" and "10.1.2.3 is a private address" in delivery.last_error
+    assert delivery.status == "refused" and "10.1.2.3, which is a private address" in delivery.last_error
     assert delivery.tries.get().status_code is None
 
 
