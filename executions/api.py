@@ -9,7 +9,8 @@ from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import BadRequest, PermissionDenied, SuspiciousOperation
 from django.db import connection
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.utils.deprecation import MiddlewareMixin
 from ninja import Field, NinjaAPI, Query, Schema, Status
 from ninja.errors import HttpError, ValidationError
 from ninja.pagination import LimitOffsetPagination, paginate
@@ -356,3 +357,22 @@ def api_unexpected_error(request: HttpRequest, exc: Exception) -> HttpResponse:
         return api.create_response(request, {"detail": "bad request"}, status=400)
     logger.exception("API error on %s %s", request.method, request.path)
     return api.create_response(request, {"detail": "internal server error"}, status=500)
+
+
+class ApiErrorsInJson(MiddlewareMixin):
+    """A path under /api/ that no operation serves, or a method its operation does not take,
+    answers in the API's own shape (`{"detail"}`), not with Django's HTML page or ninja's plain text."""
+
+    DETAILS = {404: "not found", 405: "method not allowed"}
+
+    def process_response(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        if (
+            response.status_code not in self.DETAILS
+            or not request.path.startswith("/api/")
+            or response.get("Content-Type", "").startswith("application/json")
+        ):
+            return response
+        replaced = JsonResponse({"detail": self.DETAILS[response.status_code]}, status=response.status_code)
+        if response.has_header("Allow"):
+            replaced["Allow"] = response["Allow"]
+        return replaced

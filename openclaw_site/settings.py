@@ -166,6 +166,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "executions.api.ApiErrorsInJson",
 ]
 
 ROOT_URLCONF = "openclaw_site.urls"

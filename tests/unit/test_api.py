@@ -97,6 +97,20 @@ def test_someone_elses_execution_is_a_404_everywhere(client, acme):
     assert Execution.objects.get(pk=theirs.pk).status == "executing"
 
 
+def test_unknown_api_paths_and_methods_answer_in_json(client, acme):
+    key = acme[1]
+    for path in ("/api/nonexistent", "/api/execution/..%2F..%2Fetc/diff"):
+        response = client.get(path, HTTP_X_API_KEY=key)
+        assert (response.status_code, response.json()) == (404, {"detail": "not found"}), path
+    wrong_method = client.delete(URL, HTTP_X_API_KEY=key)
+    assert (wrong_method.status_code, wrong_method.json()) == (405, {"detail": "method not allowed"})
+    assert wrong_method["Allow"] == "POST"
+    # The API's own 404s keep their words; pages outside the API keep Django's.
+    missing = client.get("/api/execution/exec_nope", HTTP_X_API_KEY=key)
+    assert missing.json() == {"detail": "execution not found"}
+    assert "application/json" not in client.get("/nonexistent")["Content-Type"]
+
+
 def test_detail_list_and_events(client, acme):
     execution = make_execution(
         acme[0], [{"key": "task_1"}, {"key": "task_2", "pool": "security", "blocked_by": ["task_1"]}]
