@@ -6,6 +6,7 @@ workers consume the `slack` queue because these actors declare it at import. Sen
 import dramatiq
 
 from executions.actors import CONTROL_OPTIONS
+from executions.services import RequestRefused
 
 from . import messages
 from .notifier import request_thread_sync, slack_notice_post, thread_sync_run
@@ -19,14 +20,18 @@ SLACK_OPTIONS = {"queue_name": messages.SLACK_QUEUE, "max_retries": 0, "time_lim
 def start_slack_request(
     receipt_id: int, team_id: str, user_id: str, channel_id: str, text: str, thread_ts: str = ""
 ) -> None:
-    execution = slack_request_start(
-        receipt_id=receipt_id,
-        team_id=team_id,
-        user_id=user_id,
-        channel_id=channel_id,
-        text=text,
-        thread_ts=thread_ts,
-    )
+    try:
+        execution = slack_request_start(
+            receipt_id=receipt_id,
+            team_id=team_id,
+            user_id=user_id,
+            channel_id=channel_id,
+            text=text,
+            thread_ts=thread_ts,
+        )
+    except RequestRefused as exc:  # the text itself (a NUL character): said to its author alone
+        messages.send_notice(channel_id, f"Sorry, that request was not started: {exc}.", thread_ts, user_id)
+        return
     if execution is not None:
         # Posts the thread's first message right away (the execution's own events would too).
         request_thread_sync(execution.slack_thread.pk)

@@ -7,6 +7,8 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from pools.storable import has_nul
+
 from . import events, messages, projects, webhooks
 from .dispatch import dispatch_after_commit
 from .models import Client, Execution, Task
@@ -52,6 +54,8 @@ def execution_create(
     follows up (same client, same project)."""
     if not message or not message.strip():
         raise RequestRefused("the request is empty")
+    if has_nul(message) or has_nul(session_key):
+        raise RequestRefused("the request contains a NUL character (U+0000)")
     if len(message) > settings.OPENCLAW_MAX_MESSAGE_CHARS:
         raise RequestRefused(f"the request is longer than {settings.OPENCLAW_MAX_MESSAGE_CHARS} characters")
     problem = projects.name_problem(project) if project else None

@@ -17,7 +17,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import sandbox
+from . import sandbox, storable
 from .llm_types import Tool, ToolCall, ToolResult
 from .replies import MAX_FILE_CHARS, MAX_FILES, ReplyError, parse_findings
 from .scratch import process_dir
@@ -201,7 +201,7 @@ class Workspace:
 
     def read_file(self, path: object) -> str:
         data, size = self._read_regular(path, READ_LIMIT * 4 + 1)
-        text = data.decode("utf-8", errors="replace")
+        text = storable.decode(data)
         if len(text) > READ_LIMIT or size > len(data):
             return (
                 text[:READ_LIMIT]
@@ -266,7 +266,7 @@ class Workspace:
 
     def read_whole(self, path: str) -> str:
         data, _ = self._read_regular(path, MAX_FILE_CHARS * 4 + 1)
-        return data.decode("utf-8", errors="replace")[:MAX_FILE_CHARS]
+        return storable.decode(data)[:MAX_FILE_CHARS]
 
 
 @dataclass

@@ -8,6 +8,7 @@ import logging
 import os
 import re
 import time
+from dataclasses import replace
 
 from django.conf import settings
 
@@ -23,6 +24,7 @@ from .llm_types import (
 )
 from .models import API_KEY_ENV_PATTERN, ModelProfile
 from .offline import OfflineProvider
+from .storable import without_nul
 
 __all__ = ["Completion", "LLMError", "LLMRequest", "LLMTimeout", "ModelSpec", "complete", "resolve"]
 
@@ -96,7 +98,7 @@ def warm_providers() -> list[str]:
 
 def complete(spec: ModelSpec, request: LLMRequest, on_progress: ProgressCallback | None = None) -> Completion:
     started = time.monotonic()
-    completion = provider_for(spec).complete(spec, request, on_progress)
+    completion = storable(provider_for(spec).complete(spec, request, on_progress))
     log.debug(
         "%s %s %.2fs in=%d out=%d",
         spec.label,
@@ -106,6 +108,22 @@ def complete(spec: ModelSpec, request: LLMRequest, on_progress: ProgressCallback
         completion.output_tokens,
     )
     return completion
+
+
+def storable(completion: Completion) -> Completion:
+    """The reply with any NUL in its text and tool calls replaced (`pools.storable`): a model's
+    reply is kept in transcripts and results, which PostgreSQL stores only without one."""
+    calls = tuple(
+        replace(
+            call,
+            id=without_nul(call.id),
+            name=without_nul(call.name),
+            arguments=without_nul(call.arguments),
+            raw=without_nul(call.raw),
+        )
+        for call in completion.tool_calls
+    )
+    return replace(completion, text=without_nul(completion.text), tool_calls=calls)
 
 
 def expected_latency(spec: ModelSpec, request: LLMRequest) -> float | None:

@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from . import storable
+
 # Cloud metadata services answer with credentials: refused even where private targets are allowed.
 METADATA_ADDRESSES = frozenset(
     ipaddress.ip_address(a)
@@ -175,11 +177,12 @@ def post(target: Target, body: bytes, headers: dict[str, str], *, timeout: float
                 headers={"Content-Type": "application/json", "User-Agent": USER_AGENT, **headers},
             )
             response = connection.getresponse()
-            excerpt = response.read(RESPONSE_EXCERPT_BYTES).decode("utf-8", errors="replace")
+            # The receiver's words are kept with the delivery: storable, whatever it sent.
+            excerpt = storable.decode(response.read(RESPONSE_EXCERPT_BYTES))
             return Answer(
                 status=response.status,
                 excerpt=excerpt,
-                location=response.getheader("Location", "")[:500],
+                location=storable.without_nul(response.getheader("Location", ""))[:500],
                 duration_ms=int((time.monotonic() - started) * 1000),
             )
         except (OSError, http.client.HTTPException) as exc:

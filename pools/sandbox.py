@@ -52,6 +52,7 @@ from pathlib import Path
 
 from django.conf import settings
 
+from . import storable
 from .sandbox_python import MOUNT as VENV_MOUNT
 
 WORKSPACE = "/workspace"
@@ -454,11 +455,11 @@ def _tail_text(tail: bytes, total: int, limit: int) -> str:
     """The output as text of at most `limit` characters: all of it, or a line saying how much was
     cut and then its end."""
     if total <= len(tail) and len(tail) <= limit:
-        return tail.decode("utf-8", "replace")
+        return storable.decode(tail)
     start = 0
     while start < min(4, len(tail)) and tail[start] & 0xC0 == 0x80:  # a character cut in two
         start += 1
-    text = tail[start:].decode("utf-8", "replace")
+    text = storable.decode(tail[start:])
 
     def notice(cut: int) -> str:
         return f"[output cut: the first {cut:,} of {total:,} bytes are not shown]\n"

@@ -46,6 +46,7 @@ class Receiver:
     statuses: list[int] = field(default_factory=lambda: [200])
     secret: str | None = None
     headers: dict = field(default_factory=dict)  # extra response headers (Location for a redirect)
+    body: bytes = b"ok"  # the answer's body
     received: list[Received] = field(default_factory=list)
     arrived: threading.Condition = field(default_factory=threading.Condition)
 
@@ -72,9 +73,9 @@ class Receiver:
                 self.send_response(status)
                 for name, value in receiver.headers.items():
                     self.send_header(name, value)
-                self.send_header("Content-Length", "2")
+                self.send_header("Content-Length", str(len(receiver.body)))
                 self.end_headers()
-                self.wfile.write(b"ok")
+                self.wfile.write(receiver.body)
 
             def log_message(self, *args):
                 pass

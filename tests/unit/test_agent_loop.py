@@ -12,6 +12,7 @@ from pools.agent_loop import Hooks, LoopStopped, TurnsExhausted, run_loop
 from pools.agent_tools import COMMAND_LIMIT, ToolError, Workspace
 from pools.llm_types import LLMRequest, ModelSpec
 from pools.replies import ReplyError
+from pools.storable import has_nul
 from tests.fakes.llm_server import FakeLLMServer, Reply
 from tests.unit.test_providers import KEY_ENV, claude, minimax
 
@@ -205,6 +206,32 @@ def test_hostile_tool_calls_are_answered_with_errors_and_the_loop_goes_on(server
     assert all("goes through a symbolic link" in text for text in second), second
     assert outside.read_text() == "secret"
     assert result.reply.files == []
+
+
+@pytest.mark.parametrize("spec", [claude, minimax], ids=["anthropic", "openai"])
+def test_nul_characters_of_the_model_and_of_commands_never_reach_what_is_kept(server, workspace, spec):
+    # PostgreSQL stores no NUL in text or jsonb: transcripts and results get U+FFFD in its place.
+    server.script(
+        [
+            Reply(
+                text="Writing\x00",
+                tool_calls=[
+                    call("write_file", path="a.py", content="x = '\x00'\n"),
+                    call("run", command="printf 'a\\0b'; printf 'c\\0d' > c.txt"),
+                ],
+            ),
+            Reply(tool_calls=[call("read_file", path="c.txt"), call("finish", summary="done\x00")]),
+        ]
+    )
+    recorder = Recorder()
+    result = loop(spec(server), agent_request(), workspace, recorder)
+    kept = [(t.text, t.tool_calls, t.tool_results) for t in recorder.turns]
+    assert not has_nul(kept) and not has_nul(result.reply.as_dict())
+    assert recorder.turns[0].text == "Writing\ufffd"
+    assert json.loads(recorder.turns[0].tool_results[1]["content"])["output"] == "a\ufffdb"
+    assert recorder.turns[1].tool_results[0]["content"] == "c\ufffdd"
+    assert result.reply.summary == "done\ufffd"
+    assert {f["path"]: f["content"] for f in result.reply.files}["a.py"] == "x = '\ufffd'\n"
 
 
 def test_max_turns_without_finish_ends_the_loop(server, workspace):

@@ -97,6 +97,14 @@ def test_someone_elses_execution_is_a_404_everywhere(client, acme):
     assert Execution.objects.get(pk=theirs.pk).status == "executing"
 
 
+def test_a_request_with_a_nul_character_is_a_422_and_stores_nothing(client, acme):
+    # PostgreSQL's text columns refuse U+0000: said plainly, not a 500 from the database.
+    response = post(client, acme[1], dict(VALID, message="Build \x00 a shop"))
+    assert response.status_code == 422
+    assert response.json() == {"detail": "the request contains a NUL character (U+0000)"}
+    assert not Execution.objects.exists()
+
+
 def test_unknown_api_paths_and_methods_answer_in_json(client, acme):
     key = acme[1]
     for path in ("/api/nonexistent", "/api/execution/..%2F..%2Fetc/diff"):

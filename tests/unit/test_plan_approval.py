@@ -169,6 +169,10 @@ def test_an_edited_plan_runs_exactly_the_edited_tasks_at_the_edited_plans_fee(ac
         ([], "no tasks"),
         ([{"id": "a", "pool": "codegen", "description": "x", "blocked_by": ["a"]}], "depends on itself"),
         ("not a list", "tasks"),
+        (
+            [{"id": "a", "pool": "codegen", "description": "x", "context": {"note\x00": "y"}}],
+            "NUL character",
+        ),
     ],
 )
 def test_an_invalid_edited_plan_is_a_422_and_changes_nothing(acme, pm_plan, client, tasks, needle):

@@ -456,6 +456,21 @@ def test_a_queued_over_long_request_starts_nothing(acme):
     assert not Execution.objects.exists() and not SlackThread.objects.exists()
 
 
+def test_a_request_the_engine_refuses_is_answered_to_its_author_and_stores_nothing(acme, redis_server):
+    from bots.services import slack_delivery_claim
+
+    receipt = slack_delivery_claim(key="trigger:2", team_id=TEAM)
+    start_slack_request.fn(receipt.pk, TEAM, USER, "C0PROJECTS", "Build a shop\x00", "171.5")
+    assert not Execution.objects.exists() and not SlackThread.objects.exists()
+    [notice] = queued(redis_server, "slack")
+    assert notice.args == (
+        "C0PROJECTS",
+        "Sorry, that request was not started: the request contains a NUL character (U+0000).",
+        "171.5",
+        USER,
+    )
+
+
 # -- the thread ------------------------------------------------------------------------------------
 
 

@@ -90,6 +90,15 @@ def test_a_webhook_carries_the_event_the_delivery_id_and_a_valid_signature(acme,
     assert delivery.status == "delivered" and delivery.attempts == 1 and delivery.last_status_code == 200
 
 
+def test_what_a_receiver_answers_is_kept_storable_whatever_its_bytes(acme, local_receivers):
+    client, _ = acme
+    receiver = local_receivers(statuses=[500], body=b"oops\x00\xff")
+    delivery = announce(awaiting_execution(client, receiver.url), "awaiting_approval")
+
+    assert webhooks.webhook_deliver(delivery.pk, 1) == "pending"
+    assert delivery.tries.get().response == "oops\ufffd\ufffd"  # PostgreSQL stores no NUL
+
+
 def test_non_2xx_answers_are_retried_with_backoff_under_the_same_delivery_id(acme, local_receivers, settings):
     settings.OPENCLAW_WEBHOOK_RETRY_BASE_SEC = 10
     client, _ = acme

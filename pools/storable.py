@@ -1,0 +1,40 @@
+"""Text every database can store. PostgreSQL's text and jsonb types refuse the NUL character (U+0000),
+which a client's request, a model's reply, a file or a command's output may hold: a client's NUL is
+refused with a clear error (`has_nul`), and what models and commands produce has it replaced by
+U+FFFD before it can reach a transcript, a result or a ledger entry (`without_nul`, `decode`).
+"""
+
+from typing import TypeVar
+
+NUL = "\x00"
+REPLACEMENT = "\ufffd"  # as a decoder shows bytes it cannot read
+T = TypeVar("T")
+
+
+def has_nul(value: object) -> bool:
+    """Whether a string, or any string in a JSON-like value (dict keys included), holds a NUL."""
+    if isinstance(value, str):
+        return NUL in value
+    if isinstance(value, dict):
+        return any(has_nul(k) or has_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(has_nul(v) for v in value)
+    return False
+
+
+def without_nul(value: T) -> T:
+    """The value with every NUL of its strings (dict keys included) replaced; the value itself
+    when it has none."""
+    if not has_nul(value):
+        return value
+    if isinstance(value, str):
+        return value.replace(NUL, REPLACEMENT)
+    if isinstance(value, dict):
+        return {without_nul(k): without_nul(v) for k, v in value.items()}
+    return type(value)(without_nul(v) for v in value)
+
+
+def decode(data: bytes) -> str:
+    """Bytes of a file or a command's output as storable text: UTF-8, unreadable bytes and NULs
+    shown as U+FFFD."""
+    return data.decode("utf-8", errors="replace").replace(NUL, REPLACEMENT)
