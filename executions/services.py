@@ -54,7 +54,7 @@ def execution_create(
     follows up (same client, same project)."""
     if not message or not message.strip():
         raise RequestRefused("the request is empty")
-    if has_nul(message) or has_nul(session_key):
+    if has_nul([message, session_key, callback_url]):
         raise RequestRefused("the request contains a NUL character (U+0000)")
     if len(message) > settings.OPENCLAW_MAX_MESSAGE_CHARS:
         raise RequestRefused(f"the request is longer than {settings.OPENCLAW_MAX_MESSAGE_CHARS} characters")

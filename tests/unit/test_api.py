@@ -99,9 +99,10 @@ def test_someone_elses_execution_is_a_404_everywhere(client, acme):
 
 def test_a_request_with_a_nul_character_is_a_422_and_stores_nothing(client, acme):
     # PostgreSQL's text columns refuse U+0000: said plainly, not a 500 from the database.
-    response = post(client, acme[1], dict(VALID, message="Build \x00 a shop"))
-    assert response.status_code == 422
-    assert response.json() == {"detail": "the request contains a NUL character (U+0000)"}
+    for nul in ({"message": "Build \x00 a shop"}, {"callback_url": "https://public.example/ho\x00ok"}):
+        response = post(client, acme[1], dict(VALID, **nul))
+        assert response.status_code == 422
+        assert response.json() == {"detail": "the request contains a NUL character (U+0000)"}
     assert not Execution.objects.exists()
 
 
