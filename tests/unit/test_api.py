@@ -106,6 +106,16 @@ def test_a_request_with_a_nul_character_is_a_422_and_stores_nothing(client, acme
     assert not Execution.objects.exists()
 
 
+def test_numbers_past_the_databases_integers_are_answered_not_crashed_on(client, acme):
+    owner, key = acme
+    execution = make_execution(owner, [{"key": "task_1"}])
+    huge = 10**20
+    events = client.get(f"/api/execution/{execution.pk}/events?after={huge}", HTTP_X_API_KEY=key)
+    assert (events.status_code, events.json()["events"]) == (200, [])
+    attempt = client.get(f"/api/execution/{execution.pk}/tasks/task_1/attempts/{huge}", HTTP_X_API_KEY=key)
+    assert (attempt.status_code, attempt.json()) == (404, {"detail": "attempt not found"})
+
+
 def test_unknown_api_paths_and_methods_answer_in_json(client, acme):
     key = acme[1]
     for path in ("/api/nonexistent", "/api/execution/..%2F..%2Fetc/diff"):
