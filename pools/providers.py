@@ -34,6 +34,7 @@ from .llm_types import (
     ProgressCallback,
     ToolCall,
 )
+from .storable import json_loads
 
 log = logging.getLogger("openclaw.llm")
 
@@ -108,7 +109,7 @@ class _ToolArguments:
 
 def _tool_call(call_id: str, name: str, raw: str) -> ToolCall:
     try:
-        arguments = json.loads(raw) if raw.strip() else {}
+        arguments = json_loads(raw) if raw.strip() else {}
     except ValueError:
         arguments = None
     return ToolCall(call_id, name, arguments if isinstance(arguments, dict) else None, raw)

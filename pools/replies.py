@@ -4,6 +4,8 @@ import json
 import re
 from dataclasses import dataclass, field
 
+from .storable import json_loads
+
 SEVERITIES = ("critical", "high", "medium", "low", "info")
 _FENCE = re.compile(r"```(?:json|JSON)?\s*\n(.*?)\n?```", re.DOTALL)
 MAX_FILES = 200
@@ -26,7 +28,7 @@ def extract_json(text: str) -> dict:
         if not candidate:
             continue
         try:
-            value = json.loads(candidate)
+            value = json_loads(candidate)
         except json.JSONDecodeError as exc:
             last_error = f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
             continue

@@ -1,9 +1,12 @@
-"""Text every database can store. PostgreSQL's text and jsonb types refuse the NUL character (U+0000),
-which a client's request, a model's reply, a file or a command's output may hold: a client's NUL is
-refused with a clear error (`has_nul`), and what models and commands produce has it replaced by
-U+FFFD before it can reach a transcript, a result or a ledger entry (`without_nul`, `decode`).
+"""Text and JSON every database can store. PostgreSQL's text and jsonb types refuse the NUL character
+(U+0000), which a client's request, a model's reply, a file or a command's output may hold: a
+client's NUL is refused with a clear error (`has_nul`), and what models and commands produce has it
+replaced by U+FFFD before it can reach a transcript, a result or a ledger entry (`without_nul`,
+`decode`). A model's JSON is read without NaN and Infinity (`json_loads`), which Python's reader
+takes and jsonb refuses.
 """
 
+import json
 from typing import TypeVar
 
 NUL = "\x00"
@@ -38,3 +41,10 @@ def decode(data: bytes) -> str:
     """Bytes of a file or a command's output as storable text: UTF-8, unreadable bytes and NULs
     shown as U+FFFD."""
     return data.decode("utf-8", errors="replace").replace(NUL, REPLACEMENT)
+
+
+def json_loads(text: str):
+    """A model's JSON text, storable: NaN and Infinity (which Python's reader takes and jsonb
+    refuses) read as null, and NULs its escapes (\\u0000) produce replaced. A value it makes
+    null is then judged like any missing one (a dropped estimate, a wrong-typed argument)."""
+    return without_nul(json.loads(text, parse_constant=lambda constant: None))

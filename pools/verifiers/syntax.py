@@ -16,6 +16,11 @@ from .sqlglot_lock import SQLGLOT
 JS_SUFFIXES = {".js", ".jsx", ".ts", ".tsx", ".mjs", ".cjs"}
 
 
+def _not_json(constant: str) -> None:
+    # Python's reader takes NaN and Infinity; JSON, and every other reader of the file, does not.
+    raise ValueError(f"{constant} is not a JSON value")
+
+
 def parse_check(path: str, content: str) -> Finding | None:
     """A syntax finding when the content does not parse for the file's type, else None."""
     suffix = PurePosixPath(path).suffix.lower()
@@ -23,7 +28,7 @@ def parse_check(path: str, content: str) -> Finding | None:
         if suffix == ".py":
             compile(content, path, "exec", dont_inherit=True)
         elif suffix == ".json":
-            json.loads(content)
+            json.loads(content, parse_constant=_not_json)
         elif suffix in (".yaml", ".yml"):
             list(yaml.safe_load_all(content))
         elif suffix == ".toml":

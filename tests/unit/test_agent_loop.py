@@ -177,6 +177,7 @@ def test_hostile_tool_calls_are_answered_with_errors_and_the_loop_goes_on(server
                     call("write_file", path="../outside.txt", content="x"),
                     call("read_file", path="/etc/shadow"),
                     {"name": "write_file", "arguments": '{"path": "a.py", "cont'},
+                    {"name": "write_file", "arguments": '{"path": "a.py", "content": NaN}'},
                     call("run", command="x" * (COMMAND_LIMIT + 1)),
                     call("run", command=f"ln -s {outside} link.txt; ln -s {outside.parent} dir"),
                 ]
@@ -200,8 +201,9 @@ def test_hostile_tool_calls_are_answered_with_errors_and_the_loop_goes_on(server
     assert first[3] == "error: refused path: path escapes the project with '..'"
     assert first[4] == "error: refused path: absolute path"
     assert first[5].startswith("error: the arguments of write_file are not a JSON object")
-    assert first[6].startswith(f"error: command longer than {COMMAND_LIMIT} characters")
-    assert json.loads(first[7])["exit_code"] == 0
+    assert first[6] == 'error: argument "content" must be a string'  # NaN reads as null
+    assert first[7].startswith(f"error: command longer than {COMMAND_LIMIT} characters")
+    assert json.loads(first[8])["exit_code"] == 0
     second = [r["content"] for r in recorder.turns[1].tool_results]
     assert all("goes through a symbolic link" in text for text in second), second
     assert outside.read_text() == "secret"

@@ -1,6 +1,11 @@
 """Text every database can store: NULs found anywhere in JSON-like values, and replaced."""
 
-from pools.storable import decode, has_nul, without_nul
+import json
+
+import pytest
+
+from pools.replies import parse_agent_reply
+from pools.storable import decode, has_nul, json_loads, without_nul
 
 
 def test_nuls_are_found_and_replaced_at_any_depth_keys_included():
@@ -17,3 +22,21 @@ def test_a_value_without_nul_is_given_back_as_it_is():
 
 def test_bytes_decode_to_storable_text():
     assert decode(b"a\x00b\xffc\xc3\xa9") == "a\ufffdb\ufffdc\u00e9"
+
+
+def test_a_models_json_is_read_storable_nan_and_infinity_as_null_nul_escapes_replaced():
+    assert json_loads('{"content": "x\\u0000y", "n": [1.5, NaN, Infinity, -Infinity]}') == {
+        "content": "x\ufffdy",
+        "n": [1.5, None, None, None],
+    }
+    with pytest.raises(json.JSONDecodeError):
+        json_loads('{"a": ')
+
+
+def test_an_agent_reply_with_nan_or_a_nul_escape_is_kept_storable():
+    reply = parse_agent_reply(
+        '{"summary": "s\\u0000", "files": [{"path": "a.py", "content": "x = \'\\u0000\'\\n"}],'
+        ' "findings": [{"severity": "low", "title": "t", "line": NaN}]}'
+    )
+    assert not has_nul(reply.as_dict()) and reply.files[0]["content"] == "x = '\ufffd'\n"
+    assert "NaN" not in json.dumps(reply.as_dict())

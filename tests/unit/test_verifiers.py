@@ -62,6 +62,9 @@ def test_bad_json_yaml_toml_and_sql_are_flagged():
     assert [f.file for f in findings] == ["a.json", "b.yml", "c.toml", "d.sql"]
     assert all(f.severity == "high" for f in findings)
     assert findings[0].line == 1 and findings[2].line == 1
+    # Python's reader takes NaN and Infinity; JSON (and every other reader of the file) does not.
+    [nan] = verify_files([{"path": "e.json", "content": '{"a": NaN, "b": -Infinity}'}])
+    assert nan.file == "e.json" and nan.title == "Invalid JSON: NaN is not a JSON value"
 
 
 def test_truncated_javascript_is_flagged_as_heuristic():
