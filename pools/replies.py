@@ -32,6 +32,9 @@ def extract_json(text: str) -> dict:
         except json.JSONDecodeError as exc:
             last_error = f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
             continue
+        except ValueError as exc:  # nested too deeply, an integer of thousands of digits
+            last_error = f"invalid JSON: {exc}"
+            continue
         if isinstance(value, dict):
             return value
         last_error = f"expected a JSON object, got {type(value).__name__}"

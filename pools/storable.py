@@ -43,8 +43,30 @@ def decode(data: bytes) -> str:
     return data.decode("utf-8", errors="replace").replace(NUL, REPLACEMENT)
 
 
+MAX_JSON_DEPTH = 64  # far deeper than any reply, plan or tool call; what is kept is walked recursively
+
+
 def json_loads(text: str):
     """A model's JSON text, storable: NaN and Infinity (which Python's reader takes and jsonb
     refuses) read as null, and NULs its escapes (\\u0000) produce replaced. A value it makes
-    null is then judged like any missing one (a dropped estimate, a wrong-typed argument)."""
-    return without_nul(json.loads(text, parse_constant=lambda constant: None))
+    null is then judged like any missing one (a dropped estimate, a wrong-typed argument).
+    Raises ValueError (JSONDecodeError among others) for what it cannot read, and for JSON nested
+    deeper than MAX_JSON_DEPTH, which the recursive walks of what is kept (this module's, the
+    database's encoder) would not survive."""
+    try:
+        value = json.loads(text, parse_constant=lambda constant: None)
+    except RecursionError:
+        raise ValueError("the JSON is nested too deeply") from None
+    if _depth(value) > MAX_JSON_DEPTH:
+        raise ValueError(f"the JSON is nested more than {MAX_JSON_DEPTH} deep")
+    return without_nul(value)
+
+
+def _depth(value) -> int:
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest

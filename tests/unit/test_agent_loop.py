@@ -178,6 +178,10 @@ def test_hostile_tool_calls_are_answered_with_errors_and_the_loop_goes_on(server
                     call("read_file", path="/etc/shadow"),
                     {"name": "write_file", "arguments": '{"path": "a.py", "cont'},
                     {"name": "write_file", "arguments": '{"path": "a.py", "content": NaN}'},
+                    {
+                        "name": "write_file",
+                        "arguments": '{"path": "a.py", "content": ' + "[" * 500 + "]" * 500 + "}",
+                    },
                     call("run", command="x" * (COMMAND_LIMIT + 1)),
                     call("run", command=f"ln -s {outside} link.txt; ln -s {outside.parent} dir"),
                 ]
@@ -202,8 +206,9 @@ def test_hostile_tool_calls_are_answered_with_errors_and_the_loop_goes_on(server
     assert first[4] == "error: refused path: absolute path"
     assert first[5].startswith("error: the arguments of write_file are not a JSON object")
     assert first[6] == 'error: argument "content" must be a string'  # NaN reads as null
-    assert first[7].startswith(f"error: command longer than {COMMAND_LIMIT} characters")
-    assert json.loads(first[8])["exit_code"] == 0
+    assert first[7].startswith("error: the arguments of write_file are not a JSON object")  # 500 deep
+    assert first[8].startswith(f"error: command longer than {COMMAND_LIMIT} characters")
+    assert json.loads(first[9])["exit_code"] == 0
     second = [r["content"] for r in recorder.turns[1].tool_results]
     assert all("goes through a symbolic link" in text for text in second), second
     assert outside.read_text() == "secret"

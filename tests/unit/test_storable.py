@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from pools.replies import parse_agent_reply
+from pools.replies import ReplyError, parse_agent_reply
 from pools.storable import decode, has_nul, json_loads, without_nul
 
 
@@ -31,6 +31,24 @@ def test_a_models_json_is_read_storable_nan_and_infinity_as_null_nul_escapes_rep
     }
     with pytest.raises(json.JSONDecodeError):
         json_loads('{"a": ')
+    with pytest.raises(ValueError, match="nested too deeply"):
+        json_loads("[" * 100_000 + "]" * 100_000)
+    assert json.dumps(json_loads("[" * 64 + "]" * 64)) == "[" * 64 + "]" * 64
+    with pytest.raises(ValueError, match="nested more than 64 deep"):
+        json_loads('{"a": ' + "[" * 64 + "]" * 64 + "}")
+
+
+@pytest.mark.parametrize(
+    "hostile,error",
+    [
+        ("[" * 100_000 + "]" * 100_000, "invalid JSON: the JSON is nested too deeply"),
+        ('{"files": ' + "[" * 500 + "]" * 500 + "}", "invalid JSON: the JSON is nested more than 64 deep"),
+        ('{"summary": "s", "n": ' + "9" * 5000 + "}", "invalid JSON: Exceeds the limit"),
+    ],
+)
+def test_a_reply_json_cannot_read_is_malformed_not_a_crash(hostile, error):
+    with pytest.raises(ReplyError, match=error):
+        parse_agent_reply(hostile)
 
 
 def test_an_agent_reply_with_nan_or_a_nul_escape_is_kept_storable():
