@@ -78,7 +78,7 @@ BACKEND = {
     ],
 }
 SCHEMA = {
-    "summary": "messages table.",
+    "summary": "messages table.\x00",  # on the wire "\u0000": PostgreSQL stores no NUL
     "findings": [],
     "files": [
         {
@@ -100,7 +100,7 @@ AUDIT = {
             "severity": "low",
             "title": "Add a rate limit to the form",
             "file": "app/main.py",
-            "line": 6,
+            "line": float("nan"),  # on the wire NaN, which Python reads and jsonb refuses
             "recommendation": "Limit posts per client.",
         }
     ],
@@ -247,6 +247,10 @@ def test_plan_agents_and_synthesis_through_the_real_sdks(keyed_workers, llm_serv
     # The agents' outputs were verified with the real tools.
     assert tasks["task_1"].result["verification"]["bandit"]["scanned"] == ["app/main.py"]
     assert tasks["task_2"].result["verification"]["schema_accepted"] is True
+    assert tasks["task_2"].result["summary"] == "messages table.\ufffd"
+    assert [(f["title"], f["line"]) for f in tasks["task_3"].result["findings"]] == [
+        ("Add a rate limit to the form", None)
+    ]
     assert tasks["task_3"].result["verification"]["bandit"]["scanned"] == ["app/main.py"]
     audit_call = next(r for r in requests if r.path == "/v1/messages" and "(security pool)" in user_prompt(r))
     assert "def send(message: dict)" in user_prompt(audit_call)  # the code it audits, as data
