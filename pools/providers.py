@@ -66,18 +66,45 @@ class _Failure:
     retry_after: float | None = None
 
 
+USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
+MAX_TOKENS_PER_CALL = 100_000_000  # far past any model's window: a larger count is a broken server's
+
+
+def plausible_count(count: Any) -> int | None:
+    """A server's token count, or None when it is not one."""
+    if count is None:
+        return None
+    if isinstance(count, int) and not isinstance(count, bool) and 0 <= count <= MAX_TOKENS_PER_CALL:
+        return count
+    log.warning("implausible token count %r from a model server: the call is billed by an estimate", count)
+    return None
+
+
 @dataclass
 class _Usage:
+    """A server's token counts; a count that is none (negative, past any model's window, not an
+    integer) is taken as not reported, so the call is billed by the estimate instead of as free,
+    as a credit, or past what the ledger's columns hold."""
+
     input_tokens: int | None = None
     output_tokens: int | None = None
     cache_read_tokens: int | None = None
     cache_write_tokens: int | None = None
 
+    def __post_init__(self) -> None:
+        self.implausible: set[str] = set()
+        for name in USAGE_FIELDS:
+            count = getattr(self, name)
+            setattr(self, name, plausible_count(count))
+            if count is not None and getattr(self, name) is None:
+                self.implausible.add(name)
+
     def merge(self, other: "_Usage") -> None:
-        """Take every count the newer block reports; providers send cumulative figures."""
-        for name in ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens"):
+        """Take every count the newer block reports (providers send cumulative figures); one it
+        reports implausibly voids the count so far (Anthropic's first block says output_tokens 1)."""
+        for name in USAGE_FIELDS:
             value = getattr(other, name)
-            if value is not None:
+            if value is not None or name in other.implausible:
                 setattr(self, name, value)
 
 
@@ -604,8 +631,8 @@ class OpenAIProvider(_StreamingProvider):
     @staticmethod
     def _usage(block: Any) -> _Usage:
         details = getattr(block, "prompt_tokens_details", None)
-        cached = getattr(details, "cached_tokens", None) or 0
-        prompt = getattr(block, "prompt_tokens", None)
+        cached = plausible_count(getattr(details, "cached_tokens", None)) or 0
+        prompt = plausible_count(getattr(block, "prompt_tokens", None))
         return _Usage(
             # OpenAI counts cached tokens inside prompt_tokens; keep them apart so they are billed once.
             input_tokens=None if prompt is None else max(0, prompt - cached),

@@ -141,6 +141,27 @@ def test_openai_server_without_usage_is_estimated_at_four_chars_a_token(server):
     assert completion.input_tokens == -(-len("You are the codegen agent.Build a booking form.") // 4)
 
 
+@pytest.mark.parametrize(
+    "provider,spec", [(fast_anthropic, claude), (fast_openai, minimax)], ids=["anthropic", "openai"]
+)
+def test_implausible_token_counts_are_billed_by_the_estimate(server, provider, spec):
+    # Negative counts would be a credit, a count past any window overflows the ledger's columns.
+    server.script(
+        [
+            Reply(
+                text="z" * 80,
+                usage={"input_tokens": -50, "output_tokens": 10**30, "cache_read_tokens": -1},
+            )
+        ]
+    )
+
+    completion = provider.complete(spec(server), request(), None)
+
+    assert completion.output_tokens == 20  # 80 characters at four a token
+    assert completion.input_tokens == -(-len("You are the codegen agent.Build a booking form.") // 4)
+    assert completion.cache_read_tokens == 0
+
+
 def test_server_rejecting_stream_options_is_asked_again_without_them(server):
     server.script(
         [
