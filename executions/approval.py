@@ -14,7 +14,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from pools.models import EngineSettings
-from pools.storable import has_nul
+from pools.storable import unstorable_character
 
 from . import events
 from .agent_router import ParallelDisabled
@@ -59,8 +59,8 @@ def execution_approve(execution: Execution, *, by: str, tasks: list | None = Non
     notes: list[str] = []
     if tasks is None:
         figures = PlanFigures.from_record(execution)
-    elif has_nul(tasks):
-        raise ApprovalRefused("the edited plan contains a NUL character (U+0000)", conflict=False)
+    elif unstorable_character(tasks):
+        raise ApprovalRefused(f"the edited plan contains {unstorable_character(tasks)}", conflict=False)
     else:
         # Read and priced before the write lock is taken, like planning.
         engine = EngineSettings.current()

@@ -7,7 +7,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from pools.storable import has_nul
+from pools.storable import unstorable_character
 
 from . import events, messages, projects, webhooks
 from .dispatch import dispatch_after_commit
@@ -54,8 +54,9 @@ def execution_create(
     follows up (same client, same project)."""
     if not message or not message.strip():
         raise RequestRefused("the request is empty")
-    if has_nul([message, session_key, callback_url]):
-        raise RequestRefused("the request contains a NUL character (U+0000)")
+    unstorable = unstorable_character([message, session_key, callback_url])
+    if unstorable:
+        raise RequestRefused(f"the request contains {unstorable}")
     if len(message) > settings.OPENCLAW_MAX_MESSAGE_CHARS:
         raise RequestRefused(f"the request is longer than {settings.OPENCLAW_MAX_MESSAGE_CHARS} characters")
     problem = projects.name_problem(project) if project else None

@@ -24,7 +24,7 @@ from .llm_types import (
 )
 from .models import API_KEY_ENV_PATTERN, ModelProfile
 from .offline import OfflineProvider
-from .storable import without_nul
+from .storable import storable
 
 __all__ = ["Completion", "LLMError", "LLMRequest", "LLMTimeout", "ModelSpec", "complete", "resolve"]
 
@@ -98,7 +98,7 @@ def warm_providers() -> list[str]:
 
 def complete(spec: ModelSpec, request: LLMRequest, on_progress: ProgressCallback | None = None) -> Completion:
     started = time.monotonic()
-    completion = storable(provider_for(spec).complete(spec, request, on_progress))
+    completion = storable_completion(provider_for(spec).complete(spec, request, on_progress))
     log.debug(
         "%s %s %.2fs in=%d out=%d",
         spec.label,
@@ -110,20 +110,20 @@ def complete(spec: ModelSpec, request: LLMRequest, on_progress: ProgressCallback
     return completion
 
 
-def storable(completion: Completion) -> Completion:
-    """The reply with any NUL in its text and tool calls replaced (`pools.storable`): a model's
-    reply is kept in transcripts and results, which PostgreSQL stores only without one."""
+def storable_completion(completion: Completion) -> Completion:
+    """The reply with what no database stores (a NUL, an unpaired surrogate) replaced in its text
+    and tool calls (`pools.storable`): a model's reply is kept in transcripts and results."""
     calls = tuple(
         replace(
             call,
-            id=without_nul(call.id),
-            name=without_nul(call.name),
-            arguments=without_nul(call.arguments),
-            raw=without_nul(call.raw),
+            id=storable(call.id),
+            name=storable(call.name),
+            arguments=storable(call.arguments),
+            raw=storable(call.raw),
         )
         for call in completion.tool_calls
     )
-    return replace(completion, text=without_nul(completion.text), tool_calls=calls)
+    return replace(completion, text=storable(completion.text), tool_calls=calls)
 
 
 def expected_latency(spec: ModelSpec, request: LLMRequest) -> float | None:

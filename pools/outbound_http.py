@@ -182,7 +182,7 @@ def post(target: Target, body: bytes, headers: dict[str, str], *, timeout: float
             return Answer(
                 status=response.status,
                 excerpt=excerpt,
-                location=storable.without_nul(response.getheader("Location", ""))[:500],
+                location=storable.storable(response.getheader("Location", ""))[:500],
                 duration_ms=int((time.monotonic() - started) * 1000),
             )
         except (OSError, http.client.HTTPException) as exc:

@@ -78,7 +78,8 @@ BACKEND = {
     ],
 }
 SCHEMA = {
-    "summary": "messages table.\x00",  # on the wire "\u0000": PostgreSQL stores no NUL
+    # On the wire "\u0000\ud800": PostgreSQL stores no NUL, no database an unpaired surrogate.
+    "summary": "messages table.\x00\ud800",
     "findings": [],
     "files": [
         {
@@ -247,7 +248,7 @@ def test_plan_agents_and_synthesis_through_the_real_sdks(keyed_workers, llm_serv
     # The agents' outputs were verified with the real tools.
     assert tasks["task_1"].result["verification"]["bandit"]["scanned"] == ["app/main.py"]
     assert tasks["task_2"].result["verification"]["schema_accepted"] is True
-    assert tasks["task_2"].result["summary"] == "messages table.\ufffd"
+    assert tasks["task_2"].result["summary"] == "messages table.\ufffd\ufffd"
     assert [(f["title"], f["line"]) for f in tasks["task_3"].result["findings"]] == [
         ("Add a rate limit to the form", None)
     ]

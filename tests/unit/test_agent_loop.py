@@ -12,7 +12,7 @@ from pools.agent_loop import Hooks, LoopStopped, TurnsExhausted, run_loop
 from pools.agent_tools import COMMAND_LIMIT, ToolError, Workspace
 from pools.llm_types import LLMRequest, ModelSpec
 from pools.replies import ReplyError
-from pools.storable import has_nul
+from pools.storable import unstorable_character
 from tests.fakes.llm_server import FakeLLMServer, Reply
 from tests.unit.test_providers import KEY_ENV, claude, minimax
 
@@ -216,12 +216,12 @@ def test_hostile_tool_calls_are_answered_with_errors_and_the_loop_goes_on(server
 
 
 @pytest.mark.parametrize("spec", [claude, minimax], ids=["anthropic", "openai"])
-def test_nul_characters_of_the_model_and_of_commands_never_reach_what_is_kept(server, workspace, spec):
+def test_unstorable_characters_of_the_model_and_of_commands_never_reach_what_is_kept(server, workspace, spec):
     # PostgreSQL stores no NUL in text or jsonb: transcripts and results get U+FFFD in its place.
     server.script(
         [
             Reply(
-                text="Writing\x00",
+                text="Writing\x00\ud800",  # a NUL and an unpaired surrogate: no database stores them
                 tool_calls=[
                     call("write_file", path="a.py", content="x = '\x00'\n"),
                     call("run", command="printf 'a\\0b'; printf 'c\\0d' > c.txt"),
@@ -233,8 +233,8 @@ def test_nul_characters_of_the_model_and_of_commands_never_reach_what_is_kept(se
     recorder = Recorder()
     result = loop(spec(server), agent_request(), workspace, recorder)
     kept = [(t.text, t.tool_calls, t.tool_results) for t in recorder.turns]
-    assert not has_nul(kept) and not has_nul(result.reply.as_dict())
-    assert recorder.turns[0].text == "Writing\ufffd"
+    assert unstorable_character(kept) is None and unstorable_character(result.reply.as_dict()) is None
+    assert recorder.turns[0].text == "Writing\ufffd\ufffd"
     assert json.loads(recorder.turns[0].tool_results[1]["content"])["output"] == "a\ufffdb"
     assert recorder.turns[1].tool_results[0]["content"] == "c\ufffdd"
     assert result.reply.summary == "done\ufffd"

@@ -1,23 +1,26 @@
-"""Text every database can store: NULs found anywhere in JSON-like values, and replaced."""
+"""Text every database can store: NULs and unpaired surrogates found anywhere in JSON-like values,
+and replaced; a model's JSON read storable."""
 
 import json
 
 import pytest
 
 from pools.replies import ReplyError, parse_agent_reply
-from pools.storable import decode, has_nul, json_loads, without_nul
+from pools.storable import decode, json_loads, storable, unstorable_character
 
 
-def test_nuls_are_found_and_replaced_at_any_depth_keys_included():
-    value = {"a\x00": ["ok", ("x\x00y", 1)], "b": {"c": None, "d": "\x00"}}
-    assert has_nul(value) and not has_nul({"a": ["ok", ("xy", 1.5, True, None)]})
-    assert without_nul(value) == {"a\ufffd": ["ok", ("x\ufffdy", 1)], "b": {"c": None, "d": "\ufffd"}}
-    assert not has_nul(without_nul(value))
+def test_nuls_and_unpaired_surrogates_are_found_and_replaced_at_any_depth_keys_included():
+    value = {"a\x00": ["ok", ("x\ud800y", 1)], "b": {"c": None, "d": "\x00"}}
+    assert unstorable_character(value) == "a NUL character (U+0000)"
+    assert unstorable_character(["ok", {"k": "\udfff"}]) == "an unpaired surrogate (U+DFFF)"
+    assert unstorable_character({"a": ["ok", ("x\U0001f600y", 1.5, True, None)]}) is None  # a real emoji
+    assert storable(value) == {"a\ufffd": ["ok", ("x\ufffdy", 1)], "b": {"c": None, "d": "\ufffd"}}
+    assert unstorable_character(storable(value)) is None
 
 
-def test_a_value_without_nul_is_given_back_as_it_is():
+def test_a_value_with_nothing_to_replace_is_given_back_as_it_is():
     clean = {"files": [{"path": "a.py", "content": "print(1)\n"}]}
-    assert without_nul(clean) is clean
+    assert storable(clean) is clean
 
 
 def test_bytes_decode_to_storable_text():
@@ -25,8 +28,8 @@ def test_bytes_decode_to_storable_text():
 
 
 def test_a_models_json_is_read_storable_nan_and_infinity_as_null_nul_escapes_replaced():
-    assert json_loads('{"content": "x\\u0000y", "n": [1.5, NaN, Infinity, -Infinity]}') == {
-        "content": "x\ufffdy",
+    assert json_loads('{"content": "x\\u0000y\\ud800", "n": [1.5, NaN, Infinity, -Infinity]}') == {
+        "content": "x\ufffdy\ufffd",
         "n": [1.5, None, None, None],
     }
     with pytest.raises(json.JSONDecodeError):
@@ -56,5 +59,5 @@ def test_an_agent_reply_with_nan_or_a_nul_escape_is_kept_storable():
         '{"summary": "s\\u0000", "files": [{"path": "a.py", "content": "x = \'\\u0000\'\\n"}],'
         ' "findings": [{"severity": "low", "title": "t", "line": NaN}]}'
     )
-    assert not has_nul(reply.as_dict()) and reply.files[0]["content"] == "x = '\ufffd'\n"
+    assert unstorable_character(reply.as_dict()) is None and reply.files[0]["content"] == "x = '\ufffd'\n"
     assert "NaN" not in json.dumps(reply.as_dict())
