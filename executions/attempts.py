@@ -19,6 +19,7 @@ from django.db.models import Count, F, OuterRef, Subquery
 from django.utils import timezone
 
 from pools.models import WorkerPool
+from pools.storable import storable
 
 from . import billing, conflicts, events, merge_conflicts, messages, projects, sql
 from .dispatch import (
@@ -341,13 +342,14 @@ def attempt_fail(attempt_id, error: str, *, usage=None, outcome: str = AttemptSt
         attempt = attempt_to_close(attempt_id)
         task = attempt.task
         lock_execution(task.execution_id)
-        if not close_attempt(attempt, usage, outcome, finished_at=now, error=error[:4000]):
+        error = storable(error)[:4000]  # it may quote a model or its server
+        if not close_attempt(attempt, usage, outcome, finished_at=now, error=error):
             return False
         if not move_task(
             task.pk,
             TaskStatus.RUNNING,
             TaskStatus.FAILED,
-            error=error[:4000],
+            error=error,
             add=usage.task_increments() if usage else None,
         ):
             return False

@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from pools import llm
 from pools.models import EngineSettings, WorkerPool
+from pools.storable import storable
 
 from . import billing, events, pm_coordinator, projects, webhooks
 from .agent_router import ParallelDisabled, choose_mode
@@ -444,6 +445,7 @@ def execution_start(
 
 
 def execution_fail_planning(execution: Execution, reason: str) -> bool:
+    reason = storable(reason)  # it may quote the PM model's server
     with transaction.atomic():
         if not move_execution(
             execution.pk,

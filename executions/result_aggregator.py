@@ -16,6 +16,7 @@ from django.utils import timezone
 from pools import llm
 from pools.models import EngineSettings
 from pools.prompts import SYNTHESIS_SYSTEM, synthesis_prompt
+from pools.storable import storable
 from pools.verifiers.paths import path_problem, tree_clashes
 
 from . import billing, events, integration, interfaces, merge_conflicts, projects, webhooks
@@ -278,6 +279,7 @@ def give_back(execution_id: str, claim: int) -> None:
 
 def fail_aggregation(execution_id: str, reason: str) -> str | None:
     """aggregating → failed with the reason, settled by the refund policy like any failure."""
+    reason = storable(reason)  # it may quote an error's own words
     execution = Execution.objects.select_related("client").get(pk=execution_id)
     facts = {"headline": "Delivery failed", "status": ExecutionStatus.FAILED, "unresolved": [reason]}
     with transaction.atomic():

@@ -98,7 +98,11 @@ def warm_providers() -> list[str]:
 
 def complete(spec: ModelSpec, request: LLMRequest, on_progress: ProgressCallback | None = None) -> Completion:
     started = time.monotonic()
-    completion = storable_completion(provider_for(spec).complete(spec, request, on_progress))
+    try:
+        completion = storable_completion(provider_for(spec).complete(spec, request, on_progress))
+    except LLMError as exc:  # its message may quote the server's own words: kept as attempts' errors
+        exc.args = tuple(storable(arg) if isinstance(arg, str) else arg for arg in exc.args)
+        raise
     log.debug(
         "%s %s %.2fs in=%d out=%d",
         spec.label,

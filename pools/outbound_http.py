@@ -186,7 +186,7 @@ def post(target: Target, body: bytes, headers: dict[str, str], *, timeout: float
                 duration_ms=int((time.monotonic() - started) * 1000),
             )
         except (OSError, http.client.HTTPException) as exc:
-            error = f"{type(exc).__name__}: {exc}"[:300]
+            error = storable.storable(f"{type(exc).__name__}: {exc}")[:300]  # may quote the receiver
             if isinstance(exc, (TimeoutError, socket.timeout)) or time.monotonic() - started > timeout:
                 break  # a receiver that hangs is not tried again at another address
         finally:

@@ -6,8 +6,10 @@ import anthropic
 import openai
 import pytest
 
+from pools import llm
 from pools.llm import LLMError, LLMRequest, LLMTimeout, ModelSpec
 from pools.providers import AnthropicProvider, OpenAIProvider
+from pools.storable import unstorable_character
 from tests.fakes.llm_server import Drop, Error, FakeLLMServer, Reply, Slow
 
 KEY_ENV = "FAKE_LLM_API_KEY"
@@ -160,6 +162,18 @@ def test_implausible_token_counts_are_billed_by_the_estimate(server, provider, s
     assert completion.output_tokens == 20  # 80 characters at four a token
     assert completion.input_tokens == -(-len("You are the codegen agent.Build a booking form.") // 4)
     assert completion.cache_read_tokens == 0
+
+
+@pytest.mark.parametrize("spec", [claude, minimax], ids=["anthropic", "openai"])
+def test_a_servers_error_is_kept_storable_in_its_words(server, spec):
+    # Its message becomes the attempt's error: no NUL (PostgreSQL) and no unpaired surrogate.
+    server.script([Error(status=400, message="bad \x00 input \ud800")])
+
+    with pytest.raises(LLMError) as raised:
+        llm.complete(spec(server), request())
+
+    assert "bad \ufffd input \ufffd" in str(raised.value)
+    assert unstorable_character(str(raised.value)) is None
 
 
 def test_server_rejecting_stream_options_is_asked_again_without_them(server):
