@@ -35,27 +35,33 @@ class GilSwitchInterval(dramatiq.Middleware):
         sys.setswitchinterval(settings.WORKER_GIL_SWITCH_INTERVAL_MS / 1000)
 
 
+def scratch_parents():
+    """Where workers keep their scratch folders (pools.scratch): workspaces, bandit's copies."""
+    from pools.verifiers import bandit_scan  # noqa: PLC0415 (the web process imports this module)
+
+    return settings.OPENCLAW_WORKSPACES_DIR, bandit_scan.SCRATCH
+
+
+def sweep_scratch_of_gone_processes() -> None:
+    """Remove what this host's killed workers left in their scratch folders."""
+    from pools.scratch import sweep_gone  # noqa: PLC0415 (see scratch_parents)
+
+    for parent in scratch_parents():
+        sweep_gone(parent)
+
+
 class SweepScratchOfGoneWorkers(dramatiq.Middleware):
     """A worker killed mid-attempt leaves its workspaces and its copies of model output on disk
-    (pools.scratch); each worker booting removes those of this host's processes that are gone, and
-    a worker that shuts down (its threads done) removes its own."""
-
-    @staticmethod
-    def parents():
-        from pools.verifiers import bandit_scan  # noqa: PLC0415 (the web process imports this module)
-
-        return settings.OPENCLAW_WORKSPACES_DIR, bandit_scan.SCRATCH
+    (pools.scratch); each worker booting removes those of this host's processes that are gone (the
+    reaper does too, every minute), and a worker that shuts down (its threads done) its own."""
 
     def before_worker_boot(self, broker, worker):
-        from pools.scratch import sweep_gone  # noqa: PLC0415 (see parents)
-
-        for parent in self.parents():
-            sweep_gone(parent)
+        sweep_scratch_of_gone_processes()
 
     def after_worker_shutdown(self, broker, worker):
-        from pools.scratch import remove_own  # noqa: PLC0415 (see parents)
+        from pools.scratch import remove_own  # noqa: PLC0415 (see scratch_parents)
 
-        for parent in self.parents():
+        for parent in scratch_parents():
             remove_own(parent)
 
 

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from django.core.management import call_command
+
 from pools.agent_tools import Workspace
 from pools.scratch import process_dir, remove_own, start_time, sweep_gone
 from pools.verifiers.bandit_scan import SCRATCH, run_bandit
@@ -78,3 +80,20 @@ def test_bandit_leaves_nothing_in_its_scratch():
     )
     assert any(f.rule.startswith("B6") for f in findings)
     assert list(process_dir(SCRATCH).iterdir()) == []
+
+
+def test_the_reaper_sweeps_what_killed_workers_left(db, redis_server, settings, tmp_path):
+    settings.OPENCLAW_WORKSPACES_DIR = tmp_path
+    killed, workspace = child_with_a_workspace(tmp_path)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait(timeout=10)
+    assert workspace.is_dir()
+
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        call_command("reaper", "--once")
+    finally:
+        for sig, handler in handlers.items():  # the command takes them for its loop
+            signal.signal(sig, handler)
+
+    assert not workspace.parent.exists()

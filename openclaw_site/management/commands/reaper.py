@@ -7,9 +7,10 @@ from django.core.management.base import BaseCommand
 from django.db import close_old_connections
 
 from executions.reaper import reap
-from openclaw_site.worker_tuning import freeze_startup_objects
+from openclaw_site.worker_tuning import freeze_startup_objects, sweep_scratch_of_gone_processes
 
 log = logging.getLogger("openclaw.reaper")
+SCRATCH_SWEEP_SEC = 60  # a killed worker whose host starts no new one still has its leftovers removed
 
 
 class Command(BaseCommand):
@@ -23,12 +24,16 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
         signal.signal(signal.SIGINT, lambda *_: stopping.append(1))
         freeze_startup_objects()  # its passes hold pool locks: no collection pause walks start-up objects
+        swept = 0.0
         while not stopping:
             started = time.monotonic()
             try:
                 stats = reap()
                 if any(stats[k] for k in ("lost", "expired", "resent", "phases", "approvals_expired")):
                     log.info("reaper: %s", stats)
+                if started - swept >= SCRATCH_SWEEP_SEC:
+                    swept = started
+                    sweep_scratch_of_gone_processes()
             except Exception:
                 log.exception("reaper pass failed")
             finally:
