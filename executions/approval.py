@@ -59,8 +59,8 @@ def execution_approve(execution: Execution, *, by: str, tasks: list | None = Non
     notes: list[str] = []
     if tasks is None:
         figures = PlanFigures.from_record(execution)
-    elif unstorable_character(tasks):
-        raise ApprovalRefused(f"the edited plan contains {unstorable_character(tasks)}", conflict=False)
+    elif unstorable := unstorable_character(tasks):
+        raise ApprovalRefused(f"the edited plan contains {unstorable}", conflict=False)
     else:
         # Read and priced before the write lock is taken, like planning.
         engine = EngineSettings.current()

@@ -13,9 +13,10 @@ set (a restart): the requeue delay still covers those messages then.
 import logging
 import os
 import socket
-from pathlib import Path
 
 import dramatiq
+
+from pools.processes import start_time
 
 log = logging.getLogger("openclaw.workers")
 WORKERS_KEY = "openclaw:worker-processes"
@@ -38,13 +39,9 @@ def process_gone(worker: str) -> bool:
     if host != socket.gethostname() or not pid.isdigit() or not namespace or namespace != _pid_namespace():
         return False
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return True
+        return start_time(int(pid)) is None  # no such process, or a zombie nobody reaped yet
     except OSError:
         return False
-    # The state follows the command name in parentheses: "Z" is a killed child nobody reaped yet.
-    return stat.rpartition(")")[2].split()[:1] == ["Z"]
 
 
 def gone_announced(client) -> list[str]:

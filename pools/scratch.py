@@ -3,9 +3,8 @@
 Workspaces and the verifiers' copies of model output are made inside a folder named after the
 process that made them, `proc-<pid>-<start time>-<host>` under their parent. A process removes its
 own scratch as it goes, but one killed mid-attempt (SIGKILL, the OOM killer) cannot: a booting
-worker sweeps the folders of this host's processes that no longer run. The start time (in clock
-ticks since boot, from /proc) tells a process from a newer one that was given the same pid.
-Without /proc nothing is swept.
+worker sweeps the folders of this host's processes that no longer run (`processes.start_time`, which
+tells a process from a newer one given the same pid). Without /proc nothing is swept.
 """
 
 import logging
@@ -14,21 +13,11 @@ import shutil
 import socket
 from pathlib import Path
 
+from .processes import start_time
+
 log = logging.getLogger("openclaw.workers")
 PREFIX = "proc-"
 _made: dict[tuple[Path, int], Path] = {}  # (parent, pid) → this process's folder, once made
-
-
-def start_time(pid: int) -> str | None:
-    """The process's start time as /proc/<pid>/stat gives it (field 22); None if it is not running,
-    a killed process nobody has reaped yet (a zombie) included."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # The command name in parentheses may hold spaces and parentheses: fields count from the last ")".
-    fields = stat.rsplit(")", 1)[1].split()
-    return None if fields[0] in ("Z", "X") else fields[19]
 
 
 def process_dir(parent: Path) -> Path:
@@ -64,7 +53,10 @@ def sweep_gone(parent: Path) -> list[Path]:
         if not entry.name.startswith(PREFIX) or len(parts) != 3 or parts[2] != host:
             continue
         pid, started, _ = parts
-        if not pid.isdigit() or start_time(int(pid)) == started:
+        try:
+            if not pid.isdigit() or start_time(int(pid)) == started:
+                continue
+        except OSError:  # /proc cannot say: the process may still run
             continue
         shutil.rmtree(entry, ignore_errors=True)
         removed.append(entry)

@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from executions.models import Attempt, Execution, LedgerEntry, Task
 from executions.services import execution_create
-from pools.scratch import start_time
+from pools.processes import start_time
 from pools.verifiers import bandit_scan
 from tests.conftest import configure, restart_redis, wait_for_running_attempt, wait_for_status
 from tests.fakes.llm_server import Drop, Error, FakeLLMServer, Reply, Slow

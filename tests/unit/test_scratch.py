@@ -10,7 +10,8 @@ from pathlib import Path
 from django.core.management import call_command
 
 from pools.agent_tools import Workspace
-from pools.scratch import process_dir, remove_own, start_time, sweep_gone
+from pools.processes import start_time
+from pools.scratch import process_dir, remove_own, sweep_gone
 from pools.verifiers.bandit_scan import SCRATCH, run_bandit
 
 ROOT = Path(__file__).resolve().parents[2]
