@@ -68,29 +68,67 @@ def simulate_makespan(
     return _list_schedule(nodes, limits, ranks if policy == "rank" else None)
 
 
-def dispatch_ranks(nodes: list[PlanNode], limits: dict[str, int], *, rounds: int = 64) -> dict[str, float]:
+# The search scores ranks on the plan and on copies of it whose durations each move by up to ±1 %:
+# a real run's finishes come a little early or late, and ranks that win only on exact ties (a task
+# finishing at the very instant another is released) lose it. Simulations × tasks are capped so a
+# big plan's search stays within about 100 ms of a worker's CPU.
+DURATION_NOISE = 0.01
+SCORED_COPIES = 8
+SEARCH_BUDGET = 64 * SCORED_COPIES * 100
+
+
+def dispatch_ranks(
+    nodes: list[PlanNode], limits: dict[str, int], *, rounds: int = 64, copies: int = SCORED_COPIES
+) -> dict[str, float]:
     """The ranks the dispatcher orders a plan's ready tasks by: the upward ranks (critical path
-    first), or ranks found near them whose list schedule finishes sooner.
+    first), or ranks found near them whose list schedules finish sooner.
 
     Critical path first is blind to the pools: when a pool's work, not a chain, bounds the plan, a
     different order among equally urgent tasks can keep the busy pool fed to the end. The search
     perturbs the best ranks so far (×(1 + N(0, 0.2)), a seeded generator: the same plan gets the
-    same ranks) and keeps a candidate only if its simulated makespan is shorter, so the result is
-    never predicted worse than the upward ranks. On the benchmark's random DAGs of 60 tasks this
-    takes the predicted makespan from 1.037 to 1.024 of the lower bound, in about 10 ms.
+    same ranks) and keeps a candidate only if its mean makespan over the plan and `copies - 1`
+    copies with slightly moved durations (`DURATION_NOISE`) is shorter, so the result is never
+    predicted worse than the upward ranks on that mean. On the benchmark's random DAGs of 60 tasks,
+    each task simulated 4–10 ms later than its estimate (as the engine runs them), the makespan is
+    1.018 of the plan's exact list schedule with these ranks, 1.024 with ranks scored on the exact
+    plan alone and 1.030 with the upward ranks; the search takes about 40 ms.
     """
     nodes = list(nodes)
     best = upward_ranks(nodes)
     if len(nodes) < 3:
         return best
-    best_makespan = _list_schedule(nodes, limits, best)
+    scored = perturbed_plans(nodes, copies)
+
+    def score(ranks: dict[str, float]) -> float:
+        return sum(_list_schedule(plan, limits, ranks) for plan in scored)
+
+    best_score = score(best)
     rng = random.Random(len(nodes))
-    for _ in range(rounds):
+    for _ in range(min(rounds, max(8, SEARCH_BUDGET // (len(scored) * len(nodes))))):
         candidate = {key: rank * (1 + rng.gauss(0, 0.2)) for key, rank in best.items()}
-        makespan = _list_schedule(nodes, limits, candidate)
-        if makespan < best_makespan * (1 - 1e-9):
-            best, best_makespan = candidate, makespan
+        candidate_score = score(candidate)
+        if candidate_score < best_score * (1 - 1e-9):
+            best, best_score = candidate, candidate_score
     return best
+
+
+def perturbed_plans(nodes: list[PlanNode], copies: int = SCORED_COPIES) -> list[list[PlanNode]]:
+    """The plan and `copies - 1` copies whose durations each move by up to ±`DURATION_NOISE`
+    (seeded by the plan's size: the same plan gets the same copies)."""
+    noise = random.Random(len(nodes) + 1)
+    return [nodes] + [
+        [
+            PlanNode(
+                n.key,
+                n.pool,
+                n.duration * (1 + noise.uniform(-DURATION_NOISE, DURATION_NOISE)),
+                n.priority,
+                n.blocked_by,
+            )
+            for n in nodes
+        ]
+        for _ in range(copies - 1)
+    ]
 
 
 def _list_schedule(nodes: list[PlanNode], limits: dict[str, int], ranks: dict[str, float] | None) -> float:
