@@ -130,6 +130,24 @@ def test_dispatch_ranks_hold_up_when_every_task_finishes_a_little_late():
     assert scored < exact_only
 
 
+def test_the_rank_search_is_capped_on_big_plans(monkeypatch):
+    """Simulations × tasks stay within the search budget: a 500-task plan gets fewer rounds than a
+    60-task one, and at least the floor of 8."""
+    from executions import dag
+
+    calls = []
+    schedule = dag._list_schedule
+    monkeypatch.setattr(
+        dag, "_list_schedule", lambda nodes, *a: calls.append(len(nodes)) or schedule(nodes, *a)
+    )
+    rng = random.Random(3)
+    for n, rounds in ((60, 64), (500, max(8, dag.SEARCH_BUDGET // (SCORED_COPIES * 500)))):
+        calls.clear()
+        dispatch_ranks(random_plan(rng, n), LIMITS)
+        assert len(calls) == (rounds + 1) * SCORED_COPIES  # the upward ranks, then each round's candidate
+    assert rounds < 64
+
+
 def test_dispatch_order_follows_the_plans_dispatch_ranks(db):
     """The ranks stored on the tasks are the plan's dispatch ranks, so the dispatcher (ordering by
     the stored rank) follows the schedule the estimate predicted."""
