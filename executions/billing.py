@@ -489,19 +489,27 @@ def withheld(execution: Execution) -> frozenset[str]:
     return frozenset(key for conflict in execution.conflicts.all() for key in conflict.withheld_tasks())
 
 
-def refund_for(execution: Execution, status: str, tasks: list[Task]) -> Decimal:
+# What the refund rules read of a task (`RefundPolicy.refund_share`): a settlement, which holds the
+# write lock, leaves out the results, which hold every file an agent wrote.
+REFUND_FIELDS = ("execution", "key", "kind", "status", "weight", "started_at")
+
+
+def refund_for(
+    execution: Execution, status: str, tasks: list[Task], policy: RefundPolicy | None = None
+) -> Decimal:
     """What the client gets back when the execution ends in `status`, by the active refund policy."""
-    return money(execution.fee_usd * RefundPolicy.current().refund_share(status, tasks, withheld(execution)))
+    policy = policy or RefundPolicy.current()
+    return money(execution.fee_usd * policy.refund_share(status, tasks, withheld(execution)))
 
 
 def settle(execution: Execution, status: str) -> Decimal:
     """Record the refund for a finished execution (once per settlement) and return it."""
-    tasks = list(execution.tasks.all())
+    tasks = list(execution.tasks.only(*REFUND_FIELDS))
     settlement = LedgerEntry.objects.filter(execution=execution, kind="refund").count()
-    owed = refund_for(execution, status, tasks)
+    policy = RefundPolicy.current()
+    owed = refund_for(execution, status, tasks, policy)
     already = execution.refund_usd
     delta = owed - already
-    policy = RefundPolicy.current()
     if delta and _create_once(
         execution=execution,
         client_id=execution.client_id,

@@ -3,10 +3,12 @@
 from decimal import Decimal
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from executions import billing
-from executions.models import Execution, PricingPolicy, RefundPolicy, Task
+from executions.models import Execution, LedgerEntry, PricingPolicy, RefundPolicy, Task
 from executions.states import TaskStatus
 
 NOW = timezone.now()
@@ -120,3 +122,37 @@ def test_the_active_policy_decides_and_only_one_is_active(client_and_key):
         name="flat", is_active=True, fee_per_task=Decimal("1.00"), minimum_fee=Decimal("5")
     )
     assert billing.fee_for_plan(task_count=4, estimated_cost=Decimal("0")) == Decimal("5.00")
+
+
+def stored_seed_execution(client, execution_id: str, extra_tasks: int = 0) -> Execution:
+    """The seed's plan stored with backend and security dead, each task's result holding a big file,
+    and `extra_tasks` more succeeded tasks of no weight (they change nothing in the refund)."""
+    execution = Execution.objects.create(
+        id=execution_id, client=client, session_key="s", message="m", fee_usd=Decimal("3.20")
+    )
+    big = {"summary": "done", "files": [{"path": "app.py", "content": "x" * 200_000}]}
+    tasks = seed_tasks() + [
+        Task(key=f"extra_{i}", weight=0, kind="plan", started_at=NOW, status=TaskStatus.SUCCEEDED)
+        for i in range(extra_tasks)
+    ]
+    for task in tasks:
+        task.execution, task.pool, task.description, task.result = execution, "codegen", task.key, big
+    Task.objects.bulk_create(tasks)
+    return execution
+
+
+@pytest.mark.django_db
+def test_a_settlement_reads_no_task_result_and_its_queries_do_not_grow_with_the_tasks(
+    client_and_key, django_assert_num_queries
+):
+    client, _ = client_and_key
+    small, large = stored_seed_execution(client, "exec_s"), stored_seed_execution(client, "exec_l", 40)
+    with CaptureQueriesContext(connection) as first:
+        assert billing.settle(small, "partial") == Decimal("1.92")  # the seed's 60 % of $3.20
+    with django_assert_num_queries(len(first.captured_queries)) as second:
+        assert billing.settle(large, "partial") == Decimal("1.92")
+    task_reads = [q["sql"] for q in second.captured_queries if 'FROM "executions_task"' in q["sql"]]
+    assert len(task_reads) == 1 and '"result"' not in task_reads[0]
+    large.refresh_from_db()  # as `finish` does, in the settlement's transaction
+    assert billing.settle(large, "partial") == Decimal("1.92")  # settled once: no second entry
+    assert LedgerEntry.objects.filter(execution=large, kind="refund").count() == 1
