@@ -492,6 +492,16 @@ def withheld(execution: Execution) -> frozenset[str]:
 # What the refund rules read of a task (`RefundPolicy.refund_share`): a settlement, which holds the
 # write lock, leaves out the results, which hold every file an agent wrote.
 REFUND_FIELDS = ("execution", "key", "kind", "status", "weight", "started_at")
+_refund_tasks = sql.CompiledRead(
+    lambda execution_id: Task.objects.filter(execution_id=execution_id).only(*REFUND_FIELDS),
+    Task._meta.get_field("execution"),
+)
+_refund_entries = sql.CompiledRead(
+    lambda execution_id: LedgerEntry.objects.filter(execution_id=execution_id, kind="refund").values_list(
+        "amount_usd", flat=True
+    ),
+    LedgerEntry._meta.get_field("execution"),
+)
 
 
 def refund_for(
@@ -504,8 +514,8 @@ def refund_for(
 
 def settle(execution: Execution, status: str) -> Decimal:
     """Record the refund for a finished execution (once per settlement) and return it."""
-    tasks = list(execution.tasks.only(*REFUND_FIELDS))
-    settlement = LedgerEntry.objects.filter(execution=execution, kind="refund").count()
+    tasks = _refund_tasks.all(execution.pk)
+    settlement = len(_refund_entries.all(execution.pk))
     policy = RefundPolicy.current()
     owed = refund_for(execution, status, tasks, policy)
     already = execution.refund_usd
