@@ -50,6 +50,24 @@ def test_critical_path_first_beats_fifo_when_slots_are_scarce():
     assert simulate_makespan(nodes, {"codegen": 1, "security": 1}, policy="fifo") == 120
 
 
+def test_tasks_finishing_at_the_same_instant_release_their_dependents_in_key_order():
+    # `first` and `second` finish together; whichever is taken first gets the one codegen slot for
+    # its dependent at once, so the order decides the makespan, and it is the keys' order.
+    def plan(first: str, second: str) -> list[PlanNode]:
+        return [
+            PlanNode(first, "security", 10),
+            PlanNode(second, "database", 10),
+            PlanNode("quick", "codegen", 5, 1, (first,)),
+            PlanNode("slow", "codegen", 20, 1, (second,)),
+            PlanNode("audit", "security", 20, 1, ("slow",)),
+        ]
+
+    limits = {"codegen": 1, "security": 1, "database": 1}
+    for policy in ("rank", "fifo"):
+        assert simulate_makespan(plan("a", "b"), limits, policy=policy) == 55  # quick, slow, audit
+        assert simulate_makespan(plan("c", "b"), limits, policy=policy) == 50  # slow first
+
+
 def test_rank_policy_stays_close_to_the_lower_bound_on_random_dags():
     rng = random.Random(7)
     ratios = []
@@ -136,9 +154,9 @@ def test_the_rank_search_is_capped_on_big_plans(monkeypatch):
     from executions import dag
 
     calls = []
-    schedule = dag._list_schedule
+    schedule = dag._Shape.makespan
     monkeypatch.setattr(
-        dag, "_list_schedule", lambda nodes, *a: calls.append(len(nodes)) or schedule(nodes, *a)
+        dag._Shape, "makespan", lambda shape, *a: calls.append(len(shape.keys)) or schedule(shape, *a)
     )
     rng = random.Random(3)
     for n, rounds in ((60, 64), (500, max(8, dag.SEARCH_BUDGET // (SCORED_COPIES * 500)))):
