@@ -155,7 +155,8 @@ class _Shape:
         for position, i in enumerate(sorted(range(len(nodes)), key=self.keys.__getitem__)):
             self.key_order[i] = position
 
-    def durations(self, nodes: list[PlanNode]) -> list[float]:
+    @staticmethod
+    def durations(nodes: list[PlanNode]) -> list[float]:
         return [n.duration for n in nodes]
 
     def order(self, ranks: dict[str, float] | None) -> list[tuple] | None:
@@ -165,6 +166,7 @@ class _Shape:
         return [(self.priority[i], -ranks[key]) for i, key in enumerate(self.keys)]
 
     def makespan(self, durations: list[float], order: list[tuple] | None) -> float:
+        """The list schedule's makespan: durations in the plan's order, `order` from `order()`."""
         remaining = list(self.blocked)
         ready: list[list] = [[] for _ in self.limits]
         busy = [0] * len(self.limits)
