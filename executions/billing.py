@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 
 from django.db import connection, transaction
-from django.db.models import Sum
 
 from pools import llm
 from pools.llm_types import Completion, ModelSpec
@@ -515,7 +514,7 @@ def refund_for(
 def settle(execution: Execution, status: str) -> Decimal:
     """Record the refund for a finished execution (once per settlement) and return it."""
     tasks = _refund_tasks.all(execution.pk)
-    settlement = len(_refund_entries.all(execution.pk))
+    refunded = _refund_entries.all(execution.pk)  # read under the execution's lock: no entry comes between
     policy = RefundPolicy.current()
     owed = refund_for(execution, status, tasks, policy)
     already = execution.refund_usd
@@ -524,15 +523,13 @@ def settle(execution: Execution, status: str) -> Decimal:
         execution=execution,
         client_id=execution.client_id,
         kind="refund",
-        key=f"refund:{execution.pk}:{settlement}",
+        key=f"refund:{execution.pk}:{len(refunded)}",
         amount_usd=delta,
         description=f"refund ({status}, policy {policy.name})",
     ):
-        total = LedgerEntry.objects.filter(execution=execution, kind="refund").aggregate(s=Sum("amount_usd"))[
-            "s"
-        ]
-        Execution.objects.filter(pk=execution.pk).update(refund_usd=money(total or 0))
-        return money(total or 0)
+        total = money(sum(refunded, Decimal("0")) + delta)
+        Execution.objects.filter(pk=execution.pk).update(refund_usd=total)
+        return total
     return already
 
 

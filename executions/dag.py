@@ -98,7 +98,7 @@ def dispatch_ranks(
     if len(nodes) < 3:
         return best
     shape = _Shape(nodes, limits)
-    scored = [shape.durations(plan) for plan in perturbed_plans(nodes, copies)]
+    scored = [[n.duration for n in plan] for plan in perturbed_plans(nodes, copies)]
 
     def score(ranks: dict[str, float]) -> float:
         order = shape.order(ranks)
@@ -140,8 +140,8 @@ class _Shape:
     def __init__(self, nodes: list[PlanNode], limits: dict[str, int]):
         self.keys = [n.key for n in nodes]
         index = {key: i for i, key in enumerate(self.keys)}
-        pools = list(dict.fromkeys(n.pool for n in nodes))
-        self.pool_of = [pools.index(n.pool) for n in nodes]
+        pools = {pool: i for i, pool in enumerate(dict.fromkeys(n.pool for n in nodes))}
+        self.pool_of = [pools[n.pool] for n in nodes]
         self.limits = [limits.get(pool, 1) for pool in pools]
         self.priority = [n.priority for n in nodes]
         self.blocked = [len(n.blocked_by) for n in nodes]
@@ -154,10 +154,6 @@ class _Shape:
         self.key_order = [0] * len(nodes)
         for position, i in enumerate(sorted(range(len(nodes)), key=self.keys.__getitem__)):
             self.key_order[i] = position
-
-    @staticmethod
-    def durations(nodes: list[PlanNode]) -> list[float]:
-        return [n.duration for n in nodes]
 
     def order(self, ranks: dict[str, float] | None) -> list[tuple] | None:
         """Each task's place among ready tasks of its pool (before the ready order), or None: FIFO."""
@@ -202,7 +198,7 @@ def _list_schedule(nodes: list[PlanNode], limits: dict[str, int], ranks: dict[st
     """The makespan of dispatching ready tasks by (priority, -rank, ready order), or in ready order
     when `ranks` is None, on pools with their limits."""
     shape = _Shape(nodes, limits)
-    return shape.makespan(shape.durations(nodes), shape.order(ranks))
+    return shape.makespan([n.duration for n in nodes], shape.order(ranks))
 
 
 def lower_bound(nodes: list[PlanNode], limits: dict[str, int]) -> float:
