@@ -26,6 +26,7 @@ import re
 import textwrap
 import time
 
+from .contracts.contract import owns
 from .contracts.derive import area_of, entities, table_columns
 from .llm_types import Completion, LLMError, LLMRequest, LLMTimeout, ModelSpec, ProgressCallback, ToolCall
 
@@ -167,6 +168,20 @@ def contract_endpoints(meta: dict, tables: list[str]) -> list[dict]:
     return [{"method": m, "path": f"/api/{t}"} for t in tables for m in ("GET", "POST")]
 
 
+def in_owned_folder(files: list[dict], area: str, owned: list[str] | None) -> list[dict]:
+    """The area's files (under `area/`) moved under the first folder the task owns, when the plan's
+    contract gives the area's folder to another task (a plan with two frontends: the second owns
+    `src/<task>`). Files outside the area's folder stay where they are (a flaw's, on purpose)."""
+    if not owned or owns(owned, area):
+        return files
+    return [
+        {**f, "path": f"{owned[0]}/{f['path'].removeprefix(area + '/')}"}
+        if f["path"].startswith(area + "/")
+        else f
+        for f in files
+    ]
+
+
 def codegen(meta: dict, flaws: set[str]) -> dict:
     description = meta.get("description", "")
     tables = list(contract_tables(meta))
@@ -194,18 +209,26 @@ def codegen(meta: dict, flaws: set[str]) -> dict:
     if area == "frontend":
         return {
             "summary": f"Next.js frontend with pages for {', '.join(tables)}.",
-            "files": frontend_files(tables, endpoints=contract_endpoints(meta, tables), flaws=flaws),
+            "files": in_owned_folder(
+                frontend_files(tables, endpoints=contract_endpoints(meta, tables), flaws=flaws),
+                "frontend",
+                meta.get("owned"),
+            ),
             "findings": [],
         }
     if area == "backend":
         return {
             "summary": f"FastAPI backend with endpoints for {', '.join(tables)}.",
-            "files": backend_files(
-                tables,
-                "sql_injection" in flaws,
-                columns=contract_tables(meta),
-                endpoints=contract_endpoints(meta, tables),
-                flaws=flaws,
+            "files": in_owned_folder(
+                backend_files(
+                    tables,
+                    "sql_injection" in flaws,
+                    columns=contract_tables(meta),
+                    endpoints=contract_endpoints(meta, tables),
+                    flaws=flaws,
+                ),
+                "backend",
+                meta.get("owned"),
             ),
             "findings": [],
         }
@@ -596,7 +619,8 @@ def schema(meta: dict, flaws: set[str]) -> dict:
         ]
     sql = "\n\n".join(parts + indexes) + "\n"
     summary = f"Schema with {len(parts)} tables" + (f" and {len(indexes)} indexes." if indexes else ".")
-    return {"summary": summary, "files": [{"path": "database/schema.sql", "content": sql}], "findings": []}
+    files = in_owned_folder([{"path": "database/schema.sql", "content": sql}], "database", meta.get("owned"))
+    return {"summary": summary, "files": files, "findings": []}
 
 
 # ---------------------------------------------------------------- the tool loop
@@ -606,12 +630,17 @@ def _call(number: int, name: str, arguments: dict) -> ToolCall:
     return ToolCall(f"offline_{number}_{name}", name, arguments, json.dumps(arguments))
 
 
-def _test_path(files: list[dict]) -> str:
-    """The agent's test of its files, in its own folder (the folder the contract gives it)."""
-    first = files[0]["path"].split("/")
-    slug = first[0] if len(first) > 1 else first[0].rsplit(".", 1)[0]
+def _test_path(files: list[dict], owned: list[str] | None = None) -> str:
+    """The agent's test of its files, in its own folder: the first the contract gives it, else the
+    top folder of its first file."""
+    if owned:
+        folder = owned[0]
+    else:
+        first = files[0]["path"].split("/")
+        folder = first[0] if len(first) > 1 else ""
+    slug = folder or files[0]["path"].rsplit(".", 1)[0]
     name = f"test_{re.sub(r'[^a-z0-9_]', '_', slug.lower())}_files.py"
-    return f"{first[0]}/tests/{name}" if len(first) > 1 else f"tests/{name}"
+    return f"{folder}/tests/{name}" if folder else f"tests/{name}"
 
 
 def _test_source(paths: list[str], flawed: bool, test_path: str = "tests/test_files.py") -> str:
@@ -660,6 +689,7 @@ def next_step(spec: ModelSpec, request: LLMRequest, answer_text: str) -> tuple[s
     number = 1 + sum(1 for m in request.history if m.role == "assistant")
     called = [c for m in request.history for c in m.tool_calls]
     files = answer.get("files", [])
+    owned = request.meta.get("owned")
     finish = _call(number, "finish", {"summary": answer["summary"], "findings": answer.get("findings", [])})
     # Option explore_turns: look around that many turns first (benchmarks: a loop of a given length).
     if number <= int(spec.options.get("explore_turns", 0)):
@@ -672,12 +702,12 @@ def next_step(spec: ModelSpec, request: LLMRequest, answer_text: str) -> tuple[s
         writes = [_call(number, "write_file", {"path": f["path"], "content": f["content"]}) for f in files]
         if _tests_first(spec, request) and files:
             flawed = "failing_test" in spec.options.get("flaws", [])
-            source = _test_source([f["path"] for f in files], flawed, _test_path(files))
-            writes.append(_call(number, "write_file", {"path": _test_path(files), "content": source}))
+            source = _test_source([f["path"] for f in files], flawed, _test_path(files, owned))
+            writes.append(_call(number, "write_file", {"path": _test_path(files, owned), "content": source}))
         return "Writing the files.", tuple(writes) or (finish,)
     runs = [c for c in called if c.name == "run"]
     last = request.history[-1].tool_results[-1] if request.history[-1].tool_results else None
-    own_test = _test_path(files) if files else None
+    own_test = _test_path(files, owned) if files else None
     wrote_tests = any(c.name == "write_file" and c.arguments["path"] == own_test for c in called)
     if wrote_tests and (not runs or (last is not None and last.name == "write_file")):
         test = own_test
@@ -686,8 +716,8 @@ def next_step(spec: ModelSpec, request: LLMRequest, answer_text: str) -> tuple[s
         outcome = json.loads(last.content)
         if outcome["exit_code"] != 0:
             paths = [f["path"] for f in files]
-            fixed = _test_source(paths, flawed=False, test_path=_test_path(files))
+            fixed = _test_source(paths, flawed=False, test_path=_test_path(files, owned))
             return "The test expects a file nobody wrote; fixing the test.", (
-                _call(number, "write_file", {"path": _test_path(files), "content": fixed}),
+                _call(number, "write_file", {"path": _test_path(files, owned), "content": fixed}),
             )
     return "Done.", (finish,)

@@ -67,3 +67,39 @@ def test_the_seeds_other_demo_requests_complete_without_a_key(workers, client_an
             f["path"] for t in Task.objects.filter(execution=done, role="codegen") for f in t.result["files"]
         }
         assert any(p.startswith("backend/") for p in paths) and any(p.startswith("frontend/") for p in paths)
+
+
+def test_offline_agents_keep_to_the_folders_the_contract_gives_them(workers, client_and_key):
+    """Two frontends and two schemas in one plan: the contract gives `frontend` and `database` to
+    the first of each and `src/<task>` to the second, whose files and tests go there: no ownership
+    fix round, every contract check passes."""
+
+    def task(key: str, pool: str, description: str) -> dict:
+        return {"id": key, "pool": pool, "description": description, "priority": 1, "timeout_sec": 60}
+
+    plan = {
+        "tasks": [
+            task("t1", "codegen", "Next.js frontend pages"),
+            task("t2", "codegen", "Next.js frontend pages for admins"),
+            task("t3", "database", "Database schema"),
+            task("t4", "database", "Database schema for reporting"),
+        ]
+    }
+    configure(latency=0.05, max_turns=16, options={"plan": plan})
+    execution = execution_create(client=client_and_key[0], message="Menu items", session_key="owned")
+    done = wait_for_status(execution.pk, {"completed", "partial", "failed"}, timeout=90)
+
+    assert done.status == "completed", done.final_response
+    assert done.contract["ownership"] == {
+        "t1": ["frontend"],
+        "t2": ["src/t2"],
+        "t3": ["database"],
+        "t4": ["src/t4"],
+    }
+    assert not Task.objects.filter(execution=done).exclude(kind="plan").exists()  # no fix round
+    assert done.contract_report["failed"] == 0 and done.contract_report["passed"] > 0
+    files = {t.key: {f["path"] for f in t.result["files"]} for t in Task.objects.filter(execution=done)}
+    assert "frontend/package.json" in files["t1"] and "src/t2/package.json" in files["t2"]
+    assert "src/t2/tests/test_src_t2_files.py" in files["t2"]  # its own test, run green in its folder
+    assert Task.objects.get(execution=done, key="t2").result["tests"] == {"passed": 2, "failed": 0}
+    assert files["t3"] == {"database/schema.sql"} and files["t4"] == {"src/t4/schema.sql"}

@@ -287,3 +287,21 @@ def test_reads_never_block_on_a_fifo_and_cut_a_large_file(workspace):
     assert len(text) < 21_000 and text.endswith("the first 20000 characters shown]")
     with pytest.raises(ToolError, match="no such file"):
         workspace.read_file("missing.txt")
+
+
+def test_the_offline_agent_writes_and_tests_under_the_folder_it_owns(workspace):
+    request = agent_request(description="Build the booking frontend pages")
+    request.meta["owned"] = ["src/task_2"]
+    result = loop(offline(), request, workspace, Recorder())
+    paths = {f["path"] for f in result.reply.files}
+    assert paths and all(p.startswith("src/task_2/") for p in paths), paths
+    assert "src/task_2/tests/test_src_task_2_files.py" in paths
+    assert result.tests == {"passed": 2, "failed": 0}  # the test finds the files where they went
+
+
+def test_a_flaws_file_outside_the_owned_folder_stays_where_the_flaw_puts_it(workspace):
+    request = agent_request(description="Build the booking frontend pages")
+    request.meta["owned"] = ["src/task_2"]
+    result = loop(offline(flaws=["ownership_violation"]), request, workspace, Recorder())
+    paths = {f["path"] for f in result.reply.files}
+    assert "backend/app/cors.py" in paths and "src/task_2/package.json" in paths
