@@ -69,15 +69,16 @@ class WarmAgentCode(dramatiq.Middleware):
     """A worker's first scan starts the fork server bandit's scans come from, which loads bandit
     and its plugins (pools/verifiers/bandit_scan.py); its first schema check sqlglot's PostgreSQL
     reader and SQLite writer, and the scratch SQLite child (about 60 ms in all); its first model
-    call the provider SDKs the model profiles use (`llm.warm_providers`), and its first event the
-    publisher's thread and connection (`events.warm_publisher`). Done after a message was taken, a
-    fresh worker's first tasks would start late and run long, on the critical path of whatever
-    execution they belonged to. All are done before the worker consumes anything."""
+    call the provider SDKs the model profiles use (`llm.warm_providers`), its first event the
+    publisher's thread and connection (`events.warm_publisher`), and its first reads of the hot
+    path their compiled SQL (`sql.compile_reads`). Done after a message was taken, a fresh worker's
+    first tasks would start late and run long, on the critical path of whatever execution they
+    belonged to. All are done before the worker consumes anything."""
 
     def before_worker_boot(self, broker, worker):
         # Imported here, not at the top: the web process imports this module too (asgi.py) and
         # never verifies nor calls a model; only a booting worker loads the verifiers and the SDKs.
-        from executions import events  # noqa: PLC0415 (see above)
+        from executions import events, sql  # noqa: PLC0415 (see above)
         from pools import llm  # noqa: PLC0415 (see above)
         from pools.verifiers.bandit_scan import run_bandit  # noqa: PLC0415 (see above)
         from pools.verifiers.schema import check_schema  # noqa: PLC0415 (see above)
@@ -89,6 +90,7 @@ class WarmAgentCode(dramatiq.Middleware):
         except Exception:  # Redis not there yet: the first event connects
             log.warning("event publisher not connected at boot", exc_info=True)
         try:
+            sql.compile_reads()
             llm.warm_providers()
         except Exception:  # no database yet (first migrate), a profile the SDK refuses: not fatal
             log.warning("model SDKs not loaded at boot; the first model call loads them", exc_info=True)

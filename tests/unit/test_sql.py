@@ -262,3 +262,20 @@ def test_a_compiled_read_that_locks_rows(two_tasks):
     )
     with transaction.atomic():
         assert (read.first("codegen"), read.first("security"), read.first("nope")) == (3, 2, None)
+
+
+def test_compile_reads_compiles_the_hot_paths_reads_before_their_first_use(two_tasks, monkeypatch):
+    from executions.attempts import running_task
+
+    sql.compile_reads()
+    compiled = [r for r in sql.CompiledRead.declared if r._compiled]
+    # The reads of a task's start and success, among others (a read of IN lists waits for a length).
+    assert len(compiled) >= 10, len(compiled)
+
+    def no_compiling(self, sizes):
+        raise AssertionError("compiled on first use")
+
+    monkeypatch.setattr(sql.CompiledRead, "_compile", no_compiling)
+    task = two_tasks[1]
+    assert running_task(task.pk, with_attempt_count=True).key == task.key
+    assert sql.compile_reads() == 0  # nothing left to compile
