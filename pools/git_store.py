@@ -196,23 +196,36 @@ def create_commit(
 # A ref's `.lock` file lives for the milliseconds of one write; one this old was left by a process
 # killed while writing (SIGKILL, OOM), and every later write of that ref would fail on it.
 STALE_REF_LOCK_SEC = 10.0
+# How long a write waits for another writer's lock on the same ref to go.
+REF_LOCK_WAIT_SEC = 2.0
+REF_LOCK_RETRY_SEC = 0.005
 
 
 def set_ref(repo: pygit2.Repository, name: str, commit: str) -> None:
-    """Point a ref at a commit, whatever it pointed at (refs only one writer owns: a task's branch).
-    A lock file a killed writer left behind is removed, and the write tried once more."""
-    try:
-        repo.references.create(name, pygit2.Oid(hex=commit), force=True)
-    except (pygit2.GitError, OSError):
-        lock = Path(repo.path) / f"{name}.lock"
+    """Point a ref at a commit, whatever it pointed at. Two processes may write one ref at once,
+    both with the commit the database holds (a task's worker publishing its branch while another
+    restores the project's refs from the database): libgit2 fails the write that finds the other's
+    lock, so that write waits for the lock to go (up to REF_LOCK_WAIT_SEC) unless the ref already
+    points at the commit. A lock a killed writer left behind is removed."""
+    deadline = time.monotonic() + REF_LOCK_WAIT_SEC
+    while True:
         try:
-            stale = time.time() - lock.stat().st_mtime > STALE_REF_LOCK_SEC
-        except FileNotFoundError:
-            stale = False
-        if not stale:
-            raise
-        lock.unlink(missing_ok=True)
-        repo.references.create(name, pygit2.Oid(hex=commit), force=True)
+            repo.references.create(name, pygit2.Oid(hex=commit), force=True)
+            return
+        except (pygit2.GitError, OSError):
+            if ref_target(repo, name) == commit:
+                return
+            lock = Path(repo.path) / f"{name}.lock"
+            try:
+                stale = time.time() - lock.stat().st_mtime > STALE_REF_LOCK_SEC
+            except FileNotFoundError:
+                stale = False
+            if stale:
+                lock.unlink(missing_ok=True)
+            elif time.monotonic() > deadline:
+                raise
+            else:
+                time.sleep(REF_LOCK_RETRY_SEC)
 
 
 # ---------------------------------------------------------------- merging
