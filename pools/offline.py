@@ -168,6 +168,10 @@ def contract_endpoints(meta: dict, tables: list[str]) -> list[dict]:
     return [{"method": m, "path": f"/api/{t}"} for t in tables for m in ("GET", "POST")]
 
 
+ROOT_CONFTEST = '''"""Puts this folder on the import path of the tests below it (a rootdir conftest)."""
+'''
+
+
 def in_owned_folder(files: list[dict], area: str, owned: list[str] | None) -> list[dict]:
     """The area's files (under `area/`) moved under the first folder the task owns, when the plan's
     contract gives the area's folder to another task (a plan with two frontends: the second owns
@@ -217,19 +221,23 @@ def codegen(meta: dict, flaws: set[str]) -> dict:
             "findings": [],
         }
     if area == "backend":
+        files = backend_files(
+            tables,
+            "sql_injection" in flaws,
+            columns=contract_tables(meta),
+            endpoints=contract_endpoints(meta, tables),
+            flaws=flaws,
+        )
+        owned = meta.get("owned")
+        if owned and not owns(owned, "backend"):
+            # Its tests import `app` from its own folder, which `cd backend` gives the first backend.
+            files = [
+                *in_owned_folder(files, "backend", owned),
+                {"path": f"{owned[0]}/conftest.py", "content": ROOT_CONFTEST},
+            ]
         return {
             "summary": f"FastAPI backend with endpoints for {', '.join(tables)}.",
-            "files": in_owned_folder(
-                backend_files(
-                    tables,
-                    "sql_injection" in flaws,
-                    columns=contract_tables(meta),
-                    endpoints=contract_endpoints(meta, tables),
-                    flaws=flaws,
-                ),
-                "backend",
-                meta.get("owned"),
-            ),
+            "files": files,
             "findings": [],
         }
     slug = "_".join(_words(description)[:4]) or "module"

@@ -70,9 +70,10 @@ def test_the_seeds_other_demo_requests_complete_without_a_key(workers, client_an
 
 
 def test_offline_agents_keep_to_the_folders_the_contract_gives_them(workers, client_and_key):
-    """Two frontends and two schemas in one plan: the contract gives `frontend` and `database` to
-    the first of each and `src/<task>` to the second, whose files and tests go there: no ownership
-    fix round, every contract check passes."""
+    """Two frontends, two schemas and two backends in one plan: the contract gives `frontend`,
+    `database` and `backend` to the first of each and `src/<task>` to the second, whose files and
+    tests go there: no fix round, every contract check passes, and so does the integration gate
+    (the second backend's tests import its `app` from its own folder)."""
 
     def task(key: str, pool: str, description: str) -> dict:
         return {"id": key, "pool": pool, "description": description, "priority": 1, "timeout_sec": 60}
@@ -83,6 +84,8 @@ def test_offline_agents_keep_to_the_folders_the_contract_gives_them(workers, cli
             task("t2", "codegen", "Next.js frontend pages for admins"),
             task("t3", "database", "Database schema"),
             task("t4", "database", "Database schema for reporting"),
+            task("t5", "codegen", "FastAPI backend for the menu"),
+            task("t6", "codegen", "FastAPI backend for admins"),
         ]
     }
     configure(latency=0.05, max_turns=16, options={"plan": plan})
@@ -95,6 +98,8 @@ def test_offline_agents_keep_to_the_folders_the_contract_gives_them(workers, cli
         "t2": ["src/t2"],
         "t3": ["database"],
         "t4": ["src/t4"],
+        "t5": ["backend"],
+        "t6": ["src/t6"],
     }
     assert not Task.objects.filter(execution=done).exclude(kind="plan").exists()  # no fix round
     assert done.contract_report["failed"] == 0 and done.contract_report["passed"] > 0
@@ -103,3 +108,5 @@ def test_offline_agents_keep_to_the_folders_the_contract_gives_them(workers, cli
     assert "src/t2/tests/test_src_t2_files.py" in files["t2"]  # its own test, run green in its folder
     assert Task.objects.get(execution=done, key="t2").result["tests"] == {"passed": 2, "failed": 0}
     assert files["t3"] == {"database/schema.sql"} and files["t4"] == {"src/t4/schema.sql"}
+    assert {"src/t6/app/main.py", "src/t6/tests/test_validation.py", "src/t6/conftest.py"} <= files["t6"]
+    assert done.integration["ok"] and done.integration["failed"] == 0, done.integration
