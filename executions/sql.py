@@ -314,10 +314,10 @@ class CompiledRead:
         sizes = tuple(len(v) if isinstance(v, list) else None for v in values)
         if 0 in sizes:  # an empty IN list: the ORM knows what the query becomes
             return list(self.build(*values))
-        shape = (connection.alias, connection.vendor) + sizes
+        shape = _shape(sizes)
         compiled = self._compiled.get(shape)
         if compiled is None:
-            compiled = self._compiled[shape] = self._compile(shape[2:])
+            compiled = self._compiled[shape] = self._compile(sizes)
         sql, params, places, read = compiled
         params = list(params)
         for position, (index, item) in places.items():
@@ -346,17 +346,22 @@ class CompiledRead:
         return sql, params, places, _reader(queryset, compiler)
 
 
+def _shape(sizes: tuple) -> tuple:
+    """A compiled read's key: this thread's database, and each value's IN-list length (None: one value)."""
+    return (connection.alias, connection.vendor) + sizes
+
+
 def compile_reads() -> int:
     """Compile every declared read now, for single values, and return how many were compiled. A
     worker does it as it boots: left to the first use, a fresh worker's first tasks each paid for
     the reads on their path (about 12 ms on a task's start) while their siblings had started."""
     compiled = 0
     for read in CompiledRead.declared:
-        shape = (connection.alias, connection.vendor) + (None,) * len(read.fields)
-        if shape in read._compiled:
+        sizes = (None,) * len(read.fields)
+        if _shape(sizes) in read._compiled:
             continue
         try:
-            read._compiled[shape] = read._compile(shape[2:])
+            read._compiled[_shape(sizes)] = read._compile(sizes)
         except Exception:  # a read of lists compiles per length on first use
             continue
         compiled += 1

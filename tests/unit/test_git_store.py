@@ -146,13 +146,20 @@ def test_diff_between_commits_is_a_unified_patch(repo):
     assert "+++ b/a.txt" in git_store.diff(repo, None, base).patch
 
 
-def test_a_ref_lock_left_by_a_killed_writer_does_not_block_the_ref_for_good(repo, monkeypatch):
+def locked_ref(repo, name: str) -> tuple[str, str, Path]:
+    """Two commits, the ref `name` at the first, and its lock file held (as by another writer)."""
     first = commit(repo, {"a.txt": "1\n"})
     second = commit(repo, {"a.txt": "2\n"}, parents=[first], base=first)
-    name = "refs/heads/executions/exec_1/task_2"
     git_store.set_ref(repo, name, first)
     lock = Path(repo.path) / f"{name}.lock"
-    lock.write_text("")  # as a writer SIGKILLed between creating its lock and renaming it leaves it
+    lock.write_text("")
+    return first, second, lock
+
+
+def test_a_ref_lock_left_by_a_killed_writer_does_not_block_the_ref_for_good(repo, monkeypatch):
+    name = "refs/heads/executions/exec_1/task_2"
+    # As a writer SIGKILLed between creating its lock and renaming it leaves it.
+    _, second, lock = locked_ref(repo, name)
     monkeypatch.setattr(git_store, "REF_LOCK_WAIT_SEC", 0.05)
     with pytest.raises((pygit2.GitError, OSError)):  # a fresh lock is someone's write: not touched
         git_store.set_ref(repo, name, second)
@@ -165,12 +172,8 @@ def test_a_ref_lock_left_by_a_killed_writer_does_not_block_the_ref_for_good(repo
 
 
 def test_a_ref_write_waits_for_another_writers_lock_on_the_same_ref(repo, monkeypatch):
-    first = commit(repo, {"a.txt": "1\n"})
-    second = commit(repo, {"a.txt": "2\n"}, parents=[first], base=first)
     name = "refs/heads/executions/exec_1/task_8"
-    git_store.set_ref(repo, name, first)
-    lock = Path(repo.path) / f"{name}.lock"
-    lock.write_text("")  # another process is writing the ref
+    _, second, lock = locked_ref(repo, name)  # another process is writing the ref
     waits = []
 
     def the_other_writer_finishes(seconds):
@@ -184,10 +187,8 @@ def test_a_ref_write_waits_for_another_writers_lock_on_the_same_ref(repo, monkey
 
 
 def test_a_ref_write_that_meets_the_same_commit_under_a_lock_is_done(repo, monkeypatch):
-    first = commit(repo, {"a.txt": "1\n"})
     name = "refs/heads/executions/exec_1/task_8"
-    git_store.set_ref(repo, name, first)
-    (Path(repo.path) / f"{name}.lock").write_text("")  # the other writer writes the same commit
+    first, _, _ = locked_ref(repo, name)  # the other writer writes the same commit
     monkeypatch.setattr(git_store.time, "sleep", lambda seconds: pytest.fail("waited"))
     git_store.set_ref(repo, name, first)
     assert str(repo.references[name].target) == first
