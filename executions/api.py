@@ -68,6 +68,8 @@ def validation_error(request, exc: ValidationError):
     for error in exc.errors:
         where = ".".join(str(p) for p in error.get("loc", []) if p not in ("body", "payload"))
         message = FRIENDLY_ERRORS.get((where, error.get("type")), error.get("msg"))
+        if error.get("type") == "extra_forbidden":
+            message = "not a field of this request (the fields are in /api/docs)"
         details.append(f"{where}: {message}" if where else message)
     return api.create_response(request, {"detail": "; ".join(details) or "invalid request"}, status=422)
 

@@ -5,10 +5,16 @@ from typing import Literal
 
 from django.conf import settings
 from ninja import Field, Schema
-from pydantic import StrictBool, StrictFloat
+from pydantic import ConfigDict, StrictBool, StrictFloat
+
+# A field a request does not take is refused, not ignored: a misspelt `budget_usd` would otherwise
+# start an execution with no budget at all.
+REFUSE_UNKNOWN_FIELDS = ConfigDict(extra="forbid")
 
 
 class ExecuteIn(Schema):
+    model_config = REFUSE_UNKNOWN_FIELDS
+
     message: str = Field(
         ...,
         description="What to build",
@@ -39,6 +45,8 @@ class ExecuteIn(Schema):
 
 
 class ApproveIn(Schema):
+    model_config = REFUSE_UNKNOWN_FIELDS
+
     tasks: list[dict] | None = Field(
         None,
         description="An edited plan (the plan's tasks with tasks removed, descriptions or dependencies "

@@ -70,6 +70,8 @@ def test_a_revoked_key_or_inactive_client_is_refused(client, acme):
         ({"message": ["Build", "it"]}, 422, "message"),
         ({"message": "Build it", "force_parallel": "very"}, 422, "force_parallel"),
         ({"message": "Build it", "sessionKey": "a b/../c"}, 422, "sessionKey"),
+        # A misspelt field is refused by name, never ignored (here: no budget at all).
+        ({"message": "Build it", "budget": 5}, 422, "budget: not a field of this request"),
         ([1, 2, 3], 422, ""),
     ],
 )

@@ -187,6 +187,18 @@ def test_an_invalid_edited_plan_is_a_422_and_changes_nothing(acme, pm_plan, clie
     assert not Task.objects.filter(execution=execution).exists()
 
 
+def test_a_misspelt_edit_is_refused_not_approved_as_quoted(acme, pm_plan, client):
+    owner, key = acme
+    execution = awaiting(owner, approval="plan")
+
+    edited = [{"id": "task_1", "pool": "codegen", "description": "Only the backend"}]
+    response = api(client, "post", f"/api/execution/{execution.pk}/approve", key, {"task": edited})
+
+    assert response.status_code == 422 and "task: not a field" in response.json()["detail"]
+    execution.refresh_from_db()
+    assert execution.status == "awaiting_approval" and fee_entries(execution) == []
+
+
 def test_rejecting_cancels_with_no_fee_and_keeps_the_planning_usage(acme, pm_plan, client):
     owner, key = acme
     execution = awaiting(owner, approval="plan")
