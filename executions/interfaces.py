@@ -9,14 +9,15 @@ was found, what the contract expects). A conflict is resolved by a remediation o
 lineage, given the evidence (an ownership fix also drops the stray files), and re-checked at the
 next aggregation: resolved when none of its mismatches remain, another round while rounds remain,
 else unresolved. A mismatch in a file of the project that the execution left alone is noted, not
-raised: no task of the plan wrote it.
+raised: no task of the plan wrote it; unless it misses an entry the plan itself declares (an
+endpoint no route serves, a table the schema lacks), which the plan promised.
 
 `review` reads and parses (no lock held); `settle` runs in the aggregation's transaction.
 """
 
 import logging
 
-from pools.contracts.check import Mismatch, Report, check_tree
+from pools.contracts.check import Mismatch, Report, check_tree, declared_subjects
 
 from .conflicts import detect, give_up, resolve, start_lineage_fix
 from .merge import lineage_key, merge_order
@@ -71,14 +72,18 @@ def review(
 
     A mismatch in a file of the base that no task of the execution touched was there before it
     started: it counts against the checks and is noted, but raises no conflict (no task of this
-    plan wrote it, and a follow-up is not held to what it did not change)."""
+    plan wrote it, and a follow-up is not held to what it did not change). A mismatch over an entry
+    of the plan's own amendment (an endpoint it declares that no route serves) is the plan's."""
     if not execution.contract:
         return Report()
     files, owner_of, writes = tree
     report = check_tree(execution.contract, files, owner_of, writes)
     base = base or {}
+    promised = declared_subjects(execution.contract_amendment or {})
     inherited = [
-        m for m in report.mismatches if m.deviating is None and m.file in base and m.file not in owner_of
+        m
+        for m in report.mismatches
+        if m.deviating is None and m.file in base and m.file not in owner_of and m.subject not in promised
     ]
     for mismatch in inherited:
         mismatch.inherited = True
@@ -127,11 +132,19 @@ def settle(execution_id: str, report: Report) -> list[str]:
     for (kind, deviating), mismatches in sorted(groups.items(), key=lambda item: str(item[0])):
         conflict = raise_conflict(execution_id, kind, deviating, mismatches)
         if deviating is None:
-            give_up(conflict, "no task of the plan wrote the deviating file")
+            give_up(conflict, unbuilt(mismatches))
             continue
         key_started = start_fix(conflict, mismatches)
         started += [key_started] if key_started else []
     return started
+
+
+def unbuilt(mismatches: list[Mismatch]) -> str:
+    """Why a conflict no task of the plan can fix is given up."""
+    subjects = sorted({m.subject for m in mismatches if m.subject})
+    if subjects:
+        return f"the plan declares {', '.join(subjects[:3])} but none of its tasks builds it"
+    return "no task of the plan wrote the deviating file"
 
 
 def describe(mismatches: list[Mismatch]) -> str:

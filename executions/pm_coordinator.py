@@ -236,11 +236,16 @@ def deterministic_plan(request: str, pools: dict[str, PoolLimits]) -> list[dict]
     return tasks
 
 
-def deterministic_contract(request: str, tasks: list[dict], pools: dict[str, PoolLimits]) -> dict:
-    """The deterministic planner's contract for these tasks (`pools.contracts.derive`)."""
+def deterministic_contract(
+    request: str, tasks: list[dict], pools: dict[str, PoolLimits], follow_up: bool = False
+) -> dict:
+    """The deterministic planner's contract for these tasks (`pools.contracts.derive`); a
+    `follow_up` builds on a project that has files or a contract already."""
     roles = {name: limits.role for name, limits in pools.items()}
     return contract_for(
-        request, {t["id"]: area_of(t["description"], roles.get(t["pool"], "")) for t in tasks}
+        request,
+        {t["id"]: area_of(t["description"], roles.get(t["pool"], "")) for t in tasks},
+        follow_up=follow_up,
     )
 
 
@@ -298,12 +303,13 @@ def _decompose(
     prompt = plan_prompt(request, available, max_tasks, existing_files, existing_contract)
     # The offline PM has no model to plan with: it answers with the deterministic plan.
     planned = deterministic_plan(request, pools)
+    follow_up = bool(existing_files or existing_contract)
     fallback = [{k: v for k, v in t.items() if k != "timeout_sec"} for t in planned]
     meta = {
         "request": request,
         "pools": sorted(available),
         "fallback_plan": fallback,
-        "fallback_contract": deterministic_contract(request, planned, pools),
+        "fallback_contract": deterministic_contract(request, planned, pools, follow_up),
     }
     errors: list[str] = []
     valid: tuple | None = None  # (tasks, notes, round, contract errors) of a valid plan whose contract is not
@@ -340,7 +346,7 @@ def _decompose(
             if contract is not None:
                 return PlanResult(tasks, round_, notes + contract_notes, completions, contract, round_)
             if not contract_errors:  # no contract at all: the deterministic one, without a repair
-                derived = deterministic_contract(request, tasks, pools)
+                derived = deterministic_contract(request, tasks, pools, follow_up)
                 notes += [f"{n}: the deterministic planner's contract is used" for n in contract_notes]
                 return PlanResult(tasks, round_, notes, completions, derived, "fallback")
             valid = (tasks, notes, round_, contract_errors)
@@ -350,14 +356,19 @@ def _decompose(
         tasks, notes, round_, contract_errors = valid
         notes = notes + [f"model contract rejected: {e}" for e in contract_errors]
         return PlanResult(
-            tasks, round_, notes, completions, deterministic_contract(request, tasks, pools), "fallback"
+            tasks,
+            round_,
+            notes,
+            completions,
+            deterministic_contract(request, tasks, pools, follow_up),
+            "fallback",
         )
     return PlanResult(
         planned,
         "fallback",
         [f"model plan rejected: {e}" for e in errors],
         completions,
-        deterministic_contract(request, planned, pools),
+        deterministic_contract(request, planned, pools, follow_up),
         "fallback",
     )
 

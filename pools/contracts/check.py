@@ -66,6 +66,8 @@ class Mismatch:
     deviating: str | None  # the task whose file deviates from the contract
     concerned: list[str] = field(default_factory=list)  # the tasks on the other side
     inherited: bool = False  # in a file of the project's base that the execution did not change
+    # The contract entry it misses ("GET /api/items", "table items", "column items.name"), if one.
+    subject: str | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -191,6 +193,16 @@ def backend_files(tree: Tree, routes: list[Route]) -> list[str]:
     return sorted(found)
 
 
+def declared_subjects(contract: dict) -> set[str]:
+    """The `subject` of every entry a contract declares: its endpoints, tables and columns."""
+    subjects = {endpoint_label(e) for e in contract.get("endpoints", [])}
+    for table in contract.get("tables", []):
+        name = bare(table["name"])
+        subjects.add(f"table {name}")
+        subjects.update(f"column {name}.{column.lower()}" for column in table.get("columns", {}))
+    return subjects
+
+
 def check_tree(
     contract: dict, files: dict[str, str], owner_of: dict[str, str], writes: dict[str, list[str]]
 ) -> Report:
@@ -271,6 +283,7 @@ def _not_served(endpoint: dict, file: str, found: str, calls, owner) -> Mismatch
         f"{endpoint_label(endpoint)} served, as the contract declares",
         owner(file),
         [o for o in _owners(owner, callers) if o != owner(file)],
+        subject=endpoint_label(endpoint),
     )
 
 
@@ -480,6 +493,7 @@ def check_tables(
                     f"table {table} ({', '.join(columns)}), as the contract declares",
                     owner(file) if file else None,
                     [o for o in _owners(owner, code) if o != owner(file)],
+                    subject=f"table {table}",
                 )
                 report.mismatches.append(mismatch)
                 mismatch_index[(table, None)] = mismatch
@@ -501,6 +515,7 @@ def check_tables(
                     f"{table}.{column} {kind}, as the contract declares",
                     owner(file),
                     [o for o in _owners(owner, code) if o != owner(file)],
+                    subject=f"column {table}.{column}",
                 )
                 report.mismatches.append(mismatch)
                 mismatch_index[(table, column)] = mismatch

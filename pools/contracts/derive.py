@@ -56,14 +56,15 @@ GENERATED = {"id", "user_id", "created_at"}
 AREAS = ("frontend", "backend", "database")
 
 
-def entities(text: str) -> list[str]:
-    """The tables a text's entity words name, in order of first mention."""
+def entities(text: str, placeholder: bool = True) -> list[str]:
+    """The tables a text's entity words name, in order of first mention; when it names none,
+    `items` as a placeholder (`placeholder`), else none."""
     found = []
     for word in re.findall(r"[a-z]+", text.lower()):
         table = ENTITY_WORDS.get(word)
         if table and table not in found:
             found.append(table)
-    return found or ["items"]
+    return found or (["items"] if placeholder else [])
 
 
 def table_columns(table: str) -> dict[str, str]:
@@ -82,11 +83,13 @@ def sql_type(kind: str) -> str:
     return "string"
 
 
-def contract_for(request: str, areas: dict[str, str]) -> dict:
+def contract_for(request: str, areas: dict[str, str], follow_up: bool = False) -> dict:
     """The contract of a plan whose tasks have these areas (task id → frontend, backend, database,
-    security or other)."""
+    security or other). A new project whose request names no entity gets an `items` placeholder to
+    build to; a follow-up (`follow_up`) builds on the project's contract and adds none: an endpoint
+    its plan declares is one its tasks must serve."""
     present = set(areas.values())
-    tables = entities(request)
+    tables = entities(request, placeholder=not follow_up)
     contract: dict = {"endpoints": [], "tables": [], "ownership": {}}
     if present & {"frontend", "backend"}:
         for table in tables:
@@ -100,7 +103,7 @@ def contract_for(request: str, areas: dict[str, str]) -> dict:
                 },
                 {"method": "POST", "path": f"/api/{table}", "request": fields, "response": {"id": "integer"}},
             ]
-    if present & {"database", "backend"}:
+    if present & {"database", "backend"} and tables:
         contract["tables"] = [{"name": t, "columns": table_columns(t)} for t in ["users", *tables]]
     if len(areas) > 1:
         taken: set[str] = set()

@@ -4,12 +4,13 @@ from decimal import Decimal
 
 import pytest
 
-from executions.interfaces import group_mismatches, lineage_trees, review
+from executions.interfaces import group_mismatches, lineage_trees, review, settle
 from executions.models import Conflict, Event, Execution, Task
 from executions.states import ExecutionStatus, TaskStatus
 from pools import sandbox
 from pools.contracts.check import check_tree
 from tests.conftest import configure
+from tests.factories import make_client, make_execution
 
 CONTRACT = {
     "endpoints": [
@@ -323,3 +324,51 @@ def test_a_follow_up_is_checked_on_top_of_the_projects_files_and_not_held_to_wha
     assert list(group_mismatches(review(execution, lineage_trees([page, rewrite], base), base))) == [
         ("interface", "api")
     ]
+
+
+def reviews_follow_up(execution: Execution):
+    """The project serves /api/bookings; a follow-up's plan adds GET /api/reviews and a page calling
+    it, and no task of it touches the backend. Its review."""
+    base = {"backend/main.py": BACKEND, "database/schema.sql": SCHEMA}
+    reviews = {"method": "GET", "path": "/api/reviews", "request": {}, "response": {}}
+    execution.contract = {**CONTRACT, "endpoints": [*CONTRACT["endpoints"], reviews]}
+    execution.contract_amendment = {"endpoints": [reviews], "tables": []}
+    page = follow_up_task(
+        "web", 1, {"frontend/reviews.js": "export const r = () => fetch('/api/reviews');\n"}
+    )
+    return review(execution, lineage_trees([page], base), base)
+
+
+def test_an_endpoint_a_follow_up_declares_and_nobody_serves_is_its_own_not_the_projects():
+    report = reviews_follow_up(Execution())
+
+    [unserved] = [m for m in report.mismatches if m.check == "endpoint-not-served"]
+    assert (unserved.subject, unserved.deviating, unserved.inherited) == ("GET /api/reviews", None, False)
+    assert ("interface", None) in group_mismatches(report)
+    # The backend's own old mismatch (the undeclared column) is still the project's, not the plan's.
+    assert [m.check for m in report.mismatches if m.inherited] == ["sql-column"]
+
+
+@pytest.mark.django_db
+def test_an_unbuilt_endpoint_of_the_plan_is_an_unresolved_conflict_that_says_so():
+    owner, _ = make_client("acme")
+    execution = make_execution(owner, [{"key": "web", "status": "succeeded"}], status="aggregating")
+    report = reviews_follow_up(execution)
+
+    assert settle(execution.pk, report) == []
+
+    [conflict] = Conflict.objects.filter(execution=execution)
+    assert (conflict.kind, conflict.status) == ("interface", "unresolved")
+    assert conflict.resolution == "the plan declares GET /api/reviews but none of its tasks builds it"
+
+
+def test_a_follow_up_that_names_no_entity_declares_no_placeholder_endpoints():
+    from pools.contracts.derive import contract_for
+
+    areas = {"task_1": "frontend"}
+    new = contract_for("Add a dark mode toggle to the frontend", areas)
+    assert [e["path"] for e in new["endpoints"]] == ["/api/items", "/api/items"]
+    follow_up = contract_for("Add a dark mode toggle to the frontend", areas, follow_up=True)
+    assert follow_up["endpoints"] == [] and follow_up["tables"] == []
+    named = contract_for("Add a reviews page to the frontend", areas, follow_up=True)
+    assert [e["path"] for e in named["endpoints"]] == ["/api/reviews", "/api/reviews"]
