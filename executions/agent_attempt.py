@@ -535,6 +535,7 @@ def agent_meta(task: Task, attempt_number: int, pool: WorkerPool | None, deps: l
         "root_description": root_description,
         "conflict_kind": task.context.get("conflict_kind", ""),
         "request": task.execution.message,
+        "follow_up": bool(task.execution.base_commit),
         "description": task.description,
         "kind": task.kind,
         "attempt": attempt_number,

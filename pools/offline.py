@@ -211,13 +211,16 @@ def codegen(meta: dict, flaws: set[str]) -> dict:
         }
     area = area_of(description, "codegen")
     if area == "frontend":
+        files = frontend_files(tables, endpoints=contract_endpoints(meta, tables), flaws=flaws)
+        summary = f"Next.js frontend with pages for {', '.join(tables)}."
+        if meta.get("follow_up"):
+            # The project's pages are there already: what the request asks for is a component of its own.
+            feature = frontend_feature(description)
+            files.append(feature)
+            summary = f"Added {feature['path']} ({description[:80]}); pages for {', '.join(tables)} kept."
         return {
-            "summary": f"Next.js frontend with pages for {', '.join(tables)}.",
-            "files": in_owned_folder(
-                frontend_files(tables, endpoints=contract_endpoints(meta, tables), flaws=flaws),
-                "frontend",
-                meta.get("owned"),
-            ),
+            "summary": summary,
+            "files": in_owned_folder(files, "frontend", meta.get("owned")),
             "findings": [],
         }
     if area == "backend":
@@ -325,6 +328,48 @@ def frontend_files(
     if "ownership_violation" in flaws:
         files.append({"path": "backend/app/cors.py", "content": CORS})
     return files
+
+
+# Words of a follow-up's request that name no part of the feature.
+FILLER_WORDS = {
+    "add",
+    "a",
+    "an",
+    "the",
+    "to",
+    "for",
+    "of",
+    "on",
+    "in",
+    "with",
+    "and",
+    "frontend",
+    "ui",
+    "new",
+}
+FRONTEND_FEATURE = """\
+import {{ useState }} from "react";
+
+// {summary}
+export default function {name}() {{
+  const [on, setOn] = useState(false);
+  return (
+    <button type="button" aria-pressed={{on}} onClick={{() => setOn(!on)}}>
+      {label}: {{on ? "on" : "off"}}
+    </button>
+  );
+}}
+"""
+
+
+def frontend_feature(description: str) -> dict:
+    """A follow-up's own component, named after its request's words (letters only: the request is
+    the client's text, never code)."""
+    words = [w for w in _words(description) if w not in FILLER_WORDS][:4] or ["feature"]
+    name = "".join(w.title() for w in words)
+    label = " ".join(words).capitalize()
+    content = FRONTEND_FEATURE.format(name=name, label=label, summary=" ".join(_words(description))[:120])
+    return {"path": f"frontend/components/{name}.tsx", "content": content}
 
 
 CORS = '"""CORS origins the frontend needs."""\n\nALLOWED_ORIGINS = ["http://localhost:3000"]\n'

@@ -465,3 +465,25 @@ def test_a_follow_up_is_checked_and_tested_as_the_project_it_lands_in(workers, c
     gate = page.integration
     assert gate["ok"] and "$ pytest backend" in gate["output_tail"]
     assert gate["passed"] >= menu.integration["passed"], gate  # the project's tests, all passing
+
+
+def test_a_frontend_follow_up_that_names_no_entity_adds_its_component_and_no_endpoint(
+    workers, client_and_key
+):
+    configure(latency=0.05)
+    client, _ = client_and_key
+    first = run(client, RESTAURANT, "bistro", session="a")
+    assert first.status == "completed", first.final_response
+
+    toggle = run(client, "Add a dark mode toggle to the frontend", "bistro", session="b")
+
+    assert toggle.status == "completed", toggle.final_response
+    # No placeholder endpoint nobody serves: the project's contract, every check passing.
+    paths = {e["path"] for e in toggle.contract["endpoints"]}
+    assert paths == {e["path"] for e in first.contract["endpoints"]} and "/api/items" not in paths
+    assert toggle.contract_amendment.get("endpoints", []) == []
+    assert toggle.contract_report["passed"] == toggle.contract_report["checks"] > 0
+    assert toggle.contract_report["notes"] == []
+    written = {p for t in toggle.tasks.filter(status="succeeded") for p in Task.paths_of(t.result)}
+    assert "frontend/components/DarkModeToggle.tsx" in written
+    assert ": 0 files changed" not in toggle.final_response
