@@ -8,6 +8,7 @@ by policy and its final event."""
 import io
 import logging
 import zipfile
+from decimal import Decimal
 
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
@@ -126,9 +127,10 @@ def verification_summary(tasks: list[Task]) -> str:
 
 
 def synthesis_facts(
-    execution: Execution, tasks: list[Task], conflicts: list[Conflict], status: str, refund, quality: float
+    execution: Execution, tasks: list[Task], conflicts: list[Conflict], status: str, quality: float
 ) -> dict:
-    """The facts the PM's client-facing answer is written from (and the offline answer's content)."""
+    """The facts the PM's client-facing answer is written from (and the offline answer's content).
+    The money is not among them: `finish` appends the bill once the answer's own call is billed."""
     planned = [t for t in tasks if t.kind == TaskKind.PLAN]
     follow_ups = [t for t in tasks if t.kind != TaskKind.PLAN]
     delivered = [
@@ -182,8 +184,6 @@ def synthesis_facts(
         "not_delivered": missing,
         "timeline": timeline,
         "remediation": remediation,
-        "cost": f"${execution.cost_usd:.2f} in model usage; project fee ${execution.fee_usd:.2f}",
-        "refund": f"${refund:.2f}" if refund else "",
         "security": [
             f"{c.description} → {c.resolution}"
             for c in conflicts
@@ -223,10 +223,6 @@ def plain_summary(facts: dict) -> str:
     lines.append("")
     if facts.get("timeline"):
         lines.append(f"**Timeline:** {facts['timeline']}")
-    if facts.get("cost"):
-        lines.append(f"**Cost:** {facts['cost']}")
-    if facts.get("refund"):
-        lines.append(f"**Refund:** {facts['refund']}")
     if facts.get("remediation"):
         lines.append(f"**Remediation:** {facts['remediation']}")
     if facts.get("delivery"):
@@ -310,9 +306,8 @@ def _aggregate(execution_id: str, claim: int) -> str | None:
     status = (
         ExecutionStatus.FAILED if failed_landing else final_status(tasks, conflicts, execution.integration)
     )
-    refund_preview = billing.refund_for(execution, status, tasks)
     quality = quality_score(tasks, conflicts, execution.contract_report, execution.integration)
-    facts = synthesis_facts(execution, tasks, conflicts, status, refund_preview, quality)
+    facts = synthesis_facts(execution, tasks, conflicts, status, quality)
     if delivery:
         facts["delivery"] = delivery
     else:
@@ -467,6 +462,13 @@ def artifacts_zip(execution: Execution) -> bytes:
     return buffer.getvalue()
 
 
+def bill(execution: Execution, refund: Decimal) -> str:
+    """The money lines of the client's answer, from the ledger as settled: written after the
+    answer's own model call is billed, so they agree with the API and the invoice to the cent."""
+    line = f"**Cost:** ${execution.cost_usd:.2f} in model usage; project fee ${execution.fee_usd:.2f}"
+    return line + (f"\n**Refund:** ${refund:.2f}" if refund else "")
+
+
 def finish(
     execution: Execution,
     status: str,
@@ -481,7 +483,6 @@ def finish(
             execution.pk,
             expected,
             status,
-            final_response=response,
             quality_score=quality,
             finished_at=timezone.now(),
         ):
@@ -491,6 +492,8 @@ def finish(
             billing.record_phase_usage(execution, "synthesis", *synthesis)
         execution.refresh_from_db()
         refund = billing.settle(execution, status)
+        execution.final_response = f"{response.rstrip()}\n\n{bill(execution, refund)}".lstrip()
+        Execution.objects.filter(pk=execution.pk).update(final_response=execution.final_response)
         events.emit(
             execution.pk,
             "execution.finished",

@@ -74,8 +74,9 @@ LOOP_CONTRACT = (
 )
 
 SYNTHESIS_SYSTEM = (
-    "You are the PM writing the final client-facing answer in markdown: what was built, timeline, cost, "
-    "refunds, security measures and unresolved issues. Be factual; use only the facts given. " + DATA_RULE
+    "You are the PM writing the final client-facing answer in markdown: what was built, timeline, "
+    "security measures and unresolved issues. Be factual; use only the facts given. State no amounts: "
+    "the bill (cost, fee, refund) is appended from the ledger after your answer. " + DATA_RULE
 )
 
 

@@ -11,7 +11,7 @@ import threading
 
 import pytest
 
-from executions.models import Attempt, Task
+from executions.models import Attempt, LedgerEntry, Task
 from tests.conftest import Workers, wait_for_status
 from tests.fakes.llm_server import Error, FakeLLMServer
 
@@ -260,5 +260,10 @@ def test_plan_agents_and_synthesis_through_the_real_sdks(keyed_workers, llm_serv
     synthesis = requests[-1]
     assert synthesis.path == "/v1/messages" and synthesis.body["system"].startswith("You are the PM writing")
     assert '"quality_score": 1.0' in user_prompt(synthesis) and fence(INJECTION) in user_prompt(synthesis)
-    assert done.final_response == SYNTHESIS and done.quality_score == 1.0
-    assert done.cost_usd > 0
+    # The bill follows the answer, from the ledger once the synthesis call itself is billed.
+    synthesis_usage = LedgerEntry.objects.get(execution=done, key__startswith="usage:synthesis:")
+    assert synthesis_usage.amount_usd > 0 and done.cost_usd > 0
+    assert done.final_response == (
+        f"{SYNTHESIS}\n\n**Cost:** ${done.cost_usd:.2f} in model usage; project fee ${done.fee_usd:.2f}"
+    )
+    assert done.quality_score == 1.0

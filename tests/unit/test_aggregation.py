@@ -299,7 +299,7 @@ def test_synthesis_facts_report_timeline_remediation_security_and_open_issues(ex
     )
     tasks, conflicts = list(execution.tasks.all()), list(execution.conflicts.all())
 
-    facts = result_aggregator.synthesis_facts(execution, tasks, conflicts, "completed", 0, 0.9)
+    facts = result_aggregator.synthesis_facts(execution, tasks, conflicts, "completed", 0.9)
 
     assert facts["timeline"] == "150s wall clock in parallel mode vs 300s serial estimate (50% faster)"
     assert facts["remediation"].startswith(
@@ -309,6 +309,8 @@ def test_synthesis_facts_report_timeline_remediation_security_and_open_issues(ex
     assert facts["security"][1].startswith("every output verified by real tools")
     assert facts["unresolved"] == ["open finding: SQL injection (lib.py)"]
     assert facts["delivered"] == ["task_2 (codegen): task_2"] and facts["quality_score"] == 0.9
+    # No money: the bill is appended to the answer once its own call is billed.
+    assert not {"cost", "refund"} & set(facts)
 
 
 def test_artifacts_zip_holds_the_merged_tree_for_its_owner_only(execution):
