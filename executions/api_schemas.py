@@ -86,7 +86,10 @@ class ExecuteOut(Schema):
     estimated_duration_sec: float | None
     estimated_cost_usd: str | None
     fee_usd: str
-    tasks: list[TaskBrief]
+    quoted_fee_usd: str | None = Field(None, description="The fee charged once the plan is approved")
+    tasks: list[TaskBrief] = Field(
+        ..., description="The tasks; awaiting approval, the quoted plan's (status awaiting_approval)"
+    )
 
 
 class TaskOut(Schema):

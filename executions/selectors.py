@@ -10,7 +10,7 @@ from . import projects
 from .invoices import execution_comparison
 from .models import Attempt, Client, Event, Execution, Project, Task
 from .pm_coordinator import PLAN_TASK_FIELDS
-from .states import TaskStatus
+from .states import ExecutionStatus, TaskStatus
 
 
 def execution_for_client(client: Client, execution_id: str) -> Execution | None:
@@ -92,15 +92,30 @@ def tasks_with_attempts(execution: Execution) -> list[tuple[Task, int]]:
 def execution_brief(execution_id: str) -> dict:
     execution = Execution.objects.get(pk=execution_id)
     tasks = tasks_with_attempts(execution)
+    rows = [task_row(t, n) for t, n in tasks]
+    if not rows and execution.status == ExecutionStatus.AWAITING_APPROVAL:
+        # No task exists before the approval: the quoted plan's, which the approval would start.
+        rows = [
+            {
+                "id": t["id"],
+                "pool": t["pool"],
+                "description": t["description"],
+                "status": ExecutionStatus.AWAITING_APPROVAL,
+                "progress": 0,
+                "blocked_by": t.get("blocked_by", []),
+            }
+            for t in execution.plan.get("tasks", [])
+        ]
     return {
         "execution_id": execution.pk,
         "status": execution.status,
         "approval": execution.approval,
-        "parallel_tasks": len(tasks) or len(execution.plan.get("tasks", [])),
+        "parallel_tasks": len(rows),
         "estimated_duration_sec": execution.estimated_duration_sec,
         "estimated_cost_usd": _usd6(execution.estimated_cost_usd),
         "fee_usd": f"{execution.fee_usd:.2f}",
-        "tasks": [task_row(t, n) for t, n in tasks],
+        "quoted_fee_usd": None if execution.quoted_fee_usd is None else f"{execution.quoted_fee_usd:.2f}",
+        "tasks": rows,
     }
 
 

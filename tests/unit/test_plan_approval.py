@@ -10,6 +10,8 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
+from executions import selectors
+from executions.api_schemas import ExecuteOut
 from executions.models import Event, Execution, LedgerEntry, Task
 from executions.planning import execution_plan, serialize_plan
 from executions.reaper import reap
@@ -92,6 +94,14 @@ def test_a_planned_execution_waits_with_its_plan_and_quote_and_no_task_no_fee(ac
     assert body["approval_expires_at"] is not None
     event = Event.objects.get(execution=execution, type="execution.awaiting_approval")
     assert event.payload["fee_usd"] == "2.40" and len(event.payload["tasks"]) == 3
+    # The start request's answer (after ?wait=) shows the quote and the tasks the approval would start.
+    brief = ExecuteOut(**selectors.execution_brief(execution.pk)).dict()
+    assert brief["parallel_tasks"] == 3 and brief["quoted_fee_usd"] == "2.40" and brief["fee_usd"] == "0.00"
+    assert [(t["id"], t["status"], t["blocked_by"]) for t in brief["tasks"]] == [
+        ("api", "awaiting_approval", []),
+        ("schema", "awaiting_approval", []),
+        ("audit", "awaiting_approval", ["api"]),
+    ]
 
 
 def test_approving_charges_the_quoted_fee_and_starts_the_plan(acme, pm_plan, client):
