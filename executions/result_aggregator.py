@@ -148,7 +148,7 @@ def synthesis_facts(
     timeline = (
         f"{duration:.0f}s wall clock in {execution.mode or 'parallel'} mode vs {serial:.0f}s serial estimate"
     )
-    if serial > duration > 0:
+    if serial > duration > 0 and delivered:  # nothing delivered is not faster
         timeline += f" ({100 * (1 - duration / serial):.0f}% faster)"
     remediation = ""
     if follow_ups:
@@ -312,6 +312,9 @@ def _aggregate(execution_id: str, claim: int) -> str | None:
         facts["delivery"] = delivery
     else:
         facts["file_collisions"] = merged_files(tasks)[1]
+    if status == ExecutionStatus.BUDGET_EXCEEDED:
+        # The budget is spent: no further model call, the summary is written without one.
+        return finish(execution, status, response=plain_summary(facts), quality=quality)
     settings_row = EngineSettings.current()
     spec = llm.resolve(settings_row.synthesis_model or settings_row.pm_model)
     completion = None

@@ -48,6 +48,9 @@ def test_a_budget_cut_mid_execution(workers, client_and_key, client):
     assert done.refund_usd == Decimal("1.10")  # 3.20 × 0.9 × 120/315 = 1.097
     assert LedgerEntry.objects.get(execution=done, kind="refund").amount_usd == Decimal("1.10")
     assert "budget" in done.final_response.lower()
+    # The budget is spent: the answer is written without a synthesis call.
+    assert not LedgerEntry.objects.filter(execution=done, key__startswith="usage:synthesis:").exists()
+    assert done.final_response.endswith("**Refund:** $1.10")
 
     invoice = client.get(f"/api/execution/{done.pk}/invoice", HTTP_X_API_KEY=raw).json()
     assert (invoice["totals"]["fee_usd"], invoice["totals"]["refund_usd"], invoice["net_usd"]) == (

@@ -313,6 +313,18 @@ def test_synthesis_facts_report_timeline_remediation_security_and_open_issues(ex
     assert not {"cost", "refund"} & set(facts)
 
 
+def test_an_execution_that_delivered_nothing_is_not_called_faster(execution):
+    Execution.objects.filter(pk=execution.pk).update(
+        serial_estimate_sec=12, finished_at=T0 + timedelta(seconds=0.02), mode="parallel"
+    )
+    execution.refresh_from_db()
+    tasks = [make_task(execution, "task_1", status="cancelled")]
+
+    facts = result_aggregator.synthesis_facts(execution, tasks, [], "budget_exceeded", 0.0)
+
+    assert facts["timeline"] == "0s wall clock in parallel mode vs 12s serial estimate"
+
+
 def test_artifacts_zip_holds_the_merged_tree_for_its_owner_only(execution):
     code = make_task(execution, "task_2", files=[("backend/app.py", "v1"), ("README.md", "hi")], at=1)
     make_task(
