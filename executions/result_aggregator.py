@@ -495,7 +495,10 @@ def finish(
             billing.record_phase_usage(execution, "synthesis", *synthesis)
         execution.refresh_from_db()
         refund = billing.settle(execution, status)
-        execution.final_response = f"{response.rstrip()}\n\n{bill(execution, refund)}".lstrip()
+        execution.final_response = response
+        if status != ExecutionStatus.CANCELLED:
+            # A cancel's calls in flight are billed as they return, after this: its bill is the invoice.
+            execution.final_response = f"{response.rstrip()}\n\n{bill(execution, refund)}".lstrip()
         Execution.objects.filter(pk=execution.pk).update(final_response=execution.final_response)
         events.emit(
             execution.pk,
