@@ -685,13 +685,16 @@ def _call(number: int, name: str, arguments: dict) -> ToolCall:
 
 def _test_path(files: list[dict], owned: list[str] | None = None) -> str:
     """The agent's test of its files, in its own folder: the first the contract gives it, else the
-    top folder of its first file."""
+    top folder of its first file (in `src`, named after that file)."""
     if owned:
         folder = owned[0]
     else:
         first = files[0]["path"].split("/")
         folder = first[0] if len(first) > 1 else ""
     slug = folder or files[0]["path"].rsplit(".", 1)[0]
+    if folder == "src":
+        # `src` holds the modules of many tasks and follow-ups: each keeps a test of its own.
+        slug = files[0]["path"].rsplit("/", 1)[-1].rsplit(".", 1)[0]
     name = f"test_{re.sub(r'[^a-z0-9_]', '_', slug.lower())}_files.py"
     return f"{folder}/tests/{name}" if folder else f"tests/{name}"
 

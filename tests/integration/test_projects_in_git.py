@@ -487,3 +487,25 @@ def test_a_frontend_follow_up_that_names_no_entity_adds_its_component_and_no_end
     written = {p for t in toggle.tasks.filter(status="succeeded") for p in Task.paths_of(t.result)}
     assert "frontend/components/DarkModeToggle.tsx" in written
     assert ": 0 files changed" not in toggle.final_response
+
+
+def test_follow_ups_that_add_modules_keep_each_others_tests(workers, client_and_key):
+    configure(latency=0.05, max_turns=16)  # the agents' loop writes and runs their tests
+    client, _ = client_and_key
+    first = run(client, "Add a slug helper", "tools", session="a")
+    second = run(client, "Add a retry helper", "tools", session="b")
+
+    assert (first.status, second.status) == ("completed", "completed"), second.final_response
+    tests = {
+        path
+        for execution in (first, second)
+        for task in execution.tasks.filter(status="succeeded")
+        for path in Task.paths_of(task.result)
+        if "/tests/" in path
+    }
+    assert tests == {
+        "src/tests/test_add_a_slug_helper_files.py",
+        "src/tests/test_add_a_retry_helper_files.py",
+    }
+    # The second's gate ran the first's test too: the project's tests, all of them.
+    assert second.integration["ok"] and second.integration["passed"] == 2 * first.integration["passed"]
