@@ -9,8 +9,8 @@ was found, what the contract expects). A conflict is resolved by a remediation o
 lineage, given the evidence (an ownership fix also drops the stray files), and re-checked at the
 next aggregation: resolved when none of its mismatches remain, another round while rounds remain,
 else unresolved. A mismatch in a file of the project that the execution left alone is noted, not
-raised: no task of the plan wrote it; unless it misses an entry the plan itself declares (an
-endpoint no route serves, a table the schema lacks), which the plan promised.
+raised: no task of the plan wrote it; unless it misses an entry the plan adds to the project's
+contract (an endpoint no route serves, a table the schema lacks), which the plan promised.
 
 `review` reads and parses (no lock held); `settle` runs in the aggregation's transaction.
 """
@@ -21,7 +21,7 @@ from pools.contracts.check import Mismatch, Report, check_tree, declared_subject
 
 from .conflicts import detect, give_up, resolve, start_lineage_fix
 from .merge import lineage_key, merge_order
-from .models import Conflict, Execution, Task
+from .models import Conflict, Execution, Project, Task
 from .states import CONFLICT_OPEN, ConflictKind, ConflictStatus, TaskStatus
 
 log = logging.getLogger("openclaw.aggregator")
@@ -73,13 +73,14 @@ def review(
     A mismatch in a file of the base that no task of the execution touched was there before it
     started: it counts against the checks and is noted, but raises no conflict (no task of this
     plan wrote it, and a follow-up is not held to what it did not change). A mismatch over an entry
-    of the plan's own amendment (an endpoint it declares that no route serves) is the plan's."""
+    the plan adds to the project's contract (an endpoint it declares that no route serves) is the
+    plan's."""
     if not execution.contract:
         return Report()
     files, owner_of, writes = tree
     report = check_tree(execution.contract, files, owner_of, writes)
     base = base or {}
-    promised = declared_subjects(execution.contract_amendment or {})
+    promised = new_entries(execution)
     inherited = [
         m
         for m in report.mismatches
@@ -93,6 +94,20 @@ def review(
             f"which it did not change (first: {describe(inherited)}): not raised as its conflicts"
         )
     return report
+
+
+def new_entries(execution: Execution) -> set[str]:
+    """The endpoints, tables and columns the execution's plan adds to its project's contract (an
+    entry it merely restates stays the project's; the project's contract moves only on landing)."""
+    amended = declared_subjects(execution.contract_amendment or {})
+    stored = (
+        Project.objects.filter(client_id=execution.client_id, name=execution.project)
+        .values_list("contract", flat=True)
+        .first()
+        if execution.project
+        else None
+    )
+    return amended - declared_subjects(stored or {})
 
 
 def group_mismatches(report: Report) -> dict[tuple[str, str | None], list[Mismatch]]:

@@ -5,7 +5,7 @@ from decimal import Decimal
 import pytest
 
 from executions.interfaces import group_mismatches, lineage_trees, review, settle
-from executions.models import Conflict, Event, Execution, Task
+from executions.models import Conflict, Event, Execution, Project, Task
 from executions.states import ExecutionStatus, TaskStatus
 from pools import sandbox
 from pools.contracts.check import check_tree
@@ -347,6 +347,22 @@ def test_an_endpoint_a_follow_up_declares_and_nobody_serves_is_its_own_not_the_p
     assert ("interface", None) in group_mismatches(report)
     # The backend's own old mismatch (the undeclared column) is still the project's, not the plan's.
     assert [m.check for m in report.mismatches if m.inherited] == ["sql-column"]
+
+
+@pytest.mark.django_db
+def test_an_entry_the_plan_only_restates_from_the_projects_contract_stays_the_projects():
+    # The project's contract already declares GET /api/reviews, which its backend never served; a
+    # plan that copies the stored contract into its own does not take that mismatch on.
+    owner, _ = make_client("acme")
+    reviews = {"method": "GET", "path": "/api/reviews", "request": {}, "response": {}}
+    Project.objects.create(client=owner, name="diner", contract={"endpoints": [reviews], "tables": []})
+    execution = Execution(client=owner, project="diner")
+
+    report = reviews_follow_up(execution)
+
+    [unserved] = [m for m in report.mismatches if m.check == "endpoint-not-served"]
+    assert (unserved.subject, unserved.inherited) == ("GET /api/reviews", True)
+    assert group_mismatches(report) == {}
 
 
 @pytest.mark.django_db
