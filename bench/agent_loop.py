@@ -8,10 +8,12 @@ the cancel and budget checks, building the next request, and any wait for the da
 lock). The first turn's gap is the attempt's set-up (pool, dependencies, workspace), reported
 apart; the last turn is left out: its gap holds the verification of the output, not the loop.
 
-With no model latency, four loops keep both cores of a small machine busy with their tools and
-sandbox runs: a turn's gap then also holds its wait for a core and for write transactions that
-the other loops' neighbours (plans, successes, aggregations) stretch. With a model latency the
-loops wait on the model as real ones do.
+One at a time, each execution starts when the one before has ended: the loop runs alone. Four at a
+time, the 24 executions start together: their plans, successes and aggregations (contract checks,
+the integration gate's sandbox run, landing) run beside the loops. With no model latency, four
+loops keep both cores of a small machine busy with their tools and sandbox runs: a turn's gap then
+also holds its wait for a core and for the write transactions of those neighbours. With a model
+latency the loops wait on the model as real ones do.
 """
 
 import statistics
@@ -55,11 +57,18 @@ def loop_overheads(
         },
     )
     WorkerPool.objects.update(max_turns=TURNS + 2)
-    ids = [
-        execution_create(client=client, message="loop benchmark", session_key="bench").pk
-        for _ in range(executions)
-    ]
-    statuses = harness.wait_terminal(ids, timeout=300)
+    def start() -> str:
+        return execution_create(client=client, message="loop benchmark", session_key="bench").pk
+
+    if at_a_time == 1:
+        # One loop alone: each execution starts once the one before has ended (aggregation included).
+        statuses = {}
+        for _ in range(executions):
+            statuses |= harness.wait_terminal([start()], timeout=120)
+        ids = list(statuses)
+    else:
+        ids = [start() for _ in range(executions)]
+        statuses = harness.wait_terminal(ids, timeout=300)
     by_turn: dict[int, list[float]] = {}
     for attempt in Attempt.objects.filter(task__execution_id__in=ids, status="succeeded"):
         turns = list(AttemptTurn.objects.filter(attempt=attempt).order_by("number"))
