@@ -57,6 +57,7 @@ def loop_overheads(
         },
     )
     WorkerPool.objects.update(max_turns=TURNS + 2)
+
     def start() -> str:
         return execution_create(client=client, message="loop benchmark", session_key="bench").pk
 

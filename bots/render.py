@@ -284,6 +284,9 @@ def summary_key(execution: Execution) -> str | None:
     return f"summary:{execution.finished_at.isoformat()}"
 
 
+DELIVERED_STATUSES = (ExecutionStatus.COMPLETED, ExecutionStatus.PARTIAL)
+
+
 def summary_message(execution: Execution, *, public_url: str) -> Message:
     """The final reply: the synthesis, timeline against serial, cost, refund and the console link."""
     headline = HEADLINES.get(execution.status, execution.status)
@@ -296,7 +299,8 @@ def summary_message(execution: Execution, *, public_url: str) -> Message:
         serial = execution.serial_estimate_sec
         if serial:
             timeline += f" vs ~{seconds(serial)} serial"
-            if duration > 0 and serial > duration:
+            # Only a delivery is faster: a cancel or a budget stop after 0.1 s is not "400× faster".
+            if duration > 0 and serial > duration and execution.status in DELIVERED_STATUSES:
                 timeline += f" ({serial / duration:.1f}× faster)"
         lines.append(timeline)
     lines.append(

@@ -526,6 +526,15 @@ def finished_partial_execution(client: Client) -> tuple[Execution, SlackThread]:
     return Execution.objects.get(pk=execution.pk), thread
 
 
+def test_a_summary_calls_only_a_delivery_faster(slack_settings, acme):
+    execution, _ = finished_partial_execution(acme)
+    assert "(2.5× faster)" in render.summary_message(execution, public_url=PUBLIC_URL).text
+
+    execution.status = "cancelled"
+    summary = render.summary_message(execution, public_url=PUBLIC_URL).text
+    assert "*Timeline:* 16s in parallel mode vs ~40s serial\n" in summary and "faster" not in summary
+
+
 def test_thread_posts_status_milestones_and_summary_in_order(slack_settings, fake_slack, acme):
     execution, thread = finished_partial_execution(acme)
     thread_sync(thread)
