@@ -13,6 +13,7 @@ from datetime import datetime
 from executions import projects
 from executions.integration import summary_line
 from executions.models import Conflict, Execution, Task
+from executions.result_aggregator import has_bill
 from executions.states import ExecutionStatus, TaskStatus
 
 # Slack's limits: 3000 characters per section text, 40000 per message (we stay far below).
@@ -303,10 +304,11 @@ def summary_message(execution: Execution, *, public_url: str) -> Message:
             if duration > 0 and serial > duration and execution.status in DELIVERED_STATUSES:
                 timeline += f" ({serial / duration:.1f}× faster)"
         lines.append(timeline)
-    lines.append(
-        f"*Cost:* ${execution.cost_usd:.2f} model usage · fee ${execution.fee_usd:.2f}"
-        f" · refund ${execution.refund_usd:.2f}"
-    )
+    if not has_bill(execution.final_response):  # else the answer ends with its bill already
+        lines.append(
+            f"*Cost:* ${execution.cost_usd:.2f} model usage · fee ${execution.fee_usd:.2f}"
+            f" · refund ${execution.refund_usd:.2f}"
+        )
     gate = gate_line(execution)
     if gate:
         lines.append(f"*Integration:* {escape(gate)}")

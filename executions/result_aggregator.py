@@ -7,6 +7,7 @@ by policy and its final event."""
 
 import io
 import logging
+import re
 import zipfile
 from decimal import Decimal
 
@@ -465,10 +466,22 @@ def artifacts_zip(execution: Execution) -> bytes:
     return buffer.getvalue()
 
 
+BILL_MARK = "**Cost:**"
+# The bill as `bill` writes it, at the end of an answer.
+BILL_AT_END = re.compile(
+    r"\*\*Cost:\*\* \$[\d.]+ in model usage; project fee \$[\d.]+(\n\*\*Refund:\*\* \$[\d.]+)?\Z"
+)
+
+
+def has_bill(answer: str) -> bool:
+    """Whether a client's answer ends with its bill (a cancelled execution's has none)."""
+    return BILL_AT_END.search(answer or "") is not None
+
+
 def bill(execution: Execution, refund: Decimal) -> str:
     """The money lines of the client's answer, from the ledger as settled: written after the
     answer's own model call is billed, so they agree with the API and the invoice to the cent."""
-    line = f"**Cost:** ${execution.cost_usd:.2f} in model usage; project fee ${execution.fee_usd:.2f}"
+    line = f"{BILL_MARK} ${execution.cost_usd:.2f} in model usage; project fee ${execution.fee_usd:.2f}"
     return line + (f"\n**Refund:** ${refund:.2f}" if refund else "")
 
 

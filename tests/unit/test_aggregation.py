@@ -3,6 +3,7 @@
 import io
 import zipfile
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 from django.test import Client as HttpClient
@@ -378,3 +379,11 @@ def test_cancelling_ends_the_open_remediation_rounds_unresolved(execution):
     assert conflict.status == "unresolved"
     assert conflict.resolution == "follow-up work did not finish: task_2_fix1 cancelled"
     assert Event.objects.filter(execution=execution, type="conflict.unresolved").count() == 1
+
+
+def test_an_answers_bill_is_recognised_where_it_ends_the_answer(execution):
+    for refund in (Decimal("0"), Decimal("1.10")):
+        answer = "## Project complete\n\n" + result_aggregator.bill(execution, refund)
+        assert result_aggregator.has_bill(answer)
+        assert not result_aggregator.has_bill(answer + "\n\nMore words.")
+    assert not result_aggregator.has_bill("Cancelled by client.")

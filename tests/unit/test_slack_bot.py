@@ -535,6 +535,21 @@ def test_a_summary_calls_only_a_delivery_faster(slack_settings, acme):
     assert "*Timeline:* 16s in parallel mode vs ~40s serial\n" in summary and "faster" not in summary
 
 
+def test_a_summary_states_the_bill_once(slack_settings, acme):
+    execution, _ = finished_partial_execution(acme)
+    execution.final_response += "\n\n**Cost:** $0.05 in model usage; project fee $3.20\n**Refund:** $1.65"
+
+    summary = render.summary_message(execution, public_url=PUBLIC_URL).text
+
+    assert summary.count("Cost:") == 1 and "*Cost:* $0.05 in model usage; project fee $3.20" in summary
+    # A model that states a cost of its own does not replace the bill.
+    execution.final_response = "**Cost:** about a dollar, I think."
+    assert (
+        "*Cost:* $0.05 model usage · fee $3.20 · refund $1.65"
+        in render.summary_message(execution, public_url=PUBLIC_URL).text
+    )
+
+
 def test_thread_posts_status_milestones_and_summary_in_order(slack_settings, fake_slack, acme):
     execution, thread = finished_partial_execution(acme)
     thread_sync(thread)
