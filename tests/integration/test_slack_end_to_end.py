@@ -105,7 +105,9 @@ def test_slash_command_is_followed_in_its_thread_to_the_final_summary(
     summary = replies[-1].text
     assert summary.startswith(f":white_check_mark: *Project complete* — `{execution.pk}`")
     assert re.search(r"\*Timeline:\* \d+s in parallel mode vs ~\d+s serial", summary)
-    assert f"fee ${done.fee_usd:.2f} · refund $0.00" in summary
+    # The bill once: the answer's own, from the ledger.
+    assert f"*Cost:* ${done.cost_usd:.2f} in model usage; project fee ${done.fee_usd:.2f}" in summary
+    assert summary.count("Cost:") == 1
     assert f"<{PUBLIC_URL}/console/executions/{execution.pk}/|Open in console>" in summary
 
     # The status message was posted early, edited in place (never faster than the throttle allows)
