@@ -408,8 +408,10 @@ def test_a_running_attempts_transcript_grows_live(page, staff_user):
 
     workers = Workers().start()
     try:
-        # A codegen agent's three turns take 1.5 s each: the transcript is watched between them.
-        configure(latency=4.5, max_turns=16)
+        # A codegen agent's three turns take 3 s each: the transcript is watched between them, the
+        # page opened within the 6 s between the first turn and the last (signed in beforehand).
+        configure(latency=9, max_turns=16)
+        log_in(page)
         client = Client.objects.create(name="acme")
         execution = execution_create(
             client=client, message="Build a contact form backend API", session_key="live"
@@ -421,7 +423,6 @@ def test_a_running_attempts_transcript_grows_live(page, staff_user):
             assert time.monotonic() < deadline, "no agent turn recorded"
             time.sleep(0.05)
         task = Task.objects.filter(execution=execution, pool="codegen").order_by("pk").first()
-        log_in(page)
         page.goto(f"/console/executions/{execution.pk}/")
         page.evaluate("window.__sameDocument = true")
         page.click(f"[data-task={task.key}] > summary")
