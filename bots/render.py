@@ -14,7 +14,7 @@ from executions import projects
 from executions.integration import summary_line
 from executions.models import Conflict, Execution, Task
 from executions.result_aggregator import has_bill
-from executions.states import ExecutionStatus, TaskStatus
+from executions.states import EXECUTION_DELIVERED, ExecutionStatus, TaskStatus
 
 # Slack's limits: 3000 characters per section text, 40000 per message (we stay far below).
 SECTION_LIMIT = 2900
@@ -285,9 +285,6 @@ def summary_key(execution: Execution) -> str | None:
     return f"summary:{execution.finished_at.isoformat()}"
 
 
-DELIVERED_STATUSES = (ExecutionStatus.COMPLETED, ExecutionStatus.PARTIAL)
-
-
 def summary_message(execution: Execution, *, public_url: str) -> Message:
     """The final reply: the synthesis, timeline against serial, cost, refund and the console link."""
     headline = HEADLINES.get(execution.status, execution.status)
@@ -301,7 +298,7 @@ def summary_message(execution: Execution, *, public_url: str) -> Message:
         if serial:
             timeline += f" vs ~{seconds(serial)} serial"
             # Only a delivery is faster: a cancel or a budget stop after 0.1 s is not "400× faster".
-            if duration > 0 and serial > duration and execution.status in DELIVERED_STATUSES:
+            if duration > 0 and serial > duration and execution.status in EXECUTION_DELIVERED:
                 timeline += f" ({serial / duration:.1f}× faster)"
         lines.append(timeline)
     if not has_bill(execution.final_response):  # else the answer ends with its bill already

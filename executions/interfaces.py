@@ -80,12 +80,12 @@ def review(
     files, owner_of, writes = tree
     report = check_tree(execution.contract, files, owner_of, writes)
     base = base or {}
-    promised = new_entries(execution)
     inherited = [
-        m
-        for m in report.mismatches
-        if m.deviating is None and m.file in base and m.file not in owner_of and m.subject not in promised
+        m for m in report.mismatches if m.deviating is None and m.file in base and m.file not in owner_of
     ]
+    if inherited:  # the project's contract is read only when some mismatch may be the project's
+        promised = new_entries(execution)
+        inherited = [m for m in inherited if m.subject not in promised]
     for mismatch in inherited:
         mismatch.inherited = True
     if inherited:

@@ -466,7 +466,6 @@ def artifacts_zip(execution: Execution) -> bytes:
     return buffer.getvalue()
 
 
-BILL_MARK = "**Cost:**"
 # The bill as `bill` writes it, at the end of an answer.
 BILL_AT_END = re.compile(
     r"\*\*Cost:\*\* \$[\d.]+ in model usage; project fee \$[\d.]+(\n\*\*Refund:\*\* \$[\d.]+)?\Z"
@@ -481,7 +480,7 @@ def has_bill(answer: str) -> bool:
 def bill(execution: Execution, refund: Decimal) -> str:
     """The money lines of the client's answer, from the ledger as settled: written after the
     answer's own model call is billed, so they agree with the API and the invoice to the cent."""
-    line = f"{BILL_MARK} ${execution.cost_usd:.2f} in model usage; project fee ${execution.fee_usd:.2f}"
+    line = f"**Cost:** ${execution.cost_usd:.2f} in model usage; project fee ${execution.fee_usd:.2f}"
     return line + (f"\n**Refund:** ${refund:.2f}" if refund else "")
 
 
@@ -508,11 +507,11 @@ def finish(
             billing.record_phase_usage(execution, "synthesis", *synthesis)
         execution.refresh_from_db()
         refund = billing.settle(execution, status)
-        execution.final_response = response
+        # A cancel's calls in flight are billed as they return, after this: its bill is the invoice.
         if status != ExecutionStatus.CANCELLED:
-            # A cancel's calls in flight are billed as they return, after this: its bill is the invoice.
-            execution.final_response = f"{response.rstrip()}\n\n{bill(execution, refund)}".lstrip()
-        Execution.objects.filter(pk=execution.pk).update(final_response=execution.final_response)
+            response = f"{response.rstrip()}\n\n{bill(execution, refund)}".lstrip()
+        Execution.objects.filter(pk=execution.pk).update(final_response=response)
+        execution.final_response = response
         events.emit(
             execution.pk,
             "execution.finished",

@@ -95,6 +95,8 @@ class ConflictKind(models.TextChoices):
 S, T = ExecutionStatus, TaskStatus
 
 EXECUTION_TERMINAL = frozenset({S.COMPLETED, S.PARTIAL, S.FAILED, S.CANCELLED, S.BUDGET_EXCEEDED})
+# The endings that delivered planned work (a partial delivers some).
+EXECUTION_DELIVERED = frozenset({S.COMPLETED, S.PARTIAL})
 EXECUTION_LIVE = frozenset({S.PLANNING, S.AWAITING_APPROVAL, S.EXECUTING, S.AGGREGATING})
 EXECUTION_RETRYABLE = frozenset({S.PARTIAL, S.FAILED})
 
