@@ -109,6 +109,9 @@ class TaskOut(Schema):
     cost_usd: str
     error: str
     verification: dict | None
+    tests: dict | None = Field(
+        None, description="The agent's last test run in its loop: {passed, failed}; null if it ran none"
+    )
     commit: str | None = Field(
         None, description="The commit of the task's output in the project's repository"
     )

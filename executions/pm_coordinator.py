@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from pools import llm
 from pools.contracts.contract import ContractInvalid, amend, project_part, validate_contract
-from pools.contracts.derive import area_of, contract_for
+from pools.contracts.derive import AREAS, area_of, contract_for, entities
 from pools.prompts import PLAN_SYSTEM, plan_prompt, plan_repair_prompt
 from pools.replies import ReplyError, extract_json
 
@@ -214,10 +214,25 @@ def find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
     return None
 
 
-def deterministic_plan(request: str, pools: dict[str, PoolLimits]) -> list[dict]:
-    """The planner that needs no model: work streams by intent (also the offline PM's answer)."""
+def layers_to_grow(
+    request: str, existing_files: list[tuple[str, int]] | None, existing_contract: dict | None
+) -> frozenset[str]:
+    """The project's layers (its top-level `frontend`, `backend` and `database` folders) that a
+    follow-up naming a kind of record the project's contract has no table for must reach: a new
+    record is a table, its endpoints and its page."""
+    known = {table["name"] for table in (existing_contract or {}).get("tables", [])}
+    if not [table for table in entities(request, placeholder=False) if table not in known]:
+        return frozenset()
+    return frozenset(path.split("/", 1)[0] for path, _ in existing_files or []) & set(AREAS)
+
+
+def deterministic_plan(
+    request: str, pools: dict[str, PoolLimits], layers: frozenset[str] = frozenset()
+) -> list[dict]:
+    """The planner that needs no model: work streams by intent (also the offline PM's answer);
+    `layers` as `layers_to_grow`."""
     tasks = []
-    for stream in detect_streams(request):
+    for stream in detect_streams(request, layers):
         # A stream names the role of its work; the pool is whichever pool has that role now.
         pool = pool_for_role(stream.pool, pools) or route_by_intent(stream.description, pools)
         limit = pools[pool].timeout_sec if pool in pools else 300
@@ -302,7 +317,7 @@ def _decompose(
     available = {name: limits.timeout_sec for name, limits in pools.items() if limits.enabled}
     prompt = plan_prompt(request, available, max_tasks, existing_files, existing_contract)
     # The offline PM has no model to plan with: it answers with the deterministic plan.
-    planned = deterministic_plan(request, pools)
+    planned = deterministic_plan(request, pools, layers_to_grow(request, existing_files, existing_contract))
     follow_up = bool(existing_files or existing_contract)
     fallback = [{k: v for k, v in t.items() if k != "timeout_sec"} for t in planned]
     meta = {

@@ -39,6 +39,7 @@ def task_row(task: Task, attempts: int) -> dict:
         "cost_usd": f"{task.cost_usd:.6f}",
         "error": task.error,
         "verification": task.result.get("verification"),
+        "tests": task.result.get("tests"),
         "commit": task.commit or None,
     }
 

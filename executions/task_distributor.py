@@ -121,8 +121,10 @@ def _topic(request: str) -> str:
     return text[:160]
 
 
-def detect_streams(request: str) -> list[Stream]:
-    """The work streams of a request, as the PM would decompose it (used by the offline planner)."""
+def detect_streams(request: str, layers: frozenset[str] = frozenset()) -> list[Stream]:
+    """The work streams of a request, as the PM would decompose it (used by the offline planner).
+    `layers`: the project's layers (`frontend`, `backend`, `database`) the request must reach, as a
+    follow-up that adds a new kind of record reaches every layer the project has."""
     topic = _topic(request)
     full_stack = bool(_FULL_STACK.search(request))
     wants_security = bool(_SECURITY.search(request))
@@ -143,9 +145,9 @@ def detect_streams(request: str) -> list[Stream]:
             Stream("task_3", "security", f"Verify the fixes with a re-audit: {topic}", 60, 3, ("task_2",)),
         ]
 
-    frontend = full_stack or bool(_FRONTEND.search(request))
-    backend = full_stack or bool(_BACKEND.search(request))
-    database = full_stack or bool(_DATABASE.search(request))
+    frontend = full_stack or bool(_FRONTEND.search(request)) or "frontend" in layers
+    backend = full_stack or bool(_BACKEND.search(request)) or "backend" in layers
+    database = full_stack or bool(_DATABASE.search(request)) or "database" in layers
     security = full_stack or wants_security
 
     streams: list[Stream] = []
@@ -220,8 +222,13 @@ def work_weights(request: str, tasks: list[dict], roles: dict[str, str]) -> dict
     """Each planned task's weight (its share of the work, which refunds follow), fixed by the server:
     the estimate of the work stream of this request with the same description, else its pool
     role's standard weight. A model's own numbers never count: a plan could otherwise make the task
-    it lets fail weigh a million times the task that does the work. `roles`: pool name → role."""
-    streams = {stream.description: stream.estimate_sec for stream in detect_streams(request)}
+    it lets fail weigh a million times the task that does the work. `roles`: pool name → role.
+    The streams are those of the request on its own and reaching every layer, as a follow-up's are."""
+    every_layer = frozenset({"frontend", "backend", "database"})
+    streams = {
+        stream.description: stream.estimate_sec
+        for stream in detect_streams(request) + detect_streams(request, every_layer)
+    }
     return {
         t["id"]: streams.get(t["description"]) or ROLE_WEIGHTS.get(roles.get(t["pool"], ""), DEFAULT_WEIGHT)
         for t in tasks

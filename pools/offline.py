@@ -213,9 +213,12 @@ def codegen(meta: dict, flaws: set[str]) -> dict:
     if area == "frontend":
         files = frontend_files(tables, endpoints=contract_endpoints(meta, tables), flaws=flaws)
         summary = f"Next.js frontend with pages for {', '.join(tables)}."
-        if meta.get("follow_up"):
-            # The project's pages are there already: what the request asks for is a component of its own.
-            feature = frontend_feature(description)
+        # A stream's description quotes the client's request after its own words.
+        request = description.split(": ", 1)[-1]
+        if meta.get("follow_up") and not entities(request, placeholder=False):
+            # The project's pages are there already and the request names no record to page: what
+            # it asks for is a component of its own.
+            feature = frontend_feature(request)
             files.append(feature)
             summary = f"Added {feature['path']} ({description[:80]}); pages for {', '.join(tables)} kept."
         return {

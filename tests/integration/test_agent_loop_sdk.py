@@ -154,6 +154,8 @@ def test_the_agent_fixes_its_failing_test_and_every_turn_is_billed_once(keyed_wo
     assert [c["name"] for c in transcript["turns"][2]["tool_calls"]] == ["run"]
     assert '"exit_code": 1' in transcript["turns"][2]["tool_results"][0]["content"]
     assert transcript["tests"] == {"passed": 1, "failed": 0}
+    detail = http.get(f"/api/execution/{done.pk}", HTTP_X_API_KEY=key).json()
+    assert detail["tasks"][0]["tests"] == {"passed": 1, "failed": 0}
     invoice = http.get(f"/api/execution/{done.pk}/invoice", HTTP_X_API_KEY=key).json()
     usage_lines = [line for line in invoice["lines"] if line["kind"] == "usage"]
     assert sum(Decimal(line["amount_usd"]) for line in usage_lines) == done.cost_usd

@@ -456,7 +456,7 @@ def test_a_follow_up_is_checked_and_tested_as_the_project_it_lands_in(workers, c
 
     # A follow-up that writes no backend code: the project's backend is still the one its contract
     # is checked against, and the project's tests run beside its own.
-    page = run(client, "Add a reviews page where guests rate their visit", "diner", session="b")
+    page = run(client, "Add a dark mode toggle to the frontend", "diner", session="b")
     assert page.status == "completed", page.final_response
     written = {p for t in page.tasks.filter(status="succeeded") for p in Task.paths_of(t.result)}
     assert not any(p.startswith("backend/") for p in written)
@@ -487,6 +487,33 @@ def test_a_frontend_follow_up_that_names_no_entity_adds_its_component_and_no_end
     written = {p for t in toggle.tasks.filter(status="succeeded") for p in Task.paths_of(t.result)}
     assert "frontend/components/DarkModeToggle.tsx" in written
     assert ": 0 files changed" not in toggle.final_response
+
+
+def test_a_follow_up_adding_a_kind_of_record_grows_its_table_endpoints_and_page(
+    workers, client_and_key, tmp_path, live_server
+):
+    configure(latency=0.05)
+    client, key = client_and_key
+    first = run(client, RESTAURANT, "trattoria", session="a")
+    assert first.status == "completed", first.final_response
+
+    reviews = run(client, "Add a reviews page where diners rate their meal", "trattoria", session="b")
+
+    assert reviews.status == "completed", reviews.final_response
+    assert sorted(reviews.contract["ownership"].values()) == [["backend"], ["database"], ["frontend"]]
+    assert (
+        reviews.contract_report["passed"]
+        == reviews.contract_report["checks"]
+        > first.contract_report["checks"]
+    )
+    checkout = tmp_path / "trattoria"
+    assert clone(live_server, key, "trattoria", checkout).returncode == 0
+    assert "CREATE TABLE reviews" in (checkout / "database/schema.sql").read_text()
+    backend = (checkout / "backend/app/main.py").read_text()
+    assert '@router.get("/reviews")' in backend and "def list_bookings" in backend  # grown, nothing lost
+    assert "/api/reviews" in (checkout / "frontend/pages/reviews.tsx").read_text()
+    assert (checkout / "frontend/pages/bookings.tsx").exists()
+    assert not (checkout / "frontend/components").exists()  # the page is the feature: no stray component
 
 
 def test_follow_ups_that_add_modules_keep_each_others_tests(workers, client_and_key):

@@ -312,6 +312,49 @@ def test_the_offline_planner_amends_the_stored_contract_too():
     assert ("GET", "/api/reviews") in paths and ("POST", "/api/reviews") in paths
 
 
+RESTAURANT_FILES = [
+    ("frontend/pages/bookings.tsx", 900),
+    ("backend/app/main.py", 2400),
+    ("database/schema.sql", 700),
+    ("README.md", 120),
+]
+
+
+def test_a_follow_up_adding_a_new_kind_of_record_grows_every_layer_the_project_has():
+    result = decompose(
+        "Add a reviews page where diners rate their meal",
+        OFFLINE,
+        POOLS,
+        max_tasks=50,
+        timeout=10,
+        existing_files=RESTAURANT_FILES,
+        existing_contract=STORED,
+    )
+    areas = {t["id"]: area_of(t["description"], POOLS[t["pool"]].role) for t in result.tasks}
+    assert sorted(areas.values()) == ["backend", "database", "frontend"]
+    assert {folder for [folder] in result.contract["ownership"].values()} == {
+        "frontend",
+        "backend",
+        "database",
+    }
+    paths = [(e["method"], e["path"]) for e in result.contract["endpoints"]]
+    assert ("GET", "/api/reviews") in paths and ("POST", "/api/reviews") in paths
+    reviews = next(t for t in result.contract["tables"] if t["name"] == "reviews")
+    assert reviews["columns"]["rating"] == "INTEGER NOT NULL"
+
+
+def test_a_follow_up_on_what_the_project_has_or_on_a_project_without_layers_stays_one_task():
+    for request, files in (
+        ("Add a reviews page", [("src/app.py", 100)]),  # no layer folders
+        ("Fix the menu page's prices", RESTAURANT_FILES),  # menu_items is in the stored contract
+        ("Add a dark mode toggle to the frontend", RESTAURANT_FILES),  # no kind of record
+    ):
+        result = decompose(
+            request, OFFLINE, POOLS, max_tasks=50, timeout=10, existing_files=files, existing_contract=STORED
+        )
+        assert len(result.tasks) == 1, (request, result.tasks)
+
+
 def test_a_tasks_area_is_the_first_part_its_description_names():
     quoted = ": REST API + frontend + security audit"
     assert area_of("Build FastAPI backend with API endpoints" + quoted, "codegen") == "backend"
