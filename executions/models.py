@@ -514,10 +514,11 @@ class RefundPolicy(SingleActive):
     on_partial = models.CharField(max_length=12, choices=TREATMENTS, default=UNDELIVERED)
     on_budget_exceeded = models.CharField(max_length=12, choices=TREATMENTS, default=UNDELIVERED)
     on_failed = models.CharField(max_length=12, choices=TREATMENTS, default=FULL)
+    # A client who cancels pays for what it got: the fee back before any work, the undelivered share after.
     on_cancelled_before_start = models.CharField(
-        max_length=12, choices=TREATMENTS, default=NONE, help_text="Cancelled before any task started"
+        max_length=12, choices=TREATMENTS, default=FULL, help_text="Cancelled before any task started"
     )
-    on_cancelled_after_start = models.CharField(max_length=12, choices=TREATMENTS, default=NONE)
+    on_cancelled_after_start = models.CharField(max_length=12, choices=TREATMENTS, default=UNDELIVERED)
 
     class Meta(SingleActive.Meta):
         verbose_name_plural = "refund policies"

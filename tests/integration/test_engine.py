@@ -7,6 +7,7 @@ from decimal import Decimal
 import pytest
 from dramatiq import get_broker
 
+from executions import billing
 from executions.models import Attempt, Execution, LedgerEntry, Task
 from executions.services import execution_cancel, execution_create
 from tests.conftest import configure, wait_for_running_attempt, wait_for_status
@@ -210,4 +211,9 @@ def test_cancel_stops_the_execution_and_discards_the_running_result(workers, cli
     statuses = set(Task.objects.filter(execution=execution).values_list("status", flat=True))
     assert statuses == {"cancelled"}
     assert not Attempt.objects.filter(task__execution=execution, status__in=["running", "succeeded"]).exists()
-    assert Execution.objects.get(pk=execution.pk).status == "cancelled"
+    done = Execution.objects.get(pk=execution.pk)
+    assert done.status == "cancelled"
+    # Nothing was delivered: the default policy refunds 90 % of the fee, once, on the ledger.
+    refunds = LedgerEntry.objects.filter(execution=execution, kind="refund")
+    assert done.refund_usd == billing.money(done.fee_usd * Decimal("0.9")) > 0
+    assert [r.amount_usd for r in refunds] == [done.refund_usd]

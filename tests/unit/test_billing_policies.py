@@ -59,11 +59,12 @@ def test_failed_is_a_full_refund_and_completed_none():
 
 
 def test_cancelled_before_and_after_work_started_as_configured():
-    policy = RefundPolicy(on_cancelled_before_start="full", on_cancelled_after_start="undelivered")
+    # The default: a cancel refunds the whole fee before any work, the undelivered share after.
     not_started = seed_tasks(lost=("frontend", "backend", "database", "security"), started=False)
-    assert refund(policy, "cancelled", not_started) == Decimal("3.20")
-    assert refund(policy, "cancelled", seed_tasks()) == Decimal("1.92")
-    assert refund(RefundPolicy(), "cancelled", not_started) == Decimal("0.00")  # the default: none
+    assert refund(RefundPolicy(), "cancelled", not_started) == Decimal("3.20")
+    assert refund(RefundPolicy(), "cancelled", seed_tasks()) == Decimal("1.92")
+    strict = RefundPolicy(on_cancelled_before_start="none", on_cancelled_after_start="none")
+    assert refund(strict, "cancelled", not_started) == refund(strict, "cancelled", seed_tasks()) == 0
 
 
 def test_budget_exceeded_like_partial_unless_configured():
@@ -94,6 +95,11 @@ def test_the_shipped_default_policies_reproduce_the_seed():
     assert billing.fee_for_plan(task_count=4, estimated_cost=Decimal("0")) == Decimal("3.20")
     assert billing.money(Decimal("3.20") * refund_policy.refund_share("partial", seed_tasks())) == Decimal(
         "1.92"
+    )
+    # The shipped policy (migrations, then config.json) refunds a cancel.
+    assert (refund_policy.on_cancelled_before_start, refund_policy.on_cancelled_after_start) == (
+        "full",
+        "undelivered",
     )
 
 
