@@ -2,10 +2,12 @@
 
 Prepares the database and config, starts the embedded Redis when REDIS_URL is unset, then runs
 daphne (`--web-processes` of them on one listening socket), the Dramatiq workers (every pool plus
-the control queue) and the reaper; restarts a child that dies, and stops them all on Ctrl-C or
-SIGTERM.
+the control queue) and the reaper; restarts a child that dies (the embedded Redis too), and stops
+them all on Ctrl-C or SIGTERM. One run at a time per var/: a second one waits for the first to
+finish stopping, since the Redis, database and repositories there would be the first one's.
 """
 
+import fcntl
 import os
 import secrets
 import signal
@@ -17,7 +19,7 @@ from pathlib import Path
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from executions.api_keys import client_for_key
 from executions.models import ApiKey, Client
@@ -26,6 +28,7 @@ from openclaw_site.child_processes import die_with_parent
 from pools import sandbox
 
 DEMO_CLIENT = "local-demo"
+RUN_LOCK_WAIT_SEC = 60  # how long a second run waits for the first one to stop
 
 
 class Command(BaseCommand):
@@ -40,14 +43,14 @@ class Command(BaseCommand):
 
     def handle(self, *args, port, host, threads, processes, web_processes, **options):
         var = settings.VAR_DIR
+        self.run_lock = self.hold_run_lock(var / "serve.lock")
         children: dict[str, subprocess.Popen] = {}
         env = dict(os.environ)
-        redis_process = None
+        redis = None
         if "REDIS_URL" not in os.environ:
-            socket_path = Path(settings.EMBEDDED_REDIS_SOCKET)
-            if not embedded_redis.is_alive(socket_path):
-                redis_process = embedded_redis.start(socket_path, data_dir=var / "redis")
-            self.stdout.write(f"Embedded Redis on {socket_path}")
+            redis = EmbeddedRedis(Path(settings.EMBEDDED_REDIS_SOCKET), var / "redis")
+            redis.start()
+            self.stdout.write(f"Embedded Redis on {redis.socket_path}")
         call_command("migrate", interactive=False, verbosity=0)
         call_command("load_config")
         key = self.demo_key(var / "demo_api_key")
@@ -90,6 +93,8 @@ class Command(BaseCommand):
                 children[name] = self.start(name, cmd, env, listener)
             while not stopping:
                 time.sleep(0.5)
+                if redis:
+                    self.watch_redis(redis)
                 for name, child in list(children.items()):
                     if child.poll() is not None and not stopping:
                         # Restart, but not in a tight loop if it dies at once.
@@ -110,10 +115,50 @@ class Command(BaseCommand):
                 except subprocess.TimeoutExpired:
                     child.kill()
             listener.close()
-            if redis_process:
-                redis_process.terminate()
-                redis_process.wait(timeout=10)
+            if redis:
+                redis.stop()
             self.stdout.write("Stopped.")
+
+    def watch_redis(self, redis: "EmbeddedRedis") -> None:
+        try:
+            if redis.restart_if_stopped():
+                self.stderr.write(f"the embedded Redis had stopped; started again on {redis.socket_path}")
+        except RuntimeError as exc:  # tried again on the next round
+            self.stderr.write(f"the embedded Redis had stopped and does not start: {exc}")
+
+    def hold_run_lock(self, path: Path):
+        """An exclusive lock on var/ for this run's life (the kernel drops it when the process ends,
+        however it ends). Held by another run, this one waits up to RUN_LOCK_WAIT_SEC for it."""
+        handle = path.open("a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "?"
+            self.stderr.write(
+                f"Another `make run` (pid {holder}) is using {path.parent}; waiting up to"
+                f" {RUN_LOCK_WAIT_SEC} s for it to stop…"
+            )
+
+            def give_up(*_):
+                raise TimeoutError
+
+            previous = signal.signal(signal.SIGALRM, give_up)
+            signal.alarm(RUN_LOCK_WAIT_SEC)
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            except TimeoutError:
+                raise CommandError(
+                    f"another `make run` (pid {holder}) still uses {path.parent}: stop it first"
+                ) from None
+            finally:
+                signal.alarm(0)
+                signal.signal(signal.SIGALRM, previous)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        return handle
 
     @staticmethod
     def start(name: str, cmd: list[str], env: dict, listener) -> subprocess.Popen:
@@ -165,3 +210,39 @@ class Command(BaseCommand):
         path.write_text(password + "\n")
         path.chmod(0o600)
         return password
+
+
+class EmbeddedRedis:
+    """The embedded Redis of a run: started when none answers on its socket, started again when it
+    stops (the workers and web processes reconnect), stopped with the run if this run started it."""
+
+    CHECK_EVERY_SEC = 2.0  # how often one this run did not start is pinged
+
+    def __init__(self, socket_path: Path, data_dir: Path):
+        self.socket_path, self.data_dir = socket_path, data_dir
+        self.process: subprocess.Popen | None = None
+        self.checked = 0.0
+
+    def start(self) -> None:
+        if not embedded_redis.is_alive(self.socket_path):
+            self.process = embedded_redis.start(self.socket_path, data_dir=self.data_dir)
+
+    def restart_if_stopped(self) -> bool:
+        """Start Redis again if it stopped; whether it had to. Ours is watched by its process, one
+        found running at the start by a ping every CHECK_EVERY_SEC."""
+        if self.process is not None:
+            if self.process.poll() is None:
+                return False
+        else:
+            if time.monotonic() - self.checked < self.CHECK_EVERY_SEC:
+                return False
+            self.checked = time.monotonic()
+            if embedded_redis.is_alive(self.socket_path):
+                return False
+        self.process = embedded_redis.start(self.socket_path, data_dir=self.data_dir)
+        return True
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
