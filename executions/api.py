@@ -4,11 +4,12 @@ import logging
 import time
 from decimal import Decimal
 
+import redis
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import BadRequest, PermissionDenied, SuspiciousOperation
-from django.db import connection
+from django.db import InterfaceError, OperationalError, connection
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.utils.deprecation import MiddlewareMixin
 from ninja import Field, NinjaAPI, Query, Schema, Status
@@ -349,6 +350,9 @@ def pool_list(request: HttpRequest):
     return selectors.pool_overview()
 
 
+UNAVAILABLE = (redis.ConnectionError, redis.TimeoutError, OperationalError, InterfaceError)
+
+
 @api.exception_handler(Exception)
 def api_unexpected_error(request: HttpRequest, exc: Exception) -> HttpResponse:
     """An API client gets JSON and nothing of the server's internals, whatever DEBUG says (ninja's
@@ -357,6 +361,16 @@ def api_unexpected_error(request: HttpRequest, exc: Exception) -> HttpResponse:
         return api.create_response(request, {"detail": "forbidden"}, status=403)
     if isinstance(exc, (BadRequest, SuspiciousOperation)):
         return api.create_response(request, {"detail": "bad request"}, status=400)
+    if isinstance(exc, UNAVAILABLE):
+        # Redis restarting, the database away or locked: nothing was done, and a retry may pass.
+        logger.error("API %s %s: a backing service is unavailable: %s", request.method, request.path, exc)
+        response = api.create_response(
+            request,
+            {"detail": "temporarily unavailable: the database or Redis cannot be reached; retry shortly"},
+            status=503,
+        )
+        response["Retry-After"] = "5"
+        return response
     logger.exception("API error on %s %s", request.method, request.path)
     return api.create_response(request, {"detail": "internal server error"}, status=500)
 

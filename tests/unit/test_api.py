@@ -171,3 +171,15 @@ def test_pools_endpoint_shows_load_and_provider(client, acme):
     pools = {p["name"]: p for p in client.get("/api/pools", HTTP_X_API_KEY=acme[1]).json()}
     assert pools["codegen"]["running"] == 1 and pools["codegen"]["queued"] == 1
     assert pools["codegen"]["provider"] == "offline"
+
+
+def test_with_redis_unreachable_the_api_answers_503_to_retry(client, acme, settings, tmp_path):
+    settings.CACHES = {  # a real Redis client, to a socket nothing listens on
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": f"unix://{tmp_path}/nothing.sock",
+        }
+    }
+    response = client.get("/api/executions", HTTP_X_API_KEY=acme[1])
+    assert response.status_code == 503 and response["Retry-After"] == "5"
+    assert "retry" in response.json()["detail"]
