@@ -13,7 +13,7 @@ from datetime import datetime
 from executions import projects
 from executions.integration import summary_line
 from executions.models import Conflict, Execution, Task
-from executions.result_aggregator import has_bill
+from executions.result_aggregator import has_bill, has_record
 from executions.states import EXECUTION_DELIVERED, ExecutionStatus, TaskStatus
 
 # Slack's limits: 3000 characters per section text, 40000 per message (we stay far below).
@@ -291,8 +291,11 @@ def summary_message(execution: Execution, *, public_url: str) -> Message:
     lines = [f"{EXECUTION_EMOJI.get(execution.status, '')} *{headline}* — `{execution.pk}`"]
     if execution.final_response:
         lines.append(clip(markdown_to_mrkdwn(execution.final_response), SUMMARY_LIMIT))
+    # An aggregated execution's answer ends with the server's record (timeline, repository, gate)
+    # and its bill: the summary repeats none of it.
+    recorded = has_record(execution.final_response)
     duration = execution.duration_sec
-    if duration is not None:
+    if duration is not None and not recorded:
         timeline = f"*Timeline:* {seconds(duration)} in {execution.mode or 'parallel'} mode"
         serial = execution.serial_estimate_sec
         if serial:
@@ -307,9 +310,9 @@ def summary_message(execution: Execution, *, public_url: str) -> Message:
             f" · refund ${execution.refund_usd:.2f}"
         )
     gate = gate_line(execution)
-    if gate:
+    if gate and not recorded:
         lines.append(f"*Integration:* {escape(gate)}")
-    project = project_line(execution, public_url)
+    project = project_line(execution, public_url) if not recorded else ""
     if project:
         lines.append(project)
     lines.append(f"<{console_url(public_url, execution.pk)}|Open in console>")

@@ -144,13 +144,6 @@ def synthesis_facts(
         for t in planned
         if t.status != TaskStatus.SUCCEEDED
     ]
-    duration = execution.duration_sec or 0
-    serial = execution.serial_estimate_sec or 0
-    timeline = (
-        f"{duration:.0f}s wall clock in {execution.mode or 'parallel'} mode vs {serial:.0f}s serial estimate"
-    )
-    if serial > duration > 0 and delivered:  # nothing delivered is not faster
-        timeline += f" ({100 * (1 - duration / serial):.0f}% faster)"
     remediation = ""
     if follow_ups:
         agent_sec = sum(
@@ -183,7 +176,7 @@ def synthesis_facts(
         "status": status,
         "delivered": delivered,
         "not_delivered": missing,
-        "timeline": timeline,
+        "timeline": timeline(execution, delivered=bool(delivered)),
         "remediation": remediation,
         "security": [
             f"{c.description} → {c.resolution}"
@@ -208,6 +201,45 @@ def synthesis_facts(
     }
 
 
+def timeline(execution: Execution, *, delivered: bool) -> str:
+    duration = execution.duration_sec or 0
+    serial = execution.serial_estimate_sec or 0
+    line = (
+        f"{duration:.0f}s wall clock in {execution.mode or 'parallel'} mode vs {serial:.0f}s serial estimate"
+    )
+    if serial > duration > 0 and delivered:  # nothing delivered is not faster
+        line += f" ({100 * (1 - duration / serial):.0f}% faster)"
+    return line
+
+
+# The facts the server states itself, after the answer (`record_lines`): figures no model restates.
+RECORD_FACTS = ("timeline", "remediation", "delivery", "quality_score", "integration", "contract")
+
+
+def told(facts: dict) -> dict:
+    """The facts the answer is written from: what was built and what is left, not the record."""
+    return {k: v for k, v in facts.items() if k not in RECORD_FACTS}
+
+
+def record_lines(facts: dict) -> str:
+    """The record at the end of a client's answer, before its bill."""
+    lines = []
+    if facts.get("timeline"):
+        lines.append(f"**Timeline:** {facts['timeline']}")
+    if facts.get("remediation"):
+        lines.append(f"**Remediation:** {facts['remediation']}")
+    if facts.get("delivery"):
+        lines.append(f"**Repository:** {facts['delivery']}")
+    if facts.get("quality_score") is not None:
+        lines.append(f"**Quality score:** {facts['quality_score']:.2f}")
+    if facts.get("integration"):
+        lines.append(f"**Integration:** {facts['integration']}")
+    if facts.get("contract"):
+        lines.append(f"**Contract:** {facts['contract']}")
+    lines.append(f"**Status:** {facts.get('status', 'done')}")
+    return "\n".join(lines)
+
+
 def contract_summary(report: dict) -> str:
     if not report or not report.get("checks"):
         return ""
@@ -221,27 +253,13 @@ def plain_summary(facts: dict) -> str:
         lines.append(f"- ✅ {item}")
     for item in facts.get("not_delivered", []):
         lines.append(f"- ❌ {item}")
-    lines.append("")
-    if facts.get("timeline"):
-        lines.append(f"**Timeline:** {facts['timeline']}")
-    if facts.get("remediation"):
-        lines.append(f"**Remediation:** {facts['remediation']}")
-    if facts.get("delivery"):
-        lines.append(f"**Repository:** {facts['delivery']}")
-    if facts.get("quality_score") is not None:
-        lines.append(f"**Quality score:** {facts['quality_score']:.2f}")
-    if facts.get("integration"):
-        lines.append(f"**Integration:** {facts['integration']}")
-    if facts.get("contract"):
-        lines.append(f"**Contract:** {facts['contract']}")
     if facts.get("agreement"):
         lines += ["", "**Interfaces agreed:**"] + [f"- {s}" for s in facts["agreement"]]
     if facts.get("security"):
         lines += ["", "**Security measures:**"] + [f"- {s}" for s in facts["security"]]
     if facts.get("unresolved"):
         lines += ["", "**Needs manual review:**"] + [f"- {s}" for s in facts["unresolved"]]
-    lines += ["", f"**Status:** {facts.get('status', 'done')}"]
-    return "\n".join(lines)
+    return "\n".join(lines).strip()
 
 
 def aggregate(execution_id: str) -> str | None:
@@ -281,7 +299,9 @@ def fail_aggregation(execution_id: str, reason: str) -> str | None:
     facts = {"headline": "Delivery failed", "status": ExecutionStatus.FAILED, "unresolved": [reason]}
     with transaction.atomic():
         Execution.objects.filter(pk=execution_id, status=ExecutionStatus.AGGREGATING).update(error=reason)
-        return finish(execution, ExecutionStatus.FAILED, response=plain_summary(facts), quality=None)
+        return finish(
+            execution, ExecutionStatus.FAILED, response=plain_summary(facts), quality=None, record=facts
+        )
 
 
 def _aggregate(execution_id: str, claim: int) -> str | None:
@@ -315,7 +335,7 @@ def _aggregate(execution_id: str, claim: int) -> str | None:
         facts["file_collisions"] = merged_files(tasks)[1]
     if status == ExecutionStatus.BUDGET_EXCEEDED:
         # The budget is spent: no further model call, the summary is written without one.
-        return finish(execution, status, response=plain_summary(facts), quality=quality)
+        return finish(execution, status, response=plain_summary(told(facts)), quality=quality, record=facts)
     settings_row = EngineSettings.current()
     spec = llm.resolve(settings_row.synthesis_model or settings_row.pm_model)
     completion = None
@@ -325,20 +345,20 @@ def _aggregate(execution_id: str, claim: int) -> str | None:
             llm.LLMRequest(
                 purpose="synthesis",
                 system=SYNTHESIS_SYSTEM,
-                prompt=synthesis_prompt(request=execution.message, facts=facts),
+                prompt=synthesis_prompt(request=execution.message, facts=told(facts)),
                 timeout=SYNTHESIS_TIMEOUT_SEC,
-                meta={"facts": facts, "plain_summary": plain_summary(facts)},
+                meta={"facts": told(facts), "plain_summary": plain_summary(told(facts))},
                 expected_output_tokens=600,
             ),
         )
         response = completion.text
     except llm.LLMError as exc:
         log.warning("synthesis failed for %s: %s; using the plain summary", execution_id, exc)
-        response = plain_summary(facts)
+        response = plain_summary(told(facts))
     synthesis = (
         (billing.phase_call_index(claim, execution.retries, 0), spec, completion) if completion else None
     )
-    outcome = finish(execution, status, response=response, quality=quality, synthesis=synthesis)
+    outcome = finish(execution, status, response=response, quality=quality, synthesis=synthesis, record=facts)
     if outcome is None and synthesis:  # cancelled meanwhile: the call was made all the same
         billing.record_phase_usage(execution, "synthesis", *synthesis)
     return outcome
@@ -472,9 +492,18 @@ BILL_AT_END = re.compile(
 )
 
 
+# The record as `record_lines` ends it, then the bill if any, at the end of an answer.
+RECORD_AT_END = re.compile(r"^\*\*Status:\*\* [a-z_]+(\n\n" + BILL_AT_END.pattern + r"|\Z)", re.MULTILINE)
+
+
 def has_bill(answer: str) -> bool:
     """Whether a client's answer ends with its bill (a cancelled execution's has none)."""
     return BILL_AT_END.search(answer or "") is not None
+
+
+def has_record(answer: str) -> bool:
+    """Whether a client's answer ends with the server's record (an aggregated execution's does)."""
+    return RECORD_AT_END.search(answer or "") is not None
 
 
 def bill(execution: Execution, refund: Decimal) -> str:
@@ -491,8 +520,12 @@ def finish(
     response: str,
     quality: float | None,
     synthesis=None,
+    record: dict | None = None,
     expected=ExecutionStatus.AGGREGATING,
 ) -> str | None:
+    """Settle the execution in `status` with the client's answer: `response`, then the `record`
+    (the facts the server states itself, the timeline as settled) and the bill, both from the
+    database in the transaction that settles it."""
     with transaction.atomic():
         if not move_execution(
             execution.pk,
@@ -507,6 +540,10 @@ def finish(
             billing.record_phase_usage(execution, "synthesis", *synthesis)
         execution.refresh_from_db()
         refund = billing.settle(execution, status)
+        if record is not None:
+            if "timeline" in record:
+                record = {**record, "timeline": timeline(execution, delivered=bool(record.get("delivered")))}
+            response = f"{response.rstrip()}\n\n{record_lines(record)}"
         # A cancel's calls in flight are billed as they return, after this: its bill is the invoice.
         if status != ExecutionStatus.CANCELLED:
             response = f"{response.rstrip()}\n\n{bill(execution, refund)}".lstrip()

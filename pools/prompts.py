@@ -74,9 +74,11 @@ LOOP_CONTRACT = (
 )
 
 SYNTHESIS_SYSTEM = (
-    "You are the PM writing the final client-facing answer in markdown: what was built, timeline, "
-    "security measures and unresolved issues. Be factual; use only the facts given. State no amounts: "
-    "the bill (cost, fee, refund) is appended from the ledger after your answer. " + DATA_RULE
+    "You are the PM writing the final client-facing answer in markdown: what was built, the security "
+    "measures and the unresolved issues. Be factual; use only the facts given. State no figures of time, "
+    "money, quality or checks: the record (timeline, repository, quality score, integration gate, "
+    "contract checks, status) and the bill are appended after your answer from the server's records. "
+    + DATA_RULE
 )
 
 

@@ -259,11 +259,15 @@ def test_plan_agents_and_synthesis_through_the_real_sdks(keyed_workers, llm_serv
 
     synthesis = requests[-1]
     assert synthesis.path == "/v1/messages" and synthesis.body["system"].startswith("You are the PM writing")
-    assert '"quality_score": 1.0' in user_prompt(synthesis) and fence(INJECTION) in user_prompt(synthesis)
-    # The bill follows the answer, from the ledger once the synthesis call itself is billed.
+    assert '"delivered"' in user_prompt(synthesis) and fence(INJECTION) in user_prompt(synthesis)
+    assert '"quality_score"' not in user_prompt(synthesis)  # a figure of the record, stated by the server
+    # The record and the bill follow the answer, the bill from the ledger once the synthesis call
+    # itself is billed.
     synthesis_usage = LedgerEntry.objects.get(execution=done, key__startswith="usage:synthesis:")
     assert synthesis_usage.amount_usd > 0 and done.cost_usd > 0
-    assert done.final_response == (
-        f"{SYNTHESIS}\n\n**Cost:** ${done.cost_usd:.2f} in model usage; project fee ${done.fee_usd:.2f}"
-    )
+    answer, record, bill = done.final_response.rsplit("\n\n", 2)
+    assert answer == SYNTHESIS
+    assert record.startswith("**Timeline:** ") and "**Quality score:** 1.00" in record.splitlines()
+    assert record.endswith("**Status:** completed")
+    assert bill == f"**Cost:** ${done.cost_usd:.2f} in model usage; project fee ${done.fee_usd:.2f}"
     assert done.quality_score == 1.0

@@ -104,7 +104,9 @@ def test_slash_command_is_followed_in_its_thread_to_the_final_summary(
     assert status.thread_ts is None and all(r.thread_ts == status.ts for r in replies)
     summary = replies[-1].text
     assert summary.startswith(f":white_check_mark: *Project complete* — `{execution.pk}`")
-    assert re.search(r"\*Timeline:\* \d+s in parallel mode vs ~\d+s serial", summary)
+    # The answer's record, once: the timeline as settled, the project's clone.
+    assert re.search(r"\*Timeline:\* \d+s wall clock in parallel mode vs \d+s serial estimate", summary)
+    assert summary.count("Timeline:") == summary.count("git clone") == 1
     # The bill once: the answer's own, from the ledger.
     assert f"*Cost:* ${done.cost_usd:.2f} in model usage; project fee ${done.fee_usd:.2f}" in summary
     assert summary.count("Cost:") == 1

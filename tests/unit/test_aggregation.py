@@ -1,6 +1,7 @@
 """Merging, file collisions, dependency overlays, quality and the artifacts zip (database, no workers)."""
 
 import io
+import re
 import zipfile
 from datetime import timedelta
 from decimal import Decimal
@@ -387,3 +388,42 @@ def test_an_answers_bill_is_recognised_where_it_ends_the_answer(execution):
         assert result_aggregator.has_bill(answer)
         assert not result_aggregator.has_bill(answer + "\n\nMore words.")
     assert not result_aggregator.has_bill("Cancelled by client.")
+
+
+def test_the_answer_ends_with_the_servers_record_as_settled_then_the_bill(execution):
+    Execution.objects.filter(pk=execution.pk).update(
+        status="aggregating",
+        serial_estimate_sec=300,
+        mode="parallel",
+        started_at=timezone.now() - timedelta(seconds=100),
+    )
+    execution.refresh_from_db()
+    tasks = [make_task(execution, "task_1")]
+    facts = result_aggregator.synthesis_facts(execution, tasks, [], "completed", 1.0)
+    facts["delivery"] = "`git clone http://oc.example/git/site.git`: 1 file changed"
+    # The model is told what was built, not the figures the server states itself.
+    assert not set(result_aggregator.RECORD_FACTS) & set(result_aggregator.told(facts))
+
+    assert result_aggregator.finish(
+        execution, "completed", response="We built it.", quality=1.0, record=facts
+    )
+
+    answer = Execution.objects.get(pk=execution.pk).final_response
+    prose, record, bill = answer.split("\n\n")
+    assert prose == "We built it."
+    timeline, *rest = record.splitlines()
+    # The timeline as settled, the answer's own call included (100 s and the test's own moments).
+    assert re.fullmatch(
+        r"\*\*Timeline:\*\* 10\ds wall clock in parallel mode vs 300s serial estimate \(6\d% faster\)",
+        timeline,
+    )
+    assert rest == [
+        "**Repository:** `git clone http://oc.example/git/site.git`: 1 file changed",
+        "**Quality score:** 1.00",
+        "**Status:** completed",
+    ]
+    assert bill == "**Cost:** $0.00 in model usage; project fee $0.00"
+    assert result_aggregator.has_record(answer) and result_aggregator.has_bill(answer)
+    # A record line a model writes in its prose is no record: the server's ends the answer.
+    assert not result_aggregator.has_record("**Status:** completed\n\nAnd more words.")
+    assert result_aggregator.has_record("Prose.\n\n**Status:** cancelled")

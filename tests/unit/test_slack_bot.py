@@ -550,6 +550,21 @@ def test_a_summary_states_the_bill_once(slack_settings, acme):
     )
 
 
+def test_a_summary_repeats_nothing_of_the_answers_record(slack_settings, acme):
+    execution, _ = finished_partial_execution(acme)
+    execution.final_response += (
+        "\n\n**Timeline:** 16s wall clock in parallel mode vs 40s serial estimate (60% faster)"
+        "\n**Integration:** Integration gate passed\n**Status:** partial"
+        "\n\n**Cost:** $0.05 in model usage; project fee $3.20\n**Refund:** $1.65"
+    )
+
+    summary = render.summary_message(execution, public_url=PUBLIC_URL).text
+
+    for line in ("Timeline:", "Integration:", "Cost:", "Status:"):
+        assert summary.count(line) == 1, line
+    assert "*Timeline:* 16s wall clock in parallel mode" in summary and "Open in console" in summary
+
+
 def test_thread_posts_status_milestones_and_summary_in_order(slack_settings, fake_slack, acme):
     execution, thread = finished_partial_execution(acme)
     thread_sync(thread)
