@@ -23,6 +23,7 @@ it. A call's simulated latency is spread over the turns, so a task takes as long
 import ast
 import json
 import re
+import shlex
 import textwrap
 import time
 
@@ -702,6 +703,15 @@ def _test_path(files: list[dict], owned: list[str] | None = None) -> str:
     return f"{folder}/tests/{name}" if folder else f"tests/{name}"
 
 
+def _test_command(test_path: str) -> str:
+    """The agent runs the whole suite of the folder its test is in, as the integration gate will: the
+    tests it wrote and those already there. A test at the top runs alone."""
+    folder = test_path.rsplit("/tests/", 1)[0] if "/tests/" in test_path else ""
+    if not folder:
+        return f"python3 -m pytest -q {shlex.quote(test_path)}"
+    return f"cd {shlex.quote(folder)} && python3 -m pytest -q"
+
+
 def _test_source(paths: list[str], flawed: bool, test_path: str = "tests/test_files.py") -> str:
     expected = [*paths, "README.md"] if flawed else paths  # the flaw: a file nobody wrote
     depth = test_path.count("/")  # folders between the test and the project root
@@ -769,8 +779,7 @@ def next_step(spec: ModelSpec, request: LLMRequest, answer_text: str) -> tuple[s
     own_test = _test_path(files, owned) if files else None
     wrote_tests = any(c.name == "write_file" and c.arguments["path"] == own_test for c in called)
     if wrote_tests and (not runs or (last is not None and last.name == "write_file")):
-        test = own_test
-        return "Running the tests.", (_call(number, "run", {"command": f"python3 -m pytest -q {test}"}),)
+        return "Running the tests.", (_call(number, "run", {"command": _test_command(own_test)}),)
     if last is not None and last.name == "run" and len(runs) == 1 and not last.is_error:
         outcome = json.loads(last.content)
         if outcome["exit_code"] != 0:

@@ -536,3 +536,7 @@ def test_follow_ups_that_add_modules_keep_each_others_tests(workers, client_and_
     }
     # The second's gate ran the first's test too: the project's tests, all of them.
     assert second.integration["ok"] and second.integration["passed"] == 2 * first.integration["passed"]
+    # So did the second's agent in its loop: its folder's suite, not only the test it wrote.
+    [agent] = second.tasks.filter(status="succeeded")
+    assert agent.result["commands"][-1]["command"] == "cd src && python3 -m pytest -q"
+    assert agent.result["tests"] == {"passed": 4, "failed": 0}

@@ -83,9 +83,11 @@ def test_the_offline_agent_writes_runs_its_tests_and_finishes(workspace):
     names = [[call["name"] for call in turn.tool_calls] for turn in recorder.turns]
     assert names[0][-1] == "write_file" and set(names[0]) == {"write_file"}
     assert names[1:] == [["run"], ["finish"]]
+    # It runs its folder's whole suite, as the gate will: its files' test and the validation tests.
+    assert recorder.turns[1].tool_calls[0]["arguments"] == {"command": "cd backend && python3 -m pytest -q"}
     run = json.loads(recorder.turns[1].tool_results[0]["content"])
     assert run["exit_code"] == 0 and not run["timed_out"], run["output"]
-    assert result.tests == {"passed": 2, "failed": 0}
+    assert result.tests == {"passed": 5, "failed": 0}
     paths = [f["path"] for f in result.reply.files]
     assert "backend/app/main.py" in paths and "backend/tests/test_backend_files.py" in paths
     assert [turn.final for turn in recorder.turns] == [False, False, True]
@@ -100,7 +102,7 @@ def test_a_failing_test_is_seen_fixed_and_run_again(workspace):
     assert first["exit_code"] != 0 and "README.md" in first["output"]
     assert second["exit_code"] == 0
     assert [run.exit_code == 0 for run in result.runs] == [False, True]
-    assert result.tests == {"passed": 2, "failed": 0}
+    assert result.tests == {"passed": 5, "failed": 0}
 
 
 def test_the_security_agent_lists_what_it_audits():
