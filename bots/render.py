@@ -298,7 +298,9 @@ def summary_message(execution: Execution, *, public_url: str) -> Message:
     if duration is not None and not recorded:
         timeline = f"*Timeline:* {seconds(duration)} in {execution.mode or 'parallel'} mode"
         serial = execution.serial_estimate_sec
-        if serial:
+        if serial and execution.mode == "serial":  # beating its own estimate is not a speed-up
+            timeline += f" (estimated ~{seconds(serial)})"
+        elif serial:
             timeline += f" vs ~{seconds(serial)} serial"
             # Only a delivery is faster: a cancel or a budget stop after 0.1 s is not "400× faster".
             if duration > 0 and serial > duration and execution.status in EXECUTION_DELIVERED:

@@ -204,6 +204,8 @@ def synthesis_facts(
 def timeline(execution: Execution, *, delivered: bool) -> str:
     duration = execution.duration_sec or 0
     serial = execution.serial_estimate_sec or 0
+    if execution.mode == "serial":  # a serial run beating its own estimate is not a speed-up
+        return f"{duration:.0f}s wall clock in serial mode (estimated {serial:.0f}s)"
     line = (
         f"{duration:.0f}s wall clock in {execution.mode or 'parallel'} mode vs {serial:.0f}s serial estimate"
     )

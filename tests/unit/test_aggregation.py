@@ -315,6 +315,18 @@ def test_synthesis_facts_report_timeline_remediation_security_and_open_issues(ex
     assert not {"cost", "refund"} & set(facts)
 
 
+def test_a_serial_run_is_not_called_faster_than_its_own_estimate(execution):
+    Execution.objects.filter(pk=execution.pk).update(
+        serial_estimate_sec=128, finished_at=T0 + timedelta(seconds=26), mode="serial"
+    )
+    execution.refresh_from_db()
+    tasks = [make_task(execution, "task_1")]
+
+    facts = result_aggregator.synthesis_facts(execution, tasks, [], "completed", 1.0)
+
+    assert facts["timeline"] == "26s wall clock in serial mode (estimated 128s)"
+
+
 def test_an_execution_that_delivered_nothing_is_not_called_faster(execution):
     Execution.objects.filter(pk=execution.pk).update(
         serial_estimate_sec=12, finished_at=T0 + timedelta(seconds=0.02), mode="parallel"
