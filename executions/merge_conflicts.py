@@ -170,6 +170,7 @@ def start_resolution(conflict: Conflict, files: list[git_store.ConflictedFile]) 
                         "ours": ours["commit"],
                         "theirs": theirs["commit"],
                         "labels": [ours["task"], theirs["task"]],
+                        "keep_ours": conflict.details.get("keep_ours", []),
                     },
                     "conflicts": [
                         {"path": f.path, "base": f.base, "ours": f.ours, "theirs": f.theirs} for f in files
@@ -209,7 +210,8 @@ def settle_resolution(task: Task) -> None:
         )
         return
     merged = git_store.merge(repo, ours["commit"], theirs["commit"], labels=(ours["task"], theirs["task"]))
-    start_resolution(conflict, merged.conflicts)
+    carried = set(conflict.details.get("keep_ours", []))
+    start_resolution(conflict, [f for f in merged.conflicts if f.path not in carried])
 
 
 def resolve_with_main(execution: Execution, landing: "projects.Landing") -> bool:
@@ -217,16 +219,32 @@ def resolve_with_main(execution: Execution, landing: "projects.Landing") -> bool
     `merge` between `main` and the task, resolved by a remediation that starts from both, and the
     execution goes back to work (it lands once the resolution is done), its contract now the
     project's at that main amended by its plan. False when the rounds for
-    conflicts with main are spent: the caller lands with the later version kept."""
+    conflicts with main are spent: the caller lands with the later version kept. The rounds are
+    counted per lineage: each task whose work meets main's gets its own."""
     against_main = [(theirs, f) for ours, theirs, f in landing.conflicts if ours == projects.MAIN_LABEL]
-    rounds_so_far = Conflict.objects.filter(
+    rounds: dict[int, int] = {}
+    for details in Conflict.objects.filter(
         execution=execution, kind=ConflictKind.MERGE, details__landing=True
-    ).count()
-    if not against_main or rounds_so_far >= max_rounds():
+    ).values_list("details", flat=True):
+        rounds[details.get("root")] = rounds.get(details.get("root"), 0) + 1
+    heads = {t.key: t for t in Task.objects.filter(execution=execution, key__in={k for k, _ in against_main})}
+    task_key = next((k for k, _ in against_main if rounds.get(root_of(heads[k]), 0) < max_rounds()), None)
+    if task_key is None:
         return False
-    task_key = against_main[0][0]
-    files = [f for key, f in against_main if key == task_key]
-    head = Task.objects.get(execution=execution, key=task_key)
+    head = heads[task_key]
+    # The resolution starts from main and the head merged, and every path that conflicts there is
+    # settled in its commit (else one side would be kept silently): the lineage resolves the paths
+    # it wrote itself; the others it carries from its dependencies take main's version, and their
+    # own lineages bring their work to main.
+    merged = git_store.merge(
+        projects.repository_of(execution), landing.main, head.commit, labels=(projects.MAIN_LABEL, task_key)
+    )
+    written = lineage_paths(head)
+    files = [f for f in merged.conflicts if f.path in written]
+    carried = sorted(f.path for f in merged.conflicts if f.path not in written)
+    if not files:
+        files = [f for key, f in against_main if key == task_key]
+        carried = [p for p in carried if p not in {f.path for f in files}]
     paths = [f.path for f in files]
     # From here on the execution builds on that main: its resolution, any later fix and the next
     # checks use the project's contract there, amended by its own plan. With only its own plan's
@@ -252,10 +270,20 @@ def resolve_with_main(execution: Execution, landing: "projects.Landing") -> bool
             "root": root_of(head),
             "landing": True,
             "tasks": [task_key],
+            "keep_ours": carried,
         },
     )
     start_resolution(conflict, files)
     return True
+
+
+def lineage_paths(head: Task) -> set[str]:
+    """The paths a lineage's own versions wrote (not those it carries from its dependencies)."""
+    root = root_of(head)
+    versions = Task.objects.filter(execution_id=head.execution_id, status=TaskStatus.SUCCEEDED).filter(
+        pk=root
+    ) | Task.objects.filter(parent_id=root, kind__in=SUPERSEDING_KINDS, status=TaskStatus.SUCCEEDED)
+    return {path for paths in versions.values_list("paths", flat=True) for path in paths}
 
 
 def record_landing_conflicts(execution, landing: "projects.Landing") -> None:

@@ -341,6 +341,19 @@ def task_start(task: Task, dependencies: list[dict]) -> Start:
             author=(MERGE_AUTHOR, "merge@openclaw"),
             message="merge\n",
         )
+    carried = set(merging.get("keep_ours", []))
+    if carried:
+        # Paths the resolving lineage carries from its dependencies: main's version (`ours`); their
+        # own lineages bring their work to main.
+        mains = {
+            c.path: git_store.blob_at(repo, merging["ours"], c.path) for c in conflicts if c.path in carried
+        }
+        tree = git_store.overlay(
+            repo,
+            tree,
+            {path: git_store.text(repo[blob].data) if blob else None for path, blob in mains.items()},
+        )
+        conflicts = [c for c in conflicts if c.path not in carried]
     files = git_store.files_of_tree(repo, tree)
     if merging:  # the files it has to resolve show both sides; anyone else gets the later one's
         files.update((c.path, c.marked) for c in conflicts)
@@ -429,9 +442,11 @@ def merge_heads(repo: pygit2.Repository, onto: str | None, heads: list[Task], ba
     current, conflicts, merged_so_far = onto, [], []
     tree = git_store.tree_of(repo, onto).id if onto else git_store.overlay(repo, None, {})
     for head in heads:
-        merged = git_store.merge(repo, current, head.commit, labels=(MAIN_LABEL, head.key))
+        merged = git_store.merge(
+            repo, current, head.commit, labels=(MAIN_LABEL, head.key), unchanged_from=onto
+        )
         for conflict in merged.conflicts:
-            conflicts.append((owner_of(repo, conflict, merged_so_far, base), head.key, conflict))
+            conflicts.append((owner_of(repo, conflict, merged_so_far, base, onto), head.key, conflict))
         tree = merged.tree
         if current is None or git_store.is_ancestor(repo, current, head.commit):
             current = head.commit
@@ -447,8 +462,13 @@ def merge_heads(repo: pygit2.Repository, onto: str | None, heads: list[Task], ba
     return tree, conflicts
 
 
-def owner_of(repo, conflict: git_store.ConflictedFile, earlier: list[Task], base: str | None) -> str:
+def owner_of(
+    repo, conflict: git_store.ConflictedFile, earlier: list[Task], base: str | None, onto: str | None
+) -> str:
     at_base = git_store.blob_at(repo, base, conflict.path)
+    if conflict.ours_id != at_base and conflict.ours_id == git_store.blob_at(repo, onto, conflict.path):
+        # main's version, whichever earlier head carries it (a resolution with main merged main in)
+        return MAIN_LABEL
     for head in reversed(earlier):
         blob = git_store.blob_at(repo, head.commit, conflict.path)
         if blob == conflict.ours_id and blob != at_base:

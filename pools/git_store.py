@@ -294,8 +294,12 @@ def merge(
     theirs: str | None,
     *,
     labels: tuple[str, str] = ("ours", "theirs"),
+    unchanged_from: str | None = None,
 ) -> MergeResult:
-    """Three-way merge of two commits (their merge bases as the ancestor; none: the empty tree)."""
+    """Three-way merge of two commits (their merge bases as the ancestor; none: the empty tree).
+    `unchanged_from`: a commit; where theirs has exactly that commit's version of a conflicted path,
+    theirs brings nothing new there and ours is kept, with no conflict. (Criss-crossed merges of
+    the same work, each with main merged in, can conflict on a path one side left as main's.)"""
     if ours is None:
         return MergeResult(repo[theirs].peel(pygit2.Tree).id if theirs else overlay(repo, None, {}), [])
     if theirs is None:
@@ -317,6 +321,15 @@ def merge(
     if index.conflicts is not None:
         for base, mine, other in list(index.conflicts):
             path = (mine or other or base).path
+            if (
+                unchanged_from
+                and mine is not None
+                and other is not None
+                and str(other.id) == blob_at(repo, unchanged_from, path)
+            ):
+                del index.conflicts[path]
+                index.add(pygit2.IndexEntry(path, mine.id, mine.mode))
+                continue
             if mine is not None and other is not None:
                 marked = _relabel(
                     text(repo.merge_file_from_index(base, mine, other).contents.encode()), labels

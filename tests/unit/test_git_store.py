@@ -52,6 +52,22 @@ def test_edits_of_different_lines_merge_cleanly(repo):
     assert files == {"app.py": "A\nb\nc\nd\nE\n", "new.py": "n\n"}
 
 
+def test_a_side_that_left_a_path_as_mains_brings_nothing_new_there(repo):
+    # Two lineages of one execution, each resolved against main: a criss-cross merge.
+    base = commit(repo, {"schema.sql": "users\n", "app.py": "app\n"})
+    main = commit(repo, {"schema.sql": "users\nreviews\n"}, [base], base)  # another execution landed
+    tables = commit(repo, {"schema.sql": "users\norders\n"}, [base], base)
+    tables_fixed = commit(repo, {"schema.sql": "users\nreviews\norders\n"}, [tables, main], main)
+    code = commit(repo, {"app.py": "app v2\n"}, [tables], tables)  # built on the tables' work
+    code_fixed = commit(repo, {"schema.sql": "users\nreviews\n", "app.py": "app v2\n"}, [main, code], main)
+
+    assert [c.path for c in git_store.merge(repo, tables_fixed, code_fixed).conflicts] == ["schema.sql"]
+    merged = git_store.merge(repo, tables_fixed, code_fixed, unchanged_from=main)
+    assert merged.conflicts == []
+    files = git_store.files_of_tree(repo, merged.tree)
+    assert files == {"schema.sql": "users\nreviews\norders\n", "app.py": "app v2\n"}
+
+
 def test_edits_of_the_same_lines_conflict_with_both_sides_and_the_base(repo):
     base = commit(repo, {"app.py": "a\nb\nc\n"})
     left = commit(repo, {"app.py": "a\nLEFT\nc\n"}, [base], base)

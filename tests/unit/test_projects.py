@@ -1,6 +1,7 @@
 """Projects in git without workers: names, where a task starts, commits, landing, reads."""
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from django.test import Client as HttpClient
@@ -409,3 +410,109 @@ def test_a_landing_that_stops_at_a_conflict_with_main_leaves_the_contract_and_go
     assert [t["name"] for t in second.contract["tables"]] == ["menu_items", "bookings"]
     assert second.contract["ownership"] == {"task_1": ["."]}
     assert second.contract_amendment == BOOKINGS
+
+
+def test_a_version_that_came_from_main_is_mains_even_when_a_resolution_carries_it(tmp_path):
+    repo = git_store.open_repository(tmp_path / "repo.git")
+
+    def commit(files: dict[str, str], parents: list[str]) -> str:
+        tree = git_store.overlay(repo, git_store.tree_of(repo, parents[0]).id if parents else None, files)
+        return git_store.create_commit(repo, tree=tree, parents=parents, author=("t", "t@t"), message="m\n")
+
+    base = commit({"a.py": "a = 0\n", "b.py": "b = 0\n"}, [])
+    main = commit({"a.py": "a = 1\n", "b.py": "b = 1\n"}, [base])  # another execution landed
+    task_1 = commit({"a.py": "a = 2\n"}, [base])
+    # task_1's conflict with main resolved: main merged in, so main's b.py rides along.
+    resolution = commit({"a.py": "a = 1\na = 2\n"}, [main, task_1])
+    task_2 = commit({"b.py": "b = 2\n"}, [base])
+    heads = [
+        SimpleNamespace(key="task_1_merge1", commit=resolution),
+        SimpleNamespace(key="task_2", commit=task_2),
+    ]
+
+    _, conflicts = projects.merge_heads(repo, main, heads, base)
+
+    # task_2 meets main's b.py, not task_1_merge1's: a conflict with main, which a round resolves.
+    assert [(ours, theirs, f.path) for ours, theirs, f in conflicts] == [
+        (projects.MAIN_LABEL, "task_2", "b.py")
+    ]
+
+
+@pytest.mark.django_db
+def test_a_resolution_with_main_is_given_every_path_its_own_merge_conflicts_on(repos):
+    from executions import merge_conflicts
+    from executions.models import Conflict
+
+    client, _ = make_client()
+    first, second = two_executions_on(
+        client, "shop", ({"a.py": "a = 1\n", "b.py": "b = 1\n"}, {"a.py": "a = 2\n", "b.py": "b = 2\n"})
+    )
+    projects.land(first)
+    landing = projects.land(second, stop_on_main_conflict=True)
+    assert sorted(f.path for _, _, f in landing.conflicts) == ["a.py", "b.py"]
+    # As a landing meets it when an earlier head carried main's b.py: only a.py against main.
+    landing.conflicts = [c for c in landing.conflicts if c[2].path == "a.py"]
+
+    assert merge_conflicts.resolve_with_main(second, landing)
+
+    conflict = Conflict.objects.get(execution=second, kind="merge")
+    assert conflict.details["paths"] == ["a.py", "b.py"]
+    resolution = Task.objects.get(execution=second, kind="remediation")
+    assert [c["path"] for c in resolution.context["conflicts"]] == ["a.py", "b.py"]
+    assert all("<<<<<<< main" in f["content"] for f in resolution.context["target_files"])
+
+
+@pytest.mark.django_db
+def test_each_lineage_gets_its_own_rounds_against_main(repos):
+    from executions import merge_conflicts
+    from executions.conflicts import max_rounds
+    from executions.models import Conflict
+
+    client, _ = make_client()
+    first, second = two_executions_on(client, "deli", ({"a.py": "a = 1\n"}, {"a.py": "a = 2\n"}))
+    projects.land(first)
+    landing = projects.land(second, stop_on_main_conflict=True)
+    task = Task.objects.get(execution=second, key="task_1")
+
+    def spent(root: int) -> None:
+        for _ in range(max_rounds()):
+            Conflict.objects.create(
+                execution=second,
+                kind="merge",
+                status="resolved",
+                between=["main", "x"],
+                details={"landing": True, "root": root},
+            )
+
+    spent(task.pk + 1000)  # another lineage's rounds are not this one's
+    assert merge_conflicts.resolve_with_main(second, landing)
+    Execution.objects.filter(pk=second.pk).update(status="aggregating")
+    Conflict.objects.filter(execution=second).delete()
+    spent(task.pk)
+    assert not merge_conflicts.resolve_with_main(second, landing)  # its own are spent: landed as is
+
+
+@pytest.mark.django_db
+def test_a_path_a_lineage_only_carries_takes_mains_version_in_its_resolution(repos):
+    from executions import merge_conflicts
+    from executions.models import Conflict
+
+    client, _ = make_client()
+    first, second = two_executions_on(
+        client, "bar", ({"a.py": "a = 1\n", "b.py": "b = 1\n"}, {"a.py": "a = 2\n", "b.py": "b = 2\n"})
+    )
+    projects.land(first)
+    # task_1 wrote a.py; b.py came with a dependency's work, whose own lineage brings it to main.
+    Task.objects.filter(execution=second, key="task_1").update(paths=["a.py"])
+    landing = projects.land(second, stop_on_main_conflict=True)
+
+    assert merge_conflicts.resolve_with_main(second, landing)
+
+    conflict = Conflict.objects.get(execution=second, kind="merge")
+    assert (conflict.details["paths"], conflict.details["keep_ours"]) == (["a.py"], ["b.py"])
+    resolution = Task.objects.select_related("execution").get(execution=second, kind="remediation")
+    start = projects.task_start(resolution, [])
+    assert start.files["b.py"] == "b = 1\n"  # main's, settled in the resolution's own commit
+    assert "<<<<<<< main" in start.files["a.py"] and [c.path for c in start.conflicts] == ["a.py"]
+    committed = git_store.files_of_tree(projects.repository_of(second), start.tree)
+    assert committed["b.py"] == "b = 1\n"
