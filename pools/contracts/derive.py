@@ -61,7 +61,7 @@ def entities(text: str, placeholder: bool = True) -> list[str]:
     `items` as a placeholder (`placeholder`), else none."""
     found = []
     for word in re.findall(r"[a-z]+", text.lower()):
-        table = ENTITY_WORDS.get(word)
+        table = ENTITY_WORDS.get(word) or (ENTITY_WORDS.get(word[:-1]) if word.endswith("s") else None)
         if table and table not in found:
             found.append(table)
     return found or (["items"] if placeholder else [])

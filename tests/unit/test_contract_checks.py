@@ -388,3 +388,11 @@ def test_a_follow_up_that_names_no_entity_declares_no_placeholder_endpoints():
     assert follow_up["endpoints"] == [] and follow_up["tables"] == []
     named = contract_for("Add a reviews page to the frontend", areas, follow_up=True)
     assert [e["path"] for e in named["endpoints"]] == ["/api/reviews", "/api/reviews"]
+
+
+def test_entities_are_named_in_the_singular_or_the_plural():
+    from pools.contracts.derive import entities
+
+    assert entities("Add invoices for each order, with a page listing them") == ["invoices", "orders"]
+    assert entities("Let customers keep carts and leave a review") == ["customers", "carts", "reviews"]
+    assert entities("Add a dark mode toggle", placeholder=False) == []
