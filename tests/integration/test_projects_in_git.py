@@ -516,6 +516,37 @@ def test_a_follow_up_adding_a_kind_of_record_grows_its_table_endpoints_and_page(
     assert not (checkout / "frontend/components").exists()  # the page is the feature: no stray component
 
 
+def test_two_follow_ups_at_once_on_one_project_both_land_whole(
+    workers, client_and_key, tmp_path, live_server
+):
+    from executions.services import execution_create
+
+    configure(latency=0.2)
+    client, key = client_and_key
+    assert run(client, RESTAURANT, "osteria", session="a").status == "completed"
+
+    # Both plan on the same main and grow the same files (the schema, the backend, the pages):
+    # the later one to land meets the earlier one's work on main and resolves it.
+    started = [
+        execution_create(client=client, message=message, session_key=session, project="osteria")
+        for message, session in (
+            ("Add a reviews page where diners rate their meal", "b"),
+            ("Add invoices for each order, with a page listing them", "c"),
+        )
+    ]
+    done = [wait_for_status(e.pk, DONE, timeout=90) for e in started]
+
+    assert [e.status for e in done] == ["completed", "completed"], [e.final_response for e in done]
+    checkout = tmp_path / "osteria"
+    assert clone(live_server, key, "osteria", checkout).returncode == 0
+    schema = (checkout / "database/schema.sql").read_text()
+    backend = (checkout / "backend/app/main.py").read_text()
+    for table in ("bookings", "reviews", "invoices", "orders"):
+        assert f"CREATE TABLE {table}" in schema, table
+        assert f'@router.get("/{table}")' in backend, table
+        assert (checkout / f"frontend/pages/{table}.tsx").exists(), table
+
+
 def test_follow_ups_that_add_modules_keep_each_others_tests(workers, client_and_key):
     configure(latency=0.05, max_turns=16)  # the agents' loop writes and runs their tests
     client, _ = client_and_key
