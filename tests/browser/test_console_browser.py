@@ -394,8 +394,8 @@ def test_an_attempts_transcript_reads_as_a_conversation(page, staff_user):
         assert turns.count() == 5 == backend.result["turns"]
         assert "→ run(command=" in turns.nth(1).inner_text()
         first_run, second_run = turns.nth(1).locator(".tool-output"), turns.nth(3).locator(".tool-output")
-        assert "1 failed" in first_run.text_content() and "2 passed" in second_run.text_content()
-        assert "Tests: 2 passed, 0 failed" in page.inner_text(f"[data-task={backend.key}] .task-body")
+        assert "1 failed" in first_run.text_content() and "5 passed" in second_run.text_content()
+        assert "Tests: 5 passed, 0 failed" in page.inner_text(f"[data-task={backend.key}] .task-body")
         shot(page, "execution-transcript")
         assert page.js_errors == []
     finally:

@@ -438,17 +438,22 @@ def test_a_version_that_came_from_main_is_mains_even_when_a_resolution_carries_i
     ]
 
 
+def meeting_main(name: str) -> tuple[Execution, "projects.Landing"]:
+    """Two executions that both change a.py and b.py: the first lands, the second meets its work."""
+    client, _ = make_client()
+    first, second = two_executions_on(
+        client, name, ({"a.py": "a = 1\n", "b.py": "b = 1\n"}, {"a.py": "a = 2\n", "b.py": "b = 2\n"})
+    )
+    projects.land(first)
+    return second, projects.land(second, stop_on_main_conflict=True)
+
+
 @pytest.mark.django_db
 def test_a_resolution_with_main_is_given_every_path_its_own_merge_conflicts_on(repos):
     from executions import merge_conflicts
     from executions.models import Conflict
 
-    client, _ = make_client()
-    first, second = two_executions_on(
-        client, "shop", ({"a.py": "a = 1\n", "b.py": "b = 1\n"}, {"a.py": "a = 2\n", "b.py": "b = 2\n"})
-    )
-    projects.land(first)
-    landing = projects.land(second, stop_on_main_conflict=True)
+    second, landing = meeting_main("shop")
     assert sorted(f.path for _, _, f in landing.conflicts) == ["a.py", "b.py"]
     # As a landing meets it when an earlier head carried main's b.py: only a.py against main.
     landing.conflicts = [c for c in landing.conflicts if c[2].path == "a.py"]
@@ -497,14 +502,9 @@ def test_a_path_a_lineage_only_carries_takes_mains_version_in_its_resolution(rep
     from executions import merge_conflicts
     from executions.models import Conflict
 
-    client, _ = make_client()
-    first, second = two_executions_on(
-        client, "bar", ({"a.py": "a = 1\n", "b.py": "b = 1\n"}, {"a.py": "a = 2\n", "b.py": "b = 2\n"})
-    )
-    projects.land(first)
+    second, landing = meeting_main("bar")
     # task_1 wrote a.py; b.py came with a dependency's work, whose own lineage brings it to main.
     Task.objects.filter(execution=second, key="task_1").update(paths=["a.py"])
-    landing = projects.land(second, stop_on_main_conflict=True)
 
     assert merge_conflicts.resolve_with_main(second, landing)
 
