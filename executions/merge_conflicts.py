@@ -17,6 +17,9 @@ the execution is done.
 """
 
 import logging
+from collections import Counter
+
+from django.db.models import Q
 
 from pools import git_store
 
@@ -222,13 +225,14 @@ def resolve_with_main(execution: Execution, landing: "projects.Landing") -> bool
     conflicts with main are spent: the caller lands with the later version kept. The rounds are
     counted per lineage: each task whose work meets main's gets its own."""
     against_main = [(theirs, f) for ours, theirs, f in landing.conflicts if ours == projects.MAIN_LABEL]
-    rounds: dict[int, int] = {}
-    for details in Conflict.objects.filter(
-        execution=execution, kind=ConflictKind.MERGE, details__landing=True
-    ).values_list("details", flat=True):
-        rounds[details.get("root")] = rounds.get(details.get("root"), 0) + 1
+    rounds = Counter(
+        details.get("root")
+        for details in Conflict.objects.filter(
+            execution=execution, kind=ConflictKind.MERGE, details__landing=True
+        ).values_list("details", flat=True)
+    )
     heads = {t.key: t for t in Task.objects.filter(execution=execution, key__in={k for k, _ in against_main})}
-    task_key = next((k for k, _ in against_main if rounds.get(root_of(heads[k]), 0) < max_rounds()), None)
+    task_key = next((k for k, _ in against_main if rounds[root_of(heads[k])] < max_rounds()), None)
     if task_key is None:
         return False
     head = heads[task_key]
@@ -280,9 +284,9 @@ def resolve_with_main(execution: Execution, landing: "projects.Landing") -> bool
 def lineage_paths(head: Task) -> set[str]:
     """The paths a lineage's own versions wrote (not those it carries from its dependencies)."""
     root = root_of(head)
-    versions = Task.objects.filter(execution_id=head.execution_id, status=TaskStatus.SUCCEEDED).filter(
-        pk=root
-    ) | Task.objects.filter(parent_id=root, kind__in=SUPERSEDING_KINDS, status=TaskStatus.SUCCEEDED)
+    versions = Task.objects.filter(
+        Q(pk=root) | Q(parent_id=root, kind__in=SUPERSEDING_KINDS), status=TaskStatus.SUCCEEDED
+    )
     return {path for paths in versions.values_list("paths", flat=True) for path in paths}
 
 

@@ -7,6 +7,8 @@ test cases (tests/test_task_distributor.py).
 import re
 from dataclasses import dataclass
 
+from pools.contracts.derive import AREAS
+
 # (pattern, weight) per pool; patterns match whole words or stems at a word start.
 POOL_KEYWORDS: dict[str, list[tuple[str, int]]] = {
     "codegen": [
@@ -224,10 +226,9 @@ def work_weights(request: str, tasks: list[dict], roles: dict[str, str]) -> dict
     role's standard weight. A model's own numbers never count: a plan could otherwise make the task
     it lets fail weigh a million times the task that does the work. `roles`: pool name → role.
     The streams are those of the request on its own and reaching every layer, as a follow-up's are."""
-    every_layer = frozenset({"frontend", "backend", "database"})
     streams = {
         stream.description: stream.estimate_sec
-        for stream in detect_streams(request) + detect_streams(request, every_layer)
+        for stream in detect_streams(request) + detect_streams(request, frozenset(AREAS))
     }
     return {
         t["id"]: streams.get(t["description"]) or ROLE_WEIGHTS.get(roles.get(t["pool"], ""), DEFAULT_WEIGHT)
