@@ -7,7 +7,7 @@ test cases (tests/test_task_distributor.py).
 import re
 from dataclasses import dataclass
 
-from pools.contracts.derive import AREAS
+from pools.contracts.derive import AREAS, CHECKOUT_FLOW
 
 # (pattern, weight) per pool; patterns match whole words or stems at a word start.
 POOL_KEYWORDS: dict[str, list[tuple[str, int]]] = {
@@ -187,7 +187,7 @@ def detect_streams(request: str, layers: frozenset[str] = frozenset()) -> list[S
             Stream(
                 "integration",
                 "codegen",
-                f"Integrate checkout and payments end to end: {topic}",
+                f"{CHECKOUT_FLOW}: {topic}",
                 60,
                 2,
                 ("backend", "database"),

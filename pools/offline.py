@@ -17,18 +17,23 @@ for code, a test of them, runs the test in the sandbox, and finishes; a security
 files it audits first. The flaw "failing_test" makes the first test fail so that the next turn fixes
 it. A call's simulated latency is spread over the turns, so a task takes as long with tools as without.
 
+What they write is a project that runs: a FastAPI backend over SQLite with its validation tests, a
+PostgreSQL schema, Next.js pages calling the contract's endpoints, and for a shop's checkout stream
+a flow through those endpoints whose end-to-end test runs the backend on the schema.
+
 "broken_code" answers with valid JSON whose Python file does not compile (verification fails it).
 """
 
 import ast
 import json
+import pprint
 import re
 import shlex
 import textwrap
 import time
 
 from .contracts.contract import owns
-from .contracts.derive import area_of, entities, table_columns
+from .contracts.derive import CHECKOUT_FLOW, CHECKOUT_STEPS, GENERATED, area_of, entities, table_columns
 from .llm_types import Completion, LLMError, LLMRequest, LLMTimeout, ModelSpec, ProgressCallback, ToolCall
 
 STEP_SEC = 0.05
@@ -247,8 +252,18 @@ def codegen(meta: dict, flaws: set[str]) -> dict:
             "files": files,
             "findings": [],
         }
-    slug = "_".join(_words(description)[:4]) or "module"
     folder = (meta.get("owned") or ["src"])[0]
+    if description.startswith(CHECKOUT_FLOW) and tables:
+        steps = [t for t in CHECKOUT_STEPS if t in tables] or tables[:3]
+        return {
+            "summary": (
+                f"Checkout flow through the API ({' → '.join(steps)}), with an end-to-end test "
+                "that runs the backend on the project's schema."
+            ),
+            "files": checkout_flow_files(contract_tables(meta), steps, folder),
+            "findings": [],
+        }
+    slug = "_".join(_words(description)[:4]) or "module"
     body = textwrap.dedent(f'''\
         """{description[:200].replace('"', "'")}"""
 
@@ -264,6 +279,140 @@ def codegen(meta: dict, flaws: set[str]) -> dict:
         "files": [{"path": f"{folder}/{slug}.py", "content": body}],
         "findings": [],
     }
+
+
+CHECKOUT_MODULE = '''"""Checkout through the project's API: {arrow}, each record created in turn.
+
+`client` is any HTTP client whose `post` takes a path and `json`: an `httpx.Client` with the
+backend's `base_url`, or FastAPI's `TestClient`."""
+
+
+class CheckoutError(Exception):
+    """A step the backend refused: which one, its status and its answer."""
+
+
+def created(response, step: str) -> int:
+    if response.status_code != 200:
+        raise CheckoutError(f"{{step}}: {{response.status_code}} {{response.text}}")
+    return response.json()["id"]
+{creates}
+
+def checkout(client, records: dict) -> dict:
+    """Each step's record (`records[step]`) created in order; returns {{step: id}}. A refused step
+    stops the checkout there with a CheckoutError; the steps before it stay created."""
+    ids = {{}}
+    for step, create in ({pairs}):
+        ids[step] = create(client, records[step])
+    return ids
+'''
+CHECKOUT_CREATE = """
+
+def create_{table}(client, record: dict) -> int:
+    return created(client.post("/api/{table}", json=record), "{table}")
+"""
+CHECKOUT_TEST = '''"""End to end: the backend on the project's schema, a checkout through its API."""
+
+import pathlib
+import re
+import sqlite3
+import sys
+
+import pytest
+
+HERE = pathlib.Path(__file__).resolve().parent
+ROOT = pathlib.Path(__file__).resolve().parents[{depth}]
+SCHEMA = ROOT / "database" / "schema.sql"
+BACKEND = ROOT / "backend"
+if not SCHEMA.is_file() or not (BACKEND / "app" / "main.py").is_file():
+    pytest.skip("the project has no backend or no schema to run together", allow_module_level=True)
+sys.path[:0] = [str(HERE.parent), str(BACKEND)]
+
+from app.main import app  # noqa: E402
+from checkout_flow import CheckoutError, checkout  # noqa: E402
+from fastapi.testclient import TestClient  # noqa: E402
+
+# The schema is PostgreSQL's and the backend runs on SQLite: the types it uses, as SQLite's.
+SQLITE_TYPES = (
+    (r"\\bSERIAL PRIMARY KEY\\b", "INTEGER PRIMARY KEY AUTOINCREMENT"),
+    (r"\\bTIMESTAMPTZ\\b", "TIMESTAMP"),
+    (r"\\bnow\\(\\)", "CURRENT_TIMESTAMP"),
+)
+RECORDS = {records}
+
+
+@pytest.fixture
+def client(tmp_path, monkeypatch):
+    sql = SCHEMA.read_text()
+    for pattern, replacement in SQLITE_TYPES:
+        sql = re.sub(pattern, replacement, sql)
+    db = sqlite3.connect(tmp_path / "app.db")
+    db.executescript(sql)
+    db.execute("INSERT INTO users (email) VALUES ('buyer@example.com')")
+    db.commit()
+    db.close()
+    monkeypatch.chdir(tmp_path)  # the backend opens app.db in its working directory
+    return TestClient(app)
+
+
+def test_a_checkout_creates_every_record_in_order(client):
+    ids = checkout(client, RECORDS)
+    assert list(ids) == {steps!r}
+{listed}
+
+def test_a_refused_step_stops_the_checkout_there(client):
+    with pytest.raises(CheckoutError, match="^{last}: 422"):
+        checkout(client, {{**RECORDS, "{last}": {{}}}})
+    assert client.get("/api/{first}").json()[0]["name"] == RECORDS["{first}"]["name"]
+    assert client.get("/api/{last}").json() == []
+'''
+CHECKOUT_LISTED = """\
+    assert {{"id": ids["{table}"], **RECORDS["{table}"]}} in client.get("/api/{table}").json()
+"""
+
+
+def sample_record(table: str, columns: dict[str, str]) -> dict:
+    """A record the backend takes for `table`: every column it requires, with a plausible value."""
+    record = {}
+    for column, kind in columns.items():
+        if column in GENERATED:
+            continue
+        upper = kind.upper()
+        if "INT" in upper:
+            record[column] = 2  # a count the backend's validation takes, and a price in cents
+        elif "TIMESTAMP" in upper or "DATE" in upper:
+            record[column] = "2026-06-01T19:00:00"
+        elif column == "status":
+            record[column] = "pending"
+        else:
+            record[column] = f"{table} {column} from the checkout test"
+    return record
+
+
+def checkout_flow_files(columns: dict[str, dict[str, str]], steps: list[str], folder: str) -> list[dict]:
+    """The checkout flow through the API's endpoints, one step a record, and its end-to-end test:
+    the backend's app on a SQLite database made from the project's schema, driven by FastAPI's
+    TestClient."""
+    module = CHECKOUT_MODULE.format(
+        arrow=" → ".join(steps),
+        creates="".join(CHECKOUT_CREATE.format(table=t) for t in steps),
+        pairs=", ".join(f'("{t}", create_{t})' for t in steps) + ("," if len(steps) == 1 else ""),
+    )
+    test = CHECKOUT_TEST.format(
+        depth=folder.count("/") + 2,
+        records=pprint.pformat(
+            {t: sample_record(t, columns.get(t) or table_columns(t)) for t in steps},
+            width=96,
+            sort_dicts=False,
+        ),
+        steps=steps,
+        listed="".join(CHECKOUT_LISTED.format(table=t) for t in steps),
+        first=steps[0],
+        last=steps[-1],
+    )
+    return [
+        {"path": f"{folder}/checkout_flow.py", "content": module},
+        {"path": f"{folder}/tests/test_checkout_end_to_end.py", "content": test},
+    ]
 
 
 def _page_name(table: str) -> str:

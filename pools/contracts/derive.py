@@ -54,6 +54,10 @@ EXTRA_COLUMNS = {
 CREATED_AT = {"created_at": "TIMESTAMPTZ NOT NULL DEFAULT now()"}
 GENERATED = {"id", "user_id", "created_at"}
 AREAS = ("frontend", "backend", "database")
+# The description of the work stream that joins a shop's parts: its agents build the checkout flow.
+CHECKOUT_FLOW = "Integrate checkout and payments end to end"
+# The records a checkout creates, in the order it creates them.
+CHECKOUT_STEPS = ("carts", "orders", "payments")
 
 
 def entities(text: str, placeholder: bool = True) -> list[str]:

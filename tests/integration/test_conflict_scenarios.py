@@ -101,6 +101,7 @@ def test_rejected_schema_is_revised_and_dependents_use_the_revision(workers, cli
     configure(
         latency=0.15,
         codegen=1,
+        max_turns=16,
         options={
             "flaws": ["missing_fk_index"],
             "latency_rules": [
@@ -141,10 +142,15 @@ def test_rejected_schema_is_revised_and_dependents_use_the_revision(workers, cli
         "conflict.resolved",
     ]
     assert done.quality_score == 1.0
+    # The integration's checkout flow ran end to end, in its loop and in the gate, on the revision.
+    assert integration.result["tests"] == {"passed": 4, "failed": 0}
+    assert done.integration["command"].endswith("cd src && python3 -m pytest -q")
+    assert (done.integration["ok"], done.integration["passed"], done.integration["failed"]) == (True, 11, 0)
 
     archive = HttpClient(HTTP_X_API_KEY=key).get(f"/api/execution/{done.pk}/artifacts.zip")
     with zipfile.ZipFile(io.BytesIO(archive.content)) as tree:
         sql = tree.read("database/schema.sql").decode()
+        assert "def checkout(client, records" in tree.read("src/task_5/checkout_flow.py").decode()
     assert sql == revision.result["files"][0]["content"] and "CREATE INDEX" in sql
 
 
