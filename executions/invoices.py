@@ -7,6 +7,7 @@ from django.db.models import Max, Min
 
 from .billing import money, withheld
 from .models import Attempt, Execution, RefundPolicy
+from .states import ExecutionStatus
 
 
 def _iso(value) -> str | None:
@@ -112,7 +113,10 @@ def execution_comparison(execution: Execution) -> dict:
         }
         parallel = {"duration_sec": duration, "estimated": False}
     speedup = None
-    if serial["duration_sec"] and parallel["duration_sec"] is not None:
+    # A run stopped before its work was done is compared with nothing: its serial estimate is of
+    # the work it did, not of the project.
+    stopped = execution.status in (ExecutionStatus.CANCELLED, ExecutionStatus.BUDGET_EXCEEDED)
+    if serial["duration_sec"] and parallel["duration_sec"] is not None and not stopped:
         speedup = round(100 * (1 - parallel["duration_sec"] / serial["duration_sec"]), 1)
     return {
         "mode": execution.mode,

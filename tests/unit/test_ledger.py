@@ -214,3 +214,39 @@ def test_a_report_after_the_reaper_expired_the_attempt_is_charged_once(
     assert (attempt.tokens_in, task.tokens_in, Execution.objects.get(pk=task.execution_id).tokens_in) == (
         1000,
     ) * 3
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("status", "speedup"), [("completed", 50.0), ("cancelled", None), ("budget_exceeded", None)]
+)
+def test_the_speedup_is_stated_only_for_work_run_to_its_end(client_and_key, status, speedup):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from executions.invoices import execution_comparison
+
+    client, _ = client_and_key
+    start = timezone.now()
+    execution = Execution.objects.create(
+        id=f"exec_{status}",
+        client=client,
+        session_key="s",
+        message="m",
+        status=status,
+        mode="parallel",
+        started_at=start,
+        finished_at=start + timedelta(seconds=2),
+    )
+    for key in ("a", "b"):  # two 2-second tasks side by side: 4 s of work in 2 s
+        task = Task.objects.create(execution=execution, key=key, pool="codegen", description=key)
+        end = start + timedelta(seconds=2)
+        task.attempts.create(
+            number=1, started_at=start, finished_at=end, lease_expires_at=end, deadline_at=end
+        )
+
+    comparison = execution_comparison(execution)
+
+    assert comparison["serial"]["duration_sec"] == 4.0 and comparison["parallel"]["duration_sec"] == 2.0
+    assert comparison["speedup_pct"] == speedup
