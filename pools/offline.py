@@ -313,8 +313,6 @@ def create_{table}(client, record: dict) -> int:
 CHECKOUT_TEST = '''"""End to end: the backend on the project's schema, a checkout through its API."""
 
 import pathlib
-import re
-import sqlite3
 import sys
 
 import pytest
@@ -331,26 +329,12 @@ from app.main import app  # noqa: E402
 from checkout_flow import CheckoutError, checkout  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 
-# The schema is PostgreSQL's and the backend runs on SQLite: the types it uses, as SQLite's.
-SQLITE_TYPES = (
-    (r"\\bSERIAL PRIMARY KEY\\b", "INTEGER PRIMARY KEY AUTOINCREMENT"),
-    (r"\\bTIMESTAMPTZ\\b", "TIMESTAMP"),
-    (r"\\bnow\\(\\)", "CURRENT_TIMESTAMP"),
-)
 RECORDS = {records}
 
 
 @pytest.fixture
 def client(tmp_path, monkeypatch):
-    sql = SCHEMA.read_text()
-    for pattern, replacement in SQLITE_TYPES:
-        sql = re.sub(pattern, replacement, sql)
-    db = sqlite3.connect(tmp_path / "app.db")
-    db.executescript(sql)
-    db.execute("INSERT INTO users (email) VALUES ('buyer@example.com')")
-    db.commit()
-    db.close()
-    monkeypatch.chdir(tmp_path)  # the backend opens app.db in its working directory
+    monkeypatch.setenv("DATABASE_PATH", str(tmp_path / "app.db"))  # made from the schema on first use
     return TestClient(app)
 
 
@@ -555,11 +539,45 @@ def test_counts_are_whole_numbers_up_to_fifty():
 def test_missing_fields_are_named():
     assert missing_fields({"name": "Ada", "party_size": None}, ["name", "party_size"]) == ["party_size"]
 """
-BACKEND_HEAD = """\
+BACKEND_DB = '''"""The backend's database: SQLite at $DATABASE_PATH (default `app.db` in the working
+directory), its tables made on first use from the project's schema, `database/schema.sql`,
+written for PostgreSQL."""
+
+import os
+import pathlib
+import re
 import sqlite3
 
+SCHEMA = pathlib.Path(__file__).resolve().parents[2] / "database" / "schema.sql"
+# The PostgreSQL the schema uses, as SQLite's; every statement made idempotent.
+SQLITE_SCHEMA = (
+    (r"\\bSERIAL PRIMARY KEY\\b", "INTEGER PRIMARY KEY AUTOINCREMENT"),
+    (r"\\bTIMESTAMPTZ\\b", "TIMESTAMP"),
+    (r"\\bnow\\(\\)", "CURRENT_TIMESTAMP"),
+    (r"\\bCREATE (TABLE|INDEX) (?!IF NOT EXISTS)", r"CREATE \\1 IF NOT EXISTS "),
+)
+_made: set[str] = set()
+
+
+def sqlite_schema(sql: str) -> str:
+    for pattern, replacement in SQLITE_SCHEMA:
+        sql = re.sub(pattern, replacement, sql, flags=re.IGNORECASE)
+    return sql
+
+
+def connect() -> sqlite3.Connection:
+    path = os.environ.get("DATABASE_PATH", "app.db")
+    db = sqlite3.connect(path)
+    db.row_factory = sqlite3.Row
+    if path not in _made and SCHEMA.is_file():
+        db.executescript(sqlite_schema(SCHEMA.read_text()))
+        _made.add(path)
+    return db
+'''
+BACKEND_HEAD = """\
 from fastapi import APIRouter, Depends, FastAPI, HTTPException
 
+from .db import connect
 from .validation import missing_fields, valid_count
 
 app = FastAPI(title="Generated API")
@@ -567,8 +585,7 @@ router = APIRouter(prefix="/api")
 
 
 def get_db():
-    db = sqlite3.connect("app.db")
-    db.row_factory = sqlite3.Row
+    db = connect()
     try:
         yield db
     finally:
@@ -654,6 +671,7 @@ def backend_files(
     return [
         {"path": "backend/app/main.py", "content": main},
         {"path": "backend/app/__init__.py", "content": ""},
+        {"path": "backend/app/db.py", "content": BACKEND_DB},
         {"path": "backend/app/validation.py", "content": VALIDATION.format(low=low)},
         {"path": "backend/tests/test_validation.py", "content": VALIDATION_TEST},
         {"path": "backend/requirements.txt", "content": "fastapi==0.115.0\nuvicorn==0.30.0\n"},

@@ -58,6 +58,7 @@ def test_security_flags_sql_injection_then_remediation_and_reaudit_resolve_it(wo
     assert reaudit.result["verification"]["bandit"]["scanned"] == [
         "backend/app/main.py",
         "backend/app/__init__.py",
+        "backend/app/db.py",
         "backend/app/validation.py",
         "backend/tests/test_validation.py",
     ]

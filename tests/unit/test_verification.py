@@ -25,6 +25,7 @@ def test_codegen_path_escaping_the_project_is_broken():
 BACKEND_PYTHON = [
     "backend/app/main.py",
     "backend/app/__init__.py",
+    "backend/app/db.py",
     "backend/app/validation.py",
     "backend/tests/test_validation.py",
 ]
