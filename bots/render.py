@@ -13,7 +13,7 @@ from datetime import datetime
 from executions import projects
 from executions.integration import summary_line
 from executions.models import Conflict, Execution, Task
-from executions.result_aggregator import has_bill, has_record
+from executions.result_aggregator import has_bill, has_record, timeline
 from executions.states import EXECUTION_DELIVERED, ExecutionStatus, TaskStatus
 
 # Slack's limits: 3000 characters per section text, 40000 per message (we stay far below).
@@ -294,18 +294,9 @@ def summary_message(execution: Execution, *, public_url: str) -> Message:
     # An aggregated execution's answer ends with the server's record (timeline, repository, gate)
     # and its bill: the summary repeats none of it.
     recorded = has_record(execution.final_response)
-    duration = execution.duration_sec
-    if duration is not None and not recorded:
-        timeline = f"*Timeline:* {seconds(duration)} in {execution.mode or 'parallel'} mode"
-        serial = execution.serial_estimate_sec
-        if serial and execution.mode == "serial":  # beating its own estimate is not a speed-up
-            timeline += f" (estimated ~{seconds(serial)})"
-        elif serial:
-            timeline += f" vs ~{seconds(serial)} serial"
-            # Only a delivery is faster: a cancel or a budget stop after 0.1 s is not "400× faster".
-            if duration > 0 and serial > duration and execution.status in EXECUTION_DELIVERED:
-                timeline += f" ({serial / duration:.1f}× faster)"
-        lines.append(timeline)
+    if execution.duration_sec is not None and not recorded:
+        delivered = execution.status in EXECUTION_DELIVERED
+        lines.append(f"*Timeline:* {timeline(execution, delivered=delivered)}")
     if not has_bill(execution.final_response):  # else the answer ends with its bill already
         lines.append(
             f"*Cost:* ${execution.cost_usd:.2f} model usage · fee ${execution.fee_usd:.2f}"

@@ -202,13 +202,15 @@ def synthesis_facts(
 
 
 def timeline(execution: Execution, *, delivered: bool) -> str:
+    """The wall clock against the serial estimate, for the answer's record and Slack's summary."""
     duration = execution.duration_sec or 0
     serial = execution.serial_estimate_sec or 0
+    line = f"{duration:.0f}s wall clock in {execution.mode or 'parallel'} mode"
+    if not serial:  # stopped before a plan estimated it
+        return line
     if execution.mode == "serial":  # a serial run beating its own estimate is not a speed-up
-        return f"{duration:.0f}s wall clock in serial mode (estimated {serial:.0f}s)"
-    line = (
-        f"{duration:.0f}s wall clock in {execution.mode or 'parallel'} mode vs {serial:.0f}s serial estimate"
-    )
+        return f"{line} (estimated {serial:.0f}s)"
+    line += f" vs {serial:.0f}s serial estimate"
     if serial > duration > 0 and delivered:  # nothing delivered is not faster
         line += f" ({100 * (1 - duration / serial):.0f}% faster)"
     return line

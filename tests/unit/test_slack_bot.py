@@ -528,15 +528,21 @@ def finished_partial_execution(client: Client) -> tuple[Execution, SlackThread]:
 
 def test_a_summary_calls_only_a_delivery_faster(slack_settings, acme):
     execution, _ = finished_partial_execution(acme)
-    assert "(2.5× faster)" in render.summary_message(execution, public_url=PUBLIC_URL).text
+    assert "(60% faster)" in render.summary_message(execution, public_url=PUBLIC_URL).text
 
     execution.status = "cancelled"
     summary = render.summary_message(execution, public_url=PUBLIC_URL).text
-    assert "*Timeline:* 16s in parallel mode vs ~40s serial\n" in summary and "faster" not in summary
+    assert "*Timeline:* 16s wall clock in parallel mode vs 40s serial estimate\n" in summary
+    assert "faster" not in summary
 
     execution.status, execution.mode = "completed", "serial"  # beating its own estimate is no speed-up
     summary = render.summary_message(execution, public_url=PUBLIC_URL).text
-    assert "*Timeline:* 16s in serial mode (estimated ~40s)\n" in summary and "faster" not in summary
+    assert "*Timeline:* 16s wall clock in serial mode (estimated 40s)\n" in summary
+    assert "faster" not in summary
+
+    execution.status, execution.mode, execution.serial_estimate_sec = "cancelled", "parallel", None
+    summary = render.summary_message(execution, public_url=PUBLIC_URL).text  # cancelled before a plan
+    assert "*Timeline:* 16s wall clock in parallel mode\n" in summary
 
 
 def test_a_summary_states_the_bill_once(slack_settings, acme):
@@ -589,7 +595,7 @@ def test_thread_posts_status_milestones_and_summary_in_order(slack_settings, fak
     summary = replies[4].text
     assert "*Partial delivery* — `" + execution.pk + "`" in summary
     assert "*Backend* delivered; see <https://example.com/docs|docs>" in summary
-    assert "*Timeline:* 16s in parallel mode vs ~40s serial (2.5× faster)" in summary
+    assert "*Timeline:* 16s wall clock in parallel mode vs 40s serial estimate (60% faster)" in summary
     assert "*Cost:* $0.05 model usage · fee $3.20 · refund $1.65" in summary
     assert f"<{PUBLIC_URL}/console/executions/{execution.pk}/|Open in console>" in summary
 
