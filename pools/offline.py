@@ -461,7 +461,11 @@ def frontend_files(
         "scripts": {"dev": "next dev", "build": "next build"},
         "dependencies": {"next": "15.0.0", "react": "19.0.0", "react-dom": "19.0.0"},
     }
-    files = [{"path": "frontend/package.json", "content": json.dumps(package, indent=2) + "\n"}, *pages]
+    files = [
+        {"path": "frontend/package.json", "content": json.dumps(package, indent=2) + "\n"},
+        {"path": "frontend/.gitignore", "content": "node_modules/\n.next/\n__pycache__/\n.pytest_cache/\n"},
+        *pages,
+    ]
     if "ownership_violation" in flaws:
         files.append({"path": "backend/app/cors.py", "content": CORS})
     return files
@@ -675,6 +679,7 @@ def backend_files(
         {"path": "backend/app/validation.py", "content": VALIDATION.format(low=low)},
         {"path": "backend/tests/test_validation.py", "content": VALIDATION_TEST},
         {"path": "backend/requirements.txt", "content": "fastapi==0.115.0\nuvicorn==0.30.0\n"},
+        {"path": "backend/.gitignore", "content": "app.db\n__pycache__/\n.pytest_cache/\n"},
     ]
 
 
