@@ -217,7 +217,9 @@ def codegen(meta: dict, flaws: set[str]) -> dict:
         }
     area = area_of(description, "codegen")
     if area == "frontend":
-        files = frontend_files(tables, endpoints=contract_endpoints(meta, tables), flaws=flaws)
+        files = frontend_files(
+            tables, columns=contract_tables(meta), endpoints=contract_endpoints(meta, tables), flaws=flaws
+        )
         summary = f"Next.js frontend with pages for {', '.join(tables)}."
         # A stream's description quotes the client's request after its own words.
         request = description.split(": ", 1)[-1]
@@ -410,13 +412,15 @@ const API_BASE = process.env.NEXT_PUBLIC_API_BASE ?? "";
 
 export default function {name}Page() {{
   const [rows, setRows] = useState([]);
-  useEffect(() => {{
+  const [problem, setProblem] = useState("");
+  function load() {{
     fetch(`${{API_BASE}}{path}`).then((r) => r.json()).then(setRows);
-  }}, []);
+  }}
+  useEffect(load, []);
 {post}  return (
     <main>
       <h1>{name}</h1>
-      <ul>{{rows.map((row) => <li key={{row.id}}>{{row.name}}</li>)}}</ul>
+{form}      <ul>{{rows.map((row) => <li key={{row.id}}>{{row.name}}</li>)}}</ul>
     </main>
   );
 }}
@@ -424,22 +428,88 @@ export default function {name}Page() {{
 FRONTEND_POST = """\
 
   async function add(form) {{
-    await fetch(`${{API_BASE}}{path}`, {{
+    const inputs = Array.from(form.elements) as HTMLInputElement[];
+    const values = Object.fromEntries(
+      inputs.filter((input) => input.name).map((input) => [
+        input.name,
+        input.type === "number" ? input.valueAsNumber : input.value,
+      ]),
+    );
+    const response = await fetch(`${{API_BASE}}{path}`, {{
       method: "POST",
       headers: {{ "Content-Type": "application/json" }},
-      body: JSON.stringify(Object.fromEntries(new FormData(form))),
+      body: JSON.stringify(values),
     }});
+    if (!response.ok) {{
+      const answer = await response.json().catch(() => ({{}}));
+      setProblem(typeof answer.detail === "string" ? answer.detail : `refused (${{response.status}})`);
+      return;
+    }}
+    setProblem("");
+    form.reset();
+    load();
   }}
 
 """
+FRONTEND_FORM = """\
+      <form onSubmit={{(event) => {{ event.preventDefault(); add(event.currentTarget); }}}}>
+{inputs}        <button type="submit">Add</button>
+      </form>
+      {{problem && <p role="alert">{{problem}}</p>}}
+"""
+FRONTEND_INPUT = '        <input name="{column}" type="{kind}" placeholder="{label}" required />\n'
+# Next.js's own defaults for a TypeScript project, so that its first build changes nothing.
+NEXT_TSCONFIG = {
+    "compilerOptions": {
+        "target": "ES2017",
+        "lib": ["dom", "dom.iterable", "esnext"],
+        "allowJs": True,
+        "skipLibCheck": True,
+        "strict": False,
+        "noEmit": True,
+        "incremental": True,
+        "module": "esnext",
+        "esModuleInterop": True,
+        "moduleResolution": "node",
+        "resolveJsonModule": True,
+        "isolatedModules": True,
+        "jsx": "preserve",
+    },
+    "include": ["next-env.d.ts", "**/*.ts", "**/*.tsx"],
+    "exclude": ["node_modules"],
+}
+# `next dev` and `next start` pass /api on to the backend, so the pages call it on their own origin.
+NEXT_CONFIG = """\
+/** /api is the FastAPI backend's (`uvicorn app.main:app` in ../backend): passed on to it. */
+const BACKEND_URL = process.env.BACKEND_URL ?? "http://localhost:8000";
+
+module.exports = {
+  async rewrites() {
+    return [{ source: "/api/:path*", destination: `${BACKEND_URL}/api/:path*` }];
+  },
+};
+"""
+
+
+def input_kind(sql: str) -> str:
+    upper = sql.upper()
+    if "INT" in upper:
+        return "number"
+    return "datetime-local" if "TIMESTAMP" in upper or "DATE" in upper else "text"
 
 
 def frontend_files(
-    tables: list[str], *, endpoints: list[dict] | None = None, flaws: set[str] | frozenset = frozenset()
+    tables: list[str],
+    *,
+    columns: dict[str, dict[str, str]] | None = None,
+    endpoints: list[dict] | None = None,
+    flaws: set[str] | frozenset = frozenset(),
 ) -> list[dict]:
-    """A Next.js page per table: it lists the rows (GET) and, where the contract has one, posts a new
-    row (POST). Flaws: "interface_mismatch" calls the first table by another name (bookings →
-    reservations), "ownership_violation" also writes a file of the backend's."""
+    """A Next.js app with a page per table: it lists the rows (GET) and, where the contract has one,
+    a form posts a new row (POST); `next.config.js` passes /api on to the backend. Flaws:
+    "interface_mismatch" calls the first table by another name (bookings → reservations),
+    "ownership_violation" also writes a file of the backend's."""
+    columns = columns or {t: table_columns(t) for t in tables}
     if endpoints is None:
         endpoints = [{"method": "GET", "path": f"/api/{t}"} for t in tables]
     pages = []
@@ -452,18 +522,36 @@ def frontend_files(
         if table == misnamed and "interface_mismatch" in flaws:
             path = "/api/reservations" if table == "bookings" else f"/api/{table.rstrip('s')}"
         name = _page_name(table)
-        post = FRONTEND_POST.format(path=path) if "POST" in served else ""
-        content = FRONTEND_PAGE.format(name=name, path=path, post=post)
+        post = form = ""
+        if "POST" in served:
+            post = FRONTEND_POST.format(path=path)
+            fields = {
+                c: kind
+                for c, kind in (columns.get(table) or table_columns(table)).items()
+                if c not in GENERATED
+            }
+            inputs = "".join(
+                FRONTEND_INPUT.format(column=c, kind=input_kind(kind), label=c.replace("_", " "))
+                for c, kind in fields.items()
+            )
+            form = FRONTEND_FORM.format(inputs=inputs)
+        content = FRONTEND_PAGE.format(name=name, path=path, post=post, form=form)
         pages.append({"path": f"frontend/pages/{table}.tsx", "content": content})
     package = {
         "name": "frontend",
         "private": True,
-        "scripts": {"dev": "next dev", "build": "next build"},
-        "dependencies": {"next": "15.0.0", "react": "19.0.0", "react-dom": "19.0.0"},
+        "scripts": {"dev": "next dev", "build": "next build", "start": "next start"},
+        "dependencies": {"next": "15.5.29", "react": "19.2.9", "react-dom": "19.2.9"},
+        "devDependencies": {"@types/node": "22.10.0", "@types/react": "19.2.18", "typescript": "5.7.2"},
     }
     files = [
         {"path": "frontend/package.json", "content": json.dumps(package, indent=2) + "\n"},
-        {"path": "frontend/.gitignore", "content": "node_modules/\n.next/\n__pycache__/\n.pytest_cache/\n"},
+        {"path": "frontend/next.config.js", "content": NEXT_CONFIG},
+        {"path": "frontend/tsconfig.json", "content": json.dumps(NEXT_TSCONFIG, indent=2) + "\n"},
+        {
+            "path": "frontend/.gitignore",
+            "content": "node_modules/\n.next/\nnext-env.d.ts\n__pycache__/\n.pytest_cache/\n",
+        },
         *pages,
     ]
     if "ownership_violation" in flaws:
