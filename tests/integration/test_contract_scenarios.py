@@ -50,7 +50,7 @@ def test_frontend_calling_an_endpoint_the_backend_does_not_serve_is_fixed_and_re
     evidence = conflict.details["evidence"]
     assert {e["check"] for e in evidence} == {"call-undeclared"}
     first = evidence[0]
-    assert first["file"] == "frontend/pages/bookings.tsx" and first["line"] == 8
+    assert first["file"] == "frontend/pages/bookings.tsx" and first["line"] == 9
     assert "GET /api/reservations" in first["found"] and "GET /api/bookings" in first["expected"]
     tasks = {t.key: t for t in Task.objects.filter(execution=done)}
     fix = tasks["task_1_iface1"]
