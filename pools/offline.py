@@ -33,7 +33,15 @@ import textwrap
 import time
 
 from .contracts.contract import owns
-from .contracts.derive import CHECKOUT_FLOW, CHECKOUT_STEPS, GENERATED, area_of, entities, table_columns
+from .contracts.derive import (
+    CHECKOUT_FLOW,
+    CHECKOUT_STEPS,
+    GENERATED,
+    area_of,
+    entities,
+    sql_type,
+    table_columns,
+)
 from .llm_types import Completion, LLMError, LLMRequest, LLMTimeout, ModelSpec, ProgressCallback, ToolCall
 
 STEP_SEC = 0.05
@@ -362,10 +370,10 @@ def sample_record(table: str, columns: dict[str, str]) -> dict:
     for column, kind in columns.items():
         if column in GENERATED:
             continue
-        upper = kind.upper()
-        if "INT" in upper:
+        json_type = sql_type(kind)
+        if json_type == "integer":
             record[column] = 2  # a count the backend's validation takes, and a price in cents
-        elif "TIMESTAMP" in upper or "DATE" in upper:
+        elif json_type == "string (ISO 8601)":
             record[column] = "2026-06-01T19:00:00"
         elif column == "status":
             record[column] = "pending"
@@ -386,7 +394,7 @@ def checkout_flow_files(columns: dict[str, dict[str, str]], steps: list[str], fo
     test = CHECKOUT_TEST.format(
         depth=folder.count("/") + 2,
         records=pprint.pformat(
-            {t: sample_record(t, columns.get(t) or table_columns(t)) for t in steps},
+            {t: sample_record(t, columns[t]) for t in steps},
             width=96,
             sort_dicts=False,
         ),
@@ -491,11 +499,8 @@ module.exports = {
 """
 
 
-def input_kind(sql: str) -> str:
-    upper = sql.upper()
-    if "INT" in upper:
-        return "number"
-    return "datetime-local" if "TIMESTAMP" in upper or "DATE" in upper else "text"
+# The form input of each JSON type a column's SQL type has (`sql_type`); else a text input.
+INPUT_TYPES = {"integer": "number", "string (ISO 8601)": "datetime-local"}
 
 
 def frontend_files(
@@ -525,13 +530,11 @@ def frontend_files(
         post = form = ""
         if "POST" in served:
             post = FRONTEND_POST.format(path=path)
-            fields = {
-                c: kind
-                for c, kind in (columns.get(table) or table_columns(table)).items()
-                if c not in GENERATED
-            }
+            fields = {c: kind for c, kind in columns.get(table, {}).items() if c not in GENERATED}
             inputs = "".join(
-                FRONTEND_INPUT.format(column=c, kind=input_kind(kind), label=c.replace("_", " "))
+                FRONTEND_INPUT.format(
+                    column=c, kind=INPUT_TYPES.get(sql_type(kind), "text"), label=c.replace("_", " ")
+                )
                 for c, kind in fields.items()
             )
             form = FRONTEND_FORM.format(inputs=inputs)
