@@ -7,7 +7,7 @@ test cases (tests/test_task_distributor.py).
 import re
 from dataclasses import dataclass
 
-from pools.contracts.derive import AREAS, CHECKOUT_FLOW
+from pools.contracts.derive import AREAS, CHECKOUT_FLOW, SHOP_WORDS, STATIC_SITE, entities
 
 # (pattern, weight) per pool; patterns match whole words or stems at a word start.
 POOL_KEYWORDS: dict[str, list[tuple[str, int]]] = {
@@ -104,18 +104,23 @@ class Stream:
 
 
 _FULL_STACK = re.compile(
-    r"\b(website|web ?site|web app|webapp|platform|e-?commerce|store|shop|saas|full[- ]stack|portal)\b", re.I
+    r"\b(website|web ?site|web app|webapp|platform|saas|full[- ]stack|portal|blog|forum|crm|cms"
+    r"|(booking|reservation|ticketing|management|inventory) system|apps?)\b",
+    re.I,
 )
+# An app that is not a web app: "a CLI app" is one program.
+_NOT_WEB = re.compile(r"\b(cli|command[- ]line|terminal|script|library|package|sdk|plugin)\b", re.I)
 _FRONTEND = re.compile(r"\b(front-?end|ui|website|page|pages|react|next\.?js|form|dashboard|landing)\b", re.I)
 _BACKEND = re.compile(
-    r"\b(back-?end|api|rest|server|endpoints?|booking|payments?|checkout|auth\w*|webhooks?)\b", re.I
+    r"\b(back-?end|api|rest|server|endpoints?|booking|payments?|checkout|auth\w*|webhooks?|accounts?"
+    r"|log-?ins?|sign-?(up|in)s?|crud)\b",
+    re.I,
 )
 _DATABASE = re.compile(r"\b(database|schema|db|postgres\w*|supabase|sql|tables?|data ?model)\b", re.I)
 _SECURITY = re.compile(
     r"\b(secur\w*|audit\w*|payments?|owasp|xss|csrf|vulnerab\w*|pentest|penetration)\b", re.I
 )
 _FIX = re.compile(r"\b(fix|remediat\w*|patch)\b", re.I)
-_ECOMMERCE = re.compile(r"\b(e-?commerce|store|shop|checkout)\b", re.I)
 
 
 def _topic(request: str) -> str:
@@ -128,7 +133,12 @@ def detect_streams(request: str, layers: frozenset[str] = frozenset()) -> list[S
     `layers`: the project's layers (`frontend`, `backend`, `database`) the request must reach, as a
     follow-up that adds a new kind of record reaches every layer the project has."""
     topic = _topic(request)
-    full_stack = bool(_FULL_STACK.search(request))
+    shop = SHOP_WORDS.search(request)
+    full_stack = bool(_FULL_STACK.search(request) and not _NOT_WEB.search(request)) or bool(
+        shop and shop.group(0).lower() != "checkout"
+    )
+    if STATIC_SITE.search(request) and not (_BACKEND.search(request) or _DATABASE.search(request)):
+        full_stack = False  # pages only: "a landing page for a coffee shop"
     wants_security = bool(_SECURITY.search(request))
     wants_fix = bool(_FIX.search(request))
 
@@ -149,7 +159,13 @@ def detect_streams(request: str, layers: frozenset[str] = frozenset()) -> list[S
 
     frontend = full_stack or bool(_FRONTEND.search(request)) or "frontend" in layers
     backend = full_stack or bool(_BACKEND.search(request)) or "backend" in layers
-    database = full_stack or bool(_DATABASE.search(request)) or "database" in layers
+    # An API over records keeps them in tables of its own schema.
+    database = (
+        full_stack
+        or bool(_DATABASE.search(request))
+        or "database" in layers
+        or (backend and bool(entities(request, placeholder=False)))
+    )
     security = full_stack or wants_security
 
     streams: list[Stream] = []
@@ -182,7 +198,7 @@ def detect_streams(request: str, layers: frozenset[str] = frozenset()) -> list[S
                 ("backend",),
             )
         )
-    if _ECOMMERCE.search(request) and backend and database:
+    if shop and backend and database:
         streams.append(
             Stream(
                 "integration",

@@ -30,7 +30,35 @@ ENTITY_WORDS = {
     "customer": "customers",
     "customers": "customers",
     "invoice": "invoices",
+    "todo": "todos",
+    "todos": "todos",
+    "reminder": "reminders",
+    "blog": "posts",
+    "posts": "posts",
+    "article": "posts",
+    "comment": "comments",
+    "event": "events",
+    "ticket": "tickets",
+    "appointment": "bookings",
+    "member": "members",
+    "courses": "courses",
+    "notes": "notes",
+    "listings": "listings",
+    "inventory": "products",
 }
+# A request to sell online: its project has products, carts, orders and payments whether or not it
+# names them ("an e-commerce store for handmade jewelry").
+SHOP_WORDS = re.compile(
+    r"\b(e-?commerce|webshop|bookstore|storefront|marketplace|checkout|shopping"
+    # a store or shop as a noun that sells: not "store the data", nor "a key-value store"
+    r"|(a|an|the|my|our|your|online|web)\s+((?!(data|key|object|document|session|state|config|secret"
+    r"|blob|vector|event|feature|file|token|cache|cookie|credential|in-memory|memory|work)\b)[\w-]+\s+)?"
+    r"(store|shop))\b",
+    re.I,
+)
+SHOP_TABLES = ("products", "carts", "orders", "payments")
+# A site of pages only: a shop's landing page is no shop.
+STATIC_SITE = re.compile(r"\b(landing page|static (web ?)?site|portfolio|brochure|one-page)\b", re.I)
 USERS = {
     "id": "SERIAL PRIMARY KEY",
     "email": "TEXT NOT NULL UNIQUE",
@@ -50,6 +78,16 @@ EXTRA_COLUMNS = {
     "reviews": {"rating": "INTEGER NOT NULL"},
     "messages": {"body": "TEXT NOT NULL"},
     "invoices": {"total_cents": "INTEGER NOT NULL"},
+    "todos": {"due_at": "TIMESTAMPTZ NOT NULL"},
+    "reminders": {"remind_at": "TIMESTAMPTZ NOT NULL"},
+    "posts": {"body": "TEXT NOT NULL"},
+    "comments": {"body": "TEXT NOT NULL"},
+    "events": {"starts_at": "TIMESTAMPTZ NOT NULL", "capacity": "INTEGER NOT NULL"},
+    "tickets": {"price_cents": "INTEGER NOT NULL"},
+    "members": {"email": "TEXT NOT NULL"},
+    "courses": {"price_cents": "INTEGER NOT NULL"},
+    "notes": {"body": "TEXT NOT NULL"},
+    "listings": {"price_cents": "INTEGER NOT NULL"},
 }
 CREATED_AT = {"created_at": "TIMESTAMPTZ NOT NULL DEFAULT now()"}
 GENERATED = {"id", "user_id", "created_at"}
@@ -61,13 +99,16 @@ CHECKOUT_STEPS = ("carts", "orders", "payments")
 
 
 def entities(text: str, placeholder: bool = True) -> list[str]:
-    """The tables a text's entity words name, in order of first mention; when it names none,
-    `items` as a placeholder (`placeholder`), else none."""
+    """The tables a text's entity words name, in order of first mention, then a shop's own tables
+    when it asks to sell online; when it names none, `items` as a placeholder (`placeholder`),
+    else none."""
     found = []
     for word in re.findall(r"[a-z]+", text.lower()):
         table = ENTITY_WORDS.get(word) or (ENTITY_WORDS.get(word[:-1]) if word.endswith("s") else None)
         if table and table not in found:
             found.append(table)
+    if SHOP_WORDS.search(text) and not STATIC_SITE.search(text):
+        found += [table for table in SHOP_TABLES if table not in found]
     return found or (["items"] if placeholder else [])
 
 

@@ -396,3 +396,31 @@ def test_entities_are_named_in_the_singular_or_the_plural():
     assert entities("Add invoices for each order, with a page listing them") == ["invoices", "orders"]
     assert entities("Let customers keep carts and leave a review") == ["customers", "carts", "reviews"]
     assert entities("Add a dark mode toggle", placeholder=False) == []
+
+
+def test_a_shop_has_products_carts_orders_and_payments_whether_or_not_it_names_them():
+    from pools.contracts.derive import entities
+
+    assert entities("Create an e-commerce store for handmade jewelry") == [
+        "products",
+        "carts",
+        "orders",
+        "payments",
+    ]
+    assert entities("Build an online bookstore with customer reviews") == [
+        "customers",
+        "reviews",
+        "products",
+        "carts",
+        "orders",
+        "payments",
+    ]
+    # "store" as a verb, a data store and a coffee shop's landing page sell nothing.
+    assert entities("Store the readings in a key-value store", placeholder=False) == []
+    assert entities("Build a landing page for a coffee shop", placeholder=False) == []
+    assert entities("Of course: a todo app with reminders, blog posts and notes") == [
+        "todos",
+        "reminders",
+        "posts",
+        "notes",
+    ]

@@ -77,3 +77,40 @@ def test_seed_cost_comparison_projects():
         "database",
         "security",
     ]
+
+
+def areas_of(request):
+    """Each stream as the part of the project it builds (its description's own words)."""
+    return [s.description.split(":", 1)[0] for s in detect_streams(request)]
+
+
+FULL_STACK = [
+    "Build Next.js frontend",
+    "Build FastAPI backend with API endpoints",
+    "Design database schema with indexes",
+    "Security audit (OWASP top 10, injection, XSS, CSRF)",
+]
+SHOP = [*FULL_STACK, "Integrate checkout and payments end to end"]
+
+
+@pytest.mark.parametrize(
+    "request_text,areas",
+    [
+        ("Build an online bookstore with a shopping cart, checkout and customer reviews", SHOP),
+        ("Create an e-commerce store for handmade jewelry", SHOP),
+        ("Build a todo app with user accounts and due-date reminders", FULL_STACK),
+        ("Build a blog with posts, comments and an admin dashboard", FULL_STACK),
+        ("Build a booking system for a hair salon with appointments", FULL_STACK),
+        ("Build a mobile app for a gym with member sign-up", FULL_STACK),
+        # An API over records needs their tables; an API over none does not.
+        ("Build a REST API for bookings", FULL_STACK[1:3]),
+        ("Build a webhook receiver API", ["Build a webhook receiver API"]),
+        # Pages only, whatever the business sells.
+        ("Build a landing page for a coffee shop", ["Build a landing page for a coffee shop"]),
+        # One program, not a web app; "store" as a verb sells nothing.
+        ("Build a CLI app that converts CSV to JSON", ["Build a CLI app that converts CSV to JSON"]),
+        ("Write a script to store the logs in S3", ["Write a script to store the logs in S3"]),
+    ],
+)
+def test_a_request_gets_the_parts_a_project_of_its_kind_needs(request_text, areas):
+    assert areas_of(request_text) == areas
