@@ -503,6 +503,25 @@ module.exports = {
 INPUT_TYPES = {"integer": "number", "string (ISO 8601)": "datetime-local"}
 
 
+FRONTEND_INDEX = """\
+// The home page: a link to each record's page.
+export default function Home() {{
+  return (
+    <main>
+      <h1>Pages</h1>
+      <ul>
+{links}      </ul>
+    </main>
+  );
+}}
+"""
+FRONTEND_INDEX_LINK = """\
+        <li>
+          <a href="/{table}">{table}</a>
+        </li>
+"""
+
+
 def frontend_files(
     tables: list[str],
     *,
@@ -511,7 +530,8 @@ def frontend_files(
     flaws: set[str] | frozenset = frozenset(),
 ) -> list[dict]:
     """A Next.js app with a page per table: it lists the rows (GET) and, where the contract has one,
-    a form posts a new row (POST); `next.config.js` passes /api on to the backend. Flaws:
+    a form posts a new row (POST); a home page links to them; `next.config.js` passes /api on to
+    the backend. Flaws:
     "interface_mismatch" calls the first table by another name (bookings → reservations),
     "ownership_violation" also writes a file of the backend's."""
     columns = columns or {t: table_columns(t) for t in tables}
@@ -540,6 +560,11 @@ def frontend_files(
             form = FRONTEND_FORM.format(inputs=inputs)
         content = FRONTEND_PAGE.format(name=name, path=path, post=post, form=form)
         pages.append({"path": f"frontend/pages/{table}.tsx", "content": content})
+    if pages:
+        links = "".join(
+            FRONTEND_INDEX_LINK.format(table=page["path"].rsplit("/", 1)[1][: -len(".tsx")]) for page in pages
+        )
+        pages.append({"path": "frontend/pages/index.tsx", "content": FRONTEND_INDEX.format(links=links)})
     package = {
         "name": "frontend",
         "private": True,

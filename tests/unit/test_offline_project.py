@@ -68,3 +68,14 @@ def test_the_frontend_builds_as_a_nextjs_app_that_reaches_the_backend(tmp_path):
     assert "frontend/tsconfig.json" in files and "next-env.d.ts" in files["frontend/.gitignore"]
     config = files["frontend/next.config.js"]
     assert 'source: "/api/:path*"' in config and "destination: `${BACKEND_URL}/api/:path*`" in config
+
+
+def test_the_home_page_links_to_every_records_page(tmp_path):
+    files = project(tmp_path)
+
+    pages = sorted(p for p in files if p.startswith("frontend/pages/") and p != "frontend/pages/index.tsx")
+    assert pages == [f"frontend/pages/{t}.tsx" for t in ("bookings", "payments", "restaurants")]
+    home = files["frontend/pages/index.tsx"]
+    for page in pages:
+        table = page.rsplit("/", 1)[1].removesuffix(".tsx")
+        assert f'<a href="/{table}">{table}</a>' in home
