@@ -605,11 +605,15 @@ FILLER_WORDS = {
     "new",
 }
 FRONTEND_FEATURE = """\
-import {{ useState }} from "react";
+import {{ useEffect, useState }} from "react";
 
 // {summary}
 export default function {name}() {{
   const [on, setOn] = useState(false);
+  useEffect(() => {{
+    // Pages and styles key on the attribute: <html data-{attribute}="on">.
+    document.documentElement.dataset.{key} = on ? "on" : "off";{effect}
+  }}, [on]);
   return (
     <button type="button" aria-pressed={{on}} onClick={{() => setOn(!on)}}>
       {label}: {{on ? "on" : "off"}}
@@ -617,16 +621,64 @@ export default function {name}() {{
   );
 }}
 """
+DARK_EFFECT = """
+    document.documentElement.style.colorScheme = on ? "dark" : "light";
+    document.body.style.background = on ? "#111" : "";
+    document.body.style.color = on ? "#eee" : "";"""
+# The app around every page: the project's components in a header above it.
+FRONTEND_APP = """\
+import type {{ AppProps }} from "next/app";
+{imports}
+export default function App({{ Component, pageProps }}: AppProps) {{
+  return (
+    <>
+      <header>
+{mounts}      </header>
+      <Component {{...pageProps}} />
+    </>
+  );
+}}
+"""
+COMPONENT = re.compile(r"^frontend/components/([A-Z][A-Za-z]*)\.tsx$")
 
 
 def frontend_feature(description: str) -> dict:
     """A follow-up's own component, named after its request's words (letters only: the request is
-    the client's text, never code)."""
+    the client's text, never code). It sets an attribute of the page while on; a dark mode also
+    darkens the page."""
     words = [w for w in _words(description) if w not in FILLER_WORDS][:4] or ["feature"]
     name = "".join(w.title() for w in words)
-    label = " ".join(words).capitalize()
-    content = FRONTEND_FEATURE.format(name=name, label=label, summary=" ".join(_words(description))[:120])
+    content = FRONTEND_FEATURE.format(
+        name=name,
+        key=name[0].lower() + name[1:],
+        attribute="-".join(words),
+        effect=DARK_EFFECT if "dark" in words else "",
+        label=" ".join(words).capitalize(),
+        summary=" ".join(_words(description))[:120],
+    )
     return {"path": f"frontend/components/{name}.tsx", "content": content}
+
+
+def frontend_app(components: list[str]) -> dict:
+    """`pages/_app.tsx` mounting these components (names) above every page, one line each, so that
+    two follow-ups adding one each merge line by line."""
+    return {
+        "path": "frontend/pages/_app.tsx",
+        "content": FRONTEND_APP.format(
+            imports="".join(f'import {c} from "../components/{c}";\n' for c in components),
+            mounts="".join(f"        <{c} />\n" for c in components),
+        ),
+    }
+
+
+def mounted(files: list[dict], listing: str | None) -> list[dict]:
+    """An agent's files with `pages/_app.tsx` mounting its new components beside those the
+    project has (`listing`: its `list_files` of the workspace); unchanged without a new component."""
+    new = [m.group(1) for f in files if (m := COMPONENT.match(f["path"]))]
+    if not new or listing is None:
+        return files
+    there = [m.group(1) for line in listing.splitlines() if (m := COMPONENT.match(line.split("  ")[0]))]
+    return [*files, frontend_app(sorted(set(there) | set(new)))]
 
 
 CORS = '"""CORS origins the frontend needs."""\n\nALLOWED_ORIGINS = ["http://localhost:3000"]\n'
@@ -1045,7 +1097,10 @@ def next_step(spec: ModelSpec, request: LLMRequest, answer_text: str) -> tuple[s
         return answer_text, ()  # a malformed reply stays one: the loop says so
     number = 1 + sum(1 for m in request.history if m.role == "assistant")
     called = [c for m in request.history for c in m.tool_calls]
-    files = answer.get("files", [])
+    listing = next(
+        (r.content for m in request.history for r in m.tool_results if r.name == "list_files"), None
+    )
+    files = mounted(answer.get("files", []), listing)
     owned = request.meta.get("owned")
     finish = _call(number, "finish", {"summary": answer["summary"], "findings": answer.get("findings", [])})
     # Option explore_turns: look around that many turns first (benchmarks: a loop of a given length).
@@ -1056,6 +1111,9 @@ def next_step(spec: ModelSpec, request: LLMRequest, answer_text: str) -> tuple[s
             return "Listing the files to audit.", (_call(number, "list_files", {}),)
         return "Done.", (finish,)
     if not any(c.name == "write_file" for c in called):
+        if listing is None and mounted(files, "") is not files:
+            # A new component is mounted beside the project's own: look at those first.
+            return "Looking for the components the app mounts.", (_call(number, "list_files", {}),)
         writes = [_call(number, "write_file", {"path": f["path"], "content": f["content"]}) for f in files]
         if _tests_first(spec, request) and files:
             flawed = "failing_test" in spec.options.get("flaws", [])

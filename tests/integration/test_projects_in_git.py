@@ -468,10 +468,10 @@ def test_a_follow_up_is_checked_and_tested_as_the_project_it_lands_in(workers, c
 
 
 def test_a_frontend_follow_up_that_names_no_entity_adds_its_component_and_no_endpoint(
-    workers, client_and_key
+    workers, client_and_key, tmp_path, live_server
 ):
     configure(latency=0.05)
-    client, _ = client_and_key
+    client, key = client_and_key
     first = run(client, RESTAURANT, "bistro", session="a")
     assert first.status == "completed", first.final_response
 
@@ -487,6 +487,22 @@ def test_a_frontend_follow_up_that_names_no_entity_adds_its_component_and_no_end
     written = {p for t in toggle.tasks.filter(status="succeeded") for p in Task.paths_of(t.result)}
     assert "frontend/components/DarkModeToggle.tsx" in written
     assert ": 0 files changed" not in toggle.final_response
+
+    # In its tool loop, the next feature's agent looks at the project's components and mounts its
+    # own beside them.
+    configure(latency=0.05, max_turns=16)
+    picker = run(client, "Add a language picker to the frontend", "bistro", session="c")
+    assert picker.status == "completed", picker.final_response
+    checkout = tmp_path / "bistro"
+    assert clone(live_server, key, "bistro", checkout).returncode == 0
+    app = (checkout / "frontend/pages/_app.tsx").read_text()
+    for component in ("DarkModeToggle", "LanguagePicker"):
+        assert f'import {component} from "../components/{component}";' in app
+        assert f"<{component} />" in app
+    assert (
+        'style.colorScheme = on ? "dark" : "light"'
+        in (checkout / "frontend/components/DarkModeToggle.tsx").read_text()
+    )
 
 
 def test_a_follow_up_adding_a_kind_of_record_grows_its_table_endpoints_and_page(
