@@ -422,13 +422,22 @@ export default function {name}Page() {{
   const [rows, setRows] = useState([]);
   const [problem, setProblem] = useState("");
   function load() {{
-    fetch(`${{API_BASE}}{path}`).then((r) => r.json()).then(setRows);
+    fetch(`${{API_BASE}}{path}`)
+      .then(async (response) => {{
+        const answer = await response.json().catch(() => null);
+        if (!response.ok || !Array.isArray(answer)) {{
+          throw new Error(typeof answer?.detail === "string" ? answer.detail : `HTTP ${{response.status}}`);
+        }}
+        setRows(answer);
+      }})
+      .catch((error) => setProblem(`could not load the list: ${{error.message}}`));
   }}
   useEffect(load, []);
 {post}  return (
     <main>
       <h1>{name}</h1>
-{form}      <ul>{{rows.map((row) => <li key={{row.id}}>{{row.name}}</li>)}}</ul>
+{form}      {{problem && <p role="alert">{{problem}}</p>}}
+      <ul>{{rows.map((row) => <li key={{row.id}}>{{row.name}}</li>)}}</ul>
     </main>
   );
 }}
@@ -463,7 +472,6 @@ FRONTEND_FORM = """\
       <form onSubmit={{(event) => {{ event.preventDefault(); add(event.currentTarget); }}}}>
 {inputs}        <button type="submit">Add</button>
       </form>
-      {{problem && <p role="alert">{{problem}}</p>}}
 """
 FRONTEND_INPUT = '        <input name="{column}" type="{kind}" placeholder="{label}" required />\n'
 # Next.js's own defaults for a TypeScript project, so that its first build changes nothing.
@@ -519,6 +527,20 @@ FRONTEND_INDEX_LINK = """\
         <li>
           <a href="/{table}">{table}</a>
         </li>
+"""
+
+
+FRONTEND_README = """\
+# Frontend
+
+A Next.js app: a page per record with its list and a form, and a home page linking to them.
+It calls `/api/…` on its own origin, and Next passes those calls on to the backend at
+`$BACKEND_URL` (default `http://localhost:8000`).
+
+    npm install
+    BACKEND_URL=http://localhost:8001 npm run dev      # http://localhost:3000
+
+For production, `BACKEND_URL=… npm run build` then `npm start`: the address is fixed when it builds.
 """
 
 
@@ -580,6 +602,7 @@ def frontend_files(
             "path": "frontend/.gitignore",
             "content": "node_modules/\n.next/\nnext-env.d.ts\n__pycache__/\n.pytest_cache/\n",
         },
+        {"path": "frontend/README.md", "content": FRONTEND_README},
         *pages,
     ]
     if "ownership_violation" in flaws:
@@ -720,7 +743,16 @@ import pathlib
 import re
 import sqlite3
 
-SCHEMA = pathlib.Path(__file__).resolve().parents[2] / "database" / "schema.sql"
+# The project's schema: `database/schema.sql` in the nearest folder above that has one (a second
+# backend may sit deeper, in src/<task>).
+SCHEMA = next(
+    (
+        up / "database" / "schema.sql"
+        for up in pathlib.Path(__file__).resolve().parents
+        if (up / "database" / "schema.sql").is_file()
+    ),
+    pathlib.Path("database", "schema.sql"),
+)
 # The PostgreSQL the schema uses, as SQLite's; every statement made idempotent.
 SQLITE_SCHEMA = (
     (r"\\bSERIAL PRIMARY KEY\\b", "INTEGER PRIMARY KEY AUTOINCREMENT"),
@@ -794,6 +826,19 @@ BACKEND_COUNT_CHECK = """\
 """
 
 
+BACKEND_README = """\
+# Backend
+
+A FastAPI app serving `GET` and `POST` on `/api/<record>` for the project's records, over
+SQLite. Its tables are made on first use from the project's schema (`database/schema.sql` in the
+nearest folder above that has one); `$DATABASE_PATH` picks the file (default `app.db` here).
+
+    pip install -r requirements.txt
+    uvicorn app.main:app --port 8001    # API docs at http://localhost:8001/docs
+    python -m pytest -q                 # its tests (pytest installed)
+"""
+
+
 def backend_files(
     tables: list[str],
     sql_injection: bool = False,
@@ -848,6 +893,7 @@ def backend_files(
         {"path": "backend/tests/test_validation.py", "content": VALIDATION_TEST},
         {"path": "backend/requirements.txt", "content": "fastapi==0.115.0\nuvicorn==0.30.0\n"},
         {"path": "backend/.gitignore", "content": "app.db\n__pycache__/\n.pytest_cache/\n"},
+        {"path": "backend/README.md", "content": BACKEND_README},
     ]
 
 

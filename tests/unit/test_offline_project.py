@@ -48,6 +48,24 @@ def test_the_backend_makes_every_table_of_the_schema_on_first_use(tmp_path, monk
         assert db.execute(insert).lastrowid == 1  # SERIAL became an id SQLite numbers
 
 
+def test_a_second_backend_deeper_in_the_tree_finds_the_projects_schema(tmp_path, monkeypatch):
+    files = project(tmp_path)
+    deeper = tmp_path / "src/task_5/backend/app/db.py"
+    deeper.parent.mkdir(parents=True)
+    deeper.write_text(files["backend/app/db.py"])
+    spec = importlib.util.spec_from_file_location("deeper_db", deeper)
+    db_module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(db_module)
+    monkeypatch.setenv("DATABASE_PATH", str(tmp_path / "deeper.db"))
+
+    assert (tmp_path / "database/schema.sql") == db_module.SCHEMA
+    db_module.connect().close()
+    tables = sqlite3.connect(tmp_path / "deeper.db").execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table'"
+    )
+    assert {"users", "restaurants", "bookings", "payments"} <= {name for (name,) in tables}
+
+
 def test_a_page_posts_a_form_of_the_contracts_fields_to_its_endpoint(tmp_path):
     page = project(tmp_path)["frontend/pages/bookings.tsx"]
 
@@ -56,6 +74,8 @@ def test_a_page_posts_a_form_of_the_contracts_fields_to_its_endpoint(tmp_path):
     assert '<input name="starts_at" type="datetime-local"' in page
     assert "await fetch(`${API_BASE}/api/bookings`, {" in page and 'method: "POST"' in page
     assert 'role="alert"' in page  # a refusal's detail is shown, not dropped
+    # A list the API refuses is said, and the page stays up (an error's body is no array to map).
+    assert "!Array.isArray(answer)" in page and "could not load the list" in page
 
 
 def test_the_frontend_builds_as_a_nextjs_app_that_reaches_the_backend(tmp_path):
@@ -66,6 +86,9 @@ def test_the_frontend_builds_as_a_nextjs_app_that_reaches_the_backend(tmp_path):
     assert {"next", "react", "react-dom"} == set(package["dependencies"])
     assert "typescript" in package["devDependencies"]  # .tsx pages need it to build
     assert "frontend/tsconfig.json" in files and "next-env.d.ts" in files["frontend/.gitignore"]
+    # Each part says how to run it.
+    assert "BACKEND_URL=http://localhost:8001 npm run dev" in files["frontend/README.md"]
+    assert "uvicorn app.main:app --port 8001" in files["backend/README.md"]
     config = files["frontend/next.config.js"]
     assert 'source: "/api/:path*"' in config and "destination: `${BACKEND_URL}/api/:path*`" in config
 
