@@ -110,6 +110,22 @@ _FULL_STACK = re.compile(
 )
 # An app that is not a web app: "a CLI app" is one program.
 _NOT_WEB = re.compile(r"\b(cli|command[- ]line|terminal|script|library|package|sdk|plugin)\b", re.I)
+# "the website" is one there already ("Add a dark mode toggle to the website"), unless the request
+# is to build it.
+_EXISTING = re.compile(r"\b(the|this|our|my|your|its)\s+([\w-]+\s+)?$", re.I)
+_BUILDS = re.compile(r"^\W*(please\s+)?(build|create|develop|design|write|launch|set ?up)\b", re.I)
+
+
+def builds_full_stack(request: str) -> bool:
+    """Whether a request asks for a whole web project: a website, an app (not a CLI one), a store…"""
+    if _NOT_WEB.search(request):
+        return False
+    return any(
+        _BUILDS.search(request) or not _EXISTING.search(request[: found.start()])
+        for found in _FULL_STACK.finditer(request)
+    )
+
+
 _FRONTEND = re.compile(r"\b(front-?end|ui|website|page|pages|react|next\.?js|form|dashboard|landing)\b", re.I)
 _BACKEND = re.compile(
     r"\b(back-?end|api|rest|server|endpoints?|booking|payments?|checkout|auth\w*|webhooks?|accounts?"
@@ -134,9 +150,7 @@ def detect_streams(request: str, layers: frozenset[str] = frozenset()) -> list[S
     follow-up that adds a new kind of record reaches every layer the project has."""
     topic = _topic(request)
     shop = SHOP_WORDS.search(request)
-    full_stack = bool(_FULL_STACK.search(request) and not _NOT_WEB.search(request)) or bool(
-        shop and shop.group(0).lower() != "checkout"
-    )
+    full_stack = builds_full_stack(request) or bool(shop and shop.group(0).lower() != "checkout")
     if STATIC_SITE.search(request) and not (_BACKEND.search(request) or _DATABASE.search(request)):
         full_stack = False  # pages only: "a landing page for a coffee shop"
     wants_security = bool(_SECURITY.search(request))

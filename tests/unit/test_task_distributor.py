@@ -110,6 +110,10 @@ SHOP = [*FULL_STACK, "Integrate checkout and payments end to end"]
         # One program, not a web app; "store" as a verb sells nothing.
         ("Build a CLI app that converts CSV to JSON", ["Build a CLI app that converts CSV to JSON"]),
         ("Write a script to store the logs in S3", ["Write a script to store the logs in S3"]),
+        # A change to the app there is: one task, not a new project.
+        ("Add a dark mode toggle to the app", ["Add a dark mode toggle to the app"]),
+        ("Make the website faster", ["Make the website faster"]),
+        ("Build the website for my bakery", FULL_STACK),
     ],
 )
 def test_a_request_gets_the_parts_a_project_of_its_kind_needs(request_text, areas):
