@@ -82,8 +82,8 @@ def test_restaurant_request_runs_in_parallel_and_audits_after_the_backend(worker
     serial = sum((t.finished_at - t.started_at).total_seconds() for t in role.values())
     assert makespan < serial - 1.0, (makespan, serial)
     # The audit saw the backend's files as context: its app, database, validation, tests,
-    # requirements and .gitignore.
-    assert role["security"].result["summary"].startswith("Audited 7 files")
+    # requirements, .gitignore and README.
+    assert role["security"].result["summary"].startswith("Audited 8 files")
     assert done.fee_usd == Decimal("3.20") and done.cost_usd > 0
     usage = LedgerEntry.objects.filter(execution=done, kind="usage")
     assert usage.filter(attempt__isnull=False).count() == 4
