@@ -512,7 +512,9 @@ INPUT_TYPES = {"integer": "number", "string (ISO 8601)": "datetime-local"}
 
 
 FRONTEND_INDEX = """\
-// The home page: a link to each record's page.
+import Link from "next/link";
+
+// The home page: a link to each record's page (the app, and what its header holds, stays loaded).
 export default function Home() {{
   return (
     <main>
@@ -525,7 +527,7 @@ export default function Home() {{
 """
 FRONTEND_INDEX_LINK = """\
         <li>
-          <a href="/{table}">{table}</a>
+          <Link href="/{table}">{table}</Link>
         </li>
 """
 

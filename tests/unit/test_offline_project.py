@@ -101,4 +101,4 @@ def test_the_home_page_links_to_every_records_page(tmp_path):
     home = files["frontend/pages/index.tsx"]
     for page in pages:
         table = page.rsplit("/", 1)[1].removesuffix(".tsx")
-        assert f'<a href="/{table}">{table}</a>' in home
+        assert f'<Link href="/{table}">{table}</Link>' in home
