@@ -7,7 +7,16 @@ test cases (tests/test_task_distributor.py).
 import re
 from dataclasses import dataclass
 
-from pools.contracts.derive import AREAS, CHECKOUT_FLOW, SHOP_WORDS, STATIC_SITE, entities
+from pools.contracts.derive import (
+    AREAS,
+    BUILDS,
+    CHECKOUT_FLOW,
+    EXISTING,
+    SHOP_WORDS,
+    STATIC_SITE,
+    entities,
+    sells_online,
+)
 
 # (pattern, weight) per pool; patterns match whole words or stems at a word start.
 POOL_KEYWORDS: dict[str, list[tuple[str, int]]] = {
@@ -110,18 +119,18 @@ _FULL_STACK = re.compile(
 )
 # An app that is not a web app: "a CLI app" is one program.
 _NOT_WEB = re.compile(r"\b(cli|command[- ]line|terminal|script|library|package|sdk|plugin)\b", re.I)
-# "the website" is one there already ("Add a dark mode toggle to the website"), unless the request
-# is to build it.
-_EXISTING = re.compile(r"\b(the|this|our|my|your|its)\s+([\w-]+\s+)?$", re.I)
-_BUILDS = re.compile(r"^\W*(please\s+)?(build|create|develop|design|write|launch|set ?up)\b", re.I)
 
 
 def builds_full_stack(request: str) -> bool:
-    """Whether a request asks for a whole web project: a website, an app (not a CLI one), a store…"""
+    """Whether a request asks for a whole web project: a website, an app (not a CLI one), a store…
+    "the website" is one there already ("Add a dark mode toggle to the website"), unless the
+    request is to build it."""
+    if sells_online(request):
+        return True
     if _NOT_WEB.search(request):
         return False
     return any(
-        _BUILDS.search(request) or not _EXISTING.search(request[: found.start()])
+        BUILDS.search(request) or not EXISTING.search(request[: found.start()])
         for found in _FULL_STACK.finditer(request)
     )
 
@@ -149,8 +158,7 @@ def detect_streams(request: str, layers: frozenset[str] = frozenset()) -> list[S
     `layers`: the project's layers (`frontend`, `backend`, `database`) the request must reach, as a
     follow-up that adds a new kind of record reaches every layer the project has."""
     topic = _topic(request)
-    shop = SHOP_WORDS.search(request)
-    full_stack = builds_full_stack(request) or bool(shop and shop.group(0).lower() != "checkout")
+    full_stack = builds_full_stack(request)
     if STATIC_SITE.search(request) and not (_BACKEND.search(request) or _DATABASE.search(request)):
         full_stack = False  # pages only: "a landing page for a coffee shop"
     wants_security = bool(_SECURITY.search(request))
@@ -212,7 +220,7 @@ def detect_streams(request: str, layers: frozenset[str] = frozenset()) -> list[S
                 ("backend",),
             )
         )
-    if shop and backend and database:
+    if SHOP_WORDS.search(request) and backend and database:
         streams.append(
             Stream(
                 "integration",

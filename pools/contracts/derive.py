@@ -59,6 +59,24 @@ SHOP_WORDS = re.compile(
 SHOP_TABLES = ("products", "carts", "orders", "payments")
 # A site of pages only: a shop's landing page is no shop.
 STATIC_SITE = re.compile(r"\b(landing page|static (web ?)?site|portfolio|brochure|one-page)\b", re.I)
+# "the shop", "my app": one there already ("Add a dark mode toggle to the shop"), unless the
+# request is to build it.
+EXISTING = re.compile(r"\b(the|this|our|my|your|its)\s+([\w-]+\s+)?$", re.I)
+BUILDS = re.compile(r"^\W*(please\s+)?(build|create|develop|design|write|launch|set ?up)\b", re.I)
+
+
+def sells_online(text: str) -> bool:
+    """Whether a request asks for a shop of its own (not a landing page, nor a change to the shop
+    there is)."""
+    if STATIC_SITE.search(text):
+        return False
+    return any(
+        found.group(0).lower() != "checkout"
+        and (BUILDS.search(text) or not EXISTING.search(text[: found.end()].rsplit(None, 1)[0] + " "))
+        for found in SHOP_WORDS.finditer(text)
+    )
+
+
 USERS = {
     "id": "SERIAL PRIMARY KEY",
     "email": "TEXT NOT NULL UNIQUE",
@@ -107,7 +125,7 @@ def entities(text: str, placeholder: bool = True) -> list[str]:
         table = ENTITY_WORDS.get(word) or (ENTITY_WORDS.get(word[:-1]) if word.endswith("s") else None)
         if table and table not in found:
             found.append(table)
-    if SHOP_WORDS.search(text) and not STATIC_SITE.search(text):
+    if sells_online(text):
         found += [table for table in SHOP_TABLES if table not in found]
     return found or (["items"] if placeholder else [])
 

@@ -418,6 +418,7 @@ def test_a_shop_has_products_carts_orders_and_payments_whether_or_not_it_names_t
     # "store" as a verb, a data store and a coffee shop's landing page sell nothing.
     assert entities("Store the readings in a key-value store", placeholder=False) == []
     assert entities("Build a landing page for a coffee shop", placeholder=False) == []
+    assert entities("Add a dark mode toggle to my shop", placeholder=False) == []  # the one there is
     assert entities("Of course: a todo app with reminders, blog posts and notes") == [
         "todos",
         "reminders",

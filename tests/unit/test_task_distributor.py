@@ -112,6 +112,8 @@ SHOP = [*FULL_STACK, "Integrate checkout and payments end to end"]
         ("Write a script to store the logs in S3", ["Write a script to store the logs in S3"]),
         # A change to the app there is: one task, not a new project.
         ("Add a dark mode toggle to the app", ["Add a dark mode toggle to the app"]),
+        ("Add a dark mode toggle to the shop", ["Add a dark mode toggle to the shop"]),
+        ("Build the online store for my bakery", SHOP),
         ("Make the website faster", ["Make the website faster"]),
         ("Build the website for my bakery", FULL_STACK),
     ],
