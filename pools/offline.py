@@ -437,7 +437,7 @@ export default function {name}Page() {{
     <main>
       <h1>{name}</h1>
 {form}      {{problem && <p role="alert">{{problem}}</p>}}
-      <ul>{{rows.map((row) => <li key={{row.id}}>{{row.name}}</li>)}}</ul>
+      <ul>{{rows.map((row) => <li key={{row.id}}>{{[{shown}].join(" · ")}}</li>)}}</ul>
     </main>
   );
 }}
@@ -571,10 +571,11 @@ def frontend_files(
         if table == misnamed and "interface_mismatch" in flaws:
             path = "/api/reservations" if table == "bookings" else f"/api/{table.rstrip('s')}"
         name = _page_name(table)
+        fields = {c: kind for c, kind in columns.get(table, {}).items() if c not in GENERATED}
+        shown = ", ".join(f"row.{c}" for c in fields or ["name"])  # what the backend lists of a row
         post = form = ""
         if "POST" in served:
             post = FRONTEND_POST.format(path=path)
-            fields = {c: kind for c, kind in columns.get(table, {}).items() if c not in GENERATED}
             inputs = "".join(
                 FRONTEND_INPUT.format(
                     column=c, kind=INPUT_TYPES.get(sql_type(kind), "text"), label=c.replace("_", " ")
@@ -582,7 +583,7 @@ def frontend_files(
                 for c, kind in fields.items()
             )
             form = FRONTEND_FORM.format(inputs=inputs)
-        content = FRONTEND_PAGE.format(name=name, path=path, post=post, form=form)
+        content = FRONTEND_PAGE.format(name=name, path=path, post=post, form=form, shown=shown)
         pages.append({"path": f"frontend/pages/{table}.tsx", "content": content})
     if pages:
         links = "".join(
