@@ -318,7 +318,8 @@ def _decompose(
     prompt = plan_prompt(request, available, max_tasks, existing_files, existing_contract)
     # The offline PM has no model to plan with: it answers with the deterministic plan.
     planned = deterministic_plan(request, pools, layers_to_grow(request, existing_files, existing_contract))
-    follow_up = bool(existing_files or existing_contract)
+    # A new project's contract is there too, empty: a follow-up is one with files or interfaces.
+    follow_up = bool(existing_files or existing_contract.get("endpoints") or existing_contract.get("tables"))
     fallback = [{k: v for k, v in t.items() if k != "timeout_sec"} for t in planned]
     meta = {
         "request": request,

@@ -224,6 +224,10 @@ def codegen(meta: dict, flaws: set[str]) -> dict:
             "findings": [],
         }
     area = area_of(description, "codegen")
+    contract = meta.get("contract") or {}
+    alone = not meta.get("owned") and not meta.get("follow_up")  # a new project's one task
+    if area in ("frontend", "other") and alone and contract.get("tables") and contract.get("endpoints"):
+        return small_app_files(meta, tables, flaws)  # the whole small app (derive.small_app)
     if area == "frontend":
         files = frontend_files(
             tables, columns=contract_tables(meta), endpoints=contract_endpoints(meta, tables), flaws=flaws
@@ -287,6 +291,22 @@ def codegen(meta: dict, flaws: set[str]) -> dict:
     return {
         "summary": f"Implemented {slug}.",
         "files": [{"path": f"{folder}/{slug}.py", "content": body}],
+        "findings": [],
+    }
+
+
+def small_app_files(meta: dict, tables: list[str], flaws: set[str]) -> dict:
+    """A small app by one agent: the schema of its records, the backend serving them and the
+    frontend's pages posting them."""
+    columns, endpoints = contract_tables(meta), contract_endpoints(meta, tables)
+    files = [
+        *schema(meta, flaws)["files"],
+        *backend_files(tables, "sql_injection" in flaws, columns=columns, endpoints=endpoints, flaws=flaws),
+        *frontend_files(tables, columns=columns, endpoints=endpoints, flaws=flaws),
+    ]
+    return {
+        "summary": f"A small app for {', '.join(tables)}: schema, FastAPI backend and Next.js pages.",
+        "files": files,
         "findings": [],
     }
 

@@ -146,12 +146,28 @@ def sql_type(kind: str) -> str:
     return "string"
 
 
+# The words of a request for something a user fills in or looks at.
+PAGE_WORDS = re.compile(r"\b(forms?|pages?|site|website|dashboard|landing)\b", re.I)
+
+
+def small_app(request: str, areas: dict[str, str], follow_up: bool = False) -> bool:
+    """Whether one agent builds a small app whole, its page, API and table: a new project's single
+    task asking for a page or form over records ("Build a contact form")."""
+    return (
+        not follow_up
+        and len(areas) == 1
+        and set(areas.values()) <= {"frontend", "other"}
+        and bool(PAGE_WORDS.search(request))
+        and bool(entities(request, placeholder=False))
+    )
+
+
 def contract_for(request: str, areas: dict[str, str], follow_up: bool = False) -> dict:
     """The contract of a plan whose tasks have these areas (task id → frontend, backend, database,
     security or other). A new project whose request names no entity gets an `items` placeholder to
     build to; a follow-up (`follow_up`) builds on the project's contract and adds none: an endpoint
-    its plan declares is one its tasks must serve."""
-    present = set(areas.values())
+    its plan declares is one its tasks must serve. A small app's one task builds every layer."""
+    present = set(AREAS) if small_app(request, areas, follow_up) else set(areas.values())
     tables = entities(request, placeholder=not follow_up)
     contract: dict = {"endpoints": [], "tables": [], "ownership": {}}
     if present & {"frontend", "backend"}:

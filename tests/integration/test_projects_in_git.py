@@ -591,3 +591,29 @@ def test_follow_ups_that_add_modules_keep_each_others_tests(workers, client_and_
     [agent] = second.tasks.filter(status="succeeded")
     assert agent.result["commands"][-1]["command"] == "cd src && python3 -m pytest -q"
     assert agent.result["tests"] == {"passed": 4, "failed": 0}
+
+
+def test_a_small_app_is_one_agents_schema_backend_and_page_that_run_together(
+    workers, client_and_key, tmp_path, live_server
+):
+    configure(latency=0.05, max_turns=16)
+    client, key = client_and_key
+    done = run(client, "Build a contact form", "contact")
+
+    assert done.status == "completed", done.final_response
+    [task] = done.tasks.all()  # the seed's small project: one agent
+    assert set(Task.paths_of(task.result)) >= {
+        "database/schema.sql",
+        "backend/app/main.py",
+        "frontend/pages/messages.tsx",
+    }
+    assert [e["path"] for e in done.contract["endpoints"]] == ["/api/messages", "/api/messages"]
+    assert done.contract_report["passed"] == done.contract_report["checks"] > 0
+    gate = done.integration
+    assert gate["ok"] and "$ pytest backend" in gate["output_tail"] and gate["passed"] > 0, gate
+
+    checkout = tmp_path / "contact"
+    assert clone(live_server, key, "contact", checkout).returncode == 0
+    assert "CREATE TABLE messages" in (checkout / "database/schema.sql").read_text()
+    assert "def create_messages" in (checkout / "backend/app/main.py").read_text()
+    assert "/api/messages" in (checkout / "frontend/pages/messages.tsx").read_text()

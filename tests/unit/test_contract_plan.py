@@ -362,3 +362,26 @@ def test_a_tasks_area_is_the_first_part_its_description_names():
     assert area_of("Build the UI for bookings", "codegen") == "frontend"
     assert area_of("Write the deployment notes", "codegen") == "other"
     assert area_of("Build the backend", "database") == "database"
+
+
+def test_a_new_project_is_planned_as_new_though_its_stored_contract_is_an_empty_one():
+    # A new project's stored contract is {} (the API passes the project's, empty): its plan still
+    # gets what a new project gets, a placeholder to build to and a small app's whole contract.
+    for existing in (None, {}, {"endpoints": [], "tables": []}):
+        site = decompose(
+            "Build a website for my bakery",
+            OFFLINE,
+            POOLS,
+            max_tasks=50,
+            timeout=10,
+            existing_contract=existing,
+        )
+        assert [e["path"] for e in site.contract["endpoints"]] == ["/api/items", "/api/items"]
+        form = decompose(
+            "Build a contact form", OFFLINE, POOLS, max_tasks=50, timeout=10, existing_contract=existing
+        )
+        assert len(form.tasks) == 1 and {t["name"] for t in form.contract["tables"]} == {"users", "messages"}
+    follow_up = decompose(
+        "Build a contact form", OFFLINE, POOLS, max_tasks=50, timeout=10, existing_files=[("README.md", 9)]
+    )
+    assert follow_up.contract["tables"] == []  # a follow-up's single task builds no small app over it
