@@ -299,10 +299,10 @@ def small_app_files(meta: dict, tables: list[str], flaws: set[str]) -> dict:
     """A small app by one agent: the schema of its records, the backend serving them and the
     frontend's pages posting them."""
     columns, endpoints = contract_tables(meta), contract_endpoints(meta, tables)
-    files = [
-        *schema(meta, flaws)["files"],
+    files = [  # the backend first: the agent's own test goes beside it, in backend/tests
         *backend_files(tables, "sql_injection" in flaws, columns=columns, endpoints=endpoints, flaws=flaws),
         *frontend_files(tables, columns=columns, endpoints=endpoints, flaws=flaws),
+        *schema(meta, flaws)["files"],
     ]
     return {
         "summary": f"A small app for {', '.join(tables)}: schema, FastAPI backend and Next.js pages.",

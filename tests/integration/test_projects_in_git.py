@@ -611,6 +611,7 @@ def test_a_small_app_is_one_agents_schema_backend_and_page_that_run_together(
     assert done.contract_report["passed"] == done.contract_report["checks"] > 0
     gate = done.integration
     assert gate["ok"] and "$ pytest backend" in gate["output_tail"] and gate["passed"] > 0, gate
+    assert "backend/tests/test_backend_files.py" in Task.paths_of(task.result)  # its own test, run
 
     checkout = tmp_path / "contact"
     assert clone(live_server, key, "contact", checkout).returncode == 0
