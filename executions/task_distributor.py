@@ -9,11 +9,10 @@ from dataclasses import dataclass
 
 from pools.contracts.derive import (
     AREAS,
-    BUILDS,
     CHECKOUT_FLOW,
-    EXISTING,
     SHOP_WORDS,
     STATIC_SITE,
+    asks_for_new,
     entities,
     sells_online,
 )
@@ -129,10 +128,7 @@ def builds_full_stack(request: str) -> bool:
         return True
     if _NOT_WEB.search(request):
         return False
-    return any(
-        BUILDS.search(request) or not EXISTING.search(request[: found.start()])
-        for found in _FULL_STACK.finditer(request)
-    )
+    return any(asks_for_new(request, found.start()) for found in _FULL_STACK.finditer(request))
 
 
 _FRONTEND = re.compile(r"\b(front-?end|ui|website|page|pages|react|next\.?js|form|dashboard|landing)\b", re.I)

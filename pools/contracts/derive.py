@@ -65,6 +65,12 @@ EXISTING = re.compile(r"\b(the|this|our|my|your|its)\s+([\w-]+\s+)?$", re.I)
 BUILDS = re.compile(r"^\W*(please\s+)?(build|create|develop|design|write|launch|set ?up)\b", re.I)
 
 
+def asks_for_new(text: str, noun_at: int) -> bool:
+    """Whether the thing named at `noun_at` ("website", "shop") is one the request asks to build,
+    not one there already ("Add a dark mode toggle to the shop")."""
+    return bool(BUILDS.search(text)) or not EXISTING.search(text[:noun_at])
+
+
 def sells_online(text: str) -> bool:
     """Whether a request asks for a shop of its own (not a landing page, nor a change to the shop
     there is)."""
@@ -72,7 +78,7 @@ def sells_online(text: str) -> bool:
         return False
     return any(
         found.group(0).lower() != "checkout"
-        and (BUILDS.search(text) or not EXISTING.search(text[: found.end()].rsplit(None, 1)[0] + " "))
+        and asks_for_new(text, found.end() - len(found.group(0).split()[-1]))
         for found in SHOP_WORDS.finditer(text)
     )
 
