@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from pools.contracts.derive import (
     AREAS,
+    BUILDS,
     CHECKOUT_FLOW,
     SHOP_WORDS,
     STATIC_SITE,
@@ -116,6 +117,10 @@ _FULL_STACK = re.compile(
     r"|(booking|reservation|ticketing|management|inventory) system|apps?)\b",
     re.I,
 )
+# Kinds of app a request builds ("Build an expense tracker"); "Add a dashboard page" builds a page.
+_APP_KINDS = re.compile(
+    r"\b(tracker|shortener|dashboard|planner|manager|(job|message|bulletin) board)\b", re.I
+)
 # An app that is not a web app: "a CLI app" is one program.
 _NOT_WEB = re.compile(r"\b(cli|command[- ]line|terminal|script|library|package|sdk|plugin)\b", re.I)
 
@@ -128,10 +133,16 @@ def builds_full_stack(request: str) -> bool:
         return True
     if _NOT_WEB.search(request):
         return False
+    if BUILDS.search(request) and _APP_KINDS.search(request):
+        return True
     return any(asks_for_new(request, found.start()) for found in _FULL_STACK.finditer(request))
 
 
-_FRONTEND = re.compile(r"\b(front-?end|ui|website|page|pages|react|next\.?js|form|dashboard|landing)\b", re.I)
+_FRONTEND = re.compile(
+    r"\b(front-?end|ui|website|page|pages|react|next\.?js|form|dashboard|landing|toggle|button|dark mode"
+    r"|theme|navbar|footer|layout|css|responsive)\b",
+    re.I,
+)
 _BACKEND = re.compile(
     r"\b(back-?end|api|rest|server|endpoints?|booking|payments?|checkout|auth\w*|webhooks?|accounts?"
     r"|log-?ins?|sign-?(up|in)s?|crud)\b",
@@ -228,6 +239,9 @@ def detect_streams(request: str, layers: frozenset[str] = frozenset()) -> list[S
             )
         )
 
+    if not streams and frontend and not entities(request, placeholder=False):
+        # Pages only: a landing page, a portfolio, or a change to the project's pages.
+        return [Stream("task_1", "codegen", f"Build Next.js frontend: {topic}", 60)]
     if len(streams) <= 1:
         # A single, specialised job: one agent of the pool the request reads as.
         pool = classify_task(request)

@@ -228,13 +228,26 @@ def codegen(meta: dict, flaws: set[str]) -> dict:
     alone = not meta.get("owned") and not meta.get("follow_up")  # a new project's one task
     if area in ("frontend", "other") and alone and contract.get("tables") and contract.get("endpoints"):
         return small_app_files(meta, tables, flaws)  # the whole small app (derive.small_app)
+    # A stream's description quotes the client's request after its own words.
+    request = description.split(": ", 1)[-1]
+    if area == "frontend" and "contract" in meta and not contract.get("endpoints"):
+        # Pages alone, calling no API: a landing page, a portfolio, or a feature of one.
+        if meta.get("follow_up"):
+            feature = frontend_feature(request)
+            files, summary = [feature], f"Added {feature['path']} ({description[:80]})."
+        else:
+            site = static_site_files(request)
+            files, summary = site["files"], f"Next.js site: a home page with {site['sections']} sections."
+        return {
+            "summary": summary,
+            "files": in_owned_folder(files, "frontend", meta.get("owned")),
+            "findings": [],
+        }
     if area == "frontend":
         files = frontend_files(
             tables, columns=contract_tables(meta), endpoints=contract_endpoints(meta, tables), flaws=flaws
         )
         summary = f"Next.js frontend with pages for {', '.join(tables)}."
-        # A stream's description quotes the client's request after its own words.
-        request = description.split(": ", 1)[-1]
         if meta.get("follow_up") and not entities(request, placeholder=False):
             # The project's pages are there already and the request names no record to page: what
             # it asks for is a component of its own.
@@ -514,6 +527,14 @@ NEXT_TSCONFIG = {
     "include": ["next-env.d.ts", "**/*.ts", "**/*.tsx"],
     "exclude": ["node_modules"],
 }
+NEXT_PACKAGE = {
+    "name": "frontend",
+    "private": True,
+    "scripts": {"dev": "next dev", "build": "next build", "start": "next start"},
+    "dependencies": {"next": "15.5.29", "react": "19.2.9", "react-dom": "19.2.9"},
+    "devDependencies": {"@types/node": "22.10.0", "@types/react": "19.2.18", "typescript": "5.7.2"},
+}
+FRONTEND_GITIGNORE = "node_modules/\n.next/\nnext-env.d.ts\n__pycache__/\n.pytest_cache/\n"
 # `next dev` and `next start` pass /api on to the backend, so the pages call it on their own origin.
 NEXT_CONFIG = """\
 /** /api is the FastAPI backend's (`uvicorn app.main:app` in ../backend): passed on to it. */
@@ -610,27 +631,136 @@ def frontend_files(
             FRONTEND_INDEX_LINK.format(table=page["path"].rsplit("/", 1)[1][: -len(".tsx")]) for page in pages
         )
         pages.append({"path": "frontend/pages/index.tsx", "content": FRONTEND_INDEX.format(links=links)})
-    package = {
-        "name": "frontend",
-        "private": True,
-        "scripts": {"dev": "next dev", "build": "next build", "start": "next start"},
-        "dependencies": {"next": "15.5.29", "react": "19.2.9", "react-dom": "19.2.9"},
-        "devDependencies": {"@types/node": "22.10.0", "@types/react": "19.2.18", "typescript": "5.7.2"},
-    }
     files = [
-        {"path": "frontend/package.json", "content": json.dumps(package, indent=2) + "\n"},
+        {"path": "frontend/package.json", "content": json.dumps(NEXT_PACKAGE, indent=2) + "\n"},
         {"path": "frontend/next.config.js", "content": NEXT_CONFIG},
         {"path": "frontend/tsconfig.json", "content": json.dumps(NEXT_TSCONFIG, indent=2) + "\n"},
-        {
-            "path": "frontend/.gitignore",
-            "content": "node_modules/\n.next/\nnext-env.d.ts\n__pycache__/\n.pytest_cache/\n",
-        },
+        {"path": "frontend/.gitignore", "content": FRONTEND_GITIGNORE},
         {"path": "frontend/README.md", "content": FRONTEND_README},
         *pages,
     ]
     if "ownership_violation" in flaws:
         files.append({"path": "backend/app/cors.py", "content": CORS})
     return files
+
+
+STATIC_HOME = """\
+import Head from "next/head";
+
+// The site's home page: its sections, each linked from the top (a first draft of the text to edit).
+const SITE = {site};
+
+const STYLE = `
+  body {{ margin: 0; font-family: system-ui, sans-serif; line-height: 1.5; }}
+  .site-top, main, footer {{ max-width: 48rem; margin: 0 auto; padding: 1rem; }}
+  .site-top nav {{ display: flex; gap: 1rem; flex-wrap: wrap; }}
+  section {{ padding: 2rem 0; border-top: 1px solid #ddd; }}
+`;
+
+export default function Home() {{
+  return (
+    <>
+      <Head>
+        <title>{{SITE.title}}</title>
+      </Head>
+      <style>{{STYLE}}</style>
+      <div className="site-top">
+        <h1>{{SITE.title}}</h1>
+        <p>{{SITE.tagline}}</p>
+        <nav>
+          {{SITE.sections.map((section) => (
+            <a key={{section.id}} href={{`#${{section.id}}`}}>
+              {{section.title}}
+            </a>
+          ))}}
+        </nav>
+      </div>
+      <main>
+        {{SITE.sections.map((section) => (
+          <section key={{section.id}} id={{section.id}}>
+            <h2>{{section.title}}</h2>
+            <p>{{section.text}}</p>
+          </section>
+        ))}}
+      </main>
+      <footer>{{SITE.title}}</footer>
+    </>
+  );
+}}
+"""
+STATIC_README = """\
+# Frontend
+
+A Next.js site: one home page (`pages/index.tsx`) with its sections, linked from its top. The
+text of each section is a first draft to edit in the `SITE` constant at the top of that page.
+
+    npm install
+    npm run dev                     # http://localhost:3000
+
+For production, `npm run build` then `npm start`.
+"""
+# A site's sections: (id, title, the words asking for it, a first draft of its text).
+SITE_SECTIONS = (
+    ("about", "About", r"about", "Who we are, what we do and why it matters to you."),
+    ("services", "Services", r"services?", "What we offer, and how we work with you."),
+    (
+        "menu",
+        "Menu",
+        r"menus?|caf[eé]|coffee|bakery|restaurant|bar|food",
+        "What we serve, and today's specials.",
+    ),
+    (
+        "gallery",
+        "Gallery",
+        r"galler(y|ies)|portfolio|photo\w*|pictures?|art\w*",
+        "A selection of recent work.",
+    ),
+    ("pricing", "Pricing", r"pric\w*|plans?", "Clear prices, no surprises."),
+    ("testimonials", "Testimonials", r"testimonials?|reviews?", "What our clients say about us."),
+    ("team", "Team", r"team|staff", "The people behind the work."),
+    ("faq", "Questions", r"faqs?|questions?", "Answers to the questions we hear most."),
+    ("hours", "Opening hours", r"hours|opening", "When you can find us open."),
+    ("location", "Location", r"location|address|map|directions", "Where to find us, and how to get here."),
+    ("contact", "Contact", r"contact", "Get in touch: we answer every message within a day."),
+)
+# The client's words for what the site is for: "a landing page for a coffee shop" → "Coffee shop".
+SITE_SUBJECT = re.compile(
+    r"\bfor\s+(?:(?:a|an|the|my|our|your)\s+)?([a-z0-9][a-z0-9 '-]{0,58}?)"
+    r"(?=\s+(?:with|that|which|where|who|in|to)\b|[,.;:!?]|$)",
+    re.I,
+)
+
+
+def static_site_files(request: str) -> dict:
+    """A Next.js site of one page, its sections drawn from the request's words (about and contact
+    always). The client's text reaches the page only as letters, digits, spaces and hyphens, inside
+    a JSON string: never as markup or code."""
+    found = SITE_SUBJECT.search(request)
+    subject = re.sub(r"[^A-Za-z0-9 -]+", "", found.group(1) if found else "").strip()
+    if not subject:
+        words = [w for w in _words(request) if w not in FILLER_WORDS and w not in {"build", "create", "make"}]
+        subject = " ".join(words[:4]) or "our site"
+    if re.search(r"\bportfolio\b", request, re.I) and "portfolio" not in subject.lower():
+        subject += " portfolio"
+    title = subject[:1].upper() + subject[1:]
+    text = request.lower()
+    wanted = {key for key, _, words, _ in SITE_SECTIONS if re.search(rf"\b({words})\b", text)}
+    wanted |= {"about", "contact"}
+    if len(wanted) == 2:
+        wanted.add("services")
+    sections = [
+        {"id": key, "title": name, "text": draft} for key, name, _, draft in SITE_SECTIONS if key in wanted
+    ]
+    site = {"title": title, "tagline": f"Welcome to the {subject.lower()}.", "sections": sections}
+    home = STATIC_HOME.format(site=json.dumps(site, indent=2, ensure_ascii=True))
+    files = [
+        {"path": "frontend/package.json", "content": json.dumps(NEXT_PACKAGE, indent=2) + "\n"},
+        {"path": "frontend/tsconfig.json", "content": json.dumps(NEXT_TSCONFIG, indent=2) + "\n"},
+        {"path": "frontend/.gitignore", "content": FRONTEND_GITIGNORE},
+        {"path": "frontend/README.md", "content": STATIC_README},
+        {"path": "frontend/pages/index.tsx", "content": home},
+    ]
+    return {"files": files, "sections": len(sections)}
 
 
 # Words of a follow-up's request that name no part of the feature.
@@ -649,6 +779,11 @@ FILLER_WORDS = {
     "frontend",
     "ui",
     "new",
+    "website",
+    "site",
+    "app",
+    "shop",
+    "store",
 }
 FRONTEND_FEATURE = """\
 import {{ useEffect, useState }} from "react";

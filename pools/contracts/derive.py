@@ -112,6 +112,12 @@ EXTRA_COLUMNS = {
     "courses": {"price_cents": "INTEGER NOT NULL"},
     "notes": {"body": "TEXT NOT NULL"},
     "listings": {"price_cents": "INTEGER NOT NULL"},
+    "links": {"url": "TEXT NOT NULL"},
+    "photos": {"url": "TEXT NOT NULL"},
+    "expenses": {"amount_cents": "INTEGER NOT NULL"},
+    "sales": {"amount_cents": "INTEGER NOT NULL"},
+    "tasks": {"due_at": "TIMESTAMPTZ NOT NULL"},
+    "workouts": {"minutes": "INTEGER NOT NULL"},
 }
 CREATED_AT = {"created_at": "TIMESTAMPTZ NOT NULL DEFAULT now()"}
 GENERATED = {"id", "user_id", "created_at"}
@@ -122,15 +128,76 @@ CHECKOUT_FLOW = "Integrate checkout and payments end to end"
 CHECKOUT_STEPS = ("carts", "orders", "payments")
 
 
+# Records a request names by what its users do with them ("users create rooms and send messages")
+# or by what its app keeps of them ("an expense tracker", "a URL shortener", "sales analytics").
+ACTED_ON = re.compile(
+    r"\b(?:create|add|post|send|track|manage|share|upload|save|organi[sz]e|log|record|rate|browse"
+    r"|book|follow|bookmark|schedule|collect|sell|buy|publish|submit|invite)s?"
+    r"\s+(?:(?:their|your|my|our|own|new|and)\s+)*([a-z]{3,}s)\b"
+)
+KEPT_BY = re.compile(
+    r"\b([a-z]{3,})\s+(?:tracker|shortener|manager|planner|journal|log|logger|diary|organi[sz]er"
+    r"|scheduler|catalog(?:ue)?|directory|board|statistics|stats|analytics|history|counter)s?\b"
+)
+NAMED_AS = {"url": "links", "link": "links", "time": "time_entries", "fitness": "workouts", "sale": "sales"}
+# Words in those places that name no record, or that SQL keeps for itself.
+NOT_RECORDS = {
+    "users", "user", "accounts", "things", "stuff", "data", "media", "content", "contents", "details",
+    "changes", "updates", "requests", "this", "its", "personal", "simple", "basic", "small", "online",
+    "mobile", "social", "project", "projects", "values", "rows", "groups", "others", "columns",
+    "tables", "indexes", "keys", "views", "items", "records", "entries", "fields", "pages", "forms",
+    "apps", "sites", "websites", "tests", "files", "features", "thes", "alls", "webs", "reals",
+    "ands", "fors", "withs", "yours", "ours", "theirs", "thats", "anys", "eachs", "everys", "news",
+}  # fmt: skip
+# A request's own record names beyond the known words: at most this many, whatever its length.
+MAX_NAMED = 6
+
+
+def _plural(word: str) -> str:
+    if word.endswith("s"):
+        return word  # "sales", "analytics"
+    if word.endswith(("x", "ch", "sh")):
+        return word + "es"
+    if word.endswith("y") and word[-2:-1] not in "aeiou":
+        return word[:-1] + "ies"
+    return word + "s"
+
+
+def named_records(text: str) -> list[tuple[int, str]]:
+    """(position, table) of the records a request names by what is done with them or kept of them,
+    beyond ENTITY_WORDS."""
+    lower = text.lower()
+    found = [(m.start(1), m.group(1)) for m in ACTED_ON.finditer(lower)]
+    found += [(m.start(1), NAMED_AS.get(m.group(1), _plural(m.group(1)))) for m in KEPT_BY.finditer(lower)]
+    return [
+        (at, table)
+        for at, table in found
+        if table not in NOT_RECORDS
+        and _plural(lower[at:].split(None, 1)[0]) not in NOT_RECORDS  # "the logs" names no "thes"
+        and re.fullmatch(r"[a-z][a-z_]{2,29}", table)
+    ]
+
+
 def entities(text: str, placeholder: bool = True) -> list[str]:
-    """The tables a text's entity words name, in order of first mention, then a shop's own tables
-    when it asks to sell online; when it names none, `items` as a placeholder (`placeholder`),
-    else none."""
-    found = []
-    for word in re.findall(r"[a-z]+", text.lower()):
-        table = ENTITY_WORDS.get(word) or (ENTITY_WORDS.get(word[:-1]) if word.endswith("s") else None)
-        if table and table not in found:
-            found.append(table)
+    """The tables a text names, in order of first mention: its entity words, the records its users
+    act on or its app keeps (`named_records`, at most MAX_NAMED), then a shop's own tables when it
+    asks to sell online; when it names none, `items` as a placeholder (`placeholder`), else none."""
+    mentions = []
+    for word in re.finditer(r"[a-z]+", text.lower()):
+        word_text = word.group(0)
+        table = ENTITY_WORDS.get(word_text) or (
+            ENTITY_WORDS.get(word_text[:-1]) if word_text.endswith("s") else None
+        )
+        if table:
+            mentions.append((word.start(), table, True))
+    mentions += [(at, table, False) for at, table in named_records(text)]
+    found: list[str] = []
+    named = 0
+    for _, table, known in sorted(mentions):
+        if table in found or (not known and named >= MAX_NAMED):
+            continue
+        found.append(table)
+        named += not known
     if sells_online(text):
         found += [table for table in SHOP_TABLES if table not in found]
     return found or (["items"] if placeholder else [])
@@ -171,10 +238,12 @@ def small_app(request: str, areas: dict[str, str], follow_up: bool = False) -> b
 def contract_for(request: str, areas: dict[str, str], follow_up: bool = False) -> dict:
     """The contract of a plan whose tasks have these areas (task id → frontend, backend, database,
     security or other). A new project whose request names no entity gets an `items` placeholder to
-    build to; a follow-up (`follow_up`) builds on the project's contract and adds none: an endpoint
-    its plan declares is one its tasks must serve. A small app's one task builds every layer."""
+    build to, unless it is pages alone; a follow-up (`follow_up`) builds on the project's contract
+    and adds none: an endpoint its plan declares is one its tasks must serve. A small app's one
+    task builds every layer."""
     present = set(AREAS) if small_app(request, areas, follow_up) else set(areas.values())
-    tables = entities(request, placeholder=not follow_up)
+    # Pages alone keep no records: a landing page calls no API.
+    tables = entities(request, placeholder=not follow_up and bool(present & {"backend", "database"}))
     contract: dict = {"endpoints": [], "tables": [], "ownership": {}}
     if present & {"frontend", "backend"}:
         for table in tables:

@@ -618,3 +618,26 @@ def test_a_small_app_is_one_agents_schema_backend_and_page_that_run_together(
     assert "CREATE TABLE messages" in (checkout / "database/schema.sql").read_text()
     assert "def create_messages" in (checkout / "backend/app/main.py").read_text()
     assert "/api/messages" in (checkout / "frontend/pages/messages.tsx").read_text()
+
+
+def test_a_landing_page_is_one_agents_site_and_a_feature_of_it_is_mounted_on_it(
+    workers, client_and_key, tmp_path, live_server
+):
+    configure(latency=0.05, max_turns=16)
+    client, key = client_and_key
+    landing = run(client, "Build a landing page for a coffee shop", "cafe")
+
+    assert landing.status == "completed", landing.final_response
+    [task] = landing.tasks.all()
+    assert task.description == "Build Next.js frontend: Build a landing page for a coffee shop"
+    assert landing.contract["endpoints"] == [] and landing.contract["tables"] == []  # calls no API
+    assert landing.integration["ok"], landing.integration  # its agent's own test, in the gate
+
+    toggle = run(client, "Add a dark mode toggle to the website", "cafe", session="b")
+    assert toggle.status == "completed", toggle.final_response
+    checkout = tmp_path / "cafe"
+    assert clone(live_server, key, "cafe", checkout).returncode == 0
+    home = (checkout / "frontend/pages/index.tsx").read_text()
+    assert '"title": "Coffee shop"' in home and '"id": "menu"' in home  # the site, kept whole
+    app = (checkout / "frontend/pages/_app.tsx").read_text()
+    assert "<DarkModeToggle />" in app and not (checkout / "frontend/pages/items.tsx").exists()

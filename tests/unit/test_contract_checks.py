@@ -382,8 +382,10 @@ def test_a_follow_up_that_names_no_entity_declares_no_placeholder_endpoints():
     from pools.contracts.derive import contract_for
 
     areas = {"task_1": "frontend"}
-    new = contract_for("Add a dark mode toggle to the frontend", areas)
-    assert [e["path"] for e in new["endpoints"]] == ["/api/items", "/api/items"]
+    with_backend = contract_for("Add a dark mode toggle to the frontend", {**areas, "task_2": "backend"})
+    assert [e["path"] for e in with_backend["endpoints"]] == ["/api/items", "/api/items"]
+    pages_alone = contract_for("Add a dark mode toggle to the frontend", areas)
+    assert pages_alone["endpoints"] == [] and pages_alone["tables"] == []
     follow_up = contract_for("Add a dark mode toggle to the frontend", areas, follow_up=True)
     assert follow_up["endpoints"] == [] and follow_up["tables"] == []
     named = contract_for("Add a reviews page to the frontend", areas, follow_up=True)
@@ -396,6 +398,35 @@ def test_entities_are_named_in_the_singular_or_the_plural():
     assert entities("Add invoices for each order, with a page listing them") == ["invoices", "orders"]
     assert entities("Let customers keep carts and leave a review") == ["customers", "carts", "reviews"]
     assert entities("Add a dark mode toggle", placeholder=False) == []
+
+
+@pytest.mark.parametrize(
+    "request_text,tables",
+    [
+        ("Build a chat app where users can create rooms and send messages", ["rooms", "messages"]),
+        ("Build a recipe site where users upload recipes and rate them", ["recipes"]),
+        ("Build an expense tracker", ["expenses"]),
+        ("Build a URL shortener with click statistics", ["links", "clicks"]),
+        ("Create a dashboard for sales analytics", ["sales"]),
+        ("Build a time tracker for freelancers", ["time_entries"]),
+        ("Let members book classes and track their workouts", ["members", "classes", "workouts"]),
+        # Words in those places that name no record, or that SQL keeps for itself.
+        ("Store the logs and track the changes", []),
+        ("Let users manage their accounts and upload files", []),
+        ("Add a values tracker", []),
+    ],
+)
+def test_records_are_named_by_what_users_do_with_them(request_text, tables):
+    from pools.contracts.derive import entities
+
+    assert entities(request_text, placeholder=False) == tables
+
+
+def test_a_long_request_names_a_bounded_number_of_records():
+    from pools.contracts.derive import MAX_NAMED, entities
+
+    text = " ".join(f"users can create widget{chr(97 + i % 26)}{chr(97 + i // 26)}s" for i in range(300))
+    assert len(entities(text, placeholder=False)) == MAX_NAMED
 
 
 def test_a_shop_has_products_carts_orders_and_payments_whether_or_not_it_names_them():

@@ -103,3 +103,51 @@ def test_the_home_page_links_to_every_records_page(tmp_path):
     for page in pages:
         table = page.rsplit("/", 1)[1].removesuffix(".tsx")
         assert f'<Link href="/{table}">{table}</Link>' in home
+
+
+def site(request: str, follow_up: bool = False) -> dict[str, str]:
+    contract = contract_for(request, {"task_1": "frontend"}, follow_up=follow_up)
+    meta = {"request": request, "contract": contract, "follow_up": follow_up}
+    reply = offline.codegen({**meta, "description": f"Build Next.js frontend: {request}"}, set())
+    return {item["path"]: item["content"] for item in reply["files"]}
+
+
+def site_data(home: str) -> dict:
+    return json.loads(home.split("const SITE = ", 1)[1].split(";\n", 1)[0])
+
+
+def test_a_landing_page_is_a_site_of_sections_that_calls_no_api():
+    files = site("Build a landing page for a coffee shop with our opening hours")
+
+    assert contract_for("Build a landing page for a coffee shop", {"task_1": "frontend"})["endpoints"] == []
+    home = files["frontend/pages/index.tsx"]
+    data = site_data(home)
+    assert data["title"] == "Coffee shop"
+    assert [s["id"] for s in data["sections"]] == ["about", "menu", "hours", "contact"]
+    assert "<a key={section.id} href={`#${section.id}`}>" in home and "<section key={section.id}" in home
+    assert "fetch(" not in home and "frontend/next.config.js" not in files  # no backend to reach
+    assert {"next", "react", "react-dom"} == set(json.loads(files["frontend/package.json"])["dependencies"])
+    assert "npm run dev" in files["frontend/README.md"]
+
+
+def test_a_portfolio_site_has_a_gallery_and_is_named_after_its_owner():
+    data = site_data(site("Build a portfolio website for a photographer")["frontend/pages/index.tsx"])
+
+    assert data["title"] == "Photographer portfolio"
+    assert [s["id"] for s in data["sections"]] == ["about", "gallery", "contact"]
+
+
+def test_the_clients_words_reach_a_site_only_as_plain_text_in_a_json_string():
+    hostile = 'Build a landing page for <img src=x onerror=alert(1)>`${process.env}` "}; x(); //'
+    home = site(hostile)["frontend/pages/index.tsx"]
+
+    data = site_data(home)  # still one JSON object: nothing closed it early
+    assert set(data["title"]) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789 -")
+    for needle in ("<img", "onerror=", "${process", "x();"):
+        assert needle not in home
+
+
+def test_a_feature_of_a_site_of_pages_alone_is_a_component_without_pages():
+    files = site("Add a dark mode toggle to the website", follow_up=True)
+
+    assert list(files) == ["frontend/components/DarkModeToggle.tsx"]

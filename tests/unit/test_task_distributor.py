@@ -106,15 +106,24 @@ SHOP = [*FULL_STACK, "Integrate checkout and payments end to end"]
         ("Build a REST API for bookings", FULL_STACK[1:3]),
         ("Build a webhook receiver API", ["Build a webhook receiver API"]),
         # Pages only, whatever the business sells.
-        ("Build a landing page for a coffee shop", ["Build a landing page for a coffee shop"]),
+        ("Build a landing page for a coffee shop", FULL_STACK[:1]),
+        ("Build a portfolio website for a photographer", FULL_STACK[:1]),
+        # Apps by their kind, over the records their users act on.
+        ("Build an expense tracker", FULL_STACK),
+        ("Build a URL shortener with click statistics", FULL_STACK),
+        ("Create a dashboard for sales analytics", FULL_STACK),
+        ("Build a job board", FULL_STACK),
+        ("Build a chat app where users can create rooms and send messages", FULL_STACK),
+        ("Build a package manager in Rust", ["Build a package manager in Rust"]),
         # One program, not a web app; "store" as a verb sells nothing.
         ("Build a CLI app that converts CSV to JSON", ["Build a CLI app that converts CSV to JSON"]),
         ("Write a script to store the logs in S3", ["Write a script to store the logs in S3"]),
         # A change to the app there is: one task, not a new project.
-        ("Add a dark mode toggle to the app", ["Add a dark mode toggle to the app"]),
-        ("Add a dark mode toggle to the shop", ["Add a dark mode toggle to the shop"]),
+        ("Add a dark mode toggle to the app", FULL_STACK[:1]),
+        ("Add a dark mode toggle to the shop", FULL_STACK[:1]),
+        ("Add a dashboard page to the app", FULL_STACK[:1]),
         ("Build the online store for my bakery", SHOP),
-        ("Make the website faster", ["Make the website faster"]),
+        ("Make the website faster", FULL_STACK[:1]),
         ("Build the website for my bakery", FULL_STACK),
     ],
 )
