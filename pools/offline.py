@@ -291,8 +291,10 @@ def codegen(meta: dict, flaws: set[str]) -> dict:
             "findings": [],
         }
     slug = "_".join(_words(description)[:4]) or "module"
+    # The client's text as a docstring: no quote to close it, no backslash to escape from it.
+    docstring = re.sub(r'["\\\x00-\x1f]', " ", description[:200])
     body = textwrap.dedent(f'''\
-        """{description[:200].replace('"', "'")}"""
+        """{docstring}"""
 
 
         def handle(payload: dict) -> dict:
@@ -302,7 +304,8 @@ def codegen(meta: dict, flaws: set[str]) -> dict:
             return {{key.strip().lower(): value for key, value in payload.items()}}
         ''')
     return {
-        "summary": f"Implemented {slug}.",
+        # What no rule above derives from the request is a model's to write: say what this is.
+        "summary": f"Wrote {slug}.py, a skeleton entry point (the offline agent writes no logic of its own).",
         "files": [{"path": f"{folder}/{slug}.py", "content": body}],
         "findings": [],
     }

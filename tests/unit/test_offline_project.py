@@ -151,3 +151,15 @@ def test_a_feature_of_a_site_of_pages_alone_is_a_component_without_pages():
     files = site("Add a dark mode toggle to the website", follow_up=True)
 
     assert list(files) == ["frontend/components/DarkModeToggle.tsx"]
+
+
+def test_a_module_no_rule_derives_parses_whatever_the_clients_text():
+    import ast
+
+    hostile = 'Write a script for C:\\Names """; import os; os.system("x") \x00\n'
+    reply = offline.codegen({"description": hostile, "contract": {}}, set())
+
+    [module] = reply["files"]
+    tree = ast.parse(module["content"])  # a backslash or quote of the client's ended no docstring
+    assert [type(node).__name__ for node in tree.body] == ["Expr", "FunctionDef"]
+    assert "skeleton" in reply["summary"]  # and it says what it is
