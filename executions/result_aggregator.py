@@ -121,10 +121,14 @@ def verification_summary(tasks: list[Task]) -> str:
     }
     schemas = sum(len(t.result.get("verification", {}).get("schema") or {}) for t in delivered)
     return (
-        f"every output verified by real tools: {files} files parsed, "
-        f"{len(scanned)} Python files scanned with "
-        f"bandit, {schemas} schema(s) applied to a scratch database"
+        f"every output verified by real tools: {counted(files, 'file')} parsed, "
+        f"{counted(len(scanned), 'Python file')} scanned with bandit, "
+        f"{counted(schemas, 'schema')} applied to a scratch database"
     )
+
+
+def counted(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def synthesis_facts(
@@ -151,8 +155,9 @@ def synthesis_facts(
             for t in follow_ups
             if t.started_at and t.finished_at
         )
+        keys = ", ".join(t.key for t in follow_ups)
         remediation = (
-            f"{len(follow_ups)} follow-up task(s) for conflicts ({', '.join(t.key for t in follow_ups)}): "
+            f"{counted(len(follow_ups), 'follow-up task')} for conflicts ({keys}): "
             f"{agent_sec:.0f}s of agent time, ${sum(t.cost_usd for t in follow_ups):.2f} of the model usage"
         )
     open_high = sorted(

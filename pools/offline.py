@@ -233,8 +233,8 @@ def codegen(meta: dict, flaws: set[str]) -> dict:
     if area == "frontend" and "contract" in meta and not contract.get("endpoints"):
         # Pages alone, calling no API: a landing page, a portfolio, or a feature of one.
         if meta.get("follow_up"):
-            feature = frontend_feature(request)
-            files, summary = [feature], f"Added {feature['path']} ({description[:80]})."
+            files = frontend_feature(request)
+            summary = f"Added {', '.join(f['path'] for f in files)} ({description[:80]})."
         else:
             site = static_site_files(request)
             files, summary = site["files"], f"Next.js site: a home page with {site['sections']} sections."
@@ -252,8 +252,9 @@ def codegen(meta: dict, flaws: set[str]) -> dict:
             # The project's pages are there already and the request names no record to page: what
             # it asks for is a component of its own.
             feature = frontend_feature(request)
-            files.append(feature)
-            summary = f"Added {feature['path']} ({description[:80]}); pages for {', '.join(tables)} kept."
+            files += feature
+            added = ", ".join(f["path"] for f in feature)
+            summary = f"Added {added} ({description[:80]}); pages for {', '.join(tables)} kept."
         return {
             "summary": summary,
             "files": in_owned_folder(files, "frontend", meta.get("owned")),
@@ -816,7 +817,7 @@ import type {{ AppProps }} from "next/app";
 export default function App({{ Component, pageProps }}: AppProps) {{
   return (
     <>
-      <header>
+      <header style={{{{ display: "flex", gap: "1rem", alignItems: "center" }}}}>
 {mounts}      </header>
       <Component {{...pageProps}} />
     </>
@@ -826,10 +827,62 @@ export default function App({{ Component, pageProps }}: AppProps) {{
 COMPONENT = re.compile(r"^frontend/components/([A-Z][A-Za-z]*)\.tsx$")
 
 
-def frontend_feature(description: str) -> dict:
-    """A follow-up's own component, named after its request's words (letters only: the request is
-    the client's text, never code). It sets an attribute of the page while on; a dark mode also
-    darkens the page."""
+FEATURE_PAGE = """\
+// {summary}
+export default function {name}Page() {{
+  return (
+    <main>
+      <h1>{title}</h1>
+      <p>{text}</p>
+    </main>
+  );
+}}
+"""
+FEATURE_LINK = """\
+import Link from "next/link";
+
+// The header's link to the {title} page, on every page.
+export default function {name}Link() {{
+  return <Link href="/{slug}">{title}</Link>;
+}}
+"""
+PAGE_NOUNS = {"page", "section"}
+
+
+def frontend_feature(description: str) -> list[dict]:
+    """A follow-up's own files, named after its request's words (letters only: the request is the
+    client's text, never code). A page it asks for ("Add an about page") is a page of its own and
+    a link to it, a component the header mounts; anything else is a component that sets an
+    attribute of the page while on (a dark mode also darkens the page)."""
+    words = _words(description)
+    at = next((i for i, w in enumerate(words) if w in PAGE_NOUNS), None)
+    named = [w for w in words[:at][-3:] if w not in FILLER_WORDS] if at is not None else []
+    if named:
+        return feature_page(named, " ".join(words)[:120])
+    return [feature_toggle(description)]
+
+
+def feature_page(words: list[str], summary: str) -> list[dict]:
+    name = "".join(w.title() for w in words)
+    slug = "-".join(words)
+    title = " ".join(words).capitalize()
+    text = next(
+        (draft for key, _, pattern, draft in SITE_SECTIONS if re.fullmatch(rf"{key}|{pattern}", slug)),
+        f"{title}: a first draft of this page, to edit.",
+    )
+    return [
+        {
+            "path": f"frontend/pages/{slug}.tsx",
+            "content": FEATURE_PAGE.format(summary=summary, name=name, title=title, text=text),
+        },
+        {
+            "path": f"frontend/components/{name}Link.tsx",
+            "content": FEATURE_LINK.format(name=name, slug=slug, title=title),
+        },
+    ]
+
+
+def feature_toggle(description: str) -> dict:
     words = [w for w in _words(description) if w not in FILLER_WORDS][:4] or ["feature"]
     name = "".join(w.title() for w in words)
     content = FRONTEND_FEATURE.format(

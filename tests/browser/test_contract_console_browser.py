@@ -56,3 +56,26 @@ def test_the_contract_its_checks_the_evidence_and_the_gate_output_are_shown(page
     assert "frontend/pages/bookings.tsx:8" in evidence and "calls GET /api/reservations" in evidence
     shot(page, "execution-conflict-evidence")
     assert page.js_errors == []
+
+
+def test_a_site_of_pages_alone_has_nothing_to_check_and_says_so(page, server, staff_user):  # noqa: F811
+    from executions.models import Client, Execution
+
+    execution = Execution.objects.create(
+        id="exec_contract_2",
+        client=Client.objects.create(name="acme"),
+        session_key="s",
+        message="Build a landing page for a coffee shop",
+        status="completed",
+        contract={"endpoints": [], "tables": [], "ownership": {}},
+        contract_report={"checks": 0, "passed": 0, "failed": 0, "counts": {}, "mismatches": [], "notes": []},
+        integration=GATE,
+    )
+    log_in(page)
+    page.goto(f"/console/executions/{execution.pk}/#contract")
+    page.wait_for_selector("#panel-contract:not([hidden]) [data-contract-checks]")
+    assert page.inner_text("[data-contract-checks]") == (
+        "Nothing to check: the contract declares no endpoints or tables."
+    )
+    assert "No endpoints declared." in page.inner_text("#contract")
+    assert page.js_errors == []

@@ -304,11 +304,12 @@ def test_synthesis_facts_report_timeline_remediation_security_and_open_issues(ex
     facts = result_aggregator.synthesis_facts(execution, tasks, conflicts, "completed", 0.9)
 
     assert facts["timeline"] == "150s wall clock in parallel mode vs 300s serial estimate (50% faster)"
-    assert facts["remediation"].startswith(
-        "1 follow-up task(s) for conflicts (task_2_fix1): 2s of agent time"
-    )
+    assert facts["remediation"].startswith("1 follow-up task for conflicts (task_2_fix1): 2s of agent time")
     assert facts["security"][0] == "Security vs CodeGen on SQL injection → fixed by task_2_fix1"
-    assert facts["security"][1].startswith("every output verified by real tools")
+    assert facts["security"][1] == (
+        "every output verified by real tools: 0 files parsed, 0 Python files scanned with bandit, "
+        "0 schemas applied to a scratch database"
+    )
     assert facts["unresolved"] == ["open finding: SQL injection (lib.py)"]
     assert facts["delivered"] == ["task_2 (codegen): task_2"] and facts["quality_score"] == 0.9
     # No money: the bill is appended to the answer once its own call is billed.

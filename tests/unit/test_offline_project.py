@@ -163,3 +163,21 @@ def test_a_module_no_rule_derives_parses_whatever_the_clients_text():
     tree = ast.parse(module["content"])  # a backslash or quote of the client's ended no docstring
     assert [type(node).__name__ for node in tree.body] == ["Expr", "FunctionDef"]
     assert "skeleton" in reply["summary"]  # and it says what it is
+
+
+def test_a_page_a_follow_up_asks_for_is_a_page_and_a_link_the_header_mounts():
+    files = site("Add an about page to the website", follow_up=True)
+
+    assert sorted(files) == ["frontend/components/AboutLink.tsx", "frontend/pages/about.tsx"]
+    assert "<h1>About</h1>" in files["frontend/pages/about.tsx"]
+    assert "Who we are" in files["frontend/pages/about.tsx"]  # the section's first draft
+    assert '<Link href="/about">About</Link>' in files["frontend/components/AboutLink.tsx"]
+    app = offline.mounted([{"path": p, "content": files[p]} for p in files], "")[-1]
+    assert app["path"] == "frontend/pages/_app.tsx" and "<AboutLink />" in app["content"]
+    # The client's words reach the page as letters only.
+    hostile = site('Add a <script>x</script> "}{ opening hours page', follow_up=True)
+    assert sorted(hostile) == [
+        "frontend/components/ScriptOpeningHoursLink.tsx",
+        "frontend/pages/script-opening-hours.tsx",
+    ]
+    assert not any(needle in "".join(hostile.values()) for needle in ("<script", "}{", '"}'))

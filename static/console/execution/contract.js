@@ -35,7 +35,10 @@ function ownership(contract) {
 }
 
 function checks(report) {
-  if (!report || !report.checks) return h("p", {class: "muted small"}, "The merged project has not been checked yet.");
+  if (!report || report.checks == null) return h("p", {class: "muted small"}, "The merged project has not been checked yet.");
+  if (!report.checks) {
+    return h("p", {class: "muted small", "data-contract-checks": ""}, "Nothing to check: the contract declares no endpoints or tables.");
+  }
   const counts = Object.entries(report.counts || {}).map(([k, v]) => `${v} ${k.replace("_", " ")}`).join(", ");
   // What the checks say of themselves: code they could not follow, mismatches the project had before.
   const notes = (report.notes || []).map((note) => h("li", {}, note));
