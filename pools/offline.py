@@ -275,11 +275,14 @@ def codegen(meta: dict, flaws: set[str]) -> dict:
                 *in_owned_folder(files, "backend", owned),
                 {"path": f"{owned[0]}/conftest.py", "content": ROOT_CONFTEST},
             ]
-        return {
-            "summary": f"FastAPI backend with endpoints for {', '.join(tables)}.",
-            "files": files,
-            "findings": [],
-        }
+        summary = f"FastAPI backend with endpoints for {', '.join(tables)}."
+        if meta.get("follow_up") and not entities(request, placeholder=False):
+            # "Add user authentication to the backend": nothing here derives it; say so.
+            summary = (
+                f"Kept the backend's endpoints for {', '.join(tables)}; the offline agent adds no "
+                "backend feature of its own (a model agent writes it)."
+            )
+        return {"summary": summary, "files": files, "findings": []}
     folder = (meta.get("owned") or ["src"])[0]
     if description.startswith(CHECKOUT_FLOW) and tables:
         steps = [t for t in CHECKOUT_STEPS if t in tables] or tables[:3]
