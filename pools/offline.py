@@ -831,10 +831,13 @@ COMPONENT = re.compile(r"^frontend/components/([A-Z][A-Za-z]*)\.tsx$")
 
 
 FEATURE_PAGE = """\
+import Link from "next/link";
+
 // {summary}
 export default function {name}Page() {{
   return (
     <main>
+      <Link href="/">Home</Link>
       <h1>{title}</h1>
       <p>{text}</p>
     </main>
@@ -850,6 +853,7 @@ export default function {name}Link() {{
 }}
 """
 PAGE_NOUNS = {"page", "section"}
+ACRONYMS = {"faq", "api", "ui", "seo", "rsvp"}
 
 
 def frontend_feature(description: str) -> list[dict]:
@@ -868,7 +872,8 @@ def frontend_feature(description: str) -> list[dict]:
 def feature_page(words: list[str], summary: str) -> list[dict]:
     name = "".join(w.title() for w in words)
     slug = "-".join(words)
-    title = " ".join(words).capitalize()
+    title = " ".join(w.upper() if w in ACRONYMS else w for w in words)
+    title = title[:1].upper() + title[1:]
     text = next(
         (draft for key, _, pattern, draft in SITE_SECTIONS if re.fullmatch(rf"{key}|{pattern}", slug)),
         f"{title}: a first draft of this page, to edit.",

@@ -170,6 +170,8 @@ def test_a_page_a_follow_up_asks_for_is_a_page_and_a_link_the_header_mounts():
 
     assert sorted(files) == ["frontend/components/AboutLink.tsx", "frontend/pages/about.tsx"]
     assert "<h1>About</h1>" in files["frontend/pages/about.tsx"]
+    assert '<Link href="/">Home</Link>' in files["frontend/pages/about.tsx"]  # and back
+    assert "<h1>FAQ</h1>" in site("Add a faq page", follow_up=True)["frontend/pages/faq.tsx"]
     assert "Who we are" in files["frontend/pages/about.tsx"]  # the section's first draft
     assert '<Link href="/about">About</Link>' in files["frontend/components/AboutLink.tsx"]
     app = offline.mounted([{"path": p, "content": files[p]} for p in files], "")[-1]
