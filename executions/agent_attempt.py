@@ -362,7 +362,8 @@ def run_attempt(attempt: Attempt, continuation: Continuation | None) -> Attempt 
         if max_turns > 1 and spec.options.get("tools", True) is not False:
             reply, loop = work_in_loop(task, attempt, spec, pool, deadline, keeper, meter, deps, start)
         else:
-            reply, loop = call_agent(task, attempt.number, spec, pool, deadline, keeper, meter, deps), None
+            reply = call_agent(task, attempt.number, spec, pool, deadline, keeper, meter, deps, start)
+            loop = None
         result = verify_output(task_role(task, pool), reply, deps)
         if task.context.get("drop_paths"):
             # An ownership fix: the files outside the lineage's paths leave the merged tree.
@@ -570,12 +571,19 @@ def call_agent(
     keeper: LeaseKeeper,
     meter: TurnMeter,
     deps: list[dict],
+    start: projects.Start | None = None,
 ) -> dict:
     """A single reply (a pool with max_turns 1, or a model without tools): ask the pool's model,
-    parse the reply; one repair request on a malformed reply."""
+    parse the reply; one repair request on a malformed reply. A follow-up's model is shown the
+    project's files (paths and sizes), as it has no workspace to list."""
     base = task_for_prompt(task)
     failure = previous_failure(task, attempt_number)
     meta = agent_meta(task, attempt_number, pool, deps)
+    existing = sorted((path, len(content)) for path, content in start.files.items()) if start else []
+    if existing and task.execution.base_commit:
+        meta["project_files"] = "\n".join(f"{path}  {size}" for path, size in existing)
+    else:
+        existing = []
     role = task_role(task, pool)
     system = AGENT_SYSTEM.get(role, GENERIC_AGENT_SYSTEM)
     repair = ""
@@ -594,6 +602,7 @@ def call_agent(
                     dependencies=deps,
                     repair_errors=repair,
                     previous_failure=failure,
+                    existing_files=existing,
                 ),
                 timeout=remaining,
                 pool=task.pool,

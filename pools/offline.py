@@ -142,7 +142,11 @@ class OfflineProvider:
             return json.dumps(audit(meta, flaws))
         if request.role == "database":
             return json.dumps(schema(meta, flaws))
-        return json.dumps(codegen(meta, flaws))
+        reply = codegen(meta, flaws)
+        if meta.get("project_files") is not None:
+            # A single reply, shown the project's files: its new components mounted as in the loop.
+            reply["files"] = mounted(reply["files"], meta["project_files"])
+        return json.dumps(reply)
 
     @staticmethod
     def _plan(meta: dict) -> str:

@@ -219,9 +219,24 @@ CONTEXT_SHOWN_APART = ("evidence", "gate", "drop_paths")
 
 
 def agent_prompt(
-    *, request: str, task: dict, dependencies: list[dict], repair_errors: str = "", previous_failure: str = ""
+    *,
+    request: str,
+    task: dict,
+    dependencies: list[dict],
+    repair_errors: str = "",
+    previous_failure: str = "",
+    existing_files: list[tuple[str, int]] | None = None,
 ) -> str:
     parts = _task_parts(request, task)
+    if existing_files:
+        listed = existing_files[:EXISTING_FILES_LISTED]
+        lines = "\n".join(f"{path}  {size}" for path, size in listed)
+        more = len(existing_files) - len(listed)
+        parts.append(
+            "This task changes an existing project. Its current files (path  size in bytes); a file "
+            "you write replaces the one at its path, so write a file you change whole and leave the "
+            f"others out:\n{fence(lines + (f'{chr(10)}… {more} more files' if more else ''))}"
+        )
     for dep in dependencies:
         files = "\n".join(f"--- {f['path']}\n{f['content']}" for f in dep.get("files", []))
         findings = json.dumps(dep.get("findings", []))

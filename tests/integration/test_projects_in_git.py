@@ -492,6 +492,8 @@ def test_a_frontend_follow_up_that_names_no_entity_adds_its_component_and_no_end
     assert toggle.contract_report["notes"] == []
     written = {p for t in toggle.tasks.filter(status="succeeded") for p in Task.paths_of(t.result)}
     assert "frontend/components/DarkModeToggle.tsx" in written
+    # In one reply too, shown the project's files, the agent mounts its component on every page.
+    assert "frontend/pages/_app.tsx" in written
     assert ": 0 files changed" not in toggle.final_response
 
     # In its tool loop, the next feature's agent looks at the project's components and mounts its

@@ -191,6 +191,19 @@ def test_every_agent_gets_the_contract_fenced_as_data_and_its_own_paths():
         assert "You write only under: frontend." in prompt
 
 
+def test_a_single_reply_follow_up_is_shown_the_projects_files_as_data():
+    task = {"key": "task_1", "pool": "codegen", "description": "Add a dark mode toggle", "context": {}}
+    files = [("frontend/pages/index.tsx", 412), ("backend/app/main.py", 1900)]
+
+    prompt = agent_prompt(request="r", task=task, dependencies=[], existing_files=files)
+
+    listing = prompt.split("This task changes an existing project.", 1)[1]
+    assert "a file you write replaces the one at its path" in listing
+    assert listing.index("<<<CLIENT_DATA") < listing.index("frontend/pages/index.tsx  412")
+    assert "backend/app/main.py  1900" in listing
+    assert "existing project" not in agent_prompt(request="r", task=task, dependencies=[])
+
+
 def test_a_fix_prompt_quotes_the_evidence_and_the_failing_gate_output():
     evidence = {
         "check": "call-undeclared",
