@@ -194,12 +194,17 @@ def named_records(text: str) -> list[tuple[int, str]]:
     found = [(m.start(1), m.group(1)) for m in ACTED_ON.finditer(lower)]
     found += [(m.start(1), NAMED_AS.get(m.group(1), _plural(m.group(1)))) for m in KEPT_BY.finditer(lower)]
     return [
-        (at, table)
+        (at, known_table(table) or table)  # "book appointments" are the bookings
         for at, table in found
         if table not in NOT_RECORDS
         and _plural(lower[at:].split(None, 1)[0]) not in NOT_RECORDS  # "the logs" names no "thes"
         and re.fullmatch(r"[a-z][a-z_]{2,29}", table)
     ]
+
+
+def known_table(word: str) -> str | None:
+    """The table an entity word names, in the singular or the plural."""
+    return ENTITY_WORDS.get(word) or (ENTITY_WORDS.get(word[:-1]) if word.endswith("s") else None)
 
 
 def entities(text: str, placeholder: bool = True) -> list[str]:
@@ -208,10 +213,7 @@ def entities(text: str, placeholder: bool = True) -> list[str]:
     asks to sell online; when it names none, `items` as a placeholder (`placeholder`), else none."""
     mentions = []
     for word in re.finditer(r"[a-z]+", text.lower()):
-        word_text = word.group(0)
-        table = ENTITY_WORDS.get(word_text) or (
-            ENTITY_WORDS.get(word_text[:-1]) if word_text.endswith("s") else None
-        )
+        table = known_table(word.group(0))
         if table:
             mentions.append((word.start(), table, True))
     mentions += [(at, table, False) for at, table in named_records(text)]

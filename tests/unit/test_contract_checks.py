@@ -410,6 +410,9 @@ def test_entities_are_named_in_the_singular_or_the_plural():
         ("Create a dashboard for sales analytics", ["sales"]),
         ("Build a time tracker for freelancers", ["time_entries"]),
         ("Let members book classes and track their workouts", ["members", "classes", "workouts"]),
+        # A known word's table, whatever the words around it: appointments are bookings.
+        ("Build a booking system where clients book appointments", ["bookings"]),
+        ("Build a blog where users post articles and add comments", ["posts", "comments"]),
         # Words in those places that name no record, or that SQL keeps for itself.
         ("Store the logs and track the changes", []),
         ("Let users manage their accounts and upload files", []),
