@@ -579,11 +579,10 @@ def call_agent(
     base = task_for_prompt(task)
     failure = previous_failure(task, attempt_number)
     meta = agent_meta(task, attempt_number, pool, deps)
-    existing = sorted((path, len(content)) for path, content in start.files.items()) if start else []
-    if existing and task.execution.base_commit:
+    follow_up = start is not None and task.execution.base_commit
+    existing = sorted((path, len(content)) for path, content in start.files.items()) if follow_up else []
+    if existing:
         meta["project_files"] = "\n".join(f"{path}  {size}" for path, size in existing)
-    else:
-        existing = []
     role = task_role(task, pool)
     system = AGENT_SYSTEM.get(role, GENERIC_AGENT_SYSTEM)
     repair = ""

@@ -598,6 +598,16 @@ For production, `BACKEND_URL=… npm run build` then `npm start`: the address is
 """
 
 
+def next_app_files(readme: str) -> list[dict]:
+    """What every generated Next.js app has: its package, TypeScript settings, ignores and README."""
+    return [
+        {"path": "frontend/package.json", "content": json.dumps(NEXT_PACKAGE, indent=2) + "\n"},
+        {"path": "frontend/tsconfig.json", "content": json.dumps(NEXT_TSCONFIG, indent=2) + "\n"},
+        {"path": "frontend/.gitignore", "content": FRONTEND_GITIGNORE},
+        {"path": "frontend/README.md", "content": readme},
+    ]
+
+
 def frontend_files(
     tables: list[str],
     *,
@@ -643,11 +653,8 @@ def frontend_files(
         )
         pages.append({"path": "frontend/pages/index.tsx", "content": FRONTEND_INDEX.format(links=links)})
     files = [
-        {"path": "frontend/package.json", "content": json.dumps(NEXT_PACKAGE, indent=2) + "\n"},
+        *next_app_files(FRONTEND_README),
         {"path": "frontend/next.config.js", "content": NEXT_CONFIG},
-        {"path": "frontend/tsconfig.json", "content": json.dumps(NEXT_TSCONFIG, indent=2) + "\n"},
-        {"path": "frontend/.gitignore", "content": FRONTEND_GITIGNORE},
-        {"path": "frontend/README.md", "content": FRONTEND_README},
         *pages,
     ]
     if "ownership_violation" in flaws:
@@ -764,13 +771,7 @@ def static_site_files(request: str) -> dict:
     ]
     site = {"title": title, "tagline": f"Welcome to the {subject.lower()}.", "sections": sections}
     home = STATIC_HOME.format(site=json.dumps(site, indent=2, ensure_ascii=True))
-    files = [
-        {"path": "frontend/package.json", "content": json.dumps(NEXT_PACKAGE, indent=2) + "\n"},
-        {"path": "frontend/tsconfig.json", "content": json.dumps(NEXT_TSCONFIG, indent=2) + "\n"},
-        {"path": "frontend/.gitignore", "content": FRONTEND_GITIGNORE},
-        {"path": "frontend/README.md", "content": STATIC_README},
-        {"path": "frontend/pages/index.tsx", "content": home},
-    ]
+    files = [*next_app_files(STATIC_README), {"path": "frontend/pages/index.tsx", "content": home}]
     return {"files": files, "sections": len(sections)}
 
 
