@@ -364,7 +364,7 @@ def run_attempt(attempt: Attempt, continuation: Continuation | None) -> Attempt 
         else:
             reply = call_agent(task, attempt.number, spec, pool, deadline, keeper, meter, deps, start)
             loop = None
-        result = verify_output(task_role(task, pool), reply, deps)
+        result = verify_output(task_role(task, pool), reply, deps, start.files if start else None)
         if task.context.get("drop_paths"):
             # An ownership fix: the files outside the lineage's paths leave the merged tree.
             result["removed"] = sorted(set(task.context["drop_paths"]) - set(Task.paths_of(result)))
@@ -472,7 +472,7 @@ def work_in_loop(
         role=role,
         max_tokens=spec.max_output_tokens,
         expected_output_tokens=pool.expected_output_tokens,
-        meta=agent_meta(task, attempt.number, pool, deps),
+        meta=agent_meta(task, attempt.number, pool, deps, start),
     )
 
     def before_turn(number: int) -> None:
@@ -525,11 +525,22 @@ def work_in_loop(
     return loop.reply.as_dict(), loop
 
 
-def agent_meta(task: Task, attempt_number: int, pool: WorkerPool | None, deps: list[dict]) -> dict:
-    """Structured facts for the offline provider, which has no model to read the prompt with."""
+def agent_meta(
+    task: Task,
+    attempt_number: int,
+    pool: WorkerPool | None,
+    deps: list[dict],
+    start: "projects.Start | None" = None,
+) -> dict:
+    """Structured facts for the offline provider, which has no model to read the prompt with (nor
+    the files a real one reads through its tools: a follow-up's schema agent gets the project's SQL)."""
     contract, owned = contract_of(task)
     root_key, root_description = lineage_root(task)
+    existing_sql = {}
+    if start is not None and task.execution.base_commit and task_role(task, pool) == "database":
+        existing_sql = {path: text for path, text in start.files.items() if path.lower().endswith(".sql")}
     return {
+        "existing_sql": existing_sql,
         "contract": contract,
         "owned": owned or [],
         "root": root_key,
@@ -578,7 +589,7 @@ def call_agent(
     project's files (paths and sizes), as it has no workspace to list."""
     base = task_for_prompt(task)
     failure = previous_failure(task, attempt_number)
-    meta = agent_meta(task, attempt_number, pool, deps)
+    meta = agent_meta(task, attempt_number, pool, deps, start)
     follow_up = start is not None and task.execution.base_commit
     existing = sorted((path, len(content)) for path, content in start.files.items()) if follow_up else []
     if existing:

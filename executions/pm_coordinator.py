@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from pools import llm
 from pools.contracts.contract import ContractInvalid, amend, project_part, validate_contract
-from pools.contracts.derive import AREAS, area_of, contract_for, entities
+from pools.contracts.derive import AREAS, added_fields, area_of, contract_for, entities
 from pools.prompts import PLAN_SYSTEM, plan_prompt, plan_repair_prompt
 from pools.replies import ReplyError, extract_json
 
@@ -218,10 +218,11 @@ def layers_to_grow(
     request: str, existing_files: list[tuple[str, int]] | None, existing_contract: dict | None
 ) -> frozenset[str]:
     """The project's layers (its top-level `frontend`, `backend` and `database` folders) that a
-    follow-up naming a kind of record the project's contract has no table for must reach: a new
-    record is a table, its endpoints and its page."""
+    follow-up naming a kind of record the project's contract has no table for, or adding fields to
+    one, must reach: a record is a table (and a migration), its endpoints and its page."""
     known = {table["name"] for table in (existing_contract or {}).get("tables", [])}
-    if not [table for table in entities(request, placeholder=False) if table not in known]:
+    new_records = [table for table in entities(request, placeholder=False) if table not in known]
+    if not new_records and not added_fields(request):
         return frozenset()
     return frozenset(path.split("/", 1)[0] for path, _ in existing_files or []) & set(AREAS)
 
@@ -252,15 +253,20 @@ def deterministic_plan(
 
 
 def deterministic_contract(
-    request: str, tasks: list[dict], pools: dict[str, PoolLimits], follow_up: bool = False
+    request: str,
+    tasks: list[dict],
+    pools: dict[str, PoolLimits],
+    follow_up: bool = False,
+    stored: dict | None = None,
 ) -> dict:
     """The deterministic planner's contract for these tasks (`pools.contracts.derive`); a
-    `follow_up` builds on a project that has files or a contract already."""
+    `follow_up` builds on a project that has files or a contract (`stored`) already."""
     roles = {name: limits.role for name, limits in pools.items()}
     return contract_for(
         request,
         {t["id"]: area_of(t["description"], roles.get(t["pool"], "")) for t in tasks},
         follow_up=follow_up,
+        stored=stored,
     )
 
 
@@ -325,7 +331,7 @@ def _decompose(
         "request": request,
         "pools": sorted(available),
         "fallback_plan": fallback,
-        "fallback_contract": deterministic_contract(request, planned, pools, follow_up),
+        "fallback_contract": deterministic_contract(request, planned, pools, follow_up, existing_contract),
     }
     errors: list[str] = []
     valid: tuple | None = None  # (tasks, notes, round, contract errors) of a valid plan whose contract is not
@@ -362,7 +368,7 @@ def _decompose(
             if contract is not None:
                 return PlanResult(tasks, round_, notes + contract_notes, completions, contract, round_)
             if not contract_errors:  # no contract at all: the deterministic one, without a repair
-                derived = deterministic_contract(request, tasks, pools, follow_up)
+                derived = deterministic_contract(request, tasks, pools, follow_up, existing_contract)
                 notes += [f"{n}: the deterministic planner's contract is used" for n in contract_notes]
                 return PlanResult(tasks, round_, notes, completions, derived, "fallback")
             valid = (tasks, notes, round_, contract_errors)
@@ -376,7 +382,7 @@ def _decompose(
             round_,
             notes,
             completions,
-            deterministic_contract(request, tasks, pools, follow_up),
+            deterministic_contract(request, tasks, pools, follow_up, existing_contract),
             "fallback",
         )
     return PlanResult(
@@ -384,7 +390,7 @@ def _decompose(
         "fallback",
         [f"model plan rejected: {e}" for e in errors],
         completions,
-        deterministic_contract(request, planned, pools, follow_up),
+        deterministic_contract(request, planned, pools, follow_up, existing_contract),
         "fallback",
     )
 

@@ -42,6 +42,7 @@ from .contracts.derive import (
     sql_type,
     table_columns,
 )
+from .contracts.sql_schema import read_schema
 from .llm_types import Completion, LLMError, LLMRequest, LLMTimeout, ModelSpec, ProgressCallback, ToolCall
 
 STEP_SEC = 0.05
@@ -493,7 +494,7 @@ FRONTEND_POST = """\
     const values = Object.fromEntries(
       inputs.filter((input) => input.name).map((input) => [
         input.name,
-        input.type === "number" ? input.valueAsNumber : input.value,
+        input.value === "" ? null : input.type === "number" ? input.valueAsNumber : input.value,
       ]),
     );
     const response = await fetch(`${{API_BASE}}{path}`, {{
@@ -517,7 +518,7 @@ FRONTEND_FORM = """\
 {inputs}        <button type="submit">Add</button>
       </form>
 """
-FRONTEND_INPUT = '        <input name="{column}" type="{kind}" placeholder="{label}" required />\n'
+FRONTEND_INPUT = '        <input name="{column}" type="{kind}" placeholder="{label}"{required} />\n'
 # Next.js's own defaults for a TypeScript project, so that its first build changes nothing.
 NEXT_TSCONFIG = {
     "compilerOptions": {
@@ -559,8 +560,22 @@ module.exports = {
 """
 
 
-# The form input of each JSON type a column's SQL type has (`sql_type`); else a text input.
+# The form input of each JSON type a column's SQL type has (`sql_type`), or of its name; else text.
 INPUT_TYPES = {"integer": "number", "string (ISO 8601)": "datetime-local"}
+NAMED_INPUTS = {"email": "email", "phone": "tel", "url": "url", "website": "url"}
+
+
+def input_type(column: str, kind: str) -> str:
+    if sql_type(kind) in INPUT_TYPES:
+        return INPUT_TYPES[sql_type(kind)]
+    return NAMED_INPUTS.get(column.rsplit("_", 1)[-1], "text")
+
+
+def required_column(kind: str) -> bool:
+    """Whether a row needs a value for a column of this SQL type: NOT NULL, and no DEFAULT to give it
+    one. A column added to a table with rows is nullable, so a form may leave it empty."""
+    upper = kind.upper()
+    return "NOT NULL" in upper and "DEFAULT" not in upper
 
 
 FRONTEND_INDEX = """\
@@ -640,7 +655,10 @@ def frontend_files(
             post = FRONTEND_POST.format(path=path)
             inputs = "".join(
                 FRONTEND_INPUT.format(
-                    column=c, kind=INPUT_TYPES.get(sql_type(kind), "text"), label=c.replace("_", " ")
+                    column=c,
+                    kind=input_type(c, kind),
+                    label=c.replace("_", " "),
+                    required=" required" if required_column(kind) else "",
                 )
                 for c, kind in fields.items()
             )
@@ -962,8 +980,8 @@ def test_missing_fields_are_named():
     assert missing_fields({"name": "Ada", "party_size": None}, ["name", "party_size"]) == ["party_size"]
 """
 BACKEND_DB = '''"""The backend's database: SQLite at $DATABASE_PATH (default `app.db` in the working
-directory), its tables made on first use from the project's schema, `database/schema.sql`,
-written for PostgreSQL."""
+directory), kept up to date on first use from the project's schema, `database/schema.sql`
+(written for PostgreSQL), and its migrations, `database/migrations/*.sql`."""
 
 import os
 import pathlib
@@ -980,6 +998,7 @@ SCHEMA = next(
     ),
     pathlib.Path("database", "schema.sql"),
 )
+MIGRATIONS = SCHEMA.parent / "migrations"
 # The PostgreSQL the schema uses, as SQLite's; every statement made idempotent.
 SQLITE_SCHEMA = (
     (r"\\bSERIAL PRIMARY KEY\\b", "INTEGER PRIMARY KEY AUTOINCREMENT"),
@@ -996,12 +1015,44 @@ def sqlite_schema(sql: str) -> str:
     return sql
 
 
+def statements(sql: str):
+    """The statements of a script, one at a time (a `;` inside a string does not end one)."""
+    pending = ""
+    for line in sql.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            yield pending
+            pending = ""
+
+
+def migrate(db: sqlite3.Connection) -> None:
+    """The schema's tables (a table new since the database was made, too), then each migration the
+    database has not had, recorded in `schema_migrations`. A new database has every column of the
+    schema already: its migrations are only recorded."""
+    new = db.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0] == 0
+    db.executescript(sqlite_schema(SCHEMA.read_text()))
+    db.execute("CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY)")
+    done = {row[0] for row in db.execute("SELECT name FROM schema_migrations")}
+    for migration in sorted(MIGRATIONS.glob("*.sql")) if MIGRATIONS.is_dir() else []:
+        if migration.name in done:
+            continue
+        for statement in statements(sqlite_schema(migration.read_text())) if not new else ():
+            try:
+                db.execute(statement)
+            except sqlite3.OperationalError as exc:
+                # A column of a table made above from today's schema is there already.
+                if "duplicate column" not in str(exc):
+                    raise
+        db.execute("INSERT OR IGNORE INTO schema_migrations (name) VALUES (?)", (migration.name,))
+    db.commit()
+
+
 def connect() -> sqlite3.Connection:
     path = os.environ.get("DATABASE_PATH", "app.db")
     db = sqlite3.connect(path)
     db.row_factory = sqlite3.Row
     if path not in _made and SCHEMA.is_file():
-        db.executescript(sqlite_schema(SCHEMA.read_text()))
+        migrate(db)
         _made.add(path)
     return db
 '''
@@ -1089,20 +1140,22 @@ def backend_files(
     routes = []
     for table in tables:
         served = {e["method"] for e in endpoints if e["path"] == f"/api/{table}"}
-        names = [c for c in columns.get(table, {}) if c != "id"]
+        kinds = columns.get(table, {})
+        names = [c for c in kinds if c != "id"]
         fields = [c for c in names if c not in ("user_id", "created_at")]
+        required = [c for c in fields if required_column(kinds[c])]
         if "GET" in served:
             routes.append(BACKEND_LIST.format(table=table, listed=", ".join(["id", *fields])))
         if "POST" in served:
             inserted = ["user_id", *fields] if "user_id" in names else fields
             checks = "".join(
-                BACKEND_COUNT_CHECK.format(column=c) for c in fields if c in ("party_size", "rating")
+                BACKEND_COUNT_CHECK.format(column=c) for c in required if c in ("party_size", "rating")
             )
-            args = ", ".join('item.get("user_id", 1)' if c == "user_id" else f'item["{c}"]' for c in inserted)
+            args = ", ".join(_payload_value(c, required) for c in inserted)
             routes.append(
                 BACKEND_CREATE.format(
                     table=table,
-                    fields=fields,
+                    fields=required,
                     checks=checks,
                     inserted=", ".join(inserted),
                     values=", ".join("?" for _ in inserted),
@@ -1122,6 +1175,14 @@ def backend_files(
         {"path": "backend/.gitignore", "content": "app.db\n__pycache__/\n.pytest_cache/\n"},
         {"path": "backend/README.md", "content": BACKEND_README},
     ]
+
+
+def _payload_value(column: str, required: list[str]) -> str:
+    """The expression of the backend's insert for a column: the payload's value (optional ones may be
+    left out), and the first user for a row of no one's."""
+    if column == "user_id":
+        return 'item.get("user_id", 1)'
+    return f'item["{column}"]' if column in required else f'item.get("{column}")'
 
 
 def has_conflict_markers(content: str) -> bool:
@@ -1288,9 +1349,55 @@ def schema(meta: dict, flaws: set[str]) -> dict:
             if index_fks and "REFERENCES" in kind.upper()
         ]
     sql = "\n\n".join(parts + indexes) + "\n"
-    summary = f"Schema with {len(parts)} tables" + (f" and {len(indexes)} indexes." if indexes else ".")
-    files = in_owned_folder([{"path": "database/schema.sql", "content": sql}], "database", meta.get("owned"))
+    summary = f"Schema with {len(parts)} tables" + (
+        f" and {len(indexes)} {'index' if len(indexes) == 1 else 'indexes'}." if indexes else "."
+    )
+    files = [{"path": "database/schema.sql", "content": sql}]
+    migration = schema_migration({"users": table_columns("users"), **tables}, meta.get("existing_sql") or {})
+    if migration is not None:
+        files.append(migration)
+        summary += f" Migration {migration['path'].rsplit('/', 1)[-1]}: {migration['adds']}."
+        del migration["adds"]
+    files = in_owned_folder(files, "database", meta.get("owned"))
     return {"summary": summary, "files": files, "findings": []}
+
+
+MIGRATION = """\
+-- Brings a database made from an earlier database/schema.sql up to this one (PostgreSQL; the
+-- backend's db.py applies it to SQLite once, recorded in schema_migrations).
+{statements}"""
+MIGRATION_NUMBER = re.compile(r"^database/migrations/(\d+)_[^/]*\.sql$")
+
+
+def schema_migration(tables: dict[str, dict[str, str]], existing_sql: dict[str, str]) -> dict | None:
+    """The migration that adds to the tables of the project's schema (its `.sql` files as the task
+    found them: `existing_sql`, path → text) the columns these tables have beyond them, as
+    `database/migrations/<number>_<what>.sql` after the last one there; None when none is missing.
+    An added column is nullable (the rows there have no value for it) and keeps its foreign key,
+    with an index."""
+    before = read_schema({p: text for p, text in existing_sql.items() if p.startswith("database/")})
+    statements, added = [], []
+    for table, columns in tables.items():
+        there = before.table(table)
+        if there is None:
+            continue  # a new table: schema.sql makes it, on a database made before as well
+        for column, kind in columns.items():
+            if there.has_column(column):
+                continue
+            loose = re.sub(r"\s+(NOT NULL|UNIQUE|PRIMARY KEY)\b", "", kind, flags=re.I).strip()
+            statements.append(f"ALTER TABLE {table} ADD COLUMN {column} {loose};")
+            if "REFERENCES" in kind.upper():
+                statements.append(f"CREATE INDEX IF NOT EXISTS {table}_{column}_idx ON {table} ({column});")
+            added.append(f"{table}.{column}")
+    if not added:
+        return None
+    numbers = [int(m.group(1)) for p in existing_sql if (m := MIGRATION_NUMBER.match(p))]
+    what = re.sub(r"[^a-z0-9]+", "_", "_".join(added).lower())[:48].strip("_")
+    return {
+        "path": f"database/migrations/{max(numbers, default=0) + 1:04d}_{what}.sql",
+        "content": MIGRATION.format(statements="\n".join(statements) + "\n"),
+        "adds": "adds " + ", ".join(added),
+    }
 
 
 # ---------------------------------------------------------------- the tool loop

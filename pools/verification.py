@@ -9,17 +9,19 @@ is recorded, and the task is retried.
   bandit scans its Python files;
 - security: bandit also scans the code of its dependencies (what it audited), so an audit's
   findings never rest on the model alone;
-- database: each `.sql` file is applied to a scratch SQLite database (`check_schema`); a rejected
-  schema is not a failed attempt but a conflict the aggregator resolves with a revision
-  (`verification["schema_accepted"]` is False).
+- database: each `.sql` file is applied to a scratch SQLite database (`check_schema`), and the
+  migrations with the schema the task started from must make the schema's columns
+  (`check_migrations`); a rejected schema or migration is not a failed attempt but a conflict the
+  aggregator resolves with a revision (`verification["schema_accepted"]` is False).
 """
 
 from pathlib import PurePosixPath
 
+from .contracts.sql_schema import is_migration
 from .verifiers.bandit_scan import run_bandit
 from .verifiers.findings import Finding
 from .verifiers.output_files import verify_files
-from .verifiers.schema import check_schema
+from .verifiers.schema import check_migrations, check_schema
 
 BLOCKING_SEVERITIES = ("critical", "high")
 # Problems that make an output unusable, as opposed to findings about usable code.
@@ -46,8 +48,12 @@ def _where(finding: Finding) -> str:
     return f"{place}:{finding.line}: {finding.title}" if finding.line else f"{place}: {finding.title}"
 
 
-def verify_output(pool: str, reply: dict, dependencies: list[dict]) -> dict:
-    """The result of an attempt whose reply parsed: tool findings joined, `verification` recorded."""
+def verify_output(
+    pool: str, reply: dict, dependencies: list[dict], base_files: dict[str, str] | None = None
+) -> dict:
+    """The result of an attempt whose reply parsed: tool findings joined, `verification` recorded.
+    `base_files`: the project's tree where the task started (path → text), which a migration of
+    its schema starts from."""
     files = reply.get("files", [])
     file_findings = verify_files(files)
     broken = [f for f in file_findings if f.severity in BLOCKING_SEVERITIES and f.rule in BROKEN_RULES]
@@ -73,8 +79,8 @@ def verify_output(pool: str, reply: dict, dependencies: list[dict]) -> dict:
     if pool == "database":
         reports = {}
         for item in files:
-            if PurePosixPath(item["path"]).suffix.lower() != ".sql":
-                continue
+            if PurePosixPath(item["path"]).suffix.lower() != ".sql" or is_migration(item["path"]):
+                continue  # a migration alone changes tables it does not make: checked below
             report = check_schema(item["content"], path=item["path"])
             reports[item["path"]] = report.as_dict()
             tool_findings += report.findings
@@ -90,8 +96,19 @@ def verify_output(pool: str, reply: dict, dependencies: list[dict]) -> dict:
                 for error in report.errors
                 if not report.applied
             ]
+        migrations = check_migrations({f["path"]: f["content"] for f in files}, base_files or {})
+        for path, report in migrations.items():
+            tool_findings += report.pop("findings")
+            report["accepted"] = report["applied"] and not any(
+                f.severity in BLOCKING_SEVERITIES
+                for f in tool_findings
+                if f.file == path and f.source == "schema"
+            )
         record["schema"] = reports
-        record["schema_accepted"] = all(r["accepted"] for r in reports.values()) if reports else None
+        if migrations:
+            record["migrations"] = migrations
+        checked = [*reports.values(), *migrations.values()]
+        record["schema_accepted"] = all(r["accepted"] for r in checked) if checked else None
     record["passed"] = not any(f.severity in BLOCKING_SEVERITIES for f in tool_findings)
     return {
         **reply,

@@ -41,7 +41,7 @@ from .routes import (
     add_python,
     routes_served,
 )
-from .sql_refs import SqlRef, js_sql_strings, python_sql_strings, references
+from .sql_refs import SqlRef, js_sql_strings, python_created_tables, python_sql_strings, references
 from .sql_schema import Schema, bare, read_schema
 
 SYSTEM_TABLES = {
@@ -215,12 +215,19 @@ def check_tree(
     report.notes += schema.errors
     classes = class_index(tree.python)
     orm = [t for path, module in sorted(tree.python.items()) for t in orm_tables(path, module, classes)]
+    # Tables the code makes for itself (a migrations ledger) are its own business, like SQLite's.
+    own = {
+        table
+        for path, module in tree.python.items()
+        if not is_test_file(path)
+        for table in python_created_tables(module)
+    }
     sql = [
         ref
         for item in read_sql_strings(tree)
         if not is_test_file(item.file)
         for ref in references(item)
-        if bare(ref.table.split("|")[0]) not in SYSTEM_TABLES
+        if bare(ref.table.split("|")[0]) not in SYSTEM_TABLES | own
     ]
     report.counts = {
         "routes": len(routes),

@@ -229,6 +229,88 @@ def entities(text: str, placeholder: bool = True) -> list[str]:
     return found or (["items"] if placeholder else [])
 
 
+# "Add a phone number field to bookings", "Add phone and email to the booking form": fields of a
+# record the request names, the record last (a form, a page or a table of it may follow).
+ADDS_FIELDS = re.compile(
+    r"^\W*(?:please\s+)?(?:also\s+)?(?:add|store|record|keep|collect|ask\s+for)\s+"
+    r"(?P<fields>[a-z][a-z ,'-]{0,100}?)\s+(?:to|on|in|for|with)\s+"
+    r"(?:(?:the|each|every|all|our|my|a)\s+)?(?P<record>[a-z]+)"
+    r"(?:\s+(?:forms?|pages?|tables?|records?|lists?|model|endpoints?|api))?\s*[.!]?\s*$",
+    re.I,
+)
+FIELD_NOUNS = re.compile(r"\s+(?:fields?|columns?|inputs?|attributes?|properties|boxe?s?)$")
+# A field's usual name, where people say it in more words than a column has.
+FIELD_NAMES = {
+    "phone number": "phone",
+    "telephone number": "phone",
+    "telephone": "phone",
+    "mobile number": "phone",
+    "e-mail": "email",
+    "e-mail address": "email",
+    "email address": "email",
+    "note": "notes",
+    "notes": "notes",
+    "date of birth": "birth_date",
+    "birthday": "birth_date",
+    "web site": "website",
+    "special request": "special_requests",
+}
+# Kinds by the field's last word: counted, priced (kept in cents) or a moment; anything else is text.
+COUNTED = {
+    "count", "quantity", "size", "age", "minutes", "hours", "days", "rating", "stars", "score",
+    "capacity", "guests", "seats", "people", "year", "floor", "number",
+}  # fmt: skip
+PRICED = {"price", "cost", "amount", "total", "fee", "deposit", "tip", "budget", "salary"}
+MOMENTS = {"date", "time", "deadline", "at", "until", "on"}
+# Names SQL keeps for itself or the generated code uses: no field of these names.
+NOT_FIELDS = GENERATED | {
+    "order", "group", "select", "from", "where", "table", "index", "key", "default", "check",
+    "primary", "references", "limit", "offset", "values", "column", "constraint", "user", "to", "by",
+    "and", "or", "not", "null", "all", "as", "in", "is", "on", "case", "when", "end", "desc", "asc",
+}  # fmt: skip
+MAX_FIELDS = 6
+
+
+def added_fields(request: str) -> tuple[str, dict[str, str]] | None:
+    """A request to add fields to one kind of record: (the record's table, {column: SQL type}), each
+    column nullable (the rows there already have none). None when the request is not one, or a
+    field it names is a kind of record itself ("Add reviews to restaurants")."""
+    found = ADDS_FIELDS.match(request.strip())
+    if found is None:
+        return None
+    table = known_table(found.group("record").lower())
+    if table is None:
+        return None
+    phrase = found.group("fields").lower().strip()
+    said_fields = bool(FIELD_NOUNS.search(phrase))  # "a message field": a field whatever its name
+    phrase = FIELD_NOUNS.sub("", phrase)
+    fields: dict[str, str] = {}
+    for part in re.split(r"\s*,\s*(?:and\s+)?|\s+and\s+", phrase):
+        words = re.sub(r"^(?:an?|the|their|its|new|optional)\s+", "", part.strip()).strip()
+        words = FIELD_NOUNS.sub("", words)
+        if not words:
+            continue
+        words = re.sub(r"'s\b", "", words)
+        # Its last word says what it is: "a photo url" is a field, "reviews" a kind of record.
+        if not said_fields and words not in FIELD_NAMES and known_table(words.split()[-1]):
+            return None  # a record, not a field
+        name = FIELD_NAMES.get(words) or "_".join(re.findall(r"[a-z0-9]+", words)[:3])
+        last = name.rsplit("_", 1)[-1]
+        if last in PRICED and not name.endswith("_cents"):
+            name += "_cents"
+        if not re.fullmatch(r"[a-z][a-z0-9_]{0,39}", name) or name in NOT_FIELDS:
+            return None
+        kind = "TEXT"
+        if last in COUNTED or last in PRICED:
+            kind = "INTEGER"
+        elif last in MOMENTS or name.endswith("_at"):
+            kind = "TIMESTAMPTZ"
+        fields[name] = kind
+    if not fields or len(fields) > MAX_FIELDS:
+        return None
+    return table, fields
+
+
 def table_columns(table: str) -> dict[str, str]:
     if table == "users":
         return dict(USERS)
@@ -261,19 +343,31 @@ def small_app(request: str, areas: dict[str, str], follow_up: bool = False) -> b
     )
 
 
-def contract_for(request: str, areas: dict[str, str], follow_up: bool = False) -> dict:
+def contract_for(
+    request: str, areas: dict[str, str], follow_up: bool = False, stored: dict | None = None
+) -> dict:
     """The contract of a plan whose tasks have these areas (task id → frontend, backend, database,
     security or other). A new project whose request names no entity gets an `items` placeholder to
     build to, unless it is pages alone; a follow-up (`follow_up`) builds on the project's contract
     and adds none: an endpoint its plan declares is one its tasks must serve. A small app's one
-    task builds every layer."""
+    task builds every layer. A table the project's contract (`stored`) has keeps its columns, and
+    a request to add fields to one (`added_fields`) declares it with them."""
     present = set(AREAS) if small_app(request, areas, follow_up) else set(areas.values())
+    adding = added_fields(request)
     # Pages alone keep no records: a landing page calls no API.
     tables = entities(request, placeholder=not follow_up and bool(present & {"backend", "database"}))
+    if adding:
+        tables = [adding[0]]  # "Add a notes column to orders" is about orders alone
+    known = {t["name"]: dict(t["columns"]) for t in (stored or {}).get("tables", [])}
+    columns = {table: known.get(table) or table_columns(table) for table in tables}
+    if adding:
+        table, fields = adding
+        there = {column.lower() for column in columns[table]}
+        columns[table] |= {name: kind for name, kind in fields.items() if name not in there}
     contract: dict = {"endpoints": [], "tables": [], "ownership": {}}
     if present & {"frontend", "backend"}:
         for table in tables:
-            fields = {c: sql_type(k) for c, k in table_columns(table).items() if c not in GENERATED}
+            fields = {c: sql_type(k) for c, k in columns[table].items() if c not in GENERATED}
             contract["endpoints"] += [
                 {
                     "method": "GET",
@@ -284,7 +378,10 @@ def contract_for(request: str, areas: dict[str, str], follow_up: bool = False) -
                 {"method": "POST", "path": f"/api/{table}", "request": fields, "response": {"id": "integer"}},
             ]
     if present & {"database", "backend"} and tables:
-        contract["tables"] = [{"name": t, "columns": table_columns(t)} for t in ["users", *tables]]
+        contract["tables"] = [
+            {"name": t, "columns": columns.get(t) or known.get(t) or table_columns(t)}
+            for t in ["users", *tables]
+        ]
     if len(areas) > 1:
         taken: set[str] = set()
         for task_id, area in areas.items():

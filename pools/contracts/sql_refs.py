@@ -72,6 +72,20 @@ def python_sql_strings(path: str, tree: ast.AST) -> list[SqlString]:
     return found
 
 
+CREATES_TABLE = re.compile(r"\bCREATE\s+TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?([\w.\"`\[\]]+)", re.IGNORECASE)
+
+
+def python_created_tables(tree: ast.AST) -> set[str]:
+    """The tables a Python module's own SQL creates (`CREATE TABLE … schema_migrations`): the
+    code's bookkeeping, not the project's schema."""
+    return {
+        bare(found.group(1))
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str)
+        for found in CREATES_TABLE.finditer(node.value[:MAX_SQL_CHARS])
+    }
+
+
 def looks_like_sql(text: str) -> bool:
     start = SQL_START.match(text)
     if not start or len(text) > MAX_SQL_CHARS or not SQL_BODY.search(text):

@@ -61,10 +61,15 @@ def parse_sql(text: str) -> list[exp.Expression] | None:
     return None
 
 
+def is_migration(path: str) -> bool:
+    """A `.sql` file in a `migrations` folder: it changes the schema the other files make."""
+    return "migrations" in path.lower().split("/")[:-1]
+
+
 def read_schema(files: dict[str, str]) -> Schema:
-    """The schema the `.sql` files of a tree create, in path order."""
+    """The schema the `.sql` files of a tree create, in path order, migrations after the rest."""
     schema = Schema()
-    for path in sorted(files):
+    for path in sorted(files, key=lambda path: (is_migration(path), path)):
         if path.lower().endswith(".sql"):
             add_file(schema, path, files[path])
     return schema

@@ -18,6 +18,7 @@ class SchemaReport:
 
     applied: bool
     tables: list[str] = field(default_factory=list)
+    columns: dict[str, list[str]] = field(default_factory=dict)  # table -> its columns
     errors: list[str] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
     translated_from: str | None = None  # the dialect transpiled to SQLite, if any
@@ -99,6 +100,7 @@ def check_schema(sql: str, dialect: str | None = None, *, path: str | None = Non
 
 def _describe(result: scratch_sqlite.ScratchResult, report: SchemaReport, path: str | None) -> None:
     report.tables = result.tables
+    report.columns = result.columns
     for table in report.tables:
         covered = result.covered.get(table, [])
         for columns in result.foreign_keys.get(table, []):
@@ -118,3 +120,116 @@ def _describe(result: scratch_sqlite.ScratchResult, report: SchemaReport, path: 
                     f"({', '.join(quote(c) for c in columns)});",
                 )
             )
+
+
+MIGRATION_FOLDER = "migrations"
+MIGRATION_ADVICE = "Write each migration against the schema before it (ALTER TABLE … ADD COLUMN …)."
+
+
+def check_migrations(written: dict[str, str], before: dict[str, str]) -> dict[str, dict]:
+    """Do the migrations bring a database made from the project's earlier schema up to its schema
+    now? Per folder holding a schema (`database/`): its `.sql` files as they were (`before`, path →
+    text) with their migrations, then the migrations `written` adds, are applied to a scratch
+    database, and so is the schema as it is now (its files `written`, else as they were); every
+    column of the one must be in the other. A migration that does not apply, or leaves a column
+    out, is high; a schema that adds columns to a table it had, with no migration adding them, is
+    medium (a database made before lacks them). Keyed by the folder's first migration written, or
+    its schema file: {"applied", "accepted", "missing", "errors", "findings"}."""
+    reports = {}
+    for folder in sorted({_folder(path) for path in written if path.lower().endswith(".sql")}):
+        old_schema = _schema_files(before, folder)
+        new_schema = {**old_schema, **_schema_files(written, folder)}
+        new_migrations = sorted(p for p in written if _is_migration_of(p, folder))
+        if not old_schema or (not new_migrations and new_schema == old_schema):
+            continue  # nothing to migrate from, or nothing changed
+        old_migrations = sorted(p for p in before if _is_migration_of(p, folder) and p not in written)
+        migrated = check_schema(
+            _script(
+                [
+                    *_texts(old_schema),
+                    *(before[p] for p in old_migrations),
+                    *(written[p] for p in new_migrations),
+                ]
+            )
+        )
+        target = check_schema(_script(_texts(new_schema)))
+        where = new_migrations[0] if new_migrations else min(_schema_files(written, folder))
+        missing = [
+            f"{table}.{column}"
+            for table in (target.tables if migrated.applied and target.applied else [])
+            if table in migrated.columns
+            for column in target.columns.get(table, [])
+            if column not in migrated.columns[table]
+        ]
+        findings = []
+        if not migrated.applied:
+            problem = "; ".join(migrated.errors)[:300]
+            findings.append(
+                Finding(
+                    "high",
+                    f"The migrations do not apply to a database made from the earlier schema: {problem}",
+                    file=where,
+                    source="schema",
+                    rule="migration-apply",
+                    recommendation=MIGRATION_ADVICE,
+                )
+            )
+        elif missing:
+            listed = ", ".join(missing[:10])
+            table, column = missing[0].split(".", 1)
+            if new_migrations:
+                severity, rule = "high", "migration-incomplete"
+                title = f"A database migrated from the earlier schema lacks {listed}"
+            else:
+                severity, rule = "medium", "migration-missing"
+                title = f"The schema adds {listed} to tables a database made before has; no migration does"
+            findings.append(
+                Finding(
+                    severity,
+                    title,
+                    file=where,
+                    source="schema",
+                    rule=rule,
+                    recommendation=f"Add them in {folder}/{MIGRATION_FOLDER}/: ALTER TABLE "
+                    f"{quote(table)} ADD COLUMN {quote(column)} …;",
+                )
+            )
+        reports[where] = {
+            "applied": migrated.applied,
+            "accepted": migrated.applied and not any(f.severity == "high" for f in findings),
+            "missing": missing,
+            "errors": migrated.errors if not migrated.applied else [],
+            "findings": findings,
+        }
+    return reports
+
+
+def _folder(path: str) -> str:
+    """The folder of a schema file, or of the schema a migration changes."""
+    parts = path.split("/")[:-1]
+    lowered = [part.lower() for part in parts]
+    return "/".join(parts[: lowered.index(MIGRATION_FOLDER)] if MIGRATION_FOLDER in lowered else parts)
+
+
+def _is_migration_of(path: str, folder: str) -> bool:
+    prefix = f"{folder}/{MIGRATION_FOLDER}/" if folder else f"{MIGRATION_FOLDER}/"
+    return path.lower().endswith(".sql") and path.lower().startswith(prefix.lower())
+
+
+def _schema_files(files: dict[str, str], folder: str) -> dict[str, str]:
+    """The `.sql` files directly in `folder`: its schema."""
+    return {
+        path: text
+        for path, text in files.items()
+        if path.lower().endswith(".sql") and _folder(path) == folder and not _is_migration_of(path, folder)
+    }
+
+
+def _texts(files: dict[str, str]) -> list[str]:
+    return [files[path] for path in sorted(files)]
+
+
+def _script(texts: list[str]) -> str:
+    """Files of SQL as one script, each ended by a `;`."""
+    ended = [text.rstrip() if text.rstrip().endswith(";") else text.rstrip() + ";" for text in texts]
+    return "\n".join(text for text in ended if text != ";")

@@ -84,14 +84,15 @@ def describe(db):
     tables = [row[0] for row in db.execute(
         "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
     )]
-    covered, foreign_keys = {}, {}
+    covered, foreign_keys, names = {}, {}, {}
     for table in tables:
         prefixes = []
         for _, name, _, _, partial in db.execute(f"PRAGMA index_list({quote(table)})"):
             columns = [row[2] for row in db.execute(f"PRAGMA index_info({quote(name)})")]
             if not partial and all(columns):  # an expression index has no column names
                 prefixes.append(columns)
-        columns = db.execute(f"PRAGMA table_info({quote(table)})")
+        columns = db.execute(f"PRAGMA table_info({quote(table)})").fetchall()
+        names[table] = [row[1] for row in columns]
         primary = sorted((row[5], row[1]) for row in columns if row[5])
         if primary:
             prefixes.append([column for _, column in primary])
@@ -100,7 +101,7 @@ def describe(db):
         for row in db.execute(f"PRAGMA foreign_key_list({quote(table)})"):
             keys.setdefault(row[0], []).append((row[1], row[3]))
         foreign_keys[table] = [[column for _, column in sorted(cols)] for _, cols in sorted(keys.items())]
-    return {"tables": tables, "covered": covered, "foreign_keys": foreign_keys}
+    return {"tables": tables, "covered": covered, "foreign_keys": foreign_keys, "columns": names}
 
 
 def apply(statements, timeout):
@@ -183,6 +184,7 @@ class ScratchResult:
     tables: list[str] = field(default_factory=list)
     covered: dict[str, list[list[str]]] = field(default_factory=dict)  # table -> index column lists
     foreign_keys: dict[str, list[list[str]]] = field(default_factory=dict)  # table -> FK column lists
+    columns: dict[str, list[str]] = field(default_factory=dict)  # table -> its columns, in order
 
 
 class _Garbled(Exception):
@@ -306,6 +308,7 @@ class _Child:
                 report.get("tables", []),
                 report.get("covered", {}),
                 report.get("foreign_keys", {}),
+                report.get("columns", {}),
             )
             self.cpu, self.rss = float(report.get("cpu", 0.0)), int(report.get("rss", 0))
         except (ValueError, KeyError, TypeError) as exc:
@@ -412,7 +415,8 @@ def scratch_child_pid() -> int | None:
 
 def apply_in_scratch(statements: list[str], *, timeout_sec: float | None = None) -> ScratchResult:
     """Apply SQL statements in order to a fresh database in the scratch child process; the tables it
-    built, their indexes' and primary keys' column lists and their foreign keys, or why it failed.
+    built, their columns, their indexes' and primary keys' column lists and their foreign keys, or
+    why it failed.
     The statements get `timeout_sec` (default `TIMEOUT_SEC`), the child a grace on top."""
     global _child
     timeout_sec = TIMEOUT_SEC if timeout_sec is None else timeout_sec
