@@ -120,10 +120,16 @@ def verification_summary(tasks: list[Task]) -> str:
         for path in t.result.get("verification", {}).get("bandit", {}).get("scanned", [])
     }
     schemas = sum(len(t.result.get("verification", {}).get("schema") or {}) for t in delivered)
+    migrated = sum(
+        len(report.get("migrations", []))
+        for t in delivered
+        for report in (t.result.get("verification", {}).get("migrations") or {}).values()
+    )
     return (
         f"every output verified by real tools: {counted(files, 'file')} parsed, "
         f"{counted(len(scanned), 'Python file')} scanned with bandit, "
         f"{counted(schemas, 'schema')} applied to a scratch database"
+        + (f", {counted(migrated, 'migration')} applied to the schema before it" if migrated else "")
     )
 
 

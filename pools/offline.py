@@ -37,6 +37,7 @@ from .contracts.derive import (
     CHECKOUT_FLOW,
     CHECKOUT_STEPS,
     GENERATED,
+    added_fields,
     area_of,
     entities,
     sql_type,
@@ -253,7 +254,13 @@ def codegen(meta: dict, flaws: set[str]) -> dict:
             tables, columns=contract_tables(meta), endpoints=contract_endpoints(meta, tables), flaws=flaws
         )
         summary = f"Next.js frontend with pages for {', '.join(tables)}."
-        if meta.get("follow_up") and not entities(request, placeholder=False):
+        adding = added_fields(request) if meta.get("follow_up") else None
+        if adding and adding[0] in tables:
+            shown = ", ".join(adding[1])
+            summary = (
+                f"The {adding[0]} page's form and list show {shown}; pages for {', '.join(tables)} kept."
+            )
+        elif meta.get("follow_up") and not entities(request, placeholder=False):
             # The project's pages are there already and the request names no record to page: what
             # it asks for is a component of its own.
             feature = frontend_feature(request)
@@ -281,7 +288,15 @@ def codegen(meta: dict, flaws: set[str]) -> dict:
                 {"path": f"{owned[0]}/conftest.py", "content": ROOT_CONFTEST},
             ]
         summary = f"FastAPI backend with endpoints for {', '.join(tables)}."
-        if meta.get("follow_up") and not entities(request, placeholder=False):
+        adding = added_fields(request) if meta.get("follow_up") else None
+        if adding and adding[0] in tables:
+            table, shown = adding[0], ", ".join(adding[1])
+            summary = (
+                f"POST /api/{table} takes {shown} (optional) and GET /api/{table} lists "
+                f"{'it' if len(adding[1]) == 1 else 'them'}; "
+                f"endpoints for {', '.join(tables)} kept."
+            )
+        elif meta.get("follow_up") and not entities(request, placeholder=False):
             # "Add user authentication to the backend": nothing here derives it; say so.
             summary = (
                 f"Kept the backend's endpoints for {', '.join(tables)}; the offline agent adds no "
@@ -423,7 +438,7 @@ def sample_record(table: str, columns: dict[str, str]) -> dict:
         elif column == "status":
             record[column] = "pending"
         else:
-            record[column] = f"{table} {column} from the checkout test"
+            record[column] = f"{table} {column} from the test"
     return record
 
 
@@ -979,6 +994,41 @@ def test_counts_are_whole_numbers_up_to_fifty():
 def test_missing_fields_are_named():
     assert missing_fields({"name": "Ada", "party_size": None}, ["name", "party_size"]) == ["party_size"]
 """
+BACKEND_API_TEST = '''"""The API on a database made from the project's schema: a record posted is listed back,
+and one without the fields it needs is refused."""
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app import db
+from app.main import app
+
+if not db.SCHEMA.is_file():
+    pytest.skip("the project has no schema yet (database/schema.sql)", allow_module_level=True)
+
+RECORDS = {records}
+REQUIRED = {required}
+
+
+@pytest.fixture
+def client(tmp_path, monkeypatch):
+    monkeypatch.setenv("DATABASE_PATH", str(tmp_path / "app.db"))  # made from the schema on first use
+    return TestClient(app)
+
+
+@pytest.mark.parametrize("table", sorted(RECORDS))
+def test_a_posted_record_is_listed(client, table):
+    response = client.post(f"/api/{{table}}", json=RECORDS[table])
+    assert response.status_code == 200, response.text
+    assert {{"id": response.json()["id"], **RECORDS[table]}} in client.get(f"/api/{{table}}").json()
+
+
+@pytest.mark.parametrize("table", sorted(REQUIRED))
+def test_a_record_without_its_required_fields_is_refused(client, table):
+    response = client.post(f"/api/{{table}}", json={{}})
+    assert response.status_code == 422
+    assert response.json()["detail"] == "missing: " + ", ".join(REQUIRED[table])
+'''
 BACKEND_DB = '''"""The backend's database: SQLite at $DATABASE_PATH (default `app.db` in the working
 directory), kept up to date on first use from the project's schema, `database/schema.sql`
 (written for PostgreSQL), and its migrations, `database/migrations/*.sql`."""
@@ -1138,6 +1188,7 @@ def backend_files(
         query = f'"SELECT id, name FROM {first} WHERE name LIKE ?", (f"%{{q}}%",)'
     search = f"    rows = db.execute({query}).fetchall()\n"
     routes = []
+    records, needed = {}, {}  # what the API test posts, and the fields each record requires
     for table in tables:
         served = {e["method"] for e in endpoints if e["path"] == f"/api/{table}"}
         kinds = columns.get(table, {})
@@ -1146,6 +1197,10 @@ def backend_files(
         required = [c for c in fields if required_column(kinds[c])]
         if "GET" in served:
             routes.append(BACKEND_LIST.format(table=table, listed=", ".join(["id", *fields])))
+        if {"GET", "POST"} <= served:
+            records[table] = sample_record(table, {c: kinds[c] for c in fields})
+        if "POST" in served and required:
+            needed[table] = required
         if "POST" in served:
             inserted = ["user_id", *fields] if "user_id" in names else fields
             checks = "".join(
@@ -1171,10 +1226,22 @@ def backend_files(
         {"path": "backend/app/db.py", "content": BACKEND_DB},
         {"path": "backend/app/validation.py", "content": VALIDATION.format(low=low)},
         {"path": "backend/tests/test_validation.py", "content": VALIDATION_TEST},
+        *(
+            [{"path": "backend/tests/test_api.py", "content": api_test(records, needed)}]
+            if records or needed
+            else []
+        ),
         {"path": "backend/requirements.txt", "content": "fastapi==0.115.0\nuvicorn==0.30.0\n"},
         {"path": "backend/.gitignore", "content": "app.db\n__pycache__/\n.pytest_cache/\n"},
         {"path": "backend/README.md", "content": BACKEND_README},
     ]
+
+
+def api_test(records: dict[str, dict], required: dict[str, list[str]]) -> str:
+    def literal(value) -> str:
+        return pprint.pformat(value, width=96, sort_dicts=False)
+
+    return BACKEND_API_TEST.format(records=literal(records), required=literal(required))
 
 
 def _payload_value(column: str, required: list[str]) -> str:

@@ -134,7 +134,8 @@ def check_migrations(written: dict[str, str], before: dict[str, str]) -> dict[st
     column of the one must be in the other. A migration that does not apply, or leaves a column
     out, is high; a schema that adds columns to a table it had, with no migration adding them, is
     medium (a database made before lacks them). Keyed by the folder's first migration written, or
-    its schema file: {"applied", "accepted", "missing", "errors", "findings"}."""
+    its schema file: {"applied", "accepted", "migrations" (those written), "missing", "errors",
+    "findings"}."""
     reports = {}
     for folder in sorted({_folder(path) for path in written if path.lower().endswith(".sql")}):
         old_schema = _schema_files(before, folder)
@@ -197,6 +198,7 @@ def check_migrations(written: dict[str, str], before: dict[str, str]) -> dict[st
         reports[where] = {
             "applied": migrated.applied,
             "accepted": migrated.applied and not any(f.severity == "high" for f in findings),
+            "migrations": new_migrations,
             "missing": missing,
             "errors": migrated.errors if not migrated.applied else [],
             "findings": findings,

@@ -1,13 +1,19 @@
 """Projects live in git, end to end on real workers, with the real `git` CLI as the client:
 clones over smart HTTP, a commit per task, follow-ups, merge conflicts, concurrent executions."""
 
+import json
+import os
+import shlex
+import shutil
 import subprocess
+import uuid
 from pathlib import Path
 
 import pytest
 from django.conf import settings
 
 from executions.models import Conflict, Execution, Task
+from pools import sandbox
 from tests.conftest import configure, wait_for_status, worker_env
 from tests.factories import incompressible_text, make_project
 from tests.processes import Daphne
@@ -643,3 +649,60 @@ def test_a_landing_page_is_one_agents_site_and_a_feature_of_it_is_mounted_on_it(
     assert '"title": "Coffee shop"' in home and '"id": "menu"' in home  # the site, kept whole
     app = (checkout / "frontend/pages/_app.tsx").read_text()
     assert "<DarkModeToggle />" in app and not (checkout / "frontend/pages/items.tsx").exists()
+
+
+UPGRADE = """\
+import json, sys
+from fastapi.testclient import TestClient
+from app.main import app
+
+booking = {"name": "Ada", "party_size": 2, "starts_at": "2026-12-24T19:00", **json.loads(sys.argv[1])}
+client = TestClient(app)
+assert client.post("/api/bookings", json=booking).status_code == 200
+print(json.dumps(client.get("/api/bookings").json()))
+"""
+
+
+@pytest.mark.skipif(not sandbox.availability()[0] and not os.environ.get("CI"), reason="no sandbox here")
+def test_a_follow_up_adding_a_field_migrates_a_database_the_project_made_before(
+    workers, client_and_key, live_server
+):
+    configure(latency=0.05)
+    client, key = client_and_key
+    first = run(client, RESTAURANT, "osteria", session="a")
+    phone = run(client, "Add a phone number field to bookings", "osteria", session="b")
+
+    assert (first.status, phone.status) == ("completed", "completed"), phone.final_response
+    assert sorted(phone.contract["ownership"].values()) == [["backend"], ["database"], ["frontend"]]
+    [bookings] = [t for t in phone.contract["tables"] if t["name"] == "bookings"]
+    assert bookings["columns"]["phone"] == "TEXT" and "restaurants" in {
+        t["name"] for t in phone.contract["tables"]
+    }
+    schema_task = phone.tasks.get(pool="database")
+    [report] = schema_task.result["verification"]["migrations"].values()
+    assert report["accepted"] and report["migrations"] == ["database/migrations/0001_bookings_phone.sql"]
+    assert (
+        phone.contract_report["passed"] == phone.contract_report["checks"] > first.contract_report["checks"]
+    )
+    assert phone.integration["ok"] and phone.integration["passed"] > 0, phone.integration
+    assert "1 migration applied to the schema before it" in phone.final_response
+
+    # A database the first version made keeps its rows and gains the column on the next start.
+    workspace = settings.VAR_DIR / "sandbox-tests" / uuid.uuid4().hex
+    workspace.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        assert clone(live_server, key, "osteria", workspace).returncode == 0
+        (workspace / "backend/upgrade.py").write_text(UPGRADE)  # untracked: kept by the checkouts
+        command = "cd backend && DATABASE_PATH=../app.db python3 upgrade.py {}"
+        git("checkout", "-q", f"exec-{first.pk}", cwd=workspace)
+        before = sandbox.run(workspace, command.format("'{}'"), timeout_sec=60)
+        assert before.exit_code == 0, before.output
+        git("checkout", "-q", "main", cwd=workspace)
+        after = sandbox.run(
+            workspace, command.format(shlex.quote('{"phone": "+44 20 7946 0000"}')), timeout_sec=60
+        )
+        assert after.exit_code == 0, after.output
+        rows = json.loads(after.output.strip().splitlines()[-1])
+        assert [(row["name"], row["phone"]) for row in rows] == [("Ada", None), ("Ada", "+44 20 7946 0000")]
+    finally:
+        shutil.rmtree(workspace, ignore_errors=True)
