@@ -1006,9 +1006,11 @@ from app.main import app
 if not db.SCHEMA.is_file():
     pytest.skip("the project has no schema yet (database/schema.sql)", allow_module_level=True)
 
-RECORDS = {records}
-REQUIRED = {required}
-
+# Per table, a record the API takes and the fields it must have: one line each, so that two
+# backends' tests merge line by line.
+RECORDS: dict[str, dict] = {{}}
+REQUIRED: dict[str, list[str]] = {{}}
+{lines}
 
 @pytest.fixture
 def client(tmp_path, monkeypatch):
@@ -1238,10 +1240,9 @@ def backend_files(
 
 
 def api_test(records: dict[str, dict], required: dict[str, list[str]]) -> str:
-    def literal(value) -> str:
-        return pprint.pformat(value, width=96, sort_dicts=False)
-
-    return BACKEND_API_TEST.format(records=literal(records), required=literal(required))
+    lines = [f"RECORDS[{table!r}] = {record!r}\n" for table, record in records.items()]
+    lines += [f"REQUIRED[{table!r}] = {fields!r}\n" for table, fields in required.items()]
+    return BACKEND_API_TEST.format(lines="".join(lines))
 
 
 def _payload_value(column: str, required: list[str]) -> str:

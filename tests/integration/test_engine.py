@@ -81,9 +81,9 @@ def test_restaurant_request_runs_in_parallel_and_audits_after_the_backend(worker
     makespan = (role["security"].finished_at - min(t.started_at for t in role.values())).total_seconds()
     serial = sum((t.finished_at - t.started_at).total_seconds() for t in role.values())
     assert makespan < serial - 1.0, (makespan, serial)
-    # The audit saw the backend's files as context: its app, database, validation, tests,
+    # The audit saw the backend's files as context: its app, database, validation, two tests,
     # requirements, .gitignore and README.
-    assert role["security"].result["summary"].startswith("Audited 8 files")
+    assert role["security"].result["summary"].startswith("Audited 9 files")
     assert done.fee_usd == Decimal("3.20") and done.cost_usd > 0
     usage = LedgerEntry.objects.filter(execution=done, kind="usage")
     assert usage.filter(attempt__isnull=False).count() == 4

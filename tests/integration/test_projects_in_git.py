@@ -167,12 +167,16 @@ def test_two_tasks_editing_the_same_lines_conflict_and_a_remediation_resolves_it
     tasks = {t.key: t for t in Task.objects.filter(execution=done)}
     [conflict] = Conflict.objects.filter(execution=done, kind="merge")
     assert conflict.between == ["task_1", "task_2"] and conflict.status == "resolved"
-    assert conflict.details["paths"] == ["backend/app/main.py"]
+    # Both wrote the app and its API test: each merges, the test a record a line.
+    assert conflict.details["paths"] == ["backend/app/main.py", "backend/tests/test_api.py"]
     hunk = conflict.details["hunks"][0]
     assert "list_menu_items" in hunk["ours"] and "list_bookings" in hunk["theirs"]
     fix = tasks["task_2_merge1"]
     assert (fix.kind, fix.parent_id, fix.status) == ("remediation", tasks["task_2"].pk, "succeeded")
-    assert {c["path"] for c in fix.context["conflicts"]} == {"backend/app/main.py"}
+    assert {c["path"] for c in fix.context["conflicts"]} == {
+        "backend/app/main.py",
+        "backend/tests/test_api.py",
+    }
     assert "<<<<<<< task_1" in fix.context["target_files"][0]["content"]
 
     checkout = tmp_path / "diner"
@@ -181,6 +185,8 @@ def test_two_tasks_editing_the_same_lines_conflict_and_a_remediation_resolves_it
     assert parents == [tasks["task_1"].commit, tasks["task_2"].commit]
     main = (checkout / "backend/app/main.py").read_text()
     assert "def list_menu_items" in main and "def list_bookings" in main and "<<<<<<<" not in main
+    api_test = (checkout / "backend/tests/test_api.py").read_text()
+    assert "RECORDS['menu_items'] = " in api_test and "RECORDS['bookings'] = " in api_test
     assert git("merge-base", "--is-ancestor", fix.commit, "main", cwd=checkout, check=False).returncode == 0
 
 
@@ -311,7 +317,7 @@ def test_an_execution_landing_on_conflicting_work_of_another_resolves_it_and_bot
     conflicts = list(Conflict.objects.filter(execution=bookings, kind="merge").order_by("pk"))
     assert conflicts and all(c.between[0] == "main" and c.status == "resolved" for c in conflicts)
     assert all(c.details["ours"]["commit"] == menu.result_commit for c in conflicts)
-    conflict = next(c for c in conflicts if c.details["paths"] == ["backend/app/main.py"])
+    conflict = next(c for c in conflicts if "backend/app/main.py" in c.details["paths"])
     fix = Task.objects.get(execution=bookings, key=conflict.details["tasks"][-1])
     assert fix.status == "succeeded"
 

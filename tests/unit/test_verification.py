@@ -28,6 +28,7 @@ BACKEND_PYTHON = [
     "backend/app/db.py",
     "backend/app/validation.py",
     "backend/tests/test_validation.py",
+    "backend/tests/test_api.py",
 ]
 
 
