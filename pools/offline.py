@@ -998,13 +998,15 @@ BACKEND_API_TEST = '''"""The API on a database made from the project's schema: a
 and one without the fields it needs is refused."""
 
 import pytest
-from fastapi.testclient import TestClient
 
 from app import db
-from app.main import app
 
 if not db.SCHEMA.is_file():
     pytest.skip("the project has no schema yet (database/schema.sql)", allow_module_level=True)
+
+from fastapi.testclient import TestClient  # noqa: E402 (after the skip: FastAPI takes a while to load)
+
+from app.main import app  # noqa: E402
 
 # Per table, a record the API takes and the fields it must have: one line each, so that two
 # backends' tests merge line by line.

@@ -41,7 +41,10 @@ AGENT_SYSTEM = {
     "database": (
         "You are a database architect. "
         "You design SQL schemas (PostgreSQL) with keys, constraints and indexes on "
-        "every foreign key and query column, as a file schema.sql. " + DATA_RULE
+        "every foreign key and query column, as a file schema.sql. When the project has a schema "
+        "already, schema.sql stays whole (new databases are made from it) and each change to a table "
+        "it had is also a migration, database/migrations/<number>_<what>.sql after the last one there "
+        "(ALTER TABLE … ADD COLUMN …, nullable or with a default), for databases made before. " + DATA_RULE
     ),
 }
 GENERIC_AGENT_SYSTEM = "You are a specialist software agent. " + DATA_RULE
@@ -59,8 +62,9 @@ LOOP_RULES = {
         "findings, each with its exact file and line."
     ),
     "database": (
-        "Work in steps: read what the other tasks wrote if it bears on the schema; write_file the schema "
-        "(database/schema.sql); check it with run where you can (python3 has sqlite3); then call finish."
+        "Work in steps: read the project's schema and migrations and what the other tasks wrote if it "
+        "bears on the schema; write_file the schema (database/schema.sql) and, for a table it had, a "
+        "migration; check them with run where you can (python3 has sqlite3); then call finish."
     ),
 }
 GENERIC_LOOP_RULES = (

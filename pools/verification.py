@@ -17,11 +17,10 @@ is recorded, and the task is retried.
 
 from pathlib import PurePosixPath
 
-from .contracts.sql_schema import is_migration
 from .verifiers.bandit_scan import run_bandit
 from .verifiers.findings import Finding
 from .verifiers.output_files import verify_files
-from .verifiers.schema import check_migrations, check_schema
+from .verifiers.schema import check_migrations, check_schema, is_migration
 
 BLOCKING_SEVERITIES = ("critical", "high")
 # Problems that make an output unusable, as opposed to findings about usable code.

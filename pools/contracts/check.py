@@ -215,13 +215,18 @@ def check_tree(
     report.notes += schema.errors
     classes = class_index(tree.python)
     orm = [t for path, module in sorted(tree.python.items()) for t in orm_tables(path, module, classes)]
-    # Tables the code makes for itself (a migrations ledger) are its own business, like SQLite's.
-    own = {
-        table
-        for path, module in tree.python.items()
-        if not is_test_file(path)
-        for table in python_created_tables(module)
-    }
+    # Tables the code makes for itself and no schema or contract has (a migrations ledger) are its
+    # own business, like SQLite's.
+    own = (
+        {
+            table
+            for path, module in tree.python.items()
+            if not is_test_file(path)
+            for table in python_created_tables(module)
+        }
+        - set(schema.tables)
+        - {bare(t["name"]) for t in contract.get("tables", [])}
+    )
     sql = [
         ref
         for item in read_sql_strings(tree)

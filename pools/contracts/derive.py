@@ -261,7 +261,7 @@ COUNTED = {
     "capacity", "guests", "seats", "people", "year", "floor", "number",
 }  # fmt: skip
 PRICED = {"price", "cost", "amount", "total", "fee", "deposit", "tip", "budget", "salary"}
-MOMENTS = {"date", "time", "deadline", "at", "until", "on"}
+MOMENTS = {"date", "time", "deadline"}
 # Names SQL keeps for itself or the generated code uses: no field of these names.
 NOT_FIELDS = GENERATED | {
     "order", "group", "select", "from", "where", "table", "index", "key", "default", "check",

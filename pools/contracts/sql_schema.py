@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import sqlglot
 from sqlglot import exp
 
+from ..verifiers.schema import is_migration
 from ..verifiers.sqlglot_lock import SQLGLOT
 
 DIALECTS = ("postgres", "sqlite", None)
@@ -59,11 +60,6 @@ def parse_sql(text: str) -> list[exp.Expression] | None:
         except sqlglot.errors.SqlglotError:
             continue
     return None
-
-
-def is_migration(path: str) -> bool:
-    """A `.sql` file in a `migrations` folder: it changes the schema the other files make."""
-    return "migrations" in path.lower().split("/")[:-1]
 
 
 def read_schema(files: dict[str, str]) -> Schema:

@@ -206,6 +206,11 @@ def check_migrations(written: dict[str, str], before: dict[str, str]) -> dict[st
     return reports
 
 
+def is_migration(path: str) -> bool:
+    """A `.sql` file in a `migrations` folder: it changes the schema the other files make."""
+    return path.lower().endswith(".sql") and MIGRATION_FOLDER in path.lower().split("/")[:-1]
+
+
 def _folder(path: str) -> str:
     """The folder of a schema file, or of the schema a migration changes."""
     parts = path.split("/")[:-1]
@@ -214,8 +219,7 @@ def _folder(path: str) -> str:
 
 
 def _is_migration_of(path: str, folder: str) -> bool:
-    prefix = f"{folder}/{MIGRATION_FOLDER}/" if folder else f"{MIGRATION_FOLDER}/"
-    return path.lower().endswith(".sql") and path.lower().startswith(prefix.lower())
+    return is_migration(path) and _folder(path) == folder
 
 
 def _schema_files(files: dict[str, str], folder: str) -> dict[str, str]:
@@ -223,7 +227,7 @@ def _schema_files(files: dict[str, str], folder: str) -> dict[str, str]:
     return {
         path: text
         for path, text in files.items()
-        if path.lower().endswith(".sql") and _folder(path) == folder and not _is_migration_of(path, folder)
+        if path.lower().endswith(".sql") and _folder(path) == folder and not is_migration(path)
     }
 
 

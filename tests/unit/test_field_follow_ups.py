@@ -284,3 +284,20 @@ def test_migrations_are_checked_against_the_schema_the_task_started_from(tmp_pat
 
     # A new project has no schema to migrate from.
     assert check_migrations({f["path"]: f["content"] for f in phone["files"]}, {}) == {}
+
+
+def test_a_table_the_code_makes_is_checked_when_the_schema_or_contract_has_it():
+    contract = contract_for(RESTAURANT, AREAS)
+    code = (
+        'def setup(db):\n    db.execute("CREATE TABLE IF NOT EXISTS bookings (id INTEGER, fone TEXT)")\n'
+        '    db.execute("CREATE TABLE IF NOT EXISTS audit_log (id INTEGER, what TEXT)")\n\n\n'
+        'def listed(db):\n    return db.execute("SELECT fone FROM bookings").fetchall()\n\n\n'
+        'def logged(db):\n    return db.execute("SELECT what FROM audit_log").fetchall()\n'
+    )
+    files = {
+        "backend/app/store.py": code,
+        **{f["path"]: f["content"] for f in offline.schema({"contract": contract}, set())["files"]},
+    }
+    found = [(m.check, m.found) for m in check_tree(contract, files, {}, {}).mismatches]
+    assert [check for check, text in found if "fone" in text] == ["sql-column"]  # the schema's table: checked
+    assert not [text for _, text in found if "audit_log" in text]  # the code's own ledger
