@@ -497,9 +497,14 @@ export default function {name}Page() {{
     <main>
       <h1>{name}</h1>
 {form}      {{problem && <p role="alert">{{problem}}</p>}}
-      <ul>{{rows.map((row) => <li key={{row.id}}>{{[{shown}].join(" · ")}}</li>)}}</ul>
+      <ul>{{rows.map((row) => <li key={{row.id}}>{{listed([{shown}])}}</li>)}}</ul>
     </main>
   );
+}}
+
+// A row's values as one line, leaving out those it has none for.
+function listed(values) {{
+  return values.filter((value) => value != null && value !== "").join(" · ");
 }}
 """
 FRONTEND_POST = """\
@@ -1462,7 +1467,11 @@ def schema_migration(tables: dict[str, dict[str, str]], existing_sql: dict[str, 
     if not added:
         return None
     numbers = [int(m.group(1)) for p in existing_sql if (m := MIGRATION_NUMBER.match(p))]
-    what = re.sub(r"[^a-z0-9]+", "_", "_".join(added).lower())[:48].strip("_")
+    by_table: dict[str, list[str]] = {}
+    for name in added:
+        table, column = name.split(".", 1)
+        by_table.setdefault(table, []).append(column)
+    what = "_".join(f"{table}_{'_'.join(columns)}" for table, columns in by_table.items())[:48].strip("_")
     return {
         "path": f"database/migrations/{max(numbers, default=0) + 1:04d}_{what}.sql",
         "content": MIGRATION.format(statements="\n".join(statements) + "\n"),

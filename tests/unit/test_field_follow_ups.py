@@ -234,6 +234,8 @@ def test_the_new_field_is_optional_in_the_backend_and_the_form(tmp_path):
         "POST /api/bookings takes phone, email (optional) and GET /api/bookings lists them"
     )
     assert done["frontend"]["summary"].startswith("The bookings page's form and list show phone, email")
+    migration = [f["path"] for f in done["database"]["files"]][1]
+    assert migration == "database/migrations/0001_bookings_phone_email.sql"
     api_test = (tmp_path / "backend/tests/test_api.py").read_text()
     assert "'phone': 'bookings phone from the test'" in api_test  # posted, and listed back
 
