@@ -236,6 +236,10 @@ def codegen(meta: dict, flaws: set[str]) -> dict:
         return small_app_files(meta, tables, flaws)  # the whole small app (derive.small_app)
     # A stream's description quotes the client's request after its own words.
     request = description.split(": ", 1)[-1]
+    # A follow-up adding fields to one of the records ("Add a phone number field to bookings").
+    adding = added_fields(request) if meta.get("follow_up") else None
+    if adding and adding[0] not in tables:
+        adding = None
     if area == "frontend" and "contract" in meta and not contract.get("endpoints"):
         # Pages alone, calling no API: a landing page, a portfolio, or a feature of one.
         if meta.get("follow_up"):
@@ -254,8 +258,7 @@ def codegen(meta: dict, flaws: set[str]) -> dict:
             tables, columns=contract_tables(meta), endpoints=contract_endpoints(meta, tables), flaws=flaws
         )
         summary = f"Next.js frontend with pages for {', '.join(tables)}."
-        adding = added_fields(request) if meta.get("follow_up") else None
-        if adding and adding[0] in tables:
+        if adding:
             shown = ", ".join(adding[1])
             summary = (
                 f"The {adding[0]} page's form and list show {shown}; pages for {', '.join(tables)} kept."
@@ -288,8 +291,7 @@ def codegen(meta: dict, flaws: set[str]) -> dict:
                 {"path": f"{owned[0]}/conftest.py", "content": ROOT_CONFTEST},
             ]
         summary = f"FastAPI backend with endpoints for {', '.join(tables)}."
-        adding = added_fields(request) if meta.get("follow_up") else None
-        if adding and adding[0] in tables:
+        if adding:
             table, shown = adding[0], ", ".join(adding[1])
             summary = (
                 f"POST /api/{table} takes {shown} (optional) and GET /api/{table} lists "
