@@ -34,17 +34,20 @@ import time
 
 from .contracts.contract import owns
 from .contracts.derive import (
+    ACCOUNT_TABLES,
     CHECKOUT_FLOW,
     CHECKOUT_STEPS,
     GENERATED,
     added_fields,
     area_of,
     entities,
+    has_accounts,
     sql_type,
     table_columns,
 )
 from .contracts.sql_schema import read_schema
 from .llm_types import Completion, LLMError, LLMRequest, LLMTimeout, ModelSpec, ProgressCallback, ToolCall
+from .offline_accounts import FRONTEND_ACCOUNT, FRONTEND_SIGNED_IN, SIGNED_IN_CLIENT, backend_accounts_files
 
 STEP_SEC = 0.05
 
@@ -172,11 +175,11 @@ TREE_FIXES = ("interface", "ownership", "integration")
 
 
 def contract_tables(meta: dict) -> dict[str, dict[str, str]]:
-    """The tables to build: the contract's (without users, which the schema always has), else the
-    request's entities with the derived columns."""
+    """The records to build: the contract's tables (without those of accounts, which are no
+    records), else the request's entities with the derived columns."""
     declared = {t["name"]: t["columns"] for t in (meta.get("contract") or {}).get("tables", [])}
     if declared:
-        return {name: columns for name, columns in declared.items() if name != "users"}
+        return {name: columns for name, columns in declared.items() if name not in ACCOUNT_TABLES}
     text = meta.get("request", "") + " " + meta.get("description", "")
     return {table: table_columns(table) for table in entities(text)}
 
@@ -231,6 +234,7 @@ def codegen(meta: dict, flaws: set[str]) -> dict:
         }
     area = area_of(description, "codegen")
     contract = meta.get("contract") or {}
+    accounts = has_accounts(contract)
     alone = not meta.get("owned") and not meta.get("follow_up")  # a new project's one task
     if area in ("frontend", "other") and alone and contract.get("tables") and contract.get("endpoints"):
         return small_app_files(meta, tables, flaws)  # the whole small app (derive.small_app)
@@ -255,9 +259,15 @@ def codegen(meta: dict, flaws: set[str]) -> dict:
         }
     if area == "frontend":
         files = frontend_files(
-            tables, columns=contract_tables(meta), endpoints=contract_endpoints(meta, tables), flaws=flaws
+            tables,
+            columns=contract_tables(meta),
+            endpoints=contract_endpoints(meta, tables),
+            flaws=flaws,
+            accounts=accounts,
         )
-        summary = f"Next.js frontend with pages for {', '.join(tables)}."
+        summary = f"Next.js frontend with pages for {', '.join(tables)}" + (
+            ", and an account page to sign up or log in." if accounts else "."
+        )
         if adding:
             shown = ", ".join(adding[1])
             summary = (
@@ -282,6 +292,7 @@ def codegen(meta: dict, flaws: set[str]) -> dict:
             columns=contract_tables(meta),
             endpoints=contract_endpoints(meta, tables),
             flaws=flaws,
+            accounts=accounts,
         )
         owned = meta.get("owned")
         if owned and not owns(owned, "backend"):
@@ -290,7 +301,9 @@ def codegen(meta: dict, flaws: set[str]) -> dict:
                 *in_owned_folder(files, "backend", owned),
                 {"path": f"{owned[0]}/conftest.py", "content": ROOT_CONFTEST},
             ]
-        summary = f"FastAPI backend with endpoints for {', '.join(tables)}."
+        summary = f"FastAPI backend with endpoints for {', '.join(tables)}" + (
+            "; users sign up and log in, and each sees only their own records." if accounts else "."
+        )
         if adding:
             table, shown = adding[0], ", ".join(adding[1])
             summary = (
@@ -341,9 +354,17 @@ def small_app_files(meta: dict, tables: list[str], flaws: set[str]) -> dict:
     """A small app by one agent: the schema of its records, the backend serving them and the
     frontend's pages posting them."""
     columns, endpoints = contract_tables(meta), contract_endpoints(meta, tables)
+    accounts = has_accounts(meta.get("contract"))
     files = [  # the backend first: the agent's own test goes beside it, in backend/tests
-        *backend_files(tables, "sql_injection" in flaws, columns=columns, endpoints=endpoints, flaws=flaws),
-        *frontend_files(tables, columns=columns, endpoints=endpoints, flaws=flaws),
+        *backend_files(
+            tables,
+            "sql_injection" in flaws,
+            columns=columns,
+            endpoints=endpoints,
+            flaws=flaws,
+            accounts=accounts,
+        ),
+        *frontend_files(tables, columns=columns, endpoints=endpoints, flaws=flaws, accounts=accounts),
         *schema(meta, flaws)["files"],
     ]
     return {
@@ -385,6 +406,7 @@ def create_{table}(client, record: dict) -> int:
 CHECKOUT_TEST = '''"""End to end: the backend on the project's schema, a checkout through its API."""
 
 import pathlib
+import secrets
 import sys
 
 import pytest
@@ -404,11 +426,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 RECORDS = {records}
 
 
-@pytest.fixture
-def client(tmp_path, monkeypatch):
-    monkeypatch.setenv("DATABASE_PATH", str(tmp_path / "app.db"))  # made from the schema on first use
-    return TestClient(app)
-
+{signed_in_client}
 
 def test_a_checkout_creates_every_record_in_order(client):
     ids = checkout(client, RECORDS)
@@ -464,6 +482,7 @@ def checkout_flow_files(columns: dict[str, dict[str, str]], steps: list[str], fo
         listed="".join(CHECKOUT_LISTED.format(table=t) for t in steps),
         first=steps[0],
         last=steps[-1],
+        signed_in_client=SIGNED_IN_CLIENT,
     )
     return [
         {"path": f"{folder}/checkout_flow.py", "content": module},
@@ -484,7 +503,7 @@ export default function {name}Page() {{
   const [rows, setRows] = useState([]);
   const [problem, setProblem] = useState("");
   function load() {{
-    fetch(`${{API_BASE}}{path}`)
+    fetch(`${{API_BASE}}{path}`{get_options})
       .then(async (response) => {{
         const answer = await response.json().catch(() => null);
         if (!response.ok || !Array.isArray(answer)) {{
@@ -508,7 +527,7 @@ export default function {name}Page() {{
 function listed(values) {{
   return values.filter((value) => value != null && value !== "").join(" · ");
 }}
-"""
+{helpers}"""
 FRONTEND_POST = """\
 
   async function add(form) {{
@@ -521,7 +540,7 @@ FRONTEND_POST = """\
     );
     const response = await fetch(`${{API_BASE}}{path}`, {{
       method: "POST",
-      headers: {{ "Content-Type": "application/json" }},
+      headers: {{ "Content-Type": "application/json"{post_auth} }},
       body: JSON.stringify(values),
     }});
     if (!response.ok) {{
@@ -651,10 +670,12 @@ def frontend_files(
     columns: dict[str, dict[str, str]] | None = None,
     endpoints: list[dict] | None = None,
     flaws: set[str] | frozenset = frozenset(),
+    accounts: bool = False,
 ) -> list[dict]:
     """A Next.js app with a page per table: it lists the rows (GET) and, where the contract has one,
     a form posts a new row (POST); a home page links to them; `next.config.js` passes /api on to
-    the backend. Flaws:
+    the backend. With `accounts`, an account page signs up or logs in, and the pages send its
+    token. Flaws:
     "interface_mismatch" calls the first table by another name (bookings → reservations),
     "ownership_violation" also writes a file of the backend's."""
     columns = columns or {t: table_columns(t) for t in tables}
@@ -674,7 +695,7 @@ def frontend_files(
         shown = ", ".join(f"row.{c}" for c in fields or ["name"])  # what the backend lists of a row
         post = form = ""
         if "POST" in served:
-            post = FRONTEND_POST.format(path=path)
+            post = FRONTEND_POST.format(path=path, post_auth=", ...signedIn()" if accounts else "")
             inputs = "".join(
                 FRONTEND_INPUT.format(
                     column=c,
@@ -685,8 +706,18 @@ def frontend_files(
                 for c, kind in fields.items()
             )
             form = FRONTEND_FORM.format(inputs=inputs)
-        content = FRONTEND_PAGE.format(name=name, path=path, post=post, form=form, shown=shown)
+        content = FRONTEND_PAGE.format(
+            name=name,
+            path=path,
+            post=post,
+            form=form,
+            shown=shown,
+            get_options=", { headers: signedIn() }" if accounts else "",
+            helpers=FRONTEND_SIGNED_IN if accounts else "",
+        )
         pages.append({"path": f"frontend/pages/{table}.tsx", "content": content})
+    if pages and accounts:
+        pages.append({"path": "frontend/pages/account.tsx", "content": FRONTEND_ACCOUNT})
     if pages:
         links = "".join(
             FRONTEND_INDEX_LINK.format(table=page["path"].rsplit("/", 1)[1][: -len(".tsx")]) for page in pages
@@ -1004,6 +1035,8 @@ def test_missing_fields_are_named():
 BACKEND_API_TEST = '''"""The API on a database made from the project's schema: a record posted is listed back,
 and one without the fields it needs is refused."""
 
+import secrets
+
 import pytest
 
 from app import db
@@ -1021,11 +1054,7 @@ RECORDS: dict[str, dict] = {{}}
 REQUIRED: dict[str, list[str]] = {{}}
 {lines}
 
-@pytest.fixture
-def client(tmp_path, monkeypatch):
-    monkeypatch.setenv("DATABASE_PATH", str(tmp_path / "app.db"))  # made from the schema on first use
-    return TestClient(app)
-
+{signed_in_client}
 
 @pytest.mark.parametrize("table", sorted(RECORDS))
 def test_a_posted_record_is_listed(client, table):
@@ -1138,17 +1167,32 @@ def get_db():
 @router.get("/search")
 def search(q: str, db=Depends(get_db)):
 """
+BACKEND_HEAD_ACCOUNTS = """\
+from fastapi import APIRouter, Depends, FastAPI, HTTPException
+
+from .accounts import current_user, get_db
+from .accounts import router as accounts
+from .validation import missing_fields, valid_count
+
+app = FastAPI(title="Generated API")
+router = APIRouter(prefix="/api")
+
+
+@router.get("/search")
+def search(q: str, user: int = Depends(current_user), db=Depends(get_db)):
+"""
+# With accounts, a route takes the signed-in user (`{user}`) and lists only their rows (`{own}`).
 BACKEND_LIST = """
 
 @router.get("/{table}")
-def list_{table}(db=Depends(get_db)):
-    query = "SELECT {listed} FROM {table} ORDER BY id LIMIT 100"
-    return [dict(row) for row in db.execute(query).fetchall()]
+def list_{table}({user}db=Depends(get_db)):
+    query = "SELECT {listed} FROM {table}{own} ORDER BY id LIMIT 100"
+    return [dict(row) for row in db.execute(query{own_args}).fetchall()]
 """
 BACKEND_CREATE = """
 
 @router.post("/{table}")
-def create_{table}(item: dict, db=Depends(get_db)):
+def create_{table}(item: dict, {user}db=Depends(get_db)):
     missing = missing_fields(item, {fields!r})
     if missing:
         raise HTTPException(422, "missing: " + ", ".join(missing))
@@ -1185,16 +1229,21 @@ def backend_files(
     columns: dict[str, dict[str, str]] | None = None,
     endpoints: list[dict] | None = None,
     flaws: set[str] | frozenset = frozenset(),
+    accounts: bool = False,
 ) -> list[dict]:
     """A FastAPI app whose router (prefix /api) serves the contract's endpoints over SQLite, a search,
-    a validation module and its tests. Flaws: "sql_injection" formats the search query,
+    a validation module and its tests; with `accounts`, the accounts module too, and each record
+    route the signed-in user's alone. Flaws: "sql_injection" formats the search query,
     "failing_gate" ships an off-by-one in the validation that its tests catch."""
     columns = columns or {t: table_columns(t) for t in tables}
     if endpoints is None:
         endpoints = [{"method": m, "path": f"/api/{t}"} for t in tables for m in ("GET", "POST")]
     first = tables[0] if tables else "items"
+    own = accounts and "user_id" in columns.get(first, {})
     if sql_injection:
         query = f"\"SELECT id, name FROM {first} WHERE name LIKE '%%%s%%'\" % q"
+    elif own:
+        query = f'"SELECT id, name FROM {first} WHERE user_id = ? AND name LIKE ?", (user, f"%{{q}}%")'
     else:
         query = f'"SELECT id, name FROM {first} WHERE name LIKE ?", (f"%{{q}}%",)'
     search = f"    rows = db.execute({query}).fetchall()\n"
@@ -1206,8 +1255,18 @@ def backend_files(
         names = [c for c in kinds if c != "id"]
         fields = [c for c in names if c not in ("user_id", "created_at")]
         required = [c for c in fields if required_column(kinds[c])]
+        owned = accounts and "user_id" in names
+        user = "user: int = Depends(current_user), " if accounts else ""
         if "GET" in served:
-            routes.append(BACKEND_LIST.format(table=table, listed=", ".join(["id", *fields])))
+            routes.append(
+                BACKEND_LIST.format(
+                    table=table,
+                    listed=", ".join(["id", *fields]),
+                    user=user,
+                    own=" WHERE user_id = ?" if owned else "",
+                    own_args=", (user,)" if owned else "",
+                )
+            )
         if {"GET", "POST"} <= served:
             records[table] = sample_record(table, {c: kinds[c] for c in fields})
         if "POST" in served and required:
@@ -1217,10 +1276,11 @@ def backend_files(
             checks = "".join(
                 BACKEND_COUNT_CHECK.format(column=c) for c in required if c in ("party_size", "rating")
             )
-            args = ", ".join(_payload_value(c, required) for c in inserted)
+            args = ", ".join(_payload_value(c, required, accounts) for c in inserted)
             routes.append(
                 BACKEND_CREATE.format(
                     table=table,
+                    user=user,
                     fields=required,
                     checks=checks,
                     inserted=", ".join(inserted),
@@ -1228,14 +1288,16 @@ def backend_files(
                     args=args,
                 )
             )
-    main = BACKEND_HEAD + search + "    return [dict(row) for row in rows]\n" + "".join(routes)
-    main += "\n\napp.include_router(router)\n"
+    head = BACKEND_HEAD_ACCOUNTS if accounts else BACKEND_HEAD
+    main = head + search + "    return [dict(row) for row in rows]\n" + "".join(routes)
+    main += "\n\napp.include_router(router)\n" + ("app.include_router(accounts)\n" if accounts else "")
     low = "1 <" if "failing_gate" in flaws else "1 <="
     return [
         {"path": "backend/app/main.py", "content": main},
         {"path": "backend/app/__init__.py", "content": ""},
         {"path": "backend/app/db.py", "content": BACKEND_DB},
         {"path": "backend/app/validation.py", "content": VALIDATION.format(low=low)},
+        *(backend_accounts_files(records) if accounts else []),
         {"path": "backend/tests/test_validation.py", "content": VALIDATION_TEST},
         *(
             [{"path": "backend/tests/test_api.py", "content": api_test(records, needed)}]
@@ -1251,14 +1313,14 @@ def backend_files(
 def api_test(records: dict[str, dict], required: dict[str, list[str]]) -> str:
     lines = [f"RECORDS[{table!r}] = {record!r}\n" for table, record in records.items()]
     lines += [f"REQUIRED[{table!r}] = {fields!r}\n" for table, fields in required.items()]
-    return BACKEND_API_TEST.format(lines="".join(lines))
+    return BACKEND_API_TEST.format(lines="".join(lines), signed_in_client=SIGNED_IN_CLIENT)
 
 
-def _payload_value(column: str, required: list[str]) -> str:
+def _payload_value(column: str, required: list[str], accounts: bool = False) -> str:
     """The expression of the backend's insert for a column: the payload's value (optional ones may be
-    left out), and the first user for a row of no one's."""
+    left out); the signed-in user's id, or without accounts the first user, for whose a row is."""
     if column == "user_id":
-        return 'item.get("user_id", 1)'
+        return "user" if accounts else 'item.get("user_id", 1)'
     return f'item["{column}"]' if column in required else f'item.get("{column}")'
 
 
@@ -1407,15 +1469,21 @@ def schema(meta: dict, flaws: set[str]) -> dict:
     "missing_fk_index" leaves the indexes out, "missing_column" the first table's alphabetically
     first column beyond the common ones (bookings.party_size; alphabetically, because PostgreSQL's
     jsonb does not keep the contract's key order)."""
-    tables = contract_tables(meta)
+    declared = {t["name"]: t["columns"] for t in (meta.get("contract") or {}).get("tables", [])}
+    # The users first (every record refers to them), then the records, then accounts' own tokens.
+    tables = {
+        "users": declared.get("users") or table_columns("users"),
+        **contract_tables(meta),
+        **{name: declared[name] for name in ACCOUNT_TABLES if name in declared and name != "users"},
+    }
     revision = meta.get("kind") == "revision"
     index_fks = revision or "missing_fk_index" not in flaws
     parts, indexes = [], []
     dropped = "missing_column" not in flaws
-    for table, columns in {"users": table_columns("users"), **tables}.items():
+    for table, columns in tables.items():
         kept = dict(columns)
         extra = sorted(c for c in kept if c not in ("id", "user_id", "name", "created_at"))
-        if not dropped and table != "users" and extra:
+        if not dropped and table not in ACCOUNT_TABLES and extra:
             del kept[extra[0]]
             dropped = True
         body = ",\n".join(f"    {column} {kind}" for column, kind in kept.items())
@@ -1430,7 +1498,7 @@ def schema(meta: dict, flaws: set[str]) -> dict:
         f" and {len(indexes)} {'index' if len(indexes) == 1 else 'indexes'}." if indexes else "."
     )
     files = [{"path": "database/schema.sql", "content": sql}]
-    migration = schema_migration({"users": table_columns("users"), **tables}, meta.get("existing_sql") or {})
+    migration = schema_migration(tables, meta.get("existing_sql") or {})
     if migration is not None:
         files.append(migration)
         summary += f" Migration {migration['path'].rsplit('/', 1)[-1]}: {migration['adds']}."

@@ -112,6 +112,42 @@ USERS = {
     "email": "TEXT NOT NULL UNIQUE",
     "created_at": "TIMESTAMPTZ NOT NULL DEFAULT now()",
 }
+# A request whose users sign up and log in: each record is then its user's own. Not "accounting",
+# nor a register for an event.
+ACCOUNTS = re.compile(
+    r"\b(sign(?:s|ing)?[ -]?(?:up|in)|log(?:s|ging)?[ -]?in|logins?|user accounts?|authenticat\w*"
+    r"|(?:an|their|own|your|my|create|with)\s+accounts?|passwords?)\b",
+    re.I,
+)
+PASSWORD_HASH = "password_hash"
+# Who signed in: a token's SHA-256 (the token itself is only ever the client's), and whose it is.
+AUTH_TOKENS = {
+    "token_hash": "TEXT PRIMARY KEY",
+    "user_id": "INTEGER NOT NULL REFERENCES users(id)",
+    "created_at": "TIMESTAMPTZ NOT NULL DEFAULT now()",
+}
+# The tables of accounts themselves: no page or record endpoints of their own.
+ACCOUNT_TABLES = ("users", "auth_tokens")
+CREDENTIALS = {"email": "string", "password": "string"}
+ACCOUNT_ENDPOINTS = (
+    {"method": "POST", "path": "/api/signup", "request": CREDENTIALS, "response": {"token": "string"}},
+    {"method": "POST", "path": "/api/login", "request": CREDENTIALS, "response": {"token": "string"}},
+    {"method": "GET", "path": "/api/me", "request": {}, "response": {"id": "integer", "email": "string"}},
+)
+
+
+def wants_accounts(request: str) -> bool:
+    """Whether a request asks for users who sign up and log in."""
+    return bool(ACCOUNTS.search(request))
+
+
+def has_accounts(contract: dict | None) -> bool:
+    """Whether a contract's project has accounts: its users have a password."""
+    return any(
+        t["name"] == "users" and PASSWORD_HASH in t["columns"] for t in (contract or {}).get("tables", [])
+    )
+
+
 COMMON = {
     "id": "SERIAL PRIMARY KEY",
     "user_id": "INTEGER NOT NULL REFERENCES users(id)",
@@ -311,9 +347,14 @@ def added_fields(request: str) -> tuple[str, dict[str, str]] | None:
     return table, fields
 
 
-def table_columns(table: str) -> dict[str, str]:
+def table_columns(table: str, accounts: bool = False) -> dict[str, str]:
     if table == "users":
-        return dict(USERS)
+        if not accounts:
+            return dict(USERS)
+        columns = {column: kind for column, kind in USERS.items() if column not in CREATED_AT}
+        return {**columns, PASSWORD_HASH: "TEXT NOT NULL", **CREATED_AT}  # created_at last, as elsewhere
+    if table == "auth_tokens":
+        return dict(AUTH_TOKENS)
     return {**COMMON, **EXTRA_COLUMNS.get(table, {}), **CREATED_AT}
 
 
@@ -351,7 +392,8 @@ def contract_for(
     build to, unless it is pages alone; a follow-up (`follow_up`) builds on the project's contract
     and adds none: an endpoint its plan declares is one its tasks must serve. A small app's one
     task builds every layer. A table the project's contract (`stored`) has keeps its columns, and
-    a request to add fields to one (`added_fields`) declares it with them."""
+    a request to add fields to one (`added_fields`) declares it with them. A project with accounts
+    (`wants_accounts`) has their endpoints and tables too (`ACCOUNT_ENDPOINTS`, `ACCOUNT_TABLES`)."""
     present = set(AREAS) if small_app(request, areas, follow_up) else set(areas.values())
     adding = added_fields(request)
     # Pages alone keep no records: a landing page calls no API.
@@ -359,6 +401,9 @@ def contract_for(
     if adding:
         tables = [adding[0]]  # "Add a notes column to orders" is about orders alone
     known = {t["name"]: dict(t["columns"]) for t in (stored or {}).get("tables", [])}
+    # Accounts are a new project's when it asks for them, and a follow-up's when its project has them.
+    accounts = has_accounts(stored) if follow_up else wants_accounts(request)
+    tables = [table for table in tables if table not in ACCOUNT_TABLES]
     columns = {table: known.get(table) or table_columns(table) for table in tables}
     if adding:
         table, fields = adding
@@ -366,6 +411,8 @@ def contract_for(
         columns[table] |= {name: kind for name, kind in fields.items() if name not in there}
     contract: dict = {"endpoints": [], "tables": [], "ownership": {}}
     if present & {"frontend", "backend"}:
+        if accounts:
+            contract["endpoints"] += [dict(endpoint) for endpoint in ACCOUNT_ENDPOINTS]
         for table in tables:
             fields = {c: sql_type(k) for c, k in columns[table].items() if c not in GENERATED}
             contract["endpoints"] += [
@@ -379,8 +426,8 @@ def contract_for(
             ]
     if present & {"database", "backend"} and tables:
         contract["tables"] = [
-            {"name": t, "columns": columns.get(t) or known.get(t) or table_columns(t)}
-            for t in ["users", *tables]
+            {"name": t, "columns": columns.get(t) or known.get(t) or table_columns(t, accounts)}
+            for t in ["users", *tables, *(["auth_tokens"] if accounts else [])]
         ]
     if len(areas) > 1:
         taken: set[str] = set()
