@@ -1,0 +1,137 @@
+"""A request whose users sign up and log in: read from its words, declared in the contract, and
+built into every layer by the offline agents (the generated tests themselves run in the sandbox in
+tests/integration/test_generated_accounts.py)."""
+
+import pytest
+
+from pools import offline
+from pools.contracts.check import check_tree
+from pools.contracts.contract import amend
+from pools.contracts.derive import contract_for, has_accounts, wants_accounts
+
+TODO = "Build a todo list app where users can sign up, log in and share lists with friends"
+AREAS = {"task_1": "frontend", "task_2": "backend", "task_3": "database"}
+
+
+@pytest.mark.parametrize(
+    "request_text",
+    [
+        TODO,
+        "Build a notes app with user accounts",
+        "Build a recipe site where cooks sign in to save recipes",
+        "A booking app with login and password reset",
+        "Build an expense tracker with authentication",
+        "Members create an account and track workouts",
+    ],
+)
+def test_what_asks_for_accounts(request_text):
+    assert wants_accounts(request_text)
+
+
+@pytest.mark.parametrize(
+    "request_text",
+    [
+        "Build a restaurant website with online booking and secure payments",
+        "Build an accounting app for small shops",
+        "Build a blog with comments",
+        "Build an event registration form",
+        "Add a phone number field to bookings",
+    ],
+)
+def test_what_does_not_ask_for_accounts(request_text):
+    assert not wants_accounts(request_text)
+
+
+def test_the_contract_of_a_project_with_accounts():
+    contract = contract_for(TODO, AREAS)
+
+    endpoints = [(e["method"], e["path"]) for e in contract["endpoints"]]
+    assert endpoints[:3] == [("POST", "/api/signup"), ("POST", "/api/login"), ("GET", "/api/me")]
+    assert ("GET", "/api/todos") in endpoints and ("POST", "/api/lists") in endpoints
+    tables = {t["name"]: t["columns"] for t in contract["tables"]}
+    assert list(tables) == ["users", "todos", "lists", "auth_tokens"]
+    assert list(tables["users"]) == ["id", "email", "password_hash", "created_at"]
+    assert tables["auth_tokens"]["token_hash"] == "TEXT PRIMARY KEY"
+    assert has_accounts(contract)
+
+    without = contract_for("Build a todo list app", AREAS)
+    assert not has_accounts(without)
+    assert [t["name"] for t in without["tables"]] == ["users", "todos"]
+    assert not [e for e in without["endpoints"] if e["path"] in ("/api/signup", "/api/login", "/api/me")]
+
+
+def test_a_follow_up_keeps_the_projects_accounts_and_asks_for_none_of_its_own():
+    stored = contract_for(TODO, AREAS)
+    phone = contract_for("Add a phone number field to todos", AREAS, follow_up=True, stored=stored)
+    assert has_accounts(phone)
+    assert [t["name"] for t in phone["tables"]] == ["users", "todos", "auth_tokens"]
+    assert "phone" in {t["name"]: t["columns"] for t in phone["tables"]}["todos"]
+
+    plain = contract_for("Build a todo list app", AREAS)
+    login = contract_for("Add a login page", AREAS, follow_up=True, stored=plain)
+    assert not has_accounts(login)  # a project made without accounts is not given half of them
+
+
+def generated(contract: dict, request: str = TODO) -> dict[str, str]:
+    meta = {"request": request, "contract": contract}
+    files = [
+        *offline.codegen({**meta, "description": f"Build Next.js frontend: {request}"}, set())["files"],
+        *offline.codegen({**meta, "description": f"Build FastAPI backend: {request}"}, set())["files"],
+        *offline.schema(meta, set())["files"],
+    ]
+    return {f["path"]: f["content"] for f in files}
+
+
+def test_every_layer_is_built_for_accounts_and_the_contract_checks_pass():
+    contract = contract_for(TODO, AREAS)
+    files = generated(contract)
+
+    main = files["backend/app/main.py"]
+    assert "from .accounts import current_user, get_db" in main
+    assert "def list_todos(user: int = Depends(current_user), db=Depends(get_db)):" in main
+    assert "FROM todos WHERE user_id = ? ORDER BY id" in main
+    assert '(user, item["name"], item["due_at"],)' in main  # the row is the signed-in user's
+    assert 'item.get("user_id"' not in main
+    accounts = files["backend/app/accounts.py"]
+    assert "hashlib.scrypt" in accounts and "token_hash(token)" in accounts
+    assert "backend/tests/test_accounts.py" in files
+    schema = files["database/schema.sql"]
+    assert "password_hash TEXT NOT NULL" in schema and "CREATE TABLE auth_tokens" in schema
+    page = files["frontend/pages/todos.tsx"]
+    assert "fetch(`${API_BASE}/api/todos`, { headers: signedIn() })" in page
+    assert '"Content-Type": "application/json", ...signedIn()' in page
+    assert "frontend/pages/account.tsx" in files
+    assert '<Link href="/account">account</Link>' in files["frontend/pages/index.tsx"]
+
+    report = check_tree(contract, files, {}, {})
+    assert report.mismatches == [] and report.passed == report.checks > 0
+
+
+def test_a_project_without_accounts_is_built_as_before():
+    files = generated(contract_for("Build a todo list app", AREAS), "Build a todo list app")
+
+    assert "backend/app/accounts.py" not in files and "frontend/pages/account.tsx" not in files
+    assert 'item.get("user_id", 1)' in files["backend/app/main.py"]
+    assert "signedIn" not in files["frontend/pages/todos.tsx"]
+    assert "password_hash" not in files["database/schema.sql"]
+
+
+def test_a_field_follow_up_on_a_project_with_accounts_keeps_them_in_every_layer():
+    stored = contract_for(TODO, AREAS)
+    request = "Add a phone number field to todos"
+    contract = amend(stored, contract_for(request, AREAS, follow_up=True, stored=stored))
+    meta = {"request": request, "contract": contract, "follow_up": True}
+    sql = {"database/schema.sql": generated(stored)["database/schema.sql"]}
+    files = {
+        f["path"]: f["content"]
+        for f in [
+            *offline.codegen({**meta, "description": f"Build FastAPI backend: {request}"}, set())["files"],
+            *offline.codegen({**meta, "description": f"Build Next.js frontend: {request}"}, set())["files"],
+            *offline.schema({**meta, "existing_sql": sql}, set())["files"],
+        ]
+    }
+
+    assert "backend/app/accounts.py" in files and "frontend/pages/account.tsx" in files
+    assert "FROM todos WHERE user_id = ?" in files["backend/app/main.py"]
+    migration = files["database/migrations/0001_todos_phone.sql"]
+    assert "ALTER TABLE todos ADD COLUMN phone TEXT;" in migration and "auth_tokens" not in migration
