@@ -32,7 +32,7 @@ import shlex
 import textwrap
 import time
 
-from .contracts.contract import owns
+from .contracts.contract import PARAM, owns, paths_match, segments
 from .contracts.derive import (
     ACCOUNT_TABLES,
     CHECKOUT_FLOW,
@@ -517,8 +517,8 @@ export default function {name}Page() {{
 {post}  return (
     <main>
       <h1>{name}</h1>
-{form}      {{problem && <p role="alert">{{problem}}</p>}}
-      <ul>{{rows.map((row) => <li key={{row.id}}>{{listed([{shown}])}}</li>)}}</ul>
+{account}{form}      {{problem && <p role="alert">{{problem}}</p>}}
+      <ul>{{rows.map((row) => <li key={{row.id}}>{{listed([{shown}])}}{remove_button}</li>)}}</ul>
     </main>
   );
 }}
@@ -550,6 +550,17 @@ FRONTEND_POST = """\
     }}
     setProblem("");
     form.reset();
+    load();
+  }}
+
+"""
+FRONTEND_DELETE = """\
+  async function remove(id) {{
+    const response = await fetch(`${{API_BASE}}{path}/${{id}}`, {{ method: "DELETE"{auth} }});
+    if (!response.ok && response.status !== 404) {{
+      setProblem(`could not delete it (${{response.status}})`);
+      return;
+    }}
     load();
   }}
 
@@ -706,14 +717,19 @@ def frontend_files(
                 for c, kind in fields.items()
             )
             form = FRONTEND_FORM.format(inputs=inputs)
+        removes = {"GET", "POST"} <= served and deletes(endpoints, table)
+        if removes:
+            post += FRONTEND_DELETE.format(path=path, auth=", headers: signedIn()" if accounts else "")
         content = FRONTEND_PAGE.format(
             name=name,
             path=path,
             post=post,
+            remove_button=" <button onClick={() => remove(row.id)}>Delete</button>" if removes else "",
             form=form,
             shown=shown,
             get_options=", { headers: signedIn() }" if accounts else "",
             helpers=FRONTEND_SIGNED_IN if accounts else "",
+            account='      <a href="/account">Account: sign up, log in or out</a>\n' if accounts else "",
         )
         pages.append({"path": f"frontend/pages/{table}.tsx", "content": content})
     if pages and accounts:
@@ -1068,7 +1084,20 @@ def test_a_record_without_its_required_fields_is_refused(client, table):
     response = client.post(f"/api/{{table}}", json={{}})
     assert response.status_code == 422
     assert response.json()["detail"] == "missing: " + ", ".join(REQUIRED[table])
-'''
+{delete_test}'''
+# The records an API deletes (a project with accounts), one line each as above.
+BACKEND_API_DELETE_TEST = """
+
+DELETES: set[str] = set()
+{lines}
+
+@pytest.mark.parametrize("table", sorted(DELETES))
+def test_a_deleted_record_is_gone(client, table):
+    created = client.post(f"/api/{{table}}", json=RECORDS[table]).json()["id"]
+    assert client.delete(f"/api/{{table}}/{{created}}").json() == {{"deleted": created}}
+    assert created not in [row["id"] for row in client.get(f"/api/{{table}}").json()]
+    assert client.delete(f"/api/{{table}}/{{created}}").status_code == 404
+"""
 BACKEND_DB = '''"""The backend's database: SQLite at $DATABASE_PATH (default `app.db` in the working
 directory), kept up to date on first use from the project's schema, `database/schema.sql`
 (written for PostgreSQL), and its migrations, `database/migrations/*.sql`."""
@@ -1203,6 +1232,16 @@ def create_{table}(item: dict, {user}db=Depends(get_db)):
     db.commit()
     return {{"id": cursor.lastrowid}}
 """
+BACKEND_DELETE = """
+
+@router.delete("/{table}/{{item_id}}")
+def delete_{table}(item_id: int, {user}db=Depends(get_db)):
+    cursor = db.execute("DELETE FROM {table} WHERE id = ?{own}", ({args}))
+    db.commit()
+    if cursor.rowcount == 0:
+        raise HTTPException(404, f"no such record: {{item_id}}")
+    return {{"deleted": item_id}}
+"""
 BACKEND_COUNT_CHECK = """\
     if not valid_count(item.get("{column}")):
         raise HTTPException(422, "{column} must be a whole number from 1 to 50")
@@ -1248,7 +1287,8 @@ def backend_files(
         query = f'"SELECT id, name FROM {first} WHERE name LIKE ?", (f"%{{q}}%",)'
     search = f"    rows = db.execute({query}).fetchall()\n"
     routes = []
-    records, needed = {}, {}  # what the API test posts, and the fields each record requires
+    # What the API test posts, the fields each record requires, and the records it deletes.
+    records, needed, removed = {}, {}, []
     for table in tables:
         served = {e["method"] for e in endpoints if e["path"] == f"/api/{table}"}
         kinds = columns.get(table, {})
@@ -1271,6 +1311,8 @@ def backend_files(
             records[table] = sample_record(table, {c: kinds[c] for c in fields})
         if "POST" in served and required:
             needed[table] = required
+        if {"GET", "POST"} <= served and deletes(endpoints, table):
+            removed.append(table)
         if "POST" in served:
             inserted = ["user_id", *fields] if "user_id" in names else fields
             checks = "".join(
@@ -1288,6 +1330,15 @@ def backend_files(
                     args=args,
                 )
             )
+        if deletes(endpoints, table):
+            routes.append(
+                BACKEND_DELETE.format(
+                    table=table,
+                    user=user,
+                    own=" AND user_id = ?" if owned else "",
+                    args="item_id, user" if owned else "item_id,",
+                )
+            )
     head = BACKEND_HEAD_ACCOUNTS if accounts else BACKEND_HEAD
     main = head + search + "    return [dict(row) for row in rows]\n" + "".join(routes)
     main += "\n\napp.include_router(router)\n" + ("app.include_router(accounts)\n" if accounts else "")
@@ -1297,10 +1348,10 @@ def backend_files(
         {"path": "backend/app/__init__.py", "content": ""},
         {"path": "backend/app/db.py", "content": BACKEND_DB},
         {"path": "backend/app/validation.py", "content": VALIDATION.format(low=low)},
-        *(backend_accounts_files(records) if accounts else []),
+        *(backend_accounts_files(records, removed) if accounts else []),
         {"path": "backend/tests/test_validation.py", "content": VALIDATION_TEST},
         *(
-            [{"path": "backend/tests/test_api.py", "content": api_test(records, needed)}]
+            [{"path": "backend/tests/test_api.py", "content": api_test(records, needed, removed)}]
             if records or needed
             else []
         ),
@@ -1310,10 +1361,22 @@ def backend_files(
     ]
 
 
-def api_test(records: dict[str, dict], required: dict[str, list[str]]) -> str:
+def deletes(endpoints: list[dict], table: str) -> bool:
+    """Whether the contract has a DELETE of one record of the table (`/api/<table>/{id}`)."""
+    return any(
+        e["method"] == "DELETE" and paths_match(segments(e["path"]), ("api", table, PARAM)) for e in endpoints
+    )
+
+
+def api_test(records: dict[str, dict], required: dict[str, list[str]], removed: list[str]) -> str:
     lines = [f"RECORDS[{table!r}] = {record!r}\n" for table, record in records.items()]
     lines += [f"REQUIRED[{table!r}] = {fields!r}\n" for table, fields in required.items()]
-    return BACKEND_API_TEST.format(lines="".join(lines), signed_in_client=SIGNED_IN_CLIENT)
+    deleted = "".join(f"DELETES.add({table!r})\n" for table in removed)
+    return BACKEND_API_TEST.format(
+        lines="".join(lines),
+        signed_in_client=SIGNED_IN_CLIENT,
+        delete_test=BACKEND_API_DELETE_TEST.format(lines=deleted) if removed else "",
+    )
 
 
 def _payload_value(column: str, required: list[str], accounts: bool = False) -> str:

@@ -24,6 +24,7 @@ from .db import connect
 
 router = APIRouter(prefix="/api")
 MIN_PASSWORD = 8
+TOKEN_DAYS = 30  # a token older than this is refused: log in again
 MAX_PASSWORD = 1024  # hashing is meant to be slow: no megabyte passwords
 
 
@@ -93,13 +94,21 @@ def login(item: dict, db=Depends(get_db)):
     return new_token(db, row["id"])
 
 
+def bearer(authorization: str | None) -> str:
+    scheme, _, token = (authorization or "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
 def current_user(authorization: str | None = Header(None), db=Depends(get_db)) -> int:
     """The signed-in user's id, from the request's bearer token; 401 without a valid one."""
-    scheme, _, token = (authorization or "").partition(" ")
+    token = bearer(authorization)
     row = None
-    if scheme.lower() == "bearer" and token.strip():
-        query = "SELECT user_id FROM auth_tokens WHERE token_hash = ?"
-        row = db.execute(query, (token_hash(token.strip()),)).fetchone()
+    if token:
+        query = (
+            "SELECT user_id FROM auth_tokens WHERE token_hash = ?"
+            " AND created_at > datetime('now', ?)"
+        )
+        row = db.execute(query, (token_hash(token), f"-{TOKEN_DAYS} days")).fetchone()
     if row is None:
         raise HTTPException(401, "log in first", headers={"WWW-Authenticate": "Bearer"})
     return row["user_id"]
@@ -108,6 +117,14 @@ def current_user(authorization: str | None = Header(None), db=Depends(get_db)) -
 @router.get("/me")
 def me(user: int = Depends(current_user), db=Depends(get_db)):
     return dict(db.execute("SELECT id, email FROM users WHERE id = ?", (user,)).fetchone())
+
+
+@router.post("/logout")
+def logout(authorization: str | None = Header(None), db=Depends(get_db)):
+    """The token stops working, here and wherever a copy of it is."""
+    cursor = db.execute("DELETE FROM auth_tokens WHERE token_hash = ?", (token_hash(bearer(authorization)),))
+    db.commit()
+    return {"logged_out": cursor.rowcount == 1}
 '''
 
 ACCOUNTS_TEST = '''"""Accounts: a user signs up and logs in, a wrong password or a forged token is
@@ -144,12 +161,22 @@ def sign_up(client, email: str) -> dict:
     return {{"Authorization": f"Bearer {{response.json()['token']}}"}}
 
 
-def test_a_user_signs_up_then_logs_in(client):
+def test_a_user_signs_up_then_logs_in_and_out(client):
     sign_up(client, "ada@example.com")
     response = client.post("/api/login", json={{"email": "Ada@Example.com", "password": PASSWORD}})
     assert response.status_code == 200, response.text
-    me = client.get("/api/me", headers={{"Authorization": f"Bearer {{response.json()['token']}}"}})
-    assert me.json()["email"] == "ada@example.com"
+    ada = {{"Authorization": f"Bearer {{response.json()['token']}}"}}
+    assert client.get("/api/me", headers=ada).json()["email"] == "ada@example.com"
+    assert client.post("/api/logout", headers=ada).json() == {{"logged_out": True}}
+    assert client.get("/api/me", headers=ada).status_code == 401
+
+
+def test_an_old_token_is_refused(client, tmp_path):
+    ada = sign_up(client, "ada@example.com")
+    database = sqlite3.connect(tmp_path / "app.db")
+    database.execute("UPDATE auth_tokens SET created_at = datetime('now', '-31 days')")
+    database.commit()
+    assert client.get("/api/me", headers=ada).status_code == 401
 
 
 def test_a_wrong_password_or_an_unknown_email_is_refused(client):
@@ -187,6 +214,14 @@ def test_a_user_sees_only_their_own_records(client):
     assert [row["name"] for row in client.get(f"/api/{{TABLE}}", headers=ada).json()] == [RECORD["name"]]
     assert client.get(f"/api/{{TABLE}}", headers=bob).json() == []
 '''
+ACCOUNTS_DELETE_TEST = """
+
+def test_a_user_deletes_only_their_own_records(client):
+    ada, bob = sign_up(client, "ada@example.com"), sign_up(client, "bob@example.com")
+    created = client.post(f"/api/{TABLE}", json=RECORD, headers=ada).json()["id"]
+    assert client.delete(f"/api/{TABLE}/{created}", headers=bob).status_code == 404
+    assert client.delete(f"/api/{TABLE}/{created}", headers=ada).json() == {"deleted": created}
+"""
 
 # Every generated API test signs a user up first when the app has accounts.
 SIGNED_IN_CLIENT = """\
@@ -201,7 +236,16 @@ def client(tmp_path, monkeypatch):
     return client
 """
 
-FRONTEND_ACCOUNT = """\
+# The pages' helper: the account page's token, as the API wants it.
+FRONTEND_SIGNED_IN = """
+// The token the account page keeps, as the API wants it; none before logging in.
+function signedIn(): Record<string, string> {
+  const token = localStorage.getItem("token");
+  return token ? { Authorization: `Bearer ${token}` } : {};
+}
+"""
+FRONTEND_ACCOUNT = (
+    """\
 import Link from "next/link";
 import { useEffect, useState } from "react";
 
@@ -213,9 +257,8 @@ export default function AccountPage() {
   const [email, setEmail] = useState("");
   const [problem, setProblem] = useState("");
   async function whoAmI() {
-    const token = localStorage.getItem("token");
-    if (!token) return setEmail("");
-    const response = await fetch(`${API_BASE}/api/me`, { headers: { Authorization: `Bearer ${token}` } });
+    if (!localStorage.getItem("token")) return setEmail("");
+    const response = await fetch(`${API_BASE}/api/me`, { headers: signedIn() });
     setEmail(response.ok ? (await response.json()).email : "");
   }
   useEffect(() => {
@@ -237,7 +280,8 @@ export default function AccountPage() {
     form.reset();
     whoAmI();
   }
-  function logOut() {
+  async function logOut() {
+    await fetch(`${API_BASE}/api/logout`, { method: "POST", headers: signedIn() });
     localStorage.removeItem("token");
     setEmail("");
   }
@@ -270,23 +314,25 @@ export default function AccountPage() {
   );
 }
 """
-# A record page's helper: the account page's token, as the API wants it.
-FRONTEND_SIGNED_IN = """
-// The token the account page keeps, as the API wants it; none before logging in.
-function signedIn(): Record<string, string> {
-  const token = localStorage.getItem("token");
-  return token ? { Authorization: `Bearer ${token}` } : {};
-}
-"""
+    + FRONTEND_SIGNED_IN
+)
 
 
-def backend_accounts_files(records: dict[str, dict]) -> list[dict]:
-    """The accounts module and its tests, on the first record the API takes (`records`: table →
-    a sample record)."""
+def backend_accounts_files(records: dict[str, dict], removed: list[str]) -> list[dict]:
+    """The accounts module and its tests, on a record the API takes (`records`: table → a sample
+    record), one it deletes (`removed`) if there is one."""
     files = [{"path": "backend/app/accounts.py", "content": BACKEND_ACCOUNTS}]
-    named = {table: record for table, record in records.items() if "name" in record}
+    named = sorted(
+        (table not in removed, index, table)
+        for index, (table, record) in enumerate(records.items())
+        if "name" in record
+    )
     if named:
-        table, record = next(iter(named.items()))
-        test = ACCOUNTS_TEST.format(table=table, record=pprint.pformat(record, width=80, sort_dicts=False))
+        table = named[0][2]
+        test = ACCOUNTS_TEST.format(
+            table=table, record=pprint.pformat(records[table], width=80, sort_dicts=False)
+        )
+        if table in removed:
+            test += ACCOUNTS_DELETE_TEST
         files.append({"path": "backend/tests/test_accounts.py", "content": test})
     return files

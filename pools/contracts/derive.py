@@ -133,6 +133,7 @@ ACCOUNT_ENDPOINTS = (
     {"method": "POST", "path": "/api/signup", "request": CREDENTIALS, "response": {"token": "string"}},
     {"method": "POST", "path": "/api/login", "request": CREDENTIALS, "response": {"token": "string"}},
     {"method": "GET", "path": "/api/me", "request": {}, "response": {"id": "integer", "email": "string"}},
+    {"method": "POST", "path": "/api/logout", "request": {}, "response": {"logged_out": "boolean"}},
 )
 
 
@@ -180,6 +181,8 @@ EXTRA_COLUMNS = {
     "workouts": {"minutes": "INTEGER NOT NULL"},
 }
 CREATED_AT = {"created_at": "TIMESTAMPTZ NOT NULL DEFAULT now()"}
+# Records kept for the books: no DELETE, even of one's own (a refund or a credit note is a new record).
+KEPT_RECORDS = {"payments", "invoices", "orders", "donations", "sales"}
 GENERATED = {"id", "user_id", "created_at"}
 AREAS = ("frontend", "backend", "database")
 # The description of the work stream that joins a shop's parts: its agents build the checkout flow.
@@ -388,12 +391,15 @@ def contract_for(
     request: str, areas: dict[str, str], follow_up: bool = False, stored: dict | None = None
 ) -> dict:
     """The contract of a plan whose tasks have these areas (task id → frontend, backend, database,
-    security or other). A new project whose request names no entity gets an `items` placeholder to
-    build to, unless it is pages alone; a follow-up (`follow_up`) builds on the project's contract
-    and adds none: an endpoint its plan declares is one its tasks must serve. A small app's one
-    task builds every layer. A table the project's contract (`stored`) has keeps its columns, and
-    a request to add fields to one (`added_fields`) declares it with them. A project with accounts
-    (`wants_accounts`) has their endpoints and tables too (`ACCOUNT_ENDPOINTS`, `ACCOUNT_TABLES`)."""
+    security or other): per table, GET and POST `/api/<table>` and, in a project with accounts
+    where a record is its user's own, DELETE `/api/<table>/{id}` unless it is kept for the books
+    (`KEPT_RECORDS`; without accounts anyone could delete anything). A new project whose request
+    names no entity gets an `items` placeholder to build to, unless it is pages alone; a follow-up
+    (`follow_up`) builds on the project's contract and adds none: an endpoint its plan declares is
+    one its tasks must serve. A small app's one task builds every layer. A table the project's
+    contract (`stored`) has keeps its columns, and a request to add fields to one (`added_fields`)
+    declares it with them. A project with accounts (`wants_accounts`) has their endpoints and
+    tables too (`ACCOUNT_ENDPOINTS`, `ACCOUNT_TABLES`)."""
     present = set(AREAS) if small_app(request, areas, follow_up) else set(areas.values())
     adding = added_fields(request)
     # Pages alone keep no records: a landing page calls no API.
@@ -424,6 +430,15 @@ def contract_for(
                 },
                 {"method": "POST", "path": f"/api/{table}", "request": fields, "response": {"id": "integer"}},
             ]
+            if accounts and table not in KEPT_RECORDS:
+                contract["endpoints"].append(
+                    {
+                        "method": "DELETE",
+                        "path": f"/api/{table}/{{id}}",
+                        "request": {},
+                        "response": {"deleted": "integer"},
+                    }
+                )
     if present & {"database", "backend"} and tables:
         contract["tables"] = [
             {"name": t, "columns": columns.get(t) or known.get(t) or table_columns(t, accounts)}

@@ -1,6 +1,6 @@
 """A generated project with accounts runs its own tests in the real sandbox, as the integration gate
-runs them: they pass, and they fail when the backend stops keeping users apart or keeps a password
-as it was sent."""
+runs them: they pass, and they fail when the backend stops keeping users' records apart (in a list
+or a delete) or keeps a password as it was sent."""
 
 import os
 import shutil
@@ -47,7 +47,9 @@ def test_the_generated_backend_passes_its_own_tests_of_accounts(project):
     result = backend_tests(project)
 
     assert result.exit_code == 0, result.output
-    assert "13 passed" in result.output  # 6 of accounts, 4 of the API (signed in), 3 of validation
+    # 8 of accounts; 6 of the API, signed in (todos and lists posted, refused incomplete, deleted);
+    # 3 of validation
+    assert "17 passed" in result.output
 
 
 def test_its_tests_fail_when_one_user_sees_anothers_records(project):
@@ -62,6 +64,16 @@ def test_its_tests_fail_when_one_user_sees_anothers_records(project):
 
     assert result.exit_code == 1, result.output
     assert "FAILED tests/test_accounts.py::test_a_user_sees_only_their_own_records" in result.output
+
+
+def test_its_tests_fail_when_one_user_deletes_anothers_record(project):
+    main = project / "backend/app/main.py"
+    main.write_text(main.read_text().replace(" AND user_id = ?", "").replace("(item_id, user)", "(item_id,)"))
+
+    result = backend_tests(project)
+
+    assert result.exit_code == 1, result.output
+    assert "FAILED tests/test_accounts.py::test_a_user_deletes_only_their_own_records" in result.output
 
 
 def test_its_tests_fail_when_a_password_is_kept_as_sent(project):

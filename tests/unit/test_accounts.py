@@ -48,6 +48,8 @@ def test_the_contract_of_a_project_with_accounts():
     endpoints = [(e["method"], e["path"]) for e in contract["endpoints"]]
     assert endpoints[:3] == [("POST", "/api/signup"), ("POST", "/api/login"), ("GET", "/api/me")]
     assert ("GET", "/api/todos") in endpoints and ("POST", "/api/lists") in endpoints
+    # A user deletes their own records; without accounts anyone could delete anything.
+    assert ("DELETE", "/api/todos/{id}") in endpoints and ("DELETE", "/api/lists/{id}") in endpoints
     tables = {t["name"]: t["columns"] for t in contract["tables"]}
     assert list(tables) == ["users", "todos", "lists", "auth_tokens"]
     assert list(tables["users"]) == ["id", "email", "password_hash", "created_at"]
@@ -58,6 +60,13 @@ def test_the_contract_of_a_project_with_accounts():
     assert not has_accounts(without)
     assert [t["name"] for t in without["tables"]] == ["users", "todos"]
     assert not [e for e in without["endpoints"] if e["path"] in ("/api/signup", "/api/login", "/api/me")]
+    assert not [e for e in without["endpoints"] if e["method"] == "DELETE"]
+
+
+def test_records_kept_for_the_books_are_not_deleted_even_by_their_user():
+    shop = contract_for("Build an online store for handmade jewelry where customers log in", AREAS)
+    deleted = {e["path"] for e in shop["endpoints"] if e["method"] == "DELETE"}
+    assert deleted == {"/api/products/{id}", "/api/carts/{id}", "/api/customers/{id}"}
 
 
 def test_a_follow_up_keeps_the_projects_accounts_and_asks_for_none_of_its_own():
@@ -92,6 +101,7 @@ def test_every_layer_is_built_for_accounts_and_the_contract_checks_pass():
     assert "FROM todos WHERE user_id = ? ORDER BY id" in main
     assert '(user, item["name"], item["due_at"],)' in main  # the row is the signed-in user's
     assert 'item.get("user_id"' not in main
+    assert 'DELETE FROM todos WHERE id = ? AND user_id = ?", (item_id, user)' in main
     accounts = files["backend/app/accounts.py"]
     assert "hashlib.scrypt" in accounts and "token_hash(token)" in accounts
     assert "backend/tests/test_accounts.py" in files
@@ -100,6 +110,8 @@ def test_every_layer_is_built_for_accounts_and_the_contract_checks_pass():
     page = files["frontend/pages/todos.tsx"]
     assert "fetch(`${API_BASE}/api/todos`, { headers: signedIn() })" in page
     assert '"Content-Type": "application/json", ...signedIn()' in page
+    assert 'fetch(`${API_BASE}/api/todos/${id}`, { method: "DELETE", headers: signedIn() })' in page
+    assert "<button onClick={() => remove(row.id)}>Delete</button>" in page
     assert "frontend/pages/account.tsx" in files
     assert '<Link href="/account">account</Link>' in files["frontend/pages/index.tsx"]
 
@@ -112,7 +124,13 @@ def test_a_project_without_accounts_is_built_as_before():
 
     assert "backend/app/accounts.py" not in files and "frontend/pages/account.tsx" not in files
     assert 'item.get("user_id", 1)' in files["backend/app/main.py"]
-    assert "signedIn" not in files["frontend/pages/todos.tsx"]
+    assert (
+        "signedIn" not in files["frontend/pages/todos.tsx"]
+        and "remove(" not in files["frontend/pages/todos.tsx"]
+    )
+    assert (
+        "DELETE" not in files["backend/app/main.py"] and "DELETES" not in files["backend/tests/test_api.py"]
+    )
     assert "password_hash" not in files["database/schema.sql"]
 
 
