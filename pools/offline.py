@@ -38,6 +38,7 @@ from .contracts.derive import (
     CHECKOUT_FLOW,
     CHECKOUT_STEPS,
     GENERATED,
+    PUBLIC_RECORDS,
     added_fields,
     area_of,
     entities,
@@ -302,7 +303,7 @@ def codegen(meta: dict, flaws: set[str]) -> dict:
                 {"path": f"{owned[0]}/conftest.py", "content": ROOT_CONFTEST},
             ]
         summary = f"FastAPI backend with endpoints for {', '.join(tables)}" + (
-            "; users sign up and log in, and each sees only their own records." if accounts else "."
+            accounts_summary(tables) if accounts else "."
         )
         if adding:
             table, shown = adding[0], ", ".join(adding[1])
@@ -348,6 +349,18 @@ def codegen(meta: dict, flaws: set[str]) -> dict:
         "files": [{"path": f"{folder}/{slug}.py", "content": body}],
         "findings": [],
     }
+
+
+def accounts_summary(tables: list[str]) -> str:
+    """What a backend with accounts does with the records, for its summary."""
+    private = [t for t in tables if t not in PUBLIC_RECORDS]
+    public = [t for t in tables if t in PUBLIC_RECORDS]
+    said = "; users sign up and log in"
+    if private:
+        said += f", each sees only their own {', '.join(private)}"
+    if public:
+        said += f", everyone sees {', '.join(public)} and a user adds and deletes their own"
+    return said + "."
 
 
 def small_app_files(meta: dict, tables: list[str], flaws: set[str]) -> dict:
@@ -1208,7 +1221,7 @@ router = APIRouter(prefix="/api")
 
 
 @router.get("/search")
-def search(q: str, user: int = Depends(current_user), db=Depends(get_db)):
+def search(q: str, {user}db=Depends(get_db)):
 """
 # With accounts, a route takes the signed-in user (`{user}`) and lists only their rows (`{own}`).
 BACKEND_LIST = """
@@ -1278,7 +1291,7 @@ def backend_files(
     if endpoints is None:
         endpoints = [{"method": m, "path": f"/api/{t}"} for t in tables for m in ("GET", "POST")]
     first = tables[0] if tables else "items"
-    own = accounts and "user_id" in columns.get(first, {})
+    own = accounts and "user_id" in columns.get(first, {}) and first not in PUBLIC_RECORDS
     if sql_injection:
         query = f"\"SELECT id, name FROM {first} WHERE name LIKE '%%%s%%'\" % q"
     elif own:
@@ -1297,14 +1310,15 @@ def backend_files(
         required = [c for c in fields if required_column(kinds[c])]
         owned = accounts and "user_id" in names
         user = "user: int = Depends(current_user), " if accounts else ""
+        private = owned and table not in PUBLIC_RECORDS  # listed to its user alone
         if "GET" in served:
             routes.append(
                 BACKEND_LIST.format(
                     table=table,
                     listed=", ".join(["id", *fields]),
-                    user=user,
-                    own=" WHERE user_id = ?" if owned else "",
-                    own_args=", (user,)" if owned else "",
+                    user=user if private else "",
+                    own=" WHERE user_id = ?" if private else "",
+                    own_args=", (user,)" if private else "",
                 )
             )
         if {"GET", "POST"} <= served:
@@ -1339,7 +1353,10 @@ def backend_files(
                     args="item_id, user" if owned else "item_id,",
                 )
             )
-    head = BACKEND_HEAD_ACCOUNTS if accounts else BACKEND_HEAD
+    if accounts:
+        head = BACKEND_HEAD_ACCOUNTS.format(user="user: int = Depends(current_user), " if own else "")
+    else:
+        head = BACKEND_HEAD
     main = head + search + "    return [dict(row) for row in rows]\n" + "".join(routes)
     main += "\n\napp.include_router(router)\n" + ("app.include_router(accounts)\n" if accounts else "")
     low = "1 <" if "failing_gate" in flaws else "1 <="

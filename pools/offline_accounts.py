@@ -9,6 +9,8 @@ logs in and keeps the token in the browser; the record pages send it.
 
 import pprint
 
+from .contracts.derive import PUBLIC_RECORDS
+
 BACKEND_ACCOUNTS = '''"""Accounts: sign up or log in with an email and a password; the token either
 returns is sent with every call as `Authorization: Bearer <token>`. A password is kept as its
 scrypt hash, a token as its SHA-256: neither is in the database as it was sent."""
@@ -145,8 +147,6 @@ from fastapi.testclient import TestClient  # noqa: E402 (after the skip: FastAPI
 from app.main import app  # noqa: E402
 
 PASSWORD = secrets.token_urlsafe(12)
-# A record of the app's and where it is posted.
-TABLE, RECORD = {table!r}, {record}
 
 
 @pytest.fixture
@@ -200,27 +200,51 @@ def test_neither_password_nor_token_is_stored_as_sent(client, tmp_path):
     tokens = [row[0] for row in database.execute("SELECT token_hash FROM auth_tokens")]
     assert stored.startswith("scrypt$") and PASSWORD not in stored
     assert token not in tokens and len(tokens) == 1
+'''
+# The tests of one record each, appended to ACCOUNTS_TEST for the records the app has.
+ACCOUNTS_PRIVATE_TEST = """
+
+# A record a user keeps to themselves.
+PRIVATE, PRIVATE_RECORD = {table!r}, {record}
 
 
-def test_records_need_a_signed_in_user(client):
-    assert client.get(f"/api/{{TABLE}}").status_code == 401
-    assert client.get(f"/api/{{TABLE}}", headers={{"Authorization": "Bearer forged"}}).status_code == 401
-    assert client.post(f"/api/{{TABLE}}", json=RECORD).status_code == 401
+def test_private_records_need_a_signed_in_user(client):
+    assert client.get(f"/api/{{PRIVATE}}").status_code == 401
+    assert client.get(f"/api/{{PRIVATE}}", headers={{"Authorization": "Bearer forged"}}).status_code == 401
+    assert client.post(f"/api/{{PRIVATE}}", json=PRIVATE_RECORD).status_code == 401
 
 
 def test_a_user_sees_only_their_own_records(client):
     ada, bob = sign_up(client, "ada@example.com"), sign_up(client, "bob@example.com")
-    assert client.post(f"/api/{{TABLE}}", json={{**RECORD, "user_id": 2}}, headers=ada).status_code == 200
-    assert [row["name"] for row in client.get(f"/api/{{TABLE}}", headers=ada).json()] == [RECORD["name"]]
-    assert client.get(f"/api/{{TABLE}}", headers=bob).json() == []
-'''
+    theirs = {{**PRIVATE_RECORD, "user_id": 2}}  # the server decides whose a record is
+    assert client.post(f"/api/{{PRIVATE}}", json=theirs, headers=ada).status_code == 200
+    names = [row["name"] for row in client.get(f"/api/{{PRIVATE}}", headers=ada).json()]
+    assert names == [PRIVATE_RECORD["name"]]
+    assert client.get(f"/api/{{PRIVATE}}", headers=bob).json() == []
+"""
+ACCOUNTS_PUBLIC_TEST = """
+
+# A record everyone sees, which only a signed-in user adds.
+PUBLIC, PUBLIC_RECORD = {table!r}, {record}
+
+
+def test_everyone_sees_public_records_and_only_a_signed_in_user_adds_one(client):
+    assert client.post(f"/api/{{PUBLIC}}", json=PUBLIC_RECORD).status_code == 401
+    ada = sign_up(client, "ada@example.com")
+    assert client.post(f"/api/{{PUBLIC}}", json=PUBLIC_RECORD, headers=ada).status_code == 200
+    assert [row["name"] for row in client.get(f"/api/{{PUBLIC}}").json()] == [PUBLIC_RECORD["name"]]
+"""
 ACCOUNTS_DELETE_TEST = """
+
+# A record its user may delete.
+DELETED, DELETED_RECORD = {table!r}, {record}
+
 
 def test_a_user_deletes_only_their_own_records(client):
     ada, bob = sign_up(client, "ada@example.com"), sign_up(client, "bob@example.com")
-    created = client.post(f"/api/{TABLE}", json=RECORD, headers=ada).json()["id"]
-    assert client.delete(f"/api/{TABLE}/{created}", headers=bob).status_code == 404
-    assert client.delete(f"/api/{TABLE}/{created}", headers=ada).json() == {"deleted": created}
+    created = client.post(f"/api/{{DELETED}}", json=DELETED_RECORD, headers=ada).json()["id"]
+    assert client.delete(f"/api/{{DELETED}}/{{created}}", headers=bob).status_code == 404
+    assert client.delete(f"/api/{{DELETED}}/{{created}}", headers=ada).json() == {{"deleted": created}}
 """
 
 # Every generated API test signs a user up first when the app has accounts.
@@ -319,20 +343,22 @@ export default function AccountPage() {
 
 
 def backend_accounts_files(records: dict[str, dict], removed: list[str]) -> list[dict]:
-    """The accounts module and its tests, on a record the API takes (`records`: table → a sample
-    record), one it deletes (`removed`) if there is one."""
-    files = [{"path": "backend/app/accounts.py", "content": BACKEND_ACCOUNTS}]
-    named = sorted(
-        (table not in removed, index, table)
-        for index, (table, record) in enumerate(records.items())
-        if "name" in record
-    )
-    if named:
-        table = named[0][2]
-        test = ACCOUNTS_TEST.format(
-            table=table, record=pprint.pformat(records[table], width=80, sort_dicts=False)
-        )
-        if table in removed:
-            test += ACCOUNTS_DELETE_TEST
-        files.append({"path": "backend/tests/test_accounts.py", "content": test})
-    return files
+    """The accounts module and its tests: of accounts themselves, then of the first record the API
+    takes (`records`: table → a sample record) that a user keeps to themselves, the first everyone
+    sees (`PUBLIC_RECORDS`), and the first a user deletes (`removed`), where the app has them."""
+    named = [table for table, record in records.items() if "name" in record]
+    private = [table for table in named if table not in PUBLIC_RECORDS]
+    public = [table for table in named if table in PUBLIC_RECORDS]
+    test = ACCOUNTS_TEST.format()  # no fields of its own: its doubled braces undone
+    for tables, piece in (
+        (private, ACCOUNTS_PRIVATE_TEST),
+        (public, ACCOUNTS_PUBLIC_TEST),
+        (removed, ACCOUNTS_DELETE_TEST),
+    ):
+        if tables:
+            record = pprint.pformat(records[tables[0]], width=80, sort_dicts=False)
+            test += piece.format(table=tables[0], record=record)
+    return [
+        {"path": "backend/app/accounts.py", "content": BACKEND_ACCOUNTS},
+        {"path": "backend/tests/test_accounts.py", "content": test},
+    ]

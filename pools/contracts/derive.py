@@ -182,6 +182,12 @@ EXTRA_COLUMNS = {
 }
 CREATED_AT = {"created_at": "TIMESTAMPTZ NOT NULL DEFAULT now()"}
 # Records kept for the books: no DELETE, even of one's own (a refund or a credit note is a new record).
+# Records everyone sees, in a project with accounts too: a shop's products, a blog's posts. A user
+# adds and deletes their own; any other record a user keeps to themselves.
+PUBLIC_RECORDS = {
+    "products", "menu_items", "restaurants", "events", "courses", "listings", "posts", "comments",
+    "reviews", "books", "authors", "recipes", "photos", "songs", "properties", "classes", "jobs",
+}  # fmt: skip
 KEPT_RECORDS = {"payments", "invoices", "orders", "donations", "sales"}
 GENERATED = {"id", "user_id", "created_at"}
 AREAS = ("frontend", "backend", "database")
@@ -201,6 +207,7 @@ ACTED_ON = re.compile(
 KEPT_BY = re.compile(
     r"\b([a-z]{3,})\s+(?:tracker|shortener|manager|planner|journal|log|logger|diary|organi[sz]er"
     r"|scheduler|catalog(?:ue)?|directory|board|statistics|stats|analytics|history|counter)s?\b"
+    r"(?!\s+in\b)"  # "writers log in" keeps no log of writers
 )
 NAMED_AS = {"url": "links", "link": "links", "time": "time_entries", "fitness": "workouts", "sale": "sales"}
 # Words in those places that name no record, or that SQL keeps for itself.

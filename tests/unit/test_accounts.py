@@ -7,7 +7,7 @@ import pytest
 from pools import offline
 from pools.contracts.check import check_tree
 from pools.contracts.contract import amend
-from pools.contracts.derive import contract_for, has_accounts, wants_accounts
+from pools.contracts.derive import contract_for, entities, has_accounts, wants_accounts
 
 TODO = "Build a todo list app where users can sign up, log in and share lists with friends"
 AREAS = {"task_1": "frontend", "task_2": "backend", "task_3": "database"}
@@ -153,3 +153,31 @@ def test_a_field_follow_up_on_a_project_with_accounts_keeps_them_in_every_layer(
     assert "FROM todos WHERE user_id = ?" in files["backend/app/main.py"]
     migration = files["database/migrations/0001_todos_phone.sql"]
     assert "ALTER TABLE todos ADD COLUMN phone TEXT;" in migration and "auth_tokens" not in migration
+
+
+def test_records_everyone_sees_are_listed_to_all_and_added_by_a_signed_in_user():
+    blog = "Build a blog where writers log in to publish posts"
+    assert entities(blog) == ["posts"]  # "writers log in" keeps no log of writers
+    files = generated(contract_for(blog, AREAS), blog)
+
+    main = files["backend/app/main.py"]
+    assert "def list_posts(db=Depends(get_db)):" in main and "FROM posts ORDER BY id" in main
+    assert "def create_posts(item: dict, user: int = Depends(current_user), db=Depends(get_db)):" in main
+    assert 'DELETE FROM posts WHERE id = ? AND user_id = ?", (item_id, user)' in main
+    tests = files["backend/tests/test_accounts.py"]
+    assert "def test_everyone_sees_public_records_and_only_a_signed_in_user_adds_one" in tests
+    assert "PRIVATE" not in tests  # a blog of posts alone has no record a user keeps to themselves
+
+    shop = "Build an online store for handmade jewelry where customers log in"
+    backend = offline.codegen(
+        {
+            "request": shop,
+            "contract": contract_for(shop, AREAS),
+            "description": f"Build FastAPI backend: {shop}",
+        },
+        set(),
+    )
+    assert backend["summary"].endswith(
+        "users sign up and log in, each sees only their own customers, carts, orders, payments, "
+        "everyone sees products and a user adds and deletes their own."
+    )
