@@ -570,9 +570,10 @@ FRONTEND_POST = """\
 FRONTEND_DELETE = """\
   async function remove(id) {{
     const response = await fetch(`${{API_BASE}}{path}/${{id}}`, {{ method: "DELETE"{auth} }});
-    if (!response.ok && response.status !== 404) {{
-      setProblem(`could not delete it (${{response.status}})`);
-      return;
+    if (!response.ok) {{
+      const answer = await response.json().catch(() => ({{}}));
+      const why = typeof answer.detail === "string" ? answer.detail : `HTTP ${{response.status}}`;
+      setProblem(`could not delete it: ${{why}}`);
     }}
     load();
   }}
@@ -1252,7 +1253,7 @@ def delete_{table}(item_id: int, {user}db=Depends(get_db)):
     cursor = db.execute("DELETE FROM {table} WHERE id = ?{own}", ({args}))
     db.commit()
     if cursor.rowcount == 0:
-        raise HTTPException(404, f"no such record: {{item_id}}")
+        raise HTTPException(404, f"no such record{of_yours}: {{item_id}}")
     return {{"deleted": item_id}}
 """
 BACKEND_COUNT_CHECK = """\
@@ -1351,6 +1352,7 @@ def backend_files(
                     user=user,
                     own=" AND user_id = ?" if owned else "",
                     args="item_id, user" if owned else "item_id,",
+                    of_yours=" of yours" if owned else "",
                 )
             )
     if accounts:
