@@ -1188,23 +1188,24 @@ def connect() -> sqlite3.Connection:
         migrate(db)
         _made.add(path)
     return db
-'''
-BACKEND_HEAD = """\
-from fastapi import APIRouter, Depends, FastAPI, HTTPException
-
-from .db import connect
-from .validation import missing_fields, valid_count
-
-app = FastAPI(title="Generated API")
-router = APIRouter(prefix="/api")
 
 
 def get_db():
+    """A request's connection (a FastAPI dependency), closed once the request is answered."""
     db = connect()
     try:
         yield db
     finally:
         db.close()
+'''
+BACKEND_HEAD = """\
+from fastapi import APIRouter, Depends, FastAPI, HTTPException
+
+from .db import get_db
+from .validation import missing_fields, valid_count
+
+app = FastAPI(title="Generated API")
+router = APIRouter(prefix="/api")
 
 
 @router.get("/search")
@@ -1213,8 +1214,9 @@ def search(q: str, db=Depends(get_db)):
 BACKEND_HEAD_ACCOUNTS = """\
 from fastapi import APIRouter, Depends, FastAPI, HTTPException
 
-from .accounts import current_user, get_db
+from .accounts import current_user
 from .accounts import router as accounts
+from .db import get_db
 from .validation import missing_fields, valid_count
 
 app = FastAPI(title="Generated API")

@@ -22,20 +22,12 @@ import sqlite3
 
 from fastapi import APIRouter, Depends, Header, HTTPException
 
-from .db import connect
+from .db import get_db
 
 router = APIRouter(prefix="/api")
 MIN_PASSWORD = 8
 TOKEN_DAYS = 30  # a token older than this is refused: log in again
 MAX_PASSWORD = 1024  # hashing is meant to be slow: no megabyte passwords
-
-
-def get_db():
-    db = connect()
-    try:
-        yield db
-    finally:
-        db.close()
 
 
 def hash_password(password: str, salt: bytes | None = None) -> str:

@@ -96,7 +96,7 @@ def test_every_layer_is_built_for_accounts_and_the_contract_checks_pass():
     files = generated(contract)
 
     main = files["backend/app/main.py"]
-    assert "from .accounts import current_user, get_db" in main
+    assert "from .accounts import current_user" in main
     assert "def list_todos(user: int = Depends(current_user), db=Depends(get_db)):" in main
     assert "FROM todos WHERE user_id = ? ORDER BY id" in main
     assert '(user, item["name"], item["due_at"],)' in main  # the row is the signed-in user's
