@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from pools import llm
 from pools.contracts.contract import ContractInvalid, amend, project_part, validate_contract
-from pools.contracts.derive import AREAS, added_fields, area_of, contract_for, entities
+from pools.contracts.derive import AREAS, added_fields, adds_accounts, area_of, contract_for, entities
 from pools.prompts import PLAN_SYSTEM, plan_prompt, plan_repair_prompt
 from pools.replies import ReplyError, extract_json
 
@@ -218,11 +218,12 @@ def layers_to_grow(
     request: str, existing_files: list[tuple[str, int]] | None, existing_contract: dict | None
 ) -> frozenset[str]:
     """The project's layers (its top-level `frontend`, `backend` and `database` folders) that a
-    follow-up naming a kind of record the project's contract has no table for, or adding fields to
-    one, must reach: a record is a table (and a migration), its endpoints and its page."""
+    follow-up naming a kind of record the project's contract has no table for, adding fields to
+    one, or adding accounts, must reach: a record is a table (and a migration), its endpoints and
+    its page; accounts are a column and a table, their endpoints and every record's, and a page."""
     known = {table["name"] for table in (existing_contract or {}).get("tables", [])}
     new_records = [table for table in entities(request, placeholder=False) if table not in known]
-    if not new_records and not added_fields(request):
+    if not new_records and not added_fields(request) and not adds_accounts(request, existing_contract):
         return frozenset()
     return frozenset(path.split("/", 1)[0] for path, _ in existing_files or []) & set(AREAS)
 

@@ -38,6 +38,7 @@ from .contracts.derive import (
     CHECKOUT_FLOW,
     CHECKOUT_STEPS,
     GENERATED,
+    PASSWORD_HASH,
     PUBLIC_RECORDS,
     added_fields,
     area_of,
@@ -45,6 +46,7 @@ from .contracts.derive import (
     has_accounts,
     sql_type,
     table_columns,
+    wants_accounts,
 )
 from .contracts.sql_schema import read_schema
 from .llm_types import Completion, LLMError, LLMRequest, LLMTimeout, ModelSpec, ProgressCallback, ToolCall
@@ -274,6 +276,11 @@ def codegen(meta: dict, flaws: set[str]) -> dict:
             summary = (
                 f"The {adding[0]} page's form and list show {shown}; pages for {', '.join(tables)} kept."
             )
+        elif meta.get("follow_up") and accounts and wants_accounts(request):
+            summary = (
+                f"Pages for {', '.join(tables)} with sign-up and log-in: an account page, and every "
+                "page sends its token."
+            )
         elif meta.get("follow_up") and not entities(request, placeholder=False):
             # The project's pages are there already and the request names no record to page: what
             # it asks for is a component of its own.
@@ -312,8 +319,10 @@ def codegen(meta: dict, flaws: set[str]) -> dict:
                 f"{'it' if len(adding[1]) == 1 else 'them'}; "
                 f"endpoints for {', '.join(tables)} kept."
             )
+        elif meta.get("follow_up") and accounts and wants_accounts(request):
+            summary = f"FastAPI backend with endpoints for {', '.join(tables)}{accounts_summary(tables)}"
         elif meta.get("follow_up") and not entities(request, placeholder=False):
-            # "Add user authentication to the backend": nothing here derives it; say so.
+            # "Add a rate limiter to the backend": nothing here derives it; say so.
             summary = (
                 f"Kept the backend's endpoints for {', '.join(tables)}; the offline agent adds no "
                 "backend feature of its own (a model agent writes it)."
@@ -1288,8 +1297,9 @@ def backend_files(
 ) -> list[dict]:
     """A FastAPI app whose router (prefix /api) serves the contract's endpoints over SQLite, a search,
     a validation module and its tests; with `accounts`, the accounts module too, and each record
-    route the signed-in user's alone. Flaws: "sql_injection" formats the search query,
-    "failing_gate" ships an off-by-one in the validation that its tests catch."""
+    its signed-in user's (listed to them alone, unless everyone sees it: `PUBLIC_RECORDS`).
+    Flaws: "sql_injection" formats the search query, "failing_gate" ships an off-by-one in the
+    validation that its tests catch."""
     columns = columns or {t: table_columns(t) for t in tables}
     if endpoints is None:
         endpoints = [{"method": m, "path": f"/api/{t}"} for t in tables for m in ("GET", "POST")]
@@ -1603,7 +1613,7 @@ def schema_migration(tables: dict[str, dict[str, str]], existing_sql: dict[str, 
     found them: `existing_sql`, path → text) the columns these tables have beyond them, as
     `database/migrations/<number>_<what>.sql` after the last one there; None when none is missing.
     An added column is nullable (the rows there have no value for it) and keeps its foreign key,
-    with an index."""
+    with an index. A password hash added to the users (accounts begin) disowns the rows of no user."""
     before = read_schema({p: text for p, text in existing_sql.items() if p.startswith("database/")})
     statements, added = [], []
     for table, columns in tables.items():
@@ -1620,6 +1630,14 @@ def schema_migration(tables: dict[str, dict[str, str]], existing_sql: dict[str, 
             added.append(f"{table}.{column}")
     if not added:
         return None
+    if f"users.{PASSWORD_HASH}" in added:
+        # Accounts begin: a row made before them (for the placeholder user 1 no account is) becomes
+        # no one's, kept but listed to no user, rather than the first account's to sign up.
+        statements += [
+            f"UPDATE {table} SET user_id = 0 WHERE user_id NOT IN (SELECT id FROM users);"
+            for table, columns in tables.items()
+            if "user_id" in columns and table not in ACCOUNT_TABLES
+        ]
     numbers = [int(m.group(1)) for p in existing_sql if (m := MIGRATION_NUMBER.match(p))]
     by_table: dict[str, list[str]] = {}
     for name in added:

@@ -6,6 +6,7 @@ endpoints, `GET /api/<table>` and `POST /api/<table>`; each task owns the folder
 the same contract, as a real model given it would.
 """
 
+import copy
 import re
 
 ENTITY_WORDS = {
@@ -142,6 +143,11 @@ def wants_accounts(request: str) -> bool:
     return bool(ACCOUNTS.search(request))
 
 
+def adds_accounts(request: str, stored: dict | None) -> bool:
+    """Whether a follow-up asks for accounts on a project that has none ("Add a login page")."""
+    return wants_accounts(request) and not has_accounts(stored)
+
+
 def has_accounts(contract: dict | None) -> bool:
     """Whether a contract's project has accounts: its users have a password."""
     return any(
@@ -181,13 +187,13 @@ EXTRA_COLUMNS = {
     "workouts": {"minutes": "INTEGER NOT NULL"},
 }
 CREATED_AT = {"created_at": "TIMESTAMPTZ NOT NULL DEFAULT now()"}
-# Records kept for the books: no DELETE, even of one's own (a refund or a credit note is a new record).
 # Records everyone sees, in a project with accounts too: a shop's products, a blog's posts. A user
 # adds and deletes their own; any other record a user keeps to themselves.
 PUBLIC_RECORDS = {
     "products", "menu_items", "restaurants", "events", "courses", "listings", "posts", "comments",
     "reviews", "books", "authors", "recipes", "photos", "songs", "properties", "classes", "jobs",
 }  # fmt: skip
+# Records kept for the books: no DELETE, even of one's own (a refund or a credit note is a new record).
 KEPT_RECORDS = {"payments", "invoices", "orders", "donations", "sales"}
 GENERATED = {"id", "user_id", "created_at"}
 AREAS = ("frontend", "backend", "database")
@@ -414,10 +420,16 @@ def contract_for(
     if adding:
         tables = [adding[0]]  # "Add a notes column to orders" is about orders alone
     known = {t["name"]: dict(t["columns"]) for t in (stored or {}).get("tables", [])}
-    # Accounts are a new project's when it asks for them, and a follow-up's when its project has them.
-    accounts = has_accounts(stored) if follow_up else wants_accounts(request)
+    # Accounts are a new project's when it asks for them, and a follow-up's when its project has them
+    # or it asks for them; a follow-up adding them reaches every record the project has.
+    accounts = wants_accounts(request) or (follow_up and has_accounts(stored))
+    if follow_up and adds_accounts(request, stored):
+        tables += [table for table in known if table not in tables]
     tables = [table for table in tables if table not in ACCOUNT_TABLES]
     columns = {table: known.get(table) or table_columns(table) for table in tables}
+    if accounts and "users" in known and PASSWORD_HASH not in known["users"]:
+        # The users there have no password: the column is nullable, and they cannot log in.
+        known["users"][PASSWORD_HASH] = "TEXT"
     if adding:
         table, fields = adding
         there = {column.lower() for column in columns[table]}
@@ -425,7 +437,7 @@ def contract_for(
     contract: dict = {"endpoints": [], "tables": [], "ownership": {}}
     if present & {"frontend", "backend"}:
         if accounts:
-            contract["endpoints"] += [dict(endpoint) for endpoint in ACCOUNT_ENDPOINTS]
+            contract["endpoints"] += copy.deepcopy(list(ACCOUNT_ENDPOINTS))
         for table in tables:
             fields = {c: sql_type(k) for c, k in columns[table].items() if c not in GENERATED}
             contract["endpoints"] += [

@@ -2,6 +2,7 @@
 runs them: they pass, and they fail when the backend stops keeping users' records apart (in a list
 or a delete) or keeps a password as it was sent."""
 
+import json
 import os
 import shutil
 import uuid
@@ -11,6 +12,7 @@ import pytest
 from django.conf import settings
 
 from pools import offline, sandbox
+from pools.contracts.contract import amend
 from pools.contracts.derive import contract_for
 
 TODO = "Build a todo list app where users can sign up, log in and share lists with friends"
@@ -84,3 +86,71 @@ def test_its_tests_fail_when_a_password_is_kept_as_sent(project):
 
     assert result.exit_code == 1, result.output
     assert "FAILED tests/test_accounts.py::test_neither_password_nor_token_is_stored_as_sent" in result.output
+
+
+RESTAURANT = "Build a restaurant website with online booking and secure payments"
+LOGIN = "Add user login so that guests see only their own bookings"
+BEFORE = """\
+from fastapi.testclient import TestClient
+from app.main import app
+booking = {"name": "Grace", "party_size": 4, "starts_at": "2026-12-24T20:00"}
+print(TestClient(app).post("/api/bookings", json=booking).status_code)
+"""
+AFTER = """\
+import json, sqlite3
+from fastapi.testclient import TestClient
+from app.main import app
+client = TestClient(app)
+account = {"email": "ada@example.com", "password": "ada's password"}
+ada = {"Authorization": "Bearer " + client.post("/api/signup", json=account).json()["token"]}
+listed = client.get("/api/bookings", headers=ada).json()
+rows = sqlite3.connect("../app.db").execute("SELECT name, user_id FROM bookings").fetchall()
+me = client.get("/api/me", headers=ada).json()
+print(json.dumps({"listed": listed, "rows": rows, "me": me}))
+"""
+
+
+def write(folder: Path, files: list[dict]) -> None:
+    for item in files:
+        path = folder / item["path"]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(item["content"])
+
+
+def test_a_follow_up_adding_accounts_gives_the_rows_made_before_to_no_one():
+    folder = settings.VAR_DIR / "sandbox-tests" / uuid.uuid4().hex
+    try:
+        stored = contract_for(RESTAURANT, AREAS)
+        meta = {"request": RESTAURANT, "contract": stored}
+        write(
+            folder,
+            offline.codegen({**meta, "description": f"Build FastAPI backend: {RESTAURANT}"}, set())["files"],
+        )
+        write(folder, offline.schema(meta, set())["files"])
+        (folder / "before.py").write_text(BEFORE)
+        made = sandbox.run(
+            folder, "cd backend && PYTHONPATH=. DATABASE_PATH=../app.db python ../before.py", timeout_sec=60
+        )
+        assert made.output.strip().endswith("200"), made.output
+
+        contract = amend(stored, contract_for(LOGIN, AREAS, follow_up=True, stored=stored))
+        meta = {"request": LOGIN, "contract": contract, "follow_up": True}
+        sql = {"database/schema.sql": (folder / "database/schema.sql").read_text()}
+        write(folder, offline.schema({**meta, "existing_sql": sql}, set())["files"])
+        write(
+            folder,
+            offline.codegen({**meta, "description": f"Build FastAPI backend: {LOGIN}"}, set())["files"],
+        )
+        (folder / "after.py").write_text(AFTER)
+        after = sandbox.run(
+            folder, "cd backend && PYTHONPATH=. DATABASE_PATH=../app.db python ../after.py", timeout_sec=60
+        )
+
+        assert after.exit_code == 0, after.output
+        seen = json.loads(after.output.strip().splitlines()[-1])
+        # Ada is the first account, user 1, as the placeholder user of the rows before was: Grace's
+        # booking is kept, and no one's.
+        assert seen == {"listed": [], "rows": [["Grace", 0]], "me": {"id": 1, "email": "ada@example.com"}}
+        assert backend_tests(folder).exit_code == 0
+    finally:
+        shutil.rmtree(folder)

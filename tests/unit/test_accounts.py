@@ -4,6 +4,7 @@ tests/integration/test_generated_accounts.py)."""
 
 import pytest
 
+from executions.pm_coordinator import layers_to_grow
 from pools import offline
 from pools.contracts.check import check_tree
 from pools.contracts.contract import amend
@@ -76,9 +77,52 @@ def test_a_follow_up_keeps_the_projects_accounts_and_asks_for_none_of_its_own():
     assert [t["name"] for t in phone["tables"]] == ["users", "todos", "auth_tokens"]
     assert "phone" in {t["name"]: t["columns"] for t in phone["tables"]}["todos"]
 
-    plain = contract_for("Build a todo list app", AREAS)
-    login = contract_for("Add a login page", AREAS, follow_up=True, stored=plain)
-    assert not has_accounts(login)  # a project made without accounts is not given half of them
+
+RESTAURANT = "Build a restaurant website with online booking and secure payments"
+LOGIN = "Add user login so that guests see only their own bookings"
+
+
+def test_a_follow_up_adding_accounts_reaches_every_layer_and_record():
+    stored = contract_for(RESTAURANT, AREAS)
+    files = [("frontend/pages/bookings.tsx", 1), ("backend/app/main.py", 1), ("database/schema.sql", 1)]
+    assert layers_to_grow(LOGIN, files, stored) == {"frontend", "backend", "database"}
+    assert layers_to_grow("Add user login", files, contract_for(TODO, AREAS)) == frozenset()  # it has them
+
+    contract = amend(stored, contract_for(LOGIN, AREAS, follow_up=True, stored=stored))
+    assert has_accounts(contract)
+    tables = {t["name"]: t["columns"] for t in contract["tables"]}
+    assert tables["users"]["password_hash"] == "TEXT"  # the users there have none: they cannot log in
+    assert "auth_tokens" in tables and {"restaurants", "bookings", "payments"} <= set(tables)
+    deleted = {e["path"] for e in contract["endpoints"] if e["method"] == "DELETE"}
+    assert deleted == {"/api/restaurants/{id}", "/api/bookings/{id}"}
+
+
+def test_the_migration_adding_accounts_disowns_the_rows_made_before_them():
+    stored = contract_for(RESTAURANT, AREAS)
+    before = generated(stored, RESTAURANT)
+    contract = amend(stored, contract_for(LOGIN, AREAS, follow_up=True, stored=stored))
+    meta = {"request": LOGIN, "contract": contract, "follow_up": True}
+    sql = {p: text for p, text in before.items() if p.endswith(".sql")}
+
+    database = offline.schema({**meta, "existing_sql": sql}, set())
+    frontend = offline.codegen({**meta, "description": f"Build Next.js frontend: {LOGIN}"}, set())
+    backend = offline.codegen({**meta, "description": f"Build FastAPI backend: {LOGIN}"}, set())
+
+    migration = database["files"][1]
+    assert migration["path"] == "database/migrations/0001_users_password_hash.sql"
+    assert "ALTER TABLE users ADD COLUMN password_hash TEXT;" in migration["content"]
+    assert (
+        "UPDATE bookings SET user_id = 0 WHERE user_id NOT IN (SELECT id FROM users);" in migration["content"]
+    )
+    assert "CREATE TABLE auth_tokens" in database["files"][0]["content"]
+    assert "frontend/pages/account.tsx" in {f["path"] for f in frontend["files"]}
+    assert not [f for f in frontend["files"] if "/components/" in f["path"]]  # no "AddUserLogin" component
+    assert frontend["summary"].startswith("Pages for restaurants, bookings, payments with sign-up and log-in")
+    assert backend["summary"].endswith(
+        "each sees only their own bookings, payments, everyone sees restaurants "
+        "and a user adds and deletes their own."
+    )
+    assert "backend/app/accounts.py" in {f["path"] for f in backend["files"]}
 
 
 def generated(contract: dict, request: str = TODO) -> dict[str, str]:

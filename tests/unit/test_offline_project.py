@@ -188,7 +188,7 @@ def test_a_page_a_follow_up_asks_for_is_a_page_and_a_link_the_header_mounts():
 
 def test_a_backend_feature_the_offline_agent_cannot_derive_is_said_not_claimed():
     contract = contract_for(REQUEST, {"task_1": "frontend", "task_2": "backend", "task_3": "database"})
-    request = "Add user authentication to the backend"
+    request = "Add rate limiting to the backend"
     meta = {"request": request, "contract": contract, "follow_up": True, "description": request}
 
     reply = offline.codegen(meta, set())
