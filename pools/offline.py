@@ -1630,14 +1630,16 @@ def schema_migration(tables: dict[str, dict[str, str]], existing_sql: dict[str, 
             added.append(f"{table}.{column}")
     if not added:
         return None
-    if f"users.{PASSWORD_HASH}" in added:
-        # Accounts begin: a row made before them (for the placeholder user 1 no account is) becomes
-        # no one's, kept but listed to no user, rather than the first account's to sign up.
-        statements += [
-            f"UPDATE {table} SET user_id = 0 WHERE user_id NOT IN (SELECT id FROM users);"
-            for table, columns in tables.items()
-            if "user_id" in columns and table not in ACCOUNT_TABLES
-        ]
+    # Accounts begin: a row made before them (for the placeholder user 1 no account is) becomes no
+    # one's, kept but listed to no user, rather than the first account's to sign up.
+    disowned = [
+        table
+        for table, columns in tables.items()
+        if f"users.{PASSWORD_HASH}" in added and "user_id" in columns and table not in ACCOUNT_TABLES
+    ]
+    statements += [
+        f"UPDATE {table} SET user_id = 0 WHERE user_id NOT IN (SELECT id FROM users);" for table in disowned
+    ]
     numbers = [int(m.group(1)) for p in existing_sql if (m := MIGRATION_NUMBER.match(p))]
     by_table: dict[str, list[str]] = {}
     for name in added:
@@ -1647,7 +1649,9 @@ def schema_migration(tables: dict[str, dict[str, str]], existing_sql: dict[str, 
     return {
         "path": f"database/migrations/{max(numbers, default=0) + 1:04d}_{what}.sql",
         "content": MIGRATION.format(statements="\n".join(statements) + "\n"),
-        "adds": "adds " + ", ".join(added),
+        "adds": "adds "
+        + ", ".join(added)
+        + (f"; the {', '.join(disowned)} made before accounts become no one's" if disowned else ""),
     }
 
 

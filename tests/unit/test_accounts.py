@@ -115,6 +115,9 @@ def test_the_migration_adding_accounts_disowns_the_rows_made_before_them():
         "UPDATE bookings SET user_id = 0 WHERE user_id NOT IN (SELECT id FROM users);" in migration["content"]
     )
     assert "CREATE TABLE auth_tokens" in database["files"][0]["content"]
+    assert database["summary"].endswith(
+        "adds users.password_hash; the restaurants, bookings, payments made before accounts become no one's."
+    )
     assert "frontend/pages/account.tsx" in {f["path"] for f in frontend["files"]}
     assert not [f for f in frontend["files"] if "/components/" in f["path"]]  # no "AddUserLogin" component
     assert frontend["summary"].startswith("Pages for restaurants, bookings, payments with sign-up and log-in")
