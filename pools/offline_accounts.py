@@ -57,6 +57,10 @@ def credentials(item: dict, new: bool) -> tuple[str, str]:
         raise HTTPException(422, "password: a password is needed")
     if new and len(password) < MIN_PASSWORD:
         raise HTTPException(422, f"password: at least {MIN_PASSWORD} characters")
+    try:
+        (email + password).encode()
+    except UnicodeEncodeError:  # JSON may carry a lone surrogate, which no UTF-8 holds
+        raise HTTPException(422, "email and password must be text") from None
     return email.strip().lower(), password
 
 
@@ -178,11 +182,16 @@ def test_a_wrong_password_or_an_unknown_email_is_refused(client):
     assert (wrong.status_code, unknown.status_code) == (401, 401)
 
 
-def test_an_email_signs_up_once_and_a_short_password_is_refused(client):
+def test_an_email_signs_up_once_and_a_short_or_broken_password_is_refused(client):
     sign_up(client, "ada@example.com")
     again = client.post("/api/signup", json={{"email": "ada@example.com", "password": PASSWORD}})
     short = client.post("/api/signup", json={{"email": "bob@example.com", "password": PASSWORD[:7]}})
-    assert (again.status_code, short.status_code) == (409, 422)
+    broken = client.post(
+        "/api/signup",
+        content=b'{{"email": "eve@example.com", "password": "12345678\\\\ud800"}}',
+        headers={{"Content-Type": "application/json"}},
+    )
+    assert (again.status_code, short.status_code, broken.status_code) == (409, 422, 422)
 
 
 def test_neither_password_nor_token_is_stored_as_sent(client, tmp_path):
