@@ -1074,6 +1074,7 @@ def test_missing_fields_are_named():
 BACKEND_API_TEST = '''"""The API on a database made from the project's schema: a record posted is listed back,
 and one without the fields it needs is refused."""
 
+import json
 import secrets
 
 import pytest
@@ -1096,10 +1097,16 @@ REQUIRED: dict[str, list[str]] = {{}}
 {signed_in_client}
 
 @pytest.mark.parametrize("table", sorted(RECORDS))
-def test_a_posted_record_is_listed(client, table):
+def test_a_posted_record_is_listed_and_one_no_utf8_holds_refused(client, table):
     response = client.post(f"/api/{{table}}", json=RECORDS[table])
     assert response.status_code == 200, response.text
     assert {{"id": response.json()["id"], **RECORDS[table]}} in client.get(f"/api/{{table}}").json()
+    # A lone surrogate, which JSON may carry and no UTF-8 holds: bad input, not a crash.
+    broken = {{k: f"{{v}}\\ud800" if isinstance(v, str) else v for k, v in RECORDS[table].items()}}
+    if broken != RECORDS[table]:
+        headers = {{"Content-Type": "application/json"}}
+        sent = client.post(f"/api/{{table}}", content=json.dumps(broken), headers=headers)
+        assert sent.status_code == 422, sent.text
 
 
 @pytest.mark.parametrize("table", sorted(REQUIRED))
@@ -1207,34 +1214,28 @@ def get_db():
     finally:
         db.close()
 '''
+# `{accounts}`: the accounts module's imports, where the project has accounts.
 BACKEND_HEAD = """\
 from fastapi import APIRouter, Depends, FastAPI, HTTPException
+from fastapi.responses import JSONResponse
 
-from .db import get_db
+{accounts}from .db import get_db
 from .validation import missing_fields, valid_count
 
 app = FastAPI(title="Generated API")
 router = APIRouter(prefix="/api")
 
 
-@router.get("/search")
-def search(q: str, db=Depends(get_db)):
-"""
-BACKEND_HEAD_ACCOUNTS = """\
-from fastapi import APIRouter, Depends, FastAPI, HTTPException
-
-from .accounts import current_user
-from .accounts import router as accounts
-from .db import get_db
-from .validation import missing_fields, valid_count
-
-app = FastAPI(title="Generated API")
-router = APIRouter(prefix="/api")
+@app.exception_handler(UnicodeEncodeError)
+def text_no_utf8_holds(request, exc):
+    # JSON may carry a lone surrogate, which no UTF-8 (nor the database) holds: bad input, not a crash.
+    return JSONResponse({{"detail": "text must be UTF-8 (a lone surrogate is not)"}}, status_code=422)
 
 
 @router.get("/search")
 def search(q: str, {user}db=Depends(get_db)):
 """
+BACKEND_ACCOUNTS_IMPORTS = "from .accounts import current_user\nfrom .accounts import router as accounts\n"
 # With accounts, a route takes the signed-in user (`{user}`) and lists only their rows (`{own}`).
 BACKEND_LIST = """
 
@@ -1367,10 +1368,10 @@ def backend_files(
                     of_yours=" of yours" if owned else "",
                 )
             )
-    if accounts:
-        head = BACKEND_HEAD_ACCOUNTS.format(user="user: int = Depends(current_user), " if own else "")
-    else:
-        head = BACKEND_HEAD
+    head = BACKEND_HEAD.format(
+        accounts=BACKEND_ACCOUNTS_IMPORTS if accounts else "",
+        user="user: int = Depends(current_user), " if own else "",
+    )
     main = head + search + "    return [dict(row) for row in rows]\n" + "".join(routes)
     main += "\n\napp.include_router(router)\n" + ("app.include_router(accounts)\n" if accounts else "")
     low = "1 <" if "failing_gate" in flaws else "1 <="

@@ -57,10 +57,6 @@ def credentials(item: dict, new: bool) -> tuple[str, str]:
         raise HTTPException(422, "password: a password is needed")
     if new and len(password) < MIN_PASSWORD:
         raise HTTPException(422, f"password: at least {MIN_PASSWORD} characters")
-    try:
-        (email + password).encode()
-    except UnicodeEncodeError:  # JSON may carry a lone surrogate, which no UTF-8 holds
-        raise HTTPException(422, "email and password must be text") from None
     return email.strip().lower(), password
 
 
