@@ -364,7 +364,7 @@ def accounts_summary(tables: list[str]) -> str:
     """What a backend with accounts does with the records, for its summary."""
     private = [t for t in tables if t not in PUBLIC_RECORDS]
     public = [t for t in tables if t in PUBLIC_RECORDS]
-    said = "; users sign up and log in"
+    said = "; users sign up and log in with an email and a password"
     if private:
         said += f", each sees only their own {', '.join(private)}"
     if public:

@@ -28,6 +28,8 @@ router = APIRouter(prefix="/api")
 MIN_PASSWORD = 8
 TOKEN_DAYS = 30  # a token older than this is refused: log in again
 MAX_PASSWORD = 1024  # hashing is meant to be slow: no megabyte passwords
+# Guessing a password: an email with this many failed log-ins within the window waits it out.
+MAX_FAILURES, FAILURE_WINDOW = 5, "-15 minutes"
 
 
 def hash_password(password: str, salt: bytes | None = None) -> str:
@@ -82,9 +84,16 @@ def signup(item: dict, db=Depends(get_db)):
 @router.post("/login")
 def login(item: dict, db=Depends(get_db)):
     email, password = credentials(item, new=False)
+    recent = "SELECT count(*) FROM login_failures WHERE email = ? AND created_at > datetime('now', ?)"
+    if db.execute(recent, (email, FAILURE_WINDOW)).fetchone()[0] >= MAX_FAILURES:
+        raise HTTPException(429, "too many failed log-ins for this email: try again in 15 minutes")
     row = db.execute("SELECT id, password_hash FROM users WHERE email = ?", (email,)).fetchone()
     if row is None or not password_matches(password, row["password_hash"] or ""):
+        db.execute("DELETE FROM login_failures WHERE created_at <= datetime('now', ?)", (FAILURE_WINDOW,))
+        db.execute("INSERT INTO login_failures (email) VALUES (?)", (email,))
+        db.commit()
         raise HTTPException(401, "wrong email or password")
+    db.execute("DELETE FROM login_failures WHERE email = ?", (email,))
     return new_token(db, row["id"])
 
 
@@ -176,6 +185,19 @@ def test_a_wrong_password_or_an_unknown_email_is_refused(client):
     wrong = client.post("/api/login", json={{"email": "ada@example.com", "password": PASSWORD + "!"}})
     unknown = client.post("/api/login", json={{"email": "bob@example.com", "password": PASSWORD}})
     assert (wrong.status_code, unknown.status_code) == (401, 401)
+
+
+def test_guessing_a_password_stops_after_five_failed_tries(client):
+    sign_up(client, "ada@example.com")
+    guesses = [
+        client.post("/api/login", json={{"email": "ada@example.com", "password": f"guess {{n}}"}}).status_code
+        for n in range(6)
+    ]
+    assert guesses == [401] * 5 + [429]
+    right = client.post("/api/login", json={{"email": "ada@example.com", "password": PASSWORD}})
+    assert right.status_code == 429  # not even the right one, until the window has passed
+    other = client.post("/api/login", json={{"email": "bob@example.com", "password": PASSWORD}})
+    assert other.status_code == 401  # another email is not held up
 
 
 def test_an_email_signs_up_once_and_a_short_or_broken_password_is_refused(client):

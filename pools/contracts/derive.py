@@ -127,8 +127,14 @@ AUTH_TOKENS = {
     "user_id": "INTEGER NOT NULL REFERENCES users(id)",
     "created_at": "TIMESTAMPTZ NOT NULL DEFAULT now()",
 }
+# Failed log-ins by email, recent ones counted to slow down guessing a password.
+LOGIN_FAILURES = {
+    "id": "SERIAL PRIMARY KEY",
+    "email": "TEXT NOT NULL",
+    "created_at": "TIMESTAMPTZ NOT NULL DEFAULT now()",
+}
 # The tables of accounts themselves: no page or record endpoints of their own.
-ACCOUNT_TABLES = ("users", "auth_tokens")
+ACCOUNT_TABLES = ("users", "auth_tokens", "login_failures")
 CREDENTIALS = {"email": "string", "password": "string"}
 ACCOUNT_ENDPOINTS = (
     {"method": "POST", "path": "/api/signup", "request": CREDENTIALS, "response": {"token": "string"}},
@@ -371,6 +377,8 @@ def table_columns(table: str, accounts: bool = False) -> dict[str, str]:
         return {**columns, PASSWORD_HASH: "TEXT NOT NULL", **CREATED_AT}  # created_at last, as elsewhere
     if table == "auth_tokens":
         return dict(AUTH_TOKENS)
+    if table == "login_failures":
+        return dict(LOGIN_FAILURES)
     return {**COMMON, **EXTRA_COLUMNS.get(table, {}), **CREATED_AT}
 
 
@@ -461,7 +469,7 @@ def contract_for(
     if present & {"database", "backend"} and tables:
         contract["tables"] = [
             {"name": t, "columns": columns.get(t) or known.get(t) or table_columns(t, accounts)}
-            for t in ["users", *tables, *(["auth_tokens"] if accounts else [])]
+            for t in ["users", *tables, *(ACCOUNT_TABLES[1:] if accounts else [])]
         ]
     if len(areas) > 1:
         taken: set[str] = set()

@@ -49,9 +49,9 @@ def test_the_generated_backend_passes_its_own_tests_of_accounts(project):
     result = backend_tests(project)
 
     assert result.exit_code == 0, result.output
-    # 8 of accounts; 6 of the API, signed in (todos and lists posted, refused incomplete, deleted);
+    # 9 of accounts; 6 of the API, signed in (todos and lists posted, refused incomplete, deleted);
     # 3 of validation
-    assert "17 passed" in result.output
+    assert "18 passed" in result.output
 
 
 def test_its_tests_fail_when_one_user_sees_anothers_records(project):

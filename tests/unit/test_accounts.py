@@ -52,7 +52,7 @@ def test_the_contract_of_a_project_with_accounts():
     # A user deletes their own records; without accounts anyone could delete anything.
     assert ("DELETE", "/api/todos/{id}") in endpoints and ("DELETE", "/api/lists/{id}") in endpoints
     tables = {t["name"]: t["columns"] for t in contract["tables"]}
-    assert list(tables) == ["users", "todos", "lists", "auth_tokens"]
+    assert list(tables) == ["users", "todos", "lists", "auth_tokens", "login_failures"]
     assert list(tables["users"]) == ["id", "email", "password_hash", "created_at"]
     assert tables["auth_tokens"]["token_hash"] == "TEXT PRIMARY KEY"
     assert has_accounts(contract)
@@ -74,7 +74,7 @@ def test_a_follow_up_keeps_the_projects_accounts_and_asks_for_none_of_its_own():
     stored = contract_for(TODO, AREAS)
     phone = contract_for("Add a phone number field to todos", AREAS, follow_up=True, stored=stored)
     assert has_accounts(phone)
-    assert [t["name"] for t in phone["tables"]] == ["users", "todos", "auth_tokens"]
+    assert [t["name"] for t in phone["tables"]] == ["users", "todos", "auth_tokens", "login_failures"]
     assert "phone" in {t["name"]: t["columns"] for t in phone["tables"]}["todos"]
 
 
@@ -200,6 +200,7 @@ def test_a_field_follow_up_on_a_project_with_accounts_keeps_them_in_every_layer(
     assert "FROM todos WHERE user_id = ?" in files["backend/app/main.py"]
     migration = files["database/migrations/0001_todos_phone.sql"]
     assert "ALTER TABLE todos ADD COLUMN phone TEXT;" in migration and "auth_tokens" not in migration
+    assert "login_failures" not in migration
 
 
 def test_records_everyone_sees_are_listed_to_all_and_added_by_a_signed_in_user():
@@ -225,6 +226,6 @@ def test_records_everyone_sees_are_listed_to_all_and_added_by_a_signed_in_user()
         set(),
     )
     assert backend["summary"].endswith(
-        "users sign up and log in, each sees only their own customers, carts, orders, payments, "
-        "everyone sees products and a user adds and deletes their own."
+        "users sign up and log in with an email and a password, each sees only their own customers, "
+        "carts, orders, payments, everyone sees products and a user adds and deletes their own."
     )
