@@ -362,7 +362,11 @@ def _aggregate(execution_id: str, claim: int) -> str | None:
                 system=SYNTHESIS_SYSTEM,
                 prompt=synthesis_prompt(request=execution.message, facts=told(facts)),
                 timeout=SYNTHESIS_TIMEOUT_SEC,
-                meta={"facts": told(facts), "plain_summary": plain_summary(told(facts))},
+                meta={
+                    "facts": told(facts),
+                    "plain_summary": plain_summary(told(facts)),
+                    "request": execution.message,
+                },
                 expected_output_tokens=600,
             ),
         )

@@ -44,6 +44,7 @@ from .contracts.derive import (
     area_of,
     entities,
     has_accounts,
+    not_derived,
     sql_type,
     table_columns,
     wants_accounts,
@@ -130,7 +131,15 @@ class OfflineProvider:
                 return json.dumps(spec.options["plan"])
             return self._plan(meta)
         if request.purpose == "synthesis":
-            return meta.get("plain_summary", "")  # the aggregator's own summary of the facts
+            # The aggregator's own summary of the facts, and what the offline agents did not build.
+            missing = not_derived(meta.get("request", ""))
+            if not missing:
+                return meta.get("plain_summary", "")
+            said = "; ".join(missing)
+            return (
+                f"{meta.get('plain_summary', '')}\n\n**Not built offline:** {said}. The offline agents "
+                "build records, fields, pages and accounts; a model agent writes the rest."
+            )
         flaws = set(spec.options.get("flaws", [])) if meta.get("kind", "plan") == "plan" else set()
         if meta.get("kind") == "remediation" and meta.get("round", 0) <= spec.options.get(
             "remediation_fails", 0

@@ -144,6 +144,37 @@ ACCOUNT_ENDPOINTS = (
 )
 
 
+PAYMENT_PROCESSING = "payment processing: payments are records, no card is charged"
+# What a request may ask for that neither the deterministic planner nor the offline agents derive
+# anything for: the offline answer names it rather than calling the project complete without it.
+NOT_DERIVED = (
+    (r"\bshar(?:e|es|ed|ing)\b", "sharing records with other users"),
+    (
+        r"\b(?:notif\w*|e-?mail (?:alerts?|reminders?|confirmations?)|reminder e-?mails?|sms"
+        r"|text messages?)\b",
+        "notifications (email or SMS)",
+    ),
+    (r"\b(?:uploads?|uploading|attachments?)\b", "file uploads"),
+    (r"\b(?:real-?time|live (?:chat|updates?)|chat)\b", "real-time updates and chat"),
+    (r"\b(?:payments?|stripe|paypal|checkout)\b", PAYMENT_PROCESSING),
+    (
+        r"\b(?:google|github|facebook|apple|oauth2?|sso|single sign-on)\b",
+        "sign-in with another provider: accounts are by email and password",
+    ),
+    (r"\b(?:admins?|roles?|permissions?|moderat\w*)\b", "admin roles and permissions"),
+    (r"\b(?:exports?|exporting|pdfs?|csv)\b", "exports"),
+)
+
+
+def not_derived(request: str) -> list[str]:
+    """What the request asks for that the offline agents build nothing for (`NOT_DERIVED`); a shop
+    takes payments whether or not it says so."""
+    found = [label for pattern, label in NOT_DERIVED if re.search(pattern, request, re.I)]
+    if PAYMENT_PROCESSING not in found and sells_online(request):
+        found.append(PAYMENT_PROCESSING)
+    return found
+
+
 def wants_accounts(request: str) -> bool:
     """Whether a request asks for users who sign up and log in."""
     return bool(ACCOUNTS.search(request))
