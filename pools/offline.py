@@ -1348,7 +1348,8 @@ def backend_files(
             records[table] = sample_record(table, {c: kinds[c] for c in fields})
         if "POST" in served and required:
             needed[table] = required
-        if {"GET", "POST"} <= served and deletes(endpoints, table):
+        deleted = deletes(endpoints, table)
+        if {"GET", "POST"} <= served and deleted:
             removed.append(table)
         if "POST" in served:
             inserted = ["user_id", *fields] if "user_id" in names else fields
@@ -1367,7 +1368,7 @@ def backend_files(
                     args=args,
                 )
             )
-        if deletes(endpoints, table):
+        if deleted:
             routes.append(
                 BACKEND_DELETE.format(
                     table=table,
