@@ -29,10 +29,10 @@ workspace's parent folders must be searchable by others (o+x), like var/.
 
 Limits: CPU seconds, address space, processes and file size are set by `ulimit` in the sandbox's
 first shell, which then execs `bash -c command`; a wall-clock deadline kills bwrap, whose PID
-namespace dies with it, so every child goes, daemonized or not. Output is stdout and stderr
-interleaved, of which only the last `output_limit` bytes are kept while reading. A command longer
-than `ARGV_MAX_BYTES` is passed as a file instead of an argument (the kernel caps one argument at
-128 KiB).
+namespace dies with it, so every child goes, daemonized or not; `run` returns once they have.
+Output is stdout and stderr interleaved, of which only the last `output_limit` bytes are kept while
+reading. A command longer than `ARGV_MAX_BYTES` is passed as a file instead of an argument (the
+kernel caps one argument at 128 KiB).
 """
 
 import functools
@@ -399,6 +399,7 @@ def _collect(
     output_fd = proc.stdout.fileno()
     tail, status = bytearray(), bytearray()
     total, timed_out = 0, False
+    init = None  # a pidfd of the sandbox's PID 1, once bwrap's status names it
     reading = {output_fd, status_fd}
     try:
         with selectors.DefaultSelector() as selector:
@@ -429,6 +430,8 @@ def _collect(
                             del tail[: len(tail) - keep]
                     elif len(status) < READ_CHUNK:
                         status += chunk
+                        if init is None:
+                            init = _open_init(status)
         try:
             proc.wait(timeout=KILL_GRACE_SEC)
         except subprocess.TimeoutExpired:
@@ -439,7 +442,43 @@ def _collect(
             _kill(proc)
             proc.wait()
         proc.stdout.close()
+        if init is not None:
+            _await_end(init)
     return bytes(tail), total, status.decode("utf-8", "replace"), timed_out
+
+
+def _open_init(status: bytes) -> int | None:
+    """A pidfd of the sandbox's PID 1 (bwrap's status names its host pid first), -1 when it is gone
+    already, or None until the status names it.
+
+    bwrap itself exits as soon as the command does; its PID 1, and with it every process the command
+    left behind, goes a moment later (SIGKILL by --die-with-parent). A run returns after that moment,
+    not before, so nothing of it outlives `run`."""
+    found = re.search(rb'"child-pid"\s*:\s*(\d+)', status)
+    if found is None:
+        return None
+    try:
+        return os.pidfd_open(int(found.group(1)))
+    except OSError:  # gone already
+        return -1
+
+
+def _await_end(init: int) -> None:
+    """Wait until the sandbox's PID 1 has exited; the kernel ends every other process of its PID
+    namespace before that. SIGKILL it when it lingers (it should not: it dies with bwrap)."""
+    if init < 0:
+        return
+    try:
+        with selectors.DefaultSelector() as selector:
+            selector.register(init, selectors.EVENT_READ)
+            if not selector.select(KILL_GRACE_SEC):
+                try:
+                    signal.pidfd_send_signal(init, signal.SIGKILL)
+                except ProcessLookupError:
+                    return
+                selector.select(KILL_GRACE_SEC)
+    finally:
+        os.close(init)
 
 
 def _kill(proc: subprocess.Popen) -> None:

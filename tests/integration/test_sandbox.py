@@ -248,6 +248,33 @@ def test_a_process_that_backgrounds_itself_is_gone_afterwards(workspace):
     assert _running(mark) == ""
 
 
+def test_a_run_returns_only_once_every_process_it_left_is_gone(workspace):
+    # bwrap exits with the command; what the command left dies a moment later with the sandbox's
+    # PID 1. A hundred of them make that moment long enough to see, read straight from /proc.
+    for _ in range(3):
+        mark = f"openclaw-many-{uuid.uuid4().hex}"
+        result = run(
+            workspace,
+            f"for i in $(seq 100); do (exec -a {mark} sleep 1000) >/dev/null 2>&1 & done; "
+            f"until [ $(pgrep -fc ^{mark}) = 100 ]; do sleep 0.01; done; echo all running",
+        )
+        assert (result.exit_code, result.output) == (0, "all running\n")
+        assert _in_proc(mark) == []
+
+
+def _in_proc(mark: str) -> list[str]:
+    """The pids of the host's processes whose command line starts with the mark, without starting a
+    process to find them."""
+    found = []
+    for entry in os.scandir("/proc"):
+        try:
+            if entry.name.isdigit() and Path(entry.path, "cmdline").read_bytes().startswith(mark.encode()):
+                found.append(entry.name)
+        except OSError:
+            pass  # gone while reading
+    return found
+
+
 def test_a_worker_killed_mid_run_takes_its_sandbox_with_it(workspace):
     mark = f"openclaw-orphan-{uuid.uuid4().hex}"
     script = (
