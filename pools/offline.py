@@ -303,11 +303,12 @@ def codegen(meta: dict, flaws: set[str]) -> dict:
             "findings": [],
         }
     if area == "backend":
+        endpoints = contract_endpoints(meta, tables)
         files = backend_files(
             tables,
             "sql_injection" in flaws,
             columns=contract_tables(meta),
-            endpoints=contract_endpoints(meta, tables),
+            endpoints=endpoints,
             flaws=flaws,
             accounts=accounts,
         )
@@ -319,7 +320,7 @@ def codegen(meta: dict, flaws: set[str]) -> dict:
                 {"path": f"{owned[0]}/conftest.py", "content": ROOT_CONFTEST},
             ]
         summary = f"FastAPI backend with endpoints for {', '.join(tables)}" + (
-            accounts_summary(tables) if accounts else "."
+            accounts_summary(tables, endpoints) if accounts else "."
         )
         if adding:
             table, shown = adding[0], ", ".join(adding[1])
@@ -328,10 +329,13 @@ def codegen(meta: dict, flaws: set[str]) -> dict:
                 f"{'it' if len(adding[1]) == 1 else 'them'}; "
                 f"endpoints for {', '.join(tables)} kept."
             )
-        elif meta.get("follow_up") and accounts and wants_accounts(request):
-            summary = f"FastAPI backend with endpoints for {', '.join(tables)}{accounts_summary(tables)}"
-        elif meta.get("follow_up") and not entities(request, placeholder=False):
-            # "Add a rate limiter to the backend": nothing here derives it; say so.
+        elif (
+            meta.get("follow_up")
+            and not entities(request, placeholder=False)
+            and not (accounts and wants_accounts(request))
+        ):
+            # "Add a rate limiter to the backend": nothing here derives it; say so. ("Add user login"
+            # is derived: the summary above says what accounts do.)
             summary = (
                 f"Kept the backend's endpoints for {', '.join(tables)}; the offline agent adds no "
                 "backend feature of its own (a model agent writes it)."
@@ -369,7 +373,7 @@ def codegen(meta: dict, flaws: set[str]) -> dict:
     }
 
 
-def accounts_summary(tables: list[str]) -> str:
+def accounts_summary(tables: list[str], endpoints: list[dict]) -> str:
     """What a backend with accounts does with the records, for its summary."""
     private = [t for t in tables if t not in PUBLIC_RECORDS]
     public = [t for t in tables if t in PUBLIC_RECORDS]
@@ -377,7 +381,16 @@ def accounts_summary(tables: list[str]) -> str:
     if private:
         said += f", each sees only their own {', '.join(private)}"
     if public:
-        said += f", everyone sees {', '.join(public)} and a user adds and deletes their own"
+        said += f", everyone sees {', '.join(public)} and a user adds their own"
+    changed = {t for t in tables if serves_one_record(endpoints, t, "PATCH")}
+    deleted = {t for t in tables if serves_one_record(endpoints, t, "DELETE")}
+    for verbs, which in (
+        ("changes and deletes", changed & deleted),
+        ("changes", changed - deleted),
+        ("deletes", deleted - changed),
+    ):
+        if which:
+            said += f"; a user {verbs} their own {', '.join(t for t in tables if t in which)}"
     return said + "."
 
 
@@ -526,7 +539,7 @@ def _page_name(table: str) -> str:
 
 
 FRONTEND_PAGE = """\
-import {{ useEffect, useState }} from "react";
+import {{ {hooks} }} from "react";
 
 const API_BASE = process.env.NEXT_PUBLIC_API_BASE ?? "";
 
@@ -549,7 +562,7 @@ export default function {name}Page() {{
     <main>
       <h1>{name}</h1>
 {account}{form}      {{problem && <p role="alert">{{problem}}</p>}}
-      <ul>{{rows.map((row) => <li key={{row.id}}>{{listed([{shown}])}}{remove_button}</li>)}}</ul>
+      <ul>{{rows.map((row) => <li key={{row.id}}>{{listed([{shown}])}}{row_buttons}</li>)}}</ul>
     </main>
   );
 }}
@@ -562,17 +575,10 @@ function listed(values) {{
 FRONTEND_POST = """\
 
   async function add(form) {{
-    const inputs = Array.from(form.elements) as HTMLInputElement[];
-    const values = Object.fromEntries(
-      inputs.filter((input) => input.name).map((input) => [
-        input.name,
-        input.value === "" ? null : input.type === "number" ? input.valueAsNumber : input.value,
-      ]),
-    );
     const response = await fetch(`${{API_BASE}}{path}`, {{
       method: "POST",
       headers: {{ "Content-Type": "application/json"{post_auth} }},
-      body: JSON.stringify(values),
+      body: JSON.stringify(formValues(form)),
     }});
     if (!response.ok) {{
       const answer = await response.json().catch(() => ({{}}));
@@ -581,6 +587,38 @@ FRONTEND_POST = """\
     }}
     setProblem("");
     form.reset();
+    load();
+  }}
+
+"""
+# The form fills with a row's values to change it; a field left empty keeps its value.
+FRONTEND_EDIT = """\
+  const [editing, setEditing] = useState(null);
+  const formRef = useRef(null);
+  function edit(row) {{
+    setEditing(row.id);
+    for (const input of Array.from(formRef.current.elements) as HTMLInputElement[]) {{
+      if (input.name) input.value = row[input.name] ?? "";
+    }}
+  }}
+  function stopEditing() {{
+    setEditing(null);
+    formRef.current.reset();
+  }}
+  async function save(form) {{
+    const response = await fetch(`${{API_BASE}}{path}/${{editing}}`, {{
+      method: "PATCH",
+      headers: {{ "Content-Type": "application/json"{auth} }},
+      body: JSON.stringify(formValues(form)),
+    }});
+    if (!response.ok) {{
+      const answer = await response.json().catch(() => ({{}}));
+      const why = typeof answer.detail === "string" ? answer.detail : `HTTP ${{response.status}}`;
+      setProblem(`could not save it: ${{why}}`);
+      return;
+    }}
+    setProblem("");
+    stopEditing();
     load();
   }}
 
@@ -601,6 +639,30 @@ FRONTEND_FORM = """\
       <form onSubmit={{(event) => {{ event.preventDefault(); add(event.currentTarget); }}}}>
 {inputs}        <button type="submit">Add</button>
       </form>
+"""
+FRONTEND_EDIT_FORM = """\
+      <form
+        ref={{formRef}}
+        onSubmit={{(event) => {{
+          event.preventDefault();
+          (editing === null ? add : save)(event.currentTarget);
+        }}}}
+      >
+{inputs}        <button type="submit">{{editing === null ? "Add" : "Save changes"}}</button>
+        {{editing !== null && <button type="button" onClick={{stopEditing}}>Cancel</button>}}
+      </form>
+"""
+FRONTEND_FORM_VALUES = """
+// The form's values by input name: a number input's as a number, an empty one's as null.
+function formValues(form: HTMLFormElement) {
+  const inputs = Array.from(form.elements) as HTMLInputElement[];
+  return Object.fromEntries(
+    inputs.filter((input) => input.name).map((input) => [
+      input.name,
+      input.value === "" ? null : input.type === "number" ? input.valueAsNumber : input.value,
+    ]),
+  );
+}
 """
 FRONTEND_INPUT = '        <input name="{column}" type="{kind}" placeholder="{label}"{required} />\n'
 # Next.js's own defaults for a TypeScript project, so that its first build changes nothing.
@@ -715,8 +777,9 @@ def frontend_files(
     flaws: set[str] | frozenset = frozenset(),
     accounts: bool = False,
 ) -> list[dict]:
-    """A Next.js app with a page per table: it lists the rows (GET) and, where the contract has one,
-    a form posts a new row (POST); a home page links to them; `next.config.js` passes /api on to
+    """A Next.js app with a page per table: it lists the rows (GET) and, where the contract has them,
+    a form posts a new row (POST) or changes one (PATCH), and a button deletes one (DELETE); a home
+    page links to them; `next.config.js` passes /api on to
     the backend. With `accounts`, an account page signs up or logs in, and the pages send its
     token. Flaws:
     "interface_mismatch" calls the first table by another name (bookings → reservations),
@@ -736,7 +799,8 @@ def frontend_files(
         name = _page_name(table)
         fields = {c: kind for c, kind in columns.get(table, {}).items() if c not in GENERATED}
         shown = ", ".join(f"row.{c}" for c in fields or ["name"])  # what the backend lists of a row
-        post = form = ""
+        post = form = buttons = helpers = ""
+        edits = {"GET", "POST"} <= served and serves_one_record(endpoints, table, "PATCH")
         if "POST" in served:
             post = FRONTEND_POST.format(path=path, post_auth=", ...signedIn()" if accounts else "")
             inputs = "".join(
@@ -748,19 +812,24 @@ def frontend_files(
                 )
                 for c, kind in fields.items()
             )
-            form = FRONTEND_FORM.format(inputs=inputs)
-        removes = {"GET", "POST"} <= served and deletes(endpoints, table)
-        if removes:
+            form = (FRONTEND_EDIT_FORM if edits else FRONTEND_FORM).format(inputs=inputs)
+            helpers += FRONTEND_FORM_VALUES
+        if edits:
+            post += FRONTEND_EDIT.format(path=path, auth=", ...signedIn()" if accounts else "")
+            buttons += " <button onClick={() => edit(row)}>Edit</button>"
+        if {"GET", "POST"} <= served and serves_one_record(endpoints, table, "DELETE"):
             post += FRONTEND_DELETE.format(path=path, auth=", headers: signedIn()" if accounts else "")
+            buttons += " <button onClick={() => remove(row.id)}>Delete</button>"
         content = FRONTEND_PAGE.format(
             name=name,
+            hooks="useEffect, useRef, useState" if edits else "useEffect, useState",
             path=path,
             post=post,
-            remove_button=" <button onClick={() => remove(row.id)}>Delete</button>" if removes else "",
+            row_buttons=buttons,
             form=form,
             shown=shown,
             get_options=", { headers: signedIn() }" if accounts else "",
-            helpers=FRONTEND_SIGNED_IN if accounts else "",
+            helpers=helpers + (FRONTEND_SIGNED_IN if accounts else ""),
             account='      <a href="/account">Account: sign up, log in or out</a>\n' if accounts else "",
         )
         pages.append({"path": f"frontend/pages/{table}.tsx", "content": content})
@@ -1063,6 +1132,17 @@ def valid_count(value) -> bool:
 def missing_fields(payload: dict, fields: list[str]) -> list[str]:
     """The fields a payload lacks."""
     return [name for name in fields if payload.get(name) in (None, "")]
+
+
+def unfit_fields(payload: dict, fields: list[str]) -> list[str]:
+    """The fields whose value a column cannot hold: a list, an object, or a number beyond 64 bits."""
+    return [name for name in fields if not _fits(payload.get(name))]
+
+
+def _fits(value) -> bool:
+    if isinstance(value, int):
+        return -(2**63) <= value < 2**63
+    return value is None or isinstance(value, (str, float))
 '''
 VALIDATION_TEST = """\
 from app.validation import missing_fields, valid_count
@@ -1123,7 +1203,38 @@ def test_a_record_without_its_required_fields_is_refused(client, table):
     response = client.post(f"/api/{{table}}", json={{}})
     assert response.status_code == 422
     assert response.json()["detail"] == "missing: " + ", ".join(REQUIRED[table])
-{delete_test}'''
+
+
+@pytest.mark.parametrize("table", sorted(RECORDS))
+def test_a_value_no_column_holds_is_refused(client, table):
+    field = next(iter(RECORDS[table]))
+    for value in ([1, 2], {{"nested": 1}}, 2**64):
+        response = client.post(f"/api/{{table}}", json={{**RECORDS[table], field: value}})
+        assert response.status_code == 422, response.text
+        assert response.json()["detail"] == "not text or a number: " + field
+{update_test}{delete_test}'''
+# The records an API changes (a project with accounts), one line each as above.
+BACKEND_API_UPDATE_TEST = """
+
+UPDATES: set[str] = set()
+{lines}
+
+@pytest.mark.parametrize("table", sorted(UPDATES))
+def test_a_changed_record_is_listed_changed_with_the_rest_kept(client, table):
+    record = RECORDS[table]
+    created = client.post(f"/api/{{table}}", json=record).json()["id"]
+    field = "name" if "name" in record else next(iter(record))
+    value = record[field]
+    change = {{field: value + 1 if isinstance(value, int) else f"{{value}} changed"}}
+    assert client.patch(f"/api/{{table}}/{{created}}", json=change).json() == {{"updated": created}}
+    assert {{"id": created, **record, **change}} in client.get(f"/api/{{table}}").json()
+    assert client.patch(f"/api/{{table}}/{{created}}", json={{}}).status_code == 422
+    assert client.patch(f"/api/{{table}}/{{created}}", json={{field: [1]}}).status_code == 422
+    if table in REQUIRED:
+        blank = client.patch(f"/api/{{table}}/{{created}}", json={{REQUIRED[table][0]: ""}})
+        assert blank.json()["detail"] == "missing: " + REQUIRED[table][0]
+    assert client.patch(f"/api/{{table}}/{{created + 1000}}", json=change).status_code == 404
+"""
 # The records an API deletes (a project with accounts), one line each as above.
 BACKEND_API_DELETE_TEST = """
 
@@ -1229,7 +1340,7 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException
 from fastapi.responses import JSONResponse
 
 {accounts}from .db import get_db
-from .validation import missing_fields, valid_count
+from .validation import missing_fields, unfit_fields, valid_count
 
 app = FastAPI(title="Generated API")
 router = APIRouter(prefix="/api")
@@ -1260,12 +1371,37 @@ def create_{table}(item: dict, {user}db=Depends(get_db)):
     missing = missing_fields(item, {fields!r})
     if missing:
         raise HTTPException(422, "missing: " + ", ".join(missing))
+    unfit = unfit_fields(item, {taken!r})
+    if unfit:
+        raise HTTPException(422, "not text or a number: " + ", ".join(unfit))
 {checks}    cursor = db.execute(
         "INSERT INTO {table} ({inserted}) VALUES ({values})",
         ({args},),
     )
     db.commit()
     return {{"id": cursor.lastrowid}}
+"""
+# A field left out, or null, keeps its value.
+BACKEND_UPDATE = """
+
+@router.patch("/{table}/{{item_id}}")
+def update_{table}(item_id: int, item: dict, {user}db=Depends(get_db)):
+    if all(item.get(name) is None for name in {taken!r}):
+        raise HTTPException(422, "nothing to change: give one of " + ", ".join({taken!r}))
+    blank = [name for name in {fields!r} if item.get(name) == ""]
+    if blank:
+        raise HTTPException(422, "missing: " + ", ".join(blank))
+    unfit = unfit_fields(item, {taken!r})
+    if unfit:
+        raise HTTPException(422, "not text or a number: " + ", ".join(unfit))
+{checks}    cursor = db.execute(
+        "UPDATE {table} SET {changes} WHERE id = ?{own}",
+        ({args}),
+    )
+    db.commit()
+    if cursor.rowcount == 0:
+        raise HTTPException(404, f"no such record{of_yours}: {{item_id}}")
+    return {{"updated": item_id}}
 """
 BACKEND_DELETE = """
 
@@ -1278,7 +1414,7 @@ def delete_{table}(item_id: int, {user}db=Depends(get_db)):
     return {{"deleted": item_id}}
 """
 BACKEND_COUNT_CHECK = """\
-    if not valid_count(item.get("{column}")):
+    if {given}not valid_count(item.get("{column}")):
         raise HTTPException(422, "{column} must be a whole number from 1 to 50")
 """
 
@@ -1286,9 +1422,10 @@ BACKEND_COUNT_CHECK = """\
 BACKEND_README = """\
 # Backend
 
-A FastAPI app serving `GET` and `POST` on `/api/<record>` for the project's records, over
-SQLite. Its tables are made on first use from the project's schema (`database/schema.sql` in the
-nearest folder above that has one); `$DATABASE_PATH` picks the file (default `app.db` here).
+A FastAPI app serving `GET` and `POST` on `/api/<record>` for the project's records over SQLite
+and, with accounts, `PATCH` and `DELETE` on a user's own `/api/<record>/<id>`. Its tables are
+made on first use from the project's schema (`database/schema.sql` in the nearest folder above
+that has one); `$DATABASE_PATH` picks the file (default `app.db` here).
 
     pip install -r requirements.txt
     uvicorn app.main:app --port 8001    # API docs at http://localhost:8001/docs
@@ -1323,8 +1460,8 @@ def backend_files(
         query = f'"SELECT id, name FROM {first} WHERE name LIKE ?", (f"%{{q}}%",)'
     search = f"    rows = db.execute({query}).fetchall()\n"
     routes = []
-    # What the API test posts, the fields each record requires, and the records it deletes.
-    records, needed, removed = {}, {}, []
+    # What the API test posts, the fields each record requires, and the records it changes and deletes.
+    records, needed, edited, removed = {}, {}, [], []
     for table in tables:
         served = {e["method"] for e in endpoints if e["path"] == f"/api/{table}"}
         kinds = columns.get(table, {})
@@ -1348,24 +1485,45 @@ def backend_files(
             records[table] = sample_record(table, {c: kinds[c] for c in fields})
         if "POST" in served and required:
             needed[table] = required
-        deleted = deletes(endpoints, table)
+        deleted = serves_one_record(endpoints, table, "DELETE")
+        updated = serves_one_record(endpoints, table, "PATCH")
         if {"GET", "POST"} <= served and deleted:
             removed.append(table)
+        if {"GET", "POST"} <= served and updated:
+            edited.append(table)
+        counts = [c for c in required if c in ("party_size", "rating")]
         if "POST" in served:
             inserted = ["user_id", *fields] if "user_id" in names else fields
-            checks = "".join(
-                BACKEND_COUNT_CHECK.format(column=c) for c in required if c in ("party_size", "rating")
-            )
             args = ", ".join(_payload_value(c, required, accounts) for c in inserted)
             routes.append(
                 BACKEND_CREATE.format(
                     table=table,
                     user=user,
                     fields=required,
-                    checks=checks,
+                    taken=fields,
+                    checks="".join(BACKEND_COUNT_CHECK.format(given="", column=c) for c in counts),
                     inserted=", ".join(inserted),
                     values=", ".join("?" for _ in inserted),
                     args=args,
+                )
+            )
+        if updated:
+            given = 'item.get("{column}") is not None and '
+            routes.append(
+                BACKEND_UPDATE.format(
+                    table=table,
+                    user=user,
+                    fields=required,
+                    taken=fields,
+                    checks="".join(
+                        BACKEND_COUNT_CHECK.format(given=given.format(column=c), column=c) for c in counts
+                    ),
+                    changes=", ".join(f"{c} = COALESCE(?, {c})" for c in fields),
+                    own=" AND user_id = ?" if owned else "",
+                    args=", ".join(
+                        [*(f'item.get("{c}")' for c in fields), "item_id", *(["user"] if owned else [])]
+                    ),
+                    of_yours=" of yours" if owned else "",
                 )
             )
         if deleted:
@@ -1390,10 +1548,10 @@ def backend_files(
         {"path": "backend/app/__init__.py", "content": ""},
         {"path": "backend/app/db.py", "content": BACKEND_DB},
         {"path": "backend/app/validation.py", "content": VALIDATION.format(low=low)},
-        *(backend_accounts_files(records, removed) if accounts else []),
+        *(backend_accounts_files(records, edited, removed) if accounts else []),
         {"path": "backend/tests/test_validation.py", "content": VALIDATION_TEST},
         *(
-            [{"path": "backend/tests/test_api.py", "content": api_test(records, needed, removed)}]
+            [{"path": "backend/tests/test_api.py", "content": api_test(records, needed, edited, removed)}]
             if records or needed
             else []
         ),
@@ -1403,20 +1561,24 @@ def backend_files(
     ]
 
 
-def deletes(endpoints: list[dict], table: str) -> bool:
-    """Whether the contract has a DELETE of one record of the table (`/api/<table>/{id}`)."""
+def serves_one_record(endpoints: list[dict], table: str, method: str) -> bool:
+    """Whether the contract has `method` on one record of the table (`/api/<table>/{id}`)."""
     return any(
-        e["method"] == "DELETE" and paths_match(segments(e["path"]), ("api", table, PARAM)) for e in endpoints
+        e["method"] == method and paths_match(segments(e["path"]), ("api", table, PARAM)) for e in endpoints
     )
 
 
-def api_test(records: dict[str, dict], required: dict[str, list[str]], removed: list[str]) -> str:
+def api_test(
+    records: dict[str, dict], required: dict[str, list[str]], edited: list[str], removed: list[str]
+) -> str:
     lines = [f"RECORDS[{table!r}] = {record!r}\n" for table, record in records.items()]
     lines += [f"REQUIRED[{table!r}] = {fields!r}\n" for table, fields in required.items()]
+    changed = "".join(f"UPDATES.add({table!r})\n" for table in edited)
     deleted = "".join(f"DELETES.add({table!r})\n" for table in removed)
     return BACKEND_API_TEST.format(
         lines="".join(lines),
         signed_in_client=SIGNED_IN_CLIENT,
+        update_test=BACKEND_API_UPDATE_TEST.format(lines=changed) if edited else "",
         delete_test=BACKEND_API_DELETE_TEST.format(lines=deleted) if removed else "",
     )
 

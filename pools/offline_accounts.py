@@ -265,6 +265,23 @@ def test_a_user_deletes_only_their_own_records(client):
     assert client.delete(f"/api/{{DELETED}}/{{created}}", headers=bob).status_code == 404
     assert client.delete(f"/api/{{DELETED}}/{{created}}", headers=ada).json() == {{"deleted": created}}
 """
+ACCOUNTS_UPDATE_TEST = """
+
+# A record its user may change.
+CHANGED, CHANGED_RECORD = {table!r}, {record}
+
+
+def test_a_user_changes_only_their_own_records(client):
+    ada, bob = sign_up(client, "ada@example.com"), sign_up(client, "bob@example.com")
+    created = client.post(f"/api/{{CHANGED}}", json=CHANGED_RECORD, headers=ada).json()["id"]
+    change = {{"name": "changed by its user"}}
+    assert client.patch(f"/api/{{CHANGED}}/{{created}}", json=change).status_code == 401
+    assert client.patch(f"/api/{{CHANGED}}/{{created}}", json=change, headers=bob).status_code == 404
+    changed = client.patch(f"/api/{{CHANGED}}/{{created}}", json=change, headers=ada)
+    assert changed.json() == {{"updated": created}}
+    listed = client.get(f"/api/{{CHANGED}}", headers=ada).json()
+    assert [row["name"] for row in listed if row["id"] == created] == ["changed by its user"]
+"""
 
 # Every generated API test signs a user up first when the app has accounts.
 SIGNED_IN_CLIENT = """\
@@ -361,10 +378,11 @@ export default function AccountPage() {
 )
 
 
-def backend_accounts_files(records: dict[str, dict], removed: list[str]) -> list[dict]:
+def backend_accounts_files(records: dict[str, dict], edited: list[str], removed: list[str]) -> list[dict]:
     """The accounts module and its tests: of accounts themselves, then of the first record the API
     takes (`records`: table → a sample record) that a user keeps to themselves, the first everyone
-    sees (`PUBLIC_RECORDS`), and the first a user deletes (`removed`), where the app has them."""
+    sees (`PUBLIC_RECORDS`), the first a user changes (`edited`) and the first a user deletes
+    (`removed`), where the app has them."""
     named = [table for table, record in records.items() if "name" in record]
     private = [table for table in named if table not in PUBLIC_RECORDS]
     public = [table for table in named if table in PUBLIC_RECORDS]
@@ -372,6 +390,7 @@ def backend_accounts_files(records: dict[str, dict], removed: list[str]) -> list
     for tables, piece in (
         (private, ACCOUNTS_PRIVATE_TEST),
         (public, ACCOUNTS_PUBLIC_TEST),
+        ([table for table in edited if table in named], ACCOUNTS_UPDATE_TEST),
         (removed, ACCOUNTS_DELETE_TEST),
     ):
         if tables:

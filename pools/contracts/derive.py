@@ -225,12 +225,13 @@ EXTRA_COLUMNS = {
 }
 CREATED_AT = {"created_at": "TIMESTAMPTZ NOT NULL DEFAULT now()"}
 # Records everyone sees, in a project with accounts too: a shop's products, a blog's posts. A user
-# adds and deletes their own; any other record a user keeps to themselves.
+# adds, changes and deletes their own; any other record a user keeps to themselves.
 PUBLIC_RECORDS = {
     "products", "menu_items", "restaurants", "events", "courses", "listings", "posts", "comments",
     "reviews", "books", "authors", "recipes", "photos", "songs", "properties", "classes", "jobs",
 }  # fmt: skip
-# Records kept for the books: no DELETE, even of one's own (a refund or a credit note is a new record).
+# Records kept for the books: no PATCH or DELETE, even of one's own (a refund or a credit note is a
+# new record).
 KEPT_RECORDS = {"payments", "invoices", "orders", "donations", "sales"}
 GENERATED = {"id", "user_id", "created_at"}
 AREAS = ("frontend", "backend", "database")
@@ -444,8 +445,9 @@ def contract_for(
 ) -> dict:
     """The contract of a plan whose tasks have these areas (task id → frontend, backend, database,
     security or other): per table, GET and POST `/api/<table>` and, in a project with accounts
-    where a record is its user's own, DELETE `/api/<table>/{id}` unless it is kept for the books
-    (`KEPT_RECORDS`; without accounts anyone could delete anything). A new project whose request
+    where a record is its user's own, PATCH (any of its fields) and DELETE `/api/<table>/{id}` unless
+    it is kept for the books (`KEPT_RECORDS`; without accounts anyone could change or delete
+    anything). A new project whose request
     names no entity gets an `items` placeholder to build to, unless it is pages alone; a follow-up
     (`follow_up`) builds on the project's contract and adds none: an endpoint its plan declares is
     one its tasks must serve. A small app's one task builds every layer. A table the project's
@@ -489,14 +491,11 @@ def contract_for(
                 {"method": "POST", "path": f"/api/{table}", "request": fields, "response": {"id": "integer"}},
             ]
             if accounts and table not in KEPT_RECORDS:
-                contract["endpoints"].append(
-                    {
-                        "method": "DELETE",
-                        "path": f"/api/{table}/{{id}}",
-                        "request": {},
-                        "response": {"deleted": "integer"},
-                    }
-                )
+                one = f"/api/{table}/{{id}}"
+                contract["endpoints"] += [
+                    {"method": "PATCH", "path": one, "request": fields, "response": {"updated": "integer"}},
+                    {"method": "DELETE", "path": one, "request": {}, "response": {"deleted": "integer"}},
+                ]
     if present & {"database", "backend"} and tables:
         contract["tables"] = [
             {"name": t, "columns": columns.get(t) or known.get(t) or table_columns(t, accounts)}

@@ -1,6 +1,7 @@
 """A generated project with accounts runs its own tests in the real sandbox, as the integration gate
-runs them: they pass, and they fail when the backend stops keeping users' records apart (in a list
-or a delete) or keeps a password as it was sent."""
+runs them: they pass, and they fail when the backend stops keeping users' records apart (in a list,
+a change or a delete), lets a value no column holds reach the database, or keeps a password as it
+was sent."""
 
 import json
 import os
@@ -49,9 +50,9 @@ def test_the_generated_backend_passes_its_own_tests_of_accounts(project):
     result = backend_tests(project)
 
     assert result.exit_code == 0, result.output
-    # 9 of accounts; 6 of the API, signed in (todos and lists posted, refused incomplete, deleted);
-    # 3 of validation
-    assert "18 passed" in result.output
+    # 10 of accounts; 10 of the API, signed in (todos and lists posted, refused incomplete, refused
+    # a value no column holds, changed, deleted); 3 of validation
+    assert "23 passed" in result.output
 
 
 def test_its_tests_fail_when_one_user_sees_anothers_records(project):
@@ -70,12 +71,40 @@ def test_its_tests_fail_when_one_user_sees_anothers_records(project):
 
 def test_its_tests_fail_when_one_user_deletes_anothers_record(project):
     main = project / "backend/app/main.py"
-    main.write_text(main.read_text().replace(" AND user_id = ?", "").replace("(item_id, user)", "(item_id,)"))
+    theirs = 'DELETE FROM todos WHERE id = ? AND user_id = ?", (item_id, user)'
+    assert theirs in main.read_text()
+    main.write_text(main.read_text().replace(theirs, 'DELETE FROM todos WHERE id = ?", (item_id,)'))
 
     result = backend_tests(project)
 
     assert result.exit_code == 1, result.output
     assert "FAILED tests/test_accounts.py::test_a_user_deletes_only_their_own_records" in result.output
+
+
+def test_its_tests_fail_when_one_user_changes_anothers_record(project):
+    main = project / "backend/app/main.py"
+    theirs = (
+        'due_at = COALESCE(?, due_at) WHERE id = ? AND user_id = ?",\n'
+        '        (item.get("name"), item.get("due_at"), item_id, user)'
+    )
+    assert theirs in main.read_text()
+    mine = theirs.replace(" AND user_id = ?", "").replace(", user)", ")")
+    main.write_text(main.read_text().replace(theirs, mine))
+
+    result = backend_tests(project)
+
+    assert result.exit_code == 1, result.output
+    assert "FAILED tests/test_accounts.py::test_a_user_changes_only_their_own_records" in result.output
+
+
+def test_its_tests_fail_when_a_value_no_column_holds_reaches_the_database(project):
+    main = project / "backend/app/main.py"
+    main.write_text(main.read_text().replace("unfit = unfit_fields(item, ", "unfit = [] or (item, "))
+
+    result = backend_tests(project)
+
+    assert result.exit_code == 1, result.output
+    assert "FAILED tests/test_api.py::test_a_value_no_column_holds_is_refused[todos]" in result.output
 
 
 def test_its_tests_fail_when_a_password_is_kept_as_sent(project):

@@ -49,8 +49,12 @@ def test_the_contract_of_a_project_with_accounts():
     endpoints = [(e["method"], e["path"]) for e in contract["endpoints"]]
     assert endpoints[:3] == [("POST", "/api/signup"), ("POST", "/api/login"), ("GET", "/api/me")]
     assert ("GET", "/api/todos") in endpoints and ("POST", "/api/lists") in endpoints
-    # A user deletes their own records; without accounts anyone could delete anything.
+    # A user changes and deletes their own records; without accounts anyone could change or delete
+    # anything.
     assert ("DELETE", "/api/todos/{id}") in endpoints and ("DELETE", "/api/lists/{id}") in endpoints
+    patch = next(e for e in contract["endpoints"] if (e["method"], e["path"]) == ("PATCH", "/api/todos/{id}"))
+    assert patch["request"] == {"name": "string", "due_at": "string (ISO 8601)"}
+    assert patch["response"] == {"updated": "integer"}
     tables = {t["name"]: t["columns"] for t in contract["tables"]}
     assert list(tables) == ["users", "todos", "lists", "auth_tokens", "login_failures"]
     assert list(tables["users"]) == ["id", "email", "password_hash", "created_at"]
@@ -61,13 +65,15 @@ def test_the_contract_of_a_project_with_accounts():
     assert not has_accounts(without)
     assert [t["name"] for t in without["tables"]] == ["users", "todos"]
     assert not [e for e in without["endpoints"] if e["path"] in ("/api/signup", "/api/login", "/api/me")]
-    assert not [e for e in without["endpoints"] if e["method"] == "DELETE"]
+    assert not [e for e in without["endpoints"] if e["method"] in ("PATCH", "DELETE")]
 
 
 def test_records_kept_for_the_books_are_not_deleted_even_by_their_user():
     shop = contract_for("Build an online store for handmade jewelry where customers log in", AREAS)
     deleted = {e["path"] for e in shop["endpoints"] if e["method"] == "DELETE"}
     assert deleted == {"/api/products/{id}", "/api/carts/{id}", "/api/customers/{id}"}
+    changed = {e["path"] for e in shop["endpoints"] if e["method"] == "PATCH"}
+    assert changed == deleted
 
 
 def test_a_follow_up_keeps_the_projects_accounts_and_asks_for_none_of_its_own():
@@ -124,8 +130,8 @@ def test_the_migration_adding_accounts_disowns_the_rows_made_before_them():
     assert not [f for f in frontend["files"] if "/components/" in f["path"]]  # no "AddUserLogin" component
     assert frontend["summary"].startswith("Pages for restaurants, bookings, payments with sign-up and log-in")
     assert backend["summary"].endswith(
-        "each sees only their own bookings, payments, everyone sees restaurants "
-        "and a user adds and deletes their own."
+        "each sees only their own bookings, payments, everyone sees restaurants and a user adds their "
+        "own; a user changes and deletes their own restaurants, bookings."
     )
     assert "backend/app/accounts.py" in {f["path"] for f in backend["files"]}
 
@@ -151,6 +157,11 @@ def test_every_layer_is_built_for_accounts_and_the_contract_checks_pass():
     assert '(user, item["name"], item["due_at"],)' in main  # the row is the signed-in user's
     assert 'item.get("user_id"' not in main
     assert 'DELETE FROM todos WHERE id = ? AND user_id = ?", (item_id, user)' in main
+    assert (
+        '"UPDATE todos SET name = COALESCE(?, name), due_at = COALESCE(?, due_at)'
+        ' WHERE id = ? AND user_id = ?",\n'
+        '        (item.get("name"), item.get("due_at"), item_id, user),'
+    ) in main
     accounts = files["backend/app/accounts.py"]
     assert "hashlib.scrypt" in accounts and "token_hash(token)" in accounts
     assert "backend/tests/test_accounts.py" in files
@@ -161,6 +172,8 @@ def test_every_layer_is_built_for_accounts_and_the_contract_checks_pass():
     assert '"Content-Type": "application/json", ...signedIn()' in page
     assert 'fetch(`${API_BASE}/api/todos/${id}`, { method: "DELETE", headers: signedIn() })' in page
     assert "<button onClick={() => remove(row.id)}>Delete</button>" in page
+    assert 'fetch(`${API_BASE}/api/todos/${editing}`, {\n      method: "PATCH",' in page
+    assert "<button onClick={() => edit(row)}>Edit</button>" in page
     assert "frontend/pages/account.tsx" in files
     assert '<Link href="/account">account</Link>' in files["frontend/pages/index.tsx"]
 
@@ -176,9 +189,13 @@ def test_a_project_without_accounts_is_built_as_before():
     assert (
         "signedIn" not in files["frontend/pages/todos.tsx"]
         and "remove(" not in files["frontend/pages/todos.tsx"]
+        and "edit(" not in files["frontend/pages/todos.tsx"]
     )
     assert (
         "DELETE" not in files["backend/app/main.py"] and "DELETES" not in files["backend/tests/test_api.py"]
+    )
+    assert (
+        "UPDATE" not in files["backend/app/main.py"] and "UPDATES" not in files["backend/tests/test_api.py"]
     )
     assert "password_hash" not in files["database/schema.sql"]
 
@@ -229,5 +246,6 @@ def test_records_everyone_sees_are_listed_to_all_and_added_by_a_signed_in_user()
     )
     assert backend["summary"].endswith(
         "users sign up and log in with an email and a password, each sees only their own customers, "
-        "carts, orders, payments, everyone sees products and a user adds and deletes their own."
+        "carts, orders, payments, everyone sees products and a user adds their own; a user changes and "
+        "deletes their own customers, products, carts."
     )
