@@ -495,7 +495,9 @@ def sample_record(table: str, columns: dict[str, str]) -> dict:
         if column in GENERATED:
             continue
         json_type = sql_type(kind)
-        if json_type == "integer":
+        if json_type == "boolean":
+            record[column] = True  # not the default: listed back, it shows it was kept
+        elif json_type == "integer":
             record[column] = 2  # a count the backend's validation takes, and a price in cents
         elif json_type == "string (ISO 8601)":
             record[column] = "2026-06-01T19:00:00"
@@ -562,7 +564,7 @@ export default function {name}Page() {{
     <main>
       <h1>{name}</h1>
 {account}{form}      {{problem && <p role="alert">{{problem}}</p>}}
-      <ul>{{rows.map((row) => <li key={{row.id}}>{{listed([{shown}])}}{row_buttons}</li>)}}</ul>
+      <ul>{{rows.map((row) => <li key={{row.id}}>{row_flags}{{listed([{shown}])}}{row_buttons}</li>)}}</ul>
     </main>
   );
 }}
@@ -598,31 +600,49 @@ FRONTEND_EDIT = """\
   function edit(row) {{
     setEditing(row.id);
     for (const input of Array.from(formRef.current.elements) as HTMLInputElement[]) {{
-      if (input.name) input.value = row[input.name] ?? "";
+      if (input.type === "checkbox") input.checked = Boolean(row[input.name]);
+      else if (input.name) input.value = row[input.name] ?? "";
     }}
   }}
   function stopEditing() {{
     setEditing(null);
     formRef.current.reset();
   }}
-  async function save(form) {{
-    const response = await fetch(`${{API_BASE}}{path}/${{editing}}`, {{
+  async function patch(id, values) {{
+    const response = await fetch(`${{API_BASE}}{path}/${{id}}`, {{
       method: "PATCH",
       headers: {{ "Content-Type": "application/json"{auth} }},
-      body: JSON.stringify(formValues(form)),
+      body: JSON.stringify(values),
     }});
     if (!response.ok) {{
       const answer = await response.json().catch(() => ({{}}));
       const why = typeof answer.detail === "string" ? answer.detail : `HTTP ${{response.status}}`;
       setProblem(`could not save it: ${{why}}`);
-      return;
+    }} else {{
+      setProblem("");
     }}
-    setProblem("");
-    stopEditing();
-    load();
+    return response.ok;
+  }}
+  async function save(form) {{
+    if (await patch(editing, formValues(form))) {{
+      stopEditing();
+      load();
+    }}
   }}
 
 """
+# A row's yes-or-no field, ticked or not in place.
+FRONTEND_FLIP = """\
+  function flip(row, name) {
+    patch(row.id, { [name]: !row[name] }).then(load);
+  }
+
+"""
+FRONTEND_ROW_FLAG = (
+    '<label><input type="checkbox" checked={{Boolean(row.{column})}}'
+    ' onChange={{() => flip(row, "{column}")}} /> {label}</label> '
+)
+FRONTEND_ROW_FLAG_SHOWN = '{{row.{column} ? "✓ {label} · " : ""}}'
 FRONTEND_DELETE = """\
   async function remove(id) {{
     const response = await fetch(`${{API_BASE}}{path}/${{id}}`, {{ method: "DELETE"{auth} }});
@@ -653,18 +673,26 @@ FRONTEND_EDIT_FORM = """\
       </form>
 """
 FRONTEND_FORM_VALUES = """
-// The form's values by input name: a number input's as a number, an empty one's as null.
+// The form's values by input name: a checkbox's as true or false, a number input's as a number, an
+// empty one's as null.
 function formValues(form: HTMLFormElement) {
   const inputs = Array.from(form.elements) as HTMLInputElement[];
   return Object.fromEntries(
     inputs.filter((input) => input.name).map((input) => [
       input.name,
-      input.value === "" ? null : input.type === "number" ? input.valueAsNumber : input.value,
+      input.type === "checkbox"
+        ? input.checked
+        : input.value === ""
+          ? null
+          : input.type === "number"
+            ? input.valueAsNumber
+            : input.value,
     ]),
   );
 }
 """
 FRONTEND_INPUT = '        <input name="{column}" type="{kind}" placeholder="{label}"{required} />\n'
+FRONTEND_CHECKBOX = '        <label><input name="{column}" type="checkbox" /> {label}</label>\n'
 # Next.js's own defaults for a TypeScript project, so that its first build changes nothing.
 NEXT_TSCONFIG = {
     "compilerOptions": {
@@ -707,7 +735,7 @@ module.exports = {
 
 
 # The form input of each JSON type a column's SQL type has (`sql_type`), or of its name; else text.
-INPUT_TYPES = {"integer": "number", "string (ISO 8601)": "datetime-local"}
+INPUT_TYPES = {"integer": "number", "string (ISO 8601)": "datetime-local", "boolean": "checkbox"}
 NAMED_INPUTS = {"email": "email", "phone": "tel", "url": "url", "website": "url"}
 
 
@@ -778,10 +806,10 @@ def frontend_files(
     accounts: bool = False,
 ) -> list[dict]:
     """A Next.js app with a page per table: it lists the rows (GET) and, where the contract has them,
-    a form posts a new row (POST) or changes one (PATCH), and a button deletes one (DELETE); a home
-    page links to them; `next.config.js` passes /api on to
-    the backend. With `accounts`, an account page signs up or logs in, and the pages send its
-    token. Flaws:
+    a form posts a new row (POST) or changes one (PATCH; a yes-or-no field is ticked in the row
+    itself), and a button deletes one (DELETE); a home page links to them; `next.config.js` passes
+    /api on to the backend. With `accounts`, an account page signs up or logs in, and the pages send
+    its token. Flaws:
     "interface_mismatch" calls the first table by another name (bookings → reservations),
     "ownership_violation" also writes a file of the backend's."""
     columns = columns or {t: table_columns(t) for t in tables}
@@ -798,13 +826,15 @@ def frontend_files(
             path = "/api/reservations" if table == "bookings" else f"/api/{table.rstrip('s')}"
         name = _page_name(table)
         fields = {c: kind for c, kind in columns.get(table, {}).items() if c not in GENERATED}
-        shown = ", ".join(f"row.{c}" for c in fields or ["name"])  # what the backend lists of a row
+        flags = [c for c, kind in fields.items() if sql_type(kind) == "boolean"]
+        # What the backend lists of a row, as text; its yes-or-no fields apart.
+        shown = ", ".join(f"row.{c}" for c in [c for c in fields if c not in flags] or ["name"])
         post = form = buttons = helpers = ""
         edits = {"GET", "POST"} <= served and serves_one_record(endpoints, table, "PATCH")
         if "POST" in served:
             post = FRONTEND_POST.format(path=path, post_auth=", ...signedIn()" if accounts else "")
             inputs = "".join(
-                FRONTEND_INPUT.format(
+                (FRONTEND_CHECKBOX if c in flags else FRONTEND_INPUT).format(
                     column=c,
                     kind=input_type(c, kind),
                     label=c.replace("_", " "),
@@ -816,7 +846,14 @@ def frontend_files(
             helpers += FRONTEND_FORM_VALUES
         if edits:
             post += FRONTEND_EDIT.format(path=path, auth=", ...signedIn()" if accounts else "")
+            post += FRONTEND_FLIP if flags else ""
             buttons += " <button onClick={() => edit(row)}>Edit</button>"
+        row_flags = "".join(
+            (FRONTEND_ROW_FLAG if edits else FRONTEND_ROW_FLAG_SHOWN).format(
+                column=c, label=c.replace("_", " ")
+            )
+            for c in flags
+        )
         if {"GET", "POST"} <= served and serves_one_record(endpoints, table, "DELETE"):
             post += FRONTEND_DELETE.format(path=path, auth=", headers: signedIn()" if accounts else "")
             buttons += " <button onClick={() => remove(row.id)}>Delete</button>"
@@ -825,6 +862,7 @@ def frontend_files(
             hooks="useEffect, useRef, useState" if edits else "useEffect, useState",
             path=path,
             post=post,
+            row_flags=row_flags,
             row_buttons=buttons,
             form=form,
             shown=shown,
@@ -1134,6 +1172,11 @@ def missing_fields(payload: dict, fields: list[str]) -> list[str]:
     return [name for name in fields if payload.get(name) in (None, "")]
 
 
+def not_true_or_false(payload: dict, fields: list[str]) -> list[str]:
+    """The yes-or-no fields given a value other than true or false (a string "false", a 0)."""
+    return [name for name in fields if payload.get(name) is not None and not isinstance(payload[name], bool)]
+
+
 def unfit_fields(payload: dict, fields: list[str]) -> list[str]:
     """The fields whose value a column cannot hold: a list, an object, or a number beyond 64 bits."""
     return [name for name in fields if not _fits(payload.get(name))]
@@ -1212,7 +1255,25 @@ def test_a_value_no_column_holds_is_refused(client, table):
         response = client.post(f"/api/{{table}}", json={{**RECORDS[table], field: value}})
         assert response.status_code == 422, response.text
         assert response.json()["detail"] == "not text or a number: " + field
-{update_test}{delete_test}'''
+{flag_test}{update_test}{delete_test}'''
+# The records' yes-or-no fields, one line each as above.
+BACKEND_API_FLAG_TEST = """
+
+FLAGS: dict[str, list[str]] = {{}}
+{lines}
+
+@pytest.mark.parametrize("table", sorted(FLAGS))
+def test_a_yes_or_no_field_is_listed_as_true_or_false(client, table):
+    for value in (True, False):
+        record = {{**RECORDS[table], **dict.fromkeys(FLAGS[table], value)}}
+        created = client.post(f"/api/{{table}}", json=record).json()["id"]
+        [listed] = [row for row in client.get(f"/api/{{table}}").json() if row["id"] == created]
+        assert [listed[name] for name in FLAGS[table]] == [value] * len(FLAGS[table])
+        assert all(type(listed[name]) is bool for name in FLAGS[table])  # not SQLite's 1 or 0
+    first = FLAGS[table][0]
+    refused = client.post(f"/api/{{table}}", json={{**RECORDS[table], first: "false"}})
+    assert refused.status_code == 422 and refused.json()["detail"] == "not true or false: " + first
+"""
 # The records an API changes (a project with accounts), one line each as above.
 BACKEND_API_UPDATE_TEST = """
 
@@ -1340,7 +1401,7 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException
 from fastapi.responses import JSONResponse
 
 {accounts}from .db import get_db
-from .validation import missing_fields, unfit_fields, valid_count
+from .validation import missing_fields, not_true_or_false, unfit_fields, valid_count
 
 app = FastAPI(title="Generated API")
 router = APIRouter(prefix="/api")
@@ -1362,7 +1423,21 @@ BACKEND_LIST = """
 @router.get("/{table}")
 def list_{table}({user}db=Depends(get_db)):
     query = "SELECT {listed} FROM {table}{own} ORDER BY id LIMIT 100"
+{listing}"""
+BACKEND_LISTED = """\
     return [dict(row) for row in db.execute(query{own_args}).fetchall()]
+"""
+# SQLite keeps true and false as 1 and 0: listed as JSON's true and false again.
+BACKEND_LISTED_FLAGS = """\
+    rows = [dict(row) for row in db.execute(query{own_args}).fetchall()]
+    for row in rows:
+        row.update({{name: bool(row[name]) for name in {flags!r}}})
+    return rows
+"""
+BACKEND_FLAG_CHECK = """\
+    unflagged = not_true_or_false(item, {flags!r})
+    if unflagged:
+        raise HTTPException(422, "not true or false: " + ", ".join(unflagged))
 """
 BACKEND_CREATE = """
 
@@ -1460,8 +1535,9 @@ def backend_files(
         query = f'"SELECT id, name FROM {first} WHERE name LIKE ?", (f"%{{q}}%",)'
     search = f"    rows = db.execute({query}).fetchall()\n"
     routes = []
-    # What the API test posts, the fields each record requires, and the records it changes and deletes.
-    records, needed, edited, removed = {}, {}, [], []
+    # What the API test posts, the fields each record requires or has as yes or no, and the records it
+    # changes and deletes.
+    records, needed, flagged, edited, removed = {}, {}, {}, [], []
     for table in tables:
         served = {e["method"] for e in endpoints if e["path"] == f"/api/{table}"}
         kinds = columns.get(table, {})
@@ -1471,20 +1547,29 @@ def backend_files(
         owned = accounts and "user_id" in names
         user = "user: int = Depends(current_user), " if accounts else ""
         private = owned and table not in PUBLIC_RECORDS  # listed to its user alone
+        flags = [c for c in fields if sql_type(kinds[c]) == "boolean"]
         if "GET" in served:
+            own_args = ", (user,)" if private else ""
             routes.append(
                 BACKEND_LIST.format(
                     table=table,
                     listed=", ".join(["id", *fields]),
                     user=user if private else "",
                     own=" WHERE user_id = ?" if private else "",
-                    own_args=", (user,)" if private else "",
+                    listing=(
+                        BACKEND_LISTED_FLAGS.format(own_args=own_args, flags=flags)
+                        if flags
+                        else BACKEND_LISTED.format(own_args=own_args)
+                    ),
                 )
             )
+        flag_check = BACKEND_FLAG_CHECK.format(flags=flags) if flags else ""
         if {"GET", "POST"} <= served:
             records[table] = sample_record(table, {c: kinds[c] for c in fields})
         if "POST" in served and required:
             needed[table] = required
+        if {"GET", "POST"} <= served and flags:
+            flagged[table] = flags
         deleted = serves_one_record(endpoints, table, "DELETE")
         updated = serves_one_record(endpoints, table, "PATCH")
         if {"GET", "POST"} <= served and deleted:
@@ -1494,14 +1579,15 @@ def backend_files(
         counts = [c for c in required if c in ("party_size", "rating")]
         if "POST" in served:
             inserted = ["user_id", *fields] if "user_id" in names else fields
-            args = ", ".join(_payload_value(c, required, accounts) for c in inserted)
+            args = ", ".join(_payload_value(c, required, accounts, flags) for c in inserted)
             routes.append(
                 BACKEND_CREATE.format(
                     table=table,
                     user=user,
                     fields=required,
                     taken=fields,
-                    checks="".join(BACKEND_COUNT_CHECK.format(given="", column=c) for c in counts),
+                    checks=flag_check
+                    + "".join(BACKEND_COUNT_CHECK.format(given="", column=c) for c in counts),
                     inserted=", ".join(inserted),
                     values=", ".join("?" for _ in inserted),
                     args=args,
@@ -1515,7 +1601,8 @@ def backend_files(
                     user=user,
                     fields=required,
                     taken=fields,
-                    checks="".join(
+                    checks=flag_check
+                    + "".join(
                         BACKEND_COUNT_CHECK.format(given=given.format(column=c), column=c) for c in counts
                     ),
                     changes=", ".join(f"{c} = COALESCE(?, {c})" for c in fields),
@@ -1551,7 +1638,12 @@ def backend_files(
         *(backend_accounts_files(records, edited, removed) if accounts else []),
         {"path": "backend/tests/test_validation.py", "content": VALIDATION_TEST},
         *(
-            [{"path": "backend/tests/test_api.py", "content": api_test(records, needed, edited, removed)}]
+            [
+                {
+                    "path": "backend/tests/test_api.py",
+                    "content": api_test(records, needed, flagged, edited, removed),
+                }
+            ]
             if records or needed
             else []
         ),
@@ -1569,25 +1661,34 @@ def serves_one_record(endpoints: list[dict], table: str, method: str) -> bool:
 
 
 def api_test(
-    records: dict[str, dict], required: dict[str, list[str]], edited: list[str], removed: list[str]
+    records: dict[str, dict],
+    required: dict[str, list[str]],
+    flags: dict[str, list[str]],
+    edited: list[str],
+    removed: list[str],
 ) -> str:
     lines = [f"RECORDS[{table!r}] = {record!r}\n" for table, record in records.items()]
     lines += [f"REQUIRED[{table!r}] = {fields!r}\n" for table, fields in required.items()]
+    flagged = "".join(f"FLAGS[{table!r}] = {names!r}\n" for table, names in flags.items())
     changed = "".join(f"UPDATES.add({table!r})\n" for table in edited)
     deleted = "".join(f"DELETES.add({table!r})\n" for table in removed)
     return BACKEND_API_TEST.format(
         lines="".join(lines),
         signed_in_client=SIGNED_IN_CLIENT,
+        flag_test=BACKEND_API_FLAG_TEST.format(lines=flagged) if flags else "",
         update_test=BACKEND_API_UPDATE_TEST.format(lines=changed) if edited else "",
         delete_test=BACKEND_API_DELETE_TEST.format(lines=deleted) if removed else "",
     )
 
 
-def _payload_value(column: str, required: list[str], accounts: bool = False) -> str:
+def _payload_value(column: str, required: list[str], accounts: bool = False, flags: list[str] = ()) -> str:
     """The expression of the backend's insert for a column: the payload's value (optional ones may be
-    left out); the signed-in user's id, or without accounts the first user, for whose a row is."""
+    left out, a yes-or-no one then false); the signed-in user's id, or without accounts the first
+    user, for whose a row is."""
     if column == "user_id":
         return "user" if accounts else 'item.get("user_id", 1)'
+    if column in flags:
+        return f'bool(item.get("{column}"))'
     return f'item["{column}"]' if column in required else f'item.get("{column}")'
 
 

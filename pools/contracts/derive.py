@@ -197,6 +197,8 @@ COMMON = {
     "user_id": "INTEGER NOT NULL REFERENCES users(id)",
     "name": "TEXT NOT NULL",
 }
+# A yes-or-no column (a todo's `done`): false unless said otherwise.
+FLAG = "BOOLEAN NOT NULL DEFAULT false"
 EXTRA_COLUMNS = {
     "bookings": {"party_size": "INTEGER NOT NULL", "starts_at": "TIMESTAMPTZ NOT NULL"},
     "menu_items": {"price_cents": "INTEGER NOT NULL"},
@@ -206,7 +208,7 @@ EXTRA_COLUMNS = {
     "reviews": {"rating": "INTEGER NOT NULL"},
     "messages": {"body": "TEXT NOT NULL"},
     "invoices": {"total_cents": "INTEGER NOT NULL"},
-    "todos": {"due_at": "TIMESTAMPTZ NOT NULL"},
+    "todos": {"due_at": "TIMESTAMPTZ NOT NULL", "done": FLAG},
     "reminders": {"remind_at": "TIMESTAMPTZ NOT NULL"},
     "posts": {"body": "TEXT NOT NULL"},
     "comments": {"body": "TEXT NOT NULL"},
@@ -220,7 +222,7 @@ EXTRA_COLUMNS = {
     "photos": {"url": "TEXT NOT NULL"},
     "expenses": {"amount_cents": "INTEGER NOT NULL"},
     "sales": {"amount_cents": "INTEGER NOT NULL"},
-    "tasks": {"due_at": "TIMESTAMPTZ NOT NULL"},
+    "tasks": {"due_at": "TIMESTAMPTZ NOT NULL", "done": FLAG},
     "workouts": {"minutes": "INTEGER NOT NULL"},
 }
 CREATED_AT = {"created_at": "TIMESTAMPTZ NOT NULL DEFAULT now()"}
@@ -329,6 +331,8 @@ ADDS_FIELDS = re.compile(
     re.I,
 )
 FIELD_NOUNS = re.compile(r"\s+(?:fields?|columns?|inputs?|attributes?|properties|boxe?s?)$")
+# "a done checkbox", "an urgent flag": a yes-or-no field, false for the rows there already.
+FLAG_NOUNS = re.compile(r"\s+(?:(?:check|tick) ?box(?:es)?|flags?|toggles?|switch(?:es)?)$")
 # A field's usual name, where people say it in more words than a column has.
 FIELD_NAMES = {
     "phone number": "phone",
@@ -363,8 +367,9 @@ MAX_FIELDS = 6
 
 def added_fields(request: str) -> tuple[str, dict[str, str]] | None:
     """A request to add fields to one kind of record: (the record's table, {column: SQL type}), each
-    column nullable (the rows there already have none). None when the request is not one, or a
-    field it names is a kind of record itself ("Add reviews to restaurants")."""
+    column nullable (the rows there already have none), but a yes-or-no one, false for them. None
+    when the request is not one, or a field it names is a kind of record itself ("Add reviews to
+    restaurants")."""
     found = ADDS_FIELDS.match(request.strip())
     if found is None:
         return None
@@ -372,12 +377,15 @@ def added_fields(request: str) -> tuple[str, dict[str, str]] | None:
     if table is None:
         return None
     phrase = found.group("fields").lower().strip()
-    said_fields = bool(FIELD_NOUNS.search(phrase))  # "a message field": a field whatever its name
-    phrase = FIELD_NOUNS.sub("", phrase)
+    # "a message field": a field whatever its name
+    said_fields = bool(FIELD_NOUNS.search(phrase) or FLAG_NOUNS.search(phrase))
+    if not FLAG_NOUNS.search(phrase):
+        phrase = FIELD_NOUNS.sub("", phrase)
     fields: dict[str, str] = {}
     for part in re.split(r"\s*,\s*(?:and\s+)?|\s+and\s+", phrase):
         words = re.sub(r"^(?:an?|the|their|its|new|optional)\s+", "", part.strip()).strip()
-        words = FIELD_NOUNS.sub("", words)
+        flag = bool(FLAG_NOUNS.search(words))
+        words = FIELD_NOUNS.sub("", FLAG_NOUNS.sub("", words))
         if not words:
             continue
         words = re.sub(r"'s\b", "", words)
@@ -391,7 +399,9 @@ def added_fields(request: str) -> tuple[str, dict[str, str]] | None:
         if not re.fullmatch(r"[a-z][a-z0-9_]{0,39}", name) or name in NOT_FIELDS:
             return None
         kind = "TEXT"
-        if last in COUNTED or last in PRICED:
+        if flag:
+            kind = FLAG
+        elif last in COUNTED or last in PRICED:
             kind = "INTEGER"
         elif last in MOMENTS or name.endswith("_at"):
             kind = "TIMESTAMPTZ"
@@ -417,6 +427,8 @@ def table_columns(table: str, accounts: bool = False) -> dict[str, str]:
 def sql_type(kind: str) -> str:
     """The JSON type of a column's SQL type, for an endpoint's request and response shapes."""
     upper = kind.upper()
+    if "BOOL" in upper:
+        return "boolean"
     if "INT" in upper or "SERIAL" in upper:
         return "integer"
     if "TIMESTAMP" in upper or "DATE" in upper:

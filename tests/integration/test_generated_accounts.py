@@ -50,9 +50,9 @@ def test_the_generated_backend_passes_its_own_tests_of_accounts(project):
     result = backend_tests(project)
 
     assert result.exit_code == 0, result.output
-    # 10 of accounts; 10 of the API, signed in (todos and lists posted, refused incomplete, refused
-    # a value no column holds, changed, deleted); 3 of validation
-    assert "23 passed" in result.output
+    # 10 of accounts; 11 of the API, signed in (todos and lists posted, refused incomplete, refused
+    # a value no column holds, changed, deleted; todos' done listed as true or false); 3 of validation
+    assert "24 passed" in result.output
 
 
 def test_its_tests_fail_when_one_user_sees_anothers_records(project):
@@ -84,8 +84,8 @@ def test_its_tests_fail_when_one_user_deletes_anothers_record(project):
 def test_its_tests_fail_when_one_user_changes_anothers_record(project):
     main = project / "backend/app/main.py"
     theirs = (
-        'due_at = COALESCE(?, due_at) WHERE id = ? AND user_id = ?",\n'
-        '        (item.get("name"), item.get("due_at"), item_id, user)'
+        'done = COALESCE(?, done) WHERE id = ? AND user_id = ?",\n'
+        '        (item.get("name"), item.get("due_at"), item.get("done"), item_id, user)'
     )
     assert theirs in main.read_text()
     mine = theirs.replace(" AND user_id = ?", "").replace(", user)", ")")

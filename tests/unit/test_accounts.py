@@ -53,7 +53,7 @@ def test_the_contract_of_a_project_with_accounts():
     # anything.
     assert ("DELETE", "/api/todos/{id}") in endpoints and ("DELETE", "/api/lists/{id}") in endpoints
     patch = next(e for e in contract["endpoints"] if (e["method"], e["path"]) == ("PATCH", "/api/todos/{id}"))
-    assert patch["request"] == {"name": "string", "due_at": "string (ISO 8601)"}
+    assert patch["request"] == {"name": "string", "due_at": "string (ISO 8601)", "done": "boolean"}
     assert patch["response"] == {"updated": "integer"}
     tables = {t["name"]: t["columns"] for t in contract["tables"]}
     assert list(tables) == ["users", "todos", "lists", "auth_tokens", "login_failures"]
@@ -154,14 +154,17 @@ def test_every_layer_is_built_for_accounts_and_the_contract_checks_pass():
     assert "from .accounts import current_user" in main
     assert "def list_todos(user: int = Depends(current_user), db=Depends(get_db)):" in main
     assert "FROM todos WHERE user_id = ? ORDER BY id" in main
-    assert '(user, item["name"], item["due_at"],)' in main  # the row is the signed-in user's
+    # The row is the signed-in user's; a todo left without `done` is not done.
+    assert '(user, item["name"], item["due_at"], bool(item.get("done")),)' in main
     assert 'item.get("user_id"' not in main
     assert 'DELETE FROM todos WHERE id = ? AND user_id = ?", (item_id, user)' in main
     assert (
-        '"UPDATE todos SET name = COALESCE(?, name), due_at = COALESCE(?, due_at)'
+        '"UPDATE todos SET name = COALESCE(?, name), due_at = COALESCE(?, due_at), done = COALESCE(?, done)'
         ' WHERE id = ? AND user_id = ?",\n'
-        '        (item.get("name"), item.get("due_at"), item_id, user),'
+        '        (item.get("name"), item.get("due_at"), item.get("done"), item_id, user),'
     ) in main
+    assert "row.update({name: bool(row[name]) for name in ['done']})" in main  # not SQLite's 1 or 0
+    assert "unflagged = not_true_or_false(item, ['done'])" in main
     accounts = files["backend/app/accounts.py"]
     assert "hashlib.scrypt" in accounts and "token_hash(token)" in accounts
     assert "backend/tests/test_accounts.py" in files
@@ -172,8 +175,11 @@ def test_every_layer_is_built_for_accounts_and_the_contract_checks_pass():
     assert '"Content-Type": "application/json", ...signedIn()' in page
     assert 'fetch(`${API_BASE}/api/todos/${id}`, { method: "DELETE", headers: signedIn() })' in page
     assert "<button onClick={() => remove(row.id)}>Delete</button>" in page
-    assert 'fetch(`${API_BASE}/api/todos/${editing}`, {\n      method: "PATCH",' in page
+    assert 'fetch(`${API_BASE}/api/todos/${id}`, {\n      method: "PATCH",' in page
     assert "<button onClick={() => edit(row)}>Edit</button>" in page
+    # Done is ticked in the row itself, and in the form.
+    assert 'checked={Boolean(row.done)} onChange={() => flip(row, "done")}' in page
+    assert '<label><input name="done" type="checkbox" /> done</label>' in page
     assert "frontend/pages/account.tsx" in files
     assert '<Link href="/account">account</Link>' in files["frontend/pages/index.tsx"]
 
@@ -198,6 +204,10 @@ def test_a_project_without_accounts_is_built_as_before():
         "UPDATE" not in files["backend/app/main.py"] and "UPDATES" not in files["backend/tests/test_api.py"]
     )
     assert "password_hash" not in files["database/schema.sql"]
+    # Done is set when a todo is added, and shown, not ticked in place: no PATCH to tick it with.
+    page = files["frontend/pages/todos.tsx"]
+    assert '<label><input name="done" type="checkbox" /> done</label>' in page
+    assert '{row.done ? "✓ done · " : ""}' in page and "flip(" not in page
 
 
 def test_a_field_follow_up_on_a_project_with_accounts_keeps_them_in_every_layer():
