@@ -1187,6 +1187,8 @@ def _fits(value) -> bool:
         return -(2**63) <= value < 2**63
     return value is None or isinstance(value, (str, float))
 '''
+# The validation module's checks, as main.py imports those its routes use.
+VALIDATION_CHECKS = ("missing_fields", "not_true_or_false", "unfit_fields", "valid_count")
 VALIDATION_TEST = """\
 from app.validation import missing_fields, valid_count
 
@@ -1395,14 +1397,14 @@ def get_db():
     finally:
         db.close()
 '''
-# `{accounts}`: the accounts module's imports, where the project has accounts.
+# `{accounts}`: the accounts module's imports, where the project has accounts; `{validation}`: the
+# validation checks its routes use.
 BACKEND_HEAD = """\
 from fastapi import APIRouter, Depends, FastAPI, HTTPException
 from fastapi.responses import JSONResponse
 
 {accounts}from .db import get_db
-from .validation import missing_fields, not_true_or_false, unfit_fields, valid_count
-
+{validation}
 app = FastAPI(title="Generated API")
 router = APIRouter(prefix="/api")
 
@@ -1623,7 +1625,9 @@ def backend_files(
                     of_yours=" of yours" if owned else "",
                 )
             )
+    checks = [name for name in VALIDATION_CHECKS if f"{name}(" in "".join(routes)]
     head = BACKEND_HEAD.format(
+        validation=f"from .validation import {', '.join(checks)}\n" if checks else "",
         accounts=BACKEND_ACCOUNTS_IMPORTS if accounts else "",
         user="user: int = Depends(current_user), " if own else "",
     )
