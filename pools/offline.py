@@ -543,6 +543,8 @@ def _page_name(table: str) -> str:
 FRONTEND_PAGE = """\
 import {{ {hooks} }} from "react";
 
+import Look from "../lib/look";
+
 const API_BASE = process.env.NEXT_PUBLIC_API_BASE ?? "";
 
 export default function {name}Page() {{
@@ -562,6 +564,7 @@ export default function {name}Page() {{
   useEffect(load, []);
 {post}  return (
     <main>
+      <Look />
       <h1>{name}</h1>
 {account}{form}      {{problem && <p role="alert">{{problem}}</p>}}
       <ul>{{rows.map((row) => <li key={{row.id}}>{row_flags}{{listed([{shown}])}}{row_buttons}</li>)}}</ul>
@@ -639,8 +642,8 @@ FRONTEND_FLIP = """\
 
 """
 FRONTEND_ROW_FLAG = (
-    '<label><input type="checkbox" checked={{Boolean(row.{column})}}'
-    ' onChange={{() => flip(row, "{column}")}} /> {label}</label> '
+    '<input type="checkbox" aria-label="{label}" title="{label}" checked={{Boolean(row.{column})}}'
+    ' onChange={{() => flip(row, "{column}")}} /> '
 )
 FRONTEND_ROW_FLAG_SHOWN = '{{row.{column} ? "✓ {label} · " : ""}}'
 FRONTEND_DELETE = """\
@@ -689,6 +692,33 @@ function formValues(form: HTMLFormElement) {
             : input.value,
     ]),
   );
+}
+"""
+# Every page's look, in one place: readable widths and spacing, in the colours of the page's scheme
+# (light, or dark where a dark mode sets it). Raw text: no quotes, no angle brackets.
+FRONTEND_LOOK = """\
+// The pages' look: one stylesheet, which each page renders first.
+const LOOK = `
+:root { font-family: system-ui, sans-serif; line-height: 1.5; }
+body { margin: 0; }
+main { max-width: 48rem; margin: 0 auto; padding: 2rem 1rem; }
+h1 { margin: 0 0 0.5rem; }
+form { display: flex; flex-wrap: wrap; gap: 0.5rem; align-items: center; margin: 1rem 0; }
+input, button { font: inherit; padding: 0.35rem 0.6rem; border: 1px solid #8888; border-radius: 6px; }
+input[type=checkbox] { width: 1.1rem; height: 1.1rem; margin: 0; }
+button { cursor: pointer; background: #2563eb; border-color: #2563eb; color: #fff; }
+button[type=button], li button { background: transparent; border-color: #8888; color: inherit; }
+ul { list-style: none; padding: 0; }
+li { display: flex; flex-wrap: wrap; gap: 0.5rem; align-items: center; padding: 0.5rem 0; }
+li { border-bottom: 1px solid #8884; }
+li button:first-of-type { margin-left: auto; }
+label { display: flex; gap: 0.35rem; align-items: center; }
+[role=alert] { color: #dc2626; }
+a { color: #2563eb; }
+`;
+
+export default function Look() {
+  return <style dangerouslySetInnerHTML={{ __html: LOOK }} />;
 }
 """
 FRONTEND_INPUT = '        <input name="{column}" type="{kind}" placeholder="{label}"{required} />\n'
@@ -755,10 +785,13 @@ def required_column(kind: str) -> bool:
 FRONTEND_INDEX = """\
 import Link from "next/link";
 
+import Look from "../lib/look";
+
 // The home page: a link to each record's page (the app, and what its header holds, stays loaded).
 export default function Home() {{
   return (
     <main>
+      <Look />
       <h1>Pages</h1>
       <ul>
 {links}      </ul>
@@ -881,6 +914,7 @@ def frontend_files(
     files = [
         *next_app_files(FRONTEND_README),
         {"path": "frontend/next.config.js", "content": NEXT_CONFIG},
+        *([{"path": "frontend/lib/look.tsx", "content": FRONTEND_LOOK}] if pages else []),
         *pages,
     ]
     if "ownership_violation" in flaws:

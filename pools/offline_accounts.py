@@ -309,6 +309,8 @@ FRONTEND_ACCOUNT = (
 import Link from "next/link";
 import { useEffect, useState } from "react";
 
+import Look from "../lib/look";
+
 const API_BASE = process.env.NEXT_PUBLIC_API_BASE ?? "";
 
 // Sign up or log in. The API's token is kept in this browser (localStorage) and the record pages
@@ -347,6 +349,7 @@ export default function AccountPage() {
   }
   return (
     <main>
+      <Look />
       <h1>Account</h1>
       {email ? (
         <p>

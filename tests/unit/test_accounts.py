@@ -178,10 +178,17 @@ def test_every_layer_is_built_for_accounts_and_the_contract_checks_pass():
     assert 'fetch(`${API_BASE}/api/todos/${id}`, {\n      method: "PATCH",' in page
     assert "<button onClick={() => edit(row)}>Edit</button>" in page
     # Done is ticked in the row itself, and in the form.
-    assert 'checked={Boolean(row.done)} onChange={() => flip(row, "done")}' in page
+    assert (
+        'aria-label="done" title="done" checked={Boolean(row.done)} onChange={() => flip(row, "done")}'
+        in page
+    )
     assert '<label><input name="done" type="checkbox" /> done</label>' in page
     assert "frontend/pages/account.tsx" in files
     assert '<Link href="/account">account</Link>' in files["frontend/pages/index.tsx"]
+    # Every page has the one look.
+    for path in ("frontend/pages/todos.tsx", "frontend/pages/account.tsx", "frontend/pages/index.tsx"):
+        assert 'import Look from "../lib/look";' in files[path] and "<Look />" in files[path]
+    assert "dangerouslySetInnerHTML={{ __html: LOOK }}" in files["frontend/lib/look.tsx"]
 
     report = check_tree(contract, files, {}, {})
     assert report.mismatches == [] and report.passed == report.checks > 0
