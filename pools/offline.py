@@ -546,28 +546,33 @@ import {{ {hooks} }} from "react";
 import Look from "../lib/look";
 
 const API_BASE = process.env.NEXT_PUBLIC_API_BASE ?? "";
+const PAGE = 100; // the rows the API answers at a time
 
 export default function {name}Page() {{
   const [rows, setRows] = useState([]);
+  const [more, setMore] = useState(false);
   const [problem, setProblem] = useState("");
-  function load() {{
-    fetch(`${{API_BASE}}{path}`{get_options})
+  // The first page of rows, or (`offset`) the next one after those shown.
+  function load(offset = 0) {{
+    fetch(`${{API_BASE}}{path}?offset=${{offset}}`{get_options})
       .then(async (response) => {{
         const answer = await response.json().catch(() => null);
         if (!response.ok || !Array.isArray(answer)) {{
           throw new Error(typeof answer?.detail === "string" ? answer.detail : `HTTP ${{response.status}}`);
         }}
-        setRows(answer);
+        setRows((shown) => (offset ? [...shown, ...answer] : answer));
+        setMore(answer.length === PAGE);
       }})
       .catch((error) => setProblem(`could not load the list: ${{error.message}}`));
   }}
-  useEffect(load, []);
+  useEffect(() => load(), []);
 {post}  return (
     <main>
       <Look />
       <h1>{name}</h1>
 {account}{form}      {{problem && <p role="alert">{{problem}}</p>}}
       <ul>{{rows.map((row) => <li key={{row.id}}>{row_flags}{{listed([{shown}])}}{row_buttons}</li>)}}</ul>
+      {{more && <button type="button" onClick={{() => load(rows.length)}}>More</button>}}
     </main>
   );
 }}
@@ -637,7 +642,7 @@ FRONTEND_EDIT = """\
 # A row's yes-or-no field, ticked or not in place.
 FRONTEND_FLIP = """\
   function flip(row, name) {
-    patch(row.id, { [name]: !row[name] }).then(load);
+    patch(row.id, { [name]: !row[name] }).then(() => load());
   }
 
 """
@@ -1254,6 +1259,7 @@ if not db.SCHEMA.is_file():
 
 from fastapi.testclient import TestClient  # noqa: E402 (after the skip: FastAPI takes a while to load)
 
+from app import main as api  # noqa: E402
 from app.main import app  # noqa: E402
 
 # Per table, a record the API takes and the fields it must have: one line each, so that two
@@ -1291,6 +1297,16 @@ def test_a_value_no_column_holds_is_refused(client, table):
         response = client.post(f"/api/{{table}}", json={{**RECORDS[table], field: value}})
         assert response.status_code == 422, response.text
         assert response.json()["detail"] == "not text or a number: " + field
+
+
+@pytest.mark.parametrize("table", sorted(RECORDS)[:1])
+def test_a_list_answers_a_page_at_a_time(client, table, monkeypatch):
+    monkeypatch.setattr(api, "PAGE", 2)  # pages of 2 rows, not 100: 3 rows make two of them
+    made = [client.post(f"/api/{{table}}", json=RECORDS[table]).json()["id"] for _ in range(3)]
+    first = [row["id"] for row in client.get(f"/api/{{table}}").json()]
+    rest = [row["id"] for row in client.get(f"/api/{{table}}", params={{"offset": 2}}).json()]
+    assert (len(first), first + rest) == (2, made)
+    assert client.get(f"/api/{{table}}", params={{"offset": -1}}).status_code == 422
 {flag_test}{update_test}{delete_test}'''
 # The records' yes-or-no fields, one line each as above.
 BACKEND_API_FLAG_TEST = """
@@ -1434,13 +1450,14 @@ def get_db():
 # `{accounts}`: the accounts module's imports, where the project has accounts; `{validation}`: the
 # validation checks its routes use.
 BACKEND_HEAD = """\
-from fastapi import APIRouter, Depends, FastAPI, HTTPException
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query
 from fastapi.responses import JSONResponse
 
 {accounts}from .db import get_db
 {validation}
 app = FastAPI(title="Generated API")
 router = APIRouter(prefix="/api")
+PAGE = 100  # the rows a list answers at most; ?offset= gives the next ones
 
 
 @app.exception_handler(UnicodeEncodeError)
@@ -1457,15 +1474,15 @@ BACKEND_ACCOUNTS_IMPORTS = "from .accounts import current_user\nfrom .accounts i
 BACKEND_LIST = """
 
 @router.get("/{table}")
-def list_{table}({user}db=Depends(get_db)):
-    query = "SELECT {listed} FROM {table}{own} ORDER BY id LIMIT 100"
+def list_{table}(offset: int = Query(0, ge=0, le=2**31), {user}db=Depends(get_db)):
+    query = "SELECT {listed} FROM {table}{own} ORDER BY id LIMIT ? OFFSET ?"
 {listing}"""
 BACKEND_LISTED = """\
-    return [dict(row) for row in db.execute(query{own_args}).fetchall()]
+    return [dict(row) for row in db.execute(query, ({own_args}PAGE, offset)).fetchall()]
 """
 # SQLite keeps true and false as 1 and 0: listed as JSON's true and false again.
 BACKEND_LISTED_FLAGS = """\
-    rows = [dict(row) for row in db.execute(query{own_args}).fetchall()]
+    rows = [dict(row) for row in db.execute(query, ({own_args}PAGE, offset)).fetchall()]
     for row in rows:
         row.update({{name: bool(row[name]) for name in {flags!r}}})
     return rows
@@ -1585,7 +1602,7 @@ def backend_files(
         private = owned and table not in PUBLIC_RECORDS  # listed to its user alone
         flags = [c for c in fields if sql_type(kinds[c]) == "boolean"]
         if "GET" in served:
-            own_args = ", (user,)" if private else ""
+            own_args = "user, " if private else ""
             routes.append(
                 BACKEND_LIST.format(
                     table=table,

@@ -50,17 +50,20 @@ def test_the_generated_backend_passes_its_own_tests_of_accounts(project):
     result = backend_tests(project)
 
     assert result.exit_code == 0, result.output
-    # 10 of accounts; 11 of the API, signed in (todos and lists posted, refused incomplete, refused
-    # a value no column holds, changed, deleted; todos' done listed as true or false); 3 of validation
-    assert "24 passed" in result.output
+    # 10 of accounts; 12 of the API, signed in (todos and lists posted, refused incomplete, refused
+    # a value no column holds, changed, deleted; todos' done listed as true or false, listed a page
+    # at a time); 3 of validation
+    assert "25 passed" in result.output
 
 
 def test_its_tests_fail_when_one_user_sees_anothers_records(project):
     main = project / "backend/app/main.py"
+    mine = "db.execute(query, (user, PAGE, offset))"
+    assert mine in main.read_text()
     main.write_text(
         main.read_text()
         .replace(" WHERE user_id = ? ORDER BY", " ORDER BY")
-        .replace("db.execute(query, (user,))", "db.execute(query)")
+        .replace(mine, "db.execute(query, (PAGE, offset))")
     )
 
     result = backend_tests(project)

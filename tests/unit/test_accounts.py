@@ -152,8 +152,11 @@ def test_every_layer_is_built_for_accounts_and_the_contract_checks_pass():
 
     main = files["backend/app/main.py"]
     assert "from .accounts import current_user" in main
-    assert "def list_todos(user: int = Depends(current_user), db=Depends(get_db)):" in main
-    assert "FROM todos WHERE user_id = ? ORDER BY id" in main
+    assert (
+        "def list_todos(offset: int = Query(0, ge=0, le=2**31), user: int = Depends(current_user), db" in main
+    )
+    assert "FROM todos WHERE user_id = ? ORDER BY id LIMIT ? OFFSET ?" in main  # a page at a time
+    assert "db.execute(query, (user, PAGE, offset))" in main
     # The row is the signed-in user's; a todo left without `done` is not done.
     assert '(user, item["name"], item["due_at"], bool(item.get("done")),)' in main
     assert 'item.get("user_id"' not in main
@@ -171,7 +174,8 @@ def test_every_layer_is_built_for_accounts_and_the_contract_checks_pass():
     schema = files["database/schema.sql"]
     assert "password_hash TEXT NOT NULL" in schema and "CREATE TABLE auth_tokens" in schema
     page = files["frontend/pages/todos.tsx"]
-    assert "fetch(`${API_BASE}/api/todos`, { headers: signedIn() })" in page
+    assert "fetch(`${API_BASE}/api/todos?offset=${offset}`, { headers: signedIn() })" in page
+    assert '{more && <button type="button" onClick={() => load(rows.length)}>More</button>}' in page
     assert '"Content-Type": "application/json", ...signedIn()' in page
     assert 'fetch(`${API_BASE}/api/todos/${id}`, { method: "DELETE", headers: signedIn() })' in page
     assert "<button onClick={() => remove(row.id)}>Delete</button>" in page
@@ -245,7 +249,8 @@ def test_records_everyone_sees_are_listed_to_all_and_added_by_a_signed_in_user()
     files = generated(contract_for(blog, AREAS), blog)
 
     main = files["backend/app/main.py"]
-    assert "def list_posts(db=Depends(get_db)):" in main and "FROM posts ORDER BY id" in main
+    assert "def list_posts(offset: int = Query(0, ge=0, le=2**31), db=Depends(get_db)):" in main
+    assert "FROM posts ORDER BY id" in main
     assert "def create_posts(item: dict, user: int = Depends(current_user), db=Depends(get_db)):" in main
     assert 'DELETE FROM posts WHERE id = ? AND user_id = ?", (item_id, user)' in main
     tests = files["backend/tests/test_accounts.py"]
