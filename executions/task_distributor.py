@@ -203,6 +203,10 @@ def detect_streams(request: str, layers: frozenset[str] = frozenset()) -> list[S
             Stream("frontend", "codegen", f"Build Next.js frontend: {topic}", 60, 1, (), ("backend",))
         )
     if backend:
+        # A follow-up changing a project's schema: the backend's tests run on the database its
+        # migration makes, so the backend waits for it. A new project's backend need not (its API
+        # tests wait for a schema to exist).
+        grows_schema = "database" in layers and database
         streams.append(
             Stream(
                 "backend",
@@ -210,8 +214,8 @@ def detect_streams(request: str, layers: frozenset[str] = frozenset()) -> list[S
                 f"Build FastAPI backend with API endpoints: {topic}",
                 90,
                 1,
-                (),
-                ("database",),
+                ("database",) if grows_schema else (),
+                () if grows_schema else ("database",),
             )
         )
     if database and (backend or frontend or full_stack):

@@ -99,6 +99,12 @@ def test_a_field_follow_up_reaches_every_layer_the_project_has():
         ("codegen", "Build FastAPI backend with API endpoints"),
         ("database", "Design database schema with indexes"),
     ]
+    # The backend's tests run on the database the migration makes: it waits for the schema's task.
+    frontend, backend, database = plan
+    assert backend["blocked_by"] == [database["id"]] and backend["soft_deps"] == []
+    assert frontend["soft_deps"] == [backend["id"]]
+    new_project = deterministic_plan(RESTAURANT, POOLS)
+    assert [t["blocked_by"] for t in new_project[:2]] == [[], []]  # in parallel: no schema to wait for
     assert layers_to_grow(PHONE, files[1:], stored) == {"backend", "database"}
     assert layers_to_grow("Add a dark mode toggle to the app", files, stored) == frozenset()
 
