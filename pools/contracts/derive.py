@@ -459,13 +459,12 @@ def contract_for(
     security or other): per table, GET and POST `/api/<table>` and, in a project with accounts
     where a record is its user's own, PATCH (any of its fields) and DELETE `/api/<table>/{id}` unless
     it is kept for the books (`KEPT_RECORDS`; without accounts anyone could change or delete
-    anything). A new project whose request
-    names no entity gets an `items` placeholder to build to, unless it is pages alone; a follow-up
-    (`follow_up`) builds on the project's contract and adds none: an endpoint its plan declares is
-    one its tasks must serve. A small app's one task builds every layer. A table the project's
-    contract (`stored`) has keeps its columns, and a request to add fields to one (`added_fields`)
-    declares it with them. A project with accounts (`wants_accounts`) has their endpoints and
-    tables too (`ACCOUNT_ENDPOINTS`, `ACCOUNT_TABLES`)."""
+    anything). A new project whose request names no entity gets an `items` placeholder to build
+    to, unless it is pages alone; a follow-up (`follow_up`) builds on the project's contract and
+    adds none: an endpoint its plan declares is one its tasks must serve. A small app's one task
+    builds every layer. A table the project's contract (`stored`) has keeps its columns, and a
+    request to add fields to one (`added_fields`) declares it with them. A project with accounts
+    (`wants_accounts`) has their endpoints and tables too (`ACCOUNT_ENDPOINTS`, `ACCOUNT_TABLES`)."""
     present = set(AREAS) if small_app(request, areas, follow_up) else set(areas.values())
     adding = added_fields(request)
     # Pages alone keep no records: a landing page calls no API.
