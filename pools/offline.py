@@ -1487,6 +1487,12 @@ BACKEND_LISTED_FLAGS = """\
         row.update({{name: bool(row[name]) for name in {flags!r}}})
     return rows
 """
+# The checks a record's POST and PATCH share: values a column holds, true or false for a yes-or-no one.
+BACKEND_UNFIT_CHECK = """\
+    unfit = unfit_fields(item, {taken!r})
+    if unfit:
+        raise HTTPException(422, "not text or a number: " + ", ".join(unfit))
+"""
 BACKEND_FLAG_CHECK = """\
     unflagged = not_true_or_false(item, {flags!r})
     if unflagged:
@@ -1499,9 +1505,6 @@ def create_{table}(item: dict, {user}db=Depends(get_db)):
     missing = missing_fields(item, {fields!r})
     if missing:
         raise HTTPException(422, "missing: " + ", ".join(missing))
-    unfit = unfit_fields(item, {taken!r})
-    if unfit:
-        raise HTTPException(422, "not text or a number: " + ", ".join(unfit))
 {checks}    cursor = db.execute(
         "INSERT INTO {table} ({inserted}) VALUES ({values})",
         ({args},),
@@ -1519,9 +1522,6 @@ def update_{table}(item_id: int, item: dict, {user}db=Depends(get_db)):
     blank = [name for name in {fields!r} if item.get(name) == ""]
     if blank:
         raise HTTPException(422, "missing: " + ", ".join(blank))
-    unfit = unfit_fields(item, {taken!r})
-    if unfit:
-        raise HTTPException(422, "not text or a number: " + ", ".join(unfit))
 {checks}    cursor = db.execute(
         "UPDATE {table} SET {changes} WHERE id = ?{own}",
         ({args}),
@@ -1616,7 +1616,10 @@ def backend_files(
                     ),
                 )
             )
-        flag_check = BACKEND_FLAG_CHECK.format(flags=flags) if flags else ""
+        # Without accounts, a row is the user_id the payload names (by default the first user's).
+        named_user = ["user_id"] if "user_id" in names and not accounts else []
+        shared_checks = BACKEND_UNFIT_CHECK.format(taken=[*fields, *named_user])
+        shared_checks += BACKEND_FLAG_CHECK.format(flags=flags) if flags else ""
         if {"GET", "POST"} <= served:
             records[table] = sample_record(table, {c: kinds[c] for c in fields})
         if "POST" in served and required:
@@ -1638,8 +1641,7 @@ def backend_files(
                     table=table,
                     user=user,
                     fields=required,
-                    taken=fields,
-                    checks=flag_check
+                    checks=shared_checks
                     + "".join(BACKEND_COUNT_CHECK.format(given="", column=c) for c in counts),
                     inserted=", ".join(inserted),
                     values=", ".join("?" for _ in inserted),
@@ -1654,7 +1656,7 @@ def backend_files(
                     user=user,
                     fields=required,
                     taken=fields,
-                    checks=flag_check
+                    checks=shared_checks
                     + "".join(
                         BACKEND_COUNT_CHECK.format(given=given.format(column=c), column=c) for c in counts
                     ),

@@ -56,68 +56,66 @@ def test_the_generated_backend_passes_its_own_tests_of_accounts(project):
     assert "25 passed" in result.output
 
 
-def test_its_tests_fail_when_one_user_sees_anothers_records(project):
-    main = project / "backend/app/main.py"
-    mine = "db.execute(query, (user, PAGE, offset))"
-    assert mine in main.read_text()
-    main.write_text(
-        main.read_text()
-        .replace(" WHERE user_id = ? ORDER BY", " ORDER BY")
-        .replace(mine, "db.execute(query, (PAGE, offset))")
-    )
+# Mutations of the generated backend, each (file, [(text, what replaces it)…]), and the generated
+# test that fails on it.
+MUTATIONS = {
+    "one user sees another's records": (
+        "main.py",
+        [
+            (" WHERE user_id = ? ORDER BY", " ORDER BY"),
+            ("db.execute(query, (user, PAGE, offset))", "db.execute(query, (PAGE, offset))"),
+        ],
+        "test_accounts.py::test_a_user_sees_only_their_own_records",
+    ),
+    "one user deletes another's record": (
+        "main.py",
+        [
+            (
+                'DELETE FROM todos WHERE id = ? AND user_id = ?", (item_id, user)',
+                'DELETE FROM todos WHERE id = ?", (item_id,)',
+            )
+        ],
+        "test_accounts.py::test_a_user_deletes_only_their_own_records",
+    ),
+    "one user changes another's record": (
+        "main.py",
+        [
+            (
+                'done = COALESCE(?, done) WHERE id = ? AND user_id = ?",\n'
+                '        (item.get("name"), item.get("due_at"), item.get("done"), item_id, user)',
+                'done = COALESCE(?, done) WHERE id = ?",\n'
+                '        (item.get("name"), item.get("due_at"), item.get("done"), item_id)',
+            )
+        ],
+        "test_accounts.py::test_a_user_changes_only_their_own_records",
+    ),
+    "a value no column holds reaches the database": (
+        "main.py",
+        [("unfit = unfit_fields(item, ", "unfit = [] or (item, ")],
+        "test_api.py::test_a_value_no_column_holds_is_refused[todos]",
+    ),
+    "a password is kept as sent": (
+        "accounts.py",
+        [("(email, hash_password(password))", "(email, password)")],
+        "test_accounts.py::test_neither_password_nor_token_is_stored_as_sent",
+    ),
+}
+
+
+@pytest.mark.parametrize("mutation", sorted(MUTATIONS))
+def test_its_tests_fail_when(project, mutation):
+    name, replacements, caught = MUTATIONS[mutation]
+    module = project / "backend/app" / name
+    source = module.read_text()
+    for text, replacement in replacements:
+        assert text in source, text
+        source = source.replace(text, replacement)
+    module.write_text(source)
 
     result = backend_tests(project)
 
     assert result.exit_code == 1, result.output
-    assert "FAILED tests/test_accounts.py::test_a_user_sees_only_their_own_records" in result.output
-
-
-def test_its_tests_fail_when_one_user_deletes_anothers_record(project):
-    main = project / "backend/app/main.py"
-    theirs = 'DELETE FROM todos WHERE id = ? AND user_id = ?", (item_id, user)'
-    assert theirs in main.read_text()
-    main.write_text(main.read_text().replace(theirs, 'DELETE FROM todos WHERE id = ?", (item_id,)'))
-
-    result = backend_tests(project)
-
-    assert result.exit_code == 1, result.output
-    assert "FAILED tests/test_accounts.py::test_a_user_deletes_only_their_own_records" in result.output
-
-
-def test_its_tests_fail_when_one_user_changes_anothers_record(project):
-    main = project / "backend/app/main.py"
-    theirs = (
-        'done = COALESCE(?, done) WHERE id = ? AND user_id = ?",\n'
-        '        (item.get("name"), item.get("due_at"), item.get("done"), item_id, user)'
-    )
-    assert theirs in main.read_text()
-    mine = theirs.replace(" AND user_id = ?", "").replace(", user)", ")")
-    main.write_text(main.read_text().replace(theirs, mine))
-
-    result = backend_tests(project)
-
-    assert result.exit_code == 1, result.output
-    assert "FAILED tests/test_accounts.py::test_a_user_changes_only_their_own_records" in result.output
-
-
-def test_its_tests_fail_when_a_value_no_column_holds_reaches_the_database(project):
-    main = project / "backend/app/main.py"
-    main.write_text(main.read_text().replace("unfit = unfit_fields(item, ", "unfit = [] or (item, "))
-
-    result = backend_tests(project)
-
-    assert result.exit_code == 1, result.output
-    assert "FAILED tests/test_api.py::test_a_value_no_column_holds_is_refused[todos]" in result.output
-
-
-def test_its_tests_fail_when_a_password_is_kept_as_sent(project):
-    accounts = project / "backend/app/accounts.py"
-    accounts.write_text(accounts.read_text().replace("(email, hash_password(password))", "(email, password)"))
-
-    result = backend_tests(project)
-
-    assert result.exit_code == 1, result.output
-    assert "FAILED tests/test_accounts.py::test_neither_password_nor_token_is_stored_as_sent" in result.output
+    assert f"FAILED tests/{caught}" in result.output
 
 
 RESTAURANT = "Build a restaurant website with online booking and secure payments"
@@ -149,34 +147,40 @@ def write(folder: Path, files: list[dict]) -> None:
         path.write_text(item["content"])
 
 
+def restaurant_then(folder: Path, request: str, after: str) -> sandbox.RunResult:
+    """A restaurant's backend and schema, made without accounts, take Grace's booking (`BEFORE`);
+    then the follow-up `request`'s schema and backend land on the same folder and database, and
+    the script `after` runs there."""
+    stored = contract_for(RESTAURANT, AREAS)
+    meta = {"request": RESTAURANT, "contract": stored}
+    write(
+        folder,
+        offline.codegen({**meta, "description": f"Build FastAPI backend: {RESTAURANT}"}, set())["files"],
+    )
+    write(folder, offline.schema(meta, set())["files"])
+    (folder / "before.py").write_text(BEFORE)
+    made = sandbox.run(
+        folder, "cd backend && PYTHONPATH=. DATABASE_PATH=../app.db python ../before.py", timeout_sec=60
+    )
+    assert made.output.strip().endswith("200"), made.output
+
+    contract = amend(stored, contract_for(request, AREAS, follow_up=True, stored=stored))
+    meta = {"request": request, "contract": contract, "follow_up": True}
+    sql = {"database/schema.sql": (folder / "database/schema.sql").read_text()}
+    write(folder, offline.schema({**meta, "existing_sql": sql}, set())["files"])
+    write(
+        folder, offline.codegen({**meta, "description": f"Build FastAPI backend: {request}"}, set())["files"]
+    )
+    (folder / "after.py").write_text(after)
+    return sandbox.run(
+        folder, "cd backend && PYTHONPATH=. DATABASE_PATH=../app.db python ../after.py", timeout_sec=60
+    )
+
+
 def test_a_follow_up_adding_accounts_gives_the_rows_made_before_to_no_one():
     folder = settings.VAR_DIR / "sandbox-tests" / uuid.uuid4().hex
     try:
-        stored = contract_for(RESTAURANT, AREAS)
-        meta = {"request": RESTAURANT, "contract": stored}
-        write(
-            folder,
-            offline.codegen({**meta, "description": f"Build FastAPI backend: {RESTAURANT}"}, set())["files"],
-        )
-        write(folder, offline.schema(meta, set())["files"])
-        (folder / "before.py").write_text(BEFORE)
-        made = sandbox.run(
-            folder, "cd backend && PYTHONPATH=. DATABASE_PATH=../app.db python ../before.py", timeout_sec=60
-        )
-        assert made.output.strip().endswith("200"), made.output
-
-        contract = amend(stored, contract_for(LOGIN, AREAS, follow_up=True, stored=stored))
-        meta = {"request": LOGIN, "contract": contract, "follow_up": True}
-        sql = {"database/schema.sql": (folder / "database/schema.sql").read_text()}
-        write(folder, offline.schema({**meta, "existing_sql": sql}, set())["files"])
-        write(
-            folder,
-            offline.codegen({**meta, "description": f"Build FastAPI backend: {LOGIN}"}, set())["files"],
-        )
-        (folder / "after.py").write_text(AFTER)
-        after = sandbox.run(
-            folder, "cd backend && PYTHONPATH=. DATABASE_PATH=../app.db python ../after.py", timeout_sec=60
-        )
+        after = restaurant_then(folder, LOGIN, AFTER)
 
         assert after.exit_code == 0, after.output
         seen = json.loads(after.output.strip().splitlines()[-1])

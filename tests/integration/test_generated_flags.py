@@ -10,11 +10,9 @@ import uuid
 import pytest
 from django.conf import settings
 
-from pools import offline, sandbox
-from pools.contracts.contract import amend
-from pools.contracts.derive import contract_for
+from pools import sandbox
 
-from .test_generated_accounts import AREAS, BEFORE, RESTAURANT, backend_tests, write
+from .test_generated_accounts import backend_tests, restaurant_then
 
 PAID = "Add a paid checkbox to bookings"
 AFTER = """\
@@ -38,35 +36,10 @@ pytestmark = pytest.mark.skipif(
 def test_a_follow_up_adding_a_checkbox_lists_the_rows_there_as_false():
     folder = settings.VAR_DIR / "sandbox-tests" / uuid.uuid4().hex
     try:
-        stored = contract_for(RESTAURANT, AREAS)
-        meta = {"request": RESTAURANT, "contract": stored}
-        write(
-            folder,
-            offline.codegen({**meta, "description": f"Build FastAPI backend: {RESTAURANT}"}, set())["files"],
-        )
-        write(folder, offline.schema(meta, set())["files"])
-        (folder / "before.py").write_text(BEFORE)
-        made = sandbox.run(
-            folder, "cd backend && PYTHONPATH=. DATABASE_PATH=../app.db python ../before.py", timeout_sec=60
-        )
-        assert made.output.strip().endswith("200"), made.output
+        after = restaurant_then(folder, PAID, AFTER)
 
-        contract = amend(stored, contract_for(PAID, AREAS, follow_up=True, stored=stored))
-        meta = {"request": PAID, "contract": contract, "follow_up": True}
-        sql = {"database/schema.sql": (folder / "database/schema.sql").read_text()}
-        database = offline.schema({**meta, "existing_sql": sql}, set())["files"]
-        migration = {f["path"]: f["content"] for f in database}["database/migrations/0001_bookings_paid.sql"]
+        migration = (folder / "database/migrations/0001_bookings_paid.sql").read_text()
         assert "ALTER TABLE bookings ADD COLUMN paid BOOLEAN DEFAULT false;" in migration
-        write(folder, database)
-        write(
-            folder,
-            offline.codegen({**meta, "description": f"Build FastAPI backend: {PAID}"}, set())["files"],
-        )
-        (folder / "after.py").write_text(AFTER)
-        after = sandbox.run(
-            folder, "cd backend && PYTHONPATH=. DATABASE_PATH=../app.db python ../after.py", timeout_sec=60
-        )
-
         assert after.exit_code == 0, after.output
         seen = json.loads(after.output.strip().splitlines()[-1])
         assert seen == {
