@@ -320,7 +320,7 @@ def codegen(meta: dict, flaws: set[str]) -> dict:
                 {"path": f"{owned[0]}/conftest.py", "content": ROOT_CONFTEST},
             ]
         summary = f"FastAPI backend with endpoints for {', '.join(tables)}" + (
-            accounts_summary(tables, endpoints) if accounts else "."
+            accounts_summary(tables, endpoints) if accounts else NO_ACCOUNTS
         )
         if adding:
             table, shown = adding[0], ", ".join(adding[1])
@@ -371,6 +371,13 @@ def codegen(meta: dict, flaws: set[str]) -> dict:
         "files": [{"path": f"{folder}/{slug}.py", "content": body}],
         "findings": [],
     }
+
+
+# What a backend without accounts does not do, and how to get it.
+NO_ACCOUNTS = (
+    "; anyone adds and lists records, and no one changes or deletes them: that comes with accounts "
+    '(a follow-up such as "Add user login").'
+)
 
 
 def accounts_summary(tables: list[str], endpoints: list[dict]) -> str:

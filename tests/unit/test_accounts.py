@@ -271,3 +271,14 @@ def test_records_everyone_sees_are_listed_to_all_and_added_by_a_signed_in_user()
         "carts, orders, payments, everyone sees products and a user adds their own; a user changes and "
         "deletes their own customers, products, carts."
     )
+
+
+def test_a_backend_without_accounts_says_what_it_does_not_do_and_how_to_get_it():
+    request = "Build a todo list app"
+    meta = {"request": request, "contract": contract_for(request, AREAS)}
+    backend = offline.codegen({**meta, "description": f"Build FastAPI backend: {request}"}, set())
+
+    assert backend["summary"] == (
+        "FastAPI backend with endpoints for todos; anyone adds and lists records, and no one changes or "
+        'deletes them: that comes with accounts (a follow-up such as "Add user login").'
+    )
