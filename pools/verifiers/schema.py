@@ -129,8 +129,11 @@ MIGRATION_ADVICE = "Write each migration against the schema before it (ALTER TAB
 def check_migrations(written: dict[str, str], before: dict[str, str]) -> dict[str, dict]:
     """Do the migrations bring a database made from the project's earlier schema up to its schema
     now? Per folder holding a schema (`database/`): its `.sql` files as they were (`before`, path →
-    text) with their migrations, then the migrations `written` adds, are applied to a scratch
-    database, and so is the schema as it is now (its files `written`, else as they were); every
+    text), then the migrations `written` adds, are applied to a scratch database, and so is the
+    schema as it is now (its files `written`, else as they were). The earlier migrations are not:
+    the schema they started from already has what they add, as the generated backend's `db.py`
+    holds (a database made from a schema has every column of it; its migrations are only
+    recorded), and a database made before it has had them. Every
     column of the one must be in the other. A migration that does not apply, or leaves a column
     out, is high; a schema that adds columns to a table it had, with no migration adding them, is
     medium (a database made before lacks them). Keyed by the folder's first migration written, or
@@ -143,16 +146,7 @@ def check_migrations(written: dict[str, str], before: dict[str, str]) -> dict[st
         new_migrations = sorted(p for p in written if _is_migration_of(p, folder))
         if not old_schema or (not new_migrations and new_schema == old_schema):
             continue  # nothing to migrate from, or nothing changed
-        old_migrations = sorted(p for p in before if _is_migration_of(p, folder) and p not in written)
-        migrated = check_schema(
-            _script(
-                [
-                    *_texts(old_schema),
-                    *(before[p] for p in old_migrations),
-                    *(written[p] for p in new_migrations),
-                ]
-            )
-        )
+        migrated = check_schema(_script([*_texts(old_schema), *(written[p] for p in new_migrations)]))
         target = check_schema(_script(_texts(new_schema)))
         where = new_migrations[0] if new_migrations else min(_schema_files(written, folder))
         missing = [

@@ -294,6 +294,20 @@ def test_migrations_are_checked_against_the_schema_the_task_started_from(tmp_pat
     assert check_migrations({f["path"]: f["content"] for f in phone["files"]}, {}) == {}
 
 
+def test_a_second_migration_is_checked_against_the_schema_the_first_one_brought(tmp_path):
+    # The schema the second follow-up starts from has the first one's column already, as a database
+    # made from it does: the first migration is not applied again (it would add the column twice).
+    phone = follow_up(tmp_path, PHONE, first_version(tmp_path))
+    login = follow_up(tmp_path, "Add user login so that guests see only their own bookings", phone["after"])
+
+    result = verify_output("database", login["database"], [], phone["after"])
+
+    assert result["verification"]["schema_accepted"] is True, result["findings"]
+    [report] = result["verification"]["migrations"].values()
+    assert report["migrations"] == ["database/migrations/0002_users_password_hash.sql"]
+    assert report["applied"] and report["missing"] == []
+
+
 def test_a_table_the_code_makes_is_checked_when_the_schema_or_contract_has_it():
     contract = contract_for(RESTAURANT, AREAS)
     code = (
