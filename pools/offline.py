@@ -578,7 +578,7 @@ export default function {name}Page() {{
       <Look />
       <h1>{name}</h1>
 {account}{form}      {{problem && <p role="alert">{{problem}}</p>}}
-      <ul>{{rows.map((row) => <li key={{row.id}}>{row_flags}{{listed([{shown}])}}{row_buttons}</li>)}}</ul>
+      <ul>{{rows.map((row) => <li key={{row.id}}>{{listed([{shown}])}}{row_flags}{row_buttons}</li>)}}</ul>
       {{more && <button type="button" onClick={{() => load(rows.length)}}>More</button>}}
     </main>
   );
@@ -654,10 +654,10 @@ FRONTEND_FLIP = """\
 
 """
 FRONTEND_ROW_FLAG = (
-    '<input type="checkbox" aria-label="{label}" title="{label}" checked={{Boolean(row.{column})}}'
-    ' onChange={{() => flip(row, "{column}")}} /> '
+    ' <label><input type="checkbox" checked={{Boolean(row.{column})}}'
+    ' onChange={{() => flip(row, "{column}")}} /> {label}</label>'
 )
-FRONTEND_ROW_FLAG_SHOWN = '{{row.{column} ? "✓ {label} · " : ""}}'
+FRONTEND_ROW_FLAG_SHOWN = '{{row.{column} ? " ✓ {label}" : ""}}'
 FRONTEND_DELETE = """\
   async function remove(id) {{
     const response = await fetch(`${{API_BASE}}{path}/${{id}}`, {{ method: "DELETE"{auth} }});
