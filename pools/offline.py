@@ -707,7 +707,7 @@ function formValues(form: HTMLFormElement) {
 }
 """
 # Every page's look, in one place: readable widths and spacing, in the colours of the page's scheme
-# (light, or dark where a dark mode sets it). Raw text: no quotes, no angle brackets.
+# (light, or dark where a dark mode sets it). It goes into the page as raw HTML: never a `</style>`.
 FRONTEND_LOOK = """\
 // The pages' look: one stylesheet, which each page renders first.
 const LOOK = `
