@@ -16,7 +16,7 @@ from pools import offline, sandbox
 from pools.contracts.contract import amend
 from pools.contracts.derive import contract_for
 
-TODO_APP = "Build a todo list app where users can sign up, log in and share lists with friends"
+SHARED_LISTS_APP = "Build a todo list app where users can sign up, log in and share lists with friends"
 AREAS = {"task_1": "frontend", "task_2": "backend", "task_3": "database"}
 
 pytestmark = pytest.mark.skipif(
@@ -29,9 +29,11 @@ pytestmark = pytest.mark.skipif(
 def project() -> Path:
     """The project's backend and schema, in a folder under var/ the sandbox's user can reach."""
     folder = settings.VAR_DIR / "sandbox-tests" / uuid.uuid4().hex
-    meta = {"request": TODO_APP, "contract": contract_for(TODO_APP, AREAS)}
+    meta = {"request": SHARED_LISTS_APP, "contract": contract_for(SHARED_LISTS_APP, AREAS)}
     files = [
-        *offline.codegen({**meta, "description": f"Build FastAPI backend: {TODO_APP}"}, set())["files"],
+        *offline.codegen({**meta, "description": f"Build FastAPI backend: {SHARED_LISTS_APP}"}, set())[
+            "files"
+        ],
         *offline.schema(meta, set())["files"],
     ]
     for item in files:

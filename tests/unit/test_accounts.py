@@ -10,14 +10,14 @@ from pools.contracts.check import check_tree
 from pools.contracts.contract import amend
 from pools.contracts.derive import contract_for, entities, has_accounts, wants_accounts
 
-TODO_APP = "Build a todo list app where users can sign up, log in and share lists with friends"
+SHARED_LISTS_APP = "Build a todo list app where users can sign up, log in and share lists with friends"
 AREAS = {"task_1": "frontend", "task_2": "backend", "task_3": "database"}
 
 
 @pytest.mark.parametrize(
     "request_text",
     [
-        TODO_APP,
+        SHARED_LISTS_APP,
         "Build a notes app with user accounts",
         "Build a recipe site where cooks sign in to save recipes",
         "A booking app with login and password reset",
@@ -44,7 +44,7 @@ def test_what_does_not_ask_for_accounts(request_text):
 
 
 def test_the_contract_of_a_project_with_accounts():
-    contract = contract_for(TODO_APP, AREAS)
+    contract = contract_for(SHARED_LISTS_APP, AREAS)
 
     endpoints = [(e["method"], e["path"]) for e in contract["endpoints"]]
     assert endpoints[:3] == [("POST", "/api/signup"), ("POST", "/api/login"), ("GET", "/api/me")]
@@ -77,7 +77,7 @@ def test_records_kept_for_the_books_are_not_deleted_even_by_their_user():
 
 
 def test_a_follow_up_keeps_the_projects_accounts_and_asks_for_none_of_its_own():
-    stored = contract_for(TODO_APP, AREAS)
+    stored = contract_for(SHARED_LISTS_APP, AREAS)
     phone = contract_for("Add a phone number field to todos", AREAS, follow_up=True, stored=stored)
     assert has_accounts(phone)
     assert [t["name"] for t in phone["tables"]] == ["users", "todos", "auth_tokens", "login_failures"]
@@ -93,7 +93,7 @@ def test_a_follow_up_adding_accounts_reaches_every_layer_and_record():
     files = [("frontend/pages/bookings.tsx", 1), ("backend/app/main.py", 1), ("database/schema.sql", 1)]
     assert layers_to_grow(LOGIN, files, stored) == {"frontend", "backend", "database"}
     assert (
-        layers_to_grow("Add user login", files, contract_for(TODO_APP, AREAS)) == frozenset()
+        layers_to_grow("Add user login", files, contract_for(SHARED_LISTS_APP, AREAS)) == frozenset()
     )  # it has them
 
     contract = amend(stored, contract_for(LOGIN, AREAS, follow_up=True, stored=stored))
@@ -136,7 +136,7 @@ def test_the_migration_adding_accounts_disowns_the_rows_made_before_them():
     assert "backend/app/accounts.py" in {f["path"] for f in backend["files"]}
 
 
-def generated(contract: dict, request: str = TODO_APP) -> dict[str, str]:
+def generated(contract: dict, request: str = SHARED_LISTS_APP) -> dict[str, str]:
     meta = {"request": request, "contract": contract}
     files = [
         *offline.codegen({**meta, "description": f"Build Next.js frontend: {request}"}, set())["files"],
@@ -147,7 +147,7 @@ def generated(contract: dict, request: str = TODO_APP) -> dict[str, str]:
 
 
 def test_every_layer_is_built_for_accounts_and_the_contract_checks_pass():
-    contract = contract_for(TODO_APP, AREAS)
+    contract = contract_for(SHARED_LISTS_APP, AREAS)
     files = generated(contract)
 
     main = files["backend/app/main.py"]
@@ -222,7 +222,7 @@ def test_a_project_without_accounts_is_built_as_before():
 
 
 def test_a_field_follow_up_on_a_project_with_accounts_keeps_them_in_every_layer():
-    stored = contract_for(TODO_APP, AREAS)
+    stored = contract_for(SHARED_LISTS_APP, AREAS)
     request = "Add a phone number field to todos"
     contract = amend(stored, contract_for(request, AREAS, follow_up=True, stored=stored))
     meta = {"request": request, "contract": contract, "follow_up": True}
