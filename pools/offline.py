@@ -320,7 +320,7 @@ def codegen(meta: dict, flaws: set[str]) -> dict:
                 {"path": f"{owned[0]}/conftest.py", "content": ROOT_CONFTEST},
             ]
         summary = f"FastAPI backend with endpoints for {', '.join(tables)}" + (
-            accounts_summary(tables, endpoints) if accounts else NO_ACCOUNTS
+            accounts_summary(tables, endpoints) if accounts else no_accounts_summary(tables, endpoints)
         )
         if adding:
             table, shown = adding[0], ", ".join(adding[1])
@@ -374,10 +374,26 @@ def codegen(meta: dict, flaws: set[str]) -> dict:
 
 
 # What a backend without accounts does not do, and how to get it.
-NO_ACCOUNTS = (
-    "; anyone adds and lists records, and no one changes or deletes them: that comes with accounts "
-    '(a follow-up such as "Add user login").'
-)
+ACCOUNTS_BRING = ': that comes with accounts (a follow-up such as "Add user login").'
+NO_ACCOUNTS = "; anyone adds and lists records, and no one changes or deletes them" + ACCOUNTS_BRING
+
+
+def no_accounts_summary(tables: list[str], endpoints: list[dict]) -> str:
+    """What a backend without accounts does with the records, for its summary: a list everyone keeps
+    together (`SHARED_LISTS`) anyone changes too; the rest no one."""
+    shared = [t for t in tables if serves_one_record(endpoints, t, "PATCH")]
+    if not shared:
+        return NO_ACCOUNTS
+    said = (
+        f"; anyone adds, lists, changes and deletes {', '.join(shared)}: one list kept by all who use the app"
+    )
+    rest = [t for t in tables if t not in shared]
+    if rest:
+        return (
+            said
+            + f"; anyone adds and lists {', '.join(rest)}, and no one changes or deletes them{ACCOUNTS_BRING}"
+        )
+    return said + ' (a follow-up such as "Add user login" gives each user their own).'
 
 
 def accounts_summary(tables: list[str], endpoints: list[dict]) -> str:
@@ -639,17 +655,26 @@ FRONTEND_EDIT = """\
     return response.ok;
   }}
   async function save(form) {{
-    if (await patch(editing, formValues(form))) {{
+    const values = formValues(form);
+    if (await patch(editing, values)) {{
+      // An empty field keeps its value, as the API keeps a null one.
+      showChanged(editing, Object.fromEntries(Object.entries(values).filter(([, value]) => value !== null)));
       stopEditing();
-      load();
     }}
+  }}
+  // A saved change shown in its row, the other rows (and the pages of them shown) left as they are.
+  function showChanged(id, changes) {{
+    setRows((shown) => shown.map((row) => (row.id === id ? {{ ...row, ...changes }} : row)));
   }}
 
 """
 # A row's yes-or-no field, ticked or not in place.
 FRONTEND_FLIP = """\
   function flip(row, name) {
-    patch(row.id, { [name]: !row[name] }).then(() => load());
+    showChanged(row.id, { [name]: !row[name] }); // ticked at once, put back if the API refuses
+    patch(row.id, { [name]: !row[name] }).then((saved) => {
+      if (!saved) load();
+    });
   }
 
 """
@@ -661,12 +686,14 @@ FRONTEND_ROW_FLAG_SHOWN = '{{row.{column} ? " ✓ {label}" : ""}}'
 FRONTEND_DELETE = """\
   async function remove(id) {{
     const response = await fetch(`${{API_BASE}}{path}/${{id}}`, {{ method: "DELETE"{auth} }});
-    if (!response.ok) {{
+    if (response.ok) {{
+      setRows((shown) => shown.filter((row) => row.id !== id));
+    }} else {{
       const answer = await response.json().catch(() => ({{}}));
       const why = typeof answer.detail === "string" ? answer.detail : `HTTP ${{response.status}}`;
       setProblem(`could not delete it: ${{why}}`);
+      load();
     }}
-    load();
   }}
 
 """
@@ -709,7 +736,9 @@ function formValues(form: HTMLFormElement) {
 # Every page's look, in one place: readable widths and spacing, in the colours of the page's scheme
 # (light, or dark where a dark mode sets it). It goes into the page as raw HTML: never a `</style>`.
 FRONTEND_LOOK = """\
-// The pages' look: one stylesheet, which each page renders first.
+import Head from "next/head";
+
+// The pages' look: one stylesheet and the tab's icon, which each page renders first.
 const LOOK = `
 :root { font-family: system-ui, sans-serif; line-height: 1.5; }
 body { margin: 0; }
@@ -730,7 +759,14 @@ a { color: #2563eb; }
 `;
 
 export default function Look() {
-  return <style dangerouslySetInnerHTML={{ __html: LOOK }} />;
+  return (
+    <>
+      <Head>
+        <link rel="icon" href="/favicon.svg" />
+      </Head>
+      <style dangerouslySetInnerHTML={{ __html: LOOK }} />
+    </>
+  );
 }
 """
 FRONTEND_INPUT = '        <input name="{column}" type="{kind}" placeholder="{label}"{required} />\n'
@@ -832,6 +868,14 @@ For production, `BACKEND_URL=… npm run build` then `npm start`: the address is
 """
 
 
+# The tab's icon (the pages link it; without one the browser's request for /favicon.ico is a 404).
+FAVICON = (
+    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32"><rect width="32" height="32" rx="7" '
+    'fill="#2563eb"/><path d="M9 16.5l4.5 4.5L23 11.5" fill="none" stroke="#fff" stroke-width="3.5" '
+    'stroke-linecap="round" stroke-linejoin="round"/></svg>\n'
+)
+
+
 def next_app_files(readme: str) -> list[dict]:
     """What every generated Next.js app has: its package, TypeScript settings, ignores and README."""
     return [
@@ -839,6 +883,7 @@ def next_app_files(readme: str) -> list[dict]:
         {"path": "frontend/tsconfig.json", "content": json.dumps(NEXT_TSCONFIG, indent=2) + "\n"},
         {"path": "frontend/.gitignore", "content": FRONTEND_GITIGNORE},
         {"path": "frontend/README.md", "content": readme},
+        {"path": "frontend/public/favicon.svg", "content": FAVICON},
     ]
 
 
@@ -952,6 +997,7 @@ export default function Home() {{
     <>
       <Head>
         <title>{{SITE.title}}</title>
+        <link rel="icon" href="/favicon.svg" />
       </Head>
       <style>{{STYLE}}</style>
       <div className="site-top">
@@ -1558,9 +1604,10 @@ BACKEND_README = """\
 # Backend
 
 A FastAPI app serving `GET` and `POST` on `/api/<record>` for the project's records over SQLite
-and, with accounts, `PATCH` and `DELETE` on a user's own `/api/<record>/<id>`. Its tables are
-made on first use from the project's schema (`database/schema.sql` in the nearest folder above
-that has one); `$DATABASE_PATH` picks the file (default `app.db` here).
+and, where its contract has them, `PATCH` and `DELETE` on `/api/<record>/<id>` (with accounts, of
+a user's own records alone). Its tables are made on first use from the project's schema
+(`database/schema.sql` in the nearest folder above that has one); `$DATABASE_PATH` picks the file
+(default `app.db` here).
 
     pip install -r requirements.txt
     uvicorn app.main:app --port 8001    # API docs at http://localhost:8001/docs

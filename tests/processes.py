@@ -22,12 +22,14 @@ from openclaw_site.child_processes import die_with_parent
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def spawn(argv: list[str], env: dict, log, *, pass_fds: tuple[int, ...] = ()) -> subprocess.Popen:
+def spawn(
+    argv: list[str], env: dict, log, *, pass_fds: tuple[int, ...] = (), cwd: Path = ROOT
+) -> subprocess.Popen:
     """A child in a session of its own (its group is stopped whole), dying with this process,
     writing to `log`."""
     return subprocess.Popen(
         argv,
-        cwd=ROOT,
+        cwd=cwd,
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -74,7 +74,7 @@ ENTITY_WORDS = {
 # A request to sell online: its project has products, carts, orders and payments whether or not it
 # names them ("an e-commerce store for handmade jewelry").
 SHOP_WORDS = re.compile(
-    r"\b(e-?commerce|webshop|bookstore|storefront|marketplace|checkout|shopping"
+    r"\b(e-?commerce|webshop|bookstore|storefront|marketplace|checkout|shopping(?!\s+lists?\b)"
     # a store or shop as a noun that sells: not "store the data", nor "a key-value store"
     r"|(a|an|the|my|our|your|online|web)\s+((?!(data|key|object|document|session|state|config|secret"
     r"|blob|vector|event|feature|file|token|cache|cookie|credential|in-memory|memory|work)\b)[\w-]+\s+)?"
@@ -235,6 +235,14 @@ PUBLIC_RECORDS = {
 # Records kept for the books: no PATCH or DELETE, even of one's own (a refund or a credit note is a
 # new record).
 KEPT_RECORDS = {"payments", "invoices", "orders", "donations", "sales"}
+# Records that, without accounts, are one list kept together by whoever reaches the app (a
+# household's todos, a team's notes): anyone changes and deletes them. Any other record (a booking, a
+# review, a placeholder's items on a bakery's site) is changed by no one until the project has
+# accounts.
+SHARED_LISTS = {
+    "todos", "tasks", "notes", "reminders", "links", "bookmarks", "ideas", "goals", "habits", "expenses",
+    "workouts", "time_entries",
+}  # fmt: skip
 GENERATED = {"id", "user_id", "created_at"}
 AREAS = ("frontend", "backend", "database")
 # The description of the work stream that joins a shop's parts: its agents build the checkout flow.
@@ -456,15 +464,15 @@ def contract_for(
     request: str, areas: dict[str, str], follow_up: bool = False, stored: dict | None = None
 ) -> dict:
     """The contract of a plan whose tasks have these areas (task id → frontend, backend, database,
-    security or other): per table, GET and POST `/api/<table>` and, in a project with accounts
-    where a record is its user's own, PATCH (any of its fields) and DELETE `/api/<table>/{id}` unless
-    it is kept for the books (`KEPT_RECORDS`; without accounts anyone could change or delete
-    anything). A new project whose request names no entity gets an `items` placeholder to build
-    to, unless it is pages alone; a follow-up (`follow_up`) builds on the project's contract and
-    adds none: an endpoint its plan declares is one its tasks must serve. A small app's one task
-    builds every layer. A table the project's contract (`stored`) has keeps its columns, and a
-    request to add fields to one (`added_fields`) declares it with them. A project with accounts
-    (`wants_accounts`) has their endpoints and tables too (`ACCOUNT_ENDPOINTS`, `ACCOUNT_TABLES`)."""
+    security or other): per table, GET and POST `/api/<table>` and, in a project with accounts where a
+    record is its user's own, PATCH (any of its fields) and DELETE `/api/<table>/{id}` unless it is kept
+    for the books (`KEPT_RECORDS`); without accounts, only on a list everyone keeps together
+    (`SHARED_LISTS`). A new project whose request names no entity gets an `items` placeholder to build to,
+    unless it is pages alone; a follow-up (`follow_up`) builds on the project's contract and adds none: an
+    endpoint its plan declares is one its tasks must serve. A small app's one task builds every layer. A
+    table the project's contract (`stored`) has keeps its columns, and a request to add fields to one
+    (`added_fields`) declares it with them. A project with accounts (`wants_accounts`) has their endpoints
+    and tables too (`ACCOUNT_ENDPOINTS`, `ACCOUNT_TABLES`)."""
     present = set(AREAS) if small_app(request, areas, follow_up) else set(areas.values())
     adding = added_fields(request)
     # Pages alone keep no records: a landing page calls no API.
@@ -501,7 +509,7 @@ def contract_for(
                 },
                 {"method": "POST", "path": f"/api/{table}", "request": fields, "response": {"id": "integer"}},
             ]
-            if accounts and table not in KEPT_RECORDS:
+            if table not in KEPT_RECORDS and (accounts or table in SHARED_LISTS):
                 one = f"/api/{table}/{{id}}"
                 contract["endpoints"] += [
                     {"method": "PATCH", "path": one, "request": fields, "response": {"updated": "integer"}},

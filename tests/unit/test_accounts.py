@@ -49,8 +49,7 @@ def test_the_contract_of_a_project_with_accounts():
     endpoints = [(e["method"], e["path"]) for e in contract["endpoints"]]
     assert endpoints[:3] == [("POST", "/api/signup"), ("POST", "/api/login"), ("GET", "/api/me")]
     assert ("GET", "/api/todos") in endpoints and ("POST", "/api/lists") in endpoints
-    # A user changes and deletes their own records; without accounts anyone could change or delete
-    # anything.
+    # A user changes and deletes their own records.
     assert ("DELETE", "/api/todos/{id}") in endpoints and ("DELETE", "/api/lists/{id}") in endpoints
     patch = next(e for e in contract["endpoints"] if (e["method"], e["path"]) == ("PATCH", "/api/todos/{id}"))
     assert patch["request"] == {"name": "string", "due_at": "string (ISO 8601)", "done": "boolean"}
@@ -65,7 +64,38 @@ def test_the_contract_of_a_project_with_accounts():
     assert not has_accounts(without)
     assert [t["name"] for t in without["tables"]] == ["users", "todos"]
     assert not [e for e in without["endpoints"] if e["path"] in ("/api/signup", "/api/login", "/api/me")]
-    assert not [e for e in without["endpoints"] if e["method"] in ("PATCH", "DELETE")]
+
+
+def test_without_accounts_only_a_list_everyone_keeps_together_is_changed_and_deleted():
+    # A household's todos are one list anyone ticks; anyone changing or deleting a restaurant's
+    # bookings, or a bakery site's records, is not what the client asked for.
+    todos = contract_for("Build a todo list app", AREAS)
+    one = [(e["method"], e["path"]) for e in todos["endpoints"] if e["path"].endswith("{id}")]
+    assert one == [("PATCH", "/api/todos/{id}"), ("DELETE", "/api/todos/{id}")]
+    for request in (
+        "Build a restaurant website with online booking",
+        "Build a website for my bakery",
+        "Build a notes app with invoices",
+    ):
+        methods = {(e["method"], e["path"]) for e in contract_for(request, AREAS)["endpoints"]}
+        assert ("PATCH", "/api/bookings/{id}") not in methods and ("DELETE", "/api/items/{id}") not in methods
+        assert ("PATCH", "/api/invoices/{id}") not in methods
+    notes = {
+        (e["method"], e["path"]) for e in contract_for("Build a notes app with invoices", AREAS)["endpoints"]
+    }
+    assert ("PATCH", "/api/notes/{id}") in notes and ("DELETE", "/api/notes/{id}") in notes
+
+
+@pytest.mark.parametrize(
+    "request_text,tables",
+    [
+        ("Build a shopping list app", ["items"]),
+        ("Build shopping lists for families", ["items"]),
+        ("Build an online shopping site", ["products", "carts", "orders", "payments"]),
+    ],
+)
+def test_a_shopping_list_is_no_shop(request_text, tables):
+    assert entities(request_text) == tables
 
 
 def test_records_kept_for_the_books_are_not_deleted_even_by_their_user():
@@ -199,15 +229,13 @@ def test_every_layer_is_built_for_accounts_and_the_contract_checks_pass():
 
 
 def test_a_project_without_accounts_is_built_as_before():
-    files = generated(contract_for("Build a todo list app", AREAS), "Build a todo list app")
+    request = "Build a restaurant website with online booking"
+    files = generated(contract_for(request, AREAS), request)
 
     assert "backend/app/accounts.py" not in files and "frontend/pages/account.tsx" not in files
     assert 'item.get("user_id", 1)' in files["backend/app/main.py"]
-    assert (
-        "signedIn" not in files["frontend/pages/todos.tsx"]
-        and "remove(" not in files["frontend/pages/todos.tsx"]
-        and "edit(" not in files["frontend/pages/todos.tsx"]
-    )
+    page = files["frontend/pages/bookings.tsx"]
+    assert "signedIn" not in page and "remove(" not in page and "edit(" not in page
     assert (
         "DELETE" not in files["backend/app/main.py"] and "DELETES" not in files["backend/tests/test_api.py"]
     )
@@ -215,10 +243,31 @@ def test_a_project_without_accounts_is_built_as_before():
         "UPDATE" not in files["backend/app/main.py"] and "UPDATES" not in files["backend/tests/test_api.py"]
     )
     assert "password_hash" not in files["database/schema.sql"]
-    # Done is set when a todo is added, and shown, not ticked in place: no PATCH to tick it with.
+
+
+def test_a_list_everyone_keeps_together_is_changed_and_deleted_by_anyone():
+    files = generated(contract_for("Build a todo list app", AREAS), "Build a todo list app")
+
+    main = files["backend/app/main.py"]
+    assert 'DELETE FROM todos WHERE id = ?", (item_id,)' in main
+    assert 'done = COALESCE(?, done) WHERE id = ?",' in main
+    assert 'raise HTTPException(404, f"no such record: {item_id}")' in main
+    tests = files["backend/tests/test_api.py"]
+    assert "UPDATES.add('todos')" in tests and "DELETES.add('todos')" in tests
     page = files["frontend/pages/todos.tsx"]
-    assert '<label><input name="done" type="checkbox" /> done</label>' in page
-    assert '{row.done ? " ✓ done" : ""}' in page and "flip(" not in page
+    assert "signedIn" not in page and "remove(row.id)" in page and "edit(row)" in page
+    assert 'onChange={() => flip(row, "done")}' in page  # ticked in the row itself
+    assert "password_hash" not in files["database/schema.sql"]
+
+
+def test_a_yes_or_no_field_of_a_record_no_one_changes_is_shown_not_ticked():
+    request = "Add a paid checkbox to bookings"
+    stored = contract_for("Build a restaurant website with online booking", AREAS)
+    contract = amend(stored, contract_for(request, AREAS, follow_up=True, stored=stored))
+    page = generated(contract, request)["frontend/pages/bookings.tsx"]
+
+    assert '<label><input name="paid" type="checkbox" /> paid</label>' in page
+    assert '{row.paid ? " ✓ paid" : ""}' in page and "flip(" not in page
 
 
 def test_a_field_follow_up_on_a_project_with_accounts_keeps_them_in_every_layer():
@@ -273,12 +322,29 @@ def test_records_everyone_sees_are_listed_to_all_and_added_by_a_signed_in_user()
     )
 
 
-def test_a_backend_without_accounts_says_what_it_does_not_do_and_how_to_get_it():
-    request = "Build a todo list app"
-    meta = {"request": request, "contract": contract_for(request, AREAS)}
-    backend = offline.codegen({**meta, "description": f"Build FastAPI backend: {request}"}, set())
+@pytest.mark.parametrize(
+    ("request_text", "said"),
+    [
+        (
+            "Build a restaurant website with online booking",
+            "restaurants, bookings; anyone adds and lists records, and no one changes or deletes them: that "
+            'comes with accounts (a follow-up such as "Add user login").',
+        ),
+        (
+            "Build a todo list app",
+            "todos; anyone adds, lists, changes and deletes todos: one list kept by all who use the app (a "
+            'follow-up such as "Add user login" gives each user their own).',
+        ),
+        (
+            "Build a notes app where guests leave reviews",
+            "notes, reviews; anyone adds, lists, changes and deletes notes: one list kept by all who use the "
+            "app; anyone adds and lists reviews, and no one changes or deletes them: that comes with "
+            'accounts (a follow-up such as "Add user login").',
+        ),
+    ],
+)
+def test_a_backend_without_accounts_says_what_it_does_not_do_and_how_to_get_it(request_text, said):
+    meta = {"request": request_text, "contract": contract_for(request_text, AREAS)}
+    backend = offline.codegen({**meta, "description": f"Build FastAPI backend: {request_text}"}, set())
 
-    assert backend["summary"] == (
-        "FastAPI backend with endpoints for todos; anyone adds and lists records, and no one changes or "
-        'deletes them: that comes with accounts (a follow-up such as "Add user login").'
-    )
+    assert backend["summary"] == "FastAPI backend with endpoints for " + said
