@@ -6,6 +6,7 @@ The generated code is the offline agents' own templates, not a model's output: i
 the sandbox, as it runs on the client's machine. pip and npm fetch from the package registries.
 """
 
+import contextlib
 import json
 import os
 import signal
@@ -23,7 +24,9 @@ from tests.browser.test_console_browser import chromium, pytestmark  # noqa: F40
 from tests.processes import spawn
 from tests.unit.test_accounts import AREAS, generated
 
-REQUEST = "Build a todo list app"
+SHARED_TODOS = "Build a todo list app"
+OWN_TODOS = "Build a todo list app where users sign up, log in and keep their todos"
+LOGS = settings.VAR_DIR / "test-logs"
 
 
 def _answers(url: str, processes: list[subprocess.Popen], log: Path, timeout: float = 60) -> None:
@@ -46,53 +49,67 @@ def _listed(backend: str) -> list[dict]:
         return json.load(response)
 
 
-@pytest.fixture(scope="module")
-def todo_app(tmp_path_factory):
-    """The app's frontend URL and its backend's, each server in a process group of its own."""
+def _written(request: str, root: Path) -> Path:
     from pools.contracts.derive import contract_for
 
-    root = tmp_path_factory.mktemp("todo-app")
-    for path, content in generated(contract_for(REQUEST, AREAS), REQUEST).items():
+    for path, content in generated(contract_for(request, AREAS), request).items():
         (root / path).parent.mkdir(parents=True, exist_ok=True)
         (root / path).write_text(content)
-    logs = settings.VAR_DIR / "test-logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", str(root))}
+    return root
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> Path:
+    """A project whose backend's virtualenv (`venv`) and frontend's `node_modules` the apps share:
+    every generated app has the same `requirements.txt` and `package.json`."""
+    root = _written(SHARED_TODOS, tmp_path_factory.mktemp("installed"))
     subprocess.run([sys.executable, "-m", "venv", root / "venv"], check=True)
     install = [root / "venv" / "bin" / "pip", "install", "-q", "-r", "requirements.txt"]
-    subprocess.run(install, cwd=root / "backend", env=env, check=True, timeout=300)
+    subprocess.run(install, cwd=root / "backend", env=_env(root), check=True, timeout=300)
     npm = ["npm", "install", "--no-audit", "--no-fund", "--loglevel=error"]
-    subprocess.run(npm, cwd=root / "frontend", env=env, check=True, timeout=300)
+    subprocess.run(npm, cwd=root / "frontend", env=_env(root), check=True, timeout=300)
+    return root
 
+
+def _env(root: Path) -> dict:
+    return {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", str(root))}
+
+
+@contextlib.contextmanager
+def serving(request: str, root: Path, installed: Path):
+    """The app of `request` written to `root`, its frontend's URL and its backend's while they run,
+    each server in a process group of its own."""
+    _written(request, root)
+    for part, shared in (
+        ("backend/requirements.txt", "venv"),
+        ("frontend/package.json", "frontend/node_modules"),
+    ):
+        assert (root / part).read_text() == (installed / part).read_text()
+        (root / shared).symlink_to(installed / shared)
+    LOGS.mkdir(parents=True, exist_ok=True)
     servers: list[subprocess.Popen] = []
     try:
         with (
             web_tier.listening_socket("127.0.0.1", 0) as listener,
-            open(logs / "generated-backend.log", "ab") as log,
+            open(LOGS / "generated-backend.log", "ab") as log,
         ):
             uvicorn = [str(root / "venv" / "bin" / "uvicorn"), "app.main:app", "--fd", str(listener.fileno())]
-            backend_env = {**env, "DATABASE_PATH": str(root / "app.db")}
-            servers.append(
-                spawn(uvicorn, backend_env, log, pass_fds=(listener.fileno(),), cwd=root / "backend")
-            )
+            env = {**_env(root), "DATABASE_PATH": str(root / "app.db")}
+            servers.append(spawn(uvicorn, env, log, pass_fds=(listener.fileno(),), cwd=root / "backend"))
             backend = f"http://127.0.0.1:{listener.getsockname()[1]}"
-        _answers(f"{backend}/api/todos", servers, logs / "generated-backend.log")
-        frontend_env = {**env, "BACKEND_URL": backend, "NEXT_TELEMETRY_DISABLED": "1"}
+        _answers(f"{backend}/docs", servers, LOGS / "generated-backend.log")
+        env = {**_env(root), "BACKEND_URL": backend, "NEXT_TELEMETRY_DISABLED": "1"}
+        build = ["npx", "next", "build"]
         subprocess.run(
-            ["npx", "next", "build"],
-            cwd=root / "frontend",
-            env=frontend_env,
-            check=True,
-            timeout=300,
-            stdout=subprocess.DEVNULL,
+            build, cwd=root / "frontend", env=env, check=True, timeout=300, stdout=subprocess.DEVNULL
         )
         with web_tier.listening_socket("127.0.0.1", 0) as probe:
             port = probe.getsockname()[1]  # a free port, for `next start`, which takes no socket
-        with open(logs / "generated-frontend.log", "ab") as log:
+        with open(LOGS / "generated-frontend.log", "ab") as log:
             start = ["npx", "next", "start", "-H", "127.0.0.1", "-p", str(port)]
-            servers.append(spawn(start, frontend_env, log, cwd=root / "frontend"))
+            servers.append(spawn(start, env, log, cwd=root / "frontend"))
         frontend = f"http://127.0.0.1:{port}"
-        _answers(f"{frontend}/todos", servers, logs / "generated-frontend.log")
+        _answers(f"{frontend}/", servers, LOGS / "generated-frontend.log")
         yield frontend, backend
     finally:
         for server in servers:
@@ -101,53 +118,117 @@ def todo_app(tmp_path_factory):
             server.wait(timeout=10)
 
 
-def test_a_shared_todo_list_is_added_to_ticked_changed_and_deleted(chromium, todo_app):  # noqa: F811
-    from playwright.sync_api import expect
-
-    frontend, backend = todo_app
+@pytest.fixture
+def page(chromium):  # noqa: F811
+    """A page that records what goes wrong in it (`page.problems`): script errors, console errors and
+    responses of 400 and more."""
     context = chromium.new_context(viewport={"width": 1280, "height": 800})
     page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.problems = []
+    page.on("pageerror", lambda error: page.problems.append(str(error)))
     page.on(
         "console",
-        lambda message: message.type == "error" and errors.append(f"{message.text} {message.location}"),
+        lambda message: (
+            message.type == "error" and page.problems.append(f"{message.text} {message.location}")
+        ),
     )
-    page.on("response", lambda response: response.status >= 400 and errors.append(response.url))
-    page.goto(f"{frontend}/todos")
-    rows = page.locator("main ul li")
-
-    for name, due in (("Buy milk", "2026-12-31T09:00"), ("Call mum", "2027-01-02T18:30")):
-        page.fill('form input[name="name"]', name)
-        page.fill('form input[name="due_at"]', due)
-        page.get_by_role("button", name="Add").click()
-        expect(rows.filter(has_text=name)).to_have_count(1)
-    expect(page.locator('form input[name="name"]')).to_have_value("")  # the form is cleared
-
-    # Ticked in its row, kept ticked: the list comes back from the API so.
-    milk = rows.filter(has_text="Buy milk")
-    milk.get_by_role("checkbox").check()
-    expect(milk.get_by_role("checkbox")).to_be_checked()
-    page.reload()
-    expect(rows.filter(has_text="Buy milk").get_by_role("checkbox")).to_be_checked()
-    expect(rows.filter(has_text="Call mum").get_by_role("checkbox")).not_to_be_checked()
-    assert {row["name"]: row["done"] for row in _listed(backend)} == {"Buy milk": True, "Call mum": False}
-
-    # Edit fills the form with the row; saving changes the name and keeps the rest.
-    rows.filter(has_text="Call mum").get_by_role("button", name="Edit").click()
-    expect(page.locator('form input[name="name"]')).to_have_value("Call mum")
-    page.fill('form input[name="name"]', "Call mum tonight")
-    page.get_by_role("button", name="Save changes").click()
-    expect(rows.filter(has_text="Call mum tonight")).to_have_count(1)
-    expect(page.get_by_role("button", name="Add")).to_be_visible()
-    changed = {row["name"]: row for row in _listed(backend)}["Call mum tonight"]
-    assert changed["due_at"] == "2027-01-02T18:30" and changed["done"] is False
-
-    rows.filter(has_text="Buy milk").get_by_role("button", name="Delete").click()
-    expect(rows).to_have_count(1)
-    page.reload()
-    expect(rows).to_have_count(1)
-    expect(rows.first).to_contain_text("Call mum tonight")
-    assert [row["name"] for row in _listed(backend)] == ["Call mum tonight"]
-    assert errors == []
+    page.on("response", lambda response: response.status >= 400 and page.problems.append(response.url))
+    yield page
     context.close()
+
+
+def _add(page, rows, name: str, due: str) -> None:
+    from playwright.sync_api import expect
+
+    page.fill('form input[name="name"]', name)
+    page.fill('form input[name="due_at"]', due)
+    page.get_by_role("button", name="Add").click()
+    expect(rows.filter(has_text=name)).to_have_count(1)
+
+
+def test_a_shared_todo_list_is_added_to_ticked_changed_and_deleted(page, installed, tmp_path):
+    from playwright.sync_api import expect
+
+    with serving(SHARED_TODOS, tmp_path, installed) as (frontend, backend):
+        page.goto(f"{frontend}/todos")
+        rows = page.locator("main ul li")
+        _add(page, rows, "Buy milk", "2026-12-31T09:00")
+        _add(page, rows, "Call mum", "2027-01-02T18:30")
+        expect(page.locator('form input[name="name"]')).to_have_value("")  # the form is cleared
+
+        # Ticked in its row at once, and kept: the list comes back from the API so.
+        milk = rows.filter(has_text="Buy milk")
+        milk.get_by_role("checkbox").check()
+        expect(milk.get_by_role("checkbox")).to_be_checked()
+        page.reload()
+        expect(rows.filter(has_text="Buy milk").get_by_role("checkbox")).to_be_checked()
+        expect(rows.filter(has_text="Call mum").get_by_role("checkbox")).not_to_be_checked()
+        assert {row["name"]: row["done"] for row in _listed(backend)} == {"Buy milk": True, "Call mum": False}
+
+        # Edit fills the form with the row; saving changes the name and keeps the rest.
+        rows.filter(has_text="Call mum").get_by_role("button", name="Edit").click()
+        expect(page.locator('form input[name="name"]')).to_have_value("Call mum")
+        page.fill('form input[name="name"]', "Call mum tonight")
+        page.get_by_role("button", name="Save changes").click()
+        expect(rows.filter(has_text="Call mum tonight")).to_have_count(1)
+        expect(page.get_by_role("button", name="Add")).to_be_visible()
+        changed = {row["name"]: row for row in _listed(backend)}["Call mum tonight"]
+        assert changed["due_at"] == "2027-01-02T18:30" and changed["done"] is False
+
+        rows.filter(has_text="Buy milk").get_by_role("button", name="Delete").click()
+        expect(rows).to_have_count(1)
+        page.reload()
+        expect(rows).to_have_count(1)
+        expect(rows.first).to_contain_text("Call mum tonight")
+        assert [row["name"] for row in _listed(backend)] == ["Call mum tonight"]
+    assert page.problems == []
+
+
+def _account(page, frontend: str, email: str, button: str) -> None:
+    from playwright.sync_api import expect
+
+    page.goto(f"{frontend}/account")
+    page.fill('input[name="email"]', email)
+    page.fill('input[name="password"]', "correct horse battery")
+    page.get_by_role("button", name=button).click()
+    expect(page.get_by_text(f"Signed in as {email}.")).to_be_visible()
+
+
+def _log_out(page, frontend: str) -> None:
+    from playwright.sync_api import expect
+
+    page.goto(f"{frontend}/account")
+    page.get_by_role("button", name="Log out").click()
+    expect(page.get_by_role("button", name="Sign up")).to_be_visible()
+
+
+def test_each_user_keeps_their_own_todos(page, installed, tmp_path):
+    from playwright.sync_api import expect
+
+    with serving(OWN_TODOS, tmp_path, installed) as (frontend, _):
+        page.goto(f"{frontend}/todos")
+        expect(page.locator("main [role=alert]")).to_have_text("could not load the list: log in first")
+        # The 401 and the console's line of it, asked for; nothing else.
+        assert [p for p in page.problems if "status of 401" not in p] == [f"{frontend}/api/todos?offset=0"]
+        page.problems.clear()
+
+        _account(page, frontend, "ada@example.com", "Sign up")
+        page.goto(f"{frontend}/todos")
+        rows = page.locator("main ul li")
+        _add(page, rows, "Ada's todo", "2026-12-31T09:00")
+        rows.get_by_role("checkbox").check()
+        _log_out(page, frontend)
+
+        _account(page, frontend, "bob@example.com", "Sign up")
+        page.goto(f"{frontend}/todos")
+        expect(page.get_by_role("heading", name="Todo")).to_be_visible()
+        expect(rows).to_have_count(0)
+        _add(page, rows, "Bob's todo", "2027-01-01T10:00")
+        _log_out(page, frontend)
+
+        _account(page, frontend, "ada@example.com", "Log in")
+        page.goto(f"{frontend}/todos")
+        expect(rows).to_have_count(1)
+        expect(rows.first).to_contain_text("Ada's todo")
+        expect(rows.first.get_by_role("checkbox")).to_be_checked()
+    assert page.problems == []
