@@ -68,6 +68,17 @@ ENTITY_WORDS = {
     "volunteer": "volunteers",
     "property": "properties",
     "properties": "properties",
+    # What an app of its kind keeps: a chat its messages, a poll its votes, a kanban board its cards.
+    "chat": "messages",
+    "guestbook": "messages",
+    "poll": "polls",
+    "vote": "votes",
+    "flashcard": "cards",
+    "kanban": "cards",
+    "movie": "movies",
+    "film": "movies",
+    "leads": "leads",
+    "categories": "categories",
     "tenant": "tenants",
     "vehicle": "vehicles",
 }
@@ -241,7 +252,7 @@ KEPT_RECORDS = {"payments", "invoices", "orders", "donations", "sales"}
 # accounts.
 SHARED_LISTS = {
     "todos", "tasks", "notes", "reminders", "links", "bookmarks", "ideas", "goals", "habits", "expenses",
-    "workouts", "time_entries",
+    "workouts", "time_entries", "cards",
 }  # fmt: skip
 GENERATED = {"id", "user_id", "created_at"}
 AREAS = ("frontend", "backend", "database")
@@ -263,6 +274,8 @@ KEPT_BY = re.compile(
     r"|scheduler|catalog(?:ue)?|directory|board|statistics|stats|analytics|history|counter)s?\b"
     r"(?!\s+in\b)"  # "writers log in" keeps no log of writers
 )
+# "guests book tables": a restaurant's bookings (a table is no record of its own).
+BOOKS_A_TABLE = re.compile(r"\b(?:book|reserve)s?\s+(?:a\s+)?tables?\b")
 NAMED_AS = {"url": "links", "link": "links", "time": "time_entries", "fitness": "workouts", "sale": "sales"}
 # Words in those places that name no record, or that SQL keeps for itself.
 NOT_RECORDS = {
@@ -292,6 +305,7 @@ def named_records(text: str) -> list[tuple[int, str]]:
     beyond ENTITY_WORDS."""
     lower = text.lower()
     found = [(m.start(1), m.group(1)) for m in ACTED_ON.finditer(lower)]
+    found += [(m.start(), "bookings") for m in BOOKS_A_TABLE.finditer(lower)]
     found += [(m.start(1), NAMED_AS.get(m.group(1), _plural(m.group(1)))) for m in KEPT_BY.finditer(lower)]
     return [
         (at, known_table(table) or table)  # "book appointments" are the bookings

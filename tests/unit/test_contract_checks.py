@@ -403,7 +403,7 @@ def test_entities_are_named_in_the_singular_or_the_plural():
 @pytest.mark.parametrize(
     "request_text,tables",
     [
-        ("Build a chat app where users can create rooms and send messages", ["rooms", "messages"]),
+        ("Build a chat app where users can create rooms and send messages", ["messages", "rooms"]),
         ("Build a recipe site where users upload recipes and rate them", ["recipes"]),
         ("Build an expense tracker", ["expenses"]),
         ("Build a URL shortener with click statistics", ["links", "clicks"]),
@@ -413,6 +413,14 @@ def test_entities_are_named_in_the_singular_or_the_plural():
         # A known word's table, whatever the words around it: appointments are bookings.
         ("Build a booking system where clients book appointments", ["bookings"]),
         ("Build a blog where users post articles and add comments", ["posts", "comments"]),
+        # What an app of its kind keeps, and a table booked at a restaurant.
+        ("Build a chat app", ["messages"]),
+        ("Build a simple poll app where people vote", ["polls", "votes"]),
+        ("Build a kanban board with columns and cards", ["cards"]),
+        (
+            "Build a restaurant site where staff add menu items and guests book tables",
+            ["restaurants", "menu_items", "bookings"],
+        ),
         # Words in those places that name no record, or that SQL keeps for itself.
         ("Store the logs and track the changes", []),
         ("Let users manage their accounts and upload files", []),
