@@ -657,8 +657,7 @@ FRONTEND_EDIT = """\
   async function save(form) {{
     const values = formValues(form);
     if (await patch(editing, values)) {{
-      // An empty field keeps its value, as the API keeps a null one.
-      showChanged(editing, Object.fromEntries(Object.entries(values).filter(([, value]) => value !== null)));
+      showChanged(editing, values); // an empty field is cleared, as the API clears a null one
       stopEditing();
     }}
   }}
@@ -1397,9 +1396,27 @@ def test_a_changed_record_is_listed_changed_with_the_rest_kept(client, table):
     assert client.patch(f"/api/{{table}}/{{created}}", json={{}}).status_code == 422
     assert client.patch(f"/api/{{table}}/{{created}}", json={{field: [1]}}).status_code == 422
     if table in REQUIRED:
-        blank = client.patch(f"/api/{{table}}/{{created}}", json={{REQUIRED[table][0]: ""}})
-        assert blank.json()["detail"] == "missing: " + REQUIRED[table][0]
+        for blank in ("", None):
+            refused = client.patch(f"/api/{{table}}/{{created}}", json={{REQUIRED[table][0]: blank}})
+            assert refused.json()["detail"] == "missing: " + REQUIRED[table][0]
     assert client.patch(f"/api/{{table}}/{{created + 1000}}", json=change).status_code == 404
+
+"""
+# The optional fields of the records an API changes, one line each as above.
+BACKEND_API_CLEAR_TEST = """
+
+OPTIONAL: dict[str, list[str]] = {{}}
+{lines}
+
+@pytest.mark.parametrize("table", sorted(OPTIONAL))
+def test_an_optional_field_given_null_is_cleared(client, table):
+    cleared, *kept = OPTIONAL[table]
+    created = client.post(f"/api/{{table}}", json=RECORDS[table]).json()["id"]
+    changed = client.patch(f"/api/{{table}}/{{created}}", json={{cleared: None}})
+    assert changed.json() == {{"updated": created}}
+    listed = next(row for row in client.get(f"/api/{{table}}").json() if row["id"] == created)
+    assert listed[cleared] is None
+    assert {{name: listed[name] for name in kept}} == {{name: RECORDS[table][name] for name in kept}}
 """
 # The records an API deletes (a project with accounts), one line each as above.
 BACKEND_API_DELETE_TEST = """
@@ -1565,14 +1582,15 @@ def create_{table}(item: dict, {user}db=Depends(get_db)):
     db.commit()
     return {{"id": cursor.lastrowid}}
 """
-# A field left out, or null, keeps its value.
+# A JSON merge patch (RFC 7396): a field left out keeps its value, a field given null is cleared
+# (one the row must have is refused), the rest are set.
 BACKEND_UPDATE = """
 
 @router.patch("/{table}/{{item_id}}")
 def update_{table}(item_id: int, item: dict, {user}db=Depends(get_db)):
-    if all(item.get(name) is None for name in {taken!r}):
+    if not any(name in item for name in {taken!r}):
         raise HTTPException(422, "nothing to change: give one of " + ", ".join({taken!r}))
-    blank = [name for name in {fields!r} if item.get(name) == ""]
+    blank = [name for name in {kept!r} if name in item and item[name] in (None, "")]
     if blank:
         raise HTTPException(422, "missing: " + ", ".join(blank))
 {checks}    cursor = db.execute(
@@ -1708,16 +1726,20 @@ def backend_files(
                 BACKEND_UPDATE.format(
                     table=table,
                     user=user,
-                    fields=required,
+                    kept=[c for c in fields if "NOT NULL" in kinds[c].upper()],
                     taken=fields,
                     checks=shared_checks
                     + "".join(
                         BACKEND_COUNT_CHECK.format(given=given.format(column=c), column=c) for c in counts
                     ),
-                    changes=", ".join(f"{c} = COALESCE(?, {c})" for c in fields),
+                    changes=", ".join(f"{c} = CASE WHEN ? THEN ? ELSE {c} END" for c in fields),
                     own=" AND user_id = ?" if owned else "",
                     args=", ".join(
-                        [*(f'item.get("{c}")' for c in fields), "item_id", *(["user"] if owned else [])]
+                        [
+                            *(f'"{c}" in item, item.get("{c}")' for c in fields),
+                            "item_id",
+                            *(["user"] if owned else []),
+                        ]
                     ),
                     of_yours=" of yours" if owned else "",
                 )
@@ -1782,12 +1804,18 @@ def api_test(
     lines += [f"REQUIRED[{table!r}] = {fields!r}\n" for table, fields in required.items()]
     flagged = "".join(f"FLAGS[{table!r}] = {names!r}\n" for table, names in flags.items())
     changed = "".join(f"UPDATES.add({table!r})\n" for table in edited)
+    optional = {
+        table: [name for name in records[table] if name not in required.get(table, []) + flags.get(table, [])]
+        for table in edited
+    }
+    cleared = "".join(f"OPTIONAL[{table!r}] = {names!r}\n" for table, names in optional.items() if names)
     deleted = "".join(f"DELETES.add({table!r})\n" for table in removed)
     return BACKEND_API_TEST.format(
         lines="".join(lines),
         signed_in_client=SIGNED_IN_CLIENT,
         flag_test=BACKEND_API_FLAG_TEST.format(lines=flagged) if flags else "",
-        update_test=BACKEND_API_UPDATE_TEST.format(lines=changed) if edited else "",
+        update_test=(BACKEND_API_UPDATE_TEST.format(lines=changed) if edited else "")
+        + (BACKEND_API_CLEAR_TEST.format(lines=cleared) if cleared else ""),
         delete_test=BACKEND_API_DELETE_TEST.format(lines=deleted) if removed else "",
     )
 

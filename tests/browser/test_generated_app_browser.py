@@ -137,6 +137,10 @@ def page(chromium):  # noqa: F811
     context.close()
 
 
+def _patched(response) -> bool:
+    return response.request.method == "PATCH" and response.ok
+
+
 def _add(page, rows, name: str, due: str) -> None:
     from playwright.sync_api import expect
 
@@ -158,8 +162,9 @@ def test_a_shared_todo_list_is_added_to_ticked_changed_and_deleted(page, install
 
         # Ticked in its row at once, and kept: the list comes back from the API so.
         milk = rows.filter(has_text="Buy milk")
-        milk.get_by_role("checkbox").check()
-        expect(milk.get_by_role("checkbox")).to_be_checked()
+        with page.expect_response(_patched):
+            milk.get_by_role("checkbox").check()
+            expect(milk.get_by_role("checkbox")).to_be_checked()  # before the API answers
         page.reload()
         expect(rows.filter(has_text="Buy milk").get_by_role("checkbox")).to_be_checked()
         expect(rows.filter(has_text="Call mum").get_by_role("checkbox")).not_to_be_checked()
@@ -216,7 +221,8 @@ def test_each_user_keeps_their_own_todos(page, installed, tmp_path):
         page.goto(f"{frontend}/todos")
         rows = page.locator("main ul li")
         _add(page, rows, "Ada's todo", "2026-12-31T09:00")
-        rows.get_by_role("checkbox").check()
+        with page.expect_response(_patched):
+            rows.get_by_role("checkbox").check()
         _log_out(page, frontend)
 
         _account(page, frontend, "bob@example.com", "Sign up")

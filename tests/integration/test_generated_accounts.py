@@ -82,12 +82,8 @@ MUTATIONS = {
     "one user changes another's record": (
         "main.py",
         [
-            (
-                'done = COALESCE(?, done) WHERE id = ? AND user_id = ?",\n'
-                '        (item.get("name"), item.get("due_at"), item.get("done"), item_id, user)',
-                'done = COALESCE(?, done) WHERE id = ?",\n'
-                '        (item.get("name"), item.get("due_at"), item.get("done"), item_id)',
-            )
+            ('ELSE done END WHERE id = ? AND user_id = ?",', 'ELSE done END WHERE id = ?",'),
+            ('item.get("done"), item_id, user)', 'item.get("done"), item_id)'),
         ],
         "test_accounts.py::test_a_user_changes_only_their_own_records",
     ),
@@ -192,3 +188,31 @@ def test_a_follow_up_adding_accounts_gives_the_rows_made_before_to_no_one():
         assert backend_tests(folder).exit_code == 0
     finally:
         shutil.rmtree(folder)
+
+
+NOTES = "Add a notes field to todos"
+
+
+def test_a_field_given_null_is_cleared_and_its_test_fails_when_null_keeps_it(project):
+    # The follow-up's notes field is optional: a PATCH giving it null clears it (a JSON merge patch).
+    stored = contract_for(SHARED_LISTS_APP, AREAS)
+    contract = amend(stored, contract_for(NOTES, AREAS, follow_up=True, stored=stored))
+    meta = {"request": NOTES, "contract": contract, "follow_up": True}
+    sql = {"database/schema.sql": (project / "database/schema.sql").read_text()}
+    write(project, offline.schema({**meta, "existing_sql": sql}, set())["files"])
+    write(
+        project, offline.codegen({**meta, "description": f"Build FastAPI backend: {NOTES}"}, set())["files"]
+    )
+    verbose = "cd backend && python -m pytest -q -rA -p no:cacheprovider tests/test_api.py"
+
+    passed = sandbox.run(project, verbose, timeout_sec=60)
+    assert passed.exit_code == 0, passed.output
+    assert "PASSED tests/test_api.py::test_an_optional_field_given_null_is_cleared[todos]" in passed.output
+
+    main = project / "backend/app/main.py"
+    given = '"notes" in item, item.get("notes")'
+    assert given in main.read_text()
+    main.write_text(main.read_text().replace(given, 'item.get("notes") is not None, item.get("notes")'))
+    failed = sandbox.run(project, verbose, timeout_sec=60)
+    assert failed.exit_code == 1, failed.output
+    assert "FAILED tests/test_api.py::test_an_optional_field_given_null_is_cleared[todos]" in failed.output

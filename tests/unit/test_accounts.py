@@ -191,11 +191,17 @@ def test_every_layer_is_built_for_accounts_and_the_contract_checks_pass():
     assert '(user, item["name"], item["due_at"], bool(item.get("done")),)' in main
     assert 'item.get("user_id"' not in main
     assert 'DELETE FROM todos WHERE id = ? AND user_id = ?", (item_id, user)' in main
+    # A JSON merge patch: a field given is set (null too), a field left out kept.
     assert (
-        '"UPDATE todos SET name = COALESCE(?, name), due_at = COALESCE(?, due_at), done = COALESCE(?, done)'
-        ' WHERE id = ? AND user_id = ?",\n'
-        '        (item.get("name"), item.get("due_at"), item.get("done"), item_id, user),'
+        '"UPDATE todos SET name = CASE WHEN ? THEN ? ELSE name END, due_at = CASE WHEN ? THEN ? ELSE due_at'
+        ' END, done = CASE WHEN ? THEN ? ELSE done END WHERE id = ? AND user_id = ?",\n'
+        '        ("name" in item, item.get("name"), "due_at" in item, item.get("due_at"), "done" in item,'
+        ' item.get("done"), item_id, user),'
     ) in main
+    assert (
+        "blank = [name for name in ['name', 'due_at', 'done'] if name in item and item[name] in (None, \"\")]"
+        in main
+    )
     assert "row.update({name: bool(row[name]) for name in ['done']})" in main  # not SQLite's 1 or 0
     assert "unflagged = not_true_or_false(item, ['done'])" in main
     accounts = files["backend/app/accounts.py"]
@@ -250,7 +256,7 @@ def test_a_list_everyone_keeps_together_is_changed_and_deleted_by_anyone():
 
     main = files["backend/app/main.py"]
     assert 'DELETE FROM todos WHERE id = ?", (item_id,)' in main
-    assert 'done = COALESCE(?, done) WHERE id = ?",' in main
+    assert 'done = CASE WHEN ? THEN ? ELSE done END WHERE id = ?",' in main
     assert 'raise HTTPException(404, f"no such record: {item_id}")' in main
     tests = files["backend/tests/test_api.py"]
     assert "UPDATES.add('todos')" in tests and "DELETES.add('todos')" in tests
