@@ -1252,6 +1252,8 @@ CORS = '"""CORS origins the frontend needs."""\n\nALLOWED_ORIGINS = ["http://loc
 VALIDATION = '''\
 """Checks of the API's payloads."""
 
+import math
+
 
 def valid_count(value) -> bool:
     """A count of people or items: a whole number from 1 to 50."""
@@ -1269,14 +1271,18 @@ def not_true_or_false(payload: dict, fields: list[str]) -> list[str]:
 
 
 def unfit_fields(payload: dict, fields: list[str]) -> list[str]:
-    """The fields whose value a column cannot hold: a list, an object, or a number beyond 64 bits."""
+    """The fields whose value a column cannot hold: a list, an object, a number beyond 64 bits, NaN or
+    an infinity."""
     return [name for name in fields if not _fits(payload.get(name))]
 
 
 def _fits(value) -> bool:
     if isinstance(value, int):
         return -(2**63) <= value < 2**63
-    return value is None or isinstance(value, (str, float))
+    if isinstance(value, float):
+        # JSON's parser takes NaN and Infinity: SQLite keeps NaN as NULL, and no JSON answer holds either.
+        return math.isfinite(value)
+    return value is None or isinstance(value, str)
 '''
 # The validation module's checks, as main.py imports those its routes use.
 VALIDATION_CHECKS = ("missing_fields", "not_true_or_false", "unfit_fields", "valid_count")
@@ -1345,10 +1351,14 @@ def test_a_record_without_its_required_fields_is_refused(client, table):
 @pytest.mark.parametrize("table", sorted(RECORDS))
 def test_a_value_no_column_holds_is_refused(client, table):
     field = next(iter(RECORDS[table]))
-    for value in ([1, 2], {{"nested": 1}}, 2**64):
-        response = client.post(f"/api/{{table}}", json={{**RECORDS[table], field: value}})
+    for value in ([1, 2], {{"nested": 1}}, 2**64, float("nan"), float("inf")):
+        # As JSON's parser takes it: NaN and Infinity too.
+        body = json.dumps({{**RECORDS[table], field: value}})
+        headers = {{"Content-Type": "application/json"}}
+        response = client.post(f"/api/{{table}}", content=body, headers=headers)
         assert response.status_code == 422, response.text
         assert response.json()["detail"] == "not text or a number: " + field
+    assert client.get(f"/api/{{table}}").status_code == 200
 
 
 @pytest.mark.parametrize("table", sorted(RECORDS)[:1])

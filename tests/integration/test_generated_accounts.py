@@ -92,6 +92,11 @@ MUTATIONS = {
         [("unfit = unfit_fields(item, ", "unfit = [] or (item, ")],
         "test_api.py::test_a_value_no_column_holds_is_refused[todos]",
     ),
+    "NaN or an infinity reaches the database": (
+        "validation.py",
+        [("return math.isfinite(value)", "return True")],
+        "test_api.py::test_a_value_no_column_holds_is_refused[todos]",
+    ),
     "a password is kept as sent": (
         "accounts.py",
         [("(email, hash_password(password))", "(email, password)")],
