@@ -1410,6 +1410,7 @@ def test_a_changed_record_is_listed_changed_with_the_rest_kept(client, table):
             refused = client.patch(f"/api/{{table}}/{{created}}", json={{REQUIRED[table][0]: blank}})
             assert refused.json()["detail"] == "missing: " + REQUIRED[table][0]
     assert client.patch(f"/api/{{table}}/{{created + 1000}}", json=change).status_code == 404
+    assert client.patch(f"/api/{{table}}/{{2**64}}", json=change).status_code == 422
 
 """
 # The optional fields of the records an API changes, one line each as above.
@@ -1440,6 +1441,7 @@ def test_a_deleted_record_is_gone(client, table):
     assert client.delete(f"/api/{{table}}/{{created}}").json() == {{"deleted": created}}
     assert created not in [row["id"] for row in client.get(f"/api/{{table}}").json()]
     assert client.delete(f"/api/{{table}}/{{created}}").status_code == 404
+    assert client.delete(f"/api/{{table}}/{{2**64}}").status_code == 422  # no id SQLite holds
 """
 BACKEND_DB = '''"""The backend's database: SQLite at $DATABASE_PATH (default `app.db` in the working
 directory), kept up to date on first use from the project's schema, `database/schema.sql`
@@ -1530,7 +1532,7 @@ def get_db():
 # `{accounts}`: the accounts module's imports, where the project has accounts; `{validation}`: the
 # validation checks its routes use.
 BACKEND_HEAD = """\
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query
+from fastapi import APIRouter, Depends, FastAPI, HTTPException{path}, Query
 from fastapi.responses import JSONResponse
 
 {accounts}from .db import get_db
@@ -1538,7 +1540,7 @@ from fastapi.responses import JSONResponse
 app = FastAPI(title="Generated API")
 router = APIRouter(prefix="/api")
 PAGE = 100  # the rows a list answers at most; ?offset= gives the next ones
-
+{one_id}
 
 @app.exception_handler(UnicodeEncodeError)
 def text_no_utf8_holds(request, exc):
@@ -1549,6 +1551,8 @@ def text_no_utf8_holds(request, exc):
 @router.get("/search")
 def search(q: str, {user}db=Depends(get_db)):
 """
+# A record's id in its path: SQLite's ids end at 2**63 - 1, and a larger one overflowed (a 500).
+BACKEND_ONE_ID = "ONE_ID = Path(ge=1, le=2**63 - 1)  # a record's id\n"
 BACKEND_ACCOUNTS_IMPORTS = "from .accounts import current_user\nfrom .accounts import router as accounts\n"
 # With accounts, a route takes the signed-in user (`{user}`) and lists only their rows (`{own}`).
 BACKEND_LIST = """
@@ -1597,7 +1601,7 @@ def create_{table}(item: dict, {user}db=Depends(get_db)):
 BACKEND_UPDATE = """
 
 @router.patch("/{table}/{{item_id}}")
-def update_{table}(item_id: int, item: dict, {user}db=Depends(get_db)):
+def update_{table}(item: dict, item_id: int = ONE_ID, {user}db=Depends(get_db)):
     if not any(name in item for name in {taken!r}):
         raise HTTPException(422, "nothing to change: give one of " + ", ".join({taken!r}))
     blank = [name for name in {kept!r} if name in item and item[name] in (None, "")]
@@ -1615,7 +1619,7 @@ def update_{table}(item_id: int, item: dict, {user}db=Depends(get_db)):
 BACKEND_DELETE = """
 
 @router.delete("/{table}/{{item_id}}")
-def delete_{table}(item_id: int, {user}db=Depends(get_db)):
+def delete_{table}(item_id: int = ONE_ID, {user}db=Depends(get_db)):
     cursor = db.execute("DELETE FROM {table} WHERE id = ?{own}", ({args}))
     db.commit()
     if cursor.rowcount == 0:
@@ -1765,7 +1769,10 @@ def backend_files(
                 )
             )
     checks = [name for name in VALIDATION_CHECKS if f"{name}(" in "".join(routes)]
+    one_record = "ONE_ID" in "".join(routes)
     head = BACKEND_HEAD.format(
+        path=", Path" if one_record else "",
+        one_id=BACKEND_ONE_ID if one_record else "",
         validation=f"from .validation import {', '.join(checks)}\n" if checks else "",
         accounts=BACKEND_ACCOUNTS_IMPORTS if accounts else "",
         user="user: int = Depends(current_user), " if own else "",
