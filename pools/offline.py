@@ -1388,7 +1388,7 @@ def test_a_yes_or_no_field_is_listed_as_true_or_false(client, table):
     refused = client.post(f"/api/{{table}}", json={{**RECORDS[table], first: "false"}})
     assert refused.status_code == 422 and refused.json()["detail"] == "not true or false: " + first
 """
-# The records an API changes (a project with accounts), one line each as above.
+# The records an API changes (a user's own, or a list everyone keeps together), one line each as above.
 BACKEND_API_UPDATE_TEST = """
 
 UPDATES: set[str] = set()
@@ -1429,7 +1429,7 @@ def test_an_optional_field_given_null_is_cleared(client, table):
     assert listed[cleared] is None
     assert {{name: listed[name] for name in kept}} == {{name: RECORDS[table][name] for name in kept}}
 """
-# The records an API deletes (a project with accounts), one line each as above.
+# The records an API deletes, one line each as above.
 BACKEND_API_DELETE_TEST = """
 
 DELETES: set[str] = set()
@@ -1530,7 +1530,7 @@ def get_db():
         db.close()
 '''
 # `{accounts}`: the accounts module's imports, where the project has accounts; `{validation}`: the
-# validation checks its routes use.
+# validation checks its routes use; `{path}` and `{one_id}`: where a route takes a record's id.
 BACKEND_HEAD = """\
 from fastapi import APIRouter, Depends, FastAPI, HTTPException{path}, Query
 from fastapi.responses import JSONResponse

@@ -1,7 +1,7 @@
 """A generated project with accounts runs its own tests in the real sandbox, as the integration gate
 runs them: they pass, and they fail when the backend stops keeping users' records apart (in a list,
-a change or a delete), lets a value no column holds reach the database, or keeps a password as it
-was sent."""
+a change or a delete), lets a value no column holds (NaN and an infinity too) reach the database,
+or keeps a password as it was sent; and a field given null in a change is cleared."""
 
 import json
 import os
