@@ -594,7 +594,13 @@ export default function {name}Page() {{
       <Look />
       <h1>{name}</h1>
 {account}{form}      {{problem && <p role="alert">{{problem}}</p>}}
-      <ul>{{rows.map((row) => <li key={{row.id}}>{{listed([{shown}])}}{row_flags}{row_buttons}</li>)}}</ul>
+      <ul>
+        {{rows.map((row) => (
+          <li key={{row.id}}{row_current}>
+            {{listed([{shown}])}}{row_flags}{row_buttons}
+          </li>
+        ))}}
+      </ul>
       {{more && <button type="button" onClick={{() => load(rows.length)}}>More</button>}}
     </main>
   );
@@ -732,6 +738,15 @@ function formValues(form: HTMLFormElement) {
   );
 }
 """
+FRONTEND_WHEN = """
+// A date and time as the reader's locale writes it ("Dec 31, 2026, 9:00 AM"); the API keeps ISO 8601.
+function when(value) {
+  const date = new Date(value);
+  return value == null || isNaN(date.getTime())
+    ? value
+    : date.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
+}
+"""
 # Every page's look, in one place: readable widths and spacing, in the colours of the page's scheme
 # (light, or dark where a dark mode sets it). It goes into the page as raw HTML: never a `</style>`.
 FRONTEND_LOOK = """\
@@ -752,6 +767,7 @@ ul { list-style: none; padding: 0; }
 li { display: flex; flex-wrap: wrap; gap: 0.5rem; align-items: center; padding: 0.5rem 0; }
 li { border-bottom: 1px solid #8884; }
 li button:first-of-type { margin-left: auto; }
+li[aria-current] { background: #2563eb1f; border-radius: 6px; padding-inline: 0.5rem; }
 label { display: flex; gap: 0.35rem; align-items: center; }
 [role=alert] { color: #dc2626; }
 a { color: #2563eb; }
@@ -916,8 +932,13 @@ def frontend_files(
         name = _page_name(table)
         fields = {c: kind for c, kind in columns.get(table, {}).items() if c not in GENERATED}
         flags = [c for c, kind in fields.items() if sql_type(kind) == "boolean"]
-        # What the backend lists of a row, as text; its yes-or-no fields apart.
-        shown = ", ".join(f"row.{c}" for c in [c for c in fields if c not in flags] or ["name"])
+        # What the backend lists of a row, as text (a date and time as the reader's locale writes it);
+        # its yes-or-no fields apart.
+        timed = [c for c, kind in fields.items() if input_type(c, kind) == "datetime-local"]
+        shown = ", ".join(
+            f"when(row.{c})" if c in timed else f"row.{c}"
+            for c in [c for c in fields if c not in flags] or ["name"]
+        )
         post = form = buttons = helpers = ""
         edits = {"GET", "POST"} <= served and serves_one_record(endpoints, table, "PATCH")
         if "POST" in served:
@@ -956,7 +977,8 @@ def frontend_files(
             form=form,
             shown=shown,
             get_options=", { headers: signedIn() }" if accounts else "",
-            helpers=helpers + (FRONTEND_SIGNED_IN if accounts else ""),
+            helpers=helpers + (FRONTEND_WHEN if timed else "") + (FRONTEND_SIGNED_IN if accounts else ""),
+            row_current=" aria-current={editing === row.id || undefined}" if edits else "",
             account='      <a href="/account">Account: sign up, log in or out</a>\n' if accounts else "",
         )
         pages.append({"path": f"frontend/pages/{table}.tsx", "content": content})

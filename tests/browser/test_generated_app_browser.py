@@ -122,7 +122,7 @@ def serving(request: str, root: Path, installed: Path):
 def page(chromium):  # noqa: F811
     """A page that records what goes wrong in it (`page.problems`): script errors, console errors and
     responses of 400 and more."""
-    context = chromium.new_context(viewport={"width": 1280, "height": 800})
+    context = chromium.new_context(viewport={"width": 1280, "height": 800}, locale="en-US")
     page = context.new_page()
     page.problems = []
     page.on("pageerror", lambda error: page.problems.append(str(error)))
@@ -170,13 +170,18 @@ def test_a_shared_todo_list_is_added_to_ticked_changed_and_deleted(page, install
         expect(rows.filter(has_text="Call mum").get_by_role("checkbox")).not_to_be_checked()
         assert {row["name"]: row["done"] for row in _listed(backend)} == {"Buy milk": True, "Call mum": False}
 
-        # Edit fills the form with the row; saving changes the name and keeps the rest.
+        # A date and time as the reader's locale (en-US here) writes it.
+        expect(rows.filter(has_text="Call mum")).to_contain_text("Call mum · Jan 2, 2027, 6:30 PM")
+
+        # Edit fills the form with the row and marks the row; saving changes the name, keeps the rest.
         rows.filter(has_text="Call mum").get_by_role("button", name="Edit").click()
         expect(page.locator('form input[name="name"]')).to_have_value("Call mum")
+        expect(page.locator("main li[aria-current]")).to_contain_text("Call mum")
         page.fill('form input[name="name"]', "Call mum tonight")
         page.get_by_role("button", name="Save changes").click()
         expect(rows.filter(has_text="Call mum tonight")).to_have_count(1)
         expect(page.get_by_role("button", name="Add")).to_be_visible()
+        expect(page.locator("main li[aria-current]")).to_have_count(0)
         changed = {row["name"]: row for row in _listed(backend)}["Call mum tonight"]
         assert changed["due_at"] == "2027-01-02T18:30" and changed["done"] is False
 

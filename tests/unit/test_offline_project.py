@@ -74,8 +74,10 @@ def test_a_page_posts_a_form_of_the_contracts_fields_to_its_endpoint(tmp_path):
     assert '<input name="starts_at" type="datetime-local"' in page
     assert "await fetch(`${API_BASE}/api/bookings`, {" in page and 'method: "POST"' in page
     assert 'role="alert"' in page  # a refusal's detail is shown, not dropped
-    assert "{listed([row.name, row.party_size, row.starts_at])}" in page  # each row as listed,
+    assert "{listed([row.name, row.party_size, when(row.starts_at)])}" in page  # each row as listed,
     assert 'values.filter((value) => value != null && value !== "")' in page  # what it has
+    # A date and time as the reader's locale writes it, not as ISO 8601.
+    assert 'date.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" })' in page
     # A list the API refuses is said, and the page stays up (an error's body is no array to map).
     assert "!Array.isArray(answer)" in page and "could not load the list" in page
 
