@@ -637,8 +637,9 @@ FRONTEND_EDIT = """\
   function edit(row) {{
     setEditing(row.id);
     for (const input of Array.from(formRef.current.elements) as HTMLInputElement[]) {{
-      if (input.type === "checkbox") input.checked = Boolean(row[input.name]);
-      else if (input.name) input.value = row[input.name] ?? "";
+      const value = row[input.name];
+      if (input.type === "checkbox") input.checked = Boolean(value);
+      else if (input.name) input.value = value == null ? "" : "cents" in input.dataset ? value / 100 : value;
     }}
   }}
   function stopEditing() {{
@@ -720,8 +721,8 @@ FRONTEND_EDIT_FORM = """\
       </form>
 """
 FRONTEND_FORM_VALUES = """
-// The form's values by input name: a checkbox's as true or false, a number input's as a number, an
-// empty one's as null.
+// The form's values by input name: a checkbox's as true or false, a number input's as a number (an
+// amount's, typed as 12.99, in cents), an empty one's as null.
 function formValues(form: HTMLFormElement) {
   const inputs = Array.from(form.elements) as HTMLInputElement[];
   return Object.fromEntries(
@@ -731,11 +732,21 @@ function formValues(form: HTMLFormElement) {
         ? input.checked
         : input.value === ""
           ? null
-          : input.type === "number"
-            ? input.valueAsNumber
-            : input.value,
+          : input.type !== "number"
+            ? input.value
+            : "cents" in input.dataset
+              ? Math.round(input.valueAsNumber * 100)
+              : input.valueAsNumber,
     ]),
   );
+}
+"""
+FRONTEND_AMOUNT = """
+// An amount kept in cents, as the reader's locale writes it with two decimals ("1,299.50").
+function amount(cents) {
+  return typeof cents === "number"
+    ? (cents / 100).toLocaleString(undefined, { minimumFractionDigits: 2, maximumFractionDigits: 2 })
+    : cents;
 }
 """
 FRONTEND_WHEN = """
@@ -785,6 +796,10 @@ export default function Look() {
 }
 """
 FRONTEND_INPUT = '        <input name="{column}" type="{kind}" placeholder="{label}"{required} />\n'
+# An amount kept in cents (`price_cents`), typed and shown as 12.99.
+FRONTEND_CENTS_INPUT = (
+    '        <input name="{column}" type="number" step="0.01" placeholder="{label}" data-cents{required} />\n'
+)
 FRONTEND_CHECKBOX = '        <label><input name="{column}" type="checkbox" /> {label}</label>\n'
 # Next.js's own defaults for a TypeScript project, so that its first build changes nothing.
 NEXT_TSCONFIG = {
@@ -935,8 +950,9 @@ def frontend_files(
         # What the backend lists of a row, as text (a date and time as the reader's locale writes it);
         # its yes-or-no fields apart.
         timed = [c for c, kind in fields.items() if input_type(c, kind) == "datetime-local"]
+        cents = [c for c, kind in fields.items() if c.endswith("_cents") and sql_type(kind) == "integer"]
         shown = ", ".join(
-            f"when(row.{c})" if c in timed else f"row.{c}"
+            f"when(row.{c})" if c in timed else f"amount(row.{c})" if c in cents else f"row.{c}"
             for c in [c for c in fields if c not in flags] or ["name"]
         )
         post = form = buttons = helpers = ""
@@ -944,10 +960,16 @@ def frontend_files(
         if "POST" in served:
             post = FRONTEND_POST.format(path=path, post_auth=", ...signedIn()" if accounts else "")
             inputs = "".join(
-                (FRONTEND_CHECKBOX if c in flags else FRONTEND_INPUT).format(
+                (
+                    FRONTEND_CHECKBOX
+                    if c in flags
+                    else FRONTEND_CENTS_INPUT
+                    if c in cents
+                    else FRONTEND_INPUT
+                ).format(
                     column=c,
                     kind=input_type(c, kind),
-                    label=c.replace("_", " "),
+                    label=c.removesuffix("_cents" if c in cents else "").replace("_", " "),
                     required=" required" if required_column(kind) else "",
                 )
                 for c, kind in fields.items()
@@ -977,7 +999,10 @@ def frontend_files(
             form=form,
             shown=shown,
             get_options=", { headers: signedIn() }" if accounts else "",
-            helpers=helpers + (FRONTEND_WHEN if timed else "") + (FRONTEND_SIGNED_IN if accounts else ""),
+            helpers=helpers
+            + (FRONTEND_WHEN if timed else "")
+            + (FRONTEND_AMOUNT if cents else "")
+            + (FRONTEND_SIGNED_IN if accounts else ""),
             row_current=" aria-current={editing === row.id || undefined}" if edits else "",
             account='      <a href="/account">Account: sign up, log in or out</a>\n' if accounts else "",
         )

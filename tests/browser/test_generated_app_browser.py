@@ -25,7 +25,7 @@ from tests.processes import spawn
 from tests.unit.test_accounts import AREAS, generated
 
 SHARED_TODOS = "Build a todo list app"
-OWN_TODOS = "Build a todo list app where users sign up, log in and keep their todos"
+RESTAURANT = "Build a restaurant website where staff add menu items, guests book tables and everyone logs in"
 LOGS = settings.VAR_DIR / "test-logs"
 
 
@@ -132,7 +132,10 @@ def page(chromium):  # noqa: F811
             message.type == "error" and page.problems.append(f"{message.text} {message.location}")
         ),
     )
-    page.on("response", lambda response: response.status >= 400 and page.problems.append(response.url))
+    page.on(
+        "response",
+        lambda response: response.status >= 400 and page.problems.append(f"{response.status} {response.url}"),
+    )
     yield page
     context.close()
 
@@ -141,11 +144,11 @@ def _patched(response) -> bool:
     return response.request.method == "PATCH" and response.ok
 
 
-def _add(page, rows, name: str, due: str) -> None:
+def _add(page, rows, name: str, **fields: str) -> None:
     from playwright.sync_api import expect
 
-    page.fill('form input[name="name"]', name)
-    page.fill('form input[name="due_at"]', due)
+    for field, value in {"name": name, **fields}.items():
+        page.fill(f'form input[name="{field}"]', value)
     page.get_by_role("button", name="Add").click()
     expect(rows.filter(has_text=name)).to_have_count(1)
 
@@ -156,8 +159,8 @@ def test_a_shared_todo_list_is_added_to_ticked_changed_and_deleted(page, install
     with serving(SHARED_TODOS, tmp_path, installed) as (frontend, backend):
         page.goto(f"{frontend}/todos")
         rows = page.locator("main ul li")
-        _add(page, rows, "Buy milk", "2026-12-31T09:00")
-        _add(page, rows, "Call mum", "2027-01-02T18:30")
+        _add(page, rows, "Buy milk", due_at="2026-12-31T09:00")
+        _add(page, rows, "Call mum", due_at="2027-01-02T18:30")
         expect(page.locator('form input[name="name"]')).to_have_value("")  # the form is cleared
 
         # Ticked in its row at once, and kept: the list comes back from the API so.
@@ -212,34 +215,54 @@ def _log_out(page, frontend: str) -> None:
     expect(page.get_by_role("button", name="Sign up")).to_be_visible()
 
 
-def test_each_user_keeps_their_own_todos(page, installed, tmp_path):
+def test_each_guest_keeps_their_own_bookings_and_everyone_sees_the_menu(page, installed, tmp_path):
     from playwright.sync_api import expect
 
-    with serving(OWN_TODOS, tmp_path, installed) as (frontend, _):
-        page.goto(f"{frontend}/todos")
+    with serving(RESTAURANT, tmp_path, installed) as (frontend, backend):
+        page.goto(f"{frontend}/bookings")
         expect(page.locator("main [role=alert]")).to_have_text("could not load the list: log in first")
         # The 401 and the console's line of it, asked for; nothing else.
-        assert [p for p in page.problems if "status of 401" not in p] == [f"{frontend}/api/todos?offset=0"]
+        assert [p for p in page.problems if "status of 401" not in p] == [
+            f"401 {frontend}/api/bookings?offset=0"
+        ]
         page.problems.clear()
+        rows = page.locator("main ul li")
 
         _account(page, frontend, "ada@example.com", "Sign up")
-        page.goto(f"{frontend}/todos")
-        rows = page.locator("main ul li")
-        _add(page, rows, "Ada's todo", "2026-12-31T09:00")
-        with page.expect_response(_patched):
-            rows.get_by_role("checkbox").check()
+        page.goto(f"{frontend}/menu_items")
+        # A price is typed and shown as 12.99, and kept in cents.
+        _add(page, rows, "Margherita", price_cents="12.99")
+        expect(rows.first).to_contain_text("Margherita · 12.99")
+        rows.first.get_by_role("button", name="Edit").click()
+        expect(page.locator('form input[name="price_cents"]')).to_have_value("12.99")
+        page.fill('form input[name="price_cents"]', "14.5")
+        page.get_by_role("button", name="Save changes").click()
+        expect(rows.first).to_contain_text("Margherita · 14.50")
+        with urllib.request.urlopen(f"{backend}/api/menu_items", timeout=5) as response:
+            assert [item["price_cents"] for item in json.load(response)] == [1450]
+        page.goto(f"{frontend}/bookings")
+        _add(page, rows, "Ada", party_size="4", starts_at="2026-12-24T20:00")
+        expect(rows.first).to_contain_text("Ada · 4 · Dec 24, 2026, 8:00 PM")
         _log_out(page, frontend)
 
+        # Bob sees the menu, not Ada's booking, and cannot delete Ada's menu item.
         _account(page, frontend, "bob@example.com", "Sign up")
-        page.goto(f"{frontend}/todos")
-        expect(page.get_by_role("heading", name="Todo")).to_be_visible()
+        page.goto(f"{frontend}/bookings")
+        expect(page.get_by_role("heading", name="Booking")).to_be_visible()
         expect(rows).to_have_count(0)
-        _add(page, rows, "Bob's todo", "2027-01-01T10:00")
+        page.goto(f"{frontend}/menu_items")
+        rows.filter(has_text="Margherita").get_by_role("button", name="Delete").click()
+        expect(page.locator("main [role=alert]")).to_have_text(
+            "could not delete it: no such record of yours: 1"
+        )
+        expect(rows).to_have_count(1)
+        # The 404 and the console's line of it, asked for; nothing else.
+        assert [p for p in page.problems if "status of 404" not in p] == [f"404 {frontend}/api/menu_items/1"]
+        page.problems.clear()
         _log_out(page, frontend)
 
         _account(page, frontend, "ada@example.com", "Log in")
-        page.goto(f"{frontend}/todos")
+        page.goto(f"{frontend}/bookings")
         expect(rows).to_have_count(1)
-        expect(rows.first).to_contain_text("Ada's todo")
-        expect(rows.first.get_by_role("checkbox")).to_be_checked()
+        expect(rows.first).to_contain_text("Ada · 4")
     assert page.problems == []

@@ -198,3 +198,19 @@ def test_a_backend_feature_the_offline_agent_cannot_derive_is_said_not_claimed()
     assert reply["summary"].startswith("Kept the backend's endpoints for restaurants, bookings, payments")
     assert "adds no backend feature of its own" in reply["summary"]
     assert "backend/app/main.py" in {f["path"] for f in reply["files"]}
+
+
+def test_an_amount_kept_in_cents_is_typed_and_shown_as_12_99(tmp_path):
+    page = project(tmp_path)["frontend/pages/payments.tsx"]
+
+    assert (
+        '<input name="amount_cents" type="number" step="0.01" placeholder="amount" data-cents required />'
+        in page
+    )
+    assert (
+        '"cents" in input.dataset\n              ? Math.round(input.valueAsNumber * 100)' in page
+    )  # sent in cents
+    assert "{listed([row.name, amount(row.amount_cents), row.status])}" in page
+    assert "(cents / 100).toLocaleString(undefined, { minimumFractionDigits: 2" in page
+    bookings = project(tmp_path)["frontend/pages/bookings.tsx"]
+    assert "data-cents" not in bookings and "function amount(" not in bookings  # no amount there
