@@ -947,8 +947,8 @@ def frontend_files(
         name = _page_name(table)
         fields = {c: kind for c, kind in columns.get(table, {}).items() if c not in GENERATED}
         flags = [c for c, kind in fields.items() if sql_type(kind) == "boolean"]
-        # What the backend lists of a row, as text (a date and time as the reader's locale writes it);
-        # its yes-or-no fields apart.
+        # What the backend lists of a row, as text (a date and time as the reader's locale writes it,
+        # an amount kept in cents as 12.99); its yes-or-no fields apart.
         timed = [c for c, kind in fields.items() if input_type(c, kind) == "datetime-local"]
         cents = [c for c, kind in fields.items() if c.endswith("_cents") and sql_type(kind) == "integer"]
         shown = ", ".join(
@@ -969,7 +969,7 @@ def frontend_files(
                 ).format(
                     column=c,
                     kind=input_type(c, kind),
-                    label=c.removesuffix("_cents" if c in cents else "").replace("_", " "),
+                    label=(c.removesuffix("_cents") if c in cents else c).replace("_", " "),
                     required=" required" if required_column(kind) else "",
                 )
                 for c, kind in fields.items()
