@@ -219,7 +219,7 @@ EXTRA_COLUMNS = {
     "reviews": {"rating": "INTEGER NOT NULL"},
     "messages": {"body": "TEXT NOT NULL"},
     "invoices": {"total_cents": "INTEGER NOT NULL"},
-    "todos": {"due_at": "TIMESTAMPTZ NOT NULL", "done": FLAG},
+    "todos": {"due_at": "TIMESTAMPTZ", "done": FLAG},  # a todo may have no due date
     "reminders": {"remind_at": "TIMESTAMPTZ NOT NULL"},
     "posts": {"body": "TEXT NOT NULL"},
     "comments": {"body": "TEXT NOT NULL"},
@@ -233,7 +233,7 @@ EXTRA_COLUMNS = {
     "photos": {"url": "TEXT NOT NULL"},
     "expenses": {"amount_cents": "INTEGER NOT NULL"},
     "sales": {"amount_cents": "INTEGER NOT NULL"},
-    "tasks": {"due_at": "TIMESTAMPTZ NOT NULL", "done": FLAG},
+    "tasks": {"due_at": "TIMESTAMPTZ", "done": FLAG},
     "workouts": {"minutes": "INTEGER NOT NULL"},
 }
 CREATED_AT = {"created_at": "TIMESTAMPTZ NOT NULL DEFAULT now()"}

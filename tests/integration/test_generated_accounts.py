@@ -52,10 +52,10 @@ def test_the_generated_backend_passes_its_own_tests_of_accounts(project):
     result = backend_tests(project)
 
     assert result.exit_code == 0, result.output
-    # 10 of accounts; 12 of the API, signed in (todos and lists posted, refused incomplete, refused
-    # a value no column holds, changed, deleted; todos' done listed as true or false, listed a page
-    # at a time); 3 of validation
-    assert "25 passed" in result.output
+    # 10 of accounts; 13 of the API, signed in (todos and lists posted, refused incomplete, refused
+    # a value no column holds, changed, a todo's due date cleared, deleted; todos' done listed as
+    # true or false, listed a page at a time); 3 of validation
+    assert "26 passed" in result.output
 
 
 # Mutations of the generated backend, each (file, [(text, what replaces it)…]), and the generated
@@ -195,19 +195,8 @@ def test_a_follow_up_adding_accounts_gives_the_rows_made_before_to_no_one():
         shutil.rmtree(folder)
 
 
-NOTES = "Add a notes field to todos"
-
-
 def test_a_field_given_null_is_cleared_and_its_test_fails_when_null_keeps_it(project):
-    # The follow-up's notes field is optional: a PATCH giving it null clears it (a JSON merge patch).
-    stored = contract_for(SHARED_LISTS_APP, AREAS)
-    contract = amend(stored, contract_for(NOTES, AREAS, follow_up=True, stored=stored))
-    meta = {"request": NOTES, "contract": contract, "follow_up": True}
-    sql = {"database/schema.sql": (project / "database/schema.sql").read_text()}
-    write(project, offline.schema({**meta, "existing_sql": sql}, set())["files"])
-    write(
-        project, offline.codegen({**meta, "description": f"Build FastAPI backend: {NOTES}"}, set())["files"]
-    )
+    # A todo's due date is optional: a PATCH giving it null clears it (a JSON merge patch).
     verbose = "cd backend && python -m pytest -q -rA -p no:cacheprovider tests/test_api.py"
 
     passed = sandbox.run(project, verbose, timeout_sec=60)
@@ -215,9 +204,9 @@ def test_a_field_given_null_is_cleared_and_its_test_fails_when_null_keeps_it(pro
     assert "PASSED tests/test_api.py::test_an_optional_field_given_null_is_cleared[todos]" in passed.output
 
     main = project / "backend/app/main.py"
-    given = '"notes" in item, item.get("notes")'
+    given = '"due_at" in item, item.get("due_at")'
     assert given in main.read_text()
-    main.write_text(main.read_text().replace(given, 'item.get("notes") is not None, item.get("notes")'))
+    main.write_text(main.read_text().replace(given, 'item.get("due_at") is not None, item.get("due_at")'))
     failed = sandbox.run(project, verbose, timeout_sec=60)
     assert failed.exit_code == 1, failed.output
     assert "FAILED tests/test_api.py::test_an_optional_field_given_null_is_cleared[todos]" in failed.output

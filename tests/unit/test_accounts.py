@@ -188,7 +188,7 @@ def test_every_layer_is_built_for_accounts_and_the_contract_checks_pass():
     assert "FROM todos WHERE user_id = ? ORDER BY id LIMIT ? OFFSET ?" in main  # a page at a time
     assert "db.execute(query, (user, PAGE, offset))" in main
     # The row is the signed-in user's; a todo left without `done` is not done.
-    assert '(user, item["name"], item["due_at"], bool(item.get("done")),)' in main
+    assert '(user, item["name"], item.get("due_at"), bool(item.get("done")),)' in main  # no due date needed
     assert 'item.get("user_id"' not in main
     assert 'DELETE FROM todos WHERE id = ? AND user_id = ?", (item_id, user)' in main
     # A JSON merge patch: a field given is set (null too), a field left out kept.
@@ -199,8 +199,7 @@ def test_every_layer_is_built_for_accounts_and_the_contract_checks_pass():
         ' item.get("done"), item_id, user),'
     ) in main
     assert (
-        "blank = [name for name in ['name', 'due_at', 'done'] if name in item and item[name] in (None, \"\")]"
-        in main
+        "blank = [name for name in ['name', 'done'] if name in item and item[name] in (None, \"\")]" in main
     )
     assert "row.update({name: bool(row[name]) for name in ['done']})" in main  # not SQLite's 1 or 0
     assert "unflagged = not_true_or_false(item, ['done'])" in main
