@@ -119,7 +119,9 @@ _FULL_STACK = re.compile(
 )
 # Kinds of app a request builds ("Build an expense tracker"); "Add a dashboard page" builds a page.
 _APP_KINDS = re.compile(
-    r"\b(tracker|shortener|dashboard|planner|manager|(job|message|bulletin) board)\b", re.I
+    r"\b(tracker|shortener|dashboard|planner|manager|(job|message|bulletin|kanban) board|guestbook"
+    r"|watchlist|(shopping|grocery|packing|wish|bucket|check|to-?do) ?list)\b",
+    re.I,
 )
 # An app that is not a web app: "a CLI app" is one program.
 _NOT_WEB = re.compile(r"\b(cli|command[- ]line|terminal|script|library|package|sdk|plugin)\b", re.I)

@@ -559,6 +559,11 @@ def checkout_flow_files(columns: dict[str, dict[str, str]], steps: list[str], fo
     ]
 
 
+def _title(table: str) -> str:
+    """A page's title as a reader writes it: "Menu items", not menu_items."""
+    return table.replace("_", " ").capitalize()
+
+
 def _page_name(table: str) -> str:
     return table.rstrip("s").title().replace("_", "")
 
@@ -592,7 +597,7 @@ export default function {name}Page() {{
 {post}  return (
     <main>
       <Look />
-      <h1>{name}</h1>
+      <h1>{title}</h1>
 {account}{form}      {{problem && <p role="alert">{{problem}}</p>}}
       <ul>
         {{rows.map((row) => (
@@ -879,7 +884,7 @@ export default function Home() {{
 """
 FRONTEND_INDEX_LINK = """\
         <li>
-          <Link href="/{table}">{table}</Link>
+          <Link href="/{table}">{title}</Link>
         </li>
 """
 
@@ -991,6 +996,7 @@ def frontend_files(
             buttons += " <button onClick={() => remove(row.id)}>Delete</button>"
         content = FRONTEND_PAGE.format(
             name=name,
+            title=_title(table),
             hooks="useEffect, useRef, useState" if edits else "useEffect, useState",
             path=path,
             post=post,
@@ -1011,7 +1017,8 @@ def frontend_files(
         pages.append({"path": "frontend/pages/account.tsx", "content": FRONTEND_ACCOUNT})
     if pages:
         links = "".join(
-            FRONTEND_INDEX_LINK.format(table=page["path"].rsplit("/", 1)[1][: -len(".tsx")]) for page in pages
+            FRONTEND_INDEX_LINK.format(table=table, title=_title(table))
+            for table in (page["path"].rsplit("/", 1)[1][: -len(".tsx")] for page in pages)
         )
         pages.append({"path": "frontend/pages/index.tsx", "content": FRONTEND_INDEX.format(links=links)})
     files = [

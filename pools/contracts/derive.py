@@ -234,6 +234,7 @@ EXTRA_COLUMNS = {
     "expenses": {"amount_cents": "INTEGER NOT NULL"},
     "sales": {"amount_cents": "INTEGER NOT NULL"},
     "tasks": {"due_at": "TIMESTAMPTZ", "done": FLAG},
+    "list_items": {"done": FLAG},
     "workouts": {"minutes": "INTEGER NOT NULL"},
 }
 CREATED_AT = {"created_at": "TIMESTAMPTZ NOT NULL DEFAULT now()"}
@@ -252,7 +253,7 @@ KEPT_RECORDS = {"payments", "invoices", "orders", "donations", "sales"}
 # accounts.
 SHARED_LISTS = {
     "todos", "tasks", "notes", "reminders", "links", "bookmarks", "ideas", "goals", "habits", "expenses",
-    "workouts", "time_entries", "cards",
+    "workouts", "time_entries", "cards", "list_items",
 }  # fmt: skip
 GENERATED = {"id", "user_id", "created_at"}
 AREAS = ("frontend", "backend", "database")
@@ -274,6 +275,8 @@ KEPT_BY = re.compile(
     r"|scheduler|catalog(?:ue)?|directory|board|statistics|stats|analytics|history|counter)s?\b"
     r"(?!\s+in\b)"  # "writers log in" keeps no log of writers
 )
+# "a shopping list", "a packing checklist": the items of a list kept together, ticked when done.
+LIST_OF_ITEMS = re.compile(r"\b(?:shopping|grocery|packing|wish|bucket|check)\s*lists?\b")
 # "guests book tables": a restaurant's bookings (a table is no record of its own).
 BOOKS_A_TABLE = re.compile(r"\b(?:book|reserve)s?\s+(?:a\s+)?tables?\b")
 NAMED_AS = {"url": "links", "link": "links", "time": "time_entries", "fitness": "workouts", "sale": "sales"}
@@ -306,6 +309,7 @@ def named_records(text: str) -> list[tuple[int, str]]:
     lower = text.lower()
     found = [(m.start(1), m.group(1)) for m in ACTED_ON.finditer(lower)]
     found += [(m.start(), "bookings") for m in BOOKS_A_TABLE.finditer(lower)]
+    found += [(m.start(), "list_items") for m in LIST_OF_ITEMS.finditer(lower)]
     found += [(m.start(1), NAMED_AS.get(m.group(1), _plural(m.group(1)))) for m in KEPT_BY.finditer(lower)]
     return [
         (at, known_table(table) or table)  # "book appointments" are the bookings

@@ -84,13 +84,17 @@ def test_without_accounts_only_a_list_everyone_keeps_together_is_changed_and_del
         (e["method"], e["path"]) for e in contract_for("Build a notes app with invoices", AREAS)["endpoints"]
     }
     assert ("PATCH", "/api/notes/{id}") in notes and ("DELETE", "/api/notes/{id}") in notes
+    # A shopping list's items are ticked off by anyone who shops.
+    groceries = contract_for("Build a grocery list", AREAS)
+    assert ("PATCH", "/api/list_items/{id}") in {(e["method"], e["path"]) for e in groceries["endpoints"]}
+    assert groceries["tables"][1]["columns"]["done"] == "BOOLEAN NOT NULL DEFAULT false"
 
 
 @pytest.mark.parametrize(
     "request_text,tables",
     [
-        ("Build a shopping list app", ["items"]),
-        ("Build shopping lists for families", ["items"]),
+        ("Build a shopping list app", ["list_items"]),
+        ("Build shopping lists for families", ["list_items"]),
         ("Build an online shopping site", ["products", "carts", "orders", "payments"]),
     ],
 )
@@ -223,7 +227,7 @@ def test_every_layer_is_built_for_accounts_and_the_contract_checks_pass():
     )
     assert '<label><input name="done" type="checkbox" /> done</label>' in page
     assert "frontend/pages/account.tsx" in files
-    assert '<Link href="/account">account</Link>' in files["frontend/pages/index.tsx"]
+    assert '<Link href="/account">Account</Link>' in files["frontend/pages/index.tsx"]
     # Every page has the one look.
     for path in ("frontend/pages/todos.tsx", "frontend/pages/account.tsx", "frontend/pages/index.tsx"):
         assert 'import Look from "../lib/look";' in files[path] and "<Look />" in files[path]

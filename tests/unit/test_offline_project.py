@@ -105,7 +105,7 @@ def test_the_home_page_links_to_every_records_page(tmp_path):
     home = files["frontend/pages/index.tsx"]
     for page in pages:
         table = page.rsplit("/", 1)[1].removesuffix(".tsx")
-        assert f'<Link href="/{table}">{table}</Link>' in home
+        assert f'<Link href="/{table}">{table.capitalize()}</Link>' in home
 
 
 def site(request: str, follow_up: bool = False) -> dict[str, str]:

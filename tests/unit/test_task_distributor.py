@@ -114,6 +114,9 @@ SHOP = [*FULL_STACK, "Integrate checkout and payments end to end"]
         ("Create a dashboard for sales analytics", FULL_STACK),
         ("Build a job board", FULL_STACK),
         ("Build a chat app where users can create rooms and send messages", FULL_STACK),
+        ("Build a kanban board with columns and cards", FULL_STACK),
+        ("Build a grocery list", FULL_STACK),
+        ("Build a guestbook", FULL_STACK),
         ("Build a package manager in Rust", ["Build a package manager in Rust"]),
         # One program, not a web app; "store" as a verb sells nothing.
         ("Build a CLI app that converts CSV to JSON", ["Build a CLI app that converts CSV to JSON"]),
