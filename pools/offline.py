@@ -635,7 +635,7 @@ FRONTEND_POST = """\
   }}
 
 """
-# The form fills with a row's values to change it; a field left empty keeps its value.
+# The form fills with a row's values to change it; a field emptied is cleared (sent as null).
 FRONTEND_EDIT = """\
   const [editing, setEditing] = useState(null);
   const formRef = useRef(null);
