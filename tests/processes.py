@@ -39,6 +39,19 @@ def spawn(
     )
 
 
+def answers(url: str, processes: list[subprocess.Popen], timeout: float) -> bool:
+    """Whether `url` answers (any 2xx) before `timeout`, while every one of `processes` runs."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return True
+        except OSError:
+            if any(p.poll() is not None for p in processes) or time.monotonic() > deadline:
+                return False
+            time.sleep(0.1)
+
+
 def worker_env(extra: dict | None = None) -> dict:
     """This process's environment, with the database and Redis it uses spelled out for children."""
     from django.db import connection  # noqa: PLC0415 (this module is imported before Django is set up)
@@ -159,16 +172,10 @@ class Daphne:
                     spawn(web_tier.daphne_command(listener), self.env, log, pass_fds=(listener.fileno(),))
                 )
             self.url = f"http://127.0.0.1:{listener.getsockname()[1]}"
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                with urllib.request.urlopen(f"{self.url}/healthz", timeout=2):
-                    return self
-            except OSError:
-                if any(p.poll() is not None for p in self.processes) or time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError(f"daphne did not start; see {self.log_path}") from None
-                time.sleep(0.1)
+        if not answers(f"{self.url}/healthz", self.processes, timeout):
+            self.stop()
+            raise RuntimeError(f"daphne did not start; see {self.log_path}")
+        return self
 
     def stop(self) -> None:
         for process in self.processes:

@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -21,27 +20,17 @@ from django.conf import settings
 
 from openclaw_site import web_tier
 from tests.browser.test_console_browser import chromium, pytestmark  # noqa: F401 (fixture, markers)
-from tests.processes import spawn
+from tests.processes import answers, spawn
 from tests.unit.test_accounts import AREAS, generated
 
-SHARED_TODOS = "Build a todo list app"
+SHARED_LIST = "Build a todo list app"
 RESTAURANT = "Build a restaurant website where staff add menu items, guests book tables and everyone logs in"
 LOGS = settings.VAR_DIR / "test-logs"
 
 
-def _answers(url: str, processes: list[subprocess.Popen], log: Path, timeout: float = 60) -> None:
-    """Returns once `url` answers 200; raises if a process has ended or the time is up."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        if any(p.poll() is not None for p in processes) or time.monotonic() > deadline:
-            raise RuntimeError(f"{url} did not answer; see {log}")
-        time.sleep(0.1)
+def _wait_for(url: str, processes: list[subprocess.Popen], log: Path) -> None:
+    if not answers(url, processes, timeout=60):
+        raise RuntimeError(f"{url} did not answer; see {log}")
 
 
 def _listed(backend: str) -> list[dict]:
@@ -62,7 +51,7 @@ def _written(request: str, root: Path) -> Path:
 def installed(tmp_path_factory) -> Path:
     """A project whose backend's virtualenv (`venv`) and frontend's `node_modules` the apps share:
     every generated app has the same `requirements.txt` and `package.json`."""
-    root = _written(SHARED_TODOS, tmp_path_factory.mktemp("installed"))
+    root = _written(SHARED_LIST, tmp_path_factory.mktemp("installed"))
     subprocess.run([sys.executable, "-m", "venv", root / "venv"], check=True)
     install = [root / "venv" / "bin" / "pip", "install", "-q", "-r", "requirements.txt"]
     subprocess.run(install, cwd=root / "backend", env=_env(root), check=True, timeout=300)
@@ -97,7 +86,7 @@ def serving(request: str, root: Path, installed: Path):
             env = {**_env(root), "DATABASE_PATH": str(root / "app.db")}
             servers.append(spawn(uvicorn, env, log, pass_fds=(listener.fileno(),), cwd=root / "backend"))
             backend = f"http://127.0.0.1:{listener.getsockname()[1]}"
-        _answers(f"{backend}/docs", servers, LOGS / "generated-backend.log")
+        _wait_for(f"{backend}/docs", servers, LOGS / "generated-backend.log")
         env = {**_env(root), "BACKEND_URL": backend, "NEXT_TELEMETRY_DISABLED": "1"}
         build = ["npx", "next", "build"]
         subprocess.run(
@@ -109,7 +98,7 @@ def serving(request: str, root: Path, installed: Path):
             start = ["npx", "next", "start", "-H", "127.0.0.1", "-p", str(port)]
             servers.append(spawn(start, env, log, cwd=root / "frontend"))
         frontend = f"http://127.0.0.1:{port}"
-        _answers(f"{frontend}/", servers, LOGS / "generated-frontend.log")
+        _wait_for(f"{frontend}/", servers, LOGS / "generated-frontend.log")
         yield frontend, backend
     finally:
         for server in servers:
@@ -156,7 +145,7 @@ def _add(page, rows, name: str, **fields: str) -> None:
 def test_a_shared_todo_list_is_added_to_ticked_changed_and_deleted(page, installed, tmp_path):
     from playwright.sync_api import expect
 
-    with serving(SHARED_TODOS, tmp_path, installed) as (frontend, backend):
+    with serving(SHARED_LIST, tmp_path, installed) as (frontend, backend):
         page.goto(f"{frontend}/todos")
         rows = page.locator("main ul li")
         _add(page, rows, "Buy milk", due_at="2026-12-31T09:00")
