@@ -1423,7 +1423,26 @@ def test_a_list_answers_a_page_at_a_time(client, table, monkeypatch):
     rest = [row["id"] for row in client.get(f"/api/{{table}}", params={{"offset": 2}}).json()]
     assert (len(first), first + rest) == (2, made)
     assert client.get(f"/api/{{table}}", params={{"offset": -1}}).status_code == 422
-{flag_test}{update_test}{delete_test}'''
+{search_test}{flag_test}{update_test}{delete_test}'''
+# What /api/search looks in, where the test can post to it.
+BACKEND_API_SEARCH_TEST = """
+
+SEARCHED = {table!r}  # the record whose names /api/search looks in
+
+
+def test_a_search_takes_percent_and_underscore_as_typed(client):
+    for name in ("100% juice", "100 apples", "a_b", "axb"):
+        client.post(f"/api/{{SEARCHED}}", json={{**RECORDS[SEARCHED], "name": name}})
+
+    def found(q):
+        response = client.get("/api/search", params={{"q": q}})
+        assert response.status_code == 200, response.text
+        return sorted(row["name"] for row in response.json())
+
+    assert found("100%") == ["100% juice"]
+    assert found("a_b") == ["a_b"]
+    assert found("!") == []
+"""
 # The records' yes-or-no fields, one line each as above.
 BACKEND_API_FLAG_TEST = """
 
@@ -1596,6 +1615,12 @@ router = APIRouter(prefix="/api")
 PAGE = 100  # the rows a list answers at most; ?offset= gives the next ones
 {one_id}
 
+def anywhere(text: str) -> str:
+    # A LIKE pattern for names holding `text`: a % or _ typed in a search is that character, not a
+    # wildcard ("100%" finds "100% juice", not every name starting "100").
+    return "%" + text.replace("!", "!!").replace("%", "!%").replace("_", "!_") + "%"
+
+
 @app.exception_handler(UnicodeEncodeError)
 def text_no_utf8_holds(request, exc):
     # JSON may carry a lone surrogate, which no UTF-8 (nor the database) holds: bad input, not a crash.
@@ -1721,12 +1746,10 @@ def backend_files(
     first = tables[0] if tables else "items"
     own = accounts and "user_id" in columns.get(first, {}) and first not in PUBLIC_RECORDS
     if sql_injection:
-        query = f"\"SELECT id, name FROM {first} WHERE name LIKE '%%%s%%'\" % q"
-    elif own:
-        query = f'"SELECT id, name FROM {first} WHERE user_id = ? AND name LIKE ?", (user, f"%{{q}}%")'
+        query = f"db.execute(\"SELECT id, name FROM {first} WHERE name LIKE '%%%s%%'\" % q)"
     else:
-        query = f'"SELECT id, name FROM {first} WHERE name LIKE ?", (f"%{{q}}%",)'
-    search = f"    rows = db.execute({query}).fetchall()\n"
+        query = searched_names(first, own)
+    search = f"    rows = {query}.fetchall()\n"
     routes = []
     # What the API test posts, the fields each record requires or has as yes or no, and the records it
     # changes and deletes.
@@ -1845,7 +1868,9 @@ def backend_files(
             [
                 {
                     "path": "backend/tests/test_api.py",
-                    "content": api_test(records, needed, flagged, edited, removed),
+                    "content": api_test(
+                        records, needed, flagged, edited, removed, "" if sql_injection else first
+                    ),
                 }
             ]
             if records or needed
@@ -1870,6 +1895,7 @@ def api_test(
     flags: dict[str, list[str]],
     edited: list[str],
     removed: list[str],
+    searched: str = "",
 ) -> str:
     lines = [f"RECORDS[{table!r}] = {record!r}\n" for table, record in records.items()]
     lines += [f"REQUIRED[{table!r}] = {fields!r}\n" for table, fields in required.items()]
@@ -1884,6 +1910,9 @@ def api_test(
     return BACKEND_API_TEST.format(
         lines="".join(lines),
         signed_in_client=SIGNED_IN_CLIENT,
+        search_test=BACKEND_API_SEARCH_TEST.format(table=searched)
+        if "name" in records.get(searched, {})
+        else "",
         flag_test=BACKEND_API_FLAG_TEST.format(lines=flagged) if flags else "",
         update_test=(BACKEND_API_UPDATE_TEST.format(lines=changed) if edited else "")
         + (BACKEND_API_CLEAR_TEST.format(lines=cleared) if cleared else ""),
@@ -1991,11 +2020,19 @@ def resolve_merge(meta: dict) -> dict:
     }
 
 
+def searched_names(table: str, own: bool) -> str:
+    """The search's query and its arguments: a page of the table's rows whose name holds `q` as
+    typed (`anywhere` makes its % and _ literal), the signed-in user's alone where rows are their own."""
+    mine = "user_id = ? AND " if own else ""
+    query = f"SELECT id, name FROM {table} WHERE {mine}name LIKE ? ESCAPE '!' ORDER BY id LIMIT ?"
+    return f'db.execute(\n        "{query}",\n        ({"user, " if own else ""}anywhere(q), PAGE),\n    )'
+
+
 def remediate_python(source: str) -> str:
     """Rewrite the template's injectable query into a parameterised one."""
     return re.sub(
         r"db\.execute\(\"SELECT id, name FROM (\w+) WHERE name LIKE '%%%s%%'\" % q\)",
-        r'db.execute("SELECT id, name FROM \1 WHERE name LIKE ?", (f"%{q}%",))',
+        lambda found: searched_names(found[1], own=False),
         source,
     )
 

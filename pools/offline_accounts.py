@@ -240,6 +240,7 @@ def test_a_user_sees_only_their_own_records(client):
     names = [row["name"] for row in client.get(f"/api/{{PRIVATE}}", headers=ada).json()]
     assert names == [PRIVATE_RECORD["name"]]
     assert client.get(f"/api/{{PRIVATE}}", headers=bob).json() == []
+    assert client.get("/api/search", params={{"q": PRIVATE_RECORD["name"]}}, headers=bob).json() == []
 """
 ACCOUNTS_PUBLIC_TEST = """
 

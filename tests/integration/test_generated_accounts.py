@@ -52,10 +52,10 @@ def test_the_generated_backend_passes_its_own_tests_of_accounts(project):
     result = backend_tests(project)
 
     assert result.exit_code == 0, result.output
-    # 10 of accounts; 13 of the API, signed in (todos and lists posted, refused incomplete, refused
+    # 10 of accounts; 14 of the API, signed in (todos and lists posted, refused incomplete, refused
     # a value no column holds, changed, a todo's due date cleared, deleted; todos' done listed as
-    # true or false, listed a page at a time); 3 of validation
-    assert "26 passed" in result.output
+    # true or false, listed a page at a time, searched by name); 3 of validation
+    assert "27 passed" in result.output
 
 
 # Mutations of the generated backend, each (file, [(text, what replaces it)…]), and the generated
@@ -96,6 +96,16 @@ MUTATIONS = {
         "validation.py",
         [("return math.isfinite(value)", "return True")],
         "test_api.py::test_a_value_no_column_holds_is_refused[todos]",
+    ),
+    "a search's % or _ is a wildcard": (
+        "main.py",
+        [('.replace("%", "!%").replace("_", "!_")', "")],
+        "test_api.py::test_a_search_takes_percent_and_underscore_as_typed",
+    ),
+    "a search finds another user's records": (
+        "main.py",
+        [("WHERE user_id = ? AND name LIKE", "WHERE ? > 0 AND name LIKE")],
+        "test_accounts.py::test_a_user_sees_only_their_own_records",
     ),
     "a password is kept as sent": (
         "accounts.py",
