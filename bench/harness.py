@@ -75,13 +75,39 @@ def prepare() -> Environment:
 
 
 def setup_database() -> None:
-    """Migrate, empty the broker (REDIS_URL's database is flushed) and leave the bench client."""
+    """Migrate, empty the broker (REDIS_URL's database is flushed) and leave the bench client. A
+    PostgreSQL DATABASE_URL names a scratch database: created if missing, emptied if not."""
     import redis
     from django.conf import settings
     from django.core.management import call_command
+    from django.db import connection
 
-    call_command("migrate", interactive=False, verbosity=0)
+    if connection.vendor == "postgresql":
+        created = create_missing_database(settings.DATABASES["default"])
+        call_command("migrate", interactive=False, verbosity=0)
+        if not created:
+            call_command("flush", interactive=False, verbosity=0)
+    else:
+        call_command("migrate", interactive=False, verbosity=0)
     redis.Redis.from_url(settings.REDIS_URL).flushdb()
+
+
+def create_missing_database(database: dict) -> bool:
+    """Create the PostgreSQL database the settings name if the server lacks it; whether it did."""
+    import psycopg
+    from psycopg import sql
+
+    server = {
+        "host": database["HOST"] or None,
+        "port": database["PORT"] or None,
+        "user": database["USER"] or None,
+        "password": database["PASSWORD"] or None,
+    }
+    with psycopg.connect(dbname="postgres", autocommit=True, **server) as admin:
+        if admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database["NAME"],)).fetchone():
+            return False
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database["NAME"])))
+    return True
 
 
 # ---------------------------------------------------------------- processes
