@@ -73,7 +73,7 @@ ENTITY_WORDS = {
     "guestbook": "messages",
     "poll": "polls",
     "vote": "votes",
-    "flashcard": "cards",
+    "flashcard": "flashcards",
     "kanban": "cards",
     "movie": "movies",
     "film": "movies",
@@ -81,6 +81,21 @@ ENTITY_WORDS = {
     "categories": "categories",
     "tenant": "tenants",
     "vehicle": "vehicles",
+    "crm": "leads",
+    "deals": "deals",
+    "forum": "threads",
+    "threads": "threads",
+    "reply": "replies",
+    "replies": "replies",
+    "pet": "pets",
+    "gym": "classes",
+    "estate": "listings",  # real estate
+    "budgets": "budgets",
+    "transactions": "transactions",
+    "lend": "loans",
+    "lending": "loans",
+    "borrow": "loans",
+    "grade": "grades",
 }
 # A request to sell online: its project has products, carts, orders and payments whether or not it
 # names them ("an e-commerce store for handmade jewelry").
@@ -236,6 +251,20 @@ EXTRA_COLUMNS = {
     "tasks": {"due_at": "TIMESTAMPTZ", "done": FLAG},
     "list_items": {"done": FLAG},
     "workouts": {"minutes": "INTEGER NOT NULL"},
+    "cards": {"stage": "TEXT NOT NULL"},  # a kanban board's column: "To do", "Doing", "Done"
+    "flashcards": {"answer": "TEXT NOT NULL"},
+    "deals": {"amount_cents": "INTEGER NOT NULL"},
+    "threads": {"body": "TEXT NOT NULL"},
+    "replies": {"body": "TEXT NOT NULL"},
+    "pets": {"species": "TEXT"},
+    "classes": {"starts_at": "TIMESTAMPTZ NOT NULL", "capacity": "INTEGER NOT NULL"},
+    "properties": {"price_cents": "INTEGER NOT NULL"},
+    "budgets": {"amount_cents": "INTEGER NOT NULL"},
+    "transactions": {"amount_cents": "INTEGER NOT NULL"},
+    "loans": {"due_at": "TIMESTAMPTZ", "returned": FLAG},
+    "grades": {"score": "INTEGER NOT NULL"},
+    "books": {"author": "TEXT"},
+    "support_tickets": {"body": "TEXT NOT NULL", "resolved": FLAG},
 }
 CREATED_AT = {"created_at": "TIMESTAMPTZ NOT NULL DEFAULT now()"}
 # Records everyone sees, in a project with accounts too: a shop's products, a blog's posts. A user
@@ -243,6 +272,7 @@ CREATED_AT = {"created_at": "TIMESTAMPTZ NOT NULL DEFAULT now()"}
 PUBLIC_RECORDS = {
     "products", "menu_items", "restaurants", "events", "courses", "listings", "posts", "comments",
     "reviews", "books", "authors", "recipes", "photos", "songs", "properties", "classes", "jobs",
+    "threads", "replies", "pets",
 }  # fmt: skip
 # Records kept for the books: no PATCH or DELETE, even of one's own (a refund or a credit note is a
 # new record).
@@ -253,7 +283,8 @@ KEPT_RECORDS = {"payments", "invoices", "orders", "donations", "sales"}
 # accounts.
 SHARED_LISTS = {
     "todos", "tasks", "notes", "reminders", "links", "bookmarks", "ideas", "goals", "habits", "expenses",
-    "workouts", "time_entries", "cards", "list_items",
+    "workouts", "time_entries", "cards", "flashcards", "list_items", "budgets", "projects",
+    "support_tickets",
 }  # fmt: skip
 GENERATED = {"id", "user_id", "created_at"}
 AREAS = ("frontend", "backend", "database")
@@ -279,7 +310,17 @@ KEPT_BY = re.compile(
 LIST_OF_ITEMS = re.compile(r"\b(?:shopping|grocery|packing|wish|bucket|check)\s*lists?\b")
 # "guests book tables": a restaurant's bookings (a table is no record of its own).
 BOOKS_A_TABLE = re.compile(r"\b(?:book|reserve)s?\s+(?:a\s+)?tables?\b")
-NAMED_AS = {"url": "links", "link": "links", "time": "time_entries", "fitness": "workouts", "sale": "sales"}
+# Kinds of app whose records are named by the kind: a reading list keeps books, a helpdesk its
+# support tickets (not an event's tickets, which have a price), a project tool its projects.
+APP_RECORDS = (
+    (re.compile(r"\breading\s*lists?\b"), "books"),
+    (re.compile(r"\b(?:help\s*desk|support\s+(?:desk|tickets?|ticketing|requests?))\b"), "support_tickets"),
+    (re.compile(r"\bproject\s+(?:management|manager|tracker|planner|board)s?\b"), "projects"),
+)
+NAMED_AS = {
+    "url": "links", "link": "links", "time": "time_entries", "fitness": "workouts", "sale": "sales",
+    "finance": "expenses", "money": "expenses", "spending": "expenses",
+}  # fmt: skip
 # Words in those places that name no record, or that SQL keeps for itself.
 NOT_RECORDS = {
     "users", "user", "accounts", "things", "stuff", "data", "media", "content", "contents", "details",
@@ -311,13 +352,15 @@ def named_records(text: str) -> list[tuple[int, str]]:
     found += [(m.start(), "bookings") for m in BOOKS_A_TABLE.finditer(lower)]
     found += [(m.start(), "list_items") for m in LIST_OF_ITEMS.finditer(lower)]
     found += [(m.start(1), NAMED_AS.get(m.group(1), _plural(m.group(1)))) for m in KEPT_BY.finditer(lower)]
-    return [
+    named = [
         (at, known_table(table) or table)  # "book appointments" are the bookings
         for at, table in found
         if table not in NOT_RECORDS
         and _plural(lower[at:].split(None, 1)[0]) not in NOT_RECORDS  # "the logs" names no "thes"
         and re.fullmatch(r"[a-z][a-z_]{2,29}", table)
     ]
+    # Named by the app's kind, "projects" too (a word that otherwise means the client's own project).
+    return named + [(m.start(), table) for pattern, table in APP_RECORDS for m in pattern.finditer(lower)]
 
 
 def known_table(word: str) -> str | None:
@@ -342,6 +385,8 @@ def entities(text: str, placeholder: bool = True) -> list[str]:
             continue
         found.append(table)
         named += not known
+    if "support_tickets" in found and "tickets" in found:
+        found.remove("tickets")  # a helpdesk's tickets, not an event's
     if sells_online(text):
         found += [table for table in SHOP_TABLES if table not in found]
     return found or (["items"] if placeholder else [])
