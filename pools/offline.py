@@ -619,19 +619,22 @@ function listed(values) {{
 FRONTEND_POST = """\
 
   async function add(form) {{
+    const values = formValues(form);
     const response = await fetch(`${{API_BASE}}{path}`, {{
       method: "POST",
       headers: {{ "Content-Type": "application/json"{post_auth} }},
-      body: JSON.stringify(formValues(form)),
+      body: JSON.stringify(values),
     }});
+    const answer = await response.json().catch(() => ({{}}));
     if (!response.ok) {{
-      const answer = await response.json().catch(() => ({{}}));
       setProblem(typeof answer.detail === "string" ? answer.detail : `refused (${{response.status}})`);
       return;
     }}
     setProblem("");
     form.reset();
-    load();
+    // Listed last, as the API lists by id, the rows shown kept; with rows still to fetch, More brings
+    // it after them.
+    if (!more) setRows((shown) => [...shown, {{ ...values, id: answer.id }}]);
   }}
 
 """
