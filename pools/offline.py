@@ -2024,8 +2024,8 @@ def resolve_merge(meta: dict) -> dict:
 
 
 def searched_names(table: str, own: bool) -> str:
-    """The search's query and its arguments: a page of the table's rows whose name holds `q` as
-    typed (`anywhere` makes its % and _ literal), the signed-in user's alone where rows are their own."""
+    """The search's `db.execute(…)` call: a page of the table's rows whose name holds `q` as typed
+    (`anywhere` makes its % and _ literal), the signed-in user's alone where rows are their own."""
     mine = "user_id = ? AND " if own else ""
     query = f"SELECT id, name FROM {table} WHERE {mine}name LIKE ? ESCAPE '!' ORDER BY id LIMIT ?"
     return f'db.execute(\n        "{query}",\n        ({"user, " if own else ""}anywhere(q), PAGE),\n    )'

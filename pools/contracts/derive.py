@@ -258,7 +258,6 @@ EXTRA_COLUMNS = {
     "replies": {"body": "TEXT NOT NULL"},
     "pets": {"species": "TEXT"},
     "classes": {"starts_at": "TIMESTAMPTZ NOT NULL", "capacity": "INTEGER NOT NULL"},
-    "properties": {"price_cents": "INTEGER NOT NULL"},
     "budgets": {"amount_cents": "INTEGER NOT NULL"},
     "transactions": {"amount_cents": "INTEGER NOT NULL"},
     "loans": {"due_at": "TIMESTAMPTZ", "returned": FLAG},
