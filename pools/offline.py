@@ -1327,6 +1327,14 @@ def not_true_or_false(payload: dict, fields: list[str]) -> list[str]:
     return [name for name in fields if payload.get(name) is not None and not isinstance(payload[name], bool)]
 
 
+MAX_TEXT = 10_000  # the characters a text field holds at most
+
+
+def too_long(payload: dict, fields: list[str]) -> list[str]:
+    """The text fields longer than MAX_TEXT characters: a client's one request fills no disk."""
+    return [name for name in fields if isinstance(payload.get(name), str) and len(payload[name]) > MAX_TEXT]
+
+
 def unfit_fields(payload: dict, fields: list[str]) -> list[str]:
     """The fields whose value a column cannot hold: a list, an object, a number beyond 64 bits, NaN or
     an infinity."""
@@ -1342,7 +1350,7 @@ def _fits(value) -> bool:
     return value is None or isinstance(value, str)
 '''
 # The validation module's checks, as main.py imports those its routes use.
-VALIDATION_CHECKS = ("missing_fields", "not_true_or_false", "unfit_fields", "valid_count")
+VALIDATION_CHECKS = ("missing_fields", "not_true_or_false", "too_long", "unfit_fields", "valid_count")
 VALIDATION_TEST = """\
 from app.validation import missing_fields, valid_count
 
@@ -1416,6 +1424,16 @@ def test_a_value_no_column_holds_is_refused(client, table):
         assert response.status_code == 422, response.text
         assert response.json()["detail"] == "not text or a number: " + field
     assert client.get(f"/api/{{table}}").status_code == 200
+
+
+@pytest.mark.parametrize("table", sorted(RECORDS)[:1])
+def test_a_text_of_more_than_ten_thousand_characters_is_refused(client, table):
+    field = next(name for name, value in RECORDS[table].items() if isinstance(value, str))
+    longest = client.post(f"/api/{{table}}", json={{**RECORDS[table], field: "x" * 10_000}})
+    assert longest.status_code == 200, longest.text
+    response = client.post(f"/api/{{table}}", json={{**RECORDS[table], field: "x" * 10_001}})
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"] == "longer than 10,000 characters: " + field
 
 
 @pytest.mark.parametrize("table", sorted(RECORDS)[:1])
@@ -1658,6 +1676,9 @@ BACKEND_UNFIT_CHECK = """\
     unfit = unfit_fields(item, {taken!r})
     if unfit:
         raise HTTPException(422, "not text or a number: " + ", ".join(unfit))
+    long = too_long(item, {taken!r})
+    if long:
+        raise HTTPException(422, "longer than 10,000 characters: " + ", ".join(long))
 """
 BACKEND_FLAG_CHECK = """\
     unflagged = not_true_or_false(item, {flags!r})

@@ -147,7 +147,7 @@ def test_rejected_schema_is_revised_and_dependents_use_the_revision(workers, cli
     # The integration's checkout flow ran end to end, in its loop and in the gate, on the revision.
     assert integration.result["tests"] == {"passed": 4, "failed": 0}
     assert done.integration["command"].endswith("cd src && python3 -m pytest -q")
-    assert (done.integration["ok"], done.integration["passed"], done.integration["failed"]) == (True, 25, 0)
+    assert (done.integration["ok"], done.integration["passed"], done.integration["failed"]) == (True, 26, 0)
 
     archive = HttpClient(HTTP_X_API_KEY=key).get(f"/api/execution/{done.pk}/artifacts.zip")
     with zipfile.ZipFile(io.BytesIO(archive.content)) as tree:

@@ -67,7 +67,7 @@ def test_frontend_calling_an_endpoint_the_backend_does_not_serve_is_fixed_and_re
     assert done.contract_report["checks"] > 20 and done.contract_report["failed"] == 0
     assert done.quality_score == 1.0
     if sandbox.availability()[0]:
-        assert done.integration["ran"] and done.integration["ok"] and done.integration["passed"] == 14
+        assert done.integration["ran"] and done.integration["ok"] and done.integration["passed"] == 15
 
     http = HttpClient(HTTP_X_API_KEY=key)
     detail = http.get(f"/api/execution/{done.pk}").json()
@@ -137,19 +137,19 @@ def test_a_backend_whose_tests_fail_at_the_gate_is_fixed_until_the_gate_passes(w
     [conflict] = Conflict.objects.filter(execution=done, kind="integration")
     assert conflict.between == ["task_2"] and conflict.status == "resolved" and conflict.rounds == 1
     failing = conflict.details["gate"]
-    assert failing["exit_code"] == 1 and failing["failed"] == 1 and failing["passed"] == 13
+    assert failing["exit_code"] == 1 and failing["failed"] == 1 and failing["passed"] == 14
     assert "FAILED tests/test_validation.py::test_one_is_a_valid_count" in failing["output_tail"]
     fix = Task.objects.get(execution=done, key="task_2_gate1")
     assert fix.context["gate"]["output_tail"] == failing["output_tail"]
     gate = done.integration
-    assert gate["ran"] and gate["ok"] and (gate["passed"], gate["failed"]) == (14, 0)
+    assert gate["ran"] and gate["ok"] and (gate["passed"], gate["failed"]) == (15, 0)
     assert gate["command"] == (
         "python3 -m compileall -q -x '(^|/)(node_modules|\\.venv)/' . && cd backend && python3 -m pytest -q"
     )
     assert done.quality_score == 1.0 and done.refund_usd == 0
     assert "Integration gate passed" in done.final_response
     detail = HttpClient(HTTP_X_API_KEY=key).get(f"/api/execution/{done.pk}").json()
-    assert detail["integration"]["ok"] is True and detail["integration"]["passed"] == 14
+    assert detail["integration"]["ok"] is True and detail["integration"]["passed"] == 15
     [shown] = [c for c in detail["conflicts"] if c["kind"] == "integration"]
     assert shown["gate"]["failed"] == 1
 
@@ -169,6 +169,6 @@ def test_a_gate_that_never_passes_ends_partial_with_the_refund(workers, client_a
     share = Decimal(str(tasks["task_2"].weight)) / sum(Decimal(str(t.weight)) for t in tasks.values())
     assert done.refund_usd == (done.fee_usd * Decimal("0.9") * share).quantize(Decimal("0.01"))
     assert done.refund_usd > 0
-    # 13 of 14 tests pass (the validation's 3, the API's 11), one unresolved conflict: (13/14) × 0.85.
+    # 14 of 15 tests pass (the validation's 3, the API's 12), one unresolved conflict: (14/15) × 0.85.
     assert done.quality_score == 0.79
     assert "Integration gate failed" in done.final_response

@@ -52,10 +52,10 @@ def test_the_generated_backend_passes_its_own_tests_of_accounts(project):
     result = backend_tests(project)
 
     assert result.exit_code == 0, result.output
-    # 10 of accounts; 14 of the API, signed in (todos and lists posted, refused incomplete, refused
-    # a value no column holds, changed, a todo's due date cleared, deleted; todos' done listed as
-    # true or false, listed a page at a time, searched by name); 3 of validation
-    assert "27 passed" in result.output
+    # 10 of accounts; 15 of the API, signed in (todos and lists posted, refused incomplete, refused
+    # a value no column holds or a text too long, changed, a todo's due date cleared, deleted; todos'
+    # done listed as true or false, listed a page at a time, searched by name); 3 of validation
+    assert "28 passed" in result.output
 
 
 # Mutations of the generated backend, each (file, [(text, what replaces it)…]), and the generated
@@ -96,6 +96,11 @@ MUTATIONS = {
         "validation.py",
         [("return math.isfinite(value)", "return True")],
         "test_api.py::test_a_value_no_column_holds_is_refused[todos]",
+    ),
+    "a text of any length is stored": (
+        "main.py",
+        [("long = too_long(item, ", "long = [] or (item, ")],
+        "test_api.py::test_a_text_of_more_than_ten_thousand_characters_is_refused",
     ),
     "a search's % or _ is a wildcard": (
         "main.py",
