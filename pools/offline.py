@@ -2180,7 +2180,10 @@ def schema_migration(tables: dict[str, dict[str, str]], existing_sql: dict[str, 
     disowned = [
         table
         for table, columns in tables.items()
-        if f"users.{PASSWORD_HASH}" in added and "user_id" in columns and table not in ACCOUNT_TABLES
+        if f"users.{PASSWORD_HASH}" in added
+        and "user_id" in columns
+        and table not in ACCOUNT_TABLES
+        and before.table(table) is not None  # a table new with accounts has no rows from before
     ]
     statements += [
         f"UPDATE {table} SET user_id = 0 WHERE user_id NOT IN (SELECT id FROM users);" for table in disowned

@@ -386,6 +386,8 @@ def entities(text: str, placeholder: bool = True) -> list[str]:
         named += not known
     if "support_tickets" in found and "tickets" in found:
         found.remove("tickets")  # a helpdesk's tickets, not an event's
+    if "members" in found and wants_accounts(text):
+        found.remove("members")  # members who log in are the users: their accounts are the users table
     if sells_online(text):
         found += [table for table in SHOP_TABLES if table not in found]
     return found or (["items"] if placeholder else [])

@@ -9,6 +9,7 @@ from pools import offline
 from pools.contracts.check import check_tree
 from pools.contracts.contract import amend
 from pools.contracts.derive import contract_for, entities, has_accounts, wants_accounts
+from pools.verifiers.schema import check_migrations
 
 SHARED_LISTS_APP = "Build a todo list app where users can sign up, log in and share lists with friends"
 AREAS = {"task_1": "frontend", "task_2": "backend", "task_3": "database"}
@@ -168,6 +169,26 @@ def test_the_migration_adding_accounts_disowns_the_rows_made_before_them():
         "own; a user changes and deletes their own restaurants, bookings."
     )
     assert "backend/app/accounts.py" in {f["path"] for f in backend["files"]}
+
+
+def test_a_table_new_with_accounts_is_made_by_the_schema_not_disowned_by_the_migration():
+    forum = "Build a forum with threads and replies"
+    login = "Add user login so that users post threads, replies and reviews"
+    stored = contract_for(forum, AREAS)
+    sql = {p: text for p, text in generated(stored, forum).items() if p.endswith(".sql")}
+    contract = amend(stored, contract_for(login, AREAS, follow_up=True, stored=stored))
+    assert "reviews" in {t["name"] for t in contract["tables"]} - {t["name"] for t in stored["tables"]}
+
+    schema, migration = offline.schema(
+        {"request": login, "contract": contract, "follow_up": True, "existing_sql": sql}, set()
+    )["files"]
+
+    assert "CREATE TABLE reviews" in schema["content"]
+    assert "UPDATE threads SET user_id = 0" in migration["content"]
+    assert "reviews" not in migration["content"]  # no such table in a database made before
+    # The migration brings a database made from the schema before it up to the new one.
+    [report] = check_migrations({f["path"]: f["content"] for f in (schema, migration)}, sql).values()
+    assert report["applied"] and report["accepted"] and report["errors"] == [], report
 
 
 def generated(contract: dict, request: str = SHARED_LISTS_APP) -> dict[str, str]:

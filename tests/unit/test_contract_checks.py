@@ -433,6 +433,8 @@ def test_entities_are_named_in_the_singular_or_the_plural():
         ("Build a library system to lend books to members", ["loans", "books", "members"]),
         ("Build a flashcard app", ["flashcards"]),
         ("Build a pet adoption site", ["pets"]),
+        # Members who log in are the users, not a record of their own.
+        ("Build a gym site where members log in and book classes", ["classes"]),
         # Words in those places that name no record, or that SQL keeps for itself.
         ("Make the cache thread safe and wrap writes in a transaction", []),
         ("Store the logs and track the changes", []),
