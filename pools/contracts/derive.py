@@ -96,6 +96,10 @@ ENTITY_WORDS = {
     "lending": "loans",
     "borrow": "loans",
     "grade": "grades",
+    "quiz": "questions",
+    "question": "questions",
+    "newsletter": "subscribers",
+    "subscriber": "subscribers",
 }
 # A request to sell online: its project has products, carts, orders and payments whether or not it
 # names them ("an e-commerce store for handmade jewelry").
@@ -140,9 +144,10 @@ USERS = {
     "created_at": "TIMESTAMPTZ NOT NULL DEFAULT now()",
 }
 # A request whose users sign up and log in: each record is then its user's own. Not "accounting",
-# nor a register for an event.
+# nor a register for an event, nor a newsletter's sign-up (an email kept, no account).
 ACCOUNTS = re.compile(
-    r"\b(sign(?:s|ing)?[ -]?(?:up|in)|log(?:s|ging)?[ -]?in|logins?|user accounts?|authenticat\w*"
+    r"\b((?<!newsletter )(?<!mailing list )sign(?:s|ing)?[ -]?(?:up|in)"
+    r"|log(?:s|ging)?[ -]?in|logins?|user accounts?|authenticat\w*"
     r"|(?:an|their|own|your|my|create|with)\s+accounts?|passwords?)\b",
     re.I,
 )
@@ -264,6 +269,8 @@ EXTRA_COLUMNS = {
     "grades": {"score": "INTEGER NOT NULL"},
     "books": {"author": "TEXT"},
     "support_tickets": {"body": "TEXT NOT NULL", "resolved": FLAG},
+    "questions": {"answer": "TEXT NOT NULL"},
+    "subscribers": {"email": "TEXT NOT NULL"},
 }
 CREATED_AT = {"created_at": "TIMESTAMPTZ NOT NULL DEFAULT now()"}
 # Records everyone sees, in a project with accounts too: a shop's products, a blog's posts. A user

@@ -37,6 +37,8 @@ def test_what_asks_for_accounts(request_text):
         "Build an accounting app for small shops",
         "Build a blog with comments",
         "Build an event registration form",
+        "Build a newsletter signup form",
+        "Add a mailing list sign-up to the landing page",
         "Add a phone number field to bookings",
     ],
 )

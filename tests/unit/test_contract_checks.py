@@ -433,6 +433,8 @@ def test_entities_are_named_in_the_singular_or_the_plural():
         ("Build a library system to lend books to members", ["loans", "books", "members"]),
         ("Build a flashcard app", ["flashcards"]),
         ("Build a pet adoption site", ["pets"]),
+        ("Build a quiz app with questions and scores", ["questions"]),
+        ("Build a newsletter signup form", ["subscribers"]),
         # Members who log in are the users, not a record of their own.
         ("Build a gym site where members log in and book classes", ["classes"]),
         # Words in those places that name no record, or that SQL keeps for itself.
