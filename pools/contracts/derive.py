@@ -206,6 +206,23 @@ def not_derived(request: str) -> list[str]:
     return found
 
 
+# People who may be the ones with accounts ("members log in"), else a record others keep.
+PEOPLE = {"members", "students", "patients", "customers", "volunteers", "employees", "teachers", "doctors",
+          "tenants"}  # fmt: skip
+
+
+def signing_in(request: str) -> set[str]:
+    """The people a request says sign up or log in ("where members log in", "students can sign
+    up"): its users, whose table is `users`."""
+    lower = request.lower()
+    return {
+        table
+        for found in ACCOUNTS.finditer(lower)
+        for word in re.findall(r"[a-z]+", lower[: found.start()])[-3:]
+        if (table := known_table(word)) in PEOPLE
+    }
+
+
 def wants_accounts(request: str) -> bool:
     """Whether a request asks for users who sign up and log in."""
     return bool(ACCOUNTS.search(request))
@@ -393,8 +410,9 @@ def entities(text: str, placeholder: bool = True) -> list[str]:
         named += not known
     if "support_tickets" in found and "tickets" in found:
         found.remove("tickets")  # a helpdesk's tickets, not an event's
-    if "members" in found and wants_accounts(text):
-        found.remove("members")  # members who log in are the users: their accounts are the users table
+    for table in signing_in(text):
+        if table in found:
+            found.remove(table)  # "students sign up": the students are the users, no table of their own
     if sells_online(text):
         found += [table for table in SHOP_TABLES if table not in found]
     return found or (["items"] if placeholder else [])

@@ -435,8 +435,11 @@ def test_entities_are_named_in_the_singular_or_the_plural():
         ("Build a pet adoption site", ["pets"]),
         ("Build a quiz app with questions and scores", ["questions"]),
         ("Build a newsletter signup form", ["subscribers"]),
-        # Members who log in are the users, not a record of their own.
+        # People who log in are the users, not a record of their own; the others are.
         ("Build a gym site where members log in and book classes", ["classes"]),
+        ("Build a flashcard app where students sign up", ["flashcards"]),
+        ("Teachers log in to record grades for students", ["grades", "students"]),
+        ("Members create an account and track workouts", ["workouts"]),
         # Words in those places that name no record, or that SQL keeps for itself.
         ("Make the cache thread safe and wrap writes in a transaction", []),
         ("Store the logs and track the changes", []),
