@@ -285,6 +285,7 @@ EXTRA_COLUMNS = {
     "loans": {"due_at": "TIMESTAMPTZ", "returned": FLAG},
     "grades": {"score": "INTEGER NOT NULL"},
     "books": {"author": "TEXT"},
+    "books_to_read": {"author": "TEXT", "finished": FLAG},
     "support_tickets": {"body": "TEXT NOT NULL", "resolved": FLAG},
     "questions": {"answer": "TEXT NOT NULL"},
     "subscribers": {"email": "TEXT NOT NULL"},
@@ -307,7 +308,7 @@ KEPT_RECORDS = {"payments", "invoices", "orders", "donations", "sales"}
 SHARED_LISTS = {
     "todos", "tasks", "notes", "reminders", "links", "bookmarks", "ideas", "goals", "habits", "expenses",
     "workouts", "time_entries", "cards", "flashcards", "list_items", "budgets", "projects",
-    "support_tickets",
+    "support_tickets", "books_to_read",
 }  # fmt: skip
 GENERATED = {"id", "user_id", "created_at"}
 AREAS = ("frontend", "backend", "database")
@@ -333,10 +334,11 @@ KEPT_BY = re.compile(
 LIST_OF_ITEMS = re.compile(r"\b(?:shopping|grocery|packing|wish|bucket|check)\s*lists?\b")
 # "guests book tables": a restaurant's bookings (a table is no record of its own).
 BOOKS_A_TABLE = re.compile(r"\b(?:book|reserve)s?\s+(?:a\s+)?tables?\b")
-# Kinds of app whose records are named by the kind: a reading list keeps books, a helpdesk its
+# Kinds of app whose records are named by the kind: a reading list keeps books to read (one's own,
+# not a library's books everyone sees), a helpdesk its
 # support tickets (not an event's tickets, which have a price), a project tool its projects.
 APP_RECORDS = (
-    (re.compile(r"\breading\s*lists?\b"), "books"),
+    (re.compile(r"\breading\s*lists?\b"), "books_to_read"),
     (re.compile(r"\b(?:help\s*desk|support\s+(?:desk|tickets?|ticketing|requests?))\b"), "support_tickets"),
     (re.compile(r"\bproject\s+(?:management|manager|tracker|planner|board)s?\b"), "projects"),
 )

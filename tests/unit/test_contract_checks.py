@@ -423,7 +423,7 @@ def test_entities_are_named_in_the_singular_or_the_plural():
         ),
         # Named by the app's kind.
         ("Build a CRM for tracking leads and deals", ["leads", "deals"]),
-        ("Build a reading list app", ["books"]),
+        ("Build a reading list app", ["books_to_read"]),
         ("Build a helpdesk ticketing system", ["support_tickets"]),
         ("Build a support ticket system", ["support_tickets"]),
         ("Build an event ticketing platform", ["events"]),
