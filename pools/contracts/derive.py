@@ -288,6 +288,7 @@ EXTRA_COLUMNS = {
     "books_to_read": {"author": "TEXT", "finished": FLAG},
     "support_tickets": {"body": "TEXT NOT NULL", "resolved": FLAG},
     "questions": {"answer": "TEXT NOT NULL"},
+    "applications": {"email": "TEXT NOT NULL"},  # the name is the applicant's
     "subscribers": {"email": "TEXT NOT NULL"},
 }
 CREATED_AT = {"created_at": "TIMESTAMPTZ NOT NULL DEFAULT now()"}
@@ -341,6 +342,10 @@ APP_RECORDS = (
     (re.compile(r"\breading\s*lists?\b"), "books_to_read"),
     (re.compile(r"\b(?:help\s*desk|support\s+(?:desk|tickets?|ticketing|requests?))\b"), "support_tickets"),
     (re.compile(r"\bproject\s+(?:management|manager|tracker|planner|board)s?\b"), "projects"),
+    (
+        re.compile(r"\b(?:job\s*boards?|apply\s+(?:for|to)\s+(?:a\s+|the\s+)?jobs?|candidates?\s+apply)\b"),
+        "applications",
+    ),
 )
 NAMED_AS = {
     "url": "links", "link": "links", "time": "time_entries", "fitness": "workouts", "sale": "sales",
@@ -385,7 +390,8 @@ def named_records(text: str) -> list[tuple[int, str]]:
         and re.fullmatch(r"[a-z][a-z_]{2,29}", table)
     ]
     # Named by the app's kind, "projects" too (a word that otherwise means the client's own project).
-    return named + [(m.start(), table) for pattern, table in APP_RECORDS for m in pattern.finditer(lower)]
+    # After the words it ends with: a job board's jobs come before its applications.
+    return named + [(m.end(), table) for pattern, table in APP_RECORDS for m in pattern.finditer(lower)]
 
 
 def known_table(word: str) -> str | None:

@@ -434,6 +434,7 @@ def test_entities_are_named_in_the_singular_or_the_plural():
         ("Build a flashcard app", ["flashcards"]),
         ("Build a pet adoption site", ["pets"]),
         ("Build a quiz app with questions and scores", ["questions"]),
+        ("Build a job board where companies post jobs and candidates apply", ["jobs", "applications"]),
         ("Build a newsletter signup form", ["subscribers"]),
         # People who log in are the users, not a record of their own; the others are.
         ("Build a gym site where members log in and book classes", ["classes"]),
