@@ -223,7 +223,7 @@ def layers_to_grow(
     its page; accounts are a column and a table, their endpoints and every record's, and a page."""
     known = {table["name"] for table in (existing_contract or {}).get("tables", [])}
     new_records = [table for table in entities(request, placeholder=False) if table not in known]
-    if not new_records and not added_fields(request) and not adds_accounts(request, existing_contract):
+    if not new_records and not added_fields(request, known) and not adds_accounts(request, existing_contract):
         return frozenset()
     return frozenset(path.split("/", 1)[0] for path, _ in existing_files or []) & set(AREAS)
 

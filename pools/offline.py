@@ -253,7 +253,7 @@ def codegen(meta: dict, flaws: set[str]) -> dict:
     # A stream's description quotes the client's request after its own words.
     request = description.split(": ", 1)[-1]
     # A follow-up adding fields to one of the records ("Add a phone number field to bookings").
-    adding = added_fields(request) if meta.get("follow_up") else None
+    adding = added_fields(request, tables) if meta.get("follow_up") else None
     if adding and adding[0] not in tables:
         adding = None
     if area == "frontend" and "contract" in meta and not contract.get("endpoints"):

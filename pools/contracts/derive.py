@@ -431,7 +431,7 @@ def entities(text: str, placeholder: bool = True) -> list[str]:
 ADDS_FIELDS = re.compile(
     r"^\W*(?:please\s+)?(?:also\s+)?(?:add|store|record|keep|collect|ask\s+for)\s+"
     r"(?P<fields>[a-z][a-z ,'-]{0,100}?)\s+(?:to|on|in|for|with)\s+"
-    r"(?:(?:the|each|every|all|our|my|a)\s+)?(?P<record>[a-z]+)"
+    r"(?:(?:the|each|every|all|our|my|a)\s+)?(?P<record>[a-z]+(?:\s+[a-z]+){0,3}?)"
     r"(?:\s+(?:forms?|pages?|tables?|records?|lists?|model|endpoints?|api))?\s*[.!]?\s*$",
     re.I,
 )
@@ -470,7 +470,17 @@ NOT_FIELDS = GENERATED | {
 MAX_FIELDS = 6
 
 
-def added_fields(request: str) -> tuple[str, dict[str, str]] | None:
+def record_named(phrase: str, tables=()) -> str | None:
+    """The table a record's name in a request means: one of the project's `tables` in the singular
+    or the plural ("application", "books to read", "menu items"), else a known word's."""
+    joined = "_".join(phrase.lower().split())
+    for table in tables:
+        if table in (joined, _plural(joined)):
+            return table
+    return None if "_" in joined else known_table(joined)
+
+
+def added_fields(request: str, tables=()) -> tuple[str, dict[str, str]] | None:
     """A request to add fields to one kind of record: (the record's table, {column: SQL type}), each
     column nullable (the rows there already have none), but a yes-or-no one, false for them. None
     when the request is not one, or a field it names is a kind of record itself ("Add reviews to
@@ -478,7 +488,7 @@ def added_fields(request: str) -> tuple[str, dict[str, str]] | None:
     found = ADDS_FIELDS.match(request.strip())
     if found is None:
         return None
-    table = known_table(found.group("record").lower())
+    table = record_named(found.group("record"), tables)
     if table is None:
         return None
     phrase = found.group("fields").lower().strip()
@@ -571,7 +581,7 @@ def contract_for(
     (`added_fields`) declares it with them. A project with accounts (`wants_accounts`) has their endpoints
     and tables too (`ACCOUNT_ENDPOINTS`, `ACCOUNT_TABLES`)."""
     present = set(AREAS) if small_app(request, areas, follow_up) else set(areas.values())
-    adding = added_fields(request)
+    adding = added_fields(request, [t["name"] for t in (stored or {}).get("tables", [])])
     # Pages alone keep no records: a landing page calls no API.
     tables = entities(request, placeholder=not follow_up and bool(present & {"backend", "database"}))
     if adding:

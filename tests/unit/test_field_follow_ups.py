@@ -49,6 +49,21 @@ def test_the_fields_a_request_adds_and_their_record(request_text, expected):
 
 
 @pytest.mark.parametrize(
+    "request_text, expected",
+    [
+        ("Add a rating to books to read", ("books_to_read", {"rating": "INTEGER"})),
+        ("Add a resume url to each application", ("applications", {"resume_url": "TEXT"})),
+        ("Add a description field to menu items", ("menu_items", {"description": "TEXT"})),
+        ("Add a priority to the cards page", ("cards", {"priority": "TEXT"})),
+    ],
+)
+def test_a_record_is_named_by_the_projects_table_in_words(request_text, expected):
+    tables = ["books_to_read", "applications", "menu_items", "cards"]
+    assert added_fields(request_text, tables) == expected
+    assert added_fields(request_text) is None  # no word for it that the planner knows
+
+
+@pytest.mark.parametrize(
     "request_text",
     [
         "Add reviews to the restaurant site",  # a kind of record
