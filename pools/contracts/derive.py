@@ -212,15 +212,17 @@ PEOPLE = {"members", "students", "patients", "customers", "volunteers", "employe
 
 
 def signing_in(request: str) -> set[str]:
-    """The people a request says sign up or log in ("where members log in", "students can sign
-    up"): its users, whose table is `users`."""
+    """The people a request says sign up or log in ("where students log in", "customers can sign
+    up"): its users, whose table is `users`; with accounts, members are always the users ("Add user
+    login so that members post threads")."""
     lower = request.lower()
-    return {
+    said = {
         table
         for found in ACCOUNTS.finditer(lower)
         for word in re.findall(r"[a-z]+", lower[: found.start()])[-3:]
         if (table := known_table(word)) in PEOPLE
     }
+    return said | {"members"} if ACCOUNTS.search(lower) else set()
 
 
 def wants_accounts(request: str) -> bool:

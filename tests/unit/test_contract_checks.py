@@ -441,6 +441,8 @@ def test_entities_are_named_in_the_singular_or_the_plural():
         ("Build a flashcard app where students sign up", ["flashcards"]),
         ("Teachers log in to record grades for students", ["grades", "students"]),
         ("Members create an account and track workouts", ["workouts"]),
+        ("Add user login so that members post threads and replies", ["threads", "replies"]),
+        ("Build a library system to lend books to members", ["loans", "books", "members"]),
         # Words in those places that name no record, or that SQL keeps for itself.
         ("Make the cache thread safe and wrap writes in a transaction", []),
         ("Store the logs and track the changes", []),
