@@ -207,8 +207,10 @@ def not_derived(request: str) -> list[str]:
 
 
 # People who may be the ones with accounts ("members log in"), else a record others keep.
-PEOPLE = {"members", "students", "patients", "customers", "volunteers", "employees", "teachers", "doctors",
-          "tenants"}  # fmt: skip
+PEOPLE = {
+    "members", "students", "patients", "customers", "volunteers", "employees", "teachers", "doctors",
+    "tenants",
+}  # fmt: skip
 
 
 def signing_in(request: str) -> set[str]:
@@ -338,8 +340,8 @@ LIST_OF_ITEMS = re.compile(r"\b(?:shopping|grocery|packing|wish|bucket|check)\s*
 # "guests book tables": a restaurant's bookings (a table is no record of its own).
 BOOKS_A_TABLE = re.compile(r"\b(?:book|reserve)s?\s+(?:a\s+)?tables?\b")
 # Kinds of app whose records are named by the kind: a reading list keeps books to read (one's own,
-# not a library's books everyone sees), a helpdesk its
-# support tickets (not an event's tickets, which have a price), a project tool its projects.
+# not a library's books everyone sees), a helpdesk its support tickets (not an event's tickets,
+# which have a price), a project tool its projects, a job board its applications.
 APP_RECORDS = (
     (re.compile(r"\breading\s*lists?\b"), "books_to_read"),
     (re.compile(r"\b(?:help\s*desk|support\s+(?:desk|tickets?|ticketing|requests?))\b"), "support_tickets"),
@@ -486,7 +488,8 @@ def added_fields(request: str, tables=()) -> tuple[str, dict[str, str]] | None:
     """A request to add fields to one kind of record: (the record's table, {column: SQL type}), each
     column nullable (the rows there already have none), but a yes-or-no one, false for them. None
     when the request is not one, or a field it names is a kind of record itself ("Add reviews to
-    restaurants")."""
+    restaurants"). The record is named as one of the project's `tables` or by a known word
+    (`record_named`)."""
     found = ADDS_FIELDS.match(request.strip())
     if found is None:
         return None
