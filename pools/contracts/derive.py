@@ -476,11 +476,16 @@ MAX_FIELDS = 6
 
 def record_named(phrase: str, tables=()) -> str | None:
     """The table a record's name in a request means: one of the project's `tables` in the singular
-    or the plural ("application", "books to read", "menu items"), else a known word's."""
+    or the plural ("application", "books to read", "menu items") or, the only one ending so, by its
+    last words (a helpdesk's "ticket" is its support_tickets, a grocery list's "items" its
+    list_items); else a known word's."""
     joined = "_".join(phrase.lower().split())
     for table in tables:
         if table in (joined, _plural(joined)):
             return table
+    ending = [table for table in tables if table.endswith("_" + _plural(joined))]
+    if len(ending) == 1:
+        return ending[0]
     return None if "_" in joined else known_table(joined)
 
 

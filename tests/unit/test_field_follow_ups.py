@@ -49,18 +49,30 @@ def test_the_fields_a_request_adds_and_their_record(request_text, expected):
 
 
 @pytest.mark.parametrize(
-    "request_text, expected",
+    "request_text, table, without_the_projects_tables",
     [
-        ("Add a rating to books to read", ("books_to_read", {"rating": "INTEGER"})),
-        ("Add a resume url to each application", ("applications", {"resume_url": "TEXT"})),
-        ("Add a description field to menu items", ("menu_items", {"description": "TEXT"})),
-        ("Add a priority to the cards page", ("cards", {"priority": "TEXT"})),
+        ("Add a rating to books to read", "books_to_read", None),
+        ("Add a rating to each application", "applications", None),
+        ("Add a rating field to menu items", "menu_items", None),
+        ("Add a rating to the cards page", "cards", None),
+        # The only table whose name ends so; no project's table, an event's tickets.
+        ("Add a rating field to each ticket", "support_tickets", "tickets"),
     ],
 )
-def test_a_record_is_named_by_the_projects_table_in_words(request_text, expected):
-    tables = ["books_to_read", "applications", "menu_items", "cards"]
-    assert added_fields(request_text, tables) == expected
-    assert added_fields(request_text) is None  # no word for it that the planner knows
+def test_a_record_is_named_by_the_projects_table_in_words(request_text, table, without_the_projects_tables):
+    tables = ["books_to_read", "applications", "menu_items", "cards", "support_tickets"]
+    assert added_fields(request_text, tables) == (table, {"rating": "INTEGER"})
+    named = added_fields(request_text)
+    assert (named and named[0]) == without_the_projects_tables
+
+
+def test_a_record_named_by_last_words_shared_by_two_tables_is_neither():
+    # "items": a grocery list's list_items or a restaurant's menu_items
+    assert added_fields("Add a quantity to the items", ["list_items", "menu_items"]) is None
+    assert added_fields("Add a quantity to the items", ["list_items"]) == (
+        "list_items",
+        {"quantity": "INTEGER"},
+    )
 
 
 @pytest.mark.parametrize(
