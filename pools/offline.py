@@ -599,14 +599,7 @@ export default function {name}Page() {{
       <Look />
       <h1>{title}</h1>
 {account}{form}      {{problem && <p role="alert">{{problem}}</p>}}
-      <ul>
-        {{rows.map((row) => (
-          <li key={{row.id}}{row_current}>
-            {{listed([{shown}])}}{row_flags}{row_buttons}
-          </li>
-        ))}}
-      </ul>
-      {{more && <button type="button" onClick={{() => load(rows.length)}}>More</button>}}
+{listing}      {{more && <button type="button" onClick={{() => load(rows.length)}}>More</button>}}
     </main>
   );
 }}
@@ -616,6 +609,49 @@ function listed(values) {{
   return values.filter((value) => value != null && value !== "").join(" · ");
 }}
 {helpers}"""
+# The page's rows: one list, or (`FRONTEND_BOARD`) a board of them by stage.
+FRONTEND_ROWS = """\
+      <ul>
+        {{rows.map((row) => (
+          <li key={{row.id}}{row_current}>
+            {{listed([{shown}])}}{row_flags}{row_buttons}
+          </li>
+        ))}}
+      </ul>
+"""
+# A kanban board: a column per stage (`byStage`); a card's stage changed in its Edit form moves it
+# to that column.
+FRONTEND_BOARD = """\
+      <div className="board">
+        {{byStage(rows).map(([stage, cards]) => (
+          <section key={{stage}} aria-label={{stage}}>
+            <h2>{{stage}}</h2>
+            <ul>
+              {{cards.map((row) => (
+                <li key={{row.id}}{row_current}>
+                  {{listed([{shown}])}}{row_flags}{row_buttons}
+                </li>
+              ))}}
+            </ul>
+          </section>
+        ))}}
+      </div>
+"""
+FRONTEND_BY_STAGE = """
+// The usual order of a board's stages; any other comes after them, in the order the rows first name it.
+const STAGES = ["backlog", "to do", "todo", "ready", "in progress", "doing", "review", "blocked", "done"];
+
+// The rows by stage, the stages in that order.
+function byStage(rows) {
+  const stages = new Map();
+  for (const row of rows) stages.set(row.stage, [...(stages.get(row.stage) ?? []), row]);
+  const rank = (stage) => {
+    const at = STAGES.indexOf(String(stage).trim().toLowerCase());
+    return at < 0 ? STAGES.length : at;
+  };
+  return Array.from(stages.entries()).sort(([one], [other]) => rank(one) - rank(other));
+}
+"""
 FRONTEND_POST = """\
 
   async function add(form) {{
@@ -787,6 +823,9 @@ li { display: flex; flex-wrap: wrap; gap: 0.5rem; align-items: center; padding: 
 li { border-bottom: 1px solid #8884; }
 li button:first-of-type { margin-left: auto; }
 li[aria-current] { background: #2563eb1f; border-radius: 6px; padding-inline: 0.5rem; }
+.board { display: grid; grid-template-columns: repeat(auto-fit, minmax(13rem, 1fr)); gap: 1rem; }
+.board section { background: #8881; border-radius: 8px; padding: 0 0.75rem; }
+.board h2 { font-size: 1rem; margin: 0.75rem 0 0; }
 label { display: flex; gap: 0.35rem; align-items: center; }
 [role=alert] { color: #dc2626; }
 a { color: #2563eb; }
@@ -959,9 +998,10 @@ def frontend_files(
         # an amount kept in cents as 12.99); its yes-or-no fields apart.
         timed = [c for c, kind in fields.items() if input_type(c, kind) == "datetime-local"]
         cents = [c for c, kind in fields.items() if c.endswith("_cents") and sql_type(kind) == "integer"]
+        board = "stage" in fields  # a kanban board's cards: a column per stage, which they leave unsaid
         shown = ", ".join(
             f"when(row.{c})" if c in timed else f"amount(row.{c})" if c in cents else f"row.{c}"
-            for c in [c for c in fields if c not in flags] or ["name"]
+            for c in [c for c in fields if c not in flags and not (board and c == "stage")] or ["name"]
         )
         post = form = buttons = helpers = ""
         edits = {"GET", "POST"} <= served and serves_one_record(endpoints, table, "PATCH")
@@ -1003,16 +1043,19 @@ def frontend_files(
             hooks="useEffect, useRef, useState" if edits else "useEffect, useState",
             path=path,
             post=post,
-            row_flags=row_flags,
-            row_buttons=buttons,
+            listing=(FRONTEND_BOARD if board else FRONTEND_ROWS).format(
+                row_current=" aria-current={editing === row.id || undefined}" if edits else "",
+                shown=shown,
+                row_flags=row_flags,
+                row_buttons=buttons,
+            ),
             form=form,
-            shown=shown,
             get_options=", { headers: signedIn() }" if accounts else "",
             helpers=helpers
             + (FRONTEND_WHEN if timed else "")
             + (FRONTEND_AMOUNT if cents else "")
-            + (FRONTEND_SIGNED_IN if accounts else ""),
-            row_current=" aria-current={editing === row.id || undefined}" if edits else "",
+            + (FRONTEND_SIGNED_IN if accounts else "")
+            + (FRONTEND_BY_STAGE if board else ""),
             account='      <a href="/account">Account: sign up, log in or out</a>\n' if accounts else "",
         )
         pages.append({"path": f"frontend/pages/{table}.tsx", "content": content})

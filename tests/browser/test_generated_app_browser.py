@@ -25,6 +25,7 @@ from tests.unit.test_accounts import AREAS, generated
 
 SHARED_LIST = "Build a todo list app"
 RESTAURANT = "Build a restaurant website where staff add menu items, guests book tables and everyone logs in"
+KANBAN = "Build a kanban board with columns and cards"
 LOGS = settings.VAR_DIR / "test-logs"
 
 
@@ -185,6 +186,41 @@ def test_a_shared_todo_list_is_added_to_ticked_changed_and_deleted(page, install
         expect(rows).to_have_count(1)
         expect(rows.first).to_have_text("Call mum tonight done Edit Delete")  # no date to show
         assert [row["name"] for row in _listed(backend)] == ["Call mum tonight"]
+    assert page.problems == []
+
+
+def test_a_kanban_board_has_a_column_per_stage_and_a_card_moves_between_them(page, installed, tmp_path):
+    from playwright.sync_api import expect
+
+    with serving(KANBAN, tmp_path, installed) as (frontend, backend):
+        page.goto(f"{frontend}/cards")
+        cards = page.locator("main .board li")
+        headings = page.locator("main .board section h2")
+        _add(page, cards, "Ship it", stage="Done")
+        _add(page, cards, "Write the spec", stage="To do")
+        _add(page, cards, "Fix the login bug", stage="Doing")
+        _add(page, cards, "Plan the release", stage="To do")
+        _add(page, cards, "Try a dark theme", stage="Ideas")
+        # The usual stages in their order, whatever order the cards came in; any other after them.
+        expect(headings).to_have_text(["To do", "Doing", "Done", "Ideas"])
+        to_do = page.get_by_role("region", name="To do")
+        expect(to_do.locator("li")).to_have_text(
+            ["Write the spec Edit Delete", "Plan the release Edit Delete"]
+        )
+
+        # A card's stage changed moves it to that column; an emptied column is gone.
+        page.get_by_role("region", name="Ideas").get_by_role("button", name="Edit").click()
+        expect(page.locator('form input[name="stage"]')).to_have_value("Ideas")
+        page.fill('form input[name="stage"]', "Doing")
+        page.get_by_role("button", name="Save changes").click()
+        expect(headings).to_have_text(["To do", "Doing", "Done"])
+        expect(page.get_by_role("region", name="Doing").locator("li")).to_have_count(2)
+        page.reload()
+        expect(headings).to_have_text(["To do", "Doing", "Done"])
+        expect(page.get_by_role("region", name="Doing")).to_contain_text("Try a dark theme")
+        with urllib.request.urlopen(f"{backend}/api/cards", timeout=5) as response:
+            stages = {card["name"]: card["stage"] for card in json.load(response)}
+        assert stages["Try a dark theme"] == "Doing"
     assert page.problems == []
 
 
