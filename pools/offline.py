@@ -609,31 +609,25 @@ function listed(values) {{
   return values.filter((value) => value != null && value !== "").join(" · ");
 }}
 {helpers}"""
-# The page's rows: one list, or (`FRONTEND_BOARD`) a board of them by stage.
+# The page's rows (`{rows}`, each `row`), indented where the page puts them: in the page itself, or
+# in each column of a board (`FRONTEND_BOARD`).
 FRONTEND_ROWS = """\
-      <ul>
-        {{rows.map((row) => (
-          <li key={{row.id}}{row_current}>
-            {{listed([{shown}])}}{row_flags}{row_buttons}
-          </li>
-        ))}}
-      </ul>
+<ul>
+  {{{rows}.map((row) => (
+    <li key={{row.id}}{row_current}>
+      {{listed([{shown}])}}{row_flags}{row_buttons}
+    </li>
+  ))}}
+</ul>
 """
-# A kanban board: a column per stage (`byStage`); a card's stage changed in its Edit form moves it
-# to that column.
+# A kanban board: a column per stage (`byStage`), its `cards` listed as FRONTEND_ROWS; a card's stage
+# changed in its Edit form moves it to that column.
 FRONTEND_BOARD = """\
       <div className="board">
         {{byStage(rows).map(([stage, cards]) => (
           <section key={{stage}} aria-label={{stage}}>
             <h2>{{stage}}</h2>
-            <ul>
-              {{cards.map((row) => (
-                <li key={{row.id}}{row_current}>
-                  {{listed([{shown}])}}{row_flags}{row_buttons}
-                </li>
-              ))}}
-            </ul>
-          </section>
+{cards}          </section>
         ))}}
       </div>
 """
@@ -1037,18 +1031,22 @@ def frontend_files(
         if {"GET", "POST"} <= served and serves_one_record(endpoints, table, "DELETE"):
             post += FRONTEND_DELETE.format(path=path, auth=", headers: signedIn()" if accounts else "")
             buttons += " <button onClick={() => remove(row.id)}>Delete</button>"
+        listing = FRONTEND_ROWS.format(
+            rows="cards" if board else "rows",
+            row_current=" aria-current={editing === row.id || undefined}" if edits else "",
+            shown=shown,
+            row_flags=row_flags,
+            row_buttons=buttons,
+        )
         content = FRONTEND_PAGE.format(
             name=name,
             title=_title(table),
             hooks="useEffect, useRef, useState" if edits else "useEffect, useState",
             path=path,
             post=post,
-            listing=(FRONTEND_BOARD if board else FRONTEND_ROWS).format(
-                row_current=" aria-current={editing === row.id || undefined}" if edits else "",
-                shown=shown,
-                row_flags=row_flags,
-                row_buttons=buttons,
-            ),
+            listing=FRONTEND_BOARD.format(cards=textwrap.indent(listing, " " * 12))
+            if board
+            else textwrap.indent(listing, " " * 6),
             form=form,
             get_options=", { headers: signedIn() }" if accounts else "",
             helpers=helpers
